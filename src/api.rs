@@ -1,0 +1,69 @@
+//! Entry points for the CLI, tests and benchmarks: load a spec and compile it.
+
+use crate::diag::Diagnostics;
+use crate::lower::{load_file, load_str, Program};
+use crate::pipeline::{compile, Compiled, Failure, Mode};
+use crate::source::SourceMap;
+use std::path::Path;
+
+/// Load and compile a spec file.
+pub fn compile_file(path: &Path, mode: Mode) -> Result<Compiled, Failure> {
+    let prog = load_file(path).map_err(|(s, d)| Failure::User(s, d))?;
+    compile(prog, mode)
+}
+
+/// Load and compile spec text (relative `use`s resolve against `dir`).
+pub fn compile_str(name: &str, dir: Option<&Path>, text: &str, mode: Mode) -> Result<Compiled, Failure> {
+    let prog = load_str(name, dir, text).map_err(|(s, d)| Failure::User(s, d))?;
+    compile(prog, mode)
+}
+
+/// Check a program: a file with a model compiles it (train mode); a file of modules
+/// only is parsed and resolved.
+pub fn check_program(prog: Program) -> Result<Option<Compiled>, Failure> {
+    if prog.root_model.is_none() {
+        return Ok(None);
+    }
+    compile(prog, Mode::Train).map(Some)
+}
+
+/// Render a failure as text (colour off): the snapshot and CLI format.
+pub fn render_failure(f: &Failure, color: bool) -> String {
+    match f {
+        Failure::User(sources, diags) => crate::diag::render(sources, diags, color),
+        Failure::Bug(e) => format!("internal compiler error: {e}\nthis is a bug in graft, not in the spec\n"),
+    }
+}
+
+/// Diagnostics with no sources (file-level problems).
+pub fn user_failure(d: Diagnostics) -> Failure {
+    Failure::User(SourceMap::new(), d)
+}
+
+/// One row of `graft select`.
+pub struct SelectRow {
+    pub path: String,
+    pub kind: String,
+    pub params: u64,
+}
+
+/// Every site or parameter prefix the selector matches, with the parameters under it;
+/// `Err` carries the nearest existing paths when nothing matches.
+pub fn select(c: &Compiled, sel: &crate::syntax::ast::Selector) -> Result<Vec<SelectRow>, Vec<String>> {
+    let params: Vec<(&str, u64)> = c.graph.params().map(|(_, p)| (p.path.as_str(), p.numel())).collect();
+    let paths = c.sites.iter().map(|(p, _)| p.as_str()).chain(params.iter().map(|(p, _)| *p));
+    let universe = crate::select::Universe::new(paths);
+    let matches = universe.prefix_matches(sel);
+    if matches.is_empty() {
+        return Err(universe.suggest(sel, 3));
+    }
+    Ok(matches
+        .into_iter()
+        .map(|m| {
+            let prefix = format!("{m}.");
+            let n = params.iter().filter(|(p, _)| *p == m || p.starts_with(&prefix)).map(|(_, n)| n).sum();
+            let kind = c.sites.iter().find(|(p, _)| *p == m).map_or("param".to_string(), |(_, k)| k.clone());
+            SelectRow { path: m, kind, params: n }
+        })
+        .collect())
+}

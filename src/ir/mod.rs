@@ -1,0 +1,237 @@
+//! The graph IR.
+//!
+//! A model is a directed acyclic graph of primitive [`Op`]s. Data flows along edges
+//! from a producer to a consumer; the edge carries the operand slot. Parameters are
+//! nodes too (`Op::Parameter`), so a weight that is computed (λ·W′ + W, folded LoRA)
+//! is just a subgraph over parameter nodes. Every node keeps the hierarchical path of
+//! the instance that created it and the source span it came from.
+//!
+//! Architecture invariant: petgraph types do not leave this module; everything
+//! outside talks in [`NodeId`]s. `StableDiGraph` keeps ids valid across removals.
+
+pub mod op;
+pub mod param;
+pub mod print;
+pub mod shape;
+pub mod verify;
+
+pub use op::Op;
+pub use param::{FoldExpr, Init, ParamInfo, ParamSource};
+pub use shape::{DType, Dim, Shape, TensorType};
+
+use crate::source::Span;
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+use std::collections::{BTreeSet, HashMap};
+
+/// Identity of a node; stable across removals of other nodes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+
+impl NodeId {
+    fn ix(self) -> NodeIndex {
+        NodeIndex::new(self.0 as usize)
+    }
+
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    /// The instance path this node belongs to (`target.blocks.3.attn.qkv`).
+    pub path: String,
+    pub span: Option<Span>,
+    /// Filled in by `infer_shapes`.
+    pub ty: Option<TensorType>,
+}
+
+/// The operand slot an edge feeds.
+#[derive(Clone, Copy, Debug)]
+struct Edge {
+    slot: u32,
+}
+
+/// The graph of one compiled model.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    g: StableDiGraph<Node, Edge>,
+}
+
+impl Graph {
+    pub fn new() -> Graph {
+        Graph::default()
+    }
+
+    pub fn add(&mut self, op: Op, path: impl Into<String>, span: Option<Span>, operands: &[NodeId]) -> NodeId {
+        let id = self.g.add_node(Node {
+            op,
+            path: path.into(),
+            span,
+            ty: None,
+        });
+        for (slot, o) in operands.iter().enumerate() {
+            self.g.add_edge(o.ix(), id, Edge { slot: slot as u32 });
+        }
+        NodeId(id.index() as u32)
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.g[id.ix()]
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        &mut self.g[id.ix()]
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.g.contains_node(id.ix())
+    }
+
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// All node ids in creation order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.g.node_indices().map(|i| NodeId(i.index() as u32)).collect();
+        v.sort();
+        v
+    }
+
+    /// Operands in slot order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        let mut v: Vec<(u32, NodeId)> = self
+            .g
+            .edges_directed(id.ix(), Direction::Incoming)
+            .map(|e| (e.weight().slot, NodeId(e.source().index() as u32)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Operand slots as stored (for the verifier).
+    pub fn operand_slots(&self, id: NodeId) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .g
+            .edges_directed(id.ix(), Direction::Incoming)
+            .map(|e| e.weight().slot)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Consumers of a node's value, with the slot they read it in, in id order.
+    pub fn users(&self, id: NodeId) -> Vec<(NodeId, u32)> {
+        let mut v: Vec<(NodeId, u32)> = self
+            .g
+            .edges_directed(id.ix(), Direction::Outgoing)
+            .map(|e| (NodeId(e.target().index() as u32), e.weight().slot))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Make `user` read `new` in `slot` instead of what it read.
+    pub fn set_operand(&mut self, user: NodeId, slot: u32, new: NodeId) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(user.ix(), Direction::Incoming)
+            .filter(|e| e.weight().slot == slot)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        self.g.add_edge(new.ix(), user.ix(), Edge { slot });
+    }
+
+    /// Redirect the users of `old` accepted by `keep` to read `new`.
+    pub fn replace_uses(&mut self, old: NodeId, new: NodeId, mut filter: impl FnMut(NodeId) -> bool) {
+        for (user, slot) in self.users(old) {
+            if user != new && filter(user) {
+                self.set_operand(user, slot, new);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: NodeId) {
+        self.g.remove_node(id.ix());
+    }
+
+    /// Nodes in a deterministic topological order (Kahn's algorithm, smallest id
+    /// first), or `None` if the graph has a cycle.
+    pub fn topo_order(&self) -> Option<Vec<NodeId>> {
+        let mut indeg: HashMap<NodeId, usize> = HashMap::new();
+        let mut ready = BTreeSet::new();
+        for id in self.ids() {
+            let d = self.g.edges_directed(id.ix(), Direction::Incoming).count();
+            indeg.insert(id, d);
+            if d == 0 {
+                ready.insert(id);
+            }
+        }
+        let mut out = Vec::with_capacity(indeg.len());
+        while let Some(id) = ready.pop_first() {
+            out.push(id);
+            for e in self.g.edges_directed(id.ix(), Direction::Outgoing) {
+                let t = NodeId(e.target().index() as u32);
+                let d = indeg.get_mut(&t).expect("node known");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(t);
+                }
+            }
+        }
+        (out.len() == indeg.len()).then_some(out)
+    }
+
+    /// Parameter nodes in id order.
+    pub fn params(&self) -> impl Iterator<Item = (NodeId, &ParamInfo)> {
+        let mut v: Vec<(NodeId, &ParamInfo)> = self
+            .g
+            .node_indices()
+            .filter_map(|i| match &self.g[i].op {
+                Op::Parameter(p) => Some((NodeId(i.index() as u32), p)),
+                _ => None,
+            })
+            .collect();
+        v.sort_by_key(|(id, _)| *id);
+        v.into_iter()
+    }
+
+    pub fn param_mut(&mut self, id: NodeId) -> Option<&mut ParamInfo> {
+        match &mut self.g[id.ix()].op {
+            Op::Parameter(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Output nodes in id order.
+    pub fn outputs(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&i| matches!(self.node(i).op, Op::Output { .. }))
+            .collect()
+    }
+
+    /// Input nodes in id order.
+    pub fn inputs(&self) -> Vec<NodeId> {
+        self.ids()
+            .into_iter()
+            .filter(|&i| matches!(self.node(i).op, Op::Input { .. }))
+            .collect()
+    }
+
+    /// Total parameter elements.
+    pub fn param_count(&self) -> u64 {
+        self.params().map(|(_, p)| p.numel()).sum()
+    }
+}

@@ -1,0 +1,141 @@
+//! Deterministic text, YAML and Graphviz forms of the IR.
+//!
+//! The text form is the snapshot format and `--emit ir`: nodes in topological order,
+//! densely renumbered `%0, %1, …`, one per line. Same spec, same bytes.
+
+use super::{Graph, NodeId, Op, ParamSource};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
+    let order = g.topo_order().unwrap_or_else(|| g.ids());
+    let num = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    (order, num)
+}
+
+fn attrs(op: &Op) -> String {
+    match op {
+        Op::GroupedLinear { groups } => format!("{{groups={groups}}}"),
+        Op::Conv2d { stride } => format!("{{stride={stride:?}}}"),
+        Op::Conv3d { stride } => format!("{{stride={stride:?}}}"),
+        Op::LayerNorm { eps } => format!("{{eps={eps:e}}}"),
+        Op::Attention { heads } => format!("{{heads={heads}}}"),
+        Op::Scale { factor } => format!("{{factor={factor}}}"),
+        Op::Reshape { dims } => format!("{{dims={dims:?}}}"),
+        Op::Permute { perm } => format!("{{perm={perm:?}}}"),
+        Op::Split { axis, parts, index } => format!("{{axis={axis}, parts={parts}, index={index}}}"),
+        Op::Concat { axis } => format!("{{axis={axis}}}"),
+        Op::TokenSelect { index } => format!("{{index={index}}}"),
+        _ => String::new(),
+    }
+}
+
+/// The text form.
+pub fn to_text(g: &Graph, header: &str) -> String {
+    let (order, num) = numbering(g);
+    let mut s = String::new();
+    let _ = writeln!(s, "{header}");
+    for id in order {
+        let n = g.node(id);
+        let ty = n.ty.as_ref().map_or("?".to_string(), |t| t.to_string());
+        let ops: Vec<String> = g.operands(id).iter().map(|o| format!("%{}", num[o])).collect();
+        let i = num[&id];
+        match &n.op {
+            Op::Input { name, optional, default_zeros, .. } => {
+                let opt = match (optional, default_zeros) {
+                    (true, true) => " optional=zeros",
+                    (true, false) => " optional",
+                    _ => "",
+                };
+                let _ = writeln!(s, "%{i} = input {name} : {ty}{opt}");
+            }
+            Op::Output { name } => {
+                let _ = writeln!(s, "output {name} = {} : {ty}", ops.join(", "));
+            }
+            Op::Parameter(p) => {
+                let train = if p.trainable { "train" } else { "frozen" };
+                let src = match &p.source {
+                    ParamSource::Weights { binding, key } => format!("weights {binding}:{key}"),
+                    ParamSource::Init { init } => format!("init {init}"),
+                    ParamSource::Folded { expr } => format!("fold {expr}"),
+                };
+                let _ = writeln!(s, "%{i} = param {} : {ty} {train} {src}", p.path);
+            }
+            op => {
+                let _ = writeln!(
+                    s,
+                    "%{i} = {}{}({}) : {ty}  @{}",
+                    op.name(),
+                    attrs(op),
+                    ops.join(", "),
+                    n.path
+                );
+            }
+        }
+    }
+    s
+}
+
+#[derive(Serialize)]
+struct YamlNode<'a> {
+    id: usize,
+    #[serde(flatten)]
+    op: &'a Op,
+    path: &'a str,
+    operands: Vec<usize>,
+    #[serde(rename = "type")]
+    ty: Option<String>,
+}
+
+/// The YAML form: a list of nodes in the same numbering as the text form.
+pub fn to_yaml(g: &Graph) -> String {
+    let (order, num) = numbering(g);
+    let nodes: Vec<YamlNode> = order
+        .iter()
+        .map(|&id| {
+            let n = g.node(id);
+            YamlNode {
+                id: num[&id],
+                op: &n.op,
+                path: &n.path,
+                operands: g.operands(id).iter().map(|o| num[o]).collect(),
+                ty: n.ty.as_ref().map(|t| t.to_string()),
+            }
+        })
+        .collect();
+    serde_yaml::to_string(&nodes).unwrap_or_else(|e| format!("# yaml error: {e}\n"))
+}
+
+/// The Graphviz DOT form; parameters are boxes, trainable ones filled.
+pub fn to_dot(g: &Graph, name: &str) -> String {
+    let (order, num) = numbering(g);
+    let mut s = String::new();
+    let _ = writeln!(s, "digraph \"{}\" {{\n  rankdir=TB;\n  node [fontname=\"monospace\"];", name.replace('"', ""));
+    for &id in &order {
+        let n = g.node(id);
+        let i = num[&id];
+        let ty = n.ty.as_ref().map_or(String::new(), |t| t.to_string());
+        let (label, style) = match &n.op {
+            Op::Parameter(p) => (
+                format!("{}\\n{ty}", p.path),
+                if p.trainable {
+                    "shape=box, style=filled, fillcolor=\"#ffd27f\""
+                } else {
+                    "shape=box, color=gray"
+                },
+            ),
+            Op::Input { name, .. } => (format!("input {name}\\n{ty}"), "shape=invhouse"),
+            Op::Output { name } => (format!("output {name}\\n{ty}"), "shape=house"),
+            op => (format!("{}{}\\n{}\\n{ty}", op.name(), attrs(op), n.path), "shape=ellipse"),
+        };
+        let _ = writeln!(s, "  n{i} [label=\"{}\", {style}];", label.replace('"', "'"));
+    }
+    for &id in &order {
+        for (slot, o) in g.operands(id).iter().enumerate() {
+            let _ = writeln!(s, "  n{} -> n{} [label=\"{slot}\"];", num[o], num[&id]);
+        }
+    }
+    s.push_str("}\n");
+    s
+}

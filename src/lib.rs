@@ -1,0 +1,19 @@
+//! graft: a declarative model-graph compiler for parameter-efficient multimodal
+//! transformers.
+//!
+//! A spec file (`.graft`) names a pretrained backbone, where adapters go, which
+//! modalities enter where, which layers borrow weights from another model (M2PT
+//! pathways) and what trains. graft checks it, compiles it to a verified graph IR
+//! ([`ir`]), freezes what must not train and folds re-parameterizations for inference.
+//! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
+
+pub mod api;
+pub mod diag;
+pub mod ir;
+pub mod lower;
+pub mod passes;
+pub mod pipeline;
+pub mod report;
+pub mod select;
+pub mod source;
+pub mod syntax;

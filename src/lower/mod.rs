@@ -1,0 +1,193 @@
+//! Resolve and instantiate: a loaded [`Program`] → an IR [`Graph`] plus the tables
+//! the later passes need (sites, components, the model's declarations).
+//!
+//! This is the analyzer stage: it may report user errors. Module instances are
+//! expanded eagerly; every named statement of every instance becomes a *site* with a
+//! hierarchical path (`target.blocks.3.mlp`) that selectors match. Adapters and
+//! pathways are not inserted here; the passes `insert_adapters` and `build_pathways`
+//! do that on the typed graph, using the [`Builder`] to instantiate adapter modules.
+
+pub mod builtins;
+mod eval;
+mod instance;
+pub mod load;
+mod model;
+
+pub use eval::{ArgVal, Env};
+pub use load::{load_file, load_str, ModuleEntry, Program, STD};
+pub use model::lower;
+
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::ir::{Graph, NodeId};
+use crate::source::Span;
+use crate::syntax::ast::{AdapterDecl, ComponentKind, PathwayDecl, Selector, Trainability};
+use std::collections::{BTreeMap, HashMap};
+
+/// Marker: a diagnostic has been pushed; unwind the current construct.
+#[derive(Debug, Clone, Copy)]
+pub struct Reported;
+
+pub type R<T> = Result<T, Reported>;
+
+/// Limits that keep hostile or mistaken specs from exhausting time or memory.
+pub mod limits {
+    /// Nested module instances (also catches recursion through aliases).
+    pub const MAX_INSTANCE_DEPTH: usize = 48;
+    /// IR nodes in one model.
+    pub const MAX_NODES: usize = 2_000_000;
+    /// `repeat(n)`.
+    pub const MAX_REPEAT: i64 = 4096;
+    /// Elements of one parameter tensor (2^40 ≈ 1.1e12).
+    pub const MAX_PARAM_ELEMENTS: u128 = 1 << 40;
+    /// Elements of all parameters of a model (2^42 ≈ 4.4e12).
+    pub const MAX_TOTAL_ELEMENTS: u128 = 1 << 42;
+    /// Elements of one list value.
+    pub const MAX_LIST: usize = 4096;
+}
+
+/// A compile-time value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    List(Vec<Value>),
+    Tensor(NodeId),
+    /// An optional module input that was not passed.
+    Absent,
+}
+
+impl Value {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Bool(_) => "bool",
+            Value::Str(_) => "str",
+            Value::List(_) => "list",
+            Value::Tensor(_) => "tensor",
+            Value::Absent => "absent input",
+        }
+    }
+}
+
+/// What a site is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteKind {
+    /// An instance of a graft module.
+    Module(String),
+    /// An instance of a parametric primitive (`linear`, `layernorm`, …).
+    Primitive(String),
+    /// A named value (`x1 = x + attn`, `k = split(qkv, 3, 1)`).
+    Value,
+}
+
+/// A named point of the graph that selectors can match.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub path: String,
+    pub kind: SiteKind,
+    /// The value fed in (first input of an instance, first operand of a value).
+    pub input: Option<NodeId>,
+    pub output: NodeId,
+    pub span: Span,
+}
+
+/// A backbone or encoder as declared.
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub kind: ComponentKind,
+    pub weights: Option<String>,
+    pub trainability: Option<Trainability>,
+    pub span: Span,
+}
+
+/// Everything `lower` produces; consumed by the passes.
+pub struct Lowered {
+    pub b: Builder,
+    pub model: String,
+    pub model_span: Span,
+    pub components: Vec<Component>,
+    /// Heads: (name, span).
+    pub heads: Vec<(String, Span)>,
+    pub adapters: Vec<AdapterDecl>,
+    /// Adapter name → (weights file, frozen) from `weights NAME "file"` bindings.
+    pub adapter_weights: HashMap<String, (String, Option<Trainability>)>,
+    pub pathways: Vec<PathwayDecl>,
+    pub train: Vec<Selector>,
+    /// Model-level names → values (for adapter arguments such as `context: audio_enc.norm`).
+    pub env: Env,
+    /// Inputs as declared: (name, span).
+    pub inputs: Vec<(String, Span)>,
+    /// Weights bindings: binding name → file as written.
+    pub weights: BTreeMap<String, String>,
+}
+
+/// Graph construction state shared by lowering and the passes that instantiate.
+pub struct Builder {
+    pub graph: Graph,
+    pub sites: BTreeMap<String, Site>,
+    /// Site paths in creation order (selectors report matches in this order).
+    pub site_order: Vec<String>,
+    pub diags: Diagnostics,
+    pub(crate) prog: Program,
+    /// The top-level component being built (owner of new parameters).
+    pub(crate) component: String,
+    /// The weights binding new parameters load from, if any.
+    pub(crate) binding: Option<String>,
+    pub(crate) stack: Vec<(String, Span)>,
+    pub(crate) total_elements: u128,
+}
+
+impl Builder {
+    pub fn new(prog: Program) -> Builder {
+        Builder {
+            graph: Graph::new(),
+            sites: BTreeMap::new(),
+            site_order: Vec::new(),
+            diags: Diagnostics::default(),
+            prog,
+            component: String::new(),
+            binding: None,
+            stack: Vec::new(),
+            total_elements: 0,
+        }
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.prog
+    }
+
+    pub(crate) fn error(&mut self, d: Diagnostic) -> Reported {
+        self.diags.push(d);
+        Reported
+    }
+
+    /// Set who owns the parameters created next.
+    pub fn set_owner(&mut self, component: &str, binding: Option<String>) {
+        self.component = component.to_string();
+        self.binding = binding;
+    }
+
+    pub(crate) fn add_site(&mut self, site: Site) -> R<()> {
+        if let Some(prev) = self.sites.get(&site.path) {
+            let prev = prev.span;
+            return Err(self.error(
+                Diagnostic::error("E0201", format!("`{}` is defined twice", site.path))
+                    .at(site.span, "redefined here")
+                    .also(prev, "first defined here")
+                    .hint("every instance and named value needs its own name"),
+            ));
+        }
+        self.site_order.push(site.path.clone());
+        self.sites.insert(site.path.clone(), site);
+        Ok(())
+    }
+}
+
+/// An unnamed argument holding `value` (for inputs the compiler passes itself).
+pub fn eval_arg(value: Value, span: Span) -> ArgVal {
+    ArgVal { name: None, value, span }
+}

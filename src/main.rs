@@ -1,0 +1,213 @@
+//! The `graft` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use graft::api::{compile_file, render_failure};
+use graft::pipeline::{Compiled, Failure, Mode};
+use graft::report;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "graft", version, about = "A declarative model-graph compiler for parameter-efficient multimodal transformers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check specs and report every error (file:line:col, the line, a caret, a hint).
+    Check {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Compile a spec to a verified graph and write its forms.
+    Compile {
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value = "train")]
+        mode: Mode,
+        /// Comma-separated: ir, yaml, dot, params.
+        #[arg(long, value_delimiter = ',', default_value = "ir")]
+        emit: Vec<Emit>,
+        /// Directory to write `MODEL.MODE.{ir,yaml,dot,params.txt}` into (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Parameter table: total, trainable, frozen, per component, % of backbone.
+    Params {
+        spec: PathBuf,
+        #[arg(long, value_enum, default_value = "train")]
+        mode: Mode,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inputs, outputs, weights bindings and parameter totals.
+    Inspect {
+        spec: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run of a selector: every match with its parameter count.
+    Select { spec: PathBuf, pattern: String },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Emit {
+    Ir,
+    Yaml,
+    Dot,
+    Params,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Compile or print the failure; `None` means "exit 1".
+fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
+    match compile_file(spec, mode) {
+        Ok(c) => Some(c),
+        Err(f) => {
+            eprint!("{}", render_failure(&f, color()));
+            if let Failure::User(_, d) = &f {
+                let n = d.items.len();
+                eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
+            }
+            None
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Check { specs } => {
+            let mut ok = true;
+            for spec in &specs {
+                let result = graft::lower::load_file(spec).map_err(|(s, d)| Failure::User(s, d)).and_then(graft::api::check_program);
+                match result {
+                    Ok(Some(c)) => {
+                        let r = report::param_report(&c);
+                        println!("{}: ok, model {} ({} parameters, {} trainable)", spec.display(), c.model, report::thousands(r.total), report::thousands(r.trainable));
+                    }
+                    Ok(None) => println!("{}: ok (modules only)", spec.display()),
+                    Err(f) => {
+                        ok = false;
+                        eprint!("{}", render_failure(&f, color()));
+                    }
+                }
+            }
+            Ok(ExitCode::from(if ok { 0 } else { 1 }))
+        }
+        Cmd::Compile { spec, mode, emit, out } => {
+            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
+            let mode_name = if mode == Mode::Train { "train" } else { "infer" };
+            for e in emit {
+                let (ext, text) = match e {
+                    Emit::Ir => ("ir", graft::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode {mode_name}", c.model))),
+                    Emit::Yaml => ("yaml", graft::ir::print::to_yaml(&c.graph)),
+                    Emit::Dot => ("dot", graft::ir::print::to_dot(&c.graph, &c.model)),
+                    Emit::Params => ("params.txt", report::param_table(&report::param_report(&c))),
+                };
+                match &out {
+                    Some(dir) => {
+                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                        let path = dir.join(format!("{}.{mode_name}.{ext}", c.model));
+                        write_atomic(&path, text.as_bytes())?;
+                        println!("wrote {}", path.display());
+                    }
+                    None => print!("{text}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Params { spec, mode, json } => {
+            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
+            let r = report::param_report(&c);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", report::param_table(&r));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Inspect { spec, json } => {
+            let Some(c) = compiled(&spec, Mode::Train) else { return Ok(ExitCode::from(1)) };
+            let i = report::inspect(&c);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                println!("model {}", i.model);
+                for x in &i.inputs {
+                    let shape: Vec<String> = x.shape.iter().map(|d| d.to_string()).collect();
+                    println!("input  {}: {}[{}]{}", x.name, x.dtype, shape.join(", "), if x.optional { " optional" } else { "" });
+                }
+                for o in &i.outputs {
+                    let shape: Vec<String> = o.shape.iter().map(|d| d.to_string()).collect();
+                    println!("output {}: [{}]", o.name, shape.join(", "));
+                }
+                for w in &i.weights {
+                    println!("weights {} = {}", w.binding, w.file);
+                }
+                println!(
+                    "params total {} trainable {} frozen {}",
+                    report::thousands(i.params.total),
+                    report::thousands(i.params.trainable),
+                    report::thousands(i.params.frozen)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Select { spec, pattern } => {
+            let Some(c) = compiled(&spec, Mode::Train) else { return Ok(ExitCode::from(1)) };
+            let sel = match graft::select::parse_selector(&pattern) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}\n  hint: selectors look like vit.blocks[*].mlp, blocks[-2..], {{attn.qkv, mlp.fc1}}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let rows = graft::api::select(&c, &sel);
+            match rows {
+                Ok(rows) => {
+                    let mut total = 0;
+                    for r in &rows {
+                        println!("{:<48} {:<22} {:>14} params", r.path, r.kind, report::thousands(r.params));
+                        total += r.params;
+                    }
+                    println!("{} match{}, {} params", rows.len(), if rows.len() == 1 { "" } else { "es" }, report::thousands(total));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(near) => {
+                    eprintln!("error: `{pattern}` matches nothing in {}", spec.display());
+                    if near.is_empty() {
+                        eprintln!("  hint: `graft select {} '*'` lists the top level", spec.display());
+                    } else {
+                        eprintln!("  hint: nearest existing paths: {}", near.join(", "));
+                    }
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Write via a temporary file and a rename, so no half-written file is ever seen.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

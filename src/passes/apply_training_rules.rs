@@ -1,0 +1,104 @@
+//! apply_training_rules: mark exactly the parameters the model's rules name as
+//! trainable; everything else is frozen.
+//!
+//! Analyzer pass. A rule is a component name (backbone, encoder, head, adapter —
+//! everything under it; a pathway — its λs, and its W′ when `aux: trainable`) or a
+//! selector over parameter paths (`target.blocks[-2..]`). A component marked
+//! `trainable` counts as named. Naming something declared `frozen` (or an adapter
+//! loaded from a trained run) is a conflict; a rule that matches nothing is an error.
+//! Returns the set the rules name, which the pipeline then checks against the graph.
+
+use super::build_pathways::Borrowed;
+use crate::diag::Diagnostic;
+use crate::lower::Lowered;
+use crate::select::Universe;
+use crate::syntax::ast::{SegName, SelStep, Trainability};
+use std::collections::{HashMap, HashSet};
+
+pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowed>) -> HashSet<String> {
+    let params: Vec<(String, String)> = lw.b.graph.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
+    // Components that must not train, with why.
+    let mut frozen: HashMap<String, &'static str> = HashMap::new();
+    for c in &lw.components {
+        if c.trainability == Some(Trainability::Frozen) {
+            frozen.insert(c.name.clone(), "declared `frozen`");
+        }
+    }
+    for (a, (_, t)) in &lw.adapter_weights {
+        if *t != Some(Trainability::Trainable) {
+            frozen.insert(a.clone(), "loaded from trained weights, so frozen");
+        }
+    }
+    let under = |name: &str| -> Vec<String> {
+        let prefix = format!("{name}.");
+        params.iter().filter(|(p, _)| p == name || p.starts_with(&prefix)).map(|(p, _)| p.clone()).collect()
+    };
+    let mut expected: HashSet<String> = HashSet::new();
+    for c in &lw.components {
+        if c.trainability == Some(Trainability::Trainable) {
+            expected.extend(under(&c.name));
+        }
+    }
+    let universe = Universe::new(params.iter().map(|(p, _)| p.as_str()));
+    for rule in lw.train.clone() {
+        let single = match rule.steps.as_slice() {
+            [SelStep::Seg { name: SegName::Exact(n), index: None }] => Some(n.clone()),
+            _ => None,
+        };
+        let named: Vec<String> = match single.as_ref().and_then(|n| borrowed.get(n).map(|b| (n, b))) {
+            Some((_, b)) => {
+                let mut v = b.lambdas.clone();
+                if b.aux_trainable {
+                    v.extend(b.aux_params.iter().cloned());
+                }
+                v
+            }
+            None => {
+                let prefixes = universe.prefix_matches(&rule);
+                prefixes.iter().flat_map(|p| under(p)).collect()
+            }
+        };
+        if named.is_empty() {
+            let near = universe.suggest(&rule, 3);
+            lw.b.diags.push(
+                Diagnostic::error("E1001", format!("training rule `{rule}` matches no parameter"))
+                    .at(rule.span, "nothing to train here")
+                    .hint(if near.is_empty() {
+                        "name a component, adapter, pathway or head, or a parameter path pattern".to_string()
+                    } else {
+                        format!("nearest existing paths: {}", near.join(", "))
+                    }),
+            );
+            continue;
+        }
+        let owners: HashSet<&str> = named
+            .iter()
+            .filter_map(|p| params.iter().find(|(q, _)| q == p).map(|(_, c)| c.as_str()))
+            .collect();
+        let mut conflict = false;
+        for o in owners {
+            if let Some(why) = frozen.get(o) {
+                let is_pathway_aux = single.as_ref().is_some_and(|n| borrowed.contains_key(n));
+                let d = Diagnostic::error("E1002", format!("training rule `{rule}` trains `{o}`, which is {why}"))
+                    .at(rule.span, "conflicting rule")
+                    .hint(if is_pathway_aux {
+                        format!("declare the pathway `aux: frozen`, or remove `frozen` from `{o}`")
+                    } else {
+                        format!("remove `frozen` from `{o}`, or drop it from the rule")
+                    });
+                lw.b.diags.push(d);
+                conflict = true;
+            }
+        }
+        if !conflict {
+            expected.extend(named);
+        }
+    }
+    let ids: Vec<_> = lw.b.graph.params().map(|(id, p)| (id, p.path.clone())).collect();
+    for (id, path) in ids {
+        if let Some(p) = lw.b.graph.param_mut(id) {
+            p.trainable = expected.contains(&path);
+        }
+    }
+    expected
+}

@@ -1,0 +1,58 @@
+//! check_optional_inputs: every output must survive any optional input being absent.
+//!
+//! Analyzer pass. At run time a missing optional input (a missing modality) makes
+//! every value computed from it absent, except that `add` passes its present operand
+//! through; that is how a cross-attention adapter (`x + gate * attend(x, context)`)
+//! is skipped. An output that would itself become absent is a user error.
+
+use crate::diag::Diagnostic;
+use crate::ir::{Graph, NodeId, Op};
+use std::collections::HashSet;
+
+/// The nodes that are absent when the inputs in `missing` are.
+pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
+    let mut absent: HashSet<NodeId> = missing.iter().copied().collect();
+    let Some(order) = g.topo_order() else { return absent };
+    for id in order {
+        if absent.contains(&id) {
+            continue;
+        }
+        let ops = g.operands(id);
+        if ops.is_empty() {
+            continue;
+        }
+        let gone = ops.iter().filter(|o| absent.contains(o)).count();
+        let is_absent = match g.node(id).op {
+            Op::Add => gone == ops.len(),
+            _ => gone > 0,
+        };
+        if is_absent {
+            absent.insert(id);
+        }
+    }
+    absent
+}
+
+pub fn check_optional_inputs(g: &Graph) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for inp in g.inputs() {
+        let Op::Input { name, optional: true, default_zeros: false, .. } = &g.node(inp).op else { continue };
+        let absent = absent_nodes(g, &[inp]);
+        for o in g.outputs() {
+            if absent.contains(&o) {
+                let n = g.node(o);
+                let Op::Output { name: oname } = &n.op else { continue };
+                let mut d = Diagnostic::error("E0801", format!("output `{oname}` cannot be computed without optional input `{name}`"))
+                    .hint(format!("reach `{name}` only through adapters that add to the main path (x + gate * f(x, {name})), or make the input required"));
+                if let Some(sp) = n.span {
+                    d = d.at(sp, format!("needs `{name}`"));
+                }
+                if let Some(sp) = g.node(inp).span {
+                    d = d.also(sp, "declared optional here");
+                }
+                out.push(d);
+            }
+        }
+    }
+    out
+}

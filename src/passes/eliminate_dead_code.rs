@@ -1,0 +1,43 @@
+//! eliminate_dead_code: drop every node that no output depends on.
+//!
+//! Optimizer pass (meaning-preserving). It removes the unused parts of auxiliary
+//! models (only the weights a pathway borrows stay), the `Unbound` placeholders, and
+//! what folding leaves behind.
+
+use crate::ir::{Graph, NodeId, Op};
+use std::collections::HashSet;
+
+pub fn eliminate_dead_code(g: &mut Graph) {
+    let mut live: HashSet<NodeId> = HashSet::new();
+    let mut stack: Vec<NodeId> = g.outputs();
+    while let Some(n) = stack.pop() {
+        if live.insert(n) {
+            stack.extend(g.operands(n));
+        }
+    }
+    for id in g.ids() {
+        if !live.contains(&id) && !matches!(g.node(id).op, Op::Input { .. }) {
+            g.remove(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ir::{DType, Graph, Op, TensorType};
+
+    #[test]
+    fn keeps_what_outputs_need_and_all_inputs() {
+        let mut g = Graph::new();
+        let ty = TensorType::fixed(DType::F32, &[2, 3]);
+        let x = g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
+        let y = g.add(Op::Input { name: "y".into(), ty, optional: true, default_zeros: false }, "y", None, &[]);
+        let r = g.add(Op::Relu, "a", None, &[x]);
+        let dead = g.add(Op::Gelu, "b", None, &[y]);
+        let _ = g.add(Op::Output { name: "o".into() }, "o", None, &[r]);
+        super::eliminate_dead_code(&mut g);
+        assert!(g.contains(r) && g.contains(x) && g.contains(y));
+        assert!(!g.contains(dead));
+        assert_eq!(g.len(), 4);
+    }
+}

@@ -1,0 +1,268 @@
+//! fold_reparam: fold every re-parameterization into plain weights (`infer` mode).
+//!
+//! Optimizer pass (meaning-preserving up to float rounding; `graft fuse` checks it
+//! numerically). Rewrite rules, applied to a fixed point (capped):
+//! - `parallel_affine`: `linear(x, W, b) + C(x)` where `C` is a chain of linears and
+//!   scales of `x` (LoRA, a parallel linear adapter) → `linear(x, W + M, b + c)`.
+//! - `residual_affine`: `h + C(h)` with `h = linear(x, W, b)` used only there (a
+//!   sequential linear adapter after a linear) → `linear(x, (I + M)·W, (I + M)·b + c)`.
+//! - `fold_params`: an `add`/`mul`/`scale`/`matmul` whose operands are all parameters
+//!   (a pathway's `W + λ·W′`, the products above) → one parameter whose source is the
+//!   fold expression, evaluated once in float64 when weights load.
+//!
+//! Guards keep folding from growing a model: chains must consist of single-use nodes
+//! and end on a linear that already exists, so a folded model has exactly its
+//! backbone's parameter count.
+
+use super::eliminate_dead_code::eliminate_dead_code;
+use crate::ir::{FoldExpr, Graph, NodeId, Op, ParamInfo, ParamSource};
+
+/// Cap on rewrite rounds; every round removes at least one node, so real models end early.
+const MAX_ROUNDS: usize = 10_000;
+
+pub fn fold_reparam(g: &mut Graph) {
+    for _ in 0..MAX_ROUNDS {
+        let changed = parallel_affine(g) || residual_affine(g) || fold_params(g);
+        if !changed {
+            break;
+        }
+        eliminate_dead_code(g);
+    }
+}
+
+fn is_param(g: &Graph, n: NodeId) -> bool {
+    matches!(g.node(n).op, Op::Parameter(_))
+}
+
+fn single_use(g: &Graph, n: NodeId) -> bool {
+    g.users(n).len() == 1
+}
+
+/// The affine chain from `x` to `end`: nodes in application order, or `None`.
+fn affine_chain(g: &Graph, x: NodeId, end: NodeId) -> Option<Vec<NodeId>> {
+    let mut chain = Vec::new();
+    let mut cur = end;
+    while cur != x {
+        if !single_use(g, cur) || chain.len() > 16 {
+            return None;
+        }
+        let ops = g.operands(cur);
+        match g.node(cur).op {
+            Op::Linear if ops[1..].iter().all(|&p| is_param(g, p)) => {}
+            Op::Scale { .. } => {}
+            _ => return None,
+        }
+        chain.push(cur);
+        cur = ops[0];
+    }
+    chain.reverse();
+    (!chain.is_empty()).then_some(chain)
+}
+
+/// Build weight nodes for the chain's matrix `M` and offset `c` (`C(x) = M x + c`).
+fn chain_weights(g: &mut Graph, chain: &[NodeId], width: i64, at: &str) -> (NodeId, Option<NodeId>) {
+    let mut m: Option<NodeId> = None;
+    let mut c: Option<NodeId> = None;
+    for &n in chain {
+        let ops = g.operands(n);
+        match g.node(n).op.clone() {
+            Op::Linear => {
+                let a = ops[1];
+                m = Some(match m {
+                    None => a,
+                    Some(m) => g.add(Op::MatMul, at, None, &[a, m]),
+                });
+                let prev = c.map(|c| g.add(Op::MatMul, at, None, &[a, c]));
+                c = match (prev, ops.get(2).copied()) {
+                    (Some(p), Some(b)) => Some(g.add(Op::Add, at, None, &[p, b])),
+                    (Some(p), None) => Some(p),
+                    (None, b) => b,
+                };
+            }
+            Op::Scale { factor } => {
+                let base = match m {
+                    Some(m) => m,
+                    None => eye(g, width, at),
+                };
+                m = Some(g.add(Op::Scale { factor }, at, None, &[base]));
+                c = c.map(|c| g.add(Op::Scale { factor }, at, None, &[c]));
+            }
+            _ => unreachable!("affine_chain admits linear and scale only"),
+        }
+    }
+    (m.expect("chain is not empty"), c)
+}
+
+fn eye(g: &mut Graph, n: i64, at: &str) -> NodeId {
+    let k = g.len();
+    let p = ParamInfo {
+        path: format!("{at}.eye{k}"),
+        shape: vec![n, n],
+        dtype: crate::ir::DType::F32,
+        trainable: false,
+        component: String::new(),
+        source: ParamSource::Folded { expr: Box::new(FoldExpr::Eye { n }) },
+    };
+    g.add(Op::Parameter(p), at, None, &[])
+}
+
+fn width(g: &Graph, n: NodeId) -> i64 {
+    g.node(n).ty.as_ref().and_then(|t| t.shape.last()).and_then(|d| d.fixed()).unwrap_or(0)
+}
+
+fn add_opt(g: &mut Graph, a: Option<NodeId>, b: Option<NodeId>, at: &str) -> Option<NodeId> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(g.add(Op::Add, at, None, &[a, b])),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn finish(g: &mut Graph, old: NodeId, x: NodeId, w: NodeId, b: Option<NodeId>, path: String) {
+    let mut ops = vec![x, w];
+    ops.extend(b);
+    let span = g.node(old).span;
+    let ty = g.node(old).ty.clone();
+    let new = g.add(Op::Linear, path, span, &ops);
+    g.node_mut(new).ty = ty;
+    g.replace_uses(old, new, |_| true);
+}
+
+fn retype(g: &mut Graph) {
+    let _ = super::infer_shapes::infer_shapes(g);
+}
+
+fn parallel_affine(g: &mut Graph) -> bool {
+    for add in g.ids() {
+        if !matches!(g.node(add).op, Op::Add) {
+            continue;
+        }
+        let ops = g.operands(add);
+        for (li, ci) in [(0, 1), (1, 0)] {
+            let (lin, other) = (ops[li], ops[ci]);
+            if !matches!(g.node(lin).op, Op::Linear) || !single_use(g, lin) {
+                continue;
+            }
+            let lops = g.operands(lin);
+            if !is_param(g, lops[1]) || lops[2..].iter().any(|&b| !is_param(g, b)) {
+                continue;
+            }
+            let x = lops[0];
+            let Some(chain) = affine_chain(g, x, other) else { continue };
+            let at = g.node(lin).path.clone();
+            let (m, c) = chain_weights(g, &chain, width(g, x), &at);
+            let w = g.add(Op::Add, &at, None, &[lops[1], m]);
+            let b = add_opt(g, lops.get(2).copied(), c, &at);
+            finish(g, add, x, w, b, at);
+            retype(g);
+            return true;
+        }
+    }
+    false
+}
+
+fn residual_affine(g: &mut Graph) -> bool {
+    for add in g.ids() {
+        if !matches!(g.node(add).op, Op::Add) {
+            continue;
+        }
+        let ops = g.operands(add);
+        for (hi, ci) in [(0, 1), (1, 0)] {
+            let (h, other) = (ops[hi], ops[ci]);
+            if !matches!(g.node(h).op, Op::Linear) || g.users(h).len() != 2 {
+                continue;
+            }
+            let hops = g.operands(h);
+            if !is_param(g, hops[1]) || hops[2..].iter().any(|&b| !is_param(g, b)) {
+                continue;
+            }
+            let Some(chain) = affine_chain(g, h, other) else { continue };
+            let at = g.node(h).path.clone();
+            let (m, c) = chain_weights(g, &chain, width(g, h), &at);
+            let i = eye(g, width(g, h), &at);
+            let im = g.add(Op::Add, &at, None, &[m, i]);
+            let w = g.add(Op::MatMul, &at, None, &[im, hops[1]]);
+            let b0 = hops.get(2).map(|&b| g.add(Op::MatMul, &at, None, &[im, b]));
+            let b = add_opt(g, b0, c, &at);
+            finish(g, add, hops[0], w, b, at);
+            retype(g);
+            return true;
+        }
+    }
+    false
+}
+
+fn expr_of(g: &Graph, n: NodeId) -> FoldExpr {
+    match &g.node(n).op {
+        Op::Parameter(p) => match &p.source {
+            ParamSource::Folded { expr } => (**expr).clone(),
+            _ => FoldExpr::Param { param: Box::new(p.clone()) },
+        },
+        _ => unreachable!("fold_params folds parameters only"),
+    }
+}
+
+fn fold_params(g: &mut Graph) -> bool {
+    let mut changed = false;
+    let Some(order) = g.topo_order() else { return false };
+    for n in order {
+        if !g.contains(n) {
+            continue;
+        }
+        let op = g.node(n).op.clone();
+        let ops = g.operands(n);
+        let foldable = matches!(op, Op::Add | Op::Mul | Op::Scale { .. } | Op::MatMul);
+        if !foldable || ops.is_empty() || !ops.iter().all(|&o| is_param(g, o)) {
+            continue;
+        }
+        let ex = |i: usize| Box::new(expr_of(g, ops[i]));
+        let expr = match op {
+            Op::Add => FoldExpr::Add { a: ex(0), b: ex(1) },
+            Op::Mul => FoldExpr::Mul { a: ex(0), b: ex(1) },
+            Op::MatMul => FoldExpr::MatMul { a: ex(0), b: ex(1) },
+            Op::Scale { factor } => FoldExpr::Scale { a: ex(0), factor },
+            _ => unreachable!(),
+        };
+        // Name it after its largest real operand (W in W + λ·W′).
+        let base = ops
+            .iter()
+            .filter_map(|&o| match &g.node(o).op {
+                Op::Parameter(p) if !matches!(&p.source, ParamSource::Folded { expr } if matches!(**expr, FoldExpr::Eye { .. })) => Some(p.clone()),
+                _ => None,
+            })
+            .fold(None::<ParamInfo>, |best, p| match best {
+                Some(b) if b.numel() >= p.numel() => Some(b),
+                _ => Some(p),
+            });
+        let Some(ty) = g.node(n).ty.clone() else { continue };
+        let shape: Vec<i64> = ty.shape.iter().map(|d| d.fixed().unwrap_or(1)).collect();
+        let base = base.unwrap_or_else(|| match &g.node(ops[0]).op {
+            Op::Parameter(p) => p.clone(),
+            _ => unreachable!(),
+        });
+        // A weight shared with another consumer keeps its name; the fold gets its own.
+        let shared = ops.iter().any(|&o| matches!(&g.node(o).op, Op::Parameter(p) if p.path == base.path) && g.users(o).len() > 1);
+        let info = ParamInfo {
+            path: if shared { format!("{}.folded{}", base.path, g.len()) } else { base.path.clone() },
+            shape,
+            dtype: ty.dtype,
+            trainable: false,
+            component: base.component.clone(),
+            source: ParamSource::Folded { expr: Box::new(expr) },
+        };
+        let path = g.node(n).path.clone();
+        let span = g.node(n).span;
+        let p = g.add(Op::Parameter(info), path, span, &[]);
+        g.node_mut(p).ty = Some(ty);
+        g.replace_uses(n, p, |_| true);
+        // Drop the folded subgraph now so that the new parameter's path is unique.
+        g.remove(n);
+        for o in ops {
+            if g.contains(o) && g.users(o).is_empty() {
+                g.remove(o);
+            }
+        }
+        changed = true;
+    }
+    changed
+}

@@ -1,0 +1,149 @@
+//! insert_adapters: instantiate each adapter at every site its selector matches and
+//! wire it in by placement.
+//!
+//! Analyzer pass. Placement semantics (the adapter module decides its own residual):
+//! - `after`:    the site's output `y` is replaced by `A(y)`;
+//! - `parallel`: `y` is replaced by `y + A(x)`, `x` being the site's input;
+//! - `before`:   inside the site, its input `x` is replaced by `A(x)`.
+//!
+//! Adapter parameters live under `ADAPTER.SITE` (`mhva.video_vit.blocks.3.mlp.down.weight`).
+//! An empty selector, two adapters at one point with one placement, and adapter
+//! arguments that do not fit the module are user errors.
+
+use super::infer_shapes::infer_shapes;
+use crate::diag::Diagnostic;
+use crate::ir::{NodeId, Op};
+use crate::lower::{Builder, Lowered, ModuleEntry, Value};
+use crate::select::Universe;
+use crate::syntax::ast::{AdapterDecl, Placement, Stmt};
+use std::collections::{HashMap, HashSet};
+
+/// Insert every adapter of the model; errors go to `lw.b.diags`.
+pub fn insert_adapters(lw: &mut Lowered) {
+    let mut taken: HashMap<(String, Placement), (String, crate::source::Span)> = HashMap::new();
+    let mut owner_of: HashMap<NodeId, usize> = HashMap::new();
+    let adapters = lw.adapters.clone();
+    for (ai, a) in adapters.iter().enumerate() {
+        let universe = Universe::new(lw.b.site_order.iter().map(String::as_str));
+        let sites = universe.full_matches(&a.at);
+        if sites.is_empty() {
+            let near = universe.suggest(&a.at, 3);
+            lw.b.diags.push(
+                Diagnostic::error("E0701", format!("adapter `{}`: selector `{}` matches nothing", a.name.name, a.at))
+                    .at(a.at.span, "no site has this path")
+                    .hint(if near.is_empty() {
+                        "`graft select SPEC PATTERN` lists what a pattern matches".to_string()
+                    } else {
+                        format!("nearest existing paths: {}", near.join(", "))
+                    }),
+            );
+            continue;
+        }
+        let (frozen_weights, binding) = match lw.adapter_weights.get(&a.name.name) {
+            Some(_) => (true, Some(a.name.name.clone())),
+            None => (false, None),
+        };
+        let _ = frozen_weights;
+        for site_path in sites {
+            if let Some((other, span)) = taken.get(&(site_path.clone(), a.placement)) {
+                let d = Diagnostic::error("E0702", format!("adapters `{}` and `{other}` collide at `{site_path}`", a.name.name))
+                    .at(a.at.span, format!("`{}` here", a.placement.name()))
+                    .also(*span, format!("`{other}` is already `{}` here", a.placement.name()))
+                    .hint("merge them into one adapter module, or place one of them differently");
+                lw.b.diags.push(d);
+                break;
+            }
+            taken.insert((site_path.clone(), a.placement), (a.name.name.clone(), a.at.span));
+            let before: HashSet<NodeId> = lw.b.graph.ids().into_iter().collect();
+            if insert_one(lw, a, &site_path, binding.clone()).is_err() {
+                break;
+            }
+            for id in lw.b.graph.ids() {
+                if !before.contains(&id) {
+                    owner_of.insert(id, ai);
+                }
+            }
+        }
+    }
+    for (id, d) in infer_shapes(&mut lw.b.graph) {
+        let d = match owner_of.get(&id) {
+            Some(&ai) => {
+                let a = &adapters[ai];
+                d.also(a.span, format!("inserted by adapter `{}`", a.name.name))
+                    .hint("the adapter's sizes must fit the site it is placed at; `graft select` shows the site")
+            }
+            None => d,
+        };
+        lw.b.diags.push(d);
+    }
+}
+
+fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Option<String>) -> Result<(), ()> {
+    let site = lw.b.sites[site_path].clone();
+    let b: &mut Builder = &mut lw.b;
+    let path = format!("{}.{}", a.name.name, site_path);
+    // Which arguments are tensor inputs of the module (all but its first `in`).
+    let extra_ins: Vec<String> = match b.program().modules.get(&a.module.name) {
+        Some(ModuleEntry::Decl(m)) => m
+            .body
+            .iter()
+            .filter_map(|s| match s {
+                Stmt::In { name, .. } => Some(name.name.clone()),
+                _ => None,
+            })
+            .skip(1)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let args = b.eval_args(&a.args, &lw.env, &path).map_err(|_| ())?;
+    let (inputs, config): (Vec<_>, Vec<_>) = args
+        .into_iter()
+        .partition(|arg| arg.name.as_ref().is_some_and(|(n, _)| extra_ins.contains(n)));
+    let feed = match a.placement {
+        Placement::After => site.output,
+        Placement::Parallel | Placement::Before => match site.input {
+            Some(x) => x,
+            None => {
+                b.diags.push(
+                    Diagnostic::error("E0703", format!("`{site_path}` has no input to feed adapter `{}`", a.name.name))
+                        .at(a.at.span, format!("`{}` needs the site's input", a.placement.name()))
+                        .hint("place it `after` this site, or at an instance that takes an input"),
+                );
+                return Err(());
+            }
+        },
+    };
+    let mut all_inputs = vec![crate::lower::eval_arg(Value::Tensor(feed), a.span)];
+    all_inputs.extend(inputs);
+    let before: HashSet<NodeId> = b.graph.ids().into_iter().collect();
+    b.set_owner(&a.name.name, binding);
+    let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span).map_err(|_| ())?;
+    let out = match out {
+        Value::Tensor(t) => t,
+        _ => return Ok(()), // absent context at compile time: the adapter is skipped
+    };
+    let new: HashSet<NodeId> = b.graph.ids().into_iter().filter(|i| !before.contains(i)).collect();
+    let g = &mut b.graph;
+    match a.placement {
+        Placement::After => g.replace_uses(site.output, out, |u| !new.contains(&u)),
+        Placement::Parallel => {
+            let add = g.add(Op::Add, path.clone(), Some(a.span), &[site.output, out]);
+            g.replace_uses(site.output, add, |u| !new.contains(&u) && u != add);
+        }
+        Placement::Before => {
+            let inside = format!("{site_path}.");
+            let users: Vec<NodeId> = g
+                .users(feed)
+                .into_iter()
+                .map(|(u, _)| u)
+                .filter(|u| !new.contains(u))
+                .filter(|u| {
+                    let p = &g.node(*u).path;
+                    p == site_path || p.starts_with(&inside)
+                })
+                .collect();
+            g.replace_uses(feed, out, |u| users.contains(&u));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The compiler pipeline, in one function.
+//!
+//! ```text
+//! source ─parse─▶ AST ─lower─▶ IR ─infer_shapes─▶ insert_adapters ─▶ check_optional_inputs
+//!        ─▶ build_pathways ─▶ apply_training_rules ─▶ [infer: fold_reparam] ─▶ eliminate_dead_code
+//! ```
+//! The IR verifier runs after every pass in debug and test builds (and always when
+//! `GRAFT_VERIFY=1`).
+
+use crate::diag::Diagnostics;
+use crate::ir::verify::{verify, verify_trainable, Stage, VerifyError};
+use crate::ir::Graph;
+use crate::lower::{lower, Component, Lowered, Program};
+use crate::passes::{
+    apply_training_rules::apply_training_rules, build_pathways::build_pathways, check_optional_inputs::check_optional_inputs,
+    eliminate_dead_code::eliminate_dead_code, fold_reparam::fold_reparam, infer_shapes::infer_shapes,
+    insert_adapters::insert_adapters,
+};
+use crate::source::SourceMap;
+use std::collections::BTreeMap;
+
+/// `train` keeps adapters, pathways and LoRA as separate parameters; `infer` folds
+/// every re-parameterization into plain weights.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Train,
+    Infer,
+}
+
+/// A verified, compiled model.
+pub struct Compiled {
+    pub graph: Graph,
+    pub model: String,
+    pub mode: Mode,
+    pub sources: SourceMap,
+    pub components: Vec<Component>,
+    pub heads: Vec<String>,
+    pub adapters: Vec<String>,
+    pub pathways: Vec<String>,
+    /// Weights bindings: binding → file as written in the spec.
+    pub weights: BTreeMap<String, String>,
+    /// Sites (path, kind) in creation order, for `graft select`.
+    pub sites: Vec<(String, String)>,
+}
+
+/// Why a compilation failed.
+pub enum Failure {
+    /// Mistakes in the spec, with the sources to render them against.
+    User(SourceMap, Diagnostics),
+    /// A compiler bug caught by the verifier.
+    Bug(VerifyError),
+}
+
+fn checked(g: &Graph, pass: &str, stage: Stage) -> Result<(), Failure> {
+    if cfg!(debug_assertions) || std::env::var_os("GRAFT_VERIFY").is_some() {
+        verify(g, pass, stage).map_err(Failure::Bug)?;
+    }
+    Ok(())
+}
+
+fn user_errors(lw: &Lowered) -> Result<(), Failure> {
+    if lw.b.diags.has_errors() {
+        Err(Failure::User(lw.b.program().sources.clone(), lw.b.diags.clone()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Compile a loaded program's model in `mode`.
+pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
+    // Resolve names and instantiate modules: the backbones, encoders, heads, outputs.
+    let mut lw = lower(prog).map_err(|(p, d)| Failure::User(p.sources, d))?;
+    checked(&lw.b.graph, "lower", Stage::Lowered)?;
+    // Types first, so adapter and pathway insertion can check widths against sites.
+    let errors = infer_shapes(&mut lw.b.graph);
+    lw.b.diags.items.extend(errors.into_iter().map(|(_, d)| d));
+    user_errors(&lw)?;
+    checked(&lw.b.graph, "infer_shapes", Stage::Typed)?;
+    // Adapters change the dataflow; pathways change only weights.
+    insert_adapters(&mut lw);
+    user_errors(&lw)?;
+    checked(&lw.b.graph, "insert_adapters", Stage::Typed)?;
+    // Once adapters are in, every output must survive a missing modality.
+    let errors = check_optional_inputs(&lw.b.graph);
+    lw.b.diags.items.extend(errors);
+    user_errors(&lw)?;
+    let borrowed = build_pathways(&mut lw);
+    user_errors(&lw)?;
+    checked(&lw.b.graph, "build_pathways", Stage::Typed)?;
+    // All parameters now exist: decide what trains, then assert exactly that trains.
+    let expected = apply_training_rules(&mut lw, &borrowed);
+    user_errors(&lw)?;
+    verify_trainable(&lw.b.graph, &expected, "apply_training_rules").map_err(Failure::Bug)?;
+    checked(&lw.b.graph, "apply_training_rules", Stage::Typed)?;
+    if mode == Mode::Infer {
+        fold_reparam(&mut lw.b.graph);
+        checked(&lw.b.graph, "fold_reparam", Stage::Typed)?;
+    }
+    // Last: drop what no output needs (unused auxiliary layers, folded leftovers).
+    eliminate_dead_code(&mut lw.b.graph);
+    checked(&lw.b.graph, "eliminate_dead_code", Stage::Typed)?;
+    Ok(Compiled {
+        model: lw.model.clone(),
+        mode,
+        sources: lw.b.program().sources.clone(),
+        components: lw.components.clone(),
+        heads: lw.heads.iter().map(|(h, _)| h.clone()).collect(),
+        adapters: lw.adapters.iter().map(|a| a.name.name.clone()).collect(),
+        pathways: lw.pathways.iter().map(|p| p.name.name.clone()).collect(),
+        weights: lw.weights.clone(),
+        sites: lw
+            .b
+            .site_order
+            .iter()
+            .map(|p| {
+                let kind = match &lw.b.sites[p].kind {
+                    crate::lower::SiteKind::Module(m) => m.clone(),
+                    crate::lower::SiteKind::Primitive(m) => m.clone(),
+                    crate::lower::SiteKind::Value => "value".to_string(),
+                };
+                (p.clone(), kind)
+            })
+            .collect(),
+        graph: lw.b.graph,
+    })
+}

@@ -1,0 +1,11 @@
+//! The front end: spec text → [`ast::File`].
+//!
+//! `grammar/graft.pest` defines the syntax; [`parse`] runs pest and builds the AST,
+//! turning pest's errors into [`Diagnostic`](crate::diag::Diagnostic)s with a
+//! file, line, column and a human list of what was expected. Input limits (size,
+//! nesting depth) are checked before pest runs so that no input can exhaust the stack.
+
+pub mod ast;
+mod parser;
+
+pub use parser::{parse, MAX_NESTING, MAX_SOURCE_BYTES};

@@ -1,0 +1,749 @@
+//! pest parse tree → AST, with limits and readable syntax errors.
+
+use super::ast::*;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::source::{FileId, Span};
+use pest::iterators::{Pair, Pairs};
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+use pest::Parser;
+use std::sync::OnceLock;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "grammar/graft.pest"]
+struct GraftParser;
+
+/// Largest spec file accepted.
+pub const MAX_SOURCE_BYTES: usize = 1 << 20;
+/// Deepest bracket nesting accepted (guards pest's recursive descent).
+pub const MAX_NESTING: usize = 64;
+
+fn pratt() -> &'static PrattParser<Rule> {
+    static P: OnceLock<PrattParser<Rule>> = OnceLock::new();
+    P.get_or_init(|| {
+        PrattParser::new()
+            .op(Op::infix(Rule::or_op, Assoc::Left))
+            .op(Op::infix(Rule::and_op, Assoc::Left))
+            .op(Op::infix(Rule::eq, Assoc::Left) | Op::infix(Rule::ne, Assoc::Left))
+            .op(Op::infix(Rule::lt, Assoc::Left)
+                | Op::infix(Rule::le, Assoc::Left)
+                | Op::infix(Rule::gt, Assoc::Left)
+                | Op::infix(Rule::ge, Assoc::Left))
+            .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
+            .op(Op::infix(Rule::mul, Assoc::Left)
+                | Op::infix(Rule::div, Assoc::Left)
+                | Op::infix(Rule::rem, Assoc::Left))
+            .op(Op::prefix(Rule::neg) | Op::prefix(Rule::not))
+    })
+}
+
+/// Parse one file. Errors carry spans in `file`.
+pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
+    check_limits(file, text)?;
+    let pairs = GraftParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
+    let mut b = Builder {
+        file,
+        diags: Diagnostics::default(),
+    };
+    let out = b.file(pairs);
+    if b.diags.has_errors() {
+        Err(b.diags)
+    } else {
+        Ok(out)
+    }
+}
+
+fn check_limits(file: FileId, text: &str) -> Result<(), Diagnostics> {
+    if text.len() > MAX_SOURCE_BYTES {
+        return Err(Diagnostic::error(
+            "E0001",
+            format!(
+                "spec file is {} bytes; the limit is {} bytes",
+                text.len(),
+                MAX_SOURCE_BYTES
+            ),
+        )
+        .at(Span::new(file, 0, 0), "file starts here")
+        .hint("split the spec into modules and `use` them")
+        .into());
+    }
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut in_comment = false;
+    let bytes = text.as_bytes();
+    for (i, &c) in bytes.iter().enumerate() {
+        if in_comment {
+            in_comment = c != b'\n';
+            continue;
+        }
+        match c {
+            b'"' => in_string = !in_string,
+            b'\n' => in_string = false,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => in_comment = true,
+            b'(' | b'[' | b'{' if !in_string => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Diagnostic::error(
+                        "E0002",
+                        format!("brackets nested more than {MAX_NESTING} deep"),
+                    )
+                    .at(Span::new(file, i, i + 1), "too deep here")
+                    .hint("name intermediate values with `name = ...` instead of nesting")
+                    .into());
+                }
+            }
+            b')' | b']' | b'}' if !in_string => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn rule_name(r: &Rule) -> Option<&'static str> {
+    Some(match r {
+        Rule::EOI => "end of file",
+        Rule::use_decl | Rule::kw_use => "`use`",
+        Rule::module_decl | Rule::module_alias | Rule::kw_module => "`module`",
+        Rule::model_decl | Rule::kw_model => "`model`",
+        Rule::ident | Rule::use_path => "a name",
+        Rule::expr | Rule::postfix_expr => "an expression",
+        Rule::int | Rule::signed_int | Rule::field_index => "an integer",
+        Rule::float => "a number",
+        Rule::string => "a string",
+        Rule::ty => "a type (int, float, bool, str, list)",
+        Rule::dtype => "a dtype (f32, f16, bf16, f64, i64, i32, bool)",
+        Rule::dim => "a dimension (a number or a symbol such as B)",
+        Rule::in_stmt | Rule::kw_in => "`in`",
+        Rule::out_stmt | Rule::kw_out => "`out`",
+        Rule::if_stmt | Rule::kw_if => "`if`",
+        Rule::let_stmt => "a statement `name = ...`",
+        Rule::input_decl | Rule::kw_input => "`input`",
+        Rule::component_decl | Rule::component_kind => "`backbone` or `encoder`",
+        Rule::adapter_decl | Rule::kw_adapter => "`adapter`",
+        Rule::pathway_decl | Rule::kw_pathway => "`pathway`",
+        Rule::head_decl | Rule::kw_head => "`head`",
+        Rule::output_decl | Rule::kw_output => "`output`",
+        Rule::train_decl | Rule::kw_train => "`train`",
+        Rule::bind_decl | Rule::weights | Rule::kw_weights => "`weights`",
+        Rule::trainability => "`frozen` or `trainable`",
+        Rule::placement => "a placement (`after`, `parallel` or `before`)",
+        Rule::kw_at => "`at`",
+        Rule::kw_from => "`from`",
+        Rule::kw_into => "`into`",
+        Rule::selector | Rule::sel_seg | Rule::sel_name => "a selector",
+        Rule::sel_index => "an index like [*], [3], [0..6] or [-2..]",
+        Rule::args | Rule::arg => "arguments",
+        Rule::call => "`(`",
+        Rule::optional_kw => "`optional`",
+        Rule::extends => "`extends`",
+        Rule::or_op | Rule::and_op | Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge
+        | Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem => "an operator",
+        _ => return None,
+    })
+}
+
+fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnostics {
+    use pest::error::{ErrorVariant, InputLocation};
+    let pos = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let end = text[pos..]
+        .char_indices()
+        .nth(1)
+        .map_or(text.len(), |(i, _)| pos + i)
+        .max(pos);
+    let found = text[pos..]
+        .split(|c: char| c.is_whitespace())
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(|s| format!("`{}`", s.chars().take(20).collect::<String>()))
+        .unwrap_or_else(|| "end of file".to_string());
+    let expected = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<&str> = positives.iter().filter_map(rule_name).collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    let expected_text = match expected.len() {
+        0 => "something else".to_string(),
+        1 => expected[0].to_string(),
+        _ => {
+            let (last, rest) = expected.split_last().expect("len >= 2");
+            format!("{} or {}", rest.join(", "), last)
+        }
+    };
+    let hint = if found.starts_with("`)`") || found.starts_with("`}`") || found.starts_with("`]`") {
+        "check that every bracket is closed where it should be".to_string()
+    } else if expected.contains(&"`(`") {
+        "a module instance is written `name = module(config)(inputs)`".to_string()
+    } else {
+        "see the language tour in README.md".to_string()
+    };
+    Diagnostic::error("E0003", format!("syntax error: expected {expected_text}, found {found}"))
+        .at(Span::new(file, pos, end), format!("expected {expected_text}"))
+        .hint(hint)
+        .into()
+}
+
+struct Builder {
+    file: FileId,
+    diags: Diagnostics,
+}
+
+impl Builder {
+    fn span(&self, p: &Pair<Rule>) -> Span {
+        let s = p.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    fn ident(&self, p: Pair<Rule>) -> Ident {
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
+    }
+
+    fn file(&mut self, mut pairs: Pairs<Rule>) -> File {
+        let mut f = File::default();
+        let file = pairs.next().expect("file rule");
+        for item in file.into_inner() {
+            match item.as_rule() {
+                Rule::use_decl => f.uses.push(self.use_decl(item)),
+                Rule::module_decl => f.modules.push(self.module_decl(item)),
+                Rule::module_alias => f.aliases.push(self.alias(item)),
+                Rule::model_decl => f.models.push(self.model_decl(item)),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn use_decl(&mut self, p: Pair<Rule>) -> Use {
+        let span = self.span(&p);
+        let target = p.into_inner().find(|x| x.as_rule() != Rule::kw_use).expect("use target");
+        let target = match target.as_rule() {
+            Rule::string => UseTarget::File(string_value(target)),
+            _ => UseTarget::Std(target.as_str().split('.').map(str::to_string).collect()),
+        };
+        Use { target, span }
+    }
+
+    fn module_decl(&mut self, p: Pair<Rule>) -> ModuleDecl {
+        let span = self.span(&p);
+        let mut name = None;
+        let mut params = Vec::new();
+        let mut body = Vec::new();
+        for x in p.into_inner() {
+            match x.as_rule() {
+                Rule::ident => name = Some(self.ident(x)),
+                Rule::params => params = x.into_inner().map(|q| self.param(q)).collect(),
+                Rule::block => body = self.block(x),
+                _ => {}
+            }
+        }
+        ModuleDecl {
+            name: name.expect("module name"),
+            params,
+            body,
+            span,
+        }
+    }
+
+    fn alias(&mut self, p: Pair<Rule>) -> Alias {
+        let span = self.span(&p);
+        let mut idents = Vec::new();
+        let mut args = Vec::new();
+        for x in p.into_inner() {
+            match x.as_rule() {
+                Rule::ident => idents.push(self.ident(x)),
+                Rule::args => args = self.args(x),
+                _ => {}
+            }
+        }
+        let target = idents.pop().expect("alias target");
+        let name = idents.pop().expect("alias name");
+        Alias {
+            name,
+            target,
+            args,
+            span,
+        }
+    }
+
+    fn param(&mut self, p: Pair<Rule>) -> ParamDecl {
+        let mut it = p.into_inner();
+        let name = self.ident(it.next().expect("param name"));
+        let ty = match it.next().expect("param type").as_str() {
+            "int" => ParamTy::Int,
+            "float" => ParamTy::Float,
+            "bool" => ParamTy::Bool,
+            "str" => ParamTy::Str,
+            _ => ParamTy::List,
+        };
+        let default = it.next().map(|e| self.expr(e));
+        ParamDecl { name, ty, default }
+    }
+
+    fn block(&mut self, p: Pair<Rule>) -> Vec<Stmt> {
+        p.into_inner().map(|s| self.stmt(s)).collect()
+    }
+
+    fn stmt(&mut self, p: Pair<Rule>) -> Stmt {
+        let span = self.span(&p);
+        match p.as_rule() {
+            Rule::in_stmt => {
+                let mut name = None;
+                let mut optional = false;
+                for x in p.into_inner() {
+                    match x.as_rule() {
+                        Rule::ident => name = Some(self.ident(x)),
+                        Rule::optional_kw => optional = true,
+                        _ => {}
+                    }
+                }
+                Stmt::In {
+                    name: name.expect("in name"),
+                    optional,
+                }
+            }
+            Rule::out_stmt => {
+                let e = p.into_inner().find(|x| x.as_rule() == Rule::expr).expect("out expr");
+                Stmt::Out {
+                    value: self.expr(e),
+                    span,
+                }
+            }
+            Rule::if_stmt => {
+                let mut cond = None;
+                let mut then = Vec::new();
+                let mut otherwise = Vec::new();
+                for x in p.into_inner() {
+                    match x.as_rule() {
+                        Rule::expr => cond = Some(self.expr(x)),
+                        Rule::block if cond.is_some() && then.is_empty() => then = self.block(x),
+                        Rule::block => otherwise = self.block(x),
+                        Rule::if_stmt => otherwise = vec![self.stmt(x)],
+                        _ => {}
+                    }
+                }
+                Stmt::If {
+                    cond: cond.expect("if cond"),
+                    then,
+                    otherwise,
+                    span,
+                }
+            }
+            Rule::let_stmt => {
+                let mut it = p.into_inner();
+                let name = self.ident(it.next().expect("let name"));
+                let v = it.next().expect("let value");
+                let value = if v.as_rule() == Rule::repeat_expr {
+                    let rspan = self.span(&v);
+                    let mut count = None;
+                    let mut module = None;
+                    let mut arglists = Vec::new();
+                    for x in v.into_inner() {
+                        match x.as_rule() {
+                            Rule::expr => count = Some(self.expr(x)),
+                            Rule::ident => module = Some(self.ident(x)),
+                            Rule::args => arglists.push(self.args(x)),
+                            _ => {}
+                        }
+                    }
+                    // `repeat(n) m()(x)`: an empty first list leaves only the inputs.
+                    let (config, inputs) = match arglists.len() {
+                        2 => {
+                            let inputs = arglists.pop().expect("two lists");
+                            (arglists.pop().expect("two lists"), inputs)
+                        }
+                        1 => (Vec::new(), arglists.pop().expect("one list")),
+                        _ => (Vec::new(), Vec::new()),
+                    };
+                    LetValue::Repeat {
+                        count: count.expect("repeat count"),
+                        module: module.expect("repeat module"),
+                        config,
+                        inputs,
+                        span: rspan,
+                    }
+                } else {
+                    LetValue::Expr(self.expr(v))
+                };
+                Stmt::Let { name, value }
+            }
+            _ => unreachable!("statement rule {:?}", p.as_rule()),
+        }
+    }
+
+    fn args(&mut self, p: Pair<Rule>) -> Vec<Arg> {
+        p.into_inner()
+            .map(|a| {
+                let mut it = a.into_inner();
+                let first = it.next().expect("arg");
+                if first.as_rule() == Rule::ident {
+                    let value = self.expr(it.next().expect("arg value"));
+                    Arg {
+                        name: Some(self.ident(first)),
+                        value,
+                    }
+                } else {
+                    Arg {
+                        name: None,
+                        value: self.expr(first),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn expr(&mut self, p: Pair<Rule>) -> Expr {
+        let file = self.file;
+        let this = std::cell::RefCell::new(self);
+        let sp = move |p: &Pair<Rule>| {
+            let s = p.as_span();
+            Span::new(file, s.start(), s.end())
+        };
+        let result = pratt()
+            .map_primary(|x| this.borrow_mut().postfix_expr(x))
+            .map_prefix(move |op, rhs| {
+                let span = sp(&op).to(rhs.span);
+                let op = if op.as_rule() == Rule::neg { UnOp::Neg } else { UnOp::Not };
+                Expr {
+                    kind: ExprKind::Unary(op, Box::new(rhs)),
+                    span,
+                }
+            })
+            .map_infix(|lhs, op, rhs| {
+                let op = match op.as_rule() {
+                    Rule::or_op => BinOp::Or,
+                    Rule::and_op => BinOp::And,
+                    Rule::eq => BinOp::Eq,
+                    Rule::ne => BinOp::Ne,
+                    Rule::lt => BinOp::Lt,
+                    Rule::le => BinOp::Le,
+                    Rule::gt => BinOp::Gt,
+                    Rule::ge => BinOp::Ge,
+                    Rule::add => BinOp::Add,
+                    Rule::sub => BinOp::Sub,
+                    Rule::mul => BinOp::Mul,
+                    Rule::div => BinOp::Div,
+                    _ => BinOp::Rem,
+                };
+                let span = lhs.span.to(rhs.span);
+                Expr {
+                    kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                    span,
+                }
+            })
+            .parse(p.into_inner());
+        result
+    }
+
+    fn postfix_expr(&mut self, p: Pair<Rule>) -> Expr {
+        let mut it = p.into_inner();
+        let mut e = self.primary(it.next().expect("primary"));
+        for post in it {
+            let span = e.span.to(self.span(&post));
+            e = match post.as_rule() {
+                Rule::call => {
+                    let args = post
+                        .into_inner()
+                        .next()
+                        .map(|a| self.args(a))
+                        .unwrap_or_default();
+                    Expr {
+                        kind: ExprKind::Call {
+                            callee: Box::new(e),
+                            args,
+                        },
+                        span,
+                    }
+                }
+                Rule::field => {
+                    let f = post.into_inner().next().expect("field name");
+                    Expr {
+                        kind: ExprKind::Field(Box::new(e), self.ident(f)),
+                        span,
+                    }
+                }
+                _ => {
+                    let i = post.into_inner().next().expect("index expr");
+                    Expr {
+                        kind: ExprKind::Index(Box::new(e), Box::new(self.expr(i))),
+                        span,
+                    }
+                }
+            };
+        }
+        e
+    }
+
+    fn primary(&mut self, p: Pair<Rule>) -> Expr {
+        let span = self.span(&p);
+        let kind = match p.as_rule() {
+            Rule::int => match p.as_str().parse::<i64>() {
+                Ok(v) => ExprKind::Int(v),
+                Err(_) => {
+                    self.diags.push(
+                        Diagnostic::error("E0004", "integer literal too large")
+                            .at(span, "does not fit in 64 bits")
+                            .hint("sizes in graft are at most 9223372036854775807"),
+                    );
+                    ExprKind::Int(0)
+                }
+            },
+            Rule::float => match p.as_str().parse::<f64>() {
+                Ok(v) if v.is_finite() => ExprKind::Float(v),
+                _ => {
+                    self.diags.push(
+                        Diagnostic::error("E0004", "number literal out of range")
+                            .at(span, "not a finite 64-bit float")
+                            .hint("write a smaller number"),
+                    );
+                    ExprKind::Float(0.0)
+                }
+            },
+            Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
+            Rule::string => ExprKind::Str(string_value(p)),
+            Rule::list => ExprKind::List(p.into_inner().map(|x| self.expr(x)).collect()),
+            Rule::ident => ExprKind::Name(p.as_str().to_string()),
+            Rule::expr => return self.expr(p),
+            r => unreachable!("primary rule {r:?}"),
+        };
+        Expr { kind, span }
+    }
+
+    fn model_decl(&mut self, p: Pair<Rule>) -> ModelDecl {
+        let span = self.span(&p);
+        let mut name = None;
+        let mut extends = None;
+        let mut items = Vec::new();
+        for x in p.into_inner() {
+            match x.as_rule() {
+                Rule::ident => name = Some(self.ident(x)),
+                Rule::extends => {
+                    extends = x
+                        .into_inner()
+                        .find(|y| y.as_rule() == Rule::ident)
+                        .map(|y| self.ident(y))
+                }
+                Rule::kw_model => {}
+                _ => items.push(self.model_item(x)),
+            }
+        }
+        ModelDecl {
+            name: name.expect("model name"),
+            extends,
+            items,
+            span,
+        }
+    }
+
+    fn trainability(p: &Pair<Rule>) -> Trainability {
+        if p.as_str() == "frozen" {
+            Trainability::Frozen
+        } else {
+            Trainability::Trainable
+        }
+    }
+
+    fn model_item(&mut self, p: Pair<Rule>) -> ModelItem {
+        let span = self.span(&p);
+        let rule = p.as_rule();
+        let inner: Vec<Pair<Rule>> = p.into_inner().collect();
+        let idents: Vec<Ident> = inner
+            .iter()
+            .filter(|x| x.as_rule() == Rule::ident)
+            .map(|x| self.ident(x.clone()))
+            .collect();
+        let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
+        let weights = find(Rule::weights).map(|w| {
+            let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
+            let sp = self.span(&s);
+            (string_value(s), sp)
+        });
+        let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
+        match rule {
+            Rule::input_decl => {
+                let tt = find(Rule::tensor_type).expect("tensor type");
+                let mut dtype = String::new();
+                let mut dims = Vec::new();
+                for x in tt.into_inner() {
+                    match x.as_rule() {
+                        Rule::dtype => dtype = x.as_str().to_string(),
+                        _ => {
+                            let d = x.into_inner().next().expect("dim");
+                            let sp = self.span(&d);
+                            if d.as_rule() == Rule::int {
+                                match d.as_str().parse::<i64>() {
+                                    Ok(v) => dims.push(Dim::Fixed(v, sp)),
+                                    Err(_) => {
+                                        self.diags.push(
+                                            Diagnostic::error("E0004", "dimension too large")
+                                                .at(sp, "does not fit in 64 bits")
+                                                .hint("write a realistic size"),
+                                        );
+                                        dims.push(Dim::Fixed(1, sp));
+                                    }
+                                }
+                            } else {
+                                dims.push(Dim::Symbolic(self.ident(d)));
+                            }
+                        }
+                    }
+                }
+                let default = find(Rule::input_default)
+                    .and_then(|d| d.into_inner().next())
+                    .map(|d| self.ident(d));
+                ModelItem::Input(InputDecl {
+                    name: idents[0].clone(),
+                    dtype,
+                    dims,
+                    optional: find(Rule::optional_kw).is_some(),
+                    default,
+                    span,
+                })
+            }
+            Rule::component_decl => {
+                let kind = if find(Rule::component_kind).expect("kind").as_str() == "backbone" {
+                    ComponentKind::Backbone
+                } else {
+                    ComponentKind::Encoder
+                };
+                let value = self.expr(find(Rule::expr).expect("component expr"));
+                ModelItem::Component(ComponentDecl {
+                    kind,
+                    name: idents[0].clone(),
+                    value,
+                    weights,
+                    trainability,
+                    span,
+                })
+            }
+            Rule::adapter_decl => {
+                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
+                let at = self.selector(find(Rule::selector).expect("adapter selector"));
+                let placement = match find(Rule::placement).expect("placement").as_str() {
+                    "after" => Placement::After,
+                    "parallel" => Placement::Parallel,
+                    _ => Placement::Before,
+                };
+                ModelItem::Adapter(AdapterDecl {
+                    name: idents[0].clone(),
+                    module: idents[1].clone(),
+                    args,
+                    at,
+                    placement,
+                    weights,
+                    trainability,
+                    span,
+                })
+            }
+            Rule::pathway_decl => {
+                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
+                let mut sels = inner.iter().filter(|x| x.as_rule() == Rule::selector);
+                let from = self.selector(sels.next().expect("from").clone());
+                let into = self.selector(sels.next().expect("into").clone());
+                ModelItem::Pathway(PathwayDecl {
+                    name: idents[0].clone(),
+                    kind: idents[1].clone(),
+                    args,
+                    from,
+                    into,
+                    span,
+                })
+            }
+            Rule::head_decl | Rule::output_decl => {
+                let value = self.expr(find(Rule::expr).expect("expr"));
+                let name = idents[0].clone();
+                if rule == Rule::head_decl {
+                    ModelItem::Head { name, value, span }
+                } else {
+                    ModelItem::Output { name, value, span }
+                }
+            }
+            Rule::train_decl => ModelItem::Train {
+                rules: inner
+                    .iter()
+                    .filter(|x| x.as_rule() == Rule::selector)
+                    .map(|x| self.selector(x.clone()))
+                    .collect(),
+                span,
+            },
+            Rule::bind_decl => ModelItem::Bind {
+                name: idents[0].clone(),
+                file: string_value(find(Rule::string).expect("bind file")),
+                trainability: trainability.map(|t| t.0),
+                span,
+            },
+            r => unreachable!("model item {r:?}"),
+        }
+    }
+
+    fn selector(&mut self, p: Pair<Rule>) -> Selector {
+        let span = self.span(&p);
+        let mut steps = Vec::new();
+        for step in p.into_inner() {
+            match step.as_rule() {
+                Rule::sel_set => {
+                    steps.push(SelStep::Set(step.into_inner().map(|s| self.selector(s)).collect()))
+                }
+                _ => {
+                    let mut it = step.into_inner();
+                    let name = it.next().expect("segment name").as_str();
+                    let name = match name {
+                        "*" => SegName::Star,
+                        "**" => SegName::DoubleStar,
+                        n => SegName::Exact(n.to_string()),
+                    };
+                    let index = it.next().map(|ix| self.index_sel(ix));
+                    steps.push(SelStep::Seg { name, index });
+                }
+            }
+        }
+        Selector { steps, span }
+    }
+
+    fn index_sel(&mut self, p: Pair<Rule>) -> IndexSel {
+        let span = self.span(&p);
+        let inner = p.into_inner().next().expect("index body");
+        let mut num = |x: Pair<Rule>| -> i64 {
+            x.as_str().parse::<i64>().unwrap_or_else(|_| {
+                self.diags.push(
+                    Diagnostic::error("E0004", "index too large")
+                        .at(span, "does not fit in 64 bits")
+                        .hint("indices count instances such as blocks.0 … blocks.N"),
+                );
+                0
+            })
+        };
+        match inner.as_rule() {
+            Rule::index_all => IndexSel::All,
+            Rule::index_one => IndexSel::One(num(inner.into_inner().next().expect("int"))),
+            _ => {
+                let mut lo = None;
+                let mut hi = None;
+                for x in inner.into_inner() {
+                    let is_lo = x.as_rule() == Rule::range_lo;
+                    let v = num(x.into_inner().next().expect("int"));
+                    if is_lo {
+                        lo = Some(v);
+                    } else {
+                        hi = Some(v);
+                    }
+                }
+                IndexSel::Range(lo, hi)
+            }
+        }
+    }
+}
+
+fn string_value(p: Pair<Rule>) -> String {
+    p.into_inner()
+        .next()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default()
+}
