@@ -71,9 +71,9 @@ impl fmt::Display for FoldExpr {
         match self {
             FoldExpr::Param { param } => write!(f, "{}", param.path),
             FoldExpr::Add { a, b } => write!(f, "({a} + {b})"),
-            FoldExpr::Mul { a, b } => write!(f, "{a} * {b}"),
+            FoldExpr::Mul { a, b } => write!(f, "({a} * {b})"),
             FoldExpr::Scale { a, factor } => write!(f, "{factor} * {a}"),
-            FoldExpr::MatMul { a, b } => write!(f, "{a} @ {b}"),
+            FoldExpr::MatMul { a, b } => write!(f, "({a} @ {b})"),
             FoldExpr::Eye { n } => write!(f, "eye({n})"),
         }
     }

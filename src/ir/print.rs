@@ -5,11 +5,50 @@
 
 use super::{Graph, NodeId, Op, ParamSource};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
+/// Print order: inputs, then a post-order walk from each output (operands in slot
+/// order), so that a parameter is printed just before the op that uses it; anything
+/// no output reaches comes last, in topological order.
+pub fn print_order(g: &Graph) -> Vec<NodeId> {
+    let mut seen: HashSet<NodeId> = HashSet::new();
+    let mut order = Vec::with_capacity(g.len());
+    for i in g.inputs() {
+        seen.insert(i);
+        order.push(i);
+    }
+    for out in g.outputs() {
+        // Iterative post-order: (node, operands expanded?).
+        let mut stack = vec![(out, false)];
+        while let Some((n, expanded)) = stack.pop() {
+            if expanded {
+                if seen.insert(n) {
+                    order.push(n);
+                }
+                continue;
+            }
+            if seen.contains(&n) {
+                continue;
+            }
+            stack.push((n, true));
+            for o in g.operands(n).into_iter().rev() {
+                if !seen.contains(&o) {
+                    stack.push((o, false));
+                }
+            }
+        }
+    }
+    for n in g.topo_order().unwrap_or_else(|| g.ids()) {
+        if seen.insert(n) {
+            order.push(n);
+        }
+    }
+    order
+}
+
 fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
-    let order = g.topo_order().unwrap_or_else(|| g.ids());
+    let order = print_order(g);
     let num = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     (order, num)
 }
