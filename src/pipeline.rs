@@ -70,7 +70,7 @@ fn user_errors(lw: &Lowered) -> Result<(), Failure> {
 /// Compile a loaded program's model in `mode`.
 pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
     // Resolve names and instantiate modules: the backbones, encoders, heads, outputs.
-    let mut lw = lower(prog).map_err(|(p, d)| Failure::User(p.sources, d))?;
+    let mut lw = lower(prog).map_err(|(s, d)| Failure::User(s, d))?;
     checked(&lw.b.graph, "lower", Stage::Lowered)?;
     // Types first, so adapter and pathway insertion can check widths against sites.
     let errors = infer_shapes(&mut lw.b.graph);

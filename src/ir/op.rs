@@ -257,8 +257,6 @@ impl Op {
                     .map(|(_, d)| d.fixed())
                     .try_fold(1i64, |acc, d| d.map(|d| acc.saturating_mul(d)));
                 let total = total.ok_or_else(|| format!("cannot reshape {x}: symbolic sizes move"))?;
-                let kept_sym: i64 = 1;
-                let _ = kept_sym;
                 if let Some(i) = infer_at {
                     if known == 0 || total % known != 0 {
                         return Err(format!("cannot reshape {x} to {dims:?}"));
@@ -410,10 +408,9 @@ fn conv(ins: &[&TensorType], stride: &[i64]) -> Result<TensorType, String> {
         }
     }
     let mut shape: Shape = vec![x.shape[0].clone(), w.shape[0].clone()];
-    for i in 0..sp {
+    for (i, &s) in stride.iter().enumerate() {
         let n = fixed(&x.shape[2 + i])?;
         let k = fixed(&w.shape[2 + i])?;
-        let s = stride[i];
         if s <= 0 || n < k {
             return Err(format!("kernel {k} with stride {s} does not fit size {n} of {x}"));
         }

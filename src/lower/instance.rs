@@ -488,6 +488,7 @@ impl Builder {
         Ok(v)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn repeat(
         &mut self,
         count: &crate::syntax::ast::Expr,
@@ -596,10 +597,9 @@ impl Builder {
             _ => unreachable!("primitive {prim}"),
         };
         let v = bind(self, prim, config, &sig, span)?;
-        let n_in = if prim == "embedding" { 1 } else { 1 };
-        if inputs.len() != n_in {
+        if inputs.len() != 1 {
             return Err(self.error(
-                Diagnostic::error("E0412", format!("`{prim}` takes {n_in} input, got {}", inputs.len()))
+                Diagnostic::error("E0412", format!("`{prim}` takes 1 input, got {}", inputs.len()))
                     .at(span, "wrong number of inputs")
                     .hint(format!("write `name = {prim}(config)(x)`")),
             ));

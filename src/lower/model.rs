@@ -4,6 +4,7 @@
 use super::eval::Env;
 use super::{Builder, Component, Lowered, Program, Reported, Value};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::source::SourceMap;
 use crate::ir::{DType, Dim, Op, TensorType};
 use crate::syntax::ast::{ComponentKind, Expr, ExprKind, ModelDecl, ModelItem, Trainability};
 use std::collections::{BTreeMap, HashMap};
@@ -48,18 +49,18 @@ fn merged_items(prog: &Program, model: &ModelDecl, diags: &mut Diagnostics) -> V
 }
 
 /// Lower the root model of `prog`.
-pub fn lower(prog: Program) -> Result<Lowered, (Program, Diagnostics)> {
+pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     let Some(name) = prog.root_model.clone() else {
         let d = Diagnostic::error("E0503", "this spec has no model")
             .at(crate::source::Span::new(prog.root, 0, 0), "file starts here")
             .hint("a compiled spec needs `model NAME { ... }`; files of modules are checked with `graft check`");
-        return Err((prog, d.into()));
+        return Err((prog.sources, d.into()));
     };
     let model = prog.models[&name].clone();
     let mut diags = Diagnostics::default();
     let items = merged_items(&prog, &model, &mut diags);
     if diags.has_errors() {
-        return Err((prog, diags));
+        return Err((prog.sources, diags));
     }
     let mut b = Builder::new(prog);
     let mut env = Env::default();
@@ -208,23 +209,17 @@ pub fn lower(prog: Program) -> Result<Lowered, (Program, Diagnostics)> {
     // 5. Adapters, pathways and training rules go to the passes.
     for it in items {
         match it {
-            ModelItem::Adapter(a) => {
-                if declare(&mut b, &a.name) {
-                    if let Some((f, t, _)) = binds.remove(&a.name.name) {
-                        lw.weights.insert(a.name.name.clone(), f.clone());
-                        lw.adapter_weights.insert(a.name.name.clone(), (f, t));
-                    } else if let Some((f, _)) = &a.weights {
-                        lw.weights.insert(a.name.name.clone(), f.clone());
-                        lw.adapter_weights.insert(a.name.name.clone(), (f.clone(), a.trainability.map(|t| t.0)));
-                    }
-                    lw.adapters.push(a);
+            ModelItem::Adapter(a) if declare(&mut b, &a.name) => {
+                if let Some((f, t, _)) = binds.remove(&a.name.name) {
+                    lw.weights.insert(a.name.name.clone(), f.clone());
+                    lw.adapter_weights.insert(a.name.name.clone(), (f, t));
+                } else if let Some((f, _)) = &a.weights {
+                    lw.weights.insert(a.name.name.clone(), f.clone());
+                    lw.adapter_weights.insert(a.name.name.clone(), (f.clone(), a.trainability.map(|t| t.0)));
                 }
+                lw.adapters.push(a);
             }
-            ModelItem::Pathway(p) => {
-                if declare(&mut b, &p.name) {
-                    lw.pathways.push(p);
-                }
-            }
+            ModelItem::Pathway(p) if declare(&mut b, &p.name) => lw.pathways.push(p),
             ModelItem::Train { rules, .. } => lw.train.extend(rules),
             _ => {}
         }
@@ -244,7 +239,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (Program, Diagnostics)> {
         );
     }
     if b.diags.has_errors() {
-        return Err((b.prog, b.diags));
+        return Err((b.prog.sources, b.diags));
     }
     lw.b = b;
     lw.env = env;

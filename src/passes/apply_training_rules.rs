@@ -102,3 +102,71 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
     }
     expected
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::passes::testkit::{errors, lowered};
+
+    fn trainable(rules: &str) -> (Vec<String>, String) {
+        let src = format!(
+            r#"
+module lin(dim: int) {{
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}}
+module two(dim: int) {{
+  in x
+  blocks = repeat(3) lin(dim)(x)
+  out blocks
+}}
+model m {{
+  input x: f32[B, 4]
+  backbone t = two(4)(x) weights "t.safetensors"
+  head h = linear(4, 2)(t)
+  output y = h
+  {rules}
+}}
+"#
+        );
+        let mut lw = lowered(&src);
+        let expected = super::apply_training_rules(&mut lw, &Default::default());
+        let mut v: Vec<String> = lw.b.graph.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
+        v.sort();
+        let mut e: Vec<String> = expected.into_iter().collect();
+        e.sort();
+        if !lw.b.diags.has_errors() {
+            assert_eq!(v, e);
+        }
+        (v, errors(&lw))
+    }
+
+    #[test]
+    fn component_and_selector_rules() {
+        let (v, _) = trainable("train h, t.blocks[-1..]");
+        insta::assert_snapshot!(v.join("\n"), @"
+        h.bias
+        h.weight
+        t.blocks.2.fc.bias
+        t.blocks.2.fc.weight
+        ");
+    }
+
+    #[test]
+    fn nothing_named_nothing_trains() {
+        assert!(trainable("").0.is_empty());
+    }
+
+    #[test]
+    fn empty_rule_is_an_error() {
+        insta::assert_snapshot!(trainable("train t.blokcs").1, @"
+        error[E1001]: training rule `t.blokcs` matches no parameter
+           ┌─ test.graft:17:9
+           │
+        17 │   train t.blokcs
+           │         ^^^^^^^^ nothing to train here
+           │
+           = hint: nearest existing paths: t.blocks
+        ");
+    }
+}

@@ -173,3 +173,60 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
     }
     Some(borrowed)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::passes::testkit::{errors, ir, lowered};
+
+    const SPEC: &str = r#"
+module lin(dim: int, depth: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+model m {
+  input x: f32[B, 4]
+  encoder t = lin(4, 1)(x)
+  encoder aux = lin(AUXDIM, 1)
+  pathway p = reparam(lambda: 0.5, aux: frozen) from aux.fc into t.fc
+  output y = t
+}
+"#;
+
+    #[test]
+    fn target_weight_becomes_w_plus_lambda_w_aux() {
+        let mut lw = lowered(&SPEC.replace("AUXDIM", "4"));
+        let b = super::build_pathways(&mut lw);
+        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
+        assert!(!b["p"].aux_trainable);
+        crate::passes::eliminate_dead_code::eliminate_dead_code(&mut lw.b.graph);
+        insta::assert_snapshot!(ir(&lw), @"
+        %0 = input x : f32[B, 4]
+        %1 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)
+        %2 = param p.t.fc.lambda : f32[] frozen init constant(0.5)
+        %3 = param aux.fc.weight : f32[4, 4] frozen init uniform(0.500000)
+        %4 = mul(%2, %3) : f32[4, 4]  @p.t.fc
+        %5 = add(%1, %4) : f32[4, 4]  @p.t.fc
+        %6 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
+        %7 = linear(%0, %5, %6) : f32[B, 4]  @t.fc
+        output y = %7 : f32[B, 4]
+        ");
+    }
+
+    #[test]
+    fn width_mismatch_is_an_error() {
+        let mut lw = lowered(&SPEC.replace("AUXDIM", "8"));
+        super::build_pathways(&mut lw);
+        insta::assert_snapshot!(errors(&lw), @"
+        error[E0906]: pathway `p`: `aux.fc` weight [8, 8] does not fit `t.fc` weight [4, 4]
+           ┌─ test.graft:11:54
+           │
+        11 │   pathway p = reparam(lambda: 0.5, aux: frozen) from aux.fc into t.fc
+           │                                                      ^^^^^^      ---- [4, 4]
+           │                                                      │            
+           │                                                      [8, 8]
+           │
+           = hint: W + λ·W′ needs the auxiliary model to have the target's widths
+        ");
+    }
+}

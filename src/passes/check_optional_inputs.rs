@@ -56,3 +56,26 @@ pub fn check_optional_inputs(g: &Graph) -> Vec<Diagnostic> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::passes::testkit::lowered;
+
+    #[test]
+    fn add_passes_the_present_operand_but_an_output_needing_the_input_fails() {
+        let lw = lowered(
+            r#"
+model m {
+  input x: f32[B, 4]
+  input a: f32[B, 4] optional
+  encoder e = linear(4, 4)(a)
+  output y = x + e
+  output z = e
+}
+"#,
+        );
+        let d = super::check_optional_inputs(&lw.b.graph);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].message, "output `z` cannot be computed without optional input `a`");
+    }
+}

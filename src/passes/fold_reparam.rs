@@ -223,31 +223,28 @@ fn fold_params(g: &mut Graph) -> bool {
             Op::Scale { factor } => FoldExpr::Scale { a: ex(0), factor },
             _ => unreachable!(),
         };
-        // Name it after its largest real operand (W in W + λ·W′).
-        let base = ops
-            .iter()
-            .filter_map(|&o| match &g.node(o).op {
-                Op::Parameter(p) if !matches!(&p.source, ParamSource::Folded { expr } if matches!(**expr, FoldExpr::Eye { .. })) => Some(p.clone()),
-                _ => None,
-            })
-            .fold(None::<ParamInfo>, |best, p| match best {
-                Some(b) if b.numel() >= p.numel() => Some(b),
-                _ => Some(p),
-            });
+        // Name it after the weight slot it feeds (`t.fc.weight`); an intermediate
+        // that later folds further gets a temporary unique name.
         let Some(ty) = g.node(n).ty.clone() else { continue };
         let shape: Vec<i64> = ty.shape.iter().map(|d| d.fixed().unwrap_or(1)).collect();
-        let base = base.unwrap_or_else(|| match &g.node(ops[0]).op {
-            Op::Parameter(p) => p.clone(),
-            _ => unreachable!(),
-        });
-        // A weight shared with another consumer keeps its name; the fold gets its own.
-        let shared = ops.iter().any(|&o| matches!(&g.node(o).op, Op::Parameter(p) if p.path == base.path) && g.users(o).len() > 1);
+        let name = g
+            .users(n)
+            .iter()
+            .find_map(|&(u, slot)| {
+                let user = g.node(u);
+                let weighted = matches!(
+                    user.op,
+                    Op::Linear | Op::GroupedLinear { .. } | Op::Conv2d { .. } | Op::Conv3d { .. } | Op::LayerNorm { .. } | Op::Embedding
+                );
+                (weighted && slot >= 1).then(|| format!("{}.{}", user.path, if slot == 1 { "weight" } else { "bias" }))
+            })
+            .unwrap_or_else(|| format!("{}.fold{}", g.node(n).path, n.index()));
         let info = ParamInfo {
-            path: if shared { format!("{}.folded{}", base.path, g.len()) } else { base.path.clone() },
+            component: name.split('.').next().unwrap_or_default().to_string(),
+            path: name,
             shape,
             dtype: ty.dtype,
             trainable: false,
-            component: base.component.clone(),
             source: ParamSource::Folded { expr: Box::new(expr) },
         };
         let path = g.node(n).path.clone();
@@ -265,4 +262,96 @@ fn fold_params(g: &mut Graph) -> bool {
         changed = true;
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::passes::testkit::{errors, ir, lowered};
+
+    fn folded(src: &str) -> String {
+        let mut lw = lowered(src);
+        crate::passes::insert_adapters::insert_adapters(&mut lw);
+        crate::passes::build_pathways::build_pathways(&mut lw);
+        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
+        super::fold_reparam(&mut lw.b.graph);
+        crate::passes::eliminate_dead_code::eliminate_dead_code(&mut lw.b.graph);
+        crate::ir::verify::verify(&lw.b.graph, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
+        ir(&lw)
+    }
+
+    #[test]
+    fn lora_folds_into_the_linear() {
+        let out = folded(
+            r#"
+use std.adapters
+module lin(dim: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+model m {
+  input x: f32[B, 4]
+  encoder t = lin(4)(x)
+  adapter l = lora(in_features: 4, out_features: 4, rank: 2, alpha: 4.0) at t.fc parallel
+  output y = t
+}
+"#,
+        );
+        insta::assert_snapshot!(out, @"
+        %0 = input x : f32[B, 4]
+        %1 = param t.fc.weight : f32[4, 4] frozen fold (t.fc.weight + 2 * (l.t.fc.lora_B.weight @ l.t.fc.lora_A.weight))
+        %2 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
+        %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
+        output y = %3 : f32[B, 4]
+        ");
+    }
+
+    #[test]
+    fn linear_adapter_after_a_linear_folds() {
+        let out = folded(
+            r#"
+use std.adapters
+module lin(dim: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+model m {
+  input x: f32[B, 4]
+  encoder t = lin(4)(x)
+  adapter a = linear_adapter(dim: 4, bottleneck: 2, scale: 0.5) at t.fc after
+  output y = t
+}
+"#,
+        );
+        insta::assert_snapshot!(out, @"
+        %0 = input x : f32[B, 4]
+        %1 = param t.fc.weight : f32[4, 4] frozen fold ((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.weight)
+        %2 = param t.fc.bias : f32[4] frozen fold (((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.bias) + 0.5 * ((a.t.fc.up.weight @ a.t.fc.down.bias) + a.t.fc.up.bias))
+        %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
+        output y = %3 : f32[B, 4]
+        ");
+    }
+
+    #[test]
+    fn nonlinear_adapter_does_not_fold() {
+        let out = folded(
+            r#"
+use std.adapters
+module lin(dim: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+model m {
+  input x: f32[B, 4]
+  encoder t = lin(4)(x)
+  adapter a = bottleneck(dim: 4, bottleneck: 2) at t.fc after
+  output y = t
+}
+"#,
+        );
+        assert!(out.contains("relu"), "{out}");
+        assert!(!out.contains("fold"), "{out}");
+    }
 }

@@ -147,3 +147,74 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::passes::testkit::{errors, ir, lowered};
+
+    const SPEC: &str = r#"
+module lin(dim: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+module delta(dim: int) {
+  in x
+  up = linear(dim, dim, bias: false)(x)
+  out up
+}
+model m {
+  input x: f32[B, 4]
+  encoder t = lin(4)(x)
+  adapter a = delta(4) at t.fc PLACEMENT
+  output y = t
+}
+"#;
+
+    fn run(placement: &str) -> String {
+        let mut lw = lowered(&SPEC.replace("PLACEMENT", placement));
+        super::insert_adapters(&mut lw);
+        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
+        ir(&lw)
+    }
+
+    #[test]
+    fn after_composes() {
+        insta::assert_snapshot!(run("after"), @r"
+        %0 = input x : f32[B, 4]
+        %1 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)
+        %2 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
+        %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
+        %4 = param a.t.fc.up.weight : f32[4, 4] frozen init uniform(0.500000)
+        %5 = linear(%3, %4) : f32[B, 4]  @a.t.fc.up
+        output y = %5 : f32[B, 4]
+        ");
+    }
+
+    #[test]
+    fn parallel_adds_adapter_of_the_input() {
+        insta::assert_snapshot!(run("parallel"), @r"
+        %0 = input x : f32[B, 4]
+        %1 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)
+        %2 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
+        %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
+        %4 = param a.t.fc.up.weight : f32[4, 4] frozen init uniform(0.500000)
+        %5 = linear(%0, %4) : f32[B, 4]  @a.t.fc.up
+        %6 = add(%3, %5) : f32[B, 4]  @a.t.fc
+        output y = %6 : f32[B, 4]
+        ");
+    }
+
+    #[test]
+    fn before_feeds_the_site() {
+        insta::assert_snapshot!(run("before"), @r"
+        %0 = input x : f32[B, 4]
+        %1 = param a.t.fc.up.weight : f32[4, 4] frozen init uniform(0.500000)
+        %2 = linear(%0, %1) : f32[B, 4]  @a.t.fc.up
+        %3 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)
+        %4 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
+        %5 = linear(%2, %3, %4) : f32[B, 4]  @t.fc
+        output y = %5 : f32[B, 4]
+        ");
+    }
+}

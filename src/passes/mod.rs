@@ -14,3 +14,6 @@ pub mod eliminate_dead_code;
 pub mod fold_reparam;
 pub mod infer_shapes;
 pub mod insert_adapters;
+
+#[cfg(test)]
+pub(crate) mod testkit;

@@ -1,0 +1,75 @@
+//! Parameter counts that must equal the reference implementations exactly
+//! (timm 1.0.31 and sentence-transformers; see REFERENCES in the design notes).
+
+use graft::api::{compile_file, render_failure};
+use graft::pipeline::Mode;
+use graft::report::param_report;
+use std::path::Path;
+
+fn params(spec: &str, mode: Mode) -> graft::report::ParamReport {
+    let c = compile_file(Path::new(spec), mode).unwrap_or_else(|f| panic!("{spec}:\n{}", render_failure(&f, false)));
+    param_report(&c)
+}
+
+#[test]
+fn vit_counts_equal_timm() {
+    assert_eq!(params("specs/vit_tiny.graft", Mode::Train).total, 5_717_416);
+    assert_eq!(params("specs/vit_small.graft", Mode::Train).total, 22_050_664);
+    assert_eq!(params("specs/vit_base.graft", Mode::Train).total, 86_567_656);
+    assert_eq!(params("specs/vit_large.graft", Mode::Train).total, 304_326_632);
+}
+
+#[test]
+fn minilm_count_equals_sentence_transformers() {
+    assert_eq!(params("specs/minilm.graft", Mode::Train).total, 22_713_216);
+}
+
+#[test]
+fn m2pt_adds_exactly_the_auxiliary_weights_and_lambdas_and_folds_them_away() {
+    let plain = params("specs/vit_base.graft", Mode::Train).total;
+    let train = params("specs/m2pt_image_point.graft", Mode::Train);
+    assert_eq!(train.total, plain + 84_934_656 + 48);
+    let cmr = train.components.iter().find(|c| c.name == "cmr").expect("pathway component");
+    assert_eq!((cmr.total, cmr.trainable), (48, 48));
+    let aux = train.components.iter().find(|c| c.name == "aux").expect("aux component");
+    assert_eq!(aux.total, 84_934_656);
+    // Train rules: `train target, cmr` with `aux: trainable` — everything trains.
+    assert_eq!(train.trainable, train.total);
+    let infer = params("specs/m2pt_image_point.graft", Mode::Infer);
+    assert_eq!(infer.total, plain);
+}
+
+#[test]
+fn lora_folds_to_the_plain_model() {
+    let train = params("specs/lora_vit_base.graft", Mode::Train);
+    // ViT-B without its 1000-class head (85,798,656) + a 10-class head.
+    let backbone = 85_798_656 + 768 * 10 + 10;
+    // rank 8: qkv 8·(768 + 2304), proj 8·(768 + 768), per block.
+    assert_eq!(train.total, backbone + 12 * 8 * (768 + 2304) + 12 * 8 * (768 + 768));
+    assert_eq!(train.trainable, 12 * 8 * (768 + 2304) + 12 * 8 * (768 + 768) + 7_690);
+    assert_eq!(params("specs/lora_vit_base.graft", Mode::Infer).total, backbone);
+}
+
+#[test]
+fn cm3t_trains_only_plugins_and_keeps_non_foldable_adapters() {
+    let r = params("specs/cm3t_video_audio_pose.graft", Mode::Train);
+    for c in &r.components {
+        match c.name.as_str() {
+            "video_vit" | "audio_enc" => assert_eq!(c.trainable, 0, "{} must be frozen", c.name),
+            _ => assert_eq!(c.frozen, 0, "{} must train", c.name),
+        }
+    }
+    // Multi-head and cross-attention adapters have nonlinearities: nothing folds.
+    assert_eq!(params("specs/cm3t_video_audio_pose.graft", Mode::Infer).total, r.total);
+}
+
+#[test]
+fn incremental_plugin_keeps_earlier_plugins_frozen() {
+    let r = params("specs/cm3t_video_plus_pose.graft", Mode::Train);
+    let get = |n: &str| r.components.iter().find(|c| c.name == n).unwrap_or_else(|| panic!("{n}")).clone();
+    assert_eq!(get("mhva").trainable, 0);
+    assert_eq!(get("cls").trainable, 0);
+    assert_eq!(get("xa_pose").frozen, 0);
+    assert_eq!(get("pose_enc").frozen, 0);
+    assert_eq!(r.trainable, get("xa_pose").total + get("pose_enc").total);
+}
