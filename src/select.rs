@@ -21,8 +21,9 @@ enum Pat {
 /// The set of paths a selector can match, in creation order.
 pub struct Universe {
     paths: Vec<Vec<String>>,
-    /// Number of numeric children under each prefix (`a.blocks` → 12).
-    counts: HashMap<String, i64>,
+    /// Per path and segment position j: the number of numeric children of the
+    /// prefix `segs[..j]` (`a.blocks` → 12), for negative indices.
+    counts: Vec<Vec<i64>>,
 }
 
 impl Universe {
@@ -44,6 +45,10 @@ impl Universe {
             }
             list.push(segs);
         }
+        let counts = list
+            .iter()
+            .map(|segs| (0..segs.len()).map(|j| counts.get(&segs[..j].join(".")).copied().unwrap_or(0)).collect())
+            .collect();
         Universe { paths: list, counts }
     }
 
@@ -52,8 +57,9 @@ impl Universe {
         let alts = expand(sel);
         self.paths
             .iter()
-            .filter(|segs| alts.iter().any(|a| self.matches(a, 0, segs, 0)))
-            .map(|segs| segs.join("."))
+            .enumerate()
+            .filter(|(k, segs)| alts.iter().any(|a| self.matches(a, 0, segs, 0, *k)))
+            .map(|(_, segs)| segs.join("."))
             .collect()
     }
 
@@ -62,10 +68,10 @@ impl Universe {
         let alts = expand(sel);
         let mut seen = HashSet::new();
         let mut out = Vec::new();
-        for segs in &self.paths {
+        for (pi, segs) in self.paths.iter().enumerate() {
             for k in 1..=segs.len() {
                 let pre = &segs[..k];
-                if alts.iter().any(|a| self.matches(a, 0, pre, 0)) {
+                if alts.iter().any(|a| self.matches(a, 0, pre, 0, pi)) {
                     let s = pre.join(".");
                     if seen.insert(s.clone()) {
                         out.push(s);
@@ -78,57 +84,106 @@ impl Universe {
     }
 
     /// Existing paths (and their prefixes) closest to what the selector asked for.
+    /// Paths are compared with their numbers as `*` (`vit.blocks.*.mlp`) and the selector
+    /// with its indices as `*`, so that `blocks[*].mpl` finds `blocks.0.mlp`.
     pub fn suggest(&self, sel: &Selector, n: usize) -> Vec<String> {
-        let text = sel.to_string();
-        let mut prefixes: Vec<String> = Vec::new();
+        let text = normalize(&sel.to_string());
+        // Normalized prefix → the first existing path of that form.
+        let mut forms: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
         for segs in &self.paths {
             for k in 1..=segs.len() {
-                let s = segs[..k].join(".");
-                if seen.insert(s.clone()) {
-                    prefixes.push(s);
+                let form = normalize(&segs[..k].join("."));
+                if seen.insert(form.clone()) {
+                    forms.push((form, segs[..k].join(".")));
                 }
             }
         }
         let depth = text.matches('.').count() + 1;
-        let same_depth: Vec<&str> = prefixes
-            .iter()
-            .filter(|p| p.matches('.').count() + 1 == depth)
-            .map(String::as_str)
-            .collect();
-        let mut near: Vec<String> = nearest(&text, same_depth, n).into_iter().map(str::to_string).collect();
+        let pick = |cands: Vec<&str>| -> Vec<String> {
+            nearest(&text, cands, n)
+                .into_iter()
+                .filter_map(|f| forms.iter().find(|(g, _)| g == f).map(|(_, p)| p.clone()))
+                .collect()
+        };
+        let near = pick(forms.iter().filter(|(f, _)| f.matches('.').count() + 1 == depth).map(|(f, _)| f.as_str()).collect());
         if near.is_empty() {
-            near = nearest(&text, prefixes.iter().map(String::as_str), n).into_iter().map(str::to_string).collect();
+            return pick(forms.iter().map(|(f, _)| f.as_str()).collect());
         }
         near
     }
 
-    fn matches(&self, pats: &[Pat], i: usize, segs: &[String], j: usize) -> bool {
-        if i == pats.len() {
-            return j == segs.len();
+    /// Whether `pats` matches all of `segs`: dynamic programming over (pattern, segment)
+    /// positions, so that runs of `**` cannot make it exponential.
+    /// `p` is the path's index in `paths` (for the index counts).
+    fn matches(&self, pats: &[Pat], i0: usize, segs: &[String], j0: usize, p: usize) -> bool {
+        let (n, m) = (pats.len(), segs.len());
+        // Without `**` a pattern matches segment by segment: no table needed.
+        if !pats[i0..].iter().any(|q| matches!(q, Pat::DoubleStar)) {
+            return n - i0 == m.saturating_sub(j0)
+                && pats[i0..].iter().zip(&segs[j0..]).enumerate().all(|(k, (q, seg))| match q {
+                    Pat::Star => true,
+                    Pat::Name(name) => seg == name,
+                    Pat::Index(ix) => self.index_matches(ix, segs, j0 + k, p),
+                    Pat::DoubleStar => unreachable!("checked above"),
+                });
         }
-        match &pats[i] {
-            Pat::DoubleStar => (j..=segs.len()).any(|k| self.matches(pats, i + 1, segs, k)),
-            _ if j >= segs.len() => false,
-            Pat::Star => self.matches(pats, i + 1, segs, j + 1),
-            Pat::Name(n) => segs[j] == *n && self.matches(pats, i + 1, segs, j + 1),
-            Pat::Index(ix) => {
-                let Ok(v) = segs[j].parse::<i64>() else { return false };
-                let count = self.counts.get(&segs[..j].join(".")).copied().unwrap_or(0);
-                let norm = |x: i64| if x < 0 { count + x } else { x };
-                let ok = match ix {
-                    IndexSel::All => true,
-                    IndexSel::One(k) => v == norm(*k),
-                    IndexSel::Range(lo, hi) => {
-                        let lo = lo.map_or(0, norm);
-                        let hi = hi.map_or(count, norm);
-                        v >= lo && v < hi
-                    }
+        let fixed = pats[i0..].iter().filter(|p| !matches!(p, Pat::DoubleStar)).count();
+        if fixed > m.saturating_sub(j0) {
+            return false;
+        }
+        // ok[i][j]: pats[i..] matches segs[j..].
+        let mut ok = vec![vec![false; m + 1]; n + 1];
+        ok[n][m] = true;
+        for i in (i0..n).rev() {
+            for j in (j0..=m).rev() {
+                ok[i][j] = match &pats[i] {
+                    Pat::DoubleStar => ok[i + 1][j] || (j < m && ok[i][j + 1]),
+                    _ if j >= m => false,
+                    Pat::Star => ok[i + 1][j + 1],
+                    Pat::Name(name) => segs[j] == *name && ok[i + 1][j + 1],
+                    Pat::Index(ix) => ok[i + 1][j + 1] && self.index_matches(ix, segs, j, p),
                 };
-                ok && self.matches(pats, i + 1, segs, j + 1)
+            }
+        }
+        ok[i0][j0]
+    }
+
+    fn index_matches(&self, ix: &IndexSel, segs: &[String], j: usize, p: usize) -> bool {
+        let Ok(v) = segs[j].parse::<i64>() else { return false };
+        let count = self.counts[p][j];
+        let norm = |x: i64| if x < 0 { count.saturating_add(x) } else { x };
+        match ix {
+            IndexSel::All => true,
+            IndexSel::One(k) => v == norm(*k),
+            IndexSel::Range(lo, hi) => {
+                let lo = lo.map_or(0, norm);
+                let hi = hi.map_or(count, norm);
+                v >= lo && v < hi
             }
         }
     }
+}
+
+/// `vit.blocks[-2..].mlp` and `vit.blocks.10.mlp` → `vit.blocks.*.mlp`.
+fn normalize(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_index = false;
+    for c in text.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str(".*");
+            }
+            ']' => in_index = false,
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out.split('.')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Expand sets into alternatives: `a.{b, c.d}` → `[a.b, a.c.d]`.
@@ -146,21 +201,27 @@ fn expand(sel: &Selector) -> Vec<Vec<Pat>> {
                     pats.push(Pat::Index(ix.clone()));
                 }
                 for a in &mut alts {
-                    a.extend(pats.iter().cloned());
+                    // `**.**` is `**`.
+                    let skip = matches!(pats.as_slice(), [Pat::DoubleStar]) && matches!(a.last(), Some(Pat::DoubleStar));
+                    if !skip {
+                        a.extend(pats.iter().cloned());
+                    }
                 }
             }
             SelStep::Set(sels) => {
-                let subs: Vec<Vec<Pat>> = sels.iter().flat_map(expand).collect();
+                let subs: Vec<Vec<Pat>> = sels.iter().flat_map(expand).take(4096).collect();
+                // Bound the product of nested sets (without building it first).
                 let mut next = Vec::new();
-                for a in &alts {
+                'product: for a in &alts {
                     for s in &subs {
+                        if next.len() >= 4096 {
+                            break 'product;
+                        }
                         let mut n = a.clone();
                         n.extend(s.iter().cloned());
                         next.push(n);
                     }
                 }
-                // Bound the product of nested sets.
-                next.truncate(4096);
                 alts = next;
             }
         }

@@ -21,9 +21,10 @@ pub use shape::{DType, Dim, Shape, TensorType};
 
 use crate::source::Span;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
-use std::collections::{BTreeSet, HashMap};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 /// Identity of a node; stable across removals of other nodes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,9 +102,22 @@ impl Graph {
 
     /// All node ids in creation order.
     pub fn ids(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.g.node_indices().map(|i| NodeId(i.index() as u32)).collect();
-        v.sort();
-        v
+        // StableGraph iterates its slots in index order.
+        self.g.node_indices().map(|i| NodeId(i.index() as u32)).collect()
+    }
+
+    /// One past the largest id ever used: ids below it index dense side tables.
+    pub fn id_bound(&self) -> usize {
+        self.g.node_bound()
+    }
+
+    /// Ids at or above `mark` (nodes added since `id_bound()` returned it, provided
+    /// nothing was removed in between).
+    pub fn ids_from(&self, mark: usize) -> Vec<NodeId> {
+        (mark..self.g.node_bound())
+            .filter(|&i| self.g.contains_node(NodeIndex::new(i)))
+            .map(|i| NodeId(i as u32))
+            .collect()
     }
 
     /// Operands in slot order.
@@ -169,28 +183,29 @@ impl Graph {
     /// Nodes in a deterministic topological order (Kahn's algorithm, smallest id
     /// first), or `None` if the graph has a cycle.
     pub fn topo_order(&self) -> Option<Vec<NodeId>> {
-        let mut indeg: HashMap<NodeId, usize> = HashMap::new();
-        let mut ready = BTreeSet::new();
-        for id in self.ids() {
-            let d = self.g.edges_directed(id.ix(), Direction::Incoming).count();
-            indeg.insert(id, d);
+        let mut indeg: Vec<u32> = vec![0; self.g.node_bound()];
+        let mut ready = BinaryHeap::new();
+        let mut count = 0;
+        for i in self.g.node_indices() {
+            count += 1;
+            let d = self.g.edges_directed(i, Direction::Incoming).count() as u32;
+            indeg[i.index()] = d;
             if d == 0 {
-                ready.insert(id);
+                ready.push(Reverse(i.index() as u32));
             }
         }
-        let mut out = Vec::with_capacity(indeg.len());
-        while let Some(id) = ready.pop_first() {
-            out.push(id);
-            for e in self.g.edges_directed(id.ix(), Direction::Outgoing) {
-                let t = NodeId(e.target().index() as u32);
-                let d = indeg.get_mut(&t).expect("node known");
-                *d -= 1;
-                if *d == 0 {
-                    ready.insert(t);
+        let mut out = Vec::with_capacity(count);
+        while let Some(Reverse(ix)) = ready.pop() {
+            out.push(NodeId(ix));
+            for e in self.g.edges_directed(NodeIndex::new(ix as usize), Direction::Outgoing) {
+                let t = e.target().index();
+                indeg[t] -= 1;
+                if indeg[t] == 0 {
+                    ready.push(Reverse(t as u32));
                 }
             }
         }
-        (out.len() == indeg.len()).then_some(out)
+        (out.len() == count).then_some(out)
     }
 
     /// Parameter nodes in id order.

@@ -66,7 +66,7 @@ pub fn verify(g: &Graph, pass: &str, stage: Stage) -> Result<(), VerifyError> {
         }
         match &node.op {
             Op::Parameter(p) => {
-                if !paths.insert(p.path.clone()) {
+                if !paths.insert(p.path.as_str()) {
                     return Err(err(Some(id), format!("duplicate parameter path `{}`", p.path)));
                 }
                 if p.shape.iter().any(|&d| d <= 0) {

@@ -19,6 +19,8 @@ pub struct Env {
     pub instances: HashMap<String, String>,
     /// The instance path statements here create children of (`""` in the model).
     pub scope: String,
+    /// Names whose definition failed (already reported): uses of them stay quiet.
+    pub failed: std::collections::HashSet<String>,
 }
 
 impl Env {
@@ -111,7 +113,7 @@ impl Builder {
                     }
                     (b, i) => Err(self.error(
                         Diagnostic::error("E0304", "cannot index")
-                            .at(e.span, format!("indexing a {} with a {}", b.kind(), i.kind()))
+                            .at(e.span, format!("indexing {} with {}", b.a_kind(), i.a_kind()))
                             .hint("only lists are indexed, with integers"),
                     )),
                 }
@@ -123,7 +125,7 @@ impl Builder {
                     (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-f)),
                     (UnOp::Neg, Value::Tensor(t)) => Ok(Value::Tensor(self.node(Op::Scale { factor: -1.0 }, path, e.span, &[t])?)),
                     (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
-                    (op, v) => Err(self.type_error(e.span, &format!("`{}` cannot apply to a {}", if *op == UnOp::Neg { "-" } else { "not" }, v.kind()))),
+                    (op, v) => Err(self.type_error(e.span, &format!("`{}` cannot apply to {}", if *op == UnOp::Neg { "-" } else { "not" }, v.a_kind()))),
                 }
             }
             ExprKind::Binary(op, a, b) => {
@@ -138,6 +140,9 @@ impl Builder {
     fn lookup(&mut self, n: &str, span: Span, env: &Env) -> R<Value> {
         if let Some((v, _)) = env.vars.get(n) {
             return Ok(v.clone());
+        }
+        if env.failed.contains(n) {
+            return Err(Reported);
         }
         let hint = if self.prog.modules.contains_key(n) || builtins::is_builtin(n) {
             format!("`{n}` is a module; an instance is written `name = {n}(config)(inputs)`")
@@ -252,7 +257,7 @@ impl Builder {
                 return Ok(Tensor(self.node(Op::Scale { factor }, path, span, &[*t])?));
             }
             (_, Tensor(_), _) | (_, _, Tensor(_)) | (_, Absent, _) | (_, _, Absent) => {
-                return Err(self.type_error(span, &format!("this operator cannot combine a {} and a {}", x.kind(), y.kind())))
+                return Err(self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind())))
             }
             _ => {}
         }
@@ -281,7 +286,7 @@ impl Builder {
             return r.map(Int).ok_or_else(|| self.overflow(span));
         }
         let (Some(a), Some(b)) = (fl(&x), fl(&y)) else {
-            return Err(self.type_error(span, &format!("this operator cannot combine a {} and a {}", x.kind(), y.kind())));
+            return Err(self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind())));
         };
         let r = match op {
             BinOp::Add => a + b,
@@ -383,6 +388,6 @@ impl Builder {
             },
             _ => None,
         };
-        r.ok_or_else(|| self.type_error(a[0].span, &format!("`{name}` cannot take a {}", a[0].value.kind())))
+        r.ok_or_else(|| self.type_error(a[0].span, &format!("`{name}` cannot take {}", a[0].value.a_kind())))
     }
 }

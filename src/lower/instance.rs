@@ -72,7 +72,7 @@ impl Builder {
             Value::Int(i) => Ok(*i),
             other => Err(self.error(
                 Diagnostic::error("E0405", format!("`{what}` must be an int"))
-                    .at(span, format!("got a {}", other.kind()))
+                    .at(span, format!("got {}", other.a_kind()))
                     .hint("sizes and counts are integers; use int(x) to convert"),
             )),
         }
@@ -84,7 +84,7 @@ impl Builder {
             Value::Float(f) => Ok(*f),
             other => Err(self.error(
                 Diagnostic::error("E0405", format!("`{what}` must be a number"))
-                    .at(span, format!("got a {}", other.kind()))
+                    .at(span, format!("got {}", other.a_kind()))
                     .hint("write a number such as 1e-6"),
             )),
         }
@@ -108,7 +108,7 @@ impl Builder {
             Value::Absent => Ok(None),
             other => Err(self.error(
                 Diagnostic::error("E0407", format!("`{what}` must be a tensor"))
-                    .at(span, format!("got a {}", other.kind()))
+                    .at(span, format!("got {}", other.a_kind()))
                     .hint("tensors come from inputs, instances and tensor functions"),
             )),
         }
@@ -184,7 +184,8 @@ impl Builder {
             Value::Tensor(t) => Some(t),
             _ => None,
         });
-        let (out, kind) = match self.prog.modules.get(callee).cloned() {
+        let entry = self.prog.modules.get(callee).cloned();
+        let (out, kind) = match entry.as_deref() {
             Some(ModuleEntry::Alias(alias)) => {
                 let env = Env::default();
                 let mut preset = self.eval_args(&alias.args, &env, path)?;
@@ -198,7 +199,7 @@ impl Builder {
             }
             Some(ModuleEntry::Decl(m)) => {
                 self.stack.push((callee.to_string(), callee_span));
-                let r = self.module_body(&m, config, inputs, path, span);
+                let r = self.module_body(m, config, inputs, path, span);
                 self.stack.pop();
                 (r?, SiteKind::Module(callee.to_string()))
             }
@@ -303,8 +304,8 @@ impl Builder {
                 (ParamTy::Float, Value::Int(i)) => Value::Float(i as f64),
                 (ty, v) => {
                     return Err(self.error(
-                        Diagnostic::error("E0410", format!("`{}` of `{what}` must be {}", p.name.name, ty.name()))
-                            .at(vspan, format!("got a {}", v.kind()))
+                        Diagnostic::error("E0410", format!("`{}` of `{what}` must be {} {}", p.name.name, if ty == ParamTy::Int { "an" } else { "a" }, ty.name()))
+                            .at(vspan, format!("got {}", v.a_kind()))
                             .also(p.name.span, "declared here")
                             .hint(if ty == ParamTy::Int { "use int(x) to convert".to_string() } else { format!("pass a {}", ty.name()) }),
                     ))
@@ -351,7 +352,7 @@ impl Builder {
             if !matches!(a.value, Value::Tensor(_) | Value::Absent) {
                 return Err(self.error(
                     Diagnostic::error("E0407", format!("input `{}` of `{what}` must be a tensor", ins[i].0.name))
-                        .at(a.span, format!("got a {}", a.value.kind()))
+                        .at(a.span, format!("got {}", a.value.a_kind()))
                         .hint("configuration goes in the first argument list, tensors in the second"),
                 ));
             }
@@ -427,7 +428,7 @@ impl Builder {
                     Value::Bool(false) => self.exec(otherwise, env, out),
                     v => Err(self.error(
                         Diagnostic::error("E0415", "`if` needs a bool")
-                            .at(cond.span, format!("got a {}", v.kind()))
+                            .at(cond.span, format!("got {}", v.a_kind()))
                             .hint("compare with ==, <, > to get a bool"),
                     )),
                 }
@@ -445,9 +446,13 @@ impl Builder {
                 let path = env.child_path(&name.name);
                 let v = match value {
                     LetValue::Repeat { count, module, config, inputs, span } => {
-                        self.repeat(count, module, config, inputs, env, &path, *span)?
+                        self.repeat(count, module, config, inputs, env, &path, *span)
                     }
-                    LetValue::Expr(e) => self.let_expr(e, env, &path)?,
+                    LetValue::Expr(e) => self.let_expr(e, env, &path),
+                };
+                let Ok(v) = v else {
+                    env.failed.insert(name.name.clone());
+                    return Err(Reported);
                 };
                 if self.sites.contains_key(&path) {
                     env.instances.insert(name.name.clone(), path.clone());
@@ -544,7 +549,7 @@ impl Builder {
         let Value::List(items) = &v[0] else {
             return Err(self.error(
                 Diagnostic::error("E0405", "`shape` must be a list of sizes")
-                    .at(span, format!("got a {}", v[0].kind()))
+                    .at(span, format!("got {}", v[0].a_kind()))
                     .hint("write param([1, 1, dim])"),
             ));
         };
@@ -735,7 +740,7 @@ impl Builder {
                 Value::List(items) => items.iter().map(|i| b.int_arg(i, what, span)).collect(),
                 other => Err(b.error(
                     Diagnostic::error("E0405", format!("`{what}` must be a list of ints"))
-                        .at(span, format!("got a {}", other.kind()))
+                        .at(span, format!("got {}", other.a_kind()))
                         .hint(format!("write {what}: [0, 2, 1]")),
                 )),
             }

@@ -11,6 +11,7 @@ use crate::syntax::ast::{Alias, File, ModelDecl, ModuleDecl, UseTarget};
 use crate::syntax::parse;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The embedded standard library: (name, source).
 pub const STD: &[(&str, &str)] = &[
@@ -42,7 +43,8 @@ impl ModuleEntry {
 #[derive(Debug, Clone)]
 pub struct Program {
     pub sources: SourceMap,
-    pub modules: BTreeMap<String, ModuleEntry>,
+    /// Shared so that instantiating a module does not copy its syntax tree.
+    pub modules: BTreeMap<String, Arc<ModuleEntry>>,
     /// Every model of every loaded file, by name.
     pub models: BTreeMap<String, ModelDecl>,
     /// The model of the root file, if it has one.
@@ -59,8 +61,9 @@ enum Key {
 struct Loader {
     sources: SourceMap,
     loaded: Vec<(Key, FileId)>,
-    /// Files being loaded, for cycle detection: (key, name, span of the `use`).
-    stack: Vec<(Key, String)>,
+    /// Files being loaded, for cycle detection: (key, name, span of the `use` that
+    /// imported it; `None` for the root).
+    stack: Vec<(Key, String, Option<Span>)>,
     files: Vec<(FileId, File)>,
     diags: Diagnostics,
 }
@@ -105,6 +108,11 @@ fn load_source(name: &str, dir: Option<&Path>, text: String, key: Key) -> Result
         files: Vec::new(),
         diags: Diagnostics::default(),
     };
+    let root_key = match &key {
+        Key::Std(s) => Key::Std(s.clone()),
+        Key::File(p) => Key::File(p.clone()),
+    };
+    l.stack.push((root_key, name.to_string(), None));
     let root = l.load(name, dir, text, key);
     if l.diags.has_errors() {
         return Err((l.sources, l.diags));
@@ -130,6 +138,21 @@ impl Loader {
             let (key, display, text, dir): (Key, String, Option<String>, Option<PathBuf>) = match &u.target {
                 UseTarget::Std(parts) => {
                     let n = parts.last().cloned().unwrap_or_default();
+                    if parts.len() == 2 && parts[0] == "std" && !STD.iter().any(|(s, _)| *s == n) {
+                        let near = crate::lower::builtins::nearest(&n, STD.iter().map(|(s, _)| *s), 1);
+                        self.diags.push(
+                            Diagnostic::error("E0103", format!("unknown standard library module `std.{n}`"))
+                                .at(u.span, "not in the standard library")
+                                .hint(match near.first() {
+                                    Some(m) => format!("did you mean `use std.{m}`?"),
+                                    None => format!(
+                                        "the standard library has {}",
+                                        STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
+                                    ),
+                                }),
+                        );
+                        continue;
+                    }
                     if parts.len() != 2 || parts[0] != "std" {
                         self.diags.push(
                             Diagnostic::error("E0101", format!("unknown import `{}`", parts.join(".")))
@@ -150,18 +173,26 @@ impl Loader {
                     let canon = p.canonicalize().unwrap_or(p.clone());
                     let text = std::fs::read_to_string(&p).ok();
                     let parent = canon.parent().map(Path::to_path_buf);
-                    (Key::File(canon), rel.clone(), text, parent)
+                    // Shown relative to where the importing file was named from.
+                    let display = match Path::new(name).parent() {
+                        Some(d) if !d.as_os_str().is_empty() && !name.starts_with('<') => d.join(rel).display().to_string(),
+                        _ => rel.clone(),
+                    };
+                    (Key::File(canon), display, text, parent)
                 }
             };
-            if let Some(pos) = self.stack.iter().position(|(k, _)| *k == key) {
-                let mut chain: Vec<String> = self.stack[pos..].iter().map(|(_, n)| n.clone()).collect();
-                chain.push(name.to_string());
+            if let Some(pos) = self.stack.iter().position(|(k, _, _)| *k == key) {
+                let mut chain: Vec<String> = self.stack[pos..].iter().map(|(_, n, _)| n.clone()).collect();
                 chain.push(display.clone());
-                self.diags.push(
-                    Diagnostic::error("E0102", "import cycle")
-                        .at(u.span, format!("`{display}` is already being imported"))
-                        .hint(format!("the chain is {}; move shared modules into a file both can use", chain.join(" → "))),
-                );
+                let mut d = Diagnostic::error("E0102", "import cycle")
+                    .at(u.span, format!("`{display}` is already being imported"))
+                    .hint(format!("the chain is {}; move shared modules into a file both can use", chain.join(" → ")));
+                for (_, n, sp) in &self.stack {
+                    if let Some(sp) = sp {
+                        d = d.also(*sp, format!("imports `{n}`"));
+                    }
+                }
+                self.diags.push(d);
                 continue;
             }
             if key == Key::Std(String::new()) || self.loaded.iter().any(|(k, _)| *k == key) {
@@ -181,7 +212,7 @@ impl Loader {
                 );
                 continue;
             };
-            if self.stack.len() >= MAX_IMPORT_DEPTH {
+            if self.stack.len() > MAX_IMPORT_DEPTH {
                 self.diags.push(
                     Diagnostic::error("E0104", "imports nested too deep")
                         .at(u.span, format!("more than {MAX_IMPORT_DEPTH} files deep"))
@@ -194,7 +225,8 @@ impl Loader {
                     Key::Std(s) => Key::Std(s.clone()),
                     Key::File(p) => Key::File(p.clone()),
                 },
-                name.to_string(),
+                display.clone(),
+                Some(u.span),
             ));
             let _ = self.load(&display, dir.as_deref(), text, key);
             self.stack.pop();
@@ -203,11 +235,14 @@ impl Loader {
     }
 
     fn finish(mut self, root: FileId) -> Result<Program, (SourceMap, Diagnostics)> {
-        let mut modules: BTreeMap<String, ModuleEntry> = BTreeMap::new();
+        let mut modules: BTreeMap<String, Arc<ModuleEntry>> = BTreeMap::new();
         let mut models: BTreeMap<String, ModelDecl> = BTreeMap::new();
         let mut root_model = None;
         let mut defined: HashMap<String, Span> = HashMap::new();
-        for (id, file) in std::mem::take(&mut self.files) {
+        // Imported files first, so that a clash is reported in the file that imports.
+        let mut files = std::mem::take(&mut self.files);
+        files.reverse();
+        for (id, file) in files {
             let entries = file
                 .modules
                 .into_iter()
@@ -227,16 +262,21 @@ impl Loader {
                     continue;
                 }
                 if let Some(prev) = defined.get(&name) {
+                    let hint = if prev.file == span.file {
+                        "rename one of them".to_string()
+                    } else {
+                        format!("`{name}` already comes from {}; rename this one", self.sources.get(prev.file).name)
+                    };
                     self.diags.push(
                         Diagnostic::error("E0106", format!("module `{name}` is defined twice"))
                             .at(span, "redefined here")
                             .also(*prev, "first defined here")
-                            .hint("rename one of them"),
+                            .hint(hint),
                     );
                     continue;
                 }
                 defined.insert(name.clone(), span);
-                modules.insert(name, m);
+                modules.insert(name, Arc::new(m));
             }
             let mut in_file = 0;
             for m in file.models {

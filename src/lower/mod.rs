@@ -70,6 +70,13 @@ impl Value {
             Value::Absent => "absent input",
         }
     }
+
+    /// The kind with its article: "an int", "a tensor".
+    pub fn a_kind(&self) -> String {
+        let k = self.kind();
+        let article = if k.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+        format!("{article} {k}")
+    }
 }
 
 /// What a site is.

@@ -66,7 +66,13 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     let mut env = Env::default();
     let mut names: HashMap<String, crate::source::Span> = HashMap::new();
     let mut lw = Lowered {
-        b: Builder::new(b.prog.clone()),
+        b: Builder::new(Program {
+            sources: crate::source::SourceMap::new(),
+            modules: BTreeMap::new(),
+            models: BTreeMap::new(),
+            root_model: None,
+            root: b.prog.root,
+        }),
         model: name.clone(),
         model_span: model.name.span,
         components: Vec::new(),
@@ -166,6 +172,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         if let Ok(v) = instance_expr(&mut b, &c.value, &env, &c.name.name) {
             env.vars.insert(c.name.name.clone(), (v, Some(c.name.span)));
             env.instances.insert(c.name.name.clone(), c.name.name.clone());
+        } else {
+            env.failed.insert(c.name.name.clone());
         }
         lw.components.push(Component { name: c.name.name.clone(), kind: c.kind, weights, trainability, span: c.span });
     }
@@ -183,6 +191,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         if let Ok(v) = b.let_expr(value, &env, &name.name) {
             env.vars.insert(name.name.clone(), (v, Some(name.span)));
             env.instances.insert(name.name.clone(), name.name.clone());
+        } else {
+            env.failed.insert(name.name.clone());
         }
         lw.heads.push((name.name.clone(), *span));
     }
@@ -199,7 +209,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             Ok(v) => {
                 b.error(
                     Diagnostic::error("E0507", format!("output `{}` is not a tensor", name.name))
-                        .at(value.span, format!("this is a {}", v.kind()))
+                        .at(value.span, format!("this is {}", v.a_kind()))
                         .hint("outputs name a component, a head or a site such as `target.head`"),
                 );
             }
@@ -225,10 +235,14 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         }
     }
     for (name, (_, _, span)) in binds {
+        let near = super::builtins::nearest(&name, names.keys().map(String::as_str), 1);
         b.error(
             Diagnostic::error("E0508", format!("`weights {name}` binds nothing"))
                 .at(span, "no backbone, encoder, head or adapter has this name")
-                .hint("bind weights to a declared component"),
+                .hint(match near.first() {
+                    Some(n) => format!("did you mean `{n}`? weights bind to a declared backbone, encoder, head or adapter"),
+                    None => "bind weights to a declared backbone, encoder, head or adapter".to_string(),
+                }),
         );
     }
     if b.graph.outputs().is_empty() && !b.diags.has_errors() {
@@ -253,7 +267,7 @@ fn instance_expr(b: &mut Builder, e: &Expr, env: &Env, path: &str) -> Result<Val
         if let ExprKind::Name(m) = &callee.kind {
             if b.prog.modules.contains_key(m) || super::builtins::PRIMITIVES.contains(&m.as_str()) {
                 let config = b.eval_args(args, env, path)?;
-                let n_inputs = match b.prog.modules.get(m) {
+                let n_inputs = match b.prog.modules.get(m).map(|e| &**e) {
                     Some(super::ModuleEntry::Decl(d)) => {
                         d.body.iter().filter(|s| matches!(s, crate::syntax::ast::Stmt::In { .. })).count()
                     }

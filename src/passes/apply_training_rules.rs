@@ -29,6 +29,7 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
             frozen.insert(a.clone(), "loaded from trained weights, so frozen");
         }
     }
+    let component_of: HashMap<&str, &str> = params.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
     let under = |name: &str| -> Vec<String> {
         let prefix = format!("{name}.");
         params.iter().filter(|(p, _)| p == name || p.starts_with(&prefix)).map(|(p, _)| p.clone()).collect()
@@ -71,10 +72,7 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
             );
             continue;
         }
-        let owners: HashSet<&str> = named
-            .iter()
-            .filter_map(|p| params.iter().find(|(q, _)| q == p).map(|(_, c)| c.as_str()))
-            .collect();
+        let owners: HashSet<&str> = named.iter().filter_map(|p| component_of.get(p.as_str()).copied()).collect();
         let mut conflict = false;
         for o in owners {
             if let Some(why) = frozen.get(o) {

@@ -12,18 +12,21 @@ use std::collections::HashSet;
 /// The nodes that are absent when the inputs in `missing` are.
 pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
     let mut absent: HashSet<NodeId> = missing.iter().copied().collect();
+    // Values computed from some input; `add` passes through only such an operand (a
+    // parameter alone, like a positional embedding, does not stand in for the data).
+    let mut data: HashSet<NodeId> = HashSet::new();
     let Some(order) = g.topo_order() else { return absent };
     for id in order {
-        if absent.contains(&id) {
-            continue;
-        }
         let ops = g.operands(id);
-        if ops.is_empty() {
+        if matches!(g.node(id).op, Op::Input { .. }) || ops.iter().any(|o| data.contains(o)) {
+            data.insert(id);
+        }
+        if absent.contains(&id) || ops.is_empty() {
             continue;
         }
         let gone = ops.iter().filter(|o| absent.contains(o)).count();
         let is_absent = match g.node(id).op {
-            Op::Add => gone == ops.len(),
+            Op::Add => gone > 0 && gone == ops.iter().filter(|o| data.contains(o)).count(),
             _ => gone > 0,
         };
         if is_absent {

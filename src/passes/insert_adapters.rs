@@ -54,14 +54,13 @@ pub fn insert_adapters(lw: &mut Lowered) {
                 break;
             }
             taken.insert((site_path.clone(), a.placement), (a.name.name.clone(), a.at.span));
-            let before: HashSet<NodeId> = lw.b.graph.ids().into_iter().collect();
+            // No node is removed before dead-code elimination, so new ids are above the bound.
+            let mark = lw.b.graph.id_bound();
             if insert_one(lw, a, &site_path, binding.clone()).is_err() {
                 break;
             }
-            for id in lw.b.graph.ids() {
-                if !before.contains(&id) {
-                    owner_of.insert(id, ai);
-                }
+            for id in lw.b.graph.ids_from(mark) {
+                owner_of.insert(id, ai);
             }
         }
     }
@@ -83,7 +82,7 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
     let b: &mut Builder = &mut lw.b;
     let path = format!("{}.{}", a.name.name, site_path);
     // Which arguments are tensor inputs of the module (all but its first `in`).
-    let extra_ins: Vec<String> = match b.program().modules.get(&a.module.name) {
+    let extra_ins: Vec<String> = match b.program().modules.get(&a.module.name).map(|e| &**e) {
         Some(ModuleEntry::Decl(m)) => m
             .body
             .iter()
@@ -115,14 +114,14 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
     };
     let mut all_inputs = vec![crate::lower::eval_arg(Value::Tensor(feed), a.span)];
     all_inputs.extend(inputs);
-    let before: HashSet<NodeId> = b.graph.ids().into_iter().collect();
+    let mark = b.graph.id_bound();
     b.set_owner(&a.name.name, binding);
     let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span).map_err(|_| ())?;
     let out = match out {
         Value::Tensor(t) => t,
         _ => return Ok(()), // absent context at compile time: the adapter is skipped
     };
-    let new: HashSet<NodeId> = b.graph.ids().into_iter().filter(|i| !before.contains(i)).collect();
+    let new: HashSet<NodeId> = b.graph.ids_from(mark).into_iter().collect();
     let g = &mut b.graph;
     match a.placement {
         Placement::After => g.replace_uses(site.output, out, |u| !new.contains(&u)),

@@ -16,6 +16,9 @@ struct GraftParser;
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 /// Deepest bracket nesting accepted (guards pest's recursive descent).
 pub const MAX_NESTING: usize = 64;
+/// Deepest expression tree accepted (operators, calls, fields and indexes nested in
+/// one another, brackets included), so that evaluating it cannot exhaust the stack.
+pub const MAX_EXPR_DEPTH: usize = 256;
 
 fn pratt() -> &'static PrattParser<Rule> {
     static P: OnceLock<PrattParser<Rule>> = OnceLock::new();
@@ -43,6 +46,7 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
     let mut b = Builder {
         file,
         diags: Diagnostics::default(),
+        depth: 0,
     };
     let out = b.file(pairs);
     if b.diags.has_errors() {
@@ -66,36 +70,89 @@ fn check_limits(file: FileId, text: &str) -> Result<(), Diagnostics> {
         .hint("split the spec into modules and `use` them")
         .into());
     }
+    // Brackets nest pest's recursive descent; so does each `else if` of a chain, until
+    // the block around the chain closes. Both count towards MAX_NESTING.
     let mut depth = 0usize;
+    let mut chains: Vec<usize> = vec![0];
+    let mut chained = 0usize;
     let mut in_string = false;
     let mut in_comment = false;
+    let mut in_block_comment = false;
     let bytes = text.as_bytes();
+    let too_deep = |i: usize| -> Diagnostics {
+        Diagnostic::error("E0002", format!("brackets nested more than {MAX_NESTING} deep"))
+            .at(Span::new(file, i, i + 1), "too deep here")
+            .hint("name intermediate values with `name = ...` instead of nesting, and keep `else if` chains short")
+            .into()
+    };
     for (i, &c) in bytes.iter().enumerate() {
         if in_comment {
             in_comment = c != b'\n';
+            continue;
+        }
+        if in_block_comment {
+            in_block_comment = !(c == b'/' && i > 0 && bytes[i - 1] == b'*');
             continue;
         }
         match c {
             b'"' => in_string = !in_string,
             b'\n' => in_string = false,
             b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => in_comment = true,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'*') => in_block_comment = true,
             b'(' | b'[' | b'{' if !in_string => {
                 depth += 1;
-                if depth > MAX_NESTING {
-                    return Err(Diagnostic::error(
-                        "E0002",
-                        format!("brackets nested more than {MAX_NESTING} deep"),
-                    )
-                    .at(Span::new(file, i, i + 1), "too deep here")
-                    .hint("name intermediate values with `name = ...` instead of nesting")
-                    .into());
+                chains.push(0);
+                if depth + chained > MAX_NESTING {
+                    return Err(too_deep(i));
                 }
             }
-            b')' | b']' | b'}' if !in_string => depth = depth.saturating_sub(1),
+            b')' | b']' | b'}' if !in_string => {
+                if depth > 0 {
+                    depth -= 1;
+                    chained -= chains.pop().unwrap_or(0);
+                }
+            }
+            b'e' if !in_string && is_else_if(bytes, i) => {
+                chained += 1;
+                if let Some(n) = chains.last_mut() {
+                    *n += 1;
+                }
+                if depth + chained > MAX_NESTING {
+                    return Err(too_deep(i));
+                }
+            }
             _ => {}
         }
     }
     Ok(())
+}
+
+/// Whether the keywords `else if` start at `i` (whitespace and comments between them).
+fn is_else_if(bytes: &[u8], i: usize) -> bool {
+    let word = |j: usize| bytes.get(j).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if !bytes[i..].starts_with(b"else") || (i > 0 && word(i - 1)) || word(i + 4) {
+        return false;
+    }
+    let mut j = i + 4;
+    loop {
+        match bytes.get(j) {
+            Some(c) if c.is_ascii_whitespace() => j += 1,
+            Some(b'/') if bytes.get(j + 1) == Some(&b'/') => {
+                while bytes.get(j).is_some_and(|c| *c != b'\n') {
+                    j += 1;
+                }
+            }
+            Some(b'/') if bytes.get(j + 1) == Some(&b'*') => {
+                j += 2;
+                while j < bytes.len() && !bytes[j..].starts_with(b"*/") {
+                    j += 1;
+                }
+                j += 2;
+            }
+            _ => break,
+        }
+    }
+    bytes.get(j..).is_some_and(|r| r.starts_with(b"if")) && !word(j + 2)
 }
 
 fn rule_name(r: &Rule) -> Option<&'static str> {
@@ -182,21 +239,99 @@ fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagno
     } else {
         "see the language tour in README.md".to_string()
     };
-    Diagnostic::error("E0003", format!("syntax error: expected {expected_text}, found {found}"))
+    let rest = &text[pos..];
+    // Strings: one line, no backslashes.
+    if let Some(body) = rest.strip_prefix('"') {
+        let line = body.split('\n').next().unwrap_or("").trim_end_matches('\r');
+        let close = line.find('"');
+        let inner = &line[..close.unwrap_or(line.len())];
+        if close.is_none() {
+            return Diagnostic::error("E0003", "syntax error: unterminated string")
+                .at(Span::new(file, pos, pos + 1 + line.len()), "this string has no closing `\"`")
+                .hint("close the string on the same line; strings cannot span lines")
+                .into();
+        }
+        if let Some(b) = inner.find('\\') {
+            let at = pos + 1 + b;
+            return Diagnostic::error("E0003", "syntax error: a string cannot contain `\\`")
+                .at(Span::new(file, at, at + 1), "backslash in a string")
+                .hint("strings hold names and file paths; write paths with `/`")
+                .into();
+        }
+    }
+    // `name value` where `name = value` was meant.
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    if expected.contains(&"a statement `name = ...`") && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+        let after = pos + word.len();
+        let next = text[after..].trim_start_matches([' ', '\t']).chars().next();
+        if !matches!(next, Some('=' | ':' | '(' | '.' | '[' | '\n' | '\r') | None) {
+            return Diagnostic::error("E0003", format!("syntax error: expected `=` after `{word}`"))
+                .at(Span::new(file, pos, after), "expected `=` after this name")
+                .hint(format!("a statement is written `{word} = expression`, e.g. `{word} = linear(dim, hidden)(x)`"))
+                .into();
+        }
+    }
+    let mut d = Diagnostic::error("E0003", format!("syntax error: expected {expected_text}, found {found}"))
         .at(Span::new(file, pos, end), format!("expected {expected_text}"))
-        .hint(hint)
-        .into()
+        .hint(hint);
+    // A bracket left open on an earlier line is the likely culprit.
+    let line_start = text[..pos].rfind('\n').map_or(0, |i| i + 1);
+    if let Some(open) = unclosed_bracket(&text[..pos]) {
+        let starts_line = text[line_start..pos].trim().is_empty();
+        if open < line_start && starts_line && matches!(text.as_bytes()[open], b'(' | b'[') {
+            let c = &text[open..open + 1];
+            d = d
+                .also(Span::new(file, open, open + 1), format!("this `{c}` is still open"))
+                .hint(format!("check that every bracket is closed where it should be: is a `{}` missing?", if c == "(" { ")" } else { "]" }));
+        }
+    }
+    d.into()
+}
+
+/// Offset of the innermost bracket of `text` that is still open at its end.
+fn unclosed_bracket(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut stack = Vec::new();
+    let (mut in_string, mut in_comment, mut in_block) = (false, false, false);
+    for (i, &c) in bytes.iter().enumerate() {
+        if in_comment {
+            in_comment = c != b'\n';
+            continue;
+        }
+        if in_block {
+            in_block = !(c == b'/' && i > 0 && bytes[i - 1] == b'*');
+            continue;
+        }
+        match c {
+            b'"' => in_string = !in_string,
+            b'\n' => in_string = false,
+            _ if in_string => {}
+            b'/' if bytes.get(i + 1) == Some(&b'/') => in_comment = true,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => in_block = true,
+            b'(' | b'[' | b'{' => stack.push(i),
+            b')' | b']' | b'}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    stack.pop()
 }
 
 struct Builder {
     file: FileId,
     diags: Diagnostics,
+    /// Operators and postfixes on the way from the statement to the expression being
+    /// built: a bound on the depth of the expression tree.
+    depth: usize,
 }
 
 impl Builder {
     fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        // A rule ending in an optional or repeated part takes the whitespace and
+        // comments after it: keep them out of the span so that carets stay on the code.
+        Span::new(self.file, s.start(), s.start() + trimmed_len(p.as_str()))
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
@@ -399,7 +534,36 @@ impl Builder {
             .collect()
     }
 
+    /// Refuse expressions whose tree would be deeper than MAX_EXPR_DEPTH (long operator
+    /// chains nest as deeply as brackets); `None` when the limit is hit.
+    fn enter(&mut self, p: &Pair<Rule>, n: usize) -> Option<()> {
+        self.depth += n;
+        if self.depth > MAX_EXPR_DEPTH {
+            self.depth -= n;
+            let sp = self.span(p);
+            if !self.diags.items.iter().any(|d| d.code == "E0002") {
+                self.diags.push(
+                    Diagnostic::error("E0002", format!("expression nested more than {MAX_EXPR_DEPTH} operations deep"))
+                        .at(sp, "too deep here")
+                        .hint("name intermediate values with `name = ...` instead of chaining"),
+                );
+            }
+            return None;
+        }
+        Some(())
+    }
+
     fn expr(&mut self, p: Pair<Rule>) -> Expr {
+        let n = p.clone().into_inner().count();
+        if self.enter(&p, n).is_none() {
+            return Expr { kind: ExprKind::Int(0), span: self.span(&p) };
+        }
+        let e = self.expr_inner(p);
+        self.depth -= n;
+        e
+    }
+
+    fn expr_inner(&mut self, p: Pair<Rule>) -> Expr {
         let file = self.file;
         let this = std::cell::RefCell::new(self);
         let sp = move |p: &Pair<Rule>| {
@@ -443,6 +607,16 @@ impl Builder {
     }
 
     fn postfix_expr(&mut self, p: Pair<Rule>) -> Expr {
+        let n = p.clone().into_inner().count();
+        if self.enter(&p, n).is_none() {
+            return Expr { kind: ExprKind::Int(0), span: self.span(&p) };
+        }
+        let e = self.postfix_expr_inner(p);
+        self.depth -= n;
+        e
+    }
+
+    fn postfix_expr_inner(&mut self, p: Pair<Rule>) -> Expr {
         let mut it = p.into_inner();
         let mut e = self.primary(it.next().expect("primary"));
         for post in it {
@@ -737,6 +911,38 @@ impl Builder {
                 }
                 IndexSel::Range(lo, hi)
             }
+        }
+    }
+}
+
+/// Length of `s` without trailing whitespace and comments.
+fn trimmed_len(s: &str) -> usize {
+    let mut t = s.trim_end();
+    loop {
+        if t.ends_with("*/") {
+            if let Some(i) = t[..t.len() - 2].rfind("/*") {
+                t = t[..i].trim_end();
+                continue;
+            }
+        }
+        // A line comment: `//` on the last line, outside a string (strings hold no newline).
+        let line_start = t.rfind('\n').map_or(0, |i| i + 1);
+        let line = &t[line_start..];
+        let mut in_string = false;
+        let mut cut = None;
+        for (i, c) in line.char_indices() {
+            match c {
+                '"' => in_string = !in_string,
+                '/' if !in_string && line[i..].starts_with("//") => {
+                    cut = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        match cut {
+            Some(i) => t = t[..line_start + i].trim_end(),
+            None => return t.len(),
         }
     }
 }

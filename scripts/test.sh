@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: sets up what the project needs (idempotent), then formatting,
+# lints, and every test — the compiler core, the LibTorch backend and the
+# conformance tests against timm / transformers / plain PyTorch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+if ! command -v cargo-insta >/dev/null 2>&1; then
+  echo "== installing cargo-insta"
+  cargo install cargo-insta --version 1.49.0 --locked --quiet
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== clippy (core, no LibTorch)"
+cargo clippy --all-targets -- -D warnings
+echo "== clippy (torch backend)"
+cargo clippy --all-targets --features torch -- -D warnings
+echo "== tests (fails on changed, pending or unreferenced snapshots)"
+CI=true cargo insta test --features torch --check --unreferenced reject
