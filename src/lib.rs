@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
 pub mod api;
+pub mod data;
 pub mod diag;
 pub mod ir;
 pub mod lower;

@@ -51,6 +51,11 @@ enum Cmd {
     },
     /// Dry run of a selector: every match with its parameter count.
     Select { spec: PathBuf, pattern: String },
+    /// Datasets: write a synthetic one, or check one (against a spec's inputs).
+    Data {
+        #[command(subcommand)]
+        cmd: graft::data::cli::DataCmd,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,6 +98,7 @@ fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {

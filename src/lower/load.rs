@@ -195,7 +195,7 @@ impl Loader {
                 self.diags.push(d);
                 continue;
             }
-            if key == Key::Std(String::new()) || self.loaded.iter().any(|(k, _)| *k == key) {
+            if self.loaded.iter().any(|(k, _)| *k == key) {
                 continue;
             }
             let Some(text) = text else {

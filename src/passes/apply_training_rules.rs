@@ -42,6 +42,9 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
     }
     let universe = Universe::new(params.iter().map(|(p, _)| p.as_str()));
     for rule in lw.train.clone() {
+        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+            break;
+        }
         let single = match rule.steps.as_slice() {
             [SelStep::Seg { name: SegName::Exact(n), index: None }] => Some(n.clone()),
             _ => None,

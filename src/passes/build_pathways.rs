@@ -26,6 +26,9 @@ pub fn build_pathways(lw: &mut Lowered) -> HashMap<String, Borrowed> {
     let mut out = HashMap::new();
     let mut targeted: HashMap<NodeId, String> = HashMap::new();
     for p in lw.pathways.clone() {
+        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+            break;
+        }
         if let Some(b) = build_one(lw, &p, &mut targeted) {
             out.insert(p.name.name.clone(), b);
         }
@@ -167,8 +170,7 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
         borrowed.aux_params.push(pa);
         borrowed.lambdas.push(lpath);
     }
-    for (id, d) in crate::passes::infer_shapes::infer_shapes(&mut lw.b.graph) {
-        let _ = id;
+    for (_, d) in crate::passes::infer_shapes::infer_shapes(&mut lw.b.graph) {
         lw.b.diags.push(d);
     }
     Some(borrowed)

@@ -24,6 +24,9 @@ pub fn insert_adapters(lw: &mut Lowered) {
     let mut owner_of: HashMap<NodeId, usize> = HashMap::new();
     let adapters = lw.adapters.clone();
     for (ai, a) in adapters.iter().enumerate() {
+        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+            break;
+        }
         let universe = Universe::new(lw.b.site_order.iter().map(String::as_str));
         let sites = universe.full_matches(&a.at);
         if sites.is_empty() {
@@ -39,11 +42,8 @@ pub fn insert_adapters(lw: &mut Lowered) {
             );
             continue;
         }
-        let (frozen_weights, binding) = match lw.adapter_weights.get(&a.name.name) {
-            Some(_) => (true, Some(a.name.name.clone())),
-            None => (false, None),
-        };
-        let _ = frozen_weights;
+        // An adapter loaded from a trained run reads its parameters from that file.
+        let binding = lw.adapter_weights.contains_key(&a.name.name).then(|| a.name.name.clone());
         for site_path in sites {
             if let Some((other, span)) = taken.get(&(site_path.clone(), a.placement)) {
                 let d = Diagnostic::error("E0702", format!("adapters `{}` and `{other}` collide at `{site_path}`", a.name.name))

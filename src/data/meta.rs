@@ -1,0 +1,194 @@
+//! `dataset.json`: what a dataset holds (task, classes, inputs with their per-sample
+//! dtype and shape) and how many samples and shards. Read strictly: every field is
+//! checked before a shard is opened.
+
+use super::error::DataError;
+use super::tensor::type_text;
+use crate::ir::DType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The metadata file's name inside a dataset directory.
+pub const META_FILE: &str = "dataset.json";
+
+/// The file name of shard `i`: `shard-00000.safetensors`.
+pub fn shard_file(i: usize) -> String {
+    format!("shard-{i:05}.safetensors")
+}
+
+/// One input as the dataset declares it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    pub dtype: DType,
+    /// Per sample (without the leading sample dimension).
+    pub shape: Vec<i64>,
+    /// Whether shards may lack this input.
+    pub optional: bool,
+}
+
+impl InputSpec {
+    /// `f32[3, 8, 32, 32]`.
+    pub fn type_text(&self) -> String {
+        type_text(self.dtype, &self.shape)
+    }
+}
+
+/// The parsed `dataset.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meta {
+    pub task: String,
+    pub classes: usize,
+    /// One name per class (may be empty).
+    pub class_names: Vec<String>,
+    pub samples: usize,
+    pub shards: usize,
+    pub inputs: BTreeMap<String, InputSpec>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawInput {
+    dtype: String,
+    shape: Vec<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    optional: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RawMeta {
+    task: String,
+    classes: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    class_names: Vec<String>,
+    samples: usize,
+    shards: usize,
+    inputs: BTreeMap<String, RawInput>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+impl Meta {
+    /// Read and check `DIR/dataset.json`.
+    pub fn read(dir: &Path) -> Result<Meta, DataError> {
+        let path = dir.join(META_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        Meta::parse(&text).map_err(|msg| DataError::Meta { path, msg })
+    }
+
+    /// Parse and check the text of a `dataset.json`.
+    pub fn parse(text: &str) -> Result<Meta, String> {
+        let raw: RawMeta =
+            serde_json::from_str(text).map_err(|e| format!("not a valid dataset.json: {e}"))?;
+        if raw.classes == 0 {
+            return Err("`classes` must be at least 1".into());
+        }
+        if !raw.class_names.is_empty() && raw.class_names.len() != raw.classes {
+            return Err(format!(
+                "{} `class_names` for {} classes",
+                raw.class_names.len(),
+                raw.classes
+            ));
+        }
+        if raw.inputs.is_empty() {
+            return Err("`inputs` is empty".into());
+        }
+        let mut inputs = BTreeMap::new();
+        for (name, i) in raw.inputs {
+            if name == "label" || name.starts_with("__") {
+                return Err(format!("`{name}` is reserved and cannot be an input"));
+            }
+            let dtype = DType::parse(&i.dtype).ok_or_else(|| {
+                format!(
+                    "input `{name}`: unknown dtype `{}` (f32, f16, bf16, f64, i64, i32, bool)",
+                    i.dtype
+                )
+            })?;
+            if i.shape.iter().any(|&d| d < 0) {
+                return Err(format!(
+                    "input `{name}`: negative dimension in {:?}",
+                    i.shape
+                ));
+            }
+            inputs.insert(
+                name,
+                InputSpec {
+                    dtype,
+                    shape: i.shape,
+                    optional: i.optional,
+                },
+            );
+        }
+        if inputs.values().all(|i| i.optional) {
+            return Err("every input is optional: at least one must be in every shard".into());
+        }
+        Ok(Meta {
+            task: raw.task,
+            classes: raw.classes,
+            class_names: raw.class_names,
+            samples: raw.samples,
+            shards: raw.shards,
+            inputs,
+            seed: raw.seed,
+        })
+    }
+
+    /// The JSON text (pretty, keys in a fixed order).
+    pub fn to_json(&self) -> String {
+        let raw = RawMeta {
+            task: self.task.clone(),
+            classes: self.classes,
+            class_names: self.class_names.clone(),
+            samples: self.samples,
+            shards: self.shards,
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(k, i)| {
+                    (
+                        k.clone(),
+                        RawInput {
+                            dtype: i.dtype.name().to_string(),
+                            shape: i.shape.clone(),
+                            optional: i.optional,
+                        },
+                    )
+                })
+                .collect(),
+            seed: self.seed,
+        };
+        serde_json::to_string_pretty(&raw).unwrap_or_default() + "\n"
+    }
+
+    /// The name of class `c` (its number when unnamed).
+    pub fn class_name(&self, c: usize) -> String {
+        self.class_names
+            .get(c)
+            .cloned()
+            .unwrap_or_else(|| c.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_round_trips_and_rejects_nonsense() {
+        let text = r#"{"task": "t", "classes": 2, "samples": 4, "shards": 1, "seed": 3,
+            "inputs": {"x": {"dtype": "f32", "shape": [2, 3]}, "y": {"dtype": "i64", "shape": [], "optional": true}}}"#;
+        let m = Meta::parse(text).unwrap();
+        assert_eq!(m.inputs["x"].type_text(), "f32[2, 3]");
+        assert!(m.inputs["y"].optional);
+        assert_eq!(Meta::parse(&m.to_json()).unwrap(), m);
+        for bad in [
+            text.replace("\"f32\"", "\"f8\""),
+            text.replace("\"classes\": 2", "\"classes\": 0"),
+            text.replace("\"x\"", "\"label\""),
+            text.replace("[2, 3]", "[-2, 3]"),
+            text.replace("\"samples\": 4,", ""),
+        ] {
+            assert!(Meta::parse(&bad).is_err(), "{bad}");
+        }
+    }
+}

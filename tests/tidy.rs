@@ -1,0 +1,47 @@
+//! Tidy checks over the source tree: every module says what it is, and files stay
+//! readable.
+
+use std::path::Path;
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("readable dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_module_has_a_doc_comment_and_a_sane_length() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src"), &mut files);
+    assert!(files.len() > 20);
+    let mut problems = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("utf-8 source");
+        if !text.trim_start().starts_with("//!") {
+            problems.push(format!("{}: no `//!` module doc at the top", f.display()));
+        }
+        let lines = text.lines().count();
+        if lines > 900 {
+            problems.push(format!("{}: {lines} lines; split it by concern", f.display()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn every_pass_file_is_named_after_its_function() {
+    for e in std::fs::read_dir("src/passes").expect("passes dir").flatten() {
+        let name = e.file_name().to_string_lossy().trim_end_matches(".rs").to_string();
+        if name == "mod" || name == "testkit" {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).expect("source");
+        assert!(text.contains(&format!("pub fn {name}(")), "src/passes/{name}.rs must define `pub fn {name}`");
+        assert!(text.trim_start().starts_with(&format!("//! {name}:")), "src/passes/{name}.rs doc must start with `{name}:`");
+    }
+}
