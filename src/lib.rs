@@ -8,6 +8,8 @@
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
 pub mod api;
+#[cfg(feature = "torch")]
+pub mod backend;
 pub mod data;
 pub mod diag;
 pub mod ir;

@@ -56,6 +56,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: graft::data::cli::DataCmd,
     },
+    /// Run a model on named inputs (LibTorch) and write its outputs by name.
+    #[cfg(feature = "torch")]
+    Run(graft::backend::torch::cli::RunArgs),
+    /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
+    #[cfg(feature = "torch")]
+    Fuse(graft::backend::torch::cli::FuseArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +105,10 @@ fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
+        #[cfg(feature = "torch")]
+        Cmd::Run(a) => graft::backend::torch::cli::run(a),
+        #[cfg(feature = "torch")]
+        Cmd::Fuse(a) => graft::backend::torch::cli::fuse(a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {
