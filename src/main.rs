@@ -62,6 +62,9 @@ enum Cmd {
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
     #[cfg(feature = "torch")]
     Fuse(graft::backend::torch::cli::FuseArgs),
+    /// Compile time and forward latency of specs, side by side (random weights).
+    #[cfg(feature = "torch")]
+    Bench(graft::backend::torch::bench::BenchArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run(a) => graft::backend::torch::cli::run(a),
         #[cfg(feature = "torch")]
         Cmd::Fuse(a) => graft::backend::torch::cli::fuse(a),
+        #[cfg(feature = "torch")]
+        Cmd::Bench(a) => graft::backend::torch::bench::bench(a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {

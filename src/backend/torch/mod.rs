@@ -15,7 +15,9 @@
 //! - [`safetensors`]: the file format, read and written without trusting the file.
 //! - [`fuse`]: `graft fuse`, folding a trained model into its backbone's weights.
 //! - [`cli`]: the `graft run` and `graft fuse` commands.
+//! - [`bench`]: `graft bench`, compile time and forward latency side by side.
 
+pub mod bench;
 pub mod cli;
 pub mod exec;
 pub mod fold;
