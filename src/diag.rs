@@ -88,6 +88,9 @@ impl From<Diagnostic> for Diagnostics {
     }
 }
 
+/// Rendered text after which the remaining diagnostics are only counted.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
 /// Render diagnostics as text, `file:line:col`, the source line, a caret and the hint.
 pub fn render(sources: &SourceMap, diags: &Diagnostics, color: bool) -> String {
     let mut files = SimpleFiles::new();
@@ -96,7 +99,14 @@ pub fn render(sources: &SourceMap, diags: &Diagnostics, color: bool) -> String {
     }
     let config = term::Config::default();
     let mut out: Vec<u8> = Vec::new();
-    for d in &diags.items {
+    for (i, d) in diags.items.iter().enumerate() {
+        // Each diagnostic prints its whole source line: on pathological inputs (a long
+        // line, hundreds of errors) stop once the report is long enough to be read.
+        if out.len() > MAX_RENDERED_BYTES {
+            let rest = diags.items.len() - i;
+            out.extend_from_slice(format!("... and {rest} more diagnostic{} not shown\n", if rest == 1 { "" } else { "s" }).as_bytes());
+            break;
+        }
         let mut cs = match d.severity {
             Severity::Error => CsDiagnostic::error(),
             Severity::Warning => CsDiagnostic::warning(),

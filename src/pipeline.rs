@@ -67,6 +67,28 @@ fn user_errors(lw: &Lowered) -> Result<(), Failure> {
     }
 }
 
+/// A shape error found inside a library module (`<std>/vit.graft`) also points at the
+/// model's declaration that instantiated it, so the user sees which of their lines to fix.
+fn from_user_code(lw: &Lowered, id: crate::ir::NodeId, d: crate::diag::Diagnostic) -> crate::diag::Diagnostic {
+    use crate::syntax::ast::ModelItem;
+    let prog = lw.b.program();
+    if d.primary.as_ref().is_none_or(|(span, _)| span.file == prog.root) {
+        return d;
+    }
+    let path = lw.b.graph.node(id).path.clone();
+    let top = path.split('.').next().unwrap_or_default();
+    let root_first = prog.models.get(&lw.model).into_iter().chain(prog.models.values());
+    let decl = root_first.flat_map(|m| m.items.iter()).find_map(|it| match it {
+        ModelItem::Component(c) if c.name.name == top => Some(c.value.span),
+        ModelItem::Head { name, value, .. } if name.name == top => Some(value.span),
+        _ => None,
+    });
+    match decl {
+        Some(span) => d.also(span, format!("`{path}` is part of this instance")),
+        None => d,
+    }
+}
+
 /// Compile a loaded program's model in `mode`.
 pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
     // Resolve names and instantiate modules: the backbones, encoders, heads, outputs.
@@ -74,7 +96,8 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
     checked(&lw.b.graph, "lower", Stage::Lowered)?;
     // Types first, so adapter and pathway insertion can check widths against sites.
     let errors = infer_shapes(&mut lw.b.graph);
-    lw.b.diags.items.extend(errors.into_iter().map(|(_, d)| d));
+    let errors: Vec<_> = errors.into_iter().map(|(id, d)| from_user_code(&lw, id, d)).collect();
+    lw.b.diags.items.extend(errors);
     user_errors(&lw)?;
     checked(&lw.b.graph, "infer_shapes", Stage::Typed)?;
     // Adapters change the dataflow; pathways change only weights.

@@ -21,35 +21,53 @@ enum Pat {
 /// The set of paths a selector can match, in creation order.
 pub struct Universe {
     paths: Vec<Vec<String>>,
-    /// Per path and segment position j: the number of numeric children of the
-    /// prefix `segs[..j]` (`a.blocks` → 12), for negative indices.
-    counts: Vec<Vec<i64>>,
+    seen: HashSet<String>,
+    /// Per path and segment position j: the id of the prefix `segs[..j]`.
+    prefix_ids: Vec<Vec<usize>>,
+    /// Prefix id → (parent prefix id, segment) lookup, and per prefix the number of
+    /// numeric children (`a.blocks` → 12), for negative indices. Id 0 is the empty prefix.
+    ids: HashMap<(usize, String), usize>,
+    count_of: Vec<i64>,
 }
 
 impl Universe {
     pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Universe {
-        let mut seen = HashSet::new();
-        let mut list = Vec::new();
-        let mut counts: HashMap<String, i64> = HashMap::new();
+        let mut u = Universe {
+            paths: Vec::new(),
+            seen: HashSet::new(),
+            prefix_ids: Vec::new(),
+            ids: HashMap::new(),
+            count_of: vec![0],
+        };
+        u.extend(paths);
+        u
+    }
+
+    /// Add paths (in linear time: prefixes are interned, not joined).
+    pub fn extend<'a>(&mut self, paths: impl IntoIterator<Item = &'a str>) {
         for p in paths {
-            if !seen.insert(p.to_string()) {
+            if !self.seen.insert(p.to_string()) {
                 continue;
             }
             let segs: Vec<String> = p.split('.').map(str::to_string).collect();
-            for j in 1..segs.len() {
-                if let Ok(n) = segs[j].parse::<i64>() {
-                    let prefix = segs[..j].join(".");
-                    let c = counts.entry(prefix).or_insert(0);
-                    *c = (*c).max(n + 1);
+            let mut cur = 0;
+            let mut pids = Vec::with_capacity(segs.len());
+            for (j, seg) in segs.iter().enumerate() {
+                pids.push(cur);
+                if j > 0 {
+                    if let Ok(n) = seg.parse::<i64>() {
+                        self.count_of[cur] = self.count_of[cur].max(n.saturating_add(1));
+                    }
+                }
+                let next = self.count_of.len();
+                cur = *self.ids.entry((cur, seg.clone())).or_insert(next);
+                if cur == next {
+                    self.count_of.push(0);
                 }
             }
-            list.push(segs);
+            self.prefix_ids.push(pids);
+            self.paths.push(segs);
         }
-        let counts = list
-            .iter()
-            .map(|segs| (0..segs.len()).map(|j| counts.get(&segs[..j].join(".")).copied().unwrap_or(0)).collect())
-            .collect();
-        Universe { paths: list, counts }
     }
 
     /// Paths that the selector matches exactly.
@@ -88,29 +106,42 @@ impl Universe {
     /// with its indices as `*`, so that `blocks[*].mpl` finds `blocks.0.mlp`.
     pub fn suggest(&self, sel: &Selector, n: usize) -> Vec<String> {
         let text = normalize(&sel.to_string());
-        // Normalized prefix → the first existing path of that form.
-        let mut forms: Vec<(String, String)> = Vec::new();
-        let mut seen = HashSet::new();
-        for segs in &self.paths {
-            for k in 1..=segs.len() {
-                let form = normalize(&segs[..k].join("."));
-                if seen.insert(form.clone()) {
-                    forms.push((form, segs[..k].join(".")));
+        let depth = text.matches('.').count() + 1;
+        // Normalized prefixes of `min..=max` segments → the first existing path of that
+        // form (built segment by segment: long paths cost linear, not quadratic, time).
+        let forms_up_to = |min: usize, max: usize| -> Vec<(String, String)> {
+            let mut forms = Vec::new();
+            let mut seen = HashSet::new();
+            for segs in &self.paths {
+                let (mut form, mut path) = (String::new(), String::new());
+                for (k, seg) in segs.iter().take(max).enumerate() {
+                    if k > 0 {
+                        form.push('.');
+                        path.push('.');
+                    }
+                    form.push_str(if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) { "*" } else { seg });
+                    path.push_str(seg);
+                    if k + 1 >= min && seen.insert(form.clone()) {
+                        forms.push((form.clone(), path.clone()));
+                    }
                 }
             }
-        }
-        let depth = text.matches('.').count() + 1;
-        let pick = |cands: Vec<&str>| -> Vec<String> {
+            forms
+        };
+        let pick = |forms: &[(String, String)], cands: Vec<&str>| -> Vec<String> {
             nearest(&text, cands, n)
                 .into_iter()
                 .filter_map(|f| forms.iter().find(|(g, _)| g == f).map(|(_, p)| p.clone()))
                 .collect()
         };
-        let near = pick(forms.iter().filter(|(f, _)| f.matches('.').count() + 1 == depth).map(|(f, _)| f.as_str()).collect());
-        if near.is_empty() {
-            return pick(forms.iter().map(|(f, _)| f.as_str()).collect());
+        let forms = forms_up_to(depth, depth);
+        let same: Vec<&str> = forms.iter().filter(|(f, _)| f.matches('.').count() + 1 == depth).map(|(f, _)| f.as_str()).collect();
+        let near = pick(&forms, same);
+        if !near.is_empty() {
+            return near;
         }
-        near
+        let forms = forms_up_to(1, 2 * depth + 2);
+        pick(&forms, forms.iter().map(|(f, _)| f.as_str()).collect())
     }
 
     /// Whether `pats` matches all of `segs`: dynamic programming over (pattern, segment)
@@ -151,7 +182,7 @@ impl Universe {
 
     fn index_matches(&self, ix: &IndexSel, segs: &[String], j: usize, p: usize) -> bool {
         let Ok(v) = segs[j].parse::<i64>() else { return false };
-        let count = self.counts[p][j];
+        let count = self.count_of[self.prefix_ids[p][j]];
         let norm = |x: i64| if x < 0 { count.saturating_add(x) } else { x };
         match ix {
             IndexSel::All => true,

@@ -31,10 +31,15 @@ pub fn is_builtin(name: &str) -> bool {
 
 /// Closest candidates to `name` by edit distance, for "did you mean" hints.
 pub fn nearest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>, n: usize) -> Vec<&'a str> {
+    let limit = |c: &str| (name.len().max(c.len()) / 2).max(2);
+    let len = name.chars().count();
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
+        // The difference in length bounds the distance from below: skip hopeless ones
+        // without the quadratic comparison.
+        .filter(|c| len.abs_diff(c.chars().count()) <= limit(c))
         .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, c)| *d <= (name.len().max(c.len()) / 2).max(2))
+        .filter(|(d, c)| *d <= limit(c))
         .collect();
     scored.sort();
     scored.dedup();

@@ -391,7 +391,7 @@ impl Builder {
         for s in stmts {
             if self.exec_one(s, env, out).is_err() {
                 failed = true;
-                if self.diags.items.len() > 200 {
+                if self.diags.items.len() > limits::MAX_DIAGNOSTICS {
                     break;
                 }
             }

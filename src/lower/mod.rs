@@ -43,6 +43,12 @@ pub mod limits {
     pub const MAX_TOTAL_ELEMENTS: u128 = 1 << 42;
     /// Elements of one list value.
     pub const MAX_LIST: usize = 4096;
+    /// Segments of one site path (`target.blocks.3.mlp` has 4); paths grow when adapters
+    /// are placed inside adapters.
+    pub const MAX_PATH_DEPTH: usize = 128;
+    /// Diagnostics after which a stage stops looking for more (each may cost a search
+    /// for suggestions; hundreds of errors help nobody).
+    pub const MAX_DIAGNOSTICS: usize = 200;
 }
 
 /// A compile-time value.
@@ -167,7 +173,15 @@ impl Builder {
         &self.prog
     }
 
-    pub(crate) fn error(&mut self, d: Diagnostic) -> Reported {
+    pub(crate) fn error(&mut self, mut d: Diagnostic) -> Reported {
+        // An error inside a library module also points at the user's instance of it.
+        let root = self.prog.root;
+        let in_library = d.primary.as_ref().is_some_and(|(s, _)| s.file != root);
+        if in_library && d.secondary.iter().all(|(s, _)| s.file != root) {
+            if let Some((m, sp)) = self.stack.iter().rev().find(|(_, sp)| sp.file == root) {
+                d = d.also(*sp, format!("in this instance of `{m}`"));
+            }
+        }
         self.diags.push(d);
         Reported
     }
@@ -179,6 +193,14 @@ impl Builder {
     }
 
     pub(crate) fn add_site(&mut self, site: Site) -> R<()> {
+        let depth = site.path.split('.').count();
+        if depth > limits::MAX_PATH_DEPTH {
+            return Err(self.error(
+                Diagnostic::error("E0202", format!("instance path {depth} levels deep; the limit is {}", limits::MAX_PATH_DEPTH))
+                    .at(site.span, "too deep here")
+                    .hint("adapters placed inside adapters nest their paths: place them at the backbone's sites"),
+            ));
+        }
         if let Some(prev) = self.sites.get(&site.path) {
             let prev = prev.span;
             return Err(self.error(

@@ -23,11 +23,15 @@ pub fn insert_adapters(lw: &mut Lowered) {
     let mut taken: HashMap<(String, Placement), (String, crate::source::Span)> = HashMap::new();
     let mut owner_of: HashMap<NodeId, usize> = HashMap::new();
     let adapters = lw.adapters.clone();
+    // Sites only grow (adapters add theirs): extend the universe instead of rebuilding it.
+    let mut universe = Universe::new(std::iter::empty());
+    let mut known = 0;
     for (ai, a) in adapters.iter().enumerate() {
         if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
             break;
         }
-        let universe = Universe::new(lw.b.site_order.iter().map(String::as_str));
+        universe.extend(lw.b.site_order[known..].iter().map(String::as_str));
+        known = lw.b.site_order.len();
         let sites = universe.full_matches(&a.at);
         if sites.is_empty() {
             let near = universe.suggest(&a.at, 3);

@@ -1,0 +1,232 @@
+//! End to end through the built `graft` binary: exit codes, stderr format, JSON shape,
+//! parameter counts, selectors and emitted files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn graft(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run graft")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn specs() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".graft"))
+        .map(|n| format!("specs/{n}"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty());
+    v
+}
+
+/// Whether `text` holds `file:LINE:COL`.
+fn has_location(text: &str, file: &str) -> bool {
+    text.match_indices(&format!("{file}:")).any(|(i, m)| {
+        let mut parts = text[i + m.len()..].splitn(3, |c: char| c == ':' || c.is_whitespace());
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits(parts.next().unwrap_or("")) && digits(parts.next().unwrap_or(""))
+    })
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("graft-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_accepts_every_gallery_spec() {
+    for spec in specs() {
+        let o = graft(&["check", &spec]);
+        assert_eq!(o.status.code(), Some(0), "{spec}:\n{}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("{spec}: ok")), "{spec}: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn check_of_an_invalid_spec_exits_1_with_location_and_hint() {
+    let spec = "tests/fixtures/invalid/11_linear_width_mismatch.graft";
+    let o = graft(&["check", spec]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(has_location(&err, spec), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(err.contains('^'), "{err}");
+    assert!(!err.contains("internal compiler error"), "{err}");
+}
+
+#[test]
+fn check_of_several_files_reports_the_errors_of_each() {
+    let bad = [
+        "tests/fixtures/invalid/05_unknown_module.graft",
+        "tests/fixtures/invalid/15_adapters_collide.graft",
+        "tests/fixtures/invalid/37_if_not_bool.graft",
+    ];
+    let o = graft(&["check", bad[0], "specs/vit_base.graft", bad[1], bad[2]]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    for spec in bad {
+        assert!(has_location(&err, spec), "no error for {spec} in\n{err}");
+    }
+    assert!(err.contains("E0313"), "{err}");
+    assert!(err.contains("E0702"), "{err}");
+    assert!(err.contains("E0415"), "{err}");
+    assert_eq!(err.matches("hint:").count(), 3, "{err}");
+    // The valid spec in between is still checked.
+    assert!(stdout(&o).contains("specs/vit_base.graft: ok"), "{}", stdout(&o));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = graft(&["check", "--no-such-flag", "specs/vit_base.graft"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-such-flag"));
+    let o = graft(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().expect("object").keys().map(String::as_str).collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn inspect_json_has_exactly_the_documented_shape() {
+    let o = graft(&["inspect", "--json", "specs/cm3t_video_audio_pose.graft"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("valid JSON");
+    assert_eq!(keys(&v), ["inputs", "model", "outputs", "params", "weights"]);
+    assert_eq!(v["model"], "cm3t_video_audio_pose");
+
+    let inputs = v["inputs"].as_array().unwrap();
+    for i in inputs {
+        assert_eq!(keys(i), ["dtype", "name", "optional", "shape"]);
+        assert!(i["shape"].is_array());
+        assert_eq!(i["dtype"], "f32");
+    }
+    let optional: Vec<(&str, bool)> = inputs
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i["optional"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(optional, [("video", false), ("audio", true), ("pose", true)]);
+    assert_eq!(inputs[0]["shape"], serde_json::json!(["B", 3, 16, 224, 224]));
+
+    let outputs = v["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(keys(&outputs[0]), ["name", "shape"]);
+    assert_eq!(outputs[0]["name"], "logits");
+    assert_eq!(outputs[0]["shape"], serde_json::json!(["B", 97]));
+
+    let weights = v["weights"].as_array().unwrap();
+    assert!(!weights.is_empty());
+    for w in weights {
+        assert_eq!(keys(w), ["binding", "file"]);
+    }
+    let bindings: Vec<&str> = weights.iter().map(|w| w["binding"].as_str().unwrap()).collect();
+    assert!(bindings.contains(&"video_vit") && bindings.contains(&"audio_enc"), "{bindings:?}");
+
+    let p = &v["params"];
+    assert_eq!(keys(p), ["frozen", "total", "trainable"]);
+    let (total, trainable, frozen) = (p["total"].as_u64().unwrap(), p["trainable"].as_u64().unwrap(), p["frozen"].as_u64().unwrap());
+    assert_eq!(total, trainable + frozen);
+    assert!(trainable > 0 && frozen > trainable);
+}
+
+#[test]
+fn params_of_vit_base() {
+    let o = graft(&["params", "specs/vit_base.graft"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("86,567,656"), "{}", stdout(&o));
+}
+
+#[test]
+fn select_lists_the_matches_with_their_parameters() {
+    let o = graft(&["select", "specs/m2pt_image_point.graft", "target.blocks[-2..].mlp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.ends_with(" params") && !l.contains("match"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // fc1 768·3072 + 3072, fc2 3072·768 + 768.
+    let mlp = "4,722,432";
+    assert_eq!(
+        rows,
+        [
+            vec!["target.blocks.10.mlp", "mlp", mlp, "params"],
+            vec!["target.blocks.11.mlp", "mlp", mlp, "params"],
+        ],
+        "{out}"
+    );
+    assert!(out.contains("2 matches, 9,444,864 params"), "{out}");
+}
+
+#[test]
+fn select_with_a_typo_suggests_the_nearest_path() {
+    let o = graft(&["select", "specs/m2pt_image_point.graft", "target.blocks[-2..].mpl"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("matches nothing"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(err.contains("target.blocks.0.mlp"), "{err}");
+    let o = graft(&["select", "specs/m2pt_image_point.graft", "traget.head"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("target.head"), "{}", stderr(&o));
+}
+
+#[test]
+fn compile_emits_four_files_and_the_ir_is_deterministic() {
+    let spec = "specs/cm3t_video_audio_pose.graft";
+    let mut irs = Vec::new();
+    for run in 0..2 {
+        let dir = TempDir::new(&format!("compile{run}"));
+        let out = dir.0.to_str().unwrap();
+        let o = graft(&["compile", spec, "--emit", "ir,yaml,dot,params", "--out", out]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let mut files: Vec<String> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let m = "cm3t_video_audio_pose.train";
+        assert_eq!(files, [format!("{m}.dot"), format!("{m}.ir"), format!("{m}.params.txt"), format!("{m}.yaml")]);
+        for f in &files {
+            assert!(std::fs::metadata(dir.0.join(f)).unwrap().len() > 0, "{f} is empty");
+            assert!(stdout(&o).contains(f.as_str()), "{}", stdout(&o));
+        }
+        irs.push(std::fs::read(dir.0.join(format!("{m}.ir"))).unwrap());
+    }
+    assert!(irs[0] == irs[1], "the IR differs between two runs");
+}

@@ -1,0 +1,239 @@
+//! Conformance: graft computes what the reference implementations compute.
+//!
+//! Each test runs `tests/conformance/generate.py CASE DIR` with the pinned venv's
+//! Python (weights, inputs, float64 reference outputs and a `manifest.json` of
+//! steps), then runs the steps: `graft run` / `graft fuse` with this crate's binary
+//! and the comparison scripts, which print the relative error of every output and
+//! exit non-zero past the tolerance. See tests/conformance/generate.py for what each
+//! case covers.
+//!
+//! Needs `scripts/setup.sh` (the venv with torch, timm, transformers) and
+//! `cargo test --features torch`.
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let py = repo().join(".graft-env/venv/bin/python");
+    if !py.exists() {
+        panic!(
+            "conformance tests need the pinned Python environment, and {} does not exist: \
+             run scripts/setup.sh first",
+            py.display()
+        );
+    }
+    py
+}
+
+/// The graft binary under test, snapshotted once per test process (a hard link, or a
+/// copy): `target/debug/graft` is shared with every other `cargo build`, and one
+/// without `--features torch` would otherwise swap in a binary without `run` while
+/// the tests are running. Snapshots of finished test processes are removed.
+fn graft() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_graft"));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-bin");
+        std::fs::create_dir_all(&dir).expect("creating the snapshot directory");
+        remove_stale_snapshots(&dir);
+        let bin = dir.join(format!("graft-{}", std::process::id()));
+        let _ = std::fs::remove_file(&bin);
+        if std::fs::hard_link(&built, &bin).is_err() {
+            std::fs::copy(&built, &bin).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+        }
+        let help = Command::new(&bin).args(["run", "--help"]).output().expect("running graft");
+        if !help.status.success() {
+            panic!(
+                "{} has no `run` command: it was built without the LibTorch backend \
+                 (cargo test --features torch; a cargo build without the feature may have replaced it)\n{}",
+                built.display(),
+                String::from_utf8_lossy(&help.stderr)
+            );
+        }
+        bin
+    })
+}
+
+/// Remove `graft-PID` snapshots whose process is gone (where /proc tells).
+fn remove_stale_snapshots(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("graft-").and_then(|p| p.parse::<u32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// A fresh, empty directory for one case (kept on failure for inspection).
+fn case_dir(case: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graft-conformance-{}-{case}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("clearing the case directory");
+    }
+    std::fs::create_dir_all(&dir).expect("creating the case directory");
+    dir
+}
+
+fn command(program: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(repo())
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    cmd
+}
+
+fn shell_words(program: &Path, args: &[String]) -> String {
+    std::iter::once(program.display().to_string()).chain(args.iter().cloned()).collect::<Vec<_>>().join(" ")
+}
+
+/// The transcript of every command run so far, printed when a step fails.
+#[derive(Default)]
+struct Log(String);
+
+impl Log {
+    fn record(&mut self, line: &str, out: &Output, secs: f64) {
+        self.0 += &format!("$ {line}\n  [exit {:?}, {secs:.1}s]\n", out.status.code());
+        for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            if !text.trim().is_empty() {
+                self.0 += &format!("  --- {name}\n");
+                for l in text.trim_end().lines() {
+                    self.0 += &format!("  {l}\n");
+                }
+            }
+        }
+    }
+}
+
+fn run_step(log: &mut Log, program: &Path, args: &[String], dir: &Path, what: &str) {
+    let line = shell_words(program, args);
+    let t = Instant::now();
+    let out = command(program, args).output().unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    log.record(&line, &out, t.elapsed().as_secs_f64());
+    if !out.status.success() {
+        panic!("{what} failed\n\n{}\n(case files kept in {})", log.0, dir.display());
+    }
+}
+
+fn conformance(case: &str) {
+    let py = python();
+    let graft = graft();
+    let script = repo().join("tests/conformance/generate.py");
+    let dir = case_dir(case);
+    let mut log = Log::default();
+
+    let gen_args = vec![script.display().to_string(), case.to_string(), dir.display().to_string()];
+    run_step(&mut log, &py, &gen_args, &dir, "generating the case");
+
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).expect("reading manifest.json");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("parsing manifest.json");
+    let steps = manifest["steps"].as_array().expect("manifest steps");
+    assert!(!steps.is_empty(), "case {case} has no steps");
+    for step in steps {
+        let args: Vec<String> = step["args"]
+            .as_array()
+            .expect("step args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg").to_string())
+            .collect();
+        match step["tool"].as_str() {
+            Some("graft") => run_step(&mut log, graft, &args, &dir, &format!("graft {}", args[0])),
+            Some("python") => run_step(&mut log, &py, &args, &dir, "the comparison"),
+            other => panic!("unknown step tool {other:?} in {}", dir.join("manifest.json").display()),
+        }
+    }
+    // Passed: show the measured errors with `--nocapture`, and clean up.
+    println!("{}", log.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// (a) timm ViTs, perturbed random weights, batch 2 at 224².
+#[test]
+fn vit_tiny_matches_timm() {
+    conformance("vit_tiny");
+}
+
+#[test]
+fn vit_small_matches_timm() {
+    conformance("vit_small");
+}
+
+// (b) the published all-MiniLM-L6-v2 checkpoint against transformers' BertModel on
+// padded sentences, with and without token_type_ids.
+#[test]
+fn minilm_matches_transformers() {
+    conformance("minilm");
+}
+
+// (c) std vit3d against a plain-torch VideoMAE-style video ViT.
+#[test]
+fn vit3d_matches_reference() {
+    conformance("vit3d");
+}
+
+// (d) M2PT pathway, W + λ·W′ with a different λ per layer, train and infer.
+#[test]
+fn m2pt_pathway_matches_reference() {
+    conformance("m2pt");
+}
+
+// (e) every adapter of std/adapters.graft against a plain-torch formulation.
+#[test]
+fn bottleneck_adapter_matches_reference() {
+    conformance("adapter_bottleneck");
+}
+
+#[test]
+fn multi_head_adapter_matches_reference() {
+    conformance("adapter_multi_head");
+}
+
+#[test]
+fn cross_attention_adapter_matches_reference() {
+    conformance("adapter_cross_attention");
+}
+
+#[test]
+fn lora_matches_reference() {
+    conformance("adapter_lora");
+}
+
+#[test]
+fn prefix_matches_reference() {
+    conformance("adapter_prefix");
+}
+
+#[test]
+fn linear_adapter_matches_reference() {
+    conformance("adapter_linear");
+}
+
+// (f) `graft fuse` output loads into timm (strict) and reproduces graft's output.
+#[test]
+fn fused_m2pt_loads_into_timm() {
+    conformance("fuse_m2pt");
+}
+
+#[test]
+fn fused_lora_loads_into_timm() {
+    conformance("fuse_lora");
+}
+
+#[test]
+fn fused_linear_adapter_loads_into_timm() {
+    conformance("fuse_linear_adapter");
+}

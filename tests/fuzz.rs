@@ -1,0 +1,340 @@
+//! Robustness: no input makes the compiler panic, hang or run out of memory, and every
+//! failure is a user error (never an internal compiler error).
+//!
+//! Each case runs `load_str` + `check_program` (and renders the failure) on a thread of
+//! its own with a main-thread-sized stack, inside `catch_unwind`, and must finish within
+//! `TIMEOUT`. Case counts keep the whole file to a few seconds in a debug build.
+
+use graft::api::{check_program, render_failure};
+use graft::pipeline::Failure;
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Per-case wall-clock limit (generous: debug build, shared cores).
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The CLI runs on the main thread; give each case the same 8 MiB.
+const STACK: usize = 8 << 20;
+
+#[derive(Debug)]
+enum Outcome {
+    Compiled,
+    /// The rendered diagnostics.
+    UserError(String),
+}
+
+fn specs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("specs")
+}
+
+fn compile(text: &str) -> Result<Outcome, String> {
+    let dir = specs_dir();
+    let failure = match graft::lower::load_str("fuzz.graft", Some(&dir), text) {
+        Err((sources, diags)) => Failure::User(sources, diags),
+        Ok(prog) => match check_program(prog) {
+            Ok(_) => return Ok(Outcome::Compiled),
+            Err(f) => f,
+        },
+    };
+    // Rendering must not panic either (spans inside their files, on char boundaries).
+    let text = render_failure(&failure, false);
+    match failure {
+        Failure::User(_, d) if !d.items.is_empty() && !text.is_empty() => Ok(Outcome::UserError(text)),
+        Failure::User(..) => Err("a user failure without diagnostics".to_string()),
+        Failure::Bug(_) => Err(format!("compiler bug instead of a user error:\n{text}")),
+    }
+}
+
+/// Run one input under the panic, hang and bug checks; `Err` says what went wrong.
+fn verdict(text: String) -> Result<Outcome, String> {
+    let (tx, rx) = mpsc::channel();
+    let preview: String = text.chars().take(200).collect();
+    std::thread::Builder::new()
+        .name("fuzz-case".into())
+        .stack_size(STACK)
+        .spawn(move || {
+            let r = std::panic::catch_unwind(|| compile(&text));
+            let _ = tx.send(r);
+        })
+        .expect("spawn");
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(r)) => r.map_err(|e| format!("{e}\ninput starts: {preview:?}")),
+        Ok(Err(p)) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(format!("panic: {msg}\ninput starts: {preview:?}"))
+        }
+        Err(_) => Err(format!("no result within {TIMEOUT:?}\ninput starts: {preview:?}")),
+    }
+}
+
+fn must_fail(text: String) -> String {
+    match verdict(text) {
+        Ok(Outcome::UserError(rendered)) => rendered,
+        Ok(Outcome::Compiled) => panic!("expected a user error"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn specs() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(specs_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "graft"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty());
+    v
+}
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        max_shrink_iters: 64,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+/// Words and punctuation of the language, plus names the standard library defines.
+const TOKENS: &[&str] = &[
+    "use", "module", "model", "in", "out", "if", "else", "repeat", "true", "false", "and", "or", "not",
+    "extends", "input", "backbone", "encoder", "weights", "frozen", "trainable", "adapter", "at", "after",
+    "parallel", "before", "pathway", "from", "into", "head", "output", "train", "optional", "int", "float",
+    "bool", "str", "list", "f32", "i64", "bool", "(", ")", "[", "]", "{", "}", ",", ":", "=", ".", "..",
+    "*", "**", "+", "-", "/", "%", "==", "!=", "<=", ">=", "<", ">", "&&", "||", "!", "x", "y", "B", "T",
+    "vit", "vit3d", "bert", "block", "mlp", "attention", "bottleneck", "lora", "token_mlp", "linear",
+    "grouped_linear", "layernorm", "conv2d", "conv3d", "embedding", "param", "gelu", "relu", "tanh", "sdpa",
+    "split", "concat", "mean_tokens", "token", "reshape", "permute", "min", "max", "len", "sqrt", "blocks",
+    "fc1", "0", "1", "2", "3", "16", "768", "-1", "4096", "99999999999999999999", "1e309", "0.5", "1e-6",
+    "\"zeros\"", "\"x.safetensors\"", "\"cm3t_video.graft\"", "\"", "std.vit", "std.adapters", "std.encoders",
+    "\n", "//", "/*", "*/",
+];
+
+fn token_soup(max: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(TOKENS), 0..max).prop_map(|t| t.join(" "))
+}
+
+/// A model prologue that resolves, so that token soup after it reaches lowering.
+const PROLOGUE: &str = "use std.vit\nuse std.adapters\nuse std.encoders\n\nmodel m {\n  input image: f32[B, 3, 224, 224]\n";
+
+proptest! {
+    #![proptest_config(config(64))]
+
+    #[test]
+    fn random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn random_ascii(text in "[ -~\n]{0,512}") {
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn random_token_sequences(text in token_soup(200)) {
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn random_model_bodies(body in token_soup(60)) {
+        let r = verdict(format!("{PROLOGUE}{body}\n}}\n"));
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    #[test]
+    fn truncated_specs(which in any::<prop::sample::Index>(), at in any::<prop::sample::Index>()) {
+        let specs = specs();
+        let (_, text) = which.get(&specs);
+        let mut cut = at.index(text.len() + 1);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let r = verdict(text[..cut].to_string());
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn mutated_specs(which in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let specs = specs();
+        let (_, text) = which.get(&specs);
+        let mut bytes = text.clone().into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        let r = verdict(String::from_utf8_lossy(&bytes).into_owned());
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn specs_with_a_token_replaced(which in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(),
+                                   tok in prop::sample::select(TOKENS)) {
+        let specs = specs();
+        let (_, text) = which.get(&specs);
+        let words: Vec<&str> = text.split(' ').collect();
+        let i = at.index(words.len());
+        let mut out = words.clone();
+        out[i] = tok;
+        let r = verdict(out.join(" "));
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+/// Numbers that break naive arithmetic.
+fn number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("0".to_string()),
+        Just("-1".to_string()),
+        Just("9223372036854775807".to_string()),
+        Just("-9223372036854775808".to_string()),
+        Just("9223372036854775808".to_string()),
+        Just("99999999999999999999999999999999".to_string()),
+        Just("1000000000000000".to_string()),
+        Just("4097".to_string()),
+        Just("100000".to_string()),
+        Just("1e308".to_string()),
+        Just("1e309".to_string()),
+        Just("0.0".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        (0u64..1 << 45).prop_map(|n| n.to_string()),
+        (1u32..5000).prop_map(|n| n.to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(48))]
+
+    #[test]
+    fn huge_sizes_and_repeat_counts(a in number(), b in number(), n in number(), d in number()) {
+        let text = format!(
+            "module stack(dim: int, hidden: int, n: int) {{\n  in x\n  fc = linear(dim, hidden)(x)\n  back = linear(hidden, dim)(fc)\n  p = param([1, dim])\n  blocks = repeat(n) mlp(dim, hidden)(back + p)\n  out blocks\n}}\nuse std.vit\nmodel m {{\n  input x: f32[B, {d}]\n  encoder s = stack({a}, {b}, {n})(x)\n  output y = s\n}}\n"
+        );
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn huge_model_configurations(dim in number(), depth in number(), heads in number(), patch in number()) {
+        let text = format!(
+            "use std.vit\nmodel m {{\n  input image: f32[B, 3, 224, 224]\n  encoder v = vit(dim: {dim}, depth: {depth}, heads: {heads}, patch: {patch})(image)\n  output y = v\n}}\n"
+        );
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+
+    #[test]
+    fn huge_arithmetic(a in number(), b in number(), op in prop::sample::select(&["+", "-", "*", "/", "%", "<", "=="][..])) {
+        let text = format!(
+            "module f(k: int) {{\n  in x\n  fc = linear(4, int(k))(x)\n  out fc\n}}\nmodel m {{\n  input x: f32[B, 4]\n  encoder e = f({a} {op} {b})(x)\n  output y = e\n}}\n"
+        );
+        let r = verdict(text);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+const DEEP: usize = 100_000;
+
+/// Fails with the nesting-limit error, not with whatever pest stumbles on first.
+fn must_hit_depth_limit(text: String) {
+    let rendered = must_fail(text);
+    assert!(rendered.contains("error[E0002]"), "expected the nesting limit, got:\n{rendered}");
+}
+
+#[test]
+fn deep_brackets() {
+    for open in ["(", "[", "{"] {
+        must_hit_depth_limit(open.repeat(DEEP));
+        must_hit_depth_limit(format!("module m() {{\n  in x\n  y = {}x\n  out y\n}}\n", open.repeat(DEEP)));
+        // A quote inside a comment must not hide the brackets after it.
+        must_hit_depth_limit(format!("module m() {{\n  in x\n  y = /* \" */ {}x\n  out y\n}}\n", open.repeat(DEEP)));
+        must_hit_depth_limit(format!("module m() {{\n  in x\n  y = // \"\n {}x\n  out y\n}}\n", open.repeat(DEEP)));
+    }
+    must_hit_depth_limit(format!("model m {{ train {}a{} }}", "{".repeat(DEEP), "}".repeat(DEEP)));
+    must_hit_depth_limit(format!("model m {{ input x: f32[B, 4]\n output y = {}x{} }}", "(".repeat(DEEP), ")".repeat(DEEP)));
+}
+
+#[test]
+fn long_chains() {
+    let body = |e: String| format!("module m() {{\n  in x\n  y = {e}\n  out y\n}}\nmodel q {{\n  input x: f32[B, 4]\n  encoder e = m()(x)\n  output o = e\n}}\n");
+    must_hit_depth_limit(body(format!("{}x", "-".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("{}true", "not ".repeat(DEEP / 4))));
+    must_hit_depth_limit(body(format!("{}true", "!".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("x{}", " + x".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("1{}", " * 1".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("x{}", ".a".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("x{}", "[0]".repeat(DEEP))));
+    must_hit_depth_limit(body(format!("f{}", "(x)".repeat(DEEP))));
+    // `else if` chains recurse like brackets.
+    let chain = format!("if true {{ out x }}{}", " else if false { out x }".repeat(DEEP / 10));
+    must_hit_depth_limit(format!("module m() {{\n  in x\n  {chain}\n}}\n"));
+}
+
+#[test]
+fn pathological_selectors() {
+    let spec = |sel: &str| {
+        format!("use std.vit\nmodel m {{\n  input image: f32[B, 3, 224, 224]\n  encoder v = vit(dim: 64, depth: 2, heads: 2, classes: 0, patch: 32)(image)\n  output y = v\n  train {sel}\n}}\n")
+    };
+    // Runs of `**` are not exponential.
+    must_fail(spec(&format!("{}nothing", "**.".repeat(2000))));
+    must_fail(spec(&format!("{}*.nothing", "**.*.".repeat(500))));
+    // Products of sets are bounded before they are built.
+    let set = format!("{{{}}}", (0..60).map(|i| format!("n{i}")).collect::<Vec<_>>().join(", "));
+    let wide = format!("{{{}}}", (0..60).map(|_| format!("{set}.{set}")).collect::<Vec<_>>().join(", "));
+    must_fail(spec(&format!("{wide}.{wide}.{wide}")));
+    // Very long selectors and many rules.
+    must_fail(spec("a.".repeat(100_000).trim_end_matches('.')));
+    must_fail(spec(&vec!["nothing"; 20_000].join(", ")));
+}
+
+#[test]
+fn huge_inputs() {
+    // Over the size limit.
+    must_fail(format!("// {}\n", "x".repeat(graft::syntax::MAX_SOURCE_BYTES)));
+    // Big but legal: many modules, many statements.
+    let mut text = String::new();
+    for i in 0..2000 {
+        text.push_str(&format!("module m{i}(d: int) {{\n  in x\n  a = linear(d, d)(x)\n  out a\n}}\n"));
+    }
+    assert!(verdict(text).is_ok());
+    // A repeat at the limit of a wide linear: stopped by the parameter budget.
+    must_fail("module big(d: int) {\n  in x\n  fc = linear(d, d)(x)\n  out fc\n}\nmodel m {\n  input x: f32[B, 1048576]\n  encoder s = stack_of_big()(x)\n  output y = s\n}\nmodule stack_of_big() {\n  in x\n  b = repeat(4096) big(1048576)(x)\n  out b\n}\n".to_string());
+    // Huge input dims.
+    must_fail("model m {\n  input x: f32[B, 99999999999999999999]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n".to_string());
+    must_fail("model m {\n  input x: f32[B, 0]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n".to_string());
+    must_fail("model m {\n  input x: f32[B, 4294967297]\n  encoder e = linear(4294967297, 4)(x)\n  output y = e\n}\n".to_string());
+}
+
+#[test]
+fn adapters_inside_adapters_are_bounded() {
+    // Each adapter sits inside the previous one: paths grow by two segments a step.
+    let mut text = String::from("use std.adapters\nmodel m {\n  input x: f32[B, 8, 16]\n  encoder e = linear(16, 16)(x)\n");
+    text.push_str("  adapter a0 = bottleneck(dim: 16, bottleneck: 16) at e after\n");
+    for i in 1..3000 {
+        let site = if i % 2 == 1 { "down" } else { "up" };
+        text.push_str(&format!("  adapter a{i} = bottleneck(dim: 16, bottleneck: 16) at a{}.**.{site} after\n", i - 1));
+    }
+    text.push_str("  output y = e\n}\n");
+    must_fail(text);
+}
+
+#[test]
+fn gallery_specs_compile_under_the_harness() {
+    for (name, text) in specs() {
+        let r = verdict(text);
+        assert!(matches!(r, Ok(Outcome::Compiled)), "{name}: {r:?}");
+    }
+}
