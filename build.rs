@@ -21,7 +21,10 @@ fn main() {
             .map(|v| v.trim().trim_matches(|c| c == '\'' || c == '"').to_owned())
             .unwrap_or_default();
         if found.split('+').next() != Some(TORCH_VERSION) {
-            panic!("LibTorch in {} is PyTorch {found:?}; tch needs {TORCH_VERSION}: run scripts/setup.sh", lib.display());
+            panic!(
+                "LibTorch in {} is PyTorch {found:?}; tch needs {TORCH_VERSION}: run scripts/setup.sh",
+                lib.display()
+            );
         }
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -8,7 +8,8 @@ use graft::pipeline::Mode;
 use std::hint::black_box;
 
 /// (name, dim, depth, heads)
-const SIZES: &[(&str, i64, i64, i64)] = &[("vit_ti", 192, 12, 3), ("vit_s", 384, 12, 6), ("vit_b", 768, 12, 12), ("vit_l", 1024, 24, 16)];
+const SIZES: &[(&str, i64, i64, i64)] =
+    &[("vit_ti", 192, 12, 3), ("vit_s", 384, 12, 6), ("vit_b", 768, 12, 12), ("vit_l", 1024, 24, 16)];
 
 pub fn spec(dim: i64, depth: i64, heads: i64) -> String {
     format!(
@@ -40,7 +41,9 @@ fn bench(c: &mut Criterion) {
             let c = compile_str("bench.graft", None, &src, mode).unwrap_or_else(|_| panic!("{name} does not compile"));
             black_box(c.graph.len());
             group.bench_function(format!("{name}/{m}"), |b| {
-                b.iter(|| black_box(compile_str("bench.graft", None, black_box(&src), mode).ok().map(|c| c.graph.len())))
+                b.iter(|| {
+                    black_box(compile_str("bench.graft", None, black_box(&src), mode).ok().map(|c| c.graph.len()))
+                })
             });
         }
     }

@@ -7,8 +7,13 @@ fn main() {
     let src = src.replace("dim: 768, depth: 12, heads: 12", "dim: 1024, depth: 24, heads: 16");
     let mut nodes = 0;
     for _ in 0..n {
-        let c = graft::api::compile_str("m2pt.graft", Some(std::path::Path::new("specs")), &src, graft::pipeline::Mode::Infer)
-            .unwrap_or_else(|f| panic!("{}", graft::api::render_failure(&f, false)));
+        let c = graft::api::compile_str(
+            "m2pt.graft",
+            Some(std::path::Path::new("specs")),
+            &src,
+            graft::pipeline::Mode::Infer,
+        )
+        .unwrap_or_else(|f| panic!("{}", graft::api::render_failure(&f, false)));
         nodes += c.graph.len();
     }
     println!("{nodes} nodes compiled");

@@ -104,7 +104,9 @@ pub fn render(sources: &SourceMap, diags: &Diagnostics, color: bool) -> String {
         // line, hundreds of errors) stop once the report is long enough to be read.
         if out.len() > MAX_RENDERED_BYTES {
             let rest = diags.items.len() - i;
-            out.extend_from_slice(format!("... and {rest} more diagnostic{} not shown\n", if rest == 1 { "" } else { "s" }).as_bytes());
+            out.extend_from_slice(
+                format!("... and {rest} more diagnostic{} not shown\n", if rest == 1 { "" } else { "s" }).as_bytes(),
+            );
             break;
         }
         let mut cs = match d.severity {
@@ -115,15 +117,12 @@ pub fn render(sources: &SourceMap, diags: &Diagnostics, color: bool) -> String {
         .with_message(&d.message);
         let mut labels = Vec::new();
         if let Some((span, label)) = &d.primary {
-            labels.push(
-                Label::primary(span.file.0 as usize, span.start as usize..span.end as usize)
-                    .with_message(label),
-            );
+            labels
+                .push(Label::primary(span.file.0 as usize, span.start as usize..span.end as usize).with_message(label));
         }
         for (span, label) in &d.secondary {
             labels.push(
-                Label::secondary(span.file.0 as usize, span.start as usize..span.end as usize)
-                    .with_message(label),
+                Label::secondary(span.file.0 as usize, span.start as usize..span.end as usize).with_message(label),
             );
         }
         cs = cs.with_labels(labels);

@@ -12,9 +12,9 @@ use crate::ir::verify::{verify, verify_trainable, Stage, VerifyError};
 use crate::ir::Graph;
 use crate::lower::{lower, Component, Lowered, Program};
 use crate::passes::{
-    apply_training_rules::apply_training_rules, build_pathways::build_pathways, check_optional_inputs::check_optional_inputs,
-    eliminate_dead_code::eliminate_dead_code, fold_reparam::fold_reparam, infer_shapes::infer_shapes,
-    insert_adapters::insert_adapters,
+    apply_training_rules::apply_training_rules, build_pathways::build_pathways,
+    check_optional_inputs::check_optional_inputs, eliminate_dead_code::eliminate_dead_code, fold_reparam::fold_reparam,
+    infer_shapes::infer_shapes, insert_adapters::insert_adapters,
 };
 use crate::source::SourceMap;
 use std::collections::BTreeMap;

@@ -59,7 +59,13 @@ pub fn param_report(c: &Compiled) -> ParamReport {
         let entry = match comps.iter_mut().position(|x| x.name == owner) {
             Some(i) => &mut comps[i],
             None => {
-                comps.push(ComponentParams { name: owner.to_string(), kind: "other".into(), total: 0, trainable: 0, frozen: 0 });
+                comps.push(ComponentParams {
+                    name: owner.to_string(),
+                    kind: "other".into(),
+                    total: 0,
+                    trainable: 0,
+                    frozen: 0,
+                });
                 comps.last_mut().expect("just pushed")
             }
         };
@@ -118,10 +124,23 @@ pub fn param_table(r: &ParamReport) -> String {
             thousands(c.frozen)
         );
     }
-    let _ = writeln!(s, "{:<24} {:<9} {:>14} {:>14} {:>14}", "total", "", thousands(r.total), thousands(r.trainable), thousands(r.frozen));
+    let _ = writeln!(
+        s,
+        "{:<24} {:<9} {:>14} {:>14} {:>14}",
+        "total",
+        "",
+        thousands(r.total),
+        thousands(r.trainable),
+        thousands(r.frozen)
+    );
     match (&r.backbone, r.trainable_pct_of_backbone) {
         (Some(b), Some(pct)) => {
-            let _ = writeln!(s, "trainable: {} = {pct:.2}% of backbone `{b}` ({})", thousands(r.trainable), thousands(r.backbone_params));
+            let _ = writeln!(
+                s,
+                "trainable: {} = {pct:.2}% of backbone `{b}` ({})",
+                thousands(r.trainable),
+                thousands(r.backbone_params)
+            );
         }
         _ => {
             let _ = writeln!(s, "trainable: {}", thousands(r.trainable));

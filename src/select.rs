@@ -135,7 +135,8 @@ impl Universe {
                 .collect()
         };
         let forms = forms_up_to(depth, depth);
-        let same: Vec<&str> = forms.iter().filter(|(f, _)| f.matches('.').count() + 1 == depth).map(|(f, _)| f.as_str()).collect();
+        let same: Vec<&str> =
+            forms.iter().filter(|(f, _)| f.matches('.').count() + 1 == depth).map(|(f, _)| f.as_str()).collect();
         let near = pick(&forms, same);
         if !near.is_empty() {
             return near;
@@ -233,7 +234,8 @@ fn expand(sel: &Selector) -> Vec<Vec<Pat>> {
                 }
                 for a in &mut alts {
                     // `**.**` is `**`.
-                    let skip = matches!(pats.as_slice(), [Pat::DoubleStar]) && matches!(a.last(), Some(Pat::DoubleStar));
+                    let skip =
+                        matches!(pats.as_slice(), [Pat::DoubleStar]) && matches!(a.last(), Some(Pat::DoubleStar));
                     if !skip {
                         a.extend(pats.iter().cloned());
                     }
@@ -263,7 +265,8 @@ fn expand(sel: &Selector) -> Vec<Vec<Pat>> {
 /// Parse a selector given on the command line.
 pub fn parse_selector(text: &str) -> Result<Selector, String> {
     let src = format!("model m {{ train {text} }}");
-    let file = crate::syntax::parse(crate::source::FileId(0), &src).map_err(|_| format!("`{text}` is not a selector"))?;
+    let file =
+        crate::syntax::parse(crate::source::FileId(0), &src).map_err(|_| format!("`{text}` is not a selector"))?;
     match file.models.first().and_then(|m| m.items.first()) {
         Some(crate::syntax::ast::ModelItem::Train { rules, .. }) if rules.len() == 1 => Ok(rules[0].clone()),
         _ => Err(format!("`{text}` is not a single selector")),

@@ -22,11 +22,7 @@ pub struct Span {
 
 impl Span {
     pub fn new(file: FileId, start: usize, end: usize) -> Span {
-        Span {
-            file,
-            start: start as u32,
-            end: end as u32,
-        }
+        Span { file, start: start as u32, end: end as u32 }
     }
 
     /// The smallest span covering both.
@@ -34,11 +30,7 @@ impl Span {
         if self.file != other.file {
             return self;
         }
-        Span {
-            file: self.file,
-            start: self.start.min(other.start),
-            end: self.end.max(other.end),
-        }
+        Span { file: self.file, start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 }
 
@@ -64,11 +56,7 @@ impl SourceMap {
     }
 
     pub fn add(&mut self, name: impl Into<String>, dir: Option<&Path>, text: String) -> FileId {
-        self.files.push(SourceFile {
-            name: name.into(),
-            dir: dir.map(Path::to_path_buf),
-            text,
-        });
+        self.files.push(SourceFile { name: name.into(), dir: dir.map(Path::to_path_buf), text });
         FileId(self.files.len() as u32 - 1)
     }
 
@@ -77,17 +65,13 @@ impl SourceMap {
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
+        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
 
     /// The source text a span covers.
     pub fn snippet(&self, span: Span) -> &str {
         let text = &self.get(span.file).text;
-        text.get(span.start as usize..span.end as usize)
-            .unwrap_or("")
+        text.get(span.start as usize..span.end as usize).unwrap_or("")
     }
 
     /// 1-based line and column of a span's start.

@@ -48,10 +48,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let dir = std::env::temp_dir().join(format!("graft-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -135,10 +132,8 @@ fn inspect_json_has_exactly_the_documented_shape() {
         assert!(i["shape"].is_array());
         assert_eq!(i["dtype"], "f32");
     }
-    let optional: Vec<(&str, bool)> = inputs
-        .iter()
-        .map(|i| (i["name"].as_str().unwrap(), i["optional"].as_bool().unwrap()))
-        .collect();
+    let optional: Vec<(&str, bool)> =
+        inputs.iter().map(|i| (i["name"].as_str().unwrap(), i["optional"].as_bool().unwrap())).collect();
     assert_eq!(optional, [("video", false), ("audio", true), ("pose", true)]);
     assert_eq!(inputs[0]["shape"], serde_json::json!(["B", 3, 16, 224, 224]));
 
@@ -158,7 +153,8 @@ fn inspect_json_has_exactly_the_documented_shape() {
 
     let p = &v["params"];
     assert_eq!(keys(p), ["frozen", "total", "trainable"]);
-    let (total, trainable, frozen) = (p["total"].as_u64().unwrap(), p["trainable"].as_u64().unwrap(), p["frozen"].as_u64().unwrap());
+    let (total, trainable, frozen) =
+        (p["total"].as_u64().unwrap(), p["trainable"].as_u64().unwrap(), p["frozen"].as_u64().unwrap());
     assert_eq!(total, trainable + frozen);
     assert!(trainable > 0 && frozen > trainable);
 }
@@ -184,10 +180,7 @@ fn select_lists_the_matches_with_their_parameters() {
     let mlp = "4,722,432";
     assert_eq!(
         rows,
-        [
-            vec!["target.blocks.10.mlp", "mlp", mlp, "params"],
-            vec!["target.blocks.11.mlp", "mlp", mlp, "params"],
-        ],
+        [vec!["target.blocks.10.mlp", "mlp", mlp, "params"], vec!["target.blocks.11.mlp", "mlp", mlp, "params"],],
         "{out}"
     );
     assert!(out.contains("2 matches, 9,444,864 params"), "{out}");
@@ -215,10 +208,8 @@ fn compile_emits_four_files_and_the_ir_is_deterministic() {
         let out = dir.0.to_str().unwrap();
         let o = graft(&["compile", spec, "--emit", "ir,yaml,dot,params", "--out", out]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let mut files: Vec<String> = std::fs::read_dir(&dir.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut files: Vec<String> =
+            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         files.sort();
         let m = "cm3t_video_audio_pose.train";
         assert_eq!(files, [format!("{m}.dot"), format!("{m}.ir"), format!("{m}.params.txt"), format!("{m}.yaml")]);

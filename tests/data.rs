@@ -10,41 +10,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("data-tests")
-        .join(name);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-tests").join(name);
     let _ = std::fs::remove_dir_all(&d);
     d
 }
 
-fn make(
-    name: &str,
-    task: Task,
-    n: usize,
-    seed: u64,
-    shard_size: usize,
-    drop: &[(&str, f64)],
-) -> PathBuf {
+fn make(name: &str, task: Task, n: usize, seed: u64, shard_size: usize, drop: &[(&str, f64)]) -> PathBuf {
     let d = dir(name);
     let drop = drop.iter().map(|(m, f)| (m.to_string(), *f)).collect();
-    synth(
-        &SynthOptions {
-            task,
-            n,
-            seed,
-            shard_size,
-            drop,
-        },
-        &d,
-    )
-    .expect("synth");
+    synth(&SynthOptions { task, n, seed, shard_size, drop }, &d).expect("synth");
     d
 }
 
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(h, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// One hash per sample of a batch (all its inputs and its label).
@@ -62,17 +41,13 @@ fn sample_hashes(b: &Batch) -> Vec<u64> {
 }
 
 fn all_samples(ds: &Dataset) -> Vec<u64> {
-    let mut v: Vec<u64> = (0..ds.shards.len())
-        .flat_map(|i| sample_hashes(&ds.read_shard(i).unwrap()))
-        .collect();
+    let mut v: Vec<u64> = (0..ds.shards.len()).flat_map(|i| sample_hashes(&ds.read_shard(i).unwrap())).collect();
     v.sort();
     v
 }
 
 fn epoch(ds: &Dataset, bs: usize, seed: u64, epoch: u64, drop_last: bool) -> Vec<Batch> {
-    ds.batches(bs, seed, epoch, drop_last)
-        .collect::<Result<_, _>>()
-        .expect("batches")
+    ds.batches(bs, seed, epoch, drop_last).collect::<Result<_, _>>().expect("batches")
 }
 
 #[test]
@@ -85,10 +60,7 @@ fn every_sample_once_per_epoch() {
         let batches = epoch(&ds, bs, 11, 0, false);
         assert_eq!(batches.len(), ds.num_batches(bs, false));
         assert!(batches.iter().all(|b| b.len() <= bs && !b.is_empty()));
-        assert_eq!(
-            batches.iter().filter(|b| b.len() < bs).count(),
-            usize::from(100 % bs != 0)
-        );
+        assert_eq!(batches.iter().filter(|b| b.len() < bs).count(), usize::from(100 % bs != 0));
         let mut got: Vec<u64> = batches.iter().flat_map(sample_hashes).collect();
         got.sort();
         assert_eq!(got, reference, "batch size {bs}");
@@ -107,17 +79,8 @@ fn every_sample_once_per_epoch() {
 fn same_seed_same_bytes_and_order_other_epoch_other_order() {
     let a = make("det-a", Task::Pretrain, 40, 5, 16, &[]);
     let b = make("det-b", Task::Pretrain, 40, 5, 16, &[]);
-    for f in [
-        "dataset.json",
-        "shard-00000.safetensors",
-        "shard-00001.safetensors",
-        "shard-00002.safetensors",
-    ] {
-        assert_eq!(
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-            "{f}"
-        );
+    for f in ["dataset.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
     let c = make("det-c", Task::Pretrain, 40, 6, 16, &[]);
     assert_ne!(
@@ -129,12 +92,8 @@ fn same_seed_same_bytes_and_order_other_epoch_other_order() {
     let (da, de) = (Dataset::open(&a).unwrap(), Dataset::open(&e).unwrap());
     assert_eq!(all_samples(&da), all_samples(&de));
 
-    let order = |ds: &Dataset, seed, ep| {
-        epoch(ds, 4, seed, ep, false)
-            .iter()
-            .flat_map(sample_hashes)
-            .collect::<Vec<_>>()
-    };
+    let order =
+        |ds: &Dataset, seed, ep| epoch(ds, 4, seed, ep, false).iter().flat_map(sample_hashes).collect::<Vec<_>>();
     let first = order(&da, 1, 0);
     assert_eq!(first, order(&da, 1, 0));
     assert_eq!(first, order(&Dataset::open(&b).unwrap(), 1, 0));
@@ -144,12 +103,7 @@ fn same_seed_same_bytes_and_order_other_epoch_other_order() {
 
 #[test]
 fn labels_are_balanced_for_every_task() {
-    for (task, n) in [
-        (Task::Pretrain, 80),
-        (Task::AudioPretrain, 80),
-        (Task::Motion, 80),
-        (Task::Multimodal, 160),
-    ] {
+    for (task, n) in [(Task::Pretrain, 80), (Task::AudioPretrain, 80), (Task::Motion, 80), (Task::Multimodal, 160)] {
         let d = make(&format!("balance-{}", task.name()), task, n, 9, 32, &[]);
         let ds = Dataset::open(&d).unwrap();
         let mut counts = vec![0usize; ds.meta.classes];
@@ -157,13 +111,7 @@ fn labels_are_balanced_for_every_task() {
             b.labels.iter().for_each(|&l| counts[l as usize] += 1);
         }
         let mean = n as f64 / counts.len() as f64;
-        assert!(
-            counts
-                .iter()
-                .all(|&c| (c as f64 - mean).abs() <= 0.2 * mean),
-            "{}: {counts:?}",
-            task.name()
-        );
+        assert!(counts.iter().all(|&c| (c as f64 - mean).abs() <= 0.2 * mean), "{}: {counts:?}", task.name());
         assert_eq!(ds.meta.class_names.len(), ds.meta.classes);
         let only: Vec<&str> = ds.meta.inputs.keys().map(String::as_str).collect();
         let want: &[&str] = match task {
@@ -192,8 +140,7 @@ fn corrupt(name: &str, edit: impl FnOnce(&Path)) -> DataError {
 
 /// Replace a shard by ten samples of constant video, edited by `f`.
 fn reencode(path: &Path, f: impl FnOnce(&mut BTreeMap<String, HostTensor>)) {
-    let video =
-        HostTensor::from_f32(&[10, 3, 8, 32, 32], &vec![0.25; 10 * 3 * 8 * 32 * 32]).unwrap();
+    let video = HostTensor::from_f32(&[10, 3, 8, 32, 32], &vec![0.25; 10 * 3 * 8 * 32 * 32]).unwrap();
     let label = HostTensor::from_i64(&[10], &[0, 1, 2, 3, 0, 1, 2, 3, 0, 1]).unwrap();
     let mut m = BTreeMap::from([("video".to_string(), video), ("label".to_string(), label)]);
     f(&mut m);
@@ -221,13 +168,7 @@ fn corrupt_shards_are_named_errors() {
     assert_names(&e, Some("video"));
 
     let e = corrupt("bad-garbage", |p| {
-        std::fs::write(
-            p,
-            (0..5000u32)
-                .map(|i| (i * 7919 % 251) as u8)
-                .collect::<Vec<_>>(),
-        )
-        .unwrap()
+        std::fs::write(p, (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap()
     });
     assert!(matches!(e, DataError::NotSafetensors { .. }), "{e}");
     assert_names(&e, None);
@@ -238,24 +179,15 @@ fn corrupt_shards_are_named_errors() {
 
     let e = corrupt("bad-dtype", |p| {
         reencode(p, |m| {
-            m.insert(
-                "video".into(),
-                HostTensor::from_f64(&[10, 3, 8, 32, 32], &vec![0.5; 10 * 24576]).unwrap(),
-            );
+            m.insert("video".into(), HostTensor::from_f64(&[10, 3, 8, 32, 32], &vec![0.5; 10 * 24576]).unwrap());
         })
     });
-    assert!(
-        matches!(&e, DataError::WrongDtype { found, .. } if found == "f64"),
-        "{e}"
-    );
+    assert!(matches!(&e, DataError::WrongDtype { found, .. } if found == "f64"), "{e}");
     assert_names(&e, Some("video"));
 
     let e = corrupt("bad-label-dtype", |p| {
         reencode(p, |m| {
-            m.insert(
-                "label".into(),
-                HostTensor::from_i32(&[10], &[0; 10]).unwrap(),
-            );
+            m.insert("label".into(), HostTensor::from_i32(&[10], &[0; 10]).unwrap());
         })
     });
     assert!(matches!(e, DataError::WrongDtype { .. }), "{e}");
@@ -263,10 +195,7 @@ fn corrupt_shards_are_named_errors() {
 
     let e = corrupt("bad-shape", |p| {
         reencode(p, |m| {
-            m.insert(
-                "video".into(),
-                HostTensor::from_f32(&[10, 3, 8, 32, 16], &vec![0.5; 10 * 12288]).unwrap(),
-            );
+            m.insert("video".into(), HostTensor::from_f32(&[10, 3, 8, 32, 16], &vec![0.5; 10 * 12288]).unwrap());
         })
     });
     assert!(matches!(e, DataError::WrongShape { .. }), "{e}");
@@ -274,37 +203,19 @@ fn corrupt_shards_are_named_errors() {
 
     let e = corrupt("bad-count", |p| {
         reencode(p, |m| {
-            m.insert(
-                "video".into(),
-                HostTensor::from_f32(&[9, 3, 8, 32, 32], &vec![0.5; 9 * 24576]).unwrap(),
-            );
+            m.insert("video".into(), HostTensor::from_f32(&[9, 3, 8, 32, 32], &vec![0.5; 9 * 24576]).unwrap());
         })
     });
-    assert!(
-        matches!(
-            e,
-            DataError::SampleCount {
-                found: 9,
-                expected: 10,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, DataError::SampleCount { found: 9, expected: 10, .. }), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-missing-input", |p| {
-        reencode(p, |m| drop(m.remove("video")))
-    });
+    let e = corrupt("bad-missing-input", |p| reencode(p, |m| drop(m.remove("video"))));
     assert!(matches!(e, DataError::MissingInput { .. }), "{e}");
     assert_names(&e, Some("video"));
 
     let e = corrupt("bad-extra", |p| {
         reencode(p, |m| {
-            m.insert(
-                "vidoe".into(),
-                HostTensor::from_f32(&[10], &[0.0; 10]).unwrap(),
-            );
+            m.insert("vidoe".into(), HostTensor::from_f32(&[10], &[0.0; 10]).unwrap());
         })
     });
     assert!(matches!(e, DataError::UnknownTensor { .. }), "{e}");
@@ -312,23 +223,10 @@ fn corrupt_shards_are_named_errors() {
 
     let e = corrupt("bad-label-range", |p| {
         reencode(p, |m| {
-            m.insert(
-                "label".into(),
-                HostTensor::from_i64(&[10], &[0, 1, 2, 3, 4, 0, 1, 2, 3, 0]).unwrap(),
-            );
+            m.insert("label".into(), HostTensor::from_i64(&[10], &[0, 1, 2, 3, 4, 0, 1, 2, 3, 0]).unwrap());
         })
     });
-    assert!(
-        matches!(
-            e,
-            DataError::LabelRange {
-                index: 4,
-                value: 4,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, DataError::LabelRange { index: 4, value: 4, .. }), "{e}");
     assert_names(&e, Some("label"));
 
     let e = corrupt("bad-absent", |p| std::fs::remove_file(p).unwrap());
@@ -346,20 +244,11 @@ fn corrupt_metadata_is_reported() {
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(&meta, text.replace("\"samples\": 12", "\"samples\": 13")).unwrap();
     let e = Dataset::open(&d).unwrap_err();
-    assert!(
-        matches!(e, DataError::Meta { .. }) && e.to_string().contains("dataset.json"),
-        "{e}"
-    );
+    assert!(matches!(e, DataError::Meta { .. }) && e.to_string().contains("dataset.json"), "{e}");
     std::fs::write(&meta, "{ not json").unwrap();
-    assert!(matches!(
-        Dataset::open(&d).unwrap_err(),
-        DataError::Meta { .. }
-    ));
+    assert!(matches!(Dataset::open(&d).unwrap_err(), DataError::Meta { .. }));
     std::fs::remove_file(&meta).unwrap();
-    assert!(matches!(
-        Dataset::open(&d).unwrap_err(),
-        DataError::Io { .. }
-    ));
+    assert!(matches!(Dataset::open(&d).unwrap_err(), DataError::Io { .. }));
     // A batch size of 0 is an error item, then the stream ends.
     let ds = Dataset::open(make("bs0", Task::Motion, 4, 1, 8, &[])).unwrap();
     let items: Vec<_> = ds.batches(0, 0, 0, false).collect();
@@ -370,23 +259,14 @@ fn corrupt_metadata_is_reported() {
 fn dropped_modality_gives_batches_without_it() {
     let d = make("drop", Task::Multimodal, 96, 2, 16, &[("audio", 0.5)]);
     let ds = Dataset::open(&d).unwrap();
-    let without: usize = ds
-        .shards
-        .iter()
-        .filter(|s| !s.has("audio"))
-        .map(|s| s.samples)
-        .sum();
+    let without: usize = ds.shards.iter().filter(|s| !s.has("audio")).map(|s| s.samples).sum();
     assert_eq!(without, 48);
     assert!(ds.shards.iter().all(|s| s.has("pose") && s.has("video")));
     let batches = epoch(&ds, 8, 0, 0, false);
     assert_eq!((batches.len(), ds.num_batches(8, false)), (12, 12));
     fn on_another_thread<T: Send + 'static>(_: &T) {}
     on_another_thread(&ds.batches(8, 0, 0, false));
-    let lacking: usize = batches
-        .iter()
-        .filter(|b| !b.has("audio"))
-        .map(Batch::len)
-        .sum();
+    let lacking: usize = batches.iter().filter(|b| !b.has("audio")).map(Batch::len).sum();
     assert_eq!(lacking, 48);
     for b in &batches {
         if let Some(a) = b.inputs.get("audio") {
@@ -397,17 +277,12 @@ fn dropped_modality_gives_batches_without_it() {
     let full = Dataset::open(make("drop-full", Task::Multimodal, 96, 2, 16, &[])).unwrap();
     for i in 0..ds.shards.len() {
         let (x, y) = (ds.read_shard(i).unwrap(), full.read_shard(i).unwrap());
-        assert_eq!(
-            (&x.labels, &x.inputs["video"]),
-            (&y.labels, &y.inputs["video"])
-        );
+        assert_eq!((&x.labels, &x.inputs["video"]), (&y.labels, &y.inputs["video"]));
     }
 
     let f32_ = DType::F32;
     let shape = |dims: &[i64]| {
-        std::iter::once(Dim::Sym("B".into()))
-            .chain(dims.iter().map(|&d| Dim::Fixed(d)))
-            .collect::<Vec<_>>()
+        std::iter::once(Dim::Sym("B".into())).chain(dims.iter().map(|&d| Dim::Fixed(d))).collect::<Vec<_>>()
     };
     let mut model = vec![
         ("video".to_string(), f32_, shape(&[3, 8, 32, 32]), false),
@@ -415,36 +290,24 @@ fn dropped_modality_gives_batches_without_it() {
         ("pose".to_string(), f32_, shape(&[8, 5, 2]), true),
     ];
     let notes = ds.check_against(&model).unwrap();
-    assert!(
-        notes.iter().any(|n| n.contains("`audio` is absent from")),
-        "{notes:?}"
-    );
+    assert!(notes.iter().any(|n| n.contains("`audio` is absent from")), "{notes:?}");
     model[1].3 = false;
     let e = ds.check_against(&model).unwrap_err().to_string();
-    assert!(
-        e.contains("input `audio` is required by the model but absent from"),
-        "{e}"
-    );
+    assert!(e.contains("input `audio` is required by the model but absent from"), "{e}");
 }
 
 #[test]
 fn check_against_a_compiled_spec() {
     let d = make("fit", Task::Multimodal, 16, 0, 16, &[]);
     let ds = Dataset::open(&d).unwrap();
-    let c = graft::api::compile_file(
-        Path::new("specs/cm3t_video_audio_pose.graft"),
-        graft::pipeline::Mode::Train,
-    )
-    .ok()
-    .expect("gallery spec compiles");
+    let c = graft::api::compile_file(Path::new("specs/cm3t_video_audio_pose.graft"), graft::pipeline::Mode::Train)
+        .ok()
+        .expect("gallery spec compiles");
     let inputs = graft::data::model_inputs(&graft::report::inspect(&c));
     assert_eq!(inputs.len(), 3);
     let e = ds.check_against(&inputs).unwrap_err().to_string();
     // The gallery model wants 16 frames of 224×224 and a 128×1024 spectrogram.
-    assert!(
-        e.contains("input `video`: the model takes f32[B, 3, 16, 224, 224]"),
-        "{e}"
-    );
+    assert!(e.contains("input `video`: the model takes f32[B, 3, 16, 224, 224]"), "{e}");
     assert!(e.contains("input `audio`"), "{e}");
     // Symbols bind per-sample dims consistently.
     let sym = |s: &str| Dim::Sym(s.into());
@@ -452,46 +315,21 @@ fn check_against_a_compiled_spec() {
         (
             "video".to_string(),
             DType::F32,
-            vec![
-                sym("B"),
-                Dim::Fixed(3),
-                sym("T"),
-                Dim::Fixed(32),
-                Dim::Fixed(32),
-            ],
+            vec![sym("B"), Dim::Fixed(3), sym("T"), Dim::Fixed(32), Dim::Fixed(32)],
             false,
         ),
-        (
-            "pose".to_string(),
-            DType::F32,
-            vec![sym("B"), sym("T"), Dim::Fixed(5), Dim::Fixed(2)],
-            true,
-        ),
+        ("pose".to_string(), DType::F32, vec![sym("B"), sym("T"), Dim::Fixed(5), Dim::Fixed(2)], true),
     ];
     let notes = ds.check_against(&model).unwrap();
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.contains("`audio` is not a model input")),
-        "{notes:?}"
-    );
+    assert!(notes.iter().any(|n| n.contains("`audio` is not a model input")), "{notes:?}");
     let bad = vec![
         model[0].clone(),
-        (
-            "pose".to_string(),
-            DType::F32,
-            vec![sym("B"), Dim::Fixed(8), sym("T"), Dim::Fixed(2)],
-            true,
-        ),
+        ("pose".to_string(), DType::F32, vec![sym("B"), Dim::Fixed(8), sym("T"), Dim::Fixed(2)], true),
     ];
     let e = ds.check_against(&bad).unwrap_err().to_string();
     assert!(e.contains("`T` is 5 here but 8 in input `video`"), "{e}");
     let wrong_dtype = vec![("video".to_string(), DType::F16, model[0].2.clone(), false)];
-    assert!(ds
-        .check_against(&wrong_dtype)
-        .unwrap_err()
-        .to_string()
-        .contains("the model takes f16"));
+    assert!(ds.check_against(&wrong_dtype).unwrap_err().to_string().contains("the model takes f16"));
 }
 
 #[test]
@@ -529,32 +367,15 @@ fn command_line_and_options() {
     assert_eq!(ds.meta.seed, Some(4));
     let check = Cli::try_parse_from(["graft", "check", out.to_str().unwrap()]).unwrap();
     graft::data::cli::run(&check.cmd).unwrap();
-    assert!(
-        Cli::try_parse_from(["graft", "synth", "--task", "audio_pretrain", "--out", "x"]).is_ok()
-    );
+    assert!(Cli::try_parse_from(["graft", "synth", "--task", "audio_pretrain", "--out", "x"]).is_ok());
     assert!(Cli::try_parse_from(["graft", "synth", "--task", "nope", "--out", "x"]).is_err());
-    assert!(
-        parse_drop("audio").is_err()
-            && parse_drop("audio:1.5").is_err()
-            && parse_drop("audio:x").is_err()
-    );
+    assert!(parse_drop("audio").is_err() && parse_drop("audio:1.5").is_err() && parse_drop("audio:x").is_err());
     assert_eq!(parse_drop("pose:0.25").unwrap(), ("pose".to_string(), 0.25));
 
     // Options synth refuses.
     let bad = |task, drop: &[(&str, f64)], n, shard| {
         let drop = drop.iter().map(|(m, f)| (m.to_string(), *f)).collect();
-        synth(
-            &SynthOptions {
-                task,
-                n,
-                seed: 0,
-                shard_size: shard,
-                drop,
-            },
-            &dir("refused"),
-        )
-        .unwrap_err()
-        .to_string()
+        synth(&SynthOptions { task, n, seed: 0, shard_size: shard, drop }, &dir("refused")).unwrap_err().to_string()
     };
     assert!(bad(Task::Multimodal, &[("video", 0.5)], 8, 4).contains("required input"));
     assert!(bad(Task::Pretrain, &[("audio", 0.5)], 8, 4).contains("has no input `audio`"));
@@ -564,30 +385,11 @@ fn command_line_and_options() {
     let foreign = dir("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
-    let e = synth(
-        &SynthOptions {
-            task: Task::Motion,
-            n: 4,
-            seed: 0,
-            shard_size: 4,
-            drop: vec![],
-        },
-        &foreign,
-    )
-    .unwrap_err();
+    let e =
+        synth(&SynthOptions { task: Task::Motion, n: 4, seed: 0, shard_size: 4, drop: vec![] }, &foreign).unwrap_err();
     assert!(e.to_string().contains("notes.txt"), "{e}");
     let again = make("replace", Task::Motion, 30, 0, 4, &[]);
-    synth(
-        &SynthOptions {
-            task: Task::Motion,
-            n: 8,
-            seed: 0,
-            shard_size: 4,
-            drop: vec![],
-        },
-        &again,
-    )
-    .unwrap();
+    synth(&SynthOptions { task: Task::Motion, n: 8, seed: 0, shard_size: 4, drop: vec![] }, &again).unwrap();
     let files = std::fs::read_dir(&again).unwrap().count();
     assert_eq!(files, 3, "stale shards removed");
     assert_eq!(Dataset::open(&again).unwrap().len(), 8);
@@ -597,23 +399,13 @@ fn command_line_and_options() {
 #[test]
 #[ignore]
 fn synth_2000_is_quick() {
-    for task in [
-        Task::Pretrain,
-        Task::AudioPretrain,
-        Task::Motion,
-        Task::Multimodal,
-    ] {
+    for task in [Task::Pretrain, Task::AudioPretrain, Task::Motion, Task::Multimodal] {
         let start = std::time::Instant::now();
         let d = make(&format!("speed-{}", task.name()), task, 2000, 0, 256, &[]);
         let made = start.elapsed();
         let ds = Dataset::open(&d).unwrap();
         let n: usize = ds.batches(64, 0, 0, false).map(|b| b.unwrap().len()).sum();
         assert_eq!(n, 2000);
-        eprintln!(
-            "{}: synth {:.2?}, one epoch {:.2?}",
-            task.name(),
-            made,
-            start.elapsed() - made
-        );
+        eprintln!("{}: synth {:.2?}, one epoch {:.2?}", task.name(), made, start.elapsed() - made);
     }
 }

@@ -24,19 +24,13 @@ fn invalid() {
         let path = relative(abs);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let source = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            source.starts_with("// expect: "),
-            "{name} must start with a `// expect: ...` comment"
-        );
+        assert!(source.starts_with("// expect: "), "{name} must start with a `// expect: ...` comment");
         let failure = match check(&path) {
             Ok(()) => panic!("{name} compiled, but it holds a mistake"),
             Err(f) => f,
         };
         let text = render_failure(&failure, false);
-        assert!(
-            matches!(failure, Failure::User(..)),
-            "{name} is a compiler bug, not a user error:\n{text}"
-        );
+        assert!(matches!(failure, Failure::User(..)), "{name} is a compiler bug, not a user error:\n{text}");
         // `NAME.graft:LINE:COL`
         let located = text.match_indices(&format!("{name}:")).any(|(i, m)| {
             let rest = &text[i + m.len()..];

@@ -95,27 +95,136 @@ fn specs() -> Vec<(String, String)> {
 }
 
 fn config(cases: u32) -> Config {
-    Config {
-        cases,
-        max_shrink_iters: 64,
-        failure_persistence: None,
-        ..Config::default()
-    }
+    Config { cases, max_shrink_iters: 64, failure_persistence: None, ..Config::default() }
 }
 
 /// Words and punctuation of the language, plus names the standard library defines.
 const TOKENS: &[&str] = &[
-    "use", "module", "model", "in", "out", "if", "else", "repeat", "true", "false", "and", "or", "not",
-    "extends", "input", "backbone", "encoder", "weights", "frozen", "trainable", "adapter", "at", "after",
-    "parallel", "before", "pathway", "from", "into", "head", "output", "train", "optional", "int", "float",
-    "bool", "str", "list", "f32", "i64", "bool", "(", ")", "[", "]", "{", "}", ",", ":", "=", ".", "..",
-    "*", "**", "+", "-", "/", "%", "==", "!=", "<=", ">=", "<", ">", "&&", "||", "!", "x", "y", "B", "T",
-    "vit", "vit3d", "bert", "block", "mlp", "attention", "bottleneck", "lora", "token_mlp", "linear",
-    "grouped_linear", "layernorm", "conv2d", "conv3d", "embedding", "param", "gelu", "relu", "tanh", "sdpa",
-    "split", "concat", "mean_tokens", "token", "reshape", "permute", "min", "max", "len", "sqrt", "blocks",
-    "fc1", "0", "1", "2", "3", "16", "768", "-1", "4096", "99999999999999999999", "1e309", "0.5", "1e-6",
-    "\"zeros\"", "\"x.safetensors\"", "\"cm3t_video.graft\"", "\"", "std.vit", "std.adapters", "std.encoders",
-    "\n", "//", "/*", "*/",
+    "use",
+    "module",
+    "model",
+    "in",
+    "out",
+    "if",
+    "else",
+    "repeat",
+    "true",
+    "false",
+    "and",
+    "or",
+    "not",
+    "extends",
+    "input",
+    "backbone",
+    "encoder",
+    "weights",
+    "frozen",
+    "trainable",
+    "adapter",
+    "at",
+    "after",
+    "parallel",
+    "before",
+    "pathway",
+    "from",
+    "into",
+    "head",
+    "output",
+    "train",
+    "optional",
+    "int",
+    "float",
+    "bool",
+    "str",
+    "list",
+    "f32",
+    "i64",
+    "bool",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    ":",
+    "=",
+    ".",
+    "..",
+    "*",
+    "**",
+    "+",
+    "-",
+    "/",
+    "%",
+    "==",
+    "!=",
+    "<=",
+    ">=",
+    "<",
+    ">",
+    "&&",
+    "||",
+    "!",
+    "x",
+    "y",
+    "B",
+    "T",
+    "vit",
+    "vit3d",
+    "bert",
+    "block",
+    "mlp",
+    "attention",
+    "bottleneck",
+    "lora",
+    "token_mlp",
+    "linear",
+    "grouped_linear",
+    "layernorm",
+    "conv2d",
+    "conv3d",
+    "embedding",
+    "param",
+    "gelu",
+    "relu",
+    "tanh",
+    "sdpa",
+    "split",
+    "concat",
+    "mean_tokens",
+    "token",
+    "reshape",
+    "permute",
+    "min",
+    "max",
+    "len",
+    "sqrt",
+    "blocks",
+    "fc1",
+    "0",
+    "1",
+    "2",
+    "3",
+    "16",
+    "768",
+    "-1",
+    "4096",
+    "99999999999999999999",
+    "1e309",
+    "0.5",
+    "1e-6",
+    "\"zeros\"",
+    "\"x.safetensors\"",
+    "\"cm3t_video.graft\"",
+    "\"",
+    "std.vit",
+    "std.adapters",
+    "std.encoders",
+    "\n",
+    "//",
+    "/*",
+    "*/",
 ];
 
 fn token_soup(max: usize) -> impl Strategy<Value = String> {
@@ -123,7 +232,8 @@ fn token_soup(max: usize) -> impl Strategy<Value = String> {
 }
 
 /// A model prologue that resolves, so that token soup after it reaches lowering.
-const PROLOGUE: &str = "use std.vit\nuse std.adapters\nuse std.encoders\n\nmodel m {\n  input image: f32[B, 3, 224, 224]\n";
+const PROLOGUE: &str =
+    "use std.vit\nuse std.adapters\nuse std.encoders\n\nmodel m {\n  input image: f32[B, 3, 224, 224]\n";
 
 proptest! {
     #![proptest_config(config(64))]
@@ -264,12 +374,18 @@ fn deep_brackets() {
         must_hit_depth_limit(format!("module m() {{\n  in x\n  y = // \"\n {}x\n  out y\n}}\n", open.repeat(DEEP)));
     }
     must_hit_depth_limit(format!("model m {{ train {}a{} }}", "{".repeat(DEEP), "}".repeat(DEEP)));
-    must_hit_depth_limit(format!("model m {{ input x: f32[B, 4]\n output y = {}x{} }}", "(".repeat(DEEP), ")".repeat(DEEP)));
+    must_hit_depth_limit(format!(
+        "model m {{ input x: f32[B, 4]\n output y = {}x{} }}",
+        "(".repeat(DEEP),
+        ")".repeat(DEEP)
+    ));
 }
 
 #[test]
 fn long_chains() {
-    let body = |e: String| format!("module m() {{\n  in x\n  y = {e}\n  out y\n}}\nmodel q {{\n  input x: f32[B, 4]\n  encoder e = m()(x)\n  output o = e\n}}\n");
+    let body = |e: String| {
+        format!("module m() {{\n  in x\n  y = {e}\n  out y\n}}\nmodel q {{\n  input x: f32[B, 4]\n  encoder e = m()(x)\n  output o = e\n}}\n")
+    };
     must_hit_depth_limit(body(format!("{}x", "-".repeat(DEEP))));
     must_hit_depth_limit(body(format!("{}true", "not ".repeat(DEEP / 4))));
     must_hit_depth_limit(body(format!("{}true", "!".repeat(DEEP))));
@@ -313,15 +429,22 @@ fn huge_inputs() {
     // A repeat at the limit of a wide linear: stopped by the parameter budget.
     must_fail("module big(d: int) {\n  in x\n  fc = linear(d, d)(x)\n  out fc\n}\nmodel m {\n  input x: f32[B, 1048576]\n  encoder s = stack_of_big()(x)\n  output y = s\n}\nmodule stack_of_big() {\n  in x\n  b = repeat(4096) big(1048576)(x)\n  out b\n}\n".to_string());
     // Huge input dims.
-    must_fail("model m {\n  input x: f32[B, 99999999999999999999]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n".to_string());
+    must_fail(
+        "model m {\n  input x: f32[B, 99999999999999999999]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n"
+            .to_string(),
+    );
     must_fail("model m {\n  input x: f32[B, 0]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n".to_string());
-    must_fail("model m {\n  input x: f32[B, 4294967297]\n  encoder e = linear(4294967297, 4)(x)\n  output y = e\n}\n".to_string());
+    must_fail(
+        "model m {\n  input x: f32[B, 4294967297]\n  encoder e = linear(4294967297, 4)(x)\n  output y = e\n}\n"
+            .to_string(),
+    );
 }
 
 #[test]
 fn adapters_inside_adapters_are_bounded() {
     // Each adapter sits inside the previous one: paths grow by two segments a step.
-    let mut text = String::from("use std.adapters\nmodel m {\n  input x: f32[B, 8, 16]\n  encoder e = linear(16, 16)(x)\n");
+    let mut text =
+        String::from("use std.adapters\nmodel m {\n  input x: f32[B, 8, 16]\n  encoder e = linear(16, 16)(x)\n");
     text.push_str("  adapter a0 = bottleneck(dim: 16, bottleneck: 16) at e after\n");
     for i in 1..3000 {
         let site = if i % 2 == 1 { "down" } else { "up" };

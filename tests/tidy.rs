@@ -42,6 +42,9 @@ fn every_pass_file_is_named_after_its_function() {
         }
         let text = std::fs::read_to_string(e.path()).expect("source");
         assert!(text.contains(&format!("pub fn {name}(")), "src/passes/{name}.rs must define `pub fn {name}`");
-        assert!(text.trim_start().starts_with(&format!("//! {name}:")), "src/passes/{name}.rs doc must start with `{name}:`");
+        assert!(
+            text.trim_start().starts_with(&format!("//! {name}:")),
+            "src/passes/{name}.rs doc must start with `{name}:`"
+        );
     }
 }

@@ -67,7 +67,15 @@ fn weights_use_timm_keys() {
     let w = weights();
     assert_eq!(w.len(), 152);
     let keys: Vec<&str> = w.iter().map(|(k, _)| k.as_str()).collect();
-    for k in ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.bias", "norm.weight", "head.bias"] {
+    for k in [
+        "cls_token",
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "blocks.0.attn.qkv.weight",
+        "blocks.11.mlp.fc2.bias",
+        "norm.weight",
+        "head.bias",
+    ] {
         assert!(keys.contains(&k), "{k}");
     }
     let qkv = &w.iter().find(|(k, _)| k == "blocks.8.attn.qkv.weight").unwrap().1;
@@ -135,7 +143,10 @@ fn allow_missing_and_input_errors() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(logits(&out).size(), vec![1, 1000]);
     // A wrongly shaped input names what was expected and what was given.
-    let small = write("in_small.safetensors", &[("image".to_string(), Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)))]);
+    let small = write(
+        "in_small.safetensors",
+        &[("image".to_string(), Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)))],
+    );
     let r = graft_run(&w, &small, &out, &["--allow-missing", "head.*"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");

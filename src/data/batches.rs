@@ -39,13 +39,7 @@ pub struct Batches {
 }
 
 impl Batches {
-    pub(crate) fn new(
-        ds: Dataset,
-        batch_size: usize,
-        seed: u64,
-        epoch: u64,
-        drop_last: bool,
-    ) -> Batches {
+    pub(crate) fn new(ds: Dataset, batch_size: usize, seed: u64, epoch: u64, drop_last: bool) -> Batches {
         let mut rng = Rng::derive(&[seed, epoch, hash_str("graft.data.batches")]);
         let mut order: Vec<usize> = (0..ds.shards.len()).collect();
         rng.shuffle(&mut order);
@@ -90,10 +84,8 @@ impl Batches {
         }
         let st = self.staging.get_mut(key)?;
         for t in &l.tensors {
-            let buf = st
-                .inputs
-                .entry(t.name.clone())
-                .or_insert_with(|| Vec::with_capacity(t.sample_bytes * self.batch_size));
+            let buf =
+                st.inputs.entry(t.name.clone()).or_insert_with(|| Vec::with_capacity(t.sample_bytes * self.batch_size));
             buf.extend_from_slice(l.sample(t, i));
         }
         st.labels.push(l.labels[i]);
@@ -113,20 +105,10 @@ impl Batches {
                 let spec = &self.ds.meta.inputs[&name];
                 let mut shape = vec![n];
                 shape.extend_from_slice(&spec.shape);
-                (
-                    name,
-                    HostTensor {
-                        dtype: spec.dtype,
-                        shape,
-                        data,
-                    },
-                )
+                (name, HostTensor { dtype: spec.dtype, shape, data })
             })
             .collect();
-        Batch {
-            inputs,
-            labels: st.labels,
-        }
+        Batch { inputs, labels: st.labels }
     }
 }
 
@@ -139,9 +121,7 @@ impl Iterator for Batches {
         }
         if self.batch_size == 0 {
             self.done = true;
-            return Some(Err(DataError::Invalid(
-                "batch size must be at least 1".into(),
-            )));
+            return Some(Err(DataError::Invalid("batch size must be at least 1".into())));
         }
         loop {
             if self.cursor < self.queue.len() {
@@ -158,11 +138,7 @@ impl Iterator for Batches {
             } else {
                 self.loaded.clear();
                 // The remainders, one short batch per input combination.
-                let key = self
-                    .staging
-                    .iter()
-                    .find(|(_, s)| !s.labels.is_empty())
-                    .map(|(k, _)| k.clone());
+                let key = self.staging.iter().find(|(_, s)| !s.labels.is_empty()).map(|(k, _)| k.clone());
                 match key.and_then(|k| self.staging.remove(&k)) {
                     Some(st) if !self.drop_last => return Some(Ok(self.finish(st))),
                     Some(_) => {}
@@ -184,9 +160,6 @@ impl Dataset {
             *per_combination.entry(&s.inputs).or_default() += s.samples;
         }
         let bs = batch_size.max(1);
-        per_combination
-            .values()
-            .map(|&n| if drop_last { n / bs } else { n.div_ceil(bs) })
-            .sum()
+        per_combination.values().map(|&n| if drop_last { n / bs } else { n.div_ceil(bs) }).sum()
     }
 }

@@ -51,17 +51,11 @@ pub struct CheckArgs {
 
 /// Parse `audio:0.25`.
 pub fn parse_drop(s: &str) -> Result<(String, f64), String> {
-    let (name, frac) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}`: expected MODALITY:FRACTION, e.g. audio:0.25"))?;
-    let f: f64 = frac
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{frac}` is not a number"))?;
+    let (name, frac) =
+        s.split_once(':').ok_or_else(|| format!("`{s}`: expected MODALITY:FRACTION, e.g. audio:0.25"))?;
+    let f: f64 = frac.trim().parse().map_err(|_| format!("`{frac}` is not a number"))?;
     if name.is_empty() || !(0.0..=1.0).contains(&f) {
-        return Err(format!(
-            "`{s}`: expected a modality name and a fraction in [0, 1]"
-        ));
+        return Err(format!("`{s}`: expected a modality name and a fraction in [0, 1]"));
     }
     Ok((name.trim().to_string(), f))
 }
@@ -104,11 +98,7 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
     );
     for (name, i) in &m.inputs {
         let with = ds.shards.iter().filter(|s| s.has(name)).count();
-        let opt = if i.optional {
-            format!(" optional, in {with} of {} shards", m.shards)
-        } else {
-            String::new()
-        };
+        let opt = if i.optional { format!(" optional, in {with} of {} shards", m.shards) } else { String::new() };
         println!("  input {name}: {}{opt}", i.type_text());
     }
     if let Some(spec) = &args.spec {

@@ -20,23 +20,14 @@ pub enum DataError {
     },
     /// The bytes are not a safetensors file (bad header length, header not JSON, …).
     #[error("{}: not a safetensors file{}: {reason}", path.display(), key_suffix(key))]
-    NotSafetensors {
-        path: PathBuf,
-        key: Option<String>,
-        reason: String,
-    },
+    NotSafetensors { path: PathBuf, key: Option<String>, reason: String },
     /// The file ends before the data its header announces.
     #[error(
         "{}: truncated{}: needs {expected} bytes, the file has {actual}",
         path.display(),
         key_suffix(key)
     )]
-    Truncated {
-        path: PathBuf,
-        key: Option<String>,
-        expected: u64,
-        actual: u64,
-    },
+    Truncated { path: PathBuf, key: Option<String>, expected: u64, actual: u64 },
     /// A shard without the `label` tensor.
     #[error("{}: no `label` tensor (every shard holds `label`: i64[n])", path.display())]
     MissingLabel { path: PathBuf },
@@ -51,42 +42,22 @@ pub enum DataError {
     UnknownTensor { path: PathBuf, key: String },
     /// A tensor whose element type differs from `dataset.json` (or `label` not i64).
     #[error("{}: tensor `{key}` has dtype {found}, expected {expected}", path.display())]
-    WrongDtype {
-        path: PathBuf,
-        key: String,
-        found: String,
-        expected: String,
-    },
+    WrongDtype { path: PathBuf, key: String, found: String, expected: String },
     /// A tensor whose shape disagrees with `dataset.json` (`[n, per-sample shape…]`).
     #[error("{}: tensor `{key}` has shape {found:?}, expected {expected}", path.display())]
-    WrongShape {
-        path: PathBuf,
-        key: String,
-        found: Vec<i64>,
-        expected: String,
-    },
+    WrongShape { path: PathBuf, key: String, found: Vec<i64>, expected: String },
     /// Tensors of one shard holding different numbers of samples.
     #[error(
         "{}: tensor `{key}` holds {found} samples but `label` holds {expected}",
         path.display()
     )]
-    SampleCount {
-        path: PathBuf,
-        key: String,
-        found: u64,
-        expected: u64,
-    },
+    SampleCount { path: PathBuf, key: String, found: u64, expected: u64 },
     /// A label outside `0..classes`.
     #[error(
         "{}: tensor `label`: sample {index} has label {value}, outside 0..{classes}",
         path.display()
     )]
-    LabelRange {
-        path: PathBuf,
-        index: usize,
-        value: i64,
-        classes: usize,
-    },
+    LabelRange { path: PathBuf, index: usize, value: i64, classes: usize },
     /// The dataset does not fit a model's declared inputs (one line per problem).
     #[error("the dataset does not fit the model's inputs:\n  {}", problems.join("\n  "))]
     Incompatible { problems: Vec<String> },
@@ -96,9 +67,7 @@ pub enum DataError {
 }
 
 fn key_suffix(key: &Option<String>) -> String {
-    key.as_ref()
-        .map(|k| format!(" (tensor `{k}`)"))
-        .unwrap_or_default()
+    key.as_ref().map(|k| format!(" (tensor `{k}`)")).unwrap_or_default()
 }
 
 impl DataError {
@@ -137,9 +106,6 @@ impl DataError {
     }
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> DataError {
-        DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        DataError::Io { path: path.to_path_buf(), source }
     }
 }

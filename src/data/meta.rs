@@ -78,17 +78,12 @@ impl Meta {
 
     /// Parse and check the text of a `dataset.json`.
     pub fn parse(text: &str) -> Result<Meta, String> {
-        let raw: RawMeta =
-            serde_json::from_str(text).map_err(|e| format!("not a valid dataset.json: {e}"))?;
+        let raw: RawMeta = serde_json::from_str(text).map_err(|e| format!("not a valid dataset.json: {e}"))?;
         if raw.classes == 0 {
             return Err("`classes` must be at least 1".into());
         }
         if !raw.class_names.is_empty() && raw.class_names.len() != raw.classes {
-            return Err(format!(
-                "{} `class_names` for {} classes",
-                raw.class_names.len(),
-                raw.classes
-            ));
+            return Err(format!("{} `class_names` for {} classes", raw.class_names.len(), raw.classes));
         }
         if raw.inputs.is_empty() {
             return Err("`inputs` is empty".into());
@@ -99,25 +94,12 @@ impl Meta {
                 return Err(format!("`{name}` is reserved and cannot be an input"));
             }
             let dtype = DType::parse(&i.dtype).ok_or_else(|| {
-                format!(
-                    "input `{name}`: unknown dtype `{}` (f32, f16, bf16, f64, i64, i32, bool)",
-                    i.dtype
-                )
+                format!("input `{name}`: unknown dtype `{}` (f32, f16, bf16, f64, i64, i32, bool)", i.dtype)
             })?;
             if i.shape.iter().any(|&d| d < 0) {
-                return Err(format!(
-                    "input `{name}`: negative dimension in {:?}",
-                    i.shape
-                ));
+                return Err(format!("input `{name}`: negative dimension in {:?}", i.shape));
             }
-            inputs.insert(
-                name,
-                InputSpec {
-                    dtype,
-                    shape: i.shape,
-                    optional: i.optional,
-                },
-            );
+            inputs.insert(name, InputSpec { dtype, shape: i.shape, optional: i.optional });
         }
         if inputs.values().all(|i| i.optional) {
             return Err("every input is optional: at least one must be in every shard".into());
@@ -147,11 +129,7 @@ impl Meta {
                 .map(|(k, i)| {
                     (
                         k.clone(),
-                        RawInput {
-                            dtype: i.dtype.name().to_string(),
-                            shape: i.shape.clone(),
-                            optional: i.optional,
-                        },
+                        RawInput { dtype: i.dtype.name().to_string(), shape: i.shape.clone(), optional: i.optional },
                     )
                 })
                 .collect(),
@@ -162,10 +140,7 @@ impl Meta {
 
     /// The name of class `c` (its number when unnamed).
     pub fn class_name(&self, c: usize) -> String {
-        self.class_names
-            .get(c)
-            .cloned()
-            .unwrap_or_else(|| c.to_string())
+        self.class_names.get(c).cloned().unwrap_or_else(|| c.to_string())
     }
 }
 

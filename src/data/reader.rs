@@ -22,14 +22,7 @@ pub fn model_inputs(inspect: &crate::report::Inspect) -> Vec<ModelInput> {
     inspect
         .inputs
         .iter()
-        .filter_map(|i| {
-            Some((
-                i.name.clone(),
-                DType::parse(&i.dtype)?,
-                i.shape.clone(),
-                i.optional,
-            ))
-        })
+        .filter_map(|i| Some((i.name.clone(), DType::parse(&i.dtype)?, i.shape.clone(), i.optional)))
         .collect()
 }
 
@@ -65,10 +58,7 @@ impl Dataset {
         let meta = Meta::read(&dir)?;
         let meta_path = dir.join(super::meta::META_FILE);
         if meta.shards == 0 {
-            return Err(DataError::Meta {
-                path: meta_path,
-                msg: "`shards` is 0: the dataset is empty".into(),
-            });
+            return Err(DataError::Meta { path: meta_path, msg: "`shards` is 0: the dataset is empty".into() });
         }
         let mut shards = Vec::with_capacity(meta.shards);
         for i in 0..meta.shards {
@@ -78,14 +68,8 @@ impl Dataset {
         }
         let found: usize = shards.iter().map(|s| s.samples).sum();
         if found != meta.samples {
-            let msg = format!(
-                "`samples` is {}, but the {} shards hold {found}",
-                meta.samples, meta.shards
-            );
-            return Err(DataError::Meta {
-                path: meta_path,
-                msg,
-            });
+            let msg = format!("`samples` is {}, but the {} shards hold {found}", meta.samples, meta.shards);
+            return Err(DataError::Meta { path: meta_path, msg });
         }
         Ok(Dataset { dir, meta, shards })
     }
@@ -101,10 +85,7 @@ impl Dataset {
 
     /// Shard `i` whole, samples in file order (labels are range-checked).
     pub fn read_shard(&self, i: usize) -> Result<Batch, DataError> {
-        let shard = self
-            .shards
-            .get(i)
-            .ok_or_else(|| DataError::Invalid(format!("no shard {i}")))?;
+        let shard = self.shards.get(i).ok_or_else(|| DataError::Invalid(format!("no shard {i}")))?;
         let l = LoadedShard::load(shard, &self.meta)?;
         let mut inputs = BTreeMap::new();
         for t in &l.tensors {
@@ -112,19 +93,9 @@ impl Dataset {
             let mut shape = vec![l.labels.len() as i64];
             shape.extend_from_slice(&spec.shape);
             let bytes = l.data[t.start..t.start + t.sample_bytes * l.labels.len()].to_vec();
-            inputs.insert(
-                t.name.clone(),
-                HostTensor {
-                    dtype: spec.dtype,
-                    shape,
-                    data: bytes,
-                },
-            );
+            inputs.insert(t.name.clone(), HostTensor { dtype: spec.dtype, shape, data: bytes });
         }
-        Ok(Batch {
-            inputs,
-            labels: l.labels,
-        })
+        Ok(Batch { inputs, labels: l.labels })
     }
 
     /// Stream batches: shard order and sample order are shuffled deterministically
@@ -147,15 +118,10 @@ impl Dataset {
         for (name, dtype, shape, optional) in model {
             let Some(spec) = self.meta.inputs.get(name) else {
                 if *optional {
-                    notes.push(format!(
-                        "optional input `{name}` is not in the dataset: every batch lacks it"
-                    ));
+                    notes.push(format!("optional input `{name}` is not in the dataset: every batch lacks it"));
                 } else {
                     let have: Vec<&str> = self.meta.inputs.keys().map(String::as_str).collect();
-                    problems.push(format!(
-                        "model input `{name}` is not in the dataset (it has: {})",
-                        have.join(", ")
-                    ));
+                    problems.push(format!("model input `{name}` is not in the dataset (it has: {})", have.join(", ")));
                 }
                 continue;
             };
@@ -166,15 +132,8 @@ impl Dataset {
                     spec.dtype.name()
                 ));
             }
-            let model_text = format!(
-                "{}[{}]",
-                dtype.name(),
-                shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let model_text =
+                format!("{}[{}]", dtype.name(), shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
             let expected = format!(
                 "the model takes {model_text} (batch first), the dataset holds {} per sample",
                 spec.type_text()
@@ -190,9 +149,8 @@ impl Dataset {
                         }
                         Dim::Sym(s) => match bound.get(s.as_str()) {
                             Some(&(v, other)) if v != have => {
-                                problems.push(format!(
-                                    "input `{name}`: `{s}` is {have} here but {v} in input `{other}`"
-                                ));
+                                problems
+                                    .push(format!("input `{name}`: `{s}` is {have} here but {v} in input `{other}`"));
                             }
                             Some(_) => {}
                             None => {
@@ -207,13 +165,7 @@ impl Dataset {
                 .shards
                 .iter()
                 .filter(|s| !s.has(name))
-                .map(|s| {
-                    s.path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned()
-                })
+                .map(|s| s.path.file_name().unwrap_or_default().to_string_lossy().into_owned())
                 .collect();
             if !lacking.is_empty() {
                 let list = if lacking.len() > 3 {
@@ -231,15 +183,8 @@ impl Dataset {
             }
         }
         let used: BTreeSet<&str> = model.iter().map(|m| m.0.as_str()).collect();
-        for name in self
-            .meta
-            .inputs
-            .keys()
-            .filter(|n| !used.contains(n.as_str()))
-        {
-            notes.push(format!(
-                "dataset input `{name}` is not a model input: it is ignored"
-            ));
+        for name in self.meta.inputs.keys().filter(|n| !used.contains(n.as_str())) {
+            notes.push(format!("dataset input `{name}` is not a model input: it is ignored"));
         }
         if problems.is_empty() {
             Ok(notes)
@@ -251,21 +196,10 @@ impl Dataset {
 
 /// Check one shard's header against `dataset.json`.
 fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, DataError> {
-    let label = header
-        .entries
-        .get("label")
-        .ok_or_else(|| DataError::MissingLabel { path: path.clone() })?;
+    let label = header.entries.get("label").ok_or_else(|| DataError::MissingLabel { path: path.clone() })?;
     if label.dtype != Some(DType::I64) {
-        let found = label
-            .dtype
-            .map(|d| d.name().to_string())
-            .unwrap_or_else(|| label.tag.clone());
-        return Err(DataError::WrongDtype {
-            path,
-            key: "label".into(),
-            found,
-            expected: "i64".into(),
-        });
+        let found = label.dtype.map(|d| d.name().to_string()).unwrap_or_else(|| label.tag.clone());
+        return Err(DataError::WrongDtype { path, key: "label".into(), found, expected: "i64".into() });
     }
     let [n] = label.shape[..] else {
         return Err(DataError::WrongShape {
@@ -281,34 +215,15 @@ fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, 
             continue;
         }
         let Some(spec) = meta.inputs.get(key) else {
-            return Err(DataError::UnknownTensor {
-                path,
-                key: key.clone(),
-            });
+            return Err(DataError::UnknownTensor { path, key: key.clone() });
         };
         if e.dtype != Some(spec.dtype) {
-            let found = e
-                .dtype
-                .map(|d| d.name().to_string())
-                .unwrap_or_else(|| e.tag.clone());
-            return Err(DataError::WrongDtype {
-                path,
-                key: key.clone(),
-                found,
-                expected: spec.dtype.name().into(),
-            });
+            let found = e.dtype.map(|d| d.name().to_string()).unwrap_or_else(|| e.tag.clone());
+            return Err(DataError::WrongDtype { path, key: key.clone(), found, expected: spec.dtype.name().into() });
         }
         if e.shape.len() != spec.shape.len() + 1 || e.shape[1..] != spec.shape[..] {
-            let expected = format!(
-                "[{n}, …] ({} per sample, from dataset.json)",
-                spec.type_text()
-            );
-            return Err(DataError::WrongShape {
-                path,
-                key: key.clone(),
-                found: e.shape.clone(),
-                expected,
-            });
+            let expected = format!("[{n}, …] ({} per sample, from dataset.json)", spec.type_text());
+            return Err(DataError::WrongShape { path, key: key.clone(), found: e.shape.clone(), expected });
         }
         if e.shape[0] != n {
             return Err(DataError::SampleCount {
@@ -320,22 +235,10 @@ fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, 
         }
         present.push(key.clone());
     }
-    if let Some((key, _)) = meta
-        .inputs
-        .iter()
-        .find(|(k, s)| !s.optional && !header.entries.contains_key(*k))
-    {
-        return Err(DataError::MissingInput {
-            path,
-            key: key.clone(),
-        });
+    if let Some((key, _)) = meta.inputs.iter().find(|(k, s)| !s.optional && !header.entries.contains_key(*k)) {
+        return Err(DataError::MissingInput { path, key: key.clone() });
     }
-    Ok(ShardInfo {
-        path,
-        samples: n as usize,
-        inputs: present,
-        header,
-    })
+    Ok(ShardInfo { path, samples: n as usize, inputs: present, header })
 }
 
 /// One input's bytes inside a loaded shard's data section.
@@ -360,17 +263,10 @@ impl LoadedShard {
             .chunks_exact(8)
             .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
             .collect();
-        if let Some((index, &value)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l < 0 || l as u64 >= meta.classes as u64)
+        if let Some((index, &value)) =
+            labels.iter().enumerate().find(|(_, &l)| l < 0 || l as u64 >= meta.classes as u64)
         {
-            return Err(DataError::LabelRange {
-                path: shard.path.clone(),
-                index,
-                value,
-                classes: meta.classes,
-            });
+            return Err(DataError::LabelRange { path: shard.path.clone(), index, value, classes: meta.classes });
         }
         let tensors = shard
             .inputs
@@ -378,18 +274,10 @@ impl LoadedShard {
             .map(|name| {
                 let spec = &meta.inputs[name];
                 let sample_bytes = numel(&spec.shape).unwrap_or(0) * elem_size(spec.dtype);
-                LoadedTensor {
-                    name: name.clone(),
-                    start: shard.header.entries[name].start as usize,
-                    sample_bytes,
-                }
+                LoadedTensor { name: name.clone(), start: shard.header.entries[name].start as usize, sample_bytes }
             })
             .collect();
-        Ok(LoadedShard {
-            data,
-            tensors,
-            labels,
-        })
+        Ok(LoadedShard { data, tensors, labels })
     }
 
     /// The bytes of sample `i` of tensor `t`.

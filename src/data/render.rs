@@ -50,30 +50,14 @@ pub fn video(shape: usize, direction: usize, rng: &mut Rng, out: &mut [f32]) {
     let travel = speed * (T - 1) as f32;
     let (lo, hi) = (r + 0.5, S as f32 - 1.0 - r - 0.5);
     let forward = direction.is_multiple_of(2);
-    let along = if forward {
-        rng.range(lo, hi - travel)
-    } else {
-        rng.range(lo + travel, hi)
-    };
+    let along = if forward { rng.range(lo, hi - travel) } else { rng.range(lo + travel, hi) };
     let across = rng.range(lo, hi);
     let step = if forward { speed } else { -speed };
-    let (x0, y0, vx, vy) = if direction < 2 {
-        (along, across, step, 0.0)
-    } else {
-        (across, along, 0.0, step)
-    };
-    let mut colour = [
-        rng.range(0.2, 1.0),
-        rng.range(0.2, 1.0),
-        rng.range(0.2, 1.0),
-    ];
+    let (x0, y0, vx, vy) = if direction < 2 { (along, across, step, 0.0) } else { (across, along, 0.0, step) };
+    let mut colour = [rng.range(0.2, 1.0), rng.range(0.2, 1.0), rng.range(0.2, 1.0)];
     let top = colour.iter().cloned().fold(0.0, f32::max);
     colour.iter_mut().for_each(|c| *c /= top);
-    let tint = [
-        rng.range(-0.85, -0.45),
-        rng.range(-0.85, -0.45),
-        rng.range(-0.85, -0.45),
-    ];
+    let tint = [rng.range(-0.85, -0.45), rng.range(-0.85, -0.45), rng.range(-0.85, -0.45)];
     rng.fill_noise(out, 0.3);
     for t in 0..T {
         let (cx, cy) = (x0 + vx * t as f32, y0 + vy * t as f32);
@@ -82,11 +66,7 @@ pub fn video(shape: usize, direction: usize, rng: &mut Rng, out: &mut [f32]) {
                 let on = inside(shape, x as f32 - cx, y as f32 - cy, r);
                 for c in 0..3 {
                     let v = &mut out[((c * T + t) * S + y) * S + x];
-                    *v = if on {
-                        0.35 + 0.6 * colour[c] + 0.3 * *v
-                    } else {
-                        tint[c] + *v
-                    };
+                    *v = if on { 0.35 + 0.6 * colour[c] + 0.3 * *v } else { tint[c] + *v };
                 }
             }
         }
@@ -103,10 +83,7 @@ pub fn audio(band: usize, rhythm: usize, rng: &mut Rng, out: &mut [f32]) {
     let amp = rng.range(1.0, 1.5);
     let period = if rhythm == 0 { 16 } else { 8 };
     let phase = rng.below(period as u64) as usize;
-    let clicks = [
-        rng.below(frames as u64) as usize,
-        rng.below(frames as u64) as usize,
-    ];
+    let clicks = [rng.below(frames as u64) as usize, rng.below(frames as u64) as usize];
     rng.fill_noise(out, 0.25);
     for m in 0..mels {
         let floor = -0.8 + 0.2 * (1.0 - m as f32 / (mels - 1) as f32);
@@ -130,13 +107,7 @@ pub fn pose(gesture: usize, rng: &mut Rng, out: &mut [f32]) {
     for t in 0..T {
         let p = t as f32 / (T - 1) as f32;
         let swing = (2.0 * PI * 2.0 * tempo * p + phase).sin();
-        let mut k: [(f32, f32); 5] = [
-            (0.0, -0.6),
-            (-0.35, 0.0),
-            (0.35, 0.0),
-            (-0.2, 0.8),
-            (0.2, 0.8),
-        ];
+        let mut k: [(f32, f32); 5] = [(0.0, -0.6), (-0.35, 0.0), (0.35, 0.0), (-0.2, 0.8), (0.2, 0.8)];
         match gesture {
             0 => {
                 let h = if side < 0.0 { 1 } else { 2 };
@@ -201,24 +172,10 @@ mod tests {
     }
 
     fn decode_band(a: &[f32]) -> usize {
-        let energy: Vec<f32> = (0..32)
-            .map(|m| {
-                a[m * 64..(m + 1) * 64]
-                    .iter()
-                    .cloned()
-                    .fold(f32::MIN, f32::max)
-            })
-            .collect();
-        let peak = (0..32)
-            .max_by(|&i, &j| energy[i].total_cmp(&energy[j]))
-            .unwrap_or(0) as f32;
-        (0..4)
-            .min_by(|&i, &j| {
-                (BAND_CENTRES[i] - peak)
-                    .abs()
-                    .total_cmp(&(BAND_CENTRES[j] - peak).abs())
-            })
-            .unwrap_or(0)
+        let energy: Vec<f32> =
+            (0..32).map(|m| a[m * 64..(m + 1) * 64].iter().cloned().fold(f32::MIN, f32::max)).collect();
+        let peak = (0..32).max_by(|&i, &j| energy[i].total_cmp(&energy[j])).unwrap_or(0) as f32;
+        (0..4).min_by(|&i, &j| (BAND_CENTRES[i] - peak).abs().total_cmp(&(BAND_CENTRES[j] - peak).abs())).unwrap_or(0)
     }
 
     fn decode_gesture_group(p: &[f32]) -> usize {
@@ -242,12 +199,8 @@ mod tests {
         let mut errors = (0, 0, 0);
         for i in 0..200u64 {
             let mut rng = Rng::derive(&[i]);
-            let (shape, dir, band, gesture) = (
-                i as usize % 4,
-                (i / 4) as usize % 4,
-                (i / 16) as usize % 4,
-                (i / 64) as usize % 4,
-            );
+            let (shape, dir, band, gesture) =
+                (i as usize % 4, (i / 4) as usize % 4, (i / 16) as usize % 4, (i / 64) as usize % 4);
             video(shape, dir, &mut rng, &mut v);
             audio(band, i as usize % 2, &mut rng, &mut a);
             pose(gesture, &mut rng, &mut p);
@@ -255,10 +208,7 @@ mod tests {
             errors.1 += (decode_band(&a) != band) as usize;
             errors.2 += (decode_gesture_group(&p) != gesture / 2) as usize;
         }
-        assert!(
-            errors.0 == 0 && errors.1 <= 2 && errors.2 <= 4,
-            "{errors:?}"
-        );
+        assert!(errors.0 == 0 && errors.1 <= 2 && errors.2 <= 4, "{errors:?}");
     }
 
     #[test]
@@ -273,10 +223,7 @@ mod tests {
                 for t in 0..T {
                     for i in 0..S {
                         for (y, x) in [(0, i), (S - 1, i), (i, 0), (i, S - 1)] {
-                            assert!(
-                                v[(t * S + y) * S + x] < 0.1,
-                                "shape {shape} dir {dir} touches the border"
-                            );
+                            assert!(v[(t * S + y) * S + x] < 0.1, "shape {shape} dir {dir} touches the border");
                         }
                     }
                 }

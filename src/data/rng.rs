@@ -19,23 +19,14 @@ fn splitmix(x: &mut u64) -> u64 {
 
 /// A stable 64-bit hash of a string (FNV-1a), for deriving streams from names.
 pub fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3)
-    })
+    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01B3))
 }
 
 impl Rng {
     /// A generator from one seed.
     pub fn new(seed: u64) -> Rng {
         let mut x = seed;
-        Rng {
-            s: [
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-            ],
-        }
+        Rng { s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)] }
     }
 
     /// An independent stream for a tuple of keys (seed, purpose, index, …).
@@ -113,10 +104,7 @@ mod tests {
     fn streams_are_deterministic_and_distinct() {
         let a: Vec<u64> = (0..4).map(|_| Rng::derive(&[1, 2]).next_u64()).collect();
         assert!(a.iter().all(|&x| x == a[0]));
-        assert_ne!(
-            Rng::derive(&[1, 2]).next_u64(),
-            Rng::derive(&[2, 1]).next_u64()
-        );
+        assert_ne!(Rng::derive(&[1, 2]).next_u64(), Rng::derive(&[2, 1]).next_u64());
         // Pinned: a change here changes every synthetic dataset.
         assert_eq!(Rng::new(0).next_u64(), 0x53175D61490B23DF);
     }
@@ -130,10 +118,7 @@ mod tests {
             assert!((0.0..1.0).contains(&f));
             counts[r.below(5) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
         let mut v = vec![0.0f32; 1001];
         r.fill_noise(&mut v, 0.5);
         assert!(v.iter().all(|x| (-0.5..0.5).contains(x)));

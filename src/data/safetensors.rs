@@ -39,11 +39,7 @@ pub struct Header {
 }
 
 fn not_st(path: &Path, key: Option<&str>, reason: impl Into<String>) -> DataError {
-    DataError::NotSafetensors {
-        path: path.to_path_buf(),
-        key: key.map(str::to_owned),
-        reason: reason.into(),
-    }
+    DataError::NotSafetensors { path: path.to_path_buf(), key: key.map(str::to_owned), reason: reason.into() }
 }
 
 /// Read and check the header of the file at `path`.
@@ -51,44 +47,26 @@ pub fn read_header(path: &Path) -> Result<Header, DataError> {
     let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
     let file_len = f.metadata().map_err(|e| DataError::io(path, e))?.len();
     if file_len < 8 {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            key: None,
-            expected: 8,
-            actual: file_len,
-        });
+        return Err(DataError::Truncated { path: path.to_path_buf(), key: None, expected: 8, actual: file_len });
     }
     let mut len8 = [0u8; 8];
-    f.read_exact(&mut len8)
-        .map_err(|e| DataError::io(path, e))?;
+    f.read_exact(&mut len8).map_err(|e| DataError::io(path, e))?;
     let n = u64::from_le_bytes(len8);
     if !(2..=MAX_HEADER).contains(&n) {
-        return Err(not_st(
-            path,
-            None,
-            format!("header length {n} is implausible"),
-        ));
+        return Err(not_st(path, None, format!("header length {n} is implausible")));
     }
     let avail = n.min(file_len - 8);
     let mut head = vec![0u8; avail as usize];
-    f.read_exact(&mut head)
-        .map_err(|e| DataError::io(path, e))?;
+    f.read_exact(&mut head).map_err(|e| DataError::io(path, e))?;
     if head.first() != Some(&b'{') {
         return Err(not_st(path, None, "the header does not start with `{`"));
     }
     if avail < n {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            key: None,
-            expected: 8 + n,
-            actual: file_len,
-        });
+        return Err(DataError::Truncated { path: path.to_path_buf(), key: None, expected: 8 + n, actual: file_len });
     }
-    let json: serde_json::Value = serde_json::from_slice(&head)
-        .map_err(|e| not_st(path, None, format!("header is not JSON: {e}")))?;
-    let obj = json
-        .as_object()
-        .ok_or_else(|| not_st(path, None, "header is not a JSON object"))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&head).map_err(|e| not_st(path, None, format!("header is not JSON: {e}")))?;
+    let obj = json.as_object().ok_or_else(|| not_st(path, None, "header is not a JSON object"))?;
     let mut entries = BTreeMap::new();
     for (name, v) in obj {
         if name == "__metadata__" {
@@ -102,11 +80,7 @@ pub fn read_header(path: &Path) -> Result<Header, DataError> {
     let mut at = 0;
     for (name, e) in &ranges {
         if e.start != at {
-            return Err(not_st(
-                path,
-                Some(name),
-                format!("data starts at byte {}, expected {at}", e.start),
-            ));
+            return Err(not_st(path, Some(name), format!("data starts at byte {}, expected {at}", e.start)));
         }
         at = e.end;
     }
@@ -119,19 +93,12 @@ pub fn read_header(path: &Path) -> Result<Header, DataError> {
             actual: file_len,
         });
     }
-    Ok(Header {
-        entries,
-        data_start,
-        data_len: at,
-    })
+    Ok(Header { entries, data_start, data_len: at })
 }
 
 fn parse_entry(path: &Path, name: &str, v: &serde_json::Value) -> Result<Entry, DataError> {
     let bad = |why: &str| not_st(path, Some(name), why.to_string());
-    let tag = v
-        .get("dtype")
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| bad("no string `dtype`"))?;
+    let tag = v.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("no string `dtype`"))?;
     let shape: Vec<i64> = v
         .get("shape")
         .and_then(|s| s.as_array())
@@ -140,10 +107,7 @@ fn parse_entry(path: &Path, name: &str, v: &serde_json::Value) -> Result<Entry, 
         .map(|d| d.as_u64().and_then(|d| i64::try_from(d).ok()))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("`shape` holds a value that is not a non-negative integer"))?;
-    let offs = v
-        .get("data_offsets")
-        .and_then(|o| o.as_array())
-        .ok_or_else(|| bad("no `data_offsets` array"))?;
+    let offs = v.get("data_offsets").and_then(|o| o.as_array()).ok_or_else(|| bad("no `data_offsets` array"))?;
     let (start, end) = match offs.as_slice() {
         [a, b] => (a.as_u64(), b.as_u64()),
         _ => (None, None),
@@ -156,44 +120,25 @@ fn parse_entry(path: &Path, name: &str, v: &serde_json::Value) -> Result<Entry, 
     }
     let dtype = dtype_of_tag(tag);
     if let Some(dt) = dtype {
-        let need = numel(&shape)
-            .and_then(|n| n.checked_mul(elem_size(dt)))
-            .ok_or_else(|| bad("shape overflows"))?;
+        let need = numel(&shape).and_then(|n| n.checked_mul(elem_size(dt))).ok_or_else(|| bad("shape overflows"))?;
         if need as u64 != end - start {
-            return Err(bad(&format!(
-                "{} data bytes for {} of shape {shape:?}, expected {need}",
-                end - start,
-                tag
-            )));
+            return Err(bad(&format!("{} data bytes for {} of shape {shape:?}, expected {need}", end - start, tag)));
         }
     }
-    Ok(Entry {
-        tag: tag.to_string(),
-        dtype,
-        shape,
-        start,
-        end,
-    })
+    Ok(Entry { tag: tag.to_string(), dtype, shape, start, end })
 }
 
 /// Read `len` bytes of the data section (from `data_start`).
 pub fn read_data(path: &Path, header: &Header) -> Result<Vec<u8>, DataError> {
     use std::io::{Seek, SeekFrom};
     let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
-    f.seek(SeekFrom::Start(header.data_start))
-        .map_err(|e| DataError::io(path, e))?;
+    f.seek(SeekFrom::Start(header.data_start)).map_err(|e| DataError::io(path, e))?;
     let mut data = Vec::new();
-    f.take(header.data_len)
-        .read_to_end(&mut data)
-        .map_err(|e| DataError::io(path, e))?;
+    f.take(header.data_len).read_to_end(&mut data).map_err(|e| DataError::io(path, e))?;
     if (data.len() as u64) < header.data_len {
         // The file shrank after its header was checked.
         let actual = header.data_start + data.len() as u64;
-        let key = header
-            .entries
-            .iter()
-            .find(|(_, e)| e.end > data.len() as u64)
-            .map(|(k, _)| k.clone());
+        let key = header.entries.iter().find(|(_, e)| e.end > data.len() as u64).map(|(k, _)| k.clone());
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             key,
@@ -206,16 +151,10 @@ pub fn read_data(path: &Path, header: &Header) -> Result<Vec<u8>, DataError> {
 
 /// Encode tensors (in name order) with optional string metadata. The header is padded
 /// with spaces to a multiple of 8 bytes, as the reference implementation does.
-pub fn encode(
-    tensors: &BTreeMap<String, HostTensor>,
-    metadata: &BTreeMap<String, String>,
-) -> Vec<u8> {
+pub fn encode(tensors: &BTreeMap<String, HostTensor>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut parts = Vec::new();
     if !metadata.is_empty() {
-        parts.push(format!(
-            "\"__metadata__\":{}",
-            serde_json::to_string(metadata).unwrap_or_default()
-        ));
+        parts.push(format!("\"__metadata__\":{}", serde_json::to_string(metadata).unwrap_or_default()));
     }
     let mut at = 0u64;
     for (name, t) in tensors {
@@ -244,14 +183,8 @@ pub fn encode(
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`, so a reader never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -279,14 +212,8 @@ mod tests {
     #[test]
     fn encode_then_read_header() {
         let mut ts = BTreeMap::new();
-        ts.insert(
-            "label".to_string(),
-            HostTensor::from_i64(&[3], &[0, 1, 2]).unwrap(),
-        );
-        ts.insert(
-            "x".to_string(),
-            HostTensor::from_f32(&[3, 2], &[0.5; 6]).unwrap(),
-        );
+        ts.insert("label".to_string(), HostTensor::from_i64(&[3], &[0, 1, 2]).unwrap());
+        ts.insert("x".to_string(), HostTensor::from_f32(&[3, 2], &[0.5; 6]).unwrap());
         let meta = BTreeMap::from([("format".to_string(), "test".to_string())]);
         let bytes = encode(&ts, &meta);
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
@@ -307,15 +234,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         std::fs::write(&p, b"\x05\0\0\0\0\0\0\0{\"a\":").unwrap();
-        assert!(matches!(
-            read_header(&p),
-            Err(DataError::NotSafetensors { .. })
-        ));
+        assert!(matches!(read_header(&p), Err(DataError::NotSafetensors { .. })));
         std::fs::write(&p, [0xFFu8; 64]).unwrap();
-        assert!(matches!(
-            read_header(&p),
-            Err(DataError::NotSafetensors { .. })
-        ));
+        assert!(matches!(read_header(&p), Err(DataError::NotSafetensors { .. })));
         std::fs::write(&p, [1u8; 3]).unwrap();
         assert!(matches!(read_header(&p), Err(DataError::Truncated { .. })));
     }

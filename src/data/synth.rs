@@ -86,11 +86,7 @@ impl Task {
 
     /// Inputs with their per-sample shape; `optional` marks what `drop` may leave out.
     pub fn inputs(self) -> BTreeMap<String, InputSpec> {
-        let spec = |shape: &[i64], optional| InputSpec {
-            dtype: DType::F32,
-            shape: shape.to_vec(),
-            optional,
-        };
+        let spec = |shape: &[i64], optional| InputSpec { dtype: DType::F32, shape: shape.to_vec(), optional };
         let mut m = BTreeMap::new();
         if self != Task::AudioPretrain {
             m.insert("video".to_string(), spec(&render::VIDEO_SHAPE, false));
@@ -164,9 +160,7 @@ fn factors(task: Task, label: usize, rng: &mut Rng) -> Factors {
 pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
     let task = opts.task;
     if opts.n == 0 || opts.shard_size == 0 {
-        return Err(DataError::Invalid(
-            "--n and --shard-size must be at least 1".into(),
-        ));
+        return Err(DataError::Invalid("--n and --shard-size must be at least 1".into()));
     }
     let inputs = task.inputs();
     let shards = opts.n.div_ceil(opts.shard_size);
@@ -193,9 +187,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
             }
         }
         if !(0.0..=1.0).contains(fraction) {
-            return Err(DataError::Invalid(format!(
-                "--drop {name}:{fraction}: the fraction must be in [0, 1]"
-            )));
+            return Err(DataError::Invalid(format!("--drop {name}:{fraction}: the fraction must be in [0, 1]")));
         }
         let k = (fraction * shards as f64).round() as usize;
         let mut order: Vec<usize> = (0..shards).collect();
@@ -211,14 +203,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
     let classes = task.class_names();
     let mut labels: Vec<usize> = (0..opts.n).map(|i| i % classes.len()).collect();
     Rng::derive(&[opts.seed, tid, hash_str("labels")]).shuffle(&mut labels);
-    let mut w = DatasetWriter::create(
-        out,
-        task.name(),
-        classes.len(),
-        classes,
-        inputs.clone(),
-        Some(opts.seed),
-    )?;
+    let mut w = DatasetWriter::create(out, task.name(), classes.len(), classes, inputs.clone(), Some(opts.seed))?;
     for (s, absent) in absent.iter().enumerate() {
         let range = s * opts.shard_size..((s + 1) * opts.shard_size).min(opts.n);
         let m = range.len();
@@ -228,8 +213,7 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
         let mut pose = vec![0.0f32; if wanted("pose") { m * POSE_LEN } else { 0 }];
         let mut batch_labels = Vec::with_capacity(m);
         for (j, i) in range.enumerate() {
-            let stream =
-                |purpose: &str| Rng::derive(&[opts.seed, tid, i as u64, hash_str(purpose)]);
+            let stream = |purpose: &str| Rng::derive(&[opts.seed, tid, i as u64, hash_str(purpose)]);
             let label = labels[i];
             let f = factors(task, label, &mut stream("factors"));
             if !video.is_empty() {
@@ -241,26 +225,14 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
                 );
             }
             if !audio.is_empty() {
-                render::audio(
-                    f.band,
-                    f.rhythm,
-                    &mut stream("audio"),
-                    &mut audio[j * AUDIO_LEN..(j + 1) * AUDIO_LEN],
-                );
+                render::audio(f.band, f.rhythm, &mut stream("audio"), &mut audio[j * AUDIO_LEN..(j + 1) * AUDIO_LEN]);
             }
             if !pose.is_empty() {
-                render::pose(
-                    f.gesture,
-                    &mut stream("pose"),
-                    &mut pose[j * POSE_LEN..(j + 1) * POSE_LEN],
-                );
+                render::pose(f.gesture, &mut stream("pose"), &mut pose[j * POSE_LEN..(j + 1) * POSE_LEN]);
             }
             batch_labels.push(label as i64);
         }
-        let mut batch = Batch {
-            inputs: BTreeMap::new(),
-            labels: batch_labels,
-        };
+        let mut batch = Batch { inputs: BTreeMap::new(), labels: batch_labels };
         for (name, values) in [("video", video), ("audio", audio), ("pose", pose)] {
             if values.is_empty() {
                 continue;
@@ -274,23 +246,13 @@ pub fn synth(opts: &SynthOptions, out: &Path) -> Result<Summary, DataError> {
         w.write_shard(&batch)?;
     }
     let written = w.finish()?;
-    Ok(Summary {
-        out: out.to_path_buf(),
-        written,
-        dropped,
-    })
+    Ok(Summary { out: out.to_path_buf(), written, dropped })
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let m = &self.written.meta;
-        writeln!(
-            f,
-            "wrote {} dataset to {} (seed {})",
-            m.task,
-            self.out.display(),
-            m.seed.unwrap_or(0)
-        )?;
+        writeln!(f, "wrote {} dataset to {} (seed {})", m.task, self.out.display(), m.seed.unwrap_or(0))?;
         writeln!(
             f,
             "  samples  {} in {} shard{}, {} classes",
@@ -300,19 +262,10 @@ impl std::fmt::Display for Summary {
             m.classes
         )?;
         for (name, i) in &m.inputs {
-            writeln!(
-                f,
-                "  input    {name}: {}{}",
-                i.type_text(),
-                if i.optional { " optional" } else { "" }
-            )?;
+            writeln!(f, "  input    {name}: {}{}", i.type_text(), if i.optional { " optional" } else { "" })?;
         }
         for (name, shards, samples) in &self.dropped {
-            writeln!(
-                f,
-                "  absent   {name} from {shards} of {} shards ({samples} samples)",
-                m.shards
-            )?;
+            writeln!(f, "  absent   {name} from {shards} of {} shards ({samples} samples)", m.shards)?;
         }
         let width = m.class_names.iter().map(String::len).max().unwrap_or(0);
         for (c, n) in self.written.per_class.iter().enumerate() {

@@ -103,11 +103,7 @@ impl HostTensor {
     /// Zeros of a dtype and shape (`None` for a negative or overflowing shape).
     pub fn zeros(dtype: DType, shape: &[i64]) -> Option<HostTensor> {
         let bytes = numel(shape)?.checked_mul(elem_size(dtype))?;
-        Some(HostTensor {
-            dtype,
-            shape: shape.to_vec(),
-            data: vec![0; bytes],
-        })
+        Some(HostTensor { dtype, shape: shape.to_vec(), data: vec![0; bytes] })
     }
 
     /// The number of elements.
@@ -123,9 +119,7 @@ impl HostTensor {
 
 /// The product of a shape's dims; `None` if one is negative or it overflows.
 pub fn numel(shape: &[i64]) -> Option<usize> {
-    shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
 }
 
 /// One batch: every input present in it (first dim = batch size) and the labels.
@@ -157,11 +151,7 @@ impl Batch {
         for l in &self.labels {
             data.extend_from_slice(&l.to_le_bytes());
         }
-        HostTensor {
-            dtype: DType::I64,
-            shape: vec![self.labels.len() as i64],
-            data,
-        }
+        HostTensor { dtype: DType::I64, shape: vec![self.labels.len() as i64], data }
     }
 }
 
@@ -176,24 +166,10 @@ mod tests {
         assert_eq!(t.as_f32().unwrap(), vec![1.0, -2.5, 3.0, 0.0]);
         assert!(t.as_i64().is_none());
         assert!(HostTensor::from_i64(&[3], &[1, 2]).is_none());
-        assert_eq!(
-            HostTensor::from_i64(&[2], &[7, -1])
-                .unwrap()
-                .as_i64()
-                .unwrap(),
-            vec![7, -1]
-        );
+        assert_eq!(HostTensor::from_i64(&[2], &[7, -1]).unwrap().as_i64().unwrap(), vec![7, -1]);
         assert_eq!(t.type_text(), "f32[2, 2]");
         assert!(HostTensor::zeros(DType::F32, &[-1]).is_none());
-        for dt in [
-            DType::F32,
-            DType::F16,
-            DType::BF16,
-            DType::F64,
-            DType::I64,
-            DType::I32,
-            DType::Bool,
-        ] {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool] {
             assert_eq!(dtype_of_tag(st_tag(dt)), Some(dt));
         }
     }

@@ -29,20 +29,9 @@ impl DatasetWriter {
         inputs: BTreeMap<String, InputSpec>,
         seed: Option<u64>,
     ) -> Result<DatasetWriter, DataError> {
-        let meta = Meta {
-            task: task.into(),
-            classes,
-            class_names,
-            samples: 0,
-            shards: 0,
-            inputs,
-            seed,
-        };
+        let meta = Meta { task: task.into(), classes, class_names, samples: 0, shards: 0, inputs, seed };
         // Validate the declaration the same way a reader will.
-        Meta::parse(&meta.to_json()).map_err(|msg| DataError::Meta {
-            path: dir.join(META_FILE),
-            msg,
-        })?;
+        Meta::parse(&meta.to_json()).map_err(|msg| DataError::Meta { path: dir.join(META_FILE), msg })?;
         std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
         let mut old = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
@@ -63,12 +52,7 @@ impl DatasetWriter {
         for p in old {
             std::fs::remove_file(&p).map_err(|e| DataError::io(&p, e))?;
         }
-        Ok(DatasetWriter {
-            dir: dir.to_path_buf(),
-            per_class: vec![0; classes],
-            meta,
-            bytes: 0,
-        })
+        Ok(DatasetWriter { dir: dir.to_path_buf(), per_class: vec![0; classes], meta, bytes: 0 })
     }
 
     /// Write the next shard: `batch` must hold every required input with shape
@@ -82,51 +66,26 @@ impl DatasetWriter {
                 if spec.optional {
                     continue;
                 }
-                return Err(DataError::MissingInput {
-                    path,
-                    key: name.clone(),
-                });
+                return Err(DataError::MissingInput { path, key: name.clone() });
             };
             if t.dtype != spec.dtype {
                 let (found, expected) = (t.dtype.name().to_string(), spec.dtype.name().to_string());
-                return Err(DataError::WrongDtype {
-                    path,
-                    key: name.clone(),
-                    found,
-                    expected,
-                });
+                return Err(DataError::WrongDtype { path, key: name.clone(), found, expected });
             }
             let mut want = vec![n as i64];
             want.extend_from_slice(&spec.shape);
             if t.shape != want || t.data.len() != t.numel() * super::tensor::elem_size(t.dtype) {
                 let expected = format!("{want:?} with matching data");
-                return Err(DataError::WrongShape {
-                    path,
-                    key: name.clone(),
-                    found: t.shape.clone(),
-                    expected,
-                });
+                return Err(DataError::WrongShape { path, key: name.clone(), found: t.shape.clone(), expected });
             }
             tensors.insert(name.clone(), t.clone());
         }
-        if let Some(extra) = batch
-            .inputs
-            .keys()
-            .find(|k| !self.meta.inputs.contains_key(*k))
-        {
-            return Err(DataError::UnknownTensor {
-                path,
-                key: extra.clone(),
-            });
+        if let Some(extra) = batch.inputs.keys().find(|k| !self.meta.inputs.contains_key(*k)) {
+            return Err(DataError::UnknownTensor { path, key: extra.clone() });
         }
         for (index, &value) in batch.labels.iter().enumerate() {
             if value < 0 || value as u64 >= self.meta.classes as u64 {
-                return Err(DataError::LabelRange {
-                    path,
-                    index,
-                    value,
-                    classes: self.meta.classes,
-                });
+                return Err(DataError::LabelRange { path, index, value, classes: self.meta.classes });
             }
             self.per_class[value as usize] += 1;
         }
@@ -144,11 +103,7 @@ impl DatasetWriter {
     pub fn finish(self) -> Result<Written, DataError> {
         let text = self.meta.to_json();
         write_atomic(&self.dir.join(META_FILE), text.as_bytes())?;
-        Ok(Written {
-            bytes: self.bytes + text.len() as u64,
-            per_class: self.per_class,
-            meta: self.meta,
-        })
+        Ok(Written { bytes: self.bytes + text.len() as u64, per_class: self.per_class, meta: self.meta })
     }
 
     /// What has been declared and written so far.

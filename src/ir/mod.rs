@@ -68,12 +68,7 @@ impl Graph {
     }
 
     pub fn add(&mut self, op: Op, path: impl Into<String>, span: Option<Span>, operands: &[NodeId]) -> NodeId {
-        let id = self.g.add_node(Node {
-            op,
-            path: path.into(),
-            span,
-            ty: None,
-        });
+        let id = self.g.add_node(Node { op, path: path.into(), span, ty: None });
         for (slot, o) in operands.iter().enumerate() {
             self.g.add_edge(o.ix(), id, Edge { slot: slot as u32 });
         }
@@ -133,11 +128,7 @@ impl Graph {
 
     /// Operand slots as stored (for the verifier).
     pub fn operand_slots(&self, id: NodeId) -> Vec<u32> {
-        let mut v: Vec<u32> = self
-            .g
-            .edges_directed(id.ix(), Direction::Incoming)
-            .map(|e| e.weight().slot)
-            .collect();
+        let mut v: Vec<u32> = self.g.edges_directed(id.ix(), Direction::Incoming).map(|e| e.weight().slot).collect();
         v.sort();
         v
     }
@@ -231,18 +222,12 @@ impl Graph {
 
     /// Output nodes in id order.
     pub fn outputs(&self) -> Vec<NodeId> {
-        self.ids()
-            .into_iter()
-            .filter(|&i| matches!(self.node(i).op, Op::Output { .. }))
-            .collect()
+        self.ids().into_iter().filter(|&i| matches!(self.node(i).op, Op::Output { .. })).collect()
     }
 
     /// Input nodes in id order.
     pub fn inputs(&self) -> Vec<NodeId> {
-        self.ids()
-            .into_iter()
-            .filter(|&i| matches!(self.node(i).op, Op::Input { .. }))
-            .collect()
+        self.ids().into_iter().filter(|&i| matches!(self.node(i).op, Op::Input { .. })).collect()
     }
 
     /// Total parameter elements.

@@ -12,9 +12,16 @@ use serde::Serialize;
 pub enum Op {
     /// A model input. `optional` inputs may be absent at run time; with
     /// `default_zeros` an absent one is replaced by zeros.
-    Input { name: String, ty: TensorType, optional: bool, default_zeros: bool },
+    Input {
+        name: String,
+        ty: TensorType,
+        optional: bool,
+        default_zeros: bool,
+    },
     /// A named model output; operand 0 is its value.
-    Output { name: String },
+    Output {
+        name: String,
+    },
     Parameter(ParamInfo),
     /// The input of an instance built without a call (an auxiliary model whose
     /// weights are borrowed): everything computed from it is dead.
@@ -22,36 +29,60 @@ pub enum Op {
     /// `x @ w.T (+ b)`: x `[.., in]`, w `[out, in]`, b `[out]`.
     Linear,
     /// Channels split into `groups`, one linear per group: w `[out, in/groups]`.
-    GroupedLinear { groups: i64 },
+    GroupedLinear {
+        groups: i64,
+    },
     /// x `[B, C, H, W]`, w `[O, C, kh, kw]`, b `[O]`.
-    Conv2d { stride: [i64; 2] },
+    Conv2d {
+        stride: [i64; 2],
+    },
     /// x `[B, C, T, H, W]`, w `[O, C, kt, kh, kw]`, b `[O]`.
-    Conv3d { stride: [i64; 3] },
+    Conv3d {
+        stride: [i64; 3],
+    },
     /// Over the last dim: x, weight, bias.
-    LayerNorm { eps: f64 },
+    LayerNorm {
+        eps: f64,
+    },
     Gelu,
     Relu,
     Tanh,
     /// Scaled dot-product attention over `[B, T, D]` q, k, v with `heads` heads;
     /// an optional key mask `[B, Tk]` (non-zero = attend).
-    Attention { heads: i64 },
+    Attention {
+        heads: i64,
+    },
     /// Elementwise with broadcasting. At run time an absent operand (a missing
     /// optional modality) makes `Add` pass the other operand through.
     Add,
     Mul,
-    Scale { factor: f64 },
+    Scale {
+        factor: f64,
+    },
     /// `0` keeps the input dim, `-1` is inferred.
-    Reshape { dims: Vec<i64> },
-    Permute { perm: Vec<usize> },
+    Reshape {
+        dims: Vec<i64>,
+    },
+    Permute {
+        perm: Vec<usize>,
+    },
     /// Part `index` of `parts` equal parts along `axis`.
-    Split { axis: i64, parts: i64, index: i64 },
+    Split {
+        axis: i64,
+        parts: i64,
+        index: i64,
+    },
     /// Along `axis`; size-1 leading dims broadcast (a `[1, 1, D]` class token
     /// against `[B, N, D]` patches).
-    Concat { axis: i64 },
+    Concat {
+        axis: i64,
+    },
     /// ids (integer), table `[N, D]`.
     Embedding,
     /// `x[:, index]` of `[B, T, D]`.
-    TokenSelect { index: i64 },
+    TokenSelect {
+        index: i64,
+    },
     /// Mean over dim 1 of `[B, T, D]`.
     MeanTokens,
     /// `[B, T]` ids → `[1, T]` positions `0..T` (i64).
@@ -126,9 +157,7 @@ impl Op {
             Op::Input { ty, .. } => Ok(ty.clone()),
             Op::Parameter(p) => Ok(TensorType::fixed(p.dtype, &p.shape)),
             Op::Unbound => Err("an unbound input has no type".into()),
-            Op::Output { .. } | Op::Gelu | Op::Relu | Op::Tanh | Op::Scale { .. } => {
-                Ok(x.expect("arity").clone())
-            }
+            Op::Output { .. } | Op::Gelu | Op::Relu | Op::Tanh | Op::Scale { .. } => Ok(x.expect("arity").clone()),
             Op::Linear => {
                 let (x, w) = (ins[0], ins[1]);
                 float(x)?;
@@ -138,9 +167,7 @@ impl Op {
                 let (out, inf) = (&w.shape[0], &w.shape[1]);
                 let last = x.dim(-1).ok_or("linear input must have at least 1 dim")?;
                 if !dims_compatible(last, inf) {
-                    return Err(format!(
-                        "linear expects input features {inf}, but the input is {x}"
-                    ));
+                    return Err(format!("linear expects input features {inf}, but the input is {x}"));
                 }
                 if let Some(b) = ins.get(2) {
                     if b.shape != [out.clone()] {
@@ -157,9 +184,7 @@ impl Op {
                 let last = fixed(x.dim(-1).ok_or("grouped linear input must have a dim")?)?;
                 let (out, per) = (fixed(&w.shape[0])?, fixed(&w.shape[1])?);
                 if *groups <= 0 || last % groups != 0 || out % groups != 0 {
-                    return Err(format!(
-                        "{groups} groups must divide both {last} input and {out} output features"
-                    ));
+                    return Err(format!("{groups} groups must divide both {last} input and {out} output features"));
                 }
                 if per != last / groups {
                     return Err(format!(
@@ -209,15 +234,11 @@ impl Op {
                         return Err(format!("attention mask must be [batch, keys], got {m}"));
                     }
                 }
-                Ok(TensorType::new(
-                    q.dtype,
-                    vec![q.shape[0].clone(), q.shape[1].clone(), v.shape[2].clone()],
-                ))
+                Ok(TensorType::new(q.dtype, vec![q.shape[0].clone(), q.shape[1].clone(), v.shape[2].clone()]))
             }
             Op::Add | Op::Mul => {
                 let (a, b) = (ins[0], ins[1]);
-                let shape = broadcast(&a.shape, &b.shape)
-                    .ok_or_else(|| format!("cannot broadcast {a} with {b}"))?;
+                let shape = broadcast(&a.shape, &b.shape).ok_or_else(|| format!("cannot broadcast {a} with {b}"))?;
                 if a.dtype != b.dtype {
                     return Err(format!("operands differ in dtype: {a} and {b}"));
                 }
@@ -415,9 +436,7 @@ fn conv(ins: &[&TensorType], stride: &[i64]) -> Result<TensorType, String> {
             return Err(format!("kernel {k} with stride {s} does not fit size {n} of {x}"));
         }
         if (n - k) % s != 0 {
-            return Err(format!(
-                "size {n} of {x} is not a whole number of patches of {k} with stride {s}"
-            ));
+            return Err(format!("size {n} of {x} is not a whole number of patches of {k} with stride {s}"));
         }
         shape.push(Dim::Fixed((n - k) / s + 1));
     }

@@ -10,11 +10,19 @@ use std::fmt;
 pub enum Init {
     Zeros,
     Ones,
-    Constant { value: f64 },
-    Normal { std: f64 },
-    TruncNormal { std: f64 },
+    Constant {
+        value: f64,
+    },
+    Normal {
+        std: f64,
+    },
+    TruncNormal {
+        std: f64,
+    },
     /// `U(-bound, bound)`; PyTorch's `nn.Linear` default is `bound = 1/sqrt(fan_in)`.
-    Uniform { bound: f64 },
+    Uniform {
+        bound: f64,
+    },
 }
 
 impl fmt::Display for Init {
@@ -34,15 +42,31 @@ impl fmt::Display for Init {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum FoldExpr {
-    Param { param: Box<ParamInfo> },
-    Add { a: Box<FoldExpr>, b: Box<FoldExpr> },
+    Param {
+        param: Box<ParamInfo>,
+    },
+    Add {
+        a: Box<FoldExpr>,
+        b: Box<FoldExpr>,
+    },
     /// Elementwise with broadcasting (λ · W′).
-    Mul { a: Box<FoldExpr>, b: Box<FoldExpr> },
-    Scale { a: Box<FoldExpr>, factor: f64 },
+    Mul {
+        a: Box<FoldExpr>,
+        b: Box<FoldExpr>,
+    },
+    Scale {
+        a: Box<FoldExpr>,
+        factor: f64,
+    },
     /// Matrix product; a 1-d right operand is a vector.
-    MatMul { a: Box<FoldExpr>, b: Box<FoldExpr> },
+    MatMul {
+        a: Box<FoldExpr>,
+        b: Box<FoldExpr>,
+    },
     /// The identity matrix of size n.
-    Eye { n: i64 },
+    Eye {
+        n: i64,
+    },
 }
 
 impl FoldExpr {
@@ -84,9 +108,16 @@ impl fmt::Display for FoldExpr {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ParamSource {
     /// A key of the file bound to `binding` (keys are relative to the bound instance).
-    Weights { binding: String, key: String },
-    Init { init: Init },
-    Folded { expr: Box<FoldExpr> },
+    Weights {
+        binding: String,
+        key: String,
+    },
+    Init {
+        init: Init,
+    },
+    Folded {
+        expr: Box<FoldExpr>,
+    },
 }
 
 /// A parameter node's payload.

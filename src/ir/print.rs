@@ -102,14 +102,7 @@ pub fn to_text(g: &Graph, header: &str) -> String {
                 let _ = writeln!(s, "%{i} = param {} : {ty} {train} {src}", p.path);
             }
             op => {
-                let _ = writeln!(
-                    s,
-                    "%{i} = {}{}({}) : {ty}  @{}",
-                    op.name(),
-                    attrs(op),
-                    ops.join(", "),
-                    n.path
-                );
+                let _ = writeln!(s, "%{i} = {}{}({}) : {ty}  @{}", op.name(), attrs(op), ops.join(", "), n.path);
             }
         }
     }
@@ -158,11 +151,7 @@ pub fn to_dot(g: &Graph, name: &str) -> String {
         let (label, style) = match &n.op {
             Op::Parameter(p) => (
                 format!("{}\\n{ty}", p.path),
-                if p.trainable {
-                    "shape=box, style=filled, fillcolor=\"#ffd27f\""
-                } else {
-                    "shape=box, color=gray"
-                },
+                if p.trainable { "shape=box, style=filled, fillcolor=\"#ffd27f\"" } else { "shape=box, color=gray" },
             ),
             Op::Input { name, .. } => (format!("input {name}\\n{ty}"), "shape=invhouse"),
             Op::Output { name } => (format!("output {name}\\n{ty}"), "shape=house"),

@@ -92,10 +92,7 @@ impl TensorType {
     }
 
     pub fn fixed(dtype: DType, dims: &[i64]) -> TensorType {
-        TensorType {
-            dtype,
-            shape: dims.iter().map(|&d| Dim::Fixed(d)).collect(),
-        }
+        TensorType { dtype, shape: dims.iter().map(|&d| Dim::Fixed(d)).collect() }
     }
 
     pub fn rank(&self) -> usize {

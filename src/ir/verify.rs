@@ -37,11 +37,7 @@ impl std::error::Error for VerifyError {}
 
 /// Check the graph. `pass` names the pass that just ran, for the report.
 pub fn verify(g: &Graph, pass: &str, stage: Stage) -> Result<(), VerifyError> {
-    let err = |node: Option<NodeId>, message: String| VerifyError {
-        pass: pass.to_string(),
-        node,
-        message,
-    };
+    let err = |node: Option<NodeId>, message: String| VerifyError { pass: pass.to_string(), node, message };
     let order = g.topo_order().ok_or_else(|| err(None, "the graph has a cycle".into()))?;
     let mut paths = HashSet::new();
     let mut output_names = HashSet::new();
@@ -94,9 +90,7 @@ pub fn verify(g: &Graph, pass: &str, stage: Stage) -> Result<(), VerifyError> {
             let ins = ins.ok_or_else(|| err(Some(id), "an operand has no type".into()))?;
             match node.op.infer(&ins) {
                 Ok(t) if t == *ty => {}
-                Ok(t) => {
-                    return Err(err(Some(id), format!("type {ty} disagrees with the shape rule's {t}")))
-                }
+                Ok(t) => return Err(err(Some(id), format!("type {ty} disagrees with the shape rule's {t}"))),
                 Err(e) => return Err(err(Some(id), format!("shape rule fails: {e}"))),
             }
         }
@@ -106,11 +100,7 @@ pub fn verify(g: &Graph, pass: &str, stage: Stage) -> Result<(), VerifyError> {
 
 /// Architecture invariant 2: the trainable set equals what the training rules name.
 pub fn verify_trainable(g: &Graph, expected: &HashSet<String>, pass: &str) -> Result<(), VerifyError> {
-    let actual: HashSet<String> = g
-        .params()
-        .filter(|(_, p)| p.trainable)
-        .map(|(_, p)| p.path.clone())
-        .collect();
+    let actual: HashSet<String> = g.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
     if &actual != expected {
         let mut extra: Vec<_> = actual.difference(expected).cloned().collect();
         let mut missing: Vec<_> = expected.difference(&actual).cloned().collect();

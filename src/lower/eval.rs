@@ -123,9 +123,14 @@ impl Builder {
                 match (op, v) {
                     (UnOp::Neg, Value::Int(i)) => i.checked_neg().map(Value::Int).ok_or_else(|| self.overflow(e.span)),
                     (UnOp::Neg, Value::Float(f)) => Ok(Value::Float(-f)),
-                    (UnOp::Neg, Value::Tensor(t)) => Ok(Value::Tensor(self.node(Op::Scale { factor: -1.0 }, path, e.span, &[t])?)),
+                    (UnOp::Neg, Value::Tensor(t)) => {
+                        Ok(Value::Tensor(self.node(Op::Scale { factor: -1.0 }, path, e.span, &[t])?))
+                    }
                     (UnOp::Not, Value::Bool(b)) => Ok(Value::Bool(!b)),
-                    (op, v) => Err(self.type_error(e.span, &format!("`{}` cannot apply to {}", if *op == UnOp::Neg { "-" } else { "not" }, v.a_kind()))),
+                    (op, v) => Err(self.type_error(
+                        e.span,
+                        &format!("`{}` cannot apply to {}", if *op == UnOp::Neg { "-" } else { "not" }, v.a_kind()),
+                    )),
                 }
             }
             ExprKind::Binary(op, a, b) => {
@@ -154,11 +159,8 @@ impl Builder {
                 format!("did you mean {}?", near.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or "))
             }
         };
-        Err(self.error(
-            Diagnostic::error("E0305", format!("unknown name `{n}`"))
-                .at(span, "not defined here")
-                .hint(hint),
-        ))
+        Err(self
+            .error(Diagnostic::error("E0305", format!("unknown name `{n}`")).at(span, "not defined here").hint(hint)))
     }
 
     /// `a.b.c` → the site at that path below instance `a`.
@@ -221,7 +223,11 @@ impl Builder {
     }
 
     fn type_error(&mut self, span: Span, msg: &str) -> Reported {
-        self.error(Diagnostic::error("E0309", "type mismatch").at(span, msg).hint("configuration values are int, float, bool, str or list; tensors come from inputs and instances"))
+        self.error(
+            Diagnostic::error("E0309", "type mismatch")
+                .at(span, msg)
+                .hint("configuration values are int, float, bool, str or list; tensors come from inputs and instances"),
+        )
     }
 
     fn binary(&mut self, op: BinOp, x: Value, y: Value, span: Span, path: &str) -> R<Value> {
@@ -234,8 +240,12 @@ impl Builder {
         match (op, &x, &y) {
             (BinOp::And, Bool(a), Bool(b)) => return Ok(Bool(*a && *b)),
             (BinOp::Or, Bool(a), Bool(b)) => return Ok(Bool(*a || *b)),
-            (BinOp::Eq, a, b) if !matches!(a, Tensor(_)) => return Ok(Bool(a == b || (fl(a).is_some() && fl(a) == fl(b)))),
-            (BinOp::Ne, a, b) if !matches!(a, Tensor(_)) => return Ok(Bool(!(a == b || (fl(a).is_some() && fl(a) == fl(b))))),
+            (BinOp::Eq, a, b) if !matches!(a, Tensor(_)) => {
+                return Ok(Bool(a == b || (fl(a).is_some() && fl(a) == fl(b))))
+            }
+            (BinOp::Ne, a, b) if !matches!(a, Tensor(_)) => {
+                return Ok(Bool(!(a == b || (fl(a).is_some() && fl(a) == fl(b)))))
+            }
             _ => {}
         }
         // Tensors.
@@ -257,7 +267,9 @@ impl Builder {
                 return Ok(Tensor(self.node(Op::Scale { factor }, path, span, &[*t])?));
             }
             (_, Tensor(_), _) | (_, _, Tensor(_)) | (_, Absent, _) | (_, _, Absent) => {
-                return Err(self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind())))
+                return Err(
+                    self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind()))
+                )
             }
             _ => {}
         }
@@ -286,7 +298,9 @@ impl Builder {
             return r.map(Int).ok_or_else(|| self.overflow(span));
         }
         let (Some(a), Some(b)) = (fl(&x), fl(&y)) else {
-            return Err(self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind())));
+            return Err(
+                self.type_error(span, &format!("this operator cannot combine {} and {}", x.a_kind(), y.a_kind()))
+            );
         };
         let r = match op {
             BinOp::Add => a + b,
@@ -354,7 +368,10 @@ impl Builder {
                 .hint(if near.is_empty() {
                     "modules come from this file or a `use` (std.vit, std.bert, std.adapters, std.encoders)".to_string()
                 } else {
-                    format!("did you mean {}? (and is it imported with `use`?)", near.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or "))
+                    format!(
+                        "did you mean {}? (and is it imported with `use`?)",
+                        near.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or ")
+                    )
                 }),
         ))
     }

@@ -19,7 +19,10 @@ fn bind(b: &mut Builder, what: &str, args: Vec<ArgVal>, sig: &[(&str, Option<Val
                     return Err(b.error(
                         Diagnostic::error("E0401", format!("too many arguments to `{what}`"))
                             .at(a.span, format!("`{what}` takes {} argument(s)", sig.len()))
-                            .hint(format!("`{what}` takes ({})", sig.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))),
+                            .hint(format!(
+                                "`{what}` takes ({})",
+                                sig.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            )),
                     ));
                 }
                 pos += 1;
@@ -33,7 +36,10 @@ fn bind(b: &mut Builder, what: &str, args: Vec<ArgVal>, sig: &[(&str, Option<Val
                         Diagnostic::error("E0402", format!("`{what}` has no parameter `{n}`"))
                             .at(*nspan, "unknown parameter")
                             .hint(if near.is_empty() {
-                                format!("`{what}` takes ({})", sig.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+                                format!(
+                                    "`{what}` takes ({})",
+                                    sig.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                                )
                             } else {
                                 format!("did you mean `{}`?", near[0])
                             }),
@@ -190,7 +196,8 @@ impl Builder {
                 let env = Env::default();
                 let mut preset = self.eval_args(&alias.args, &env, path)?;
                 // Caller's arguments override the alias's presets.
-                preset.retain(|p| !config.iter().any(|c| c.name.as_ref().map(|n| &n.0) == p.name.as_ref().map(|n| &n.0)));
+                preset
+                    .retain(|p| !config.iter().any(|c| c.name.as_ref().map(|n| &n.0) == p.name.as_ref().map(|n| &n.0)));
                 preset.extend(config);
                 self.stack.push((callee.to_string(), alias.name.span));
                 let r = self.instance(&alias.target.name, alias.target.span, preset, inputs, path, span);
@@ -214,9 +221,13 @@ impl Builder {
                     Diagnostic::error("E0313", format!("unknown module `{callee}`"))
                         .at(callee_span, "not defined")
                         .hint(if near.is_empty() {
-                            "modules come from this file or a `use` (std.vit, std.bert, std.adapters, std.encoders)".to_string()
+                            "modules come from this file or a `use` (std.vit, std.bert, std.adapters, std.encoders)"
+                                .to_string()
                         } else {
-                            format!("did you mean {}? (and is it imported with `use`?)", near.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or "))
+                            format!(
+                                "did you mean {}? (and is it imported with `use`?)",
+                                near.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(" or ")
+                            )
                         }),
                 ));
             }
@@ -248,7 +259,10 @@ impl Builder {
                             Diagnostic::error("E0401", format!("too many arguments to `{what}`"))
                                 .at(a.span, format!("`{what}` takes {} parameter(s)", m.params.len()))
                                 .also(m.name.span, "defined here")
-                                .hint(format!("`{what}` takes ({})", m.params.iter().map(|p| p.name.name.clone()).collect::<Vec<_>>().join(", "))),
+                                .hint(format!(
+                                    "`{what}` takes ({})",
+                                    m.params.iter().map(|p| p.name.name.clone()).collect::<Vec<_>>().join(", ")
+                                )),
                         ));
                     }
                     pos += 1;
@@ -263,7 +277,10 @@ impl Builder {
                                 .at(*nspan, "unknown parameter")
                                 .also(m.name.span, format!("`{what}` is defined here"))
                                 .hint(if near.is_empty() {
-                                    format!("`{what}` takes ({})", m.params.iter().map(|p| p.name.name.clone()).collect::<Vec<_>>().join(", "))
+                                    format!(
+                                        "`{what}` takes ({})",
+                                        m.params.iter().map(|p| p.name.name.clone()).collect::<Vec<_>>().join(", ")
+                                    )
                                 } else {
                                     format!("did you mean `{}`?", near[0])
                                 }),
@@ -304,10 +321,22 @@ impl Builder {
                 (ParamTy::Float, Value::Int(i)) => Value::Float(i as f64),
                 (ty, v) => {
                     return Err(self.error(
-                        Diagnostic::error("E0410", format!("`{}` of `{what}` must be {} {}", p.name.name, if ty == ParamTy::Int { "an" } else { "a" }, ty.name()))
-                            .at(vspan, format!("got {}", v.a_kind()))
-                            .also(p.name.span, "declared here")
-                            .hint(if ty == ParamTy::Int { "use int(x) to convert".to_string() } else { format!("pass a {}", ty.name()) }),
+                        Diagnostic::error(
+                            "E0410",
+                            format!(
+                                "`{}` of `{what}` must be {} {}",
+                                p.name.name,
+                                if ty == ParamTy::Int { "an" } else { "a" },
+                                ty.name()
+                            ),
+                        )
+                        .at(vspan, format!("got {}", v.a_kind()))
+                        .also(p.name.span, "declared here")
+                        .hint(if ty == ParamTy::Int {
+                            "use int(x) to convert".to_string()
+                        } else {
+                            format!("pass a {}", ty.name())
+                        }),
                     ))
                 }
             };
@@ -336,7 +365,10 @@ impl Builder {
                         return Err(self.error(
                             Diagnostic::error("E0411", format!("`{what}` has no input `{n}`"))
                                 .at(*nspan, "unknown input")
-                                .hint(format!("`{what}` takes inputs ({})", ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", "))),
+                                .hint(format!(
+                                    "`{what}` takes inputs ({})",
+                                    ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", ")
+                                )),
                         ))
                     }
                 },
@@ -346,7 +378,10 @@ impl Builder {
                     Diagnostic::error("E0412", format!("`{what}` takes {} input(s), got more", ins.len()))
                         .at(a.span, "extra input")
                         .also(m.name.span, "defined here")
-                        .hint(format!("`{what}` takes inputs ({})", ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", "))),
+                        .hint(format!(
+                            "`{what}` takes inputs ({})",
+                            ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", ")
+                        )),
                 ));
             }
             if !matches!(a.value, Value::Tensor(_) | Value::Absent) {
@@ -367,7 +402,10 @@ impl Builder {
                         Diagnostic::error("E0412", format!("`{what}` needs input `{}`", name.name))
                             .at(span, "missing input")
                             .also(name.span, "declared here")
-                            .hint(format!("pass inputs in the second list: `{what}(...)({})`", ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", "))),
+                            .hint(format!(
+                                "pass inputs in the second list: `{what}(...)({})`",
+                                ins.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", ")
+                            )),
                     ))
                 }
             };
@@ -479,7 +517,13 @@ impl Builder {
                     let args = self.eval_args(inputs, env, path)?;
                     let v = self.param_stmt(args, path, e.span)?;
                     if let Value::Tensor(t) = v {
-                        self.add_site(Site { path: path.to_string(), kind: SiteKind::Primitive("param".into()), input: None, output: t, span: e.span })?;
+                        self.add_site(Site {
+                            path: path.to_string(),
+                            kind: SiteKind::Primitive("param".into()),
+                            input: None,
+                            output: t,
+                            span: e.span,
+                        })?;
                     }
                     return Ok(v);
                 }
@@ -573,9 +617,9 @@ impl Builder {
             Value::Str(s) if s == "default" => Init::Uniform { bound },
             other => {
                 return Err(self.error(
-                    Diagnostic::error("E0417", "unknown init rule")
-                        .at(span, format!("init {other:?}"))
-                        .hint("init is one of \"default\", \"zeros\", \"ones\", \"normal\", \"trunc_normal\", \"constant\""),
+                    Diagnostic::error("E0417", "unknown init rule").at(span, format!("init {other:?}")).hint(
+                        "init is one of \"default\", \"zeros\", \"ones\", \"normal\", \"trunc_normal\", \"constant\"",
+                    ),
                 ))
             }
         })
@@ -594,10 +638,31 @@ impl Builder {
         let f02 = Some(Value::Float(0.02));
         let f0 = Some(Value::Float(0.0));
         let sig: Vec<(&str, Option<Value>)> = match prim {
-            "linear" => vec![("in_features", None), ("out_features", None), ("bias", t), ("init", s("default")), ("std", f02), ("value", f0)],
-            "grouped_linear" => vec![("in_features", None), ("out_features", None), ("groups", None), ("bias", t), ("init", s("default")), ("std", f02), ("value", f0)],
+            "linear" => vec![
+                ("in_features", None),
+                ("out_features", None),
+                ("bias", t),
+                ("init", s("default")),
+                ("std", f02),
+                ("value", f0),
+            ],
+            "grouped_linear" => vec![
+                ("in_features", None),
+                ("out_features", None),
+                ("groups", None),
+                ("bias", t),
+                ("init", s("default")),
+                ("std", f02),
+                ("value", f0),
+            ],
             "layernorm" => vec![("dim", None), ("eps", Some(Value::Float(1e-5)))],
-            "conv2d" | "conv3d" => vec![("in_channels", None), ("out_channels", None), ("kernel", None), ("stride", Some(Value::Absent)), ("bias", t)],
+            "conv2d" | "conv3d" => vec![
+                ("in_channels", None),
+                ("out_channels", None),
+                ("kernel", None),
+                ("stride", Some(Value::Absent)),
+                ("bias", t),
+            ],
             "embedding" => vec![("num", None), ("dim", None), ("std", Some(Value::Float(1.0)))],
             _ => unreachable!("primitive {prim}"),
         };
@@ -618,7 +683,11 @@ impl Builder {
             "linear" | "grouped_linear" => {
                 let i = self.size_arg(&v[0], "in_features", span)?;
                 let o = self.size_arg(&v[1], "out_features", span)?;
-                let (groups, rest) = if prim == "grouped_linear" { (self.size_arg(&v[2], "groups", span)?, &v[3..]) } else { (1, &v[2..]) };
+                let (groups, rest) = if prim == "grouped_linear" {
+                    (self.size_arg(&v[2], "groups", span)?, &v[3..])
+                } else {
+                    (1, &v[2..])
+                };
                 if i % groups != 0 || o % groups != 0 {
                     return Err(self.error(
                         Diagnostic::error("E0419", format!("{groups} groups do not divide {i} → {o} features"))
@@ -653,7 +722,8 @@ impl Builder {
                 let ci = self.size_arg(&v[0], "in_channels", span)?;
                 let co = self.size_arg(&v[1], "out_channels", span)?;
                 let kernel = self.sizes(&v[2], sp, "kernel", span)?;
-                let stride = if v[3] == Value::Absent { kernel.clone() } else { self.sizes(&v[3], sp, "stride", span)? };
+                let stride =
+                    if v[3] == Value::Absent { kernel.clone() } else { self.sizes(&v[3], sp, "stride", span)? };
                 let mut shape = vec![co, ci];
                 shape.extend(&kernel);
                 let fan_in = (ci * kernel.iter().product::<i64>()) as f64;
@@ -663,7 +733,11 @@ impl Builder {
                 if matches!(v[4], Value::Bool(true)) {
                     ops.push(self.new_param(&bpath, vec![co], init, span)?);
                 }
-                let op = if sp == 2 { Op::Conv2d { stride: [stride[0], stride[1]] } } else { Op::Conv3d { stride: [stride[0], stride[1], stride[2]] } };
+                let op = if sp == 2 {
+                    Op::Conv2d { stride: [stride[0], stride[1]] }
+                } else {
+                    Op::Conv3d { stride: [stride[0], stride[1], stride[2]] }
+                };
                 self.node(op, path, span, &ops)?
             }
             _ => {

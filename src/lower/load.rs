@@ -175,7 +175,9 @@ impl Loader {
                     let parent = canon.parent().map(Path::to_path_buf);
                     // Shown relative to where the importing file was named from.
                     let display = match Path::new(name).parent() {
-                        Some(d) if !d.as_os_str().is_empty() && !name.starts_with('<') => d.join(rel).display().to_string(),
+                        Some(d) if !d.as_os_str().is_empty() && !name.starts_with('<') => {
+                            d.join(rel).display().to_string()
+                        }
                         _ => rel.clone(),
                     };
                     (Key::File(canon), display, text, parent)
@@ -200,15 +202,15 @@ impl Loader {
             }
             let Some(text) = text else {
                 self.diags.push(
-                    Diagnostic::error("E0103", format!("cannot import `{display}`"))
-                        .at(u.span, "file not found")
-                        .hint(match &u.target {
+                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, "file not found").hint(
+                        match &u.target {
                             UseTarget::Std(_) => format!(
                                 "the standard library has {}",
                                 STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
                             ),
                             UseTarget::File(_) => "paths are relative to the importing file".to_string(),
-                        }),
+                        },
+                    ),
                 );
                 continue;
             };
@@ -243,11 +245,8 @@ impl Loader {
         let mut files = std::mem::take(&mut self.files);
         files.reverse();
         for (id, file) in files {
-            let entries = file
-                .modules
-                .into_iter()
-                .map(ModuleEntry::Decl)
-                .chain(file.aliases.into_iter().map(ModuleEntry::Alias));
+            let entries =
+                file.modules.into_iter().map(ModuleEntry::Decl).chain(file.aliases.into_iter().map(ModuleEntry::Alias));
             for m in entries {
                 let (name, span) = match &m {
                     ModuleEntry::Decl(d) => (d.name.name.clone(), d.name.span),
@@ -308,12 +307,6 @@ impl Loader {
         if self.diags.has_errors() {
             return Err((self.sources, self.diags));
         }
-        Ok(Program {
-            sources: self.sources,
-            modules,
-            models,
-            root_model,
-            root,
-        })
+        Ok(Program { sources: self.sources, modules, models, root_model, root })
     }
 }

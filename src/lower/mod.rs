@@ -196,9 +196,12 @@ impl Builder {
         let depth = site.path.split('.').count();
         if depth > limits::MAX_PATH_DEPTH {
             return Err(self.error(
-                Diagnostic::error("E0202", format!("instance path {depth} levels deep; the limit is {}", limits::MAX_PATH_DEPTH))
-                    .at(site.span, "too deep here")
-                    .hint("adapters placed inside adapters nest their paths: place them at the backbone's sites"),
+                Diagnostic::error(
+                    "E0202",
+                    format!("instance path {depth} levels deep; the limit is {}", limits::MAX_PATH_DEPTH),
+                )
+                .at(site.span, "too deep here")
+                .hint("adapters placed inside adapters nest their paths: place them at the backbone's sites"),
             ));
         }
         if let Some(prev) = self.sites.get(&site.path) {

@@ -4,8 +4,8 @@
 use super::eval::Env;
 use super::{Builder, Component, Lowered, Program, Reported, Value};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::source::SourceMap;
 use crate::ir::{DType, Dim, Op, TensorType};
+use crate::source::SourceMap;
 use crate::syntax::ast::{ComponentKind, Expr, ExprKind, ModelDecl, ModelItem, Trainability};
 use std::collections::{BTreeMap, HashMap};
 
@@ -140,7 +140,12 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
                 false
             }
         };
-        let op = Op::Input { name: inp.name.name.clone(), ty: TensorType::new(dtype, shape), optional: inp.optional, default_zeros };
+        let op = Op::Input {
+            name: inp.name.name.clone(),
+            ty: TensorType::new(dtype, shape),
+            optional: inp.optional,
+            default_zeros,
+        };
         if let Ok(id) = b.node(op, &inp.name.name, inp.span, &[]) {
             env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));
             lw.inputs.push((inp.name.name.clone(), inp.span));
@@ -240,7 +245,9 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             Diagnostic::error("E0508", format!("`weights {name}` binds nothing"))
                 .at(span, "no backbone, encoder, head or adapter has this name")
                 .hint(match near.first() {
-                    Some(n) => format!("did you mean `{n}`? weights bind to a declared backbone, encoder, head or adapter"),
+                    Some(n) => {
+                        format!("did you mean `{n}`? weights bind to a declared backbone, encoder, head or adapter")
+                    }
                     None => "bind weights to a declared backbone, encoder, head or adapter".to_string(),
                 }),
         );

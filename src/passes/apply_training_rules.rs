@@ -16,7 +16,8 @@ use crate::syntax::ast::{SegName, SelStep, Trainability};
 use std::collections::{HashMap, HashSet};
 
 pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowed>) -> HashSet<String> {
-    let params: Vec<(String, String)> = lw.b.graph.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
+    let params: Vec<(String, String)> =
+        lw.b.graph.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
     // Components that must not train, with why.
     let mut frozen: HashMap<String, &'static str> = HashMap::new();
     for c in &lw.components {
@@ -132,7 +133,8 @@ model m {{
         );
         let mut lw = lowered(&src);
         let expected = super::apply_training_rules(&mut lw, &Default::default());
-        let mut v: Vec<String> = lw.b.graph.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
+        let mut v: Vec<String> =
+            lw.b.graph.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
         v.sort();
         let mut e: Vec<String> = expected.into_iter().collect();
         e.sort();

@@ -68,11 +68,10 @@ fn options(lw: &mut Lowered, p: &PathwayDecl) -> Option<(f64, bool)> {
             _ => false,
         };
         if !ok {
-            lw.b.diags.push(
-                Diagnostic::error("E0901", "bad argument to `reparam`")
-                    .at(a.value.span, "not understood")
-                    .hint("reparam takes `lambda: NUMBER` (initial λ, default 0) and `aux: trainable|frozen` (default trainable)"),
-            );
+            lw.b.diags
+                .push(Diagnostic::error("E0901", "bad argument to `reparam`").at(a.value.span, "not understood").hint(
+                "reparam takes `lambda: NUMBER` (initial λ, default 0) and `aux: trainable|frozen` (default trainable)",
+            ));
             return None;
         }
     }
@@ -96,9 +95,16 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
         if m.is_empty() {
             let near = universe.suggest(sel, 3);
             lw.b.diags.push(
-                Diagnostic::error("E0701", format!("pathway `{}`: `{what}` selector `{sel}` matches nothing", p.name.name))
-                    .at(sel.span, "no site has this path")
-                    .hint(if near.is_empty() { "`graft select SPEC PATTERN` lists what a pattern matches".to_string() } else { format!("nearest existing paths: {}", near.join(", ")) }),
+                Diagnostic::error(
+                    "E0701",
+                    format!("pathway `{}`: `{what}` selector `{sel}` matches nothing", p.name.name),
+                )
+                .at(sel.span, "no site has this path")
+                .hint(if near.is_empty() {
+                    "`graft select SPEC PATTERN` lists what a pattern matches".to_string()
+                } else {
+                    format!("nearest existing paths: {}", near.join(", "))
+                }),
             );
             return None;
         }
@@ -153,10 +159,13 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
         };
         if sa != st {
             lw.b.diags.push(
-                Diagnostic::error("E0906", format!("pathway `{}`: `{src}` weight {sa:?} does not fit `{dst}` weight {st:?}", p.name.name))
-                    .at(p.from.span, format!("{sa:?}"))
-                    .also(p.into.span, format!("{st:?}"))
-                    .hint("W + λ·W′ needs the auxiliary model to have the target's widths"),
+                Diagnostic::error(
+                    "E0906",
+                    format!("pathway `{}`: `{src}` weight {sa:?} does not fit `{dst}` weight {st:?}", p.name.name),
+                )
+                .at(p.from.span, format!("{sa:?}"))
+                .also(p.into.span, format!("{st:?}"))
+                .hint("W + λ·W′ needs the auxiliary model to have the target's widths"),
             );
             return None;
         }

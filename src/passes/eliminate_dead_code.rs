@@ -30,7 +30,12 @@ mod tests {
     fn keeps_what_outputs_need_and_all_inputs() {
         let mut g = Graph::new();
         let ty = TensorType::fixed(DType::F32, &[2, 3]);
-        let x = g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
+        let x = g.add(
+            Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false },
+            "x",
+            None,
+            &[],
+        );
         let y = g.add(Op::Input { name: "y".into(), ty, optional: true, default_zeros: false }, "y", None, &[]);
         let r = g.add(Op::Relu, "a", None, &[x]);
         let dead = g.add(Op::Gelu, "b", None, &[y]);

@@ -234,7 +234,12 @@ fn fold_params(g: &mut Graph) -> bool {
                 let user = g.node(u);
                 let weighted = matches!(
                     user.op,
-                    Op::Linear | Op::GroupedLinear { .. } | Op::Conv2d { .. } | Op::Conv3d { .. } | Op::LayerNorm { .. } | Op::Embedding
+                    Op::Linear
+                        | Op::GroupedLinear { .. }
+                        | Op::Conv2d { .. }
+                        | Op::Conv3d { .. }
+                        | Op::LayerNorm { .. }
+                        | Op::Embedding
                 );
                 (weighted && slot >= 1).then(|| format!("{}.{}", user.path, if slot == 1 { "weight" } else { "bias" }))
             })

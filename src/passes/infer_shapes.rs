@@ -31,8 +31,9 @@ pub fn infer_shapes(g: &mut Graph) -> Vec<(NodeId, Diagnostic)> {
             Err(msg) => {
                 let node = g.node(id);
                 let operands = ins.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
-                let mut d = Diagnostic::error("E0601", format!("shape mismatch in `{}` at `{}`", node.op.name(), node.path))
-                    .hint(format!("operands are {operands}; check the sizes passed to this instance"));
+                let mut d =
+                    Diagnostic::error("E0601", format!("shape mismatch in `{}` at `{}`", node.op.name(), node.path))
+                        .hint(format!("operands are {operands}; check the sizes passed to this instance"));
                 if let Some(span) = node.span {
                     d = d.at(span, msg);
                 } else {

@@ -50,10 +50,13 @@ pub fn insert_adapters(lw: &mut Lowered) {
         let binding = lw.adapter_weights.contains_key(&a.name.name).then(|| a.name.name.clone());
         for site_path in sites {
             if let Some((other, span)) = taken.get(&(site_path.clone(), a.placement)) {
-                let d = Diagnostic::error("E0702", format!("adapters `{}` and `{other}` collide at `{site_path}`", a.name.name))
-                    .at(a.at.span, format!("`{}` here", a.placement.name()))
-                    .also(*span, format!("`{other}` is already `{}` here", a.placement.name()))
-                    .hint("merge them into one adapter module, or place one of them differently");
+                let d = Diagnostic::error(
+                    "E0702",
+                    format!("adapters `{}` and `{other}` collide at `{site_path}`", a.name.name),
+                )
+                .at(a.at.span, format!("`{}` here", a.placement.name()))
+                .also(*span, format!("`{other}` is already `{}` here", a.placement.name()))
+                .hint("merge them into one adapter module, or place one of them differently");
                 lw.b.diags.push(d);
                 break;
             }
@@ -99,9 +102,8 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
         _ => Vec::new(),
     };
     let args = b.eval_args(&a.args, &lw.env, &path).map_err(|_| ())?;
-    let (inputs, config): (Vec<_>, Vec<_>) = args
-        .into_iter()
-        .partition(|arg| arg.name.as_ref().is_some_and(|(n, _)| extra_ins.contains(n)));
+    let (inputs, config): (Vec<_>, Vec<_>) =
+        args.into_iter().partition(|arg| arg.name.as_ref().is_some_and(|(n, _)| extra_ins.contains(n)));
     let feed = match a.placement {
         Placement::After => site.output,
         Placement::Parallel | Placement::Before => match site.input {

@@ -5,7 +5,8 @@ use crate::passes::infer_shapes::infer_shapes;
 
 /// Lower `src` (a spec that may `use` the standard library) and type it.
 pub fn lowered(src: &str) -> Lowered {
-    let prog = load_str("test.graft", None, src).unwrap_or_else(|(s, d)| panic!("{}", crate::diag::render(&s, &d, false)));
+    let prog =
+        load_str("test.graft", None, src).unwrap_or_else(|(s, d)| panic!("{}", crate::diag::render(&s, &d, false)));
     let mut lw = lower(prog).unwrap_or_else(|(s, d)| panic!("{}", crate::diag::render(&s, &d, false)));
     let errs = infer_shapes(&mut lw.b.graph);
     assert!(errs.is_empty(), "{:?}", errs.iter().map(|e| &e.1.message).collect::<Vec<_>>());

@@ -82,24 +82,10 @@ pub struct Alias {
 
 #[derive(Debug, Clone)]
 pub enum Stmt {
-    In {
-        name: Ident,
-        optional: bool,
-    },
-    Out {
-        value: Expr,
-        span: Span,
-    },
-    If {
-        cond: Expr,
-        then: Vec<Stmt>,
-        otherwise: Vec<Stmt>,
-        span: Span,
-    },
-    Let {
-        name: Ident,
-        value: LetValue,
-    },
+    In { name: Ident, optional: bool },
+    Out { value: Expr, span: Span },
+    If { cond: Expr, then: Vec<Stmt>, otherwise: Vec<Stmt>, span: Span },
+    Let { name: Ident, value: LetValue },
 }
 
 #[derive(Debug, Clone)]

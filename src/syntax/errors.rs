@@ -11,11 +11,7 @@ pub(super) fn check_limits(file: FileId, text: &str) -> Result<(), Diagnostics> 
     if text.len() > MAX_SOURCE_BYTES {
         return Err(Diagnostic::error(
             "E0001",
-            format!(
-                "spec file is {} bytes; the limit is {} bytes",
-                text.len(),
-                MAX_SOURCE_BYTES
-            ),
+            format!("spec file is {} bytes; the limit is {} bytes", text.len(), MAX_SOURCE_BYTES),
         )
         .at(Span::new(file, 0, 0), "file starts here")
         .hint("split the spec into modules and `use` them")
@@ -149,8 +145,19 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::call => "`(`",
         Rule::optional_kw => "`optional`",
         Rule::extends => "`extends`",
-        Rule::or_op | Rule::and_op | Rule::eq | Rule::ne | Rule::lt | Rule::le | Rule::gt | Rule::ge
-        | Rule::add | Rule::sub | Rule::mul | Rule::div | Rule::rem => "an operator",
+        Rule::or_op
+        | Rule::and_op
+        | Rule::eq
+        | Rule::ne
+        | Rule::lt
+        | Rule::le
+        | Rule::gt
+        | Rule::ge
+        | Rule::add
+        | Rule::sub
+        | Rule::mul
+        | Rule::div
+        | Rule::rem => "an operator",
         _ => return None,
     })
 }
@@ -161,18 +168,20 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let end = text[pos..]
-        .char_indices()
-        .nth(1)
-        .map_or(text.len(), |(i, _)| pos + i)
-        .max(pos);
+    let end = text[pos..].char_indices().nth(1).map_or(text.len(), |(i, _)| pos + i).max(pos);
     // The token there: a word, a string's start, or one character.
     let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
     let first = text[pos..].chars().next();
     let found = match first {
         None => "end of file".to_string(),
         Some(c) if word_char(c) || c == '"' => {
-            let w: String = text[pos..].chars().enumerate().take_while(|(i, c)| word_char(*c) || (*i == 0 && *c == '"')).map(|(_, c)| c).take(20).collect();
+            let w: String = text[pos..]
+                .chars()
+                .enumerate()
+                .take_while(|(i, c)| word_char(*c) || (*i == 0 && *c == '"'))
+                .map(|(_, c)| c)
+                .take(20)
+                .collect();
             format!("`{w}`")
         }
         Some(c) => format!("`{c}`"),
@@ -202,7 +211,9 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
         "see the language tour in README.md".to_string()
     };
     let rest = &text[pos..];
-    if let Some(c) = first.filter(|c| !c.is_ascii_alphanumeric() && !c.is_whitespace() && !"()[]{},:=.*+-/%<>!&|\"_".contains(*c)) {
+    if let Some(c) =
+        first.filter(|c| !c.is_ascii_alphanumeric() && !c.is_whitespace() && !"()[]{},:=.*+-/%<>!&|\"_".contains(*c))
+    {
         return Diagnostic::error("E0003", format!("syntax error: unexpected character `{c}`"))
             .at(Span::new(file, pos, end), format!("expected {expected_text}"))
             .hint(format!("`{c}` is not part of the graft language; values are numbers, strings, names and lists"))
@@ -243,10 +254,19 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
     }
     // `backbone vit vit(...)` where `backbone vit = vit(...)` was meant.
     if expected.contains(&"`head`") {
-        let decls = [("backbone", '='), ("encoder", '='), ("head", '='), ("output", '='), ("adapter", '='), ("pathway", '='), ("input", ':')];
+        let decls = [
+            ("backbone", '='),
+            ("encoder", '='),
+            ("head", '='),
+            ("output", '='),
+            ("adapter", '='),
+            ("pathway", '='),
+            ("input", ':'),
+        ];
         let kw: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         if let Some((kw, sep)) = decls.iter().find(|(k, _)| *k == kw) {
-            let name_at = pos + kw.len() + (rest.len() - kw.len() - rest[kw.len()..].trim_start_matches([' ', '\t']).len());
+            let name_at =
+                pos + kw.len() + (rest.len() - kw.len() - rest[kw.len()..].trim_start_matches([' ', '\t']).len());
             let name: String = text[name_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             let next = text[name_at + name.len()..].trim_start_matches([' ', '\t']).chars().next();
             if !name.is_empty() && next != Some(*sep) {
@@ -263,7 +283,9 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
     }
     // `name value` where `name = value` was meant.
     let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-    if expected.contains(&"a statement `name = ...`") && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+    if expected.contains(&"a statement `name = ...`")
+        && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    {
         let after = pos + word.len();
         let next = text[after..].trim_start_matches([' ', '\t']).chars().next();
         if !matches!(next, Some('=' | ':' | '(' | '.' | '[' | '\n' | '\r') | None) {
@@ -282,9 +304,10 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
         let starts_line = text[line_start..pos].trim().is_empty();
         if open < line_start && starts_line && matches!(text.as_bytes()[open], b'(' | b'[') {
             let c = &text[open..open + 1];
-            d = d
-                .also(Span::new(file, open, open + 1), format!("this `{c}` is still open"))
-                .hint(format!("check that every bracket is closed where it should be: is a `{}` missing?", if c == "(" { ")" } else { "]" }));
+            d = d.also(Span::new(file, open, open + 1), format!("this `{c}` is still open")).hint(format!(
+                "check that every bracket is closed where it should be: is a `{}` missing?",
+                if c == "(" { ")" } else { "]" }
+            ));
         }
     }
     d.into()

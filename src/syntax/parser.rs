@@ -44,11 +44,7 @@ fn pratt() -> &'static PrattParser<Rule> {
 pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
     check_limits(file, text)?;
     let pairs = GraftParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
-    let mut b = Builder {
-        file,
-        diags: Diagnostics::default(),
-        depth: 0,
-    };
+    let mut b = Builder { file, diags: Diagnostics::default(), depth: 0 };
     let out = b.file(pairs);
     if b.diags.has_errors() {
         Err(b.diags)
@@ -74,10 +70,7 @@ impl Builder {
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
-        Ident {
-            name: p.as_str().to_string(),
-            span: self.span(&p),
-        }
+        Ident { name: p.as_str().to_string(), span: self.span(&p) }
     }
 
     fn file(&mut self, mut pairs: Pairs<Rule>) -> File {
@@ -118,12 +111,7 @@ impl Builder {
                 _ => {}
             }
         }
-        ModuleDecl {
-            name: name.expect("module name"),
-            params,
-            body,
-            span,
-        }
+        ModuleDecl { name: name.expect("module name"), params, body, span }
     }
 
     fn alias(&mut self, p: Pair<Rule>) -> Alias {
@@ -139,12 +127,7 @@ impl Builder {
         }
         let target = idents.pop().expect("alias target");
         let name = idents.pop().expect("alias name");
-        Alias {
-            name,
-            target,
-            args,
-            span,
-        }
+        Alias { name, target, args, span }
     }
 
     fn param(&mut self, p: Pair<Rule>) -> ParamDecl {
@@ -178,17 +161,11 @@ impl Builder {
                         _ => {}
                     }
                 }
-                Stmt::In {
-                    name: name.expect("in name"),
-                    optional,
-                }
+                Stmt::In { name: name.expect("in name"), optional }
             }
             Rule::out_stmt => {
                 let e = p.into_inner().find(|x| x.as_rule() == Rule::expr).expect("out expr");
-                Stmt::Out {
-                    value: self.expr(e),
-                    span,
-                }
+                Stmt::Out { value: self.expr(e), span }
             }
             Rule::if_stmt => {
                 let mut cond = None;
@@ -203,12 +180,7 @@ impl Builder {
                         _ => {}
                     }
                 }
-                Stmt::If {
-                    cond: cond.expect("if cond"),
-                    then,
-                    otherwise,
-                    span,
-                }
+                Stmt::If { cond: cond.expect("if cond"), then, otherwise, span }
             }
             Rule::let_stmt => {
                 let mut it = p.into_inner();
@@ -259,15 +231,9 @@ impl Builder {
                 let first = it.next().expect("arg");
                 if first.as_rule() == Rule::ident {
                     let value = self.expr(it.next().expect("arg value"));
-                    Arg {
-                        name: Some(self.ident(first)),
-                        value,
-                    }
+                    Arg { name: Some(self.ident(first)), value }
                 } else {
-                    Arg {
-                        name: None,
-                        value: self.expr(first),
-                    }
+                    Arg { name: None, value: self.expr(first) }
                 }
             })
             .collect()
@@ -314,10 +280,7 @@ impl Builder {
             .map_prefix(move |op, rhs| {
                 let span = sp(&op).to(rhs.span);
                 let op = if op.as_rule() == Rule::neg { UnOp::Neg } else { UnOp::Not };
-                Expr {
-                    kind: ExprKind::Unary(op, Box::new(rhs)),
-                    span,
-                }
+                Expr { kind: ExprKind::Unary(op, Box::new(rhs)), span }
             })
             .map_infix(|lhs, op, rhs| {
                 let op = match op.as_rule() {
@@ -336,10 +299,7 @@ impl Builder {
                     _ => BinOp::Rem,
                 };
                 let span = lhs.span.to(rhs.span);
-                Expr {
-                    kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
-                    span,
-                }
+                Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }
             })
             .parse(p.into_inner());
         result
@@ -362,32 +322,16 @@ impl Builder {
             let span = e.span.to(self.span(&post));
             e = match post.as_rule() {
                 Rule::call => {
-                    let args = post
-                        .into_inner()
-                        .next()
-                        .map(|a| self.args(a))
-                        .unwrap_or_default();
-                    Expr {
-                        kind: ExprKind::Call {
-                            callee: Box::new(e),
-                            args,
-                        },
-                        span,
-                    }
+                    let args = post.into_inner().next().map(|a| self.args(a)).unwrap_or_default();
+                    Expr { kind: ExprKind::Call { callee: Box::new(e), args }, span }
                 }
                 Rule::field => {
                     let f = post.into_inner().next().expect("field name");
-                    Expr {
-                        kind: ExprKind::Field(Box::new(e), self.ident(f)),
-                        span,
-                    }
+                    Expr { kind: ExprKind::Field(Box::new(e), self.ident(f)), span }
                 }
                 _ => {
                     let i = post.into_inner().next().expect("index expr");
-                    Expr {
-                        kind: ExprKind::Index(Box::new(e), Box::new(self.expr(i))),
-                        span,
-                    }
+                    Expr { kind: ExprKind::Index(Box::new(e), Box::new(self.expr(i))), span }
                 }
             };
         }
@@ -437,22 +381,12 @@ impl Builder {
         for x in p.into_inner() {
             match x.as_rule() {
                 Rule::ident => name = Some(self.ident(x)),
-                Rule::extends => {
-                    extends = x
-                        .into_inner()
-                        .find(|y| y.as_rule() == Rule::ident)
-                        .map(|y| self.ident(y))
-                }
+                Rule::extends => extends = x.into_inner().find(|y| y.as_rule() == Rule::ident).map(|y| self.ident(y)),
                 Rule::kw_model => {}
                 _ => items.push(self.model_item(x)),
             }
         }
-        ModelDecl {
-            name: name.expect("model name"),
-            extends,
-            items,
-            span,
-        }
+        ModelDecl { name: name.expect("model name"), extends, items, span }
     }
 
     fn trainability(p: &Pair<Rule>) -> Trainability {
@@ -467,11 +401,8 @@ impl Builder {
         let span = self.span(&p);
         let rule = p.as_rule();
         let inner: Vec<Pair<Rule>> = p.into_inner().collect();
-        let idents: Vec<Ident> = inner
-            .iter()
-            .filter(|x| x.as_rule() == Rule::ident)
-            .map(|x| self.ident(x.clone()))
-            .collect();
+        let idents: Vec<Ident> =
+            inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
         let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
         let weights = find(Rule::weights).map(|w| {
             let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
@@ -508,9 +439,7 @@ impl Builder {
                         }
                     }
                 }
-                let default = find(Rule::input_default)
-                    .and_then(|d| d.into_inner().next())
-                    .map(|d| self.ident(d));
+                let default = find(Rule::input_default).and_then(|d| d.into_inner().next()).map(|d| self.ident(d));
                 ModelItem::Input(InputDecl {
                     name: idents[0].clone(),
                     dtype,
@@ -601,9 +530,7 @@ impl Builder {
         let mut steps = Vec::new();
         for step in p.into_inner() {
             match step.as_rule() {
-                Rule::sel_set => {
-                    steps.push(SelStep::Set(step.into_inner().map(|s| self.selector(s)).collect()))
-                }
+                Rule::sel_set => steps.push(SelStep::Set(step.into_inner().map(|s| self.selector(s)).collect())),
                 _ => {
                     let mut it = step.into_inner();
                     let name = it.next().expect("segment name").as_str();
@@ -687,8 +614,5 @@ fn trimmed_len(s: &str) -> usize {
 }
 
 fn string_value(p: Pair<Rule>) -> String {
-    p.into_inner()
-        .next()
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_default()
+    p.into_inner().next().map(|s| s.as_str().to_string()).unwrap_or_default()
 }

@@ -102,7 +102,11 @@ fn measure(spec: &PathBuf, a: &BenchArgs) -> Result<SpecTiming> {
         tch::no_grad(|| -> Result<()> {
             for i in 0..a.warmup + a.iters {
                 let t0 = Instant::now();
-                let outs = exec::run(&plan, &store.tensors, ins.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect())?;
+                let outs = exec::run(
+                    &plan,
+                    &store.tensors,
+                    ins.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect(),
+                )?;
                 if let tch::Device::Cuda(i) = device {
                     tch::Cuda::synchronize(i as i64);
                 }

@@ -30,7 +30,11 @@ pub fn eval(expr: &FoldExpr, leaf: &mut dyn FnMut(&ParamInfo) -> Result<Tensor>)
 
 /// The folded parameter `p`'s value: `expr` in float64, checked against `p`'s shape
 /// and cast to `p`'s dtype.
-pub fn fold_param(p: &ParamInfo, expr: &FoldExpr, leaf: &mut dyn FnMut(&ParamInfo) -> Result<Tensor>) -> Result<Tensor> {
+pub fn fold_param(
+    p: &ParamInfo,
+    expr: &FoldExpr,
+    leaf: &mut dyn FnMut(&ParamInfo) -> Result<Tensor>,
+) -> Result<Tensor> {
     let v = eval(expr, leaf)?;
     if v.size() != p.shape {
         bail!("the expression evaluates to shape {:?}, the parameter is {:?}", v.size(), p.shape);
@@ -72,14 +76,20 @@ mod tests {
         // W + 2·(B @ A)
         let lora = FoldExpr::Add {
             a: leaf("w", &[6, 4]),
-            b: Box::new(FoldExpr::Scale { a: Box::new(FoldExpr::MatMul { a: leaf("b_", &[6, 2]), b: leaf("a_", &[2, 4]) }), factor: 2.0 }),
+            b: Box::new(FoldExpr::Scale {
+                a: Box::new(FoldExpr::MatMul { a: leaf("b_", &[6, 2]), b: leaf("a_", &[2, 4]) }),
+                factor: 2.0,
+            }),
         };
         let got = eval(&lora, &mut get).unwrap();
         let want = d("w") + d("b_").matmul(&d("a_")) * 2.0;
         assert_eq!(got.kind(), Kind::Double);
         assert!(got.allclose(&want, 1e-12, 1e-12, false));
         // W + λ·W′, cast to f32 by fold_param.
-        let m2pt = FoldExpr::Add { a: leaf("w", &[6, 4]), b: Box::new(FoldExpr::Mul { a: leaf("lam", &[1]), b: leaf("aux", &[6, 4]) }) };
+        let m2pt = FoldExpr::Add {
+            a: leaf("w", &[6, 4]),
+            b: Box::new(FoldExpr::Mul { a: leaf("lam", &[1]), b: leaf("aux", &[6, 4]) }),
+        };
         let p = ParamInfo {
             path: "w".into(),
             shape: vec![6, 4],
@@ -93,7 +103,12 @@ mod tests {
         let want = (d("w") + d("lam") * d("aux")).to_kind(Kind::Float);
         assert!(got.equal(&want));
         // Residual fold: (I + B·A2)·W and (I + B·A2)·bias (a vector right operand).
-        let im = || Box::new(FoldExpr::Add { a: Box::new(FoldExpr::Eye { n: 6 }), b: Box::new(FoldExpr::MatMul { a: leaf("b_", &[6, 2]), b: leaf("a2", &[2, 6]) }) });
+        let im = || {
+            Box::new(FoldExpr::Add {
+                a: Box::new(FoldExpr::Eye { n: 6 }),
+                b: Box::new(FoldExpr::MatMul { a: leaf("b_", &[6, 2]), b: leaf("a2", &[2, 6]) }),
+            })
+        };
         let got_w = eval(&FoldExpr::MatMul { a: im(), b: leaf("w", &[6, 4]) }, &mut get).unwrap();
         let got_b = eval(&FoldExpr::MatMul { a: im(), b: leaf("bias", &[6]) }, &mut get).unwrap();
         let m = Tensor::eye(6, (Kind::Double, Device::Cpu)) + d("b_").matmul(&d("a2"));

@@ -20,7 +20,12 @@ pub type Symbols = BTreeMap<String, i64>;
 
 /// Check `given` against the plan's inputs and place them, in plan order, on
 /// `device` with float inputs in `float_kind`.
-pub fn bind(plan: &Plan, given: Vec<(String, Tensor)>, float_kind: Kind, device: Device) -> Result<(Vec<Option<Tensor>>, Symbols)> {
+pub fn bind(
+    plan: &Plan,
+    given: Vec<(String, Tensor)>,
+    float_kind: Kind,
+    device: Device,
+) -> Result<(Vec<Option<Tensor>>, Symbols)> {
     let mut given: BTreeMap<String, Tensor> = given.into_iter().collect();
     let mut problems = Vec::new();
     let declared: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -43,11 +48,21 @@ pub fn bind(plan: &Plan, given: Vec<(String, Tensor)>, float_kind: Kind, device:
         let got = type_text(&kind_name(kind), &shape);
         let declared_kind = kind_of(inp.ty.dtype);
         if kind != declared_kind && !(inp.ty.dtype.is_float() && kind == float_kind) {
-            problems.push(format!("`{}`: expected {want}, given {got} (dtype {} instead of {})", inp.name, kind_name(kind), inp.ty.dtype.name()));
+            problems.push(format!(
+                "`{}`: expected {want}, given {got} (dtype {} instead of {})",
+                inp.name,
+                kind_name(kind),
+                inp.ty.dtype.name()
+            ));
             continue;
         }
         if shape.len() != inp.ty.rank() {
-            problems.push(format!("`{}`: expected {want}, given {got} ({} dims instead of {})", inp.name, shape.len(), inp.ty.rank()));
+            problems.push(format!(
+                "`{}`: expected {want}, given {got} ({} dims instead of {})",
+                inp.name,
+                shape.len(),
+                inp.ty.rank()
+            ));
             continue;
         }
         let mut wrong = Vec::new();
@@ -99,7 +114,9 @@ pub fn concrete(name: &str, ty: &TensorType, syms: &Symbols) -> Result<Vec<i64>>
             Dim::Fixed(n) => Ok(*n),
             Dim::Sym(s) => match syms.get(s) {
                 Some(&n) => Ok(n),
-                None => bail!("input `{name}` ({ty}) is absent and no given input binds `{s}`, so its zeros have no size"),
+                None => {
+                    bail!("input `{name}` ({ty}) is absent and no given input binds `{s}`, so its zeros have no size")
+                }
             },
         })
         .collect()

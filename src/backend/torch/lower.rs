@@ -164,11 +164,18 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
                 if let Some(s) = slot {
                     src.insert(n, Src::Slot(s));
                 }
-                inputs.push(InputSlot { name: name.clone(), ty: ty.clone(), optional: *optional, default_zeros: *default_zeros, slot });
+                inputs.push(InputSlot {
+                    name: name.clone(),
+                    ty: ty.clone(),
+                    optional: *optional,
+                    default_zeros: *default_zeros,
+                    slot,
+                });
             }
             Op::Output { name } => {
                 let o = g.operands(n);
-                let from = *o.first().and_then(|o| src.get(o)).ok_or_else(|| format!("output `{name}` has no operand"))?;
+                let from =
+                    *o.first().and_then(|o| src.get(o)).ok_or_else(|| format!("output `{name}` has no operand"))?;
                 outputs.push(OutputSlot { name: name.clone(), src: from });
             }
             op => {
@@ -246,10 +253,14 @@ mod tests {
         let mut held: HashMap<usize, &str> = HashMap::from([(0, "x")]);
         let reads = [vec!["x"], vec!["a"], vec!["b"], vec!["c", "x"]];
         for (ins, want) in p.instrs.iter().zip(reads) {
-            let got: Vec<&str> = ins.args.iter().filter_map(|a| match a {
-                Src::Slot(s) => Some(held[s]),
-                Src::Param(_) => None,
-            }).collect();
+            let got: Vec<&str> = ins
+                .args
+                .iter()
+                .filter_map(|a| match a {
+                    Src::Slot(s) => Some(held[s]),
+                    Src::Param(_) => None,
+                })
+                .collect();
             assert_eq!(got, want, "{}", ins.path);
             for f in &ins.free {
                 held.remove(f);

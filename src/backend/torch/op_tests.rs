@@ -27,16 +27,18 @@ fn try_op(op: Op, args: &[Option<&Tensor>]) -> anyhow::Result<Tensor> {
             Some(t) => TensorType::fixed(dtype(t.kind()), &t.size()),
             None => TensorType::fixed(DType::F32, &[1]),
         };
-        ids.push(g.add(Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false }, format!("in{i}"), None, &[]));
+        ids.push(g.add(
+            Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false },
+            format!("in{i}"),
+            None,
+            &[],
+        ));
     }
     let n = g.add(op, "op", None, &ids);
     g.add(Op::Output { name: "y".into() }, "y", None, &[n]);
     let plan = lower(&g).unwrap();
-    let ins = plan
-        .inputs
-        .iter()
-        .map(|i| args[i.name[2..].parse::<usize>().unwrap()].map(|t| t.shallow_clone()))
-        .collect();
+    let ins =
+        plan.inputs.iter().map(|i| args[i.name[2..].parse::<usize>().unwrap()].map(|t| t.shallow_clone())).collect();
     let mut out = exec::run(&plan, &[], ins)?;
     Ok(out.remove(0).1)
 }
@@ -236,7 +238,8 @@ fn add_passes_through_data_but_not_parameters_alone() {
     // parameter, not data), so y = x.
     let mut g = Graph::new();
     let ty = TensorType::fixed(DType::F32, &[2, 3]);
-    let x = g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
+    let x =
+        g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
     let ctx = g.add(Op::Input { name: "ctx".into(), ty, optional: true, default_zeros: false }, "ctx", None, &[]);
     let info = ParamInfo {
         path: "pos".into(),
@@ -254,7 +257,18 @@ fn add_passes_through_data_but_not_parameters_alone() {
     let plan = lower(&g).unwrap();
     let params = [Tensor::ones([1, 3], F)];
     let xv = randn(&[2, 3]);
-    let order = |x: Option<Tensor>, c: Option<Tensor>| plan.inputs.iter().map(|i| if i.name == "x" { x.as_ref().map(|t| t.shallow_clone()) } else { c.as_ref().map(|t| t.shallow_clone()) }).collect::<Vec<_>>();
+    let order = |x: Option<Tensor>, c: Option<Tensor>| {
+        plan.inputs
+            .iter()
+            .map(|i| {
+                if i.name == "x" {
+                    x.as_ref().map(|t| t.shallow_clone())
+                } else {
+                    c.as_ref().map(|t| t.shallow_clone())
+                }
+            })
+            .collect::<Vec<_>>()
+    };
     let out = exec::run(&plan, &params, order(Some(xv.shallow_clone()), None)).unwrap();
     close(&out[0].1, &xv);
     let cv = randn(&[2, 3]);

@@ -125,29 +125,31 @@ impl SafeFile {
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafeFile> {
         let total = bytes.len() as u64;
         let n = header_len(&bytes[..bytes.len().min(8)], total).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-        let entries = parse_entries(&bytes[8..8 + n], total - 8 - n as u64).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let entries =
+            parse_entries(&bytes[8..8 + n], total - 8 - n as u64).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(SafeFile { path: path.to_path_buf(), source: Source::Bytes(bytes), data_start: 8 + n, entries })
     }
 
     /// The tensor `name` on the CPU, in the file's dtype.
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let e = self.entries.get(name).ok_or_else(|| anyhow!("{}: no tensor `{name}`", self.path.display()))?;
-        let kind = e
-            .kind()
-            .ok_or_else(|| anyhow!("{}: tensor `{name}` has dtype {}, which LibTorch cannot load", self.path.display(), e.dtype))?;
+        let kind = e.kind().ok_or_else(|| {
+            anyhow!("{}: tensor `{name}` has dtype {}, which LibTorch cannot load", self.path.display(), e.dtype)
+        })?;
         let (a, b) = (self.data_start + e.start, self.data_start + e.end);
         // The header check guarantees the byte range holds exactly numel elements.
         let make = |data: &[u8]| {
-            Tensor::f_from_data_size(data, &e.shape, kind).map_err(|err| anyhow!("{}: tensor `{name}`: {err}", self.path.display()))
+            Tensor::f_from_data_size(data, &e.shape, kind)
+                .map_err(|err| anyhow!("{}: tensor `{name}`: {err}", self.path.display()))
         };
         match &self.source {
             Source::Bytes(bytes) => make(&bytes[a..b]),
             Source::File(f) => {
                 let mut data = vec![0u8; b - a];
                 let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                f.seek(SeekFrom::Start(a as u64))
-                    .and_then(|_| f.read_exact(&mut data))
-                    .with_context(|| format!("{}: reading tensor `{name}` (was the file changed while loading?)", self.path.display()))?;
+                f.seek(SeekFrom::Start(a as u64)).and_then(|_| f.read_exact(&mut data)).with_context(|| {
+                    format!("{}: reading tensor `{name}` (was the file changed while loading?)", self.path.display())
+                })?;
                 make(&data)
             }
         }
@@ -182,7 +184,10 @@ fn header_len(first: &[u8], total: u64) -> std::result::Result<usize, String> {
         return Err(format!("{NOT} (its first 8 bytes give a header length of {n} bytes)"));
     }
     if 8 + n > total {
-        return Err(format!("truncated or {NOT}: the header needs {n} bytes, the file has {} after the length", total - 8));
+        return Err(format!(
+            "truncated or {NOT}: the header needs {n} bytes, the file has {} after the length",
+            total - 8
+        ));
     }
     Ok(n as usize)
 }
@@ -190,7 +195,8 @@ fn header_len(first: &[u8], total: u64) -> std::result::Result<usize, String> {
 /// Check the JSON header against a data section of `data_len` bytes.
 fn parse_entries(header: &[u8], data_len: u64) -> std::result::Result<BTreeMap<String, Entry>, String> {
     let text = std::str::from_utf8(header).map_err(|_| format!("{NOT} (the header is not UTF-8)"))?;
-    let json: serde_json::Value = serde_json::from_str(text.trim_end()).map_err(|e| format!("{NOT} (bad JSON header: {e})"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(text.trim_end()).map_err(|e| format!("{NOT} (bad JSON header: {e})"))?;
     let obj = json.as_object().ok_or_else(|| format!("{NOT} (the header is not a JSON object)"))?;
     let mut entries = BTreeMap::new();
     for (name, v) in obj {
