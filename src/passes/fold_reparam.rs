@@ -273,8 +273,13 @@ fn fold_params(g: &mut Graph) -> bool {
 mod tests {
     use crate::passes::testkit::{errors, ir, lowered};
 
-    fn folded(src: &str) -> String {
-        let mut lw = lowered(src);
+    /// One linear `t.fc` with the given adapter declaration, folded.
+    fn folded(adapter: &str) -> String {
+        let src = format!(
+            "use std.adapters\nmodule lin(dim: int) {{\n  in x\n  fc = linear(dim, dim)(x)\n  out fc\n}}\n\
+             model m {{\n  input x: f32[B, 4]\n  encoder t = lin(4)(x)\n  {adapter}\n  output y = t\n}}\n"
+        );
+        let mut lw = lowered(&src);
         crate::passes::insert_adapters::insert_adapters(&mut lw);
         crate::passes::build_pathways::build_pathways(&mut lw);
         assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
@@ -286,22 +291,7 @@ mod tests {
 
     #[test]
     fn lora_folds_into_the_linear() {
-        let out = folded(
-            r#"
-use std.adapters
-module lin(dim: int) {
-  in x
-  fc = linear(dim, dim)(x)
-  out fc
-}
-model m {
-  input x: f32[B, 4]
-  encoder t = lin(4)(x)
-  adapter l = lora(in_features: 4, out_features: 4, rank: 2, alpha: 4.0) at t.fc parallel
-  output y = t
-}
-"#,
-        );
+        let out = folded("adapter l = lora(in_features: 4, out_features: 4, rank: 2, alpha: 4.0) at t.fc parallel");
         insta::assert_snapshot!(out, @"
         %0 = input x : f32[B, 4]
         %1 = param t.fc.weight : f32[4, 4] frozen fold (t.fc.weight + 2 * (l.t.fc.lora_B.weight @ l.t.fc.lora_A.weight))
@@ -313,22 +303,7 @@ model m {
 
     #[test]
     fn linear_adapter_after_a_linear_folds() {
-        let out = folded(
-            r#"
-use std.adapters
-module lin(dim: int) {
-  in x
-  fc = linear(dim, dim)(x)
-  out fc
-}
-model m {
-  input x: f32[B, 4]
-  encoder t = lin(4)(x)
-  adapter a = linear_adapter(dim: 4, bottleneck: 2, scale: 0.5) at t.fc after
-  output y = t
-}
-"#,
-        );
+        let out = folded("adapter a = linear_adapter(dim: 4, bottleneck: 2, scale: 0.5) at t.fc after");
         insta::assert_snapshot!(out, @"
         %0 = input x : f32[B, 4]
         %1 = param t.fc.weight : f32[4, 4] frozen fold ((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.weight)
@@ -340,22 +315,7 @@ model m {
 
     #[test]
     fn nonlinear_adapter_does_not_fold() {
-        let out = folded(
-            r#"
-use std.adapters
-module lin(dim: int) {
-  in x
-  fc = linear(dim, dim)(x)
-  out fc
-}
-model m {
-  input x: f32[B, 4]
-  encoder t = lin(4)(x)
-  adapter a = bottleneck(dim: 4, bottleneck: 2) at t.fc after
-  output y = t
-}
-"#,
-        );
+        let out = folded("adapter a = bottleneck(dim: 4, bottleneck: 2) at t.fc after");
         assert!(out.contains("relu"), "{out}");
         assert!(!out.contains("fold"), "{out}");
     }
