@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "graft", version, about = "A declarative model-graph compiler for parameter-efficient multimodal transformers")]
+#[command(
+    name = "graft",
+    version,
+    about = "A declarative model-graph compiler for parameter-efficient multimodal transformers"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,6 +66,12 @@ enum Cmd {
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
     #[cfg(feature = "torch")]
     Fuse(graft::backend::torch::cli::FuseArgs),
+    /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
+    #[cfg(feature = "torch")]
+    Train(Box<graft::backend::torch::train::TrainArgs>),
+    /// Loss, accuracy and confusions of a model (and a trained run) on a dataset.
+    #[cfg(feature = "torch")]
+    Eval(graft::backend::torch::eval::EvalArgs),
     /// Compile time and forward latency of specs, side by side (random weights).
     #[cfg(feature = "torch")]
     Bench(graft::backend::torch::bench::BenchArgs),
@@ -113,15 +123,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "torch")]
         Cmd::Fuse(a) => graft::backend::torch::cli::fuse(a),
         #[cfg(feature = "torch")]
+        Cmd::Train(a) => graft::backend::torch::train::train(*a),
+        #[cfg(feature = "torch")]
+        Cmd::Eval(a) => graft::backend::torch::eval::eval(a),
+        #[cfg(feature = "torch")]
         Cmd::Bench(a) => graft::backend::torch::bench::bench(a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {
-                let result = graft::lower::load_file(spec).map_err(|(s, d)| Failure::User(s, d)).and_then(graft::api::check_program);
+                let result = graft::lower::load_file(spec)
+                    .map_err(|(s, d)| Failure::User(s, d))
+                    .and_then(graft::api::check_program);
                 match result {
                     Ok(Some(c)) => {
                         let r = report::param_report(&c);
-                        println!("{}: ok, model {} ({} parameters, {} trainable)", spec.display(), c.model, report::thousands(r.total), report::thousands(r.trainable));
+                        println!(
+                            "{}: ok, model {} ({} parameters, {} trainable)",
+                            spec.display(),
+                            c.model,
+                            report::thousands(r.total),
+                            report::thousands(r.trainable)
+                        );
                     }
                     Ok(None) => println!("{}: ok (modules only)", spec.display()),
                     Err(f) => {
@@ -137,7 +159,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
             for e in emit {
                 let (ext, text) = match e {
-                    Emit::Ir => ("ir", graft::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode {mode_name}", c.model))),
+                    Emit::Ir => (
+                        "ir",
+                        graft::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode {mode_name}", c.model)),
+                    ),
                     Emit::Yaml => ("yaml", graft::ir::print::to_yaml(&c.graph)),
                     Emit::Dot => ("dot", graft::ir::print::to_dot(&c.graph, &c.model)),
                     Emit::Params => ("params.txt", report::param_table(&report::param_report(&c))),
@@ -173,7 +198,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("model {}", i.model);
                 for x in &i.inputs {
                     let shape: Vec<String> = x.shape.iter().map(|d| d.to_string()).collect();
-                    println!("input  {}: {}[{}]{}", x.name, x.dtype, shape.join(", "), if x.optional { " optional" } else { "" });
+                    println!(
+                        "input  {}: {}[{}]{}",
+                        x.name,
+                        x.dtype,
+                        shape.join(", "),
+                        if x.optional { " optional" } else { "" }
+                    );
                 }
                 for o in &i.outputs {
                     let shape: Vec<String> = o.shape.iter().map(|d| d.to_string()).collect();
@@ -208,7 +239,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         println!("{:<48} {:<22} {:>14} params", r.path, r.kind, report::thousands(r.params));
                         total += r.params;
                     }
-                    println!("{} match{}, {} params", rows.len(), if rows.len() == 1 { "" } else { "es" }, report::thousands(total));
+                    println!(
+                        "{} match{}, {} params",
+                        rows.len(),
+                        if rows.len() == 1 { "" } else { "es" },
+                        report::thousands(total)
+                    );
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(near) => {

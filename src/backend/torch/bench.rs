@@ -17,7 +17,7 @@ use crate::pipeline::Mode;
 use crate::report::param_report;
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -68,7 +68,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(spec: &PathBuf, a: &BenchArgs) -> Result<SpecTiming> {
+fn measure(spec: &Path, a: &BenchArgs) -> Result<SpecTiming> {
     std::env::set_var("GRAFT_VERIFY", "1");
     let mut compiles = Vec::new();
     let mut compiled = None;

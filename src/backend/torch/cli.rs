@@ -63,6 +63,9 @@ pub struct FuseArgs {
     /// The fused checkpoint to write.
     #[arg(long, value_name = "FUSED.safetensors")]
     pub out: PathBuf,
+    /// A `graft train` run whose trainable.safetensors is loaded over the spec's weights.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: Option<PathBuf>,
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
@@ -112,13 +115,16 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let given = SafeFile::open(&a.inputs).map_err(|e| anyhow!("--inputs: {e:#}"))?.tensors()?;
     let (ins, _) = inputs::bind(&plan, given, kind, device)?;
     let store = {
-        let leaves = Leaves::load(plan.params.iter(), &bindings, &Declared::from_sites(&c.sites), &a.allow_missing, a.seed)?;
+        let leaves =
+            Leaves::load(plan.params.iter(), &bindings, &Declared::from_sites(&c.sites), &a.allow_missing, a.seed)?;
         ParamStore::build(&plan, &leaves, device, kind)?
     };
     let outs = tch::no_grad(|| exec::run(&plan, &store.tensors, ins))?;
-    let outs: Vec<(String, tch::Tensor)> = outs.into_iter().map(|(n, t)| Ok((n, t.f_contiguous()?))).collect::<Result<_>>()?;
+    let outs: Vec<(String, tch::Tensor)> =
+        outs.into_iter().map(|(n, t)| Ok((n, t.f_contiguous()?))).collect::<Result<_>>()?;
     safetensors::write(&a.out, &outs)?;
-    let desc: Vec<String> = outs.iter().map(|(n, t)| format!("{n} {}", type_text(&kind_name(t.kind()), &t.size()))).collect();
+    let desc: Vec<String> =
+        outs.iter().map(|(n, t)| format!("{n} {}", type_text(&kind_name(t.kind()), &t.size()))).collect();
     println!("wrote {} ({})", a.out.display(), desc.join(", "));
     Ok(ExitCode::SUCCESS)
 }

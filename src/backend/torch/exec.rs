@@ -132,7 +132,11 @@ pub fn kernel(k: &Kernel, a: &[&Tensor]) -> Result<Tensor, TchError> {
         Kernel::Scale { factor } => x.f_mul_scalar(*factor),
         Kernel::Reshape { dims } => {
             let size = x.size();
-            let to: Vec<i64> = dims.iter().enumerate().map(|(i, &d)| if d == 0 { size.get(i).copied().unwrap_or(0) } else { d }).collect();
+            let to: Vec<i64> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if d == 0 { size.get(i).copied().unwrap_or(0) } else { d })
+                .collect();
             x.f_reshape(&to)
         }
         Kernel::Permute { perm } => x.f_permute(perm.as_slice()),
@@ -170,7 +174,11 @@ pub fn kernel(k: &Kernel, a: &[&Tensor]) -> Result<Tensor, TchError> {
             Tensor::f_cat(&parts, ax as i64)
         }
         Kernel::Embedding => {
-            let ids = if x.kind() == Kind::Int64 || x.kind() == Kind::Int { x.shallow_clone() } else { x.f_to_kind(Kind::Int64)? };
+            let ids = if x.kind() == Kind::Int64 || x.kind() == Kind::Int {
+                x.shallow_clone()
+            } else {
+                x.f_to_kind(Kind::Int64)?
+            };
             Tensor::f_embedding(a[1], &ids, -1, false, false)
         }
         Kernel::TokenSelect { index } => x.f_select(1, *index),

@@ -39,7 +39,9 @@ pub fn relative_error(a: &Tensor, b: &Tensor) -> Result<f64> {
 pub fn compare(train: &[(String, Tensor)], infer: &[(String, Tensor)]) -> Result<f64> {
     let mut worst = 0.0f64;
     for (name, t) in train {
-        let Some((_, i)) = infer.iter().find(|(n, _)| n == name) else { bail!("output `{name}` is missing in infer mode") };
+        let Some((_, i)) = infer.iter().find(|(n, _)| n == name) else {
+            bail!("output `{name}` is missing in infer mode")
+        };
         if t.size() != i.size() {
             bail!("output `{name}` is {:?} in train mode but {:?} in infer mode", t.size(), i.size());
         }
@@ -59,12 +61,20 @@ pub fn fuse(a: &FuseArgs) -> Result<ExitCode> {
     let (ptrain, pinfer) = (plan_of(&train)?, plan_of(&infer)?);
     let bindings = bindings(&a.spec, &train, &a.weights)?;
     let declared = Declared::from_sites(&train.sites);
-    let leaves = Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
+    let mut leaves =
+        Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
+    if let Some(run) = &a.run {
+        // The trained tensors over the spec's values, before anything is folded.
+        for note in super::train::checkpoint::apply_run(run, &train, &ptrain, &mut leaves)? {
+            eprintln!("note: {note}");
+        }
+    }
     // The folded values are computed once: the check runs on exactly what is written.
     let values: Vec<Tensor> = pinfer.params.iter().map(|p| value_of(p, &leaves)).collect::<Result<_>>()?;
     let folded = pinfer.params.iter().filter(|p| matches!(p.source, crate::ir::ParamSource::Folded { .. })).count();
     let strain = ParamStore::build(&ptrain, &leaves, Device::Cpu, Kind::Float)?;
-    let sinfer = ParamStore::from_values(&pinfer, values.iter().map(|t| t.shallow_clone()).collect(), Device::Cpu, Kind::Float)?;
+    let sinfer =
+        ParamStore::from_values(&pinfer, values.iter().map(|t| t.shallow_clone()).collect(), Device::Cpu, Kind::Float)?;
     drop(leaves);
 
     let given = inputs::random(&ptrain, 2, a.seed)?;
@@ -176,13 +186,17 @@ model m {
             ("norm.bias".to_string(), Tensor::zeros([8], f)),
         ];
         safetensors::write(&dir.join("w.safetensors"), &base).unwrap();
-        let lora = vec![("b.fc.lora_A.weight".to_string(), la.shallow_clone()), ("b.fc.lora_B.weight".to_string(), lb.shallow_clone())];
+        let lora = vec![
+            ("b.fc.lora_A.weight".to_string(), la.shallow_clone()),
+            ("b.fc.lora_B.weight".to_string(), lb.shallow_clone()),
+        ];
         safetensors::write(&dir.join("lora.safetensors"), &lora).unwrap();
         let out = dir.join("fused.safetensors");
         let args = FuseArgs {
             spec: spec.clone(),
             weights: vec![format!("l={}", dir.join("lora.safetensors").display())],
             out: out.clone(),
+            run: None,
             allow_missing: vec![],
             seed: 0,
         };

@@ -15,10 +15,13 @@
 //! - [`safetensors`]: the file format, read and written without trusting the file.
 //! - [`fuse`]: `graft fuse`, folding a trained model into its backbone's weights.
 //! - [`cli`]: the `graft run` and `graft fuse` commands.
+//! - [`train`]: `graft train`, fine-tuning the trainable parameters, resumable runs.
+//! - [`eval`]: `graft eval`, loss, accuracy and confusions on a dataset.
 //! - [`bench`]: `graft bench`, compile time and forward latency side by side.
 
 pub mod bench;
 pub mod cli;
+pub mod eval;
 pub mod exec;
 pub mod fold;
 pub mod fuse;
@@ -26,6 +29,7 @@ pub mod inputs;
 pub mod lower;
 pub mod params;
 pub mod safetensors;
+pub mod train;
 pub mod weights;
 
 #[cfg(test)]

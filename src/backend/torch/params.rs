@@ -57,9 +57,8 @@ impl ParamStore {
 /// A parameter's value in its own dtype, on the CPU: loaded, initialised or folded.
 pub fn value_of(p: &ParamInfo, leaves: &Leaves) -> Result<Tensor> {
     match &p.source {
-        ParamSource::Folded { expr } => {
-            fold::fold_param(p, expr, &mut |leaf| leaves.get(leaf)).with_context(|| format!("folding `{}` = {expr}", p.path))
-        }
+        ParamSource::Folded { expr } => fold::fold_param(p, expr, &mut |leaf| leaves.get(leaf))
+            .with_context(|| format!("folding `{}` = {expr}", p.path)),
         _ => leaves.get(p),
     }
 }
@@ -168,7 +167,13 @@ mod tests {
         let c = init_tensor(&Init::Constant { value: 0.25 }, &[3], Kind::Double, 0, "c").unwrap();
         assert_eq!(c.kind(), Kind::Double);
         assert_eq!(c.sum(Kind::Double).double_value(&[]), 0.75);
-        assert_eq!(init_tensor(&Init::Zeros, &[2], Kind::Float, 0, "z").unwrap().sum(Kind::Float).double_value(&[]), 0.0);
-        assert_eq!(init_tensor(&Init::Ones, &[2], Kind::Float, 0, "o").unwrap().sum(Kind::Float).double_value(&[]), 2.0);
+        assert_eq!(
+            init_tensor(&Init::Zeros, &[2], Kind::Float, 0, "z").unwrap().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+        assert_eq!(
+            init_tensor(&Init::Ones, &[2], Kind::Float, 0, "o").unwrap().sum(Kind::Float).double_value(&[]),
+            2.0
+        );
     }
 }

@@ -12,8 +12,8 @@
 //! `embeddings.position_ids`) are skipped. Float values are converted explicitly to
 //! the parameter's dtype.
 
-use super::params::{fallback_init, init_tensor};
 use super::exec::torch_message;
+use super::params::{fallback_init, init_tensor};
 use super::safetensors::SafeFile;
 use super::{glob_match, is_float_kind, kind_name, kind_of, type_text};
 use crate::ir::{ParamInfo, ParamSource};
@@ -54,7 +54,8 @@ impl WeightFile {
         let mut head = [0u8; 8];
         {
             use std::io::Read;
-            let mut f = std::fs::File::open(path).with_context(|| format!("opening weights file {}", path.display()))?;
+            let mut f =
+                std::fs::File::open(path).with_context(|| format!("opening weights file {}", path.display()))?;
             let n = f.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
             if n < 8 {
                 bail!("{}: not a weights file ({n} bytes)", path.display());
@@ -73,7 +74,12 @@ impl WeightFile {
         let metas = f
             .entries
             .iter()
-            .map(|(k, e)| (k.clone(), Meta { kind: e.kind(), text: e.type_text(), shape: e.shape.clone(), integer: e.is_integer() }))
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    Meta { kind: e.kind(), text: e.type_text(), shape: e.shape.clone(), integer: e.is_integer() },
+                )
+            })
             .collect();
         Ok(WeightFile { path: path.to_path_buf(), metas, store: Store::Safe(f) })
     }
@@ -134,7 +140,12 @@ pub struct Bindings {
 impl Bindings {
     /// `spec_weights`: binding → file as written in the spec; `cli`: `BINDING=FILE`
     /// arguments; `components`: names a command-line-only binding may use.
-    pub fn resolve(spec_dir: &Path, spec_weights: &BTreeMap<String, String>, cli: &[String], components: &BTreeSet<String>) -> Result<Bindings> {
+    pub fn resolve(
+        spec_dir: &Path,
+        spec_weights: &BTreeMap<String, String>,
+        cli: &[String],
+        components: &BTreeSet<String>,
+    ) -> Result<Bindings> {
         let mut b = Bindings::default();
         for (k, f) in spec_weights {
             b.files.insert(k.clone(), spec_dir.join(f));
@@ -163,9 +174,10 @@ impl Bindings {
     pub fn source(&self, p: &ParamInfo) -> Option<(String, String)> {
         match &p.source {
             ParamSource::Weights { binding, key } => Some((binding.clone(), key.clone())),
-            ParamSource::Init { .. } => self.cli_only.iter().find_map(|b| {
-                p.path.strip_prefix(&format!("{b}.")).map(|k| (b.clone(), k.to_string()))
-            }),
+            ParamSource::Init { .. } => self
+                .cli_only
+                .iter()
+                .find_map(|b| p.path.strip_prefix(&format!("{b}.")).map(|k| (b.clone(), k.to_string()))),
             ParamSource::Folded { .. } => None,
         }
     }
@@ -225,6 +237,19 @@ impl Leaves {
             .ok_or_else(|| anyhow!("internal error: no value for parameter `{}`", p.path))
     }
 
+    /// Replace leaf `path`'s value (a trained checkpoint over the spec's weights),
+    /// converted to the leaf's dtype; `false` when no such leaf was loaded.
+    pub fn set(&mut self, path: &str, value: Tensor) -> bool {
+        match self.values.get_mut(path) {
+            Some(v) => {
+                let kind = v.kind();
+                *v = if value.kind() == kind { value } else { value.to_kind(kind) };
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Load or initialise every leaf among `params` (folded ones contribute their
     /// leaves). All files are checked before any tensor is materialised.
     /// `declared`: parameters the spec declares that dead-code elimination removed;
@@ -254,7 +279,10 @@ impl Leaves {
         for p in leaves.values() {
             if let Some((binding, key)) = bindings.source(p) {
                 let file = bindings.files.get(&binding).ok_or_else(|| {
-                    anyhow!("`{}` reads weights binding `{binding}`, which has no file (pass --weights {binding}=FILE)", p.path)
+                    anyhow!(
+                        "`{}` reads weights binding `{binding}`, which has no file (pass --weights {binding}=FILE)",
+                        p.path
+                    )
                 })?;
                 let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
                 by_file.entry(file).or_default().push((binding, key, p));
@@ -286,7 +314,11 @@ impl Leaves {
             for (binding, key, p) in reqs {
                 let full = format!("{binding}.{key}");
                 let excused = allow.iter().any(|a| glob_match(a, key) || glob_match(a, &full));
-                let hit = if f.metas.contains_key(key) { Some(key.as_str()) } else { f.metas.get_key_value(&full).map(|(k, _)| k.as_str()) };
+                let hit = if f.metas.contains_key(key) {
+                    Some(key.as_str())
+                } else {
+                    f.metas.get_key_value(&full).map(|(k, _)| k.as_str())
+                };
                 let spec = type_text(&kind_name(kind_of(p.dtype)), &p.shape);
                 match hit {
                     None if excused => {}
@@ -307,8 +339,14 @@ impl Leaves {
                 .metas
                 .iter()
                 .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
-                .filter(|(k, _)| !reqs.iter().any(|(b, _, _)| declared.contains(&format!("{b}.{k}")) || declared.contains(k)))
-                .filter(|(k, _)| !allow.iter().any(|a| glob_match(a, k) || reqs.iter().any(|(b, _, _)| glob_match(a, &format!("{b}.{k}")))))
+                .filter(|(k, _)| {
+                    !reqs.iter().any(|(b, _, _)| declared.contains(&format!("{b}.{k}")) || declared.contains(k))
+                })
+                .filter(|(k, _)| {
+                    !allow
+                        .iter()
+                        .any(|a| glob_match(a, k) || reqs.iter().any(|(b, _, _)| glob_match(a, &format!("{b}.{k}"))))
+                })
                 .map(|(k, m)| format!("{k}: file {}", m.text))
                 .collect();
             if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
@@ -330,7 +368,11 @@ impl Leaves {
             if gaps {
                 report.push_str("  hint: --allow-missing PATTERN excuses deliberate gaps (a glob on keys, `*` matches any text), e.g. --allow-missing 'head.*'\n");
             }
-            bail!("weights do not match the spec ({problems} problem{}):\n{}", if problems == 1 { "" } else { "s" }, report.trim_end());
+            bail!(
+                "weights do not match the spec ({problems} problem{}):\n{}",
+                if problems == 1 { "" } else { "s" },
+                report.trim_end()
+            );
         }
         let mut values = HashMap::new();
         for p in leaves.values() {
@@ -371,7 +413,9 @@ fn prefix_hint(missing: &[String], unexpected: &[String]) -> Option<String> {
     let first = m.first()?;
     let prefix = u.iter().find_map(|k| k.strip_suffix(first.as_str()).filter(|p| p.ends_with('.')))?;
     let hits = m.iter().filter(|k| u.contains(&format!("{prefix}{k}"))).count();
-    (hits * 2 >= m.len()).then(|| format!("the file's keys carry the prefix `{prefix}` ({hits} of {} missing keys are there under it)", m.len()))
+    (hits * 2 >= m.len()).then(|| {
+        format!("the file's keys carry the prefix `{prefix}` ({hits} of {} missing keys are there under it)", m.len())
+    })
 }
 
 #[cfg(test)]
@@ -430,7 +474,9 @@ mod tests {
         );
         // `dead` is declared by the spec but dead-code eliminated (an auxiliary layer).
         let declared = Declared::from_sites(&[("m.dead".to_string(), "linear".to_string())]);
-        assert!(declared.contains("m.dead.bias") && !declared.contains("m.dead.other") && !declared.contains("m.extra"));
+        assert!(
+            declared.contains("m.dead.bias") && !declared.contains("m.dead.other") && !declared.contains("m.extra")
+        );
         let err = Leaves::load(&params, &bind(&path), &declared, &[], 0).err().expect("strict").to_string();
         for line in [
             "weights do not match the spec (4 problems)",
@@ -471,9 +517,15 @@ mod tests {
         let params = vec![param("m.a.weight", &[2], Some("a.weight")), param("m.b.weight", &[2], Some("b.weight"))];
         let f32_ = (Kind::Float, tch::Device::Cpu);
         // A checkpoint keyed by full parameter paths loads.
-        let path = file("full.safetensors", &[("m.a.weight", Tensor::ones([2], f32_)), ("m.b.weight", Tensor::ones([2], f32_))]);
+        let path = file(
+            "full.safetensors",
+            &[("m.a.weight", Tensor::ones([2], f32_)), ("m.b.weight", Tensor::ones([2], f32_))],
+        );
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
-        let path = file("pre.safetensors", &[("module.a.weight", Tensor::ones([2], f32_)), ("module.b.weight", Tensor::ones([2], f32_))]);
+        let path = file(
+            "pre.safetensors",
+            &[("module.a.weight", Tensor::ones([2], f32_)), ("module.b.weight", Tensor::ones([2], f32_))],
+        );
         let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("the file's keys carry the prefix `module.`"), "{err}");
     }
@@ -495,7 +547,10 @@ mod tests {
         std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy pickle").unwrap();
         let err = Leaves::load(&params, &bind(&legacy), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("legacy"), "{err}");
-        let err = Leaves::load(&params, &bind(&dir.join("absent.safetensors")), &Declared::default(), &[], 0).err().unwrap().to_string();
+        let err = Leaves::load(&params, &bind(&dir.join("absent.safetensors")), &Declared::default(), &[], 0)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("does not exist"), "{err}");
     }
 }

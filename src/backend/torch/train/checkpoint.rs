@@ -1,0 +1,381 @@
+//! The run directory: what `graft train` writes and what `--resume`, `graft eval --run`
+//! and `graft fuse --run` read back.
+//!
+//! ```text
+//! RUN_DIR/
+//!   trainable.safetensors   the trainable tensors under their full graph paths, with
+//!                           metadata: graph fingerprint, spec hash, step, names+shapes
+//!   optimizer.safetensors   AdamW state per parameter: PATH.exp_avg, PATH.exp_avg_sq, PATH.step
+//!   state.json              the resume point: step, epoch, position in the epoch, seed,
+//!                           hyperparameters and schedule
+//!   metrics.jsonl           one JSON object per step and per validation
+//!   loss.svg                train loss and validation accuracy
+//! ```
+//!
+//! Every file is written atomically (a temporary file, then a rename), the two tensor
+//! files first and `state.json` last; a resume checks that all three name the same
+//! step, so a run killed between two renames is reported, never silently mixed.
+//!
+//! The graph fingerprint is a hash of the compiled train-mode IR text: it changes with
+//! anything that changes the computation (wiring, configuration, what trains) and not
+//! with where the weights files are. A checkpoint whose names or shapes differ from the
+//! spec's trainable parameters is refused with a diff, one line per name.
+
+use crate::backend::torch::lower::Plan;
+use crate::backend::torch::safetensors::{self, SafeFile};
+use crate::backend::torch::weights::Leaves;
+use crate::backend::torch::{kind_name, type_text};
+use crate::pipeline::Compiled;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+pub const TRAINABLE: &str = "trainable.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const STATE: &str = "state.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const PLOT: &str = "loss.svg";
+
+/// The `format` metadata of a trainable checkpoint.
+pub const FORMAT: &str = "graft.trainable.v1";
+/// The `format` field of `state.json`.
+pub const STATE_FORMAT: &str = "graft.train-state.v1";
+
+/// At most this many lines per list in a diff.
+const MAX_LINES: usize = 20;
+
+/// 64-bit FNV-1a, as 16 hex digits: stable across versions and platforms.
+pub fn fnv64(parts: &[&[u8]]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for &b in *p {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// What a checkpoint was trained from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub model: String,
+    /// Hash of the train-mode IR text.
+    pub fingerprint: String,
+    /// Hash of every source file of the compilation (the spec and what it uses).
+    pub spec_hash: String,
+}
+
+impl Identity {
+    pub fn of(c: &Compiled) -> Identity {
+        let ir = crate::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode train", c.model));
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for (_, f) in c.sources.files() {
+            parts.push(f.name.as_bytes());
+            parts.push(f.text.as_bytes());
+        }
+        Identity { model: c.model.clone(), fingerprint: fnv64(&[ir.as_bytes()]), spec_hash: fnv64(&parts) }
+    }
+}
+
+/// The trainable parameters of a plan: (full path, shape), in plan order.
+pub fn trainable_shapes(plan: &Plan) -> Vec<(String, Vec<i64>)> {
+    plan.params.iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
+}
+
+/// Insert `__metadata__` into serialised safetensors bytes (offsets are relative to
+/// the data section, so only the header changes).
+pub fn add_metadata(bytes: &[u8], meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| anyhow!("internal error: short safetensors"))?.try_into()?)
+        as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
+    let mut obj = header.as_object().cloned().ok_or_else(|| anyhow!("internal error: safetensors header"))?;
+    obj.insert("__metadata__".into(), serde_json::to_value(meta)?);
+    let mut text = serde_json::to_string(&serde_json::Value::Object(obj))?;
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// Write tensors with metadata, atomically.
+pub fn write_with_metadata(path: &Path, tensors: &[(String, Tensor)], meta: &BTreeMap<String, String>) -> Result<()> {
+    let bytes = add_metadata(&safetensors::to_bytes(tensors)?, meta)?;
+    safetensors::write_atomic(path, &bytes)
+}
+
+/// A safetensors file's `__metadata__` (empty when it has none).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    use std::io::Read;
+    let ctx = || format!("reading {}", path.display());
+    let mut f = std::fs::File::open(path).with_context(ctx)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(ctx)?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!("{}: not a safetensors file", path.display());
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).with_context(ctx)?;
+    let v: serde_json::Value = serde_json::from_slice(&header).with_context(ctx)?;
+    let mut out = BTreeMap::new();
+    if let Some(m) = v.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in m {
+            if let Some(s) = v.as_str() {
+                out.insert(k.clone(), s.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The metadata every file of a run carries.
+pub fn metadata(id: &Identity, step: u64) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("model".to_string(), id.model.clone()),
+        ("graph_fingerprint".to_string(), id.fingerprint.clone()),
+        ("spec_hash".to_string(), id.spec_hash.clone()),
+        ("step".to_string(), step.to_string()),
+    ])
+}
+
+/// Write `trainable.safetensors`: the given (path, tensor) pairs plus metadata,
+/// including `params`, a JSON list of `[name, shape]`.
+pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String, Tensor)]) -> Result<()> {
+    let mut meta = metadata(id, step);
+    let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    meta.insert("params".into(), serde_json::to_string(&names)?);
+    let host: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_with_metadata(path, &host, &meta)
+}
+
+/// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
+pub struct TrainableFile {
+    pub path: PathBuf,
+    pub meta: BTreeMap<String, String>,
+    pub file: SafeFile,
+}
+
+impl TrainableFile {
+    /// Open `RUN_DIR/trainable.safetensors`, or a checkpoint file given directly.
+    pub fn open(run: &Path) -> Result<TrainableFile> {
+        let path = if run.is_dir() { run.join(TRAINABLE) } else { run.to_path_buf() };
+        if !path.exists() {
+            if run.is_dir() {
+                bail!(
+                    "{} has no {TRAINABLE}: is it a run directory of `graft train` (no checkpoint written yet)?",
+                    run.display()
+                );
+            }
+            bail!("{} does not exist", path.display());
+        }
+        let file = SafeFile::open(&path)?;
+        let meta = read_metadata(&path)?;
+        Ok(TrainableFile { path, meta, file })
+    }
+
+    pub fn step(&self) -> Option<u64> {
+        self.meta.get("step").and_then(|s| s.parse().ok())
+    }
+
+    /// Check names and shapes against the spec's trainable parameters (an error with
+    /// a diff when they differ), then the fingerprint: a different fingerprint is an
+    /// error when `strict` (an exact resume), otherwise a returned note.
+    pub fn check(&self, id: &Identity, expected: &[(String, Vec<i64>)], strict: bool) -> Result<Vec<String>> {
+        let have: Vec<(String, String, Vec<i64>)> =
+            self.file.entries.iter().map(|(k, e)| (k.clone(), e.type_text(), e.shape.clone())).collect();
+        let mut notes = Vec::new();
+        let origin = match (self.meta.get("model"), self.meta.get("graph_fingerprint")) {
+            (Some(m), Some(f)) => format!("trained from model `{m}` (graph fingerprint {f})"),
+            _ => "without graft metadata (not written by `graft train`)".to_string(),
+        };
+        if let Some(d) = diff(&have, expected) {
+            bail!(
+                "{} does not fit the trainable parameters of model `{}`:\n{d}  the checkpoint was {origin}; this spec's fingerprint is {}\n  hint: pass the spec the run was trained with, or train this one",
+                self.path.display(),
+                id.model,
+                id.fingerprint
+            );
+        }
+        match self.meta.get("graph_fingerprint") {
+            Some(f) if *f == id.fingerprint => {}
+            Some(f) if strict => bail!(
+                "{} was trained from a different graph (fingerprint {f}, model `{}`); this spec compiles to {} (model `{}`). Names and shapes agree, so the change is in the wiring or configuration; an exact resume needs the same spec",
+                self.path.display(),
+                self.meta.get("model").map(String::as_str).unwrap_or("?"),
+                id.fingerprint,
+                id.model
+            ),
+            Some(f) => notes.push(format!(
+                "{} was trained from a different graph (fingerprint {f}, this spec {}); names and shapes agree, so it is loaded",
+                self.path.display(),
+                id.fingerprint
+            )),
+            None if strict => bail!("{} has no graft metadata: it cannot be resumed from", self.path.display()),
+            None => notes.push(format!("{} has no graft metadata; names and shapes agree, so it is loaded", self.path.display())),
+        }
+        Ok(notes)
+    }
+
+    /// Put the checkpoint's tensors over the spec's values (after [`Self::check`]).
+    pub fn apply(&self, leaves: &mut Leaves) -> Result<()> {
+        for name in self.file.entries.keys() {
+            let t = self.file.tensor(name)?;
+            if !leaves.set(name, t) {
+                bail!("internal error: `{name}` is a trainable parameter with no loaded value");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Load RUN_DIR's trainable tensors over `leaves` (a model compiled in train mode whose
+/// `plan` lists them), after checking names and shapes. Returns notes to print.
+pub fn apply_run(run: &Path, c: &Compiled, plan: &Plan, leaves: &mut Leaves) -> Result<Vec<String>> {
+    let f = TrainableFile::open(run)?;
+    let notes = f.check(&Identity::of(c), &trainable_shapes(plan), false)?;
+    f.apply(leaves)?;
+    Ok(notes)
+}
+
+/// A readable diff of a checkpoint's tensors (name, type text, shape) against the
+/// expected (name, shape); `None` when they agree.
+pub fn diff(have: &[(String, String, Vec<i64>)], want: &[(String, Vec<i64>)]) -> Option<String> {
+    let have_map: BTreeMap<&str, (&str, &[i64])> =
+        have.iter().map(|(n, t, s)| (n.as_str(), (t.as_str(), s.as_slice()))).collect();
+    let want_map: BTreeMap<&str, &[i64]> = want.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+    let only_file: Vec<String> =
+        have_map.iter().filter(|(n, _)| !want_map.contains_key(*n)).map(|(n, (t, _))| format!("{n}: {t}")).collect();
+    let only_spec: Vec<String> = want_map
+        .iter()
+        .filter(|(n, _)| !have_map.contains_key(*n))
+        .map(|(n, s)| format!("{n}: {}", type_text("f32", s)))
+        .collect();
+    let shapes: Vec<String> = want_map
+        .iter()
+        .filter_map(|(n, s)| {
+            let (t, hs) = have_map.get(n)?;
+            (hs != s).then(|| format!("{n}: checkpoint {t}, spec {}", type_text("f32", s)))
+        })
+        .collect();
+    if only_file.is_empty() && only_spec.is_empty() && shapes.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    let mut list = |title: &str, items: &[String]| {
+        if items.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "  {title} ({}):", items.len());
+        for it in items.iter().take(MAX_LINES) {
+            let _ = writeln!(out, "    {it}");
+        }
+        if items.len() > MAX_LINES {
+            let _ = writeln!(out, "    ... and {} more", items.len() - MAX_LINES);
+        }
+    };
+    list("in the checkpoint but not trainable in the spec", &only_file);
+    list("trainable in the spec but not in the checkpoint", &only_spec);
+    list("shape differs", &shapes);
+    Some(out)
+}
+
+/// A tensor's type text, `f32[2, 3]`.
+pub fn tensor_text(t: &Tensor) -> String {
+    type_text(&kind_name(t.kind()), &t.size())
+}
+
+/// `state.json`: where a run stands, enough to continue it exactly.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct State {
+    pub format: String,
+    pub model: String,
+    pub graph_fingerprint: String,
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// The epoch of the next batch.
+    pub epoch: u64,
+    /// Batches of `epoch` already consumed.
+    pub position: u64,
+    /// Samples seen so far.
+    pub samples: u64,
+    /// The training data directory, as given.
+    pub data: String,
+    pub hyper: super::Hyper,
+}
+
+impl State {
+    pub fn read(dir: &Path) -> Result<State> {
+        let path = dir.join(STATE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            if dir.join(TRAINABLE).exists() {
+                format!("reading {} (the run has a checkpoint but no resume state)", path.display())
+            } else {
+                format!("reading {}: is {} a run directory of `graft train`?", path.display(), dir.display())
+            }
+        })?;
+        let s: State =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
+        if s.format != STATE_FORMAT {
+            bail!("{}: format `{}`, expected `{STATE_FORMAT}`", path.display(), s.format);
+        }
+        Ok(s)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)? + "\n";
+        safetensors::write_atomic(&dir.join(STATE), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips_and_tensors_stay_readable() {
+        let dir = std::env::temp_dir().join(format!("graft-ckpt-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.safetensors");
+        let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into() };
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).reshape([3]);
+        write_trainable(&path, &id, 7, &[("a.weight".into(), t.shallow_clone())]).unwrap();
+        let f = TrainableFile::open(&path).unwrap();
+        assert_eq!(f.step(), Some(7));
+        assert_eq!(f.meta["graph_fingerprint"], "00ff");
+        assert_eq!(f.meta["params"], r#"[["a.weight",[3]]]"#);
+        assert!(f.file.tensor("a.weight").unwrap().equal(&t));
+        assert!(f.check(&id, &[("a.weight".into(), vec![3])], true).unwrap().is_empty());
+        let other = Identity { fingerprint: "1234".into(), ..id.clone() };
+        assert!(f
+            .check(&other, &[("a.weight".into(), vec![3])], true)
+            .unwrap_err()
+            .to_string()
+            .contains("different graph"));
+        assert_eq!(f.check(&other, &[("a.weight".into(), vec![3])], false).unwrap().len(), 1);
+        let err =
+            f.check(&id, &[("a.weight".into(), vec![4]), ("b.bias".into(), vec![2])], false).unwrap_err().to_string();
+        assert!(err.contains("a.weight: checkpoint f32[3], spec f32[4]"), "{err}");
+        assert!(err.contains("trainable in the spec but not in the checkpoint (1):\n    b.bias: f32[2]"), "{err}");
+    }
+
+    #[test]
+    fn fingerprints_separate_parts() {
+        assert_ne!(fnv64(&[b"ab", b"c"]), fnv64(&[b"a", b"bc"]));
+        assert_eq!(fnv64(&[b"x"]).len(), 16);
+    }
+}

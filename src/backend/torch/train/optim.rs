@@ -1,0 +1,270 @@
+//! AdamW over exactly the trainable parameters, with parameter groups, global-norm
+//! clipping and a state that saves and loads bit for bit.
+//!
+//! The update is `torch.optim.AdamW`'s (decoupled weight decay, bias-corrected
+//! moments, per-parameter step counts):
+//!
+//! ```text
+//! t += 1;  p *= 1 - lr·wd;  m = lerp(m, g, 1 - β1);  v = β2·v + (1 - β2)·g²
+//! p -= lr / (1 - β1^t) · m / (sqrt(v) / sqrt(1 - β2^t) + ε)
+//! ```
+//!
+//! Weight decay applies to matrices and kernels (two or more dims); biases, norm
+//! scales, gates and M2PT's λ scalars are not decayed. A parameter without a gradient
+//! in a step (an adapter skipped because its modality was missing from every batch of
+//! the step) is left alone, step count included, as PyTorch does for `grad = None`.
+//!
+//! Groups: `--lr-for PATTERN=LR` (a glob on full parameter paths, `*` matches any
+//! text) gives the parameters it matches their own peak rate; the first matching
+//! pattern wins; everything else uses `--lr`. The schedule scales every group alike.
+
+use crate::backend::torch::glob_match;
+use crate::backend::torch::safetensors::SafeFile;
+use anyhow::{anyhow, bail, Result};
+use tch::{Kind, Tensor};
+
+pub const BETA1: f64 = 0.9;
+pub const BETA2: f64 = 0.999;
+pub const EPS: f64 = 1e-8;
+
+/// Parse `PATTERN=LR` (the pattern may not contain `=`).
+pub fn parse_lr_for(s: &str) -> Result<(String, f64)> {
+    let (p, lr) = s
+        .rsplit_once('=')
+        .filter(|(p, l)| !p.is_empty() && !l.is_empty())
+        .ok_or_else(|| anyhow!("--lr-for expects PATTERN=LR, e.g. 'cmr.*=1e-2', got `{s}`"))?;
+    let lr: f64 = lr.trim().parse().map_err(|_| anyhow!("--lr-for {s}: `{lr}` is not a number"))?;
+    if !lr.is_finite() || lr < 0.0 {
+        bail!("--lr-for {s}: the learning rate must be a finite number >= 0");
+    }
+    Ok((p.trim().to_string(), lr))
+}
+
+/// One parameter group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    /// The `--lr-for` pattern, or `None` for the default group (`--lr`).
+    pub pattern: Option<String>,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub tensors: usize,
+    pub numel: u64,
+}
+
+struct Slot {
+    path: String,
+    tensor: Tensor,
+    group: usize,
+    decay: bool,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    step: i64,
+}
+
+pub struct AdamW {
+    pub weight_decay: f64,
+    pub groups: Vec<Group>,
+    slots: Vec<Slot>,
+}
+
+impl AdamW {
+    /// `params`: the trainable (path, tensor) pairs; `frozen`: the other parameter
+    /// paths (to explain a pattern that matches only frozen ones).
+    pub fn new(
+        params: Vec<(String, Tensor)>,
+        lr: f64,
+        lr_for: &[(String, f64)],
+        weight_decay: f64,
+        frozen: &[String],
+    ) -> Result<AdamW> {
+        if params.is_empty() {
+            bail!("the model has no trainable parameters: name what trains with a `train` line in the spec");
+        }
+        let mut groups = vec![Group { pattern: None, lr, tensors: 0, numel: 0 }];
+        groups.extend(lr_for.iter().map(|(p, lr)| Group { pattern: Some(p.clone()), lr: *lr, tensors: 0, numel: 0 }));
+        let mut slots = Vec::with_capacity(params.len());
+        for (path, tensor) in params {
+            let group = lr_for.iter().position(|(p, _)| glob_match(p, &path)).map_or(0, |i| i + 1);
+            groups[group].tensors += 1;
+            groups[group].numel += tensor.numel() as u64;
+            let decay = tensor.dim() >= 2;
+            let zeros = || tensor.f_zeros_like();
+            let (exp_avg, exp_avg_sq) = (zeros()?, zeros()?);
+            slots.push(Slot { path, tensor, group, decay, exp_avg, exp_avg_sq, step: 0 });
+        }
+        for g in &groups[1..] {
+            if g.tensors > 0 {
+                continue;
+            }
+            let p = g.pattern.as_deref().unwrap_or_default();
+            let shadowed = slots.iter().find(|s| glob_match(p, &s.path));
+            if let Some(s) = shadowed {
+                bail!(
+                    "--lr-for '{p}=…': every parameter it matches (e.g. {}) is taken by an earlier --lr-for pattern",
+                    s.path
+                );
+            }
+            if let Some(f) = frozen.iter().find(|f| glob_match(p, f)) {
+                bail!("--lr-for '{p}=…' matches only frozen parameters (e.g. {f}): only trainable parameters have a learning rate");
+            }
+            let examples: Vec<&str> = slots.iter().take(3).map(|s| s.path.as_str()).collect();
+            bail!("--lr-for '{p}=…' matches no parameter (a glob on full paths, `*` matches any text); trainable parameters look like: {}", examples.join(", "));
+        }
+        Ok(AdamW { weight_decay, groups, slots })
+    }
+
+    /// The parameters, in order (what gradients are taken with respect to).
+    pub fn params(&self) -> Vec<Tensor> {
+        self.slots.iter().map(|s| s.tensor.shallow_clone()).collect()
+    }
+
+    pub fn paths(&self) -> Vec<&str> {
+        self.slots.iter().map(|s| s.path.as_str()).collect()
+    }
+
+    /// One update. `grads` follows [`Self::params`]; `None`: no gradient this step.
+    pub fn step(&mut self, grads: &[Option<Tensor>], lr_scale: f64) -> Result<()> {
+        if grads.len() != self.slots.len() {
+            bail!("internal error: {} gradients for {} parameters", grads.len(), self.slots.len());
+        }
+        let _guard = tch::no_grad_guard();
+        for (s, g) in self.slots.iter_mut().zip(grads) {
+            let Some(g) = g else { continue };
+            s.step += 1;
+            let lr = self.groups[s.group].lr * lr_scale;
+            let t = s.step as f64;
+            if s.decay && self.weight_decay != 0.0 {
+                let _ = s.tensor.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
+            }
+            let _ = s.exp_avg.f_lerp_(g, 1.0 - BETA1)?;
+            let _ = s.exp_avg_sq.f_mul_scalar_(BETA2)?;
+            let _ = s.exp_avg_sq.f_addcmul_(g, &g.f_mul_scalar(1.0 - BETA2)?)?;
+            let bias1 = 1.0 - BETA1.powf(t);
+            let bias2 = 1.0 - BETA2.powf(t);
+            let mut denom = s.exp_avg_sq.f_sqrt()?;
+            let _ = denom.f_div_scalar_(bias2.sqrt())?;
+            let _ = denom.f_add_scalar_(EPS)?;
+            let _ = s.tensor.f_addcdiv_(&s.exp_avg.f_mul_scalar(-lr / bias1)?, &denom)?;
+        }
+        Ok(())
+    }
+
+    /// The state as named tensors: `PATH.exp_avg`, `PATH.exp_avg_sq`, `PATH.step` (i64[1]).
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(3 * self.slots.len());
+        for s in &self.slots {
+            out.push((format!("{}.exp_avg", s.path), s.exp_avg.shallow_clone()));
+            out.push((format!("{}.exp_avg_sq", s.path), s.exp_avg_sq.shallow_clone()));
+            out.push((format!("{}.step", s.path), Tensor::f_from_slice(&[s.step])?));
+        }
+        Ok(out)
+    }
+
+    /// Restore the state written by [`Self::state_tensors`].
+    pub fn load_state(&mut self, f: &SafeFile) -> Result<()> {
+        let mut missing = Vec::new();
+        for s in &self.slots {
+            for k in ["exp_avg", "exp_avg_sq", "step"] {
+                if !f.entries.contains_key(&format!("{}.{k}", s.path)) {
+                    missing.push(format!("{}.{k}", s.path));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            bail!("{} lacks the optimizer state of {} tensor(s), e.g. {}", f.path.display(), missing.len(), missing[0]);
+        }
+        let _guard = tch::no_grad_guard();
+        for s in &mut self.slots {
+            for (k, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
+                let t = f.tensor(&format!("{}.{k}", s.path))?;
+                if t.size() != dst.size() {
+                    bail!("{}: `{}.{k}` is {:?}, the parameter {:?}", f.path.display(), s.path, t.size(), dst.size());
+                }
+                dst.f_copy_(&t.f_to_kind(dst.kind())?)?;
+            }
+            s.step = f.tensor(&format!("{}.step", s.path))?.f_to_kind(Kind::Int64)?.f_int64_value(&[0])?;
+        }
+        Ok(())
+    }
+}
+
+/// The global L2 norm of the present gradients (`‖[‖g₁‖, ‖g₂‖, …]‖`, as PyTorch's
+/// `clip_grad_norm_`), as a 0-d tensor on the gradients' device.
+pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+    let norms: Vec<Tensor> = grads.iter().flatten().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
+    if norms.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::f_stack(&norms, 0)?.f_norm()?))
+}
+
+/// Scale the gradients so their global norm is at most `max_norm` (the factor is
+/// `max_norm / (norm + 1e-6)`, capped at 1, as in PyTorch).
+pub fn clip(grads: &mut [Option<Tensor>], norm: f64, max_norm: f64) -> Result<()> {
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let _guard = tch::no_grad_guard();
+        for g in grads.iter_mut().flatten() {
+            let _ = g.f_mul_scalar_(coef)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adamw_matches_the_formula() {
+        let w = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 3.0]).reshape([2, 2]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[0.5f32, 0.25]).set_requires_grad(true);
+        let mut opt =
+            AdamW::new(vec![("w".into(), w.shallow_clone()), ("b".into(), b.shallow_clone())], 0.1, &[], 0.01, &[])
+                .unwrap();
+        let g = Tensor::from_slice(&[0.1f32, 0.2, -0.3, 0.4]).reshape([2, 2]);
+        opt.step(&[Some(g.copy()), None], 1.0).unwrap();
+        // t = 1: m̂ = g, v̂ = g², so the step is lr·g/(|g| + ε) ≈ lr·sign(g), after decay.
+        let want: Vec<f64> = [1.0, -2.0, 0.5, 3.0]
+            .iter()
+            .zip([0.1, 0.2, -0.3, 0.4])
+            .map(|(p, gv): (&f64, f64)| p * (1.0 - 0.1 * 0.01) - 0.1 * gv / (gv.abs() + 1e-8))
+            .collect();
+        let got: Vec<f64> = Vec::<f64>::try_from(w.to_kind(Kind::Double).reshape([4])).unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        assert!(b.equal(&Tensor::from_slice(&[0.5f32, 0.25])), "no gradient: untouched");
+        let st = opt.state_tensors().unwrap();
+        assert_eq!(st.len(), 6);
+        assert_eq!(st[2].1.int64_value(&[0]), 1);
+        assert_eq!(st[5].1.int64_value(&[0]), 0);
+    }
+
+    #[test]
+    fn groups_and_their_errors() {
+        let t = || Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let params = || vec![("cmr.l0".to_string(), t()), ("cls.weight".to_string(), t())];
+        let opt = AdamW::new(params(), 1e-3, &[("cmr.*".into(), 1e-2)], 0.0, &[]).unwrap();
+        assert_eq!(opt.groups[1].tensors, 1);
+        assert_eq!(opt.groups[0].tensors, 1);
+        let frozen = vec!["vit.blocks.0.w".to_string()];
+        let e = AdamW::new(params(), 1e-3, &[("vit.*".into(), 1e-2)], 0.0, &frozen).err().unwrap().to_string();
+        assert!(e.contains("only frozen"), "{e}");
+        let e = AdamW::new(params(), 1e-3, &[("nope*".into(), 1e-2)], 0.0, &frozen).err().unwrap().to_string();
+        assert!(e.contains("matches no parameter"), "{e}");
+        assert_eq!(parse_lr_for("cmr.*=1e-2").unwrap(), ("cmr.*".to_string(), 1e-2));
+        assert!(parse_lr_for("cmr.*").is_err());
+        assert!(parse_lr_for("x=abc").is_err());
+    }
+
+    #[test]
+    fn clipping_caps_the_global_norm() {
+        let mut g = vec![Some(Tensor::from_slice(&[3.0f32])), None, Some(Tensor::from_slice(&[4.0f32]))];
+        let n = global_norm(&g).unwrap().unwrap().double_value(&[]);
+        assert!((n - 5.0).abs() < 1e-6);
+        clip(&mut g, n, 1.0).unwrap();
+        let after = global_norm(&g).unwrap().unwrap().double_value(&[]);
+        assert!((after - 1.0).abs() < 1e-5, "{after}");
+    }
+}

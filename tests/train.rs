@@ -1,0 +1,568 @@
+//! `graft train` / `graft eval` end to end on CPU, on tiny models (a 3-D ViT of width
+//! 32, depth 2, heads 2) and the synthetic datasets of `graft data synth`.
+//!
+//! One fixture, built once: the datasets, the specs, a backbone pretrained here (the
+//! loss must fall), an adapter run on that frozen backbone and a run with an optional
+//! audio modality. Every other test reads those or trains a few steps of its own.
+
+#![cfg(feature = "torch")]
+
+use graft::backend::torch::safetensors::SafeFile;
+use graft::backend::torch::train::checkpoint::{read_metadata, Identity, TrainableFile};
+use graft::backend::torch::train::model::Spec;
+use graft::backend::torch::train::{trainer, TrainArgs};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const VIT: &str = "vit3d(dim: 32, depth: 2, heads: 2, classes: 0, frames: 8, tubelet: 2, patch: 8, image: 32)";
+
+/// An adapter spec on the pretrained backbone; `bottleneck` and `scale` vary.
+fn adapter_spec(model: &str, bottleneck: u32, scale: &str) -> String {
+    format!(
+        r#"use std.vit
+use std.adapters
+
+model {model} {{
+  input video: f32[B, 3, 8, 32, 32]
+  backbone video_vit = {VIT}(video)
+      weights "runs/pre/trainable.safetensors" frozen
+  adapter mhva = multi_head_adapter(dim: 32, heads: 2, bottleneck: {bottleneck}, scale: {scale})
+      at video_vit.blocks[*].mlp parallel
+  head cls = linear(32, 4)(mean_tokens(video_vit.norm))
+  output logits = cls
+  train mhva, cls
+}}
+"#
+    )
+}
+
+fn specs() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "pre.graft",
+            format!(
+                r#"use std.vit
+
+model pre {{
+  input video: f32[B, 3, 8, 32, 32]
+  encoder video_vit = {VIT}(video)
+  head cls = linear(32, 4)(video_vit)
+  output logits = cls
+  train video_vit, cls
+}}
+"#
+            ),
+        ),
+        ("ad.graft", adapter_spec("ad", 8, "1.0")),
+        ("ad_wide.graft", adapter_spec("ad_wide", 16, "1.0")),
+        ("ad_scaled.graft", adapter_spec("ad_scaled", 8, "0.5")),
+        (
+            "plus.graft",
+            r#"use "ad.graft"
+use std.adapters
+
+model plus extends ad {
+  weights mhva "runs/ad/trainable.safetensors" frozen
+  weights cls  "runs/ad/trainable.safetensors" frozen
+  adapter extra = bottleneck(dim: 32, bottleneck: 8) at video_vit.blocks[*].attn after
+  train extra
+}
+"#
+            .to_string(),
+        ),
+        (
+            "mm.graft",
+            format!(
+                r#"use std.vit
+use std.adapters
+
+model mm {{
+  input video: f32[B, 3, 8, 32, 32]
+  input audio: f32[B, 1, 32, 64] optional
+  backbone video_vit = {VIT}(video)
+      weights "runs/pre/trainable.safetensors" frozen
+  encoder audio_enc = vit(dim: 32, depth: 1, heads: 2, classes: 0, patch: 8, height: 32, width: 64, channels: 1)(audio)
+  adapter xa = cross_attention_adapter(context: audio_enc.norm, dim: 32, context_dim: 32, heads: 2, bottleneck: 16)
+      at video_vit.blocks[1].attn after
+  head cls = linear(32, 8)(mean_tokens(video_vit.norm))
+  output logits = cls
+  train xa, audio_enc, cls
+}}
+"#
+            ),
+        ),
+        (
+            "pose.graft",
+            r#"use std.encoders
+
+model needs_pose {
+  input pose: f32[B, 8, 5, 2]
+  encoder enc = token_mlp(features: 10, dim: 16, depth: 1, frames: 8)(pose)
+  head cls = linear(16, 4)(mean_tokens(enc))
+  output logits = cls
+  train enc, cls
+}
+"#
+            .to_string(),
+        ),
+    ]
+}
+
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    fn s(&self, rel: &str) -> String {
+        self.path(rel).display().to_string()
+    }
+}
+
+fn graft_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_graft")).args(args).current_dir(dir).output().expect("run graft")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn ok_in(dir: &Path, args: &[&str]) -> String {
+    let o = graft_in(dir, args);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "graft {} failed:\n{out}\n{err}", args.join(" "));
+    out
+}
+
+fn fx() -> &'static Fixture {
+    static FX: OnceLock<Fixture> = OnceLock::new();
+    FX.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in specs() {
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+        let synth = |args: &[&str]| ok_in(&dir, &[&["data", "synth"], args].concat());
+        synth(&["--task", "pretrain", "--n", "256", "--shard-size", "64", "--out", "data/pre"]);
+        synth(&["--task", "pretrain", "--n", "64", "--seed", "1", "--out", "data/preval"]);
+        synth(&["--task", "multimodal", "--n", "128", "--shard-size", "32", "--drop", "audio:0.5", "--out", "data/mm"]);
+        let cpu = ["--device", "cpu"];
+        let pre =
+            ["train", "pre.graft", "--data", "data/pre", "--val", "data/preval", "--epochs", "8", "--batch", "16"];
+        let pre_rest = ["--lr", "5e-3", "--warmup", "5", "--checkpoint-every", "64", "--out", "runs/pre"];
+        ok_in(&dir, &[&pre[..], &pre_rest, &cpu].concat());
+        let ad = [
+            "train", "ad.graft", "--data", "data/pre", "--steps", "8", "--batch", "16", "--lr", "1e-2", "--out",
+            "runs/ad",
+        ];
+        ok_in(&dir, &[&ad[..], &cpu].concat());
+        let mm = [
+            "train", "mm.graft", "--data", "data/mm", "--steps", "8", "--batch", "16", "--lr", "3e-3", "--out",
+            "runs/mm",
+        ];
+        ok_in(&dir, &[&mm[..], &cpu].concat());
+        Fixture { dir }
+    })
+}
+
+fn graft(args: &[&str]) -> Output {
+    graft_in(&fx().dir, args)
+}
+
+fn ok(args: &[&str]) -> String {
+    ok_in(&fx().dir, args)
+}
+
+/// `graft …` must fail with status 1 and no panic; its stderr.
+fn fails(args: &[&str]) -> String {
+    let o = graft(args);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "graft {} should fail:\n{out}\n{err}", args.join(" "));
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn records(run: &str) -> Vec<serde_json::Value> {
+    let t = std::fs::read_to_string(fx().path(run).join("metrics.jsonl")).unwrap();
+    t.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn train_losses(run: &str) -> Vec<f64> {
+    records(run).iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
+}
+
+/// Train in this process (absolute paths).
+fn train_here(words: &[String]) -> trainer::Trained {
+    let args = TrainArgs::parse(words.iter().cloned()).unwrap();
+    trainer::run(&args).unwrap().expect("spec compiles")
+}
+
+fn words(f: &Fixture, spec: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut w =
+        vec![f.s(spec), "--data".into(), f.s("data/pre"), "--out".into(), f.s(out), "--device".into(), "cpu".into()];
+    w.extend(extra.iter().map(|s| s.to_string()));
+    w
+}
+
+fn initial(f: &Fixture, spec: &str) -> graft::backend::torch::train::model::Model {
+    let spec = Spec::compile(&f.path(spec)).unwrap().unwrap();
+    spec.load(&[], &[], 0, tch::Device::Cpu, None).unwrap().0
+}
+
+#[test]
+fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
+    let f = fx();
+    let losses = train_losses("runs/pre");
+    assert_eq!(losses.len(), 128);
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let (first, last) = (mean(&losses[..16]), mean(&losses[112..]));
+    assert!(last < first - 0.1, "loss {first:.4} → {last:.4}");
+    let vals: Vec<_> = records("runs/pre").into_iter().filter(|r| r["kind"] == "val").collect();
+    assert_eq!(vals.len(), 2, "at steps 64 and 128");
+    assert!(vals.iter().all(|v| (0.0..=1.0).contains(&v["accuracy"].as_f64().unwrap())));
+    let run = f.path("runs/pre");
+    for file in ["trainable.safetensors", "optimizer.safetensors", "state.json", "metrics.jsonl", "loss.svg"] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    let svg = std::fs::read_to_string(run.join("loss.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+    // Full graph paths, exactly the trainable set, and the metadata.
+    let ckpt = TrainableFile::open(&run).unwrap();
+    let spec = Spec::compile(&f.path("pre.graft")).unwrap().unwrap();
+    let want: BTreeSet<String> = spec.trainable_shapes().into_iter().map(|(n, _)| n).collect();
+    let have: BTreeSet<String> = ckpt.file.entries.keys().cloned().collect();
+    assert_eq!(have, want);
+    assert!(have.contains("video_vit.blocks.0.mlp.fc1.weight") && have.contains("cls.weight"));
+    assert_eq!(ckpt.step(), Some(128));
+    assert_eq!(ckpt.meta["format"], "graft.trainable.v1");
+    assert_eq!(ckpt.meta["graph_fingerprint"], Identity::of(&spec.compiled).fingerprint);
+    assert!(ckpt.meta["params"].contains(r#"["video_vit.blocks.0.mlp.fc1.weight",[128,32]]"#));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 128);
+    assert_eq!(state["epoch"], 8);
+    assert_eq!(state["graph_fingerprint"], ckpt.meta["graph_fingerprint"].as_str());
+}
+
+#[test]
+fn frozen_parameters_stay_bit_identical_and_trainable_ones_change() {
+    let f = fx();
+    let t = train_here(&words(f, "ad.graft", "runs/frozen", &["--steps", "4", "--batch", "16", "--lr", "1e-2"]));
+    let backbone = SafeFile::open(&f.path("runs/pre/trainable.safetensors")).unwrap();
+    let init = initial(f, "ad.graft");
+    let (mut frozen, mut trained) = (0, BTreeSet::new());
+    for ((p, v), (_, v0)) in t.model.params().zip(init.params()) {
+        if p.trainable {
+            assert!(v.requires_grad(), "{}", p.path);
+            assert!(!v.equal(v0), "trainable `{}` did not change", p.path);
+            trained.insert(p.path.clone());
+        } else {
+            assert!(p.path.starts_with("video_vit."), "{}", p.path);
+            assert!(!v.requires_grad(), "{}", p.path);
+            assert!(v.equal(&backbone.tensor(&p.path).unwrap()), "frozen `{}` changed", p.path);
+            frozen += 1;
+        }
+    }
+    assert_eq!(frozen, 29, "every backbone tensor checked");
+    assert!(trained.iter().all(|p| p.starts_with("mhva.") || p.starts_with("cls.")), "{trained:?}");
+    // The checkpoint holds exactly the trainable tensors, as trained.
+    let ckpt = SafeFile::open(&t.dir.join("trainable.safetensors")).unwrap();
+    assert_eq!(ckpt.entries.keys().cloned().collect::<BTreeSet<_>>(), trained);
+    for (p, v) in t.model.params().filter(|(p, _)| p.trainable) {
+        assert!(v.equal(&ckpt.tensor(&p.path).unwrap()), "{}", p.path);
+    }
+}
+
+#[test]
+fn a_resumed_run_continues_exactly() {
+    let common = [
+        "train",
+        "ad.graft",
+        "--data",
+        "data/pre",
+        "--batch",
+        "32",
+        "--accumulate",
+        "2",
+        "--lr",
+        "3e-3",
+        "--schedule",
+        "constant",
+        "--warmup",
+        "2",
+        "--clip",
+        "1.0",
+        "--lr-for",
+        "mhva.*=1e-2",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+    ];
+    // 8 batches per epoch, 2 per step: the resume point (step 3) is mid-epoch and
+    // the run crosses into epoch 1.
+    ok(&[&common[..], &["--steps", "6", "--out", "runs/whole"]].concat());
+    ok(&[&common[..], &["--steps", "3", "--out", "runs/halves"]].concat());
+    let err =
+        fails(&["train", "ad.graft", "--data", "data/pre", "--resume", "runs/halves", "--steps", "6", "--batch", "16"]);
+    assert!(err.contains("--batch 16 differs from the resumed run's 32"), "{err}");
+    ok(&["train", "ad.graft", "--data", "data/pre", "--resume", "runs/halves", "--steps", "6", "--device", "cpu"]);
+    let (whole, halves) = (train_losses("runs/whole"), train_losses("runs/halves"));
+    assert_eq!(whole.len(), 6);
+    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&whole), bits(&halves), "losses {whole:?} vs {halves:?}");
+    for file in ["trainable.safetensors", "optimizer.safetensors"] {
+        let (a, b) = (
+            SafeFile::open(&fx().path("runs/whole").join(file)).unwrap(),
+            SafeFile::open(&fx().path("runs/halves").join(file)).unwrap(),
+        );
+        assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>());
+        for k in a.entries.keys() {
+            assert!(a.tensor(k).unwrap().equal(&b.tensor(k).unwrap()), "{file}: {k}");
+        }
+    }
+    let state = |r: &str| std::fs::read_to_string(fx().path(r).join("state.json")).unwrap();
+    assert_eq!(state("runs/whole"), state("runs/halves"));
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
+    let err = fails(&[
+        "train",
+        "ad.graft",
+        "--data",
+        "data/pre",
+        "--steps",
+        "30",
+        "--batch",
+        "16",
+        "--lr",
+        "1e4",
+        "--schedule",
+        "constant",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        "runs/nan",
+    ]);
+    assert!(err.contains("training stopped:"), "{err}");
+    assert!(err.contains("the last good checkpoint (step"), "{err}");
+    let run = fx().path("runs/nan");
+    let ckpt = TrainableFile::open(&run).unwrap();
+    let step = ckpt.step().unwrap();
+    assert!(step >= 2, "{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], step);
+    assert_eq!(read_metadata(&run.join("optimizer.safetensors")).unwrap()["step"], step.to_string());
+    for k in ckpt.file.entries.keys() {
+        let t = ckpt.file.tensor(k).unwrap();
+        assert_eq!(t.isfinite().all().int64_value(&[]), 1, "{k} is not finite in the kept checkpoint");
+    }
+    let last = records("runs/nan").pop().unwrap();
+    assert_eq!(last["kind"], "stop", "{last}");
+    assert!(last["step"].as_u64().unwrap() > step);
+}
+
+#[test]
+fn a_checkpoint_of_another_spec_gives_a_readable_diff() {
+    // Different shapes: eval and resume both refuse with the names and shapes.
+    let line = "mhva.video_vit.blocks.0.mlp.down.weight: checkpoint f32[16, 16], spec f32[32, 16]";
+    let err = fails(&["eval", "ad_wide.graft", "--data", "data/pre", "--run", "runs/ad", "--device", "cpu"]);
+    assert!(err.contains("does not fit the trainable parameters of model `ad_wide`"), "{err}");
+    assert!(err.contains("shape differs (") && err.contains(line), "{err}");
+    assert!(err.contains("trained from model `ad`"), "{err}");
+    let err = fails(&[
+        "train",
+        "ad_wide.graft",
+        "--data",
+        "data/pre",
+        "--resume",
+        "runs/ad",
+        "--steps",
+        "9",
+        "--out",
+        "runs/wide",
+    ]);
+    assert!(err.contains(line), "{err}");
+    // Same names and shapes, different graph: eval notes it; an exact resume refuses.
+    let o = graft(&["eval", "ad_scaled.graft", "--data", "data/pre", "--run", "runs/ad", "--device", "cpu"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("was trained from a different graph"), "{err}");
+    let err = fails(&[
+        "train",
+        "ad_scaled.graft",
+        "--data",
+        "data/pre",
+        "--resume",
+        "runs/ad",
+        "--steps",
+        "9",
+        "--out",
+        "runs/scaled",
+    ]);
+    assert!(err.contains("an exact resume needs the same spec"), "{err}");
+}
+
+#[test]
+fn batches_without_an_optional_modality_train() {
+    let recs: Vec<_> = records("runs/mm").into_iter().filter(|r| r["kind"] == "train").collect();
+    assert_eq!(recs.len(), 8);
+    let lacking = recs.iter().filter(|r| r["missing"] == serde_json::json!(["audio"])).count();
+    assert!(lacking > 0 && lacking < 8, "steps with and without audio: {recs:?}");
+    assert!(recs.iter().all(|r| r["loss"].as_f64().unwrap().is_finite()));
+    let ckpt = TrainableFile::open(&fx().path("runs/mm")).unwrap();
+    let gate = ckpt.file.tensor("xa.video_vit.blocks.1.attn.gate").unwrap();
+    assert_ne!(gate.double_value(&[0]), 0.0, "the cross-attention adapter trained");
+    assert!(ckpt.file.entries.keys().any(|k| k.starts_with("audio_enc.")));
+}
+
+#[test]
+fn lr_for_gives_a_group_its_own_rate() {
+    let f = fx();
+    let extra = ["--steps", "3", "--batch", "16", "--lr", "0", "--weight-decay", "0", "--lr-for", "mhva.*=1e-2"];
+    let t = train_here(&words(f, "ad.graft", "runs/lrfor", &extra));
+    let init = initial(f, "ad.graft");
+    for ((p, v), (_, v0)) in t.model.params().zip(init.params()) {
+        if p.path.starts_with("cls.") {
+            assert!(v.equal(v0), "`{}` has lr 0 and must not move", p.path);
+        }
+        if p.path.ends_with("mlp.up.weight") {
+            assert!(!v.equal(v0), "`{}` has its own lr and must move", p.path);
+        }
+    }
+    let run = |pattern: &str| {
+        let w = words(
+            f,
+            "ad.graft",
+            "runs/lrfor-bad",
+            &["--steps", "1", "--batch", "16", "--lr", "1e-3", "--lr-for", pattern],
+        );
+        trainer::run(&TrainArgs::parse(w).unwrap()).err().expect("refused").to_string()
+    };
+    assert!(run("video_vit.*=1e-2").contains("matches only frozen parameters"));
+    assert!(run("nothing.*=1e-2").contains("matches no parameter"));
+}
+
+#[test]
+fn eval_reports_accuracy_confusions_and_runs_without_a_modality() {
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let out = ok(&[
+            &["eval", "mm.graft", "--data", "data/mm", "--run", "runs/mm", "--json", "--device", "cpu"][..],
+            extra,
+        ]
+        .concat());
+        serde_json::from_str(&out).unwrap()
+    };
+    let r = json(&[]);
+    assert_eq!(r["samples"], 128);
+    let correct = r["correct"].as_u64().unwrap();
+    assert_eq!(r["accuracy"].as_f64().unwrap(), correct as f64 / 128.0);
+    assert_eq!(r["per_class"].as_array().unwrap().len(), 8);
+    let total: u64 = r["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 128);
+    assert!(r["loss"].as_f64().unwrap().is_finite());
+    let without = json(&["--without", "audio"]);
+    assert_eq!(without["without"], serde_json::json!(["audio"]));
+    assert_eq!(without["samples"], 128);
+    let t = ok(&["eval", "ad.graft", "--data", "data/pre", "--run", "runs/ad", "--device", "cpu"]);
+    for part in ["accuracy", "per class:", "square", "(true → predicted)"] {
+        assert!(t.contains(part), "missing {part:?} in:\n{t}");
+    }
+    let err = fails(&["eval", "mm.graft", "--data", "data/mm", "--without", "video"]);
+    assert!(err.contains("`video` is not optional"), "{err}");
+    let err = fails(&["eval", "mm.graft", "--data", "data/mm", "--without", "pose"]);
+    assert!(err.contains("the model has no input `pose`"), "{err}");
+}
+
+#[test]
+fn an_incremental_plugin_keeps_the_earlier_adapter_bit_identical() {
+    let f = fx();
+    let t = train_here(&words(f, "plus.graft", "runs/plus", &["--steps", "4", "--batch", "16", "--lr", "1e-2"]));
+    let earlier = SafeFile::open(&f.path("runs/ad/trainable.safetensors")).unwrap();
+    let backbone = SafeFile::open(&f.path("runs/pre/trainable.safetensors")).unwrap();
+    let mut checked = 0;
+    for (p, v) in t.model.params() {
+        if p.path.starts_with("mhva.") || p.path.starts_with("cls.") {
+            assert!(!p.trainable, "{}", p.path);
+            assert!(v.equal(&earlier.tensor(&p.path).unwrap()), "plugin `{}` changed", p.path);
+            checked += 1;
+        } else if p.path.starts_with("video_vit.") {
+            assert!(v.equal(&backbone.tensor(&p.path).unwrap()), "backbone `{}` changed", p.path);
+        } else {
+            assert!(p.trainable && p.path.starts_with("extra."), "{}", p.path);
+        }
+    }
+    assert_eq!(checked, 10);
+    let ckpt = SafeFile::open(&t.dir.join("trainable.safetensors")).unwrap();
+    assert!(ckpt.entries.keys().all(|k| k.starts_with("extra.")), "{:?}", ckpt.entries.keys());
+    let up = ckpt.tensor("extra.video_vit.blocks.0.attn.up.weight").unwrap();
+    assert!(up.abs().sum(tch::Kind::Double).double_value(&[]) > 0.0, "the new adapter trained from zeros");
+}
+
+#[test]
+fn fuse_loads_a_run() {
+    ok(&["fuse", "ad.graft", "--run", "runs/ad", "--out", "runs/fused.safetensors"]);
+    let fused = SafeFile::open(&fx().path("runs/fused.safetensors")).unwrap();
+    let run = SafeFile::open(&fx().path("runs/ad/trainable.safetensors")).unwrap();
+    for k in ["mhva.video_vit.blocks.0.mlp.up.weight", "cls.weight"] {
+        assert!(fused.tensor(k).unwrap().equal(&run.tensor(k).unwrap()), "{k}");
+    }
+}
+
+#[test]
+fn the_dataset_is_checked_against_the_model_first() {
+    let err = fails(&[
+        "train",
+        "pose.graft",
+        "--data",
+        "data/pre",
+        "--steps",
+        "1",
+        "--batch",
+        "4",
+        "--lr",
+        "1e-3",
+        "--out",
+        "runs/x",
+    ]);
+    assert!(
+        err.contains("does not fit model `needs_pose`") && err.contains("model input `pose` is not in the dataset"),
+        "{err}"
+    );
+    let err = fails(&[
+        "train",
+        "pre.graft",
+        "--data",
+        "data/mm",
+        "--steps",
+        "1",
+        "--batch",
+        "4",
+        "--lr",
+        "1e-3",
+        "--out",
+        "runs/x",
+    ]);
+    assert!(err.contains("has 8 classes") && err.contains("output `logits` has 4"), "{err}");
+    let err = fails(&[
+        "train", "ad.graft", "--data", "data/pre", "--steps", "1", "--batch", "4", "--lr", "1e-3", "--out", "runs/ad",
+    ]);
+    assert!(err.contains("already holds a run"), "{err}");
+    assert!(!fx().path("runs/x").exists(), "nothing written for a run that never started");
+}
