@@ -18,4 +18,9 @@ cargo clippy --all-targets -- -D warnings
 echo "== clippy (torch backend)"
 cargo clippy --all-targets --features torch -- -D warnings
 echo "== tests (fails on changed, pending or unreferenced snapshots)"
-CI=true cargo insta test --features torch --check --unreferenced reject
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+CI=true cargo insta test --features torch --check --unreferenced reject 2>&1 | tee "$log"
+# One closing line for the whole run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
