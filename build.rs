@@ -1,6 +1,7 @@
 //! Build script: when the `torch` feature links LibTorch (through torch-sys), embed an
 //! rpath to its lib folder so the binary runs without LD_LIBRARY_PATH, and check that
-//! the LibTorch found is the PyTorch version tch was built for.
+//! the LibTorch found is the PyTorch version tch was built for. With `cuda-graphs`,
+//! also compile the C++ shim `csrc/cuda_graph.cpp` against that LibTorch's headers.
 
 use std::path::Path;
 
@@ -32,4 +33,51 @@ fn main() {
     if lib.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }
+    // Build scripts see the package's features as cfg (CARGO_FEATURE_CUDA_GRAPHS).
+    #[cfg(feature = "cuda-graphs")]
+    cuda_graph_shim(lib);
+}
+
+/// Compile `csrc/cuda_graph.cpp` and link it with libtorch_cuda and libc10_cuda. Needs no
+/// GPU and no CUDA toolkit: the CUDA runtime headers come from the pip packages
+/// nvidia-cuda-runtime and nvidia-cuda-crt (python/requirements.txt), or from
+/// `GRAFT_CUDA_INCLUDE` (a folder holding cuda_runtime_api.h and crt/host_defines.h).
+#[cfg(feature = "cuda-graphs")]
+fn cuda_graph_shim(lib: &Path) {
+    println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-env-changed=GRAFT_CUDA_INCLUDE");
+    // The lib folder may sit behind the .graft-env/torch link: resolve it to find the
+    // pip packages next to torch.
+    let lib = lib.canonicalize().unwrap_or_else(|e| panic!("LibTorch lib folder {}: {e}", lib.display()));
+    let torch = lib.parent().expect("LibTorch lib folder has a parent");
+    if !lib.join("libtorch_cuda.so").exists() || !lib.join("libc10_cuda.so").exists() {
+        panic!(
+            "the cuda-graphs feature needs a CUDA build of LibTorch; {} has no libtorch_cuda.so / libc10_cuda.so",
+            lib.display()
+        );
+    }
+    let cuda = match std::env::var_os("GRAFT_CUDA_INCLUDE") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => torch.join("../nvidia/cu13/include"),
+    };
+    for header in ["cuda_runtime_api.h", "crt/host_defines.h"] {
+        if !cuda.join(header).exists() {
+            panic!(
+                "the cuda-graphs feature needs the CUDA runtime headers; {} has no {header}: run scripts/setup.sh \
+                 (it installs nvidia-cuda-runtime and nvidia-cuda-crt) or set GRAFT_CUDA_INCLUDE",
+                cuda.display()
+            );
+        }
+    }
+    let mut build = cc::Build::new();
+    build.cpp(true).pic(true).std("c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").define("GLOG_USE_GLOG_EXPORT", None);
+    // -isystem: warnings in our file only, not in LibTorch's headers.
+    for dir in [torch.join("include"), torch.join("include/torch/csrc/api/include"), cuda] {
+        build.flag("-isystem").flag(dir.display().to_string());
+    }
+    build.file("csrc/cuda_graph.cpp").compile("graft_cuda_graph");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
 }

@@ -12,7 +12,7 @@ cargo build --release --features torch --quiet
 
 echo "== machine: $(nproc) cores, $(awk '/model name/{$1=$2=$3=""; print; exit}' /proc/cpuinfo | xargs), $(date -u +%Y-%m-%d)"
 echo "== 1. compile time (cargo bench --bench compile)"
-cargo bench --quiet --bench compile -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "time:" || true
+cargo bench --quiet --features torch --bench compile -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "time:" || true
 
 echo "== 2+3. graft (threads $threads) vs PyTorch eager (threads $threads)"
 graft_json=$(./target/release/graft bench specs/vit_base.graft specs/m2pt_image_point.graft --batch 1,8 --iters 10 --warmup 2 --threads "$threads" --json)

@@ -1,25 +1,42 @@
-//! `graft bench`: compile time and forward latency of specs, measured side by side in
-//! one process with one thread count.
+//! `graft bench`: compile time and forward latency of specs, or their training steps,
+//! measured side by side in one process with one thread count.
 //!
 //! `graft bench SPEC... [--batch 1,8] [--iters N] [--warmup N] [--threads N]
 //! [--mode infer|train] [--json]`. Parameters are random (init rules, or a seeded
 //! fallback), so no weights files are needed: latency does not depend on values.
 //! Every symbolic dim is set to the batch size. Figures are medians; compare specs
 //! within one run only, as ratios.
+//!
+//! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
+//! instead, as `graft train` takes them: forward with autograd, cross-entropy of the
+//! first output against random labels, gradients of exactly the trainable parameters,
+//! their global norm, one AdamW step (weight decay 0.01 on matrices). Specs compile in
+//! train mode (`--mode` is ignored). Their steps are interleaved (one step of each
+//! spec per round, the starting spec rotating), so a slow spell of a shared machine
+//! falls on every spec alike. Peak memory is measured per spec in a fresh child
+//! process (see [`probe_memory`]): the growth of the peak resident set over the
+//! process before the model was built, i.e. parameters, optimizer state, gradients,
+//! activations and workspace. On CUDA no memory is reported: `tch` exposes no CUDA
+//! allocator statistics.
 
 use super::exec;
 use super::inputs;
-use super::params::{fallback_init, init_tensor, ParamStore};
+use super::lower::Plan;
+use super::params::{draw, fallback_init, init_tensor, ParamStore};
+use super::train::model::{cross_entropy, Model, Spec};
+use super::train::optim::{global_norm, AdamW};
+use super::train::DEFAULT_WEIGHT_DECAY;
 use super::{kind_of, DeviceArg};
 use crate::api::compile_file;
 use crate::ir::{Init, ParamSource};
 use crate::pipeline::Mode;
-use crate::report::param_report;
-use anyhow::{anyhow, Result};
-use serde::Serialize;
+use crate::report::{param_report, thousands};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
+use tch::{Device, Kind, Tensor};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -40,9 +57,26 @@ pub struct BenchArgs {
     pub mode: Mode,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
+    /// Time replays of a CUDA graph of the forward, captured once per batch size
+    /// (CUDA only; `cuda-graphs` build).
+    #[arg(long = "cuda-graph", conflicts_with = "train")]
+    pub cuda_graph: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure training steps (forward, loss, backward, AdamW) and peak memory
+    /// instead of forward latency; specs compile in train mode.
+    #[arg(long)]
+    pub train: bool,
+    /// Learning rate of the AdamW steps (--train).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Skip the peak-memory probes (--train).
+    #[arg(long)]
+    pub no_memory: bool,
+    /// Internal: measure one spec's memory in this process and print it as JSON.
+    #[arg(long, hide = true)]
+    pub memory_probe: bool,
 }
 
 #[derive(Serialize)]
@@ -63,6 +97,22 @@ pub struct BenchReport {
     pub specs: Vec<SpecTiming>,
 }
 
+/// Random values for every parameter: init rules, or the fallback rule for weights-file
+/// parameters; zero inits become small normals so no path is trivially zero.
+fn random_values(plan: &Plan) -> Result<Vec<Tensor>> {
+    plan.params
+        .iter()
+        .map(|p| {
+            let init = match &p.source {
+                ParamSource::Init { init } => init.clone(),
+                ParamSource::Weights { .. } | ParamSource::Folded { .. } => fallback_init(p),
+            };
+            let init = if matches!(init, Init::Zeros) { Init::Normal { std: 0.02 } } else { init };
+            init_tensor(&init, &p.shape, kind_of(p.dtype), 0, &p.path)
+        })
+        .collect()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -81,32 +131,31 @@ fn measure(spec: &Path, a: &BenchArgs) -> Result<SpecTiming> {
     let c = compiled.expect("compiled ten times");
     let plan = super::cli::plan_of(&c)?;
     let device = a.device.device()?;
-    let values = plan
-        .params
-        .iter()
-        .map(|p| {
-            let init = match &p.source {
-                ParamSource::Init { init } => init.clone(),
-                ParamSource::Weights { .. } | ParamSource::Folded { .. } => fallback_init(p),
-            };
-            let init = if matches!(init, Init::Zeros) { Init::Normal { std: 0.02 } } else { init };
-            init_tensor(&init, &p.shape, kind_of(p.dtype), 0, &p.path)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let store = ParamStore::from_values(&plan, values, device, tch::Kind::Float)?;
+    if a.cuda_graph {
+        super::cuda_graph::require("--cuda-graph", device)?;
+    }
+    let store = ParamStore::from_values(&plan, random_values(&plan)?, device, tch::Kind::Float)?;
     let mut forward_ms = Vec::new();
     for &b in &a.batch {
         let given = inputs::random(&plan, b, 0)?;
         let (ins, _) = inputs::bind(&plan, given, tch::Kind::Float, device)?;
+        let graphed = if a.cuda_graph {
+            Some(super::cuda_graph::GraphedForward::capture(&plan, &store.tensors, &ins)?)
+        } else {
+            None
+        };
         let mut times = Vec::new();
         tch::no_grad(|| -> Result<()> {
             for i in 0..a.warmup + a.iters {
                 let t0 = Instant::now();
-                let outs = exec::run(
-                    &plan,
-                    &store.tensors,
-                    ins.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect(),
-                )?;
+                let outs = match &graphed {
+                    Some(g) => g.run(&ins)?,
+                    None => exec::run(
+                        &plan,
+                        &store.tensors,
+                        ins.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect(),
+                    )?,
+                };
                 if let tch::Device::Cuda(i) = device {
                     tch::Cuda::synchronize(i as i64);
                 }
@@ -133,6 +182,12 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
+    if a.memory_probe {
+        return memory_probe(&a);
+    }
+    if a.train {
+        return bench_train(&a);
+    }
     let specs = a.specs.iter().map(|s| measure(s, &a)).collect::<Result<Vec<_>>>()?;
     let report = BenchReport { threads: tch::get_num_threads(), mode: a.mode, specs };
     if a.json {
@@ -157,4 +212,319 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// ---- `graft bench --train` ----
+
+/// Resident-set memory of one spec's training steps (MiB, from `/proc/self/status`).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Memory {
+    /// Resident-set growth once parameters, optimizer state and inputs exist.
+    pub state_mib: f64,
+    /// Peak resident-set growth over two training steps (state, gradients,
+    /// activations, workspace): VmHWM minus VmRSS before the model was built.
+    pub peak_mib: f64,
+    /// Whether VmHWM was reset before the model was built (`/proc/self/clear_refs`);
+    /// if not, it counts from the probe's start (compilation included, far smaller).
+    pub peak_reset: bool,
+}
+
+#[derive(Serialize)]
+pub struct TrainBatch {
+    pub batch: i64,
+    /// Median step time.
+    pub step_ms: f64,
+    /// Every measured step, in order.
+    pub steps_ms: Vec<f64>,
+    /// The loss of the first step (random weights, random labels: about ln(classes)).
+    pub first_loss: f64,
+    pub memory: Option<Memory>,
+}
+
+#[derive(Serialize)]
+pub struct TrainTiming {
+    pub spec: String,
+    pub model: String,
+    pub params: u64,
+    pub trainable: u64,
+    pub batches: Vec<TrainBatch>,
+}
+
+#[derive(Serialize)]
+pub struct TrainReport {
+    pub threads: i32,
+    pub device: String,
+    pub iters: usize,
+    pub warmup: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Where `memory` is null: why.
+    pub memory_note: Option<String>,
+    pub specs: Vec<TrainTiming>,
+}
+
+/// One spec ready for training steps: random parameters, AdamW over the trainable
+/// ones, random inputs and labels for the current batch size.
+struct TrainBench {
+    model: Model,
+    opt: AdamW,
+    params: Vec<Tensor>,
+    inputs: Vec<Option<Tensor>>,
+    labels: Option<Tensor>,
+    classes: i64,
+}
+
+/// Compile `path` for training (logits `[B, classes]` first, `classes` fixed).
+fn train_spec(path: &Path) -> Result<Spec> {
+    let Some(spec) = Spec::compile(path)? else { bail!("{}: the spec has errors (above)", path.display()) };
+    if spec.classes.is_none() {
+        bail!("{}: output `{}` needs a fixed number of classes for random labels", path.display(), spec.output_name);
+    }
+    Ok(spec)
+}
+
+impl TrainBench {
+    fn new(spec: Spec, lr: f64, device: Device) -> Result<TrainBench> {
+        let classes = spec.classes.unwrap_or(1);
+        let store = ParamStore::from_values(&spec.plan, random_values(&spec.plan)?, device, Kind::Float)?;
+        let model = Model { spec, store, device };
+        let opt = AdamW::new(model.trainable(), lr, &[], DEFAULT_WEIGHT_DECAY, &model.frozen_paths())?;
+        let params = opt.params();
+        Ok(TrainBench { model, opt, params, inputs: Vec::new(), labels: None, classes })
+    }
+
+    /// Random inputs (every symbolic dim `batch`) and labels in `0..classes`.
+    fn bind(&mut self, batch: i64) -> Result<()> {
+        let plan = &self.model.spec.plan;
+        let given = inputs::random(plan, batch, 0)?;
+        self.inputs = inputs::bind(plan, given, Kind::Float, self.model.device)?.0;
+        let classes = self.classes as f64;
+        let labels = draw(&[batch], 0, "labels", |r| (r.uniform() * classes).floor())?;
+        self.labels = Some(labels.f_to_kind(Kind::Int64)?.f_to_device(self.model.device)?);
+        Ok(())
+    }
+
+    /// One optimizer step as `graft train` takes it with one batch per step and no
+    /// clipping: forward with autograd, cross-entropy (mean), gradients of exactly the
+    /// trainable parameters, their global norm, AdamW. Returns the loss.
+    fn step(&mut self) -> Result<f64> {
+        let labels = self.labels.as_ref().ok_or_else(|| anyhow!("internal error: no batch bound"))?;
+        let plan = &self.model.spec.plan;
+        let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
+        let mut outs = exec::run(plan, &self.model.store.tensors, ins)?;
+        let logits = outs.swap_remove(self.model.spec.output).1;
+        drop(outs);
+        let loss = cross_entropy(&logits, labels, false)?;
+        drop(logits);
+        let value = loss.f_double_value(&[])?;
+        let grads: Vec<Option<Tensor>> = Tensor::f_run_backward(&[&loss], &self.params, false, false)?
+            .into_iter()
+            .map(|g| g.defined().then_some(g))
+            .collect();
+        drop(loss);
+        let norm = match global_norm(&grads)? {
+            Some(n) => n.f_double_value(&[])?,
+            None => 0.0,
+        };
+        if !value.is_finite() || !norm.is_finite() {
+            bail!("model `{}`: loss {value}, gradient norm {norm}", self.model.spec.compiled.model);
+        }
+        self.opt.step(&grads, 1.0)?;
+        drop(grads);
+        if let Device::Cuda(i) = self.model.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        Ok(value)
+    }
+}
+
+/// A `/proc/self/status` field in kB (`VmRSS`, `VmHWM`).
+fn status_kb(field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .ok_or_else(|| anyhow!("/proc/self/status has no {field}"))
+}
+
+/// `--memory-probe`: build one spec, take two training steps, print [`Memory`].
+fn memory_probe(a: &BenchArgs) -> Result<ExitCode> {
+    let ([spec], [batch]) = (a.specs.as_slice(), a.batch.as_slice()) else {
+        bail!("--memory-probe measures one spec at one batch size");
+    };
+    let device = a.device.device()?;
+    if device != Device::Cpu {
+        bail!("--memory-probe measures host memory: use --device cpu");
+    }
+    let spec = train_spec(spec)?;
+    let base = status_kb("VmRSS")?;
+    // Writing 5 resets VmHWM to the current resident set (Linux 4.0+).
+    let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let mut tb = TrainBench::new(spec, a.lr, device)?;
+    tb.bind(*batch)?;
+    let state = status_kb("VmRSS")?;
+    for _ in 0..2 {
+        tb.step()?;
+    }
+    let peak = status_kb("VmHWM")?;
+    let mib = |kb: u64| kb.saturating_sub(base) as f64 / 1024.0;
+    let m = Memory { state_mib: mib(state), peak_mib: mib(peak), peak_reset };
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Peak memory of one spec's training steps, measured in a fresh child process (this
+/// binary with `--memory-probe`), so that what other specs allocated, and memory the
+/// allocator keeps after they free it, do not count. The child runs with glibc's mmap
+/// threshold pinned at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): tensors are then mapped and
+/// unmapped one by one and the resident set follows the live tensors (the default,
+/// dynamic threshold keeps freed blocks of up to 32 MiB in the heap).
+fn probe_memory(spec: &Path, batch: i64, a: &BenchArgs) -> Result<Memory> {
+    let exe = std::env::current_exe().context("locating the graft binary")?;
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--train", "--memory-probe", "--device", "cpu"])
+        .args(["--threads", &tch::get_num_threads().to_string()])
+        .args(["--lr", &a.lr.to_string(), "--batch", &batch.to_string()])
+        .arg(spec)
+        .env("MALLOC_MMAP_THRESHOLD_", "65536")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("starting the memory probe")?;
+    if !out.status.success() {
+        bail!("the memory probe of {} (batch {batch}) failed ({})", spec.display(), out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("reading the memory probe's report")
+}
+
+/// `graft bench --train`.
+fn bench_train(a: &BenchArgs) -> Result<ExitCode> {
+    if !(a.lr.is_finite() && a.lr >= 0.0) {
+        bail!("--lr must be a finite number >= 0");
+    }
+    if a.iters == 0 || a.batch.iter().any(|&b| b < 1) {
+        bail!("--iters and every --batch must be at least 1");
+    }
+    let device = a.device.device()?;
+    tch::manual_seed(0);
+    let mut benches = Vec::with_capacity(a.specs.len());
+    let mut specs = Vec::with_capacity(a.specs.len());
+    for path in &a.specs {
+        let spec = train_spec(path)?;
+        let (params, trainable) = spec
+            .plan
+            .params
+            .iter()
+            .fold((0, 0), |(n, t), p| (n + p.numel(), if p.trainable { t + p.numel() } else { t }));
+        specs.push(TrainTiming {
+            spec: path.display().to_string(),
+            model: spec.compiled.model.clone(),
+            params,
+            trainable,
+            batches: Vec::new(),
+        });
+        benches.push(TrainBench::new(spec, a.lr, device)?);
+    }
+    let memory_note = match (a.no_memory, device) {
+        (true, _) => Some("not measured (--no-memory)".to_string()),
+        (false, Device::Cpu) => None,
+        (false, _) => Some("not measured on CUDA: tch exposes no CUDA allocator statistics".to_string()),
+    };
+    let n = benches.len();
+    for &b in &a.batch {
+        let mut first_loss = vec![f64::NAN; n];
+        for (tb, l) in benches.iter_mut().zip(&mut first_loss) {
+            tb.bind(b)?;
+            *l = tb.step()?;
+        }
+        for _ in 1..a.warmup {
+            for tb in &mut benches {
+                tb.step()?;
+            }
+        }
+        // Round i runs every spec once, starting with spec i mod n.
+        let mut times = vec![Vec::with_capacity(a.iters); n];
+        for i in 0..a.iters {
+            for k in 0..n {
+                let j = (i + k) % n;
+                let t0 = Instant::now();
+                benches[j].step()?;
+                times[j].push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        for (j, steps_ms) in times.into_iter().enumerate() {
+            let memory = match memory_note {
+                None => Some(probe_memory(&a.specs[j], b, a)?),
+                Some(_) => None,
+            };
+            specs[j].batches.push(TrainBatch {
+                batch: b,
+                step_ms: median(steps_ms.clone()),
+                steps_ms,
+                first_loss: first_loss[j],
+                memory,
+            });
+        }
+    }
+    drop(benches);
+    let report = TrainReport {
+        threads: tch::get_num_threads(),
+        device: match device {
+            Device::Cuda(i) => format!("cuda:{i}"),
+            other => format!("{other:?}").to_lowercase(),
+        },
+        iters: a.iters,
+        warmup: a.warmup.max(1),
+        lr: a.lr,
+        weight_decay: DEFAULT_WEIGHT_DECAY,
+        memory_note,
+        specs,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_train(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_train(r: &TrainReport) {
+    println!(
+        "threads {}, device {}: training steps (forward, cross-entropy, backward, AdamW), medians of {} interleaved steps after {} warmup",
+        r.threads, r.device, r.iters, r.warmup
+    );
+    if let Some(note) = &r.memory_note {
+        println!("memory: {note}");
+    }
+    let unreset = r.specs.iter().flat_map(|s| &s.batches).any(|b| b.memory.as_ref().is_some_and(|m| !m.peak_reset));
+    if unreset {
+        println!("memory: * VmHWM could not be reset (/proc/self/clear_refs): counted from the probe's start");
+    }
+    let Some(base) = r.specs.first() else { return };
+    for (k, bb) in base.batches.iter().enumerate() {
+        println!(
+            "batch {:<4} {:>30} {:>12} {:>10} {:>7} {:>10} {:>7} {:>10}",
+            bb.batch, "params", "trainable", "step ms", "ratio", "peak MiB", "ratio", "state MiB"
+        );
+        for s in &r.specs {
+            let t = &s.batches[k];
+            let (peak, peak_ratio, state) = match (&t.memory, &bb.memory) {
+                (Some(m), Some(m0)) => (
+                    format!("{:.0}{}", m.peak_mib, if m.peak_reset { "" } else { "*" }),
+                    format!("{:.3}", m.peak_mib / m0.peak_mib),
+                    format!("{:.0}", m.state_mib),
+                ),
+                _ => ("-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "  {:<24} {:>16} {:>12} {:>10.1} {:>7.3} {:>10} {:>7} {:>10}",
+                s.model,
+                thousands(s.params),
+                thousands(s.trainable),
+                t.step_ms,
+                t.step_ms / bb.step_ms,
+                peak,
+                peak_ratio,
+                state
+            );
+        }
+    }
 }

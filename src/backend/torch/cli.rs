@@ -2,7 +2,7 @@
 //!
 //! `graft run SPEC [--weights BINDING=FILE]... --inputs IN.safetensors --out OUT.safetensors
 //! [--mode train|infer] [--device cpu|cuda|auto] [--dtype f32|bf16|f16]
-//! [--allow-missing PATTERN]... [--seed N]` compiles the spec, loads its weights (spec
+//! [--allow-missing PATTERN]... [--seed N] [--cuda-graph]` compiles the spec, loads its weights (spec
 //! paths are relative to the spec's directory; `--weights` overrides a binding or binds
 //! a component the spec initialises), checks the inputs, runs, and writes every output
 //! by name. Any user error is one clear message and exit status 1.
@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Seed for parameters initialised from their init rule.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Capture the forward in a CUDA graph and replay it (CUDA only; `cuda-graphs` build).
+    #[arg(long = "cuda-graph")]
+    pub cuda_graph: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +111,9 @@ pub(crate) fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bind
 pub fn run(a: RunArgs) -> Result<ExitCode> {
     let Some(c) = compiled(&a.spec, a.mode) else { return Ok(ExitCode::from(1)) };
     let device = a.device.device()?;
+    if a.cuda_graph {
+        super::cuda_graph::require("--cuda-graph", device)?;
+    }
     let kind = a.dtype.kind();
     let plan = plan_of(&c)?;
     let bindings = bindings(&a.spec, &c, &a.weights)?;
@@ -119,7 +125,13 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             Leaves::load(plan.params.iter(), &bindings, &Declared::from_sites(&c.sites), &a.allow_missing, a.seed)?;
         ParamStore::build(&plan, &leaves, device, kind)?
     };
-    let outs = tch::no_grad(|| exec::run(&plan, &store.tensors, ins))?;
+    let outs = if a.cuda_graph {
+        // Replay once; copy the graph's static outputs to the host before it goes.
+        let g = super::cuda_graph::GraphedForward::capture(&plan, &store.tensors, &ins)?;
+        g.run(&ins)?.into_iter().map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?))).collect::<Result<_>>()?
+    } else {
+        tch::no_grad(|| exec::run(&plan, &store.tensors, ins))?
+    };
     let outs: Vec<(String, tch::Tensor)> =
         outs.into_iter().map(|(n, t)| Ok((n, t.f_contiguous()?))).collect::<Result<_>>()?;
     safetensors::write(&a.out, &outs)?;

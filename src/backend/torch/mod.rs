@@ -18,9 +18,11 @@
 //! - [`train`]: `graft train`, fine-tuning the trainable parameters, resumable runs.
 //! - [`eval`]: `graft eval`, loss, accuracy and confusions on a dataset.
 //! - [`bench`]: `graft bench`, compile time and forward latency side by side.
+//! - [`cuda_graph`]: CUDA-graph capture/replay and bf16 autocast (`cuda-graphs` feature).
 
 pub mod bench;
 pub mod cli;
+pub mod cuda_graph;
 pub mod eval;
 pub mod exec;
 pub mod fold;

@@ -6,7 +6,7 @@
 //!     [--weight-decay X] [--schedule cosine|constant] [--warmup N] [--clip X]
 //!     [--accumulate N] [--seed N] [--device cpu|cuda|auto] [--weights BINDING=FILE]...
 //!     [--allow-missing PATTERN]... [--lr-for PATTERN=LR]... [--checkpoint-every K]
-//!     [--eval-every K] [--resume RUN_DIR] --out RUN_DIR
+//!     [--eval-every K] [--resume RUN_DIR] --out RUN_DIR [--cuda-graph] [--autocast bf16]
 //! ```
 //!
 //! The flow ([`trainer::run`]): compile the spec in train mode, check the dataset
@@ -124,6 +124,13 @@ pub struct TrainArgs {
     /// The run directory to write (default with --resume: the resumed one).
     #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
+    /// Capture forward + backward of a batch in a CUDA graph once and replay it; the
+    /// optimizer step stays eager (CUDA only; `cuda-graphs` build).
+    #[arg(long = "cuda-graph")]
+    pub cuda_graph: bool,
+    /// Autocast the forward pass's CUDA ops (CUDA only; `cuda-graphs` build).
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub autocast: Option<crate::backend::torch::cuda_graph::AutocastDtype>,
 }
 
 /// What a run was started with, recorded in `state.json`. Those that decide the data

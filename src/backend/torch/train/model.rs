@@ -177,6 +177,11 @@ impl Model {
     /// (as if the batch lacked them). Records autograd history unless called under
     /// `no_grad`.
     pub fn logits(&self, batch: &Batch, without: &[String]) -> Result<Tensor> {
+        self.logits_of(self.bind(batch, without)?, batch.len())
+    }
+
+    /// A batch's inputs in plan order on the model's device (`without`: as in [`Self::logits`]).
+    pub fn bind(&self, batch: &Batch, without: &[String]) -> Result<Vec<Option<Tensor>>> {
         let plan = &self.spec.plan;
         let mut given = Vec::new();
         for (name, h) in &batch.inputs {
@@ -185,12 +190,16 @@ impl Model {
             }
             given.push((name.clone(), to_tensor(h)?));
         }
-        let (ins, _) = inputs::bind(plan, given, Kind::Float, self.device)?;
-        let mut outs = exec::run(plan, &self.store.tensors, ins)?;
+        Ok(inputs::bind(plan, given, Kind::Float, self.device)?.0)
+    }
+
+    /// The first output's logits for bound inputs ([`Self::bind`]) of a batch of `n`.
+    pub fn logits_of(&self, ins: Vec<Option<Tensor>>, n: usize) -> Result<Tensor> {
+        let mut outs = exec::run(&self.spec.plan, &self.store.tensors, ins)?;
         let logits = outs.swap_remove(self.spec.output).1;
         let size = logits.size();
-        if size.len() != 2 || size[0] != batch.len() as i64 {
-            bail!("output `{}` is {size:?}, expected [{}, classes]", self.spec.output_name, batch.len());
+        if size.len() != 2 || size[0] != n as i64 {
+            bail!("output `{}` is {size:?}, expected [{n}, classes]", self.spec.output_name);
         }
         Ok(logits)
     }

@@ -14,15 +14,16 @@ use super::optim::{clip, global_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
 use super::schedule::{Schedule, ScheduleKind};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
+use crate::backend::torch::cuda_graph::{self, Autocast, GraphedStep, LossAndGrads};
 use crate::backend::torch::eval::{evaluate, Report};
 use crate::backend::torch::safetensors::SafeFile;
-use crate::data::Dataset;
+use crate::data::{Batch, Dataset};
 use crate::report::thousands;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// A finished run.
 pub struct Trained {
@@ -120,6 +121,13 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         bail!("--clip must be a finite number > 0");
     }
     let device = a.device.device()?;
+    if a.cuda_graph {
+        cuda_graph::require("--cuda-graph", device)?;
+    }
+    if a.autocast.is_some() {
+        cuda_graph::require("--autocast", device)?;
+    }
+    let autocast = a.autocast.is_some();
     tch::manual_seed(seed as i64);
 
     // The spec first (its errors are the likeliest), then the data against it.
@@ -222,6 +230,11 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     }
     let id = model.spec.identity.clone();
     header(&model, &opt, &ds, &hyper, per_epoch, start, &out, device);
+    if a.cuda_graph || autocast {
+        let graph = if a.cuda_graph { "forward + backward in a CUDA graph (optimizer eager)" } else { "eager" };
+        eprintln!("  {graph}{}", if autocast { ", autocast bf16" } else { "" });
+    }
+    let (mut graphed, mut noted) = (None, false);
 
     let (mut epoch, mut position) = prev.as_ref().map_or((0, 0), |p| (p.epoch, p.position));
     let mut samples = prev.as_ref().map_or(0, |p| p.samples);
@@ -245,27 +258,39 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         let mut missing = BTreeSet::new();
         for _ in 0..accumulate {
             let item = feed.next()?;
-            let logits = model.logits(&item.batch, &[])?;
-            let loss = cross_entropy(&logits, &model.labels(&item.batch)?, false)?;
+            let (loss, graph_grads) = if a.cuda_graph {
+                let (loss, g) =
+                    graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut noted)?;
+                (loss, Some(g))
+            } else {
+                let _autocast = Autocast::bf16_if(autocast)?;
+                let logits = model.logits(&item.batch, &[])?;
+                let logits = if autocast { logits.f_to_kind(Kind::Float)? } else { logits };
+                (cross_entropy(&logits, &model.labels(&item.batch)?, false)?, None)
+            };
             let value = loss.f_double_value(&[])? as f32;
             if !value.is_finite() {
                 let at =
                     format!("the loss is {value} at step {} (epoch {}, batch {})", step + 1, item.epoch, item.index);
                 return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
             }
-            if loss.requires_grad() {
-                let scaled = if accumulate > 1 { loss.f_div_scalar(accumulate as f64)? } else { loss };
-                let g = Tensor::f_run_backward(&[&scaled], &params, false, false)?;
-                for (acc, gi) in grads.iter_mut().zip(g) {
-                    if !gi.defined() {
-                        continue;
+            let g = match graph_grads {
+                Some(g) => g,
+                None if loss.requires_grad() => {
+                    let scaled = if accumulate > 1 { loss.f_div_scalar(accumulate as f64)? } else { loss };
+                    Tensor::f_run_backward(&[&scaled], &params, false, false)?
+                }
+                None => Vec::new(),
+            };
+            for (acc, gi) in grads.iter_mut().zip(g) {
+                if !gi.defined() {
+                    continue;
+                }
+                match acc {
+                    Some(t) => {
+                        let _ = t.f_add_(&gi)?;
                     }
-                    match acc {
-                        Some(t) => {
-                            let _ = t.f_add_(&gi)?;
-                        }
-                        None => *acc = Some(gi),
-                    }
+                    None => *acc = Some(gi),
                 }
             }
             loss_sum += value as f64;
@@ -358,6 +383,75 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     }
     println!("wrote {} ({} tensors)", out.join(TRAINABLE).display(), opt.paths().len());
     Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
+}
+
+/// Forward (autocast to bf16 when asked), cross-entropy, and the gradients of
+/// `loss / accumulate` with respect to `params`, without a host synchronization, so a
+/// CUDA graph can capture it.
+#[allow(clippy::too_many_arguments)]
+fn loss_and_grads(
+    model: &Model,
+    params: &[Tensor],
+    ins: Vec<Option<Tensor>>,
+    labels: &Tensor,
+    n: usize,
+    accumulate: usize,
+    autocast: bool,
+) -> Result<LossAndGrads> {
+    let loss = {
+        let _autocast = Autocast::bf16_if(autocast)?;
+        let logits = model.logits_of(ins, n)?;
+        let logits = if autocast { logits.f_to_kind(Kind::Float)? } else { logits };
+        cross_entropy(&logits, labels, false)?
+    };
+    if !loss.requires_grad() {
+        return Ok((loss, Vec::new()));
+    }
+    let scaled = if accumulate > 1 { loss.f_div_scalar(accumulate as f64)? } else { loss.shallow_clone() };
+    let grads = Tensor::f_run_backward(&[&scaled], params, false, false)?;
+    Ok((loss, grads))
+}
+
+/// One batch's loss and gradients with `--cuda-graph`: captured at the first batch,
+/// replayed for every batch of the same shapes and inputs; any other batch (a short
+/// last one, one without an optional input) runs eagerly. With `accumulate > 1` the
+/// gradients are copied out of the graph's buffers, which the next replay overwrites.
+fn graphed_batch(
+    graph: &mut Option<GraphedStep>,
+    model: &Model,
+    params: &[Tensor],
+    batch: &Batch,
+    accumulate: usize,
+    autocast: bool,
+    noted: &mut bool,
+) -> Result<LossAndGrads> {
+    let (ins, labels, n) = (model.bind(batch, &[])?, model.labels(batch)?, batch.len());
+    let step =
+        |ins: Vec<Option<Tensor>>, labels: &Tensor| loss_and_grads(model, params, ins, labels, n, accumulate, autocast);
+    let g = match graph {
+        Some(g) => g,
+        None => graph.insert(GraphedStep::capture(&ins, &labels, &step)?),
+    };
+    if !g.fits(&ins, &labels) {
+        if !*noted {
+            eprintln!("note: --cuda-graph: batches with other shapes or inputs than the captured one run eagerly");
+            *noted = true;
+        }
+        return step(ins, &labels);
+    }
+    let (loss, grads) = g.run(&ins, &labels)?;
+    if accumulate == 1 {
+        return Ok((loss, grads));
+    }
+    let owned = |t: &Tensor| -> Result<Tensor> {
+        if !t.defined() {
+            return Ok(Tensor::new());
+        }
+        let mut c = t.f_empty_like()?;
+        c.f_copy_(t)?;
+        Ok(c)
+    };
+    Ok((loss, grads.iter().map(owned).collect::<Result<_>>()?))
 }
 
 /// The run's fixed context, for stop messages.
