@@ -393,15 +393,20 @@ impl Leaves {
 }
 
 fn list(out: &mut String, title: &str, items: &[String]) {
+    titled_list(out, "    ", title, items, MAX_LINES);
+}
+
+/// `indent title (n):` then up to `max` items one per line, then `... and k more`.
+pub(crate) fn titled_list(out: &mut String, indent: &str, title: &str, items: &[String], max: usize) {
     if items.is_empty() {
         return;
     }
-    let _ = writeln!(out, "    {title} ({}):", items.len());
-    for it in items.iter().take(MAX_LINES) {
-        let _ = writeln!(out, "      {it}");
+    let _ = writeln!(out, "{indent}{title} ({}):", items.len());
+    for it in items.iter().take(max) {
+        let _ = writeln!(out, "{indent}  {it}");
     }
-    if items.len() > MAX_LINES {
-        let _ = writeln!(out, "      ... and {} more", items.len() - MAX_LINES);
+    if items.len() > max {
+        let _ = writeln!(out, "{indent}  ... and {} more", items.len() - max);
     }
 }
 

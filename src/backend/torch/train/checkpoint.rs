@@ -23,13 +23,12 @@
 
 use crate::backend::torch::lower::Plan;
 use crate::backend::torch::safetensors::{self, SafeFile};
-use crate::backend::torch::weights::Leaves;
+use crate::backend::torch::weights::{titled_list, Leaves};
 use crate::backend::torch::{kind_name, type_text};
 use crate::pipeline::Compiled;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -276,18 +275,7 @@ pub fn diff(have: &[(String, String, Vec<i64>)], want: &[(String, Vec<i64>)]) ->
         return None;
     }
     let mut out = String::new();
-    let mut list = |title: &str, items: &[String]| {
-        if items.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "  {title} ({}):", items.len());
-        for it in items.iter().take(MAX_LINES) {
-            let _ = writeln!(out, "    {it}");
-        }
-        if items.len() > MAX_LINES {
-            let _ = writeln!(out, "    ... and {} more", items.len() - MAX_LINES);
-        }
-    };
+    let mut list = |title: &str, items: &[String]| titled_list(&mut out, "  ", title, items, MAX_LINES);
     list("in the checkpoint but not trainable in the spec", &only_file);
     list("trainable in the spec but not in the checkpoint", &only_spec);
     list("shape differs", &shapes);
