@@ -46,27 +46,27 @@ backbone="video_vit=$runs/video_pretrain/trainable.safetensors"
 step "3/6 CM3T plugins on the frozen video ViT (multimodal task, 8 classes)"
 for spec in cm3t_head cm3t_mhva cm3t_multimodal; do
   train "$spec" "$spec" mm_train --val "$data/mm_val" --epochs 6 --batch 32 --lr 3e-3 --warmup 20 \
-    --schedule cosine --weights "$backbone" --allow-missing 'pre.*'
+    --schedule cosine --weights "$backbone"
   "$g" params "specs/demo/$spec.graft" --json > "$out/eval/$spec.params.json"
   "$g" eval "specs/demo/$spec.graft" --data "$data/mm_val" --run "$runs/$spec" --weights "$backbone" \
-    --allow-missing 'pre.*' --json > "$out/eval/$spec.json"
+    --json > "$out/eval/$spec.json"
 done
 for missing in audio pose; do
   "$g" eval specs/demo/cm3t_multimodal.graft --data "$data/mm_val" --run "$runs/cm3t_multimodal" \
-    --weights "$backbone" --allow-missing 'pre.*' --without "$missing" --json > "$out/eval/cm3t_multimodal.without_$missing.json"
+    --weights "$backbone" --without "$missing" --json > "$out/eval/cm3t_multimodal.without_$missing.json"
 done
 
 step "4/6 M2PT: video ViT on the motion task, pathways from the audio model"
 train m2pt_video_audio m2pt motion_train --val "$data/motion_val" --epochs 3 --batch 32 --lr 1e-3 --warmup 20 \
   --schedule cosine --lr-for 'cmr.*=1e-2' --weights "$backbone" \
-  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'pre.*' --allow-missing 'head.*'
+  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*'
 "$g" eval specs/demo/m2pt_video_audio.graft --data "$data/motion_val" --run "$runs/m2pt" --weights "$backbone" \
-  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'pre.*' --allow-missing 'head.*' \
+  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*' \
   --json > "$out/eval/m2pt.json"
 
 step "5/6 fuse: fold W + λ·W′, check fused = unfused, write the plain model's checkpoint"
 "$g" fuse specs/demo/m2pt_video_audio.graft --run "$runs/m2pt" --weights "$backbone" \
-  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'pre.*' --allow-missing 'head.*' \
+  --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*' \
   --out "$runs/m2pt/fused.safetensors"
 "$g" eval specs/demo/video_plain.graft --data "$data/motion_val" --weights "video_vit=$runs/m2pt/fused.safetensors" \
   --json > "$out/eval/m2pt_fused.json"

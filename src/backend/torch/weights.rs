@@ -335,10 +335,15 @@ impl Leaves {
                     }
                 }
             }
+            // A file keyed by full graph paths (a training run's checkpoint holds several
+            // components) answers only for the keys under the bindings that read it.
+            let prefixes: Vec<String> = reqs.iter().map(|(b, _, _)| format!("{b}.")).collect();
+            let full_paths = used.iter().any(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())));
             let unexpected: Vec<String> = f
                 .metas
                 .iter()
                 .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
+                .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
                 .filter(|(k, _)| {
                     !reqs.iter().any(|(b, _, _)| declared.contains(&format!("{b}.{k}")) || declared.contains(k))
                 })
@@ -527,6 +532,27 @@ mod tests {
             &[("m.a.weight", Tensor::ones([2], f32_)), ("m.b.weight", Tensor::ones([2], f32_))],
         );
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
+        // A run's checkpoint also holds other components' tensors: not unexpected here.
+        let path = file(
+            "run.safetensors",
+            &[
+                ("m.a.weight", Tensor::ones([2], f32_)),
+                ("m.b.weight", Tensor::ones([2], f32_)),
+                ("head.weight", Tensor::ones([3], f32_)),
+            ],
+        );
+        assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
+        // But under the binding's own prefix, an extra key still is.
+        let path = file(
+            "extra.safetensors",
+            &[
+                ("m.a.weight", Tensor::ones([2], f32_)),
+                ("m.b.weight", Tensor::ones([2], f32_)),
+                ("m.c.weight", Tensor::ones([3], f32_)),
+            ],
+        );
+        let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
+        assert!(err.contains("m.c.weight"), "{err}");
         let path = file(
             "pre.safetensors",
             &[("module.a.weight", Tensor::ones([2], f32_)), ("module.b.weight", Tensor::ones([2], f32_))],
