@@ -46,6 +46,19 @@ pub fn insert_adapters(lw: &mut Lowered) {
             );
             continue;
         }
+        // Instances are named `ADAPTER.SITE`: a site and one inside it would give
+        // paths that run into each other.
+        if let Some((outer, inner)) = nested_pair(&sites) {
+            lw.b.diags.push(
+                Diagnostic::error(
+                    "E0704",
+                    format!("adapter `{}` matches both `{outer}` and `{inner}`, which is inside it", a.name.name),
+                )
+                .at(a.at.span, "selects an instance and a site within it")
+                .hint("make the selector match one level only, e.g. with an exact path instead of `**`"),
+            );
+            continue;
+        }
         // An adapter loaded from a trained run reads its parameters from that file.
         let binding = lw.adapter_weights.contains_key(&a.name.name).then(|| a.name.name.clone());
         for site_path in sites {
@@ -82,6 +95,21 @@ pub fn insert_adapters(lw: &mut Lowered) {
         };
         lw.b.diags.push(d);
     }
+}
+
+/// Two matched sites of which one lies inside the other, if any.
+fn nested_pair(sites: &[String]) -> Option<(String, String)> {
+    let set: std::collections::HashSet<&str> = sites.iter().map(String::as_str).collect();
+    sites.iter().find_map(|inner| {
+        let mut p = inner.as_str();
+        while let Some(i) = p.rfind('.') {
+            p = &p[..i];
+            if set.contains(p) {
+                return Some((p.to_string(), inner.clone()));
+            }
+        }
+        None
+    })
 }
 
 fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Option<String>) -> Result<(), ()> {
