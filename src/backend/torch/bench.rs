@@ -23,8 +23,9 @@ use super::exec;
 use super::inputs;
 use super::lower::Plan;
 use super::params::{draw, fallback_init, init_tensor, ParamStore};
-use super::train::model::{cross_entropy, Model, Spec};
+use super::train::model::{Model, Spec};
 use super::train::optim::{global_norm, AdamW};
+use super::train::trainer::loss_and_grads;
 use super::train::DEFAULT_WEIGHT_DECAY;
 use super::{kind_of, DeviceArg};
 use crate::api::compile_file;
@@ -309,19 +310,13 @@ impl TrainBench {
     /// trainable parameters, their global norm, AdamW. Returns the loss.
     fn step(&mut self) -> Result<f64> {
         let labels = self.labels.as_ref().ok_or_else(|| anyhow!("internal error: no batch bound"))?;
-        let plan = &self.model.spec.plan;
         let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
-        let mut outs = exec::run(plan, &self.model.store.tensors, ins)?;
-        let logits = outs.swap_remove(self.model.spec.output).1;
-        drop(outs);
-        let loss = cross_entropy(&logits, labels, false)?;
-        drop(logits);
+        let n = labels.size()[0] as usize;
+        // The step `graft train` takes (one batch per step, no autocast).
+        let (loss, grads) = loss_and_grads(&self.model, &self.params, ins, labels, n, 1, false)?;
         let value = loss.f_double_value(&[])?;
-        let grads: Vec<Option<Tensor>> = Tensor::f_run_backward(&[&loss], &self.params, false, false)?
-            .into_iter()
-            .map(|g| g.defined().then_some(g))
-            .collect();
         drop(loss);
+        let grads: Vec<Option<Tensor>> = grads.into_iter().map(|g| g.defined().then_some(g)).collect();
         let norm = match global_norm(&grads)? {
             Some(n) => n.f_double_value(&[])?,
             None => 0.0,

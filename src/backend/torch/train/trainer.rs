@@ -258,15 +258,11 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         let mut missing = BTreeSet::new();
         for _ in 0..accumulate {
             let item = feed.next()?;
-            let (loss, graph_grads) = if a.cuda_graph {
-                let (loss, g) =
-                    graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut noted)?;
-                (loss, Some(g))
+            let (loss, g) = if a.cuda_graph {
+                graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut noted)?
             } else {
-                let _autocast = Autocast::bf16_if(autocast)?;
-                let logits = model.logits(&item.batch, &[])?;
-                let logits = if autocast { logits.f_to_kind(Kind::Float)? } else { logits };
-                (cross_entropy(&logits, &model.labels(&item.batch)?, false)?, None)
+                let (ins, labels) = (model.bind(&item.batch, &[])?, model.labels(&item.batch)?);
+                loss_and_grads(&model, &params, ins, &labels, item.batch.len(), accumulate, autocast)?
             };
             let value = loss.f_double_value(&[])? as f32;
             if !value.is_finite() {
@@ -274,14 +270,6 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                     format!("the loss is {value} at step {} (epoch {}, batch {})", step + 1, item.epoch, item.index);
                 return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
             }
-            let g = match graph_grads {
-                Some(g) => g,
-                None if loss.requires_grad() => {
-                    let scaled = if accumulate > 1 { loss.f_div_scalar(accumulate as f64)? } else { loss };
-                    Tensor::f_run_backward(&[&scaled], &params, false, false)?
-                }
-                None => Vec::new(),
-            };
             for (acc, gi) in grads.iter_mut().zip(g) {
                 if !gi.defined() {
                     continue;
@@ -389,7 +377,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
 /// `loss / accumulate` with respect to `params`, without a host synchronization, so a
 /// CUDA graph can capture it.
 #[allow(clippy::too_many_arguments)]
-fn loss_and_grads(
+pub(crate) fn loss_and_grads(
     model: &Model,
     params: &[Tensor],
     ins: Vec<Option<Tensor>>,
