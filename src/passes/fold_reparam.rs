@@ -34,6 +34,12 @@ fn is_param(g: &Graph, n: NodeId) -> bool {
     matches!(g.node(n).op, Op::Parameter(_))
 }
 
+/// The operands of `n` if it is a linear whose weight (and bias) are parameters.
+fn param_linear(g: &Graph, n: NodeId) -> Option<Vec<NodeId>> {
+    let ops = g.operands(n);
+    (matches!(g.node(n).op, Op::Linear) && ops[1..].iter().all(|&p| is_param(g, p))).then_some(ops)
+}
+
 fn single_use(g: &Graph, n: NodeId) -> bool {
     g.users(n).len() == 1
 }
@@ -46,12 +52,10 @@ fn affine_chain(g: &Graph, x: NodeId, end: NodeId) -> Option<Vec<NodeId>> {
         if !single_use(g, cur) || chain.len() > 16 {
             return None;
         }
-        let ops = g.operands(cur);
-        match g.node(cur).op {
-            Op::Linear if ops[1..].iter().all(|&p| is_param(g, p)) => {}
-            Op::Scale { .. } => {}
-            _ => return None,
-        }
+        let ops = match g.node(cur).op {
+            Op::Scale { .. } => g.operands(cur),
+            _ => param_linear(g, cur)?,
+        };
         chain.push(cur);
         cur = ops[0];
     }
@@ -140,13 +144,7 @@ fn parallel_affine(g: &mut Graph) -> bool {
         let ops = g.operands(add);
         for (li, ci) in [(0, 1), (1, 0)] {
             let (lin, other) = (ops[li], ops[ci]);
-            if !matches!(g.node(lin).op, Op::Linear) || !single_use(g, lin) {
-                continue;
-            }
-            let lops = g.operands(lin);
-            if !is_param(g, lops[1]) || lops[2..].iter().any(|&b| !is_param(g, b)) {
-                continue;
-            }
+            let Some(lops) = param_linear(g, lin).filter(|_| single_use(g, lin)) else { continue };
             let x = lops[0];
             let Some(chain) = affine_chain(g, x, other) else { continue };
             let at = g.node(lin).path.clone();
@@ -169,13 +167,7 @@ fn residual_affine(g: &mut Graph) -> bool {
         let ops = g.operands(add);
         for (hi, ci) in [(0, 1), (1, 0)] {
             let (h, other) = (ops[hi], ops[ci]);
-            if !matches!(g.node(h).op, Op::Linear) || g.users(h).len() != 2 {
-                continue;
-            }
-            let hops = g.operands(h);
-            if !is_param(g, hops[1]) || hops[2..].iter().any(|&b| !is_param(g, b)) {
-                continue;
-            }
+            let Some(hops) = param_linear(g, h).filter(|_| g.users(h).len() == 2) else { continue };
             let Some(chain) = affine_chain(g, h, other) else { continue };
             let at = g.node(h).path.clone();
             let (m, c) = chain_weights(g, &chain, width(g, h), &at);
