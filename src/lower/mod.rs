@@ -121,7 +121,6 @@ pub struct Component {
 pub struct Lowered {
     pub b: Builder,
     pub model: String,
-    pub model_span: Span,
     pub components: Vec<Component>,
     /// Heads: (name, span).
     pub heads: Vec<(String, Span)>,
@@ -132,8 +131,6 @@ pub struct Lowered {
     pub train: Vec<Selector>,
     /// Model-level names → values (for adapter arguments such as `context: audio_enc.norm`).
     pub env: Env,
-    /// Inputs as declared: (name, span).
-    pub inputs: Vec<(String, Span)>,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
 }

@@ -62,19 +62,10 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     if diags.has_errors() {
         return Err((prog.sources, diags));
     }
-    let mut b = Builder::new(prog);
-    let mut env = Env::default();
     let mut names: HashMap<String, crate::source::Span> = HashMap::new();
     let mut lw = Lowered {
-        b: Builder::new(Program {
-            sources: crate::source::SourceMap::new(),
-            modules: BTreeMap::new(),
-            models: BTreeMap::new(),
-            root_model: None,
-            root: b.prog.root,
-        }),
+        b: Builder::new(prog),
         model: name.clone(),
-        model_span: model.name.span,
         components: Vec::new(),
         heads: Vec::new(),
         adapters: Vec::new(),
@@ -82,9 +73,11 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         pathways: Vec::new(),
         train: Vec::new(),
         env: Env::default(),
-        inputs: Vec::new(),
         weights: BTreeMap::new(),
     };
+    // Disjoint borrows of the model's tables while it is being built.
+    let b = &mut lw.b;
+    let env = &mut lw.env;
     let mut declare = |b: &mut Builder, n: &crate::syntax::ast::Ident| -> bool {
         if let Some(prev) = names.get(&n.name) {
             b.error(
@@ -108,7 +101,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     // 1. Inputs.
     for it in &items {
         let ModelItem::Input(inp) = it else { continue };
-        if !declare(&mut b, &inp.name) {
+        if !declare(b, &inp.name) {
             continue;
         }
         let dtype = DType::parse(&inp.dtype).unwrap_or(DType::F32);
@@ -148,13 +141,12 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         };
         if let Ok(id) = b.node(op, &inp.name.name, inp.span, &[]) {
             env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));
-            lw.inputs.push((inp.name.name.clone(), inp.span));
         }
     }
     // 2. Backbones and encoders, in order (a later one may read an earlier one).
     for it in &items {
         let ModelItem::Component(c) = it else { continue };
-        if !declare(&mut b, &c.name) {
+        if !declare(b, &c.name) {
             continue;
         }
         let mut weights = c.weights.as_ref().map(|w| w.0.clone());
@@ -174,7 +166,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         if let Some(w) = &weights {
             lw.weights.insert(c.name.name.clone(), w.clone());
         }
-        if let Ok(v) = instance_expr(&mut b, &c.value, &env, &c.name.name) {
+        if let Ok(v) = instance_expr(b, &c.value, env, &c.name.name) {
             env.vars.insert(c.name.name.clone(), (v, Some(c.name.span)));
             env.instances.insert(c.name.name.clone(), c.name.name.clone());
         } else {
@@ -185,7 +177,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     // 3. Heads.
     for it in &items {
         let ModelItem::Head { name, value, span } = it else { continue };
-        if !declare(&mut b, name) {
+        if !declare(b, name) {
             continue;
         }
         let binding = binds.remove(&name.name).map(|(f, _, _)| {
@@ -193,7 +185,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             name.name.clone()
         });
         b.set_owner(&name.name, binding);
-        if let Ok(v) = b.let_expr(value, &env, &name.name) {
+        if let Ok(v) = b.let_expr(value, env, &name.name) {
             env.vars.insert(name.name.clone(), (v, Some(name.span)));
             env.instances.insert(name.name.clone(), name.name.clone());
         } else {
@@ -204,10 +196,10 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     // 4. Outputs.
     for it in &items {
         let ModelItem::Output { name, value, span } = it else { continue };
-        if !declare(&mut b, name) {
+        if !declare(b, name) {
             continue;
         }
-        match b.eval(value, &env, &name.name) {
+        match b.eval(value, env, &name.name) {
             Ok(Value::Tensor(t)) => {
                 let _ = b.node(Op::Output { name: name.name.clone() }, &name.name, *span, &[t]);
             }
@@ -224,7 +216,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     // 5. Adapters, pathways and training rules go to the passes.
     for it in items {
         match it {
-            ModelItem::Adapter(a) if declare(&mut b, &a.name) => {
+            ModelItem::Adapter(a) if declare(b, &a.name) => {
                 if let Some((f, t, _)) = binds.remove(&a.name.name) {
                     lw.weights.insert(a.name.name.clone(), f.clone());
                     lw.adapter_weights.insert(a.name.name.clone(), (f, t));
@@ -234,7 +226,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
                 }
                 lw.adapters.push(a);
             }
-            ModelItem::Pathway(p) if declare(&mut b, &p.name) => lw.pathways.push(p),
+            ModelItem::Pathway(p) if declare(b, &p.name) => lw.pathways.push(p),
             ModelItem::Train { rules, .. } => lw.train.extend(rules),
             _ => {}
         }
@@ -259,11 +251,9 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
                 .hint("add `output logits = head_or_component`"),
         );
     }
-    if b.diags.has_errors() {
-        return Err((b.prog.sources, b.diags));
+    if lw.b.diags.has_errors() {
+        return Err((lw.b.prog.sources, lw.b.diags));
     }
-    lw.b = b;
-    lw.env = env;
     Ok(lw)
 }
 
