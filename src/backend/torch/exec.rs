@@ -2,9 +2,10 @@
 //!
 //! Slots hold `Option<Tensor>`: `None` is an absent value (a missing optional input
 //! and everything computed from it, except through `add`, which passes on a present
-//! operand computed from the data; parameters alone never stand in for it). Kernels use LibTorch's fused operators (`linear`, `layer_norm`,
-//! exact-erf `gelu`, `scaled_dot_product_attention`) and the fallible `f_` API, so a
-//! LibTorch error becomes an error naming the instance that failed, not a panic.
+//! operand computed from the data; parameters alone never stand in for it).
+//! Kernels use LibTorch's fused operators (`linear`, `layer_norm`, exact-erf `gelu`,
+//! `scaled_dot_product_attention`) and the fallible `f_` API, so a LibTorch error
+//! becomes an error naming the instance that failed, not a panic.
 //! Devices and dtypes are whatever the parameters and inputs were placed on.
 
 use super::lower::{Kernel, Plan, Src};
