@@ -37,9 +37,7 @@ fn invalid() {
             Err(f) => f,
         };
         let text = render_failure(&failure, false);
-        let Failure::User(_, diags) = &failure else {
-            panic!("{name} is a compiler bug, not a user error:\n{text}")
-        };
+        let Failure::User(_, diags) = &failure else { panic!("{name} is a compiler bug, not a user error:\n{text}") };
         let codes: Vec<&str> = diags.items.iter().map(|d| d.code).collect();
         assert!(
             !codes.is_empty() && codes.iter().all(|c| *c == expected),
