@@ -6,10 +6,13 @@
 //!        ─▶ build_pathways ─▶ apply_training_rules ─▶ [infer: fold_reparam] ─▶ eliminate_dead_code
 //! ```
 //! Every pass has one signature ([`PassFn`]). The IR verifier runs after every pass
-//! in debug and test builds (and always when `GRAFT_VERIFY=1`). `graft compile
-//! --timings` prints each pass's time; `--stop-after PASS` prints the IR after it.
+//! in debug and test builds (and always when `GRAFT_VERIFY=1`); the final
+//! verification stage ([`Verified::new`]) runs in every build and produces the only
+//! graph a backend accepts. `graft compile --timings` prints each stage's time;
+//! `--stop-after PASS` prints the IR after it.
 
 use crate::diag::Diagnostics;
+use crate::ir::verified::Verified;
 use crate::ir::verify::{verify, Stage, VerifyError};
 use crate::ir::Graph;
 use crate::lower::{lower, Component, Program};
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 /// `train` keeps adapters, pathways and LoRA as separate parameters; `infer` folds
 /// every re-parameterization into plain weights.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Train,
@@ -34,7 +37,8 @@ pub enum Mode {
 
 /// A verified, compiled model.
 pub struct Compiled {
-    pub graph: Graph,
+    /// The graph, read-only: it passed the final verification stage.
+    pub graph: Verified,
     pub model: String,
     pub mode: Mode,
     pub sources: SourceMap,
@@ -136,6 +140,8 @@ pub const PASSES: [Pass; 7] = [
 
 /// The first stage: name resolution and module instantiation.
 pub const LOWER: &str = "lower";
+/// The last stage, in every build: the final verification that makes a [`Verified`].
+pub const FINAL: &str = "verify_final";
 
 /// The stages `--stop-after` accepts in `mode`: `lower`, then each pass that runs.
 pub fn stages(mode: Mode) -> Vec<&'static str> {
@@ -198,7 +204,16 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
 /// Compile, and say how long each stage took.
 pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, Vec<Timing>) {
     let mut timings = Vec::new();
-    let result = run_passes(prog, mode, None, &mut timings).map(|(g, cx)| finish(g, cx, mode));
+    let result = run_passes(prog, mode, None, &mut timings).and_then(|(g, cx)| {
+        // In every build: what a backend relies on (typed, no unbound input, outputs,
+        // parameter sources that resolve). The graph is read-only from here on.
+        let start = Instant::now();
+        let bindings = cx.decls.weights.keys().cloned().collect();
+        let nodes = g.len();
+        let graph = Verified::new(g, &bindings).map_err(Failure::Bug)?;
+        timings.push(Timing { stage: FINAL, elapsed: start.elapsed(), changed: false, nodes });
+        Ok(finish(graph, cx, mode))
+    });
     (result, timings)
 }
 
@@ -211,7 +226,7 @@ pub fn graph_after(prog: Program, mode: Mode, stage: &str) -> Option<Result<Grap
     Some(run_passes(prog, mode, Some(stage), &mut Vec::new()).map(|(g, _)| g))
 }
 
-fn finish(graph: Graph, cx: PassCtx, mode: Mode) -> Compiled {
+fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
     let (order, table) = cx.sites();
     let sites = order
         .iter()
