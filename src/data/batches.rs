@@ -6,7 +6,7 @@
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
-use super::rng::{hash_str, Rng};
+use crate::rng::{hash_str, Rng};
 use super::tensor::{Batch, HostTensor};
 use std::collections::BTreeMap;
 

@@ -74,7 +74,6 @@ pub mod error;
 pub mod meta;
 pub mod reader;
 pub mod render;
-pub mod rng;
 pub mod synth;
 pub mod tensor;
 pub mod writer;

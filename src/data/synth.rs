@@ -36,7 +36,7 @@
 use super::error::DataError;
 use super::meta::InputSpec;
 use super::render::{self, AUDIO_LEN, POSE_LEN, VIDEO_LEN};
-use super::rng::{hash_str, Rng};
+use crate::rng::{hash_str, Rng};
 use super::tensor::{Batch, HostTensor};
 use super::writer::{DatasetWriter, Written};
 use crate::ir::DType;
