@@ -96,6 +96,9 @@ mod tests {
         let mut r = SplitMix64::for_param(0, "w");
         let want: Vec<f32> = (0..3).map(|_| r.normal() as f32).collect();
         assert_eq!(v, want);
-        assert_eq!(crate::rng::param_seed(0, "w"), (0xcbf2_9ce4_8422_2325u64 ^ b'w' as u64).wrapping_mul(0x0100_0000_01b3) >> 1);
+        assert_eq!(
+            crate::rng::param_seed(0, "w"),
+            (0xcbf2_9ce4_8422_2325u64 ^ b'w' as u64).wrapping_mul(0x0100_0000_01b3) >> 1
+        );
     }
 }
