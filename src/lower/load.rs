@@ -35,15 +35,6 @@ pub enum ModuleEntry {
     Alias(Alias),
 }
 
-impl ModuleEntry {
-    pub fn span(&self) -> Span {
-        match self {
-            ModuleEntry::Decl(m) => m.name.span,
-            ModuleEntry::Alias(a) => a.name.span,
-        }
-    }
-}
-
 /// A spec with its imports resolved.
 #[derive(Debug, Clone)]
 pub struct Program {
