@@ -37,11 +37,21 @@ fn every_module_has_a_doc_comment_and_a_sane_length() {
 fn every_pass_file_is_named_after_its_function() {
     for e in std::fs::read_dir("src/passes").expect("passes dir").flatten() {
         let name = e.file_name().to_string_lossy().trim_end_matches(".rs").to_string();
-        if name == "mod" || name == "testkit" {
+        if name == "mod" || name == "testkit" || name == "ctx" {
             continue;
         }
         let text = std::fs::read_to_string(e.path()).expect("source");
-        assert!(text.contains(&format!("pub fn {name}(")), "src/passes/{name}.rs must define `pub fn {name}`");
+        let signature =
+            |cx: &str| format!("pub fn {name}(g: &mut Graph, {cx}: &mut PassCtx) -> Result<bool, VerifyError>");
+        assert!(
+            text.contains(&signature("cx")) || text.contains(&signature("_cx")),
+            "src/passes/{name}.rs must define the pass `{}`",
+            signature("cx")
+        );
+        assert!(
+            graft::pipeline::PASSES.iter().any(|p| p.name == name),
+            "src/passes/{name}.rs is not in the pipeline's pass list"
+        );
         assert!(
             text.trim_start().starts_with(&format!("//! {name}:")),
             "src/passes/{name}.rs doc must start with `{name}:`"

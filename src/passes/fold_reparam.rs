@@ -14,20 +14,26 @@
 //! and end on a linear that already exists, so a folded model has exactly its
 //! backbone's parameter count.
 
-use super::eliminate_dead_code::eliminate_dead_code;
+use super::ctx::PassCtx;
+use super::eliminate_dead_code::remove_dead;
+use crate::ir::verify::VerifyError;
 use crate::ir::{FoldExpr, Graph, NodeId, Op, ParamInfo, ParamSource};
 
 /// Cap on rewrite rounds; every round removes at least one node, so real models end early.
 const MAX_ROUNDS: usize = 10_000;
 
-pub fn fold_reparam(g: &mut Graph) {
+/// The pass: apply the rules until none applies (or the cap is reached).
+pub fn fold_reparam(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    let mut any = false;
     for _ in 0..MAX_ROUNDS {
         let changed = parallel_affine(g) || residual_affine(g) || fold_params(g);
         if !changed {
             break;
         }
-        eliminate_dead_code(g);
+        any = true;
+        remove_dead(g);
     }
+    Ok(any)
 }
 
 fn is_param(g: &Graph, n: NodeId) -> bool {
@@ -133,7 +139,7 @@ fn finish(g: &mut Graph, old: NodeId, x: NodeId, w: NodeId, b: Option<NodeId>, p
 }
 
 fn retype(g: &mut Graph) {
-    let _ = super::infer_shapes::infer_shapes(g);
+    let _ = super::infer_shapes::type_nodes(g);
 }
 
 fn parallel_affine(g: &mut Graph) -> bool {
@@ -271,14 +277,14 @@ mod tests {
             "use std.adapters\nmodule lin(dim: int) {{\n  in x\n  fc = linear(dim, dim)(x)\n  out fc\n}}\n\
              model m {{\n  input x: f32[B, 4]\n  encoder t = lin(4)(x)\n  {adapter}\n  output y = t\n}}\n"
         );
-        let mut lw = lowered(&src);
-        crate::passes::insert_adapters::insert_adapters(&mut lw);
-        crate::passes::build_pathways::build_pathways(&mut lw);
-        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
-        super::fold_reparam(&mut lw.b.graph);
-        crate::passes::eliminate_dead_code::eliminate_dead_code(&mut lw.b.graph);
-        crate::ir::verify::verify(&lw.b.graph, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
-        ir(&lw)
+        let (mut g, mut cx) = lowered(&src);
+        crate::passes::insert_adapters::insert_adapters(&mut g, &mut cx).unwrap();
+        crate::passes::build_pathways::build_pathways(&mut g, &mut cx).unwrap();
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        super::fold_reparam(&mut g, &mut cx).unwrap();
+        crate::passes::eliminate_dead_code::remove_dead(&mut g);
+        crate::ir::verify::verify(&g, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
+        ir(&g)
     }
 
     #[test]
