@@ -6,6 +6,8 @@
 //! RUN_DIR is always the last good one. The order of writes is optimizer state, then
 //! trainable tensors, then `state.json`; a resume checks that the three agree.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
+
 use super::checkpoint::{self, Identity, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
 use super::feed::Feed;
 use super::metrics::{Metrics, Record};
