@@ -58,3 +58,30 @@ fn every_pass_file_is_named_after_its_function() {
         );
     }
 }
+
+/// Backends see verified IR and plans only: nothing under `src/backend/` reaches into
+/// the front end (`lower`, `syntax`) or the passes.
+#[test]
+fn backends_do_not_import_the_front_end_or_the_passes() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src/backend"), &mut files);
+    assert!(files.len() > 5);
+    let forbidden = ["lower", "syntax", "passes"];
+    let mut problems = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("utf-8 source");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for m in forbidden {
+                // `crate::lower`, `graft::syntax::…`, `use crate::{passes, …}`.
+                let paths = [format!("crate::{m}"), format!("graft::{m}"), format!("super::super::{m}")];
+                let braced =
+                    code.contains("crate::{") && code.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == m);
+                if paths.iter().any(|p| code.contains(p.as_str())) || braced {
+                    problems.push(format!("{}:{}: imports `{m}`: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -26,7 +26,7 @@ const MAX_ROUNDS: usize = 10_000;
 pub fn fold_reparam(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyError> {
     let mut any = false;
     for _ in 0..MAX_ROUNDS {
-        let changed = parallel_affine(g) || residual_affine(g) || fold_params(g);
+        let changed = parallel_affine(g)? || residual_affine(g)? || fold_params(g);
         if !changed {
             break;
         }
@@ -138,11 +138,20 @@ fn finish(g: &mut Graph, old: NodeId, x: NodeId, w: NodeId, b: Option<NodeId>, p
     g.replace_uses(old, new, |_| true);
 }
 
-fn retype(g: &mut Graph) {
-    let _ = super::infer_shapes::type_nodes(g);
+/// Type the rewritten nodes. A rewrite whose result breaks a shape rule is a bug in
+/// the rule `rule`, reported with the node, never left untyped.
+fn retype(g: &mut Graph, rule: &str) -> Result<(), VerifyError> {
+    match super::infer_shapes::type_nodes(g).into_iter().next() {
+        None => Ok(()),
+        Some((id, d)) => Err(VerifyError {
+            pass: format!("fold_reparam ({rule})"),
+            node: Some(id),
+            message: format!("the rewrite breaks typing: {}", d.message),
+        }),
+    }
 }
 
-fn parallel_affine(g: &mut Graph) -> bool {
+fn parallel_affine(g: &mut Graph) -> Result<bool, VerifyError> {
     for add in g.ids() {
         if !matches!(g.node(add).op, Op::Add) {
             continue;
@@ -158,14 +167,14 @@ fn parallel_affine(g: &mut Graph) -> bool {
             let w = g.add(Op::Add, &at, None, &[lops[1], m]);
             let b = add_opt(g, lops.get(2).copied(), c, &at);
             finish(g, add, x, w, b, at);
-            retype(g);
-            return true;
+            retype(g, "parallel_affine")?;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
-fn residual_affine(g: &mut Graph) -> bool {
+fn residual_affine(g: &mut Graph) -> Result<bool, VerifyError> {
     for add in g.ids() {
         if !matches!(g.node(add).op, Op::Add) {
             continue;
@@ -183,11 +192,11 @@ fn residual_affine(g: &mut Graph) -> bool {
             let b0 = hops.get(2).map(|&b| g.add(Op::MatMul, &at, None, &[im, b]));
             let b = add_opt(g, b0, c, &at);
             finish(g, add, hops[0], w, b, at);
-            retype(g);
-            return true;
+            retype(g, "residual_affine")?;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
 fn expr_of(g: &Graph, n: NodeId) -> FoldExpr {
@@ -270,6 +279,29 @@ fn fold_params(g: &mut Graph) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::passes::testkit::{errors, ir, lowered};
+
+    #[test]
+    fn a_rewrite_that_breaks_typing_is_a_compiler_bug() {
+        use crate::ir::{DType, Graph, Init, Op, ParamInfo, ParamSource, TensorType};
+        // What a wrong rule would leave: a linear whose new weight has the wrong width.
+        let mut g = Graph::new();
+        let ty = TensorType::fixed(DType::F32, &[2, 4]);
+        let x = g.add(Op::Input { name: "x".into(), ty, optional: false, default_zeros: false }, "x", None, &[]);
+        let p = ParamInfo {
+            path: "w".into(),
+            shape: vec![3, 5],
+            dtype: DType::F32,
+            trainable: false,
+            component: "m".into(),
+            source: ParamSource::Init { init: Init::Ones },
+        };
+        let w = g.add(Op::Parameter(p), "w", None, &[]);
+        let y = g.add(Op::Linear, "t.fc", None, &[x, w]);
+        let e = super::retype(&mut g, "parallel_affine").unwrap_err();
+        assert_eq!(e.node, Some(y));
+        assert!(e.to_string().contains("fold_reparam (parallel_affine)"), "{e}");
+        assert!(e.message.contains("breaks typing"), "{e}");
+    }
 
     /// One linear `t.fc` with the given adapter declaration, folded.
     fn folded(adapter: &str) -> String {

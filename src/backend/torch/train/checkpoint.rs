@@ -24,7 +24,7 @@
 use crate::backend::plan::Plan;
 use crate::backend::torch::convert::to_host;
 use crate::backend::torch::{kind_name, type_text};
-use crate::params::weights::titled_list;
+use crate::params::leaves::titled_list;
 use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
@@ -116,6 +116,27 @@ pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
+}
+
+/// Write a checkpoint: optimizer state, then the trainable tensors, then `state.json`
+/// (a resume checks that the three name the same step).
+pub fn write_all(
+    dir: &Path,
+    id: &Identity,
+    trainable: &[(String, Tensor)],
+    opt: &super::optim::AdamW,
+    state: &State,
+) -> Result<()> {
+    let mut meta = metadata(id, state.step);
+    meta.insert("kind".into(), "adamw".into());
+    let host: Vec<(String, Tensor)> = opt
+        .state_tensors()?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
+    write_trainable(&dir.join(TRAINABLE), id, state.step, trainable)?;
+    state.write(dir)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
