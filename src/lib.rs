@@ -18,6 +18,7 @@ pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod flops;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
