@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
