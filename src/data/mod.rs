@@ -61,13 +61,11 @@
 //! | file | what it is |
 //! |---|---|
 //! | `meta.rs` | `dataset.json` |
-//! | `safetensors.rs` | the container: header checks, encoding, atomic writes |
 //! | `reader.rs` | [`Dataset::open`], shard validation, [`Dataset::check_against`] |
 //! | `batches.rs` | the shuffled batch stream of one epoch |
 //! | `writer.rs` | [`DatasetWriter`]: shards, then `dataset.json` |
 //! | `render.rs`, `synth.rs` | synthetic video / audio / pose and the tasks |
 //! | `cli.rs` | `graft data synth`, `graft data check` |
-//! | `rng.rs` | the seeded generator (stable across versions) |
 
 pub mod batches;
 pub mod cli;
@@ -75,12 +73,12 @@ pub mod error;
 pub mod meta;
 pub mod reader;
 pub mod render;
-pub mod rng;
-pub mod safetensors;
 pub mod synth;
 pub mod tensor;
 pub mod writer;
 
+/// The container, shared with the rest of the crate.
+pub use crate::safetensors;
 pub use batches::Batches;
 pub use error::DataError;
 pub use meta::{InputSpec, Meta};
