@@ -6,7 +6,8 @@
 //! nesting depth) are checked before pest runs so that no input can exhaust the stack.
 
 pub mod ast;
+pub mod cst;
 mod errors;
 mod parser;
 
-pub use parser::{parse, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use parser::{parse, Rule, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "grammar/graft.pest"]
-struct GraftParser;
+pub(crate) struct GraftParser;
 
 /// Largest spec file accepted.
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
