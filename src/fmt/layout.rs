@@ -19,7 +19,7 @@ use crate::syntax::cst::{Elem, Node, TokKind, Token};
 use crate::syntax::Rule;
 
 /// Lines are filled up to this width where the layout breaks lines (parameter lists).
-pub const MAX_WIDTH: usize = 100;
+pub const MAX_WIDTH: usize = 120;
 const INDENT: usize = 2;
 const CONTINUATION: usize = 4;
 
@@ -186,9 +186,9 @@ impl<'a> Printer<'a> {
     fn space(prev: Class, cur: Class) -> bool {
         use Class::*;
         match (prev, cur) {
+            (_, Comma | Colon | Close | SetClose) => false,
             (Comment, _) => true,
             (BlockOpen, BlockClose) => false,
-            (_, Comma | Colon | Close | SetClose) => false,
             (Dot, _) | (_, Dot) => false,
             (Open | SetOpen | UnOp, _) => false,
             (Word | Close, Open) => false,
@@ -223,9 +223,7 @@ impl<'a> Printer<'a> {
         }
         self.line.push_str(t.text(self.src));
         self.prev = Some(class);
-        if class == Class::BlockOpen {
-            self.block_start = true;
-        }
+        self.block_start = class == Class::BlockOpen;
     }
 
     fn set_line(&mut self, indent: usize, min_blank: usize) {
@@ -425,8 +423,10 @@ fn alignment(src: &str, n: &Node) -> Vec<Option<Pad>> {
                 pads[i] = Some(Pad::Eq(name_w));
             }
         } else {
+            let has_suffix = |x: &&&Node| x.nodes().any(|c| matches!(c.rule, Rule::optional_kw | Rule::input_default));
             let ty_w = nodes
                 .iter()
+                .filter(has_suffix)
                 .map(|x| {
                     x.nodes().find(|c| c.rule == Rule::tensor_type).map_or(0, |t| {
                         let mut p = Printer::new(src);
