@@ -16,6 +16,7 @@ pub mod durable;
 pub mod fmt;
 pub mod ir;
 pub mod lower;
+pub mod lsp;
 pub mod passes;
 pub mod pipeline;
 pub mod report;

@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// A language server over stdio (diagnostics, hover, definitions, completion, formatting).
+    Lsp,
     /// Compile a spec to a verified graph and write its forms.
     Compile {
         spec: PathBuf,
@@ -163,6 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
         Cmd::Fmt { specs, check } => fmt(&specs, check),
+        Cmd::Lsp => graft::lsp::run_stdio().map(|()| ExitCode::SUCCESS).map_err(|e| anyhow::anyhow!("{e}")),
         Cmd::Compile { spec, mode, emit, out } => {
             let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };

@@ -42,6 +42,8 @@ pub struct Compiled {
     pub weights: BTreeMap<String, String>,
     /// Sites (path, kind) in creation order, for `graft select`.
     pub sites: Vec<(String, String)>,
+    /// The output type of each site (for editor hovers).
+    pub site_types: BTreeMap<String, crate::ir::TensorType>,
 }
 
 /// Why a compilation failed.
@@ -120,6 +122,8 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
         fold_reparam(&mut lw.b.graph);
         checked(&lw.b.graph, "fold_reparam", Stage::Typed)?;
     }
+    // Site types for the tools (hover), read before dead code goes.
+    let site_types = site_types(&lw);
     // Last: drop what no output needs (unused auxiliary layers, folded leftovers).
     eliminate_dead_code(&mut lw.b.graph);
     checked(&lw.b.graph, "eliminate_dead_code", Stage::Typed)?;
@@ -145,6 +149,17 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
                 (p.clone(), kind)
             })
             .collect(),
+        site_types,
         graph: lw.b.graph,
     })
+}
+
+/// The type of each site's output, where it has one.
+fn site_types(lw: &Lowered) -> BTreeMap<String, crate::ir::TensorType> {
+    let g = &lw.b.graph;
+    lw.b.sites
+        .iter()
+        .filter(|(_, s)| g.contains(s.output))
+        .filter_map(|(p, s)| g.node(s.output).ty.clone().map(|t| (p.clone(), t)))
+        .collect()
 }
