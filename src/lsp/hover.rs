@@ -100,8 +100,14 @@ fn path(c: &Compiled, p: &str) -> Option<String> {
         return None;
     }
     let mut s = format!("**{p}**");
+    let role = c.components.iter().find(|x| x.name == p).map(|x| match x.kind {
+        crate::syntax::ast::ComponentKind::Backbone => "backbone ",
+        crate::syntax::ast::ComponentKind::Encoder => "encoder ",
+    });
+    let role = role.or_else(|| c.heads.iter().any(|h| h == p).then_some("head "));
+    let role = role.or_else(|| c.adapters.iter().any(|h| h == p).then_some("adapter "));
     if let Some(k) = kind {
-        s.push_str(&format!(" — `{k}`"));
+        s.push_str(&format!(" — {}`{k}`", role.unwrap_or("")));
     } else if input.is_some() {
         s.push_str(" — input");
     }
