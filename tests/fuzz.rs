@@ -32,7 +32,7 @@ fn specs_dir() -> PathBuf {
 fn compile(text: &str) -> Result<Outcome, String> {
     // The editor tools parse the text again: keep the hand-built giant inputs (which
     // only probe the parser's limits) within the per-case time.
-    if text.len() <= 1 << 16 {
+    if text.len() <= 1 << 14 {
         tools(text)?;
     }
     let dir = specs_dir();
@@ -74,7 +74,7 @@ fn tools(text: &str) -> Result<(), String> {
     .enumerate()
     {
         for line in [0, lines / 2, lines.saturating_sub(1)] {
-            for character in [0, 3 + i as u32, 17, 40] {
+            for character in [3 + i as u32, 17] {
                 let params = serde_json::json!({
                     "textDocument": { "uri": uri },
                     "position": { "line": line, "character": character },
