@@ -45,7 +45,9 @@ fn bench(c: &mut Criterion) {
     let line = SPEC.lines().position(|l| l.contains("pathway cmr")).unwrap() as u32;
     let hover = json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 11 } });
     group.bench_function("hover_pathway_vit_l", |b| {
-        b.iter(|| black_box(state.request(Request::new(RequestId::from(1), "textDocument/hover".into(), hover.clone()))))
+        b.iter(|| {
+            black_box(state.request(Request::new(RequestId::from(1), "textDocument/hover".into(), hover.clone())))
+        })
     });
     let typing = SPEC.replace("  train mhva, cmr, target.head", "  train target.blocks[*].");
     state.update(uri.clone(), typing.clone());
@@ -53,7 +55,11 @@ fn bench(c: &mut Criterion) {
     let complete = json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": 25 } });
     group.bench_function("complete_selector_vit_l", |b| {
         b.iter(|| {
-            black_box(state.request(Request::new(RequestId::from(1), "textDocument/completion".into(), complete.clone())))
+            black_box(state.request(Request::new(
+                RequestId::from(1),
+                "textDocument/completion".into(),
+                complete.clone(),
+            )))
         })
     });
     group.finish();

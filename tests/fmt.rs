@@ -141,3 +141,39 @@ fn syntax_errors_are_refused_with_checks_diagnostics() {
     assert!(rendered.contains("bad.graft:2:"), "{rendered}");
     assert_eq!(d.items[0].code, "E0003", "{rendered}");
 }
+
+/// The command: `--check` prints a diff and exits 1 without writing; `fmt` rewrites;
+/// a file with a syntax error is left alone with `check`'s diagnostics and exit 1.
+#[test]
+fn the_fmt_command() {
+    let dir = std::env::temp_dir().join(format!("graft-fmt-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let messy = dir.join("messy.graft");
+    let text = "module m(d:int){\n in x\n    y=linear(d,d)( x )\n out y }\n";
+    std::fs::write(&messy, text).unwrap();
+    let graft = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap();
+    let path = messy.to_str().unwrap();
+    let out = graft(&["fmt", "--check", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(diff.contains("-    y=linear(d,d)( x )") && diff.contains("+  y = linear(d, d)(x)"), "{diff}");
+    assert_eq!(std::fs::read_to_string(&messy).unwrap(), text, "--check wrote the file");
+    let out = graft(&["fmt", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap(),
+        "module m(d: int) {\n  in x\n  y = linear(d, d)(x)\n  out y\n}\n"
+    );
+    assert_eq!(graft(&["fmt", "--check", path]).status.code(), Some(0));
+    let bad = dir.join("bad.graft");
+    std::fs::write(&bad, "model m {\n  input x f32[B]\n}\n").unwrap();
+    let out = graft(&["fmt", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let check = graft(&["check", bad.to_str().unwrap()]);
+    assert!(err.starts_with(&*String::from_utf8_lossy(&check.stderr)), "{err}");
+    assert_eq!(std::fs::read_to_string(&bad).unwrap(), "model m {\n  input x f32[B]\n}\n");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "temporary files left: {leftovers:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

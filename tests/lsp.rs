@@ -79,7 +79,13 @@ fn hover_on_a_name_inside_a_module() {
     let text = "use std.vit\n\nmodule twice(dim: int) {\n  in x\n  fc = linear(dim, dim)(x)\n  out fc\n}\n\nmodel m {\n  input x: f32[B, 8, 16]\n  encoder e = twice(dim: 16)(x)\n  output y = e\n  train e\n}\n";
     s.update(u.clone(), text.to_string());
     let h = hover_text(&mut s, &u, pos(text, "fc =", 0, 0));
-    assert!(h.contains("1 site") && h.contains("**e.fc**") && h.contains("f32[B, 8, 16]") && h.contains("272 parameters, trainable"), "{h}");
+    assert!(
+        h.contains("1 site")
+            && h.contains("**e.fc**")
+            && h.contains("f32[B, 8, 16]")
+            && h.contains("272 parameters, trainable"),
+        "{h}"
+    );
 }
 
 #[test]
@@ -124,7 +130,9 @@ fn definition_references_symbols_and_tokens() {
         let word: String = l.chars().skip(col as usize).take(t.length as usize).collect();
         found.push((word, graft::lsp::tokens::TYPES[t.token_type as usize].as_str().to_string()));
     }
-    for (w, ty) in [("model", "keyword"), ("vit", "function"), ("dim", "parameter"), ("f32", "type"), ("blocks", "property")] {
+    for (w, ty) in
+        [("model", "keyword"), ("vit", "function"), ("dim", "parameter"), ("f32", "type"), ("blocks", "property")]
+    {
         assert!(found.iter().any(|(a, b)| a == w && b == ty), "{w} as {ty} not in {found:?}");
     }
     assert!(found.iter().any(|(a, b)| a.starts_with("//") && b == "comment"));
@@ -172,11 +180,20 @@ fn formatting_returns_the_fmt_layout() {
     let mut s = State::default();
     let path = root().join("specs/vit_tiny.graft");
     let (u, text) = open(&mut s, &path);
-    let v = request(&mut s, "textDocument/formatting", json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }));
+    let v = request(
+        &mut s,
+        "textDocument/formatting",
+        json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
     assert_eq!(v, json!([]), "a formatted file needs no edit");
     let messy = text.replace("  input image: f32[B, 3, 224, 224]", "input   image :f32[ B,3,224,224 ]");
     s.update(u.clone(), messy);
-    let edits: Vec<TextEdit> = serde_json::from_value(request(&mut s, "textDocument/formatting", json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }))).unwrap();
+    let edits: Vec<TextEdit> = serde_json::from_value(request(
+        &mut s,
+        "textDocument/formatting",
+        json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }),
+    ))
+    .unwrap();
     assert_eq!(edits.len(), 1);
     assert_eq!(edits[0].new_text, text);
 }
@@ -311,17 +328,26 @@ fn a_session_over_stdio() {
     let path = root().join("specs/m2pt_image_point.graft");
     let text = std::fs::read_to_string(&path).unwrap();
     let u = uri(&path);
-    c.notify("textDocument/didOpen", json!({ "textDocument": { "uri": u, "languageId": "graft", "version": 1, "text": text } }));
+    c.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": u, "languageId": "graft", "version": 1, "text": text } }),
+    );
     assert_eq!(c.diagnostics(), vec![]);
     // An error: a width that does not exist in std's vit.
     let broken = text.replacen("depth: 12", "depth: 12, heights: 3", 1);
-    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 2 }, "contentChanges": [{ "text": broken }] }));
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": u, "version": 2 }, "contentChanges": [{ "text": broken }] }),
+    );
     let d = c.diagnostics();
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!(d[0].code, Some(NumberOrString::String("E0402".into())));
     assert_eq!(d[0].range.start, pos(&broken, "heights", 0, 0));
     assert!(d[0].message.contains("did you mean `height`?"), "{}", d[0].message);
-    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 3 }, "contentChanges": [{ "text": text }] }));
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": u, "version": 3 }, "contentChanges": [{ "text": text }] }),
+    );
     assert_eq!(c.diagnostics(), vec![]);
     // Hover a site.
     let h = c.call("textDocument/hover", at(&u, pos(&text, "backbone aux", 0, 9)), &mut seen);
@@ -333,19 +359,32 @@ fn a_session_over_stdio() {
     assert_eq!(crash["error"]["code"], json!(-32603), "{crash}");
     // Complete a selector path.
     let typing = text.replace("  train target, cmr", "  train target, cmr, aux.blocks[0].");
-    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 4 }, "contentChanges": [{ "text": typing }] }));
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": u, "version": 4 }, "contentChanges": [{ "text": typing }] }),
+    );
     let r = c.call("textDocument/completion", at(&u, pos(&typing, "aux.blocks[0].\n", 0, 14)), &mut seen);
     let labels: Vec<&str> = r["result"].as_array().unwrap().iter().map(|i| i["label"].as_str().unwrap()).collect();
     assert!(labels.contains(&"attn") && labels.contains(&"mlp"), "{labels:?}");
-    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 5 }, "contentChanges": [{ "text": text }] }));
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": u, "version": 5 }, "contentChanges": [{ "text": text }] }),
+    );
     // Go to a std definition.
     let r = c.call("textDocument/definition", at(&u, pos(&text, "= vit(", 1, 3)), &mut seen);
     assert!(r["result"]["uri"].as_str().unwrap().ends_with("/vit.graft"), "{r}");
     // Format a messy version.
     let messy = text.replace("  output logits = target\n", "output   logits=target\n");
     assert_ne!(messy, text);
-    c.notify("textDocument/didChange", json!({ "textDocument": { "uri": u, "version": 6 }, "contentChanges": [{ "text": messy }] }));
-    let r = c.call("textDocument/formatting", json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }), &mut seen);
+    c.notify(
+        "textDocument/didChange",
+        json!({ "textDocument": { "uri": u, "version": 6 }, "contentChanges": [{ "text": messy }] }),
+    );
+    let r = c.call(
+        "textDocument/formatting",
+        json!({ "textDocument": { "uri": u }, "options": { "tabSize": 2, "insertSpaces": true } }),
+        &mut seen,
+    );
     assert_eq!(r["result"][0]["newText"].as_str(), Some(text.as_str()), "{r}");
     // Shut down cleanly.
     let r = c.call("shutdown", Value::Null, &mut seen);

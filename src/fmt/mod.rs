@@ -30,7 +30,8 @@ pub fn format_text(name: &str, text: &str) -> Result<String, FmtError> {
     if let Err(d) = crate::syntax::parse(id, text) {
         return Err(FmtError::Syntax(sources, d));
     }
-    let tree = cst::build(text).ok_or_else(|| FmtError::Internal(format!("{name}: the concrete tree failed to build")))?;
+    let tree =
+        cst::build(text).ok_or_else(|| FmtError::Internal(format!("{name}: the concrete tree failed to build")))?;
     let out = print(text, &tree);
     let again = cst::build(&out)
         .ok_or_else(|| FmtError::Internal(format!("{name}: the formatted text does not parse again")))?;

@@ -134,7 +134,11 @@ fn local(c: &Compiled, module: &str, name: &str) -> Option<String> {
         .map(|(p, _)| p)
         .collect();
     let first = sites.first()?;
-    let mut s = format!("`{name}` in `{module}`: {} site{} in this model", sites.len(), if sites.len() == 1 { "" } else { "s" });
+    let mut s = format!(
+        "`{name}` in `{module}`: {} site{} in this model",
+        sites.len(),
+        if sites.len() == 1 { "" } else { "s" }
+    );
     s.push_str(&format!("\n\n{}", path(c, first)?));
     Some(s)
 }
@@ -179,7 +183,8 @@ fn pathway(a: &Analysis, name: &str) -> Option<String> {
     let into = crate::api::select(c, &decl.into).unwrap_or_default();
     let prefix = format!("{name}.");
     let lambdas = c.graph.params().filter(|(_, p)| p.path.starts_with(&prefix) && p.path.ends_with(".lambda")).count();
-    let mut s = format!("pathway **{name}**: {} pair{}, {lambdas} λ", into.len(), if into.len() == 1 { "" } else { "s" });
+    let mut s =
+        format!("pathway **{name}**: {} pair{}, {lambdas} λ", into.len(), if into.len() == 1 { "" } else { "s" });
     for (f, t) in from.iter().zip(&into).take(8) {
         s.push_str(&format!("\n- `{}` → `{}`", f.path, t.path));
     }

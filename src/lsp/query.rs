@@ -14,7 +14,10 @@ pub enum Target {
     /// An instance or value of the model, as a path (`vit`, `video_vit.norm`).
     Path(String),
     /// A name inside a module body (`qkv` in `attention`).
-    Local { module: String, name: String },
+    Local {
+        module: String,
+        name: String,
+    },
     Selector(Selector),
     Pathway(String),
     Use(UseTarget),
@@ -100,19 +103,21 @@ fn stmts_at(stmts: &[Stmt], off: usize, local: &dyn Fn(String) -> Target) -> Opt
         let t = match s {
             Stmt::In { name, .. } => has(name.span, off).then(|| local(name.name.clone())),
             Stmt::Out { value, .. } => expr_at(value, off, local),
-            Stmt::If { cond, then, otherwise, .. } => {
-                expr_at(cond, off, local).or_else(|| stmts_at(then, off, local)).or_else(|| stmts_at(otherwise, off, local))
+            Stmt::If { cond, then, otherwise, .. } => expr_at(cond, off, local)
+                .or_else(|| stmts_at(then, off, local))
+                .or_else(|| stmts_at(otherwise, off, local)),
+            Stmt::Let { name, value } => {
+                has(name.span, off).then(|| local(name.name.clone())).or_else(|| match value {
+                    LetValue::Expr(e) => expr_at(e, off, local),
+                    LetValue::Repeat { count, module, config, inputs, .. } => {
+                        has(module.span, off).then(|| Target::Module(module.name.clone())).or_else(|| {
+                            expr_at(count, off, local)
+                                .or_else(|| args_at(config, off, local))
+                                .or_else(|| args_at(inputs, off, local))
+                        })
+                    }
+                })
             }
-            Stmt::Let { name, value } => has(name.span, off).then(|| local(name.name.clone())).or_else(|| match value {
-                LetValue::Expr(e) => expr_at(e, off, local),
-                LetValue::Repeat { count, module, config, inputs, .. } => {
-                    has(module.span, off).then(|| Target::Module(module.name.clone())).or_else(|| {
-                        expr_at(count, off, local)
-                            .or_else(|| args_at(config, off, local))
-                            .or_else(|| args_at(inputs, off, local))
-                    })
-                }
-            }),
         };
         if t.is_some() {
             return t;

@@ -75,12 +75,17 @@ pub fn serve(conn: &Connection) -> Result<(), ServerError> {
                 }
                 let id = req.id.clone();
                 let resp = catch_unwind(AssertUnwindSafe(|| state.request(req))).unwrap_or_else(|p| {
-                    Response::new_err(id, ErrorCode::InternalError as i32, format!("internal error: {}", panic_text(&p)))
+                    Response::new_err(
+                        id,
+                        ErrorCode::InternalError as i32,
+                        format!("internal error: {}", panic_text(&p)),
+                    )
                 });
                 conn.sender.send(Message::Response(resp))?;
             }
             Message::Notification(n) => {
-                let uri = n.params.pointer("/textDocument/uri").and_then(|u| serde_json::from_value::<Url>(u.clone()).ok());
+                let uri =
+                    n.params.pointer("/textDocument/uri").and_then(|u| serde_json::from_value::<Url>(u.clone()).ok());
                 let out = catch_unwind(AssertUnwindSafe(|| state.notify(n))).unwrap_or_else(|p| {
                     let Some(uri) = uri else { return Vec::new() };
                     let d = Diagnostic {

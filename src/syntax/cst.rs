@@ -200,10 +200,11 @@ impl Builder<'_> {
         let end = children
             .iter()
             .rev()
-            .find_map(|c| match c {
-                Elem::Token(t) => Some(t.end),
-                Elem::Node(n) => Some(n.end),
+            .map(|c| match c {
+                Elem::Token(t) => t.end,
+                Elem::Node(n) => n.end,
             })
+            .next()
             .unwrap_or(span.start());
         (Node { rule, start: span.start(), end, children }, trail)
     }
