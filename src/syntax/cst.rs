@@ -11,7 +11,7 @@
 //! optional part takes the trivia after it) are hoisted to the parent, so a comment
 //! always sits between the two nodes it is written between.
 
-use super::parser::{GraftParser, Rule};
+use super::grammar::{GraftParser, Rule};
 use pest::iterators::Pair;
 use pest::Parser;
 

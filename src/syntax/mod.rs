@@ -10,6 +10,8 @@
 pub mod ast;
 pub mod cst;
 mod errors;
+mod grammar;
 mod parser;
 
-pub use parser::{parse, Rule, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use grammar::{Rule, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use parser::parse;
