@@ -1,6 +1,7 @@
 //! `graft fmt`: the layout of messy inputs (snapshots), idempotence, and that
-//! formatting never changes meaning: the compiled IR of every gallery spec, every std
-//! module and every valid fixture is byte-identical before and after.
+//! formatting never changes meaning: the compiled IR of every model spec in the
+//! repository (gallery, benches, conformance, filetests) and of the gallery against the
+//! formatted std is byte-identical before and after.
 
 use graft::fmt::{format_text, FmtError};
 use graft::pipeline::Mode;
@@ -48,9 +49,11 @@ fn ir(name: &str, dir: &Path, text: &str) -> String {
     out
 }
 
+/// The gallery and every other model spec of the repository.
 #[test]
 fn gallery_is_idempotent_and_compiles_to_the_same_ir() {
-    for path in graft_files(&root().join("specs")) {
+    let dirs = ["specs", "benches/specs", "tests/conformance/specs", "tests/filetests"];
+    for path in dirs.iter().flat_map(|d| graft_files(&root().join(d))) {
         let text = std::fs::read_to_string(&path).unwrap();
         let name = path.display().to_string();
         let once = fmt(&name, &text);
