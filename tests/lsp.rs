@@ -170,6 +170,11 @@ fn completion_of_paths_parameters_and_modules() {
     let got = labels(&mut s, pos(&typing, "vit(dim: 768, )", 0, 14));
     assert!(got.contains(&"depth".to_string()) && got.contains(&"mlp_ratio".to_string()), "{got:?}");
     assert!(!got.contains(&"dim".to_string()), "{got:?}");
+    // An alias offers its target's parameters.
+    let typing = text.replace("vit(dim: 768, depth: 12, heads: 12, classes: 1000)", "audio_vit(dim: 768, )");
+    s.update(u.clone(), typing.clone());
+    let got = labels(&mut s, pos(&typing, "audio_vit(dim: 768, )", 0, 20));
+    assert!(got.contains(&"depth".to_string()) && !got.contains(&"dim".to_string()), "{got:?}");
     // Module names.
     let got = labels(&mut s, Position::new(0, 0));
     assert!(got.contains(&"vit3d".to_string()) && got.contains(&"linear".to_string()), "{got:?}");

@@ -139,7 +139,15 @@ fn open_call(text: &str) -> Option<String> {
 
 fn call_params(a: &Analysis, callee: &str, before: &str) -> Vec<CompletionItem> {
     let Some(prog) = a.program.as_deref() else { return Vec::new() };
-    let Some(ModuleEntry::Decl(m)) = prog.modules.get(callee).map(|e| e.as_ref()) else { return Vec::new() };
+    // An alias (`module audio_vit = vit(...)`) takes its target's parameters.
+    let mut entry = prog.modules.get(callee).map(|e| e.as_ref());
+    for _ in 0..8 {
+        match entry {
+            Some(ModuleEntry::Alias(al)) => entry = prog.modules.get(&al.target.name).map(|e| e.as_ref()),
+            _ => break,
+        }
+    }
+    let Some(ModuleEntry::Decl(m)) = entry else { return Vec::new() };
     let open = before.rfind('(').map_or("", |i| &before[i..]);
     m.params
         .iter()
