@@ -118,10 +118,7 @@ pub fn convert(sources: &SourceMap, diags: &Diagnostics, uri: &Url, name: &str) 
         }
         out.push(Diagnostic {
             range,
-            severity: Some(match d.severity {
-                crate::diag::Severity::Error => DiagnosticSeverity::ERROR,
-                crate::diag::Severity::Warning => DiagnosticSeverity::WARNING,
-            }),
+            severity: Some(DiagnosticSeverity::ERROR),
             code: Some(NumberOrString::String(d.code.to_string())),
             source: Some("graft".into()),
             message,

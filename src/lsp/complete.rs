@@ -176,7 +176,7 @@ fn module_names(a: &Analysis) -> Vec<CompletionItem> {
             items.push(CompletionItem {
                 label: name.clone(),
                 kind: Some(CompletionItemKind::MODULE),
-                detail: Some(prog.sources.get(e.span().file).name.clone()),
+                detail: Some(prog.sources.get(super::query::entry_span(e).file).name.clone()),
                 ..Default::default()
             });
         }

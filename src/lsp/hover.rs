@@ -51,7 +51,7 @@ pub fn hover(a: &Analysis, pos: Position) -> Option<Hover> {
             let names: Vec<&str> = prog
                 .modules
                 .iter()
-                .filter(|(_, e)| prog.sources.get(e.span().file).name == file)
+                .filter(|(_, e)| prog.sources.get(super::query::entry_span(e).file).name == file)
                 .map(|(n, _)| n.as_str())
                 .collect();
             format!("standard library `{}`: {}", parts.join("."), names.join(", "))
@@ -148,7 +148,7 @@ fn module(a: &Analysis, name: &str) -> Option<String> {
     let Some(entry) = prog.modules.get(name) else {
         return crate::lower::builtins::is_builtin(name).then(|| format!("`{name}`: built-in"));
     };
-    let file = prog.sources.get(entry.span().file);
+    let file = prog.sources.get(super::query::entry_span(entry).file);
     let span = match entry.as_ref() {
         ModuleEntry::Decl(m) => m.span,
         ModuleEntry::Alias(al) => al.span,

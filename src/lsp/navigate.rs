@@ -12,7 +12,7 @@ pub fn definition(a: &Analysis, pos: Position) -> Option<Location> {
     match target_at(a.ast.as_ref()?, off)? {
         Target::Module(m) => {
             let prog = a.program.as_deref()?;
-            location(&prog.sources, prog.modules.get(&m)?.span(), &a.uri, &a.name)
+            location(&prog.sources, super::query::entry_span(prog.modules.get(&m)?), &a.uri, &a.name)
         }
         Target::Use(UseTarget::Std(parts)) => {
             let uri = Url::from_file_path(std_file(parts.last()?)?).ok()?;
@@ -52,7 +52,7 @@ pub fn references(a: &Analysis, pos: Position, include_declaration: bool) -> Opt
     let mut spans = module_uses(prog, &m);
     if include_declaration {
         if let Some(e) = prog.modules.get(&m) {
-            spans.insert(0, e.span());
+            spans.insert(0, super::query::entry_span(e));
         }
     }
     Some(spans.into_iter().filter_map(|s| location(&prog.sources, s, &a.uri, &a.name)).collect())

@@ -23,6 +23,14 @@ pub enum Target {
     Use(UseTarget),
 }
 
+/// The name span of a module's declaration or alias.
+pub fn entry_span(e: &ModuleEntry) -> Span {
+    match e {
+        ModuleEntry::Decl(m) => m.name.span,
+        ModuleEntry::Alias(a) => a.name.span,
+    }
+}
+
 fn has(span: Span, off: usize) -> bool {
     (span.start as usize) <= off && off <= span.end as usize
 }

@@ -7,7 +7,7 @@
 //! weight. Only the target's bias is used. Differing counts (depths) or weight shapes
 //! are errors, never a silent truncation.
 
-use super::ctx::{Decls, PassCtx};
+use super::ctx::{Borrowed, Decls, PassCtx};
 use crate::diag::Diagnostic;
 use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, Init, NodeId, Op};
@@ -15,14 +15,6 @@ use crate::lower::{Builder, SiteKind, Value};
 use crate::select::Universe;
 use crate::syntax::ast::{ExprKind, PathwayDecl};
 use std::collections::HashMap;
-
-/// What a pathway borrows: whether W′ trains, and the W′ parameter paths.
-#[derive(Debug, Clone, Default)]
-pub struct Borrowed {
-    pub aux_trainable: bool,
-    pub aux_params: Vec<String>,
-    pub lambdas: Vec<String>,
-}
 
 /// The pass: rewrite every paired target weight; what each pathway borrows is left
 /// in the context for `apply_training_rules`.
@@ -156,10 +148,13 @@ fn build_one(
             _ => None,
         };
         let (Some((sa, pa)), Some((st, _))) = (shape(w_aux), shape(w_tgt)) else {
+            // A target rewritten by another pathway is caught above, so this is
+            // normally an auxiliary layer that is itself a pathway's target.
+            let (which, span) = if shape(w_aux).is_none() { (src, p.from.span) } else { (dst, p.into.span) };
             b.diags.push(
-                Diagnostic::error("E0905", format!("`{dst}` already computes its weight"))
-                    .at(p.into.span, "its weight is not a plain parameter")
-                    .hint("a layer takes one pathway"),
+                Diagnostic::error("E0907", format!("`{which}` already computes its weight through a pathway"))
+                    .at(span, "its weight is not a plain parameter")
+                    .hint("a pathway borrows a plain weight: a layer takes part in one pathway"),
             );
             return None;
         };

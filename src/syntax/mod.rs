@@ -11,7 +11,8 @@ pub mod ast;
 pub mod cst;
 mod errors;
 mod grammar;
+mod model;
 mod parser;
 
 pub use grammar::{Rule, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
-pub use parser::parse;
+pub use parser::{parse, parse_selector};
