@@ -19,6 +19,8 @@ echo "== clippy (torch backend)"
 cargo clippy --all-targets --features torch -- -D warnings
 echo "== clippy (cuda-graphs shim; builds without a GPU or CUDA toolkit)"
 cargo clippy --all-targets --features cuda-graphs -- -D warnings
+echo "== editor grammar (vscode-tmgrammar-test, pinned by editors/vscode/package-lock.json)"
+(cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 echo "== tests (fails on changed, pending or unreferenced snapshots)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -28,6 +28,16 @@ enum Cmd {
         #[arg(required = true)]
         specs: Vec<PathBuf>,
     },
+    /// Format specs in the canonical layout (files, or directories of .graft files).
+    Fmt {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        /// Write nothing: print a diff of each file that would change, exit 1 if any.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A language server over stdio (diagnostics, hover, definitions, completion, formatting).
+    Lsp,
     /// Compile a spec to a verified graph and write its forms.
     Compile {
         spec: PathBuf,
@@ -195,6 +205,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
+        Cmd::Fmt { specs, check } => fmt(&specs, check),
+        Cmd::Lsp => graft::lsp::run_stdio().map(|()| ExitCode::SUCCESS).map_err(|e| anyhow::anyhow!("{e}")),
         Cmd::Compile { spec, mode, emit, out, timings, stop_after: stop } => {
             let mode = Mode::from(mode);
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
@@ -318,4 +330,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `graft fmt`: exit 1 when a file does not parse, or (with `--check`) would change.
+fn fmt(specs: &[PathBuf], check: bool) -> anyhow::Result<ExitCode> {
+    let mut files = Vec::new();
+    for s in specs {
+        graft::fmt::collect_specs(s, &mut files).with_context(|| format!("reading {}", s.display()))?;
+    }
+    let mut ok = true;
+    for path in &files {
+        let name = path.display().to_string();
+        let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+        let Ok(text) = String::from_utf8(bytes) else {
+            eprintln!("error: {name} is not UTF-8 text\n  hint: a spec is a text file written in the graft language");
+            ok = false;
+            continue;
+        };
+        match graft::fmt::format_text(&name, &text) {
+            Ok(out) if out == text => {}
+            Ok(out) if check => {
+                print!("{}", graft::fmt::diff(&name, &text, &out));
+                ok = false;
+            }
+            Ok(out) => {
+                graft::durable::write_atomic(path, out.as_bytes())?;
+                println!("formatted {name}");
+            }
+            Err(graft::fmt::FmtError::Syntax(sources, d)) => {
+                eprint!("{}", graft::diag::render(&sources, &d, color()));
+                eprintln!("{name}: not formatted (fix the errors above first)");
+                ok = false;
+            }
+            Err(graft::fmt::FmtError::Internal(e)) => {
+                eprintln!("internal error in graft fmt: {e}\nthis is a bug in graft; {name} was left as it is");
+                ok = false;
+            }
+        }
+    }
+    if check && !ok {
+        eprintln!("run `graft fmt` on the files above to format them");
+    }
+    Ok(ExitCode::from(if ok { 0 } else { 1 }))
 }

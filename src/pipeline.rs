@@ -50,6 +50,8 @@ pub struct Compiled {
     pub weights: BTreeMap<String, String>,
     /// Sites (path, kind) in creation order, for `graft select`.
     pub sites: Vec<(String, String)>,
+    /// The output type of each site still in the graph (for editor hovers).
+    pub site_types: BTreeMap<String, crate::ir::TensorType>,
 }
 
 /// Why a compilation failed.
@@ -244,6 +246,11 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
             (p.clone(), kind)
         })
         .collect();
+    let site_types = table
+        .iter()
+        .filter(|(_, s)| graph.contains(s.output))
+        .filter_map(|(p, s)| graph.node(s.output).ty.clone().map(|t| (p.clone(), t)))
+        .collect();
     let sources = cx.program().sources.clone();
     let d = cx.decls;
     Compiled {
@@ -256,6 +263,7 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         pathways: d.pathways.into_iter().map(|p| p.name.name).collect(),
         weights: d.weights,
         sites,
+        site_types,
         graph,
     }
 }

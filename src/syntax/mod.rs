@@ -4,12 +4,15 @@
 //! turning pest's errors into [`Diagnostic`](crate::diag::Diagnostic)s with a
 //! file, line, column and a human list of what was expected. Input limits (size,
 //! nesting depth) are checked before pest runs so that no input can exhaust the stack.
+//! [`cst`] is the lossless tree (comments and punctuation kept) for the formatter and
+//! the language server.
 
 pub mod ast;
+pub mod cst;
 mod errors;
 mod grammar;
 mod model;
 mod parser;
 
-pub use grammar::{MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use grammar::{Rule, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
 pub use parser::{parse, parse_selector};
