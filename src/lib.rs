@@ -10,6 +10,7 @@
 pub mod api;
 #[cfg(feature = "torch")]
 pub mod backend;
+pub mod bounds;
 pub mod data;
 pub mod diag;
 pub mod ir;

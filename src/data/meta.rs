@@ -79,9 +79,10 @@ impl Meta {
     /// Parse and check the text of a `dataset.json`.
     pub fn parse(text: &str) -> Result<Meta, String> {
         let raw: RawMeta = serde_json::from_str(text).map_err(|e| format!("not a valid dataset.json: {e}"))?;
-        if raw.classes == 0 {
-            return Err("`classes` must be at least 1".into());
-        }
+        use crate::bounds::{check_count, MAX_CLASSES, MAX_SAMPLES, MAX_SHARDS};
+        check_count("classes", raw.classes as u64, MAX_CLASSES, false)?;
+        check_count("samples", raw.samples as u64, MAX_SAMPLES, true)?;
+        check_count("shards", raw.shards as u64, MAX_SHARDS, true)?;
         if !raw.class_names.is_empty() && raw.class_names.len() != raw.classes {
             return Err(format!("{} `class_names` for {} classes", raw.class_names.len(), raw.classes));
         }
@@ -98,6 +99,14 @@ impl Meta {
             })?;
             if i.shape.iter().any(|&d| d < 0) {
                 return Err(format!("input `{name}`: negative dimension in {:?}", i.shape));
+            }
+            let bytes = super::tensor::numel(&i.shape).and_then(|n| n.checked_mul(super::tensor::elem_size(dtype)));
+            if bytes.is_none_or(|b| b as u64 > crate::bounds::MAX_SAMPLE_BYTES) {
+                return Err(format!(
+                    "input `{name}`: one sample of shape {:?} is more than {} bytes",
+                    i.shape,
+                    crate::bounds::MAX_SAMPLE_BYTES
+                ));
             }
             inputs.insert(name, InputSpec { dtype, shape: i.shape, optional: i.optional });
         }
@@ -162,6 +171,9 @@ mod tests {
             text.replace("\"x\"", "\"label\""),
             text.replace("[2, 3]", "[-2, 3]"),
             text.replace("\"samples\": 4,", ""),
+            text.replace("\"shards\": 1", "\"shards\": 1000000000000"),
+            text.replace("\"samples\": 4", "\"samples\": 10000000000000"),
+            text.replace("\"classes\": 2", "\"classes\": 1000000000"),
         ] {
             assert!(Meta::parse(&bad).is_err(), "{bad}");
         }

@@ -44,7 +44,7 @@ pub struct EvalArgs {
     /// Evaluate as if this optional input were missing (repeatable).
     #[arg(long = "without", value_name = "INPUT")]
     pub without: Vec<String>,
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = crate::bounds::count(crate::bounds::MAX_BATCH))]
     pub batch: usize,
     /// One JSON object on stdout.
     #[arg(long)]

@@ -71,13 +71,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub val: Option<PathBuf>,
     /// Total optimizer steps (a resumed run counts the steps already taken).
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    #[arg(long, value_name = "N", conflicts_with = "epochs", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub steps: Option<u64>,
     /// Total epochs over the training data (rounded up to whole optimizer steps).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub epochs: Option<u64>,
     /// Samples per batch (per forward pass; see --accumulate).
-    #[arg(long, value_name = "N", required_unless_present = "resume")]
+    #[arg(long, value_name = "N", required_unless_present = "resume", value_parser = crate::bounds::count(crate::bounds::MAX_BATCH))]
     pub batch: Option<usize>,
     /// Peak learning rate.
     #[arg(long, value_name = "X", required_unless_present = "resume")]
@@ -89,13 +89,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
     /// Steps of linear warmup (default 0).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::upto64(crate::bounds::MAX_STEPS))]
     pub warmup: Option<u64>,
     /// Clip gradients to this global L2 norm.
     #[arg(long, value_name = "X")]
     pub clip: Option<f64>,
     /// Batches per optimizer step (gradient accumulation; default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::bounds::MAX_ACCUMULATE))]
     pub accumulate: Option<usize>,
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]
@@ -113,10 +113,10 @@ pub struct TrainArgs {
     #[arg(long = "lr-for", value_name = "PATTERN=LR")]
     pub lr_for: Vec<String>,
     /// Write a checkpoint every K steps (and at the end; default 500).
-    #[arg(long = "checkpoint-every", value_name = "K")]
+    #[arg(long = "checkpoint-every", value_name = "K", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub checkpoint_every: Option<u64>,
     /// Validate every K steps (and at the end; default: with each checkpoint).
-    #[arg(long = "eval-every", value_name = "K")]
+    #[arg(long = "eval-every", value_name = "K", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub eval_every: Option<u64>,
     /// Continue the run in RUN_DIR exactly where its last checkpoint left it.
     #[arg(long, value_name = "RUN_DIR")]

@@ -153,7 +153,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     }
     let total = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => (e * per_epoch).div_ceil(accumulate as u64),
+        (None, Some(e)) => crate::bounds::total_steps(e, per_epoch, accumulate as u64).map_err(|e| anyhow!(e))?,
         (None, None) => match ph {
             Some(h) => h.schedule.total,
             None => bail!("pass --steps N or --epochs N"),
