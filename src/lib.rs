@@ -13,6 +13,7 @@ pub mod backend;
 pub mod bounds;
 pub mod data;
 pub mod diag;
+pub mod durable;
 pub mod ir;
 pub mod lower;
 pub mod passes;
