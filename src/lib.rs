@@ -14,6 +14,7 @@ pub mod bounds;
 pub mod data;
 pub mod diag;
 pub mod durable;
+pub mod fault;
 pub mod ir;
 pub mod lower;
 pub mod passes;

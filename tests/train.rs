@@ -197,6 +197,11 @@ fn train_losses(run: &str) -> Vec<f64> {
     records(run).iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
 }
 
+/// The directory of a run's newest complete checkpoint.
+fn ckpt_dir(run: &Path) -> PathBuf {
+    graft::backend::torch::train::rundir::latest(run).unwrap().expect("a checkpoint")
+}
+
 /// Train in this process (absolute paths).
 fn train_here(words: &[String]) -> trainer::Trained {
     let args = TrainArgs::parse(words.iter().cloned()).unwrap();
@@ -227,9 +232,17 @@ fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
     assert_eq!(vals.len(), 2, "at steps 64 and 128");
     assert!(vals.iter().all(|v| (0.0..=1.0).contains(&v["accuracy"].as_f64().unwrap())));
     let run = f.path("runs/pre");
-    for file in ["trainable.safetensors", "optimizer.safetensors", "state.json", "metrics.jsonl", "loss.svg"] {
+    for file in ["trainable.safetensors", "metrics.jsonl", "loss.svg"] {
         assert!(run.join(file).is_file(), "{file}");
     }
+    // The newest checkpoint: one directory, the only one.
+    let newest = ckpt_dir(&run);
+    assert_eq!(newest.file_name().unwrap(), "checkpoint-0000000128");
+    for file in ["trainable.safetensors", "optimizer.safetensors", "state.json"] {
+        assert!(newest.join(file).is_file(), "{file}");
+    }
+    let dirs = std::fs::read_dir(&run).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    assert_eq!(dirs, 1, "older checkpoints are removed");
     let svg = std::fs::read_to_string(run.join("loss.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     // Full graph paths, exactly the trainable set, and the metadata.
@@ -244,7 +257,7 @@ fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
     assert_eq!(ckpt.meta["graph_fingerprint"], Identity::of(&spec.compiled).fingerprint);
     assert!(ckpt.meta["params"].contains(r#"["video_vit.blocks.0.mlp.fc1.weight",[128,32]]"#));
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(newest.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 128);
     assert_eq!(state["epoch"], 8);
     assert_eq!(state["graph_fingerprint"], ckpt.meta["graph_fingerprint"].as_str());
@@ -319,15 +332,15 @@ fn a_resumed_run_continues_exactly() {
     assert_eq!(bits(&whole), bits(&halves), "losses {whole:?} vs {halves:?}");
     for file in ["trainable.safetensors", "optimizer.safetensors"] {
         let (a, b) = (
-            SafeFile::open(&fx().path("runs/whole").join(file)).unwrap(),
-            SafeFile::open(&fx().path("runs/halves").join(file)).unwrap(),
+            SafeFile::open(&ckpt_dir(&fx().path("runs/whole")).join(file)).unwrap(),
+            SafeFile::open(&ckpt_dir(&fx().path("runs/halves")).join(file)).unwrap(),
         );
         assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>());
         for k in a.entries.keys() {
             assert!(a.tensor(k).unwrap().equal(&b.tensor(k).unwrap()), "{file}: {k}");
         }
     }
-    let state = |r: &str| std::fs::read_to_string(fx().path(r).join("state.json")).unwrap();
+    let state = |r: &str| std::fs::read_to_string(ckpt_dir(&fx().path(r)).join("state.json")).unwrap();
     assert_eq!(state("runs/whole"), state("runs/halves"));
 }
 
@@ -360,9 +373,9 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let step = ckpt.step().unwrap();
     assert!(step >= 2, "{err}");
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(ckpt_dir(&run).join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], step);
-    assert_eq!(read_metadata(&run.join("optimizer.safetensors")).unwrap()["step"], step.to_string());
+    assert_eq!(read_metadata(&ckpt_dir(&run).join("optimizer.safetensors")).unwrap()["step"], step.to_string());
     for k in ckpt.file.entries.keys() {
         let t = ckpt.file.tensor(k).unwrap();
         assert_eq!(t.isfinite().all().int64_value(&[]), 1, "{k} is not finite in the kept checkpoint");

@@ -2,19 +2,20 @@
 //! and `graft fuse --run` read back.
 //!
 //! ```text
-//! RUN_DIR/
+//! RUN_DIR/checkpoint-STEP/
 //!   trainable.safetensors   the trainable tensors under their full graph paths, with
 //!                           metadata: graph fingerprint, spec hash, step, names+shapes
 //!   optimizer.safetensors   AdamW state per parameter: PATH.exp_avg, PATH.exp_avg_sq, PATH.step
 //!   state.json              the resume point: step, epoch, position in the epoch, seed,
 //!                           hyperparameters and schedule
+//! RUN_DIR/trainable.safetensors   the newest checkpoint's trainable tensors
 //!   metrics.jsonl           one JSON object per step and per validation
 //!   loss.svg                train loss and validation accuracy
 //! ```
 //!
-//! Every file is written atomically (a temporary file, then a rename), the two tensor
-//! files first and `state.json` last; a resume checks that all three name the same
-//! step, so a run killed between two renames is reported, never silently mixed.
+//! The three checkpoint files of a step live in one directory published in one rename
+//! (see [`super::rundir`] for the layout on disk, the lock and crash recovery); a
+//! resume still checks that all three name the same step.
 //!
 //! The graph fingerprint is a hash of the compiled train-mode IR text: it changes with
 //! anything that changes the computation (wiring, configuration, what trains) and not
@@ -171,15 +172,21 @@ pub struct TrainableFile {
 
 impl TrainableFile {
     /// Open `RUN_DIR/trainable.safetensors`, or a checkpoint file given directly.
+    /// A run directory's newest complete checkpoint is read ([`super::rundir::latest`]).
     pub fn open(run: &Path) -> Result<TrainableFile> {
-        let path = if run.is_dir() { run.join(TRAINABLE) } else { run.to_path_buf() };
-        if !path.exists() {
-            if run.is_dir() {
-                bail!(
-                    "{} has no {TRAINABLE}: is it a run directory of `graft train` (no checkpoint written yet)?",
+        let path = if run.is_dir() {
+            match super::rundir::latest(run)? {
+                Some(dir) => dir.join(TRAINABLE),
+                None if run.join(TRAINABLE).is_file() => run.join(TRAINABLE),
+                None => bail!(
+                    "{} has no complete checkpoint: is it a run directory of `graft train` (no checkpoint written yet)?",
                     run.display()
-                );
+                ),
             }
+        } else {
+            run.to_path_buf()
+        };
+        if !path.exists() {
             bail!("{} does not exist", path.display());
         }
         let file = SafeFile::open(&path)?;
@@ -307,8 +314,9 @@ pub struct State {
 }
 
 impl State {
+    /// The state of `dir`'s newest complete checkpoint.
     pub fn read(dir: &Path) -> Result<State> {
-        let path = dir.join(STATE);
+        let path = super::rundir::latest(dir)?.unwrap_or_else(|| dir.to_path_buf()).join(STATE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             if dir.join(TRAINABLE).exists() {
                 format!("reading {} (the run has a checkpoint but no resume state)", path.display())

@@ -26,8 +26,11 @@
 //! `--schedule constant`: a cosine curve depends on the total, which the short run
 //! sets to N). CUDA kernels may differ in the last bits between runs.
 //!
-//! Files ([`checkpoint`]): RUN_DIR holds `trainable.safetensors`,
-//! `optimizer.safetensors`, `state.json`, `metrics.jsonl` ([`metrics`]) and `loss.svg`.
+//! Files ([`checkpoint`], [`rundir`]): RUN_DIR holds the newest checkpoint
+//! (`checkpoint-STEP/` with `trainable.safetensors`, `optimizer.safetensors`,
+//! `state.json`), `trainable.safetensors` (the newest trained tensors),
+//! `metrics.jsonl` ([`metrics`]) and `loss.svg`. A killed run continues with
+//! `--resume RUN_DIR` from its newest complete checkpoint, bit for bit.
 //!
 //! | file | what it is |
 //! |---|---|
@@ -37,7 +40,8 @@
 //! | `optim.rs` | AdamW with parameter groups, clipping, its state |
 //! | `schedule.rs` | warmup + cosine / constant |
 //! | `feed.rs` | the batch stream across epochs, resumable, read ahead |
-//! | `checkpoint.rs` | the run directory's files, fingerprints, the names/shapes diff |
+//! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff |
+//! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
 //! | `metrics.rs`, `progress.rs` | `metrics.jsonl`, `loss.svg`, the progress bar / lines |
 
 pub mod checkpoint;
@@ -46,6 +50,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod rundir;
 pub mod schedule;
 pub mod trainer;
 
@@ -166,9 +171,17 @@ impl TrainArgs {
 }
 
 /// `graft train`.
+/// `--resume` of a finished run prints so and exits 0.
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
-    match trainer::run(&a)? {
-        Some(_) => Ok(ExitCode::SUCCESS),
-        None => Ok(ExitCode::from(1)),
+    match trainer::run(&a) {
+        Ok(Some(_)) => Ok(ExitCode::SUCCESS),
+        Ok(None) => Ok(ExitCode::from(1)),
+        Err(e) => match e.downcast_ref::<trainer::Finished>() {
+            Some(f) => {
+                println!("{f}");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(e),
+        },
     }
 }

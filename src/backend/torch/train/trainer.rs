@@ -3,10 +3,12 @@
 //! non-finite loss.
 //!
 //! A checkpoint is written only when every trainable tensor is finite, so the one in
-//! RUN_DIR is always the last good one. The order of writes is optimizer state, then
-//! trainable tensors, then `state.json`; a resume checks that the three agree.
+//! RUN_DIR is always the last good one. A checkpoint's three files appear together in
+//! one rename ([`rundir`]); the run directory is locked while a trainer uses it.
 
 use super::checkpoint::{self, Identity, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
+use super::rundir;
+use crate::durable::StagedDir;
 use super::feed::Feed;
 use super::metrics::{Metrics, Record};
 use super::model::{cross_entropy, Model, Spec};
@@ -81,17 +83,38 @@ fn all_finite(ts: &[(String, Tensor)]) -> Result<Option<String>> {
 
 /// Run `graft train`; `None` when the spec has errors (printed).
 pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
-    let prev = a.resume.as_deref().map(State::read).transpose()?;
     let out = a.out.clone().or_else(|| a.resume.clone()).ok_or_else(|| anyhow!("--out RUN_DIR is required"))?;
     let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
-    if out.join(STATE).exists() && !in_place {
-        bail!(
-            "{} already holds a run ({STATE}): pass --resume {} to continue it, or choose another --out",
-            out.display(),
-            out.display()
-        );
-    }
     let mut notes = Vec::new();
+    // The run directory is locked before anything in it is read, and what a killed
+    // writer left there is cleaned up; a new directory is locked when it is created.
+    let mut lock = None;
+    if out.is_dir() {
+        let l = rundir::lock(&out)?;
+        notes.extend(rundir::recover(&out, &l)?);
+        lock = Some(l);
+    }
+    let no_run_in = |dir: &Path| -> Result<()> {
+        if rundir::latest(dir)?.is_some() && !in_place {
+            bail!(
+                "{} already holds a run: pass --resume {} to continue it, or choose another --out",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(())
+    };
+    no_run_in(&out)?;
+    let prev = match a.resume.as_deref() {
+        // A run killed before its first checkpoint: the same command starts it afresh.
+        Some(r) if in_place && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
+            notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
+            None
+        }
+        Some(r) => Some(State::read(r)?),
+        None => None,
+    };
+    let resume = prev.as_ref().and(a.resume.as_ref());
     let ph = prev.as_ref().map(|p| &p.hyper);
     let batch = keep("batch", a.batch, ph.map(|h| h.batch), true, &mut notes)?
         .ok_or_else(|| anyhow!("--batch N is required"))?;
@@ -160,6 +183,9 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         },
     };
     let start = prev.as_ref().map_or(0, |p| p.step);
+    if let (Some(dir), true) = (resume, total == start) {
+        return Err(anyhow!(Finished { dir: dir.clone(), step: start }));
+    }
     if total == 0 || total <= start {
         bail!("nothing to do: the run is at step {start} and --steps/--epochs give {total} steps in total");
     }
@@ -191,7 +217,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     let eval_every = a.eval_every.unwrap_or(ckpt_every).max(1);
 
     // The model, with the resumed run's tensors over the spec's weights.
-    let resumed = match (&a.resume, &prev) {
+    let resumed = match (resume, &prev) {
         (Some(dir), Some(p)) => {
             let f = TrainableFile::open(dir)?;
             if f.step() != Some(p.step) {
@@ -211,8 +237,8 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         spec.load(&a.weights, &a.allow_missing, seed, device, resumed.as_ref().map(|f| (f, true)))?;
     notes.extend(load_notes);
     let mut opt = AdamW::new(model.trainable(), lr, &hyper.lr_for, weight_decay, &model.frozen_paths())?;
-    if let (Some(dir), Some(p)) = (&a.resume, &prev) {
-        let path = dir.join(OPTIMIZER);
+    if let (Some(dir), Some(p)) = (resume, &prev) {
+        let path = rundir::latest(dir)?.unwrap_or_else(|| dir.clone()).join(OPTIMIZER);
         let step = checkpoint::read_metadata(&path)?.get("step").and_then(|s| s.parse::<u64>().ok());
         if step != Some(p.step) {
             bail!(
@@ -224,7 +250,15 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         opt.load_state(&SafeFile::open(&path)?)?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut metrics = Metrics::open(&out, a.resume.as_deref().zip(prev.as_ref().map(|p| p.step)))?;
+    let _lock = match lock {
+        Some(l) => l,
+        None => {
+            let l = rundir::lock(&out)?;
+            no_run_in(&out)?;
+            l
+        }
+    };
+    let mut metrics = Metrics::open(&out, resume.map(PathBuf::as_path).zip(prev.as_ref().map(|p| p.step)))?;
     for n in &notes {
         eprintln!("note: {n}");
     }
@@ -242,7 +276,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     let params = opt.params();
     let mut step = start;
     // The last good checkpoint: (step, run directory holding it).
-    let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(a.resume.clone()).map(|(p, d)| (p.step, d));
+    let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(resume.cloned()).map(|(p, d)| (p.step, d));
     let mut losses = Vec::new();
     let mut last_val: Option<Report> = None;
     let mut progress = Progress::new(start, total);
@@ -474,8 +508,11 @@ fn stop(
     anyhow!("training stopped: {what}; {kept}\n  hint: lower --lr (now {:e}), add --warmup N or --clip X", c.hyper.lr)
 }
 
+/// One checkpoint: the three files staged in a private directory, published as
+/// `RUN_DIR/checkpoint-STEP` in one rename, then `trainable.safetensors` re-linked and
+/// older checkpoints removed ([`rundir`]).
 fn write_checkpoint(
-    dir: &Path,
+    run: &Path,
     id: &Identity,
     trainable: &[(String, Tensor)],
     opt: &AdamW,
@@ -488,10 +525,39 @@ fn write_checkpoint(
         .into_iter()
         .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
         .collect::<Result<_>>()?;
-    checkpoint::write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
-    checkpoint::write_trainable(&dir.join(TRAINABLE), id, state.step, trainable)?;
-    state.write(dir)
+    let dest = run.join(rundir::checkpoint_name(state.step));
+    if dest.exists() {
+        // From a run resumed at an earlier step: superseded by this one.
+        std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+    }
+    let staged = StagedDir::new(&dest)?;
+    checkpoint::write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
+    checkpoint::write_trainable(&staged.path().join(TRAINABLE), id, state.step, trainable)?;
+    state.write(staged.path())?;
+    let published = staged.publish()?;
+    rundir::settle(run, &published)
 }
+
+/// `--resume` of a run that already reached its last step: nothing to do, which is
+/// success (a script re-runs its command after a crash without looking).
+#[derive(Debug)]
+pub struct Finished {
+    pub dir: PathBuf,
+    pub step: u64,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} already finished: it is at step {}, its last; pass a larger --steps (or --epochs) to train on",
+            self.dir.display(),
+            self.step
+        )
+    }
+}
+
+impl std::error::Error for Finished {}
 
 #[allow(clippy::too_many_arguments)]
 fn header(
