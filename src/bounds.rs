@@ -48,6 +48,11 @@ pub fn upto64(max: u64) -> RangedU64ValueParser<u64> {
     RangedU64ValueParser::<u64>::new().range(0..=max)
 }
 
+/// A `usize` iteration count in `0..=MAX_ITERS` (`--warmup`).
+pub fn iters_or_zero() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(0..=MAX_ITERS)
+}
+
 /// An `i64` batch size in `1..=MAX_BATCH` (bench's `--batch 1,8`).
 pub fn batch_i64() -> RangedI64ValueParser<i64> {
     RangedI64ValueParser::<i64>::new().range(1..=MAX_BATCH as i64)

@@ -10,8 +10,8 @@
 
 #![cfg(feature = "torch")]
 
-use graft::backend::torch::safetensors::SafeFile;
 use graft::backend::torch::train::rundir;
+use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -73,11 +73,8 @@ fn snapshot(run: &Path) -> (Vec<(String, String, Vec<u8>)>, String) {
         ("top", run.join("trainable.safetensors")),
     ] {
         let f = SafeFile::open(&path).unwrap();
-        for k in f.entries.keys() {
-            let t = f.tensor(k).unwrap().contiguous();
-            let mut bytes = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
-            t.copy_data_u8(&mut bytes, t.numel());
-            v.push((label.to_string(), k.clone(), bytes));
+        for k in f.entries().keys() {
+            v.push((label.to_string(), k.clone(), f.tensor(k).unwrap().data));
         }
     }
     (v, std::fs::read_to_string(ckpt.join("state.json")).unwrap())

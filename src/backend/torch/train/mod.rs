@@ -54,7 +54,7 @@ pub mod rundir;
 pub mod schedule;
 pub mod trainer;
 
-use crate::backend::torch::DeviceArg;
+use crate::commands::DeviceArg;
 use anyhow::Result;
 use schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
