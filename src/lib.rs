@@ -17,6 +17,7 @@ pub mod durable;
 pub mod evaluate;
 pub mod fault;
 pub mod fuse;
+pub mod input_file;
 pub mod ir;
 pub mod lower;
 pub mod params;

@@ -32,6 +32,10 @@ pub struct FuseArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Seed for initialised parameters and the random check inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -48,7 +52,8 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     let train = compiled(&a.spec, Mode::Train)?;
     let infer = compiled(&a.spec, Mode::Infer)?;
     let (ptrain, pinfer) = (Plan::new(&train.graph), Plan::new(&infer.graph));
-    let bindings = bindings(&a.spec, &train, &a.weights)?;
+    let mut bindings = bindings(&a.spec, &train, &a.weights)?;
+    bindings.allow_nonfinite = a.allow_nonfinite;
     let declared = Declared::from_sites(&train.sites);
     let mut leaves =
         Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
@@ -145,6 +150,7 @@ model m {
             out: out.clone(),
             run: None,
             allow_missing: vec![],
+            allow_nonfinite: false,
             seed: 0,
         };
         run(&args).unwrap();

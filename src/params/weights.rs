@@ -10,8 +10,16 @@
 //! side; an excused missing parameter is initialised ([`super::init::fallback_init`]).
 //! Integer and boolean tensors nothing reads (buffers such as
 //! `embeddings.position_ids`) are skipped. Float values are converted explicitly to
-//! the parameter's dtype. Safetensors files are read here; PyTorch's zip checkpoints
-//! through a reader the caller supplies ([`Bindings::pytorch`], LibTorch's).
+//! the parameter's dtype.
+//!
+//! Weights files are data, never code: graft reads safetensors only, with every
+//! header checked ([`crate::safetensors`]). A PyTorch checkpoint (`.pt`, `.pth`,
+//! `.bin`: a pickle, zipped or not) is refused with the one-line Python conversion
+//! to run once, because loading one through LibTorch can run TorchScript code and
+//! trusts the sizes and strides it states. A path that is not a regular file (a
+//! FIFO, a device, a directory) is refused before it is opened for reading.
+//! A non-finite value in a loaded weight is an error naming the file and the tensor
+//! unless the caller allows it ([`Leaves::load`]'s `nonfinite`).
 
 use super::glob::glob_match;
 use super::init::{fallback_init, init_values};
@@ -26,10 +34,6 @@ use std::path::{Path, PathBuf};
 /// At most this many lines per list in the report.
 const MAX_LINES: usize = 25;
 
-/// Reads a PyTorch zip checkpoint (`torch.save(state_dict)`) into named host tensors;
-/// the error is the reason in words.
-pub type PytorchReader = fn(&Path) -> Result<Vec<(String, HostTensor)>, String>;
-
 /// A tensor's type as a file states it.
 #[derive(Clone, Debug)]
 pub struct Meta {
@@ -43,16 +47,11 @@ pub struct Meta {
     pub loadable: bool,
 }
 
-enum Store {
-    Safe(SafeFile),
-    Loaded(BTreeMap<String, HostTensor>),
-}
-
-/// One weights file, any supported format.
+/// One weights file.
 pub struct WeightFile {
     pub path: PathBuf,
     pub metas: BTreeMap<String, Meta>,
-    store: Store,
+    file: SafeFile,
 }
 
 fn not_weights(path: &Path, reason: impl Into<String>) -> ParamError {
@@ -60,44 +59,22 @@ fn not_weights(path: &Path, reason: impl Into<String>) -> ParamError {
 }
 
 impl WeightFile {
-    /// Open a file; the format comes from its first bytes, not its name.
-    pub fn open(path: &Path, pytorch: Option<PytorchReader>) -> Result<WeightFile, ParamError> {
+    /// Open a safetensors file; a PyTorch checkpoint (recognised by its first bytes,
+    /// not its name) is refused with the command that converts it.
+    pub fn open(path: &Path) -> Result<WeightFile, ParamError> {
         let mut head = [0u8; 8];
         {
             use std::io::Read;
             let io = |e: std::io::Error| not_weights(path, e.to_string());
-            let mut f = std::fs::File::open(path).map_err(io)?;
+            let mut f = crate::input_file::open_regular(path).map_err(io)?;
             let n = f.read(&mut head).map_err(io)?;
             if n < 8 {
                 return Err(not_weights(path, format!("not a weights file ({n} bytes)")));
             }
         }
-        if head.starts_with(b"PK\x03\x04") {
-            let read = pytorch.ok_or_else(|| {
-                not_weights(path, "a PyTorch checkpoint, which this build cannot read (it has no LibTorch); convert it to safetensors")
-            })?;
-            let tensors = read(path).map_err(|e| not_weights(path, e))?;
-            let metas = tensors
-                .iter()
-                .map(|(k, t)| {
-                    let float = t.dtype.is_float();
-                    (
-                        k.clone(),
-                        Meta { text: t.type_text(), shape: t.shape.clone(), float, integer: !float, loadable: true },
-                    )
-                })
-                .collect();
-            return Ok(WeightFile {
-                path: path.to_path_buf(),
-                metas,
-                store: Store::Loaded(tensors.into_iter().collect()),
-            });
-        }
-        if head[0] == 0x80 && (2..=5).contains(&head[1]) {
-            return Err(not_weights(
-                path,
-                "a PyTorch checkpoint in the legacy (pre-1.6, non-zip) format; re-save it with torch.save(state_dict, path) or convert it to safetensors",
-            ));
+        let zip = head.starts_with(b"PK\x03\x04");
+        if zip || (head[0] == 0x80 && (2..=5).contains(&head[1])) {
+            return Err(not_weights(path, pytorch_refusal(path, zip)));
         }
         let f = SafeFile::open(path)?;
         let metas = f
@@ -111,18 +88,29 @@ impl WeightFile {
                 )
             })
             .collect();
-        Ok(WeightFile { path: path.to_path_buf(), metas, store: Store::Safe(f) })
+        Ok(WeightFile { path: path.to_path_buf(), metas, file: f })
     }
 
     /// The tensor `key`, in the file's dtype.
     pub fn tensor(&self, key: &str) -> Result<HostTensor, ParamError> {
-        match &self.store {
-            Store::Safe(f) => Ok(f.tensor(key)?),
-            Store::Loaded(m) => {
-                m.get(key).cloned().ok_or_else(|| not_weights(&self.path, format!("no tensor `{key}`")))
-            }
-        }
+        Ok(self.file.tensor(key)?)
     }
+}
+
+/// Why a PyTorch checkpoint is refused, and the command that converts it (the output
+/// beside the input, `.safetensors`). `torch.load(..., weights_only=True)` loads
+/// plain tensors only and checks their storages; `clone()` unties shared tensors,
+/// which safetensors does not store.
+pub fn pytorch_refusal(path: &Path, zip: bool) -> String {
+    let out = path.with_extension("safetensors");
+    let py = |p: &Path| format!("'{}'", p.display().to_string().replace('\\', "\\\\").replace('\'', "\\'"));
+    format!(
+        "a PyTorch checkpoint ({}); graft reads weights as data only, and loading a pickle can run code and read out of bounds, so it reads safetensors. Convert it once:\n    python -c \"import torch; from safetensors.torch import save_file; sd = torch.load({}, map_location='cpu', weights_only=True); save_file({{k: v.detach().clone().contiguous() for k, v in sd.items()}}, {})\"\n  then bind {}",
+        if zip { "torch.save's zip format" } else { "the legacy pickle format" },
+        py(path),
+        py(&out),
+        out.display()
+    )
 }
 
 /// Weights bindings in effect: the spec's (resolved against its directory), with
@@ -132,8 +120,9 @@ impl WeightFile {
 pub struct Bindings {
     pub files: BTreeMap<String, PathBuf>,
     pub cli_only: BTreeSet<String>,
-    /// How to read PyTorch zip checkpoints, when the build can.
-    pub pytorch: Option<PytorchReader>,
+    /// Load weights holding NaN or infinity (`--allow-nonfinite`); otherwise each is
+    /// an error naming the file and the tensor.
+    pub allow_nonfinite: bool,
 }
 
 impl Bindings {
@@ -238,9 +227,40 @@ impl Declared {
 /// in each parameter's dtype.
 pub struct Leaves {
     values: HashMap<String, HostTensor>,
+    allow_nonfinite: bool,
+}
+
+/// An error naming `file` and tensor `key` if `t` holds a NaN or an infinity.
+pub fn check_finite(file: &Path, key: &str, t: &HostTensor) -> Result<(), ParamError> {
+    use crate::ir::DType;
+    let c = |n: usize| t.data.chunks_exact(n).enumerate();
+    let bad = match t.dtype {
+        DType::F64 => c(8).map(|(i, b)| (i, f64::from_le_bytes(b.try_into().unwrap_or_default()))).find(|v| !v.1.is_finite()),
+        DType::F32 => c(4)
+            .map(|(i, b)| (i, f32::from_le_bytes(b.try_into().unwrap_or_default()) as f64))
+            .find(|v| !v.1.is_finite()),
+        DType::F16 => c(2).map(|(i, b)| (i, half::f16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite()),
+        DType::BF16 => {
+            c(2).map(|(i, b)| (i, half::bf16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite())
+        }
+        DType::I64 | DType::I32 | DType::Bool => None,
+    };
+    match bad {
+        Some((index, value)) => Err(ParamError::NonFinite {
+            path: file.to_path_buf(),
+            key: key.to_string(),
+            detail: format!("{value} at element {index} of {}", t.type_text()),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl Leaves {
+    /// Whether non-finite values were allowed when these were loaded.
+    pub fn allows_nonfinite(&self) -> bool {
+        self.allow_nonfinite
+    }
+
     pub fn get(&self, p: &ParamInfo) -> Result<&HostTensor, ParamError> {
         self.values.get(&p.path).ok_or_else(|| ParamError::Internal(format!("no value for parameter `{}`", p.path)))
     }
@@ -297,7 +317,9 @@ impl Leaves {
         }
         let mut files = Vec::new();
         for path in by_file.keys() {
-            if !path.exists() {
+            // Only a missing file "does not exist"; a symlink loop or a FIFO is
+            // reported as what it is when the file is opened.
+            if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                 let names: BTreeSet<&str> = by_file[path].iter().map(|(b, _, _)| b.as_str()).collect();
                 let names: Vec<&str> = names.into_iter().collect();
                 return Err(ParamError::Binding(format!(
@@ -307,7 +329,7 @@ impl Leaves {
                     names[0]
                 )));
             }
-            files.push(WeightFile::open(path, bindings.pytorch)?);
+            files.push(WeightFile::open(path)?);
         }
         // Check everything, then report everything at once.
         let mut report = String::new();
@@ -385,14 +407,20 @@ impl Leaves {
         let mut values = HashMap::new();
         for p in leaves.values() {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some(_), Some((fi, key)), _) => files[*fi].tensor(key)?.to_dtype(p.dtype),
+                (Some(_), Some((fi, key)), _) => {
+                    let t = files[*fi].tensor(key)?;
+                    if !bindings.allow_nonfinite {
+                        check_finite(&files[*fi].path, key, &t)?;
+                    }
+                    t.to_dtype(p.dtype)
+                }
                 (Some(_), None, _) => init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path),
                 (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
                 (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
             };
             values.insert(p.path.clone(), t);
         }
-        Ok(Leaves { values })
+        Ok(Leaves { values, allow_nonfinite: bindings.allow_nonfinite })
     }
 }
 
@@ -566,11 +594,8 @@ mod tests {
         let zip = dir.join("broken.pt");
         std::fs::write(&zip, b"PK\x03\x04 but not really a zip archive").unwrap();
         let err = Leaves::load(&params, &bind(&zip), &Declared::default(), &[], 0).err().unwrap().to_string();
-        assert!(err.contains("a PyTorch checkpoint, which this build cannot read"), "{err}");
-        let reader: PytorchReader = |_| Err("cannot read this PyTorch checkpoint".into());
-        let b = Bindings { pytorch: Some(reader), ..bind(&zip) };
-        let err = Leaves::load(&params, &b, &Declared::default(), &[], 0).err().unwrap().to_string();
-        assert!(err.contains("broken.pt: cannot read this PyTorch checkpoint"), "{err}");
+        assert!(err.contains("broken.pt: a PyTorch checkpoint (torch.save's zip format)"), "{err}");
+        assert!(err.contains("weights_only=True") && err.contains("broken.safetensors"), "{err}");
         let legacy = dir.join("legacy.pt");
         std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy pickle").unwrap();
         let err = Leaves::load(&params, &bind(&legacy), &Declared::default(), &[], 0).err().unwrap().to_string();

@@ -202,6 +202,9 @@ impl TrainableFile {
     pub fn apply(&self, leaves: &mut Leaves) -> Result<()> {
         for name in self.file.entries().keys() {
             let t = self.file.tensor(name)?;
+            if !leaves.allows_nonfinite() {
+                crate::params::weights::check_finite(&self.path, name, &t)?;
+            }
             if !leaves.set(name, t) {
                 bail!("internal error: `{name}` is a trainable parameter with no loaded value");
             }

@@ -113,6 +113,10 @@ pub struct TrainArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Own learning rate for the trainable parameters a glob matches, e.g.
     /// 'cmr.*=1e-2' (repeatable; the first matching pattern wins).
     #[arg(long = "lr-for", value_name = "PATTERN=LR")]

@@ -154,7 +154,8 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     tch::manual_seed(seed as i64);
 
     // The spec first (its errors are the likeliest), then the data against it.
-    let spec = Spec::compile(&a.spec)?;
+    let mut spec = Spec::compile(&a.spec)?;
+    spec.allow_nonfinite = a.allow_nonfinite;
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
         eprintln!("note: {n}");
