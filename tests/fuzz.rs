@@ -5,6 +5,9 @@
 //! its own with a main-thread-sized stack, inside `catch_unwind`, and must finish within
 //! `TIMEOUT`. Case counts keep the whole file to a few seconds in a debug build.
 
+#[path = "fuzz/crafted.rs"]
+mod crafted;
+
 use graft::api::{check_program, render_failure};
 use graft::pipeline::Failure;
 use proptest::prelude::*;
