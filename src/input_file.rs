@@ -2,7 +2,7 @@
 //! shards, input tensors): regular files only, checked before they are opened for
 //! reading, so a FIFO never blocks graft and `/dev/zero` is never read without end.
 //! A symlink loop or a permission problem is reported as what it is, not as a
-//! missing file.
+//! missing file. [`refuse_overwrite`] keeps an output path off the command's inputs.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -70,6 +70,48 @@ pub fn read_limited(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Whether `a` and `b` name the same file: the same inode when both exist, else the
+/// same canonical path (a file not written yet is compared by its canonical directory
+/// and its name).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    let canon = |p: &Path| {
+        p.canonicalize().ok().or_else(|| {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Some(dir.canonicalize().ok()?.join(p.file_name()?))
+        })
+    };
+    match (canon(a), canon(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Refuse an output path that is one of the command's inputs (`(what, path)`): writing
+/// it would destroy the input before (or while) it is read.
+pub fn refuse_overwrite<'a>(
+    flag: &str,
+    out: &Path,
+    inputs: impl IntoIterator<Item = (String, &'a Path)>,
+) -> Result<(), String> {
+    for (what, input) in inputs {
+        if same_file(out, input) {
+            return Err(format!(
+                "{flag} {} is {what} ({}): writing it would overwrite an input; choose another {flag}",
+                out.display(),
+                input.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +134,10 @@ mod tests {
         }
         std::fs::write(d.join("f"), b"0123456789").unwrap();
         assert_eq!(read_limited(&d.join("f"), 4).unwrap(), b"01234");
+        // The same file under another name; a file not written yet.
+        std::fs::hard_link(d.join("f"), d.join("g")).unwrap();
+        assert!(same_file(&d.join("f"), &d.join("g")) && same_file(&d.join("x"), &d.join(".").join("x")));
+        let err = refuse_overwrite("--out", &d.join("g"), [("--inputs".to_string(), d.join("f").as_path())]);
+        assert!(err.unwrap_err().contains("would overwrite an input"));
     }
 }

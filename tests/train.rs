@@ -531,6 +531,11 @@ fn an_incremental_plugin_keeps_the_earlier_adapter_bit_identical() {
 
 #[test]
 fn fuse_loads_a_run() {
+    // The run's own files and the weights are inputs, never outputs.
+    for out in ["runs/ad/trainable.safetensors", "runs/pre/trainable.safetensors"] {
+        let err = fails(&["fuse", "ad.graft", "--run", "runs/ad", "--out", out]);
+        assert!(err.contains("would overwrite an input"), "{err}");
+    }
     ok(&["fuse", "ad.graft", "--run", "runs/ad", "--out", "runs/fused.safetensors"]);
     let fused = SafeFile::open(&fx().path("runs/fused.safetensors")).unwrap();
     let run = SafeFile::open(&fx().path("runs/ad/trainable.safetensors")).unwrap();

@@ -47,6 +47,21 @@ fn print_comparison(c: &crate::fuse::Comparison) {
     }
 }
 
+/// `--out` must not be an input: the spec, a weights file, or a file of the run.
+fn refuse_overwrite(a: &FuseArgs, bindings: &crate::params::Bindings) -> Result<()> {
+    let mut inputs: Vec<(String, PathBuf)> = vec![("the spec".into(), a.spec.clone())];
+    inputs.extend(bindings.files.iter().map(|(b, p)| (format!("the weights file of `{b}`"), p.clone())));
+    if let Some(run) = &a.run {
+        let t = crate::backend::torch::train::checkpoint::TRAINABLE;
+        inputs.push(("the run's trained tensors".into(), run.join(t)));
+        if let Ok(Some(dir)) = crate::backend::torch::train::rundir::latest(run) {
+            inputs.push(("the run's trained tensors".into(), dir.join(t)));
+        }
+    }
+    crate::input_file::refuse_overwrite("--out", &a.out, inputs.iter().map(|(w, p)| (w.clone(), p.as_path())))
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// `graft fuse`.
 pub fn run(a: &FuseArgs) -> Result<()> {
     let train = compiled(&a.spec, Mode::Train)?;
@@ -54,6 +69,7 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     let (ptrain, pinfer) = (Plan::new(&train.graph), Plan::new(&infer.graph));
     let mut bindings = bindings(&a.spec, &train, &a.weights)?;
     bindings.allow_nonfinite = a.allow_nonfinite;
+    refuse_overwrite(a, &bindings)?;
     let declared = Declared::from_sites(&train.sites);
     let mut leaves =
         Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;

@@ -59,6 +59,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     let plan = Plan::new(&c.graph);
     let mut bindings = bindings(&a.spec, &c, &a.weights)?;
     bindings.allow_nonfinite = a.allow_nonfinite;
+    let inputs_of_run = [("--inputs".to_string(), a.inputs.as_path()), ("the spec".to_string(), a.spec.as_path())];
+    let weights = bindings.files.iter().map(|(b, p)| (format!("the weights file of `{b}`"), p.as_path()));
+    crate::input_file::refuse_overwrite("--out", &a.out, inputs_of_run.into_iter().chain(weights))
+        .map_err(|e| anyhow!(e))?;
     // Inputs first: they are cheap to check.
     let given = SafeFile::open(&a.inputs).and_then(|f| f.tensors()).map_err(|e| anyhow!("--inputs: {e}"))?;
     let bound = inputs::bind(&plan, given, opts.float)?;
