@@ -184,5 +184,25 @@ model m {
             .collect();
         assert_eq!(fused.tensor("fc.weight").unwrap().as_f32().unwrap(), want);
         assert_eq!(fused.tensor("fc.bias").unwrap(), bias);
+
+        // A NaN in the adapter's file: an error naming the file and the tensor; allowed,
+        // an error naming the parameter, never "the output differs by NaN".
+        let mut nan = la.iter().map(|&v| v as f32).collect::<Vec<_>>();
+        nan[3] = f32::NAN;
+        let bad = vec![
+            ("b.fc.lora_A.weight".to_string(), HostTensor::from_f32(&[2, 8], &nan).unwrap()),
+            ("b.fc.lora_B.weight".to_string(), values(&[8, 2], 4)),
+        ];
+        crate::safetensors::write(&dir.join("nan.safetensors"), &bad, &none).unwrap();
+        let nan_args = FuseArgs {
+            weights: vec![format!("l={}", dir.join("nan.safetensors").display())],
+            out: dir.join("nan-fused.safetensors"),
+            ..args
+        };
+        let err = run(&nan_args).unwrap_err().to_string();
+        assert!(err.contains("nan.safetensors: tensor `b.fc.lora_A.weight` is not finite"), "{err}");
+        let err = run(&FuseArgs { allow_nonfinite: true, ..nan_args }).unwrap_err().to_string();
+        assert!(err.contains("parameter `l.b.fc.lora_A.weight` is not finite (NaN at element 3"), "{err}");
+        assert!(!dir.join("nan-fused.safetensors").exists());
     }
 }

@@ -232,6 +232,14 @@ pub struct Leaves {
 
 /// An error naming `file` and tensor `key` if `t` holds a NaN or an infinity.
 pub fn check_finite(file: &Path, key: &str, t: &HostTensor) -> Result<(), ParamError> {
+    match nonfinite(t) {
+        Some(detail) => Err(ParamError::NonFinite { path: file.to_path_buf(), key: key.to_string(), detail }),
+        None => Ok(()),
+    }
+}
+
+/// The first NaN or infinity in `t`, in words (`NaN at element 2 of f32[2, 2]`).
+pub fn nonfinite(t: &HostTensor) -> Option<String> {
     use crate::ir::DType;
     let c = |n: usize| t.data.chunks_exact(n).enumerate();
     let bad = match t.dtype {
@@ -245,14 +253,7 @@ pub fn check_finite(file: &Path, key: &str, t: &HostTensor) -> Result<(), ParamE
         }
         DType::I64 | DType::I32 | DType::Bool => None,
     };
-    match bad {
-        Some((index, value)) => Err(ParamError::NonFinite {
-            path: file.to_path_buf(),
-            key: key.to_string(),
-            detail: format!("{value} at element {index} of {}", t.type_text()),
-        }),
-        None => Ok(()),
-    }
+    bad.map(|(index, value)| format!("{value} at element {index} of {}", t.type_text()))
 }
 
 impl Leaves {
