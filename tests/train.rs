@@ -425,6 +425,9 @@ fn a_checkpoint_of_another_spec_gives_a_readable_diff() {
         "runs/scaled",
     ]);
     assert!(err.contains("an exact resume needs the same spec"), "{err}");
+    // What changed: the adapters' scale, 1.0 in the run, 0.5 in this spec.
+    assert!(err.contains("in the run's graph only") && err.contains("in this spec's graph only"), "{err}");
+    assert!(err.contains("0.5"), "{err}");
 }
 
 #[test]

@@ -41,6 +41,8 @@ pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "state.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const PLOT: &str = "loss.svg";
+/// The train-mode IR a checkpoint was trained from (beside its tensors).
+pub const GRAPH: &str = "graph.ir";
 
 /// The `format` metadata of a trainable checkpoint.
 pub const FORMAT: &str = "graft.trainable.v1";
@@ -73,6 +75,9 @@ pub struct Identity {
     pub fingerprint: String,
     /// Hash of every source file of the compilation (the spec and what it uses).
     pub spec_hash: String,
+    /// The train-mode IR text the fingerprint hashes; a checkpoint keeps it
+    /// ([`GRAPH`]) so a refused resume can say what changed.
+    pub ir: String,
 }
 
 impl Identity {
@@ -83,7 +88,7 @@ impl Identity {
             parts.push(f.name.as_bytes());
             parts.push(f.text.as_bytes());
         }
-        Identity { model: c.model.clone(), fingerprint: fnv64(&[ir.as_bytes()]), spec_hash: fnv64(&parts) }
+        Identity { model: c.model.clone(), fingerprint: fnv64(&[ir.as_bytes()]), spec_hash: fnv64(&parts), ir }
     }
 }
 
@@ -181,11 +186,16 @@ impl TrainableFile {
         match self.meta.get("graph_fingerprint") {
             Some(f) if *f == id.fingerprint => {}
             Some(f) if strict => bail!(
-                "{} was trained from a different graph (fingerprint {f}, model `{}`); this spec compiles to {} (model `{}`). Names and shapes agree, so the change is in the wiring or configuration; an exact resume needs the same spec",
+                "{} was trained from a different graph (fingerprint {f}, model `{}`); this spec compiles to {} (model `{}`). Names and shapes agree, so the change is in the wiring or configuration; an exact resume needs the same spec{}",
                 self.path.display(),
                 self.meta.get("model").map(String::as_str).unwrap_or("?"),
                 id.fingerprint,
-                id.model
+                id.model,
+                self.path
+                    .parent()
+                    .and_then(|d| std::fs::read_to_string(d.join(GRAPH)).ok())
+                    .map(|old| graph_changes(&old, &id.ir))
+                    .unwrap_or_default()
             ),
             Some(f) => notes.push(format!(
                 "{} was trained from a different graph (fingerprint {f}, this spec {}); names and shapes agree, so it is loaded",
@@ -220,6 +230,45 @@ pub fn apply_run(run: &Path, c: &Compiled, plan: &Plan, leaves: &mut Leaves) -> 
     let notes = f.check(&Identity::of(c), &trainable_shapes(plan), false)?;
     f.apply(leaves)?;
     Ok(notes)
+}
+
+/// What changed between two IR texts, as lines only in one or the other (node
+/// numbers left out, so an inserted node does not shift every line); empty when
+/// nothing shows.
+pub fn graph_changes(old: &str, new: &str) -> String {
+    let norm = |l: &str| -> String {
+        let body = l.split_once(" = ").map_or(l, |(_, b)| b);
+        let mut out = String::new();
+        let mut chars = body.chars().peekable();
+        while let Some(ch) = chars.next() {
+            out.push(ch);
+            if ch == '%' {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            }
+        }
+        out
+    };
+    let count = |text: &str| {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for l in text.lines().skip(1) {
+            *m.entry(norm(l)).or_default() += 1;
+        }
+        m
+    };
+    let (a, b) = (count(old), count(new));
+    let only = |x: &BTreeMap<String, i64>, y: &BTreeMap<String, i64>| -> Vec<String> {
+        x.iter().filter(|(l, n)| y.get(*l).copied().unwrap_or(0) < **n).map(|(l, _)| l.clone()).collect()
+    };
+    let (gone, new_lines) = (only(&a, &b), only(&b, &a));
+    if gone.is_empty() && new_lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(":\n");
+    titled_list(&mut out, "  ", "in the run's graph only", &gone, 6);
+    titled_list(&mut out, "  ", "in this spec's graph only", &new_lines, 6);
+    out.trim_end().to_string()
 }
 
 /// A readable diff of a checkpoint's tensors (name, type text, shape) against the
@@ -311,7 +360,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("graft-ckpt-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.safetensors");
-        let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into() };
+        let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into(), ir: String::new() };
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).reshape([3]);
         write_trainable(&path, &id, 7, &[("a.weight".into(), t.shallow_clone())]).unwrap();
         let f = TrainableFile::open(&path).unwrap();

@@ -581,6 +581,7 @@ fn write_checkpoint(
     let staged = StagedDir::new(&dest)?;
     checkpoint::write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
     checkpoint::write_trainable(&staged.path().join(TRAINABLE), id, state.step, trainable)?;
+    staged.write(checkpoint::GRAPH, id.ir.as_bytes())?;
     state.write(staged.path())?;
     let published = staged.publish()?;
     rundir::settle(run, &published)
