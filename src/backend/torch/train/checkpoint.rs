@@ -25,7 +25,7 @@
 use crate::backend::plan::Plan;
 use crate::backend::torch::convert::to_host;
 use crate::backend::torch::{kind_name, type_text};
-use crate::params::weights::titled_list;
+use crate::params::leaves::titled_list;
 use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
@@ -127,6 +127,38 @@ pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
+}
+
+/// Write a checkpoint: the optimizer state, the trainable tensors, the graph and
+/// `state.json` staged in a private directory, published as `RUN_DIR/checkpoint-STEP`
+/// in one rename, then `trainable.safetensors` re-linked and older checkpoints
+/// removed ([`super::rundir`]).
+pub fn write_all(
+    run: &Path,
+    id: &Identity,
+    trainable: &[(String, Tensor)],
+    opt: &super::optim::AdamW,
+    state: &State,
+) -> Result<()> {
+    let mut meta = metadata(id, state.step);
+    meta.insert("kind".into(), "adamw".into());
+    let host: Vec<(String, Tensor)> = opt
+        .state_tensors()?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
+    let dest = run.join(super::rundir::checkpoint_name(state.step));
+    if dest.exists() {
+        // From a run resumed at an earlier step: superseded by this one.
+        std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+    }
+    let staged = crate::durable::StagedDir::new(&dest)?;
+    write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
+    write_trainable(&staged.path().join(TRAINABLE), id, state.step, trainable)?;
+    staged.write(GRAPH, id.ir.as_bytes())?;
+    state.write(staged.path())?;
+    let published = staged.publish()?;
+    super::rundir::settle(run, &published)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
