@@ -29,6 +29,7 @@ fn plan() -> &'static Plan {
 }
 
 /// One durable step (`what` names it in the abort message).
+#[allow(clippy::print_stderr)] // the last words of a deliberately killed process, for the test's log
 pub fn point(what: &str) -> std::io::Result<()> {
     let n = PASSED.fetch_add(1, Ordering::SeqCst) + 1;
     let p = plan();

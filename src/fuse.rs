@@ -34,7 +34,9 @@ pub enum FuseError {
     Shape { name: String, train: Vec<i64>, infer: Vec<i64> },
     #[error("the folded model does not match the trained one: output `{name}` differs by {error:.3e} relative (limit {TOLERANCE:.0e}); nothing written")]
     Differs { name: String, error: f64, comparison: Comparison },
-    #[error("parameter `{path}` is {detail}; the outputs would be NaN, so nothing is folded or written\n  hint: {hint}")]
+    #[error(
+        "parameter `{path}` is {detail}; the outputs would be NaN, so nothing is folded or written\n  hint: {hint}"
+    )]
     NonFinite { path: String, detail: String, hint: String },
     #[error("two parameters would be stored under the key `{0}`")]
     DuplicateKey(String),
@@ -119,7 +121,11 @@ pub fn fuse(
             let folded = matches!(p.source, ParamSource::Folded { .. });
             return Err(FuseError::NonFinite {
                 path: p.path.clone(),
-                detail: if folded { format!("folded to a non-finite value ({d})") } else { format!("not finite ({d})") },
+                detail: if folded {
+                    format!("folded to a non-finite value ({d})")
+                } else {
+                    format!("not finite ({d})")
+                },
                 hint: if folded {
                     "its inputs are finite, so the fold overflows: check the scales (λ, alpha) of the run".into()
                 } else {

@@ -39,7 +39,11 @@ fn dir() -> &'static Path {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("tiny.graft"), SPEC).unwrap();
-        let o = graft(&d, &["data", "synth", "--task", "multimodal", "--n", "32", "--shard-size", "16", "--out", "data"], &[]);
+        let o = graft(
+            &d,
+            &["data", "synth", "--task", "multimodal", "--n", "32", "--shard-size", "16", "--out", "data"],
+            &[],
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         d
     })
@@ -64,7 +68,9 @@ fn stderr(o: &Output) -> String {
 
 /// Every tensor of the newest checkpoint's files and the top-level trainable file,
 /// as (file, name, bytes), plus `state.json`.
-fn snapshot(run: &Path) -> (Vec<(String, String, Vec<u8>)>, String) {
+type Snapshot = (Vec<(String, String, Vec<u8>)>, String);
+
+fn snapshot(run: &Path) -> Snapshot {
     let ckpt = rundir::latest(run).unwrap().expect("a checkpoint");
     let mut v = Vec::new();
     for (label, path) in [
@@ -80,8 +86,8 @@ fn snapshot(run: &Path) -> (Vec<(String, String, Vec<u8>)>, String) {
     (v, std::fs::read_to_string(ckpt.join("state.json")).unwrap())
 }
 
-fn reference() -> &'static (Vec<(String, String, Vec<u8>)>, String) {
-    static R: OnceLock<(Vec<(String, String, Vec<u8>)>, String)> = OnceLock::new();
+fn reference() -> &'static Snapshot {
+    static R: OnceLock<Snapshot> = OnceLock::new();
     R.get_or_init(|| {
         let o = train("whole", &[], &[]);
         assert!(o.status.success(), "{}", stderr(&o));

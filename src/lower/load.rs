@@ -211,15 +211,15 @@ impl Loader {
             }
             let Some(text) = text else {
                 self.diags.push(
-                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, why_not).hint(
-                        match &u.target {
-                            UseTarget::Std(_) => format!(
-                                "the standard library has {}",
-                                STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
-                            ),
-                            UseTarget::File(_) => "paths are relative to the importing file".to_string(),
-                        },
-                    ),
+                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, why_not).hint(match &u
+                        .target
+                    {
+                        UseTarget::Std(_) => format!(
+                            "the standard library has {}",
+                            STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
+                        ),
+                        UseTarget::File(_) => "paths are relative to the importing file".to_string(),
+                    }),
                 );
                 continue;
             };

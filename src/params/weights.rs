@@ -107,11 +107,15 @@ pub fn nonfinite(t: &HostTensor) -> Option<String> {
     use crate::ir::DType;
     let c = |n: usize| t.data.chunks_exact(n).enumerate();
     let bad = match t.dtype {
-        DType::F64 => c(8).map(|(i, b)| (i, f64::from_le_bytes(b.try_into().unwrap_or_default()))).find(|v| !v.1.is_finite()),
+        DType::F64 => {
+            c(8).map(|(i, b)| (i, f64::from_le_bytes(b.try_into().unwrap_or_default()))).find(|v| !v.1.is_finite())
+        }
         DType::F32 => c(4)
             .map(|(i, b)| (i, f32::from_le_bytes(b.try_into().unwrap_or_default()) as f64))
             .find(|v| !v.1.is_finite()),
-        DType::F16 => c(2).map(|(i, b)| (i, half::f16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite()),
+        DType::F16 => {
+            c(2).map(|(i, b)| (i, half::f16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite())
+        }
         DType::BF16 => {
             c(2).map(|(i, b)| (i, half::bf16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite())
         }

@@ -135,7 +135,7 @@ fn pytorch_checkpoints_are_refused_with_the_conversion_never_loaded() {
 /// A safetensors file of two f32[4] tensors with the given header entries.
 fn st(header: &str) -> Vec<u8> {
     let mut h = header.as_bytes().to_vec();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -174,14 +174,14 @@ fn files_that_are_not_regular_are_refused_before_reading() {
     let f = fifo.clone();
     let err = within("FIFO as safetensors", move || SafeFile::open(&f).err().map(|e| e.to_string())).unwrap();
     assert!(err.contains("a FIFO"), "{err}");
-    let err =
-        within("/dev/zero as weights", || WeightFile::open(Path::new("/dev/zero")).err().map(|e| e.to_string()));
+    let err = within("/dev/zero as weights", || WeightFile::open(Path::new("/dev/zero")).err().map(|e| e.to_string()));
     assert!(err.unwrap().contains("a character device"));
     // A spec, and a spec's `use`, read /dev/zero never.
     let r = within("check /dev/zero", || graft::lower::load_file(Path::new("/dev/zero")).is_err());
     assert!(r);
     let r = within("use /dev/zero", || {
-        let text = "use \"/dev/zero\"\nmodel m {\n  input x: f32[B, 4]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n";
+        let text =
+            "use \"/dev/zero\"\nmodel m {\n  input x: f32[B, 4]\n  encoder e = linear(4, 4)(x)\n  output y = e\n}\n";
         match graft::lower::load_str("u.graft", Some(Path::new("/")), text) {
             Err((sources, diags)) => graft::api::render_failure(&graft::pipeline::Failure::User(sources, diags), false),
             Ok(_) => String::new(),

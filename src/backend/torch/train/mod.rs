@@ -180,6 +180,7 @@ impl TrainArgs {
 
 /// `graft train`.
 /// `--resume` of a finished run prints so and exits 0.
+#[allow(clippy::print_stdout)] // `graft train`'s command glue
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
     match trainer::run(&a) {
         Ok(Some(_)) => Ok(ExitCode::SUCCESS),

@@ -9,13 +9,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
 
 use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
-use super::rundir;
 use super::feed::Feed;
 use super::messages::{header, stop, Ctx};
 use super::metrics::{Metrics, Record};
 use super::model::{Model, Spec};
 use super::optim::{clip, global_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
+use super::rundir;
 use super::schedule::{Schedule, ScheduleKind};
 use super::step::{graphed_batch, loss_and_grads};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
