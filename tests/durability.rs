@@ -184,3 +184,30 @@ fn a_locked_run_directory_refuses_a_second_trainer_and_a_finished_run_resumes_to
     let o = train("whole", &[], &[]);
     assert!(stderr(&o).contains("already holds a run"), "{}", stderr(&o));
 }
+
+#[test]
+fn absurd_numbers_are_refused_before_anything_starts() {
+    let d = dir();
+    let refused = |args: &[&str], want: &str| {
+        let o = graft(d, args, &[]);
+        let err = stderr(&o);
+        assert!(matches!(o.status.code(), Some(1 | 2)), "graft {}: {err}", args.join(" "));
+        assert!(err.contains(want) && !err.contains("panicked"), "graft {}: {err}", args.join(" "));
+    };
+    fn t<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["train", "tiny.graft", "--data", "data", "--lr", "1e-2", "--out", "absurd"], extra].concat()
+    }
+    refused(&t(&["--steps", "2", "--batch", "1000000000000"]), "1..=65536");
+    refused(&t(&["--steps", "2", "--batch", "8", "--accumulate", "1000000000000"]), "1..=4096");
+    refused(&t(&["--epochs", "1000000000000000000", "--batch", "8"]), "1..=4294967296");
+    // Within each range, but the product is not: checked, never wrapped.
+    refused(&t(&["--epochs", "4294967296", "--batch", "8"]), "more than 4294967296 optimizer steps");
+    assert!(!d.join("absurd").exists(), "nothing is created for a refused run");
+    refused(&["eval", "tiny.graft", "--data", "data", "--batch", "1000000000000"], "1..=65536");
+    for (flag, value, want) in
+        [("--threads", "0", "1..=1024"), ("--threads", "100000", "1..=1024"), ("--iters", "0", "1..=1000000")]
+    {
+        refused(&["bench", "tiny.graft", flag, value], want);
+    }
+    refused(&["bench", "tiny.graft", "--batch", "1,1000000000000"], "1..=65536");
+}
