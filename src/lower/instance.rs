@@ -30,7 +30,7 @@ impl Builder {
         if self.instances > limits::MAX_INSTANCES {
             // Reported once; every later instance unwinds silently.
             if self.instances > limits::MAX_INSTANCES + 1 {
-                return Err(Reported);
+                return Err(super::Reported);
             }
             return Err(self.error(
                 Diagnostic::error("E0310", format!("the model has more than {} instances", limits::MAX_INSTANCES))
