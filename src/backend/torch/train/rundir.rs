@@ -17,9 +17,10 @@
 //! (a link under a temporary name, renamed over) and older checkpoints are removed.
 //! A crash anywhere in that sequence leaves the newest complete checkpoint and
 //! possibly an older one, temporaries and a `trainable.safetensors` one checkpoint
-//! behind; [`recover`] (run under the lock before a trainer reads the directory)
-//! removes the temporaries and older checkpoints and re-links the file, so
-//! `--resume` always continues from the newest complete checkpoint.
+//! behind; [`recover`] (run under the lock before a trainer reads a directory a
+//! trainer used) removes those temporaries (only the names graft's writer gives its
+//! own files) and older checkpoints and re-links the file, so `--resume` always
+//! continues from the newest complete checkpoint.
 //!
 //! A run written by an older graft (the three files at the top, no checkpoint
 //! directory) is read as one checkpoint.
@@ -113,6 +114,28 @@ pub fn lock(run: &Path) -> Result<RunLock> {
     Ok(RunLock { _file: file })
 }
 
+/// Whether a trainer has used `dir` (it holds the lock file every trainer creates
+/// before it writes anything).
+pub fn is_run(dir: &Path) -> bool {
+    dir.join(LOCK).is_file()
+}
+
+/// A temporary graft's durable writer leaves beside a file of the run when killed
+/// (`.NAME.tmp-PID-N`); nothing else in the directory is ever removed.
+fn is_our_temporary(name: &str) -> bool {
+    let Some((stem, _)) = name.split_once(".tmp-") else { return false };
+    let Some(stem) = stem.strip_prefix('.') else { return false };
+    const FILES: &[&str] = &[
+        TRAINABLE,
+        super::checkpoint::OPTIMIZER,
+        STATE,
+        super::checkpoint::GRAPH,
+        super::checkpoint::METRICS,
+        super::checkpoint::PLOT,
+    ];
+    FILES.contains(&stem) || stem.strip_prefix(PREFIX).is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Clean up after a crashed writer (call with the lock held): temporaries and
 /// staging directories of killed writes, checkpoints older than the newest, and a
 /// `trainable.safetensors` that is not the newest checkpoint's. Returns notes.
@@ -122,7 +145,7 @@ pub fn recover(run: &Path, _lock: &RunLock) -> Result<Vec<String>> {
     for e in std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))? {
         let e = e.with_context(|| format!("reading {}", run.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp-") {
+        if is_our_temporary(&name) {
             let p = e.path();
             let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
                 std::fs::remove_dir_all(&p)
@@ -195,5 +218,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     {
         let _ = (a, b);
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_temporaries_are_stale() {
+        for ours in [".trainable.safetensors.tmp-12-0", ".checkpoint-0000000002.tmp-5-1", ".metrics.jsonl.tmp-9-3"] {
+            assert!(is_our_temporary(ours), "{ours}");
+        }
+        for theirs in [".bashrc.tmp-1", "notes.tmp-3", ".checkpoint-x.tmp-1-1", "trainable.safetensors", ".lock"] {
+            assert!(!is_our_temporary(theirs), "{theirs}");
+        }
+        assert_eq!(checkpoint_name(42), "checkpoint-0000000042");
     }
 }

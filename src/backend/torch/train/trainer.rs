@@ -131,9 +131,12 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     // The run directory is locked before anything in it is read, and what a killed
     // writer left there is cleaned up; a new directory is locked when it is created.
     let mut lock = None;
+    let was_run = rundir::is_run(&out);
     if out.is_dir() {
         let l = rundir::lock(&out)?;
-        notes.extend(rundir::recover(&out, &l)?);
+        if was_run {
+            notes.extend(rundir::recover(&out, &l)?);
+        }
         lock = Some(l);
     }
     let no_run_in = |dir: &Path| -> Result<()> {
@@ -149,7 +152,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     no_run_in(&out)?;
     let prev = match a.resume.as_deref() {
         // A run killed before its first checkpoint: the same command starts it afresh.
-        Some(r) if in_place && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
+        Some(r) if in_place && was_run && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
             notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
             None
         }
