@@ -72,7 +72,10 @@ impl Meta {
     /// Read and check `DIR/dataset.json`.
     pub fn read(dir: &Path) -> Result<Meta, DataError> {
         let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        // A regular file of plausible size (class names included): never a FIFO.
+        let bytes = crate::input_file::read_limited(&path, 64 << 20).map_err(|e| DataError::io(&path, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| DataError::Meta { path: path.clone(), msg: "not UTF-8 text".into() })?;
         Meta::parse(&text).map_err(|msg| DataError::Meta { path, msg })
     }
 

@@ -362,7 +362,7 @@ impl State {
     /// The state of `dir`'s newest complete checkpoint.
     pub fn read(dir: &Path) -> Result<State> {
         let path = super::rundir::latest(dir)?.unwrap_or_else(|| dir.to_path_buf()).join(STATE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
+        let text = crate::input_file::read_limited(&path, 16 << 20).with_context(|| {
             if dir.join(TRAINABLE).exists() {
                 format!("reading {} (the run has a checkpoint but no resume state)", path.display())
             } else {
@@ -370,7 +370,7 @@ impl State {
             }
         })?;
         let s: State =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
+            serde_json::from_slice(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
         if s.format != STATE_FORMAT {
             bail!("{}: format `{}`, expected `{STATE_FORMAT}`", path.display(), s.format);
         }
