@@ -325,10 +325,8 @@ fn check_against_a_compiled_spec() {
     assert!(e.contains("input `video`: the model takes f32[B, 3, 16, 224, 224]"), "{e}");
     assert!(e.contains("input `audio`"), "{e}");
     // `graft data check --spec` also compares the classes with the head.
-    let check = graft::data::cli::CheckArgs {
-        dir: d.clone(),
-        spec: Some(PathBuf::from("specs/cm3t_video_audio_pose.graft")),
-    };
+    let check =
+        graft::data::cli::CheckArgs { dir: d.clone(), spec: Some(PathBuf::from("specs/cm3t_video_audio_pose.graft")) };
     let e = graft::data::cli::run(&DataCmd::Check(check)).unwrap_err().to_string();
     assert!(e.contains("has 8 classes (dataset.json), but model `cm3t_video_audio_pose`'s output"), "{e}");
     // Symbols bind per-sample dims consistently.

@@ -204,12 +204,12 @@ impl Loader {
             }
             let Some(text) = text else {
                 self.diags.push(
-                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, why_not).hint(
-                        match &u.target {
-                            UseTarget::Std(_) => format!("the standard library has {}", std_names()),
-                            UseTarget::File(_) => "paths are relative to the importing file".to_string(),
-                        },
-                    ),
+                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, why_not).hint(match &u
+                        .target
+                    {
+                        UseTarget::Std(_) => format!("the standard library has {}", std_names()),
+                        UseTarget::File(_) => "paths are relative to the importing file".to_string(),
+                    }),
                 );
                 continue;
             };
