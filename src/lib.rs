@@ -14,12 +14,14 @@
 pub mod api;
 pub mod backend;
 pub mod bounds;
+pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
 pub mod fault;
+pub mod flops;
 pub mod fuse;
 pub mod input_file;
 pub mod ir;
