@@ -52,5 +52,10 @@ pub fn options(
     dtype: DtypeArg,
     graph_capture: bool,
 ) -> anyhow::Result<Options> {
-    Ok(Options { device: device.device(backend)?, float: dtype.into(), graph_capture })
+    let device = device.device(backend)?;
+    // Refused before any input or weight is read.
+    if graph_capture && device == crate::backend::Device::Cpu {
+        anyhow::bail!("--cuda-graph needs a CUDA device (it captures CUDA kernels); drop it, or run with --device cuda");
+    }
+    Ok(Options { device, float: dtype.into(), graph_capture })
 }
