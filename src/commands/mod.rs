@@ -53,9 +53,11 @@ pub fn options(
     graph_capture: bool,
 ) -> anyhow::Result<Options> {
     let device = device.device(backend)?;
-    // Refused before any input or weight is read.
-    if graph_capture && device == crate::backend::Device::Cpu {
-        anyhow::bail!("--cuda-graph needs a CUDA device (it captures CUDA kernels); drop it, or run with --device cuda");
+    // Refused here, before any input or weights file is read.
+    if graph_capture && matches!(device, crate::backend::Device::Cpu) {
+        anyhow::bail!(
+            "--cuda-graph needs a CUDA device, but this run is on the CPU (pass --device cuda on a machine with a GPU)"
+        );
     }
     Ok(Options { device, float: dtype.into(), graph_capture })
 }
