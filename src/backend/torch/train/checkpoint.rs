@@ -36,13 +36,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-pub const TRAINABLE: &str = "trainable.safetensors";
-pub const OPTIMIZER: &str = "optimizer.safetensors";
-pub const STATE: &str = "state.json";
-pub const METRICS: &str = "metrics.jsonl";
-pub const PLOT: &str = "loss.svg";
-/// The train-mode IR a checkpoint was trained from (beside its tensors).
-pub const GRAPH: &str = "graph.ir";
+/// The file names of a run (defined with the run directory's layout).
+pub use super::rundir::{GRAPH, METRICS, OPTIMIZER, PLOT, STATE, TRAINABLE};
 
 /// The `format` metadata of a trainable checkpoint.
 pub const FORMAT: &str = "graft.trainable.v1";

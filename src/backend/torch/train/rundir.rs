@@ -25,12 +25,19 @@
 //! A run written by an older graft (the three files at the top, no checkpoint
 //! directory) is read as one checkpoint.
 
-use super::checkpoint::{STATE, TRAINABLE};
 use crate::durable::sync_dir;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+pub const TRAINABLE: &str = "trainable.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const STATE: &str = "state.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const PLOT: &str = "loss.svg";
+/// The train-mode IR a checkpoint was trained from (beside its tensors).
+pub const GRAPH: &str = "graph.ir";
 
 /// Checkpoint directories are `checkpoint-` and the step, zero-padded.
 const PREFIX: &str = "checkpoint-";
@@ -125,14 +132,7 @@ pub fn is_run(dir: &Path) -> bool {
 fn is_our_temporary(name: &str) -> bool {
     let Some((stem, _)) = name.split_once(".tmp-") else { return false };
     let Some(stem) = stem.strip_prefix('.') else { return false };
-    const FILES: &[&str] = &[
-        TRAINABLE,
-        super::checkpoint::OPTIMIZER,
-        STATE,
-        super::checkpoint::GRAPH,
-        super::checkpoint::METRICS,
-        super::checkpoint::PLOT,
-    ];
+    const FILES: &[&str] = &[TRAINABLE, OPTIMIZER, STATE, GRAPH, METRICS, PLOT];
     FILES.contains(&stem) || stem.strip_prefix(PREFIX).is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
 }
 
