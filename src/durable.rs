@@ -14,6 +14,9 @@
 //!   [`StagedDir::publish`] renames the whole directory into place in one step.
 //! - [`sync_dir`] makes a directory's entries (creations, renames, removals) durable.
 //!
+//! Every step passes a [`crate::fault::point`], where tests inject a crash or a full
+//! disk.
+//!
 //! Errors are [`WriteError`]s naming the destination path and the step that failed.
 //! Nothing here knows about tensors or backends.
 
@@ -56,8 +59,10 @@ where
         .file_name()
         .ok_or_else(|| WriteError::new(path, "choosing a temporary name", io::Error::other("not a file path")))?;
     let tmp = dir.join(temp_name(&name.to_string_lossy()));
-    let result =
-        write_synced(&tmp, fill).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ("renaming into place", e)));
+    let result = write_synced(&tmp, fill)
+        .and_then(|()| crate::fault::point("rename").map_err(|e| ("renaming into place", e)))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ("renaming into place", e)))
+        .and_then(|()| crate::fault::point("sync dir").map_err(|e| ("syncing the directory", e)));
     if let Err((step, e)) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(WriteError::new(path, step, e));
@@ -124,6 +129,8 @@ impl StagedDir {
     /// Make the set visible as `dest` in one rename, then sync the parent directory.
     pub fn publish(mut self) -> Result<PathBuf, WriteError> {
         sync_dir(&self.staging)?;
+        crate::fault::point("publish")
+            .map_err(|e| WriteError::new(&self.dest, "renaming the staged directory into place", e))?;
         std::fs::rename(&self.staging, &self.dest)
             .map_err(|e| WriteError::new(&self.dest, "renaming the staged directory into place", e))?;
         self.published = true;
@@ -153,6 +160,7 @@ where
         .map_err(|e| ("creating a temporary file", e))?;
     let mut w = BufWriter::new(file);
     fill(&mut w).map_err(|e| ("writing", e))?;
+    crate::fault::point("write").map_err(|e| ("writing", e))?;
     let file = w.into_inner().map_err(|e| ("writing", e.into_error()))?;
     file.sync_all().map_err(|e| ("syncing", e))
 }

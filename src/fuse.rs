@@ -34,6 +34,10 @@ pub enum FuseError {
     Shape { name: String, train: Vec<i64>, infer: Vec<i64> },
     #[error("the folded model does not match the trained one: output `{name}` differs by {error:.3e} relative (limit {TOLERANCE:.0e}); nothing written")]
     Differs { name: String, error: f64, comparison: Comparison },
+    #[error(
+        "parameter `{path}` is {detail}; the outputs would be NaN, so nothing is folded or written\n  hint: {hint}"
+    )]
+    NonFinite { path: String, detail: String, hint: String },
     #[error("two parameters would be stored under the key `{0}`")]
     DuplicateKey(String),
     #[error("internal error: {0}")]
@@ -110,9 +114,29 @@ pub fn fuse(
     let (ptrain, pinfer) = (Plan::new(&train.graph), Plan::new(&infer.graph));
     // The folded values are computed once: the check runs on exactly what is returned.
     let values = materialise(&pinfer.params, leaves)?;
+    // A non-finite value is named here, not found later as a NaN output difference.
+    let train_values = materialise(&ptrain.params, leaves)?;
+    for (p, v) in ptrain.params.iter().zip(&train_values).chain(pinfer.params.iter().zip(&values)) {
+        if let Some(d) = crate::params::weights::nonfinite(v) {
+            let folded = matches!(p.source, ParamSource::Folded { .. });
+            return Err(FuseError::NonFinite {
+                path: p.path.clone(),
+                detail: if folded {
+                    format!("folded to a non-finite value ({d})")
+                } else {
+                    format!("not finite ({d})")
+                },
+                hint: if folded {
+                    "its inputs are finite, so the fold overflows: check the scales (λ, alpha) of the run".into()
+                } else {
+                    "it comes from a weights file or run loaded with --allow-nonfinite; fix that file".into()
+                },
+            });
+        }
+    }
     let folded = pinfer.params.iter().filter(|p| matches!(p.source, ParamSource::Folded { .. })).count();
     let opts = Options::default();
-    let mut etrain = backend.prepare(&ptrain, materialise(&ptrain.params, leaves)?, &opts)?;
+    let mut etrain = backend.prepare(&ptrain, train_values, &opts)?;
     let mut einfer = backend.prepare(&pinfer, values.clone(), &opts)?;
     let given = inputs::random(&ptrain, 2, seed)?;
     let otrain = etrain.run(&inputs::bind(&ptrain, given.clone(), opts.float)?.values)?;

@@ -13,15 +13,18 @@
 
 pub mod api;
 pub mod backend;
+pub mod bounds;
 pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod fault;
 pub mod flops;
 pub mod fmt;
 pub mod fuse;
+pub mod input_file;
 pub mod ir;
 pub mod lower;
 pub mod lsp;

@@ -116,7 +116,7 @@ fn io(path: &Path, source: std::io::Error) -> SafetensorsError {
 
 /// Read and check the header of the file at `path`.
 pub fn read_header(path: &Path) -> Result<Header, SafetensorsError> {
-    let mut f = File::open(path).map_err(|e| io(path, e))?;
+    let mut f = crate::input_file::open_regular(path).map_err(|e| io(path, e))?;
     read_header_from(path, &mut f)
 }
 
@@ -167,12 +167,17 @@ fn parse_header(path: &Path, head: &[u8], file_len: u64) -> Result<Header, Safet
     if head.first() != Some(&b'{') {
         return Err(not_st(path, None, "the header does not start with `{`"));
     }
-    let json: serde_json::Value =
+    let Members(obj) =
         serde_json::from_slice(head).map_err(|e| not_st(path, None, format!("header is not JSON: {e}")))?;
-    let obj = json.as_object().ok_or_else(|| not_st(path, None, "header is not a JSON object"))?;
+    // A name given twice is refused, as the reference implementation does (a JSON
+    // parser would keep one of the two silently).
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((name, _)) = obj.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+        return Err(not_st(path, Some(name), "the name appears twice in the header"));
+    }
     let mut entries = BTreeMap::new();
     let mut metadata = BTreeMap::new();
-    for (name, v) in obj {
+    for (name, v) in &obj {
         if name == "__metadata__" {
             let m = v.as_object().ok_or_else(|| not_st(path, None, "`__metadata__` is not an object"))?;
             for (k, v) in m {
@@ -204,6 +209,29 @@ fn parse_header(path: &Path, head: &[u8], file_len: u64) -> Result<Header, Safet
         });
     }
     Ok(Header { entries, metadata, data_start, data_len: at })
+}
+
+/// A JSON object's members in file order, duplicates kept.
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Members, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = m.next_entry::<String, serde_json::Value>()? {
+                    v.push(kv);
+                }
+                Ok(Members(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn parse_entry(path: &Path, name: &str, v: &serde_json::Value) -> Result<Entry, SafetensorsError> {
@@ -238,7 +266,7 @@ fn parse_entry(path: &Path, name: &str, v: &serde_json::Value) -> Result<Entry, 
 
 /// Read the whole data section (from `data_start`).
 pub fn read_data(path: &Path, header: &Header) -> Result<Vec<u8>, SafetensorsError> {
-    let mut f = File::open(path).map_err(|e| io(path, e))?;
+    let mut f = crate::input_file::open_regular(path).map_err(|e| io(path, e))?;
     f.seek(SeekFrom::Start(header.data_start)).map_err(|e| io(path, e))?;
     let mut data = Vec::new();
     f.take(header.data_len).read_to_end(&mut data).map_err(|e| io(path, e))?;
@@ -272,7 +300,7 @@ pub struct SafeFile {
 impl SafeFile {
     /// Open a file and check its header; no tensor data is read yet.
     pub fn open(path: &Path) -> Result<SafeFile, SafetensorsError> {
-        let mut f = File::open(path).map_err(|e| io(path, e))?;
+        let mut f = crate::input_file::open_regular(path).map_err(|e| io(path, e))?;
         let header = read_header_from(path, &mut f)?;
         Ok(SafeFile { path: path.to_path_buf(), header, source: Source::File(Mutex::new(f)) })
     }

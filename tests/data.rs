@@ -228,6 +228,15 @@ fn corrupt_shards_are_named_errors() {
     });
     assert!(matches!(e, DataError::LabelRange { index: 4, value: 4, .. }), "{e}");
     assert_names(&e, Some("label"));
+    // Every label is read when the dataset opens, before any batch: a run never
+    // starts on data it would fail on later.
+    let d = make("bad-label-open", Task::Pretrain, 20, 1, 10, &[]);
+    reencode(&d.join("shard-00001.safetensors"), |m| {
+        m.insert("label".into(), HostTensor::from_i64(&[10], &[0, 1, 2, 3, 0, 1, 2, 3, 0, -1]).unwrap());
+    });
+    let e = Dataset::open(&d).unwrap_err();
+    assert!(matches!(e, DataError::LabelRange { index: 9, value: -1, .. }), "{e}");
+    assert_names(&e, Some("label"));
 
     let e = corrupt("bad-absent", |p| std::fs::remove_file(p).unwrap());
     assert!(matches!(e, DataError::Io { .. }), "{e}");
@@ -245,6 +254,12 @@ fn corrupt_metadata_is_reported() {
     std::fs::write(&meta, text.replace("\"samples\": 12", "\"samples\": 13")).unwrap();
     let e = Dataset::open(&d).unwrap_err();
     assert!(matches!(e, DataError::Meta { .. }) && e.to_string().contains("dataset.json"), "{e}");
+    // Absurd counts are refused before anything is allocated or opened.
+    for (from, to) in [("\"shards\": 2", "\"shards\": 1000000000000"), ("\"classes\": 4", "\"classes\": 4000000000")] {
+        std::fs::write(&meta, text.replace(from, to)).unwrap();
+        let e = Dataset::open(&d).unwrap_err().to_string();
+        assert!(e.contains("at most") && e.contains("dataset.json"), "{e}");
+    }
     std::fs::write(&meta, "{ not json").unwrap();
     assert!(matches!(Dataset::open(&d).unwrap_err(), DataError::Meta { .. }));
     std::fs::remove_file(&meta).unwrap();
@@ -309,6 +324,11 @@ fn check_against_a_compiled_spec() {
     // The gallery model wants 16 frames of 224×224 and a 128×1024 spectrogram.
     assert!(e.contains("input `video`: the model takes f32[B, 3, 16, 224, 224]"), "{e}");
     assert!(e.contains("input `audio`"), "{e}");
+    // `graft data check --spec` also compares the classes with the head.
+    let check =
+        graft::data::cli::CheckArgs { dir: d.clone(), spec: Some(PathBuf::from("specs/cm3t_video_audio_pose.graft")) };
+    let e = graft::data::cli::run(&DataCmd::Check(check)).unwrap_err().to_string();
+    assert!(e.contains("has 8 classes (dataset.json), but model `cm3t_video_audio_pose`'s output"), "{e}");
     // Symbols bind per-sample dims consistently.
     let sym = |s: &str| Dim::Sym(s.into());
     let model = vec![

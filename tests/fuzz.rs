@@ -5,6 +5,9 @@
 //! its own with a main-thread-sized stack, inside `catch_unwind`, and must finish within
 //! `TIMEOUT`. Case counts keep the whole file to a few seconds in a debug build.
 
+#[path = "fuzz/crafted.rs"]
+mod crafted;
+
 use graft::api::{check_program, render_failure};
 use graft::pipeline::Failure;
 use proptest::prelude::*;
@@ -496,4 +499,32 @@ fn gallery_specs_compile_under_the_harness() {
         let r = verdict(text);
         assert!(matches!(r, Ok(Outcome::Compiled)), "{name}: {r:?}");
     }
+}
+
+/// `l{k}` instantiates `l{k-1}` twice: 2^k instances of `leaf` from a spec of a few
+/// lines.
+fn doubling_chain(k: usize, leaf: &str) -> String {
+    let mut text = format!("module l0(d: int) {{\n  in x\n  a = {leaf}\n  out a\n}}\n");
+    for i in 1..=k {
+        text.push_str(&format!(
+            "module l{i}(d: int) {{\n  in x\n  a = l{}(d)(x)\n  b = l{}(d)(a)\n  out b\n}}\n",
+            i - 1,
+            i - 1
+        ));
+    }
+    text.push_str(&format!("model m {{\n  input x: f32[B, 4]\n  encoder t = l{k}(4)(x)\n  output y = t\n}}\n"));
+    text
+}
+
+#[test]
+fn doubling_chains_stop_at_the_instance_and_node_limits() {
+    // 2^19 linears (1.5 million operations) or 2^19 operation-free-ish instances: one
+    // error each, within the harness's time limit.
+    let e = must_fail(doubling_chain(19, "linear(d, d)(x)"));
+    assert!(e.contains("E0301") || e.contains("E0310"), "{e}");
+    assert_eq!(e.matches("error[").count(), 1, "{e}");
+    let e = must_fail(doubling_chain(19, "gelu(x)"));
+    assert!(e.contains("E0301") || e.contains("E0310"), "{e}");
+    // Below the limits, a large chain still compiles.
+    assert!(matches!(verdict(doubling_chain(10, "linear(d, d)(x)")), Ok(Outcome::Compiled)));
 }

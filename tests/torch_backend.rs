@@ -151,6 +151,24 @@ fn allow_missing_and_input_errors() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("expected f32[B, 3, 224, 224], given f32[1, 3, 32, 32]"), "{err}");
+    // An empty batch is refused naming the input, not deep inside the model.
+    let empty = write(
+        "in_empty.safetensors",
+        &[("image".to_string(), Tensor::zeros([0, 3, 224, 224], (Kind::Float, Device::Cpu)))],
+    );
+    let r = graft_run(&w, &empty, &out, &["--allow-missing", "head.*"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("`image`") && err.contains("B (dim 0) is 0; it must be at least 1"), "{err}");
+    // An output that would overwrite an input is refused; the input is untouched.
+    let before = std::fs::read(&inputs).unwrap();
+    for target in [&inputs, &w] {
+        let r = graft_run(&w, &inputs, target, &["--allow-missing", "head.*"]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{err}");
+        assert!(err.contains("would overwrite an input"), "{err}");
+    }
+    assert_eq!(std::fs::read(&inputs).unwrap(), before);
 }
 
 /// `graft bench --weights N:BINDING=FILE` measures a spec with its real weights (the

@@ -198,6 +198,11 @@ fn train_losses(run: &str) -> Vec<f64> {
     records(run).iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
 }
 
+/// The directory of a run's newest complete checkpoint.
+fn ckpt_dir(run: &Path) -> PathBuf {
+    graft::backend::torch::train::rundir::latest(run).unwrap().expect("a checkpoint")
+}
+
 /// Train in this process (absolute paths).
 fn train_here(words: &[String]) -> trainer::Trained {
     let args = TrainArgs::parse(words.iter().cloned()).unwrap();
@@ -228,9 +233,17 @@ fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
     assert_eq!(vals.len(), 2, "at steps 64 and 128");
     assert!(vals.iter().all(|v| (0.0..=1.0).contains(&v["accuracy"].as_f64().unwrap())));
     let run = f.path("runs/pre");
-    for file in ["trainable.safetensors", "optimizer.safetensors", "state.json", "metrics.jsonl", "loss.svg"] {
+    for file in ["trainable.safetensors", "metrics.jsonl", "loss.svg"] {
         assert!(run.join(file).is_file(), "{file}");
     }
+    // The newest checkpoint: one directory, the only one.
+    let newest = ckpt_dir(&run);
+    assert_eq!(newest.file_name().unwrap(), "checkpoint-0000000128");
+    for file in ["trainable.safetensors", "optimizer.safetensors", "state.json"] {
+        assert!(newest.join(file).is_file(), "{file}");
+    }
+    let dirs = std::fs::read_dir(&run).unwrap().filter(|e| e.as_ref().unwrap().path().is_dir()).count();
+    assert_eq!(dirs, 1, "older checkpoints are removed");
     let svg = std::fs::read_to_string(run.join("loss.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     // Full graph paths, exactly the trainable set, and the metadata.
@@ -245,7 +258,7 @@ fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
     assert_eq!(ckpt.meta["graph_fingerprint"], Identity::of(&spec.compiled).fingerprint);
     assert!(ckpt.meta["params"].contains(r#"["video_vit.blocks.0.mlp.fc1.weight",[128,32]]"#));
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(newest.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 128);
     assert_eq!(state["epoch"], 8);
     assert_eq!(state["graph_fingerprint"], ckpt.meta["graph_fingerprint"].as_str());
@@ -320,15 +333,15 @@ fn a_resumed_run_continues_exactly() {
     assert_eq!(bits(&whole), bits(&halves), "losses {whole:?} vs {halves:?}");
     for file in ["trainable.safetensors", "optimizer.safetensors"] {
         let (a, b) = (
-            SafeFile::open(&fx().path("runs/whole").join(file)).unwrap(),
-            SafeFile::open(&fx().path("runs/halves").join(file)).unwrap(),
+            SafeFile::open(&ckpt_dir(&fx().path("runs/whole")).join(file)).unwrap(),
+            SafeFile::open(&ckpt_dir(&fx().path("runs/halves")).join(file)).unwrap(),
         );
         assert_eq!(a.entries().keys().collect::<Vec<_>>(), b.entries().keys().collect::<Vec<_>>());
         for k in a.entries().keys() {
             assert!(tensor(&a, k).equal(&tensor(&b, k)), "{file}: {k}");
         }
     }
-    let state = |r: &str| std::fs::read_to_string(fx().path(r).join("state.json")).unwrap();
+    let state = |r: &str| std::fs::read_to_string(ckpt_dir(&fx().path(r)).join("state.json")).unwrap();
     assert_eq!(state("runs/whole"), state("runs/halves"));
 }
 
@@ -361,9 +374,9 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
     let step = ckpt.step().unwrap();
     assert!(step >= 2, "{err}");
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(ckpt_dir(&run).join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], step);
-    assert_eq!(read_metadata(&run.join("optimizer.safetensors")).unwrap()["step"], step.to_string());
+    assert_eq!(read_metadata(&ckpt_dir(&run).join("optimizer.safetensors")).unwrap()["step"], step.to_string());
     for k in ckpt.file.entries().keys() {
         let t = tensor(&ckpt.file, k);
         assert_eq!(t.isfinite().all().int64_value(&[]), 1, "{k} is not finite in the kept checkpoint");
@@ -412,6 +425,9 @@ fn a_checkpoint_of_another_spec_gives_a_readable_diff() {
         "runs/scaled",
     ]);
     assert!(err.contains("an exact resume needs the same spec"), "{err}");
+    // What changed: the adapters' scale, 1.0 in the run, 0.5 in this spec.
+    assert!(err.contains("in the run's graph only") && err.contains("in this spec's graph only"), "{err}");
+    assert!(err.contains("0.5"), "{err}");
 }
 
 #[test]
@@ -518,6 +534,11 @@ fn an_incremental_plugin_keeps_the_earlier_adapter_bit_identical() {
 
 #[test]
 fn fuse_loads_a_run() {
+    // The run's own files and the weights are inputs, never outputs.
+    for out in ["runs/ad/trainable.safetensors", "runs/pre/trainable.safetensors"] {
+        let err = fails(&["fuse", "ad.graft", "--run", "runs/ad", "--out", out]);
+        assert!(err.contains("would overwrite an input"), "{err}");
+    }
     ok(&["fuse", "ad.graft", "--run", "runs/ad", "--out", "runs/fused.safetensors"]);
     let fused = SafeFile::open(&fx().path("runs/fused.safetensors")).unwrap();
     let run = SafeFile::open(&fx().path("runs/ad/trainable.safetensors")).unwrap();

@@ -69,6 +69,8 @@ pub fn bind(plan: &Plan, given: Vec<(String, HostTensor)>, float: DType) -> Resu
         for (i, (d, &n)) in inp.ty.shape.iter().zip(&t.shape).enumerate() {
             match d {
                 Dim::Fixed(f) if *f != n => wrong.push(format!("dim {i} is {n}, expected {f}")),
+                // An empty batch or sequence would fail deep inside the model.
+                Dim::Sym(s) if n < 1 => wrong.push(format!("{s} (dim {i}) is {n}; it must be at least 1")),
                 Dim::Sym(s) => match syms.get(s) {
                     Some(&v) if v != n => wrong.push(format!("{s} is {v} from `{}`, here {n}", bound_by[s])),
                     Some(_) => {}

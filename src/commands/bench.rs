@@ -35,14 +35,14 @@ pub struct BenchArgs {
     #[arg(required = true)]
     pub specs: Vec<PathBuf>,
     /// Batch sizes (every symbolic dim takes this value).
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    #[arg(long, value_delimiter = ',', default_value = "1,8", value_parser = crate::bounds::batch_i64())]
     pub batch: Vec<i64>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::bounds::count(crate::bounds::MAX_ITERS))]
     pub iters: usize,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::bounds::iters_or_zero())]
     pub warmup: usize,
     /// Intra-op threads for LibTorch (default: what LibTorch chooses).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::bounds::threads())]
     pub threads: Option<i32>,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: ModeArg,

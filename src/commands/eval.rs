@@ -37,7 +37,7 @@ pub struct EvalArgs {
     /// Evaluate as if this optional input were missing (repeatable).
     #[arg(long = "without", value_name = "INPUT")]
     pub without: Vec<String>,
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = crate::bounds::count(crate::bounds::MAX_BATCH))]
     pub batch: usize,
     /// One JSON object on stdout.
     #[arg(long)]
@@ -47,6 +47,10 @@ pub struct EvalArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Seed for parameters initialised from their init rule.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -56,7 +60,8 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> Result<()> {
     let backend = backend();
     let opts = options(backend.as_ref(), a.device, DtypeArg::F32, false)?;
-    let spec = Spec::compile(&a.spec)?;
+    let mut spec = Spec::compile(&a.spec)?;
+    spec.allow_nonfinite = a.allow_nonfinite;
     check_without(&spec.inputs, &a.without)?;
     let ds = Dataset::open(&a.data).map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?;
     let notes = spec.check_dataset(&ds, "the data")?;

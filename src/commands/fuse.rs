@@ -32,6 +32,10 @@ pub struct FuseArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Seed for initialised parameters and the random check inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -43,12 +47,29 @@ fn print_comparison(c: &crate::fuse::Comparison) {
     }
 }
 
+/// `--out` must not be an input: the spec, a weights file, or a file of the run.
+fn refuse_overwrite(a: &FuseArgs, bindings: &crate::params::Bindings) -> Result<()> {
+    let mut inputs: Vec<(String, PathBuf)> = vec![("the spec".into(), a.spec.clone())];
+    inputs.extend(bindings.files.iter().map(|(b, p)| (format!("the weights file of `{b}`"), p.clone())));
+    if let Some(run) = &a.run {
+        let t = crate::backend::torch::train::checkpoint::TRAINABLE;
+        inputs.push(("the run's trained tensors".into(), run.join(t)));
+        if let Ok(Some(dir)) = crate::backend::torch::train::rundir::latest(run) {
+            inputs.push(("the run's trained tensors".into(), dir.join(t)));
+        }
+    }
+    crate::input_file::refuse_overwrite("--out", &a.out, inputs.iter().map(|(w, p)| (w.clone(), p.as_path())))
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// `graft fuse`.
 pub fn run(a: &FuseArgs) -> Result<()> {
     let train = compiled(&a.spec, Mode::Train)?;
     let infer = compiled(&a.spec, Mode::Infer)?;
     let (ptrain, pinfer) = (Plan::new(&train.graph), Plan::new(&infer.graph));
-    let bindings = bindings(&a.spec, &train, &a.weights)?;
+    let mut bindings = bindings(&a.spec, &train, &a.weights)?;
+    bindings.allow_nonfinite = a.allow_nonfinite;
+    refuse_overwrite(a, &bindings)?;
     let declared = Declared::from_sites(&train.sites);
     let mut leaves =
         Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
@@ -145,6 +166,7 @@ model m {
             out: out.clone(),
             run: None,
             allow_missing: vec![],
+            allow_nonfinite: false,
             seed: 0,
         };
         run(&args).unwrap();
@@ -162,5 +184,25 @@ model m {
             .collect();
         assert_eq!(fused.tensor("fc.weight").unwrap().as_f32().unwrap(), want);
         assert_eq!(fused.tensor("fc.bias").unwrap(), bias);
+
+        // A NaN in the adapter's file: an error naming the file and the tensor; allowed,
+        // an error naming the parameter, never "the output differs by NaN".
+        let mut nan = la.iter().map(|&v| v as f32).collect::<Vec<_>>();
+        nan[3] = f32::NAN;
+        let bad = vec![
+            ("b.fc.lora_A.weight".to_string(), HostTensor::from_f32(&[2, 8], &nan).unwrap()),
+            ("b.fc.lora_B.weight".to_string(), values(&[8, 2], 4)),
+        ];
+        crate::safetensors::write(&dir.join("nan.safetensors"), &bad, &none).unwrap();
+        let nan_args = FuseArgs {
+            weights: vec![format!("l={}", dir.join("nan.safetensors").display())],
+            out: dir.join("nan-fused.safetensors"),
+            ..args
+        };
+        let err = run(&nan_args).unwrap_err().to_string();
+        assert!(err.contains("nan.safetensors: tensor `b.fc.lora_A.weight` is not finite"), "{err}");
+        let err = run(&FuseArgs { allow_nonfinite: true, ..nan_args }).unwrap_err().to_string();
+        assert!(err.contains("parameter `l.b.fc.lora_A.weight` is not finite (NaN at element 3"), "{err}");
+        assert!(!dir.join("nan-fused.safetensors").exists());
     }
 }

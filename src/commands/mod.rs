@@ -34,15 +34,9 @@ pub fn compiled(spec: &Path, mode: Mode) -> Result<Compiled, SpecErrors> {
 }
 
 /// The spec's weights bindings, resolved against its directory, with `--weights`
-/// applied; PyTorch checkpoints are readable when the build has LibTorch.
+/// applied.
 pub fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bindings, ParamError> {
-    #[allow(unused_mut)]
-    let mut b = Bindings::of_spec(spec, c, cli)?;
-    #[cfg(feature = "torch")]
-    {
-        b.pytorch = Some(crate::backend::torch::convert::read_pytorch);
-    }
-    Ok(b)
+    Bindings::of_spec(spec, c, cli)
 }
 
 /// The backend commands run on (a `--backend` choice goes here once there are two).

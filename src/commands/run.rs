@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Seed for parameters initialised from their init rule.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -53,7 +57,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     let backend = backend();
     let opts = options(backend.as_ref(), a.device, a.dtype, a.cuda_graph)?;
     let plan = Plan::new(&c.graph);
-    let bindings = bindings(&a.spec, &c, &a.weights)?;
+    let mut bindings = bindings(&a.spec, &c, &a.weights)?;
+    bindings.allow_nonfinite = a.allow_nonfinite;
+    let inputs_of_run = [("--inputs".to_string(), a.inputs.as_path()), ("the spec".to_string(), a.spec.as_path())];
+    let weights = bindings.files.iter().map(|(b, p)| (format!("the weights file of `{b}`"), p.as_path()));
+    crate::input_file::refuse_overwrite("--out", &a.out, inputs_of_run.into_iter().chain(weights))
+        .map_err(|e| anyhow!(e))?;
     // Inputs first: they are cheap to check.
     let given = SafeFile::open(&a.inputs).and_then(|f| f.tensors()).map_err(|e| anyhow!("--inputs: {e}"))?;
     let bound = inputs::bind(&plan, given, opts.float)?;

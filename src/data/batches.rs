@@ -84,8 +84,10 @@ impl Batches {
         }
         let st = self.staging.get_mut(key)?;
         for t in &l.tensors {
-            let buf =
-                st.inputs.entry(t.name.clone()).or_insert_with(|| Vec::with_capacity(t.sample_bytes * self.batch_size));
+            let buf = st
+                .inputs
+                .entry(t.name.clone())
+                .or_insert_with(|| Vec::with_capacity(t.sample_bytes.saturating_mul(self.batch_size).min(1 << 30)));
             buf.extend_from_slice(l.sample(t, i));
         }
         st.labels.push(l.labels[i]);

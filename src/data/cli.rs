@@ -1,6 +1,6 @@
 //! The `graft data` subcommands: `synth` writes a synthetic dataset, `check` opens a
-//! dataset, validates every shard header and (with `--spec`) checks it against a
-//! model's declared inputs.
+//! dataset, validates every shard header and every label and (with `--spec`) checks
+//! it against a model's declared inputs and classes.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command: it reports on the terminal
 
@@ -29,12 +29,12 @@ pub struct SynthArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Number of samples.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = crate::bounds::count(crate::bounds::MAX_SYNTH_SAMPLES))]
     pub n: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Samples per shard.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::bounds::count(crate::bounds::MAX_SAMPLES))]
     pub shard_size: usize,
     /// Write this fraction of the shards without an optional input (repeatable),
     /// e.g. `--drop audio:0.25`.
@@ -98,6 +98,7 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
         m.shards,
         m.classes
     );
+    println!("  labels: all {} in 0..{}", m.samples, m.classes);
     for (name, i) in &m.inputs {
         let with = ds.shards.iter().filter(|s| s.has(name)).count();
         let opt = if i.optional { format!(" optional, in {with} of {} shards", m.shards) } else { String::new() };
@@ -107,7 +108,23 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
         let compiled = crate::api::compile_file(spec, crate::pipeline::Mode::Train)
             .map_err(|f| anyhow::anyhow!("{}", crate::api::render_failure(&f, false)))
             .with_context(|| format!("compiling {}", spec.display()))?;
-        let inputs = model_inputs(&crate::report::inspect(&compiled));
+        let inspect = crate::report::inspect(&compiled);
+        let inputs = model_inputs(&inspect);
+        // Training reads the first output as logits [B, classes].
+        if let Some(o) = inspect.outputs.first() {
+            if let [_, crate::ir::Dim::Fixed(c)] = o.shape[..] {
+                if c != m.classes as i64 {
+                    bail!(
+                        "{} has {} classes (dataset.json), but model `{}`'s output `{}` has {c}: make the head's width {}",
+                        args.dir.display(),
+                        m.classes,
+                        compiled.model,
+                        o.name,
+                        m.classes
+                    );
+                }
+            }
+        }
         match ds.check_against(&inputs) {
             Ok(notes) => {
                 for n in notes {

@@ -72,16 +72,20 @@ impl Meta {
     /// Read and check `DIR/dataset.json`.
     pub fn read(dir: &Path) -> Result<Meta, DataError> {
         let path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        // A regular file of plausible size (class names included): never a FIFO.
+        let bytes = crate::input_file::read_limited(&path, 64 << 20).map_err(|e| DataError::io(&path, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| DataError::Meta { path: path.clone(), msg: "not UTF-8 text".into() })?;
         Meta::parse(&text).map_err(|msg| DataError::Meta { path, msg })
     }
 
     /// Parse and check the text of a `dataset.json`.
     pub fn parse(text: &str) -> Result<Meta, String> {
         let raw: RawMeta = serde_json::from_str(text).map_err(|e| format!("not a valid dataset.json: {e}"))?;
-        if raw.classes == 0 {
-            return Err("`classes` must be at least 1".into());
-        }
+        use crate::bounds::{check_count, MAX_CLASSES, MAX_SAMPLES, MAX_SHARDS};
+        check_count("classes", raw.classes as u64, MAX_CLASSES, false)?;
+        check_count("samples", raw.samples as u64, MAX_SAMPLES, true)?;
+        check_count("shards", raw.shards as u64, MAX_SHARDS, true)?;
         if !raw.class_names.is_empty() && raw.class_names.len() != raw.classes {
             return Err(format!("{} `class_names` for {} classes", raw.class_names.len(), raw.classes));
         }
@@ -98,6 +102,14 @@ impl Meta {
             })?;
             if i.shape.iter().any(|&d| d < 0) {
                 return Err(format!("input `{name}`: negative dimension in {:?}", i.shape));
+            }
+            let bytes = super::tensor::numel(&i.shape).and_then(|n| n.checked_mul(super::tensor::elem_size(dtype)));
+            if bytes.is_none_or(|b| b as u64 > crate::bounds::MAX_SAMPLE_BYTES) {
+                return Err(format!(
+                    "input `{name}`: one sample of shape {:?} is more than {} bytes",
+                    i.shape,
+                    crate::bounds::MAX_SAMPLE_BYTES
+                ));
             }
             inputs.insert(name, InputSpec { dtype, shape: i.shape, optional: i.optional });
         }
@@ -162,6 +174,9 @@ mod tests {
             text.replace("\"x\"", "\"label\""),
             text.replace("[2, 3]", "[-2, 3]"),
             text.replace("\"samples\": 4,", ""),
+            text.replace("\"shards\": 1", "\"shards\": 1000000000000"),
+            text.replace("\"samples\": 4", "\"samples\": 10000000000000"),
+            text.replace("\"classes\": 2", "\"classes\": 1000000000"),
         ] {
             assert!(Meta::parse(&bad).is_err(), "{bad}");
         }

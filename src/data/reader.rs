@@ -1,6 +1,7 @@
-//! Opening a dataset: `dataset.json` and every shard's header are checked up front
-//! (one small read per shard, no tensor data), so a corrupt or mismatched dataset
-//! fails before training starts, with the shard file and the tensor named. Data is
+//! Opening a dataset: `dataset.json`, every shard's header and every label are checked
+//! up front (two small reads per shard: the header and the `label` tensor, no input
+//! data), so a corrupt or mismatched dataset or a label outside `0..classes` fails
+//! before training starts, with the shard file and the tensor named. Data is
 //! read one shard at a time, later, by [`Dataset::batches`] or [`Dataset::read_shard`].
 
 use super::error::DataError;
@@ -51,7 +52,8 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Read `dataset.json` and check every shard's header against it.
+    /// Read `dataset.json`, check every shard's header against it and every label
+    /// against `classes`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Dataset, DataError> {
         let dir = dir.as_ref().to_path_buf();
         let meta = Meta::read(&dir)?;
@@ -59,11 +61,14 @@ impl Dataset {
         if meta.shards == 0 {
             return Err(DataError::Meta { path: meta_path, msg: "`shards` is 0: the dataset is empty".into() });
         }
-        let mut shards = Vec::with_capacity(meta.shards);
+        let mut shards = Vec::new();
         for i in 0..meta.shards {
             let path = dir.join(shard_file(i));
             let header = read_header(&path)?;
             shards.push(check_shard(path, header, &meta)?);
+        }
+        for s in &shards {
+            check_labels(s, &meta)?;
         }
         let found: usize = shards.iter().map(|s| s.samples).sum();
         if found != meta.samples {
@@ -229,6 +234,31 @@ fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, 
         return Err(DataError::MissingInput { path, key: key.clone() });
     }
     Ok(ShardInfo { path, samples: n as usize, inputs: present, header })
+}
+
+/// Read a shard's `label` tensor alone and check every value is in `0..classes`.
+fn check_labels(shard: &ShardInfo, meta: &Meta) -> Result<(), DataError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = &shard.path;
+    let le = &shard.header.entries["label"];
+    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    f.seek(SeekFrom::Start(shard.header.data_start + le.start)).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = Vec::new();
+    f.take(le.end - le.start).read_to_end(&mut bytes).map_err(|e| DataError::io(path, e))?;
+    if (bytes.len() as u64) < le.end - le.start {
+        let actual = shard.header.data_start + le.start + bytes.len() as u64;
+        let expected = shard.header.data_start + le.end;
+        return Err(DataError::Truncated { path: path.clone(), key: Some("label".into()), expected, actual });
+    }
+    let bad = bytes
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .enumerate()
+        .find(|&(_, l)| l < 0 || l as u64 >= meta.classes as u64);
+    match bad {
+        Some((index, value)) => Err(DataError::LabelRange { path: path.clone(), index, value, classes: meta.classes }),
+        None => Ok(()),
+    }
 }
 
 /// One input's bytes inside a loaded shard's data section.

@@ -26,6 +26,18 @@ impl Builder {
                     .hint("is a module instantiating itself through an alias?"),
             ));
         }
+        self.instances += 1;
+        if self.instances > limits::MAX_INSTANCES {
+            // Reported once; every later instance unwinds silently.
+            if self.instances > limits::MAX_INSTANCES + 1 {
+                return Err(super::Reported);
+            }
+            return Err(self.error(
+                Diagnostic::error("E0310", format!("the model has more than {} instances", limits::MAX_INSTANCES))
+                    .at(span, "while building this")
+                    .hint("check repeat counts and modules that instantiate others several times for runaway sizes"),
+            ));
+        }
         if let Some((_, first)) = self.stack.iter().find(|(m, _)| m == callee) {
             let first = *first;
             let chain: Vec<String> = self.stack.iter().map(|(m, _)| m.clone()).chain([callee.to_string()]).collect();

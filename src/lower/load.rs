@@ -66,7 +66,7 @@ struct Loader {
 
 /// Load `path` from disk.
 pub fn load_file(path: &Path) -> Result<Program, (SourceMap, Diagnostics)> {
-    let text = match std::fs::read(path) {
+    let text = match crate::input_file::read_limited(path, crate::syntax::MAX_SOURCE_BYTES) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(t) => t,
             Err(_) => {
@@ -131,6 +131,8 @@ impl Loader {
         let uses = file.uses.clone();
         self.files.push((id, file));
         for u in uses {
+            // Why an imported file has no text.
+            let mut why_not = "file not found".to_string();
             let (key, display, text, dir): (Key, String, Option<String>, Option<PathBuf>) = match &u.target {
                 UseTarget::Std(parts) => {
                     let n = parts.last().cloned().unwrap_or_default();
@@ -164,7 +166,14 @@ impl Loader {
                     let base = self.sources.get(id).dir.clone().unwrap_or_default();
                     let p = base.join(rel);
                     let canon = p.canonicalize().unwrap_or(p.clone());
-                    let text = std::fs::read_to_string(&p).ok();
+                    let read = crate::input_file::read_limited(&p, crate::syntax::MAX_SOURCE_BYTES);
+                    let (text, why) = match read.map(String::from_utf8) {
+                        Ok(Ok(t)) => (Some(t), String::new()),
+                        Ok(Err(_)) => (None, "not UTF-8 text".to_string()),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, "file not found".to_string()),
+                        Err(e) => (None, e.to_string()),
+                    };
+                    why_not = why;
                     let parent = canon.parent().map(Path::to_path_buf);
                     // Shown relative to where the importing file was named from.
                     let display = match Path::new(name).parent() {
@@ -195,12 +204,12 @@ impl Loader {
             }
             let Some(text) = text else {
                 self.diags.push(
-                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, "file not found").hint(
-                        match &u.target {
-                            UseTarget::Std(_) => format!("the standard library has {}", std_names()),
-                            UseTarget::File(_) => "paths are relative to the importing file".to_string(),
-                        },
-                    ),
+                    Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, why_not).hint(match &u
+                        .target
+                    {
+                        UseTarget::Std(_) => format!("the standard library has {}", std_names()),
+                        UseTarget::File(_) => "paths are relative to the importing file".to_string(),
+                    }),
                 );
                 continue;
             };

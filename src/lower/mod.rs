@@ -37,8 +37,13 @@ pub type R<T> = Result<T, Reported>;
 pub mod limits {
     /// Nested module instances (also catches recursion through aliases).
     pub const MAX_INSTANCE_DEPTH: usize = 48;
-    /// IR nodes in one model.
-    pub const MAX_NODES: usize = 2_000_000;
+    /// IR nodes in one model. The largest gallery model has under 2,000; a ViT-g with
+    /// adapters everywhere under 20,000. At this limit `check`, `compile` and `select`
+    /// take seconds and well under 1 GB (a chain of 2^14 linears, measured).
+    pub const MAX_NODES: usize = 50_000;
+    /// Module and primitive instances in one model (modules without operations cost
+    /// time and site paths too).
+    pub const MAX_INSTANCES: usize = 50_000;
     /// `repeat(n)`.
     pub const MAX_REPEAT: i64 = 4096;
     /// Elements of one parameter tensor (2^40 ≈ 1.1e12).
@@ -153,6 +158,8 @@ pub struct Builder {
     pub(crate) binding: Option<String>,
     pub(crate) stack: Vec<(String, Span)>,
     pub(crate) total_elements: u128,
+    /// Instances created so far (bounded by [`limits::MAX_INSTANCES`]).
+    pub(crate) instances: usize,
 }
 
 impl Builder {
@@ -167,6 +174,7 @@ impl Builder {
             binding: None,
             stack: Vec::new(),
             total_elements: 0,
+            instances: 0,
         }
     }
 

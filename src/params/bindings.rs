@@ -2,7 +2,6 @@
 //! parameters the spec declares (live or not) so that a file's keys for dead-code
 //! eliminated layers are not reported as unexpected.
 
-use super::weights::PytorchReader;
 use super::ParamError;
 use crate::ir::{ParamInfo, ParamSource};
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,8 +14,9 @@ use std::path::{Path, PathBuf};
 pub struct Bindings {
     pub files: BTreeMap<String, PathBuf>,
     pub cli_only: BTreeSet<String>,
-    /// How to read PyTorch zip checkpoints, when the build can.
-    pub pytorch: Option<PytorchReader>,
+    /// Load weights holding NaN or infinity (`--allow-nonfinite`); otherwise each is
+    /// an error naming the file and the tensor.
+    pub allow_nonfinite: bool,
 }
 
 impl Bindings {

@@ -10,13 +10,13 @@
 //! side; an excused missing parameter is initialised ([`super::init::fallback_init`]).
 //! Integer and boolean tensors nothing reads (buffers such as
 //! `embeddings.position_ids`) are skipped. Float values are converted explicitly to
-//! the parameter's dtype. Safetensors files are read here; PyTorch's zip checkpoints
-//! through a reader the caller supplies ([`Bindings::pytorch`], LibTorch's).
+//! the parameter's dtype. A NaN or an infinity in a file is an error naming the file
+//! and the tensor unless [`Bindings::allow_nonfinite`] (`--allow-nonfinite`).
 
 use super::bindings::{Bindings, Declared};
 use super::glob::glob_match;
 use super::init::{fallback_init, init_values};
-use super::weights::WeightFile;
+use super::weights::{check_finite, WeightFile};
 use super::ParamError;
 use crate::ir::{ParamInfo, ParamSource};
 use crate::tensor::{type_text, HostTensor};
@@ -31,9 +31,15 @@ const MAX_LINES: usize = 25;
 /// in each parameter's dtype.
 pub struct Leaves {
     values: HashMap<String, HostTensor>,
+    allow_nonfinite: bool,
 }
 
 impl Leaves {
+    /// Whether non-finite values were allowed when these were loaded.
+    pub fn allows_nonfinite(&self) -> bool {
+        self.allow_nonfinite
+    }
+
     pub fn get(&self, p: &ParamInfo) -> Result<&HostTensor, ParamError> {
         self.values.get(&p.path).ok_or_else(|| ParamError::Internal(format!("no value for parameter `{}`", p.path)))
     }
@@ -90,7 +96,9 @@ impl Leaves {
         }
         let mut files = Vec::new();
         for path in by_file.keys() {
-            if !path.exists() {
+            // Only a missing file "does not exist"; a symlink loop or a FIFO is
+            // reported as what it is when the file is opened.
+            if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                 let names: BTreeSet<&str> = by_file[path].iter().map(|(b, _, _)| b.as_str()).collect();
                 let names: Vec<&str> = names.into_iter().collect();
                 return Err(ParamError::Binding(format!(
@@ -100,7 +108,7 @@ impl Leaves {
                     names[0]
                 )));
             }
-            files.push(WeightFile::open(path, bindings.pytorch)?);
+            files.push(WeightFile::open(path)?);
         }
         // Check everything, then report everything at once.
         let mut report = String::new();
@@ -178,14 +186,20 @@ impl Leaves {
         let mut values = HashMap::new();
         for p in leaves.values() {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some(_), Some((fi, key)), _) => files[*fi].tensor(key)?.to_dtype(p.dtype),
+                (Some(_), Some((fi, key)), _) => {
+                    let t = files[*fi].tensor(key)?;
+                    if !bindings.allow_nonfinite {
+                        check_finite(&files[*fi].path, key, &t)?;
+                    }
+                    t.to_dtype(p.dtype)
+                }
                 (Some(_), None, _) => init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path),
                 (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
                 (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
             };
             values.insert(p.path.clone(), t);
         }
-        Ok(Leaves { values })
+        Ok(Leaves { values, allow_nonfinite: bindings.allow_nonfinite })
     }
 }
 
@@ -224,7 +238,6 @@ fn prefix_hint(missing: &[String], unexpected: &[String]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::ir::{DType, Init};
-    use crate::params::weights::PytorchReader;
     use std::path::Path;
 
     fn param(path: &str, shape: &[i64], key: Option<&str>) -> ParamInfo {
@@ -361,11 +374,8 @@ mod tests {
         let zip = dir.join("broken.pt");
         std::fs::write(&zip, b"PK\x03\x04 but not really a zip archive").unwrap();
         let err = Leaves::load(&params, &bind(&zip), &Declared::default(), &[], 0).err().unwrap().to_string();
-        assert!(err.contains("a PyTorch checkpoint, which this build cannot read"), "{err}");
-        let reader: PytorchReader = |_| Err("cannot read this PyTorch checkpoint".into());
-        let b = Bindings { pytorch: Some(reader), ..bind(&zip) };
-        let err = Leaves::load(&params, &b, &Declared::default(), &[], 0).err().unwrap().to_string();
-        assert!(err.contains("broken.pt: cannot read this PyTorch checkpoint"), "{err}");
+        assert!(err.contains("broken.pt: a PyTorch checkpoint (torch.save's zip format)"), "{err}");
+        assert!(err.contains("weights_only=True") && err.contains("broken.safetensors"), "{err}");
         let legacy = dir.join("legacy.pt");
         std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy pickle").unwrap();
         let err = Leaves::load(&params, &bind(&legacy), &Declared::default(), &[], 0).err().unwrap().to_string();

@@ -39,6 +39,12 @@ pub enum ParamError {
     /// A weights file that cannot be read as one.
     #[error("{}: {reason}", path.display())]
     File { path: PathBuf, reason: String },
+    /// A NaN or infinity in a weights file.
+    #[error(
+        "{}: tensor `{key}` is not finite ({detail}): the outputs would be NaN\n  hint: fix or re-export the file, or pass --allow-nonfinite to load it as it is",
+        path.display()
+    )]
+    NonFinite { path: PathBuf, key: String, detail: String },
     /// A binding without a file, a `--weights` argument that names nothing.
     #[error("{0}")]
     Binding(String),

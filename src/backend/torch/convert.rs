@@ -6,7 +6,6 @@ use super::{kind_name, kind_of};
 use crate::backend::{BackendError, Device};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
-use std::path::Path;
 use tch::{Kind, TchError, Tensor};
 
 /// The LibTorch device.
@@ -70,36 +69,6 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor, BackendError> {
         t.f_copy_data_u8(&mut data, numel).map_err(fail)?;
     }
     Ok(HostTensor { dtype, shape: t.size(), data })
-}
-
-/// Read a zip checkpoint written by `torch.save(state_dict)` (`.pt`, `.pth`, `.bin`),
-/// or a TorchScript module's parameters, into host tensors. Integer tensors of kinds
-/// graft lacks become `i64` (such buffers are never parameters).
-pub fn read_pytorch(path: &Path) -> Result<Vec<(String, HostTensor)>, String> {
-    let named = match Tensor::loadz_multi(path) {
-        Ok(v) => v,
-        Err(e1) => Tensor::load_multi(path).map_err(|_| {
-            let msg = torch_message(&e1);
-            let msg = msg.split(". This is an internal miniz error").next().unwrap_or("").to_string();
-            let hint = if msg.contains("GenericDict") {
-                " (it nests dicts, e.g. {'model': state_dict}: save the state dict itself, or convert it to safetensors)"
-            } else {
-                ""
-            };
-            format!("cannot read this PyTorch checkpoint: {msg}{hint}; graft reads a flat dict of tensors saved with torch.save(state_dict, path), TorchScript modules, and safetensors")
-        })?,
-    };
-    named
-        .into_iter()
-        .map(|(k, t)| {
-            let t = match t.f_kind() {
-                Ok(Kind::Int8 | Kind::Int16 | Kind::Uint8) => t.f_to_kind(Kind::Int64),
-                _ => Ok(t),
-            };
-            let h = t.map_err(|e| torch_message(&e)).and_then(|t| to_host(&t).map_err(|e| e.to_string()));
-            h.map(|h| (k.clone(), h)).map_err(|e| format!("tensor `{k}`: {e}"))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,19 +2,20 @@
 //! and `graft fuse --run` read back.
 //!
 //! ```text
-//! RUN_DIR/
+//! RUN_DIR/checkpoint-STEP/
 //!   trainable.safetensors   the trainable tensors under their full graph paths, with
 //!                           metadata: graph fingerprint, spec hash, step, names+shapes
 //!   optimizer.safetensors   AdamW state per parameter: PATH.exp_avg, PATH.exp_avg_sq, PATH.step
 //!   state.json              the resume point: step, epoch, position in the epoch, seed,
 //!                           hyperparameters and schedule
+//! RUN_DIR/trainable.safetensors   the newest checkpoint's trainable tensors
 //!   metrics.jsonl           one JSON object per step and per validation
 //!   loss.svg                train loss and validation accuracy
 //! ```
 //!
-//! Every file is written atomically (a temporary file, then a rename), the two tensor
-//! files first and `state.json` last; a resume checks that all three name the same
-//! step, so a run killed between two renames is reported, never silently mixed.
+//! The three checkpoint files of a step live in one directory published in one rename
+//! (see [`super::rundir`] for the layout on disk, the lock and crash recovery); a
+//! resume still checks that all three name the same step.
 //!
 //! The graph fingerprint is a hash of the compiled train-mode IR text: it changes with
 //! anything that changes the computation (wiring, configuration, what trains) and not
@@ -35,11 +36,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
-pub const TRAINABLE: &str = "trainable.safetensors";
-pub const OPTIMIZER: &str = "optimizer.safetensors";
-pub const STATE: &str = "state.json";
-pub const METRICS: &str = "metrics.jsonl";
-pub const PLOT: &str = "loss.svg";
+/// The file names of a run (defined with the run directory's layout).
+pub use super::rundir::{GRAPH, METRICS, OPTIMIZER, PLOT, STATE, TRAINABLE};
 
 /// The `format` metadata of a trainable checkpoint.
 pub const FORMAT: &str = "graft.trainable.v1";
@@ -67,6 +65,9 @@ pub struct Identity {
     pub fingerprint: String,
     /// Hash of every source file of the compilation (the spec and what it uses).
     pub spec_hash: String,
+    /// The train-mode IR text the fingerprint hashes; a checkpoint keeps it
+    /// ([`GRAPH`]) so a refused resume can say what changed.
+    pub ir: String,
 }
 
 impl Identity {
@@ -77,7 +78,7 @@ impl Identity {
             parts.push(f.name.as_bytes());
             parts.push(f.text.as_bytes());
         }
-        Identity { model: c.model.clone(), fingerprint: fnv64(&[ir.as_bytes()]), spec_hash: fnv64(&parts) }
+        Identity { model: c.model.clone(), fingerprint: fnv64(&[ir.as_bytes()]), spec_hash: fnv64(&parts), ir }
     }
 }
 
@@ -118,10 +119,12 @@ pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String
     write_with_metadata(path, tensors, &meta)
 }
 
-/// Write a checkpoint: optimizer state, then the trainable tensors, then `state.json`
-/// (a resume checks that the three name the same step).
+/// Write a checkpoint: the optimizer state, the trainable tensors, the graph and
+/// `state.json` staged in a private directory, published as `RUN_DIR/checkpoint-STEP`
+/// in one rename, then `trainable.safetensors` re-linked and older checkpoints
+/// removed ([`super::rundir`]).
 pub fn write_all(
-    dir: &Path,
+    run: &Path,
     id: &Identity,
     trainable: &[(String, Tensor)],
     opt: &super::optim::AdamW,
@@ -134,9 +137,18 @@ pub fn write_all(
         .into_iter()
         .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
         .collect::<Result<_>>()?;
-    write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
-    write_trainable(&dir.join(TRAINABLE), id, state.step, trainable)?;
-    state.write(dir)
+    let dest = run.join(super::rundir::checkpoint_name(state.step));
+    if dest.exists() {
+        // From a run resumed at an earlier step: superseded by this one.
+        std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+    }
+    let staged = crate::durable::StagedDir::new(&dest)?;
+    write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
+    write_trainable(&staged.path().join(TRAINABLE), id, state.step, trainable)?;
+    staged.write(GRAPH, id.ir.as_bytes())?;
+    state.write(staged.path())?;
+    let published = staged.publish()?;
+    super::rundir::settle(run, &published)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
@@ -148,15 +160,21 @@ pub struct TrainableFile {
 
 impl TrainableFile {
     /// Open `RUN_DIR/trainable.safetensors`, or a checkpoint file given directly.
+    /// A run directory's newest complete checkpoint is read ([`super::rundir::latest`]).
     pub fn open(run: &Path) -> Result<TrainableFile> {
-        let path = if run.is_dir() { run.join(TRAINABLE) } else { run.to_path_buf() };
-        if !path.exists() {
-            if run.is_dir() {
-                bail!(
-                    "{} has no {TRAINABLE}: is it a run directory of `graft train` (no checkpoint written yet)?",
+        let path = if run.is_dir() {
+            match super::rundir::latest(run)? {
+                Some(dir) => dir.join(TRAINABLE),
+                None if run.join(TRAINABLE).is_file() => run.join(TRAINABLE),
+                None => bail!(
+                    "{} has no complete checkpoint: is it a run directory of `graft train` (no checkpoint written yet)?",
                     run.display()
-                );
+                ),
             }
+        } else {
+            run.to_path_buf()
+        };
+        if !path.exists() {
             bail!("{} does not exist", path.display());
         }
         let file = SafeFile::open(&path)?;
@@ -190,11 +208,16 @@ impl TrainableFile {
         match self.meta.get("graph_fingerprint") {
             Some(f) if *f == id.fingerprint => {}
             Some(f) if strict => bail!(
-                "{} was trained from a different graph (fingerprint {f}, model `{}`); this spec compiles to {} (model `{}`). Names and shapes agree, so the change is in the wiring or configuration; an exact resume needs the same spec",
+                "{} was trained from a different graph (fingerprint {f}, model `{}`); this spec compiles to {} (model `{}`). Names and shapes agree, so the change is in the wiring or configuration; an exact resume needs the same spec{}",
                 self.path.display(),
                 self.meta.get("model").map(String::as_str).unwrap_or("?"),
                 id.fingerprint,
-                id.model
+                id.model,
+                self.path
+                    .parent()
+                    .and_then(|d| std::fs::read_to_string(d.join(GRAPH)).ok())
+                    .map(|old| graph_changes(&old, &id.ir))
+                    .unwrap_or_default()
             ),
             Some(f) => notes.push(format!(
                 "{} was trained from a different graph (fingerprint {f}, this spec {}); names and shapes agree, so it is loaded",
@@ -211,6 +234,9 @@ impl TrainableFile {
     pub fn apply(&self, leaves: &mut Leaves) -> Result<()> {
         for name in self.file.entries().keys() {
             let t = self.file.tensor(name)?;
+            if !leaves.allows_nonfinite() {
+                crate::params::weights::check_finite(&self.path, name, &t)?;
+            }
             if !leaves.set(name, t) {
                 bail!("internal error: `{name}` is a trainable parameter with no loaded value");
             }
@@ -226,6 +252,45 @@ pub fn apply_run(run: &Path, c: &Compiled, plan: &Plan, leaves: &mut Leaves) -> 
     let notes = f.check(&Identity::of(c), &trainable_shapes(plan), false)?;
     f.apply(leaves)?;
     Ok(notes)
+}
+
+/// What changed between two IR texts, as lines only in one or the other (node
+/// numbers left out, so an inserted node does not shift every line); empty when
+/// nothing shows.
+pub fn graph_changes(old: &str, new: &str) -> String {
+    let norm = |l: &str| -> String {
+        let body = l.split_once(" = ").map_or(l, |(_, b)| b);
+        let mut out = String::new();
+        let mut chars = body.chars().peekable();
+        while let Some(ch) = chars.next() {
+            out.push(ch);
+            if ch == '%' {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+            }
+        }
+        out
+    };
+    let count = |text: &str| {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for l in text.lines().skip(1) {
+            *m.entry(norm(l)).or_default() += 1;
+        }
+        m
+    };
+    let (a, b) = (count(old), count(new));
+    let only = |x: &BTreeMap<String, i64>, y: &BTreeMap<String, i64>| -> Vec<String> {
+        x.iter().filter(|(l, n)| y.get(*l).copied().unwrap_or(0) < **n).map(|(l, _)| l.clone()).collect()
+    };
+    let (gone, new_lines) = (only(&a, &b), only(&b, &a));
+    if gone.is_empty() && new_lines.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(":\n");
+    titled_list(&mut out, "  ", "in the run's graph only", &gone, 6);
+    titled_list(&mut out, "  ", "in this spec's graph only", &new_lines, 6);
+    out.trim_end().to_string()
 }
 
 /// A readable diff of a checkpoint's tensors (name, type text, shape) against the
@@ -284,9 +349,10 @@ pub struct State {
 }
 
 impl State {
+    /// The state of `dir`'s newest complete checkpoint.
     pub fn read(dir: &Path) -> Result<State> {
-        let path = dir.join(STATE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
+        let path = super::rundir::latest(dir)?.unwrap_or_else(|| dir.to_path_buf()).join(STATE);
+        let text = crate::input_file::read_limited(&path, 16 << 20).with_context(|| {
             if dir.join(TRAINABLE).exists() {
                 format!("reading {} (the run has a checkpoint but no resume state)", path.display())
             } else {
@@ -294,7 +360,7 @@ impl State {
             }
         })?;
         let s: State =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
+            serde_json::from_slice(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
         if s.format != STATE_FORMAT {
             bail!("{}: format `{}`, expected `{STATE_FORMAT}`", path.display(), s.format);
         }
@@ -316,7 +382,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("graft-ckpt-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.safetensors");
-        let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into() };
+        let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into(), ir: String::new() };
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).reshape([3]);
         write_trainable(&path, &id, 7, &[("a.weight".into(), t.shallow_clone())]).unwrap();
         let f = TrainableFile::open(&path).unwrap();

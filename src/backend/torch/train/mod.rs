@@ -26,8 +26,11 @@
 //! `--schedule constant`: a cosine curve depends on the total, which the short run
 //! sets to N). CUDA kernels may differ in the last bits between runs.
 //!
-//! Files ([`checkpoint`]): RUN_DIR holds `trainable.safetensors`,
-//! `optimizer.safetensors`, `state.json`, `metrics.jsonl` ([`metrics`]) and `loss.svg`.
+//! Files ([`checkpoint`], [`rundir`]): RUN_DIR holds the newest checkpoint
+//! (`checkpoint-STEP/` with `trainable.safetensors`, `optimizer.safetensors`,
+//! `state.json`), `trainable.safetensors` (the newest trained tensors),
+//! `metrics.jsonl` ([`metrics`]) and `loss.svg`. A killed run continues with
+//! `--resume RUN_DIR` from its newest complete checkpoint, bit for bit.
 //!
 //! | file | what it is |
 //! |---|---|
@@ -39,7 +42,8 @@
 //! | `optim.rs` | AdamW with parameter groups, clipping, its state |
 //! | `schedule.rs` | warmup + cosine / constant |
 //! | `feed.rs` | the batch stream across epochs, resumable, read ahead |
-//! | `checkpoint.rs` | the run directory's files, fingerprints, the names/shapes diff |
+//! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff |
+//! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
 //! | `metrics.rs`, `progress.rs` | `metrics.jsonl`, `loss.svg`, the progress bar / lines |
 
 pub mod checkpoint;
@@ -49,6 +53,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod rundir;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
@@ -75,13 +80,13 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub val: Option<PathBuf>,
     /// Total optimizer steps (a resumed run counts the steps already taken).
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    #[arg(long, value_name = "N", conflicts_with = "epochs", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub steps: Option<u64>,
     /// Total epochs over the training data (rounded up to whole optimizer steps).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub epochs: Option<u64>,
     /// Samples per batch (per forward pass; see --accumulate).
-    #[arg(long, value_name = "N", required_unless_present = "resume")]
+    #[arg(long, value_name = "N", required_unless_present = "resume", value_parser = crate::bounds::count(crate::bounds::MAX_BATCH))]
     pub batch: Option<usize>,
     /// Peak learning rate.
     #[arg(long, value_name = "X", required_unless_present = "resume")]
@@ -93,13 +98,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleKind>,
     /// Steps of linear warmup (default 0).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::upto64(crate::bounds::MAX_STEPS))]
     pub warmup: Option<u64>,
     /// Clip gradients to this global L2 norm.
     #[arg(long, value_name = "X")]
     pub clip: Option<f64>,
     /// Batches per optimizer step (gradient accumulation; default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::bounds::MAX_ACCUMULATE))]
     pub accumulate: Option<usize>,
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]
@@ -112,15 +117,19 @@ pub struct TrainArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Load weights that hold NaN or infinity (otherwise an error naming the file and
+    /// the tensor).
+    #[arg(long = "allow-nonfinite")]
+    pub allow_nonfinite: bool,
     /// Own learning rate for the trainable parameters a glob matches, e.g.
     /// 'cmr.*=1e-2' (repeatable; the first matching pattern wins).
     #[arg(long = "lr-for", value_name = "PATTERN=LR")]
     pub lr_for: Vec<String>,
     /// Write a checkpoint every K steps (and at the end; default 500).
-    #[arg(long = "checkpoint-every", value_name = "K")]
+    #[arg(long = "checkpoint-every", value_name = "K", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub checkpoint_every: Option<u64>,
     /// Validate every K steps (and at the end; default: with each checkpoint).
-    #[arg(long = "eval-every", value_name = "K")]
+    #[arg(long = "eval-every", value_name = "K", value_parser = crate::bounds::count64(crate::bounds::MAX_STEPS))]
     pub eval_every: Option<u64>,
     /// Continue the run in RUN_DIR exactly where its last checkpoint left it.
     #[arg(long, value_name = "RUN_DIR")]
@@ -170,9 +179,18 @@ impl TrainArgs {
 }
 
 /// `graft train`.
+/// `--resume` of a finished run prints so and exits 0.
+#[allow(clippy::print_stdout)] // `graft train`'s command glue
 pub fn train(a: TrainArgs) -> Result<ExitCode> {
-    match trainer::run(&a)? {
-        Some(_) => Ok(ExitCode::SUCCESS),
-        None => Ok(ExitCode::from(1)),
+    match trainer::run(&a) {
+        Ok(Some(_)) => Ok(ExitCode::SUCCESS),
+        Ok(None) => Ok(ExitCode::from(1)),
+        Err(e) => match e.downcast_ref::<trainer::Finished>() {
+            Some(f) => {
+                println!("{f}");
+                Ok(ExitCode::SUCCESS)
+            }
+            None => Err(e),
+        },
     }
 }

@@ -10,7 +10,7 @@
 use super::checkpoint::{trainable_shapes, Identity, TrainableFile};
 use crate::api::compile_spec;
 use crate::backend::plan::Plan;
-use crate::backend::torch::convert::{place, read_pytorch, to_tensor};
+use crate::backend::torch::convert::{place, to_tensor};
 use crate::backend::torch::exec;
 use crate::backend::torch::store::ParamStore;
 use crate::data::{model_inputs, Batch, Dataset, ModelInput};
@@ -34,6 +34,8 @@ pub struct Spec {
     pub output_name: String,
     /// The output's last dimension, when fixed.
     pub classes: Option<i64>,
+    /// Load weights holding NaN or infinity (`--allow-nonfinite`).
+    pub allow_nonfinite: bool,
 }
 
 impl Spec {
@@ -70,6 +72,7 @@ impl Spec {
             classes,
             plan,
             compiled: c,
+            allow_nonfinite: false,
         })
     }
 
@@ -122,7 +125,7 @@ impl Spec {
             notes.extend(f.check(&self.identity, &self.trainable_shapes(), strict)?);
         }
         let mut b = Bindings::of_spec(&self.path, &self.compiled, weights)?;
-        b.pytorch = Some(read_pytorch);
+        b.allow_nonfinite = self.allow_nonfinite;
         let declared = Declared::from_sites(&self.compiled.sites);
         let mut leaves = Leaves::load(self.plan.params.iter(), &b, &declared, allow_missing, seed)?;
         if let Some((f, _)) = run {

@@ -3,8 +3,8 @@
 //! non-finite loss.
 //!
 //! A checkpoint is written only when every trainable tensor is finite, so the one in
-//! RUN_DIR is always the last good one. The order of writes is optimizer state, then
-//! trainable tensors, then `state.json`; a resume checks that the three agree.
+//! RUN_DIR is always the last good one. A checkpoint's three files appear together in
+//! one rename ([`rundir`]); the run directory is locked while a trainer uses it.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
 
@@ -15,6 +15,7 @@ use super::metrics::{Metrics, Record};
 use super::model::{Model, Spec};
 use super::optim::{clip, global_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
+use super::rundir;
 use super::schedule::{Schedule, ScheduleKind};
 use super::step::{graphed_batch, loss_and_grads};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
@@ -42,7 +43,7 @@ pub struct Trained {
 
 /// A value given now, or the resumed run's, or a default. Values that decide the data
 /// stream must not change on resume.
-fn keep<T: PartialEq + std::fmt::Debug + Clone>(
+fn keep<T: PartialEq + Shown + Clone>(
     flag: &str,
     now: Option<T>,
     before: Option<T>,
@@ -52,13 +53,53 @@ fn keep<T: PartialEq + std::fmt::Debug + Clone>(
     match (now, before) {
         (Some(n), Some(b)) if n != b => {
             if fixed {
-                bail!("--{flag} {n:?} differs from the resumed run's {b:?}: an exact resume needs the same data stream (leave --{flag} out to keep it)");
+                bail!(
+                    "--{flag} {} differs from the resumed run's {}: an exact resume needs the same data stream (leave --{flag} out to keep it)",
+                    n.shown(),
+                    b.shown()
+                );
             }
-            notes.push(format!("--{flag} is now {n:?} (the run so far used {b:?})"));
+            notes.push(format!("--{flag} is now {} (the run so far used {})", n.shown(), b.shown()));
             Ok(Some(n))
         }
         (Some(n), _) => Ok(Some(n)),
         (None, b) => Ok(b),
+    }
+}
+
+/// A flag's value as it is written on the command line (`0.5`, `none`, `cosine`,
+/// `cmr.*=0.01`), for notes and errors.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+macro_rules! shown_display {
+    ($($t:ty),*) => {$(impl Shown for $t {
+        fn shown(&self) -> String {
+            self.to_string()
+        }
+    })*};
+}
+shown_display!(usize, u64, f64);
+
+impl Shown for Option<f64> {
+    fn shown(&self) -> String {
+        self.map_or_else(|| "none".to_string(), |v| v.to_string())
+    }
+}
+
+impl Shown for ScheduleKind {
+    fn shown(&self) -> String {
+        format!("{self:?}").to_lowercase()
+    }
+}
+
+impl Shown for Vec<(String, f64)> {
+    fn shown(&self) -> String {
+        if self.is_empty() {
+            return "none".to_string();
+        }
+        self.iter().map(|(p, lr)| format!("{p}={lr}")).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -84,17 +125,41 @@ fn all_finite(ts: &[(String, Tensor)]) -> Result<Option<String>> {
 
 /// Run `graft train`; `None` when the spec has errors (printed).
 pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
-    let prev = a.resume.as_deref().map(State::read).transpose()?;
     let out = a.out.clone().or_else(|| a.resume.clone()).ok_or_else(|| anyhow!("--out RUN_DIR is required"))?;
     let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
-    if out.join(STATE).exists() && !in_place {
-        bail!(
-            "{} already holds a run ({STATE}): pass --resume {} to continue it, or choose another --out",
-            out.display(),
-            out.display()
-        );
-    }
     let mut notes = Vec::new();
+    // The run directory is locked before anything in it is read, and what a killed
+    // writer left there is cleaned up; a new directory is locked when it is created.
+    let mut lock = None;
+    let was_run = rundir::is_run(&out);
+    if out.is_dir() {
+        let l = rundir::lock(&out)?;
+        if was_run {
+            notes.extend(rundir::recover(&out, &l)?);
+        }
+        lock = Some(l);
+    }
+    let no_run_in = |dir: &Path| -> Result<()> {
+        if rundir::latest(dir)?.is_some() && !in_place {
+            bail!(
+                "{} already holds a run: pass --resume {} to continue it, or choose another --out",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Ok(())
+    };
+    no_run_in(&out)?;
+    let prev = match a.resume.as_deref() {
+        // A run killed before its first checkpoint: the same command starts it afresh.
+        Some(r) if in_place && was_run && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
+            notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
+            None
+        }
+        Some(r) => Some(State::read(r)?),
+        None => None,
+    };
+    let resume = prev.as_ref().and(a.resume.as_ref());
     let ph = prev.as_ref().map(|p| &p.hyper);
     let batch = keep("batch", a.batch, ph.map(|h| h.batch), true, &mut notes)?
         .ok_or_else(|| anyhow!("--batch N is required"))?;
@@ -134,7 +199,8 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     tch::manual_seed(seed as i64);
 
     // The spec first (its errors are the likeliest), then the data against it.
-    let spec = Spec::compile(&a.spec)?;
+    let mut spec = Spec::compile(&a.spec)?;
+    spec.allow_nonfinite = a.allow_nonfinite;
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
         eprintln!("note: {n}");
@@ -156,13 +222,16 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     }
     let total = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => (e * per_epoch).div_ceil(accumulate as u64),
+        (None, Some(e)) => crate::bounds::total_steps(e, per_epoch, accumulate as u64).map_err(|e| anyhow!(e))?,
         (None, None) => match ph {
             Some(h) => h.schedule.total,
             None => bail!("pass --steps N or --epochs N"),
         },
     };
     let start = prev.as_ref().map_or(0, |p| p.step);
+    if let (Some(dir), true) = (resume, total == start) {
+        return Err(anyhow!(Finished { dir: dir.clone(), step: start }));
+    }
     if total == 0 || total <= start {
         bail!("nothing to do: the run is at step {start} and --steps/--epochs give {total} steps in total");
     }
@@ -194,7 +263,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     let eval_every = a.eval_every.unwrap_or(ckpt_every).max(1);
 
     // The model, with the resumed run's tensors over the spec's weights.
-    let resumed = match (&a.resume, &prev) {
+    let resumed = match (resume, &prev) {
         (Some(dir), Some(p)) => {
             let f = TrainableFile::open(dir)?;
             if f.step() != Some(p.step) {
@@ -214,8 +283,8 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         spec.load(&a.weights, &a.allow_missing, seed, device, resumed.as_ref().map(|f| (f, true)))?;
     notes.extend(load_notes);
     let mut opt = AdamW::new(model.trainable(), lr, &hyper.lr_for, weight_decay, &model.frozen_paths())?;
-    if let (Some(dir), Some(p)) = (&a.resume, &prev) {
-        let path = dir.join(OPTIMIZER);
+    if let (Some(dir), Some(p)) = (resume, &prev) {
+        let path = rundir::latest(dir)?.unwrap_or_else(|| dir.clone()).join(OPTIMIZER);
         let step = checkpoint::read_metadata(&path)?.get("step").and_then(|s| s.parse::<u64>().ok());
         if step != Some(p.step) {
             bail!(
@@ -227,7 +296,15 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         opt.load_state(&SafeFile::open(&path)?)?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut metrics = Metrics::open(&out, a.resume.as_deref().zip(prev.as_ref().map(|p| p.step)))?;
+    let _lock = match lock {
+        Some(l) => l,
+        None => {
+            let l = rundir::lock(&out)?;
+            no_run_in(&out)?;
+            l
+        }
+    };
+    let mut metrics = Metrics::open(&out, resume.map(PathBuf::as_path).zip(prev.as_ref().map(|p| p.step)))?;
     for n in &notes {
         eprintln!("note: {n}");
     }
@@ -245,7 +322,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     let params = opt.params();
     let mut step = start;
     // The last good checkpoint: (step, run directory holding it).
-    let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(a.resume.clone()).map(|(p, d)| (p.step, d));
+    let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(resume.cloned()).map(|(p, d)| (p.step, d));
     let mut losses = Vec::new();
     let mut last_val: Option<Report> = None;
     let mut progress = Progress::new(start, total);
@@ -390,3 +467,24 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     println!("wrote {} ({} tensors)", out.join(TRAINABLE).display(), opt.paths().len());
     Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
 }
+
+/// `--resume` of a run that already reached its last step: nothing to do, which is
+/// success (a script re-runs its command after a crash without looking).
+#[derive(Debug)]
+pub struct Finished {
+    pub dir: PathBuf,
+    pub step: u64,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} already finished: it is at step {}, its last; pass a larger --steps (or --epochs) to train on",
+            self.dir.display(),
+            self.step
+        )
+    }
+}
+
+impl std::error::Error for Finished {}

@@ -1,0 +1,238 @@
+//! The run directory on disk: checkpoints that appear in one atomic step, the lock a
+//! trainer holds on the directory, and the recovery of a directory a crash left.
+//!
+//! ```text
+//! RUN_DIR/
+//!   checkpoint-0000000100/   the newest complete checkpoint, written in a staging
+//!     trainable.safetensors  directory (each file fsynced) and renamed into place in
+//!     optimizer.safetensors  one step, then the directory fsynced: a checkpoint is
+//!     state.json             either all there, from one step, or not there at all
+//!   trainable.safetensors    the newest checkpoint's trainable tensors (a hard link),
+//!                            what specs' `weights` and `--weights` name
+//!   metrics.jsonl, loss.svg
+//!   .lock                    locked (flock) by the trainer writing the run; its PID
+//! ```
+//!
+//! After a checkpoint is published, `trainable.safetensors` is re-linked to it
+//! (a link under a temporary name, renamed over) and older checkpoints are removed.
+//! A crash anywhere in that sequence leaves the newest complete checkpoint and
+//! possibly an older one, temporaries and a `trainable.safetensors` one checkpoint
+//! behind; [`recover`] (run under the lock before a trainer reads a directory a
+//! trainer used) removes those temporaries (only the names graft's writer gives its
+//! own files) and older checkpoints and re-links the file, so `--resume` always
+//! continues from the newest complete checkpoint.
+//!
+//! A run written by an older graft (the three files at the top, no checkpoint
+//! directory) is read as one checkpoint.
+
+use crate::durable::sync_dir;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+pub const TRAINABLE: &str = "trainable.safetensors";
+pub const OPTIMIZER: &str = "optimizer.safetensors";
+pub const STATE: &str = "state.json";
+pub const METRICS: &str = "metrics.jsonl";
+pub const PLOT: &str = "loss.svg";
+/// The train-mode IR a checkpoint was trained from (beside its tensors).
+pub const GRAPH: &str = "graph.ir";
+
+/// Checkpoint directories are `checkpoint-` and the step, zero-padded.
+const PREFIX: &str = "checkpoint-";
+/// The lock file.
+pub const LOCK: &str = ".lock";
+
+/// The directory name of step `step`'s checkpoint.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("{PREFIX}{step:010}")
+}
+
+/// The run's checkpoint directories, `(step, path)`, oldest first.
+pub fn checkpoints(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut v = Vec::new();
+    let entries = match std::fs::read_dir(run) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(e).with_context(|| format!("reading the run directory {}", run.display())),
+    };
+    for e in entries {
+        let e = e.with_context(|| format!("reading the run directory {}", run.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(step) = name.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()) else { continue };
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            v.push((step, e.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// The directory holding the newest complete checkpoint's files (`state.json`,
+/// `trainable.safetensors`, `optimizer.safetensors`), if the run has one.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>> {
+    if let Some((_, dir)) = checkpoints(run)?.pop() {
+        return Ok(Some(dir));
+    }
+    // The layout of older versions: the files at the top.
+    Ok(run.join(STATE).is_file().then(|| run.to_path_buf()))
+}
+
+/// The advisory lock a trainer holds on its run directory while it uses it; released
+/// when dropped or when the process ends, however it ends.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Lock `run` (which must exist) for this process, writing its PID into the lock file;
+/// a directory another trainer holds is an error naming that trainer's PID.
+pub fn lock(run: &Path) -> Result<RunLock> {
+    let path = run.join(LOCK);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => format!("process {pid}"),
+                Err(_) => "another process".to_string(),
+            };
+            bail!(
+                "{} is in use by another `graft train` ({holder} holds {}): two trainers on one run directory would interleave their checkpoints\n  hint: wait for it to finish or stop it, or choose another --out",
+                run.display(),
+                path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0).and_then(|()| file.rewind()).with_context(|| format!("writing {}", path.display()))?;
+    write!(file, "{}", std::process::id()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(RunLock { _file: file })
+}
+
+/// Whether a trainer has used `dir` (it holds the lock file every trainer creates
+/// before it writes anything).
+pub fn is_run(dir: &Path) -> bool {
+    dir.join(LOCK).is_file()
+}
+
+/// A temporary graft's durable writer leaves beside a file of the run when killed
+/// (`.NAME.tmp-PID-N`); nothing else in the directory is ever removed.
+fn is_our_temporary(name: &str) -> bool {
+    let Some((stem, _)) = name.split_once(".tmp-") else { return false };
+    let Some(stem) = stem.strip_prefix('.') else { return false };
+    const FILES: &[&str] = &[TRAINABLE, OPTIMIZER, STATE, GRAPH, METRICS, PLOT];
+    FILES.contains(&stem) || stem.strip_prefix(PREFIX).is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Clean up after a crashed writer (call with the lock held): temporaries and
+/// staging directories of killed writes, checkpoints older than the newest, and a
+/// `trainable.safetensors` that is not the newest checkpoint's. Returns notes.
+pub fn recover(run: &Path, _lock: &RunLock) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut removed = 0;
+    for e in std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))? {
+        let e = e.with_context(|| format!("reading {}", run.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_our_temporary(&name) {
+            let p = e.path();
+            let r = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.with_context(|| format!("removing the stale temporary {}", p.display()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        notes.push(format!("removed {removed} temporary file(s) an interrupted run left in {}", run.display()));
+    }
+    let mut all = checkpoints(run)?;
+    if let Some((_, newest)) = all.pop() {
+        for (step, dir) in &all {
+            std::fs::remove_dir_all(dir)
+                .with_context(|| format!("removing the superseded checkpoint {}", dir.display()))?;
+            notes.push(format!("removed the superseded checkpoint of step {step}"));
+        }
+        if !same_file(&newest.join(TRAINABLE), &run.join(TRAINABLE)) {
+            link_trainable(run, &newest)?;
+        }
+    }
+    sync_dir(run)?;
+    Ok(notes)
+}
+
+/// After checkpoint `newest` is published: point `trainable.safetensors` at it, then
+/// remove the older checkpoints.
+pub fn settle(run: &Path, newest: &Path) -> Result<()> {
+    link_trainable(run, newest)?;
+    for (_, dir) in checkpoints(run)? {
+        if dir != newest {
+            crate::fault::point("remove old checkpoint")?;
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing the superseded checkpoint {}", dir.display()))?;
+        }
+    }
+    Ok(sync_dir(run)?)
+}
+
+/// Replace `run/trainable.safetensors` by a hard link to `ckpt`'s (a copy where the
+/// filesystem has no hard links), atomically.
+fn link_trainable(run: &Path, ckpt: &Path) -> Result<()> {
+    let (src, dest) = (ckpt.join(TRAINABLE), run.join(TRAINABLE));
+    let tmp = run.join(format!(".{TRAINABLE}.tmp-{}-link", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    crate::fault::point("link trainable")?;
+    if std::fs::hard_link(&src, &tmp).is_ok() {
+        crate::fault::point("rename trainable")?;
+        std::fs::rename(&tmp, &dest).with_context(|| format!("renaming into place {}", dest.display()))?;
+        Ok(sync_dir(run)?)
+    } else {
+        let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+        Ok(crate::durable::write_atomic(&dest, &bytes)?)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_own_temporaries_are_stale() {
+        for ours in [".trainable.safetensors.tmp-12-0", ".checkpoint-0000000002.tmp-5-1", ".metrics.jsonl.tmp-9-3"] {
+            assert!(is_our_temporary(ours), "{ours}");
+        }
+        for theirs in [".bashrc.tmp-1", "notes.tmp-3", ".checkpoint-x.tmp-1-1", "trainable.safetensors", ".lock"] {
+            assert!(!is_our_temporary(theirs), "{theirs}");
+        }
+        assert_eq!(checkpoint_name(42), "checkpoint-0000000042");
+    }
+}
