@@ -13,6 +13,7 @@ pub mod backend;
 pub mod data;
 pub mod diag;
 pub mod ir;
+pub mod keymap;
 pub mod lower;
 pub mod passes;
 pub mod pipeline;

@@ -211,7 +211,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("output {}: [{}]", o.name, shape.join(", "));
                 }
                 for w in &i.weights {
-                    println!("weights {} = {}", w.binding, w.file);
+                    let file = w.file.as_deref().unwrap_or("required (--weights on the command line)");
+                    let keys = if w.keys.is_identity() { String::new() } else { format!(" {}", w.keys.describe()) };
+                    println!("weights {} = {file}{keys}", w.binding);
                 }
                 println!(
                     "params total {} trainable {} frozen {}",

@@ -40,6 +40,10 @@ pub struct Compiled {
     pub pathways: Vec<String>,
     /// Weights bindings: binding → file as written in the spec.
     pub weights: BTreeMap<String, String>,
+    /// Key rules of the bindings that have any.
+    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings whose file the command line must give (`weights required`).
+    pub required_weights: std::collections::BTreeSet<String>,
     /// Sites (path, kind) in creation order, for `graft select`.
     pub sites: Vec<(String, String)>,
 }
@@ -132,6 +136,8 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
         adapters: lw.adapters.iter().map(|a| a.name.name.clone()).collect(),
         pathways: lw.pathways.iter().map(|p| p.name.name.clone()).collect(),
         weights: lw.weights.clone(),
+        key_maps: lw.key_maps.clone(),
+        required_weights: lw.required_weights.clone(),
         sites: lw
             .b
             .site_order

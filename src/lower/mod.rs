@@ -114,6 +114,8 @@ pub struct Component {
     pub kind: ComponentKind,
     pub weights: Option<String>,
     pub trainability: Option<Trainability>,
+    /// Built without inputs, for its weights only (an M2PT auxiliary model).
+    pub weights_only: bool,
     pub span: Span,
 }
 
@@ -133,6 +135,10 @@ pub struct Lowered {
     pub env: Env,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
+    /// Key rules of the bindings that have any (`prefix "vit."`).
+    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings declared `weights required`: the file comes from the command line.
+    pub required_weights: std::collections::BTreeSet<String>,
 }
 
 /// Graph construction state shared by lowering and the passes that instantiate.

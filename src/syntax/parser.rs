@@ -405,9 +405,11 @@ impl Builder {
             inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
         let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
         let weights = find(Rule::weights).map(|w| {
-            let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
-            let sp = self.span(&s);
-            (string_value(s), sp)
+            let span = self.span(&w);
+            let parts: Vec<Pair<Rule>> = w.into_inner().collect();
+            let file = parts.iter().find(|y| y.as_rule() == Rule::string).map(|s| string_value(s.clone()));
+            let keys = key_map(parts.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned());
+            WeightsRef { file, span, keys }
         });
         let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
         match rule {
@@ -518,6 +520,7 @@ impl Builder {
             Rule::bind_decl => ModelItem::Bind {
                 name: idents[0].clone(),
                 file: string_value(find(Rule::string).expect("bind file")),
+                keys: key_map(inner.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned()),
                 trainability: trainability.map(|t| t.0),
                 span,
             },
@@ -611,6 +614,20 @@ fn trimmed_len(s: &str) -> usize {
             None => return t.len(),
         }
     }
+}
+
+/// `prefix "p"` and `rename "a" -> "b"` rules, in order (a later prefix wins).
+fn key_map<'a>(rules: impl Iterator<Item = Pair<'a, Rule>>) -> crate::keymap::KeyMap {
+    let mut m = crate::keymap::KeyMap::default();
+    for r in rules {
+        let strings: Vec<String> = r.into_inner().filter(|x| x.as_rule() == Rule::string).map(string_value).collect();
+        match strings.as_slice() {
+            [p] => m.prefix = Some(p.clone()),
+            [from, to] => m.rename.push(crate::keymap::Rename { from: from.clone(), to: to.clone() }),
+            _ => {}
+        }
+    }
+    m
 }
 
 fn string_value(p: Pair<Rule>) -> String {

@@ -17,7 +17,7 @@ use super::weights::{Bindings, Declared, Leaves};
 use super::{kind_name, type_text, DeviceArg, RunDtype};
 use crate::api::{compile_file, render_failure};
 use crate::pipeline::{Compiled, Failure, Mode};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,22 @@ pub(crate) fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bind
     names.extend(c.heads.iter().cloned());
     names.extend(c.adapters.iter().cloned());
     names.extend(c.pathways.iter().cloned());
-    Bindings::resolve(dir, &c.weights, cli, &names)
+    let mut b = Bindings::resolve(dir, &c.weights, cli, &names)?;
+    let unbound: Vec<&str> =
+        c.required_weights.iter().filter(|r| !b.files.contains_key(*r)).map(String::as_str).collect();
+    if !unbound.is_empty() {
+        let args: Vec<String> = unbound.iter().map(|r| format!("--weights {r}=FILE")).collect();
+        bail!(
+            "{}: `{}` {} its weights to the command line (`weights required`); pass {}",
+            spec.display(),
+            unbound.join("`, `"),
+            if unbound.len() == 1 { "leaves" } else { "leave" },
+            args.join(" ")
+        );
+    }
+    b.maps = c.key_maps.clone();
+    b.weights_only = c.components.iter().filter(|x| x.weights_only).map(|x| x.name.clone()).collect();
+    Ok(b)
 }
 
 /// `graft run`.
@@ -123,6 +138,9 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     let store = {
         let leaves =
             Leaves::load(plan.params.iter(), &bindings, &Declared::from_sites(&c.sites), &a.allow_missing, a.seed)?;
+        for note in &leaves.notes {
+            eprintln!("note: {note}");
+        }
         ParamStore::build(&plan, &leaves, device, kind)?
     };
     let outs = if a.cuda_graph {

@@ -135,6 +135,11 @@ impl WeightFile {
 pub struct Bindings {
     pub files: BTreeMap<String, PathBuf>,
     pub cli_only: BTreeSet<String>,
+    /// Key rules per binding (`prefix "vit."`): file keys → the spec's keys.
+    pub maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings of instances built for their weights only (M2PT auxiliary models):
+    /// the keys of their files that nothing reads are listed in a note, not refused.
+    pub weights_only: BTreeSet<String>,
 }
 
 impl Bindings {
@@ -227,6 +232,8 @@ impl Declared {
 /// in each parameter's dtype.
 pub struct Leaves {
     values: HashMap<String, Tensor>,
+    /// What the caller should tell the user (keys a weights-only instance ignored).
+    pub notes: Vec<String>,
 }
 
 impl Leaves {
@@ -304,6 +311,7 @@ impl Leaves {
         }
         // Check everything, then report everything at once.
         let mut report = String::new();
+        let mut notes = Vec::new();
         let mut problems = 0;
         let mut gaps = false;
         let mut found: HashMap<String, (usize, String)> = HashMap::new();
@@ -311,10 +319,18 @@ impl Leaves {
             let f = &files[fi];
             let (mut missing, mut mismatched) = (Vec::new(), Vec::new());
             let mut used: BTreeSet<&str> = BTreeSet::new();
+            // Bindings with key rules look their keys up through them.
+            let mapped: HashMap<&str, HashMap<String, &str>> = reqs
+                .iter()
+                .filter_map(|(b, _, _)| bindings.maps.get(b).filter(|m| !m.is_identity()).map(|m| (b.as_str(), m)))
+                .map(|(b, m)| (b, f.metas.keys().filter_map(|k| m.to_spec(k).map(|s| (s, k.as_str()))).collect()))
+                .collect();
             for (binding, key, p) in reqs {
                 let full = format!("{binding}.{key}");
                 let excused = allow.iter().any(|a| glob_match(a, key) || glob_match(a, &full));
-                let hit = if f.metas.contains_key(key) {
+                let hit = if let Some(m) = mapped.get(binding.as_str()) {
+                    m.get(key).copied()
+                } else if f.metas.contains_key(key) {
                     Some(key.as_str())
                 } else {
                     f.metas.get_key_value(&full).map(|(k, _)| k.as_str())
@@ -327,7 +343,7 @@ impl Leaves {
                         used.insert(k);
                         let m = &f.metas[k];
                         let fits_kind = m.kind.is_some_and(|mk| is_float_kind(mk) == p.dtype.is_float());
-                        if m.shape != p.shape || !fits_kind {
+                        if !same_values_shape(&m.shape, &p.shape) || !fits_kind {
                             mismatched.push(format!("{key}: file {}, spec {spec}", m.text));
                         } else {
                             found.insert(p.path.clone(), (fi, k.to_string()));
@@ -345,7 +361,10 @@ impl Leaves {
                 .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
                 .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
                 .filter(|(k, _)| {
-                    !reqs.iter().any(|(b, _, _)| declared.contains(&format!("{b}.{k}")) || declared.contains(k))
+                    !reqs.iter().any(|(b, _, _)| {
+                        let spec = bindings.maps.get(b).and_then(|m| m.to_spec(k)).unwrap_or_else(|| k.to_string());
+                        declared.contains(&format!("{b}.{spec}")) || declared.contains(k)
+                    })
                 })
                 .filter(|(k, _)| {
                     !allow
@@ -354,13 +373,29 @@ impl Leaves {
                 })
                 .map(|(k, m)| format!("{k}: file {}", m.text))
                 .collect();
+            let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
+            let names: Vec<&str> = names.into_iter().collect();
+            // An instance built for its weights only reads what it needs of a full
+            // checkpoint (an auxiliary model's classifier is not an error).
+            let unexpected = if !unexpected.is_empty() && names.iter().all(|b| bindings.weights_only.contains(*b)) {
+                let keys: Vec<&str> = unexpected.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
+                notes.push(format!(
+                    "`{}` is built for its weights only: {} key{} of {} not read ({})",
+                    names.join("`, `"),
+                    keys.len(),
+                    if keys.len() == 1 { "" } else { "s" },
+                    path.display(),
+                    abbreviate(&keys, 8)
+                ));
+                Vec::new()
+            } else {
+                unexpected
+            };
             if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
                 continue;
             }
             problems += missing.len() + unexpected.len() + mismatched.len();
             gaps |= !missing.is_empty() || !unexpected.is_empty();
-            let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
-            let names: Vec<&str> = names.into_iter().collect();
             let _ = writeln!(report, "  {} ← {}", names.join(", "), path.display());
             if let Some(h) = prefix_hint(&missing, &unexpected) {
                 let _ = writeln!(report, "    hint: {h}");
@@ -385,7 +420,10 @@ impl Leaves {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
                 (Some(_), Some((fi, key)), _) => {
                     let t = files[*fi].tensor(key)?;
-                    t.f_to_kind(kind).with_context(|| format!("converting `{key}` to {}", kind_name(kind)))?
+                    // A scalar stored as `[1]` (an M2PT λ) takes the spec's shape.
+                    t.f_to_kind(kind)
+                        .and_then(|t| t.f_reshape(&p.shape))
+                        .with_context(|| format!("converting `{key}` to {}", kind_name(kind)))?
                 }
                 (Some(_), None, _) => init_tensor(&fallback_init(p), &p.shape, kind, seed, &p.path)?,
                 (None, _, ParamSource::Init { init }) => init_tensor(init, &p.shape, kind, seed, &p.path)?,
@@ -393,8 +431,22 @@ impl Leaves {
             };
             values.insert(p.path.clone(), t);
         }
-        Ok(Leaves { values })
+        Ok(Leaves { values, notes })
     }
+}
+
+/// The file's shape fits the spec's: equal, or both one value (`[1]` for `[]`).
+fn same_values_shape(file: &[i64], spec: &[i64]) -> bool {
+    file == spec || (file.iter().product::<i64>() == 1 && spec.iter().product::<i64>() == 1)
+}
+
+/// `a, b, c and 5 more`.
+fn abbreviate(items: &[&str], max: usize) -> String {
+    let mut s = items.iter().take(max).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > max {
+        s += &format!(" and {} more", items.len() - max);
+    }
+    s
 }
 
 fn list(out: &mut String, title: &str, items: &[String]) {
@@ -457,7 +509,7 @@ mod tests {
     }
 
     fn bind(path: &Path) -> Bindings {
-        Bindings { files: BTreeMap::from([("m".to_string(), path.to_path_buf())]), cli_only: BTreeSet::new() }
+        Bindings { files: BTreeMap::from([("m".to_string(), path.to_path_buf())]), ..Bindings::default() }
     }
 
     #[test]

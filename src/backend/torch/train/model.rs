@@ -128,6 +128,7 @@ impl Spec {
             allow_missing,
             seed,
         )?;
+        notes.append(&mut leaves.notes);
         if let Some((f, _)) = run {
             f.apply(&mut leaves)?;
         }
