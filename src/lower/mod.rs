@@ -155,6 +155,9 @@ pub struct Builder {
     pub(crate) binding: Option<String>,
     pub(crate) stack: Vec<(String, Span)>,
     pub(crate) total_elements: u128,
+    /// While an adapter module is instantiated: the features it receives and the
+    /// features it returns at its site (`site_in`, `site_out` in its defaults).
+    pub(crate) adapter_site: Option<(i64, i64)>,
 }
 
 impl Builder {
@@ -169,6 +172,7 @@ impl Builder {
             binding: None,
             stack: Vec::new(),
             total_elements: 0,
+            adapter_site: None,
         }
     }
 

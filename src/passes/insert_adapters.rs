@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::ir::{NodeId, Op};
 use crate::lower::{Builder, Lowered, ModuleEntry, Value};
 use crate::select::Universe;
-use crate::syntax::ast::{AdapterDecl, Placement, Stmt};
+use crate::syntax::ast::{AdapterDecl, ExprKind, Placement, Stmt};
 use std::collections::{HashMap, HashSet};
 
 /// Insert every adapter of the model; errors go to `lw.b.diags`.
@@ -148,9 +148,22 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
     };
     let mut all_inputs = vec![crate::lower::eval_arg(Value::Tensor(feed), a.span)];
     all_inputs.extend(inputs);
+    // The widths the module receives and returns here: its `site_in` / `site_out`.
+    let width = |b: &Builder, n: NodeId| b.graph.node(n).ty.as_ref().and_then(|t| t.shape.last()?.fixed());
+    let back = match a.placement {
+        Placement::After | Placement::Parallel => site.output,
+        Placement::Before => feed,
+    };
+    let widths = width(b, feed).zip(width(b, back));
+    if let Some(w) = widths {
+        check_explicit_sizes(b, a, site_path, &config, w)?;
+    }
     let mark = b.graph.id_bound();
     b.set_owner(&a.name.name, binding);
-    let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span).map_err(|_| ())?;
+    b.adapter_site = widths;
+    let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span);
+    b.adapter_site = None;
+    let out = out.map_err(|_| ())?;
     let out = match out {
         Value::Tensor(t) => t,
         _ => return Ok(()), // absent context at compile time: the adapter is skipped
@@ -176,6 +189,50 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
                 })
                 .collect();
             g.replace_uses(feed, out, |u| users.contains(&u));
+        }
+    }
+    Ok(())
+}
+
+/// Sizes given explicitly for parameters that default to the site's widths must be
+/// those widths: one clear error instead of a shape mismatch deep inside the module.
+fn check_explicit_sizes(
+    b: &mut Builder,
+    a: &AdapterDecl,
+    site_path: &str,
+    config: &[crate::lower::ArgVal],
+    (site_in, site_out): (i64, i64),
+) -> Result<(), ()> {
+    let Some(ModuleEntry::Decl(m)) = b.program().modules.get(&a.module.name).map(|e| &**e) else { return Ok(()) };
+    let m = m.clone();
+    let mut pos = 0;
+    for arg in config {
+        let i = match &arg.name {
+            Some((n, _)) => m.params.iter().position(|p| &p.name.name == n),
+            None => {
+                pos += 1;
+                Some(pos - 1)
+            }
+        };
+        let Some(p) = i.and_then(|i| m.params.get(i)) else { continue };
+        let want = match p.default.as_ref().map(|d| &d.kind) {
+            Some(ExprKind::Name(n)) if n == "site_in" => (site_in, "receives"),
+            Some(ExprKind::Name(n)) if n == "site_out" => (site_out, "returns"),
+            _ => continue,
+        };
+        if let Value::Int(given) = arg.value {
+            if given != want.0 {
+                b.diags.push(
+                    Diagnostic::error(
+                        "E0705",
+                        format!("adapter `{}`: `{}: {given}` does not fit `{site_path}`", a.name.name, p.name.name),
+                    )
+                    .at(arg.span, format!("the adapter {} {} features there", want.1, want.0))
+                    .also(p.name.span, format!("`{}` defaults to the site's width", p.name.name))
+                    .hint(format!("leave `{}` out: each site gives the adapter its own width", p.name.name)),
+                );
+                return Err(());
+            }
         }
     }
     Ok(())
@@ -209,6 +266,49 @@ model m {
         super::insert_adapters(&mut lw);
         assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
         ir(&lw)
+    }
+
+    /// One declaration at sites of different widths: each instance takes its site's.
+    #[test]
+    fn sizes_come_from_the_site() {
+        let spec = r#"
+module two(dim: int) {
+  in x
+  wide   = linear(dim, dim * 3)(x)
+  narrow = linear(dim * 3, dim)(wide)
+  out narrow
+}
+module low_rank(in_features: int = site_in, out_features: int = site_out, rank: int) {
+  in x
+  a = linear(in_features, rank, bias: false)(x)
+  b = linear(rank, out_features, bias: false)(a)
+  out b
+}
+model m {
+  input x: f32[B, 2]
+  encoder t = two(2)(x)
+  adapter l = low_rank(rank: 1) at t.{wide, narrow} parallel
+  output y = t
+}
+"#;
+        let mut lw = lowered(spec);
+        super::insert_adapters(&mut lw);
+        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
+        let text = ir(&lw);
+        assert!(text.contains("param l.t.wide.a.weight : f32[1, 2]"), "{text}");
+        assert!(text.contains("param l.t.wide.b.weight : f32[6, 1]"), "{text}");
+        assert!(text.contains("param l.t.narrow.a.weight : f32[1, 6]"), "{text}");
+        assert!(text.contains("param l.t.narrow.b.weight : f32[2, 1]"), "{text}");
+        // The same sizes given explicitly compile to the same graph.
+        let explicit = spec.replace(
+            "adapter l = low_rank(rank: 1) at t.{wide, narrow} parallel",
+            "adapter l = low_rank(in_features: 2, out_features: 6, rank: 1) at t.wide parallel\n  \
+             adapter k = low_rank(in_features: 6, out_features: 2, rank: 1) at t.narrow parallel",
+        );
+        let mut lw = lowered(&explicit);
+        super::insert_adapters(&mut lw);
+        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
+        assert_eq!(ir(&lw).replace("k.t.narrow", "l.t.narrow"), text);
     }
 
     #[test]
