@@ -12,6 +12,7 @@ pub mod api;
 pub mod backend;
 pub mod data;
 pub mod diag;
+pub mod durable;
 pub mod ir;
 pub mod keymap;
 pub mod lower;

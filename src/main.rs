@@ -171,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(dir) => {
                         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                         let path = dir.join(format!("{}.{mode_name}.{ext}", c.model));
-                        write_atomic(&path, text.as_bytes())?;
+                        graft::durable::write_atomic(&path, text.as_bytes())?;
                         println!("wrote {}", path.display());
                     }
                     None => print!("{text}"),
@@ -261,12 +261,4 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// Write via a temporary file and a rename, so no half-written file is ever seen.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

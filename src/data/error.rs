@@ -66,6 +66,14 @@ pub enum DataError {
     Invalid(String),
 }
 
+impl From<crate::durable::WriteError> for DataError {
+    /// A failed durable write: the destination path, with the step that failed.
+    fn from(e: crate::durable::WriteError) -> DataError {
+        let source = std::io::Error::new(e.source.kind(), format!("{}: {}", e.step, e.source));
+        DataError::Io { path: e.path, source }
+    }
+}
+
 fn key_suffix(key: &Option<String>) -> String {
     key.as_ref().map(|k| format!(" (tensor `{k}`)")).unwrap_or_default()
 }

@@ -12,7 +12,7 @@ use super::tensor::{dtype_of_tag, elem_size, numel, st_tag, HostTensor};
 use crate::ir::DType;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 /// Headers above this size are not plausible (the format's own limit is 100 MB).
@@ -180,25 +180,6 @@ pub fn encode(tensors: &BTreeMap<String, HostTensor>, metadata: &BTreeMap<String
     out
 }
 
-/// Write `bytes` to `path` atomically: a temporary file in the same directory, synced,
-/// then renamed over `path`, so a reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::io(path, e));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +200,7 @@ mod tests {
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
         assert_eq!(n % 8, 0);
         let p = tmp("rt");
-        write_atomic(&p, &bytes).unwrap();
+        crate::durable::write_atomic(&p, &bytes).unwrap();
         let h = read_header(&p).unwrap();
         assert_eq!(h.entries["x"].shape, vec![3, 2]);
         assert_eq!(h.entries["label"].dtype, Some(DType::I64));

@@ -4,8 +4,9 @@
 
 use super::error::DataError;
 use super::meta::{shard_file, InputSpec, Meta, META_FILE};
-use super::safetensors::{encode, write_atomic};
+use super::safetensors::encode;
 use super::tensor::{Batch, HostTensor};
+use crate::durable::write_atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -285,25 +285,10 @@ pub fn to_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Write named tensors atomically: a temporary file beside `path`, then a rename.
+/// Write named tensors atomically and durably ([`crate::durable::write_atomic`]).
 pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let bytes = to_bytes(tensors)?;
-    write_atomic(path, &bytes)
-}
-
-/// Write via a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()));
-    }
-    Ok(())
+    Ok(crate::durable::write_atomic(path, &bytes)?)
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ pub fn add_metadata(bytes: &[u8], meta: &BTreeMap<String, String>) -> Result<Vec
 /// Write tensors with metadata, atomically.
 pub fn write_with_metadata(path: &Path, tensors: &[(String, Tensor)], meta: &BTreeMap<String, String>) -> Result<()> {
     let bytes = add_metadata(&safetensors::to_bytes(tensors)?, meta)?;
-    safetensors::write_atomic(path, &bytes)
+    Ok(crate::durable::write_atomic(path, &bytes)?)
 }
 
 /// A safetensors file's `__metadata__` (empty when it has none).
@@ -326,7 +326,7 @@ impl State {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        safetensors::write_atomic(&dir.join(STATE), text.as_bytes())
+        Ok(crate::durable::write_atomic(&dir.join(STATE), text.as_bytes())?)
     }
 }
 
