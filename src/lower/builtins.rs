@@ -11,6 +11,8 @@ pub const TENSOR_FNS: &[&str] = &[
     "gelu",
     "relu",
     "tanh",
+    "sigmoid",
+    "sinusoid_positions",
     "sdpa",
     "split",
     "concat",
