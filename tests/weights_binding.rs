@@ -158,7 +158,8 @@ fn key_rules_map_a_prefixed_checkpoint() {
     let got = c.output();
     assert!(got.allclose(&c.expected(0.25), 1e-6, 1e-6, false), "{got}");
 
-    // A key outside the prefix is reported under its own name.
+    // Keys outside the prefix are not the binding's: one note lists them, and what the
+    // spec needs must still be under the prefix.
     save(
         &c.dir.join("bad.safetensors"),
         &[("base_model.model.dense.weight", c.w.shallow_clone()), ("dense.bias", c.b.shallow_clone())],
@@ -166,5 +167,19 @@ fn key_rules_map_a_prefixed_checkpoint() {
     let o = c.run(&[format!("--weights=target={}", c.p("bad.safetensors"))]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = text(&o);
-    assert!(err.contains("fc.bias: spec f32[4]") && err.contains("dense.bias: file f32[4]"), "{err}");
+    assert!(err.contains("missing from the file (1):\n      fc.bias: spec f32[4]"), "{err}");
+    assert!(!err.contains("in the file but not in the spec"), "{err}");
+    save(
+        &c.dir.join("full.safetensors"),
+        &[
+            ("base_model.model.dense.weight", c.w.shallow_clone()),
+            ("base_model.model.dense.bias", c.b.shallow_clone()),
+            ("classifier.weight", c.w.shallow_clone()),
+        ],
+    );
+    let o = c.run(&[format!("--weights=target={}", c.p("full.safetensors"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("`target` reads the keys under `base_model.model.` of"), "{out}");
+    assert!(out.contains("1 other key not read (classifier.weight)"), "{out}");
 }

@@ -375,6 +375,29 @@ impl Leaves {
                 .collect();
             let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
             let names: Vec<&str> = names.into_iter().collect();
+            // A binding with a prefix reads the part of the file under it (a backbone
+            // inside a full Hugging Face checkpoint): the rest is noted, not refused.
+            let outside = |k: &str| {
+                names
+                    .iter()
+                    .all(|b| bindings.maps.get(*b).is_some_and(|m| m.prefix.is_some() && m.to_spec(k).is_none()))
+            };
+            let (elsewhere, unexpected): (Vec<String>, Vec<String>) =
+                unexpected.into_iter().partition(|u| outside(u.split(": ").next().unwrap_or("")));
+            if !elsewhere.is_empty() {
+                let keys: Vec<&str> = elsewhere.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
+                let prefixes: BTreeSet<&str> =
+                    names.iter().filter_map(|b| bindings.maps.get(*b).and_then(|m| m.prefix.as_deref())).collect();
+                notes.push(format!(
+                    "`{}` reads the keys under `{}` of {}: {} other key{} not read ({})",
+                    names.join("`, `"),
+                    prefixes.into_iter().collect::<Vec<_>>().join("`, `"),
+                    path.display(),
+                    keys.len(),
+                    if keys.len() == 1 { "" } else { "s" },
+                    abbreviate(&keys, 8)
+                ));
+            }
             // An instance built for its weights only reads what it needs of a full
             // checkpoint (an auxiliary model's classifier is not an error).
             let unexpected = if !unexpected.is_empty() && names.iter().all(|b| bindings.weights_only.contains(*b)) {
