@@ -22,6 +22,10 @@ pub struct KeyMap {
     pub prefix: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rename: Vec<Rename>,
+    /// Put in front of every key after the rules (a PEFT directory's keys are its
+    /// model's; the adapter's are under the backbone's name). Not spec syntax.
+    #[serde(skip)]
+    pub insert: Option<String>,
 }
 
 /// `rename "from" -> "to"`.
@@ -33,7 +37,7 @@ pub struct Rename {
 
 impl KeyMap {
     pub fn is_identity(&self) -> bool {
-        self.prefix.as_deref().is_none_or(str::is_empty) && self.rename.is_empty()
+        self.prefix.as_deref().is_none_or(str::is_empty) && self.rename.is_empty() && self.insert.is_none()
     }
 
     /// The spec's key for a file key, or `None` when the key lies outside the prefix.
@@ -46,6 +50,9 @@ impl KeyMap {
             if !r.from.is_empty() {
                 k = k.replace(&r.from, &r.to);
             }
+        }
+        if let Some(i) = &self.insert {
+            k.insert_str(0, i);
         }
         Some(k)
     }
@@ -75,6 +82,7 @@ mod tests {
                 Rename { from: ".attention.attention.".into(), to: ".attn.".into() },
                 Rename { from: "attn.".into(), to: "a.".into() },
             ],
+            insert: None,
         };
         assert_eq!(
             m.to_spec("base_model.model.layer.0.attention.attention.query.weight").unwrap(),

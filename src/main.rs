@@ -75,6 +75,19 @@ enum Cmd {
     /// Compile time and forward latency of specs, side by side (random weights).
     #[cfg(feature = "torch")]
     Bench(graft::backend::torch::bench::BenchArgs),
+    /// Write a trained adapter in another tool's format (`export peft`).
+    #[cfg(feature = "torch")]
+    Export {
+        #[command(subcommand)]
+        cmd: ExportCmd,
+    },
+}
+
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// A run's LoRA adapter as a PEFT directory (adapter_config.json + adapter_model.safetensors).
+    Peft(graft::backend::torch::peft::ExportPeftArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Eval(a) => graft::backend::torch::eval::eval(a),
         #[cfg(feature = "torch")]
         Cmd::Bench(a) => graft::backend::torch::bench::bench(a),
+        #[cfg(feature = "torch")]
+        Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::backend::torch::peft::export(&a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {

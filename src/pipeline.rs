@@ -44,6 +44,8 @@ pub struct Compiled {
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
     /// Bindings whose file the command line must give (`weights required`).
     pub required_weights: std::collections::BTreeSet<String>,
+    /// Adapters: module, numeric configuration, sites.
+    pub adapter_info: BTreeMap<String, crate::lower::AdapterInfo>,
     /// Sites (path, kind) in creation order, for `graft select`.
     pub sites: Vec<(String, String)>,
 }
@@ -138,6 +140,7 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
         weights: lw.weights.clone(),
         key_maps: lw.key_maps.clone(),
         required_weights: lw.required_weights.clone(),
+        adapter_info: lw.adapter_info.clone(),
         sites: lw
             .b
             .site_order

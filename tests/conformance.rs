@@ -273,3 +273,14 @@ fn dinov2_reg4_matches_timm() {
 fn clip_vision_matches_transformers() {
     conformance("clip");
 }
+
+// (h) PEFT interop, both directions.
+#[test]
+fn peft_lora_directory_binds_to_a_graft_adapter() {
+    conformance("peft_to_graft");
+}
+
+#[test]
+fn exported_peft_directory_loads_into_peft() {
+    conformance("graft_to_peft");
+}

@@ -27,7 +27,8 @@ fn checkpoint_family_counts_equal_the_references() {
     assert_eq!(params("specs/videomae_base_classifier.graft", Mode::Train).total, 86_534_800); // ..ForVideoClassification(400)
     assert_eq!(params("specs/vit_base_hf.graft", Mode::Train).total, 86_389_248); // ViTModel
     assert_eq!(params("specs/dinov2_small.graft", Mode::Train).total, 22_057_344); // vit_small_patch14_reg4_dinov2
-    assert_eq!(params("specs/clip_vit_b32.graft", Mode::Train).total, 87_849_216); // CLIPVisionModelWithProjection
+    assert_eq!(params("specs/clip_vit_b32.graft", Mode::Train).total, 87_849_216);
+    // CLIPVisionModelWithProjection
 }
 
 #[test]

@@ -119,6 +119,16 @@ pub struct Component {
     pub span: Span,
 }
 
+/// An adapter as inserted: its module, its numeric configuration (given or a literal
+/// default, e.g. a LoRA's `rank` and `alpha`) and the sites it was placed at. What
+/// an adapter file from another tool (a PEFT directory) is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterInfo {
+    pub module: String,
+    pub args: BTreeMap<String, f64>,
+    pub sites: Vec<String>,
+}
+
 /// Everything `lower` produces; consumed by the passes.
 pub struct Lowered {
     pub b: Builder,
@@ -139,6 +149,8 @@ pub struct Lowered {
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
     /// Bindings declared `weights required`: the file comes from the command line.
     pub required_weights: std::collections::BTreeSet<String>,
+    /// Adapters by name, filled by `insert_adapters`.
+    pub adapter_info: BTreeMap<String, AdapterInfo>,
 }
 
 /// Graph construction state shared by lowering and the passes that instantiate.

@@ -13,7 +13,7 @@
 use super::infer_shapes::infer_shapes;
 use crate::diag::Diagnostic;
 use crate::ir::{NodeId, Op};
-use crate::lower::{Builder, Lowered, ModuleEntry, Value};
+use crate::lower::{AdapterInfo, Builder, Lowered, ModuleEntry, Value};
 use crate::select::Universe;
 use crate::syntax::ast::{AdapterDecl, ExprKind, Placement, Stmt};
 use std::collections::{HashMap, HashSet};
@@ -158,6 +158,7 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
     if let Some(w) = widths {
         check_explicit_sizes(b, a, site_path, &config, w)?;
     }
+    record(&mut lw.adapter_info, b, a, site_path, &config);
     let mark = b.graph.id_bound();
     b.set_owner(&a.name.name, binding);
     b.adapter_site = widths;
@@ -192,6 +193,45 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
         }
     }
     Ok(())
+}
+
+/// The adapter's module, numeric configuration (given, or a literal default) and sites.
+fn record(
+    info: &mut std::collections::BTreeMap<String, AdapterInfo>,
+    b: &Builder,
+    a: &AdapterDecl,
+    site_path: &str,
+    config: &[crate::lower::ArgVal],
+) {
+    let entry = info
+        .entry(a.name.name.clone())
+        .or_insert_with(|| AdapterInfo { module: a.module.name.clone(), ..AdapterInfo::default() });
+    entry.sites.push(site_path.to_string());
+    if entry.sites.len() > 1 {
+        return;
+    }
+    let Some(ModuleEntry::Decl(m)) = b.program().modules.get(&a.module.name).map(|e| &**e) else { return };
+    let num = |v: &Value| match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    let positional: Vec<&crate::lower::ArgVal> = config.iter().filter(|c| c.name.is_none()).collect();
+    for (i, p) in m.params.iter().enumerate() {
+        let given = positional.get(i).copied();
+        let given = given.or_else(|| config.iter().find(|c| c.name.as_ref().is_some_and(|(n, _)| n == &p.name.name)));
+        let value = match given {
+            Some(g) => num(&g.value),
+            None => match p.default.as_ref().map(|d| &d.kind) {
+                Some(ExprKind::Int(v)) => Some(*v as f64),
+                Some(ExprKind::Float(v)) => Some(*v),
+                _ => None,
+            },
+        };
+        if let Some(v) = value {
+            entry.args.insert(p.name.name.clone(), v);
+        }
+    }
 }
 
 /// Sizes given explicitly for parameters that default to the site's widths must be

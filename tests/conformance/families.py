@@ -17,6 +17,11 @@ perturbed away from their initialisation, float64 references. Tiny configuration
     dinov2, dinov2_reg4  timm vit_small_patch14_dinov2 / _reg4_dinov2 (2 blocks, 28²)
     clip                 transformers CLIPVisionModelWithProjection: image_embeds and
                          last_hidden_state
+    peft_to_graft        a LoRA directory written by PEFT (save_pretrained over a timm
+                         ViT) bound to one graft `lora` adapter, train and infer mode,
+                         against the PEFT model's output
+    graft_to_peft        `graft train` (3 steps) then `graft export peft`; the directory
+                         loaded by PeftModel.from_pretrained reproduces `graft run`
 
 Each function takes the case and the generate module (helpers: perturb, rel, TOL).
 """
@@ -190,5 +195,64 @@ def clip(c, g):
     c.run_and_compare(g.TEST_SPECS / "clip_small.graft", {"clip": w}, xs, ref, modes=("infer",))
 
 
+PEFT_VIT = dict(img_size=32, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+
+
+def peft_to_graft(c, g):
+    from peft import LoraConfig, get_peft_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    base = g.timm_vit(PEFT_VIT, 770)
+    model = VisionTransformer(**PEFT_VIT).eval()
+    model.load_state_dict(base, strict=True)
+    x = _inputs((2, 3, 32, 32), 771)
+    with torch.no_grad():
+        plain = model.double()(x.double())
+    pm = get_peft_model(model.float(), LoraConfig(r=4, lora_alpha=8, target_modules=["qkv", "fc1"]))
+    gen = torch.Generator().manual_seed(772)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "lora_" in n:  # B starts at zero: give both factors values
+                p.copy_(torch.randn(p.shape, generator=gen) / p.shape[1] ** 0.5)
+    peft_dir = c.out / "peft_adapter"
+    pm.save_pretrained(str(peft_dir))
+    pm = pm.eval().double()
+    with torch.no_grad():
+        want = pm(x.double())
+    g.sensitive("PEFT LoRA", want, plain)
+    w = c.save("vit.safetensors", base)
+    xs = c.save("inputs.safetensors", {"image": x})
+    ref = c.save("ref.safetensors", {"logits": want})
+    c.run_and_compare(g.TEST_SPECS / "peft_lora.graft", {"vit": w, "lora_all": str(peft_dir)}, xs, ref)
+
+
+def graft_to_peft(c, g):
+    import json
+
+    base = g.timm_vit(PEFT_VIT, 780)
+    gen = torch.Generator().manual_seed(781)
+    n = 16
+    data = c.out / "data"
+    data.mkdir()
+    g.save_file({"image": torch.randn(n, 3, 32, 32, generator=gen).contiguous(),
+                 "label": torch.randint(0, 10, (n,), generator=gen)}, str(data / "shard-00000.safetensors"))
+    with open(data / "dataset.json", "w") as f:
+        json.dump({"task": "classification", "classes": 10, "samples": n, "shards": 1,
+                   "inputs": {"image": {"dtype": "f32", "shape": [3, 32, 32]}}, "seed": 0}, f)
+    w = c.save("vit.safetensors", base)
+    xs = c.save("inputs.safetensors", {"image": _inputs((2, 3, 32, 32), 782)})
+    spec = g.TEST_SPECS / "peft_lora.graft"
+    run = c.file("run")
+    c.graft("train", spec, "--data", data, "--steps", 3, "--batch", 8, "--lr", 0.05, "--out", run,
+            "--weights", f"vit={w}", "--seed", 1)
+    c.graft("export", "peft", spec, "--run", run, "--out", c.file("peft_export"))
+    out = c.run(spec, {"vit": w, "lora_all": f"{run}/trainable.safetensors"}, xs, "out_trained.safetensors", "train")
+    cfg = c.file("timm_config.json")
+    with open(cfg, "w") as f:
+        json.dump(PEFT_VIT, f)
+    c.python("check_peft.py", "--peft", c.file("peft_export"), "--base", w, "--config", cfg, "--inputs", xs,
+             "--graft", out, "--tol", f"{g.TOL:g}")
+
+
 CASES = {f.__name__: f for f in (hf_vit, videomae_hf, videomae_hf_classifier, videomae_original, dinov2,
-                                  dinov2_reg4, clip)}
+                                  dinov2_reg4, clip, peft_to_graft, graft_to_peft)}

@@ -118,6 +118,13 @@ pub(crate) fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bind
         );
     }
     b.maps = c.key_maps.clone();
+    // PEFT adapter directories: their config checked against the adapter first.
+    for (name, path) in &b.files {
+        if super::peft::is_peft_dir(path) {
+            let map = super::peft::check(name, path, c.adapter_info.get(name))?;
+            b.maps.insert(name.clone(), map);
+        }
+    }
     b.weights_only = c.components.iter().filter(|x| x.weights_only).map(|x| x.name.clone()).collect();
     Ok(b)
 }

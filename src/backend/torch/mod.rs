@@ -30,6 +30,7 @@ pub mod fuse;
 pub mod inputs;
 pub mod lower;
 pub mod params;
+pub mod peft;
 pub mod safetensors;
 pub mod train;
 pub mod weights;

@@ -51,6 +51,14 @@ pub struct WeightFile {
 impl WeightFile {
     /// Open a file; the format comes from its first bytes, not its name.
     pub fn open(path: &Path) -> Result<WeightFile> {
+        // A PEFT adapter directory: its weights file (keys mapped by the binding).
+        let inner;
+        let path = if super::peft::is_peft_dir(path) {
+            inner = super::peft::weights_file(path)?;
+            inner.as_path()
+        } else {
+            path
+        };
         let mut head = [0u8; 8];
         {
             use std::io::Read;

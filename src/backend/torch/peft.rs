@@ -1,0 +1,220 @@
+//! PEFT LoRA adapter directories, both ways.
+//!
+//! A directory written by PEFT's `save_pretrained` (`adapter_config.json` +
+//! `adapter_model.safetensors`) binds to a graft `lora` adapter like a file
+//! (`--weights lora_all=DIR`, or in the spec). Its keys are the wrapped model's module
+//! paths under `base_model.model.` (`base_model.model.blocks.0.attn.qkv.lora_A.weight`);
+//! graft's are the adapter's sites (`vit.blocks.0.attn.qkv.lora_A.weight` under the
+//! binding), so the binding reads them through a key map: the prefix removed, the
+//! backbone's name put in front. Before anything loads, the config is checked against
+//! the adapter: rank, alpha, target modules, and the options graft's `lora` does not
+//! have (DoRA, rsLoRA, biases, per-module ranks); every disagreement is listed.
+//!
+//! `graft export peft SPEC --run RUN_DIR --out DIR` writes the trained adapter of a run
+//! as such a directory, for `peft.PeftModel.from_pretrained` over the timm /
+//! transformers model whose keys the backbone has.
+
+use super::safetensors::SafeFile;
+use crate::keymap::KeyMap;
+use crate::lower::AdapterInfo;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const CONFIG: &str = "adapter_config.json";
+pub const WEIGHTS: &str = "adapter_model.safetensors";
+/// PEFT's prefix for the wrapped model's keys.
+pub const PREFIX: &str = "base_model.model.";
+
+/// Whether `path` is a PEFT adapter directory.
+pub fn is_peft_dir(path: &Path) -> bool {
+    path.is_dir() && path.join(CONFIG).is_file()
+}
+
+/// The weights file inside a PEFT directory.
+pub fn weights_file(dir: &Path) -> Result<PathBuf> {
+    for name in [WEIGHTS, "adapter_model.bin"] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("{}: a PEFT adapter directory without {WEIGHTS} (or adapter_model.bin)", dir.display())
+}
+
+/// The one component an adapter's sites lie in (PEFT wraps one model).
+fn component(binding: &str, info: &AdapterInfo) -> Result<String> {
+    let mut comps: Vec<&str> = info.sites.iter().filter_map(|s| s.split('.').next()).collect();
+    comps.sort();
+    comps.dedup();
+    match comps.as_slice() {
+        [c] => Ok(c.to_string()),
+        _ => bail!(
+            "adapter `{binding}` has sites in {} (`{}`); a PEFT adapter wraps one model",
+            comps.len(),
+            comps.join("`, `")
+        ),
+    }
+}
+
+/// Check the directory's config against the adapter and return the key map that
+/// reads its weights.
+pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<KeyMap> {
+    let text =
+        std::fs::read_to_string(dir.join(CONFIG)).with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
+    let cfg: Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", dir.join(CONFIG).display()))?;
+    let Some(info) = info else {
+        bail!("--weights {binding}={}: a PEFT adapter directory binds to a `lora` adapter, and `{binding}` is not an adapter", dir.display());
+    };
+    if info.module != "lora" {
+        bail!(
+            "--weights {binding}={}: a PEFT LoRA directory binds to a `lora` adapter; `{binding}` is `{}`",
+            dir.display(),
+            info.module
+        );
+    }
+    let comp = component(binding, info)?;
+    let mut diff = Vec::new();
+    let get = |k: &str| cfg.get(k).cloned().unwrap_or(Value::Null);
+    if get("peft_type") != json!("LORA") {
+        diff.push(format!("peft_type: graft reads LORA, the config has {}", get("peft_type")));
+    }
+    for (ours, theirs) in [("rank", "r"), ("alpha", "lora_alpha")] {
+        let spec = info.args.get(ours).copied();
+        let file = get(theirs).as_f64();
+        if spec != file {
+            let s = spec.map_or("unset".to_string(), |v| v.to_string());
+            diff.push(format!("{ours}: spec {s}, {CONFIG} {theirs} = {}", get(theirs)));
+        }
+    }
+    for (key, want) in [("use_dora", json!(false)), ("use_rslora", json!(false)), ("fan_in_fan_out", json!(false))] {
+        let v = get(key);
+        if !v.is_null() && v != want {
+            diff.push(format!("{key}: {v} (graft's lora computes (alpha / rank) · B A on the linear's input)"));
+        }
+    }
+    let bias = get("bias");
+    if !bias.is_null() && bias != json!("none") {
+        diff.push(format!("bias: {bias} (graft's lora has no bias of its own; PEFT's \"none\")"));
+    }
+    for key in ["rank_pattern", "alpha_pattern"] {
+        if get(key).as_object().is_some_and(|o| !o.is_empty()) {
+            diff.push(format!("{key}: {} (one rank and alpha for every site in graft)", get(key)));
+        }
+    }
+    if get("modules_to_save").as_array().is_some_and(|a| !a.is_empty()) {
+        diff.push(format!("modules_to_save: {} (bind those modules' weights separately)", get("modules_to_save")));
+    }
+    // Every site must be one of PEFT's target modules (a name or a path suffix).
+    let sites: Vec<String> = info.sites.iter().map(|s| s[comp.len() + 1..].to_string()).collect();
+    if let Some(targets) = get("target_modules").as_array() {
+        let targets: Vec<&str> = targets.iter().filter_map(Value::as_str).collect();
+        let matched = |s: &str| targets.iter().any(|t| s == *t || s.ends_with(&format!(".{t}")));
+        let untargeted: Vec<&str> = sites.iter().map(String::as_str).filter(|s| !matched(s)).collect();
+        if !untargeted.is_empty() {
+            diff.push(format!(
+                "target_modules: {:?} do not cover {} of the adapter's sites (first: {})",
+                targets,
+                untargeted.len(),
+                untargeted[0]
+            ));
+        }
+    }
+    if !diff.is_empty() {
+        bail!(
+            "adapter `{binding}` and the PEFT directory {} disagree:\n  {}\n  hint: declare the adapter with the directory's r and lora_alpha (lora(rank: …, alpha: …)) at the modules it targets",
+            dir.display(),
+            diff.join("\n  ")
+        );
+    }
+    Ok(KeyMap { prefix: Some(PREFIX.into()), rename: Vec::new(), insert: Some(format!("{comp}.")) })
+}
+
+/// `graft export peft`.
+#[derive(clap::Args, Debug)]
+pub struct ExportPeftArgs {
+    /// The spec the run trained.
+    pub spec: PathBuf,
+    /// The `graft train` output directory (its trainable.safetensors).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The directory to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The `lora` adapter to export, when the spec has several.
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+/// Write the run's LoRA adapter as a PEFT directory.
+pub fn export(a: &ExportPeftArgs) -> Result<ExitCode> {
+    let Some(c) = super::cli::compiled(&a.spec, crate::pipeline::Mode::Train) else { return Ok(ExitCode::from(1)) };
+    let loras: Vec<(&String, &AdapterInfo)> = c.adapter_info.iter().filter(|(_, i)| i.module == "lora").collect();
+    let (name, info) = match (&a.adapter, loras.as_slice()) {
+        (Some(n), _) => loras
+            .iter()
+            .find(|(k, _)| *k == n)
+            .copied()
+            .ok_or_else(|| anyhow!("--adapter {n}: the spec has no lora adapter `{n}`"))?,
+        (None, [one]) => *one,
+        (None, []) => bail!("{}: the spec has no `lora` adapter to export", a.spec.display()),
+        (None, many) => bail!(
+            "{}: several lora adapters ({}); choose one with --adapter",
+            a.spec.display(),
+            many.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let comp = component(name, info)?;
+    let (rank, alpha) = match (info.args.get("rank"), info.args.get("alpha")) {
+        (Some(r), Some(al)) => (*r, *al),
+        _ => bail!("adapter `{name}`: rank and alpha must be numbers known at compile time"),
+    };
+    if a.out.exists() {
+        bail!("--out {}: already exists; graft writes a new directory", a.out.display());
+    }
+    let ckpt = a.run.join(super::train::checkpoint::TRAINABLE);
+    let file = SafeFile::open(if a.run.is_dir() { &ckpt } else { &a.run })?;
+    let mut tensors = Vec::new();
+    let mut targets = Vec::new();
+    for site in &info.sites {
+        let rest = &site[comp.len() + 1..];
+        for m in ["lora_A", "lora_B"] {
+            let key = format!("{name}.{site}.{m}.weight");
+            let t = file
+                .tensor(&key)
+                .map_err(|_| anyhow!("{}: no `{key}`: was the run trained with this spec?", ckpt.display()))?;
+            tensors.push((format!("{PREFIX}{rest}.{m}.weight"), t));
+        }
+        targets.push(rest.to_string());
+    }
+    let config = json!({
+        "peft_type": "LORA",
+        "r": rank as i64,
+        "lora_alpha": alpha,
+        "target_modules": targets,
+        "bias": "none",
+        "lora_dropout": 0.0,
+        "fan_in_fan_out": false,
+        "use_rslora": false,
+        "use_dora": false,
+        "init_lora_weights": true,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "base_model_name_or_path": null,
+        "task_type": null,
+    });
+    let staged = crate::durable::StagedDir::new(&a.out)?;
+    staged.write(CONFIG, serde_json::to_string_pretty(&config)?.as_bytes())?;
+    staged.write(WEIGHTS, &super::safetensors::to_bytes(&tensors)?)?;
+    staged.publish()?;
+    println!(
+        "wrote {} (adapter `{name}`: rank {rank}, alpha {alpha}, {} modules of `{comp}`)",
+        a.out.display(),
+        targets.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
