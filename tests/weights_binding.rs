@@ -183,3 +183,72 @@ fn key_rules_map_a_prefixed_checkpoint() {
     assert!(out.contains("`target` reads the keys under `base_model.model.` of"), "{out}");
     assert!(out.contains("1 other key not read (classifier.weight)"), "{out}");
 }
+
+/// A PEFT directory whose config disagrees with the adapter: every difference listed
+/// before any tensor loads.
+#[test]
+fn peft_directory_config_is_checked_against_the_adapter() {
+    let dir = dir("peft");
+    let spec = dir.join("m.graft");
+    std::fs::write(
+        &spec,
+        r#"
+module net(dim: int) {
+  in x
+  fc = linear(dim, dim)(x)
+  out fc
+}
+model m {
+  input x: f32[B, 4]
+  backbone base = net(4)(x) weights "base.safetensors"
+  adapter lora_all = lora(rank: 2, alpha: 4.0) at base.fc parallel
+  output y = base
+  train lora_all
+}
+"#
+        .replace("module net", "use std.adapters\nmodule net"),
+    )
+    .unwrap();
+    save(&dir.join("base.safetensors"), &[("fc.weight", t(&[0.0; 16], &[4, 4])), ("fc.bias", t(&[0.0; 4], &[4]))]);
+    save(&dir.join("x.safetensors"), &[("x", t(&[1.0; 8], &[2, 4]))]);
+    let peft = dir.join("adapter");
+    std::fs::create_dir_all(&peft).unwrap();
+    save(
+        &peft.join("adapter_model.safetensors"),
+        &[
+            ("base_model.model.fc.lora_A.weight", t(&[0.5; 8], &[2, 4])),
+            ("base_model.model.fc.lora_B.weight", t(&[0.25; 8], &[4, 2])),
+        ],
+    );
+    let run = |config: &str| {
+        std::fs::write(peft.join("adapter_config.json"), config).unwrap();
+        graft(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--weights",
+            &format!("lora_all={}", peft.display()),
+            "--inputs",
+            dir.join("x.safetensors").to_str().unwrap(),
+            "--out",
+            dir.join("y.safetensors").to_str().unwrap(),
+        ])
+    };
+    let o = run(r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["qkv"], "use_dora": true}"#);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = text(&o);
+    for line in [
+        "adapter `lora_all` and the PEFT directory",
+        "rank: spec 2, adapter_config.json r = 8",
+        "alpha: spec 4, adapter_config.json lora_alpha = 16",
+        "use_dora: true",
+        r#"target_modules: ["qkv"] do not cover 1 of the adapter's sites (first: fc)"#,
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    // The matching config loads: y = x Wᵀ + b + (alpha / r) · x Aᵀ Bᵀ with W, b zero.
+    let o = run(r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["fc"], "bias": "none"}"#);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let y = Tensor::read_safetensors(dir.join("y.safetensors")).unwrap().remove(0).1;
+    // x A^T = 2.0 per rank; B · that = 0.25 · 2 · 2 = 1.0; times alpha / r = 2.
+    assert!(y.allclose(&t(&[2.0; 8], &[2, 4]), 1e-6, 1e-6, false), "{y}");
+}
