@@ -18,6 +18,44 @@ pub fn compile_str(name: &str, dir: Option<&Path>, text: &str, mode: Mode) -> Re
     compile(prog, mode)
 }
 
+/// A spec that does not compile: the failure and the file, for the caller to render
+/// ([`SpecErrors::render`]; the CLI prints it and exits 1).
+pub struct SpecErrors {
+    pub spec: std::path::PathBuf,
+    pub failure: Failure,
+}
+
+impl SpecErrors {
+    /// The diagnostics, then `N errors in SPEC` for user errors.
+    pub fn render(&self, color: bool) -> String {
+        let mut s = render_failure(&self.failure, color);
+        if let Failure::User(_, d) = &self.failure {
+            let n = d.items.len();
+            s.push_str(&format!("{n} error{} in {}\n", if n == 1 { "" } else { "s" }, self.spec.display()));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(false))
+    }
+}
+
+impl std::fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.render(false).trim_end())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Load and compile a spec file; the error keeps the file's name for the report.
+pub fn compile_spec(path: &Path, mode: Mode) -> Result<Compiled, SpecErrors> {
+    compile_file(path, mode).map_err(|failure| SpecErrors { spec: path.to_path_buf(), failure })
+}
+
 /// Check a program: a file with a model compiles it (train mode); a file of modules
 /// only is parsed and resolved.
 pub fn check_program(prog: Program) -> Result<Option<Compiled>, Failure> {
@@ -66,4 +104,18 @@ pub fn select(c: &Compiled, sel: &crate::syntax::ast::Selector) -> Result<Vec<Se
             SelectRow { path: m, kind, params: n }
         })
         .collect())
+}
+
+/// The `graft compile --timings` table: each stage's time, whether it changed the
+/// graph, and the node count after it.
+pub fn timings_table(t: &[crate::pipeline::Timing]) -> String {
+    let mut out = format!("{:<24} {:>12} {:>8}  {}\n", "stage", "time", "nodes", "changed");
+    for s in t {
+        let ms = s.elapsed.as_secs_f64() * 1e3;
+        let changed = if s.changed { "yes" } else { "no" };
+        out += &format!("{:<24} {:>9.3} ms {:>8}  {changed}\n", s.stage, ms, s.nodes);
+    }
+    let total: f64 = t.iter().map(|s| s.elapsed.as_secs_f64() * 1e3).sum();
+    out += &format!("{:<24} {:>9.3} ms\n", "total", total);
+    out
 }

@@ -7,18 +7,27 @@
 //! ([`ir`]), freezes what must not train and folds re-parameterizations for inference.
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
+// The library returns errors and data; only command modules (`commands/`,
+// `data::cli`, `graft train`'s loop and progress) write to the terminal.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod api;
-#[cfg(feature = "torch")]
 pub mod backend;
+pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
+pub mod evaluate;
+pub mod fuse;
 pub mod ir;
 pub mod keymap;
 pub mod lower;
+pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod safetensors;
 pub mod select;
 pub mod source;
 pub mod syntax;
+pub mod tensor;

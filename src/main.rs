@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use graft::api::{compile_file, render_failure};
+use graft::api::{compile_spec, render_failure, SpecErrors};
+use graft::commands::ModeArg;
 use graft::pipeline::{Compiled, Failure, Mode};
 use graft::report;
 use std::io::IsTerminal;
@@ -31,19 +32,25 @@ enum Cmd {
     Compile {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
-        mode: Mode,
+        mode: ModeArg,
         /// Comma-separated: ir, yaml, dot, params.
         #[arg(long, value_delimiter = ',', default_value = "ir")]
         emit: Vec<Emit>,
         /// Directory to write `MODEL.MODE.{ir,yaml,dot,params.txt}` into (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print how long each stage of the pipeline took (to stderr).
+        #[arg(long)]
+        timings: bool,
+        /// Print the IR right after this stage (`lower` or a pass) and stop there.
+        #[arg(long, value_name = "PASS", value_parser = clap::builder::PossibleValuesParser::new(graft::pipeline::stages(Mode::Infer)))]
+        stop_after: Option<String>,
     },
     /// Parameter table: total, trainable, frozen, per component, % of backbone.
     Params {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
-        mode: Mode,
+        mode: ModeArg,
         #[arg(long)]
         json: bool,
     },
@@ -62,32 +69,30 @@ enum Cmd {
     },
     /// Run a model on named inputs (LibTorch) and write its outputs by name.
     #[cfg(feature = "torch")]
-    Run(graft::backend::torch::cli::RunArgs),
+    Run(graft::commands::run::RunArgs),
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
     #[cfg(feature = "torch")]
-    Fuse(graft::backend::torch::cli::FuseArgs),
+    Fuse(graft::commands::fuse::FuseArgs),
     /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
     #[cfg(feature = "torch")]
     Train(Box<graft::backend::torch::train::TrainArgs>),
     /// Loss, accuracy and confusions of a model (and a trained run) on a dataset.
     #[cfg(feature = "torch")]
-    Eval(graft::backend::torch::eval::EvalArgs),
+    Eval(graft::commands::eval::EvalArgs),
     /// Compile time and forward latency of specs, side by side (random weights).
     #[cfg(feature = "torch")]
-    Bench(graft::backend::torch::bench::BenchArgs),
+    Bench(graft::commands::bench::BenchArgs),
     /// Write a trained adapter in another tool's format (`export peft`).
-    #[cfg(feature = "torch")]
     Export {
         #[command(subcommand)]
         cmd: ExportCmd,
     },
 }
 
-#[cfg(feature = "torch")]
 #[derive(Subcommand)]
 enum ExportCmd {
     /// A run's LoRA adapter as a PEFT directory (adapter_config.json + adapter_model.safetensors).
-    Peft(graft::backend::torch::peft::ExportPeftArgs),
+    Peft(graft::commands::export::ExportPeftArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +108,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<SpecErrors>() {
+                // The spec's own diagnostics, as `check` prints them.
+                Some(s) => eprint!("{}", s.render(color())),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -115,15 +124,43 @@ fn color() -> bool {
 
 /// Compile or print the failure; `None` means "exit 1".
 fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
-    match compile_file(spec, mode) {
-        Ok(c) => Some(c),
-        Err(f) => {
-            eprint!("{}", render_failure(&f, color()));
-            if let Failure::User(_, d) = &f {
-                let n = d.items.len();
-                eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
-            }
-            None
+    compile_spec(spec, mode).map_err(|e| eprint!("{}", e.render(color()))).ok()
+}
+
+fn print_failure(spec: &Path, f: &Failure) {
+    eprint!("{}", render_failure(f, color()));
+    if let Failure::User(_, d) = f {
+        let n = d.items.len();
+        eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
+    }
+}
+
+/// `graft compile --stop-after STAGE`: the IR text right after that stage.
+fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode {
+    let prog = match graft::lower::load_file(spec) {
+        Ok(p) => p,
+        Err((s, d)) => {
+            print_failure(spec, &Failure::User(s, d));
+            return ExitCode::from(1);
+        }
+    };
+    let model = prog.root_model.clone().unwrap_or_default();
+    match graft::pipeline::graph_after(prog, mode, stage) {
+        None => {
+            eprintln!("error: `{stage}` does not run in {mode_name} mode");
+            eprintln!("  hint: the stages of {mode_name} mode are {}", graft::pipeline::stages(mode).join(", "));
+            ExitCode::from(2)
+        }
+        Some(Err(f)) => {
+            print_failure(spec, &f);
+            ExitCode::from(1)
+        }
+        Some(Ok(g)) => {
+            print!(
+                "{}",
+                graft::ir::print::to_text(&g, &format!("graft ir: model {model} mode {mode_name} after {stage}"))
+            );
+            ExitCode::SUCCESS
         }
     }
 }
@@ -132,17 +169,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Run(a) => graft::backend::torch::cli::run(a),
+        Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Fuse(a) => graft::backend::torch::cli::fuse(a),
+        Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
         Cmd::Train(a) => graft::backend::torch::train::train(*a),
         #[cfg(feature = "torch")]
-        Cmd::Eval(a) => graft::backend::torch::eval::eval(a),
+        Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Bench(a) => graft::backend::torch::bench::bench(a),
-        #[cfg(feature = "torch")]
-        Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::backend::torch::peft::export(&a),
+        Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {
@@ -169,9 +205,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
-        Cmd::Compile { spec, mode, emit, out } => {
-            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
+        Cmd::Compile { spec, mode, emit, out, timings, stop_after: stop } => {
+            let mode = Mode::from(mode);
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
+            if let Some(stage) = stop {
+                return Ok(stop_after(&spec, mode, mode_name, &stage));
+            }
+            let prog = graft::lower::load_file(&spec).map_err(|(s, d)| Failure::User(s, d));
+            let (result, t) = match prog {
+                Ok(prog) => graft::pipeline::compile_timed(prog, mode),
+                Err(f) => (Err(f), Vec::new()),
+            };
+            if timings {
+                eprint!("{}", graft::api::timings_table(&t));
+            }
+            let c = match result {
+                Ok(c) => c,
+                Err(f) => {
+                    print_failure(&spec, &f);
+                    return Ok(ExitCode::from(1));
+                }
+            };
             for e in emit {
                 let (ext, text) = match e {
                     Emit::Ir => (
@@ -195,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Params { spec, mode, json } => {
-            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
+            let Some(c) = compiled(&spec, mode.into()) else { return Ok(ExitCode::from(1)) };
             let r = report::param_report(&c);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -74,6 +74,19 @@ impl From<crate::durable::WriteError> for DataError {
     }
 }
 
+impl From<crate::safetensors::SafetensorsError> for DataError {
+    fn from(e: crate::safetensors::SafetensorsError) -> DataError {
+        use crate::safetensors::SafetensorsError as S;
+        match e {
+            S::Io { path, source } => DataError::Io { path, source },
+            S::NotSafetensors { path, key, reason } => DataError::NotSafetensors { path, key, reason },
+            S::Truncated { path, key, expected, actual } => DataError::Truncated { path, key, expected, actual },
+            S::Write(w) => w.into(),
+            other => DataError::Invalid(other.to_string()),
+        }
+    }
+}
+
 fn key_suffix(key: &Option<String>) -> String {
     key.as_ref().map(|k| format!(" (tensor `{k}`)")).unwrap_or_default()
 }

@@ -92,7 +92,7 @@ impl DatasetWriter {
         }
         tensors.insert("label".into(), batch.label_tensor());
         let metadata = BTreeMap::from([("format".to_string(), "graft-dataset-shard".to_string())]);
-        let bytes = encode(&tensors, &metadata);
+        let bytes = encode(&tensors, &metadata)?;
         write_atomic(&path, &bytes)?;
         self.bytes += bytes.len() as u64;
         self.meta.shards += 1;

@@ -149,8 +149,6 @@ pub struct Lowered {
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
     /// Bindings declared `weights required`: the file comes from the command line.
     pub required_weights: std::collections::BTreeSet<String>,
-    /// Adapters by name, filled by `insert_adapters`.
-    pub adapter_info: BTreeMap<String, AdapterInfo>,
 }
 
 /// Graph construction state shared by lowering and the passes that instantiate.
@@ -170,6 +168,8 @@ pub struct Builder {
     /// While an adapter module is instantiated: the features it receives and the
     /// features it returns at its site (`site_in`, `site_out` in its defaults).
     pub(crate) adapter_site: Option<(i64, i64)>,
+    /// Adapters by name as placed (filled by `insert_adapters`).
+    pub(crate) adapter_info: BTreeMap<String, AdapterInfo>,
 }
 
 impl Builder {
@@ -185,6 +185,7 @@ impl Builder {
             stack: Vec::new(),
             total_elements: 0,
             adapter_site: None,
+            adapter_info: BTreeMap::new(),
         }
     }
 

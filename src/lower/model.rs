@@ -76,7 +76,6 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         weights: BTreeMap::new(),
         key_maps: BTreeMap::new(),
         required_weights: BTreeSet::new(),
-        adapter_info: BTreeMap::new(),
     };
     // Disjoint borrows of the model's tables while it is being built.
     let b = &mut lw.b;

@@ -10,17 +10,14 @@
 //! the adapter: rank, alpha, target modules, and the options graft's `lora` does not
 //! have (DoRA, rsLoRA, biases, per-module ranks); every disagreement is listed.
 //!
-//! `graft export peft SPEC --run RUN_DIR --out DIR` writes the trained adapter of a run
-//! as such a directory, for `peft.PeftModel.from_pretrained` over the timm /
-//! transformers model whose keys the backbone has.
+//! `graft export peft` ([`crate::commands::export`]) writes the other direction with
+//! [`config_json`] and [`PREFIX`].
 
-use super::safetensors::SafeFile;
+use super::ParamError;
 use crate::keymap::KeyMap;
 use crate::lower::AdapterInfo;
-use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 pub const CONFIG: &str = "adapter_config.json";
 pub const WEIGHTS: &str = "adapter_model.safetensors";
@@ -33,47 +30,57 @@ pub fn is_peft_dir(path: &Path) -> bool {
 }
 
 /// The weights file inside a PEFT directory.
-pub fn weights_file(dir: &Path) -> Result<PathBuf> {
+pub fn weights_file(dir: &Path) -> Result<PathBuf, ParamError> {
     for name in [WEIGHTS, "adapter_model.bin"] {
         let p = dir.join(name);
         if p.is_file() {
             return Ok(p);
         }
     }
-    bail!("{}: a PEFT adapter directory without {WEIGHTS} (or adapter_model.bin)", dir.display())
+    Err(ParamError::File {
+        path: dir.to_path_buf(),
+        reason: format!("a PEFT adapter directory without {WEIGHTS} (or adapter_model.bin)"),
+    })
+}
+
+fn binding_error(msg: String) -> ParamError {
+    ParamError::Binding(msg)
 }
 
 /// The one component an adapter's sites lie in (PEFT wraps one model).
-fn component(binding: &str, info: &AdapterInfo) -> Result<String> {
+pub fn component(binding: &str, info: &AdapterInfo) -> Result<String, ParamError> {
     let mut comps: Vec<&str> = info.sites.iter().filter_map(|s| s.split('.').next()).collect();
     comps.sort();
     comps.dedup();
     match comps.as_slice() {
         [c] => Ok(c.to_string()),
-        _ => bail!(
+        _ => Err(binding_error(format!(
             "adapter `{binding}` has sites in {} (`{}`); a PEFT adapter wraps one model",
             comps.len(),
             comps.join("`, `")
-        ),
+        ))),
     }
 }
 
 /// Check the directory's config against the adapter and return the key map that
 /// reads its weights.
-pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<KeyMap> {
-    let text =
-        std::fs::read_to_string(dir.join(CONFIG)).with_context(|| format!("reading {}", dir.join(CONFIG).display()))?;
-    let cfg: Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", dir.join(CONFIG).display()))?;
+pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<KeyMap, ParamError> {
+    let file = dir.join(CONFIG);
+    let bad = |reason: String| ParamError::File { path: file.clone(), reason };
+    let text = std::fs::read_to_string(&file).map_err(|e| bad(e.to_string()))?;
+    let cfg: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let Some(info) = info else {
-        bail!("--weights {binding}={}: a PEFT adapter directory binds to a `lora` adapter, and `{binding}` is not an adapter", dir.display());
+        return Err(binding_error(format!(
+            "--weights {binding}={}: a PEFT adapter directory binds to a `lora` adapter, and `{binding}` is not an adapter",
+            dir.display()
+        )));
     };
     if info.module != "lora" {
-        bail!(
+        return Err(binding_error(format!(
             "--weights {binding}={}: a PEFT LoRA directory binds to a `lora` adapter; `{binding}` is `{}`",
             dir.display(),
             info.module
-        );
+        )));
     }
     let comp = component(binding, info)?;
     let mut diff = Vec::new();
@@ -123,73 +130,20 @@ pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<Ke
         }
     }
     if !diff.is_empty() {
-        bail!(
+        return Err(binding_error(format!(
             "adapter `{binding}` and the PEFT directory {} disagree:\n  {}\n  hint: declare the adapter with the directory's r and lora_alpha (lora(rank: …, alpha: …)) at the modules it targets",
             dir.display(),
             diff.join("\n  ")
-        );
+        )));
     }
     Ok(KeyMap { prefix: Some(PREFIX.into()), rename: Vec::new(), insert: Some(format!("{comp}.")) })
 }
 
-/// `graft export peft`.
-#[derive(clap::Args, Debug)]
-pub struct ExportPeftArgs {
-    /// The spec the run trained.
-    pub spec: PathBuf,
-    /// The `graft train` output directory (its trainable.safetensors).
-    #[arg(long)]
-    pub run: PathBuf,
-    /// The directory to write (must not exist).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// The `lora` adapter to export, when the spec has several.
-    #[arg(long)]
-    pub adapter: Option<String>,
-}
-
-/// Write the run's LoRA adapter as a PEFT directory.
-pub fn export(a: &ExportPeftArgs) -> Result<ExitCode> {
-    let Some(c) = super::cli::compiled(&a.spec, crate::pipeline::Mode::Train) else { return Ok(ExitCode::from(1)) };
-    let loras: Vec<(&String, &AdapterInfo)> = c.adapter_info.iter().filter(|(_, i)| i.module == "lora").collect();
-    let (name, info) = match (&a.adapter, loras.as_slice()) {
-        (Some(n), _) => loras
-            .iter()
-            .find(|(k, _)| *k == n)
-            .copied()
-            .ok_or_else(|| anyhow!("--adapter {n}: the spec has no lora adapter `{n}`"))?,
-        (None, [one]) => *one,
-        (None, []) => bail!("{}: the spec has no `lora` adapter to export", a.spec.display()),
-        (None, many) => bail!(
-            "{}: several lora adapters ({}); choose one with --adapter",
-            a.spec.display(),
-            many.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-    };
-    let comp = component(name, info)?;
-    let (rank, alpha) = match (info.args.get("rank"), info.args.get("alpha")) {
-        (Some(r), Some(al)) => (*r, *al),
-        _ => bail!("adapter `{name}`: rank and alpha must be numbers known at compile time"),
-    };
-    if a.out.exists() {
-        bail!("--out {}: already exists; graft writes a new directory", a.out.display());
-    }
-    let ckpt = a.run.join(super::train::checkpoint::TRAINABLE);
-    let file = SafeFile::open(if a.run.is_dir() { &ckpt } else { &a.run })?;
-    let mut tensors = Vec::new();
-    let mut targets = Vec::new();
-    for site in &info.sites {
-        let rest = &site[comp.len() + 1..];
-        for m in ["lora_A", "lora_B"] {
-            let key = format!("{name}.{site}.{m}.weight");
-            let t = file
-                .tensor(&key)
-                .map_err(|_| anyhow!("{}: no `{key}`: was the run trained with this spec?", ckpt.display()))?;
-            tensors.push((format!("{PREFIX}{rest}.{m}.weight"), t));
-        }
-        targets.push(rest.to_string());
-    }
-    let config = json!({
+/// The `adapter_config.json` graft writes for a `lora` adapter: PEFT's LoRA with the
+/// adapter's rank and alpha, its sites (relative to the wrapped model) as target
+/// modules, and PEFT's defaults for what graft's `lora` does not have.
+pub fn config_json(rank: f64, alpha: f64, targets: &[String]) -> Value {
+    json!({
         "peft_type": "LORA",
         "r": rank as i64,
         "lora_alpha": alpha,
@@ -206,15 +160,5 @@ pub fn export(a: &ExportPeftArgs) -> Result<ExitCode> {
         "alpha_pattern": {},
         "base_model_name_or_path": null,
         "task_type": null,
-    });
-    let staged = crate::durable::StagedDir::new(&a.out)?;
-    staged.write(CONFIG, serde_json::to_string_pretty(&config)?.as_bytes())?;
-    staged.write(WEIGHTS, &super::safetensors::to_bytes(&tensors)?)?;
-    staged.publish()?;
-    println!(
-        "wrote {} (adapter `{name}`: rank {rank}, alpha {alpha}, {} modules of `{comp}`)",
-        a.out.display(),
-        targets.len()
-    );
-    Ok(ExitCode::SUCCESS)
+    })
 }
