@@ -127,12 +127,8 @@ fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
     compile_spec(spec, mode).map_err(|e| eprint!("{}", e.render(color()))).ok()
 }
 
-fn print_failure(spec: &Path, f: &Failure) {
-    eprint!("{}", render_failure(f, color()));
-    if let Failure::User(_, d) = f {
-        let n = d.items.len();
-        eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
-    }
+fn print_failure(spec: &Path, failure: Failure) {
+    eprint!("{}", SpecErrors { spec: spec.to_path_buf(), failure }.render(color()));
 }
 
 /// `graft compile --stop-after STAGE`: the IR text right after that stage.
@@ -140,7 +136,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
     let prog = match graft::lower::load_file(spec) {
         Ok(p) => p,
         Err((s, d)) => {
-            print_failure(spec, &Failure::User(s, d));
+            print_failure(spec, Failure::User(s, d));
             return ExitCode::from(1);
         }
     };
@@ -152,7 +148,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
             ExitCode::from(2)
         }
         Some(Err(f)) => {
-            print_failure(spec, &f);
+            print_failure(spec, f);
             ExitCode::from(1)
         }
         Some(Ok(g)) => {
@@ -222,7 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = match result {
                 Ok(c) => c,
                 Err(f) => {
-                    print_failure(&spec, &f);
+                    print_failure(&spec, f);
                     return Ok(ExitCode::from(1));
                 }
             };
