@@ -22,10 +22,31 @@ pub struct KeyMap {
     pub prefix: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rename: Vec<Rename>,
+    /// Position tables resampled as they load (`resample "pos_embed" [14, 14] -> [24, 24]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resample: Vec<Resample>,
     /// Put in front of every key after the rules (a PEFT directory's keys are its
     /// model's; the adapter's are under the backbone's name). Not spec syntax.
     #[serde(skip)]
     pub insert: Option<String>,
+}
+
+/// `resample "KEY" [grid] -> [grid] keep N`: the file's table `[1, N + prod(from), D]`
+/// becomes the spec's `[1, N + prod(to), D]` (see `params::resample`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Resample {
+    pub key: String,
+    pub from: Vec<i64>,
+    pub to: Vec<i64>,
+    pub keep: i64,
+}
+
+impl Resample {
+    /// The table's shape on the file's side and on the spec's, for a width `d`.
+    pub fn shapes(&self, d: i64) -> (Vec<i64>, Vec<i64>) {
+        let n = |g: &[i64]| self.keep + g.iter().product::<i64>();
+        (vec![1, n(&self.from), d], vec![1, n(&self.to), d])
+    }
 }
 
 /// `rename "from" -> "to"`.
@@ -37,7 +58,10 @@ pub struct Rename {
 
 impl KeyMap {
     pub fn is_identity(&self) -> bool {
-        self.prefix.as_deref().is_none_or(str::is_empty) && self.rename.is_empty() && self.insert.is_none()
+        self.prefix.as_deref().is_none_or(str::is_empty)
+            && self.rename.is_empty()
+            && self.insert.is_none()
+            && self.resample.is_empty()
     }
 
     /// The spec's key for a file key, or `None` when the key lies outside the prefix.
@@ -66,6 +90,9 @@ impl KeyMap {
         for r in &self.rename {
             parts.push(format!("rename {:?} -> {:?}", r.from, r.to));
         }
+        for r in &self.resample {
+            parts.push(format!("resample {:?} {:?} -> {:?} keep {}", r.key, r.from, r.to, r.keep));
+        }
         parts.join(" ")
     }
 }
@@ -83,6 +110,7 @@ mod tests {
                 Rename { from: "attn.".into(), to: "a.".into() },
             ],
             insert: None,
+            resample: Vec::new(),
         };
         assert_eq!(
             m.to_spec("base_model.model.layer.0.attention.attention.query.weight").unwrap(),

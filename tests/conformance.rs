@@ -284,3 +284,9 @@ fn peft_lora_directory_binds_to_a_graft_adapter() {
 fn exported_peft_directory_loads_into_peft() {
     conformance("graft_to_peft");
 }
+
+// (i) a position table resampled at load, against timm's resample_abs_pos_embed.
+#[test]
+fn resampled_position_table_matches_timm() {
+    conformance("resample");
+}

@@ -19,6 +19,7 @@ pub mod fold;
 pub mod glob;
 pub mod init;
 pub mod peft;
+pub mod resample;
 pub mod weights;
 
 pub use weights::{Bindings, Declared, Leaves, WeightFile};

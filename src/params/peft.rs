@@ -136,7 +136,7 @@ pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<Ke
             diff.join("\n  ")
         )));
     }
-    Ok(KeyMap { prefix: Some(PREFIX.into()), rename: Vec::new(), insert: Some(format!("{comp}.")) })
+    Ok(KeyMap { prefix: Some(PREFIX.into()), insert: Some(format!("{comp}.")), ..KeyMap::default() })
 }
 
 /// The `adapter_config.json` graft writes for a `lora` adapter: PEFT's LoRA with the

@@ -216,6 +216,11 @@ impl Bindings {
         Ok(b)
     }
 
+    /// The `resample` rule of `binding` for its key `key`, if any.
+    pub fn resample_rule(&self, binding: &str, key: &str) -> Option<&crate::keymap::Resample> {
+        self.maps.get(binding)?.resample.iter().find(|r| r.key == key)
+    }
+
     /// Where a leaf parameter's value comes from: `Some((binding, key))` for a file.
     pub fn source(&self, p: &ParamInfo) -> Option<(String, String)> {
         match &p.source {
@@ -380,8 +385,28 @@ impl Leaves {
                         used.insert(k);
                         let m = &f.metas[k];
                         let fits_kind = m.loadable && m.float == p.dtype.is_float();
-                        if !same_values_shape(&m.shape, &p.shape) || !fits_kind {
-                            mismatched.push(format!("{key}: file {}, spec {spec}", m.text));
+                        let rule = bindings.resample_rule(binding, key);
+                        let fits_shape = match rule {
+                            // The file holds the checkpoint's grid, the spec the new one.
+                            Some(r) => {
+                                let (file, spec) = r.shapes(*p.shape.last().unwrap_or(&0));
+                                m.shape == file && p.shape == spec
+                            }
+                            None => same_values_shape(&m.shape, &p.shape),
+                        };
+                        if !fits_shape || !fits_kind {
+                            let why = match rule {
+                                Some(r) => format!(
+                                    " (resample {:?} -> {:?} keep {} expects file {:?}, spec {:?})",
+                                    r.from,
+                                    r.to,
+                                    r.keep,
+                                    r.shapes(*p.shape.last().unwrap_or(&0)).0,
+                                    r.shapes(*p.shape.last().unwrap_or(&0)).1
+                                ),
+                                None => String::new(),
+                            };
+                            mismatched.push(format!("{key}: file {}, spec {spec}{why}", m.text));
                         } else {
                             found.insert(p.path.clone(), (fi, k.to_string()));
                         }
@@ -473,9 +498,14 @@ impl Leaves {
         let mut values = HashMap::new();
         for p in leaves.values() {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some(_), Some((fi, key)), _) => {
+                (Some((binding, spec_key)), Some((fi, key)), _) => {
+                    let t = files[*fi].tensor(key)?;
+                    let t = match bindings.resample_rule(&binding, &spec_key) {
+                        Some(r) => super::resample::apply(r, &t)?,
+                        None => t,
+                    };
                     // A scalar stored as `[1]` (an M2PT λ) takes the spec's shape.
-                    let mut t = files[*fi].tensor(key)?.to_dtype(p.dtype);
+                    let mut t = t.to_dtype(p.dtype);
                     t.shape = p.shape.clone();
                     t
                 }

@@ -139,6 +139,8 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
             "a key rule (`prefix \"...\"`, `rename \"...\" -> \"...\"`)"
         }
         Rule::kw_required => "`required`",
+        Rule::int_list => "a grid like [14, 14]",
+        Rule::kw_resample | Rule::kw_keep => "`resample`",
         Rule::placement => "a placement (`after`, `parallel` or `before`)",
         Rule::kw_at => "`at`",
         Rule::kw_from => "`from`",

@@ -610,7 +610,19 @@ fn trimmed_len(s: &str) -> usize {
 fn key_map<'a>(rules: impl Iterator<Item = Pair<'a, Rule>>) -> crate::keymap::KeyMap {
     let mut m = crate::keymap::KeyMap::default();
     for r in rules {
-        let strings: Vec<String> = r.into_inner().filter(|x| x.as_rule() == Rule::string).map(string_value).collect();
+        let parts: Vec<Pair<Rule>> = r.into_inner().collect();
+        let strings: Vec<String> =
+            parts.iter().filter(|x| x.as_rule() == Rule::string).cloned().map(string_value).collect();
+        let ints =
+            |p: &Pair<Rule>| -> Vec<i64> { p.clone().into_inner().filter_map(|i| i.as_str().parse().ok()).collect() };
+        let lists: Vec<Vec<i64>> = parts.iter().filter(|x| x.as_rule() == Rule::int_list).map(ints).collect();
+        if let [from, to] = lists.as_slice() {
+            let keep =
+                parts.iter().find(|x| x.as_rule() == Rule::int).and_then(|k| k.as_str().parse().ok()).unwrap_or(0);
+            let key = strings.first().cloned().unwrap_or_default();
+            m.resample.push(crate::keymap::Resample { key, from: from.clone(), to: to.clone(), keep });
+            continue;
+        }
         match strings.as_slice() {
             [p] => m.prefix = Some(p.clone()),
             [from, to] => m.rename.push(crate::keymap::Rename { from: from.clone(), to: to.clone() }),

@@ -22,6 +22,8 @@ perturbed away from their initialisation, float64 references. Tiny configuration
                          against the PEFT model's output
     graft_to_peft        `graft train` (3 steps) then `graft export peft`; the directory
                          loaded by PeftModel.from_pretrained reproduces `graft run`
+    resample             a ViT checkpoint at 32² (2 × 2 patches) run at 48 × 64 (3 × 4):
+                         graft's `resample` rule vs timm's resample_abs_pos_embed
 
 Each function takes the case and the generate module (helpers: perturb, rel, TOL).
 """
@@ -254,5 +256,23 @@ def graft_to_peft(c, g):
              "--graft", out, "--tol", f"{g.TOL:g}")
 
 
-CASES = {f.__name__: f for f in (hf_vit, videomae_hf, videomae_hf_classifier, videomae_original, dinov2,
+def resample(c, g):
+    from timm.layers import resample_abs_pos_embed
+    from timm.models.vision_transformer import VisionTransformer
+
+    P = g.timm_vit(PEFT_VIT, 790)  # trained at 32²
+    Q = dict(P)
+    Q["pos_embed"] = resample_abs_pos_embed(P["pos_embed"], new_size=[3, 4], num_prefix_tokens=1)
+    model = VisionTransformer(**dict(PEFT_VIT, img_size=(48, 64))).eval()
+    model.load_state_dict(Q, strict=True)
+    x = _inputs((2, 3, 48, 64), 791)
+    with torch.no_grad():
+        want = model.double()(x.double())
+    w = c.save("vit_32.safetensors", P)
+    xs = c.save("inputs.safetensors", {"image": x})
+    ref = c.save("ref.safetensors", {"logits": want})
+    c.run_and_compare(g.TEST_SPECS / "resample_vit.graft", {"vit": w}, xs, ref, modes=("infer",))
+
+
+CASES = {f.__name__: f for f in (resample, hf_vit, videomae_hf, videomae_hf_classifier, videomae_original, dinov2,
                                   dinov2_reg4, clip, peft_to_graft, graft_to_peft)}
