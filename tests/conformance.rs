@@ -270,6 +270,11 @@ fn dinov2_reg4_matches_timm() {
 }
 
 #[test]
+fn ast_matches_transformers() {
+    conformance("ast");
+}
+
+#[test]
 fn clip_vision_matches_transformers() {
     conformance("clip");
 }

@@ -453,7 +453,9 @@ fn conv(ins: &[&TensorType], stride: &[i64]) -> Result<TensorType, String> {
         if s <= 0 || n < k {
             return Err(format!("kernel {k} with stride {s} does not fit size {n} of {x}"));
         }
-        if (n - k) % s != 0 {
+        // Patches (stride ≥ kernel) must tile the input; overlapping windows (AST's
+        // stride 10 over 16) drop the remainder, as PyTorch does.
+        if s >= k && (n - k) % s != 0 {
             return Err(format!("size {n} of {x} is not a whole number of patches of {k} with stride {s}"));
         }
         shape.push(Dim::Fixed((n - k) / s + 1));

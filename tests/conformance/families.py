@@ -22,6 +22,8 @@ perturbed away from their initialisation, float64 references. Tiny configuration
                          against the PEFT model's output
     graft_to_peft        `graft train` (3 steps) then `graft export peft`; the directory
                          loaded by PeftModel.from_pretrained reproduces `graft run`
+    ast                  transformers ASTModel (Hub keys): pooler_output and
+                         last_hidden_state, overlapping patches (stride 10 over 16)
     resample             a ViT checkpoint at 32² (2 × 2 patches) run at 48 × 64 (3 × 4):
                          graft's `resample` rule vs timm's resample_abs_pos_embed
 
@@ -256,6 +258,28 @@ def graft_to_peft(c, g):
              "--graft", out, "--tol", f"{g.TOL:g}")
 
 
+def ast(c, g):
+    from transformers import ASTConfig, ASTModel
+
+    torch.manual_seed(800)
+    cfg = ASTConfig(**SMALL, patch_size=16, frequency_stride=10, time_stride=10, num_mel_bins=32, max_length=48,
+                    attn_implementation="eager")
+    model = ASTModel(cfg).eval()
+    P = _hf_state(model, g, 801)
+    gen = torch.Generator().manual_seed(802)
+    for k in ("embeddings.cls_token", "embeddings.distillation_token"):
+        P[k] = 0.5 * torch.randn(P[k].shape, generator=gen)
+    model.load_state_dict(P, strict=True)
+    x = _inputs((2, 48, 32), 803)  # [B, frames, mel bins]
+    with torch.no_grad():
+        out = model.double()(x.double())
+    assert out.last_hidden_state.shape[1] == 2 + 2 * 4, "2 × 4 overlapping patches + 2 tokens"
+    ref = c.save("ref.safetensors", {"pooler_output": out.pooler_output, "last_hidden_state": out.last_hidden_state})
+    w = c.save("ast.safetensors", to_hub_vit(P))
+    xs = c.save("inputs.safetensors", {"input_values": x})
+    c.run_and_compare(g.TEST_SPECS / "ast_small.graft", {"ast": w}, xs, ref, modes=("infer",))
+
+
 def resample(c, g):
     from timm.layers import resample_abs_pos_embed
     from timm.models.vision_transformer import VisionTransformer
@@ -274,5 +298,5 @@ def resample(c, g):
     c.run_and_compare(g.TEST_SPECS / "resample_vit.graft", {"vit": w}, xs, ref, modes=("infer",))
 
 
-CASES = {f.__name__: f for f in (resample, hf_vit, videomae_hf, videomae_hf_classifier, videomae_original, dinov2,
+CASES = {f.__name__: f for f in (ast, resample, hf_vit, videomae_hf, videomae_hf_classifier, videomae_original, dinov2,
                                   dinov2_reg4, clip, peft_to_graft, graft_to_peft)}
