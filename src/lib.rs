@@ -26,6 +26,7 @@ pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod safetensors;
 pub mod select;
 pub mod source;

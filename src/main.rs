@@ -124,7 +124,13 @@ fn color() -> bool {
 
 /// Compile or print the failure; `None` means "exit 1".
 fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
-    compile_spec(spec, mode).map_err(|e| eprint!("{}", e.render(color()))).ok()
+    match compile_spec(spec, mode) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprint!("{}", e.render(color()));
+            None
+        }
+    }
 }
 
 fn print_failure(spec: &Path, failure: Failure) {
