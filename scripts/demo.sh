@@ -71,7 +71,7 @@ step "5/6 fuse: fold W + λ·W′, check fused = unfused, write the plain model'
 "$g" eval specs/demo/video_plain.graft --data "$data/motion_val" --weights "video_vit=$runs/m2pt/fused.safetensors" \
   --json > "$out/eval/m2pt_fused.json"
 
-step "6/6 deployed cost: the fused model against the plain video ViT (same run, $threads threads)"
+step "6/6 deployed cost: fused.safetensors in the plain video ViT against the plain one (same run, $threads threads)"
 # The deployed model is measured as deployed: the plain spec with fused.safetensors
 # (spec 2), next to the plain spec with random weights (spec 1).
 "$g" bench specs/demo/video_plain.graft specs/demo/video_plain.graft \
@@ -109,10 +109,10 @@ in_file = file_params(out / "runs" / "m2pt" / "fused.safetensors")
 lines += ["", "M2PT on the motion task (4 classes): video ViT + pathways from the audio model",
           f"  val accuracy, trained (W + λ·W′):  {100 * m2['accuracy']:.1f}%",
           f"  val accuracy, fused plain model:   {100 * fused['accuracy']:.1f}%",
-          f"  parameters deployed (fused.safetensors): {in_file:,}; plain model {plain['params']:,}: "
+          f"  parameters deployed: fused {in_file:,} = plain {plain['params']:,}: "
           f"{in_file == plain['params'] == deployed['weights_params']}"]
 for (bs, a), (_, c) in zip(plain["forward_ms"], deployed["forward_ms"]):
-    lines.append(f"  latency batch {bs}: plain {a:.2f} ms, deployed (fused.safetensors) {c:.2f} ms, ratio {c / a:.3f}")
+    lines.append(f"  latency batch {bs}: plain {a:.2f} ms, fused {c:.2f} ms, ratio {c / a:.3f}")
 text = "\n".join(lines)
 print("\n" + text)
 (out / "summary.txt").write_text(text + "\n")

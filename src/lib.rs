@@ -13,11 +13,13 @@
 
 pub mod api;
 pub mod backend;
+pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod flops;
 pub mod fuse;
 pub mod ir;
 pub mod keymap;
