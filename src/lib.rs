@@ -26,6 +26,7 @@ pub mod fmt;
 pub mod fuse;
 pub mod input_file;
 pub mod ir;
+pub mod keymap;
 pub mod lower;
 pub mod lsp;
 pub mod params;

@@ -92,6 +92,17 @@ enum Cmd {
     /// Compile time and forward latency of specs, side by side (random weights).
     #[cfg(feature = "torch")]
     Bench(graft::commands::bench::BenchArgs),
+    /// Write a trained adapter in another tool's format (`export peft`).
+    Export {
+        #[command(subcommand)]
+        cmd: ExportCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// A run's LoRA adapter as a PEFT directory (adapter_config.json + adapter_model.safetensors).
+    Peft(graft::commands::export::ExportPeftArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -179,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {
@@ -282,7 +294,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("output {}: [{}]", o.name, shape.join(", "));
                 }
                 for w in &i.weights {
-                    println!("weights {} = {}", w.binding, w.file);
+                    let file = w.file.as_deref().unwrap_or("required (--weights on the command line)");
+                    let keys = if w.keys.is_identity() { String::new() } else { format!(" {}", w.keys.describe()) };
+                    println!("weights {} = {file}{keys}", w.binding);
                 }
                 println!(
                     "params total {} trainable {} frozen {}",

@@ -48,6 +48,12 @@ pub struct Compiled {
     pub pathways: Vec<String>,
     /// Weights bindings: binding → file as written in the spec.
     pub weights: BTreeMap<String, String>,
+    /// Key rules of the bindings that have any.
+    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings whose file the command line must give (`weights required`).
+    pub required_weights: std::collections::BTreeSet<String>,
+    /// Adapters: module, numeric configuration, sites.
+    pub adapter_info: BTreeMap<String, crate::lower::AdapterInfo>,
     /// Sites (path, kind) in creation order, for `graft select`.
     pub sites: Vec<(String, String)>,
     /// The output type of each site still in the graph (for editor hovers).
@@ -215,7 +221,7 @@ pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, V
         // In every build: what a backend relies on (typed, no unbound input, outputs,
         // parameter sources that resolve). The graph is read-only from here on.
         let start = Instant::now();
-        let bindings = cx.decls.weights.keys().cloned().collect();
+        let bindings = cx.decls.weights.keys().chain(&cx.decls.required_weights).cloned().collect();
         let nodes = g.len();
         let graph = Verified::new(g, &bindings).map_err(Failure::Bug)?;
         timings.push(Timing { stage: FINAL, elapsed: start.elapsed(), changed: false, nodes });
@@ -252,6 +258,7 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         .filter_map(|(p, s)| graph.node(s.output).ty.clone().map(|t| (p.clone(), t)))
         .collect();
     let sources = cx.program().sources.clone();
+    let adapter_info = cx.adapter_info().clone();
     let d = cx.decls;
     Compiled {
         model: d.model,
@@ -262,6 +269,9 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         adapters: d.adapters.into_iter().map(|a| a.name.name).collect(),
         pathways: d.pathways.into_iter().map(|p| p.name.name).collect(),
         weights: d.weights,
+        key_maps: d.key_maps,
+        required_weights: d.required_weights,
+        adapter_info,
         sites,
         site_types,
         graph,

@@ -14,6 +14,9 @@ pub struct ComponentParams {
     pub total: u64,
     pub trainable: u64,
     pub frozen: u64,
+    /// Computed once from other weights (`infer` mode: W + λ·W′, W + (α/r)·BA);
+    /// counted in `total`, neither trainable nor frozen.
+    pub folded: u64,
 }
 
 /// The whole parameter report.
@@ -24,6 +27,7 @@ pub struct ParamReport {
     pub total: u64,
     pub trainable: u64,
     pub frozen: u64,
+    pub folded: u64,
     pub components: Vec<ComponentParams>,
     /// The first declared backbone, that percentages refer to.
     pub backbone: Option<String>,
@@ -46,14 +50,24 @@ pub fn param_report(c: &Compiled) -> ParamReport {
     kinds.extend(c.pathways.iter().map(|p| (p.clone(), "pathway".into())));
     let mut comps: Vec<ComponentParams> = kinds
         .iter()
-        .map(|(n, k)| ComponentParams { name: n.clone(), kind: k.clone(), total: 0, trainable: 0, frozen: 0 })
+        .map(|(n, k)| ComponentParams {
+            name: n.clone(),
+            kind: k.clone(),
+            total: 0,
+            trainable: 0,
+            frozen: 0,
+            folded: 0,
+        })
         .collect();
-    let (mut total, mut trainable) = (0u64, 0u64);
+    let (mut total, mut trainable, mut folded) = (0u64, 0u64, 0u64);
     for (_, p) in c.graph.params() {
         let n = p.numel();
+        let is_folded = matches!(p.source, crate::ir::ParamSource::Folded { .. });
         total += n;
         if p.trainable {
             trainable += n;
+        } else if is_folded {
+            folded += n;
         }
         let owner = if p.component.is_empty() { p.path.split('.').next().unwrap_or("") } else { p.component.as_str() };
         let entry = match comps.iter_mut().position(|x| x.name == owner) {
@@ -65,6 +79,7 @@ pub fn param_report(c: &Compiled) -> ParamReport {
                     total: 0,
                     trainable: 0,
                     frozen: 0,
+                    folded: 0,
                 });
                 comps.last_mut().expect("just pushed")
             }
@@ -72,6 +87,8 @@ pub fn param_report(c: &Compiled) -> ParamReport {
         entry.total += n;
         if p.trainable {
             entry.trainable += n;
+        } else if is_folded {
+            entry.folded += n;
         } else {
             entry.frozen += n;
         }
@@ -83,7 +100,8 @@ pub fn param_report(c: &Compiled) -> ParamReport {
         mode: c.mode,
         total,
         trainable,
-        frozen: total - trainable,
+        frozen: total - trainable - folded,
+        folded,
         components: comps,
         trainable_pct_of_backbone: (backbone_params > 0).then(|| 100.0 * trainable as f64 / backbone_params as f64),
         backbone,
@@ -104,35 +122,37 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The table `graft params` prints.
+/// The table `graft params` prints. In `infer` mode a `folded` column counts the
+/// weights computed from others (they neither train nor load as they are).
 pub fn param_table(r: &ParamReport) -> String {
     let mut s = String::new();
-    let mode = match r.mode {
-        crate::pipeline::Mode::Train => "train",
-        crate::pipeline::Mode::Infer => "infer",
-    };
+    let infer = r.mode == crate::pipeline::Mode::Infer;
+    let mode = if infer { "infer" } else { "train" };
     let _ = writeln!(s, "model {} ({mode} mode)", r.model);
-    let _ = writeln!(s, "{:<24} {:<9} {:>14} {:>14} {:>14}", "component", "kind", "total", "trainable", "frozen");
-    for c in &r.components {
-        let _ = writeln!(
+    let row = |s: &mut String, name: &str, kind: &str, nums: [u64; 4]| {
+        let _ = write!(
             s,
             "{:<24} {:<9} {:>14} {:>14} {:>14}",
-            c.name,
-            c.kind,
-            thousands(c.total),
-            thousands(c.trainable),
-            thousands(c.frozen)
+            name,
+            kind,
+            thousands(nums[0]),
+            thousands(nums[1]),
+            thousands(nums[2])
         );
+        if infer {
+            let _ = write!(s, " {:>14}", thousands(nums[3]));
+        }
+        s.push('\n');
+    };
+    let _ = write!(s, "{:<24} {:<9} {:>14} {:>14} {:>14}", "component", "kind", "total", "trainable", "frozen");
+    if infer {
+        let _ = write!(s, " {:>14}", "folded");
     }
-    let _ = writeln!(
-        s,
-        "{:<24} {:<9} {:>14} {:>14} {:>14}",
-        "total",
-        "",
-        thousands(r.total),
-        thousands(r.trainable),
-        thousands(r.frozen)
-    );
+    s.push('\n');
+    for c in &r.components {
+        row(&mut s, &c.name, &c.kind, [c.total, c.trainable, c.frozen, c.folded]);
+    }
+    row(&mut s, "total", "", [r.total, r.trainable, r.frozen, r.folded]);
     match (&r.backbone, r.trainable_pct_of_backbone) {
         (Some(b), Some(pct)) => {
             let _ = writeln!(
@@ -145,6 +165,9 @@ pub fn param_table(r: &ParamReport) -> String {
         _ => {
             let _ = writeln!(s, "trainable: {}", thousands(r.trainable));
         }
+    }
+    if infer && r.folded > 0 {
+        let _ = writeln!(s, "folded: {} (computed once from the trained weights when they load)", thousands(r.folded));
     }
     s
 }
@@ -166,7 +189,14 @@ pub struct InspectOutput {
 #[derive(Serialize)]
 pub struct InspectWeights {
     pub binding: String,
-    pub file: String,
+    /// `null` for `weights required`: the command line gives the file.
+    pub file: Option<String>,
+    /// Present (true) only for `weights required`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// Key rules (`prefix`, `rename`), present only when the binding has some.
+    #[serde(flatten)]
+    pub keys: crate::keymap::KeyMap,
 }
 
 #[derive(Serialize)]
@@ -217,7 +247,23 @@ pub fn inspect(c: &Compiled) -> Inspect {
         model: c.model.clone(),
         inputs,
         outputs,
-        weights: c.weights.iter().map(|(b, f)| InspectWeights { binding: b.clone(), file: f.clone() }).collect(),
-        params: InspectParams { total: r.total, trainable: r.trainable, frozen: r.frozen },
+        weights: inspect_weights(c),
+        params: InspectParams { total: r.total, trainable: r.trainable, frozen: r.frozen + r.folded },
     }
+}
+
+/// Every binding, by name: files, then `weights required`, each with its key rules.
+fn inspect_weights(c: &Compiled) -> Vec<InspectWeights> {
+    let mut names: Vec<&String> = c.weights.keys().chain(&c.required_weights).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|b| InspectWeights {
+            binding: b.clone(),
+            file: c.weights.get(b).cloned(),
+            required: !c.weights.contains_key(b),
+            keys: c.key_maps.get(b).cloned().unwrap_or_default(),
+        })
+        .collect()
 }

@@ -237,3 +237,61 @@ fn fused_lora_loads_into_timm() {
 fn fused_linear_adapter_loads_into_timm() {
     conformance("fuse_linear_adapter");
 }
+
+// (g) the checkpoint families of std/, against transformers and timm (families.py).
+#[test]
+fn hf_vit_matches_transformers() {
+    conformance("hf_vit");
+}
+
+#[test]
+fn videomae_hf_matches_transformers() {
+    conformance("videomae_hf");
+}
+
+#[test]
+fn videomae_hf_classifier_matches_transformers() {
+    conformance("videomae_hf_classifier");
+}
+
+#[test]
+fn videomae_original_naming_matches_transformers() {
+    conformance("videomae_original");
+}
+
+#[test]
+fn dinov2_matches_timm() {
+    conformance("dinov2");
+}
+
+#[test]
+fn dinov2_reg4_matches_timm() {
+    conformance("dinov2_reg4");
+}
+
+#[test]
+fn ast_matches_transformers() {
+    conformance("ast");
+}
+
+#[test]
+fn clip_vision_matches_transformers() {
+    conformance("clip");
+}
+
+// (h) PEFT interop, both directions.
+#[test]
+fn peft_lora_directory_binds_to_a_graft_adapter() {
+    conformance("peft_to_graft");
+}
+
+#[test]
+fn exported_peft_directory_loads_into_peft() {
+    conformance("graft_to_peft");
+}
+
+// (i) a position table resampled at load, against timm's resample_abs_pos_embed.
+#[test]
+fn resampled_position_table_matches_timm() {
+    conformance("resample");
+}

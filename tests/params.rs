@@ -19,6 +19,18 @@ fn vit_counts_equal_timm() {
     assert_eq!(params("specs/vit_large.graft", Mode::Train).total, 304_326_632);
 }
 
+/// transformers 5.23 and timm 1.0.31, default configurations, counted with
+/// `sum(v.numel() for v in model.state_dict().values() if v.is_floating_point())`.
+#[test]
+fn checkpoint_family_counts_equal_the_references() {
+    assert_eq!(params("specs/videomae_base.graft", Mode::Train).total, 86_225_664); // VideoMAEModel
+    assert_eq!(params("specs/videomae_base_classifier.graft", Mode::Train).total, 86_534_800); // ..ForVideoClassification(400)
+    assert_eq!(params("specs/vit_base_hf.graft", Mode::Train).total, 86_389_248); // ViTModel
+    assert_eq!(params("specs/dinov2_small.graft", Mode::Train).total, 22_057_344); // vit_small_patch14_reg4_dinov2
+    assert_eq!(params("specs/clip_vit_b32.graft", Mode::Train).total, 87_849_216);
+    // CLIPVisionModelWithProjection
+}
+
 #[test]
 fn minilm_count_equals_sentence_transformers() {
     assert_eq!(params("specs/minilm.graft", Mode::Train).total, 22_713_216);

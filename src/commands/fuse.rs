@@ -73,6 +73,9 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     let declared = Declared::from_sites(&train.sites);
     let mut leaves =
         Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
+    for note in &leaves.notes {
+        eprintln!("note: {note}");
+    }
     if let Some(run) = &a.run {
         // The trained tensors over the spec's values, before anything is folded.
         for note in crate::backend::torch::train::checkpoint::apply_run(run, &train, &ptrain, &mut leaves)? {

@@ -1,4 +1,4 @@
-//! Command glue: the `graft run`, `fuse`, `eval`, `bench` and `train` commands over
+//! Command glue: the `graft run`, `fuse`, `eval`, `bench`, `train` and `export` commands over
 //! the library. The one place besides `main.rs` that prints and uses `anyhow`; the
 //! library underneath returns errors and data.
 //!
@@ -14,6 +14,7 @@
 pub mod bench;
 #[cfg(feature = "torch")]
 pub mod eval;
+pub mod export;
 #[cfg(feature = "torch")]
 pub mod fuse;
 #[cfg(feature = "torch")]

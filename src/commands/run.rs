@@ -69,6 +69,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     let values = {
         let declared = Declared::from_sites(&c.sites);
         let leaves = Leaves::load(plan.params.iter(), &bindings, &declared, &a.allow_missing, a.seed)?;
+        for note in &leaves.notes {
+            eprintln!("note: {note}");
+        }
         materialise(&plan.params, &leaves)?
     };
     let mut exe = backend.prepare(&plan, values, &opts)?;

@@ -47,6 +47,12 @@ pub enum Op {
     Gelu,
     Relu,
     Tanh,
+    /// `1 / (1 + exp(-x))` (CLIP's quick-GELU is `x · sigmoid(1.702 x)`).
+    Sigmoid,
+    /// The fixed sinusoidal position table of `x` `[B, T, D]`: `[1, T, D]` with
+    /// `sin(t / 10000^(2⌊j/2⌋/D))` at even `j` and `cos` at odd `j` (VideoMAE's
+    /// `get_sinusoid_encoding_table`), computed in float64, in `x`'s dtype.
+    SinusoidPositions,
     /// Scaled dot-product attention over `[B, T, D]` q, k, v with `heads` heads;
     /// an optional key mask `[B, Tk]` (non-zero = attend).
     Attention {
@@ -106,6 +112,8 @@ impl Op {
             Op::Gelu => "gelu",
             Op::Relu => "relu",
             Op::Tanh => "tanh",
+            Op::Sigmoid => "sigmoid",
+            Op::SinusoidPositions => "sinusoid_positions",
             Op::Attention { .. } => "attention",
             Op::Add => "add",
             Op::Mul => "mul",
@@ -130,6 +138,8 @@ impl Op {
             | Op::Gelu
             | Op::Relu
             | Op::Tanh
+            | Op::Sigmoid
+            | Op::SinusoidPositions
             | Op::Scale { .. }
             | Op::Reshape { .. }
             | Op::Permute { .. }
@@ -152,7 +162,15 @@ impl Op {
             Op::Input { ty, .. } => Ok(ty.clone()),
             Op::Parameter(p) => Ok(TensorType::fixed(p.dtype, &p.shape)),
             Op::Unbound => Err("an unbound input has no type".into()),
-            Op::Output { .. } | Op::Gelu | Op::Relu | Op::Tanh | Op::Scale { .. } => Ok(x.expect("arity").clone()),
+            Op::Output { .. } | Op::Gelu | Op::Relu | Op::Tanh | Op::Sigmoid | Op::Scale { .. } => {
+                Ok(x.expect("arity").clone())
+            }
+            Op::SinusoidPositions => {
+                let x = tokens(ins[0])?;
+                float(x)?;
+                let (t, d) = (fixed(&x.shape[1])?, fixed(&x.shape[2])?);
+                Ok(TensorType::new(x.dtype, vec![Dim::Fixed(1), Dim::Fixed(t), Dim::Fixed(d)]))
+            }
             Op::Linear => {
                 let (x, w) = (ins[0], ins[1]);
                 float(x)?;
@@ -430,7 +448,9 @@ fn conv(ins: &[&TensorType], stride: &[i64]) -> Result<TensorType, String> {
         if s <= 0 || n < k {
             return Err(format!("kernel {k} with stride {s} does not fit size {n} of {x}"));
         }
-        if (n - k) % s != 0 {
+        // Patches (stride ≥ kernel) must tile the input; overlapping windows (AST's
+        // stride 10 over 16) drop the remainder, as PyTorch does.
+        if s >= k && (n - k) % s != 0 {
             return Err(format!("size {n} of {x} is not a whole number of patches of {k} with stride {s}"));
         }
         shape.push(Dim::Fixed((n - k) / s + 1));

@@ -93,7 +93,11 @@ impl FoldExpr {
 impl fmt::Display for FoldExpr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FoldExpr::Param { param } => write!(f, "{}", param.path),
+            // A leaf read from a file shows its binding and key, as parameters do.
+            FoldExpr::Param { param } => match &param.source {
+                ParamSource::Weights { binding, key } => write!(f, "{binding}:{key}"),
+                _ => write!(f, "{}", param.path),
+            },
             FoldExpr::Add { a, b } => write!(f, "({a} + {b})"),
             FoldExpr::Mul { a, b } => write!(f, "({a} * {b})"),
             FoldExpr::Scale { a, factor } => write!(f, "{factor} * {a}"),

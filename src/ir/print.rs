@@ -93,13 +93,14 @@ pub fn to_text(g: &Graph, header: &str) -> String {
                 let _ = writeln!(s, "output {name} = {} : {ty}", ops.join(", "));
             }
             Op::Parameter(p) => {
-                let train = if p.trainable { "train" } else { "frozen" };
-                let src = match &p.source {
-                    ParamSource::Weights { binding, key } => format!("weights {binding}:{key}"),
-                    ParamSource::Init { init } => format!("init {init}"),
-                    ParamSource::Folded { expr } => format!("fold {expr}"),
+                let train = if p.trainable { "train " } else { "frozen " };
+                let (train, src) = match &p.source {
+                    ParamSource::Weights { binding, key } => (train, format!("weights {binding}:{key}")),
+                    ParamSource::Init { init } => (train, format!("init {init}")),
+                    // Computed once from its leaves: neither trained nor loaded as it is.
+                    ParamSource::Folded { expr } => ("", format!("folded {expr}")),
                 };
-                let _ = writeln!(s, "%{i} = param {} : {ty} {train} {src}", p.path);
+                let _ = writeln!(s, "%{i} = param {} : {ty} {train}{src}", p.path);
             }
             op => {
                 let _ = writeln!(s, "%{i} = {}{}({}) : {ty}  @{}", op.name(), attrs(op), ops.join(", "), n.path);

@@ -11,6 +11,8 @@ pub const TENSOR_FNS: &[&str] = &[
     "gelu",
     "relu",
     "tanh",
+    "sigmoid",
+    "sinusoid_positions",
     "sdpa",
     "split",
     "concat",
@@ -22,8 +24,15 @@ pub const TENSOR_FNS: &[&str] = &[
     "permute",
 ];
 
-/// Scalar functions over configuration values.
-pub const SCALAR_FNS: &[&str] = &["int", "float", "min", "max", "len", "sqrt"];
+/// Scalar functions over configuration values. `features(x)` is the last dimension
+/// of a tensor whose shape is known (an adapter's inputs: `context_dim: int =
+/// features(context)`).
+pub const SCALAR_FNS: &[&str] = &["int", "float", "min", "max", "len", "sqrt", "features"];
+
+/// Names an adapter module's parameter defaults may read: the features the adapter
+/// receives at its site and the features it must give back (`in_features: int =
+/// site_in`). Defined only while a module is instantiated as an adapter.
+pub const SITE_NAMES: [&str; 2] = ["site_in", "site_out"];
 
 pub fn is_builtin(name: &str) -> bool {
     PRIMITIVES.contains(&name) || TENSOR_FNS.contains(&name) || SCALAR_FNS.contains(&name)

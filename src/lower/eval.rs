@@ -149,7 +149,9 @@ impl Builder {
         if env.failed.contains(n) {
             return Err(Reported);
         }
-        let hint = if self.prog.modules.contains_key(n) || builtins::is_builtin(n) {
+        let hint = if builtins::SITE_NAMES.contains(&n) {
+            format!("`{n}` is defined only in the parameter defaults of a module placed as an adapter; pass the size explicitly")
+        } else if self.prog.modules.contains_key(n) || builtins::is_builtin(n) {
             format!("`{n}` is a module; an instance is written `name = {n}(config)(inputs)`")
         } else {
             let near = nearest(n, env.vars.keys().map(String::as_str), 3);
@@ -396,6 +398,17 @@ impl Builder {
             ("float", v) => num(v).map(Value::Float),
             ("sqrt", v) => num(v).filter(|x| *x >= 0.0).map(|x| Value::Float(x.sqrt())),
             ("len", Value::List(l)) => Some(Value::Int(l.len() as i64)),
+            ("features", Value::Tensor(t)) => {
+                let last = self.graph.node(*t).ty.as_ref().and_then(|ty| ty.shape.last().and_then(|d| d.fixed()));
+                if last.is_none() {
+                    return Err(self.error(
+                        Diagnostic::error("E0315", "`features` needs a tensor whose shape is already known")
+                            .at(a[0].span, "its last dimension is not known here")
+                            .hint("features(x) reads the last dimension of an adapter's inputs (`features(context)`); elsewhere pass the size"),
+                    ));
+                }
+                last.map(Value::Int)
+            }
             ("min" | "max", x) => match (x, &a[1].value) {
                 (Value::Int(p), Value::Int(q)) => Some(Value::Int(if name == "min" { *p.min(q) } else { *p.max(q) })),
                 (p, q) => match (num(p), num(q)) {

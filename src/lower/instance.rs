@@ -108,6 +108,8 @@ impl Builder {
         span: Span,
     ) -> R<Value> {
         let what = m.name.name.clone();
+        // The adapter's site belongs to this module only, not to the ones it contains.
+        let site = self.adapter_site.take();
         let mut env = Env { scope: path.to_string(), ..Env::default() };
         // Parameters: arguments by position or name; defaults see earlier parameters.
         let mut given: Vec<Option<ArgVal>> = (0..m.params.len()).map(|_| None).collect();
@@ -157,51 +159,6 @@ impl Builder {
                 ));
             }
             given[i] = Some(a);
-        }
-        for (p, g) in m.params.iter().zip(given) {
-            let (v, vspan) = match g {
-                Some(a) => (a.value, a.span),
-                None => match &p.default {
-                    Some(d) => (self.eval(d, &env, path)?, d.span),
-                    None => {
-                        return Err(self.error(
-                            Diagnostic::error("E0404", format!("`{what}` needs `{}`", p.name.name))
-                                .at(span, format!("missing `{}`", p.name.name))
-                                .also(p.name.span, "declared here without a default")
-                                .hint(format!("pass it as `{}: ...`", p.name.name)),
-                        ))
-                    }
-                },
-            };
-            let v = match (p.ty, v) {
-                (ParamTy::Int, v @ Value::Int(_))
-                | (ParamTy::Float, v @ Value::Float(_))
-                | (ParamTy::Bool, v @ Value::Bool(_))
-                | (ParamTy::Str, v @ Value::Str(_))
-                | (ParamTy::List, v @ Value::List(_)) => v,
-                (ParamTy::Float, Value::Int(i)) => Value::Float(i as f64),
-                (ty, v) => {
-                    return Err(self.error(
-                        Diagnostic::error(
-                            "E0410",
-                            format!(
-                                "`{}` of `{what}` must be {} {}",
-                                p.name.name,
-                                if ty == ParamTy::Int { "an" } else { "a" },
-                                ty.name()
-                            ),
-                        )
-                        .at(vspan, format!("got {}", v.a_kind()))
-                        .also(p.name.span, "declared here")
-                        .hint(if ty == ParamTy::Int {
-                            "use int(x) to convert".to_string()
-                        } else {
-                            format!("pass a {}", ty.name())
-                        }),
-                    ))
-                }
-            };
-            env.vars.insert(p.name.name.clone(), (v, Some(p.name.span)));
         }
         // Inputs: the top-level `in` statements, in order.
         let ins: Vec<(&crate::syntax::ast::Ident, bool)> = m
@@ -271,6 +228,66 @@ impl Builder {
                 }
             };
             env.vars.insert(name.name.clone(), (v, Some(name.span)));
+        }
+        // Defaults see earlier parameters, the inputs (`features(context)`) and, for a
+        // module placed as an adapter, the site's widths (`site_in`, `site_out`).
+        let site_vars: Vec<&str> = match site {
+            Some((i, o)) => {
+                env.vars.insert("site_in".into(), (Value::Int(i), None));
+                env.vars.insert("site_out".into(), (Value::Int(o), None));
+                super::builtins::SITE_NAMES.to_vec()
+            }
+            None => Vec::new(),
+        };
+        for (p, g) in m.params.iter().zip(given) {
+            let (v, vspan) = match g {
+                Some(a) => (a.value, a.span),
+                None => match &p.default {
+                    Some(d) => (self.eval(d, &env, path)?, d.span),
+                    None => {
+                        return Err(self.error(
+                            Diagnostic::error("E0404", format!("`{what}` needs `{}`", p.name.name))
+                                .at(span, format!("missing `{}`", p.name.name))
+                                .also(p.name.span, "declared here without a default")
+                                .hint(format!("pass it as `{}: ...`", p.name.name)),
+                        ))
+                    }
+                },
+            };
+            let v = match (p.ty, v) {
+                (ParamTy::Int, v @ Value::Int(_))
+                | (ParamTy::Float, v @ Value::Float(_))
+                | (ParamTy::Bool, v @ Value::Bool(_))
+                | (ParamTy::Str, v @ Value::Str(_))
+                | (ParamTy::List, v @ Value::List(_)) => v,
+                (ParamTy::Float, Value::Int(i)) => Value::Float(i as f64),
+                (ty, v) => {
+                    return Err(self.error(
+                        Diagnostic::error(
+                            "E0410",
+                            format!(
+                                "`{}` of `{what}` must be {} {}",
+                                p.name.name,
+                                if ty == ParamTy::Int { "an" } else { "a" },
+                                ty.name()
+                            ),
+                        )
+                        .at(vspan, format!("got {}", v.a_kind()))
+                        .also(p.name.span, "declared here")
+                        .hint(if ty == ParamTy::Int {
+                            "use int(x) to convert".to_string()
+                        } else {
+                            format!("pass a {}", ty.name())
+                        }),
+                    ))
+                }
+            };
+            env.vars.insert(p.name.name.clone(), (v, Some(p.name.span)));
+        }
+        for n in site_vars {
+            if !m.params.iter().any(|p| p.name.name == n) {
+                env.vars.remove(n);
+            }
         }
         let mut out = None;
         self.exec(&m.body, &mut env, &mut out)?;

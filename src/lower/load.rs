@@ -19,6 +19,10 @@ pub const STD: &[(&str, &str)] = &[
     ("bert", include_str!("../../std/bert.graft")),
     ("adapters", include_str!("../../std/adapters.graft")),
     ("encoders", include_str!("../../std/encoders.graft")),
+    ("hf_vit", include_str!("../../std/hf_vit.graft")),
+    ("videomae", include_str!("../../std/videomae.graft")),
+    ("dinov2", include_str!("../../std/dinov2.graft")),
+    ("clip", include_str!("../../std/clip.graft")),
 ];
 
 /// The standard library's modules as `use` names: "std.vit, std.bert, …".

@@ -123,7 +123,19 @@ pub struct Component {
     pub kind: ComponentKind,
     pub weights: Option<String>,
     pub trainability: Option<Trainability>,
+    /// Built without inputs, for its weights only (an M2PT auxiliary model).
+    pub weights_only: bool,
     pub span: Span,
+}
+
+/// An adapter as inserted: its module, its numeric configuration (given or a literal
+/// default, e.g. a LoRA's `rank` and `alpha`) and the sites it was placed at. What
+/// an adapter file from another tool (a PEFT directory) is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterInfo {
+    pub module: String,
+    pub args: BTreeMap<String, f64>,
+    pub sites: Vec<String>,
 }
 
 /// Everything `lower` produces; consumed by the passes.
@@ -142,6 +154,10 @@ pub struct Lowered {
     pub env: Env,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
+    /// Key rules of the bindings that have any (`prefix "vit."`).
+    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings declared `weights required`: the file comes from the command line.
+    pub required_weights: std::collections::BTreeSet<String>,
 }
 
 /// Graph construction state shared by lowering and the passes that instantiate.
@@ -160,6 +176,11 @@ pub struct Builder {
     pub(crate) total_elements: u128,
     /// Instances created so far (bounded by [`limits::MAX_INSTANCES`]).
     pub(crate) instances: usize,
+    /// While an adapter module is instantiated: the features it receives and the
+    /// features it returns at its site (`site_in`, `site_out` in its defaults).
+    pub(crate) adapter_site: Option<(i64, i64)>,
+    /// Adapters by name as placed (filled by `insert_adapters`).
+    pub(crate) adapter_info: BTreeMap<String, AdapterInfo>,
 }
 
 impl Builder {
@@ -175,6 +196,8 @@ impl Builder {
             stack: Vec::new(),
             total_elements: 0,
             instances: 0,
+            adapter_site: None,
+            adapter_info: BTreeMap::new(),
         }
     }
 

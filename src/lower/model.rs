@@ -7,7 +7,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::{DType, Dim, Op, TensorType};
 use crate::source::SourceMap;
 use crate::syntax::ast::{ComponentKind, Expr, ExprKind, ModelDecl, ModelItem, Trainability};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Merge `model b extends a`: a's declarations, then b's; b's training rules replace a's.
 fn merged_items(prog: &Program, model: &ModelDecl, diags: &mut Diagnostics) -> Vec<ModelItem> {
@@ -74,6 +74,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         train: Vec::new(),
         env: Env::default(),
         weights: BTreeMap::new(),
+        key_maps: BTreeMap::new(),
+        required_weights: BTreeSet::new(),
     };
     // Disjoint borrows of the model's tables while it is being built.
     let b = &mut lw.b;
@@ -94,8 +96,11 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     };
     let mut binds: HashMap<String, (String, Option<Trainability>, crate::source::Span)> = HashMap::new();
     for it in &items {
-        if let ModelItem::Bind { name, file, trainability, span } = it {
+        if let ModelItem::Bind { name, file, keys, trainability, span } = it {
             binds.insert(name.name.clone(), (file.clone(), *trainability, *span));
+            if !keys.is_identity() {
+                lw.key_maps.insert(name.name.clone(), keys.clone());
+            }
         }
     }
     // 1. Inputs.
@@ -149,20 +154,28 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         if !declare(b, &c.name) {
             continue;
         }
-        let mut weights = c.weights.as_ref().map(|w| w.0.clone());
+        let mut weights = c.weights.as_ref().and_then(|w| w.file.clone());
+        let mut required = c.weights.as_ref().is_some_and(|w| w.file.is_none());
+        if let Some(w) = c.weights.as_ref().filter(|w| !w.keys.is_identity()) {
+            lw.key_maps.entry(c.name.name.clone()).or_insert_with(|| w.keys.clone());
+        }
         let mut trainability = c.trainability.map(|t| t.0);
         if let Some((file, t, _)) = binds.remove(&c.name.name) {
             weights = Some(file);
+            required = false;
             trainability = t.or(trainability);
         }
-        if c.kind == ComponentKind::Backbone && weights.is_none() {
+        if required {
+            lw.required_weights.insert(c.name.name.clone());
+        }
+        if c.kind == ComponentKind::Backbone && weights.is_none() && !required {
             b.error(
                 Diagnostic::error("E0506", format!("backbone `{}` has no weights", c.name.name))
                     .at(c.name.span, "a backbone is pretrained")
-                    .hint("add `weights \"file.safetensors\"`, or declare it `encoder` to train it from its initialisation"),
+                    .hint("add `weights \"file.safetensors\"` (or `weights required` to bind it on the command line with --weights), or declare it `encoder` to train it from its initialisation"),
             );
         }
-        b.set_owner(&c.name.name, weights.as_ref().map(|_| c.name.name.clone()));
+        b.set_owner(&c.name.name, (weights.is_some() || required).then(|| c.name.name.clone()));
         if let Some(w) = &weights {
             lw.weights.insert(c.name.name.clone(), w.clone());
         }
@@ -172,7 +185,15 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         } else {
             env.failed.insert(c.name.name.clone());
         }
-        lw.components.push(Component { name: c.name.name.clone(), kind: c.kind, weights, trainability, span: c.span });
+        let weights_only = is_weights_only(b, &c.value);
+        lw.components.push(Component {
+            name: c.name.name.clone(),
+            kind: c.kind,
+            weights,
+            trainability,
+            weights_only,
+            span: c.span,
+        });
     }
     // 3. Heads.
     for it in &items {
@@ -220,9 +241,21 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
                 if let Some((f, t, _)) = binds.remove(&a.name.name) {
                     lw.weights.insert(a.name.name.clone(), f.clone());
                     lw.adapter_weights.insert(a.name.name.clone(), (f, t));
-                } else if let Some((f, _)) = &a.weights {
-                    lw.weights.insert(a.name.name.clone(), f.clone());
-                    lw.adapter_weights.insert(a.name.name.clone(), (f.clone(), a.trainability.map(|t| t.0)));
+                } else if let Some(w) = &a.weights {
+                    if !w.keys.is_identity() {
+                        lw.key_maps.insert(a.name.name.clone(), w.keys.clone());
+                    }
+                    // `weights required` binds like a file; the command line names it.
+                    let f = w.file.clone().unwrap_or_default();
+                    match &w.file {
+                        Some(f) => {
+                            lw.weights.insert(a.name.name.clone(), f.clone());
+                        }
+                        None => {
+                            lw.required_weights.insert(a.name.name.clone());
+                        }
+                    }
+                    lw.adapter_weights.insert(a.name.name.clone(), (f, a.trainability.map(|t| t.0)));
                 }
                 lw.adapters.push(a);
             }
@@ -255,6 +288,17 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         return Err((lw.b.prog.sources, lw.b.diags));
     }
     Ok(lw)
+}
+
+/// `module(config)` without inputs: an instance built for its weights only.
+fn is_weights_only(b: &Builder, e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Call { callee, .. } => match &callee.kind {
+            ExprKind::Name(m) => b.prog.modules.contains_key(m) || super::builtins::PRIMITIVES.contains(&m.as_str()),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// `module(config)(inputs)` at `path`, or `module(config)` alone: an instance that is

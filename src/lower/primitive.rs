@@ -173,7 +173,8 @@ impl Builder {
             return Ok(Value::Tensor(self.node(Op::Concat { axis }, path, span, &ts)?));
         }
         let sig: Vec<(&str, Option<Value>)> = match name {
-            "gelu" | "relu" | "tanh" | "mean_tokens" | "positions" | "flatten_tokens" => vec![("x", None)],
+            "gelu" | "relu" | "tanh" | "sigmoid" | "sinusoid_positions" | "mean_tokens" | "positions"
+            | "flatten_tokens" => vec![("x", None)],
             "sdpa" => vec![("q", None), ("k", None), ("v", None), ("heads", None), ("mask", Some(Value::Absent))],
             "split" => vec![("x", None), ("parts", None), ("index", None), ("axis", Some(Value::Int(-1)))],
             "token" => vec![("x", None), ("index", Some(Value::Int(0)))],
@@ -199,6 +200,8 @@ impl Builder {
             "gelu" => self.node(Op::Gelu, path, span, &[x])?,
             "relu" => self.node(Op::Relu, path, span, &[x])?,
             "tanh" => self.node(Op::Tanh, path, span, &[x])?,
+            "sigmoid" => self.node(Op::Sigmoid, path, span, &[x])?,
+            "sinusoid_positions" => self.node(Op::SinusoidPositions, path, span, &[x])?,
             "mean_tokens" => self.node(Op::MeanTokens, path, span, &[x])?,
             "positions" => self.node(Op::Positions, path, span, &[x])?,
             "flatten_tokens" => {

@@ -17,6 +17,11 @@ pub struct Bindings {
     /// Load weights holding NaN or infinity (`--allow-nonfinite`); otherwise each is
     /// an error naming the file and the tensor.
     pub allow_nonfinite: bool,
+    /// Key rules per binding (`prefix "vit."`): file keys → the spec's keys.
+    pub maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings of instances built for their weights only (M2PT auxiliary models):
+    /// the keys of their files that nothing reads are listed in a note, not refused.
+    pub weights_only: BTreeSet<String>,
 }
 
 impl Bindings {
@@ -61,7 +66,34 @@ impl Bindings {
         names.extend(c.heads.iter().cloned());
         names.extend(c.adapters.iter().cloned());
         names.extend(c.pathways.iter().cloned());
-        Bindings::resolve(dir, &c.weights, cli, &names)
+        let mut b = Bindings::resolve(dir, &c.weights, cli, &names)?;
+        let unbound: Vec<&str> =
+            c.required_weights.iter().filter(|r| !b.files.contains_key(*r)).map(String::as_str).collect();
+        if !unbound.is_empty() {
+            let args: Vec<String> = unbound.iter().map(|r| format!("--weights {r}=FILE")).collect();
+            return Err(ParamError::Binding(format!(
+                "{}: `{}` {} its weights to the command line (`weights required`); pass {}",
+                spec.display(),
+                unbound.join("`, `"),
+                if unbound.len() == 1 { "leaves" } else { "leave" },
+                args.join(" ")
+            )));
+        }
+        b.maps = c.key_maps.clone();
+        b.weights_only = c.components.iter().filter(|x| x.weights_only).map(|x| x.name.clone()).collect();
+        // PEFT adapter directories: their config checked against the adapter first.
+        for (name, path) in &b.files {
+            if super::peft::is_peft_dir(path) {
+                let map = super::peft::check(name, path, c.adapter_info.get(name))?;
+                b.maps.insert(name.clone(), map);
+            }
+        }
+        Ok(b)
+    }
+
+    /// The `resample` rule of `binding` for its key `key`, if any.
+    pub fn resample_rule(&self, binding: &str, key: &str) -> Option<&crate::keymap::Resample> {
+        self.maps.get(binding)?.resample.iter().find(|r| r.key == key)
     }
 
     /// Where a leaf parameter's value comes from: `Some((binding, key))` for a file.

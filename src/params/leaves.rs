@@ -32,6 +32,9 @@ const MAX_LINES: usize = 25;
 pub struct Leaves {
     values: HashMap<String, HostTensor>,
     allow_nonfinite: bool,
+    /// What the caller should tell the user (keys a weights-only instance or a
+    /// prefixed binding did not read).
+    pub notes: Vec<String>,
 }
 
 impl Leaves {
@@ -112,6 +115,7 @@ impl Leaves {
         }
         // Check everything, then report everything at once.
         let mut report = String::new();
+        let mut notes = Vec::new();
         let mut problems = 0;
         let mut gaps = false;
         let mut found: HashMap<String, (usize, String)> = HashMap::new();
@@ -119,10 +123,18 @@ impl Leaves {
             let f = &files[fi];
             let (mut missing, mut mismatched) = (Vec::new(), Vec::new());
             let mut used: BTreeSet<&str> = BTreeSet::new();
+            // Bindings with key rules look their keys up through them.
+            let mapped: HashMap<&str, HashMap<String, &str>> = reqs
+                .iter()
+                .filter_map(|(b, _, _)| bindings.maps.get(b).filter(|m| !m.is_identity()).map(|m| (b.as_str(), m)))
+                .map(|(b, m)| (b, f.metas.keys().filter_map(|k| m.to_spec(k).map(|s| (s, k.as_str()))).collect()))
+                .collect();
             for (binding, key, p) in reqs {
                 let full = format!("{binding}.{key}");
                 let excused = allow.iter().any(|a| glob_match(a, key) || glob_match(a, &full));
-                let hit = if f.metas.contains_key(key) {
+                let hit = if let Some(m) = mapped.get(binding.as_str()) {
+                    m.get(key).copied()
+                } else if f.metas.contains_key(key) {
                     Some(key.as_str())
                 } else {
                     f.metas.get_key_value(&full).map(|(k, _)| k.as_str())
@@ -135,8 +147,28 @@ impl Leaves {
                         used.insert(k);
                         let m = &f.metas[k];
                         let fits_kind = m.loadable && m.float == p.dtype.is_float();
-                        if m.shape != p.shape || !fits_kind {
-                            mismatched.push(format!("{key}: file {}, spec {spec}", m.text));
+                        let rule = bindings.resample_rule(binding, key);
+                        let fits_shape = match rule {
+                            // The file holds the checkpoint's grid, the spec the new one.
+                            Some(r) => {
+                                let (file, spec) = r.shapes(*p.shape.last().unwrap_or(&0));
+                                m.shape == file && p.shape == spec
+                            }
+                            None => same_values_shape(&m.shape, &p.shape),
+                        };
+                        if !fits_shape || !fits_kind {
+                            let why = match rule {
+                                Some(r) => format!(
+                                    " (resample {:?} -> {:?} keep {} expects file {:?}, spec {:?})",
+                                    r.from,
+                                    r.to,
+                                    r.keep,
+                                    r.shapes(*p.shape.last().unwrap_or(&0)).0,
+                                    r.shapes(*p.shape.last().unwrap_or(&0)).1
+                                ),
+                                None => String::new(),
+                            };
+                            mismatched.push(format!("{key}: file {}, spec {spec}{why}", m.text));
                         } else {
                             found.insert(p.path.clone(), (fi, k.to_string()));
                         }
@@ -153,7 +185,10 @@ impl Leaves {
                 .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
                 .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
                 .filter(|(k, _)| {
-                    !reqs.iter().any(|(b, _, _)| declared.contains(&format!("{b}.{k}")) || declared.contains(k))
+                    !reqs.iter().any(|(b, _, _)| {
+                        let spec = bindings.maps.get(b).and_then(|m| m.to_spec(k)).unwrap_or_else(|| k.to_string());
+                        declared.contains(&format!("{b}.{spec}")) || declared.contains(k)
+                    })
                 })
                 .filter(|(k, _)| {
                     !allow
@@ -162,13 +197,52 @@ impl Leaves {
                 })
                 .map(|(k, m)| format!("{k}: file {}", m.text))
                 .collect();
+            let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
+            let names: Vec<&str> = names.into_iter().collect();
+            // A binding with a prefix reads the part of the file under it (a backbone
+            // inside a full Hugging Face checkpoint): the rest is noted, not refused.
+            let outside = |k: &str| {
+                names
+                    .iter()
+                    .all(|b| bindings.maps.get(*b).is_some_and(|m| m.prefix.is_some() && m.to_spec(k).is_none()))
+            };
+            let (elsewhere, unexpected): (Vec<String>, Vec<String>) =
+                unexpected.into_iter().partition(|u| outside(u.split(": ").next().unwrap_or("")));
+            if !elsewhere.is_empty() {
+                let keys: Vec<&str> = elsewhere.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
+                let prefixes: BTreeSet<&str> =
+                    names.iter().filter_map(|b| bindings.maps.get(*b).and_then(|m| m.prefix.as_deref())).collect();
+                notes.push(format!(
+                    "`{}` reads the keys under `{}` of {}: {} other key{} not read ({})",
+                    names.join("`, `"),
+                    prefixes.into_iter().collect::<Vec<_>>().join("`, `"),
+                    path.display(),
+                    keys.len(),
+                    if keys.len() == 1 { "" } else { "s" },
+                    abbreviate(&keys, 8)
+                ));
+            }
+            // An instance built for its weights only reads what it needs of a full
+            // checkpoint (an auxiliary model's classifier is not an error).
+            let unexpected = if !unexpected.is_empty() && names.iter().all(|b| bindings.weights_only.contains(*b)) {
+                let keys: Vec<&str> = unexpected.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
+                notes.push(format!(
+                    "`{}` is built for its weights only: {} key{} of {} not read ({})",
+                    names.join("`, `"),
+                    keys.len(),
+                    if keys.len() == 1 { "" } else { "s" },
+                    path.display(),
+                    abbreviate(&keys, 8)
+                ));
+                Vec::new()
+            } else {
+                unexpected
+            };
             if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
                 continue;
             }
             problems += missing.len() + unexpected.len() + mismatched.len();
             gaps |= !missing.is_empty() || !unexpected.is_empty();
-            let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
-            let names: Vec<&str> = names.into_iter().collect();
             let _ = writeln!(report, "  {} ← {}", names.join(", "), path.display());
             if let Some(h) = prefix_hint(&missing, &unexpected) {
                 let _ = writeln!(report, "    hint: {h}");
@@ -186,12 +260,19 @@ impl Leaves {
         let mut values = HashMap::new();
         for p in leaves.values() {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some(_), Some((fi, key)), _) => {
+                (Some((binding, spec_key)), Some((fi, key)), _) => {
                     let t = files[*fi].tensor(key)?;
                     if !bindings.allow_nonfinite {
                         check_finite(&files[*fi].path, key, &t)?;
                     }
-                    t.to_dtype(p.dtype)
+                    let t = match bindings.resample_rule(&binding, &spec_key) {
+                        Some(r) => super::resample::apply(r, &t)?,
+                        None => t,
+                    };
+                    // A scalar stored as `[1]` (an M2PT λ) takes the spec's shape.
+                    let mut t = t.to_dtype(p.dtype);
+                    t.shape = p.shape.clone();
+                    t
                 }
                 (Some(_), None, _) => init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path),
                 (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
@@ -199,8 +280,22 @@ impl Leaves {
             };
             values.insert(p.path.clone(), t);
         }
-        Ok(Leaves { values, allow_nonfinite: bindings.allow_nonfinite })
+        Ok(Leaves { values, allow_nonfinite: bindings.allow_nonfinite, notes })
     }
+}
+
+/// The file's shape fits the spec's: equal, or both one value (`[1]` for `[]`).
+fn same_values_shape(file: &[i64], spec: &[i64]) -> bool {
+    file == spec || (file.iter().product::<i64>() == 1 && spec.iter().product::<i64>() == 1)
+}
+
+/// `a, b, c and 5 more`.
+fn abbreviate(items: &[&str], max: usize) -> String {
+    let mut s = items.iter().take(max).copied().collect::<Vec<_>>().join(", ");
+    if items.len() > max {
+        s += &format!(" and {} more", items.len() - max);
+    }
+    s
 }
 
 fn list(out: &mut String, title: &str, items: &[String]) {

@@ -20,6 +20,8 @@ pub mod fold;
 pub mod glob;
 pub mod init;
 pub mod leaves;
+pub mod peft;
+pub mod resample;
 pub mod weights;
 
 pub use bindings::{Bindings, Declared};

@@ -40,9 +40,18 @@ fn not_weights(path: &Path, reason: impl Into<String>) -> ParamError {
 }
 
 impl WeightFile {
-    /// Open a safetensors file; a PyTorch checkpoint (recognised by its first bytes,
-    /// not its name) is refused with the command that converts it.
+    /// Open a safetensors file, or a PEFT adapter directory's weights file; a PyTorch
+    /// checkpoint (recognised by its first bytes, not its name) is refused with the
+    /// command that converts it.
     pub fn open(path: &Path) -> Result<WeightFile, ParamError> {
+        // A PEFT adapter directory: its weights file (keys mapped by the binding).
+        let inner;
+        let path = if super::peft::is_peft_dir(path) {
+            inner = super::peft::weights_file(path)?;
+            inner.as_path()
+        } else {
+            path
+        };
         let mut head = [0u8; 8];
         {
             use std::io::Read;

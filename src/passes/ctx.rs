@@ -37,6 +37,10 @@ pub struct Decls {
     pub env: Env,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
+    /// Key rules of the bindings that have any.
+    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
+    /// Bindings declared `weights required`.
+    pub required_weights: std::collections::BTreeSet<String>,
 }
 
 /// What a pathway borrows (left by `build_pathways` for `apply_training_rules`): whether W′ trains, and the W′ parameter paths.
@@ -59,15 +63,45 @@ pub struct PassCtx {
 impl PassCtx {
     /// Split lowering's result into the graph and the context of the passes.
     pub fn new(lw: Lowered) -> (Graph, PassCtx) {
-        let Lowered { mut b, model, components, heads, adapters, adapter_weights, pathways, train, env, weights } = lw;
+        let Lowered {
+            mut b,
+            model,
+            components,
+            heads,
+            adapters,
+            adapter_weights,
+            pathways,
+            train,
+            env,
+            weights,
+            key_maps,
+            required_weights,
+        } = lw;
         let graph = std::mem::replace(&mut b.graph, Graph::new());
-        let decls = Decls { model, components, heads, adapters, adapter_weights, pathways, train, env, weights };
+        let decls = Decls {
+            model,
+            components,
+            heads,
+            adapters,
+            adapter_weights,
+            pathways,
+            train,
+            env,
+            weights,
+            key_maps,
+            required_weights,
+        };
         (graph, PassCtx { decls, borrowed: HashMap::new(), builder: b })
     }
 
     /// The loaded program (sources, modules).
     pub fn program(&self) -> &Program {
         self.builder.program()
+    }
+
+    /// Adapters as `insert_adapters` placed them.
+    pub fn adapter_info(&self) -> &BTreeMap<String, crate::lower::AdapterInfo> {
+        &self.builder.adapter_info
     }
 
     pub fn diags(&self) -> &Diagnostics {

@@ -324,7 +324,7 @@ mod tests {
         let out = folded("adapter l = lora(in_features: 4, out_features: 4, rank: 2, alpha: 4.0) at t.fc parallel");
         insta::assert_snapshot!(out, @"
         %0 = input x : f32[B, 4]
-        %1 = param t.fc.weight : f32[4, 4] frozen fold (t.fc.weight + 2 * (l.t.fc.lora_B.weight @ l.t.fc.lora_A.weight))
+        %1 = param t.fc.weight : f32[4, 4] folded (t.fc.weight + 2 * (l.t.fc.lora_B.weight @ l.t.fc.lora_A.weight))
         %2 = param t.fc.bias : f32[4] frozen init uniform(0.500000)
         %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
         output y = %3 : f32[B, 4]
@@ -336,8 +336,8 @@ mod tests {
         let out = folded("adapter a = linear_adapter(dim: 4, bottleneck: 2, scale: 0.5) at t.fc after");
         insta::assert_snapshot!(out, @"
         %0 = input x : f32[B, 4]
-        %1 = param t.fc.weight : f32[4, 4] frozen fold ((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.weight)
-        %2 = param t.fc.bias : f32[4] frozen fold (((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.bias) + 0.5 * ((a.t.fc.up.weight @ a.t.fc.down.bias) + a.t.fc.up.bias))
+        %1 = param t.fc.weight : f32[4, 4] folded ((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.weight)
+        %2 = param t.fc.bias : f32[4] folded (((0.5 * (a.t.fc.up.weight @ a.t.fc.down.weight) + eye(4)) @ t.fc.bias) + 0.5 * ((a.t.fc.up.weight @ a.t.fc.down.bias) + a.t.fc.up.bias))
         %3 = linear(%0, %1, %2) : f32[B, 4]  @t.fc
         output y = %3 : f32[B, 4]
         ");

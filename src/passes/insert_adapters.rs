@@ -15,9 +15,9 @@ use super::infer_shapes::type_nodes;
 use crate::diag::Diagnostic;
 use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op};
-use crate::lower::{Builder, ModuleEntry, Value};
+use crate::lower::{AdapterInfo, Builder, ModuleEntry, Value};
 use crate::select::Universe;
-use crate::syntax::ast::{AdapterDecl, Placement, Stmt};
+use crate::syntax::ast::{AdapterDecl, ExprKind, Placement, Stmt};
 use std::collections::{HashMap, HashSet};
 
 /// The pass: insert every adapter of the model; errors go to the context.
@@ -160,9 +160,23 @@ fn insert_one(
     };
     let mut all_inputs = vec![crate::lower::eval_arg(Value::Tensor(feed), a.span)];
     all_inputs.extend(inputs);
+    // The widths the module receives and returns here: its `site_in` / `site_out`.
+    let width = |b: &Builder, n: NodeId| b.graph.node(n).ty.as_ref().and_then(|t| t.shape.last()?.fixed());
+    let back = match a.placement {
+        Placement::After | Placement::Parallel => site.output,
+        Placement::Before => feed,
+    };
+    let widths = width(b, feed).zip(width(b, back));
+    if let Some(w) = widths {
+        check_explicit_sizes(b, a, site_path, &config, w)?;
+    }
+    record(b, a, site_path, &config);
     let mark = b.graph.id_bound();
     b.set_owner(&a.name.name, binding);
-    let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span).map_err(|_| ())?;
+    b.adapter_site = widths;
+    let out = b.instance(&a.module.name, a.module.span, config, all_inputs, &path, a.span);
+    b.adapter_site = None;
+    let out = out.map_err(|_| ())?;
     let out = match out {
         Value::Tensor(t) => t,
         _ => return Ok(()), // absent context at compile time: the adapter is skipped
@@ -188,6 +202,85 @@ fn insert_one(
                 })
                 .collect();
             g.replace_uses(feed, out, |u| users.contains(&u));
+        }
+    }
+    Ok(())
+}
+
+/// The adapter's module, numeric configuration (given, or a literal default) and sites.
+fn record(b: &mut Builder, a: &AdapterDecl, site_path: &str, config: &[crate::lower::ArgVal]) {
+    let entry = b
+        .adapter_info
+        .entry(a.name.name.clone())
+        .or_insert_with(|| AdapterInfo { module: a.module.name.clone(), ..AdapterInfo::default() });
+    entry.sites.push(site_path.to_string());
+    if entry.sites.len() > 1 {
+        return;
+    }
+    let Some(ModuleEntry::Decl(m)) = b.program().modules.get(&a.module.name).map(|e| (**e).clone()) else { return };
+    let entry = b.adapter_info.get_mut(&a.name.name).expect("just inserted");
+    let num = |v: &Value| match v {
+        Value::Int(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    let positional: Vec<&crate::lower::ArgVal> = config.iter().filter(|c| c.name.is_none()).collect();
+    for (i, p) in m.params.iter().enumerate() {
+        let given = positional.get(i).copied();
+        let given = given.or_else(|| config.iter().find(|c| c.name.as_ref().is_some_and(|(n, _)| n == &p.name.name)));
+        let value = match given {
+            Some(g) => num(&g.value),
+            None => match p.default.as_ref().map(|d| &d.kind) {
+                Some(ExprKind::Int(v)) => Some(*v as f64),
+                Some(ExprKind::Float(v)) => Some(*v),
+                _ => None,
+            },
+        };
+        if let Some(v) = value {
+            entry.args.insert(p.name.name.clone(), v);
+        }
+    }
+}
+
+/// Sizes given explicitly for parameters that default to the site's widths must be
+/// those widths: one clear error instead of a shape mismatch deep inside the module.
+fn check_explicit_sizes(
+    b: &mut Builder,
+    a: &AdapterDecl,
+    site_path: &str,
+    config: &[crate::lower::ArgVal],
+    (site_in, site_out): (i64, i64),
+) -> Result<(), ()> {
+    let Some(ModuleEntry::Decl(m)) = b.program().modules.get(&a.module.name).map(|e| &**e) else { return Ok(()) };
+    let m = m.clone();
+    let mut pos = 0;
+    for arg in config {
+        let i = match &arg.name {
+            Some((n, _)) => m.params.iter().position(|p| &p.name.name == n),
+            None => {
+                pos += 1;
+                Some(pos - 1)
+            }
+        };
+        let Some(p) = i.and_then(|i| m.params.get(i)) else { continue };
+        let want = match p.default.as_ref().map(|d| &d.kind) {
+            Some(ExprKind::Name(n)) if n == "site_in" => (site_in, "receives"),
+            Some(ExprKind::Name(n)) if n == "site_out" => (site_out, "returns"),
+            _ => continue,
+        };
+        if let Value::Int(given) = arg.value {
+            if given != want.0 {
+                b.diags.push(
+                    Diagnostic::error(
+                        "E0705",
+                        format!("adapter `{}`: `{}: {given}` does not fit `{site_path}`", a.name.name, p.name.name),
+                    )
+                    .at(arg.span, format!("the adapter {} {} features there", want.1, want.0))
+                    .also(p.name.span, format!("`{}` defaults to the site's width", p.name.name))
+                    .hint(format!("leave `{}` out: each site gives the adapter its own width", p.name.name)),
+                );
+                return Err(());
+            }
         }
     }
     Ok(())
@@ -221,6 +314,49 @@ model m {
         assert!(super::insert_adapters(&mut g, &mut cx).unwrap());
         assert!(!cx.diags().has_errors(), "{}", errors(&cx));
         ir(&g)
+    }
+
+    /// One declaration at sites of different widths: each instance takes its site's.
+    #[test]
+    fn sizes_come_from_the_site() {
+        let spec = r#"
+module two(dim: int) {
+  in x
+  wide   = linear(dim, dim * 3)(x)
+  narrow = linear(dim * 3, dim)(wide)
+  out narrow
+}
+module low_rank(in_features: int = site_in, out_features: int = site_out, rank: int) {
+  in x
+  a = linear(in_features, rank, bias: false)(x)
+  b = linear(rank, out_features, bias: false)(a)
+  out b
+}
+model m {
+  input x: f32[B, 2]
+  encoder t = two(2)(x)
+  adapter l = low_rank(rank: 1) at t.{wide, narrow} parallel
+  output y = t
+}
+"#;
+        let (mut g, mut cx) = lowered(spec);
+        super::insert_adapters(&mut g, &mut cx).unwrap();
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        let text = ir(&g);
+        assert!(text.contains("param l.t.wide.a.weight : f32[1, 2]"), "{text}");
+        assert!(text.contains("param l.t.wide.b.weight : f32[6, 1]"), "{text}");
+        assert!(text.contains("param l.t.narrow.a.weight : f32[1, 6]"), "{text}");
+        assert!(text.contains("param l.t.narrow.b.weight : f32[2, 1]"), "{text}");
+        // The same sizes given explicitly compile to the same graph.
+        let explicit = spec.replace(
+            "adapter l = low_rank(rank: 1) at t.{wide, narrow} parallel",
+            "adapter l = low_rank(in_features: 2, out_features: 6, rank: 1) at t.wide parallel\n  \
+             adapter k = low_rank(in_features: 6, out_features: 2, rank: 1) at t.narrow parallel",
+        );
+        let (mut g, mut cx) = lowered(&explicit);
+        super::insert_adapters(&mut g, &mut cx).unwrap();
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        assert_eq!(ir(&g).replace("k.t.narrow", "l.t.narrow"), text);
     }
 
     #[test]

@@ -188,12 +188,21 @@ pub enum ComponentKind {
     Encoder,
 }
 
+/// `weights "file" [key rules]` or `weights required [key rules]`.
+#[derive(Debug, Clone)]
+pub struct WeightsRef {
+    /// `None`: `weights required`, the file comes from the command line.
+    pub file: Option<String>,
+    pub span: Span,
+    pub keys: crate::keymap::KeyMap,
+}
+
 #[derive(Debug, Clone)]
 pub struct ComponentDecl {
     pub kind: ComponentKind,
     pub name: Ident,
     pub value: Expr,
-    pub weights: Option<(String, Span)>,
+    pub weights: Option<WeightsRef>,
     pub trainability: Option<(Trainability, Span)>,
     pub span: Span,
 }
@@ -222,7 +231,7 @@ pub struct AdapterDecl {
     pub args: Vec<Arg>,
     pub at: Selector,
     pub placement: Placement,
-    pub weights: Option<(String, Span)>,
+    pub weights: Option<WeightsRef>,
     pub trainability: Option<(Trainability, Span)>,
     pub span: Span,
 }
@@ -261,6 +270,7 @@ pub enum ModelItem {
     Bind {
         name: Ident,
         file: String,
+        keys: crate::keymap::KeyMap,
         trainability: Option<Trainability>,
         span: Span,
     },

@@ -135,6 +135,12 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::train_decl | Rule::kw_train => "`train`",
         Rule::bind_decl | Rule::weights | Rule::kw_weights => "`weights`",
         Rule::trainability => "`frozen`, `trainable`",
+        Rule::key_rule | Rule::kw_prefix | Rule::kw_rename => {
+            "a key rule (`prefix \"...\"`, `rename \"...\" -> \"...\"`)"
+        }
+        Rule::kw_required => "`required`",
+        Rule::int_list => "a grid like [14, 14]",
+        Rule::kw_resample | Rule::kw_keep => "`resample`",
         Rule::placement => "a placement (`after`, `parallel` or `before`)",
         Rule::kw_at => "`at`",
         Rule::kw_from => "`from`",

@@ -40,9 +40,11 @@ impl Builder {
             inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
         let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
         let weights = find(Rule::weights).map(|w| {
-            let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
-            let sp = self.span(&s);
-            (string_value(s), sp)
+            let span = self.span(&w);
+            let parts: Vec<Pair<Rule>> = w.into_inner().collect();
+            let file = parts.iter().find(|y| y.as_rule() == Rule::string).map(|s| string_value(s.clone()));
+            let keys = key_map(parts.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned());
+            WeightsRef { file, span, keys }
         });
         let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
         match rule {
@@ -153,6 +155,7 @@ impl Builder {
             Rule::bind_decl => ModelItem::Bind {
                 name: idents[0].clone(),
                 file: string_value(find(Rule::string).expect("bind file")),
+                keys: key_map(inner.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned()),
                 trainability: trainability.map(|t| t.0),
                 span,
             },
@@ -214,4 +217,30 @@ impl Builder {
             }
         }
     }
+}
+
+/// `prefix "p"` and `rename "a" -> "b"` rules, in order (a later prefix wins).
+pub(super) fn key_map<'a>(rules: impl Iterator<Item = Pair<'a, Rule>>) -> crate::keymap::KeyMap {
+    let mut m = crate::keymap::KeyMap::default();
+    for r in rules {
+        let parts: Vec<Pair<Rule>> = r.into_inner().collect();
+        let strings: Vec<String> =
+            parts.iter().filter(|x| x.as_rule() == Rule::string).cloned().map(string_value).collect();
+        let ints =
+            |p: &Pair<Rule>| -> Vec<i64> { p.clone().into_inner().filter_map(|i| i.as_str().parse().ok()).collect() };
+        let lists: Vec<Vec<i64>> = parts.iter().filter(|x| x.as_rule() == Rule::int_list).map(ints).collect();
+        if let [from, to] = lists.as_slice() {
+            let keep =
+                parts.iter().find(|x| x.as_rule() == Rule::int).and_then(|k| k.as_str().parse().ok()).unwrap_or(0);
+            let key = strings.first().cloned().unwrap_or_default();
+            m.resample.push(crate::keymap::Resample { key, from: from.clone(), to: to.clone(), keep });
+            continue;
+        }
+        match strings.as_slice() {
+            [p] => m.prefix = Some(p.clone()),
+            [from, to] => m.rename.push(crate::keymap::Rename { from: from.clone(), to: to.clone() }),
+            _ => {}
+        }
+    }
+    m
 }

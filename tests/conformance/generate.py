@@ -28,6 +28,8 @@ Cases (float64 references; tolerance 1e-5, 1e-4 for BERT):
                              (parallel), prefix (after attn.k / attn.v), linear (after)
     fuse_*                   `graft fuse` of m2pt / lora / linear adapters, loaded into
                              timm's VisionTransformer with strict=True
+    hf_vit, videomae_*,      the checkpoint families of std/ against transformers / timm
+    dinov2*, clip            (see families.py)
 
 Every graft model runs in train and infer mode (infer folds pathways, LoRA and
 linear adapters), except the timm and BERT cases (infer only).
@@ -51,6 +53,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch
 from safetensors.torch import save_file
 
+import families
 import refs
 
 HERE = Path(__file__).resolve().parent
@@ -547,6 +550,8 @@ def case_fuse_linear_adapter(c):
 
 
 CASES = {name.removeprefix("case_"): fn for name, fn in globals().items() if name.startswith("case_")}
+# The checkpoint families of std/ (families.py), given this module's helpers.
+CASES.update({name: (lambda c, f=f: f(c, sys.modules[__name__])) for name, f in families.CASES.items()})
 
 
 def main(argv):

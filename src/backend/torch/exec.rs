@@ -136,6 +136,8 @@ pub fn kernel(k: &Kernel, a: &[&Tensor]) -> Result<Tensor, TchError> {
         Kernel::Gelu => x.f_gelu("none"),
         Kernel::Relu => x.f_relu(),
         Kernel::Tanh => x.f_tanh(),
+        Kernel::Sigmoid => x.f_sigmoid(),
+        Kernel::SinusoidPositions => sinusoid_table(x),
         Kernel::Attention { heads } => attention(a[0], a[1], a[2], a.get(3).copied(), *heads),
         Kernel::Add => x.f_add(a[1]),
         Kernel::Mul => x.f_mul(a[1]),
@@ -199,6 +201,22 @@ pub fn kernel(k: &Kernel, a: &[&Tensor]) -> Result<Tensor, TchError> {
         }
         Kernel::MatMul => x.f_matmul(a[1]),
     }
+}
+
+/// `[1, T, D]`: `sin(t / 10000^(2⌊j/2⌋/D))` at even `j`, `cos` at odd `j`, computed in
+/// float64 (as VideoMAE's numpy table), then in `x`'s dtype and device.
+fn sinusoid_table(x: &Tensor) -> Result<Tensor, TchError> {
+    let s = x.size();
+    let (t, d) = (s[1], s[2]);
+    let f64_cpu = (Kind::Double, tch::Device::Cpu);
+    let pos = Tensor::f_arange(t, f64_cpu)?.f_unsqueeze(1)?;
+    let j = Tensor::f_arange(d, (Kind::Int64, tch::Device::Cpu))?;
+    let pair = j.f_floor_divide_scalar(2)?.f_to_kind(Kind::Double)?;
+    let denom = Tensor::f_full([d], 10000.0, f64_cpu)?.f_pow(&pair.f_mul_scalar(2.0)?.f_div_scalar(d as f64)?)?;
+    let angle = pos.f_div(&denom.f_unsqueeze(0)?)?;
+    let even = j.f_remainder(2)?.f_eq(0)?.f_unsqueeze(0)?;
+    let table = angle.f_sin()?.f_where_self(&even, &angle.f_cos()?)?;
+    table.f_unsqueeze(0)?.f_to_kind(x.kind())?.f_to_device(x.device())
 }
 
 /// Multi-head attention over `[B, T, D]` q, k, v; `mask` `[B, Tk]`, non-zero = attend.

@@ -128,6 +128,23 @@ fn activations() {
     close(&op(Op::Relu, &[&x]), &x.clamp_min(0.0));
     let e = (&x * 2.0).exp();
     close(&op(Op::Tanh, &[&x]), &((&e - 1.0) / (&e + 1.0)));
+    close(&op(Op::Sigmoid, &[&x]), &(((-&x).exp() + 1.0).reciprocal()));
+}
+
+/// VideoMAE's table written out element by element in f64.
+#[test]
+fn sinusoid_positions() {
+    let x = randn(&[2, 5, 6]);
+    let got = op(Op::SinusoidPositions, &[&x]);
+    assert_eq!(got.size(), vec![1, 5, 6]);
+    let mut want = Vec::new();
+    for t in 0..5 {
+        for j in 0..6i32 {
+            let angle = t as f64 / 10000f64.powf(2.0 * (j / 2) as f64 / 6.0);
+            want.push(if j % 2 == 0 { angle.sin() } else { angle.cos() } as f32);
+        }
+    }
+    close(&got, &Tensor::from_slice(&want).reshape([1, 5, 6]));
 }
 
 /// Attention written out: split heads, softmax(q kᵀ/√d + mask) v, merge.

@@ -128,6 +128,7 @@ impl Spec {
         b.allow_nonfinite = self.allow_nonfinite;
         let declared = Declared::from_sites(&self.compiled.sites);
         let mut leaves = Leaves::load(self.plan.params.iter(), &b, &declared, allow_missing, seed)?;
+        notes.append(&mut leaves.notes);
         if let Some((f, _)) = run {
             f.apply(&mut leaves)?;
         }
