@@ -115,10 +115,30 @@ pub fn check_without(spec: &Spec, without: &[String]) -> Result<()> {
 
 /// Evaluate every sample of `ds` once (call under `no_grad`).
 pub fn evaluate(model: &Model, ds: &Dataset, batch: usize, without: &[String]) -> Result<Report> {
+    let t = tally(model, ds, batch, without, (0, 1))?;
+    report(model, ds, without, t)
+}
+
+/// The confusion counts and the summed loss of a share of a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tally {
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    pub loss_sum: f64,
+    pub samples: u64,
+}
+
+/// Tally the batches of `ds` whose index is `rank` modulo `world` (`shard`); the
+/// tallies of all ranks add up to the whole dataset's (call under `no_grad`).
+pub fn tally(model: &Model, ds: &Dataset, batch: usize, without: &[String], shard: (usize, usize)) -> Result<Tally> {
     let classes = ds.meta.classes;
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut loss_sum, mut samples) = (0.0f64, 0u64);
-    for b in ds.batches(batch.max(1), 0, 0, false) {
+    let (rank, world) = (shard.0, shard.1.max(1));
+    for (i, b) in ds.batches(batch.max(1), 0, 0, false).enumerate() {
+        if i % world != rank {
+            continue;
+        }
         let b = b?;
         let logits = model.logits(&b, without)?;
         let labels = model.labels(&b)?;
@@ -133,6 +153,13 @@ pub fn evaluate(model: &Model, ds: &Dataset, batch: usize, without: &[String]) -
         }
         samples += b.len() as u64;
     }
+    Ok(Tally { confusion, loss_sum, samples })
+}
+
+/// The report of a dataset's (summed) tally.
+pub fn report(model: &Model, ds: &Dataset, without: &[String], t: Tally) -> Result<Report> {
+    let classes = ds.meta.classes;
+    let Tally { confusion, loss_sum, samples } = t;
     if samples == 0 {
         bail!("{}: no samples", ds.dir.display());
     }

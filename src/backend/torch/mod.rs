@@ -19,10 +19,12 @@
 //! - [`eval`]: `graft eval`, loss, accuracy and confusions on a dataset.
 //! - [`bench`]: `graft bench`, compile time and forward latency side by side.
 //! - [`cuda_graph`]: CUDA-graph capture/replay and bf16 autocast (`cuda-graphs` feature).
+//! - [`dist`]: data-parallel training on c10d (`distributed` feature).
 
 pub mod bench;
 pub mod cli;
 pub mod cuda_graph;
+pub mod dist;
 pub mod eval;
 pub mod exec;
 pub mod fold;

@@ -152,7 +152,19 @@ pub fn metadata(id: &Identity, step: u64) -> BTreeMap<String, String> {
 /// Write `trainable.safetensors`: the given (path, tensor) pairs plus metadata,
 /// including `params`, a JSON list of `[name, shape]`.
 pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_trainable_with(path, id, step, tensors, &BTreeMap::new())
+}
+
+/// [`write_trainable`] with `extra` metadata (e.g. `world_size`, `global_batch`).
+pub fn write_trainable_with(
+    path: &Path,
+    id: &Identity,
+    step: u64,
+    tensors: &[(String, Tensor)],
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut meta = metadata(id, step);
+    meta.extend(extra.clone());
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     let host: Vec<(String, Tensor)> = tensors
@@ -304,6 +316,17 @@ pub struct State {
     /// The training data directory, as given.
     pub data: String,
     pub hyper: super::Hyper,
+    /// Ranks of a data-parallel run (1: a single process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Samples per batch over all ranks (`hyper.batch` × `world_size`); `position`
+    /// counts batches of this size.
+    #[serde(default)]
+    pub global_batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl State {
