@@ -132,7 +132,7 @@ impl Dist {
         if backend == BackendArg::Nccl && !ffi::has_nccl() {
             bail!("--dist-backend nccl: this graft was built without the `nccl` feature (rebuild with `--features nccl`, or pass --dist-backend gloo)");
         }
-        let prefix = format!("graft/{}/", env.restart);
+        let prefix = format!("graft/{}", env.restart);
         let serve = env.rank == 0 && !env.agent_store;
         let at = format!("{}:{}", env.master_addr, env.master_port);
         let store = Store::connect(&env.master_addr, env.master_port, serve, env.world, timeout, &prefix).map_err(|e| {

@@ -151,13 +151,17 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
     let Some(spec) = Spec::compile(&a.spec)? else { return Ok(None) };
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
-        eprintln!("note: {n}");
+        if main {
+            eprintln!("note: {n}");
+        }
     }
     let val = match &a.val {
         Some(v) => {
             let vds = open_data(v, "val")?;
             for n in spec.check_dataset(&vds, "validation data")? {
-                eprintln!("note: {n}");
+                if main {
+                    eprintln!("note: {n}");
+                }
             }
             Some(vds)
         }
@@ -273,7 +277,7 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
         for n in &notes {
             eprintln!("note: {n}");
         }
-        header(&model, &opt, &ds, &hyper, per_epoch, start, &out, device);
+        header(&model, &opt, &ds, &hyper, (per_epoch, global), start, &out, device);
     }
     if let (true, Some(d), Some(b)) = (main, dist, &buckets) {
         eprintln!(
@@ -601,7 +605,7 @@ fn header(
     opt: &AdamW,
     ds: &Dataset,
     h: &Hyper,
-    per_epoch: u64,
+    (per_epoch, global): (u64, usize),
     start: u64,
     out: &Path,
     device: tch::Device,
@@ -634,10 +638,11 @@ fn header(
         h.clip.map(|c| format!(", clip {c}")).unwrap_or_default()
     );
     eprintln!(
-        "  data {}: {} samples, {per_epoch} batches of {} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
+        "  data {}: {} samples, {per_epoch} batches of {}{} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
         ds.dir.display(),
         ds.len(),
-        h.batch,
+        global,
+        if global != h.batch { format!(" ({} per rank)", h.batch) } else { String::new() },
         s.total,
         if h.accumulate > 1 { format!(", {} batches per step", h.accumulate) } else { String::new() },
         match s.kind {
