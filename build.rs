@@ -60,7 +60,11 @@ fn dist_shim(lib: &Path) {
         .define("GLOG_USE_GLOG_EXPORT", None)
         .define("USE_C10D_GLOO", None);
     #[cfg_attr(not(feature = "nccl"), allow(unused_mut))]
-    let mut dirs = vec![Path::new("csrc/gloo_stub").to_path_buf(), torch.join("include"), torch.join("include/torch/csrc/api/include")];
+    let mut dirs = vec![
+        Path::new("csrc/gloo_stub").to_path_buf(),
+        torch.join("include"),
+        torch.join("include/torch/csrc/api/include"),
+    ];
     #[cfg(feature = "nccl")]
     {
         println!("cargo:rerun-if-env-changed=GRAFT_CUDA_INCLUDE");

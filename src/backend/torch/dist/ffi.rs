@@ -51,8 +51,13 @@ mod sys {
             err: *mut c_char,
             len: usize,
         ) -> c_int;
-        pub fn graft_store_check(s: *mut c_void, key: *const c_char, present: *mut c_int, err: *mut c_char, len: usize)
-            -> c_int;
+        pub fn graft_store_check(
+            s: *mut c_void,
+            key: *const c_char,
+            present: *mut c_int,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
         pub fn graft_store_add(
             s: *mut c_void,
             key: *const c_char,
@@ -120,7 +125,14 @@ mod sys {
         1
     }
     pub unsafe fn graft_store_free(_: *mut c_void) {}
-    pub unsafe fn graft_store_set(_: *mut c_void, _: *const c_char, _: *const u8, _: usize, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn graft_store_set(
+        _: *mut c_void,
+        _: *const c_char,
+        _: *const u8,
+        _: usize,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         1
     }
     pub unsafe fn graft_store_get(
@@ -134,13 +146,33 @@ mod sys {
     ) -> c_int {
         1
     }
-    pub unsafe fn graft_store_check(_: *mut c_void, _: *const c_char, _: *mut c_int, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn graft_store_check(
+        _: *mut c_void,
+        _: *const c_char,
+        _: *mut c_int,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         1
     }
-    pub unsafe fn graft_store_add(_: *mut c_void, _: *const c_char, _: i64, _: *mut i64, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn graft_store_add(
+        _: *mut c_void,
+        _: *const c_char,
+        _: i64,
+        _: *mut i64,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         1
     }
-    pub unsafe fn graft_store_wait(_: *mut c_void, _: *const *const c_char, _: usize, _: i64, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn graft_store_wait(
+        _: *mut c_void,
+        _: *const *const c_char,
+        _: usize,
+        _: i64,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         1
     }
     pub unsafe fn graft_pg_new(
@@ -160,7 +192,14 @@ mod sys {
     pub unsafe fn graft_pg_broadcast(_: *mut c_void, _: *mut c_void, _: c_int, _: *mut c_char, _: usize) -> c_int {
         1
     }
-    pub unsafe fn graft_pg_allreduce(_: *mut c_void, _: *mut c_void, _: c_int, _: *mut *mut c_void, _: *mut c_char, _: usize) -> c_int {
+    pub unsafe fn graft_pg_allreduce(
+        _: *mut c_void,
+        _: *mut c_void,
+        _: c_int,
+        _: *mut *mut c_void,
+        _: *mut c_char,
+        _: usize,
+    ) -> c_int {
         1
     }
     pub unsafe fn graft_work_wait(_: *mut c_void, _: *mut c_char, _: usize) -> c_int {
@@ -318,7 +357,17 @@ impl Group {
         let mut raw = std::ptr::null_mut();
         // SAFETY: `store.raw` is live; out-pointer valid; set only on success.
         call(|e, n| unsafe {
-            sys::graft_pg_new(store.raw, b.as_ptr(), rank as c_int, world as c_int, millis(timeout), dev, &mut raw, e, n)
+            sys::graft_pg_new(
+                store.raw,
+                b.as_ptr(),
+                rank as c_int,
+                world as c_int,
+                millis(timeout),
+                dev,
+                &mut raw,
+                e,
+                n,
+            )
         })?;
         if raw.is_null() {
             bail!("the process-group shim returned no handle");
@@ -337,7 +386,9 @@ impl Group {
     pub fn allreduce(&self, t: &Tensor, op: Op) -> Result<Work> {
         let mut raw = std::ptr::null_mut();
         // SAFETY: as in `broadcast`; the shim keeps its own reference to the tensor.
-        call(|e, n| unsafe { sys::graft_pg_allreduce(self.raw, t.as_ptr() as *mut c_void, op as c_int, &mut raw, e, n) })?;
+        call(|e, n| unsafe {
+            sys::graft_pg_allreduce(self.raw, t.as_ptr() as *mut c_void, op as c_int, &mut raw, e, n)
+        })?;
         Ok(Work { raw })
     }
 

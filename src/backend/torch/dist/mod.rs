@@ -65,7 +65,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// `None` without `WORLD_SIZE` or with `WORLD_SIZE=1`: a single-process run.
+    /// `None` without `WORLD_SIZE`: a single-process run. (With `WORLD_SIZE=1` the
+    /// caller decides: a group of one only when a backend is asked for.)
     pub fn from_env() -> Result<Option<Env>> {
         Env::from_lookup(|k| std::env::var(k).ok())
     }
@@ -76,8 +77,8 @@ impl Env {
             v.trim().parse::<u64>().map_err(|_| anyhow!("{k}={v:?}: expected a non-negative integer"))
         };
         let world = num("WORLD_SIZE", &world)? as usize;
-        if world <= 1 {
-            return Ok(None);
+        if world == 0 {
+            bail!("WORLD_SIZE=0: expected at least 1");
         }
         let need = |k: &str| {
             get(k).ok_or_else(|| {
@@ -93,12 +94,14 @@ impl Env {
             None => rank,
         };
         let port = num("MASTER_PORT", &need("MASTER_PORT")?)?;
-        let master_port = u16::try_from(port).ok().filter(|&p| p > 0).ok_or_else(|| anyhow!("MASTER_PORT={port}: not a TCP port"))?;
+        let master_port =
+            u16::try_from(port).ok().filter(|&p| p > 0).ok_or_else(|| anyhow!("MASTER_PORT={port}: not a TCP port"))?;
         let restart = match get("TORCHELASTIC_RESTART_COUNT") {
             Some(v) => num("TORCHELASTIC_RESTART_COUNT", &v)?,
             None => 0,
         };
-        let agent_store = get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+        let agent_store =
+            get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
         Ok(Some(Env { rank, world, local_rank, master_addr: need("MASTER_ADDR")?, master_port, restart, agent_store }))
     }
 
@@ -135,13 +138,19 @@ impl Dist {
         let prefix = format!("graft/{}", env.restart);
         let serve = env.rank == 0 && !env.agent_store;
         let at = format!("{}:{}", env.master_addr, env.master_port);
-        let store = Store::connect(&env.master_addr, env.master_port, serve, env.world, timeout, &prefix).map_err(|e| {
-            if serve {
-                anyhow!("rank 0 could not serve the rendezvous store on {at}: {e}\n  hint: is MASTER_PORT free?")
-            } else {
-                anyhow!("rank {} could not reach the rendezvous store at {at} (served by {}) within {}: {e}", env.rank, env.store_owner(), secs(timeout))
-            }
-        })?;
+        let store =
+            Store::connect(&env.master_addr, env.master_port, serve, env.world, timeout, &prefix).map_err(|e| {
+                if serve {
+                    anyhow!("rank 0 could not serve the rendezvous store on {at}: {e}\n  hint: is MASTER_PORT free?")
+                } else {
+                    anyhow!(
+                        "rank {} could not reach the rendezvous store at {at} (served by {}) within {}: {e}",
+                        env.rank,
+                        env.store_owner(),
+                        secs(timeout)
+                    )
+                }
+            })?;
         store.set(&format!("join/{}", env.rank), std::process::id().to_string().as_bytes())?;
         let joins: Vec<String> = (0..env.world).map(|r| format!("join/{r}")).collect();
         if let Err(e) = store.wait(&joins, timeout) {
@@ -161,8 +170,9 @@ impl Dist {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let heartbeat = spawn_heartbeat(&env, &prefix, timeout, stop.clone())?;
-        let group = Group::new(&store, backend.name(), env.rank, env.world, timeout, cuda_device)
-            .map_err(|e| anyhow!("creating the {} process group (rank {} of {}): {e}", backend.name(), env.rank, env.world))?;
+        let group = Group::new(&store, backend.name(), env.rank, env.world, timeout, cuda_device).map_err(|e| {
+            anyhow!("creating the {} process group (rank {} of {}): {e}", backend.name(), env.rank, env.world)
+        })?;
         let d = Dist { env, backend, timeout, store, group, stop, heartbeat: Some(heartbeat) };
         Ok(d)
     }
@@ -229,7 +239,11 @@ impl Dist {
                 }
             }
             if !dead.is_empty() {
-                return Ok(format!("{} stopped (no heartbeat for {:.1} s: the process exited, was killed or is frozen)", dead.join(", "), WATCH.as_secs_f64()));
+                return Ok(format!(
+                    "{} stopped (no heartbeat for {:.1} s: the process exited, was killed or is frozen)",
+                    dead.join(", "),
+                    WATCH.as_secs_f64()
+                ));
             }
             let step = |r: usize| -> Result<Option<u64>> {
                 Ok(read(&format!("step/{r}"))?.and_then(|v| String::from_utf8_lossy(&v).parse().ok()))
@@ -273,7 +287,12 @@ fn secs(d: Duration) -> String {
 
 /// Tick `alive/<rank>` on a connection of its own until `stop`; quits quietly when the
 /// store goes away (the main thread reports that).
-fn spawn_heartbeat(env: &Env, prefix: &str, timeout: Duration, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+fn spawn_heartbeat(
+    env: &Env,
+    prefix: &str,
+    timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>> {
     let s = Store::connect(&env.master_addr, env.master_port, false, env.world, timeout, prefix)?;
     let key = format!("alive/{}", env.rank);
     s.add(&key, 1)?;
@@ -302,9 +321,9 @@ mod tests {
     }
 
     #[test]
-    fn no_world_size_or_one_rank_is_a_single_process_run() {
+    fn no_world_size_is_a_single_process_run() {
         assert_eq!(env(&[]).unwrap(), None);
-        assert_eq!(env(&[("WORLD_SIZE", "1"), ("RANK", "0")]).unwrap(), None);
+        assert!(env(&[("WORLD_SIZE", "0")]).is_err());
     }
 
     #[test]

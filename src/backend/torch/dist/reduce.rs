@@ -199,10 +199,8 @@ pub fn check_same(dist: &Dist, key: &str, what: &str, items: &[(String, String)]
     dist.store().set(&format!("{key}/{}", dist.rank()), text.as_bytes())?;
     let keys: Vec<String> = (0..dist.world()).map(|r| format!("{key}/{r}")).collect();
     dist.store().wait(&keys, dist.timeout).map_err(|e| dist.explain(&format!("exchanging {what}"), e))?;
-    let lists: Vec<Vec<(String, String)>> = keys
-        .iter()
-        .map(|k| Ok(serde_json::from_slice(&dist.store().get(k)?)?))
-        .collect::<Result<_>>()?;
+    let lists: Vec<Vec<(String, String)>> =
+        keys.iter().map(|k| Ok(serde_json::from_slice(&dist.store().get(k)?)?)).collect::<Result<_>>()?;
     let base = &lists[0];
     for (r, l) in lists.iter().enumerate().skip(1) {
         if l == base {
@@ -211,7 +209,8 @@ pub fn check_same(dist: &Dist, key: &str, what: &str, items: &[(String, String)]
         for i in 0..base.len().max(l.len()) {
             let (a, b) = (base.get(i), l.get(i));
             if a != b {
-                let show = |x: Option<&(String, String)>| x.map_or("nothing".to_string(), |(n, v)| format!("`{n}` = {v}"));
+                let show =
+                    |x: Option<&(String, String)>| x.map_or("nothing".to_string(), |(n, v)| format!("`{n}` = {v}"));
                 bail!(
                     "rank {r} and rank 0 differ in {what}: rank 0 has {}, rank {r} has {}\n  hint: every rank must run the same spec, data, weights files and arguments",
                     show(a),

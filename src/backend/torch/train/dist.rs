@@ -21,9 +21,11 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 /// Join the data-parallel run described by the environment (torchrun's variables), if
-/// any. Returns the device this rank computes on (CUDA: `cuda:LOCAL_RANK`).
+/// any. Returns the device this rank computes on (CUDA: `cuda:LOCAL_RANK`). One rank
+/// (`WORLD_SIZE=1`) is a plain run unless `--dist-backend` asks for a group of one.
 pub fn join(a: &TrainArgs, device: Device) -> Result<(Option<Dist>, Device)> {
-    let Some(env) = Env::from_env()? else {
+    let env = Env::from_env()?.filter(|e| e.world > 1 || a.dist_backend.is_some());
+    let Some(env) = env else {
         if a.dist_backend.is_some() {
             bail!("--dist-backend needs a data-parallel launch (torchrun, or WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT set)");
         }
@@ -63,12 +65,19 @@ pub fn prepare(dist: &Dist, model: &Model, params: &[Tensor], settings: Vec<(Str
 /// returns their combined fingerprint.
 pub fn check_replicas(dist: &Dist, step: u64, trainable: &[(String, Tensor)]) -> Result<String> {
     let items = trainable.iter().map(|(n, t)| Ok((n.clone(), fingerprint(t)?))).collect::<Result<Vec<_>>>()?;
-    check_same(dist, &format!("replica/{step}"), &format!("the trainable tensors after step {step} (the replicas diverged)"), &items)?;
+    check_same(
+        dist,
+        &format!("replica/{step}"),
+        &format!("the trainable tensors after step {step} (the replicas diverged)"),
+        &items,
+    )?;
     Ok(combined(&items))
 }
 
-/// One hash over (name, fingerprint) pairs.
+/// One hash over (name, fingerprint) pairs, in name order.
 pub fn combined(items: &[(String, String)]) -> String {
+    let mut items: Vec<&(String, String)> = items.iter().collect();
+    items.sort();
     let parts: Vec<&[u8]> = items.iter().flat_map(|(n, f)| [n.as_bytes(), f.as_bytes()]).collect();
     super::checkpoint::fnv64(&parts)
 }
@@ -81,7 +90,8 @@ pub fn validate(dist: &Dist, model: &Model, ds: &Dataset, batch: usize, device: 
     flat.extend([t.loss_sum, t.samples as f64]);
     let device = if dist.backend == BackendArg::Nccl { device } else { Device::Cpu };
     let s = sum(dist, &flat, device, "reducing the validation metrics")?;
-    let confusion = (0..classes).map(|i| s[i * classes..(i + 1) * classes].iter().map(|&c| c as u64).collect()).collect();
+    let confusion =
+        (0..classes).map(|i| s[i * classes..(i + 1) * classes].iter().map(|&c| c as u64).collect()).collect();
     let total = Tally { confusion, loss_sum: s[classes * classes], samples: s[classes * classes + 1] as u64 };
     report(model, ds, &[], total)
 }

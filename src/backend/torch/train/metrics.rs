@@ -104,8 +104,7 @@ impl Metrics {
             self.records.push(r);
             return Ok(());
         };
-        file.write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", self.dir.join(METRICS).display()))?;
+        file.write_all(line.as_bytes()).with_context(|| format!("writing {}", self.dir.join(METRICS).display()))?;
         self.records.push(r);
         Ok(())
     }

@@ -259,7 +259,10 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
             let settings = vec![
                 ("graph".to_string(), id.fingerprint.clone()),
                 ("hyperparameters".to_string(), serde_json::to_string(&hyper)?),
-                ("data".to_string(), format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes)),
+                (
+                    "data".to_string(),
+                    format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes),
+                ),
                 ("start step".to_string(), start.to_string()),
                 ("device".to_string(), if device.is_cuda() { "cuda" } else { "cpu" }.to_string()),
             ];
@@ -281,10 +284,10 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
     }
     if let (true, Some(d), Some(b)) = (main, dist, &buckets) {
         eprintln!(
-            "  data-parallel: {world} ranks ({}), global batch {global}; {} bucket(s), {} all-reduced per step",
+            "  data-parallel: {world} ranks ({}), global batch {global}; {} bucket(s), {:.2} MB all-reduced per step",
             d.backend.name(),
             b.len(),
-            format!("{:.2} MB", b.bytes as f64 / 1e6)
+            b.bytes as f64 / 1e6
         );
     }
     if main && (a.cuda_graph || autocast) {
