@@ -8,15 +8,21 @@
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
 pub mod api;
-#[cfg(feature = "torch")]
 pub mod backend;
+pub mod commands;
 pub mod data;
 pub mod diag;
+pub mod durable;
+pub mod evaluate;
+pub mod fuse;
 pub mod ir;
 pub mod lower;
+pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod safetensors;
 pub mod select;
 pub mod source;
 pub mod syntax;
+pub mod tensor;

@@ -7,9 +7,10 @@
 
 #![cfg(feature = "distributed")]
 
+use graft::backend::torch::convert::to_tensor;
 use graft::backend::torch::dist::reduce::fingerprint;
-use graft::backend::torch::safetensors::SafeFile;
 use graft::backend::torch::train::dist::combined;
+use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -124,7 +125,7 @@ fn losses(run: &str) -> Vec<f64> {
 
 fn tensors(run: &str) -> Vec<(String, tch::Tensor)> {
     let f = SafeFile::open(&dir().join(run).join("trainable.safetensors")).unwrap();
-    f.entries.keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect()
+    f.entries().keys().map(|k| (k.clone(), to_tensor(&f.tensor(k).unwrap()).unwrap())).collect()
 }
 
 fn fingerprint_of(run: &str) -> String {

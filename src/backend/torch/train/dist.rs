@@ -14,8 +14,8 @@ use super::model::Model;
 use super::TrainArgs;
 use crate::backend::torch::dist::reduce::{check_same, fingerprint, sum, Buckets, BUCKET_CAP};
 use crate::backend::torch::dist::{BackendArg, Dist, Env};
-use crate::backend::torch::eval::{report, tally, Report, Tally};
 use crate::data::Dataset;
+use crate::evaluate::{report, tally, Evaluated, Report, Tally};
 use anyhow::{bail, Result};
 use std::time::Duration;
 use tch::{Device, Tensor};
@@ -83,8 +83,9 @@ pub fn combined(items: &[(String, String)]) -> String {
 }
 
 /// Validate on this rank's share of the batches and sum the tallies over all ranks.
-pub fn validate(dist: &Dist, model: &Model, ds: &Dataset, batch: usize, device: Device) -> Result<Report> {
-    let t = tally(model, ds, batch, &[], (dist.rank(), dist.world()))?;
+pub fn validate(dist: &Dist, m: Evaluated<'_>, ds: &Dataset, batch: usize, device: Device) -> Result<Report> {
+    let model = m.model.to_string();
+    let t = tally(m, ds, batch, &[], (dist.rank(), dist.world()))?;
     let classes = t.confusion.len();
     let mut flat: Vec<f64> = t.confusion.iter().flatten().map(|&c| c as f64).collect();
     flat.extend([t.loss_sum, t.samples as f64]);
@@ -93,5 +94,5 @@ pub fn validate(dist: &Dist, model: &Model, ds: &Dataset, batch: usize, device: 
     let confusion =
         (0..classes).map(|i| s[i * classes..(i + 1) * classes].iter().map(|&c| c as u64).collect()).collect();
     let total = Tally { confusion, loss_sum: s[classes * classes], samples: s[classes * classes + 1] as u64 };
-    report(model, ds, &[], total)
+    Ok(report(&model, ds, &[], total)?)
 }

@@ -11,11 +11,9 @@
 //! rank takes the same number of steps, the shares are disjoint, and together they are
 //! exactly the batches a single process with the global batch size sees.
 
-use crate::backend::torch::kind_of;
-use crate::data::{Batch, DataError, Dataset, HostTensor};
+use crate::data::{Batch, DataError, Dataset};
 use anyhow::{anyhow, Result};
 use std::sync::mpsc::{sync_channel, Receiver};
-use tch::Tensor;
 
 /// Batches read ahead.
 const AHEAD: usize = 4;
@@ -87,9 +85,4 @@ impl Feed {
             Err(_) => Err(anyhow!("internal error: the batch reader stopped")),
         }
     }
-}
-
-/// A host tensor as a CPU tensor (one copy).
-pub fn to_tensor(h: &HostTensor) -> Result<Tensor> {
-    Ok(Tensor::f_from_data_size(&h.data, &h.shape, kind_of(h.dtype))?)
 }

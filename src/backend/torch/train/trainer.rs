@@ -17,10 +17,10 @@ use super::schedule::{Schedule, ScheduleKind};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 use crate::backend::torch::cuda_graph::{self, Autocast, GraphedStep, LossAndGrads};
 use crate::backend::torch::dist::Dist;
-use crate::backend::torch::eval::{evaluate, Report};
-use crate::backend::torch::safetensors::SafeFile;
 use crate::data::{Batch, Dataset};
+use crate::evaluate::{evaluate, Evaluated, Report};
 use crate::report::thousands;
+use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -84,7 +84,8 @@ fn all_finite(ts: &[(String, Tensor)]) -> Result<Option<String>> {
 /// Run `graft train`; `None` when the spec has errors (printed). Under torchrun, join
 /// the data-parallel run first; a rank that fails tells the others why.
 pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
-    let (dist, device) = dist::join(a, a.device.device()?)?;
+    let device = crate::backend::torch::convert::device(a.device.device(&crate::backend::torch::TorchBackend)?);
+    let (dist, device) = dist::join(a, device)?;
     let r = train(a, dist.as_ref(), device);
     if let Some(d) = &dist {
         match &r {
@@ -148,7 +149,7 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
     tch::manual_seed(seed as i64);
 
     // The spec first (its errors are the likeliest), then the data against it.
-    let Some(spec) = Spec::compile(&a.spec)? else { return Ok(None) };
+    let spec = Spec::compile(&a.spec)?;
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
         if main {
@@ -403,10 +404,17 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
         progress.step(step, loss, lr * scale, rate);
         let validate = val.is_some() && (step.is_multiple_of(eval_every) || step == total);
         if let (true, Some(vds)) = (validate, &val) {
-            let r = tch::no_grad(|| match dist {
-                Some(d) => dist::validate(d, &model, vds, batch, device),
-                None => evaluate(&model, vds, batch, &[]),
-            })?;
+            let mut exe = model.executable();
+            let m = Evaluated {
+                model: &model.spec.compiled.model,
+                plan: &model.spec.plan,
+                exe: &mut exe,
+                output: model.spec.output,
+            };
+            let r = match dist {
+                Some(d) => dist::validate(d, m, vds, batch, device)?,
+                None => evaluate(m, vds, batch, &[])?,
+            };
             progress.line(&format!(
                 "step {step}: val loss {:.4}, accuracy {:.2}% ({} samples)",
                 r.loss,
