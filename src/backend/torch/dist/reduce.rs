@@ -41,6 +41,10 @@ pub struct Buckets {
     params: usize,
     /// Bytes all-reduced per step (gradients only).
     pub bytes: usize,
+    /// Wall time spent in [`Buckets::reduce`] (copies, collectives, waiting for the
+    /// slowest rank), and how many calls.
+    pub spent: std::time::Duration,
+    pub calls: u64,
 }
 
 /// How parameters of `numel` elements × `size` bytes split into buckets of at most
@@ -92,7 +96,7 @@ impl Buckets {
         }
         let device = params.first().map_or(Device::Cpu, |p| p.device());
         let stats = Tensor::f_zeros([params.len() as i64 + 1], (Kind::Double, device))?;
-        Ok(Buckets { buckets, stats, params: params.len(), bytes })
+        Ok(Buckets { buckets, stats, params: params.len(), bytes, spent: Default::default(), calls: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -109,6 +113,7 @@ impl Buckets {
         if grads.len() != self.params {
             bail!("internal error: {} gradients for {} parameters", grads.len(), self.params);
         }
+        let t0 = std::time::Instant::now();
         let _guard = tch::no_grad_guard();
         for b in &mut self.buckets {
             for m in &b.members {
@@ -151,6 +156,8 @@ impl Buckets {
                 }
             }
         }
+        self.spent += t0.elapsed();
+        self.calls += 1;
         Ok((out, stats[self.params] / world))
     }
 

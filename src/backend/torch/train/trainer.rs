@@ -482,6 +482,15 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
     if let Some(f) = &replicas {
         println!("rank 0 of {world}: trainable fingerprint {f} (bitwise identical on every rank)");
     }
+    if let Some(b) = buckets.as_ref().filter(|b| b.calls > 0) {
+        let ms = 1000.0 * b.spent.as_secs_f64() / b.calls as f64;
+        println!(
+            "all-reduce: {ms:.2} ms per step ({:.1}% of the training time; {:.2} MB in {} bucket(s), waits for the slowest rank included)",
+            100.0 * b.spent.as_secs_f64() / secs.max(1e-9),
+            b.bytes as f64 / 1e6,
+            b.len()
+        );
+    }
     Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
 }
 
