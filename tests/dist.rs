@@ -248,6 +248,39 @@ fn a_killed_rank_stops_the_other_with_its_name_and_the_run_resumes_exactly() {
     let (a, b) = (losses("straight"), losses("crash"));
     assert_eq!(a.len(), b.len());
     assert_eq!(a[at as usize..], b[at as usize..]);
+    // On one process instead: it continues, saying that the data order changes.
+    let more = (at + 10).to_string();
+    let one = ["train", "dp.graft", "--data", "data", "--device", "cpu", "--resume", "crash", "--out", "crash1"];
+    let one: Vec<String> = one.iter().chain(&["--steps", more.as_str()]).map(|s| s.to_string()).collect();
+    let err = ok(&run(&one, 0)[0]);
+    assert!(err.contains("the run so far used 2 rank(s) (global batch 8); now 1 (global batch 4)"), "{err}");
+    assert!(err.contains("the data order changes"), "{err}");
+    assert_eq!(state("crash1")["world_size"].as_u64(), Some(1));
+}
+
+#[test]
+fn a_frozen_rank_times_out_the_collective_and_is_named() {
+    let words =
+        train_words("frozen", &["--batch", "4", "--steps", "100000", "--checkpoint-every", "4", "--dist-timeout", "5"]);
+    let port = free_port();
+    let r0 = spawn(&words, 0, 2, port);
+    let mut r1 = spawn(&words, 1, 2, port);
+    let t = Instant::now();
+    while !dir().join("frozen/state.json").exists() {
+        assert!(t.elapsed() < BOUND, "no checkpoint within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SIGSTOP: alive but stuck (a hang), by PID.
+    let stop = Command::new("kill").args(["-STOP", &r1.id().to_string()]).status().unwrap();
+    assert!(stop.success());
+    let (o, took) = finish(r0, BOUND);
+    r1.kill().unwrap();
+    let _ = r1.wait();
+    let err = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(err.contains("rank 1 stopped"), "{err}");
+    assert!(err.contains("Timed out"), "{err}");
 }
 
 #[test]
