@@ -1,25 +1,15 @@
-//! pest parse tree → AST; input limits and syntax errors are in `errors.rs`.
+//! pest parse tree → AST; the grammar and input limits are in `grammar.rs`, syntax
+//! errors in `errors.rs`.
 
 use super::ast::*;
 use super::errors::{check_limits, syntax_error};
+use super::grammar::{GraftParser, Rule, MAX_EXPR_DEPTH};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::{FileId, Span};
 use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
 use std::sync::OnceLock;
-
-#[derive(pest_derive::Parser)]
-#[grammar = "grammar/graft.pest"]
-struct GraftParser;
-
-/// Largest spec file accepted.
-pub const MAX_SOURCE_BYTES: usize = 1 << 20;
-/// Deepest bracket nesting accepted (guards pest's recursive descent).
-pub const MAX_NESTING: usize = 64;
-/// Deepest expression tree accepted (operators, calls, fields and indexes nested in
-/// one another, brackets included), so that evaluating it cannot exhaust the stack.
-pub const MAX_EXPR_DEPTH: usize = 256;
 
 fn pratt() -> &'static PrattParser<Rule> {
     static P: OnceLock<PrattParser<Rule>> = OnceLock::new();

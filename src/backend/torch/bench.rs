@@ -16,7 +16,7 @@ use super::convert::{place, to_tensor};
 use super::store::ParamStore;
 use super::train::model::{Model, Spec};
 use super::train::optim::{global_norm, AdamW};
-use super::train::trainer::loss_and_grads;
+use super::train::step::loss_and_grads;
 use super::train::DEFAULT_WEIGHT_DECAY;
 use crate::backend::inputs;
 use crate::ir::DType;

@@ -24,7 +24,7 @@
 use crate::backend::plan::Plan;
 use crate::backend::torch::convert::to_host;
 use crate::backend::torch::{kind_name, type_text};
-use crate::params::weights::titled_list;
+use crate::params::leaves::titled_list;
 use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
@@ -133,6 +133,33 @@ pub fn write_trainable_with(
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
+}
+
+/// Write a checkpoint: optimizer state, then the trainable tensors, then `state.json`
+/// (a resume checks that the three name the same step).
+pub fn write_all(
+    dir: &Path,
+    id: &Identity,
+    trainable: &[(String, Tensor)],
+    opt: &super::optim::AdamW,
+    state: &State,
+) -> Result<()> {
+    // Data-parallel runs: how many ranks, and the batch over all of them.
+    let extra = BTreeMap::from([
+        ("world_size".to_string(), state.world_size.to_string()),
+        ("global_batch".to_string(), state.global_batch.to_string()),
+    ]);
+    let mut meta = metadata(id, state.step);
+    meta.extend(extra.clone());
+    meta.insert("kind".into(), "adamw".into());
+    let host: Vec<(String, Tensor)> = opt
+        .state_tensors()?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
+    write_trainable_with(&dir.join(TRAINABLE), id, state.step, trainable, &extra)?;
+    state.write(dir)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
