@@ -23,6 +23,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
 trap cleanup EXIT
 
+mkdir -p "$tmp/runs" "$tmp/results"
 "$g" data synth --task pretrain --n 64 --out "$tmp/pre" >/dev/null
 "$g" data synth --task multimodal --n 1024 --seed 3 --out "$tmp/mm" >/dev/null
 .graft-env/python benches/python/image_dataset.py "$tmp/img" 128
