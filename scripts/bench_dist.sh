@@ -46,16 +46,17 @@ run() {
   else
     port=$(free_port)
     pids=()
-    for r in $(seq 0 $((world - 1))); do
-      OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo WORLD_SIZE=$world RANK=$r LOCAL_RANK=$r MASTER_ADDR=127.0.0.1 \
-        MASTER_PORT=$port timeout 1200 "$g" "${args[@]}" >"$out.$r.log" 2>&1 &
+    local k
+    for k in $(seq 0 $((world - 1))); do
+      OMP_NUM_THREADS=1 GLOO_SOCKET_IFNAME=lo WORLD_SIZE=$world RANK=$k LOCAL_RANK=$k MASTER_ADDR=127.0.0.1 \
+        MASTER_PORT=$port timeout 1200 "$g" "${args[@]}" >"$out.$k.log" 2>&1 &
       pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p"; done
     pids=()
     cp "$out.0.log" "$out.log"
   fi
-  mkdir -p "$tmp/results"
+
   cp "$out/metrics.jsonl" "$tmp/results/$name.jsonl"
   grep '^all-reduce:' "$out.log" >"$tmp/results/$name.share" || true
 }
