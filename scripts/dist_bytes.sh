@@ -5,12 +5,12 @@
 # at its large-n bound 2 x bytes / bandwidth, at line rate (no protocol overhead, no
 # overlap with the backward pass). Bandwidths: NVLink 300 GB/s (an effective
 # all-reduce bus bandwidth of recent NVLink generations), 100 GbE 12.5 GB/s,
-# 10 GbE 1.25 GB/s. Counts come from `graft params --json` (the same build as scripts/bench_dist.sh).
+# 10 GbE 1.25 GB/s. Counts come from `graft params --json` (a debug build is enough).
 # Usage: bash scripts/dist_bytes.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --features distributed --quiet
-g="$PWD/target/release/graft"
+cargo build --features distributed --quiet
+g="$PWD/target/debug/graft"
 echo "| spec | trainable / total parameters | bytes per step | NVLink 300 GB/s | 100 GbE | 10 GbE |"
 echo "|---|---|---|---|---|---|"
 for spec in specs/*.graft; do
