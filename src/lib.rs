@@ -13,11 +13,13 @@
 
 pub mod api;
 pub mod backend;
+pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod flops;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
@@ -25,6 +27,7 @@ pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod safetensors;
 pub mod select;
 pub mod source;

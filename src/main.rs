@@ -113,15 +113,17 @@ fn color() -> bool {
 
 /// Compile or print the failure; `None` means "exit 1".
 fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
-    compile_spec(spec, mode).map_err(|e| eprint!("{}", e.render(color()))).ok()
+    match compile_spec(spec, mode) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprint!("{}", e.render(color()));
+            None
+        }
+    }
 }
 
-fn print_failure(spec: &Path, f: &Failure) {
-    eprint!("{}", render_failure(f, color()));
-    if let Failure::User(_, d) = f {
-        let n = d.items.len();
-        eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
-    }
+fn print_failure(spec: &Path, failure: Failure) {
+    eprint!("{}", SpecErrors { spec: spec.to_path_buf(), failure }.render(color()));
 }
 
 /// `graft compile --stop-after STAGE`: the IR text right after that stage.
@@ -129,7 +131,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
     let prog = match graft::lower::load_file(spec) {
         Ok(p) => p,
         Err((s, d)) => {
-            print_failure(spec, &Failure::User(s, d));
+            print_failure(spec, Failure::User(s, d));
             return ExitCode::from(1);
         }
     };
@@ -141,7 +143,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
             ExitCode::from(2)
         }
         Some(Err(f)) => {
-            print_failure(spec, &f);
+            print_failure(spec, f);
             ExitCode::from(1)
         }
         Some(Ok(g)) => {
@@ -210,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = match result {
                 Ok(c) => c,
                 Err(f) => {
-                    print_failure(&spec, &f);
+                    print_failure(&spec, f);
                     return Ok(ExitCode::from(1));
                 }
             };

@@ -140,9 +140,8 @@ pub const PASSES: [Pass; 7] = [
 
 /// The first stage: name resolution and module instantiation.
 pub const LOWER: &str = "lower";
-
-/// The last stage, in every build: what a backend relies on ([`Verified::new`]).
-pub const FINAL: &str = "final_verification";
+/// The last stage, in every build: the final verification that makes a [`Verified`].
+pub const FINAL: &str = "verify_final";
 
 /// The stages `--stop-after` accepts in `mode`: `lower`, then each pass that runs.
 pub fn stages(mode: Mode) -> Vec<&'static str> {
@@ -205,7 +204,16 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
 /// Compile, and say how long each stage took.
 pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, Vec<Timing>) {
     let mut timings = Vec::new();
-    let result = run_passes(prog, mode, None, &mut timings).and_then(|(g, cx)| finish(g, cx, mode, &mut timings));
+    let result = run_passes(prog, mode, None, &mut timings).and_then(|(g, cx)| {
+        // In every build: what a backend relies on (typed, no unbound input, outputs,
+        // parameter sources that resolve). The graph is read-only from here on.
+        let start = Instant::now();
+        let bindings = cx.decls.weights.keys().cloned().collect();
+        let nodes = g.len();
+        let graph = Verified::new(g, &bindings).map_err(Failure::Bug)?;
+        timings.push(Timing { stage: FINAL, elapsed: start.elapsed(), changed: false, nodes });
+        Ok(finish(graph, cx, mode))
+    });
     (result, timings)
 }
 
@@ -218,14 +226,7 @@ pub fn graph_after(prog: Program, mode: Mode, stage: &str) -> Option<Result<Grap
     Some(run_passes(prog, mode, Some(stage), &mut Vec::new()).map(|(g, _)| g))
 }
 
-/// The final verification stage, then the compiled model.
-fn finish(graph: Graph, cx: PassCtx, mode: Mode, timings: &mut Vec<Timing>) -> Result<Compiled, Failure> {
-    // In every build: what a backend relies on (typed, no unbound input, outputs,
-    // parameter sources that resolve). The graph is read-only from here on.
-    let start = Instant::now();
-    let bindings = cx.decls.weights.keys().cloned().collect();
-    let graph = Verified::new(graph, &bindings).map_err(Failure::Bug)?;
-    timings.push(Timing { stage: FINAL, elapsed: start.elapsed(), changed: false, nodes: graph.len() });
+fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
     let (order, table) = cx.sites();
     let sites = order
         .iter()
@@ -240,7 +241,7 @@ fn finish(graph: Graph, cx: PassCtx, mode: Mode, timings: &mut Vec<Timing>) -> R
         .collect();
     let sources = cx.program().sources.clone();
     let d = cx.decls;
-    Ok(Compiled {
+    Compiled {
         model: d.model,
         mode,
         sources,
@@ -251,5 +252,5 @@ fn finish(graph: Graph, cx: PassCtx, mode: Mode, timings: &mut Vec<Timing>) -> R
         weights: d.weights,
         sites,
         graph,
-    })
+    }
 }

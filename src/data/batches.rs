@@ -6,8 +6,8 @@
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
-use super::rng::{hash_str, Rng};
 use super::tensor::{Batch, HostTensor};
+use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
 
 /// Shards loaded together (their samples are interleaved).

@@ -156,10 +156,13 @@ fn build_one(
             _ => None,
         };
         let (Some((sa, pa)), Some((st, _))) = (shape(w_aux), shape(w_tgt)) else {
+            // A target rewritten by another pathway is caught above, so this is
+            // normally an auxiliary layer that is itself a pathway's target.
+            let (which, span) = if shape(w_aux).is_none() { (src, p.from.span) } else { (dst, p.into.span) };
             b.diags.push(
-                Diagnostic::error("E0905", format!("`{dst}` already computes its weight"))
-                    .at(p.into.span, "its weight is not a plain parameter")
-                    .hint("a layer takes one pathway"),
+                Diagnostic::error("E0907", format!("`{which}` already computes its weight through a pathway"))
+                    .at(span, "its weight is not a plain parameter")
+                    .hint("a pathway borrows a plain weight: a layer takes part in one pathway"),
             );
             return None;
         };

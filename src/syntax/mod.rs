@@ -11,4 +11,4 @@ mod grammar;
 mod parser;
 
 pub use grammar::{MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
-pub use parser::parse;
+pub use parser::{parse, parse_selector};

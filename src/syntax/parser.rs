@@ -43,6 +43,21 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
     }
 }
 
+/// Parse a selector on its own (a command-line pattern). Errors carry spans in `file`.
+pub fn parse_selector(file: FileId, text: &str) -> Result<Selector, Diagnostics> {
+    check_limits(file, text)?;
+    let mut pairs = GraftParser::parse(Rule::selector_only, text).map_err(|e| syntax_error(file, text, e))?;
+    let sel = pairs.next().and_then(|p| p.into_inner().find(|x| x.as_rule() == Rule::selector));
+    let sel = sel.expect("the grammar's selector_only holds one selector");
+    let mut b = Builder { file, diags: Diagnostics::default(), depth: 0 };
+    let out = b.selector(sel);
+    if b.diags.has_errors() {
+        Err(b.diags)
+    } else {
+        Ok(out)
+    }
+}
+
 struct Builder {
     file: FileId,
     diags: Diagnostics,

@@ -60,7 +60,7 @@ pub mod schedule;
 pub mod step;
 pub mod trainer;
 
-use crate::commands::DeviceArg;
+use crate::choices::DeviceArg;
 use anyhow::Result;
 use schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};
