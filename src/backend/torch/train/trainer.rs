@@ -305,10 +305,12 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
         // `position` counts global batches of the old size: keep the samples consumed.
         let old = if p.global_batch > 0 { p.global_batch } else { p.hyper.batch * p.world_size };
         position = position * old as u64 / global as u64;
-        notes.push(format!(
-            "the run so far used {} rank(s) (global batch {old}); now {world} (global batch {global}): training continues from the same epoch, but the data order changes",
-            p.world_size
-        ));
+        if main {
+            eprintln!(
+                "note: the run so far used {} rank(s) (global batch {old}); now {world} (global batch {global}): training continues from the same epoch, but the data order changes",
+                p.world_size
+            );
+        }
     }
     let mut samples = prev.as_ref().map_or(0, |p| p.samples);
     let feed = Feed::start_shard(&ds, global, seed, drop_last, epoch, position, (rank, world));
