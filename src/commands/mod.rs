@@ -58,5 +58,7 @@ pub fn options(
     dtype: DtypeArg,
     graph_capture: bool,
 ) -> anyhow::Result<Options> {
-    Ok(Options { device: device.device(backend)?, float: dtype.into(), graph_capture })
+    let opts = Options { device: device.device(backend)?, float: dtype.into(), graph_capture };
+    backend.check(&opts)?;
+    Ok(opts)
 }
