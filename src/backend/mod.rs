@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod inputs;
+pub mod native;
 pub mod plan;
 #[cfg(feature = "torch")]
 pub mod torch;
