@@ -1,7 +1,8 @@
 //! Build script: when the `torch` feature links LibTorch (through torch-sys), embed an
 //! rpath to its lib folder so the binary runs without LD_LIBRARY_PATH, and check that
 //! the LibTorch found is the PyTorch version tch was built for. With `cuda-graphs`,
-//! also compile the C++ shim `csrc/cuda_graph.cpp` against that LibTorch's headers.
+//! also compile the C++ shim `csrc/cuda_graph.cpp` against that LibTorch's headers;
+//! with `distributed`, `csrc/dist.cpp` (c10d; NCCL too with `nccl`).
 
 use std::path::Path;
 
@@ -36,6 +37,69 @@ fn main() {
     // Build scripts see the package's features as cfg (CARGO_FEATURE_CUDA_GRAPHS).
     #[cfg(feature = "cuda-graphs")]
     cuda_graph_shim(lib);
+    #[cfg(feature = "distributed")]
+    dist_shim(lib);
+}
+
+/// Compile `csrc/dist.cpp` (c10d's TCPStore and ProcessGroupGloo; ProcessGroupNCCL with
+/// `nccl`). Gloo's headers are not in the wheel: `csrc/gloo_stub` stands in for them.
+/// NCCL needs `nccl.h` (pip nvidia-nccl-cu13) and CCCL (pip nvidia-cuda-cccl), or
+/// `GRAFT_CUDA_INCLUDE` / `GRAFT_NCCL_INCLUDE`; it compiles and links without a GPU.
+#[cfg(feature = "distributed")]
+fn dist_shim(lib: &Path) {
+    println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/gloo_stub");
+    let lib = lib.canonicalize().unwrap_or_else(|e| panic!("LibTorch lib folder {}: {e}", lib.display()));
+    let torch = lib.parent().expect("LibTorch lib folder has a parent");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .define("USE_C10D_GLOO", None);
+    #[cfg_attr(not(feature = "nccl"), allow(unused_mut))]
+    let mut dirs = vec![
+        Path::new("csrc/gloo_stub").to_path_buf(),
+        torch.join("include"),
+        torch.join("include/torch/csrc/api/include"),
+    ];
+    #[cfg(feature = "nccl")]
+    {
+        println!("cargo:rerun-if-env-changed=GRAFT_CUDA_INCLUDE");
+        println!("cargo:rerun-if-env-changed=GRAFT_NCCL_INCLUDE");
+        let env_dir = |k: &str| std::env::var_os(k).map(std::path::PathBuf::from);
+        let cuda = env_dir("GRAFT_CUDA_INCLUDE").unwrap_or_else(|| torch.join("../nvidia/cu13/include"));
+        let nccl = env_dir("GRAFT_NCCL_INCLUDE").unwrap_or_else(|| torch.join("../nvidia/nccl/include"));
+        for (dir, header, pkg) in [
+            (&cuda, "cuda_runtime_api.h", "nvidia-cuda-runtime"),
+            (&cuda, "cccl/nv/target", "nvidia-cuda-cccl"),
+            (&nccl, "nccl.h", "nvidia-nccl-cu13"),
+        ] {
+            if !dir.join(header).exists() {
+                panic!(
+                    "the nccl feature needs {header} (pip {pkg}); {} has none: run scripts/setup.sh or set GRAFT_CUDA_INCLUDE / GRAFT_NCCL_INCLUDE",
+                    dir.display()
+                );
+            }
+        }
+        if !lib.join("libtorch_cuda.so").exists() {
+            panic!("the nccl feature needs a CUDA build of LibTorch; {} has no libtorch_cuda.so", lib.display());
+        }
+        build.define("GRAFT_NCCL", None).define("USE_C10D_NCCL", None).define("USE_CUDA", None);
+        dirs.extend([cuda.join("cccl"), cuda, nccl]);
+    }
+    // -isystem: warnings in our file only, not in LibTorch's headers.
+    for dir in dirs {
+        build.flag("-isystem").flag(dir.display().to_string());
+    }
+    build.file("csrc/dist.cpp").compile("graft_dist");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+    #[cfg(feature = "nccl")]
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-lc10_cuda,--as-needed");
 }
 
 /// Compile `csrc/cuda_graph.cpp` and link it with libtorch_cuda and libc10_cuda. Needs no

@@ -108,10 +108,37 @@ pub struct Evaluated<'a> {
 
 /// Evaluate every sample of `ds` once, `batch` samples per forward.
 pub fn evaluate(m: Evaluated<'_>, ds: &Dataset, batch: usize, without: &[String]) -> Result<Report, EvalError> {
+    let model = m.model.to_string();
+    let t = tally(m, ds, batch, without, (0, 1))?;
+    report(&model, ds, without, t)
+}
+
+/// The confusion counts and the summed loss of a share of a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tally {
+    /// `confusion[true][predicted]`.
+    pub confusion: Vec<Vec<u64>>,
+    pub loss_sum: f64,
+    pub samples: u64,
+}
+
+/// Tally the batches of `ds` whose index is `rank` modulo `world` (`shard`): the
+/// tallies of all ranks of a data-parallel run add up to the whole dataset's.
+pub fn tally(
+    m: Evaluated<'_>,
+    ds: &Dataset,
+    batch: usize,
+    without: &[String],
+    shard: (usize, usize),
+) -> Result<Tally, EvalError> {
     let classes = ds.meta.classes;
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut loss_sum, mut samples) = (0.0f64, 0u64);
-    for b in ds.batches(batch.max(1), 0, 0, false) {
+    let (rank, world) = (shard.0, shard.1.max(1));
+    for (i, b) in ds.batches(batch.max(1), 0, 0, false).enumerate() {
+        if i % world != rank {
+            continue;
+        }
         let b = b?;
         let ins = batch_inputs(m.plan, &b, without)?;
         let mut outs = m.exe.run(&ins)?;
@@ -145,6 +172,13 @@ pub fn evaluate(m: Evaluated<'_>, ds: &Dataset, batch: usize, without: &[String]
         }
         samples += n as u64;
     }
+    Ok(Tally { confusion, loss_sum, samples })
+}
+
+/// The report of model `model` from a (summed) tally over `ds`.
+pub fn report(model: &str, ds: &Dataset, without: &[String], t: Tally) -> Result<Report, EvalError> {
+    let classes = ds.meta.classes;
+    let Tally { confusion, loss_sum, samples } = t;
     if samples == 0 {
         return Err(EvalError::Invalid(format!("{}: no samples", ds.dir.display())));
     }
@@ -180,7 +214,7 @@ pub fn evaluate(m: Evaluated<'_>, ds: &Dataset, batch: usize, without: &[String]
         })
         .collect();
     Ok(Report {
-        model: m.model.to_string(),
+        model: model.to_string(),
         data: ds.dir.display().to_string(),
         run: None,
         without: without.to_vec(),

@@ -36,4 +36,43 @@ impl Batch {
         }
         HostTensor { dtype: DType::I64, shape: vec![self.labels.len() as i64], data }
     }
+
+    /// Rank `rank`'s share of a batch split over `world` ranks: samples `rank`,
+    /// `rank + world`, … (as PyTorch's DistributedSampler strides its permutation).
+    /// Every rank of a batch of `world × b` samples gets exactly `b`.
+    pub fn shard(&self, rank: usize, world: usize) -> Batch {
+        let picks: Vec<usize> = (rank..self.len()).step_by(world.max(1)).collect();
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(name, t)| {
+                let per = t.data.len() / self.len().max(1);
+                let mut data = Vec::with_capacity(per * picks.len());
+                for &i in &picks {
+                    data.extend_from_slice(&t.data[i * per..(i + 1) * per]);
+                }
+                let mut shape = t.shape.clone();
+                shape[0] = picks.len() as i64;
+                (name.clone(), HostTensor { dtype: t.dtype, shape, data })
+            })
+            .collect();
+        Batch { inputs, labels: picks.iter().map(|&i| self.labels[i]).collect() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_stride_samples_by_rank() {
+        let x = HostTensor { dtype: DType::I32, shape: vec![4, 2], data: (0u8..32).collect() };
+        let b = Batch { inputs: BTreeMap::from([("x".to_string(), x)]), labels: vec![10, 11, 12, 13] };
+        let s1 = b.shard(1, 2);
+        assert_eq!(s1.labels, vec![11, 13]);
+        assert_eq!(s1.inputs["x"].shape, vec![2, 2]);
+        let want: Vec<u8> = (8u8..16).chain(24..32).collect();
+        assert_eq!(s1.inputs["x"].data, want);
+        assert_eq!(b.shard(0, 1), b);
+    }
 }

@@ -13,10 +13,12 @@
 //!   (training is LibTorch-specific: autograd, AdamW).
 //! - [`bench`]: `graft bench --train`, training steps side by side.
 //! - [`cuda_graph`]: CUDA-graph capture/replay and bf16 autocast (`cuda-graphs` feature).
+//! - [`dist`]: data-parallel training on c10d (`distributed` feature).
 
 pub mod bench;
 pub mod convert;
 pub mod cuda_graph;
+pub mod dist;
 pub mod exec;
 pub mod executable;
 pub mod store;

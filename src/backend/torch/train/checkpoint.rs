@@ -113,7 +113,19 @@ pub fn metadata(id: &Identity, step: u64) -> BTreeMap<String, String> {
 /// Write `trainable.safetensors`: the given (path, tensor) pairs plus metadata,
 /// including `params`, a JSON list of `[name, shape]`.
 pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String, Tensor)]) -> Result<()> {
+    write_trainable_with(path, id, step, tensors, &BTreeMap::new())
+}
+
+/// [`write_trainable`] with `extra` metadata (e.g. `world_size`, `global_batch`).
+pub fn write_trainable_with(
+    path: &Path,
+    id: &Identity,
+    step: u64,
+    tensors: &[(String, Tensor)],
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut meta = metadata(id, step);
+    meta.extend(extra.clone());
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
@@ -130,7 +142,13 @@ pub fn write_all(
     opt: &super::optim::AdamW,
     state: &State,
 ) -> Result<()> {
+    // Data-parallel runs: how many ranks, and the batch over all of them.
+    let extra = BTreeMap::from([
+        ("world_size".to_string(), state.world_size.to_string()),
+        ("global_batch".to_string(), state.global_batch.to_string()),
+    ]);
     let mut meta = metadata(id, state.step);
+    meta.extend(extra.clone());
     meta.insert("kind".into(), "adamw".into());
     let host: Vec<(String, Tensor)> = opt
         .state_tensors()?
@@ -144,7 +162,7 @@ pub fn write_all(
     }
     let staged = crate::durable::StagedDir::new(&dest)?;
     write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
-    write_trainable(&staged.path().join(TRAINABLE), id, state.step, trainable)?;
+    write_trainable_with(&staged.path().join(TRAINABLE), id, state.step, trainable, &extra)?;
     staged.write(GRAPH, id.ir.as_bytes())?;
     state.write(staged.path())?;
     let published = staged.publish()?;
@@ -346,6 +364,17 @@ pub struct State {
     /// The training data directory, as given.
     pub data: String,
     pub hyper: super::Hyper,
+    /// Ranks of a data-parallel run (1: a single process).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Samples per batch over all ranks (`hyper.batch` × `world_size`); `position`
+    /// counts batches of this size.
+    #[serde(default)]
+    pub global_batch: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl State {

@@ -5,6 +5,11 @@
 //! dataset and those numbers, so skipping the first `position` batches of the epoch a
 //! run stopped in reproduces the rest of the stream bit for bit. Skipped batches are
 //! read but not computed on.
+//!
+//! Data-parallel runs ([`Feed::start_shard`]) read the stream of *global* batches
+//! (per-rank batch × world size) and keep their rank's strided share of each, so every
+//! rank takes the same number of steps, the shares are disjoint, and together they are
+//! exactly the batches a single process with the global batch size sees.
 
 use crate::data::{Batch, DataError, Dataset};
 use anyhow::{anyhow, Result};
@@ -30,6 +35,20 @@ pub struct Feed {
 impl Feed {
     /// Start at batch `skip` of epoch `epoch`.
     pub fn start(ds: &Dataset, batch: usize, seed: u64, drop_last: bool, epoch: u64, skip: u64) -> Feed {
+        Feed::start_shard(ds, batch, seed, drop_last, epoch, skip, (0, 1))
+    }
+
+    /// Like [`Feed::start`] over global batches of `batch` samples, keeping the share of
+    /// `shard = (rank, world)`.
+    pub fn start_shard(
+        ds: &Dataset,
+        batch: usize,
+        seed: u64,
+        drop_last: bool,
+        epoch: u64,
+        skip: u64,
+        shard: (usize, usize),
+    ) -> Feed {
         let per_epoch = ds.num_batches(batch, drop_last) as u64;
         let (tx, rx) = sync_channel(AHEAD);
         let ds = ds.clone();
@@ -43,6 +62,7 @@ impl Feed {
                     if e == epoch && i < skip {
                         continue;
                     }
+                    let b = if shard.1 > 1 { b.map(|b| b.shard(shard.0, shard.1)) } else { b };
                     let item = b.map(|batch| Item { batch, epoch: e, index: i });
                     let failed = item.is_err();
                     if tx.send(item).is_err() || failed {

@@ -55,7 +55,7 @@ pub fn header(
     opt: &AdamW,
     ds: &Dataset,
     h: &Hyper,
-    per_epoch: u64,
+    (per_epoch, global): (u64, usize),
     start: u64,
     out: &Path,
     device: tch::Device,
@@ -88,10 +88,11 @@ pub fn header(
         h.clip.map(|c| format!(", clip {c}")).unwrap_or_default()
     );
     eprintln!(
-        "  data {}: {} samples, {per_epoch} batches of {} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
+        "  data {}: {} samples, {per_epoch} batches of {}{} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
         ds.dir.display(),
         ds.len(),
-        h.batch,
+        global,
+        if global != h.batch { format!(" ({} per rank)", h.batch) } else { String::new() },
         s.total,
         if h.accumulate > 1 { format!(", {} batches per step", h.accumulate) } else { String::new() },
         match s.kind {

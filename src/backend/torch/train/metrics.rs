@@ -62,7 +62,8 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
 /// The open metrics file of a run and everything it holds.
 pub struct Metrics {
     dir: PathBuf,
-    file: std::fs::File,
+    /// `None`: records are kept but nothing is written (ranks other than 0).
+    file: Option<std::fs::File>,
     pub records: Vec<Record>,
 }
 
@@ -89,20 +90,30 @@ impl Metrics {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Metrics { dir: dir.to_path_buf(), file, records })
+        Ok(Metrics { dir: dir.to_path_buf(), file: Some(file), records })
+    }
+
+    /// Metrics that are never written (a data-parallel rank other than 0).
+    pub fn unwritten() -> Metrics {
+        Metrics { dir: PathBuf::new(), file: None, records: Vec::new() }
     }
 
     pub fn push(&mut self, r: Record) -> Result<()> {
         let line = serde_json::to_string(&r)? + "\n";
-        self.file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", self.dir.join(METRICS).display()))?;
+        let Some(file) = &mut self.file else {
+            self.records.push(r);
+            return Ok(());
+        };
+        file.write_all(line.as_bytes()).with_context(|| format!("writing {}", self.dir.join(METRICS).display()))?;
         self.records.push(r);
         Ok(())
     }
 
     /// Write `loss.svg`.
     pub fn plot(&self) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
         Ok(write_atomic(&self.dir.join(PLOT), svg(&self.records).as_bytes())?)
     }
 }

@@ -7,7 +7,12 @@
 //!     [--accumulate N] [--seed N] [--device cpu|cuda|auto] [--weights BINDING=FILE]...
 //!     [--allow-missing PATTERN]... [--lr-for PATTERN=LR]... [--checkpoint-every K]
 //!     [--eval-every K] [--resume RUN_DIR] --out RUN_DIR [--cuda-graph] [--autocast bf16]
+//!     [--dist-backend gloo|nccl] [--dist-timeout SECS]
 //! ```
+//!
+//! Under `torchrun` (or with `WORLD_SIZE`, `RANK`, `MASTER_ADDR`, `MASTER_PORT` set) the
+//! same command trains data-parallel on c10d ([`dist`]): `--batch` is per rank, the
+//! logged loss and metrics are means over all ranks, rank 0 writes the run directory.
 //!
 //! The flow ([`trainer::run`]): compile the spec in train mode, check the dataset
 //! against the model's inputs and classes, load the weights (a resumed run lays its
@@ -44,9 +49,11 @@
 //! | `feed.rs` | the batch stream across epochs, resumable, read ahead |
 //! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff |
 //! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
+//! | `dist.rs` | data-parallel runs: join, cross-rank checks, sharded validation |
 //! | `metrics.rs`, `progress.rs` | `metrics.jsonl`, `loss.svg`, the progress bar / lines |
 
 pub mod checkpoint;
+pub mod dist;
 pub mod feed;
 pub mod messages;
 pub mod metrics;
@@ -144,6 +151,14 @@ pub struct TrainArgs {
     /// Autocast the forward pass's CUDA ops (CUDA only; `cuda-graphs` build).
     #[arg(long, value_enum, value_name = "DTYPE")]
     pub autocast: Option<crate::backend::torch::cuda_graph::AutocastDtype>,
+    /// Collective backend of a data-parallel run (default: nccl on CUDA, gloo on the
+    /// CPU; `distributed` build, launched by torchrun).
+    #[arg(long = "dist-backend", value_enum)]
+    pub dist_backend: Option<crate::backend::torch::dist::BackendArg>,
+    /// Seconds the rendezvous and each collective wait for the other ranks before the
+    /// run stops with an error naming the rank at fault.
+    #[arg(long = "dist-timeout", value_name = "SECS", default_value_t = crate::backend::torch::dist::DEFAULT_TIMEOUT_S as f64)]
+    pub dist_timeout: f64,
 }
 
 /// What a run was started with, recorded in `state.json`. Those that decide the data

@@ -13,6 +13,8 @@ pub struct Progress {
     start_step: u64,
     every: u64,
     started: Instant,
+    /// Print nothing (the ranks other than 0 of a data-parallel run).
+    quiet: bool,
 }
 
 impl Progress {
@@ -29,7 +31,12 @@ impl Progress {
             b
         });
         let every = (total.saturating_sub(start_step) / 10).max(1);
-        Progress { bar, total, start_step, every, started: Instant::now() }
+        Progress { bar, total, start_step, every, started: Instant::now(), quiet: false }
+    }
+
+    /// A progress that prints nothing.
+    pub fn quiet(start_step: u64, total: u64) -> Progress {
+        Progress { bar: None, total, start_step, every: 1, started: Instant::now(), quiet: true }
     }
 
     /// After optimizer step `step` (1-based count of steps taken).
@@ -40,6 +47,7 @@ impl Progress {
                 b.set_position(step);
                 b.set_message(msg);
             }
+            None if self.quiet => {}
             None => {
                 let done = step - self.start_step;
                 if done == 1 || done.is_multiple_of(self.every) || step == self.total {
@@ -55,6 +63,7 @@ impl Progress {
     pub fn line(&self, text: &str) {
         match &self.bar {
             Some(b) => b.println(text),
+            None if self.quiet => {}
             None => eprintln!("{text}"),
         }
     }

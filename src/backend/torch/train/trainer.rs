@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
 
 use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
+use super::dist;
 use super::feed::Feed;
 use super::messages::{header, stop, Ctx};
 use super::metrics::{Metrics, Record};
@@ -20,6 +21,7 @@ use super::schedule::{Schedule, ScheduleKind};
 use super::step::{graphed_batch, loss_and_grads};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 use crate::backend::torch::cuda_graph;
+use crate::backend::torch::dist::Dist;
 use crate::data::Dataset;
 use crate::evaluate::{evaluate, Evaluated, Report};
 use crate::safetensors::SafeFile;
@@ -123,16 +125,36 @@ fn all_finite(ts: &[(String, Tensor)]) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// Run `graft train`; `None` when the spec has errors (printed).
+/// Run `graft train`; `None` when the spec has errors (printed). Under torchrun, join
+/// the data-parallel run first; a rank that fails tells the others why.
 pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
+    let device = crate::backend::torch::convert::device(a.device.device(&crate::backend::torch::TorchBackend)?);
+    let (dist, device) = dist::join(a, device)?;
+    let r = train(a, dist.as_ref(), device);
+    if let Some(d) = &dist {
+        match &r {
+            // Every rank sees a finished run for itself: not a failure.
+            Err(e) if e.is::<Finished>() => {}
+            Err(e) => d.publish_failure(e.to_string().lines().next().unwrap_or("unknown error")),
+            Ok(None) => d.publish_failure("the spec has errors"),
+            Ok(Some(_)) => {}
+        }
+    }
+    r
+}
+
+fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Option<Trained>> {
+    let (rank, world) = dist.map_or((0, 1), |d| (d.rank(), d.world()));
+    let main = rank == 0;
     let out = a.out.clone().or_else(|| a.resume.clone()).ok_or_else(|| anyhow!("--out RUN_DIR is required"))?;
     let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
     let mut notes = Vec::new();
     // The run directory is locked before anything in it is read, and what a killed
     // writer left there is cleaned up; a new directory is locked when it is created.
+    // Under torchrun only rank 0 touches the run directory.
     let mut lock = None;
     let was_run = rundir::is_run(&out);
-    if out.is_dir() {
+    if main && out.is_dir() {
         let l = rundir::lock(&out)?;
         if was_run {
             notes.extend(rundir::recover(&out, &l)?);
@@ -188,7 +210,6 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     if clip_now.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
         bail!("--clip must be a finite number > 0");
     }
-    let device = crate::backend::torch::convert::device(a.device.device(&crate::backend::torch::TorchBackend)?);
     if a.cuda_graph {
         cuda_graph::require("--cuda-graph", device)?;
     }
@@ -203,22 +224,34 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     spec.allow_nonfinite = a.allow_nonfinite;
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
-        eprintln!("note: {n}");
+        if main {
+            eprintln!("note: {n}");
+        }
     }
     let val = match &a.val {
         Some(v) => {
             let vds = open_data(v, "val")?;
             for n in spec.check_dataset(&vds, "validation data")? {
-                eprintln!("note: {n}");
+                if main {
+                    eprintln!("note: {n}");
+                }
             }
             Some(vds)
         }
         None => None,
     };
-    let drop_last = ph.map(|h| h.drop_last).unwrap_or_else(|| ds.num_batches(batch, true) > 0);
-    let per_epoch = ds.num_batches(batch, drop_last) as u64;
+    // Data-parallel: every rank reads the stream of global batches and keeps its share.
+    let global = batch * world;
+    let drop_last = ph.map(|h| h.drop_last).unwrap_or_else(|| ds.num_batches(global, true) > 0);
+    let per_epoch = ds.num_batches(global, drop_last) as u64;
     if per_epoch == 0 {
-        bail!("--data {}: no batch of {batch} (the dataset has {} samples)", a.data.display(), ds.len());
+        bail!("--data {}: no batch of {global} (the dataset has {} samples)", a.data.display(), ds.len());
+    }
+    if world > 1 && (!drop_last || ds.num_batches(global, true) == 0) {
+        bail!(
+            "--data {}: {world} ranks need at least one full global batch of {global} samples (--batch {batch} × {world} ranks) per input combination",
+            a.data.display()
+        );
     }
     let total = match (a.steps, a.epochs) {
         (Some(s), _) => s,
@@ -295,37 +328,79 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         }
         opt.load_state(&SafeFile::open(&path)?)?;
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let _lock = match lock {
-        Some(l) => l,
-        None => {
-            let l = rundir::lock(&out)?;
-            no_run_in(&out)?;
-            l
-        }
+    let (_lock, mut metrics) = if main {
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let lock = match lock {
+            Some(l) => l,
+            None => {
+                let l = rundir::lock(&out)?;
+                no_run_in(&out)?;
+                l
+            }
+        };
+        (Some(lock), Metrics::open(&out, resume.map(PathBuf::as_path).zip(prev.as_ref().map(|p| p.step)))?)
+    } else {
+        (None, Metrics::unwritten())
     };
-    let mut metrics = Metrics::open(&out, resume.map(PathBuf::as_path).zip(prev.as_ref().map(|p| p.step)))?;
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
     let id = model.spec.identity.clone();
-    header(&model, &opt, &ds, &hyper, per_epoch, start, &out, device);
-    if a.cuda_graph || autocast {
+    let params = opt.params();
+    let mut buckets = match dist {
+        Some(d) => {
+            let settings = vec![
+                ("graph".to_string(), id.fingerprint.clone()),
+                ("hyperparameters".to_string(), serde_json::to_string(&hyper)?),
+                (
+                    "data".to_string(),
+                    format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes),
+                ),
+                ("start step".to_string(), start.to_string()),
+                ("device".to_string(), if device.is_cuda() { "cuda" } else { "cpu" }.to_string()),
+            ];
+            Some(dist::prepare(d, &model, &params, settings)?)
+        }
+        None => None,
+    };
+    if main {
+        for n in &notes {
+            eprintln!("note: {n}");
+        }
+        header(&model, &opt, &ds, &hyper, (per_epoch, global), start, &out, device);
+    }
+    if let (true, Some(d), Some(b)) = (main, dist, &buckets) {
+        eprintln!(
+            "  data-parallel: {world} ranks ({}), global batch {global}; {} bucket(s), {:.2} MB all-reduced per step",
+            d.backend.name(),
+            b.len(),
+            b.bytes as f64 / 1e6
+        );
+    }
+    if main && (a.cuda_graph || autocast) {
         let graph = if a.cuda_graph { "forward + backward in a CUDA graph (optimizer eager)" } else { "eager" };
         eprintln!("  {graph}{}", if autocast { ", autocast bf16" } else { "" });
     }
     let (mut graphed, mut noted) = (None, false);
 
     let (mut epoch, mut position) = prev.as_ref().map_or((0, 0), |p| (p.epoch, p.position));
+    if let Some(p) = prev.as_ref().filter(|p| p.world_size != world) {
+        // `position` counts global batches of the old size: keep the samples consumed.
+        let old = if p.global_batch > 0 { p.global_batch } else { p.hyper.batch * p.world_size };
+        position = position * old as u64 / global as u64;
+        if main {
+            eprintln!(
+                "note: the run so far used {} rank(s) (global batch {old}); now {world} (global batch {global}): training continues from the same epoch, but the data order changes",
+                p.world_size
+            );
+        }
+    }
     let mut samples = prev.as_ref().map_or(0, |p| p.samples);
-    let feed = Feed::start(&ds, batch, seed, drop_last, epoch, position);
-    let params = opt.params();
+    let feed = Feed::start_shard(&ds, global, seed, drop_last, epoch, position, (rank, world));
     let mut step = start;
     // The last good checkpoint: (step, run directory holding it).
     let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(resume.cloned()).map(|(p, d)| (p.step, d));
     let mut losses = Vec::new();
     let mut last_val: Option<Report> = None;
-    let mut progress = Progress::new(start, total);
+    let mut progress = if main { Progress::new(start, total) } else { Progress::quiet(start, total) };
+    let mut replicas: Option<String> = None;
     let began = Instant::now();
     let mut session_samples = 0u64;
     let ctx = Ctx { hyper: &hyper, ckpt_every };
@@ -353,7 +428,8 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                 loss_and_grads(&model, &params, ins, &labels, item.batch.len(), accumulate, autocast)?
             };
             let value = loss.f_double_value(&[])? as f32;
-            if !value.is_finite() {
+            // Data-parallel: checked on the mean over the ranks, so all stop together.
+            if !value.is_finite() && dist.is_none() {
                 let at =
                     format!("the loss is {value} at step {} (epoch {}, batch {})", step + 1, item.epoch, item.index);
                 return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
@@ -377,7 +453,17 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                 (epoch, position) = (epoch + 1, 0);
             }
         }
-        let loss = (loss_sum / accumulate as f64) as f32;
+        let mut loss = (loss_sum / accumulate as f64) as f32;
+        if let (Some(d), Some(b)) = (dist, buckets.as_mut()) {
+            d.mark_step(step + 1)?;
+            let (mean, mean_loss) = b.reduce(d, grads, loss_sum / accumulate as f64)?;
+            (grads, loss) = (mean, mean_loss as f32);
+            step_samples *= world as u64;
+            if !loss.is_finite() {
+                let at = format!("the loss (mean over {world} ranks) is {loss} at step {}", step + 1);
+                return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
+            }
+        }
         let norm = match global_norm(&grads)? {
             Some(n) => n.f_double_value(&[])?,
             None => 0.0,
@@ -418,7 +504,10 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                 exe: &mut exe,
                 output: model.spec.output,
             };
-            let r = evaluate(m, vds, batch, &[])?;
+            let r = match dist {
+                Some(d) => dist::validate(d, m, vds, batch, device)?,
+                None => evaluate(m, vds, batch, &[])?,
+            };
             progress.line(&format!(
                 "step {step}: val loss {:.4}, accuracy {:.2}% ({} samples)",
                 r.loss,
@@ -444,13 +533,31 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                 samples,
                 data: a.data.display().to_string(),
                 hyper: hyper.clone(),
+                world_size: world,
+                global_batch: global,
             };
-            checkpoint::write_all(&out, &id, &trainable, &opt, &state)?;
+            if let Some(d) = dist {
+                replicas = Some(dist::check_replicas(d, step, &trainable)?);
+            }
+            if main {
+                checkpoint::write_all(&out, &id, &trainable, &opt, &state)?;
+                metrics.plot()?;
+            }
             last_ckpt = Some((step, out.clone()));
-            metrics.plot()?;
         }
     }
     progress.finish();
+    if let Some(d) = dist {
+        // Every rank exits non-zero if rank 0 failed to write the last checkpoint.
+        d.barrier("finishing the run")?;
+        if !main {
+            println!(
+                "rank {rank} of {world}: trained to step {step}; trainable fingerprint {}",
+                replicas.as_deref().unwrap_or("-")
+            );
+            return Ok(Some(Trained { model, dir: out, step, losses, val: last_val }));
+        }
+    }
     let secs = began.elapsed().as_secs_f64();
     let taken = step - start;
     println!(
@@ -465,6 +572,18 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         println!("validation: loss {:.4}, accuracy {:.2}% ({} samples)", r.loss, 100.0 * r.accuracy, r.samples);
     }
     println!("wrote {} ({} tensors)", out.join(TRAINABLE).display(), opt.paths().len());
+    if let Some(f) = &replicas {
+        println!("rank 0 of {world}: trainable fingerprint {f} (bitwise identical on every rank)");
+    }
+    if let Some(b) = buckets.as_ref().filter(|b| b.calls > 0) {
+        let ms = 1000.0 * b.spent.as_secs_f64() / b.calls as f64;
+        println!(
+            "all-reduce: {ms:.2} ms per step ({:.1}% of the training time; {:.2} MB in {} bucket(s), waits for the slowest rank included)",
+            100.0 * b.spent.as_secs_f64() / secs.max(1e-9),
+            b.bytes as f64 / 1e6,
+            b.len()
+        );
+    }
     Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
 }
 

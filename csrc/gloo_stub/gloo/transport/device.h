@@ -1,0 +1,3 @@
+// Stand-in for gloo/transport/device.h: see stub.h.
+#pragma once
+#include <gloo/stub.h>
