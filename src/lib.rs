@@ -8,7 +8,6 @@
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
 pub mod api;
-#[cfg(feature = "torch")]
 pub mod backend;
 pub mod data;
 pub mod diag;

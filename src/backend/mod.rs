@@ -17,4 +17,6 @@
 //! The only backend today is LibTorch ([`torch`], cargo feature `torch`), which also
 //! provides the `graft run` and `graft fuse` commands.
 
+pub mod native;
+#[cfg(feature = "torch")]
 pub mod torch;
