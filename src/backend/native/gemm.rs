@@ -51,25 +51,38 @@ impl<'a> Operand<'a> {
 /// `dst[m, n] = alpha · lhs[m, k] · rhs[k, n] (+ dst if accumulate)`, single-threaded.
 /// `dst` has row stride `ldd`. Panics on operands too short for their view (a plan bug).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(
+pub fn gemm(m: usize, n: usize, k: usize, alpha: f32, lhs: Operand, rhs: Operand, dst: &mut [f32], ldd: usize, accumulate: bool) {
+    // SAFETY: `dst` is an exclusive slice of the given length.
+    unsafe { gemm_raw(m, n, k, alpha, lhs, rhs, dst.as_mut_ptr(), dst.len(), ldd, accumulate) }
+}
+
+/// [`gemm`] into `dst_len` elements at `dst`, of which only the `m × n` window (row
+/// stride `ldd`) is written, so threads can write disjoint column blocks of one matrix.
+///
+/// # Safety
+/// `dst..dst + dst_len` must be valid for writes, not overlap the operands, and no
+/// other thread may access the window while this runs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw(
     m: usize,
     n: usize,
     k: usize,
     alpha: f32,
     lhs: Operand,
     rhs: Operand,
-    dst: &mut [f32],
+    dst: *mut f32,
+    dst_len: usize,
     ldd: usize,
     accumulate: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!(dst.len() >= (m - 1) * ldd + n, "gemm: destination too short");
+    assert!(dst_len >= (m - 1) * ldd + n, "gemm: destination too short");
     if k == 0 {
         if !accumulate {
             for r in 0..m {
-                dst[r * ldd..r * ldd + n].fill(0.0);
+                std::slice::from_raw_parts_mut(dst.add(r * ldd), n).fill(0.0);
             }
         }
         return;
@@ -78,31 +91,29 @@ pub fn gemm(
     assert!(rhs.data.len() >= rhs.span(k, n), "gemm: rhs too short");
     let (lrs, lcs) = lhs.strides();
     let (rrs, rcs) = rhs.strides();
-    // SAFETY: the asserts above keep every addressed element inside its slice, and
-    // `dst` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lcs,
-            lrs,
-            rhs.data.as_ptr(),
-            rcs,
-            rrs,
-            1.0,
-            alpha,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        )
-    }
+    // SAFETY: the asserts above keep every addressed element inside its buffer; the
+    // caller guarantees the destination window is ours.
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ldd as isize,
+        accumulate,
+        lhs.data.as_ptr(),
+        lcs,
+        lrs,
+        rhs.data.as_ptr(),
+        rcs,
+        rrs,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    )
 }
 
 /// The part `[lo, hi)` of `0..n` that worker `t` of `threads` computes, in whole

@@ -17,7 +17,6 @@ use super::program::{Buffer, Mask, OutVal, Program, Step, Store, Strided, View};
 use super::rows::ConvGeom;
 use crate::backend::plan::{Kernel, Plan, Src};
 use crate::backend::BackendError;
-use crate::ir::DType;
 
 /// A value during lowering.
 #[derive(Clone, Debug)]
@@ -37,14 +36,12 @@ pub struct InputSig {
 
 pub(super) struct Lowering<'a> {
     pub plan: &'a Plan,
-    pub params: &'a [Vec<f32>],
     pub steps: Vec<Step>,
     pub buffers: Vec<Buffer>,
     pub ids: Vec<Vec<i64>>,
     pub threads: usize,
     pub ew: &'a mut EwCompiler,
-    /// Per arena buffer: the step that wrote it last, if it is an elementwise group
-    /// whose outputs may still be fused into.
+    /// The instruction being lowered, for error messages.
     pub path: String,
     pub op: &'static str,
 }
@@ -108,14 +105,12 @@ impl Lowering<'_> {
 /// Lower `plan` for inputs described by `sigs` (`None`: absent).
 pub fn lower(
     plan: &Plan,
-    params: &[Vec<f32>],
     sigs: &[Option<InputSig>],
     threads: usize,
     ew: &mut EwCompiler,
 ) -> Result<Program, BackendError> {
     let mut l = Lowering {
         plan,
-        params,
         steps: Vec::new(),
         buffers: Vec::new(),
         ids: Vec::new(),
@@ -175,6 +170,7 @@ pub fn lower(
         slots[ins.out] = value;
     }
     let mut outputs = Vec::new();
+    let mut out_views = Vec::new();
     for o in &plan.outputs {
         let v = match o.src {
             Src::Slot(s) => slots[s].clone(),
@@ -186,12 +182,14 @@ pub fn lower(
                 if let Store::Arena(b) = v.store {
                     l.buffers[b].last = usize::MAX;
                 }
+                out_views.push(v.clone());
                 OutVal::Float(v)
             }
             Val::I(buf, shape) => OutVal::Ids { buf, shape },
         };
         outputs.push((o.name.clone(), out));
     }
+    ewlower::finish(&mut l, &out_views)?;
     // Lay out the arena: buffers live from their writer to their last reader.
     let end = l.steps.len();
     let reqs: Vec<arena::Request> = l
@@ -313,9 +311,9 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
             let x = l.dense(float(l, a.remove(0))?);
             let gamma = l.dense(float(l, a.remove(0))?);
             let beta = l.dense(float(l, a.remove(0))?);
-            let out = l.fresh(x.shape.clone());
             // A residual add just before that wrote `x`: compute both in one pass.
             let add = ewlower::take_plain_add(l, &x);
+            let out = l.fresh(x.shape.clone());
             for v in [&x, &gamma, &beta] {
                 l.touch(v);
             }
@@ -360,9 +358,9 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
             Val::F(out)
         }
         Kernel::Reshape { dims } => {
-            let (shape, v) = match a.remove(0) {
-                Val::I(b, s) => (s, None),
-                Val::F(v) => (v.shape.clone(), Some(v)),
+            let (shape, v, ids) = match a.remove(0) {
+                Val::I(b, s) => (s, None, b),
+                Val::F(v) => (v.shape.clone(), Some(v), 0),
                 Val::Absent => return Err(internal("absent reshape")),
             };
             let numel: usize = shape.iter().product();
@@ -377,9 +375,7 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
                 return Err(l.err(format!("cannot reshape {shape:?} to {dims:?}")));
             }
             match v {
-                None => match a.first() {
-                    _ => unreachable_ids(l, to)?,
-                },
+                None => Val::I(ids, to),
                 Some(v) => Val::F(reshape(l, v, to)),
             }
         }
@@ -484,10 +480,6 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
     })
 }
 
-fn unreachable_ids(l: &Lowering, _to: Vec<usize>) -> Result<Val, BackendError> {
-    Err(l.err("reshaping integer ids is not supported by the native backend"))
-}
-
 /// A reshape: free when the last dim stays and rows stay uniformly strided, or when
 /// the value is contiguous.
 fn reshape(l: &mut Lowering, v: View, to: Vec<usize>) -> View {
@@ -531,13 +523,9 @@ fn concat(l: &mut Lowering, axis: i64, a: Vec<Val>) -> Result<Val, BackendError>
         let src = Strided { store: p.store, offset: p.offset, shape: shape.clone(), strides };
         let dst = Strided { store: out.store, offset: at * ost[ax], shape, strides: ost.clone() };
         l.touch(p);
+        l.touch(&out);
         l.push(Step::Copy { src, dst });
         at += p.shape[ax];
     }
     Ok(Val::F(out))
-}
-
-/// Whether `d` is a float dtype the native backend computes (in f32).
-pub fn computes(d: DType) -> bool {
-    d.is_float()
 }

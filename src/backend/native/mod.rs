@@ -9,9 +9,18 @@
 //! - [`arena`]: byte offsets of every buffer from lifetimes; one allocation per plan.
 
 pub mod arena;
+pub mod attention;
+pub mod backend;
 pub mod ew;
+pub mod ewlower;
+pub mod exec;
 pub mod gemm;
 pub mod isa;
+pub mod lower;
 pub mod math;
 pub mod pool;
+pub mod program;
 pub mod rows;
+
+#[cfg(all(test, feature = "torch"))]
+mod vs_torch_tests;

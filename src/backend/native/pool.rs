@@ -166,6 +166,13 @@ impl SharedMut {
         assert!(lo <= hi && hi <= self.1, "partition out of bounds");
         std::slice::from_raw_parts_mut(self.0.add(lo), hi - lo)
     }
+
+    /// A pointer to element `lo`, valid for `hi - lo` elements (bounds checked).
+    pub fn ptr(&self, lo: usize, hi: usize) -> *mut f32 {
+        assert!(lo <= hi && hi <= self.1, "partition out of bounds");
+        // SAFETY: in bounds (checked above).
+        unsafe { self.0.add(lo) }
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,8 @@ pub enum Step {
     Attention { q: View, k: View, v: View, mask: Option<Mask>, out: View, heads: usize, scale: f32, scratch: View },
     Embedding { ids: usize, table: View, out: View, path: String },
     MeanTokens { x: View, out: View },
+    /// A fusion group still being formed (only while lowering).
+    EwPending(Box<super::ewlower::EwSpec>),
     /// `out[b] = a[b] · w` for `batch` blocks (`w` shared when `shared`).
     MatMul { a: View, w: View, out: View, batch: usize, shared: bool },
 }
@@ -149,7 +151,7 @@ impl Step {
             Step::Linear { .. } => "linear",
             Step::Im2col { .. } => "im2col",
             Step::LayerNorm { .. } => "layernorm",
-            Step::Ew { .. } => "elementwise",
+            Step::Ew { .. } | Step::EwPending(_) => "elementwise",
             Step::Attention { .. } => "attention",
             Step::Embedding { .. } => "embedding",
             Step::MeanTokens { .. } => "mean_tokens",
