@@ -18,6 +18,44 @@ pub fn compile_str(name: &str, dir: Option<&Path>, text: &str, mode: Mode) -> Re
     compile(prog, mode)
 }
 
+/// A spec that does not compile: the failure and the file, for the caller to render
+/// ([`SpecErrors::render`]; the CLI prints it and exits 1).
+pub struct SpecErrors {
+    pub spec: std::path::PathBuf,
+    pub failure: Failure,
+}
+
+impl SpecErrors {
+    /// The diagnostics, then `N errors in SPEC` for user errors.
+    pub fn render(&self, color: bool) -> String {
+        let mut s = render_failure(&self.failure, color);
+        if let Failure::User(_, d) = &self.failure {
+            let n = d.items.len();
+            s.push_str(&format!("{n} error{} in {}\n", if n == 1 { "" } else { "s" }, self.spec.display()));
+        }
+        s
+    }
+}
+
+impl std::fmt::Debug for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(false))
+    }
+}
+
+impl std::fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.render(false).trim_end())
+    }
+}
+
+impl std::error::Error for SpecErrors {}
+
+/// Load and compile a spec file; the error keeps the file's name for the report.
+pub fn compile_spec(path: &Path, mode: Mode) -> Result<Compiled, SpecErrors> {
+    compile_file(path, mode).map_err(|failure| SpecErrors { spec: path.to_path_buf(), failure })
+}
+
 /// Check a program: a file with a model compiles it (train mode); a file of modules
 /// only is parsed and resolved.
 pub fn check_program(prog: Program) -> Result<Option<Compiled>, Failure> {

@@ -9,13 +9,20 @@
 
 pub mod api;
 pub mod backend;
+pub mod commands;
 pub mod data;
 pub mod diag;
+pub mod durable;
+pub mod evaluate;
+pub mod fuse;
 pub mod ir;
 pub mod lower;
+pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod safetensors;
 pub mod select;
 pub mod source;
 pub mod syntax;
+pub mod tensor;

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use graft::api::{compile_file, render_failure};
+use graft::api::{compile_spec, render_failure, SpecErrors};
+use graft::commands::ModeArg;
 use graft::pipeline::{Compiled, Failure, Mode};
 use graft::report;
 use std::io::IsTerminal;
@@ -31,7 +32,7 @@ enum Cmd {
     Compile {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
-        mode: Mode,
+        mode: ModeArg,
         /// Comma-separated: ir, yaml, dot, params.
         #[arg(long, value_delimiter = ',', default_value = "ir")]
         emit: Vec<Emit>,
@@ -43,7 +44,7 @@ enum Cmd {
     Params {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "train")]
-        mode: Mode,
+        mode: ModeArg,
         #[arg(long)]
         json: bool,
     },
@@ -62,19 +63,19 @@ enum Cmd {
     },
     /// Run a model on named inputs (LibTorch) and write its outputs by name.
     #[cfg(feature = "torch")]
-    Run(graft::backend::torch::cli::RunArgs),
+    Run(graft::commands::run::RunArgs),
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
     #[cfg(feature = "torch")]
-    Fuse(graft::backend::torch::cli::FuseArgs),
+    Fuse(graft::commands::fuse::FuseArgs),
     /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
     #[cfg(feature = "torch")]
     Train(Box<graft::backend::torch::train::TrainArgs>),
     /// Loss, accuracy and confusions of a model (and a trained run) on a dataset.
     #[cfg(feature = "torch")]
-    Eval(graft::backend::torch::eval::EvalArgs),
+    Eval(graft::commands::eval::EvalArgs),
     /// Compile time and forward latency of specs, side by side (random weights).
     #[cfg(feature = "torch")]
-    Bench(graft::backend::torch::bench::BenchArgs),
+    Bench(graft::commands::bench::BenchArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -90,7 +91,11 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match e.downcast_ref::<SpecErrors>() {
+                // The spec's own diagnostics, as `check` prints them.
+                Some(s) => eprint!("{}", s.render(color())),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(1)
         }
     }
@@ -102,14 +107,10 @@ fn color() -> bool {
 
 /// Compile or print the failure; `None` means "exit 1".
 fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
-    match compile_file(spec, mode) {
+    match compile_spec(spec, mode) {
         Ok(c) => Some(c),
-        Err(f) => {
-            eprint!("{}", render_failure(&f, color()));
-            if let Failure::User(_, d) = &f {
-                let n = d.items.len();
-                eprintln!("{n} error{} in {}", if n == 1 { "" } else { "s" }, spec.display());
-            }
+        Err(e) => {
+            eprint!("{}", e.render(color()));
             None
         }
     }
@@ -119,15 +120,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Run(a) => graft::backend::torch::cli::run(a),
+        Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Fuse(a) => graft::backend::torch::cli::fuse(a),
+        Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
         Cmd::Train(a) => graft::backend::torch::train::train(*a),
         #[cfg(feature = "torch")]
-        Cmd::Eval(a) => graft::backend::torch::eval::eval(a),
+        Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Bench(a) => graft::backend::torch::bench::bench(a),
+        Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {
@@ -155,6 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
         Cmd::Compile { spec, mode, emit, out } => {
+            let mode = Mode::from(mode);
             let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
             for e in emit {
@@ -171,7 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(dir) => {
                         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                         let path = dir.join(format!("{}.{mode_name}.{ext}", c.model));
-                        write_atomic(&path, text.as_bytes())?;
+                        graft::durable::write_atomic(&path, text.as_bytes())?;
                         println!("wrote {}", path.display());
                     }
                     None => print!("{text}"),
@@ -180,7 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Params { spec, mode, json } => {
-            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
+            let Some(c) = compiled(&spec, mode.into()) else { return Ok(ExitCode::from(1)) };
             let r = report::param_report(&c);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -259,12 +261,4 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// Write via a temporary file and a rename, so no half-written file is ever seen.
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

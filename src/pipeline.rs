@@ -5,9 +5,11 @@
 //!        ─▶ build_pathways ─▶ apply_training_rules ─▶ [infer: fold_reparam] ─▶ eliminate_dead_code
 //! ```
 //! The IR verifier runs after every pass in debug and test builds (and always when
-//! `GRAFT_VERIFY=1`).
+//! `GRAFT_VERIFY=1`); the final verification stage ([`Verified::new`]) runs in every
+//! build and produces the only graph a backend accepts.
 
 use crate::diag::Diagnostics;
+use crate::ir::verified::Verified;
 use crate::ir::verify::{verify, verify_trainable, Stage, VerifyError};
 use crate::ir::Graph;
 use crate::lower::{lower, Component, Lowered, Program};
@@ -21,7 +23,7 @@ use std::collections::BTreeMap;
 
 /// `train` keeps adapters, pathways and LoRA as separate parameters; `infer` folds
 /// every re-parameterization into plain weights.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     Train,
@@ -30,7 +32,8 @@ pub enum Mode {
 
 /// A verified, compiled model.
 pub struct Compiled {
-    pub graph: Graph,
+    /// The graph, read-only: it passed the final verification stage.
+    pub graph: Verified,
     pub model: String,
     pub mode: Mode,
     pub sources: SourceMap,
@@ -123,6 +126,11 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
     // Last: drop what no output needs (unused auxiliary layers, folded leftovers).
     eliminate_dead_code(&mut lw.b.graph);
     checked(&lw.b.graph, "eliminate_dead_code", Stage::Typed)?;
+    // In every build: what a backend relies on (typed, no unbound input, outputs,
+    // parameter sources that resolve). The graph is read-only from here on.
+    let sites = site_kinds(&lw);
+    let bindings = lw.weights.keys().cloned().collect();
+    let graph = Verified::new(std::mem::take(&mut lw.b.graph), &bindings).map_err(Failure::Bug)?;
     Ok(Compiled {
         model: lw.model.clone(),
         mode,
@@ -132,19 +140,22 @@ pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
         adapters: lw.adapters.iter().map(|a| a.name.name.clone()).collect(),
         pathways: lw.pathways.iter().map(|p| p.name.name.clone()).collect(),
         weights: lw.weights.clone(),
-        sites: lw
-            .b
-            .site_order
-            .iter()
-            .map(|p| {
-                let kind = match &lw.b.sites[p].kind {
-                    crate::lower::SiteKind::Module(m) => m.clone(),
-                    crate::lower::SiteKind::Primitive(m) => m.clone(),
-                    crate::lower::SiteKind::Value => "value".to_string(),
-                };
-                (p.clone(), kind)
-            })
-            .collect(),
-        graph: lw.b.graph,
+        sites,
+        graph,
     })
+}
+
+/// Sites (path, kind) in creation order.
+fn site_kinds(lw: &Lowered) -> Vec<(String, String)> {
+    lw.b.site_order
+        .iter()
+        .map(|p| {
+            let kind = match &lw.b.sites[p].kind {
+                crate::lower::SiteKind::Module(m) => m.clone(),
+                crate::lower::SiteKind::Primitive(m) => m.clone(),
+                crate::lower::SiteKind::Value => "value".to_string(),
+            };
+            (p.clone(), kind)
+        })
+        .collect()
 }

@@ -13,12 +13,13 @@ use graft::api::compile_file;
 use graft::backend::torch::cuda_graph::{
     cuda_graphs_available, require, set_autocast_bf16, Autocast, CudaGraph, GraphedForward,
 };
-use graft::backend::torch::inputs;
-use graft::backend::torch::lower::{lower, Plan};
-use graft::backend::torch::params::{fallback_init, init_tensor, ParamStore};
+use graft::backend::torch::convert::place;
+use graft::backend::torch::exec;
+use graft::backend::torch::store::ParamStore;
 use graft::backend::torch::train::{trainer, TrainArgs};
-use graft::backend::torch::{exec, kind_of};
-use graft::ir::{Init, ParamSource};
+use graft::backend::{inputs, Plan};
+use graft::ir::DType;
+use graft::params::init::random_values;
 use graft::pipeline::Mode;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -131,26 +132,15 @@ fn the_autocast_switch_is_thread_local_state_and_the_guard_restores_it() {
 /// vit_tiny in infer mode with random parameters on the GPU, and random inputs.
 fn vit_tiny_on_gpu() -> (Plan, ParamStore) {
     let c = compile_file(&vit_tiny(), Mode::Infer).map_err(|_| "specs/vit_tiny.graft compiles").unwrap();
-    let plan = lower(&c.graph).unwrap();
-    let values = plan
-        .params
-        .iter()
-        .map(|p| {
-            let init = match &p.source {
-                ParamSource::Init { init } => init.clone(),
-                _ => fallback_init(p),
-            };
-            let init = if matches!(init, Init::Zeros) { Init::Normal { std: 0.02 } } else { init };
-            init_tensor(&init, &p.shape, kind_of(p.dtype), 0, &p.path).unwrap()
-        })
-        .collect();
-    let store = ParamStore::from_values(&plan, values, Device::Cuda(0), Kind::Float).unwrap();
+    let plan = Plan::new(&c.graph);
+    let values = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let store = ParamStore::new(&plan, values, Device::Cuda(0), Kind::Float).unwrap();
     (plan, store)
 }
 
 fn gpu_inputs(plan: &Plan, batch: i64, seed: u64) -> Vec<Option<Tensor>> {
     let given = inputs::random(plan, batch, seed).unwrap();
-    inputs::bind(plan, given, Kind::Float, Device::Cuda(0)).unwrap().0
+    place(&inputs::bind(plan, given, DType::F32).unwrap().values, Device::Cuda(0), Kind::Float).unwrap()
 }
 
 fn eager(plan: &Plan, store: &ParamStore, ins: &[Option<Tensor>]) -> Vec<Tensor> {
@@ -258,7 +248,7 @@ fn captured_training_steps_equal_eager_ones() {
             assert!(max_abs(&g, &e) <= 1e-4, "{n}: max |graph - eager| = {}", max_abs(&g, &e));
         }
         // The steps did train: the parameters moved.
-        let before = graft::backend::torch::train::model::Spec::compile(&dir.join("pre.graft")).unwrap().unwrap();
+        let before = graft::backend::torch::train::model::Spec::compile(&dir.join("pre.graft")).unwrap();
         let (init, _) = before.load(&[], &[], 0, Device::Cuda(0), None).unwrap();
         let moved = graphed
             .model

@@ -144,7 +144,7 @@ fn reencode(path: &Path, f: impl FnOnce(&mut BTreeMap<String, HostTensor>)) {
     let label = HostTensor::from_i64(&[10], &[0, 1, 2, 3, 0, 1, 2, 3, 0, 1]).unwrap();
     let mut m = BTreeMap::from([("video".to_string(), video), ("label".to_string(), label)]);
     f(&mut m);
-    std::fs::write(path, encode(&m, &BTreeMap::new())).unwrap();
+    std::fs::write(path, encode(&m, &BTreeMap::new()).unwrap()).unwrap();
 }
 
 fn assert_names(e: &DataError, key: Option<&str>) {

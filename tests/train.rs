@@ -7,10 +7,11 @@
 
 #![cfg(feature = "torch")]
 
-use graft::backend::torch::safetensors::SafeFile;
+use graft::backend::torch::convert::to_tensor;
 use graft::backend::torch::train::checkpoint::{read_metadata, Identity, TrainableFile};
 use graft::backend::torch::train::model::Spec;
 use graft::backend::torch::train::{trainer, TrainArgs};
+use graft::safetensors::SafeFile;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -211,7 +212,7 @@ fn words(f: &Fixture, spec: &str, out: &str, extra: &[&str]) -> Vec<String> {
 }
 
 fn initial(f: &Fixture, spec: &str) -> graft::backend::torch::train::model::Model {
-    let spec = Spec::compile(&f.path(spec)).unwrap().unwrap();
+    let spec = Spec::compile(&f.path(spec)).unwrap();
     spec.load(&[], &[], 0, tch::Device::Cpu, None).unwrap().0
 }
 
@@ -234,9 +235,9 @@ fn pretraining_lowers_the_loss_and_writes_a_complete_run_dir() {
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
     // Full graph paths, exactly the trainable set, and the metadata.
     let ckpt = TrainableFile::open(&run).unwrap();
-    let spec = Spec::compile(&f.path("pre.graft")).unwrap().unwrap();
+    let spec = Spec::compile(&f.path("pre.graft")).unwrap();
     let want: BTreeSet<String> = spec.trainable_shapes().into_iter().map(|(n, _)| n).collect();
-    let have: BTreeSet<String> = ckpt.file.entries.keys().cloned().collect();
+    let have: BTreeSet<String> = ckpt.file.entries().keys().cloned().collect();
     assert_eq!(have, want);
     assert!(have.contains("video_vit.blocks.0.mlp.fc1.weight") && have.contains("cls.weight"));
     assert_eq!(ckpt.step(), Some(128));
@@ -265,7 +266,7 @@ fn frozen_parameters_stay_bit_identical_and_trainable_ones_change() {
         } else {
             assert!(p.path.starts_with("video_vit."), "{}", p.path);
             assert!(!v.requires_grad(), "{}", p.path);
-            assert!(v.equal(&backbone.tensor(&p.path).unwrap()), "frozen `{}` changed", p.path);
+            assert!(v.equal(&tensor(&backbone, &p.path)), "frozen `{}` changed", p.path);
             frozen += 1;
         }
     }
@@ -273,9 +274,9 @@ fn frozen_parameters_stay_bit_identical_and_trainable_ones_change() {
     assert!(trained.iter().all(|p| p.starts_with("mhva.") || p.starts_with("cls.")), "{trained:?}");
     // The checkpoint holds exactly the trainable tensors, as trained.
     let ckpt = SafeFile::open(&t.dir.join("trainable.safetensors")).unwrap();
-    assert_eq!(ckpt.entries.keys().cloned().collect::<BTreeSet<_>>(), trained);
+    assert_eq!(ckpt.entries().keys().cloned().collect::<BTreeSet<_>>(), trained);
     for (p, v) in t.model.params().filter(|(p, _)| p.trainable) {
-        assert!(v.equal(&ckpt.tensor(&p.path).unwrap()), "{}", p.path);
+        assert!(v.equal(&tensor(&ckpt, &p.path)), "{}", p.path);
     }
 }
 
@@ -322,9 +323,9 @@ fn a_resumed_run_continues_exactly() {
             SafeFile::open(&fx().path("runs/whole").join(file)).unwrap(),
             SafeFile::open(&fx().path("runs/halves").join(file)).unwrap(),
         );
-        assert_eq!(a.entries.keys().collect::<Vec<_>>(), b.entries.keys().collect::<Vec<_>>());
-        for k in a.entries.keys() {
-            assert!(a.tensor(k).unwrap().equal(&b.tensor(k).unwrap()), "{file}: {k}");
+        assert_eq!(a.entries().keys().collect::<Vec<_>>(), b.entries().keys().collect::<Vec<_>>());
+        for k in a.entries().keys() {
+            assert!(tensor(&a, k).equal(&tensor(&b, k)), "{file}: {k}");
         }
     }
     let state = |r: &str| std::fs::read_to_string(fx().path(r).join("state.json")).unwrap();
@@ -363,8 +364,8 @@ fn a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint() {
         serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], step);
     assert_eq!(read_metadata(&run.join("optimizer.safetensors")).unwrap()["step"], step.to_string());
-    for k in ckpt.file.entries.keys() {
-        let t = ckpt.file.tensor(k).unwrap();
+    for k in ckpt.file.entries().keys() {
+        let t = tensor(&ckpt.file, k);
         assert_eq!(t.isfinite().all().int64_value(&[]), 1, "{k} is not finite in the kept checkpoint");
     }
     let last = records("runs/nan").pop().unwrap();
@@ -421,9 +422,9 @@ fn batches_without_an_optional_modality_train() {
     assert!(lacking > 0 && lacking < 8, "steps with and without audio: {recs:?}");
     assert!(recs.iter().all(|r| r["loss"].as_f64().unwrap().is_finite()));
     let ckpt = TrainableFile::open(&fx().path("runs/mm")).unwrap();
-    let gate = ckpt.file.tensor("xa.video_vit.blocks.1.attn.gate").unwrap();
+    let gate = tensor(&ckpt.file, "xa.video_vit.blocks.1.attn.gate");
     assert_ne!(gate.double_value(&[0]), 0.0, "the cross-attention adapter trained");
-    assert!(ckpt.file.entries.keys().any(|k| k.starts_with("audio_enc.")));
+    assert!(ckpt.file.entries().keys().any(|k| k.starts_with("audio_enc.")));
 }
 
 #[test]
@@ -500,18 +501,18 @@ fn an_incremental_plugin_keeps_the_earlier_adapter_bit_identical() {
     for (p, v) in t.model.params() {
         if p.path.starts_with("mhva.") || p.path.starts_with("cls.") {
             assert!(!p.trainable, "{}", p.path);
-            assert!(v.equal(&earlier.tensor(&p.path).unwrap()), "plugin `{}` changed", p.path);
+            assert!(v.equal(&tensor(&earlier, &p.path)), "plugin `{}` changed", p.path);
             checked += 1;
         } else if p.path.starts_with("video_vit.") {
-            assert!(v.equal(&backbone.tensor(&p.path).unwrap()), "backbone `{}` changed", p.path);
+            assert!(v.equal(&tensor(&backbone, &p.path)), "backbone `{}` changed", p.path);
         } else {
             assert!(p.trainable && p.path.starts_with("extra."), "{}", p.path);
         }
     }
     assert_eq!(checked, 10);
     let ckpt = SafeFile::open(&t.dir.join("trainable.safetensors")).unwrap();
-    assert!(ckpt.entries.keys().all(|k| k.starts_with("extra.")), "{:?}", ckpt.entries.keys());
-    let up = ckpt.tensor("extra.video_vit.blocks.0.attn.up.weight").unwrap();
+    assert!(ckpt.entries().keys().all(|k| k.starts_with("extra.")), "{:?}", ckpt.entries().keys());
+    let up = tensor(&ckpt, "extra.video_vit.blocks.0.attn.up.weight");
     assert!(up.abs().sum(tch::Kind::Double).double_value(&[]) > 0.0, "the new adapter trained from zeros");
 }
 
@@ -521,7 +522,7 @@ fn fuse_loads_a_run() {
     let fused = SafeFile::open(&fx().path("runs/fused.safetensors")).unwrap();
     let run = SafeFile::open(&fx().path("runs/ad/trainable.safetensors")).unwrap();
     for k in ["mhva.video_vit.blocks.0.mlp.up.weight", "cls.weight"] {
-        assert!(fused.tensor(k).unwrap().equal(&run.tensor(k).unwrap()), "{k}");
+        assert!(tensor(&fused, k).equal(&tensor(&run, k)), "{k}");
     }
 }
 
@@ -565,4 +566,9 @@ fn the_dataset_is_checked_against_the_model_first() {
     ]);
     assert!(err.contains("already holds a run"), "{err}");
     assert!(!fx().path("runs/x").exists(), "nothing written for a run that never started");
+}
+
+/// A tensor of a safetensors file, as a LibTorch tensor.
+fn tensor(f: &SafeFile, key: &str) -> tch::Tensor {
+    to_tensor(&f.tensor(key).unwrap()).unwrap()
 }

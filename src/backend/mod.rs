@@ -1,22 +1,110 @@
-//! Backends: execute a compiled, verified IR graph.
+//! Backends: execute a verified model. The seam every backend plugs into.
 //!
-//! A backend receives a [`crate::pipeline::Compiled`] model and never sees the spec.
-//! Every backend follows the same three steps:
+//! ```text
+//! Compiled.graph: Verified ─Plan::new─▶ Plan (instructions over value slots)
+//! weights files, init rules, fold expressions ─crate::params─▶ Vec<HostTensor>
+//! Backend::prepare(plan, params, Options) ─▶ Box<dyn Executable>
+//! named host inputs ─inputs::bind─▶ plan-ordered inputs ─Executable::run─▶ named host outputs
+//! ```
 //!
-//! 1. **Lower** the graph once into a flat, backend-specific schedule (here: an
-//!    instruction list over tensor slots). Nothing walks the graph at run time.
-//! 2. **Materialise parameters** from their [`crate::ir::ParamSource`]: a key of a
-//!    bound weights file, a seeded initialisation rule, or a fold expression
-//!    evaluated once from its leaves (inference mode).
-//! 3. **Execute** the schedule on named inputs and return named outputs. An absent
-//!    optional input makes every value computed from it absent, except that `add`
-//!    passes through a present operand that is itself computed from the data (the
-//!    rule of `check_optional_inputs::absent_nodes`); outputs are never absent in a
-//!    model that compiled.
+//! Everything up to `prepare` is backend-neutral and computed once: the schedule
+//! ([`plan`]), the parameter values ([`crate::params`]: weights files, seeded init
+//! rules, fold expressions in float64), input checking and symbol binding
+//! ([`inputs`]). A backend receives only a [`Plan`] (built from a [`Verified`] graph:
+//! it never sees the spec or an unverified graph) and host tensors, and returns host
+//! tensors. An absent optional input makes every value computed from it absent,
+//! except that `add` passes through a present operand that is itself computed from
+//! the data ([`plan::Instr::data`]); outputs are never absent in a model that compiled.
 //!
-//! The only backend today is LibTorch ([`torch`], cargo feature `torch`), which also
-//! provides the `graft run` and `graft fuse` commands.
+//! Device and dtype are the caller's choice ([`Options`]); the command line maps its
+//! flags onto them. The LibTorch backend ([`torch`], cargo feature `torch`) is the one
+//! implementation today; it also trains (training stays LibTorch-specific).
+//!
+//! [`Verified`]: crate::ir::Verified
 
+pub mod error;
+pub mod inputs;
 pub mod native;
+pub mod plan;
 #[cfg(feature = "torch")]
 pub mod torch;
+
+pub use error::BackendError;
+pub use plan::Plan;
+
+use crate::ir::DType;
+use crate::tensor::HostTensor;
+
+/// Where an executable runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    /// A CUDA device by ordinal.
+    Cuda(usize),
+}
+
+/// How [`Backend::prepare`] readies a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub device: Device,
+    /// The float type the model computes in (`F32`, `BF16` or `F16`): float
+    /// parameters and float inputs are converted to it.
+    pub float: DType,
+    /// Capture the forward once per input shape and replay it (LibTorch's CUDA graphs;
+    /// a backend without such a facility refuses it).
+    pub graph_capture: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { device: Device::Cpu, float: DType::F32, graph_capture: false }
+    }
+}
+
+/// A way to execute plans.
+pub trait Backend {
+    /// A short name for messages (`torch`).
+    fn name(&self) -> &'static str;
+
+    /// Whether `device` exists for this backend (what `--device auto` asks).
+    fn has_device(&self, device: Device) -> bool;
+
+    /// Ready `plan` to run with `params` (one per `plan.params`, in order, each of the
+    /// parameter's shape) on `opts.device`. Refuses devices, dtypes or options it does
+    /// not support with [`BackendError::Unsupported`].
+    fn prepare(
+        &self,
+        plan: &Plan,
+        params: Vec<HostTensor>,
+        opts: &Options,
+    ) -> Result<Box<dyn Executable>, BackendError>;
+}
+
+/// A plan ready to run on one device.
+pub trait Executable {
+    /// Run on inputs in `plan.inputs` order, as [`inputs::bind`] returns them (`None`:
+    /// an absent optional input). Returns every output by name, in `plan.outputs`
+    /// order, on the host (float outputs in the compute dtype).
+    fn run(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<(String, HostTensor)>, BackendError>;
+
+    /// Forward latency: the inputs are placed on the device once, then `warmup + iters`
+    /// forwards run, each finished (synchronised) before the next; outputs stay on the
+    /// device. Returns the `iters` measured wall times in milliseconds.
+    fn time_forward(
+        &mut self,
+        inputs: &[Option<HostTensor>],
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<f64>, BackendError>;
+}
+
+/// Check named inputs against the plan and run them (see [`inputs::bind`]).
+pub fn run_named(
+    exe: &mut dyn Executable,
+    plan: &Plan,
+    given: Vec<(String, HostTensor)>,
+    float: DType,
+) -> Result<Vec<(String, HostTensor)>, BackendError> {
+    let bound = inputs::bind(plan, given, float)?;
+    exe.run(&bound.values)
+}

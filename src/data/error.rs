@@ -66,6 +66,27 @@ pub enum DataError {
     Invalid(String),
 }
 
+impl From<crate::durable::WriteError> for DataError {
+    /// A failed durable write: the destination path, with the step that failed.
+    fn from(e: crate::durable::WriteError) -> DataError {
+        let source = std::io::Error::new(e.source.kind(), format!("{}: {}", e.step, e.source));
+        DataError::Io { path: e.path, source }
+    }
+}
+
+impl From<crate::safetensors::SafetensorsError> for DataError {
+    fn from(e: crate::safetensors::SafetensorsError) -> DataError {
+        use crate::safetensors::SafetensorsError as S;
+        match e {
+            S::Io { path, source } => DataError::Io { path, source },
+            S::NotSafetensors { path, key, reason } => DataError::NotSafetensors { path, key, reason },
+            S::Truncated { path, key, expected, actual } => DataError::Truncated { path, key, expected, actual },
+            S::Write(w) => w.into(),
+            other => DataError::Invalid(other.to_string()),
+        }
+    }
+}
+
 fn key_suffix(key: &Option<String>) -> String {
     key.as_ref().map(|k| format!(" (tensor `{k}`)")).unwrap_or_default()
 }

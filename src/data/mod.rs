@@ -61,7 +61,6 @@
 //! | file | what it is |
 //! |---|---|
 //! | `meta.rs` | `dataset.json` |
-//! | `safetensors.rs` | the container: header checks, encoding, atomic writes |
 //! | `reader.rs` | [`Dataset::open`], shard validation, [`Dataset::check_against`] |
 //! | `batches.rs` | the shuffled batch stream of one epoch |
 //! | `writer.rs` | [`DatasetWriter`]: shards, then `dataset.json` |
@@ -76,11 +75,12 @@ pub mod meta;
 pub mod reader;
 pub mod render;
 pub mod rng;
-pub mod safetensors;
 pub mod synth;
 pub mod tensor;
 pub mod writer;
 
+/// The container, shared with the rest of the crate.
+pub use crate::safetensors;
 pub use batches::Batches;
 pub use error::DataError;
 pub use meta::{InputSpec, Meta};

@@ -4,8 +4,9 @@
 
 use super::error::DataError;
 use super::meta::{shard_file, InputSpec, Meta, META_FILE};
-use super::safetensors::{encode, write_atomic};
+use super::safetensors::encode;
 use super::tensor::{Batch, HostTensor};
+use crate::durable::write_atomic;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -91,7 +92,7 @@ impl DatasetWriter {
         }
         tensors.insert("label".into(), batch.label_tensor());
         let metadata = BTreeMap::from([("format".to_string(), "graft-dataset-shard".to_string())]);
-        let bytes = encode(&tensors, &metadata);
+        let bytes = encode(&tensors, &metadata)?;
         write_atomic(&path, &bytes)?;
         self.bytes += bytes.len() as u64;
         self.meta.shards += 1;

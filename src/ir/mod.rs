@@ -13,11 +13,13 @@ pub mod op;
 pub mod param;
 pub mod print;
 pub mod shape;
+pub mod verified;
 pub mod verify;
 
 pub use op::Op;
 pub use param::{FoldExpr, Init, ParamInfo, ParamSource};
 pub use shape::{DType, Dim, Shape, TensorType};
+pub use verified::Verified;
 
 use crate::source::Span;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -228,6 +230,20 @@ impl Graph {
     /// Input nodes in id order.
     pub fn inputs(&self) -> Vec<NodeId> {
         self.ids().into_iter().filter(|&i| matches!(self.node(i).op, Op::Input { .. })).collect()
+    }
+
+    /// Values computed from some model input, not from parameters alone: what an
+    /// absent optional input can make absent, and the only operands through which an
+    /// `add` passes on a present value (a positional embedding never stands in for
+    /// missing data). The one statement of this rule, for passes and backends alike.
+    pub fn computed_from_inputs(&self) -> std::collections::HashSet<NodeId> {
+        let mut data = std::collections::HashSet::new();
+        for id in self.topo_order().unwrap_or_default() {
+            if matches!(self.node(id).op, Op::Input { .. }) || self.operands(id).iter().any(|o| data.contains(o)) {
+                data.insert(id);
+            }
+        }
+        data
     }
 
     /// Total parameter elements.

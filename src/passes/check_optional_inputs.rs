@@ -12,15 +12,11 @@ use std::collections::HashSet;
 /// The nodes that are absent when the inputs in `missing` are.
 pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
     let mut absent: HashSet<NodeId> = missing.iter().copied().collect();
-    // Values computed from some input; `add` passes through only such an operand (a
-    // parameter alone, like a positional embedding, does not stand in for the data).
-    let mut data: HashSet<NodeId> = HashSet::new();
+    // `add` passes through only an operand computed from the data.
+    let data = g.computed_from_inputs();
     let Some(order) = g.topo_order() else { return absent };
     for id in order {
         let ops = g.operands(id);
-        if matches!(g.node(id).op, Op::Input { .. }) || ops.iter().any(|o| data.contains(o)) {
-            data.insert(id);
-        }
         if absent.contains(&id) || ops.is_empty() {
             continue;
         }

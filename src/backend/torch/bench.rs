@@ -1,221 +1,49 @@
-//! `graft bench`: compile time and forward latency of specs, or their training steps,
-//! measured side by side in one process with one thread count.
+//! Training-step benchmarks (`graft bench --train`): steps of several specs measured
+//! side by side, as `graft train` takes them.
 //!
-//! `graft bench SPEC... [--batch 1,8] [--iters N] [--warmup N] [--threads N]
-//! [--mode infer|train] [--json]`. Parameters are random (init rules, or a seeded
-//! fallback), so no weights files are needed: latency does not depend on values.
-//! Every symbolic dim is set to the batch size. Figures are medians; compare specs
-//! within one run only, as ratios.
-//!
-//! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
-//! instead, as `graft train` takes them: forward with autograd, cross-entropy of the
-//! first output against random labels, gradients of exactly the trainable parameters,
-//! their global norm, one AdamW step (weight decay 0.01 on matrices). Specs compile in
-//! train mode (`--mode` is ignored). Their steps are interleaved (one step of each
-//! spec per round, the starting spec rotating), so a slow spell of a shared machine
-//! falls on every spec alike. Peak memory is measured per spec in a fresh child
-//! process (see [`probe_memory`]): the growth of the peak resident set over the
-//! process before the model was built, i.e. parameters, optimizer state, gradients,
-//! activations and workspace. On CUDA no memory is reported: `tch` exposes no CUDA
-//! allocator statistics.
+//! A step is the forward with autograd, cross-entropy of the first output against
+//! random labels, gradients of exactly the trainable parameters, their global norm,
+//! one AdamW step (weight decay 0.01 on matrices). Parameters are random (init rules,
+//! or a seeded fallback). Specs' steps are interleaved (one step of each spec per
+//! round, the starting spec rotating), so a slow spell of a shared machine falls on
+//! every spec alike. Peak memory is measured per spec in a fresh child process (see
+//! [`probe_memory`]): the growth of the peak resident set over the process before the
+//! model was built, i.e. parameters, optimizer state, gradients, activations and
+//! workspace. On CUDA no memory is reported: `tch` exposes no CUDA allocator
+//! statistics. Nothing here prints: reports are returned as data.
 
-use super::exec;
-use super::inputs;
-use super::lower::Plan;
-use super::params::{draw, fallback_init, init_tensor, ParamStore};
+use super::convert::{place, to_tensor};
+use super::store::ParamStore;
 use super::train::model::{Model, Spec};
 use super::train::optim::{global_norm, AdamW};
 use super::train::trainer::loss_and_grads;
 use super::train::DEFAULT_WEIGHT_DECAY;
-use super::{kind_of, DeviceArg};
-use crate::api::compile_file;
-use crate::ir::{Init, ParamSource};
-use crate::pipeline::Mode;
-use crate::report::{param_report, thousands};
+use crate::backend::inputs;
+use crate::ir::DType;
+use crate::params::init::{draw, random_values};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-#[derive(clap::Args, Debug)]
-pub struct BenchArgs {
-    /// Specs to measure, side by side.
-    #[arg(required = true)]
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct TrainBenchConfig {
     pub specs: Vec<PathBuf>,
-    /// Batch sizes (every symbolic dim takes this value).
-    #[arg(long, value_delimiter = ',', default_value = "1,8")]
     pub batch: Vec<i64>,
-    #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    /// Intra-op threads for LibTorch (default: what LibTorch chooses).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    #[arg(long, value_enum, default_value = "infer")]
-    pub mode: Mode,
-    #[arg(long, value_enum, default_value = "cpu")]
-    pub device: DeviceArg,
-    /// Time replays of a CUDA graph of the forward, captured once per batch size
-    /// (CUDA only; `cuda-graphs` build).
-    #[arg(long = "cuda-graph", conflicts_with = "train")]
-    pub cuda_graph: bool,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Measure training steps (forward, loss, backward, AdamW) and peak memory
-    /// instead of forward latency; specs compile in train mode.
-    #[arg(long)]
-    pub train: bool,
-    /// Learning rate of the AdamW steps (--train).
-    #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
-    /// Skip the peak-memory probes (--train).
-    #[arg(long)]
-    pub no_memory: bool,
-    /// Internal: measure one spec's memory in this process and print it as JSON.
-    #[arg(long, hide = true)]
-    pub memory_probe: bool,
-}
-
-#[derive(Serialize)]
-pub struct SpecTiming {
-    pub spec: String,
-    pub model: String,
-    pub params: u64,
-    /// Source → verified IR, median of 10.
-    pub compile_ms: f64,
-    /// Batch → median forward latency.
-    pub forward_ms: Vec<(i64, f64)>,
-}
-
-#[derive(Serialize)]
-pub struct BenchReport {
-    pub threads: i32,
-    pub mode: Mode,
-    pub specs: Vec<SpecTiming>,
-}
-
-/// Random values for every parameter: init rules, or the fallback rule for weights-file
-/// parameters; zero inits become small normals so no path is trivially zero.
-fn random_values(plan: &Plan) -> Result<Vec<Tensor>> {
-    plan.params
-        .iter()
-        .map(|p| {
-            let init = match &p.source {
-                ParamSource::Init { init } => init.clone(),
-                ParamSource::Weights { .. } | ParamSource::Folded { .. } => fallback_init(p),
-            };
-            let init = if matches!(init, Init::Zeros) { Init::Normal { std: 0.02 } } else { init };
-            init_tensor(&init, &p.shape, kind_of(p.dtype), 0, &p.path)
-        })
-        .collect()
+    /// Measure peak memory (CPU only) in child processes.
+    pub memory: bool,
+    pub device: Device,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
-
-fn measure(spec: &Path, a: &BenchArgs) -> Result<SpecTiming> {
-    std::env::set_var("GRAFT_VERIFY", "1");
-    let mut compiles = Vec::new();
-    let mut compiled = None;
-    for _ in 0..10 {
-        let t0 = Instant::now();
-        let c = compile_file(spec, a.mode).map_err(|f| anyhow!("{}", crate::api::render_failure(&f, false)))?;
-        compiles.push(t0.elapsed().as_secs_f64() * 1e3);
-        compiled = Some(c);
-    }
-    let c = compiled.expect("compiled ten times");
-    let plan = super::cli::plan_of(&c)?;
-    let device = a.device.device()?;
-    if a.cuda_graph {
-        super::cuda_graph::require("--cuda-graph", device)?;
-    }
-    let store = ParamStore::from_values(&plan, random_values(&plan)?, device, tch::Kind::Float)?;
-    let mut forward_ms = Vec::new();
-    for &b in &a.batch {
-        let given = inputs::random(&plan, b, 0)?;
-        let (ins, _) = inputs::bind(&plan, given, tch::Kind::Float, device)?;
-        let graphed = if a.cuda_graph {
-            Some(super::cuda_graph::GraphedForward::capture(&plan, &store.tensors, &ins)?)
-        } else {
-            None
-        };
-        let mut times = Vec::new();
-        tch::no_grad(|| -> Result<()> {
-            for i in 0..a.warmup + a.iters {
-                let t0 = Instant::now();
-                let outs = match &graphed {
-                    Some(g) => g.run(&ins)?,
-                    None => exec::run(
-                        &plan,
-                        &store.tensors,
-                        ins.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect(),
-                    )?,
-                };
-                if let tch::Device::Cuda(i) = device {
-                    tch::Cuda::synchronize(i as i64);
-                }
-                drop(outs);
-                if i >= a.warmup {
-                    times.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            Ok(())
-        })?;
-        forward_ms.push((b, median(times)));
-    }
-    Ok(SpecTiming {
-        spec: spec.display().to_string(),
-        model: c.model.clone(),
-        params: param_report(&c).total,
-        compile_ms: median(compiles),
-        forward_ms,
-    })
-}
-
-/// `graft bench`.
-pub fn bench(a: BenchArgs) -> Result<ExitCode> {
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
-    if a.memory_probe {
-        return memory_probe(&a);
-    }
-    if a.train {
-        return bench_train(&a);
-    }
-    let specs = a.specs.iter().map(|s| measure(s, &a)).collect::<Result<Vec<_>>>()?;
-    let report = BenchReport { threads: tch::get_num_threads(), mode: a.mode, specs };
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("threads {}, mode {:?}, medians of {} runs", report.threads, report.mode, a.iters);
-    let base = &report.specs[0];
-    for s in &report.specs {
-        let lat: Vec<String> = s
-            .forward_ms
-            .iter()
-            .zip(&base.forward_ms)
-            .map(|((b, ms), (_, base_ms))| format!("batch {b}: {ms:.2} ms ({:.3}x)", ms / base_ms))
-            .collect();
-        println!(
-            "{:<32} {:>14} params  compile {:.2} ms  {}",
-            s.model,
-            crate::report::thousands(s.params),
-            s.compile_ms,
-            lat.join("  ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-// ---- `graft bench --train` ----
 
 /// Resident-set memory of one spec's training steps (MiB, from `/proc/self/status`).
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -277,7 +105,7 @@ struct TrainBench {
 
 /// Compile `path` for training (logits `[B, classes]` first, `classes` fixed).
 fn train_spec(path: &Path) -> Result<Spec> {
-    let Some(spec) = Spec::compile(path)? else { bail!("{}: the spec has errors (above)", path.display()) };
+    let spec = Spec::compile(path)?;
     if spec.classes.is_none() {
         bail!("{}: output `{}` needs a fixed number of classes for random labels", path.display(), spec.output_name);
     }
@@ -287,7 +115,8 @@ fn train_spec(path: &Path) -> Result<Spec> {
 impl TrainBench {
     fn new(spec: Spec, lr: f64, device: Device) -> Result<TrainBench> {
         let classes = spec.classes.unwrap_or(1);
-        let store = ParamStore::from_values(&spec.plan, random_values(&spec.plan)?, device, Kind::Float)?;
+        let values = spec.plan.params.iter().map(|p| random_values(p, 0)).collect();
+        let store = ParamStore::new(&spec.plan, values, device, Kind::Float)?;
         let model = Model { spec, store, device };
         let opt = AdamW::new(model.trainable(), lr, &[], DEFAULT_WEIGHT_DECAY, &model.frozen_paths())?;
         let params = opt.params();
@@ -298,10 +127,11 @@ impl TrainBench {
     fn bind(&mut self, batch: i64) -> Result<()> {
         let plan = &self.model.spec.plan;
         let given = inputs::random(plan, batch, 0)?;
-        self.inputs = inputs::bind(plan, given, Kind::Float, self.model.device)?.0;
+        let bound = inputs::bind(plan, given, DType::F32)?;
+        self.inputs = place(&bound.values, self.model.device, Kind::Float)?;
         let classes = self.classes as f64;
-        let labels = draw(&[batch], 0, "labels", |r| (r.uniform() * classes).floor())?;
-        self.labels = Some(labels.f_to_kind(Kind::Int64)?.f_to_device(self.model.device)?);
+        let labels = draw(&[batch], 0, "labels", |r| (r.uniform() * classes).floor());
+        self.labels = Some(to_tensor(&labels)?.f_to_kind(Kind::Int64)?.f_to_device(self.model.device)?);
         Ok(())
     }
 
@@ -342,11 +172,11 @@ fn status_kb(field: &str) -> Result<u64> {
 }
 
 /// `--memory-probe`: build one spec, take two training steps, print [`Memory`].
-fn memory_probe(a: &BenchArgs) -> Result<ExitCode> {
+pub fn memory_probe(a: &TrainBenchConfig) -> Result<Memory> {
     let ([spec], [batch]) = (a.specs.as_slice(), a.batch.as_slice()) else {
         bail!("--memory-probe measures one spec at one batch size");
     };
-    let device = a.device.device()?;
+    let device = a.device;
     if device != Device::Cpu {
         bail!("--memory-probe measures host memory: use --device cpu");
     }
@@ -363,8 +193,7 @@ fn memory_probe(a: &BenchArgs) -> Result<ExitCode> {
     let peak = status_kb("VmHWM")?;
     let mib = |kb: u64| kb.saturating_sub(base) as f64 / 1024.0;
     let m = Memory { state_mib: mib(state), peak_mib: mib(peak), peak_reset };
-    println!("{}", serde_json::to_string(&m)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(m)
 }
 
 /// Peak memory of one spec's training steps, measured in a fresh child process (this
@@ -373,7 +202,7 @@ fn memory_probe(a: &BenchArgs) -> Result<ExitCode> {
 /// threshold pinned at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): tensors are then mapped and
 /// unmapped one by one and the resident set follows the live tensors (the default,
 /// dynamic threshold keeps freed blocks of up to 32 MiB in the heap).
-fn probe_memory(spec: &Path, batch: i64, a: &BenchArgs) -> Result<Memory> {
+fn probe_memory(spec: &Path, batch: i64, a: &TrainBenchConfig) -> Result<Memory> {
     let exe = std::env::current_exe().context("locating the graft binary")?;
     let out = std::process::Command::new(exe)
         .args(["bench", "--train", "--memory-probe", "--device", "cpu"])
@@ -390,15 +219,15 @@ fn probe_memory(spec: &Path, batch: i64, a: &BenchArgs) -> Result<Memory> {
     serde_json::from_slice(&out.stdout).context("reading the memory probe's report")
 }
 
-/// `graft bench --train`.
-fn bench_train(a: &BenchArgs) -> Result<ExitCode> {
+/// `graft bench --train`: every spec's steps at every batch size.
+pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         bail!("--lr must be a finite number >= 0");
     }
     if a.iters == 0 || a.batch.iter().any(|&b| b < 1) {
         bail!("--iters and every --batch must be at least 1");
     }
-    let device = a.device.device()?;
+    let device = a.device;
     tch::manual_seed(0);
     let mut benches = Vec::with_capacity(a.specs.len());
     let mut specs = Vec::with_capacity(a.specs.len());
@@ -418,7 +247,7 @@ fn bench_train(a: &BenchArgs) -> Result<ExitCode> {
         });
         benches.push(TrainBench::new(spec, a.lr, device)?);
     }
-    let memory_note = match (a.no_memory, device) {
+    let memory_note = match (!a.memory, device) {
         (true, _) => Some("not measured (--no-memory)".to_string()),
         (false, Device::Cpu) => None,
         (false, _) => Some("not measured on CUDA: tch exposes no CUDA allocator statistics".to_string()),
@@ -473,53 +302,5 @@ fn bench_train(a: &BenchArgs) -> Result<ExitCode> {
         memory_note,
         specs,
     };
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    print_train(&report);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_train(r: &TrainReport) {
-    println!(
-        "threads {}, device {}: training steps (forward, cross-entropy, backward, AdamW), medians of {} interleaved steps after {} warmup",
-        r.threads, r.device, r.iters, r.warmup
-    );
-    if let Some(note) = &r.memory_note {
-        println!("memory: {note}");
-    }
-    let unreset = r.specs.iter().flat_map(|s| &s.batches).any(|b| b.memory.as_ref().is_some_and(|m| !m.peak_reset));
-    if unreset {
-        println!("memory: * VmHWM could not be reset (/proc/self/clear_refs): counted from the probe's start");
-    }
-    let Some(base) = r.specs.first() else { return };
-    for (k, bb) in base.batches.iter().enumerate() {
-        println!(
-            "batch {:<4} {:>30} {:>12} {:>10} {:>7} {:>10} {:>7} {:>10}",
-            bb.batch, "params", "trainable", "step ms", "ratio", "peak MiB", "ratio", "state MiB"
-        );
-        for s in &r.specs {
-            let t = &s.batches[k];
-            let (peak, peak_ratio, state) = match (&t.memory, &bb.memory) {
-                (Some(m), Some(m0)) => (
-                    format!("{:.0}{}", m.peak_mib, if m.peak_reset { "" } else { "*" }),
-                    format!("{:.3}", m.peak_mib / m0.peak_mib),
-                    format!("{:.0}", m.state_mib),
-                ),
-                _ => ("-".into(), "-".into(), "-".into()),
-            };
-            println!(
-                "  {:<24} {:>16} {:>12} {:>10.1} {:>7.3} {:>10} {:>7} {:>10}",
-                s.model,
-                thousands(s.params),
-                thousands(s.trainable),
-                t.step_ms,
-                t.step_ms / bb.step_ms,
-                peak,
-                peak_ratio,
-                state
-            );
-        }
-    }
+    Ok(report)
 }

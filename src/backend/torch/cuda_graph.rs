@@ -15,7 +15,7 @@
 //! Errors cross the FFI as a return code and a message, never as a C++ exception.
 
 use super::exec;
-use super::lower::Plan;
+use crate::backend::plan::Plan;
 use anyhow::{anyhow, bail, Result};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use tch::{Device, Tensor};
@@ -278,8 +278,13 @@ impl GraphedForward {
         let buffers = statics(inputs)?;
         fill(&buffers, inputs)?;
         let mut graph = CudaGraph::new()?;
-        let outputs = tch::no_grad(|| graph.capture(WARMUP, || exec::run(plan, params, shallow(&buffers))))?;
+        let outputs = tch::no_grad(|| graph.capture(WARMUP, || Ok(exec::run(plan, params, shallow(&buffers))?)))?;
         Ok(GraphedForward { graph, inputs: buffers, outputs })
+    }
+
+    /// Whether `inputs` have the shapes, dtypes and absent inputs of the capture.
+    pub fn fits(&self, inputs: &[Option<Tensor>]) -> bool {
+        same_signature(&self.inputs, inputs)
     }
 
     /// The outputs for `inputs` (same shapes, dtypes and absent inputs as at capture).

@@ -8,15 +8,21 @@
 //! becomes an error naming the instance that failed, not a panic.
 //! Devices and dtypes are whatever the parameters and inputs were placed on.
 
-use super::lower::{Kernel, Plan, Src};
-use anyhow::{anyhow, bail, Result};
+use crate::backend::plan::{Kernel, Plan, Src};
+use crate::backend::BackendError;
 use tch::{Kind, TchError, Tensor};
 
 /// Run the plan. `params` follows `plan.params`; `inputs` follows `plan.inputs`
 /// (`None`: absent). Returns the outputs in `plan.outputs` order.
-pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Result<Vec<(String, Tensor)>> {
+pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Result<Vec<(String, Tensor)>, BackendError> {
     if params.len() != plan.params.len() || inputs.len() != plan.inputs.len() {
-        bail!("internal error: the plan needs {} parameters and {} inputs", plan.params.len(), plan.inputs.len());
+        return Err(BackendError::Internal(format!(
+            "the plan needs {} parameters and {} inputs, given {} and {}",
+            plan.params.len(),
+            plan.inputs.len(),
+            params.len(),
+            inputs.len()
+        )));
     }
     let mut slots: Vec<Option<Tensor>> = (0..plan.slots).map(|_| None).collect();
     for (spec, t) in plan.inputs.iter().zip(inputs) {
@@ -40,7 +46,11 @@ pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Resul
                     Kernel::Embedding => format!(" (ids must lie in 0..{} for this table)", present[1].size()[0]),
                     _ => String::new(),
                 };
-                anyhow!("running `{}` ({}): {}{hint}", ins.path, ins.op, torch_message(&e))
+                BackendError::Kernel {
+                    path: ins.path.clone(),
+                    op: ins.op,
+                    message: format!("{}{hint}", torch_message(&e)),
+                }
             })?)
         } else if ins.kernel == Kernel::Add {
             // Pass through a present operand computed from the data; a parameter alone
@@ -61,8 +71,7 @@ pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Resul
                 Src::Slot(s) => slots[s].as_ref().map(|t| t.shallow_clone()),
                 Src::Param(p) => Some(params[p].shallow_clone()),
             };
-            t.map(|t| (o.name.clone(), t))
-                .ok_or_else(|| anyhow!("output `{}` is absent: it depends on a missing optional input", o.name))
+            t.map(|t| (o.name.clone(), t)).ok_or_else(|| BackendError::AbsentOutput(o.name.clone()))
         })
         .collect()
 }

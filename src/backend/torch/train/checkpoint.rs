@@ -21,12 +21,15 @@
 //! with where the weights files are. A checkpoint whose names or shapes differ from the
 //! spec's trainable parameters is refused with a diff, one line per name.
 
-use crate::backend::torch::lower::Plan;
-use crate::backend::torch::safetensors::{self, SafeFile};
-use crate::backend::torch::weights::{titled_list, Leaves};
+use crate::backend::plan::Plan;
+use crate::backend::torch::convert::to_host;
 use crate::backend::torch::{kind_name, type_text};
+use crate::params::weights::titled_list;
+use crate::params::Leaves;
 use crate::pipeline::Compiled;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::safetensors::{self, SafeFile};
+use crate::tensor::HostTensor;
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,54 +91,16 @@ pub fn trainable_shapes(plan: &Plan) -> Vec<(String, Vec<i64>)> {
     plan.params.iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
 }
 
-/// Insert `__metadata__` into serialised safetensors bytes (offsets are relative to
-/// the data section, so only the header changes).
-pub fn add_metadata(bytes: &[u8], meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
-    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| anyhow!("internal error: short safetensors"))?.try_into()?)
-        as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n])?;
-    let mut obj = header.as_object().cloned().ok_or_else(|| anyhow!("internal error: safetensors header"))?;
-    obj.insert("__metadata__".into(), serde_json::to_value(meta)?);
-    let mut text = serde_json::to_string(&serde_json::Value::Object(obj))?;
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
-    }
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
-    Ok(out)
-}
-
-/// Write tensors with metadata, atomically.
+/// Write tensors (any device) with metadata, atomically and durably.
 pub fn write_with_metadata(path: &Path, tensors: &[(String, Tensor)], meta: &BTreeMap<String, String>) -> Result<()> {
-    let bytes = add_metadata(&safetensors::to_bytes(tensors)?, meta)?;
-    safetensors::write_atomic(path, &bytes)
+    let host: Vec<(String, HostTensor)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), to_host(&t.f_detach()?)?))).collect::<Result<_>>()?;
+    Ok(safetensors::write(path, &host, meta)?)
 }
 
 /// A safetensors file's `__metadata__` (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
-    use std::io::Read;
-    let ctx = || format!("reading {}", path.display());
-    let mut f = std::fs::File::open(path).with_context(ctx)?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).with_context(ctx)?;
-    let n = u64::from_le_bytes(len);
-    if n > 100 << 20 {
-        bail!("{}: not a safetensors file", path.display());
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).with_context(ctx)?;
-    let v: serde_json::Value = serde_json::from_slice(&header).with_context(ctx)?;
-    let mut out = BTreeMap::new();
-    if let Some(m) = v.get("__metadata__").and_then(|m| m.as_object()) {
-        for (k, v) in m {
-            if let Some(s) = v.as_str() {
-                out.insert(k.clone(), s.to_string());
-            }
-        }
-    }
-    Ok(out)
+    Ok(safetensors::read_header(path)?.metadata)
 }
 
 /// The metadata every file of a run carries.
@@ -155,11 +120,7 @@ pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String
     let mut meta = metadata(id, step);
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
-    let host: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
-        .collect::<Result<_>>()?;
-    write_with_metadata(path, &host, &meta)
+    write_with_metadata(path, tensors, &meta)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
@@ -183,7 +144,7 @@ impl TrainableFile {
             bail!("{} does not exist", path.display());
         }
         let file = SafeFile::open(&path)?;
-        let meta = read_metadata(&path)?;
+        let meta = file.header.metadata.clone();
         Ok(TrainableFile { path, meta, file })
     }
 
@@ -196,7 +157,7 @@ impl TrainableFile {
     /// error when `strict` (an exact resume), otherwise a returned note.
     pub fn check(&self, id: &Identity, expected: &[(String, Vec<i64>)], strict: bool) -> Result<Vec<String>> {
         let have: Vec<(String, String, Vec<i64>)> =
-            self.file.entries.iter().map(|(k, e)| (k.clone(), e.type_text(), e.shape.clone())).collect();
+            self.file.entries().iter().map(|(k, e)| (k.clone(), e.type_text(), e.shape.clone())).collect();
         let mut notes = Vec::new();
         let origin = match (self.meta.get("model"), self.meta.get("graph_fingerprint")) {
             (Some(m), Some(f)) => format!("trained from model `{m}` (graph fingerprint {f})"),
@@ -232,7 +193,7 @@ impl TrainableFile {
 
     /// Put the checkpoint's tensors over the spec's values (after [`Self::check`]).
     pub fn apply(&self, leaves: &mut Leaves) -> Result<()> {
-        for name in self.file.entries.keys() {
+        for name in self.file.entries().keys() {
             let t = self.file.tensor(name)?;
             if !leaves.set(name, t) {
                 bail!("internal error: `{name}` is a trainable parameter with no loaded value");
@@ -326,7 +287,7 @@ impl State {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        safetensors::write_atomic(&dir.join(STATE), text.as_bytes())
+        Ok(crate::durable::write_atomic(&dir.join(STATE), text.as_bytes())?)
     }
 }
 
@@ -346,7 +307,7 @@ mod tests {
         assert_eq!(f.step(), Some(7));
         assert_eq!(f.meta["graph_fingerprint"], "00ff");
         assert_eq!(f.meta["params"], r#"[["a.weight",[3]]]"#);
-        assert!(f.file.tensor("a.weight").unwrap().equal(&t));
+        assert_eq!(f.file.tensor("a.weight").unwrap(), to_host(&t).unwrap());
         assert!(f.check(&id, &[("a.weight".into(), vec![3])], true).unwrap().is_empty());
         let other = Identity { fingerprint: "1234".into(), ..id.clone() };
         assert!(f

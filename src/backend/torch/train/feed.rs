@@ -6,11 +6,9 @@
 //! run stopped in reproduces the rest of the stream bit for bit. Skipped batches are
 //! read but not computed on.
 
-use crate::backend::torch::kind_of;
-use crate::data::{Batch, DataError, Dataset, HostTensor};
+use crate::data::{Batch, DataError, Dataset};
 use anyhow::{anyhow, Result};
 use std::sync::mpsc::{sync_channel, Receiver};
-use tch::Tensor;
 
 /// Batches read ahead.
 const AHEAD: usize = 4;
@@ -67,9 +65,4 @@ impl Feed {
             Err(_) => Err(anyhow!("internal error: the batch reader stopped")),
         }
     }
-}
-
-/// A host tensor as a CPU tensor (one copy).
-pub fn to_tensor(h: &HostTensor) -> Result<Tensor> {
-    Ok(Tensor::f_from_data_size(&h.data, &h.shape, kind_of(h.dtype))?)
 }

@@ -11,7 +11,7 @@
 //! accuracy (0–100%) on the right, steps along the bottom.
 
 use super::checkpoint::{METRICS, PLOT};
-use crate::backend::torch::safetensors::write_atomic;
+use crate::durable::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -103,7 +103,7 @@ impl Metrics {
 
     /// Write `loss.svg`.
     pub fn plot(&self) -> Result<()> {
-        write_atomic(&self.dir.join(PLOT), svg(&self.records).as_bytes())
+        Ok(write_atomic(&self.dir.join(PLOT), svg(&self.records).as_bytes())?)
     }
 }
 

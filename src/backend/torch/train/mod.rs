@@ -49,7 +49,7 @@ pub mod progress;
 pub mod schedule;
 pub mod trainer;
 
-use crate::backend::torch::DeviceArg;
+use crate::commands::DeviceArg;
 use anyhow::Result;
 use schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};

@@ -8,15 +8,16 @@
 //! declared output (logits `[B, classes]`) against the batch's labels.
 
 use super::checkpoint::{trainable_shapes, Identity, TrainableFile};
-use super::feed::to_tensor;
-use crate::backend::torch::cli::{bindings, compiled, plan_of};
-use crate::backend::torch::lower::Plan;
-use crate::backend::torch::params::ParamStore;
-use crate::backend::torch::weights::{Declared, Leaves};
-use crate::backend::torch::{exec, inputs};
+use crate::api::compile_spec;
+use crate::backend::plan::Plan;
+use crate::backend::torch::convert::{place, read_pytorch, to_tensor};
+use crate::backend::torch::exec;
+use crate::backend::torch::store::ParamStore;
 use crate::data::{model_inputs, Batch, Dataset, ModelInput};
 use crate::ir::{Dim, ParamInfo};
+use crate::params::{materialise, Bindings, Declared, Leaves};
 use crate::pipeline::{Compiled, Mode};
+use crate::tensor::HostTensor;
 use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -36,10 +37,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Compile `path` in train mode; `None` when the spec has errors (printed).
-    pub fn compile(path: &Path) -> Result<Option<Spec>> {
-        let Some(c) = compiled(path, Mode::Train) else { return Ok(None) };
-        let plan = plan_of(&c)?;
+    /// Compile `path` in train mode (an error carries the spec's diagnostics).
+    pub fn compile(path: &Path) -> Result<Spec> {
+        let c = compile_spec(path, Mode::Train)?;
+        let plan = Plan::new(&c.graph);
         let inspect = crate::report::inspect(&c);
         let first = inspect.outputs.first().ok_or_else(|| anyhow!("model `{}` has no output", c.model))?;
         if first.shape.len() != 2 {
@@ -60,7 +61,7 @@ impl Spec {
             .iter()
             .position(|o| o.name == first.name)
             .ok_or_else(|| anyhow!("internal error: output `{}` is not in the plan", first.name))?;
-        Ok(Some(Spec {
+        Ok(Spec {
             path: path.to_path_buf(),
             identity: Identity::of(&c),
             inputs: model_inputs(&inspect),
@@ -69,7 +70,7 @@ impl Spec {
             classes,
             plan,
             compiled: c,
-        }))
+        })
     }
 
     /// Check a dataset against the model's inputs and classes; returns notes to print.
@@ -106,6 +107,30 @@ impl Spec {
         self.inputs.iter().filter(|i| i.3).map(|i| i.0.as_str()).collect()
     }
 
+    /// Every parameter's value (plan order): the weights, with a checkpoint over the
+    /// trainable ones (checked first; `strict` for an exact resume). Returns the values
+    /// and notes to print.
+    pub fn materialise(
+        &self,
+        weights: &[String],
+        allow_missing: &[String],
+        seed: u64,
+        run: Option<(&TrainableFile, bool)>,
+    ) -> Result<(Vec<HostTensor>, Vec<String>)> {
+        let mut notes = Vec::new();
+        if let Some((f, strict)) = run {
+            notes.extend(f.check(&self.identity, &self.trainable_shapes(), strict)?);
+        }
+        let mut b = Bindings::of_spec(&self.path, &self.compiled, weights)?;
+        b.pytorch = Some(read_pytorch);
+        let declared = Declared::from_sites(&self.compiled.sites);
+        let mut leaves = Leaves::load(self.plan.params.iter(), &b, &declared, allow_missing, seed)?;
+        if let Some((f, _)) = run {
+            f.apply(&mut leaves)?;
+        }
+        Ok((materialise(&self.plan.params, &leaves)?, notes))
+    }
+
     /// Load the weights (and a checkpoint over the trainable ones) onto `device`.
     /// Returns the model and notes to print.
     pub fn load(
@@ -116,23 +141,8 @@ impl Spec {
         device: Device,
         run: Option<(&TrainableFile, bool)>,
     ) -> Result<(Model, Vec<String>)> {
-        let mut notes = Vec::new();
-        if let Some((f, strict)) = run {
-            notes.extend(f.check(&self.identity, &self.trainable_shapes(), strict)?);
-        }
-        let b = bindings(&self.path, &self.compiled, weights)?;
-        let mut leaves = Leaves::load(
-            self.plan.params.iter(),
-            &b,
-            &Declared::from_sites(&self.compiled.sites),
-            allow_missing,
-            seed,
-        )?;
-        if let Some((f, _)) = run {
-            f.apply(&mut leaves)?;
-        }
-        let store = ParamStore::build(&self.plan, &leaves, device, Kind::Float)?;
-        drop(leaves);
+        let (values, notes) = self.materialise(weights, allow_missing, seed, run)?;
+        let store = ParamStore::new(&self.plan, values, device, Kind::Float)?;
         let want = self.plan.params.iter().filter(|p| p.trainable).count();
         if store.trainable_count() != want {
             bail!("internal error: {} trainable variables for {want} trainable parameters", store.trainable_count());
@@ -182,15 +192,15 @@ impl Model {
 
     /// A batch's inputs in plan order on the model's device (`without`: as in [`Self::logits`]).
     pub fn bind(&self, batch: &Batch, without: &[String]) -> Result<Vec<Option<Tensor>>> {
-        let plan = &self.spec.plan;
-        let mut given = Vec::new();
-        for (name, h) in &batch.inputs {
-            if without.contains(name) || !plan.inputs.iter().any(|i| &i.name == name) {
-                continue;
-            }
-            given.push((name.clone(), to_tensor(h)?));
-        }
-        Ok(inputs::bind(plan, given, Kind::Float, self.device)?.0)
+        let values = crate::evaluate::batch_inputs(&self.spec.plan, batch, without)?;
+        Ok(place(&values, self.device, Kind::Float)?)
+    }
+
+    /// The model as an [`Executable`] over its live parameters (each optimizer step
+    /// shows through): validation during training.
+    pub fn executable(&self) -> crate::backend::torch::TorchExecutable {
+        let params = self.store.tensors.iter().map(Tensor::shallow_clone).collect();
+        crate::backend::torch::TorchExecutable::over(self.spec.plan.clone(), params, self.device, Kind::Float)
     }
 
     /// The first output's logits for bound inputs ([`Self::bind`]) of a batch of `n`.
@@ -206,7 +216,7 @@ impl Model {
 
     /// The batch's labels on the model's device.
     pub fn labels(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(Tensor::f_from_slice(&batch.labels)?.f_to_device(self.device)?)
+        Ok(to_tensor(&batch.label_tensor())?.f_to_device(self.device)?)
     }
 }
 

@@ -18,8 +18,9 @@
 //! text) gives the parameters it matches their own peak rate; the first matching
 //! pattern wins; everything else uses `--lr`. The schedule scales every group alike.
 
-use crate::backend::torch::glob_match;
-use crate::backend::torch::safetensors::SafeFile;
+use crate::backend::torch::convert::to_tensor;
+use crate::params::glob::glob_match;
+use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
@@ -165,7 +166,7 @@ impl AdamW {
         let mut missing = Vec::new();
         for s in &self.slots {
             for k in ["exp_avg", "exp_avg_sq", "step"] {
-                if !f.entries.contains_key(&format!("{}.{k}", s.path)) {
+                if !f.entries().contains_key(&format!("{}.{k}", s.path)) {
                     missing.push(format!("{}.{k}", s.path));
                 }
             }
@@ -176,13 +177,13 @@ impl AdamW {
         let _guard = tch::no_grad_guard();
         for s in &mut self.slots {
             for (k, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
-                let t = f.tensor(&format!("{}.{k}", s.path))?;
+                let t = to_tensor(&f.tensor(&format!("{}.{k}", s.path))?)?;
                 if t.size() != dst.size() {
                     bail!("{}: `{}.{k}` is {:?}, the parameter {:?}", f.path.display(), s.path, t.size(), dst.size());
                 }
                 dst.f_copy_(&t.f_to_kind(dst.kind())?)?;
             }
-            s.step = f.tensor(&format!("{}.step", s.path))?.f_to_kind(Kind::Int64)?.f_int64_value(&[0])?;
+            s.step = to_tensor(&f.tensor(&format!("{}.step", s.path))?)?.f_to_kind(Kind::Int64)?.f_int64_value(&[0])?;
         }
         Ok(())
     }

@@ -15,10 +15,10 @@ use super::progress::{clock, Progress};
 use super::schedule::{Schedule, ScheduleKind};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 use crate::backend::torch::cuda_graph::{self, Autocast, GraphedStep, LossAndGrads};
-use crate::backend::torch::eval::{evaluate, Report};
-use crate::backend::torch::safetensors::SafeFile;
 use crate::data::{Batch, Dataset};
+use crate::evaluate::{evaluate, Evaluated, Report};
 use crate::report::thousands;
+use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     if clip_now.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
         bail!("--clip must be a finite number > 0");
     }
-    let device = a.device.device()?;
+    let device = crate::backend::torch::convert::device(a.device.device(&crate::backend::torch::TorchBackend)?);
     if a.cuda_graph {
         cuda_graph::require("--cuda-graph", device)?;
     }
@@ -131,7 +131,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     tch::manual_seed(seed as i64);
 
     // The spec first (its errors are the likeliest), then the data against it.
-    let Some(spec) = Spec::compile(&a.spec)? else { return Ok(None) };
+    let spec = Spec::compile(&a.spec)?;
     let ds = open_data(&a.data, "data")?;
     for n in spec.check_dataset(&ds, "training data")? {
         eprintln!("note: {n}");
@@ -323,7 +323,14 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         progress.step(step, loss, lr * scale, rate);
         let validate = val.is_some() && (step.is_multiple_of(eval_every) || step == total);
         if let (true, Some(vds)) = (validate, &val) {
-            let r = tch::no_grad(|| evaluate(&model, vds, batch, &[]))?;
+            let mut exe = model.executable();
+            let m = Evaluated {
+                model: &model.spec.compiled.model,
+                plan: &model.spec.plan,
+                exe: &mut exe,
+                output: model.spec.output,
+            };
+            let r = evaluate(m, vds, batch, &[])?;
             progress.line(&format!(
                 "step {step}: val loss {:.4}, accuracy {:.2}% ({} samples)",
                 r.loss,

@@ -1,12 +1,18 @@
-//! Lowering: a verified IR graph → a flat instruction list over tensor slots.
+//! The plan: a verified graph → a flat, backend-neutral instruction list over value
+//! slots, what every backend executes.
 //!
 //! One topological schedule ([`Graph::topo_order`]) is computed once. Inputs and
 //! computed values live in numbered slots; parameters are read from the parameter
 //! table by index and never occupy a slot. Each instruction lists the slots whose
 //! last reader it is, so the executor drops those tensors straight after it runs, and
 //! freed slot numbers are reused. Running the plan never touches the graph.
+//!
+//! A plan is built only from a [`Verified`] graph: acyclic, typed, no `unbound`
+//! input, every output fed, so building one cannot fail. Each instruction also says
+//! which of its operands are computed from a model input ([`Instr::data`]): the rule
+//! by which an `add` passes a present operand through when the other is absent.
 
-use crate::ir::{Graph, NodeId, Op, ParamInfo, TensorType};
+use crate::ir::{Graph, NodeId, Op, ParamInfo, TensorType, Verified};
 use std::collections::HashMap;
 
 /// Where an instruction reads an operand.
@@ -114,10 +120,44 @@ pub struct Plan {
     pub slots: usize,
 }
 
-/// Lower a graph. Fails only on graphs no verified pipeline produces (a cycle, an
-/// `unbound` input that survived dead-code elimination).
-pub fn lower(g: &Graph) -> Result<Plan, String> {
-    let order = g.topo_order().ok_or("the graph has a cycle")?;
+impl Plan {
+    /// The plan of a verified graph.
+    pub fn new(v: &Verified) -> Plan {
+        build(v.graph())
+    }
+
+    /// The plan of a hand-made graph that never went through the verifier, for kernel
+    /// tests (absent inputs, kernel errors) that do not type their graphs.
+    #[cfg(all(test, feature = "torch"))]
+    pub(crate) fn unverified(g: &Graph) -> Plan {
+        build(g)
+    }
+
+    /// The fewest rows among the embedding tables that input `idx` indexes directly
+    /// (so random ids stay in range), if any.
+    pub fn embedding_rows(&self, idx: usize) -> Option<i64> {
+        let slot = self.inputs.get(idx)?.slot?;
+        let mut rows: Option<i64> = None;
+        for ins in &self.instrs {
+            if ins.kernel == Kernel::Embedding && ins.args[0] == Src::Slot(slot) {
+                if let Src::Param(p) = ins.args[1] {
+                    let n = self.params[p].shape[0];
+                    rows = Some(rows.map_or(n, |r| r.min(n)));
+                }
+            }
+            // The slot is reused once freed: later readers see another value.
+            if ins.free.contains(&slot) || ins.out == slot {
+                break;
+            }
+        }
+        rows
+    }
+}
+
+/// The verifier guarantees what the `expect`s below rely on: the graph is acyclic, no
+/// `unbound` input survives, every operand is scheduled before its reader.
+fn build(g: &Graph) -> Plan {
+    let order = g.topo_order().expect("a verified graph is acyclic");
     let mut params = Vec::new();
     let mut src: HashMap<NodeId, Src> = HashMap::new();
     for (id, p) in g.params() {
@@ -134,13 +174,7 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
             *e = (*e).max(reader);
         }
     }
-    // Values computed from some input (the rule of `check_optional_inputs::absent_nodes`).
-    let mut data: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
-    for &n in &order {
-        if matches!(g.node(n).op, Op::Input { .. }) || g.operands(n).iter().any(|o| data.contains(o)) {
-            data.insert(n);
-        }
-    }
+    let data = g.computed_from_inputs();
     let mut pool: Vec<usize> = Vec::new();
     let mut slots = 0usize;
     let mut alloc = |pool: &mut Vec<usize>| {
@@ -153,12 +187,7 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
     for &n in &order {
         let node = g.node(n);
         match &node.op {
-            Op::Parameter(_) => {}
-            Op::Unbound => {
-                if last.contains_key(&n) {
-                    return Err(format!("`{}` reads an unbound input, which only dead code may do", node.path));
-                }
-            }
+            Op::Parameter(_) | Op::Unbound => {}
             Op::Input { name, ty, optional, default_zeros } => {
                 let slot = last.contains_key(&n).then(|| alloc(&mut pool));
                 if let Some(s) = slot {
@@ -173,9 +202,7 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
                 });
             }
             Op::Output { name } => {
-                let o = g.operands(n);
-                let from =
-                    *o.first().and_then(|o| src.get(o)).ok_or_else(|| format!("output `{name}` has no operand"))?;
+                let from = g.operands(n).first().map(|o| src[o]).expect("a verified output has its operand");
                 outputs.push(OutputSlot { name: name.clone(), src: from });
             }
             op => {
@@ -187,7 +214,7 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
                 let mut args = Vec::with_capacity(operands.len());
                 let mut free = Vec::new();
                 for o in &operands {
-                    let s = *src.get(o).ok_or_else(|| format!("`{}` reads a value computed after it", node.path))?;
+                    let s = src[o];
                     args.push(s);
                     if let Src::Slot(s) = s {
                         if last[o] == pos[&n] && !free.contains(&s) {
@@ -209,7 +236,7 @@ pub fn lower(g: &Graph) -> Result<Plan, String> {
         let out = i.out;
         i.free.retain(|&f| f != out);
     }
-    Ok(Plan { inputs, params, instrs, outputs, slots })
+    Plan { inputs, params, instrs, outputs, slots }
 }
 
 #[cfg(test)]
@@ -245,7 +272,7 @@ mod tests {
         let d = g.add(Op::Add, "d", None, &[c, x]);
         g.add(Op::Output { name: "y".into() }, "y", None, &[d]);
         g.add(Op::Output { name: "z".into() }, "z", None, &[b]);
-        let p = lower(&g).unwrap();
+        let p = build(&g);
         assert_eq!(p.params.len(), 1);
         assert_eq!(p.instrs.len(), 4);
         assert_eq!(p.instrs[0].args, vec![Src::Slot(0), Src::Param(0)]);
@@ -280,7 +307,7 @@ mod tests {
         let _unused = input(&mut g, "u", &[2]);
         let r = g.add(Op::Relu, "r", None, &[x]);
         g.add(Op::Output { name: "y".into() }, "y", None, &[r]);
-        let p = lower(&g).unwrap();
+        let p = build(&g);
         assert_eq!(p.inputs.len(), 2);
         assert!(p.inputs[1].slot.is_none());
     }

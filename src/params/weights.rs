@@ -7,38 +7,45 @@
 //! keys whose shape or dtype does not fit are collected over every file and reported
 //! together, one line each (`blocks.8.attn.qkv.weight: file f32[768, 2304], spec
 //! f32[2304, 768]`). `--allow-missing PATTERN` excuses keys matching a glob on either
-//! side; an excused missing parameter is initialised ([`super::params::fallback_init`]).
+//! side; an excused missing parameter is initialised ([`super::init::fallback_init`]).
 //! Integer and boolean tensors nothing reads (buffers such as
 //! `embeddings.position_ids`) are skipped. Float values are converted explicitly to
-//! the parameter's dtype.
+//! the parameter's dtype. Safetensors files are read here; PyTorch's zip checkpoints
+//! through a reader the caller supplies ([`Bindings::pytorch`], LibTorch's).
 
-use super::exec::torch_message;
-use super::params::{fallback_init, init_tensor};
-use super::safetensors::SafeFile;
-use super::{glob_match, is_float_kind, kind_name, kind_of, type_text};
+use super::glob::glob_match;
+use super::init::{fallback_init, init_values};
+use super::ParamError;
 use crate::ir::{ParamInfo, ParamSource};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::safetensors::SafeFile;
+use crate::tensor::{type_text, HostTensor};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use tch::{Kind, Tensor};
 
 /// At most this many lines per list in the report.
 const MAX_LINES: usize = 25;
 
+/// Reads a PyTorch zip checkpoint (`torch.save(state_dict)`) into named host tensors;
+/// the error is the reason in words.
+pub type PytorchReader = fn(&Path) -> Result<Vec<(String, HostTensor)>, String>;
+
 /// A tensor's type as a file states it.
 #[derive(Clone, Debug)]
 pub struct Meta {
-    pub kind: Option<Kind>,
     /// `f32[2304, 768]`.
     pub text: String,
     pub shape: Vec<i64>,
+    /// Whether it holds floats.
+    pub float: bool,
     pub integer: bool,
+    /// Whether graft has its dtype (a `u16` tensor can be listed, not loaded).
+    pub loadable: bool,
 }
 
 enum Store {
     Safe(SafeFile),
-    Loaded(BTreeMap<String, Tensor>),
+    Loaded(BTreeMap<String, HostTensor>),
 }
 
 /// One weights file, any supported format.
@@ -48,81 +55,71 @@ pub struct WeightFile {
     store: Store,
 }
 
+fn not_weights(path: &Path, reason: impl Into<String>) -> ParamError {
+    ParamError::File { path: path.to_path_buf(), reason: reason.into() }
+}
+
 impl WeightFile {
     /// Open a file; the format comes from its first bytes, not its name.
-    pub fn open(path: &Path) -> Result<WeightFile> {
+    pub fn open(path: &Path, pytorch: Option<PytorchReader>) -> Result<WeightFile, ParamError> {
         let mut head = [0u8; 8];
         {
             use std::io::Read;
-            let mut f =
-                std::fs::File::open(path).with_context(|| format!("opening weights file {}", path.display()))?;
-            let n = f.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
+            let io = |e: std::io::Error| not_weights(path, e.to_string());
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let n = f.read(&mut head).map_err(io)?;
             if n < 8 {
-                bail!("{}: not a weights file ({n} bytes)", path.display());
+                return Err(not_weights(path, format!("not a weights file ({n} bytes)")));
             }
         }
         if head.starts_with(b"PK\x03\x04") {
-            return WeightFile::open_torch(path);
+            let read = pytorch.ok_or_else(|| {
+                not_weights(path, "a PyTorch checkpoint, which this build cannot read (it has no LibTorch); convert it to safetensors")
+            })?;
+            let tensors = read(path).map_err(|e| not_weights(path, e))?;
+            let metas = tensors
+                .iter()
+                .map(|(k, t)| {
+                    let float = t.dtype.is_float();
+                    (
+                        k.clone(),
+                        Meta { text: t.type_text(), shape: t.shape.clone(), float, integer: !float, loadable: true },
+                    )
+                })
+                .collect();
+            return Ok(WeightFile {
+                path: path.to_path_buf(),
+                metas,
+                store: Store::Loaded(tensors.into_iter().collect()),
+            });
         }
         if head[0] == 0x80 && (2..=5).contains(&head[1]) {
-            bail!(
-                "{}: a PyTorch checkpoint in the legacy (pre-1.6, non-zip) format; re-save it with torch.save(state_dict, path) or convert it to safetensors",
-                path.display()
-            );
+            return Err(not_weights(
+                path,
+                "a PyTorch checkpoint in the legacy (pre-1.6, non-zip) format; re-save it with torch.save(state_dict, path) or convert it to safetensors",
+            ));
         }
         let f = SafeFile::open(path)?;
         let metas = f
-            .entries
+            .entries()
             .iter()
             .map(|(k, e)| {
+                let (float, loadable) = (!e.is_integer(), e.dtype.is_some());
                 (
                     k.clone(),
-                    Meta { kind: e.kind(), text: e.type_text(), shape: e.shape.clone(), integer: e.is_integer() },
+                    Meta { text: e.type_text(), shape: e.shape.clone(), float, integer: e.is_integer(), loadable },
                 )
             })
             .collect();
         Ok(WeightFile { path: path.to_path_buf(), metas, store: Store::Safe(f) })
     }
 
-    /// A zip checkpoint written by `torch.save(state_dict)` (`.pt`, `.pth`, `.bin`), or a
-    /// TorchScript module's parameters.
-    fn open_torch(path: &Path) -> Result<WeightFile> {
-        let named = match Tensor::loadz_multi(path) {
-            Ok(v) => v,
-            Err(e1) => Tensor::load_multi(path).map_err(|_| {
-                let msg = torch_message(&e1);
-                let msg = msg.split(". This is an internal miniz error").next().unwrap_or("").to_string();
-                let hint = if msg.contains("GenericDict") {
-                    " (it nests dicts, e.g. {'model': state_dict}: save the state dict itself, or convert it to safetensors)"
-                } else {
-                    ""
-                };
-                anyhow!(
-                    "{}: cannot read this PyTorch checkpoint: {msg}{hint}; graft reads a flat dict of tensors saved with torch.save(state_dict, path), TorchScript modules, and safetensors",
-                    path.display()
-                )
-            })?,
-        };
-        let mut tensors = BTreeMap::new();
-        let mut metas = BTreeMap::new();
-        for (k, t) in named {
-            let kind = t.f_kind().ok();
-            let shape = t.size();
-            let text = type_text(&kind.map(kind_name).unwrap_or_else(|| "?".into()), &shape);
-            let integer = kind.is_some_and(|k| !is_float_kind(k));
-            metas.insert(k.clone(), Meta { kind, text, shape, integer });
-            tensors.insert(k, t);
-        }
-        Ok(WeightFile { path: path.to_path_buf(), metas, store: Store::Loaded(tensors) })
-    }
-
-    /// The tensor `key` on the CPU, in the file's dtype.
-    pub fn tensor(&self, key: &str) -> Result<Tensor> {
+    /// The tensor `key`, in the file's dtype.
+    pub fn tensor(&self, key: &str) -> Result<HostTensor, ParamError> {
         match &self.store {
-            Store::Safe(f) => f.tensor(key),
+            Store::Safe(f) => Ok(f.tensor(key)?),
             Store::Loaded(m) => {
-                let t = m.get(key).ok_or_else(|| anyhow!("{}: no tensor `{key}`", self.path.display()))?;
-                Ok(t.f_to_device(tch::Device::Cpu)?.f_detach()?)
+                m.get(key).cloned().ok_or_else(|| not_weights(&self.path, format!("no tensor `{key}`")))
             }
         }
     }
@@ -135,6 +132,8 @@ impl WeightFile {
 pub struct Bindings {
     pub files: BTreeMap<String, PathBuf>,
     pub cli_only: BTreeSet<String>,
+    /// How to read PyTorch zip checkpoints, when the build can.
+    pub pytorch: Option<PytorchReader>,
 }
 
 impl Bindings {
@@ -145,7 +144,7 @@ impl Bindings {
         spec_weights: &BTreeMap<String, String>,
         cli: &[String],
         components: &BTreeSet<String>,
-    ) -> Result<Bindings> {
+    ) -> Result<Bindings, ParamError> {
         let mut b = Bindings::default();
         for (k, f) in spec_weights {
             b.files.insert(k.clone(), spec_dir.join(f));
@@ -154,20 +153,32 @@ impl Bindings {
             let (name, file) = arg
                 .split_once('=')
                 .filter(|(n, f)| !n.is_empty() && !f.is_empty())
-                .ok_or_else(|| anyhow!("--weights expects BINDING=FILE, got `{arg}`"))?;
+                .ok_or_else(|| ParamError::Binding(format!("--weights expects BINDING=FILE, got `{arg}`")))?;
             if !spec_weights.contains_key(name) {
                 if !components.contains(name) {
                     let known: Vec<&str> = spec_weights.keys().map(String::as_str).collect();
-                    bail!(
+                    return Err(ParamError::Binding(format!(
                         "--weights {name}=...: the spec has no weights binding or component `{name}` (its bindings: {})",
                         if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                    );
+                    )));
                 }
                 b.cli_only.insert(name.to_string());
             }
             b.files.insert(name.to_string(), PathBuf::from(file));
         }
         Ok(b)
+    }
+
+    /// A compiled spec's bindings, resolved against the spec's directory, with `cli`
+    /// (`BINDING=FILE` arguments) applied; a command-line-only binding may name any
+    /// component, head, adapter or pathway.
+    pub fn of_spec(spec: &Path, c: &crate::pipeline::Compiled, cli: &[String]) -> Result<Bindings, ParamError> {
+        let dir = spec.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut names: BTreeSet<String> = c.components.iter().map(|x| x.name.clone()).collect();
+        names.extend(c.heads.iter().cloned());
+        names.extend(c.adapters.iter().cloned());
+        names.extend(c.pathways.iter().cloned());
+        Bindings::resolve(dir, &c.weights, cli, &names)
     }
 
     /// Where a leaf parameter's value comes from: `Some((binding, key))` for a file.
@@ -226,24 +237,20 @@ impl Declared {
 /// Values of leaf parameters (loaded or initialised), by parameter path, on the CPU
 /// in each parameter's dtype.
 pub struct Leaves {
-    values: HashMap<String, Tensor>,
+    values: HashMap<String, HostTensor>,
 }
 
 impl Leaves {
-    pub fn get(&self, p: &ParamInfo) -> Result<Tensor> {
-        self.values
-            .get(&p.path)
-            .map(|t| t.shallow_clone())
-            .ok_or_else(|| anyhow!("internal error: no value for parameter `{}`", p.path))
+    pub fn get(&self, p: &ParamInfo) -> Result<&HostTensor, ParamError> {
+        self.values.get(&p.path).ok_or_else(|| ParamError::Internal(format!("no value for parameter `{}`", p.path)))
     }
 
     /// Replace leaf `path`'s value (a trained checkpoint over the spec's weights),
     /// converted to the leaf's dtype; `false` when no such leaf was loaded.
-    pub fn set(&mut self, path: &str, value: Tensor) -> bool {
+    pub fn set(&mut self, path: &str, value: HostTensor) -> bool {
         match self.values.get_mut(path) {
             Some(v) => {
-                let kind = v.kind();
-                *v = if value.kind() == kind { value } else { value.to_kind(kind) };
+                *v = value.to_dtype(v.dtype);
                 true
             }
             None => false,
@@ -260,7 +267,7 @@ impl Leaves {
         declared: &Declared,
         allow: &[String],
         seed: u64,
-    ) -> Result<Leaves> {
+    ) -> Result<Leaves, ParamError> {
         let mut leaves: BTreeMap<String, ParamInfo> = BTreeMap::new();
         for p in params {
             match &p.source {
@@ -279,10 +286,10 @@ impl Leaves {
         for p in leaves.values() {
             if let Some((binding, key)) = bindings.source(p) {
                 let file = bindings.files.get(&binding).ok_or_else(|| {
-                    anyhow!(
+                    ParamError::Binding(format!(
                         "`{}` reads weights binding `{binding}`, which has no file (pass --weights {binding}=FILE)",
                         p.path
-                    )
+                    ))
                 })?;
                 let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
                 by_file.entry(file).or_default().push((binding, key, p));
@@ -293,14 +300,14 @@ impl Leaves {
             if !path.exists() {
                 let names: BTreeSet<&str> = by_file[path].iter().map(|(b, _, _)| b.as_str()).collect();
                 let names: Vec<&str> = names.into_iter().collect();
-                bail!(
+                return Err(ParamError::Binding(format!(
                     "weights file {} (bound to `{}`) does not exist; pass --weights {}=FILE",
                     path.display(),
                     names.join("`, `"),
                     names[0]
-                );
+                )));
             }
-            files.push(WeightFile::open(path)?);
+            files.push(WeightFile::open(path, bindings.pytorch)?);
         }
         // Check everything, then report everything at once.
         let mut report = String::new();
@@ -319,14 +326,14 @@ impl Leaves {
                 } else {
                     f.metas.get_key_value(&full).map(|(k, _)| k.as_str())
                 };
-                let spec = type_text(&kind_name(kind_of(p.dtype)), &p.shape);
+                let spec = type_text(p.dtype, &p.shape);
                 match hit {
                     None if excused => {}
                     None => missing.push(format!("{key}: spec {spec}")),
                     Some(k) => {
                         used.insert(k);
                         let m = &f.metas[k];
-                        let fits_kind = m.kind.is_some_and(|mk| is_float_kind(mk) == p.dtype.is_float());
+                        let fits_kind = m.loadable && m.float == p.dtype.is_float();
                         if m.shape != p.shape || !fits_kind {
                             mismatched.push(format!("{key}: file {}, spec {spec}", m.text));
                         } else {
@@ -373,23 +380,15 @@ impl Leaves {
             if gaps {
                 report.push_str("  hint: --allow-missing PATTERN excuses deliberate gaps (a glob on keys, `*` matches any text), e.g. --allow-missing 'head.*'\n");
             }
-            bail!(
-                "weights do not match the spec ({problems} problem{}):\n{}",
-                if problems == 1 { "" } else { "s" },
-                report.trim_end()
-            );
+            return Err(ParamError::Mismatch { problems, report: report.trim_end().to_string() });
         }
         let mut values = HashMap::new();
         for p in leaves.values() {
-            let kind = kind_of(p.dtype);
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some(_), Some((fi, key)), _) => {
-                    let t = files[*fi].tensor(key)?;
-                    t.f_to_kind(kind).with_context(|| format!("converting `{key}` to {}", kind_name(kind)))?
-                }
-                (Some(_), None, _) => init_tensor(&fallback_init(p), &p.shape, kind, seed, &p.path)?,
-                (None, _, ParamSource::Init { init }) => init_tensor(init, &p.shape, kind, seed, &p.path)?,
-                (None, _, _) => bail!("internal error: `{}` has no value source", p.path),
+                (Some(_), Some((fi, key)), _) => files[*fi].tensor(key)?.to_dtype(p.dtype),
+                (Some(_), None, _) => init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path),
+                (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
+                (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
             };
             values.insert(p.path.clone(), t);
         }
@@ -447,22 +446,30 @@ mod tests {
         }
     }
 
-    fn file(name: &str, tensors: &[(&str, Tensor)]) -> PathBuf {
+    fn file(name: &str, tensors: &[(&str, HostTensor)]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("graft-weights-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
-        let v: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.to_string(), t.shallow_clone())).collect();
-        super::super::safetensors::write(&path, &v).unwrap();
+        let v: Vec<(String, HostTensor)> = tensors.iter().map(|(k, t)| (k.to_string(), t.clone())).collect();
+        crate::safetensors::write(&path, &v, &BTreeMap::new()).unwrap();
         path
     }
 
     fn bind(path: &Path) -> Bindings {
-        Bindings { files: BTreeMap::from([("m".to_string(), path.to_path_buf())]), cli_only: BTreeSet::new() }
+        Bindings { files: BTreeMap::from([("m".to_string(), path.to_path_buf())]), ..Bindings::default() }
+    }
+
+    fn f32s(shape: &[i64], v: f32) -> HostTensor {
+        let n = crate::tensor::numel(shape).unwrap();
+        HostTensor::from_f32(shape, &vec![v; n]).unwrap()
+    }
+
+    fn i64s(n: i64) -> HostTensor {
+        HostTensor::from_i64(&[n], &(0..n).collect::<Vec<_>>()).unwrap()
     }
 
     #[test]
     fn strict_report_lists_every_problem() {
-        let f32_ = (Kind::Float, tch::Device::Cpu);
         let params = vec![
             param("m.blocks.8.attn.qkv.weight", &[6, 2], Some("blocks.8.attn.qkv.weight")),
             param("m.b.bias", &[3], Some("b.bias")),
@@ -473,13 +480,13 @@ mod tests {
         let path = file(
             "bad.safetensors",
             &[
-                ("blocks.8.attn.qkv.weight", Tensor::zeros([2, 6], f32_)),
-                ("c.weight", Tensor::zeros([4], (Kind::Int64, tch::Device::Cpu))),
-                ("d", Tensor::from_slice(&[1.5f32, -2.0]).to_kind(Kind::Half)),
-                ("embeddings.position_ids", Tensor::arange(5, (Kind::Int64, tch::Device::Cpu))),
-                ("extra", Tensor::zeros([1], f32_)),
-                ("dead.weight", Tensor::zeros([3, 3], f32_)),
-                ("dead.bias", Tensor::zeros([3], f32_)),
+                ("blocks.8.attn.qkv.weight", f32s(&[2, 6], 0.0)),
+                ("c.weight", i64s(4)),
+                ("d", HostTensor::from_f32(&[2], &[1.5, -2.0]).unwrap().to_dtype(DType::F16)),
+                ("embeddings.position_ids", i64s(5)),
+                ("extra", f32s(&[1], 0.0)),
+                ("dead.weight", f32s(&[3, 3], 0.0)),
+                ("dead.bias", f32s(&[3], 0.0)),
             ],
         );
         // `dead` is declared by the spec but dead-code eliminated (an auxiliary layer).
@@ -505,58 +512,44 @@ mod tests {
         let path = file(
             "good.safetensors",
             &[
-                ("blocks.8.attn.qkv.weight", Tensor::ones([6, 2], f32_)),
-                ("c.weight", Tensor::ones([4], f32_).to_kind(Kind::Double)),
-                ("d", Tensor::from_slice(&[1.5f32, -2.0]).to_kind(Kind::Half)),
-                ("embeddings.position_ids", Tensor::arange(5, (Kind::Int64, tch::Device::Cpu))),
-                ("extra", Tensor::zeros([1], f32_)),
+                ("blocks.8.attn.qkv.weight", f32s(&[6, 2], 1.0)),
+                ("c.weight", f32s(&[4], 1.0).to_dtype(DType::F64)),
+                ("d", HostTensor::from_f32(&[2], &[1.5, -2.0]).unwrap().to_dtype(DType::F16)),
+                ("embeddings.position_ids", i64s(5)),
+                ("extra", f32s(&[1], 0.0)),
             ],
         );
         let allow = vec!["m.b.*".to_string(), "ext*".to_string()];
         let leaves = Leaves::load(&params, &bind(&path), &Declared::default(), &allow, 0).unwrap();
-        let get = |i: usize| leaves.get(&params[i]).unwrap();
-        assert_eq!(get(0).size(), vec![6, 2]);
-        assert_eq!(get(1).sum(Kind::Double).double_value(&[]), 0.0, "an excused missing bias starts at zero");
-        assert_eq!(get(2).kind(), Kind::Float, "f64 converted to the parameter's f32");
-        assert!(get(3).equal(&Tensor::from_slice(&[1.5f32, -2.0])), "f16 converted to f32");
-        assert!(get(4).equal(&Tensor::ones([2], f32_)), "init rule");
+        let get = |i: usize| leaves.get(&params[i]).unwrap().clone();
+        assert_eq!(get(0).shape, vec![6, 2]);
+        assert_eq!(get(1).as_f32().unwrap(), vec![0.0; 3], "an excused missing bias starts at zero");
+        assert_eq!(get(2).dtype, DType::F32, "f64 converted to the parameter's f32");
+        assert_eq!(get(3).as_f32().unwrap(), vec![1.5, -2.0], "f16 converted to f32");
+        assert_eq!(get(4), f32s(&[2], 1.0), "init rule");
     }
 
     #[test]
     fn full_path_keys_and_prefix_hint() {
         let params = vec![param("m.a.weight", &[2], Some("a.weight")), param("m.b.weight", &[2], Some("b.weight"))];
-        let f32_ = (Kind::Float, tch::Device::Cpu);
         // A checkpoint keyed by full parameter paths loads.
-        let path = file(
-            "full.safetensors",
-            &[("m.a.weight", Tensor::ones([2], f32_)), ("m.b.weight", Tensor::ones([2], f32_))],
-        );
+        let path = file("full.safetensors", &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0))]);
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
         // A run's checkpoint also holds other components' tensors: not unexpected here.
         let path = file(
             "run.safetensors",
-            &[
-                ("m.a.weight", Tensor::ones([2], f32_)),
-                ("m.b.weight", Tensor::ones([2], f32_)),
-                ("head.weight", Tensor::ones([3], f32_)),
-            ],
+            &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0)), ("head.weight", f32s(&[3], 1.0))],
         );
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
         // But under the binding's own prefix, an extra key still is.
         let path = file(
             "extra.safetensors",
-            &[
-                ("m.a.weight", Tensor::ones([2], f32_)),
-                ("m.b.weight", Tensor::ones([2], f32_)),
-                ("m.c.weight", Tensor::ones([3], f32_)),
-            ],
+            &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0)), ("m.c.weight", f32s(&[3], 1.0))],
         );
         let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("m.c.weight"), "{err}");
-        let path = file(
-            "pre.safetensors",
-            &[("module.a.weight", Tensor::ones([2], f32_)), ("module.b.weight", Tensor::ones([2], f32_))],
-        );
+        let path =
+            file("pre.safetensors", &[("module.a.weight", f32s(&[2], 1.0)), ("module.b.weight", f32s(&[2], 1.0))]);
         let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("the file's keys carry the prefix `module.`"), "{err}");
     }
@@ -573,7 +566,11 @@ mod tests {
         let zip = dir.join("broken.pt");
         std::fs::write(&zip, b"PK\x03\x04 but not really a zip archive").unwrap();
         let err = Leaves::load(&params, &bind(&zip), &Declared::default(), &[], 0).err().unwrap().to_string();
-        assert!(err.contains("cannot read this PyTorch checkpoint"), "{err}");
+        assert!(err.contains("a PyTorch checkpoint, which this build cannot read"), "{err}");
+        let reader: PytorchReader = |_| Err("cannot read this PyTorch checkpoint".into());
+        let b = Bindings { pytorch: Some(reader), ..bind(&zip) };
+        let err = Leaves::load(&params, &b, &Declared::default(), &[], 0).err().unwrap().to_string();
+        assert!(err.contains("broken.pt: cannot read this PyTorch checkpoint"), "{err}");
         let legacy = dir.join("legacy.pt");
         std::fs::write(&legacy, b"\x80\x02\x8a\x0alegacy pickle").unwrap();
         let err = Leaves::load(&params, &bind(&legacy), &Declared::default(), &[], 0).err().unwrap().to_string();

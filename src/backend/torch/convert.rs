@@ -1,0 +1,128 @@
+//! Host tensors ↔ LibTorch tensors (one copy each way), devices, and PyTorch zip
+//! checkpoints read into host tensors.
+
+use super::exec::torch_message;
+use super::{kind_name, kind_of};
+use crate::backend::{BackendError, Device};
+use crate::ir::DType;
+use crate::tensor::HostTensor;
+use std::path::Path;
+use tch::{Kind, TchError, Tensor};
+
+/// The LibTorch device.
+pub fn device(d: Device) -> tch::Device {
+    match d {
+        Device::Cpu => tch::Device::Cpu,
+        Device::Cuda(i) => tch::Device::Cuda(i),
+    }
+}
+
+/// The IR dtype of a LibTorch element type, if graft has one.
+pub fn dtype_of(k: Kind) -> Option<DType> {
+    Some(match k {
+        Kind::Float => DType::F32,
+        Kind::Half => DType::F16,
+        Kind::BFloat16 => DType::BF16,
+        Kind::Double => DType::F64,
+        Kind::Int64 => DType::I64,
+        Kind::Int => DType::I32,
+        Kind::Bool => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// A host tensor as a CPU tensor (one copy).
+pub fn to_tensor(h: &HostTensor) -> Result<Tensor, TchError> {
+    Tensor::f_from_data_size(&h.data, &h.shape, kind_of(h.dtype))
+}
+
+/// Host inputs (plan order, `None` absent) on `device`, float ones in `float`.
+pub fn place(
+    inputs: &[Option<HostTensor>],
+    device: tch::Device,
+    float: Kind,
+) -> Result<Vec<Option<Tensor>>, BackendError> {
+    inputs
+        .iter()
+        .map(|h| {
+            h.as_ref()
+                .map(|h| {
+                    let t = to_tensor(h)?;
+                    let kind = if super::is_float_kind(t.kind()) { float } else { t.kind() };
+                    t.f_to_device(device)?.f_to_kind(kind)
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| BackendError::runtime("placing inputs", torch_message(&e)))
+}
+
+/// A tensor (any device, any layout) as a host tensor (one copy to the host).
+pub fn to_host(t: &Tensor) -> Result<HostTensor, BackendError> {
+    let fail = |e: TchError| BackendError::runtime("copying a tensor to the host", torch_message(&e));
+    let kind = t.f_kind().map_err(fail)?;
+    let dtype = dtype_of(kind)
+        .ok_or_else(|| BackendError::Unsupported(format!("a {} tensor has no host dtype in graft", kind_name(kind))))?;
+    let t = t.f_to_device(tch::Device::Cpu).and_then(|t| t.f_contiguous()).map_err(fail)?;
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
+    if numel > 0 {
+        t.f_copy_data_u8(&mut data, numel).map_err(fail)?;
+    }
+    Ok(HostTensor { dtype, shape: t.size(), data })
+}
+
+/// Read a zip checkpoint written by `torch.save(state_dict)` (`.pt`, `.pth`, `.bin`),
+/// or a TorchScript module's parameters, into host tensors. Integer tensors of kinds
+/// graft lacks become `i64` (such buffers are never parameters).
+pub fn read_pytorch(path: &Path) -> Result<Vec<(String, HostTensor)>, String> {
+    let named = match Tensor::loadz_multi(path) {
+        Ok(v) => v,
+        Err(e1) => Tensor::load_multi(path).map_err(|_| {
+            let msg = torch_message(&e1);
+            let msg = msg.split(". This is an internal miniz error").next().unwrap_or("").to_string();
+            let hint = if msg.contains("GenericDict") {
+                " (it nests dicts, e.g. {'model': state_dict}: save the state dict itself, or convert it to safetensors)"
+            } else {
+                ""
+            };
+            format!("cannot read this PyTorch checkpoint: {msg}{hint}; graft reads a flat dict of tensors saved with torch.save(state_dict, path), TorchScript modules, and safetensors")
+        })?,
+    };
+    named
+        .into_iter()
+        .map(|(k, t)| {
+            let t = match t.f_kind() {
+                Ok(Kind::Int8 | Kind::Int16 | Kind::Uint8) => t.f_to_kind(Kind::Int64),
+                _ => Ok(t),
+            };
+            let h = t.map_err(|e| torch_message(&e)).and_then(|t| to_host(&t).map_err(|e| e.to_string()));
+            h.map(|h| (k.clone(), h)).map_err(|e| format!("tensor `{k}`: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_dtype() {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool] {
+            let h = HostTensor::from_f64_as(dt, &[2, 2], &[1.0, 0.0, 1.0, 1.0]).unwrap();
+            let t = to_tensor(&h).unwrap();
+            assert_eq!(t.kind(), kind_of(dt));
+            assert_eq!(to_host(&t).unwrap(), h);
+            // A non-contiguous view comes back in row-major order.
+            let back = to_host(&t.tr()).unwrap();
+            assert_eq!(back.shape, vec![2, 2]);
+        }
+        // LibTorch rounds f32 → bf16 as the host conversion does.
+        let v = [1.0f32 + 1.0 / 256.0, 1.0 + 3.0 / 512.0, 2.71, -1e-3];
+        let h = HostTensor::from_f32(&[4], &v).unwrap();
+        let t = to_tensor(&h).unwrap().to_kind(Kind::BFloat16);
+        assert_eq!(to_host(&t).unwrap(), h.clone().to_dtype(DType::BF16));
+        let t = to_tensor(&h).unwrap().to_kind(Kind::Half);
+        assert_eq!(to_host(&t).unwrap(), h.to_dtype(DType::F16));
+    }
+}

@@ -1,0 +1,81 @@
+//! `graft eval`: loss, accuracy and a confusion summary of a model on a dataset.
+//!
+//! ```text
+//! graft eval SPEC --data DIR [--run RUN_DIR] [--weights BINDING=FILE]... [--without INPUT]...
+//!     [--batch N] [--json] [--device cpu|cuda|auto] [--allow-missing PATTERN]... [--seed N]
+//! ```
+//!
+//! The spec is compiled in train mode (the model as trained) and its weights loaded;
+//! `--run` lays `RUN_DIR/trainable.safetensors` over them after checking names and
+//! shapes (a different graph fingerprint with the same names and shapes is a note).
+//! `--without audio` evaluates as if the optional modality were missing from every
+//! sample. The model runs on the backend seam; [`crate::evaluate`] computes the
+//! report, printed as text or, with `--json`, as one JSON object (confusion matrix
+//! included).
+
+use super::{backend, options, DeviceArg, DtypeArg};
+use crate::backend::torch::train::checkpoint::TrainableFile;
+use crate::backend::torch::train::model::Spec;
+use crate::data::Dataset;
+use crate::evaluate::{check_without, evaluate, render, Evaluated};
+use anyhow::{anyhow, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The spec file; its weights paths are relative to its directory.
+    pub spec: PathBuf,
+    /// Dataset directory (`dataset.json` + shards).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// A `graft train` run whose trainable.safetensors is loaded over the spec's weights.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: Option<PathBuf>,
+    /// Weights file for a binding, overriding the spec's (repeatable).
+    #[arg(long = "weights", value_name = "BINDING=FILE")]
+    pub weights: Vec<String>,
+    /// Evaluate as if this optional input were missing (repeatable).
+    #[arg(long = "without", value_name = "INPUT")]
+    pub without: Vec<String>,
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub batch: usize,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
+    #[arg(long = "allow-missing", value_name = "PATTERN")]
+    pub allow_missing: Vec<String>,
+    /// Seed for parameters initialised from their init rule.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// `graft eval`.
+pub fn run(a: EvalArgs) -> Result<()> {
+    let backend = backend();
+    let opts = options(backend.as_ref(), a.device, DtypeArg::F32, false)?;
+    let spec = Spec::compile(&a.spec)?;
+    check_without(&spec.inputs, &a.without)?;
+    let ds = Dataset::open(&a.data).map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?;
+    let notes = spec.check_dataset(&ds, "the data")?;
+    let run = a.run.as_deref().map(TrainableFile::open).transpose()?;
+    let (values, load_notes) =
+        spec.materialise(&a.weights, &a.allow_missing, a.seed, run.as_ref().map(|f| (f, false)))?;
+    if !a.json {
+        for n in notes.iter().chain(&load_notes) {
+            eprintln!("note: {n}");
+        }
+    }
+    let mut exe = backend.prepare(&spec.plan, values, &opts)?;
+    let model = Evaluated { model: &spec.compiled.model, plan: &spec.plan, exe: exe.as_mut(), output: spec.output };
+    let mut r = evaluate(model, &ds, a.batch, &a.without)?;
+    r.run = a.run.as_ref().map(|d| d.display().to_string());
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", render(&r));
+    }
+    Ok(())
+}

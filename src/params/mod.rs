@@ -1,0 +1,63 @@
+//! Parameter materialisation: every parameter's value as a backend-neutral host
+//! tensor, computed once before a backend sees the plan.
+//!
+//! A parameter's [`ParamSource`] says where its value comes from:
+//!
+//! - a key of a bound weights file ([`weights`]: safetensors, or PyTorch checkpoints
+//!   through a reader the caller supplies; loaded strictly, every problem reported
+//!   together);
+//! - a seeded init rule ([`init`]: graft's own generator, so every backend and every
+//!   run with one seed sees the same weights);
+//! - a fold expression over such leaves ([`fold`]: evaluated in float64, inference
+//!   mode).
+//!
+//! [`Leaves::load`] loads or initialises every leaf once (a trained checkpoint may then
+//! replace some with [`Leaves::set`]); [`materialise`] turns them into one host tensor
+//! per parameter, in the order asked for (a plan's parameter table).
+
+pub mod fold;
+pub mod glob;
+pub mod init;
+pub mod weights;
+
+pub use weights::{Bindings, Declared, Leaves, WeightFile};
+
+use crate::ir::{ParamInfo, ParamSource};
+use crate::safetensors::SafetensorsError;
+use crate::tensor::HostTensor;
+use std::path::PathBuf;
+
+/// Why parameters could not be materialised.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error(transparent)]
+    Safetensors(#[from] SafetensorsError),
+    /// A weights file that cannot be read as one.
+    #[error("{}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    /// A binding without a file, a `--weights` argument that names nothing.
+    #[error("{0}")]
+    Binding(String),
+    /// Keys missing, unexpected or mismatched, over every file, one line each.
+    #[error("weights do not match the spec ({problems} problem{}):\n{report}", if *problems == 1 { "" } else { "s" })]
+    Mismatch { problems: usize, report: String },
+    /// A fold expression that cannot be evaluated on the values given.
+    #[error("{message}")]
+    Fold { message: String },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A parameter's value in its own dtype: loaded, initialised or folded.
+pub fn value_of(p: &ParamInfo, leaves: &Leaves) -> Result<HostTensor, ParamError> {
+    match &p.source {
+        ParamSource::Folded { expr } => fold::fold_param(p, expr, &mut |leaf| leaves.get(leaf).cloned())
+            .map_err(|e| ParamError::Fold { message: format!("folding `{}` = {expr}: {e}", p.path) }),
+        _ => leaves.get(p).cloned(),
+    }
+}
+
+/// The values of `params`, in order.
+pub fn materialise(params: &[ParamInfo], leaves: &Leaves) -> Result<Vec<HostTensor>, ParamError> {
+    params.iter().map(|p| value_of(p, leaves)).collect()
+}
