@@ -10,10 +10,10 @@
 #![cfg(feature = "cuda-graphs")]
 
 use graft::api::compile_file;
+use graft::backend::torch::convert::place;
 use graft::backend::torch::cuda_graph::{
     cuda_graphs_available, require, set_autocast_bf16, Autocast, CudaGraph, GraphedForward,
 };
-use graft::backend::torch::convert::place;
 use graft::backend::torch::exec;
 use graft::backend::torch::store::ParamStore;
 use graft::backend::torch::train::{trainer, TrainArgs};

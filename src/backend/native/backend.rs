@@ -5,12 +5,12 @@
 //! present inputs together with its arena, so a forward after the first allocates
 //! nothing but its returned outputs.
 
+use super::arena::Arena;
 use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
 use super::lower::{lower, InputSig};
 use super::pool::{Pool, SharedMut};
 use super::program::{OutVal, Program, Step, Store, Strided};
-use super::arena::Arena;
 use crate::backend::plan::Plan;
 use crate::backend::{Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
@@ -41,7 +41,12 @@ impl Backend for Native {
         device == Device::Cpu
     }
 
-    fn prepare(&self, plan: &Plan, params: Vec<HostTensor>, opts: &Options) -> Result<Box<dyn Executable>, BackendError> {
+    fn prepare(
+        &self,
+        plan: &Plan,
+        params: Vec<HostTensor>,
+        opts: &Options,
+    ) -> Result<Box<dyn Executable>, BackendError> {
         Ok(Box::new(NativeExecutable::new(plan, params, opts, *self)?))
     }
 }
@@ -78,7 +83,11 @@ impl NativeExecutable {
             return Err(BackendError::Unsupported("graph capture is a CUDA feature of the torch backend".into()));
         }
         if params.len() != plan.params.len() {
-            return Err(BackendError::Internal(format!("{} parameters for a plan of {}", params.len(), plan.params.len())));
+            return Err(BackendError::Internal(format!(
+                "{} parameters for a plan of {}",
+                params.len(),
+                plan.params.len()
+            )));
         }
         let params = params
             .into_iter()
@@ -110,7 +119,11 @@ impl NativeExecutable {
 
     fn prepare_inputs(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<InputSig>>, BackendError> {
         if inputs.len() != self.plan.inputs.len() {
-            return Err(BackendError::Internal(format!("{} inputs for a plan of {}", inputs.len(), self.plan.inputs.len())));
+            return Err(BackendError::Internal(format!(
+                "{} inputs for a plan of {}",
+                inputs.len(),
+                self.plan.inputs.len()
+            )));
         }
         let key: Vec<Option<InputSig>> = inputs
             .iter()
@@ -201,7 +214,10 @@ impl NativeExecutable {
                     HostTensor::from_i64(&shape, &prog.ids[*buf])
                 }
             };
-            out.push((name.clone(), t.ok_or_else(|| BackendError::Internal(format!("output `{name}` has a wrong size")))?));
+            out.push((
+                name.clone(),
+                t.ok_or_else(|| BackendError::Internal(format!("output `{name}` has a wrong size")))?,
+            ));
         }
         Ok(out)
     }
@@ -239,7 +255,12 @@ impl Executable for NativeExecutable {
         self.outputs(&key)
     }
 
-    fn time_forward(&mut self, inputs: &[Option<HostTensor>], warmup: usize, iters: usize) -> Result<Vec<f64>, BackendError> {
+    fn time_forward(
+        &mut self,
+        inputs: &[Option<HostTensor>],
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<f64>, BackendError> {
         let key = self.prepare_inputs(inputs)?;
         for _ in 0..warmup {
             self.forward(&key, inputs)?;

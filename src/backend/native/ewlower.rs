@@ -91,7 +91,8 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
     };
     let (rows, cols) = space(p);
     let _ = numel;
-    let kinds: Vec<EwBroadcast> = xs.iter().map(|x| classify(&out_shape, &x.shape, p).unwrap_or(EwBroadcast::Full)).collect();
+    let kinds: Vec<EwBroadcast> =
+        xs.iter().map(|x| classify(&out_shape, &x.shape, p).unwrap_or(EwBroadcast::Full)).collect();
     let join = pending_space(l) == Some((rows, cols));
     let mut spec = match (join, l.steps.last()) {
         (true, Some(Step::EwPending(s))) => (**s).clone(),
@@ -142,9 +143,8 @@ fn expand(l: &mut Lowering, x: &View, shape: &[usize]) -> View {
     let r = shape.len();
     let st = x.strides();
     let lead = r - x.shape.len();
-    let strides = (0..r)
-        .map(|i| if i < lead || (x.shape[i - lead] == 1 && shape[i] != 1) { 0 } else { st[i - lead] })
-        .collect();
+    let strides =
+        (0..r).map(|i| if i < lead || (x.shape[i - lead] == 1 && shape[i] != 1) { 0 } else { st[i - lead] }).collect();
     let src = Strided { store: x.store, offset: x.offset, shape: shape.to_vec(), strides };
     let dst = l.fresh(shape.to_vec());
     l.touch(x);

@@ -150,7 +150,9 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
             unsafe { m.write(dst, lo, hi) }.fill(0.0);
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
-        Step::Linear { x, w, bias, y, groups, accumulate } => linear(m, x, w, bias.as_ref(), y, *groups, *accumulate, t, n),
+        Step::Linear { x, w, bias, y, groups, accumulate } => {
+            linear(m, x, w, bias.as_ref(), y, *groups, *accumulate, t, n)
+        }
         Step::Im2col { x, geom, dst } => {
             let patch = geom.patch();
             let (lo, hi) = part(dst.rows(), t, n, 1);
@@ -190,7 +192,8 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
                 })
                 .collect();
             // SAFETY: disjoint rows per participant.
-            let mut outs: Vec<&mut [f32]> = outputs.iter().map(|o| unsafe { m.write(o, lo * cols, hi * cols) }).collect();
+            let mut outs: Vec<&mut [f32]> =
+                outputs.iter().map(|o| unsafe { m.write(o, lo * cols, hi * cols) }).collect();
             kernel.run(hi - lo, *cols, &ins, &mut outs);
         }
         Step::Attention { q, k, v, mask, out, heads, scale, scratch } => {
@@ -257,7 +260,17 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
             let o = unsafe { m.write(out, 0, out.numel()) };
             for bi in 0..*batch {
                 let wo = if *shared { 0 } else { bi * kk * nn };
-                gemm(mm, nn, kk, 1.0, Operand::rows(&av[bi * mm * kk..], kk), Operand::rows(&wv[wo..], nn), &mut o[bi * mm * nn..], nn, false);
+                gemm(
+                    mm,
+                    nn,
+                    kk,
+                    1.0,
+                    Operand::rows(&av[bi * mm * kk..], kk),
+                    Operand::rows(&wv[wo..], nn),
+                    &mut o[bi * mm * nn..],
+                    nn,
+                    false,
+                );
             }
         }
     }
@@ -265,7 +278,17 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn linear(m: &Mem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, accumulate: bool, t: usize, n: usize) {
+fn linear(
+    m: &Mem,
+    x: &View,
+    w: &View,
+    bias: Option<&View>,
+    y: &View,
+    groups: usize,
+    accumulate: bool,
+    t: usize,
+    n: usize,
+) {
     let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
     let (kg, ng) = (kin / groups, nout / groups);
     let (xa, wa) = (m.read(x), m.read(w));

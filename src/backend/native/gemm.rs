@@ -51,7 +51,17 @@ impl<'a> Operand<'a> {
 /// `dst[m, n] = alpha · lhs[m, k] · rhs[k, n] (+ dst if accumulate)`, single-threaded.
 /// `dst` has row stride `ldd`. Panics on operands too short for their view (a plan bug).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(m: usize, n: usize, k: usize, alpha: f32, lhs: Operand, rhs: Operand, dst: &mut [f32], ldd: usize, accumulate: bool) {
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    lhs: Operand,
+    rhs: Operand,
+    dst: &mut [f32],
+    ldd: usize,
+    accumulate: bool,
+) {
     // SAFETY: `dst` is an exclusive slice of the given length.
     unsafe { gemm_raw(m, n, k, alpha, lhs, rhs, dst.as_mut_ptr(), dst.len(), ldd, accumulate) }
 }

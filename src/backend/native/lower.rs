@@ -160,7 +160,11 @@ pub fn lower(
             .collect();
         let value = if args.iter().any(|a| matches!(a, Val::Absent)) {
             if ins.kernel == Kernel::Add {
-                args.iter().zip(&ins.data).find(|(a, &d)| d && !matches!(a, Val::Absent)).map(|(a, _)| a.clone()).unwrap_or(Val::Absent)
+                args.iter()
+                    .zip(&ins.data)
+                    .find(|(a, &d)| d && !matches!(a, Val::Absent))
+                    .map(|(a, _)| a.clone())
+                    .unwrap_or(Val::Absent)
             } else {
                 Val::Absent
             }
@@ -192,11 +196,8 @@ pub fn lower(
     ewlower::finish(&mut l, &out_views)?;
     // Lay out the arena: buffers live from their writer to their last reader.
     let end = l.steps.len();
-    let reqs: Vec<arena::Request> = l
-        .buffers
-        .iter()
-        .map(|b| arena::Request { bytes: b.len * 4, first: b.first, last: b.last.min(end) })
-        .collect();
+    let reqs: Vec<arena::Request> =
+        l.buffers.iter().map(|b| arena::Request { bytes: b.len * 4, first: b.first, last: b.last.min(end) }).collect();
     let layout = arena::plan(&reqs);
     for (b, off) in l.buffers.iter_mut().zip(&layout.offsets) {
         b.offset = off / 4;
@@ -364,8 +365,11 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
                 Val::Absent => return Err(internal("absent reshape")),
             };
             let numel: usize = shape.iter().product();
-            let mut to: Vec<i64> =
-                dims.iter().enumerate().map(|(i, &d)| if d == 0 { shape.get(i).copied().unwrap_or(0) as i64 } else { d }).collect();
+            let mut to: Vec<i64> = dims
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| if d == 0 { shape.get(i).copied().unwrap_or(0) as i64 } else { d })
+                .collect();
             if let Some(p) = to.iter().position(|&d| d == -1) {
                 let known: i64 = to.iter().filter(|&&d| d != -1).product();
                 to[p] = if known == 0 { 0 } else { numel as i64 / known };
@@ -388,7 +392,12 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
                 return Ok(Val::F(View { store: v.store, offset: v.offset, rs: v.rs, shape, token_major: false }));
             }
             let st = v.strides();
-            let src = Strided { store: v.store, offset: v.offset, shape: shape.clone(), strides: perm.iter().map(|&p| st[p]).collect() };
+            let src = Strided {
+                store: v.store,
+                offset: v.offset,
+                shape: shape.clone(),
+                strides: perm.iter().map(|&p| st[p]).collect(),
+            };
             let dst = l.fresh(shape);
             l.touch(&v);
             l.push(Step::Copy { src, dst: Strided::of(&dst) });
@@ -436,7 +445,13 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
             if idx < 0 || idx >= t as i64 {
                 return Err(l.err(format!("token {index} is out of range for {t} tokens")));
             }
-            Val::F(View { store: v.store, offset: v.offset + idx as usize * v.rs, rs: v.rs * t, shape: vec![b, d], token_major: false })
+            Val::F(View {
+                store: v.store,
+                offset: v.offset + idx as usize * v.rs,
+                rs: v.rs * t,
+                shape: vec![b, d],
+                token_major: false,
+            })
         }
         Kernel::MeanTokens => {
             let x = l.dense(float(l, a.remove(0))?);

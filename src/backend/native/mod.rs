@@ -22,5 +22,4 @@ pub mod pool;
 pub mod program;
 pub mod rows;
 
-#[cfg(all(test, feature = "torch"))]
-mod vs_torch_tests;
+pub use backend::{Native, NativeExecutable};

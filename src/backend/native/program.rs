@@ -115,30 +115,88 @@ pub enum Mask {
 #[derive(Clone)]
 pub enum Step {
     /// Copy float input `input` (converted to f32) into `dst` (contiguous).
-    LoadInput { input: usize, dst: View },
+    LoadInput {
+        input: usize,
+        dst: View,
+    },
     /// Copy integer input `input` into integer buffer `dst`.
-    LoadIds { input: usize, dst: usize },
+    LoadIds {
+        input: usize,
+        dst: usize,
+    },
     /// Zero-fill `dst` (an absent `= zeros` input).
-    Zero { dst: View },
+    Zero {
+        dst: View,
+    },
     /// `dst = src` element by element (permutes, broadcasts, concat parts, layouts).
-    Copy { src: Strided, dst: Strided },
+    Copy {
+        src: Strided,
+        dst: Strided,
+    },
     /// Per group: `y[m, n/g] (+)= x[m, k/g] · w[n/g, k/g]ᵀ`, with `bias` broadcast into
     /// `y` first when given, or accumulating onto what `y` holds when `accumulate`.
-    Linear { x: View, w: View, bias: Option<View>, y: View, groups: usize, accumulate: bool },
+    Linear {
+        x: View,
+        w: View,
+        bias: Option<View>,
+        y: View,
+        groups: usize,
+        accumulate: bool,
+    },
     /// Token-major patches of a convolution input.
-    Im2col { x: View, geom: ConvGeom, dst: View },
+    Im2col {
+        x: View,
+        geom: ConvGeom,
+        dst: View,
+    },
     /// Layer norm of `x` into `out`; with `add`, `x` is first written as `a + b`.
-    LayerNorm { x: View, gamma: View, beta: View, eps: f32, out: View, add: Option<(View, View)> },
+    LayerNorm {
+        x: View,
+        gamma: View,
+        beta: View,
+        eps: f32,
+        out: View,
+        add: Option<(View, View)>,
+    },
     /// A fused elementwise group over `[rows, cols]`.
-    Ew { kernel: EwKernel, rows: usize, cols: usize, inputs: Vec<(View, EwBroadcast)>, outputs: Vec<View> },
+    Ew {
+        kernel: EwKernel,
+        rows: usize,
+        cols: usize,
+        inputs: Vec<(View, EwBroadcast)>,
+        outputs: Vec<View>,
+    },
     /// Multi-head attention; `scratch` holds one `[tq, tk]` score matrix per thread.
-    Attention { q: View, k: View, v: View, mask: Option<Mask>, out: View, heads: usize, scale: f32, scratch: View },
-    Embedding { ids: usize, table: View, out: View, path: String },
-    MeanTokens { x: View, out: View },
+    Attention {
+        q: View,
+        k: View,
+        v: View,
+        mask: Option<Mask>,
+        out: View,
+        heads: usize,
+        scale: f32,
+        scratch: View,
+    },
+    Embedding {
+        ids: usize,
+        table: View,
+        out: View,
+        path: String,
+    },
+    MeanTokens {
+        x: View,
+        out: View,
+    },
     /// A fusion group still being formed (only while lowering).
     EwPending(Box<super::ewlower::EwSpec>),
     /// `out[b] = a[b] · w` for `batch` blocks (`w` shared when `shared`).
-    MatMul { a: View, w: View, out: View, batch: usize, shared: bool },
+    MatMul {
+        a: View,
+        w: View,
+        out: View,
+        batch: usize,
+        shared: bool,
+    },
 }
 
 impl Step {

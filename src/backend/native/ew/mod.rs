@@ -105,11 +105,14 @@ impl EwKernel {
                     EwInstr::Add(x, y) | EwInstr::Sub(x, y) | EwInstr::Mul(x, y) => {
                         load(x, &vals, a);
                         load(y, &vals, b);
-                        a.iter().zip(b.iter()).map(|(&p, &q)| match ins {
-                            EwInstr::Add(..) => p + q,
-                            EwInstr::Sub(..) => p - q,
-                            _ => p * q,
-                        }).collect::<Vec<f32>>()
+                        a.iter()
+                            .zip(b.iter())
+                            .map(|(&p, &q)| match ins {
+                                EwInstr::Add(..) => p + q,
+                                EwInstr::Sub(..) => p - q,
+                                _ => p * q,
+                            })
+                            .collect::<Vec<f32>>()
                     }
                     EwInstr::Scale(x, f) => {
                         load(x, &vals, a);
