@@ -61,11 +61,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: graft::data::cli::DataCmd,
     },
-    /// Run a model on named inputs (LibTorch) and write its outputs by name.
-    #[cfg(feature = "torch")]
+    /// Run a model on named inputs and write its outputs by name.
     Run(graft::commands::run::RunArgs),
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
-    #[cfg(feature = "torch")]
     Fuse(graft::commands::fuse::FuseArgs),
     /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
     #[cfg(feature = "torch")]
@@ -74,7 +72,6 @@ enum Cmd {
     #[cfg(feature = "torch")]
     Eval(graft::commands::eval::EvalArgs),
     /// Compile time and forward latency of specs, side by side (random weights).
-    #[cfg(feature = "torch")]
     Bench(graft::commands::bench::BenchArgs),
 }
 
@@ -119,15 +116,12 @@ fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
         Cmd::Train(a) => graft::backend::torch::train::train(*a),
         #[cfg(feature = "torch")]
         Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Check { specs } => {
             let mut ok = true;

@@ -81,3 +81,15 @@ fn large(s: &str) -> bool {
         .iter()
         .any(|l| s.contains(l))
 }
+
+/// The full-size backbones (ViT-S/B/L, VideoMAE, MiniLM, the CM3T and M2PT models) at
+/// batch 1; `GRAFT_SPEC=name` runs one.
+#[test]
+fn gallery_large_specs_agree_with_torch() {
+    let only = std::env::var("GRAFT_SPEC").unwrap_or_default();
+    for s in gallery().iter().filter(|s| s.contains(&only) && large(s)) {
+        for mode in [Mode::Infer, Mode::Train] {
+            check(s, mode, &[]);
+        }
+    }
+}

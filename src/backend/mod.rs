@@ -96,6 +96,12 @@ pub trait Executable {
         warmup: usize,
         iters: usize,
     ) -> Result<Vec<f64>, BackendError>;
+
+    /// Backend-specific figures for reports, by name (`arena_bytes`, compile times…),
+    /// for the inputs of the last run; none by default.
+    fn report(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// Check named inputs against the plan and run them (see [`inputs::bind`]).

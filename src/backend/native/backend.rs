@@ -64,6 +64,8 @@ pub struct NativeExecutable {
     pool: Pool,
     ew: EwCompiler,
     programs: HashMap<Vec<Option<InputSig>>, Prepared>,
+    /// The inputs of the last run (for [`Executable::report`]).
+    last: Option<Vec<Option<InputSig>>>,
 }
 
 impl NativeExecutable {
@@ -97,7 +99,14 @@ impl NativeExecutable {
             })
             .collect();
         let ew = EwCompiler::new(cfg.elementwise).map_err(|e| BackendError::runtime("elementwise compiler", e))?;
-        Ok(NativeExecutable { plan: plan.clone(), params, pool: Pool::new(cfg.threads), ew, programs: HashMap::new() })
+        Ok(NativeExecutable {
+            plan: plan.clone(),
+            params,
+            pool: Pool::new(cfg.threads),
+            ew,
+            programs: HashMap::new(),
+            last: None,
+        })
     }
 
     /// Compile statistics of the elementwise groups so far.
@@ -139,6 +148,7 @@ impl NativeExecutable {
             let arena = Arena::new(prog.arena_len * 4);
             self.programs.insert(key.clone(), Prepared { prog, arena });
         }
+        self.last = Some(key.clone());
         Ok(key)
     }
 
