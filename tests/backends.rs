@@ -93,3 +93,46 @@ fn gallery_large_specs_agree_with_torch() {
         }
     }
 }
+
+/// Absent optional inputs: the same pass-through rule on both backends.
+#[test]
+fn absent_optional_inputs_agree_with_torch() {
+    check("specs/demo/cm3t_multimodal.graft", Mode::Infer, &["audio"]);
+    check("specs/demo/cm3t_multimodal.graft", Mode::Train, &["pose"]);
+    check("specs/demo/cm3t_multimodal.graft", Mode::Infer, &["audio", "pose"]);
+    check("specs/minilm.graft", Mode::Infer, &["token_type_ids"]);
+}
+
+/// A key mask with masked keys, and a batch row with every key masked (which
+/// averages the values, as LibTorch's additive mask does, instead of NaN).
+#[test]
+fn masked_keys_and_fully_masked_rows_agree_with_torch() {
+    let spec = "specs/minilm.graft";
+    let c = compile_spec(Path::new(spec), Mode::Infer).unwrap();
+    let plan = Plan::new(&c.graph);
+    let ids: Vec<i64> = (0..10).map(|i| (i * 7919 + 13) % 30000).collect();
+    let given = vec![
+        ("input_ids".to_string(), HostTensor::from_i64(&[2, 5], &ids).unwrap()),
+        ("attention_mask".to_string(), HostTensor::from_i64(&[2, 5], &[1, 1, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap()),
+    ];
+    let run = |b: &dyn Backend| {
+        let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+        let bound = inputs::bind(&plan, given.clone(), graft::ir::DType::F32).unwrap();
+        b.prepare(&plan, params, &Options::default()).unwrap().run(&bound.values).unwrap()
+    };
+    let (want, got) = (run(&TorchBackend), run(&native(1)));
+    assert!(got.iter().all(|(_, t)| t.to_f64().iter().all(|v| v.is_finite())));
+    let e = rel_err(&got, &want);
+    assert!(e <= 1e-5, "{e:.3e}");
+}
+
+/// Work split over two threads gives the same bits as one thread.
+#[test]
+fn two_threads_give_the_bits_of_one() {
+    for (spec, drop) in [("specs/demo/cm3t_multimodal.graft", &[][..]), ("specs/demo/m2pt_video_audio.graft", &[][..])]
+    {
+        let one = outputs(&native(1), spec, Mode::Infer, 3, drop);
+        let two = outputs(&native(2), spec, Mode::Infer, 3, drop);
+        assert_eq!(one, two, "{spec}");
+    }
+}

@@ -276,7 +276,14 @@ fn native_m2pt_pathway_matches_reference() {
 
 #[test]
 fn native_adapters_match_reference() {
-    for case in ["adapter_bottleneck", "adapter_multi_head", "adapter_cross_attention", "adapter_lora", "adapter_prefix", "adapter_linear"] {
+    for case in [
+        "adapter_bottleneck",
+        "adapter_multi_head",
+        "adapter_cross_attention",
+        "adapter_lora",
+        "adapter_prefix",
+        "adapter_linear",
+    ] {
         conformance_on(case, Some("native"));
     }
 }

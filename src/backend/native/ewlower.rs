@@ -98,7 +98,17 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
         (true, Some(Step::EwPending(s))) => (**s).clone(),
         _ => EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() },
     };
-    let joined = join && xs.iter().any(|x| pending_output(l, x).is_some());
+    // Join only if some operand is one of the group's outputs, and no operand reads a
+    // group output's buffer through another view (the kernel would read what it writes).
+    let written: Vec<Store> = match l.steps.last() {
+        Some(Step::EwPending(s)) => s.outputs.iter().map(|(_, o)| o.store).collect(),
+        _ => Vec::new(),
+    };
+    let joined =
+        join && xs.iter().any(|x| pending_output(l, x).is_some())
+            && xs.iter().zip(&kinds).all(|(x, k)| {
+                !written.contains(&x.store) || (pending_output(l, x).is_some() && *k == EwBroadcast::Full)
+            });
     if !joined {
         spec = EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() };
     }
