@@ -25,6 +25,8 @@
 pub mod error;
 pub mod inputs;
 pub mod native;
+#[cfg(all(test, feature = "torch"))]
+mod op_suite;
 pub mod plan;
 #[cfg(feature = "torch")]
 pub mod torch;
