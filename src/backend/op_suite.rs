@@ -66,7 +66,7 @@ fn every_op_agrees_across_backends() {
     agree("linear no bias", &[x(), Some(f32s(&[7, 12], 2))], &[(Op::Linear, vec![0, 1])]);
     agree(
         "grouped linear",
-        &[x(), Some(f32s(&[8, 4], 2)), Some(f32s(&[8], 3))],
+        &[x(), Some(f32s(&[9, 4], 2)), Some(f32s(&[9], 3))],
         &[(Op::GroupedLinear { groups: 3 }, vec![0, 1, 2])],
     );
     agree(
