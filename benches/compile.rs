@@ -1,9 +1,15 @@
 //! Compile time, source → verified IR (the verifier runs after every pass), for ViTs
 //! from Ti to L with a multi-head adapter in every block and an M2PT pathway on every
 //! linear layer of every block. Run: `cargo bench --bench compile`.
+//!
+//! `final_verification/vit_l/*` times the stage that runs in every build (release
+//! included) on its own: the finished ViT-L graph through [`Verified::new`], to set
+//! against the whole compile of the same model.
 
+use criterion::BatchSize;
 use criterion::{criterion_group, criterion_main, Criterion};
 use graft::api::compile_str;
+use graft::ir::Verified;
 use graft::pipeline::Mode;
 use std::hint::black_box;
 
@@ -46,6 +52,22 @@ fn bench(c: &mut Criterion) {
                 })
             });
         }
+    }
+    group.finish();
+    let mut group = c.benchmark_group("final_verification");
+    let (name, dim, depth, heads) = SIZES[SIZES.len() - 1];
+    let src = spec(dim, depth, heads);
+    for (mode, m) in [(Mode::Train, "train"), (Mode::Infer, "infer")] {
+        let c = compile_str("bench.graft", None, &src, mode).unwrap_or_else(|_| panic!("{name} does not compile"));
+        let bindings = c.weights.keys().cloned().collect();
+        let graph = c.graph.graph().clone();
+        group.bench_function(format!("{name}/{m}"), |b| {
+            b.iter_batched(
+                || graph.clone(),
+                |g| black_box(Verified::new(g, &bindings).map(|v| v.len()).ok()),
+                BatchSize::LargeInput,
+            )
+        });
     }
     group.finish();
 }

@@ -3,6 +3,7 @@
 #   1. compile time, source → verified IR, ViT-Ti … ViT-L with adapters and pathways (criterion)
 #   2. fused M2PT ViT-B vs the plain ViT-B: parameters and forward latency (graft bench)
 #   3. graft forward vs timm in PyTorch eager, and graft compile vs timm.create_model
+#   4. datasets: `graft data synth --n 2000` and reading it back (`graft data check`) per task
 # Usage: bash scripts/bench.sh [THREADS]   (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +34,15 @@ for b in ("1", "8"):
     print(f"batch {b}: fused/plain latency {ff[b] / pf[b]:.3f}, graft/eager latency {pf[b] / e['forward_ms'][b]:.3f}")
 print(f"compile: graft spec → verified IR {plain['compile_ms']:.2f} ms, timm.create_model {e['create_model_ms']:.1f} ms, ratio {plain['compile_ms'] / e['create_model_ms']:.4f}")
 PY
+
+echo "== 4. datasets: synth 2000 samples, then read and validate every shard"
+data_dir=$(mktemp -d)
+for task in pretrain audio_pretrain motion multimodal; do
+  t0=$(date +%s.%N)
+  ./target/release/graft data synth --task "$task" --n 2000 --out "$data_dir/$task" >/dev/null
+  t1=$(date +%s.%N)
+  ./target/release/graft data check "$data_dir/$task" >/dev/null
+  t2=$(date +%s.%N)
+  awk -v task="$task" -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "%-16s synth %.2f s, read %.2f s\n", task, b - a, c - b }'
+done
+rm -rf "$data_dir"

@@ -82,11 +82,12 @@ def row(label, v):
     ms, mem, params, trainable = v[:4]
     print(f"  {label:38} {params:>11,} {trainable:>11,} {ms:>9.1f} {peak(mem):>9.0f}")
 
-# Multiply-accumulates per token of the benchmark specs (ViT-S/16: 197 tokens, width 384,
-# 12 blocks; adapters 4 heads x 48): the adapter step skips every frozen weight's gradient
-# and the patch embedding's backward; attention's two matmuls still need both gradients.
-lin, att, ada, emb = 3 * 384 * 384 + 384 * 384 + 2 * 384 * 1536, 2 * 197 * 384, 2 * 192 * 96, 768 * 384 * 196 / 197
-flop_ratio = (12 * (2 * lin + 3 * att + 3 * ada) + emb) / (12 * 3 * (lin + att + ada) + 2 * emb)
+# The matmul FLOP floor, counted by graft from the benchmarked specs' graphs
+# (`matmul_macs`: forward + the backward a step cannot skip; a frozen weight gets no
+# gradient, and nothing upstream of the first trainable value needs one).
+macs = {s["model"]: s["matmul_macs"] for s in graft[0]["specs"]}
+step_macs = lambda m: macs[m]["forward"] + macs[m]["backward"]
+flop_ratio = step_macs("cm3t_small") / step_macs("cm3t_small_full")
 
 print("(a) adapter training vs full fine-tuning of the same graph (graft)")
 print(head)

@@ -105,3 +105,17 @@ pub fn select(c: &Compiled, sel: &crate::syntax::ast::Selector) -> Result<Vec<Se
         })
         .collect())
 }
+
+/// The `graft compile --timings` table: each stage's time, whether it changed the
+/// graph, and the node count after it.
+pub fn timings_table(t: &[crate::pipeline::Timing]) -> String {
+    let mut out = format!("{:<24} {:>12} {:>8}  {}\n", "stage", "time", "nodes", "changed");
+    for s in t {
+        let ms = s.elapsed.as_secs_f64() * 1e3;
+        let changed = if s.changed { "yes" } else { "no" };
+        out += &format!("{:<24} {:>9.3} ms {:>8}  {changed}\n", s.stage, ms, s.nodes);
+    }
+    let total: f64 = t.iter().map(|s| s.elapsed.as_secs_f64() * 1e3).sum();
+    out += &format!("{:<24} {:>9.3} ms\n", "total", total);
+    out
+}

@@ -1,6 +1,6 @@
 //! User-facing diagnostics.
 //!
-//! A [`Diagnostic`] is a user error (or warning) with a primary span, optional
+//! A [`Diagnostic`] is a user error with a primary span, optional
 //! secondary spans and a hint. Every layer of the compiler reports into a
 //! [`Diagnostics`] list instead of stopping at the first error; rendering happens in
 //! one place ([`render`]) so that the CLI and the snapshot tests show the same text.
@@ -11,16 +11,9 @@ use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label};
 use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term::{self, termcolor};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warning,
-}
-
 /// One user-facing message.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
-    pub severity: Severity,
     /// Stable short code, e.g. `E0201`; grouped by layer (see `codes`).
     pub code: &'static str,
     pub message: String,
@@ -32,14 +25,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Error,
-            code,
-            message: message.into(),
-            primary: None,
-            secondary: Vec::new(),
-            hint: None,
-        }
+        Diagnostic { code, message: message.into(), primary: None, secondary: Vec::new(), hint: None }
     }
 
     pub fn at(mut self, span: Span, label: impl Into<String>) -> Diagnostic {
@@ -70,7 +56,7 @@ impl Diagnostics {
     }
 
     pub fn has_errors(&self) -> bool {
-        self.items.iter().any(|d| d.severity == Severity::Error)
+        !self.items.is_empty()
     }
 
     pub fn extend(&mut self, other: Diagnostics) {
@@ -109,12 +95,7 @@ pub fn render(sources: &SourceMap, diags: &Diagnostics, color: bool) -> String {
             );
             break;
         }
-        let mut cs = match d.severity {
-            Severity::Error => CsDiagnostic::error(),
-            Severity::Warning => CsDiagnostic::warning(),
-        }
-        .with_code(d.code)
-        .with_message(&d.message);
+        let mut cs = CsDiagnostic::error().with_code(d.code).with_message(&d.message);
         let mut labels = Vec::new();
         if let Some((span, label)) = &d.primary {
             labels

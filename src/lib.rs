@@ -7,13 +7,19 @@
 //! ([`ir`]), freezes what must not train and folds re-parameterizations for inference.
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
+// The library returns errors and data; only command modules (`commands/`,
+// `data::cli`, `graft train`'s loop and progress) write to the terminal.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod api;
 pub mod backend;
+pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod flops;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
@@ -21,6 +27,7 @@ pub mod params;
 pub mod passes;
 pub mod pipeline;
 pub mod report;
+pub mod rng;
 pub mod safetensors;
 pub mod select;
 pub mod source;

@@ -39,6 +39,12 @@ enum Cmd {
         /// Directory to write `MODEL.MODE.{ir,yaml,dot,params.txt}` into (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print how long each stage of the pipeline took (to stderr).
+        #[arg(long)]
+        timings: bool,
+        /// Print the IR right after this stage (`lower` or a pass) and stop there.
+        #[arg(long, value_name = "PASS", value_parser = clap::builder::PossibleValuesParser::new(graft::pipeline::stages(Mode::Infer)))]
+        stop_after: Option<String>,
     },
     /// Parameter table: total, trainable, frozen, per component, % of backbone.
     Params {
@@ -113,6 +119,40 @@ fn compiled(spec: &Path, mode: Mode) -> Option<Compiled> {
     }
 }
 
+fn print_failure(spec: &Path, failure: Failure) {
+    eprint!("{}", SpecErrors { spec: spec.to_path_buf(), failure }.render(color()));
+}
+
+/// `graft compile --stop-after STAGE`: the IR text right after that stage.
+fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode {
+    let prog = match graft::lower::load_file(spec) {
+        Ok(p) => p,
+        Err((s, d)) => {
+            print_failure(spec, Failure::User(s, d));
+            return ExitCode::from(1);
+        }
+    };
+    let model = prog.root_model.clone().unwrap_or_default();
+    match graft::pipeline::graph_after(prog, mode, stage) {
+        None => {
+            eprintln!("error: `{stage}` does not run in {mode_name} mode");
+            eprintln!("  hint: the stages of {mode_name} mode are {}", graft::pipeline::stages(mode).join(", "));
+            ExitCode::from(2)
+        }
+        Some(Err(f)) => {
+            print_failure(spec, f);
+            ExitCode::from(1)
+        }
+        Some(Ok(g)) => {
+            print!(
+                "{}",
+                graft::ir::print::to_text(&g, &format!("graft ir: model {model} mode {mode_name} after {stage}"))
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
@@ -149,10 +189,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
-        Cmd::Compile { spec, mode, emit, out } => {
+        Cmd::Compile { spec, mode, emit, out, timings, stop_after: stop } => {
             let mode = Mode::from(mode);
-            let Some(c) = compiled(&spec, mode) else { return Ok(ExitCode::from(1)) };
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
+            if let Some(stage) = stop {
+                return Ok(stop_after(&spec, mode, mode_name, &stage));
+            }
+            let prog = graft::lower::load_file(&spec).map_err(|(s, d)| Failure::User(s, d));
+            let (result, t) = match prog {
+                Ok(prog) => graft::pipeline::compile_timed(prog, mode),
+                Err(f) => (Err(f), Vec::new()),
+            };
+            if timings {
+                eprint!("{}", graft::api::timings_table(&t));
+            }
+            let c = match result {
+                Ok(c) => c,
+                Err(f) => {
+                    print_failure(&spec, f);
+                    return Ok(ExitCode::from(1));
+                }
+            };
             for e in emit {
                 let (ext, text) = match e {
                     Emit::Ir => (

@@ -1,18 +1,22 @@
-//! The compiler pipeline, in one function.
+//! The compiler pipeline: the ordered pass list [`PASSES`] and the one function that
+//! runs it ([`run_passes`]).
 //!
 //! ```text
 //! source ─parse─▶ AST ─lower─▶ IR ─infer_shapes─▶ insert_adapters ─▶ check_optional_inputs
 //!        ─▶ build_pathways ─▶ apply_training_rules ─▶ [infer: fold_reparam] ─▶ eliminate_dead_code
 //! ```
-//! The IR verifier runs after every pass in debug and test builds (and always when
-//! `GRAFT_VERIFY=1`); the final verification stage ([`Verified::new`]) runs in every
-//! build and produces the only graph a backend accepts.
+//! Every pass has one signature ([`PassFn`]). The IR verifier runs after every pass
+//! in debug and test builds (and always when `GRAFT_VERIFY=1`); the final
+//! verification stage ([`Verified::new`]) runs in every build and produces the only
+//! graph a backend accepts. `graft compile --timings` prints each stage's time;
+//! `--stop-after PASS` prints the IR after it.
 
 use crate::diag::Diagnostics;
 use crate::ir::verified::Verified;
-use crate::ir::verify::{verify, verify_trainable, Stage, VerifyError};
+use crate::ir::verify::{verify, Stage, VerifyError};
 use crate::ir::Graph;
-use crate::lower::{lower, Component, Lowered, Program};
+use crate::lower::{lower, Component, Program};
+use crate::passes::ctx::{PassCtx, PassFn};
 use crate::passes::{
     apply_training_rules::apply_training_rules, build_pathways::build_pathways,
     check_optional_inputs::check_optional_inputs, eliminate_dead_code::eliminate_dead_code, fold_reparam::fold_reparam,
@@ -20,6 +24,7 @@ use crate::passes::{
 };
 use crate::source::SourceMap;
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// `train` keeps adapters, pathways and LoRA as separate parameters; `infer` folds
 /// every re-parameterization into plain weights.
@@ -55,6 +60,104 @@ pub enum Failure {
     Bug(VerifyError),
 }
 
+/// Analyzer passes make the graph valid and may report user errors; optimizer passes
+/// preserve meaning, and a failure in one is a compiler bug.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PassKind {
+    Analyzer,
+    Optimizer,
+}
+
+/// One entry of the pass list.
+pub struct Pass {
+    pub name: &'static str,
+    pub kind: PassKind,
+    /// Runs only when compiling for inference.
+    pub infer_only: bool,
+    pub run: PassFn,
+    /// Why the pass sits where it does.
+    pub why: &'static str,
+}
+
+impl Pass {
+    pub fn runs_in(&self, mode: Mode) -> bool {
+        !self.infer_only || mode == Mode::Infer
+    }
+}
+
+/// The passes, in order, after lowering (names resolved, modules instantiated).
+pub const PASSES: [Pass; 7] = [
+    Pass {
+        name: "infer_shapes",
+        kind: PassKind::Analyzer,
+        infer_only: false,
+        run: infer_shapes,
+        why: "types first, so adapter and pathway insertion can check widths against sites",
+    },
+    Pass {
+        name: "insert_adapters",
+        kind: PassKind::Analyzer,
+        infer_only: false,
+        run: insert_adapters,
+        why: "adapters change the dataflow; pathways later change only weights",
+    },
+    Pass {
+        name: "check_optional_inputs",
+        kind: PassKind::Analyzer,
+        infer_only: false,
+        run: check_optional_inputs,
+        why: "once adapters are in, every output must survive a missing modality",
+    },
+    Pass {
+        name: "build_pathways",
+        kind: PassKind::Analyzer,
+        infer_only: false,
+        run: build_pathways,
+        why: "W + λ·W′ on the target weights; after adapters so a pathway never targets an adapter's copy",
+    },
+    Pass {
+        name: "apply_training_rules",
+        kind: PassKind::Analyzer,
+        infer_only: false,
+        run: apply_training_rules,
+        why: "all parameters now exist: decide what trains, then assert exactly that trains",
+    },
+    Pass {
+        name: "fold_reparam",
+        kind: PassKind::Optimizer,
+        infer_only: true,
+        run: fold_reparam,
+        why: "inference folds every re-parameterization once the trainable set is known",
+    },
+    Pass {
+        name: "eliminate_dead_code",
+        kind: PassKind::Optimizer,
+        infer_only: false,
+        run: eliminate_dead_code,
+        why: "last: drop what no output needs (unused auxiliary layers, folded leftovers)",
+    },
+];
+
+/// The first stage: name resolution and module instantiation.
+pub const LOWER: &str = "lower";
+/// The last stage, in every build: the final verification that makes a [`Verified`].
+pub const FINAL: &str = "verify_final";
+
+/// The stages `--stop-after` accepts in `mode`: `lower`, then each pass that runs.
+pub fn stages(mode: Mode) -> Vec<&'static str> {
+    std::iter::once(LOWER).chain(PASSES.iter().filter(|p| p.runs_in(mode)).map(|p| p.name)).collect()
+}
+
+/// How long one stage took and what it did.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub stage: &'static str,
+    pub elapsed: Duration,
+    pub changed: bool,
+    /// Nodes in the graph after the stage.
+    pub nodes: usize,
+}
+
 fn checked(g: &Graph, pass: &str, stage: Stage) -> Result<(), Failure> {
     if cfg!(debug_assertions) || std::env::var_os("GRAFT_VERIFY").is_some() {
         verify(g, pass, stage).map_err(Failure::Bug)?;
@@ -62,100 +165,92 @@ fn checked(g: &Graph, pass: &str, stage: Stage) -> Result<(), Failure> {
     Ok(())
 }
 
-fn user_errors(lw: &Lowered) -> Result<(), Failure> {
-    if lw.b.diags.has_errors() {
-        Err(Failure::User(lw.b.program().sources.clone(), lw.b.diags.clone()))
-    } else {
-        Ok(())
+/// The pipeline: lower, then every pass of [`PASSES`] that runs in `mode`, stopping
+/// at the first user error, a compiler bug, or after the stage `stop_after`.
+pub fn run_passes(
+    prog: Program,
+    mode: Mode,
+    stop_after: Option<&str>,
+    timings: &mut Vec<Timing>,
+) -> Result<(Graph, PassCtx), Failure> {
+    let start = Instant::now();
+    let lw = lower(prog).map_err(|(s, d)| Failure::User(s, d))?;
+    let (mut g, mut cx) = PassCtx::new(lw);
+    timings.push(Timing { stage: LOWER, elapsed: start.elapsed(), changed: true, nodes: g.len() });
+    checked(&g, LOWER, Stage::Lowered)?;
+    if stop_after == Some(LOWER) {
+        return Ok((g, cx));
     }
-}
-
-/// A shape error found inside a library module (`<std>/vit.graft`) also points at the
-/// model's declaration that instantiated it, so the user sees which of their lines to fix.
-fn from_user_code(lw: &Lowered, id: crate::ir::NodeId, d: crate::diag::Diagnostic) -> crate::diag::Diagnostic {
-    use crate::syntax::ast::ModelItem;
-    let prog = lw.b.program();
-    if d.primary.as_ref().is_none_or(|(span, _)| span.file == prog.root) {
-        return d;
+    for pass in PASSES.iter().filter(|p| p.runs_in(mode)) {
+        let start = Instant::now();
+        let changed = (pass.run)(&mut g, &mut cx).map_err(Failure::Bug)?;
+        timings.push(Timing { stage: pass.name, elapsed: start.elapsed(), changed, nodes: g.len() });
+        if cx.diags().has_errors() {
+            return Err(Failure::User(cx.program().sources.clone(), cx.diags().clone()));
+        }
+        checked(&g, pass.name, Stage::Typed)?;
+        if stop_after == Some(pass.name) {
+            break;
+        }
     }
-    let path = lw.b.graph.node(id).path.clone();
-    let top = path.split('.').next().unwrap_or_default();
-    let root_first = prog.models.get(&lw.model).into_iter().chain(prog.models.values());
-    let decl = root_first.flat_map(|m| m.items.iter()).find_map(|it| match it {
-        ModelItem::Component(c) if c.name.name == top => Some(c.value.span),
-        ModelItem::Head { name, value, .. } if name.name == top => Some(value.span),
-        _ => None,
-    });
-    match decl {
-        Some(span) => d.also(span, format!("`{path}` is part of this instance")),
-        None => d,
-    }
+    Ok((g, cx))
 }
 
 /// Compile a loaded program's model in `mode`.
 pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
-    // Resolve names and instantiate modules: the backbones, encoders, heads, outputs.
-    let mut lw = lower(prog).map_err(|(s, d)| Failure::User(s, d))?;
-    checked(&lw.b.graph, "lower", Stage::Lowered)?;
-    // Types first, so adapter and pathway insertion can check widths against sites.
-    let errors = infer_shapes(&mut lw.b.graph);
-    let errors: Vec<_> = errors.into_iter().map(|(id, d)| from_user_code(&lw, id, d)).collect();
-    lw.b.diags.items.extend(errors);
-    user_errors(&lw)?;
-    checked(&lw.b.graph, "infer_shapes", Stage::Typed)?;
-    // Adapters change the dataflow; pathways change only weights.
-    insert_adapters(&mut lw);
-    user_errors(&lw)?;
-    checked(&lw.b.graph, "insert_adapters", Stage::Typed)?;
-    // Once adapters are in, every output must survive a missing modality.
-    let errors = check_optional_inputs(&lw.b.graph);
-    lw.b.diags.items.extend(errors);
-    user_errors(&lw)?;
-    let borrowed = build_pathways(&mut lw);
-    user_errors(&lw)?;
-    checked(&lw.b.graph, "build_pathways", Stage::Typed)?;
-    // All parameters now exist: decide what trains, then assert exactly that trains.
-    let expected = apply_training_rules(&mut lw, &borrowed);
-    user_errors(&lw)?;
-    verify_trainable(&lw.b.graph, &expected, "apply_training_rules").map_err(Failure::Bug)?;
-    checked(&lw.b.graph, "apply_training_rules", Stage::Typed)?;
-    if mode == Mode::Infer {
-        fold_reparam(&mut lw.b.graph);
-        checked(&lw.b.graph, "fold_reparam", Stage::Typed)?;
-    }
-    // Last: drop what no output needs (unused auxiliary layers, folded leftovers).
-    eliminate_dead_code(&mut lw.b.graph);
-    checked(&lw.b.graph, "eliminate_dead_code", Stage::Typed)?;
-    // In every build: what a backend relies on (typed, no unbound input, outputs,
-    // parameter sources that resolve). The graph is read-only from here on.
-    let sites = site_kinds(&lw);
-    let bindings = lw.weights.keys().cloned().collect();
-    let graph = Verified::new(std::mem::take(&mut lw.b.graph), &bindings).map_err(Failure::Bug)?;
-    Ok(Compiled {
-        model: lw.model.clone(),
-        mode,
-        sources: lw.b.program().sources.clone(),
-        components: lw.components.clone(),
-        heads: lw.heads.iter().map(|(h, _)| h.clone()).collect(),
-        adapters: lw.adapters.iter().map(|a| a.name.name.clone()).collect(),
-        pathways: lw.pathways.iter().map(|p| p.name.name.clone()).collect(),
-        weights: lw.weights.clone(),
-        sites,
-        graph,
-    })
+    compile_timed(prog, mode).0
 }
 
-/// Sites (path, kind) in creation order.
-fn site_kinds(lw: &Lowered) -> Vec<(String, String)> {
-    lw.b.site_order
+/// Compile, and say how long each stage took.
+pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, Vec<Timing>) {
+    let mut timings = Vec::new();
+    let result = run_passes(prog, mode, None, &mut timings).and_then(|(g, cx)| {
+        // In every build: what a backend relies on (typed, no unbound input, outputs,
+        // parameter sources that resolve). The graph is read-only from here on.
+        let start = Instant::now();
+        let bindings = cx.decls.weights.keys().cloned().collect();
+        let nodes = g.len();
+        let graph = Verified::new(g, &bindings).map_err(Failure::Bug)?;
+        timings.push(Timing { stage: FINAL, elapsed: start.elapsed(), changed: false, nodes });
+        Ok(finish(graph, cx, mode))
+    });
+    (result, timings)
+}
+
+/// The graph right after the stage `stage` (one of [`stages`]`(mode)`); `None` when
+/// no such stage runs in `mode`.
+pub fn graph_after(prog: Program, mode: Mode, stage: &str) -> Option<Result<Graph, Failure>> {
+    if !stages(mode).contains(&stage) {
+        return None;
+    }
+    Some(run_passes(prog, mode, Some(stage), &mut Vec::new()).map(|(g, _)| g))
+}
+
+fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
+    let (order, table) = cx.sites();
+    let sites = order
         .iter()
         .map(|p| {
-            let kind = match &lw.b.sites[p].kind {
+            let kind = match &table[p].kind {
                 crate::lower::SiteKind::Module(m) => m.clone(),
                 crate::lower::SiteKind::Primitive(m) => m.clone(),
                 crate::lower::SiteKind::Value => "value".to_string(),
             };
             (p.clone(), kind)
         })
-        .collect()
+        .collect();
+    let sources = cx.program().sources.clone();
+    let d = cx.decls;
+    Compiled {
+        model: d.model,
+        mode,
+        sources,
+        components: d.components,
+        heads: d.heads.into_iter().map(|(h, _)| h).collect(),
+        adapters: d.adapters.into_iter().map(|a| a.name.name).collect(),
+        pathways: d.pathways.into_iter().map(|p| p.name.name).collect(),
+        weights: d.weights,
+        sites,
+        graph,
+    }
 }

@@ -264,11 +264,19 @@ fn expand(sel: &Selector) -> Vec<Vec<Pat>> {
 
 /// Parse a selector given on the command line.
 pub fn parse_selector(text: &str) -> Result<Selector, String> {
-    let src = format!("model m {{ train {text} }}");
-    let file =
-        crate::syntax::parse(crate::source::FileId(0), &src).map_err(|_| format!("`{text}` is not a selector"))?;
-    match file.models.first().and_then(|m| m.items.first()) {
-        Some(crate::syntax::ast::ModelItem::Train { rules, .. }) if rules.len() == 1 => Ok(rules[0].clone()),
-        _ => Err(format!("`{text}` is not a single selector")),
+    crate::syntax::parse_selector(crate::source::FileId(0), text).map_err(|_| format!("`{text}` is not a selector"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_selectors_parse_on_their_own() {
+        let sel = super::parse_selector("vit.blocks[-2..].{attn.qkv, mlp.fc1}").unwrap();
+        assert_eq!(sel.to_string(), "vit.blocks[-2..].{attn.qkv, mlp.fc1}");
+        assert_eq!(super::parse_selector(" blocks[*] ").unwrap().to_string(), "blocks[*]");
+        // Text that only a `model m { train … }` wrapper would have made whole.
+        for bad in ["", "a, b", "a }  model n { train b", "a.", "[0]"] {
+            assert!(super::parse_selector(bad).is_err(), "`{bad}` parsed");
+        }
     }
 }

@@ -36,6 +36,12 @@ fn train_mode_reports_steps_and_memory_per_spec() {
     assert!(s[1]["trainable"].as_u64().unwrap() > 520);
     assert!(s[1]["trainable"].as_u64() < s[1]["params"].as_u64());
     assert_eq!(s[2]["trainable"], s[2]["params"]);
+    // The matmul floor: a frozen backbone with a trained head takes only the head's
+    // weight gradient; the fully trained ViT takes every one.
+    let macs = |i: usize, k: &str| s[i]["matmul_macs"][k].as_u64().unwrap();
+    assert!(macs(0, "forward") > 0 && macs(0, "backward") > 0);
+    assert!(macs(0, "backward") * 10 < macs(0, "forward"), "head only: {}", s[0]["matmul_macs"]);
+    assert!(macs(2, "backward") > macs(2, "forward"), "weights and inputs: {}", s[2]["matmul_macs"]);
     for spec in s {
         let batches = spec["batches"].as_array().unwrap();
         assert_eq!(batches.iter().map(|b| b["batch"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 3]);

@@ -221,3 +221,33 @@ fn compile_emits_four_files_and_the_ir_is_deterministic() {
     }
     assert!(irs[0] == irs[1], "the IR differs between two runs");
 }
+
+#[test]
+fn compile_stop_after_prints_the_ir_after_that_pass() {
+    let f = "tests/filetests/lora_after_insert_adapters.graft";
+    let o = graft(&["compile", f, "--mode", "infer", "--stop-after", "insert_adapters"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("graft ir: model m mode infer after insert_adapters\n"), "{text}");
+    assert!(text.contains("l.t.fc.lora_A.weight"), "the adapter is in: {text}");
+    let folded = stdout(&graft(&["compile", f, "--mode", "infer", "--stop-after", "fold_reparam"]));
+    assert_eq!(folded.matches("= linear(").count(), 1, "LoRA folded into the one linear: {folded}");
+    assert_ne!(text.lines().skip(1).collect::<Vec<_>>(), folded.lines().skip(1).collect::<Vec<_>>());
+    // A pass that does not run in the mode, and a name that is no pass, are usage errors.
+    let o = graft(&["compile", f, "--stop-after", "fold_reparam"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does not run in train mode"), "{}", stderr(&o));
+    assert_eq!(graft(&["compile", f, "--stop-after", "no_such_pass"]).status.code(), Some(2));
+}
+
+#[test]
+fn compile_timings_lists_every_stage() {
+    let o = graft(&["compile", "tests/filetests/lora_after_insert_adapters.graft", "--mode", "infer", "--timings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for stage in graft::pipeline::stages(graft::pipeline::Mode::Infer) {
+        assert!(err.lines().any(|l| l.starts_with(&format!("{stage} "))), "no `{stage}` in:\n{err}");
+    }
+    assert!(err.lines().last().unwrap().starts_with("total"), "{err}");
+    assert!(stdout(&o).starts_with("graft ir:"), "the IR still goes to stdout");
+}

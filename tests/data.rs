@@ -394,18 +394,3 @@ fn command_line_and_options() {
     assert_eq!(files, 3, "stale shards removed");
     assert_eq!(Dataset::open(&again).unwrap().len(), 8);
 }
-
-/// `graft data synth --n 2000` speed (run with `--release -- --ignored`).
-#[test]
-#[ignore]
-fn synth_2000_is_quick() {
-    for task in [Task::Pretrain, Task::AudioPretrain, Task::Motion, Task::Multimodal] {
-        let start = std::time::Instant::now();
-        let d = make(&format!("speed-{}", task.name()), task, 2000, 0, 256, &[]);
-        let made = start.elapsed();
-        let ds = Dataset::open(&d).unwrap();
-        let n: usize = ds.batches(64, 0, 0, false).map(|b| b.unwrap().len()).sum();
-        assert_eq!(n, 2000);
-        eprintln!("{}: synth {:.2?}, one epoch {:.2?}", task.name(), made, start.elapsed() - made);
-    }
-}

@@ -1,6 +1,7 @@
 //! Every spec under tests/fixtures/invalid/ holds one mistake. Each must fail as a user
 //! error (never a compiler bug or a panic) rendered with `file:line:col`, the source
-//! line, a caret and a hint; the rendered text is snapshotted.
+//! line, a caret and a hint; the rendered text is snapshotted. The first line,
+//! `// expect: CODE what`, names the error code every reported error must have.
 
 use graft::api::{check_program, render_failure};
 use graft::pipeline::Failure;
@@ -24,13 +25,24 @@ fn invalid() {
         let path = relative(abs);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let source = std::fs::read_to_string(&path).unwrap();
-        assert!(source.starts_with("// expect: "), "{name} must start with a `// expect: ...` comment");
+        let expected = source
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("// expect: "))
+            .and_then(|l| l.split_whitespace().next())
+            .filter(|c| c.len() == 5 && c.starts_with('E') && c[1..].bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or_else(|| panic!("{name} must start with `// expect: EXXXX what the mistake is`"));
         let failure = match check(&path) {
             Ok(()) => panic!("{name} compiled, but it holds a mistake"),
             Err(f) => f,
         };
         let text = render_failure(&failure, false);
-        assert!(matches!(failure, Failure::User(..)), "{name} is a compiler bug, not a user error:\n{text}");
+        let Failure::User(_, diags) = &failure else { panic!("{name} is a compiler bug, not a user error:\n{text}") };
+        let codes: Vec<&str> = diags.items.iter().map(|d| d.code).collect();
+        assert!(
+            !codes.is_empty() && codes.iter().all(|c| *c == expected),
+            "{name}: expected only {expected}, got {codes:?}:\n{text}"
+        );
         // `NAME.graft:LINE:COL`
         let located = text.match_indices(&format!("{name}:")).any(|(i, m)| {
             let rest = &text[i + m.len()..];

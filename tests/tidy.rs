@@ -37,14 +37,51 @@ fn every_module_has_a_doc_comment_and_a_sane_length() {
 fn every_pass_file_is_named_after_its_function() {
     for e in std::fs::read_dir("src/passes").expect("passes dir").flatten() {
         let name = e.file_name().to_string_lossy().trim_end_matches(".rs").to_string();
-        if name == "mod" || name == "testkit" {
+        if name == "mod" || name == "testkit" || name == "ctx" {
             continue;
         }
         let text = std::fs::read_to_string(e.path()).expect("source");
-        assert!(text.contains(&format!("pub fn {name}(")), "src/passes/{name}.rs must define `pub fn {name}`");
+        let signature =
+            |cx: &str| format!("pub fn {name}(g: &mut Graph, {cx}: &mut PassCtx) -> Result<bool, VerifyError>");
+        assert!(
+            text.contains(&signature("cx")) || text.contains(&signature("_cx")),
+            "src/passes/{name}.rs must define the pass `{}`",
+            signature("cx")
+        );
+        assert!(
+            graft::pipeline::PASSES.iter().any(|p| p.name == name),
+            "src/passes/{name}.rs is not in the pipeline's pass list"
+        );
         assert!(
             text.trim_start().starts_with(&format!("//! {name}:")),
             "src/passes/{name}.rs doc must start with `{name}:`"
         );
     }
+}
+
+/// Backends see verified IR and plans only: nothing under `src/backend/` reaches into
+/// the front end (`lower`, `syntax`) or the passes.
+#[test]
+fn backends_do_not_import_the_front_end_or_the_passes() {
+    let mut files = Vec::new();
+    rust_files(Path::new("src/backend"), &mut files);
+    assert!(files.len() > 5);
+    let forbidden = ["lower", "syntax", "passes"];
+    let mut problems = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("utf-8 source");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for m in forbidden {
+                // `crate::lower`, `graft::syntax::…`, `use crate::{passes, …}`.
+                let paths = [format!("crate::{m}"), format!("graft::{m}"), format!("super::super::{m}")];
+                let braced =
+                    code.contains("crate::{") && code.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == m);
+                if paths.iter().any(|p| code.contains(p.as_str())) || braced {
+                    problems.push(format!("{}:{}: imports `{m}`: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -152,3 +152,31 @@ fn allow_missing_and_input_errors() {
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("expected f32[B, 3, 224, 224], given f32[1, 3, 32, 32]"), "{err}");
 }
+
+/// `graft bench --weights N:BINDING=FILE` measures a spec with its real weights (the
+/// second position), next to the same spec with random ones, and counts what it read.
+#[test]
+fn bench_measures_a_deployed_checkpoint() {
+    let w = write("bench-weights.safetensors", &weights());
+    let spec = spec();
+    let bench = |extra: &[String]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_graft"));
+        cmd.arg("bench").arg(&spec).arg(&spec).args(["--batch", "1", "--iters", "1", "--warmup", "0", "--json"]);
+        cmd.args(["--threads", "1"]).args(extra).output().expect("graft runs")
+    };
+    let o = bench(&["--weights".into(), format!("2:vit={}", w.display())]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let s = r["specs"].as_array().unwrap();
+    assert_eq!(s[0]["weights_params"], 0, "the first spec keeps random weights");
+    assert_eq!(s[1]["weights"][0], format!("vit={}", w.display()));
+    assert_eq!(s[1]["weights_params"], s[1]["params"], "every parameter of the deployed model came from the file");
+    assert_eq!(s[1]["params"], 5_717_416);
+    // A position past the specs, and a file that does not fit, are errors.
+    let o = bench(&["--weights".into(), format!("3:vit={}", w.display())]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("N:BINDING=FILE"), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = write("bench-bad.safetensors", &weights()[1..]);
+    let o = bench(&["--weights".into(), format!("1:vit={}", bad.display())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("weights do not match the spec"));
+}

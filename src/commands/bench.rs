@@ -2,8 +2,11 @@
 //! measured side by side in one process with one thread count.
 //!
 //! `graft bench SPEC... [--batch 1,8] [--iters N] [--warmup N] [--threads N]
-//! [--mode infer|train] [--backend native,torch] [--elementwise unfused|blocks|jit] [--json]`. Parameters are random (init rules, or a seeded
-//! fallback), so no weights files are needed: latency does not depend on values.
+//! [--mode infer|train] [--weights N:BINDING=FILE]... [--allow-missing PATTERN]...
+//! [--backend native,torch] [--elementwise unfused|blocks|jit] [--json]`. Parameters are random (init rules, or a seeded fallback), so no weights
+//! files are needed: latency does not depend on values. `--weights 2:video_vit=F`
+//! loads the second spec's binding from a file instead (a deployed checkpoint is then
+//! measured as it is: its parameters come from the file, strictly).
 //! Every symbolic dim is set to the batch size. Figures are medians; compare specs
 //! within one run only, as ratios. The forward runs on the backend seam
 //! ([`crate::backend::Executable::time_forward`]); compile time is the pipeline as
@@ -15,12 +18,13 @@
 //! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
 //! instead ([`crate::backend::torch::bench`]); specs compile in train mode.
 
-use super::{backend, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
+use super::{backend, bindings, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
 use crate::api::compile_file;
 #[cfg(feature = "torch")]
 use crate::backend::torch::bench::{self as train_bench, TrainBenchConfig, TrainReport};
 use crate::backend::{inputs, Plan};
 use crate::params::init::random_values;
+use crate::params::{materialise, Declared, Leaves};
 use crate::pipeline::Mode;
 use crate::report::{param_report, thousands};
 use anyhow::{anyhow, Result};
@@ -66,6 +70,13 @@ pub struct BenchArgs {
     /// Skip the peak-memory probes (--train).
     #[arg(long)]
     pub no_memory: bool,
+    /// Weights for one spec: `N:BINDING=FILE`, N the spec's position (1-based) on the
+    /// command line (repeatable). Specs without any keep random weights.
+    #[arg(long = "weights", value_name = "N:BINDING=FILE")]
+    pub weights: Vec<String>,
+    /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
+    #[arg(long = "allow-missing", value_name = "PATTERN")]
+    pub allow_missing: Vec<String>,
     /// Internal: measure one spec's memory in this process and print it as JSON.
     #[arg(long, hide = true)]
     pub memory_probe: bool,
@@ -80,6 +91,10 @@ pub struct SpecTiming {
     pub params: u64,
     /// Source → verified IR, median of 10.
     pub compile_ms: f64,
+    /// `BINDING=FILE` loaded for this spec (empty: random weights).
+    pub weights: Vec<String>,
+    /// Elements of the parameters loaded from those files.
+    pub weights_params: u64,
     /// Batch → median forward latency.
     pub forward_ms: Vec<(i64, f64)>,
     /// Batch → backend figures (native: arena and live bytes, fusion and JIT stats).
@@ -102,7 +117,25 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(spec: &Path, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
+/// `--weights N:BINDING=FILE` → the `BINDING=FILE` arguments of spec `index` (0-based).
+fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for w in &a.weights {
+        let (n, rest) = w
+            .split_once(':')
+            .and_then(|(n, r)| Some((n.parse::<usize>().ok()?, r)))
+            .filter(|(n, r)| *n >= 1 && *n <= a.specs.len() && r.contains('='))
+            .ok_or_else(|| {
+                anyhow!("--weights expects N:BINDING=FILE with N the spec's position, 1..={}; got `{w}`", a.specs.len())
+            })?;
+        if n == index + 1 {
+            out.push(rest.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
     let mode = a.mode.into();
     let mut compiles = Vec::new();
     let mut compiled = None;
@@ -114,11 +147,21 @@ fn measure(spec: &Path, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
     }
     let c = compiled.expect("compiled ten times");
     let plan = Plan::new(&c.graph);
+    let weights = weights_for(a, index)?;
+    let mut weights_params = 0;
     let mut exes = Vec::new();
     for &kind in &a.backend {
         let backend = backend(kind, &a.engine)?;
         let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
-        let values = plan.params.iter().map(|p| random_values(p, 0)).collect();
+        let values = if weights.is_empty() {
+            plan.params.iter().map(|p| random_values(p, 0)).collect()
+        } else {
+            let b = bindings(spec, &c, &weights)?;
+            let declared = Declared::from_sites(&c.sites);
+            let leaves = Leaves::load(plan.params.iter(), &b, &declared, &a.allow_missing, 0)?;
+            weights_params = plan.params.iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
+            materialise(&plan.params, &leaves)?
+        };
         exes.push((backend.name(), opts.float, backend.prepare(&plan, values, &opts)?));
     }
     let mut forward_ms = vec![Vec::new(); exes.len()];
@@ -153,6 +196,8 @@ fn measure(spec: &Path, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
             model: c.model.clone(),
             params,
             compile_ms: median(compiles.clone()),
+            weights: weights.clone(),
+            weights_params,
             forward_ms,
             details,
         })
@@ -175,8 +220,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
         return train(&a);
     }
     let mut specs = Vec::new();
-    for s in &a.specs {
-        specs.extend(measure(s, &a)?);
+    for (i, s) in a.specs.iter().enumerate() {
+        specs.extend(measure(s, i, &a)?);
     }
     #[cfg(feature = "torch")]
     let default_threads = tch::get_num_threads();

@@ -17,8 +17,8 @@ pub mod fuse;
 pub mod run;
 
 use crate::api::compile_spec;
-use crate::backend::{Backend, Device, Options};
-use crate::ir::DType;
+use crate::backend::{Backend, Options};
+pub use crate::choices::{DeviceArg, DtypeArg, ModeArg};
 use crate::params::{Bindings, ParamError};
 use crate::pipeline::{Compiled, Mode};
 use std::path::Path;
@@ -40,65 +40,6 @@ pub fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bindings, P
         b.pytorch = Some(crate::backend::torch::convert::read_pytorch);
     }
     Ok(b)
-}
-
-/// `--mode`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ModeArg {
-    Train,
-    Infer,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Mode {
-        match m {
-            ModeArg::Train => Mode::Train,
-            ModeArg::Infer => Mode::Infer,
-        }
-    }
-}
-
-/// `--device`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda,
-    /// CUDA when available, otherwise the CPU.
-    Auto,
-}
-
-impl DeviceArg {
-    /// The device on `backend`; `cuda` where there is none is an error.
-    pub fn device(self, backend: &dyn Backend) -> anyhow::Result<Device> {
-        match self {
-            DeviceArg::Cpu => Ok(Device::Cpu),
-            DeviceArg::Cuda if backend.has_device(Device::Cuda(0)) => Ok(Device::Cuda(0)),
-            DeviceArg::Cuda => anyhow::bail!(
-                "--device cuda: no CUDA device is available to {} (use --device cpu or auto)",
-                backend.name()
-            ),
-            DeviceArg::Auto if backend.has_device(Device::Cuda(0)) => Ok(Device::Cuda(0)),
-            DeviceArg::Auto => Ok(Device::Cpu),
-        }
-    }
-}
-
-/// `--dtype`: the floating-point type a model computes in.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DtypeArg {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl From<DtypeArg> for DType {
-    fn from(d: DtypeArg) -> DType {
-        match d {
-            DtypeArg::F32 => DType::F32,
-            DtypeArg::Bf16 => DType::BF16,
-            DtypeArg::F16 => DType::F16,
-        }
-    }
 }
 
 /// `--backend`: which backend executes the model.

@@ -6,8 +6,8 @@
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
-use super::rng::{hash_str, Rng};
 use super::tensor::{Batch, HostTensor};
+use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
 
 /// Shards loaded together (their samples are interleaved).
@@ -153,6 +153,15 @@ impl Iterator for Batches {
 }
 
 impl Dataset {
+    /// Stream batches: shard order and sample order are shuffled deterministically
+    /// from `(seed, epoch)`; two shards are held in memory at a time and their samples
+    /// are interleaved; a batch never mixes samples with and without an optional input.
+    /// With `drop_last = false` every sample appears exactly once per epoch (the last
+    /// batch of each input combination may be short).
+    pub fn batches(&self, batch_size: usize, seed: u64, epoch: u64, drop_last: bool) -> Batches {
+        Batches::new(self.clone(), batch_size, seed, epoch, drop_last)
+    }
+
     /// How many batches one epoch yields (the same for every seed and epoch).
     pub fn num_batches(&self, batch_size: usize, drop_last: bool) -> usize {
         let mut per_combination: BTreeMap<&[String], usize> = BTreeMap::new();

@@ -2,6 +2,8 @@
 //! dataset, validates every shard header and (with `--spec`) checks it against a
 //! model's declared inputs.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command: it reports on the terminal
+
 use super::reader::{model_inputs, Dataset};
 use super::synth::{synth, SynthOptions, Task};
 use anyhow::{bail, Context};

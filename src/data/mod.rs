@@ -66,7 +66,6 @@
 //! | `writer.rs` | [`DatasetWriter`]: shards, then `dataset.json` |
 //! | `render.rs`, `synth.rs` | synthetic video / audio / pose and the tasks |
 //! | `cli.rs` | `graft data synth`, `graft data check` |
-//! | `rng.rs` | the seeded generator (stable across versions) |
 
 pub mod batches;
 pub mod cli;
@@ -74,7 +73,6 @@ pub mod error;
 pub mod meta;
 pub mod reader;
 pub mod render;
-pub mod rng;
 pub mod synth;
 pub mod tensor;
 pub mod writer;

@@ -3,7 +3,6 @@
 //! fails before training starts, with the shard file and the tensor named. Data is
 //! read one shard at a time, later, by [`Dataset::batches`] or [`Dataset::read_shard`].
 
-use super::batches::Batches;
 use super::error::DataError;
 use super::meta::{shard_file, Meta};
 use super::safetensors::{read_data, read_header, Header};
@@ -96,15 +95,6 @@ impl Dataset {
             inputs.insert(t.name.clone(), HostTensor { dtype: spec.dtype, shape, data: bytes });
         }
         Ok(Batch { inputs, labels: l.labels })
-    }
-
-    /// Stream batches: shard order and sample order are shuffled deterministically
-    /// from `(seed, epoch)`; two shards are held in memory at a time and their samples
-    /// are interleaved; a batch never mixes samples with and without an optional input.
-    /// With `drop_last = false` every sample appears exactly once per epoch (the last
-    /// batch of each input combination may be short).
-    pub fn batches(&self, batch_size: usize, seed: u64, epoch: u64, drop_last: bool) -> Batches {
-        Batches::new(self.clone(), batch_size, seed, epoch, drop_last)
     }
 
     /// Check the dataset against a model's declared inputs: every required model input

@@ -13,7 +13,7 @@
 //!   overhead), clap (hands meet in front of the chest), squat (the body dips) —
 //!   with random body position, scale, tempo and per-frame jitter.
 
-use super::rng::Rng;
+use crate::rng::Rng;
 use std::f32::consts::PI;
 
 pub const VIDEO_SHAPE: [i64; 4] = [3, 8, 32, 32];

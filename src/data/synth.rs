@@ -36,10 +36,10 @@
 use super::error::DataError;
 use super::meta::InputSpec;
 use super::render::{self, AUDIO_LEN, POSE_LEN, VIDEO_LEN};
-use super::rng::{hash_str, Rng};
 use super::tensor::{Batch, HostTensor};
 use super::writer::{DatasetWriter, Written};
 use crate::ir::DType;
+use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -145,11 +145,6 @@ impl Op {
         }
     }
 
-    /// Ops that take no data, only configuration.
-    pub fn is_source(&self) -> bool {
-        matches!(self, Op::Input { .. } | Op::Parameter(_) | Op::Unbound)
-    }
-
     /// The shape rule: the result type from the operand types, or what is wrong.
     pub fn infer(&self, ins: &[&TensorType]) -> Result<TensorType, String> {
         let x = ins.first().copied();

@@ -5,7 +5,7 @@
 //! builds.
 
 use super::{Graph, NodeId, Op};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 
 /// How complete the graph must be at this point of the pipeline.
@@ -113,9 +113,4 @@ pub fn verify_trainable(g: &Graph, expected: &HashSet<String>, pass: &str) -> Re
         });
     }
     Ok(())
-}
-
-/// Count users per node (used by rewrite guards).
-pub fn use_counts(g: &Graph) -> HashMap<NodeId, usize> {
-    g.ids().into_iter().map(|i| (i, g.users(i).len())).collect()
 }

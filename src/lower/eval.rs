@@ -366,7 +366,7 @@ impl Builder {
             Diagnostic::error("E0313", format!("unknown module or function `{name}`"))
                 .at(callee.span, "not defined")
                 .hint(if near.is_empty() {
-                    "modules come from this file or a `use` (std.vit, std.bert, std.adapters, std.encoders)".to_string()
+                    format!("modules come from this file or a `use` ({})", super::load::std_names())
                 } else {
                     format!(
                         "did you mean {}? (and is it imported with `use`?)",

@@ -21,6 +21,11 @@ pub const STD: &[(&str, &str)] = &[
     ("encoders", include_str!("../../std/encoders.graft")),
 ];
 
+/// The standard library's modules as `use` names: "std.vit, std.bert, …".
+pub fn std_names() -> String {
+    STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// How deep `use` chains may go.
 const MAX_IMPORT_DEPTH: usize = 32;
 
@@ -28,15 +33,6 @@ const MAX_IMPORT_DEPTH: usize = 32;
 pub enum ModuleEntry {
     Decl(ModuleDecl),
     Alias(Alias),
-}
-
-impl ModuleEntry {
-    pub fn span(&self) -> Span {
-        match self {
-            ModuleEntry::Decl(m) => m.name.span,
-            ModuleEntry::Alias(a) => a.name.span,
-        }
-    }
 }
 
 /// A spec with its imports resolved.
@@ -145,10 +141,7 @@ impl Loader {
                                 .at(u.span, "not in the standard library")
                                 .hint(match near.first() {
                                     Some(m) => format!("did you mean `use std.{m}`?"),
-                                    None => format!(
-                                        "the standard library has {}",
-                                        STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
-                                    ),
+                                    None => format!("the standard library has {}", std_names()),
                                 }),
                         );
                         continue;
@@ -159,7 +152,7 @@ impl Loader {
                                 .at(u.span, "not a standard library module")
                                 .hint(format!(
                                     "the standard library has {}; a file is imported as use \"path.graft\"",
-                                    STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
+                                    std_names()
                                 )),
                         );
                         continue;
@@ -204,10 +197,7 @@ impl Loader {
                 self.diags.push(
                     Diagnostic::error("E0103", format!("cannot import `{display}`")).at(u.span, "file not found").hint(
                         match &u.target {
-                            UseTarget::Std(_) => format!(
-                                "the standard library has {}",
-                                STD.iter().map(|(n, _)| format!("std.{n}")).collect::<Vec<_>>().join(", ")
-                            ),
+                            UseTarget::Std(_) => format!("the standard library has {}", std_names()),
                             UseTarget::File(_) => "paths are relative to the importing file".to_string(),
                         },
                     ),

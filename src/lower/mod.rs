@@ -7,11 +7,15 @@
 //! pathways are not inserted here; the passes `insert_adapters` and `build_pathways`
 //! do that on the typed graph, using the [`Builder`] to instantiate adapter modules.
 
+mod args;
 pub mod builtins;
 mod eval;
 mod instance;
 pub mod load;
 mod model;
+mod params;
+mod primitive;
+mod stmt;
 
 pub use eval::{ArgVal, Env};
 pub use load::{load_file, load_str, ModuleEntry, Program, STD};

@@ -10,49 +10,11 @@
 use crate::ir::{DType, Init, ParamInfo};
 use crate::tensor::{numel, HostTensor};
 
-/// A 63-bit seed from the run seed and a parameter path (FNV-1a).
-pub fn param_seed(seed: u64, path: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for b in path.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h >> 1
-}
-
-/// SplitMix64: a small generator private to each parameter, so values depend only on
-/// `(seed, path)`.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64, path: &str) -> Rng {
-        Rng(param_seed(seed, path))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u = 1.0 - self.uniform();
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+use crate::rng::SplitMix64;
 
 /// `numel(shape)` values drawn by `f`, each rounded to f32, as an `f32` tensor.
-pub fn draw(shape: &[i64], seed: u64, path: &str, mut f: impl FnMut(&mut Rng) -> f64) -> HostTensor {
-    let mut rng = Rng::new(seed, path);
+pub fn draw(shape: &[i64], seed: u64, path: &str, mut f: impl FnMut(&mut SplitMix64) -> f64) -> HostTensor {
+    let mut rng = SplitMix64::for_param(seed, path);
     let v: Vec<f32> = (0..numel(shape).unwrap_or(0)).map(|_| f(&mut rng) as f32).collect();
     HostTensor::from_f32(shape, &v).expect("numel values")
 }
@@ -131,9 +93,12 @@ mod tests {
         // The first draws of one parameter's stream, as graft has always drawn them:
         // a change here changes every initialised weight and every resume check.
         let v = f32s(&init_values(&Init::Normal { std: 1.0 }, &[3], DType::F32, 0, "w"));
-        let mut r = Rng::new(0, "w");
+        let mut r = SplitMix64::for_param(0, "w");
         let want: Vec<f32> = (0..3).map(|_| r.normal() as f32).collect();
         assert_eq!(v, want);
-        assert_eq!(param_seed(0, "w"), (0xcbf2_9ce4_8422_2325u64 ^ b'w' as u64).wrapping_mul(0x0100_0000_01b3) >> 1);
+        assert_eq!(
+            crate::rng::param_seed(0, "w"),
+            (0xcbf2_9ce4_8422_2325u64 ^ b'w' as u64).wrapping_mul(0x0100_0000_01b3) >> 1
+        );
     }
 }

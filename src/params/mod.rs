@@ -3,9 +3,9 @@
 //!
 //! A parameter's [`ParamSource`] says where its value comes from:
 //!
-//! - a key of a bound weights file ([`weights`]: safetensors, or PyTorch checkpoints
-//!   through a reader the caller supplies; loaded strictly, every problem reported
-//!   together);
+//! - a key of a bound weights file ([`bindings`] says which file, [`weights`] reads
+//!   safetensors, or PyTorch checkpoints through a reader the caller supplies;
+//!   [`leaves`] loads strictly, every problem reported together);
 //! - a seeded init rule ([`init`]: graft's own generator, so every backend and every
 //!   run with one seed sees the same weights);
 //! - a fold expression over such leaves ([`fold`]: evaluated in float64, inference
@@ -15,12 +15,16 @@
 //! replace some with [`Leaves::set`]); [`materialise`] turns them into one host tensor
 //! per parameter, in the order asked for (a plan's parameter table).
 
+pub mod bindings;
 pub mod fold;
 pub mod glob;
 pub mod init;
+pub mod leaves;
 pub mod weights;
 
-pub use weights::{Bindings, Declared, Leaves, WeightFile};
+pub use bindings::{Bindings, Declared};
+pub use leaves::Leaves;
+pub use weights::WeightFile;
 
 use crate::ir::{ParamInfo, ParamSource};
 use crate::safetensors::SafetensorsError;

@@ -8,24 +8,46 @@
 //! loaded from a trained run) is a conflict; a rule that matches nothing is an error.
 //! Returns the set the rules name, which the pipeline then checks against the graph.
 
-use super::build_pathways::Borrowed;
+use super::ctx::PassCtx;
 use crate::diag::Diagnostic;
-use crate::lower::Lowered;
+use crate::ir::verify::{verify_trainable, VerifyError};
+use crate::ir::Graph;
 use crate::select::Universe;
 use crate::syntax::ast::{SegName, SelStep, Trainability};
 use std::collections::{HashMap, HashSet};
 
-pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowed>) -> HashSet<String> {
-    let params: Vec<(String, String)> =
-        lw.b.graph.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
+/// The pass: set every parameter's trainable flag from the rules, then check that the
+/// graph's trainable set is exactly the named one (a mismatch is a compiler bug).
+pub fn apply_training_rules(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    let expected = named_set(g, cx);
+    if cx.diags().has_errors() {
+        return Ok(false);
+    }
+    let mut changed = false;
+    let ids: Vec<_> = g.params().map(|(id, p)| (id, p.path.clone())).collect();
+    for (id, path) in ids {
+        if let Some(p) = g.param_mut(id) {
+            changed |= p.trainable != expected.contains(&path);
+            p.trainable = expected.contains(&path);
+        }
+    }
+    verify_trainable(g, &expected, "apply_training_rules")?;
+    Ok(changed)
+}
+
+/// The parameter paths the rules (and `trainable` components) name; conflicts and
+/// empty rules are reported.
+fn named_set(g: &Graph, cx: &mut PassCtx) -> HashSet<String> {
+    let borrowed = &cx.borrowed;
+    let params: Vec<(String, String)> = g.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
     // Components that must not train, with why.
     let mut frozen: HashMap<String, &'static str> = HashMap::new();
-    for c in &lw.components {
+    for c in &cx.decls.components {
         if c.trainability == Some(Trainability::Frozen) {
             frozen.insert(c.name.clone(), "declared `frozen`");
         }
     }
-    for (a, (_, t)) in &lw.adapter_weights {
+    for (a, (_, t)) in &cx.decls.adapter_weights {
         if *t != Some(Trainability::Trainable) {
             frozen.insert(a.clone(), "loaded from trained weights, so frozen");
         }
@@ -36,14 +58,15 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
         params.iter().filter(|(p, _)| p == name || p.starts_with(&prefix)).map(|(p, _)| p.clone()).collect()
     };
     let mut expected: HashSet<String> = HashSet::new();
-    for c in &lw.components {
+    for c in &cx.decls.components {
         if c.trainability == Some(Trainability::Trainable) {
             expected.extend(under(&c.name));
         }
     }
     let universe = Universe::new(params.iter().map(|(p, _)| p.as_str()));
-    for rule in lw.train.clone() {
-        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+    let mut errors = Vec::new();
+    for rule in &cx.decls.train {
+        if errors.len() > crate::lower::limits::MAX_DIAGNOSTICS {
             break;
         }
         let single = match rule.steps.as_slice() {
@@ -59,13 +82,13 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
                 v
             }
             None => {
-                let prefixes = universe.prefix_matches(&rule);
+                let prefixes = universe.prefix_matches(rule);
                 prefixes.iter().flat_map(|p| under(p)).collect()
             }
         };
         if named.is_empty() {
-            let near = universe.suggest(&rule, 3);
-            lw.b.diags.push(
+            let near = universe.suggest(rule, 3);
+            errors.push(
                 Diagnostic::error("E1001", format!("training rule `{rule}` matches no parameter"))
                     .at(rule.span, "nothing to train here")
                     .hint(if near.is_empty() {
@@ -88,7 +111,7 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
                     } else {
                         format!("remove `frozen` from `{o}`, or drop it from the rule")
                     });
-                lw.b.diags.push(d);
+                errors.push(d);
                 conflict = true;
             }
         }
@@ -96,11 +119,8 @@ pub fn apply_training_rules(lw: &mut Lowered, borrowed: &HashMap<String, Borrowe
             expected.extend(named);
         }
     }
-    let ids: Vec<_> = lw.b.graph.params().map(|(id, p)| (id, p.path.clone())).collect();
-    for (id, path) in ids {
-        if let Some(p) = lw.b.graph.param_mut(id) {
-            p.trainable = expected.contains(&path);
-        }
+    for d in errors {
+        cx.report(d);
     }
     expected
 }
@@ -131,17 +151,12 @@ model m {{
 }}
 "#
         );
-        let mut lw = lowered(&src);
-        let expected = super::apply_training_rules(&mut lw, &Default::default());
-        let mut v: Vec<String> =
-            lw.b.graph.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
+        let (mut g, mut cx) = lowered(&src);
+        // The pass itself checks the graph's trainable set against the named one.
+        super::apply_training_rules(&mut g, &mut cx).expect("the trainable set is the named one");
+        let mut v: Vec<String> = g.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
         v.sort();
-        let mut e: Vec<String> = expected.into_iter().collect();
-        e.sort();
-        if !lw.b.diags.has_errors() {
-            assert_eq!(v, e);
-        }
-        (v, errors(&lw))
+        (v, errors(&cx))
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! weight. Only the target's bias is used. Differing counts (depths) or weight shapes
 //! are errors, never a silent truncation.
 
+use super::ctx::{Decls, PassCtx};
 use crate::diag::Diagnostic;
-use crate::ir::{Init, NodeId, Op};
-use crate::lower::{Lowered, SiteKind};
+use crate::ir::verify::VerifyError;
+use crate::ir::{Graph, Init, NodeId, Op};
+use crate::lower::{Builder, SiteKind, Value};
 use crate::select::Universe;
-use crate::syntax::ast::{ExprKind, PathwayDecl, UnOp};
+use crate::syntax::ast::{ExprKind, PathwayDecl};
 use std::collections::HashMap;
 
 /// What a pathway borrows: whether W′ trains, and the W′ parameter paths.
@@ -22,41 +24,40 @@ pub struct Borrowed {
     pub lambdas: Vec<String>,
 }
 
-pub fn build_pathways(lw: &mut Lowered) -> HashMap<String, Borrowed> {
+/// The pass: rewrite every paired target weight; what each pathway borrows is left
+/// in the context for `apply_training_rules`.
+pub fn build_pathways(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
     let mut out = HashMap::new();
     let mut targeted: HashMap<NodeId, String> = HashMap::new();
-    for p in lw.pathways.clone() {
-        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+    let (mut b, decls) = cx.lend(g);
+    for p in &decls.pathways {
+        if b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
             break;
         }
-        if let Some(b) = build_one(lw, &p, &mut targeted) {
-            out.insert(p.name.name.clone(), b);
+        if let Some(borrowed) = build_one(&mut b, decls, p, &mut targeted) {
+            out.insert(p.name.name.clone(), borrowed);
         }
     }
-    out
+    drop(b);
+    let changed = !out.is_empty();
+    cx.borrowed = out;
+    Ok(changed)
 }
 
-fn options(lw: &mut Lowered, p: &PathwayDecl) -> Option<(f64, bool)> {
+fn options(b: &mut Builder, decls: &Decls, p: &PathwayDecl) -> Option<(f64, bool)> {
     let mut lambda = 0.0;
     let mut aux_trainable = true;
     for a in &p.args {
         let name = a.name.as_ref().map(|n| n.name.as_str());
         let ok = match (name, &a.value.kind) {
-            (Some("lambda"), ExprKind::Float(f)) => {
-                lambda = *f;
-                true
-            }
-            (Some("lambda"), ExprKind::Int(i)) => {
-                lambda = *i as f64;
-                true
-            }
-            (Some("lambda"), ExprKind::Unary(UnOp::Neg, x)) => match x.kind {
-                ExprKind::Float(f) => {
-                    lambda = -f;
+            // λ is configuration arithmetic like any other argument (`lambda: 1 / 8`).
+            (Some("lambda"), _) => match b.eval(&a.value, &decls.env, &p.name.name).ok()? {
+                Value::Float(f) => {
+                    lambda = f;
                     true
                 }
-                ExprKind::Int(i) => {
-                    lambda = -(i as f64);
+                Value::Int(i) => {
+                    lambda = i as f64;
                     true
                 }
                 _ => false,
@@ -68,7 +69,7 @@ fn options(lw: &mut Lowered, p: &PathwayDecl) -> Option<(f64, bool)> {
             _ => false,
         };
         if !ok {
-            lw.b.diags
+            b.diags
                 .push(Diagnostic::error("E0901", "bad argument to `reparam`").at(a.value.span, "not understood").hint(
                 "reparam takes `lambda: NUMBER` (initial λ, default 0) and `aux: trainable|frozen` (default trainable)",
             ));
@@ -78,23 +79,28 @@ fn options(lw: &mut Lowered, p: &PathwayDecl) -> Option<(f64, bool)> {
     Some((lambda, aux_trainable))
 }
 
-fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, String>) -> Option<Borrowed> {
+fn build_one(
+    b: &mut Builder,
+    decls: &Decls,
+    p: &PathwayDecl,
+    targeted: &mut HashMap<NodeId, String>,
+) -> Option<Borrowed> {
     if p.kind.name != "reparam" {
-        lw.b.diags.push(
+        b.diags.push(
             Diagnostic::error("E0902", format!("unknown pathway kind `{}`", p.kind.name))
                 .at(p.kind.span, "not a pathway kind")
                 .hint("the pathway kind is `reparam` (cross-modal re-parameterization, M2PT)"),
         );
         return None;
     }
-    let (lambda, aux_trainable) = options(lw, p)?;
-    let universe = Universe::new(lw.b.site_order.iter().map(String::as_str));
+    let (lambda, aux_trainable) = options(b, decls, p)?;
+    let universe = Universe::new(b.site_order.iter().map(String::as_str));
     let mut sides = Vec::new();
     for (sel, what) in [(&p.from, "from"), (&p.into, "into")] {
         let m = universe.full_matches(sel);
         if m.is_empty() {
             let near = universe.suggest(sel, 3);
-            lw.b.diags.push(
+            b.diags.push(
                 Diagnostic::error(
                     "E0701",
                     format!("pathway `{}`: `{what}` selector `{sel}` matches nothing", p.name.name),
@@ -109,8 +115,8 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
             return None;
         }
         for s in &m {
-            if lw.b.sites[s].kind != SiteKind::Primitive("linear".into()) {
-                lw.b.diags.push(
+            if b.sites[s].kind != SiteKind::Primitive("linear".into()) {
+                b.diags.push(
                     Diagnostic::error("E0903", format!("pathway `{}`: `{s}` is not a linear layer", p.name.name))
                         .at(sel.span, format!("`{what}` matches it"))
                         .hint("pathways re-parameterize linear layers: select e.g. blocks[*].{attn.qkv, attn.proj, mlp.fc1, mlp.fc2}"),
@@ -122,7 +128,7 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
     }
     let (from, into) = (&sides[0], &sides[1]);
     if from.len() != into.len() {
-        lw.b.diags.push(
+        b.diags.push(
             Diagnostic::error("E0904", format!("pathway `{}` pairs {} auxiliary layers with {} target layers", p.name.name, from.len(), into.len()))
                 .at(p.into.span, format!("{} target layers", into.len()))
                 .also(p.from.span, format!("{} auxiliary layers", from.len()))
@@ -132,10 +138,10 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
     }
     let mut borrowed = Borrowed { aux_trainable, ..Borrowed::default() };
     for (src, dst) in from.iter().zip(into) {
-        let aux_lin = lw.b.sites[src].output;
-        let tgt_lin = lw.b.sites[dst].output;
+        let aux_lin = b.sites[src].output;
+        let tgt_lin = b.sites[dst].output;
         if let Some(prev) = targeted.get(&tgt_lin) {
-            lw.b.diags.push(
+            b.diags.push(
                 Diagnostic::error("E0905", format!("`{dst}` is the target of two pathways"))
                     .at(p.into.span, format!("`{}` targets it", p.name.name))
                     .hint(format!("pathway `{prev}` already re-parameterizes it; one pathway per layer")),
@@ -143,22 +149,25 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
             return None;
         }
         targeted.insert(tgt_lin, p.name.name.clone());
-        let g = &lw.b.graph;
+        let g = &b.graph;
         let (w_aux, w_tgt) = (g.operands(aux_lin)[1], g.operands(tgt_lin)[1]);
         let shape = |id: NodeId| match &g.node(id).op {
             Op::Parameter(pi) => Some((pi.shape.clone(), pi.path.clone())),
             _ => None,
         };
         let (Some((sa, pa)), Some((st, _))) = (shape(w_aux), shape(w_tgt)) else {
-            lw.b.diags.push(
-                Diagnostic::error("E0905", format!("`{dst}` already computes its weight"))
-                    .at(p.into.span, "its weight is not a plain parameter")
-                    .hint("a layer takes one pathway"),
+            // A target rewritten by another pathway is caught above, so this is
+            // normally an auxiliary layer that is itself a pathway's target.
+            let (which, span) = if shape(w_aux).is_none() { (src, p.from.span) } else { (dst, p.into.span) };
+            b.diags.push(
+                Diagnostic::error("E0907", format!("`{which}` already computes its weight through a pathway"))
+                    .at(span, "its weight is not a plain parameter")
+                    .hint("a pathway borrows a plain weight: a layer takes part in one pathway"),
             );
             return None;
         };
         if sa != st {
-            lw.b.diags.push(
+            b.diags.push(
                 Diagnostic::error(
                     "E0906",
                     format!("pathway `{}`: `{src}` weight {sa:?} does not fit `{dst}` weight {st:?}", p.name.name),
@@ -169,18 +178,18 @@ fn build_one(lw: &mut Lowered, p: &PathwayDecl, targeted: &mut HashMap<NodeId, S
             );
             return None;
         }
-        lw.b.set_owner(&p.name.name, None);
+        b.set_owner(&p.name.name, None);
         let lpath = format!("{}.{dst}.lambda", p.name.name);
-        let lam = lw.b.new_param(&lpath, vec![], Init::Constant { value: lambda }, p.span).ok()?;
-        let g = &mut lw.b.graph;
+        let lam = b.new_param(&lpath, vec![], Init::Constant { value: lambda }, p.span).ok()?;
+        let g = &mut b.graph;
         let scaled = g.add(Op::Mul, format!("{}.{dst}", p.name.name), Some(p.span), &[lam, w_aux]);
         let sum = g.add(Op::Add, format!("{}.{dst}", p.name.name), Some(p.span), &[w_tgt, scaled]);
         g.set_operand(tgt_lin, 1, sum);
         borrowed.aux_params.push(pa);
         borrowed.lambdas.push(lpath);
     }
-    for (_, d) in crate::passes::infer_shapes::infer_shapes(&mut lw.b.graph) {
-        lw.b.diags.push(d);
+    for (_, d) in crate::passes::infer_shapes::type_nodes(&mut b.graph) {
+        b.diags.push(d);
     }
     Some(borrowed)
 }
@@ -206,12 +215,12 @@ model m {
 
     #[test]
     fn target_weight_becomes_w_plus_lambda_w_aux() {
-        let mut lw = lowered(&SPEC.replace("AUXDIM", "4"));
-        let b = super::build_pathways(&mut lw);
-        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
-        assert!(!b["p"].aux_trainable);
-        crate::passes::eliminate_dead_code::eliminate_dead_code(&mut lw.b.graph);
-        insta::assert_snapshot!(ir(&lw), @"
+        let (mut g, mut cx) = lowered(&SPEC.replace("AUXDIM", "4"));
+        assert!(super::build_pathways(&mut g, &mut cx).unwrap());
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        assert!(!cx.borrowed["p"].aux_trainable);
+        crate::passes::eliminate_dead_code::remove_dead(&mut g);
+        insta::assert_snapshot!(ir(&g), @"
         %0 = input x : f32[B, 4]
         %1 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)
         %2 = param p.t.fc.lambda : f32[] frozen init constant(0.5)
@@ -226,9 +235,9 @@ model m {
 
     #[test]
     fn width_mismatch_is_an_error() {
-        let mut lw = lowered(&SPEC.replace("AUXDIM", "8"));
-        super::build_pathways(&mut lw);
-        insta::assert_snapshot!(errors(&lw), @"
+        let (mut g, mut cx) = lowered(&SPEC.replace("AUXDIM", "8"));
+        super::build_pathways(&mut g, &mut cx).unwrap();
+        insta::assert_snapshot!(errors(&cx), @"
         error[E0906]: pathway `p`: `aux.fc` weight [8, 8] does not fit `t.fc` weight [4, 4]
            ┌─ test.graft:11:54
            │
@@ -239,5 +248,27 @@ model m {
            │
            = hint: W + λ·W′ needs the auxiliary model to have the target's widths
         ");
+    }
+
+    /// The λ of `lambda: EXPR` after the pass, or the rendered errors.
+    fn lambda(expr: &str) -> Result<String, String> {
+        let spec = SPEC.replace("AUXDIM", "4").replace("lambda: 0.5", &format!("lambda: {expr}"));
+        let (mut g, mut cx) = lowered(&spec);
+        super::build_pathways(&mut g, &mut cx).unwrap();
+        if cx.diags().has_errors() {
+            return Err(errors(&cx));
+        }
+        let (_, p) = g.params().find(|(_, p)| p.path == "p.t.fc.lambda").expect("the lambda parameter");
+        Ok(format!("{:?}", p.source))
+    }
+
+    #[test]
+    fn lambda_takes_configuration_arithmetic() {
+        assert_eq!(lambda("2 * 0.25"), lambda("0.5"));
+        assert!(lambda("2 * 0.25").unwrap().contains("0.5"));
+        assert!(lambda("-(1.0 / 8)").unwrap().contains("-0.125"));
+        assert!(lambda("3").unwrap().contains("3.0"));
+        let err = lambda("\"big\"").unwrap_err();
+        assert!(err.contains("E0901"), "{err}");
     }
 }

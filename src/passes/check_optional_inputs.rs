@@ -5,7 +5,9 @@
 //! through; that is how a cross-attention adapter (`x + gate * attend(x, context)`)
 //! is skipped. An output that would itself become absent is a user error.
 
+use super::ctx::PassCtx;
 use crate::diag::Diagnostic;
+use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op};
 use std::collections::HashSet;
 
@@ -32,7 +34,16 @@ pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
     absent
 }
 
-pub fn check_optional_inputs(g: &Graph) -> Vec<Diagnostic> {
+/// The pass: report every output that a missing optional input would make absent.
+/// It only checks; the graph never changes.
+pub fn check_optional_inputs(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    for d in unreachable_outputs(g) {
+        cx.report(d);
+    }
+    Ok(false)
+}
+
+fn unreachable_outputs(g: &Graph) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for inp in g.inputs() {
         let Op::Input { name, optional: true, default_zeros: false, .. } = &g.node(inp).op else { continue };
@@ -62,7 +73,7 @@ mod tests {
 
     #[test]
     fn add_passes_the_present_operand_but_an_output_needing_the_input_fails() {
-        let lw = lowered(
+        let (mut g, mut cx) = lowered(
             r#"
 model m {
   input x: f32[B, 4]
@@ -73,7 +84,8 @@ model m {
 }
 "#,
         );
-        let d = super::check_optional_inputs(&lw.b.graph);
+        assert!(!super::check_optional_inputs(&mut g, &mut cx).unwrap());
+        let d = &cx.diags().items;
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].message, "output `z` cannot be computed without optional input `a`");
     }

@@ -4,10 +4,20 @@
 //! models (only the weights a pathway borrows stay), the `Unbound` placeholders, and
 //! what folding leaves behind.
 
+use super::ctx::PassCtx;
+use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op};
 use std::collections::HashSet;
 
-pub fn eliminate_dead_code(g: &mut Graph) {
+/// The pass: remove what no output needs.
+pub fn eliminate_dead_code(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    Ok(remove_dead(g) > 0)
+}
+
+/// Remove every node no output depends on (inputs stay: they are the model's
+/// interface); returns how many were removed.
+pub fn remove_dead(g: &mut Graph) -> usize {
+    let mut removed = 0;
     let mut live: HashSet<NodeId> = HashSet::new();
     let mut stack: Vec<NodeId> = g.outputs();
     while let Some(n) = stack.pop() {
@@ -18,8 +28,10 @@ pub fn eliminate_dead_code(g: &mut Graph) {
     for id in g.ids() {
         if !live.contains(&id) && !matches!(g.node(id).op, Op::Input { .. }) {
             g.remove(id);
+            removed += 1;
         }
     }
+    removed
 }
 
 #[cfg(test)]
@@ -40,7 +52,7 @@ mod tests {
         let r = g.add(Op::Relu, "a", None, &[x]);
         let dead = g.add(Op::Gelu, "b", None, &[y]);
         let _ = g.add(Op::Output { name: "o".into() }, "o", None, &[r]);
-        super::eliminate_dead_code(&mut g);
+        assert_eq!(super::remove_dead(&mut g), 1);
         assert!(g.contains(r) && g.contains(x) && g.contains(y));
         assert!(!g.contains(dead));
         assert_eq!(g.len(), 4);

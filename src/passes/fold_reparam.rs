@@ -14,20 +14,26 @@
 //! and end on a linear that already exists, so a folded model has exactly its
 //! backbone's parameter count.
 
-use super::eliminate_dead_code::eliminate_dead_code;
+use super::ctx::PassCtx;
+use super::eliminate_dead_code::remove_dead;
+use crate::ir::verify::VerifyError;
 use crate::ir::{FoldExpr, Graph, NodeId, Op, ParamInfo, ParamSource};
 
 /// Cap on rewrite rounds; every round removes at least one node, so real models end early.
 const MAX_ROUNDS: usize = 10_000;
 
-pub fn fold_reparam(g: &mut Graph) {
+/// The pass: apply the rules until none applies (or the cap is reached).
+pub fn fold_reparam(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    let mut any = false;
     for _ in 0..MAX_ROUNDS {
-        let changed = parallel_affine(g) || residual_affine(g) || fold_params(g);
+        let changed = parallel_affine(g)? || residual_affine(g)? || fold_params(g);
         if !changed {
             break;
         }
-        eliminate_dead_code(g);
+        any = true;
+        remove_dead(g);
     }
+    Ok(any)
 }
 
 fn is_param(g: &Graph, n: NodeId) -> bool {
@@ -132,11 +138,20 @@ fn finish(g: &mut Graph, old: NodeId, x: NodeId, w: NodeId, b: Option<NodeId>, p
     g.replace_uses(old, new, |_| true);
 }
 
-fn retype(g: &mut Graph) {
-    let _ = super::infer_shapes::infer_shapes(g);
+/// Type the rewritten nodes. A rewrite whose result breaks a shape rule is a bug in
+/// the rule `rule`, reported with the node, never left untyped.
+fn retype(g: &mut Graph, rule: &str) -> Result<(), VerifyError> {
+    match super::infer_shapes::type_nodes(g).into_iter().next() {
+        None => Ok(()),
+        Some((id, d)) => Err(VerifyError {
+            pass: format!("fold_reparam ({rule})"),
+            node: Some(id),
+            message: format!("the rewrite breaks typing: {}", d.message),
+        }),
+    }
 }
 
-fn parallel_affine(g: &mut Graph) -> bool {
+fn parallel_affine(g: &mut Graph) -> Result<bool, VerifyError> {
     for add in g.ids() {
         if !matches!(g.node(add).op, Op::Add) {
             continue;
@@ -152,14 +167,14 @@ fn parallel_affine(g: &mut Graph) -> bool {
             let w = g.add(Op::Add, &at, None, &[lops[1], m]);
             let b = add_opt(g, lops.get(2).copied(), c, &at);
             finish(g, add, x, w, b, at);
-            retype(g);
-            return true;
+            retype(g, "parallel_affine")?;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
-fn residual_affine(g: &mut Graph) -> bool {
+fn residual_affine(g: &mut Graph) -> Result<bool, VerifyError> {
     for add in g.ids() {
         if !matches!(g.node(add).op, Op::Add) {
             continue;
@@ -177,11 +192,11 @@ fn residual_affine(g: &mut Graph) -> bool {
             let b0 = hops.get(2).map(|&b| g.add(Op::MatMul, &at, None, &[im, b]));
             let b = add_opt(g, b0, c, &at);
             finish(g, add, hops[0], w, b, at);
-            retype(g);
-            return true;
+            retype(g, "residual_affine")?;
+            return Ok(true);
         }
     }
-    false
+    Ok(false)
 }
 
 fn expr_of(g: &Graph, n: NodeId) -> FoldExpr {
@@ -265,20 +280,43 @@ fn fold_params(g: &mut Graph) -> bool {
 mod tests {
     use crate::passes::testkit::{errors, ir, lowered};
 
+    #[test]
+    fn a_rewrite_that_breaks_typing_is_a_compiler_bug() {
+        use crate::ir::{DType, Graph, Init, Op, ParamInfo, ParamSource, TensorType};
+        // What a wrong rule would leave: a linear whose new weight has the wrong width.
+        let mut g = Graph::new();
+        let ty = TensorType::fixed(DType::F32, &[2, 4]);
+        let x = g.add(Op::Input { name: "x".into(), ty, optional: false, default_zeros: false }, "x", None, &[]);
+        let p = ParamInfo {
+            path: "w".into(),
+            shape: vec![3, 5],
+            dtype: DType::F32,
+            trainable: false,
+            component: "m".into(),
+            source: ParamSource::Init { init: Init::Ones },
+        };
+        let w = g.add(Op::Parameter(p), "w", None, &[]);
+        let y = g.add(Op::Linear, "t.fc", None, &[x, w]);
+        let e = super::retype(&mut g, "parallel_affine").unwrap_err();
+        assert_eq!(e.node, Some(y));
+        assert!(e.to_string().contains("fold_reparam (parallel_affine)"), "{e}");
+        assert!(e.message.contains("breaks typing"), "{e}");
+    }
+
     /// One linear `t.fc` with the given adapter declaration, folded.
     fn folded(adapter: &str) -> String {
         let src = format!(
             "use std.adapters\nmodule lin(dim: int) {{\n  in x\n  fc = linear(dim, dim)(x)\n  out fc\n}}\n\
              model m {{\n  input x: f32[B, 4]\n  encoder t = lin(4)(x)\n  {adapter}\n  output y = t\n}}\n"
         );
-        let mut lw = lowered(&src);
-        crate::passes::insert_adapters::insert_adapters(&mut lw);
-        crate::passes::build_pathways::build_pathways(&mut lw);
-        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
-        super::fold_reparam(&mut lw.b.graph);
-        crate::passes::eliminate_dead_code::eliminate_dead_code(&mut lw.b.graph);
-        crate::ir::verify::verify(&lw.b.graph, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
-        ir(&lw)
+        let (mut g, mut cx) = lowered(&src);
+        crate::passes::insert_adapters::insert_adapters(&mut g, &mut cx).unwrap();
+        crate::passes::build_pathways::build_pathways(&mut g, &mut cx).unwrap();
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        super::fold_reparam(&mut g, &mut cx).unwrap();
+        crate::passes::eliminate_dead_code::remove_dead(&mut g);
+        crate::ir::verify::verify(&g, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
+        ir(&g)
     }
 
     #[test]

@@ -5,11 +5,49 @@
 //! built the node. Nodes fed by an `Unbound` input (auxiliary models) stay untyped;
 //! nodes fed by a failed node are skipped so one mistake reports once.
 
+use super::ctx::PassCtx;
 use crate::diag::Diagnostic;
+use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op};
 
-/// Type all nodes; returns the failures with the node they occurred at.
-pub fn infer_shapes(g: &mut Graph) -> Vec<(NodeId, Diagnostic)> {
+/// The pass: type every node; a failure inside a library module also points at the
+/// model's declaration that instantiated it.
+pub fn infer_shapes(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    let before: Vec<_> = g.ids().into_iter().map(|id| g.node(id).ty.clone()).collect();
+    let errors = type_nodes(g);
+    let changed = g.ids().into_iter().zip(before).any(|(id, ty)| g.node(id).ty != ty);
+    for (id, d) in errors {
+        let d = from_user_code(g, cx, id, d);
+        cx.report(d);
+    }
+    Ok(changed)
+}
+
+/// A shape error found inside a library module (`<std>/vit.graft`) also points at the
+/// model's declaration that instantiated it, so the user sees which of their lines to fix.
+fn from_user_code(g: &Graph, cx: &PassCtx, id: NodeId, d: Diagnostic) -> Diagnostic {
+    use crate::syntax::ast::ModelItem;
+    let prog = cx.program();
+    if d.primary.as_ref().is_none_or(|(span, _)| span.file == prog.root) {
+        return d;
+    }
+    let path = g.node(id).path.clone();
+    let top = path.split('.').next().unwrap_or_default();
+    let root_first = prog.models.get(&cx.decls.model).into_iter().chain(prog.models.values());
+    let decl = root_first.flat_map(|m| m.items.iter()).find_map(|it| match it {
+        ModelItem::Component(c) if c.name.name == top => Some(c.value.span),
+        ModelItem::Head { name, value, .. } if name.name == top => Some(value.span),
+        _ => None,
+    });
+    match decl {
+        Some(span) => d.also(span, format!("`{path}` is part of this instance")),
+        None => d,
+    }
+}
+
+/// Type all nodes; returns the failures with the node they occurred at. Passes that
+/// add nodes (`insert_adapters`, `build_pathways`) call it to type what they added.
+pub fn type_nodes(g: &mut Graph) -> Vec<(NodeId, Diagnostic)> {
     let mut errors = Vec::new();
     let Some(order) = g.topo_order() else {
         return errors;
@@ -72,7 +110,7 @@ mod tests {
         let l = g.add(Op::Linear, "fc", None, &[x, w]);
         let w2 = param(&mut g, "bad.weight", &[10, 100]);
         let bad = g.add(Op::Linear, "bad", None, &[l, w2]);
-        let errs = super::infer_shapes(&mut g);
+        let errs = super::type_nodes(&mut g);
         insta::assert_snapshot!(g.node(l).ty.as_ref().unwrap().to_string(), @"f32[B, 197, 3072]");
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].0, bad);

@@ -10,32 +10,37 @@
 //! An empty selector, two adapters at one point with one placement, and adapter
 //! arguments that do not fit the module are user errors.
 
-use super::infer_shapes::infer_shapes;
+use super::ctx::{Decls, PassCtx};
+use super::infer_shapes::type_nodes;
 use crate::diag::Diagnostic;
-use crate::ir::{NodeId, Op};
-use crate::lower::{Builder, Lowered, ModuleEntry, Value};
+use crate::ir::verify::VerifyError;
+use crate::ir::{Graph, NodeId, Op};
+use crate::lower::{Builder, ModuleEntry, Value};
 use crate::select::Universe;
 use crate::syntax::ast::{AdapterDecl, Placement, Stmt};
 use std::collections::{HashMap, HashSet};
 
-/// Insert every adapter of the model; errors go to `lw.b.diags`.
-pub fn insert_adapters(lw: &mut Lowered) {
+/// The pass: insert every adapter of the model; errors go to the context.
+pub fn insert_adapters(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
+    let (mut b, decls) = cx.lend(g);
+    let b = &mut *b;
+    let mut inserted = false;
     let mut taken: HashMap<(String, Placement), (String, crate::source::Span)> = HashMap::new();
     let mut owner_of: HashMap<NodeId, usize> = HashMap::new();
-    let adapters = lw.adapters.clone();
+    let adapters = &decls.adapters;
     // Sites only grow (adapters add theirs): extend the universe instead of rebuilding it.
     let mut universe = Universe::new(std::iter::empty());
     let mut known = 0;
     for (ai, a) in adapters.iter().enumerate() {
-        if lw.b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
+        if b.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS {
             break;
         }
-        universe.extend(lw.b.site_order[known..].iter().map(String::as_str));
-        known = lw.b.site_order.len();
+        universe.extend(b.site_order[known..].iter().map(String::as_str));
+        known = b.site_order.len();
         let sites = universe.full_matches(&a.at);
         if sites.is_empty() {
             let near = universe.suggest(&a.at, 3);
-            lw.b.diags.push(
+            b.diags.push(
                 Diagnostic::error("E0701", format!("adapter `{}`: selector `{}` matches nothing", a.name.name, a.at))
                     .at(a.at.span, "no site has this path")
                     .hint(if near.is_empty() {
@@ -49,7 +54,7 @@ pub fn insert_adapters(lw: &mut Lowered) {
         // Instances are named `ADAPTER.SITE`: a site and one inside it would give
         // paths that run into each other.
         if let Some((outer, inner)) = nested_pair(&sites) {
-            lw.b.diags.push(
+            b.diags.push(
                 Diagnostic::error(
                     "E0704",
                     format!("adapter `{}` matches both `{outer}` and `{inner}`, which is inside it", a.name.name),
@@ -60,7 +65,7 @@ pub fn insert_adapters(lw: &mut Lowered) {
             continue;
         }
         // An adapter loaded from a trained run reads its parameters from that file.
-        let binding = lw.adapter_weights.contains_key(&a.name.name).then(|| a.name.name.clone());
+        let binding = decls.adapter_weights.contains_key(&a.name.name).then(|| a.name.name.clone());
         for site_path in sites {
             if let Some((other, span)) = taken.get(&(site_path.clone(), a.placement)) {
                 let d = Diagnostic::error(
@@ -70,21 +75,22 @@ pub fn insert_adapters(lw: &mut Lowered) {
                 .at(a.at.span, format!("`{}` here", a.placement.name()))
                 .also(*span, format!("`{other}` is already `{}` here", a.placement.name()))
                 .hint("merge them into one adapter module, or place one of them differently");
-                lw.b.diags.push(d);
+                b.diags.push(d);
                 break;
             }
             taken.insert((site_path.clone(), a.placement), (a.name.name.clone(), a.at.span));
             // No node is removed before dead-code elimination, so new ids are above the bound.
-            let mark = lw.b.graph.id_bound();
-            if insert_one(lw, a, &site_path, binding.clone()).is_err() {
+            let mark = b.graph.id_bound();
+            if insert_one(b, decls, a, &site_path, binding.clone()).is_err() {
                 break;
             }
-            for id in lw.b.graph.ids_from(mark) {
+            for id in b.graph.ids_from(mark) {
                 owner_of.insert(id, ai);
+                inserted = true;
             }
         }
     }
-    for (id, d) in infer_shapes(&mut lw.b.graph) {
+    for (id, d) in type_nodes(&mut b.graph) {
         let d = match owner_of.get(&id) {
             Some(&ai) => {
                 let a = &adapters[ai];
@@ -93,8 +99,9 @@ pub fn insert_adapters(lw: &mut Lowered) {
             }
             None => d,
         };
-        lw.b.diags.push(d);
+        b.diags.push(d);
     }
+    Ok(inserted)
 }
 
 /// Two matched sites of which one lies inside the other, if any.
@@ -112,9 +119,14 @@ fn nested_pair(sites: &[String]) -> Option<(String, String)> {
     })
 }
 
-fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Option<String>) -> Result<(), ()> {
-    let site = lw.b.sites[site_path].clone();
-    let b: &mut Builder = &mut lw.b;
+fn insert_one(
+    b: &mut Builder,
+    decls: &Decls,
+    a: &AdapterDecl,
+    site_path: &str,
+    binding: Option<String>,
+) -> Result<(), ()> {
+    let site = b.sites[site_path].clone();
     let path = format!("{}.{}", a.name.name, site_path);
     // Which arguments are tensor inputs of the module (all but its first `in`).
     let extra_ins: Vec<String> = match b.program().modules.get(&a.module.name).map(|e| &**e) {
@@ -129,7 +141,7 @@ fn insert_one(lw: &mut Lowered, a: &AdapterDecl, site_path: &str, binding: Optio
             .collect(),
         _ => Vec::new(),
     };
-    let args = b.eval_args(&a.args, &lw.env, &path).map_err(|_| ())?;
+    let args = b.eval_args(&a.args, &decls.env, &path).map_err(|_| ())?;
     let (inputs, config): (Vec<_>, Vec<_>) =
         args.into_iter().partition(|arg| arg.name.as_ref().is_some_and(|(n, _)| extra_ins.contains(n)));
     let feed = match a.placement {
@@ -205,10 +217,10 @@ model m {
 "#;
 
     fn run(placement: &str) -> String {
-        let mut lw = lowered(&SPEC.replace("PLACEMENT", placement));
-        super::insert_adapters(&mut lw);
-        assert!(!lw.b.diags.has_errors(), "{}", errors(&lw));
-        ir(&lw)
+        let (mut g, mut cx) = lowered(&SPEC.replace("PLACEMENT", placement));
+        assert!(super::insert_adapters(&mut g, &mut cx).unwrap());
+        assert!(!cx.diags().has_errors(), "{}", errors(&cx));
+        ir(&g)
     }
 
     #[test]

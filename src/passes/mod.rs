@@ -5,11 +5,13 @@
 //! [`build_pathways`], [`apply_training_rules`].
 //! Optimizer passes preserve meaning; a failure there is a compiler bug:
 //! [`fold_reparam`], [`eliminate_dead_code`].
-//! The order is fixed in [`crate::pipeline::compile`].
+//! Every pass has the signature [`ctx::PassFn`]; the order is the list
+//! [`crate::pipeline::PASSES`].
 
 pub mod apply_training_rules;
 pub mod build_pathways;
 pub mod check_optional_inputs;
+pub mod ctx;
 pub mod eliminate_dead_code;
 pub mod fold_reparam;
 pub mod infer_shapes;

@@ -3,7 +3,7 @@
 //! targeted messages for common slips (unterminated strings, a missing `=`, an
 //! unclosed or unmatched bracket).
 
-use super::parser::{Rule, MAX_NESTING, MAX_SOURCE_BYTES};
+use super::grammar::{Rule, MAX_NESTING, MAX_SOURCE_BYTES};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::{FileId, Span};
 

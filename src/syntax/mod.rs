@@ -7,6 +7,8 @@
 
 pub mod ast;
 mod errors;
+mod grammar;
 mod parser;
 
-pub use parser::{parse, MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use grammar::{MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use parser::{parse, parse_selector};

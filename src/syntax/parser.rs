@@ -1,25 +1,15 @@
-//! pest parse tree → AST; input limits and syntax errors are in `errors.rs`.
+//! pest parse tree → AST; the grammar and input limits are in `grammar.rs`, syntax
+//! errors in `errors.rs`.
 
 use super::ast::*;
 use super::errors::{check_limits, syntax_error};
+use super::grammar::{GraftParser, Rule, MAX_EXPR_DEPTH};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::source::{FileId, Span};
 use pest::iterators::{Pair, Pairs};
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
 use std::sync::OnceLock;
-
-#[derive(pest_derive::Parser)]
-#[grammar = "grammar/graft.pest"]
-struct GraftParser;
-
-/// Largest spec file accepted.
-pub const MAX_SOURCE_BYTES: usize = 1 << 20;
-/// Deepest bracket nesting accepted (guards pest's recursive descent).
-pub const MAX_NESTING: usize = 64;
-/// Deepest expression tree accepted (operators, calls, fields and indexes nested in
-/// one another, brackets included), so that evaluating it cannot exhaust the stack.
-pub const MAX_EXPR_DEPTH: usize = 256;
 
 fn pratt() -> &'static PrattParser<Rule> {
     static P: OnceLock<PrattParser<Rule>> = OnceLock::new();
@@ -46,6 +36,21 @@ pub fn parse(file: FileId, text: &str) -> Result<File, Diagnostics> {
     let pairs = GraftParser::parse(Rule::file, text).map_err(|e| syntax_error(file, text, e))?;
     let mut b = Builder { file, diags: Diagnostics::default(), depth: 0 };
     let out = b.file(pairs);
+    if b.diags.has_errors() {
+        Err(b.diags)
+    } else {
+        Ok(out)
+    }
+}
+
+/// Parse a selector on its own (a command-line pattern). Errors carry spans in `file`.
+pub fn parse_selector(file: FileId, text: &str) -> Result<Selector, Diagnostics> {
+    check_limits(file, text)?;
+    let mut pairs = GraftParser::parse(Rule::selector_only, text).map_err(|e| syntax_error(file, text, e))?;
+    let sel = pairs.next().and_then(|p| p.into_inner().find(|x| x.as_rule() == Rule::selector));
+    let sel = sel.expect("the grammar's selector_only holds one selector");
+    let mut b = Builder { file, diags: Diagnostics::default(), depth: 0 };
+    let out = b.selector(sel);
     if b.diags.has_errors() {
         Err(b.diags)
     } else {

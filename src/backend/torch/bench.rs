@@ -16,7 +16,7 @@ use super::convert::{place, to_tensor};
 use super::store::ParamStore;
 use super::train::model::{Model, Spec};
 use super::train::optim::{global_norm, AdamW};
-use super::train::trainer::loss_and_grads;
+use super::train::step::loss_and_grads;
 use super::train::DEFAULT_WEIGHT_DECAY;
 use crate::backend::inputs;
 use crate::ir::DType;
@@ -76,6 +76,9 @@ pub struct TrainTiming {
     pub model: String,
     pub params: u64,
     pub trainable: u64,
+    /// Matrix-multiply work of one step per sample ([`crate::flops`]): the floor the
+    /// step time of two specs can be compared against.
+    pub matmul_macs: crate::flops::StepMacs,
     pub batches: Vec<TrainBatch>,
 }
 
@@ -243,6 +246,7 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
             model: spec.compiled.model.clone(),
             params,
             trainable,
+            matmul_macs: crate::flops::step_macs(&spec.compiled.graph),
             batches: Vec::new(),
         });
         benches.push(TrainBench::new(spec, a.lr, device)?);

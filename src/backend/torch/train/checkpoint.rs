@@ -24,7 +24,7 @@
 use crate::backend::plan::Plan;
 use crate::backend::torch::convert::to_host;
 use crate::backend::torch::{kind_name, type_text};
-use crate::params::weights::titled_list;
+use crate::params::leaves::titled_list;
 use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
@@ -49,19 +49,14 @@ pub const STATE_FORMAT: &str = "graft.train-state.v1";
 /// At most this many lines per list in a diff.
 const MAX_LINES: usize = 20;
 
-/// 64-bit FNV-1a, as 16 hex digits: stable across versions and platforms.
+/// 64-bit FNV-1a of the parts, as 16 hex digits: stable across versions and platforms.
 pub fn fnv64(parts: &[&[u8]]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = crate::rng::Fnv1a::default();
     for p in parts {
-        for &b in *p {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
         // A separator, so ("ab", "c") and ("a", "bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.write(p).write(&[0xff]);
     }
-    format!("{h:016x}")
+    format!("{:016x}", h.finish())
 }
 
 /// What a checkpoint was trained from.
@@ -121,6 +116,27 @@ pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String
     let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
+}
+
+/// Write a checkpoint: optimizer state, then the trainable tensors, then `state.json`
+/// (a resume checks that the three name the same step).
+pub fn write_all(
+    dir: &Path,
+    id: &Identity,
+    trainable: &[(String, Tensor)],
+    opt: &super::optim::AdamW,
+    state: &State,
+) -> Result<()> {
+    let mut meta = metadata(id, state.step);
+    meta.insert("kind".into(), "adamw".into());
+    let host: Vec<(String, Tensor)> = opt
+        .state_tensors()?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
+        .collect::<Result<_>>()?;
+    write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
+    write_trainable(&dir.join(TRAINABLE), id, state.step, trainable)?;
+    state.write(dir)
 }
 
 /// A trained checkpoint opened for reading: its header, metadata and tensors on demand.
@@ -326,5 +342,7 @@ mod tests {
     fn fingerprints_separate_parts() {
         assert_ne!(fnv64(&[b"ab", b"c"]), fnv64(&[b"a", b"bc"]));
         assert_eq!(fnv64(&[b"x"]).len(), 16);
+        // Pinned: run directories record it; a change makes every checkpoint foreign.
+        assert_eq!(fnv64(&[b"ab", b"c"]), "20ba9b3025a8b421");
     }
 }

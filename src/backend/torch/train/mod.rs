@@ -32,7 +32,9 @@
 //! | file | what it is |
 //! |---|---|
 //! | `mod.rs` | the arguments and the hyperparameters a run records |
-//! | `trainer.rs` | the training loop, checkpoints, stops |
+//! | `trainer.rs` | the training loop: hyperparameters, steps, validation, checkpoints |
+//! | `step.rs` | one batch's loss and gradients, eager or from a CUDA graph |
+//! | `messages.rs` | the banner at the start, the error when a run stops |
 //! | `model.rs` | compile, check a dataset, load weights (+ a checkpoint), logits, loss |
 //! | `optim.rs` | AdamW with parameter groups, clipping, its state |
 //! | `schedule.rs` | warmup + cosine / constant |
@@ -42,14 +44,16 @@
 
 pub mod checkpoint;
 pub mod feed;
+pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 
-use crate::commands::DeviceArg;
+use crate::choices::DeviceArg;
 use anyhow::Result;
 use schedule::{Schedule, ScheduleKind};
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,8 @@
 //! Progress on stderr: a live bar (loss, samples/s, ETA) when stderr is a terminal,
 //! otherwise a plain line every tenth of the run, so logs of CI and tests stay short.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // the progress display of `graft train`
+
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

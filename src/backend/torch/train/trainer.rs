@@ -6,24 +6,27 @@
 //! RUN_DIR is always the last good one. The order of writes is optimizer state, then
 //! trainable tensors, then `state.json`; a resume checks that the three agree.
 
-use super::checkpoint::{self, Identity, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
+#![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
+
+use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
 use super::feed::Feed;
+use super::messages::{header, stop, Ctx};
 use super::metrics::{Metrics, Record};
-use super::model::{cross_entropy, Model, Spec};
+use super::model::{Model, Spec};
 use super::optim::{clip, global_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
 use super::schedule::{Schedule, ScheduleKind};
+use super::step::{graphed_batch, loss_and_grads};
 use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
-use crate::backend::torch::cuda_graph::{self, Autocast, GraphedStep, LossAndGrads};
-use crate::data::{Batch, Dataset};
+use crate::backend::torch::cuda_graph;
+use crate::data::Dataset;
 use crate::evaluate::{evaluate, Evaluated, Report};
-use crate::report::thousands;
 use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// A finished run.
 pub struct Trained {
@@ -259,7 +262,15 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
         for _ in 0..accumulate {
             let item = feed.next()?;
             let (loss, g) = if a.cuda_graph {
-                graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut noted)?
+                let mut eager = false;
+                let r = graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut eager)?;
+                if eager && !noted {
+                    eprintln!(
+                        "note: --cuda-graph: batches with other shapes or inputs than the captured one run eagerly"
+                    );
+                    noted = true;
+                }
+                r
             } else {
                 let (ins, labels) = (model.bind(&item.batch, &[])?, model.labels(&item.batch)?);
                 loss_and_grads(&model, &params, ins, &labels, item.batch.len(), accumulate, autocast)?
@@ -357,7 +368,7 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
                 data: a.data.display().to_string(),
                 hyper: hyper.clone(),
             };
-            write_checkpoint(&out, &id, &trainable, &opt, &state)?;
+            checkpoint::write_all(&out, &id, &trainable, &opt, &state)?;
             last_ckpt = Some((step, out.clone()));
             metrics.plot()?;
         }
@@ -378,183 +389,4 @@ pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
     }
     println!("wrote {} ({} tensors)", out.join(TRAINABLE).display(), opt.paths().len());
     Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
-}
-
-/// Forward (autocast to bf16 when asked), cross-entropy, and the gradients of
-/// `loss / accumulate` with respect to `params`, without a host synchronization, so a
-/// CUDA graph can capture it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn loss_and_grads(
-    model: &Model,
-    params: &[Tensor],
-    ins: Vec<Option<Tensor>>,
-    labels: &Tensor,
-    n: usize,
-    accumulate: usize,
-    autocast: bool,
-) -> Result<LossAndGrads> {
-    let loss = {
-        let _autocast = Autocast::bf16_if(autocast)?;
-        let logits = model.logits_of(ins, n)?;
-        let logits = if autocast { logits.f_to_kind(Kind::Float)? } else { logits };
-        cross_entropy(&logits, labels, false)?
-    };
-    if !loss.requires_grad() {
-        return Ok((loss, Vec::new()));
-    }
-    let scaled = if accumulate > 1 { loss.f_div_scalar(accumulate as f64)? } else { loss.shallow_clone() };
-    let grads = Tensor::f_run_backward(&[&scaled], params, false, false)?;
-    Ok((loss, grads))
-}
-
-/// One batch's loss and gradients with `--cuda-graph`: captured at the first batch,
-/// replayed for every batch of the same shapes and inputs; any other batch (a short
-/// last one, one without an optional input) runs eagerly. With `accumulate > 1` the
-/// gradients are copied out of the graph's buffers, which the next replay overwrites.
-fn graphed_batch(
-    graph: &mut Option<GraphedStep>,
-    model: &Model,
-    params: &[Tensor],
-    batch: &Batch,
-    accumulate: usize,
-    autocast: bool,
-    noted: &mut bool,
-) -> Result<LossAndGrads> {
-    let (ins, labels, n) = (model.bind(batch, &[])?, model.labels(batch)?, batch.len());
-    let step =
-        |ins: Vec<Option<Tensor>>, labels: &Tensor| loss_and_grads(model, params, ins, labels, n, accumulate, autocast);
-    let g = match graph {
-        Some(g) => g,
-        None => graph.insert(GraphedStep::capture(&ins, &labels, &step)?),
-    };
-    if !g.fits(&ins, &labels) {
-        if !*noted {
-            eprintln!("note: --cuda-graph: batches with other shapes or inputs than the captured one run eagerly");
-            *noted = true;
-        }
-        return step(ins, &labels);
-    }
-    let (loss, grads) = g.run(&ins, &labels)?;
-    if accumulate == 1 {
-        return Ok((loss, grads));
-    }
-    let owned = |t: &Tensor| -> Result<Tensor> {
-        if !t.defined() {
-            return Ok(Tensor::new());
-        }
-        let mut c = t.f_empty_like()?;
-        c.f_copy_(t)?;
-        Ok(c)
-    };
-    Ok((loss, grads.iter().map(owned).collect::<Result<_>>()?))
-}
-
-/// The run's fixed context, for stop messages.
-struct Ctx<'a> {
-    hyper: &'a Hyper,
-    ckpt_every: u64,
-}
-
-/// Record why the run stops and build the error (exit status 1).
-fn stop(
-    metrics: &mut Metrics,
-    progress: &Progress,
-    c: &Ctx,
-    step: u64,
-    last: Option<&(u64, PathBuf)>,
-    what: &str,
-) -> anyhow::Error {
-    progress.finish();
-    let _ = metrics.push(Record::Stop { step, reason: what.to_string() });
-    let _ = metrics.plot();
-    let kept = match last {
-        Some((k, dir)) => format!(
-            "the last good checkpoint (step {k}) is kept in {}; continue from it with --resume {}",
-            dir.join(TRAINABLE).display(),
-            dir.display()
-        ),
-        None => format!(
-            "no checkpoint was written yet (the first is due at step {})",
-            c.ckpt_every.min(c.hyper.schedule.total)
-        ),
-    };
-    anyhow!("training stopped: {what}; {kept}\n  hint: lower --lr (now {:e}), add --warmup N or --clip X", c.hyper.lr)
-}
-
-fn write_checkpoint(
-    dir: &Path,
-    id: &Identity,
-    trainable: &[(String, Tensor)],
-    opt: &AdamW,
-    state: &State,
-) -> Result<()> {
-    let mut meta = checkpoint::metadata(id, state.step);
-    meta.insert("kind".into(), "adamw".into());
-    let host: Vec<(String, Tensor)> = opt
-        .state_tensors()?
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
-        .collect::<Result<_>>()?;
-    checkpoint::write_with_metadata(&dir.join(OPTIMIZER), &host, &meta)?;
-    checkpoint::write_trainable(&dir.join(TRAINABLE), id, state.step, trainable)?;
-    state.write(dir)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn header(
-    model: &Model,
-    opt: &AdamW,
-    ds: &Dataset,
-    h: &Hyper,
-    per_epoch: u64,
-    start: u64,
-    out: &Path,
-    device: tch::Device,
-) {
-    let (mut total, mut trainable) = (0u64, 0u64);
-    for (p, _) in model.params() {
-        total += p.numel();
-        if p.trainable {
-            trainable += p.numel();
-        }
-    }
-    let groups: Vec<String> = opt
-        .groups
-        .iter()
-        .filter(|g| g.tensors > 0)
-        .map(|g| match &g.pattern {
-            Some(p) => format!("'{p}' lr {:e} ({} tensors)", g.lr, g.tensors),
-            None => format!("lr {:e} ({} tensors)", g.lr, g.tensors),
-        })
-        .collect();
-    let s = &h.schedule;
-    let epochs = (s.total * h.accumulate as u64) as f64 / per_epoch as f64;
-    eprintln!(
-        "train {}: {} of {} parameters trainable; AdamW {}, weight decay {}{}",
-        model.spec.compiled.model,
-        thousands(trainable),
-        thousands(total),
-        groups.join(", "),
-        h.weight_decay,
-        h.clip.map(|c| format!(", clip {c}")).unwrap_or_default()
-    );
-    eprintln!(
-        "  data {}: {} samples, {per_epoch} batches of {} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
-        ds.dir.display(),
-        ds.len(),
-        h.batch,
-        s.total,
-        if h.accumulate > 1 { format!(", {} batches per step", h.accumulate) } else { String::new() },
-        match s.kind {
-            ScheduleKind::Cosine => "cosine",
-            ScheduleKind::Constant => "constant",
-        },
-        s.warmup
-    );
-    let from = if start > 0 { format!(", resuming at step {start}") } else { String::new() };
-    let device = match device {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
-    };
-    eprintln!("  device {device}, run directory {}{from}", out.display());
 }

@@ -1,0 +1,116 @@
+//! `PassCtx`: everything a pass gets besides the graph.
+//!
+//! Every pass has one signature, [`PassFn`]: it takes the graph and the context and
+//! says whether it changed the graph. User errors go into the context's
+//! diagnostics (the pipeline stops after an analyzer pass that reported any); an
+//! `Err` is a compiler bug. The context carries
+//! - the model's declarations ([`Decls`]: components, adapters, pathways, rules…),
+//! - the facts one pass leaves for a later one (the pathways' borrowed parameters),
+//! - the module instantiator, which the passes that insert modules or create
+//!   parameters (`insert_adapters`, `build_pathways`) borrow through
+//!   [`PassCtx::lend`] together with the graph.
+
+use super::build_pathways::Borrowed;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::ir::verify::VerifyError;
+use crate::ir::Graph;
+use crate::lower::{Builder, Component, Env, Lowered, Program, Site};
+use crate::syntax::ast::{AdapterDecl, PathwayDecl, Selector, Trainability};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
+
+/// A pass: transform `graph`, report user errors into the context, return whether
+/// anything changed; `Err` only for a compiler bug.
+pub type PassFn = fn(&mut Graph, &mut PassCtx) -> Result<bool, VerifyError>;
+
+/// What the model declares, as lowering found it.
+pub struct Decls {
+    pub model: String,
+    pub components: Vec<Component>,
+    /// Heads: (name, span).
+    pub heads: Vec<(String, crate::source::Span)>,
+    pub adapters: Vec<AdapterDecl>,
+    /// Adapter name → (weights file, frozen) from `weights NAME "file"` bindings.
+    pub adapter_weights: HashMap<String, (String, Option<Trainability>)>,
+    pub pathways: Vec<PathwayDecl>,
+    pub train: Vec<Selector>,
+    /// Model-level names → values (for adapter arguments such as `context: audio_enc.norm`).
+    pub env: Env,
+    /// Weights bindings: binding name → file as written.
+    pub weights: BTreeMap<String, String>,
+}
+
+/// The context of one compilation's passes.
+pub struct PassCtx {
+    pub decls: Decls,
+    /// Pathway name → what it borrows (set by `build_pathways`, read by
+    /// `apply_training_rules`).
+    pub borrowed: HashMap<String, Borrowed>,
+    builder: Builder,
+}
+
+impl PassCtx {
+    /// Split lowering's result into the graph and the context of the passes.
+    pub fn new(lw: Lowered) -> (Graph, PassCtx) {
+        let Lowered { mut b, model, components, heads, adapters, adapter_weights, pathways, train, env, weights } = lw;
+        let graph = std::mem::replace(&mut b.graph, Graph::new());
+        let decls = Decls { model, components, heads, adapters, adapter_weights, pathways, train, env, weights };
+        (graph, PassCtx { decls, borrowed: HashMap::new(), builder: b })
+    }
+
+    /// The loaded program (sources, modules).
+    pub fn program(&self) -> &Program {
+        self.builder.program()
+    }
+
+    pub fn diags(&self) -> &Diagnostics {
+        &self.builder.diags
+    }
+
+    /// Report a user error.
+    pub fn report(&mut self, d: Diagnostic) {
+        self.builder.diags.push(d);
+    }
+
+    /// Enough errors that looking for more would only cost time.
+    pub fn too_many_errors(&self) -> bool {
+        self.builder.diags.items.len() > crate::lower::limits::MAX_DIAGNOSTICS
+    }
+
+    /// Sites in creation order, with their table.
+    pub fn sites(&self) -> (&[String], &BTreeMap<String, Site>) {
+        (&self.builder.site_order, &self.builder.sites)
+    }
+
+    /// The instantiator with `graph` lent to it, and the declarations beside it.
+    /// The graph returns to the caller when the [`Lent`] is dropped.
+    pub fn lend<'a>(&'a mut self, graph: &'a mut Graph) -> (Lent<'a>, &'a Decls) {
+        std::mem::swap(&mut self.builder.graph, graph);
+        (Lent { builder: &mut self.builder, graph }, &self.decls)
+    }
+}
+
+/// The instantiator holding a pass's graph (as `builder.graph`) for as long as it lives.
+pub struct Lent<'a> {
+    builder: &'a mut Builder,
+    graph: &'a mut Graph,
+}
+
+impl Deref for Lent<'_> {
+    type Target = Builder;
+    fn deref(&self) -> &Builder {
+        self.builder
+    }
+}
+
+impl DerefMut for Lent<'_> {
+    fn deref_mut(&mut self) -> &mut Builder {
+        self.builder
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        std::mem::swap(&mut self.builder.graph, self.graph);
+    }
+}
