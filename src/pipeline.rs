@@ -185,6 +185,11 @@ pub fn run_passes(
         let start = Instant::now();
         let changed = (pass.run)(&mut g, &mut cx).map_err(Failure::Bug)?;
         timings.push(Timing { stage: pass.name, elapsed: start.elapsed(), changed, nodes: g.len() });
+        if pass.kind == PassKind::Optimizer && cx.diags().has_errors() {
+            // Every user error is found by the analyzer passes, which all run first.
+            let message = "an optimizer pass reported a user error".to_string();
+            return Err(Failure::Bug(VerifyError { pass: pass.name.to_string(), node: None, message }));
+        }
         if cx.diags().has_errors() {
             return Err(Failure::User(cx.program().sources.clone(), cx.diags().clone()));
         }
@@ -252,5 +257,23 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         weights: d.weights,
         sites,
         graph,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PassKind, PASSES};
+
+    #[test]
+    fn the_pass_list_is_well_formed() {
+        // Analyzers first: the pipeline treats a user error from an optimizer as a bug.
+        let first_optimizer = PASSES.iter().position(|p| p.kind == PassKind::Optimizer).expect("an optimizer");
+        assert!(PASSES[first_optimizer..].iter().all(|p| p.kind == PassKind::Optimizer));
+        let mut names: Vec<_> = PASSES.iter().map(|p| p.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), PASSES.len(), "pass names are unique");
+        assert!(PASSES.iter().all(|p| !p.why.is_empty()));
+        assert_eq!(PASSES.last().map(|p| p.name), Some("eliminate_dead_code"));
     }
 }

@@ -281,7 +281,7 @@ fn kernels_run_concurrently_from_many_threads() {
 fn invalid_groups_are_refused_with_a_reason() {
     let bad = |body: Vec<EwInstr>, outputs: Vec<EwValue>| {
         let g = EwGroup { inputs: vec![EwBroadcast::Full], body, outputs };
-        EwCompiler::new(EwStrategy::Jit).unwrap().compile(&g).err().expect("refused").to_string()
+        EwCompiler::new(EwStrategy::Jit).unwrap().compile(&g).expect_err("refused").to_string()
     };
     let e = bad(vec![EwInstr::Relu(EwValue::Input(3))], vec![EwValue::Instr(0)]);
     assert_eq!(e, "elementwise group: instruction 0 reads input 3, but the group has 1 inputs");
@@ -311,4 +311,34 @@ fn a_wrongly_sized_buffer_is_a_caller_bug_caught_before_any_code_runs() {
     };
     let k = EwCompiler::new(EwStrategy::Jit).unwrap().compile(&g).unwrap();
     run(&k, 2, 3, &[vec![0.0; 6], vec![0.0; 2]], 1);
+}
+
+#[test]
+fn intermediates_are_full_buffers_unfused_and_one_block_otherwise() {
+    let g = EwGroup {
+        inputs: vec![EwBroadcast::Full, EwBroadcast::Row],
+        body: vec![EwInstr::Add(EwValue::Input(0), EwValue::Input(1)), EwInstr::Gelu(EwValue::Instr(0))],
+        outputs: vec![EwValue::Instr(1)],
+    };
+    let bytes = |s| EwCompiler::new(s).unwrap().compile(&g).unwrap().intermediate_bytes(197, 1536);
+    // Unfused: the sum is a [197, 1536] temporary. Blocks: one 1024-element block of it.
+    // JIT: the sum goes from registers into the output, where GELU runs in place.
+    assert_eq!(bytes(EwStrategy::Unfused), 197 * 1536 * 4);
+    assert_eq!(bytes(EwStrategy::Blocks), 1024 * 4);
+    assert_eq!(bytes(EwStrategy::Jit), 0);
+}
+
+/// The generated code for the fc1 epilogue, as text: per block, one phase stores
+/// `x + bias` into the output (an f32x4 loop, then a scalar tail), then one call runs
+/// GELU over the block in place.
+#[test]
+fn clif_of_bias_gelu() {
+    let g = EwGroup {
+        inputs: vec![EwBroadcast::Full, EwBroadcast::Row],
+        body: vec![EwInstr::Add(EwValue::Input(0), EwValue::Input(1)), EwInstr::Gelu(EwValue::Instr(0))],
+        outputs: vec![EwValue::Instr(1)],
+    };
+    let clif = EwCompiler::new(EwStrategy::Jit).unwrap().clif(&g).unwrap().expect("JIT");
+    insta::assert_snapshot!(clif);
+    assert_eq!(EwCompiler::new(EwStrategy::Blocks).unwrap().clif(&g).unwrap(), None);
 }

@@ -7,7 +7,7 @@
 //! weight. Only the target's bias is used. Differing counts (depths) or weight shapes
 //! are errors, never a silent truncation.
 
-use super::ctx::{Decls, PassCtx};
+use super::ctx::{Borrowed, Decls, PassCtx};
 use crate::diag::Diagnostic;
 use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, Init, NodeId, Op};
@@ -15,14 +15,6 @@ use crate::lower::{Builder, SiteKind, Value};
 use crate::select::Universe;
 use crate::syntax::ast::{ExprKind, PathwayDecl};
 use std::collections::HashMap;
-
-/// What a pathway borrows: whether W′ trains, and the W′ parameter paths.
-#[derive(Debug, Clone, Default)]
-pub struct Borrowed {
-    pub aux_trainable: bool,
-    pub aux_params: Vec<String>,
-    pub lambdas: Vec<String>,
-}
 
 /// The pass: rewrite every paired target weight; what each pathway borrows is left
 /// in the context for `apply_training_rules`.

@@ -10,7 +10,6 @@
 //!   parameters (`insert_adapters`, `build_pathways`) borrow through
 //!   [`PassCtx::lend`] together with the graph.
 
-use super::build_pathways::Borrowed;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::verify::VerifyError;
 use crate::ir::Graph;
@@ -38,6 +37,14 @@ pub struct Decls {
     pub env: Env,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
+}
+
+/// What a pathway borrows (left by `build_pathways` for `apply_training_rules`): whether W′ trains, and the W′ parameter paths.
+#[derive(Debug, Clone, Default)]
+pub struct Borrowed {
+    pub aux_trainable: bool,
+    pub aux_params: Vec<String>,
+    pub lambdas: Vec<String>,
 }
 
 /// The context of one compilation's passes.

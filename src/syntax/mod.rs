@@ -8,6 +8,7 @@
 pub mod ast;
 mod errors;
 mod grammar;
+mod model;
 mod parser;
 
 pub use grammar::{MAX_EXPR_DEPTH, MAX_NESTING, MAX_SOURCE_BYTES};

@@ -58,23 +58,23 @@ pub fn parse_selector(file: FileId, text: &str) -> Result<Selector, Diagnostics>
     }
 }
 
-struct Builder {
+pub(super) struct Builder {
     file: FileId,
-    diags: Diagnostics,
+    pub(super) diags: Diagnostics,
     /// Operators and postfixes on the way from the statement to the expression being
     /// built: a bound on the depth of the expression tree.
     depth: usize,
 }
 
 impl Builder {
-    fn span(&self, p: &Pair<Rule>) -> Span {
+    pub(super) fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
         // A rule ending in an optional or repeated part takes the whitespace and
         // comments after it: keep them out of the span so that carets stay on the code.
         Span::new(self.file, s.start(), s.start() + trimmed_len(p.as_str()))
     }
 
-    fn ident(&self, p: Pair<Rule>) -> Ident {
+    pub(super) fn ident(&self, p: Pair<Rule>) -> Ident {
         Ident { name: p.as_str().to_string(), span: self.span(&p) }
     }
 
@@ -229,7 +229,7 @@ impl Builder {
         }
     }
 
-    fn args(&mut self, p: Pair<Rule>) -> Vec<Arg> {
+    pub(super) fn args(&mut self, p: Pair<Rule>) -> Vec<Arg> {
         p.into_inner()
             .map(|a| {
                 let mut it = a.into_inner();
@@ -263,7 +263,7 @@ impl Builder {
         Some(())
     }
 
-    fn expr(&mut self, p: Pair<Rule>) -> Expr {
+    pub(super) fn expr(&mut self, p: Pair<Rule>) -> Expr {
         let n = p.clone().into_inner().count();
         if self.enter(&p, n).is_none() {
             return Expr { kind: ExprKind::Int(0), span: self.span(&p) };
@@ -377,213 +377,6 @@ impl Builder {
         };
         Expr { kind, span }
     }
-
-    fn model_decl(&mut self, p: Pair<Rule>) -> ModelDecl {
-        let span = self.span(&p);
-        let mut name = None;
-        let mut extends = None;
-        let mut items = Vec::new();
-        for x in p.into_inner() {
-            match x.as_rule() {
-                Rule::ident => name = Some(self.ident(x)),
-                Rule::extends => extends = x.into_inner().find(|y| y.as_rule() == Rule::ident).map(|y| self.ident(y)),
-                Rule::kw_model => {}
-                _ => items.push(self.model_item(x)),
-            }
-        }
-        ModelDecl { name: name.expect("model name"), extends, items, span }
-    }
-
-    fn trainability(p: &Pair<Rule>) -> Trainability {
-        if p.as_str() == "frozen" {
-            Trainability::Frozen
-        } else {
-            Trainability::Trainable
-        }
-    }
-
-    fn model_item(&mut self, p: Pair<Rule>) -> ModelItem {
-        let span = self.span(&p);
-        let rule = p.as_rule();
-        let inner: Vec<Pair<Rule>> = p.into_inner().collect();
-        let idents: Vec<Ident> =
-            inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
-        let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
-        let weights = find(Rule::weights).map(|w| {
-            let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
-            let sp = self.span(&s);
-            (string_value(s), sp)
-        });
-        let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
-        match rule {
-            Rule::input_decl => {
-                let tt = find(Rule::tensor_type).expect("tensor type");
-                let mut dtype = String::new();
-                let mut dims = Vec::new();
-                for x in tt.into_inner() {
-                    match x.as_rule() {
-                        Rule::dtype => dtype = x.as_str().to_string(),
-                        _ => {
-                            let d = x.into_inner().next().expect("dim");
-                            let sp = self.span(&d);
-                            if d.as_rule() == Rule::int {
-                                match d.as_str().parse::<i64>() {
-                                    Ok(v) => dims.push(Dim::Fixed(v, sp)),
-                                    Err(_) => {
-                                        self.diags.push(
-                                            Diagnostic::error("E0004", "dimension too large")
-                                                .at(sp, "does not fit in 64 bits")
-                                                .hint("write a realistic size"),
-                                        );
-                                        dims.push(Dim::Fixed(1, sp));
-                                    }
-                                }
-                            } else {
-                                dims.push(Dim::Symbolic(self.ident(d)));
-                            }
-                        }
-                    }
-                }
-                let default = find(Rule::input_default).and_then(|d| d.into_inner().next()).map(|d| self.ident(d));
-                ModelItem::Input(InputDecl {
-                    name: idents[0].clone(),
-                    dtype,
-                    dims,
-                    optional: find(Rule::optional_kw).is_some(),
-                    default,
-                    span,
-                })
-            }
-            Rule::component_decl => {
-                let kind = if find(Rule::component_kind).expect("kind").as_str() == "backbone" {
-                    ComponentKind::Backbone
-                } else {
-                    ComponentKind::Encoder
-                };
-                let value = self.expr(find(Rule::expr).expect("component expr"));
-                ModelItem::Component(ComponentDecl {
-                    kind,
-                    name: idents[0].clone(),
-                    value,
-                    weights,
-                    trainability,
-                    span,
-                })
-            }
-            Rule::adapter_decl => {
-                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
-                let at = self.selector(find(Rule::selector).expect("adapter selector"));
-                let placement = match find(Rule::placement).expect("placement").as_str() {
-                    "after" => Placement::After,
-                    "parallel" => Placement::Parallel,
-                    _ => Placement::Before,
-                };
-                ModelItem::Adapter(AdapterDecl {
-                    name: idents[0].clone(),
-                    module: idents[1].clone(),
-                    args,
-                    at,
-                    placement,
-                    weights,
-                    trainability,
-                    span,
-                })
-            }
-            Rule::pathway_decl => {
-                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
-                let mut sels = inner.iter().filter(|x| x.as_rule() == Rule::selector);
-                let from = self.selector(sels.next().expect("from").clone());
-                let into = self.selector(sels.next().expect("into").clone());
-                ModelItem::Pathway(PathwayDecl {
-                    name: idents[0].clone(),
-                    kind: idents[1].clone(),
-                    args,
-                    from,
-                    into,
-                    span,
-                })
-            }
-            Rule::head_decl | Rule::output_decl => {
-                let value = self.expr(find(Rule::expr).expect("expr"));
-                let name = idents[0].clone();
-                if rule == Rule::head_decl {
-                    ModelItem::Head { name, value, span }
-                } else {
-                    ModelItem::Output { name, value, span }
-                }
-            }
-            Rule::train_decl => ModelItem::Train {
-                rules: inner
-                    .iter()
-                    .filter(|x| x.as_rule() == Rule::selector)
-                    .map(|x| self.selector(x.clone()))
-                    .collect(),
-                span,
-            },
-            Rule::bind_decl => ModelItem::Bind {
-                name: idents[0].clone(),
-                file: string_value(find(Rule::string).expect("bind file")),
-                trainability: trainability.map(|t| t.0),
-                span,
-            },
-            r => unreachable!("model item {r:?}"),
-        }
-    }
-
-    fn selector(&mut self, p: Pair<Rule>) -> Selector {
-        let span = self.span(&p);
-        let mut steps = Vec::new();
-        for step in p.into_inner() {
-            match step.as_rule() {
-                Rule::sel_set => steps.push(SelStep::Set(step.into_inner().map(|s| self.selector(s)).collect())),
-                _ => {
-                    let mut it = step.into_inner();
-                    let name = it.next().expect("segment name").as_str();
-                    let name = match name {
-                        "*" => SegName::Star,
-                        "**" => SegName::DoubleStar,
-                        n => SegName::Exact(n.to_string()),
-                    };
-                    let index = it.next().map(|ix| self.index_sel(ix));
-                    steps.push(SelStep::Seg { name, index });
-                }
-            }
-        }
-        Selector { steps, span }
-    }
-
-    fn index_sel(&mut self, p: Pair<Rule>) -> IndexSel {
-        let span = self.span(&p);
-        let inner = p.into_inner().next().expect("index body");
-        let mut num = |x: Pair<Rule>| -> i64 {
-            x.as_str().parse::<i64>().unwrap_or_else(|_| {
-                self.diags.push(
-                    Diagnostic::error("E0004", "index too large")
-                        .at(span, "does not fit in 64 bits")
-                        .hint("indices count instances such as blocks.0 … blocks.N"),
-                );
-                0
-            })
-        };
-        match inner.as_rule() {
-            Rule::index_all => IndexSel::All,
-            Rule::index_one => IndexSel::One(num(inner.into_inner().next().expect("int"))),
-            _ => {
-                let mut lo = None;
-                let mut hi = None;
-                for x in inner.into_inner() {
-                    let is_lo = x.as_rule() == Rule::range_lo;
-                    let v = num(x.into_inner().next().expect("int"));
-                    if is_lo {
-                        lo = Some(v);
-                    } else {
-                        hi = Some(v);
-                    }
-                }
-                IndexSel::Range(lo, hi)
-            }
-        }
-    }
 }
 
 /// Length of `s` without trailing whitespace and comments.
@@ -618,6 +411,6 @@ fn trimmed_len(s: &str) -> usize {
     }
 }
 
-fn string_value(p: Pair<Rule>) -> String {
+pub(super) fn string_value(p: Pair<Rule>) -> String {
     p.into_inner().next().map(|s| s.as_str().to_string()).unwrap_or_default()
 }

@@ -78,7 +78,6 @@ fn the_portable_level_is_always_available_and_the_detected_level_is_available() 
     assert!(SimdLevel::Portable.available());
     assert!(level().available());
     assert_eq!(SimdLevel::all_available()[0], SimdLevel::Portable);
-    eprintln!("levels here: {:?}, used: {}", SimdLevel::all_available(), level().name());
 }
 
 #[test]
@@ -157,7 +156,6 @@ fn gelu_is_within_1e_6_relative_above_minus_1_5_and_absolutely_below() {
                 abs = abs.max(e / x.abs() as f64);
             }
         }
-        eprintln!("gelu at {level:?}: max rel {rel:.2e} (x >= {GELU_REL_FROM}), max abs/|x| {abs:.2e}");
         assert!(rel <= 1e-6 && abs <= 5e-7, "{level:?}: rel {rel:e}, abs/|x| {abs:e}");
     }
     check_edges(gelu_erf_inplace_at, &[(0.0, 0.0), (INF, INF), (-INF, -0.0), (-20.0, -0.0), (20.0, 20.0), (NAN, NAN)]);

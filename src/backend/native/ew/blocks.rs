@@ -22,7 +22,7 @@ pub(super) fn block_shape(block: usize, rows: usize, cols: usize) -> (usize, usi
     if cols >= block {
         (1, block.max(1))
     } else {
-        ((block / cols).clamp(1, rows.max(1)), cols)
+        ((block / cols.max(1)).clamp(1, rows.max(1)), cols)
     }
 }
 
@@ -123,15 +123,8 @@ impl Env<'_> {
     }
 }
 
-/// Runs `prog` over `[rows, cols]` in blocks of at most `block` elements.
-pub(super) fn run(
-    prog: &Program,
-    block: usize,
-    rows: usize,
-    cols: usize,
-    inputs: &[&[f32]],
-    outputs: &mut [&mut [f32]],
-) {
+/// Where each instruction's value is kept, and how many scratch slots that takes.
+fn locations(prog: &Program) -> (Vec<Loc>, usize) {
     let g = &prog.group;
     let mut loc = Vec::with_capacity(g.body.len());
     let mut slots = 0;
@@ -145,6 +138,24 @@ pub(super) fn run(
             None => loc.push(Loc::Scratch(usize::MAX)),
         }
     }
+    (loc, slots)
+}
+
+/// Scratch slots `run` uses for `prog` (each one block long).
+pub(super) fn scratch_slots(prog: &Program) -> usize {
+    locations(prog).1
+}
+
+/// Runs `prog` over `[rows, cols]` in blocks of at most `block` elements.
+pub(super) fn run(
+    prog: &Program,
+    block: usize,
+    rows: usize,
+    cols: usize,
+    inputs: &[&[f32]],
+    outputs: &mut [&mut [f32]],
+) {
+    let (loc, slots) = locations(prog);
     let (br, bc) = block_shape(block, rows, cols);
     let slot = br * bc;
     SCRATCH.with_borrow_mut(|scratch| {

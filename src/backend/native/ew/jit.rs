@@ -5,10 +5,11 @@
 //! transcendental instructions: phase `p` computes, in f32x4 registers (a scalar loop
 //! for the last `nc mod 4` columns), every cheap instruction (`add`, `sub`, `mul`,
 //! `scale`, `relu`) whose operands are ready by then, writes the operand of each
-//! `tanh`/`gelu`/`sigmoid`/`exp` of phase `p+1` into that instruction's scratch slot, and
-//! stores the outputs it can; between phases the slots are transformed in place by a call
-//! to [`math`]'s vectorised block functions (registered with `JITBuilder::symbol`).
-//! Only values crossing a phase boundary touch the scratch area.
+//! `tanh`/`gelu`/`sigmoid`/`exp` of phase `p+1` into that instruction's scratch slot (or
+//! straight into its output when it is one), and stores the outputs it can; between
+//! phases the slots are transformed in place by a call to [`math`]'s vectorised block
+//! functions (registered with `JITBuilder::symbol`). Only values crossing a phase
+//! boundary touch the scratch area.
 //!
 //! Constants are loaded from a table passed at run time (hoisted out of all loops), so a
 //! compiled function serves every group of the same structure.
@@ -43,8 +44,9 @@ macro_rules! helpers {
         $(
             /// Called by generated code on one scratch slot.
             extern "C" fn $name(ptr: *mut f32, len: usize) {
-                // SAFETY: the generated code passes a slot of its thread's scratch area,
-                // `len <= slot_len` elements, not aliased while the call runs.
+                // SAFETY: the generated code passes a slot of its thread's scratch area
+                // or the current block of an output (`len <= slot_len` elements, both),
+                // not aliased while the call runs.
                 $f(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
             }
         )*
@@ -93,6 +95,11 @@ impl Drop for JitCode {
 }
 
 impl JitCode {
+    /// Scratch slots the function uses (each one block long).
+    pub(super) fn slots(&self) -> usize {
+        self.slots
+    }
+
     pub(super) fn run(&self, prog: &Program, rows: usize, cols: usize, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let mut ins = [std::ptr::null::<f32>(); MAX_OPERANDS];
         let mut outs = [std::ptr::null_mut::<f32>(); MAX_OPERANDS];
@@ -143,8 +150,9 @@ impl Jit {
         Ok(Jit { isa })
     }
 
-    /// Generates, compiles and links the function for `prog`'s structure.
-    pub(super) fn compile(&self, prog: &Program) -> Result<JitCode, EwError> {
+    /// Generates, compiles and links the function for `prog`'s structure; with `clif`,
+    /// also writes the generated function's CLIF text there (before optimisation).
+    pub(super) fn compile(&self, prog: &Program, clif: Option<&mut String>) -> Result<JitCode, EwError> {
         let err = |e: &dyn std::fmt::Display| EwError::Codegen(e.to_string());
         let mut jb = JITBuilder::with_isa(self.isa.clone(), cranelift_module::default_libcall_names());
         for (name, f) in HELPERS {
@@ -175,6 +183,9 @@ impl Jit {
             b.seal_all_blocks();
             b.finalize(target);
         }
+        if let Some(text) = clif {
+            *text = ctx.func.display().to_string();
+        }
         module.define_function(id, &mut ctx).map_err(|e| err(&format!("{e:?}")))?;
         module.clear_context(&mut ctx);
         module.finalize_definitions().map_err(|e| err(&e))?;
@@ -192,6 +203,9 @@ struct Schedule {
     level: Vec<usize>,
     /// Scratch slot of each instruction kept across a phase boundary.
     slot: Vec<Option<usize>>,
+    /// The output a transcendental instruction is computed in, in place, when it is one
+    /// (then it has no slot, and the output needs no copy).
+    home_out: Vec<Option<usize>>,
     slots: usize,
     phases: usize,
 }
@@ -206,10 +220,17 @@ impl Schedule {
             level[i] = m + helper_of(ins).is_some() as usize;
         }
         let mut slot = vec![None; body.len()];
+        let mut home_out = vec![None; body.len()];
         let mut slots = 0;
         for (i, ins) in body.iter().enumerate() {
             if !prog.live[i] {
                 continue;
+            }
+            if helper_of(ins).is_some() {
+                home_out[i] = prog.group.outputs.iter().position(|v| *v == EwValue::Instr(i));
+                if home_out[i].is_some() {
+                    continue;
+                }
             }
             let spilled = helper_of(ins).is_some()
                 || body.iter().enumerate().any(|(k, user)| {
@@ -224,7 +245,20 @@ impl Schedule {
             }
         }
         let phases = 1 + (0..body.len()).filter(|&i| prog.live[i]).map(|i| level[i]).max().unwrap_or(0);
-        Schedule { level, slot, slots, phases }
+        Schedule { level, slot, home_out, slots, phases }
+    }
+
+    /// Whether output `j` is where its own value was computed (nothing to store).
+    fn is_home(&self, j: usize, v: EwValue) -> bool {
+        matches!(v, EwValue::Instr(i) if self.home_out[i] == Some(j))
+    }
+
+    /// Address of instruction `i`'s value in the current block row.
+    fn row_home(&self, row: &Row, i: usize) -> Value {
+        match self.home_out[i] {
+            Some(j) => row.outputs[j],
+            None => row.slots[self.slot[i].expect("a value kept across phases has a slot")],
+        }
     }
 
     fn value_level(&self, v: EwValue) -> usize {
@@ -350,7 +384,7 @@ impl Gen<'_> {
             let here = if helper_of(ins).is_some() { s.level[i] == phase + 1 } else { s.level[i] == phase };
             self.prog.live[i] && here && super::operands(ins).any(|o| o == v)
         });
-        body || g.outputs.iter().any(|o| *o == v && s.value_level(*o) == phase)
+        body || g.outputs.iter().enumerate().any(|(j, o)| *o == v && s.value_level(*o) == phase && !s.is_home(j, *o))
     }
 
     /// Whether `phase` has anything to do per element.
@@ -361,7 +395,7 @@ impl Gen<'_> {
                 && ((helper_of(ins).is_none() && s.level[i] == phase)
                     || (helper_of(ins).is_some() && s.level[i] == phase + 1))
         });
-        body || g.outputs.iter().any(|v| s.value_level(*v) == phase)
+        body || g.outputs.iter().enumerate().any(|(j, v)| s.value_level(*v) == phase && !s.is_home(j, *v))
     }
 
     /// One phase over the block `[r0, r0+nr) × [c0, c0+nc)`, then the helper calls that
@@ -404,20 +438,41 @@ impl Gen<'_> {
                     let at = b.ins().ishl_imm_u(at, 2);
                     row.slots.push(b.ins().iadd(e.scratch, at));
                 }
+                // Byte offsets: 4 vectors per iteration, then single vectors, then a
+                // scalar tail. Unrolling lets the four bodies share hoisted values.
+                let nc16 = b.ins().band_imm_s(nc, !15);
+                let end_u = b.ins().ishl_imm_u(nc16, 2);
                 let nc4 = b.ins().band_imm_s(nc, !3);
                 let end_v = b.ins().ishl_imm_u(nc4, 2);
                 let end_s = b.ins().ishl_imm_u(nc, 2);
                 let zero = b.ins().iconst(I64, 0);
-                let (sixteen, four) = (b.ins().iconst(I64, 16), b.ins().iconst(I64, 4));
-                counted_loop(b, zero, end_v, sixteen, |b, off| self.emit_body(b, e, &row, phase, F32X4, off));
+                let (sixty_four, sixteen, four) =
+                    (b.ins().iconst(I64, 64), b.ins().iconst(I64, 16), b.ins().iconst(I64, 4));
+                counted_loop(b, zero, end_u, sixty_four, |b, off| {
+                    for k in 0..4 {
+                        let at = b.ins().iadd_imm_s(off, 16 * k);
+                        self.emit_body(b, e, &row, phase, F32X4, at);
+                    }
+                });
+                counted_loop(b, end_u, end_v, sixteen, |b, off| self.emit_body(b, e, &row, phase, F32X4, off));
                 counted_loop(b, end_v, end_s, four, |b, off| self.emit_body(b, e, &row, phase, F32, off));
             });
         }
         for (i, ins) in g.body.iter().enumerate() {
             if let (true, Some(h)) = (self.prog.live[i] && self.sched.level[i] == phase + 1, helper_of(ins)) {
-                let slot = self.sched.slot[i].expect("a transcendental value has a slot");
-                let at = b.ins().imul_imm_s(e.slot_len, 4 * slot as i64);
-                let ptr = b.ins().iadd(e.scratch, at);
+                let ptr = match self.sched.home_out[i] {
+                    Some(j) => {
+                        let rc = b.ins().imul(r0, e.cols);
+                        let at = b.ins().iadd(rc, c0);
+                        let at = b.ins().ishl_imm_u(at, 2);
+                        b.ins().iadd(e.outputs[j], at)
+                    }
+                    None => {
+                        let slot = self.sched.slot[i].expect("a transcendental value has a slot");
+                        let at = b.ins().imul_imm_s(e.slot_len, 4 * slot as i64);
+                        b.ins().iadd(e.scratch, at)
+                    }
+                };
                 let n = b.ins().imul(nr, nc);
                 b.ins().call(self.helpers[h], &[ptr, n]);
             }
@@ -445,7 +500,7 @@ impl Gen<'_> {
             }
             let base = match key {
                 Elem::Input(k) => row.inputs[&k],
-                Elem::Instr(j) => row.slots[s.slot[j].expect("a value from an earlier phase has a slot")],
+                Elem::Instr(j) => s.row_home(row, j),
             };
             let at = b.ins().iadd(base, off);
             let x = b.ins().load(ty, notrap(), at, 0);
@@ -465,7 +520,7 @@ impl Gen<'_> {
             if helper_of(ins).is_some() {
                 if s.level[i] == phase + 1 {
                     let x = value(b, &mut memo, ops[0], c[0]);
-                    store(b, x, row.slots[s.slot[i].expect("a transcendental value has a slot")]);
+                    store(b, x, s.row_home(row, i));
                 }
                 continue;
             }
@@ -502,7 +557,7 @@ impl Gen<'_> {
             }
         }
         for (j, v) in g.outputs.iter().enumerate() {
-            if s.value_level(*v) == phase {
+            if s.value_level(*v) == phase && !s.is_home(j, *v) {
                 let x = value(b, &mut memo, *v, prog.out_const[j]);
                 store(b, x, row.outputs[j]);
             }

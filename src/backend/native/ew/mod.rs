@@ -197,7 +197,7 @@ impl EwCompiler {
             None => {
                 let start = Instant::now();
                 let code = Arc::new(match &self.jit {
-                    Some(jit) => Code::Jit(Box::new(jit.compile(&prog)?)),
+                    Some(jit) => Code::Jit(Box::new(jit.compile(&prog, None)?)),
                     None => Code::Interpreted,
                 });
                 self.stats.compile_time += start.elapsed();
@@ -209,9 +209,24 @@ impl EwCompiler {
         Ok(EwKernel { code, prog, strategy: self.strategy })
     }
 
+    /// The Cranelift IR the JIT generates for `group` (`None` for the rustc strategies);
+    /// for reading and for snapshot tests. Does not touch the cache or the statistics.
+    pub fn clif(&self, group: &EwGroup) -> Result<Option<String>, EwError> {
+        let Some(jit) = &self.jit else { return Ok(None) };
+        let mut text = String::new();
+        jit.compile(&Program::new(group)?, Some(&mut text))?;
+        Ok(Some(text))
+    }
+
     /// Kernels compiled, cache hits and compile time so far.
     pub fn stats(&self) -> EwStats {
         self.stats
+    }
+}
+
+impl std::fmt::Debug for EwKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EwKernel").field("strategy", &self.strategy).field("group", &self.prog.group).finish()
     }
 }
 
@@ -238,6 +253,22 @@ impl EwKernel {
     /// The strategy that compiled this kernel.
     pub fn strategy(&self) -> EwStrategy {
         self.strategy
+    }
+
+    /// Bytes of intermediates one run over `[rows, cols]` writes and reads back (the
+    /// scratch it uses per thread): full-size temporaries when unfused, L1 blocks
+    /// otherwise. Outputs are not counted.
+    pub fn intermediate_bytes(&self, rows: usize, cols: usize) -> usize {
+        let (br, bc) = blocks::block_shape(BLOCK, rows, cols);
+        let per_slot = match self.strategy {
+            EwStrategy::Unfused => rows * cols,
+            _ => (br * bc).min(rows * cols),
+        };
+        let slots = match &*self.code {
+            Code::Jit(code) => code.slots(),
+            Code::Interpreted => blocks::scratch_slots(&self.prog),
+        };
+        slots * per_slot * std::mem::size_of::<f32>()
     }
 
     fn check(&self, rows: usize, cols: usize, inputs: &[&[f32]], outputs: &[&mut [f32]]) {

@@ -1,0 +1,217 @@
+//! The model block of the AST: declarations (inputs, components, adapters, pathways,
+//! heads, outputs, training rules) and selectors.
+
+use super::ast::*;
+use super::grammar::Rule;
+use super::parser::{string_value, Builder};
+use crate::diag::Diagnostic;
+use pest::iterators::Pair;
+
+impl Builder {
+    pub(super) fn model_decl(&mut self, p: Pair<Rule>) -> ModelDecl {
+        let span = self.span(&p);
+        let mut name = None;
+        let mut extends = None;
+        let mut items = Vec::new();
+        for x in p.into_inner() {
+            match x.as_rule() {
+                Rule::ident => name = Some(self.ident(x)),
+                Rule::extends => extends = x.into_inner().find(|y| y.as_rule() == Rule::ident).map(|y| self.ident(y)),
+                Rule::kw_model => {}
+                _ => items.push(self.model_item(x)),
+            }
+        }
+        ModelDecl { name: name.expect("model name"), extends, items, span }
+    }
+
+    pub(super) fn trainability(p: &Pair<Rule>) -> Trainability {
+        if p.as_str() == "frozen" {
+            Trainability::Frozen
+        } else {
+            Trainability::Trainable
+        }
+    }
+
+    pub(super) fn model_item(&mut self, p: Pair<Rule>) -> ModelItem {
+        let span = self.span(&p);
+        let rule = p.as_rule();
+        let inner: Vec<Pair<Rule>> = p.into_inner().collect();
+        let idents: Vec<Ident> =
+            inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
+        let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
+        let weights = find(Rule::weights).map(|w| {
+            let s = w.into_inner().find(|y| y.as_rule() == Rule::string).expect("weights string");
+            let sp = self.span(&s);
+            (string_value(s), sp)
+        });
+        let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
+        match rule {
+            Rule::input_decl => {
+                let tt = find(Rule::tensor_type).expect("tensor type");
+                let mut dtype = String::new();
+                let mut dims = Vec::new();
+                for x in tt.into_inner() {
+                    match x.as_rule() {
+                        Rule::dtype => dtype = x.as_str().to_string(),
+                        _ => {
+                            let d = x.into_inner().next().expect("dim");
+                            let sp = self.span(&d);
+                            if d.as_rule() == Rule::int {
+                                match d.as_str().parse::<i64>() {
+                                    Ok(v) => dims.push(Dim::Fixed(v, sp)),
+                                    Err(_) => {
+                                        self.diags.push(
+                                            Diagnostic::error("E0004", "dimension too large")
+                                                .at(sp, "does not fit in 64 bits")
+                                                .hint("write a realistic size"),
+                                        );
+                                        dims.push(Dim::Fixed(1, sp));
+                                    }
+                                }
+                            } else {
+                                dims.push(Dim::Symbolic(self.ident(d)));
+                            }
+                        }
+                    }
+                }
+                let default = find(Rule::input_default).and_then(|d| d.into_inner().next()).map(|d| self.ident(d));
+                ModelItem::Input(InputDecl {
+                    name: idents[0].clone(),
+                    dtype,
+                    dims,
+                    optional: find(Rule::optional_kw).is_some(),
+                    default,
+                    span,
+                })
+            }
+            Rule::component_decl => {
+                let kind = if find(Rule::component_kind).expect("kind").as_str() == "backbone" {
+                    ComponentKind::Backbone
+                } else {
+                    ComponentKind::Encoder
+                };
+                let value = self.expr(find(Rule::expr).expect("component expr"));
+                ModelItem::Component(ComponentDecl {
+                    kind,
+                    name: idents[0].clone(),
+                    value,
+                    weights,
+                    trainability,
+                    span,
+                })
+            }
+            Rule::adapter_decl => {
+                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
+                let at = self.selector(find(Rule::selector).expect("adapter selector"));
+                let placement = match find(Rule::placement).expect("placement").as_str() {
+                    "after" => Placement::After,
+                    "parallel" => Placement::Parallel,
+                    _ => Placement::Before,
+                };
+                ModelItem::Adapter(AdapterDecl {
+                    name: idents[0].clone(),
+                    module: idents[1].clone(),
+                    args,
+                    at,
+                    placement,
+                    weights,
+                    trainability,
+                    span,
+                })
+            }
+            Rule::pathway_decl => {
+                let args = find(Rule::args).map(|a| self.args(a)).unwrap_or_default();
+                let mut sels = inner.iter().filter(|x| x.as_rule() == Rule::selector);
+                let from = self.selector(sels.next().expect("from").clone());
+                let into = self.selector(sels.next().expect("into").clone());
+                ModelItem::Pathway(PathwayDecl {
+                    name: idents[0].clone(),
+                    kind: idents[1].clone(),
+                    args,
+                    from,
+                    into,
+                    span,
+                })
+            }
+            Rule::head_decl | Rule::output_decl => {
+                let value = self.expr(find(Rule::expr).expect("expr"));
+                let name = idents[0].clone();
+                if rule == Rule::head_decl {
+                    ModelItem::Head { name, value, span }
+                } else {
+                    ModelItem::Output { name, value, span }
+                }
+            }
+            Rule::train_decl => ModelItem::Train {
+                rules: inner
+                    .iter()
+                    .filter(|x| x.as_rule() == Rule::selector)
+                    .map(|x| self.selector(x.clone()))
+                    .collect(),
+                span,
+            },
+            Rule::bind_decl => ModelItem::Bind {
+                name: idents[0].clone(),
+                file: string_value(find(Rule::string).expect("bind file")),
+                trainability: trainability.map(|t| t.0),
+                span,
+            },
+            r => unreachable!("model item {r:?}"),
+        }
+    }
+
+    pub(super) fn selector(&mut self, p: Pair<Rule>) -> Selector {
+        let span = self.span(&p);
+        let mut steps = Vec::new();
+        for step in p.into_inner() {
+            match step.as_rule() {
+                Rule::sel_set => steps.push(SelStep::Set(step.into_inner().map(|s| self.selector(s)).collect())),
+                _ => {
+                    let mut it = step.into_inner();
+                    let name = it.next().expect("segment name").as_str();
+                    let name = match name {
+                        "*" => SegName::Star,
+                        "**" => SegName::DoubleStar,
+                        n => SegName::Exact(n.to_string()),
+                    };
+                    let index = it.next().map(|ix| self.index_sel(ix));
+                    steps.push(SelStep::Seg { name, index });
+                }
+            }
+        }
+        Selector { steps, span }
+    }
+
+    pub(super) fn index_sel(&mut self, p: Pair<Rule>) -> IndexSel {
+        let span = self.span(&p);
+        let inner = p.into_inner().next().expect("index body");
+        let mut num = |x: Pair<Rule>| -> i64 {
+            x.as_str().parse::<i64>().unwrap_or_else(|_| {
+                self.diags.push(
+                    Diagnostic::error("E0004", "index too large")
+                        .at(span, "does not fit in 64 bits")
+                        .hint("indices count instances such as blocks.0 … blocks.N"),
+                );
+                0
+            })
+        };
+        match inner.as_rule() {
+            Rule::index_all => IndexSel::All,
+            Rule::index_one => IndexSel::One(num(inner.into_inner().next().expect("int"))),
+            _ => {
+                let mut lo = None;
+                let mut hi = None;
+                for x in inner.into_inner() {
+                    let is_lo = x.as_rule() == Rule::range_lo;
+                    let v = num(x.into_inner().next().expect("int"));
+                    if is_lo {
+                        lo = Some(v);
+                    } else {
+                        hi = Some(v);
+                    }
+                }
+                IndexSel::Range(lo, hi)
+            }
+        }
+    }
+}
