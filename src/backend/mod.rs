@@ -71,6 +71,10 @@ pub trait Backend {
     /// Whether `device` exists for this backend (what `--device auto` asks).
     fn has_device(&self, device: Device) -> bool;
 
+    /// Whether this backend can honour `opts` (device, dtype, graph capture), checked
+    /// before any work: a refusal is [`BackendError::Unsupported`].
+    fn check(&self, opts: &Options) -> Result<(), BackendError>;
+
     /// Ready `plan` to run with `params` (one per `plan.params`, in order, each of the
     /// parameter's shape) on `opts.device`. Refuses devices, dtypes or options it does
     /// not support with [`BackendError::Unsupported`].

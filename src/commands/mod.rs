@@ -114,12 +114,7 @@ pub fn options(
     dtype: DtypeArg,
     graph_capture: bool,
 ) -> anyhow::Result<Options> {
-    let device = device.device(backend)?;
-    // Refused here, before any input or weights file is read.
-    if graph_capture && matches!(device, crate::backend::Device::Cpu) {
-        anyhow::bail!(
-            "--cuda-graph needs a CUDA device, but this run is on the CPU (pass --device cuda on a machine with a GPU)"
-        );
-    }
-    Ok(Options { device, float: dtype.into(), graph_capture })
+    let opts = Options { device: device.device(backend)?, float: dtype.into(), graph_capture };
+    backend.check(&opts)?;
+    Ok(opts)
 }

@@ -36,12 +36,7 @@ impl Backend for TorchBackend {
         }
     }
 
-    fn prepare(
-        &self,
-        plan: &Plan,
-        params: Vec<HostTensor>,
-        opts: &Options,
-    ) -> Result<Box<dyn Executable>, BackendError> {
+    fn check(&self, opts: &Options) -> Result<(), BackendError> {
         if !matches!(opts.float, DType::F32 | DType::BF16 | DType::F16) {
             return Err(BackendError::Unsupported(format!(
                 "torch computes in f32, bf16 or f16, not {}",
@@ -51,10 +46,21 @@ impl Backend for TorchBackend {
         if !self.has_device(opts.device) {
             return Err(BackendError::Unsupported(format!("no {:?} device is available to LibTorch", opts.device)));
         }
-        let dev = device(opts.device);
         if opts.graph_capture {
-            cuda_graph::require("--cuda-graph", dev).map_err(|e| BackendError::Unsupported(format!("{e:#}")))?;
+            cuda_graph::require("--cuda-graph", device(opts.device))
+                .map_err(|e| BackendError::Unsupported(format!("{e:#}")))?;
         }
+        Ok(())
+    }
+
+    fn prepare(
+        &self,
+        plan: &Plan,
+        params: Vec<HostTensor>,
+        opts: &Options,
+    ) -> Result<Box<dyn Executable>, BackendError> {
+        self.check(opts)?;
+        let dev = device(opts.device);
         if params.len() != plan.params.len() {
             return Err(BackendError::Internal(format!(
                 "{} values for {} parameters",
