@@ -41,6 +41,10 @@ impl Backend for Native {
         device == Device::Cpu
     }
 
+    fn check(&self, opts: &Options) -> Result<(), BackendError> {
+        check_options(opts)
+    }
+
     fn prepare(
         &self,
         plan: &Plan,
@@ -49,6 +53,25 @@ impl Backend for Native {
     ) -> Result<Box<dyn Executable>, BackendError> {
         Ok(Box::new(NativeExecutable::new(plan, params, opts, *self)?))
     }
+}
+
+/// What the native backend supports: the CPU, f32, no graph capture.
+fn check_options(opts: &Options) -> Result<(), BackendError> {
+    if opts.device != Device::Cpu {
+        return Err(BackendError::Unsupported(
+            "the native backend runs on the CPU only; use `--backend torch` for `--device cuda`".into(),
+        ));
+    }
+    if opts.float != DType::F32 {
+        return Err(BackendError::Unsupported(format!(
+            "the native backend computes in f32 (weights stored in bf16/f16 are widened at load); `{}` is not supported",
+            opts.float.name()
+        )));
+    }
+    if opts.graph_capture {
+        return Err(BackendError::Unsupported("graph capture is a CUDA feature of the torch backend".into()));
+    }
+    Ok(())
 }
 
 /// A program and the arena it runs in.
@@ -70,20 +93,7 @@ pub struct NativeExecutable {
 
 impl NativeExecutable {
     pub fn new(plan: &Plan, params: Vec<HostTensor>, opts: &Options, cfg: Native) -> Result<Self, BackendError> {
-        if opts.device != Device::Cpu {
-            return Err(BackendError::Unsupported(
-                "the native backend runs on the CPU only; use `--backend torch` for `--device cuda`".into(),
-            ));
-        }
-        if opts.float != DType::F32 {
-            return Err(BackendError::Unsupported(format!(
-                "the native backend computes in f32 (weights stored in bf16/f16 are widened at load); `{}` is not supported",
-                opts.float.name()
-            )));
-        }
-        if opts.graph_capture {
-            return Err(BackendError::Unsupported("graph capture is a CUDA feature of the torch backend".into()));
-        }
+        check_options(opts)?;
         if params.len() != plan.params.len() {
             return Err(BackendError::Internal(format!(
                 "{} parameters for a plan of {}",
