@@ -6,6 +6,8 @@
 #      cross-attention adapters, and the last with a modality missing
 #   4. M2PT: the video ViT learns a new task with pathways from the audio model,
 #      then `graft fuse` folds W + λ·W′ and the deployed model is the plain one
+#   5. deploy: the fused model on the native CPU backend (no LibTorch), its outputs
+#      against LibTorch's and the latency of both side by side
 # Everything lands in one directory (default out/demo), with the loss plots.
 # Usage: bash scripts/demo.sh [OUT_DIR]
 set -euo pipefail
@@ -24,7 +26,7 @@ mkdir -p "$out/data" "$out/runs" "$out/eval"
 data="$out/data"
 runs="$out/runs"
 
-step "1/6 synthetic data"
+step "1/7 synthetic data"
 "$g" data synth --task pretrain --out "$data/pretrain" --n 2048 --seed 1 | tail -n 2
 "$g" data synth --task audio_pretrain --out "$data/audio" --n 2048 --seed 2 | tail -n 2
 "$g" data synth --task multimodal --out "$data/mm_train" --n 3072 --seed 3 --drop audio:0.15 --drop pose:0.15 | tail -n 2
@@ -38,12 +40,12 @@ train() { # spec run-name data extra-args...
   "$g" train "specs/demo/$spec.graft" --data "$data/$d" --out "$runs/$name" --seed 0 "$@"
 }
 
-step "2/6 pretrain a tiny video ViT on shapes, and an audio model on spectrograms"
+step "2/7 pretrain a tiny video ViT on shapes, and an audio model on spectrograms"
 train video_pretrain video_pretrain pretrain --epochs 4 --batch 32 --lr 1e-3 --warmup 20 --schedule cosine
 train audio_pretrain audio_pretrain audio --epochs 3 --batch 32 --lr 1e-3 --warmup 20 --schedule cosine
 backbone="video_vit=$runs/video_pretrain/trainable.safetensors"
 
-step "3/6 CM3T plugins on the frozen video ViT (multimodal task, 8 classes)"
+step "3/7 CM3T plugins on the frozen video ViT (multimodal task, 8 classes)"
 for spec in cm3t_head cm3t_mhva cm3t_multimodal; do
   train "$spec" "$spec" mm_train --val "$data/mm_val" --epochs 6 --batch 32 --lr 3e-3 --warmup 20 \
     --schedule cosine --weights "$backbone"
@@ -56,7 +58,7 @@ for missing in audio pose; do
     --weights "$backbone" --without "$missing" --json > "$out/eval/cm3t_multimodal.without_$missing.json"
 done
 
-step "4/6 M2PT: video ViT on the motion task, pathways from the audio model"
+step "4/7 M2PT: video ViT on the motion task, pathways from the audio model"
 train m2pt_video_audio m2pt motion_train --val "$data/motion_val" --epochs 3 --batch 32 --lr 1e-3 --warmup 20 \
   --schedule cosine --lr-for 'cmr.*=1e-2' --weights "$backbone" \
   --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*'
@@ -64,19 +66,35 @@ train m2pt_video_audio m2pt motion_train --val "$data/motion_val" --epochs 3 --b
   --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*' \
   --json > "$out/eval/m2pt.json"
 
-step "5/6 fuse: fold W + λ·W′, check fused = unfused, write the plain model's checkpoint"
+step "5/7 fuse: fold W + λ·W′, check fused = unfused, write the plain model's checkpoint"
 "$g" fuse specs/demo/m2pt_video_audio.graft --run "$runs/m2pt" --weights "$backbone" \
   --weights "audio_vit=$runs/audio_pretrain/trainable.safetensors" --allow-missing 'head.*' \
   --out "$runs/m2pt/fused.safetensors"
 "$g" eval specs/demo/video_plain.graft --data "$data/motion_val" --weights "video_vit=$runs/m2pt/fused.safetensors" \
   --json > "$out/eval/m2pt_fused.json"
 
-step "6/6 deployed cost: fused.safetensors in the plain video ViT against the plain one (same run, $threads threads)"
+step "6/7 deployed cost: fused.safetensors in the plain video ViT against the plain one (same run, $threads threads)"
 # The deployed model is measured as deployed: the plain spec with fused.safetensors
 # (spec 2), next to the plain spec with random weights (spec 1).
 "$g" bench specs/demo/video_plain.graft specs/demo/video_plain.graft \
   --weights "2:video_vit=$runs/m2pt/fused.safetensors" --batch 1,32 --iters 20 --threads "$threads" \
   --json > "$out/eval/bench.json"
+
+step "7/7 deploy: the fused model on the native CPU backend (no LibTorch) against LibTorch"
+.graft-env/python - "$out/eval/deploy_in.safetensors" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+g = torch.Generator().manual_seed(7)
+save_file({"video": torch.randn(4, 3, 8, 32, 32, generator=g)}, sys.argv[1])
+PY
+fused_w="video_vit=$runs/m2pt/fused.safetensors"
+for b in native torch; do
+  "$g" run specs/demo/video_plain.graft --weights "$fused_w" --inputs "$out/eval/deploy_in.safetensors" \
+    --out "$out/eval/deploy_$b.safetensors" --backend "$b" --threads "$threads"
+done
+# The deployed model on both backends in one process, interleaved forward by forward.
+"$g" bench specs/demo/video_plain.graft --weights "1:$fused_w" --backend native,torch --batch 1,32 --iters 20 \
+  --threads "$threads" --json > "$out/eval/deploy_bench.json"
 
 .graft-env/python - "$out" <<'PY'
 import json, math, sys, pathlib
@@ -113,6 +131,17 @@ lines += ["", "M2PT on the motion task (4 classes): video ViT + pathways from th
           f"{in_file == plain['params'] == deployed['weights_params']}"]
 for (bs, a), (_, c) in zip(plain["forward_ms"], deployed["forward_ms"]):
     lines.append(f"  latency batch {bs}: plain {a:.2f} ms, fused {c:.2f} ms, ratio {c / a:.3f}")
+from safetensors.torch import load_file
+nat = load_file(str(ev / "deploy_native.safetensors"))["logits"].double()
+tor = load_file(str(ev / "deploy_torch.safetensors"))["logits"].double()
+err = ((nat - tor).norm() / tor.norm()).item()
+d = load("deploy_bench.json")["specs"]
+lines += ["", "Deployed on the native CPU backend (no LibTorch), fused M2PT model:",
+          f"  outputs vs LibTorch: relative error {err:.2e} (argmax agrees on {(nat.argmax(1) == tor.argmax(1)).float().mean().item() * 100:.0f}% of inputs)"]
+lat = {s["backend"]: dict((b, ms) for b, ms in s["forward_ms"]) for s in d}
+for bs in lat["native"]:
+    lines.append(f"  latency batch {bs}: native {lat['native'][bs]:.2f} ms, LibTorch {lat['torch'][bs]:.2f} ms, "
+                 f"native/LibTorch {lat['native'][bs] / lat['torch'][bs]:.3f}")
 text = "\n".join(lines)
 print("\n" + text)
 (out / "summary.txt").write_text(text + "\n")

@@ -59,8 +59,8 @@ pub fn batch_i64() -> RangedI64ValueParser<i64> {
 }
 
 /// A thread count in `1..=MAX_THREADS`.
-pub fn threads() -> RangedI64ValueParser<i32> {
-    RangedI64ValueParser::<i32>::new().range(1..=MAX_THREADS)
+pub fn threads() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS as u64)
 }
 
 /// Optimizer steps for `epochs` epochs of `per_epoch` batches, `accumulate` batches

@@ -77,11 +77,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: graft::data::cli::DataCmd,
     },
-    /// Run a model on named inputs (LibTorch) and write its outputs by name.
-    #[cfg(feature = "torch")]
+    /// Run a model on named inputs and write its outputs by name.
     Run(graft::commands::run::RunArgs),
     /// Fold re-parameterizations into the backbone's weights, check, write a checkpoint.
-    #[cfg(feature = "torch")]
     Fuse(graft::commands::fuse::FuseArgs),
     /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
     #[cfg(feature = "torch")]
@@ -90,7 +88,6 @@ enum Cmd {
     #[cfg(feature = "torch")]
     Eval(graft::commands::eval::EvalArgs),
     /// Compile time and forward latency of specs, side by side (random weights).
-    #[cfg(feature = "torch")]
     Bench(graft::commands::bench::BenchArgs),
     /// Write a trained adapter in another tool's format (`export peft`).
     Export {
@@ -180,15 +177,12 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
         Cmd::Train(a) => graft::backend::torch::train::train(*a),
         #[cfg(feature = "torch")]
         Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
-        #[cfg(feature = "torch")]
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Check { specs } => {

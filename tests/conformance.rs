@@ -48,10 +48,10 @@ fn graft() -> &'static Path {
         if std::fs::hard_link(&built, &bin).is_err() {
             std::fs::copy(&built, &bin).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
         }
-        let help = Command::new(&bin).args(["run", "--help"]).output().expect("running graft");
+        let help = Command::new(&bin).args(["eval", "--help"]).output().expect("running graft");
         if !help.status.success() {
             panic!(
-                "{} has no `run` command: it was built without the LibTorch backend \
+                "{} has no `eval` command: it was built without the LibTorch backend \
                  (cargo test --features torch; a cargo build without the feature may have replaced it)\n{}",
                 built.display(),
                 String::from_utf8_lossy(&help.stderr)
@@ -130,10 +130,15 @@ fn run_step(log: &mut Log, program: &Path, args: &[String], dir: &Path, what: &s
 }
 
 fn conformance(case: &str) {
+    conformance_on(case, None)
+}
+
+/// The case with `graft run` / `graft fuse` on `backend` (`None`: the default).
+fn conformance_on(case: &str, backend: Option<&str>) {
     let py = python();
     let graft = graft();
     let script = repo().join("tests/conformance/generate.py");
-    let dir = case_dir(case);
+    let dir = case_dir(&format!("{case}{}", backend.map(|b| format!("-{b}")).unwrap_or_default()));
     let mut log = Log::default();
 
     let gen_args = vec![script.display().to_string(), case.to_string(), dir.display().to_string()];
@@ -144,12 +149,17 @@ fn conformance(case: &str) {
     let steps = manifest["steps"].as_array().expect("manifest steps");
     assert!(!steps.is_empty(), "case {case} has no steps");
     for step in steps {
-        let args: Vec<String> = step["args"]
+        let mut args: Vec<String> = step["args"]
             .as_array()
             .expect("step args")
             .iter()
             .map(|a| a.as_str().expect("string arg").to_string())
             .collect();
+        if let (Some(b), Some("graft")) = (backend, step["tool"].as_str()) {
+            if matches!(args[0].as_str(), "run" | "fuse") {
+                args.splice(1..1, ["--backend".to_string(), b.to_string(), "--threads".into(), "1".into()]);
+            }
+        }
         match step["tool"].as_str() {
             Some("graft") => run_step(&mut log, graft, &args, &dir, &format!("graft {}", args[0])),
             Some("python") => run_step(&mut log, &py, &args, &dir, "the comparison"),
@@ -294,4 +304,49 @@ fn exported_peft_directory_loads_into_peft() {
 #[test]
 fn resampled_position_table_matches_timm() {
     conformance("resample");
+}
+
+// (g) the native backend (no LibTorch in the forward) against the same references.
+#[test]
+fn native_vit_tiny_matches_timm() {
+    conformance_on("vit_tiny", Some("native"));
+}
+
+#[test]
+fn native_vit_small_matches_timm() {
+    conformance_on("vit_small", Some("native"));
+}
+
+#[test]
+fn native_minilm_matches_transformers() {
+    conformance_on("minilm", Some("native"));
+}
+
+#[test]
+fn native_vit3d_matches_reference() {
+    conformance_on("vit3d", Some("native"));
+}
+
+#[test]
+fn native_m2pt_pathway_matches_reference() {
+    conformance_on("m2pt", Some("native"));
+}
+
+#[test]
+fn native_adapters_match_reference() {
+    for case in [
+        "adapter_bottleneck",
+        "adapter_multi_head",
+        "adapter_cross_attention",
+        "adapter_lora",
+        "adapter_prefix",
+        "adapter_linear",
+    ] {
+        conformance_on(case, Some("native"));
+    }
+}
+
+#[test]
+fn native_fused_m2pt_loads_into_timm() {
+    conformance_on("fuse_m2pt", Some("native"));
 }

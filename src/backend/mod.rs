@@ -25,6 +25,8 @@
 pub mod error;
 pub mod inputs;
 pub mod native;
+#[cfg(all(test, feature = "torch"))]
+mod op_suite;
 pub mod plan;
 #[cfg(feature = "torch")]
 pub mod torch;
@@ -100,6 +102,12 @@ pub trait Executable {
         warmup: usize,
         iters: usize,
     ) -> Result<Vec<f64>, BackendError>;
+
+    /// Backend-specific figures for reports, by name (`arena_bytes`, compile times…),
+    /// for the inputs of the last run; none by default.
+    fn report(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// Check named inputs against the plan and run them (see [`inputs::bind`]).

@@ -3,7 +3,7 @@
 //!
 //! `graft bench SPEC... [--batch 1,8] [--iters N] [--warmup N] [--threads N]
 //! [--mode infer|train] [--weights N:BINDING=FILE]... [--allow-missing PATTERN]...
-//! [--json]`. Parameters are random (init rules, or a seeded fallback), so no weights
+//! [--backend native,torch] [--elementwise unfused|blocks|jit] [--json]`. Parameters are random (init rules, or a seeded fallback), so no weights
 //! files are needed: latency does not depend on values. `--weights 2:video_vit=F`
 //! loads the second spec's binding from a file instead (a deployed checkpoint is then
 //! measured as it is: its parameters come from the file, strictly).
@@ -11,13 +11,16 @@
 //! within one run only, as ratios. The forward runs on the backend seam
 //! ([`crate::backend::Executable::time_forward`]); compile time is the pipeline as
 //! configured (set `GRAFT_VERIFY=1` to include the verifier after every pass, as
-//! `scripts/bench.sh` does).
+//! `scripts/bench.sh` does). With several backends, each spec and batch is timed on
+//! every backend in turn, one forward at a time (interleaved), so ratios between
+//! backends see the same machine state.
 //!
 //! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
 //! instead ([`crate::backend::torch::bench`]); specs compile in train mode.
 
-use super::{backend, bindings, options, DeviceArg, DtypeArg, ModeArg};
+use super::{backend, bindings, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
 use crate::api::compile_file;
+#[cfg(feature = "torch")]
 use crate::backend::torch::bench::{self as train_bench, TrainBenchConfig, TrainReport};
 use crate::backend::{inputs, Plan};
 use crate::params::init::random_values;
@@ -41,9 +44,11 @@ pub struct BenchArgs {
     pub iters: usize,
     #[arg(long, default_value_t = 2, value_parser = crate::bounds::iters_or_zero())]
     pub warmup: usize,
-    /// Intra-op threads for LibTorch (default: what LibTorch chooses).
-    #[arg(long, value_parser = crate::bounds::threads())]
-    pub threads: Option<i32>,
+    /// Backends to time side by side (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BackendArg::DEFAULT])]
+    pub backend: Vec<BackendArg>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: ModeArg,
     #[arg(long, value_enum, default_value = "cpu")]
@@ -79,6 +84,8 @@ pub struct BenchArgs {
 
 #[derive(Serialize)]
 pub struct SpecTiming {
+    /// `native` or `torch`.
+    pub backend: String,
     pub spec: String,
     pub model: String,
     pub params: u64,
@@ -90,11 +97,16 @@ pub struct SpecTiming {
     pub weights_params: u64,
     /// Batch → median forward latency.
     pub forward_ms: Vec<(i64, f64)>,
+    /// Batch → backend figures (native: arena and live bytes, fusion and JIT stats).
+    pub details: Vec<(i64, Vec<(String, f64)>)>,
 }
 
 #[derive(Serialize)]
 pub struct BenchReport {
+    /// Threads of the native pool, or LibTorch's intra-op threads (0: their defaults).
     pub threads: i32,
+    /// Peak resident memory of this process (bytes; VmHWM), every backend included.
+    pub peak_rss_bytes: u64,
     pub mode: Mode,
     pub specs: Vec<SpecTiming>,
 }
@@ -123,7 +135,7 @@ fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<SpecTiming> {
+fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
     let mode = a.mode.into();
     let mut compiles = Vec::new();
     let mut compiled = None;
@@ -135,68 +147,88 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<SpecTiming> {
     }
     let c = compiled.expect("compiled ten times");
     let plan = Plan::new(&c.graph);
-    let backend = backend();
-    let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
     let weights = weights_for(a, index)?;
-    let (values, weights_params) = if weights.is_empty() {
-        (plan.params.iter().map(|p| random_values(p, 0)).collect(), 0)
-    } else {
-        let b = bindings(spec, &c, &weights)?;
-        let declared = Declared::from_sites(&c.sites);
-        let leaves = Leaves::load(plan.params.iter(), &b, &declared, &a.allow_missing, 0)?;
-        let from_files = plan.params.iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
-        (materialise(&plan.params, &leaves)?, from_files)
-    };
-    let mut exe = backend.prepare(&plan, values, &opts)?;
-    let mut forward_ms = Vec::new();
+    let mut weights_params = 0;
+    let mut exes = Vec::new();
+    for &kind in &a.backend {
+        let backend = backend(kind, &a.engine)?;
+        let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
+        let values = if weights.is_empty() {
+            plan.params.iter().map(|p| random_values(p, 0)).collect()
+        } else {
+            let b = bindings(spec, &c, &weights)?;
+            let declared = Declared::from_sites(&c.sites);
+            let leaves = Leaves::load(plan.params.iter(), &b, &declared, &a.allow_missing, 0)?;
+            weights_params = plan.params.iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
+            materialise(&plan.params, &leaves)?
+        };
+        exes.push((backend.name(), opts.float, backend.prepare(&plan, values, &opts)?));
+    }
+    let mut forward_ms = vec![Vec::new(); exes.len()];
+    let mut details = vec![Vec::new(); exes.len()];
     for &b in &a.batch {
         let given = inputs::random(&plan, b, 0)?;
-        let bound = inputs::bind(&plan, given, opts.float)?;
-        let times = exe.time_forward(&bound.values, a.warmup, a.iters)?;
-        forward_ms.push((b, median(times)));
+        let mut bound = Vec::new();
+        for (_, float, exe) in exes.iter_mut() {
+            let values = inputs::bind(&plan, given.clone(), *float)?.values;
+            exe.time_forward(&values, a.warmup, 0)?;
+            bound.push(values);
+        }
+        // Interleaved: one forward on each backend in turn.
+        let mut times = vec![Vec::new(); exes.len()];
+        for _ in 0..a.iters {
+            for (i, (_, _, exe)) in exes.iter_mut().enumerate() {
+                times[i].extend(exe.time_forward(&bound[i], 0, 1)?);
+            }
+        }
+        for (i, t) in times.into_iter().enumerate() {
+            forward_ms[i].push((b, median(t)));
+            details[i].push((b, exes[i].2.report()));
+        }
     }
-    Ok(SpecTiming {
-        spec: spec.display().to_string(),
-        model: c.model.clone(),
-        params: param_report(&c).total,
-        compile_ms: median(compiles),
-        weights,
-        weights_params,
-        forward_ms,
-    })
+    let params = param_report(&c).total;
+    Ok(exes
+        .iter()
+        .zip(forward_ms.into_iter().zip(details))
+        .map(|((name, _, _), (forward_ms, details))| SpecTiming {
+            backend: name.to_string(),
+            spec: spec.display().to_string(),
+            model: c.model.clone(),
+            params,
+            compile_ms: median(compiles.clone()),
+            weights: weights.clone(),
+            weights_params,
+            forward_ms,
+            details,
+        })
+        .collect())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// `graft bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if let Some(t) = a.threads {
-        tch::set_num_threads(t);
-    }
     if a.memory_probe || a.train {
-        let backend = backend();
-        let cfg = TrainBenchConfig {
-            specs: a.specs.clone(),
-            batch: a.batch.clone(),
-            iters: a.iters,
-            warmup: a.warmup,
-            lr: a.lr,
-            memory: !a.no_memory,
-            device: crate::backend::torch::convert::device(a.device.device(backend.as_ref())?),
-        };
-        if a.memory_probe {
-            let m = train_bench::memory_probe(&cfg)?;
-            println!("{}", serde_json::to_string(&m)?);
-            return Ok(());
-        }
-        let report = train_bench::bench_train(&cfg)?;
-        if a.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            print_train(&report);
-        }
-        return Ok(());
+        return train(&a);
     }
-    let specs = a.specs.iter().enumerate().map(|(i, s)| measure(s, i, &a)).collect::<Result<Vec<_>>>()?;
-    let report = BenchReport { threads: tch::get_num_threads(), mode: a.mode.into(), specs };
+    let mut specs = Vec::new();
+    for (i, s) in a.specs.iter().enumerate() {
+        specs.extend(measure(s, i, &a)?);
+    }
+    #[cfg(feature = "torch")]
+    let default_threads = tch::get_num_threads();
+    #[cfg(not(feature = "torch"))]
+    let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
+    let threads = a.engine.threads.map_or(default_threads, |t| t as i32);
+    let report = BenchReport { threads, peak_rss_bytes: peak_rss_bytes(), mode: a.mode.into(), specs };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
@@ -211,7 +243,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             .map(|((b, ms), (_, base_ms))| format!("batch {b}: {ms:.2} ms ({:.3}x)", ms / base_ms))
             .collect();
         println!(
-            "{:<32} {:>14} params  compile {:.2} ms  {}",
+            "{:<7} {:<32} {:>14} params  compile {:.2} ms  {}",
+            s.backend,
             s.model,
             thousands(s.params),
             s.compile_ms,
@@ -221,6 +254,42 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// `graft bench --train` (and its memory probe): LibTorch only.
+#[cfg(feature = "torch")]
+fn train(a: &BenchArgs) -> Result<()> {
+    if let Some(t) = a.engine.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let backend = backend(BackendArg::Torch, &a.engine)?;
+    let cfg = TrainBenchConfig {
+        specs: a.specs.clone(),
+        batch: a.batch.clone(),
+        iters: a.iters,
+        warmup: a.warmup,
+        lr: a.lr,
+        memory: !a.no_memory,
+        device: crate::backend::torch::convert::device(a.device.device(backend.as_ref())?),
+    };
+    if a.memory_probe {
+        let m = train_bench::memory_probe(&cfg)?;
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    let report = train_bench::bench_train(&cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_train(&report);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn train(_: &BenchArgs) -> Result<()> {
+    anyhow::bail!("graft bench --train: training needs a graft built with `--features torch` (after scripts/setup.sh)")
+}
+
+#[cfg(feature = "torch")]
 fn print_train(r: &TrainReport) {
     println!(
         "threads {}, device {}: training steps (forward, cross-entropy, backward, AdamW), medians of {} interleaved steps after {} warmup",

@@ -13,7 +13,7 @@
 //! report, printed as text or, with `--json`, as one JSON object (confusion matrix
 //! included).
 
-use super::{backend, options, DeviceArg, DtypeArg};
+use super::{options, DeviceArg, DtypeArg};
 use crate::backend::torch::train::checkpoint::TrainableFile;
 use crate::backend::torch::train::model::Spec;
 use crate::data::Dataset;
@@ -58,7 +58,7 @@ pub struct EvalArgs {
 
 /// `graft eval`.
 pub fn run(a: EvalArgs) -> Result<()> {
-    let backend = backend();
+    let backend: Box<dyn crate::backend::Backend> = Box::new(crate::backend::torch::TorchBackend);
     let opts = options(backend.as_ref(), a.device, DtypeArg::F32, false)?;
     let mut spec = Spec::compile(&a.spec)?;
     spec.allow_nonfinite = a.allow_nonfinite;

@@ -5,7 +5,7 @@
 //! this prints the comparison and the parameter counts and writes the checkpoint only
 //! when the check passes.
 
-use super::{backend, bindings, compiled};
+use super::{backend, bindings, compiled, BackendArg, EngineArgs};
 use crate::backend::Plan;
 use crate::fuse::{fuse as fold, FuseError, TOLERANCE};
 use crate::params::{Declared, Leaves};
@@ -39,6 +39,11 @@ pub struct FuseArgs {
     /// Seed for initialised parameters and the random check inputs.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Which backend runs the fused and unfused models for the check.
+    #[arg(long, value_enum, default_value_t = BackendArg::DEFAULT)]
+    pub backend: BackendArg,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 fn print_comparison(c: &crate::fuse::Comparison) {
@@ -71,6 +76,7 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     bindings.allow_nonfinite = a.allow_nonfinite;
     refuse_overwrite(a, &bindings)?;
     let declared = Declared::from_sites(&train.sites);
+    #[allow(unused_mut)] // written only with a training run (torch builds)
     let mut leaves =
         Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
     for note in &leaves.notes {
@@ -78,11 +84,18 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     }
     if let Some(run) = &a.run {
         // The trained tensors over the spec's values, before anything is folded.
+        #[cfg(feature = "torch")]
         for note in crate::backend::torch::train::checkpoint::apply_run(run, &train, &ptrain, &mut leaves)? {
             eprintln!("note: {note}");
         }
+        #[cfg(not(feature = "torch"))]
+        anyhow::bail!(
+            "--run {}: reading a training run needs a graft built with `--features torch`; bind its trainable.safetensors with --weights instead",
+            run.display()
+        );
     }
-    let fused = match fold(backend().as_ref(), &train, &infer, &leaves, a.seed) {
+    let backend = backend(a.backend, &a.engine)?;
+    let fused = match fold(backend.as_ref(), &train, &infer, &leaves, a.seed) {
         Ok(f) => f,
         Err(FuseError::Differs { name, error, comparison }) => {
             print_comparison(&comparison);
@@ -171,6 +184,8 @@ model m {
             allow_missing: vec![],
             allow_nonfinite: false,
             seed: 0,
+            backend: BackendArg::DEFAULT,
+            engine: EngineArgs { threads: Some(1), elementwise: super::super::ElementwiseArg::Jit },
         };
         run(&args).unwrap();
         let fused = SafeFile::open(&out).unwrap();

@@ -10,14 +10,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-#[cfg(feature = "torch")]
 pub mod bench;
 #[cfg(feature = "torch")]
 pub mod eval;
 pub mod export;
-#[cfg(feature = "torch")]
 pub mod fuse;
-#[cfg(feature = "torch")]
 pub mod run;
 
 use crate::api::compile_spec;
@@ -40,10 +37,69 @@ pub fn bindings(spec: &Path, c: &Compiled, cli: &[String]) -> Result<Bindings, P
     Bindings::of_spec(spec, c, cli)
 }
 
-/// The backend commands run on (a `--backend` choice goes here once there are two).
-#[cfg(feature = "torch")]
-pub fn backend() -> Box<dyn Backend> {
-    Box::new(crate::backend::torch::TorchBackend)
+/// `--backend`: which backend executes the model.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    /// The native CPU backend (no LibTorch).
+    Native,
+    /// LibTorch (CPU and CUDA; needs a build with the `torch` feature).
+    Torch,
+}
+
+impl BackendArg {
+    /// LibTorch when the build has it (what graft ran on before there were two),
+    /// otherwise the native backend.
+    pub const DEFAULT: BackendArg = if cfg!(feature = "torch") { BackendArg::Torch } else { BackendArg::Native };
+}
+
+/// `--elementwise`: how the native backend runs fused elementwise groups.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ElementwiseArg {
+    /// One rustc kernel per op over whole tensors.
+    Unfused,
+    /// rustc kernels per op over L1-sized blocks of the group.
+    Blocks,
+    /// One Cranelift-compiled kernel per group.
+    Jit,
+}
+
+/// Execution choices shared by `run`, `fuse` and `bench`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EngineArgs {
+    /// Threads: the native backend's worker pool (default: the CPUs available), or
+    /// LibTorch's intra-op threads (default: what LibTorch chooses).
+    #[arg(long, value_parser = crate::bounds::threads())]
+    pub threads: Option<usize>,
+    /// How the native backend runs elementwise fusion groups.
+    #[arg(long, value_enum, default_value = "jit")]
+    pub elementwise: ElementwiseArg,
+}
+
+/// The backend `kind` configured by `e`.
+pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backend>> {
+    use crate::backend::native::{ew::EwStrategy, Native};
+    match kind {
+        BackendArg::Native => {
+            let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let elementwise = match e.elementwise {
+                ElementwiseArg::Unfused => EwStrategy::Unfused,
+                ElementwiseArg::Blocks => EwStrategy::Blocks,
+                ElementwiseArg::Jit => EwStrategy::Jit,
+            };
+            Ok(Box::new(Native { threads: threads.max(1), elementwise }))
+        }
+        #[cfg(feature = "torch")]
+        BackendArg::Torch => {
+            if let Some(t) = e.threads {
+                tch::set_num_threads(t as i32);
+            }
+            Ok(Box::new(crate::backend::torch::TorchBackend))
+        }
+        #[cfg(not(feature = "torch"))]
+        BackendArg::Torch => anyhow::bail!(
+            "--backend torch: this graft was built without LibTorch; rebuild with `--features torch` (after scripts/setup.sh) or use --backend native"
+        ),
+    }
 }
 
 /// Options for `backend` from the command line's choices.

@@ -2,12 +2,13 @@
 //!
 //! `graft run SPEC [--weights BINDING=FILE]... --inputs IN.safetensors --out OUT.safetensors
 //! [--mode train|infer] [--device cpu|cuda|auto] [--dtype f32|bf16|f16]
-//! [--allow-missing PATTERN]... [--seed N] [--cuda-graph]` compiles the spec, loads its
+//! [--allow-missing PATTERN]... [--seed N] [--cuda-graph] [--backend native|torch]
+//! [--threads N] [--elementwise unfused|blocks|jit]` compiles the spec, loads its
 //! weights (spec paths are relative to the spec's directory; `--weights` overrides a
 //! binding or binds a component the spec initialises), checks the inputs, runs, and
 //! writes every output by name. Any user error is one clear message and exit status 1.
 
-use super::{backend, bindings, compiled, options, DeviceArg, DtypeArg, ModeArg};
+use super::{backend, bindings, compiled, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
 use crate::backend::{inputs, Plan};
 use crate::params::{materialise, Declared, Leaves};
 use crate::safetensors::{self, SafeFile};
@@ -49,12 +50,17 @@ pub struct RunArgs {
     /// Capture the forward in a CUDA graph and replay it (CUDA only; `cuda-graphs` build).
     #[arg(long = "cuda-graph")]
     pub cuda_graph: bool,
+    /// Which backend executes the model.
+    #[arg(long, value_enum, default_value_t = BackendArg::DEFAULT)]
+    pub backend: BackendArg,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `graft run`.
 pub fn run(a: RunArgs) -> Result<()> {
     let c = compiled(&a.spec, a.mode.into())?;
-    let backend = backend();
+    let backend = backend(a.backend, &a.engine)?;
     let opts = options(backend.as_ref(), a.device, a.dtype, a.cuda_graph)?;
     let plan = Plan::new(&c.graph);
     let mut bindings = bindings(&a.spec, &c, &a.weights)?;

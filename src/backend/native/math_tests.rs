@@ -1,5 +1,6 @@
 //! Accuracy of the vectorised math against f64 references, at every SIMD level this
 //! CPU has (the portable level always runs), over wide ranges and edge values.
+#![allow(clippy::print_stderr)] // the measured accuracy is printed with --nocapture
 
 use super::*;
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The native CPU backend against LibTorch: the README's figures come from this script.
+#   1. ViT-S/16 224² at batch 1 and 8, 1 and 2 threads: native / LibTorch latency,
+#      both backends in one process, interleaved forward by forward (graft bench)
+#   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1
+#   3. the elementwise ablation: --elementwise unfused | blocks | jit, same binary,
+#      same plan, processes alternated (ABCABC…), end-to-end medians
+#   4. binary size and cold start (process start to outputs written) of a native-only
+#      build against the LibTorch build
+# Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+iters="${1:-10}"
+export LIBTORCH="${LIBTORCH:-$PWD/.graft-env/torch}"
+bash scripts/setup.sh >/dev/null
+cargo build --release --quiet --features torch
+cp target/release/graft target/graft-torch
+cargo build --release --quiet --target-dir target/native-only
+cp target/native-only/release/graft target/graft-native
+g=target/graft-torch
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+echo "load: $(cat /proc/loadavg); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+
+ratio() { # json file -> markdown rows: model, batch, native ms, torch ms, ratio
+  .graft-env/python - "$1" "$2" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); t = sys.argv[2]
+by = {}
+for s in r["specs"]:
+    by.setdefault(s["model"], {})[s["backend"]] = dict((b, ms) for b, ms in s["forward_ms"])
+for model, d in by.items():
+    for b in d["native"]:
+        n, l = d["native"][b], d["torch"][b]
+        print(f"| {model} | {b} | {t} | {n:.2f} | {l:.2f} | {n / l:.3f} |")
+PY
+}
+
+echo
+echo "| model | batch | threads | native ms | LibTorch ms | native / LibTorch |"
+echo "|---|---|---|---|---|---|"
+for t in 1 2; do
+  "$g" bench specs/vit_small.graft --backend native,torch --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
+    --json >"$tmp/vits_$t.json"
+  ratio "$tmp/vits_$t.json" "$t"
+done
+for t in 1 2; do
+  "$g" bench specs/demo/video_plain.graft specs/demo/cm3t_multimodal.graft --backend native,torch --batch 1 \
+    --threads "$t" --iters $((iters * 10)) --warmup 5 --json >"$tmp/demo_$t.json"
+  ratio "$tmp/demo_$t.json" "$t"
+done
+
+echo
+echo "Elementwise strategies (native, 1 thread, medians of $iters; processes alternated 3 times):"
+echo "| model | batch | unfused ms | blocks ms | jit ms | groups | group bytes written | JIT compile ms (cold) |"
+echo "|---|---|---|---|---|---|---|---|"
+for rep in 1 2 3; do
+  for e in unfused blocks jit; do
+    "$g" bench specs/vit_small.graft specs/demo/cm3t_multimodal.graft --backend native --elementwise "$e" \
+      --batch 1,8 --threads 1 --iters "$iters" --warmup 2 --json >"$tmp/ew_${e}_$rep.json"
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1]); rows = {}
+for e in ["unfused", "blocks", "jit"]:
+    for rep in (1, 2, 3):
+        for s in json.load(open(d / f"ew_{e}_{rep}.json"))["specs"]:
+            for (b, ms), (_, det) in zip(s["forward_ms"], s["details"]):
+                det = dict(det)
+                r = rows.setdefault((s["model"], b), {})
+                r.setdefault(e, []).append(ms)
+                if e == "jit":
+                    r["meta"] = (int(det.get("ew_groups", 0)), int(det.get("ew_bytes_written", 0)), det.get("ew_compile_ms", 0.0))
+for (m, b), r in rows.items():
+    med = {e: statistics.median(r[e]) for e in ["unfused", "blocks", "jit"]}
+    g, by, c = r["meta"]
+    print(f"| {m} | {b} | {med['unfused']:.2f} | {med['blocks']:.2f} | {med['jit']:.2f} | {g} | {by:,} | {c:.1f} |")
+PY
+
+echo
+echo "Binary size and cold start (graft run, vit_tiny, batch 1, 1 thread; median of 5):"
+.graft-env/python - "$tmp/in.safetensors" <<'PY'
+import sys, torch
+from safetensors.torch import save_file
+save_file({"image": torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))}, sys.argv[1])
+PY
+for b in native torch; do
+  bin=target/graft-$b
+  size=$(stat -c %s "$bin")
+  best=$(.graft-env/python - "$bin" "$b" "$tmp" <<'PY'
+import subprocess, sys, time, statistics
+bin, b, tmp = sys.argv[1:]
+ts = []
+for _ in range(5):
+    t = time.perf_counter()
+    subprocess.run([bin, "run", "specs/vit_tiny.graft", "--inputs", f"{tmp}/in.safetensors", "--out", f"{tmp}/o.safetensors",
+                    "--backend", b, "--threads", "1"], check=True, capture_output=True)
+    ts.append(time.perf_counter() - t)
+print(f"{statistics.median(ts) * 1e3:.0f}")
+PY
+)
+  echo "- $b build: $((size / 1024 / 1024)) MiB binary$([ "$b" = torch ] && echo " + LibTorch shared libraries"), cold start ${best} ms"
+done

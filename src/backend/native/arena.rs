@@ -1,0 +1,131 @@
+//! The static arena: byte offsets for every buffer of a forward, assigned once at plan
+//! time from the buffers' lifetimes (greedy by size: largest first, each at the lowest
+//! offset that overlaps no already-placed buffer whose lifetime intersects its own).
+//!
+//! A lifetime is the inclusive range of instruction indices from the writer to the
+//! last reader; model outputs live to the end. Running a forward then allocates
+//! nothing: every buffer is a fixed range of one allocation kept across runs.
+
+/// Offsets are multiples of this (a cache line, and AVX-512 aligned).
+pub const ALIGN: usize = 64;
+
+/// One buffer to place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub bytes: usize,
+    /// First and last instruction (inclusive) that touch it.
+    pub first: usize,
+    pub last: usize,
+}
+
+/// Placed buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Byte offset per request, in request order.
+    pub offsets: Vec<usize>,
+    /// Arena size in bytes.
+    pub size: usize,
+    /// The most bytes live at one instruction (a lower bound for `size`).
+    pub peak_live: usize,
+}
+
+fn round(b: usize) -> usize {
+    b.div_ceil(ALIGN) * ALIGN
+}
+
+/// Place `reqs` (greedy by size, ties in request order).
+pub fn plan(reqs: &[Request]) -> Layout {
+    let mut order: Vec<usize> = (0..reqs.len()).collect();
+    order.sort_by(|&a, &b| reqs[b].bytes.cmp(&reqs[a].bytes).then(a.cmp(&b)));
+    let mut offsets = vec![0usize; reqs.len()];
+    // Placed so far, as (offset, end, index), sorted by offset.
+    let mut placed: Vec<(usize, usize, usize)> = Vec::new();
+    let mut size = 0usize;
+    for i in order {
+        let r = reqs[i];
+        let need = round(r.bytes);
+        let mut at = 0usize;
+        for &(lo, hi, j) in &placed {
+            let q = reqs[j];
+            if q.last < r.first || r.last < q.first {
+                continue; // lifetimes disjoint: may share bytes
+            }
+            if lo >= at + need {
+                break; // the gap before this one fits
+            }
+            at = at.max(hi);
+        }
+        offsets[i] = at;
+        size = size.max(at + need);
+        let pos = placed.partition_point(|&(lo, _, _)| lo <= at);
+        placed.insert(pos, (at, at + need, i));
+    }
+    let end = reqs.iter().map(|r| r.last + 1).max().unwrap_or(0);
+    let mut live = vec![0usize; end];
+    for r in reqs {
+        for l in &mut live[r.first..=r.last] {
+            *l += round(r.bytes);
+        }
+    }
+    Layout { offsets, size, peak_live: live.into_iter().max().unwrap_or(0) }
+}
+
+/// An arena allocation: `ALIGN`-aligned f32 storage, zeroed once.
+pub struct Arena {
+    words: Vec<Aligned>,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Aligned([f32; 16]);
+
+impl Arena {
+    pub fn new(bytes: usize) -> Arena {
+        Arena { words: vec![Aligned([0.0; 16]); bytes.div_ceil(ALIGN)] }
+    }
+    pub fn bytes(&self) -> usize {
+        self.words.len() * ALIGN
+    }
+    pub fn as_mut_f32(&mut self) -> &mut [f32] {
+        let n = self.words.len() * 16;
+        // SAFETY: `Aligned` is 16 f32 with no padding.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut f32, n) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+        a.0 < b.1 && b.0 < a.1
+    }
+
+    #[test]
+    fn live_buffers_never_share_bytes_and_dead_ones_are_reused() {
+        let reqs = [
+            Request { bytes: 1000, first: 0, last: 1 },
+            Request { bytes: 400, first: 1, last: 2 },
+            Request { bytes: 1000, first: 2, last: 3 }, // can take the first one's place
+            Request { bytes: 100, first: 0, last: 3 },
+            Request { bytes: 300, first: 3, last: 4 },
+        ];
+        let l = plan(&reqs);
+        for i in 0..reqs.len() {
+            for j in 0..i {
+                let (a, b) = (reqs[i], reqs[j]);
+                if a.last < b.first || b.last < a.first {
+                    continue;
+                }
+                let ra = (l.offsets[i], l.offsets[i] + round(a.bytes));
+                let rb = (l.offsets[j], l.offsets[j] + round(b.bytes));
+                assert!(!overlaps(ra, rb), "{i} and {j} overlap: {l:?}");
+            }
+            assert_eq!(l.offsets[i] % ALIGN, 0);
+        }
+        assert_eq!(l.offsets[2], l.offsets[0], "{l:?}");
+        assert!(l.size < reqs.iter().map(|r| round(r.bytes)).sum::<usize>());
+        assert!(l.size >= l.peak_live);
+        assert_eq!(l.peak_live, round(1000) + round(400) + round(100));
+    }
+}

@@ -1,0 +1,296 @@
+//! The native backend behind the [`Backend`] / [`Executable`] seam.
+//!
+//! `prepare` widens the parameters to f32 once and starts the worker pool. Each `run`
+//! looks up (or builds, the first time) the [`Program`] for its input shapes and
+//! present inputs together with its arena, so a forward after the first allocates
+//! nothing but its returned outputs.
+
+use super::arena::Arena;
+use super::ew::{EwCompiler, EwStats, EwStrategy};
+use super::exec::{self, Mem};
+use super::lower::{lower, InputSig};
+use super::pool::{Pool, SharedMut};
+use super::program::{OutVal, Program, Step, Store, Strided};
+use crate::backend::plan::Plan;
+use crate::backend::{Backend, BackendError, Device, Executable, Options};
+use crate::ir::DType;
+use crate::tensor::HostTensor;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// The native CPU backend: `threads` participants per parallel region (1: the caller
+/// alone), elementwise groups compiled with `elementwise`.
+#[derive(Clone, Copy, Debug)]
+pub struct Native {
+    pub threads: usize,
+    pub elementwise: EwStrategy,
+}
+
+impl Default for Native {
+    fn default() -> Self {
+        Native { threads: 1, elementwise: EwStrategy::Jit }
+    }
+}
+
+impl Backend for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn has_device(&self, device: Device) -> bool {
+        device == Device::Cpu
+    }
+
+    fn check(&self, opts: &Options) -> Result<(), BackendError> {
+        check_options(opts)
+    }
+
+    fn prepare(
+        &self,
+        plan: &Plan,
+        params: Vec<HostTensor>,
+        opts: &Options,
+    ) -> Result<Box<dyn Executable>, BackendError> {
+        Ok(Box::new(NativeExecutable::new(plan, params, opts, *self)?))
+    }
+}
+
+/// What the native backend supports: the CPU, f32, no graph capture.
+fn check_options(opts: &Options) -> Result<(), BackendError> {
+    if opts.device != Device::Cpu {
+        return Err(BackendError::Unsupported(
+            "the native backend runs on the CPU only; use `--backend torch` for `--device cuda`".into(),
+        ));
+    }
+    if opts.float != DType::F32 {
+        return Err(BackendError::Unsupported(format!(
+            "the native backend computes in f32 (weights stored in bf16/f16 are widened at load); `{}` is not supported",
+            opts.float.name()
+        )));
+    }
+    if opts.graph_capture {
+        return Err(BackendError::Unsupported("graph capture is a CUDA feature of the torch backend".into()));
+    }
+    Ok(())
+}
+
+/// A program and the arena it runs in.
+struct Prepared {
+    prog: Program,
+    arena: Arena,
+}
+
+/// A plan ready to run on the CPU.
+pub struct NativeExecutable {
+    plan: Plan,
+    params: Vec<Vec<f32>>,
+    pool: Pool,
+    ew: EwCompiler,
+    programs: HashMap<Vec<Option<InputSig>>, Prepared>,
+    /// The inputs of the last run (for [`Executable::report`]).
+    last: Option<Vec<Option<InputSig>>>,
+}
+
+impl NativeExecutable {
+    pub fn new(plan: &Plan, params: Vec<HostTensor>, opts: &Options, cfg: Native) -> Result<Self, BackendError> {
+        check_options(opts)?;
+        if params.len() != plan.params.len() {
+            return Err(BackendError::Internal(format!(
+                "{} parameters for a plan of {}",
+                params.len(),
+                plan.params.len()
+            )));
+        }
+        let params = params
+            .into_iter()
+            .map(|t| match t.dtype {
+                DType::F32 => t.as_f32().unwrap_or_default(),
+                _ => t.to_f64().into_iter().map(|v| v as f32).collect(),
+            })
+            .collect();
+        let ew = EwCompiler::new(cfg.elementwise).map_err(|e| BackendError::runtime("elementwise compiler", e))?;
+        Ok(NativeExecutable {
+            plan: plan.clone(),
+            params,
+            pool: Pool::new(cfg.threads),
+            ew,
+            programs: HashMap::new(),
+            last: None,
+        })
+    }
+
+    /// Compile statistics of the elementwise groups so far.
+    pub fn ew_stats(&self) -> EwStats {
+        self.ew.stats()
+    }
+
+    /// Arena bytes and peak live bytes of the program for these inputs (built if new).
+    pub fn memory(&mut self, inputs: &[Option<HostTensor>]) -> Result<(usize, usize), BackendError> {
+        let key = self.prepare_inputs(inputs)?;
+        let p = &self.programs[&key];
+        Ok((p.arena.bytes(), p.prog.peak_live_bytes))
+    }
+
+    /// Parameter bytes held (f32).
+    pub fn param_bytes(&self) -> usize {
+        self.params.iter().map(|p| p.len() * 4).sum()
+    }
+
+    fn prepare_inputs(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<InputSig>>, BackendError> {
+        if inputs.len() != self.plan.inputs.len() {
+            return Err(BackendError::Internal(format!(
+                "{} inputs for a plan of {}",
+                inputs.len(),
+                self.plan.inputs.len()
+            )));
+        }
+        let key: Vec<Option<InputSig>> = inputs
+            .iter()
+            .map(|t| {
+                t.as_ref().map(|t| InputSig {
+                    shape: t.shape.iter().map(|&d| d.max(0) as usize).collect(),
+                    int: !t.dtype.is_float(),
+                })
+            })
+            .collect();
+        if !self.programs.contains_key(&key) {
+            let prog = lower(&self.plan, &key, self.pool.threads(), &mut self.ew)?;
+            let arena = Arena::new(prog.arena_len * 4);
+            self.programs.insert(key.clone(), Prepared { prog, arena });
+        }
+        self.last = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Load the inputs and run every step.
+    fn forward(&mut self, key: &[Option<InputSig>], inputs: &[Option<HostTensor>]) -> Result<(), BackendError> {
+        let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
+        let arena = SharedMut::new(prep.arena.as_mut_f32());
+        for s in &prep.prog.steps {
+            match s {
+                Step::LoadInput { input, dst } => {
+                    let t = inputs[*input].as_ref().ok_or_else(|| BackendError::Internal("missing input".into()))?;
+                    let Store::Arena(b) = dst.store else { continue };
+                    let off = prep.prog.buffers[b].offset;
+                    // SAFETY: loads run before any region, on this thread alone.
+                    let d = unsafe { arena.slice(off, off + dst.numel()) };
+                    match t.dtype {
+                        DType::F32 => {
+                            for (o, c) in d.iter_mut().zip(t.data.chunks_exact(4)) {
+                                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            }
+                        }
+                        _ => {
+                            for (o, v) in d.iter_mut().zip(t.to_f64()) {
+                                *o = v as f32;
+                            }
+                        }
+                    }
+                }
+                Step::LoadIds { input, dst } => {
+                    let t = inputs[*input].as_ref().ok_or_else(|| BackendError::Internal("missing input".into()))?;
+                    let ids = &mut prep.prog.ids[*dst];
+                    match t.dtype {
+                        DType::I64 => {
+                            for (o, c) in ids.iter_mut().zip(t.data.chunks_exact(8)) {
+                                *o = i64::from_le_bytes(c.try_into().unwrap_or_default());
+                            }
+                        }
+                        _ => {
+                            for (o, v) in ids.iter_mut().zip(t.to_f64()) {
+                                *o = v as i64;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let prog = &prep.prog;
+        let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
+        exec::run(prog, &mem, &self.pool).map_err(|(path, message)| BackendError::Kernel {
+            path,
+            op: "embedding",
+            message,
+        })
+    }
+
+    fn outputs(&mut self, key: &[Option<InputSig>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
+        let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
+        let arena = SharedMut::new(prep.arena.as_mut_f32());
+        let prog = &prep.prog;
+        let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
+        let mut out = Vec::new();
+        for (name, v) in &prog.outputs {
+            let t = match v {
+                OutVal::Float(v) => {
+                    let s = Strided::of(v);
+                    let values = gather(&mem, &s);
+                    let shape: Vec<i64> = v.shape.iter().map(|&d| d as i64).collect();
+                    HostTensor::from_f32(&shape, &values)
+                }
+                OutVal::Ids { buf, shape } => {
+                    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+                    HostTensor::from_i64(&shape, &prog.ids[*buf])
+                }
+            };
+            out.push((
+                name.clone(),
+                t.ok_or_else(|| BackendError::Internal(format!("output `{name}` has a wrong size")))?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// A strided tensor's elements in row-major order.
+fn gather(m: &Mem, s: &Strided) -> Vec<f32> {
+    let n: usize = s.shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let span = 1 + s.shape.iter().zip(&s.strides).map(|(&d, &st)| (d - 1) * st).sum::<usize>();
+    let v = super::program::View::plain(s.store, s.offset, vec![span]);
+    let data = m.read(&v);
+    let r = s.shape.len();
+    let mut idx = vec![0usize; r];
+    for _ in 0..n {
+        out.push(data[idx.iter().zip(&s.strides).map(|(i, st)| i * st).sum::<usize>()]);
+        for i in (0..r).rev() {
+            idx[i] += 1;
+            if idx[i] < s.shape[i] {
+                break;
+            }
+            idx[i] = 0;
+        }
+    }
+    out
+}
+
+impl Executable for NativeExecutable {
+    fn run(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
+        let key = self.prepare_inputs(inputs)?;
+        self.forward(&key, inputs)?;
+        self.outputs(&key)
+    }
+
+    fn time_forward(
+        &mut self,
+        inputs: &[Option<HostTensor>],
+        warmup: usize,
+        iters: usize,
+    ) -> Result<Vec<f64>, BackendError> {
+        let key = self.prepare_inputs(inputs)?;
+        for _ in 0..warmup {
+            self.forward(&key, inputs)?;
+        }
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t0 = Instant::now();
+            self.forward(&key, inputs)?;
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(times)
+    }
+}

@@ -1,0 +1,250 @@
+//! Elementwise ops → fusion groups ([`super::ew::EwGroup`]).
+//!
+//! Each `add`/`mul`/`scale`/`relu`/`tanh`/`gelu` maps its broadcast operands onto a
+//! `[rows, cols]` iteration space (every operand full, one value per column, one per
+//! row, or a scalar there; otherwise the operand is expanded by a copy). An op whose
+//! operand is an output of the group just before it, over the same space, joins that
+//! group. When lowering ends, a group output that nothing outside the group reads is
+//! dropped (its value stays in registers / L1 blocks), and each group is compiled
+//! (identical groups hit the compiler's cache).
+
+use super::ew::{EwBroadcast, EwGroup, EwInstr, EwValue};
+use super::lower::{Lowering, Val};
+use super::program::{Step, Store, Strided, View};
+use crate::backend::BackendError;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EwOp {
+    Add,
+    Mul,
+    Scale(f32),
+    Relu,
+    Tanh,
+    Gelu,
+}
+
+/// A group while lowering: its operands as views, its outputs with their buffers.
+#[derive(Clone, Debug)]
+pub struct EwSpec {
+    pub rows: usize,
+    pub cols: usize,
+    pub inputs: Vec<(View, EwBroadcast)>,
+    pub body: Vec<EwInstr>,
+    pub outputs: Vec<(EwValue, View)>,
+}
+
+/// How a dense operand of shape `s` (left-padded with 1s) is read over `out` split
+/// at `p` into `[Π out[..p], Π out[p..]]`.
+fn classify(out: &[usize], s: &[usize], p: usize) -> Option<EwBroadcast> {
+    let r = out.len();
+    let pad: Vec<usize> = std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect();
+    let lead_full = pad[..p] == out[..p];
+    let lead_one = pad[..p].iter().all(|&d| d == 1);
+    let tail_full = pad[p..] == out[p..];
+    let tail_one = pad[p..].iter().all(|&d| d == 1);
+    match (lead_full, lead_one, tail_full, tail_one) {
+        (true, _, true, _) => Some(EwBroadcast::Full),
+        (_, true, true, _) => Some(EwBroadcast::Row),
+        (true, _, _, true) => Some(EwBroadcast::Col),
+        (_, true, _, true) => Some(EwBroadcast::Scalar),
+        _ => None,
+    }
+}
+
+/// The pending group that `v` is an output of, if it is the last step.
+fn pending_output(l: &Lowering, v: &View) -> Option<EwValue> {
+    let Some(Step::EwPending(spec)) = l.steps.last() else { return None };
+    spec.outputs.iter().find(|(_, o)| o == v).map(|(val, _)| *val)
+}
+
+fn pending_space(l: &Lowering) -> Option<(usize, usize)> {
+    match l.steps.last() {
+        Some(Step::EwPending(spec)) => Some((spec.rows, spec.cols)),
+        _ => None,
+    }
+}
+
+/// Lower one elementwise op over operands `xs` (dense, broadcast to `out_shape`).
+fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Result<Val, BackendError> {
+    let mut xs: Vec<View> = xs.into_iter().map(|x| l.dense(x)).collect();
+    let r = out_shape.len();
+    let numel: usize = out_shape.iter().product();
+    // Split points that classify every operand, the pending group's space first.
+    let fits = |p: usize, xs: &[View]| xs.iter().all(|x| classify(&out_shape, &x.shape, p).is_some());
+    let space = |p: usize| (out_shape[..p].iter().product::<usize>(), out_shape[p..].iter().product::<usize>());
+    let mut cands: Vec<usize> = (0..=r).rev().collect();
+    if let Some(sp) = pending_space(l) {
+        cands.sort_by_key(|&p| space(p) != sp);
+    }
+    let p = match cands.iter().copied().find(|&p| fits(p, &xs)) {
+        Some(p) => p,
+        None => {
+            // Expand operands that do not fit the row split into full tensors.
+            let p = r.saturating_sub(1);
+            for x in xs.iter_mut() {
+                if classify(&out_shape, &x.shape, p).is_none() {
+                    *x = expand(l, x, &out_shape);
+                }
+            }
+            p
+        }
+    };
+    let (rows, cols) = space(p);
+    let _ = numel;
+    let kinds: Vec<EwBroadcast> =
+        xs.iter().map(|x| classify(&out_shape, &x.shape, p).unwrap_or(EwBroadcast::Full)).collect();
+    let join = pending_space(l) == Some((rows, cols));
+    let mut spec = match (join, l.steps.last()) {
+        (true, Some(Step::EwPending(s))) => (**s).clone(),
+        _ => EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() },
+    };
+    // Join only if some operand is one of the group's outputs, and no operand reads a
+    // group output's buffer through another view (the kernel would read what it writes).
+    let written: Vec<Store> = match l.steps.last() {
+        Some(Step::EwPending(s)) => s.outputs.iter().map(|(_, o)| o.store).collect(),
+        _ => Vec::new(),
+    };
+    let joined =
+        join && xs.iter().any(|x| pending_output(l, x).is_some())
+            && xs.iter().zip(&kinds).all(|(x, k)| {
+                !written.contains(&x.store) || (pending_output(l, x).is_some() && *k == EwBroadcast::Full)
+            });
+    if !joined {
+        spec = EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() };
+    }
+    let mut operands = Vec::new();
+    for (x, kind) in xs.iter().zip(kinds) {
+        let from_group = if joined { pending_output(l, x).filter(|_| kind == EwBroadcast::Full) } else { None };
+        let v = match from_group {
+            Some(v) => v,
+            None => match spec.inputs.iter().position(|(v, k)| v == x && *k == kind) {
+                Some(i) => EwValue::Input(i),
+                None => {
+                    spec.inputs.push((x.clone(), kind));
+                    EwValue::Input(spec.inputs.len() - 1)
+                }
+            },
+        };
+        operands.push(v);
+    }
+    let ins = match op {
+        EwOp::Add => EwInstr::Add(operands[0], operands[1]),
+        EwOp::Mul => EwInstr::Mul(operands[0], operands[1]),
+        EwOp::Scale(f) => EwInstr::Scale(operands[0], f),
+        EwOp::Relu => EwInstr::Relu(operands[0]),
+        EwOp::Tanh => EwInstr::Tanh(operands[0]),
+        EwOp::Gelu => EwInstr::Gelu(operands[0]),
+    };
+    spec.body.push(ins);
+    if joined {
+        l.steps.pop();
+    }
+    let out = l.fresh(out_shape);
+    spec.outputs.push((EwValue::Instr(spec.body.len() - 1), out.clone()));
+    for (x, _) in &spec.inputs.clone() {
+        l.touch(x);
+    }
+    l.push(Step::EwPending(Box::new(spec)));
+    Ok(Val::F(out))
+}
+
+/// `x` broadcast to `shape` as a new dense buffer.
+fn expand(l: &mut Lowering, x: &View, shape: &[usize]) -> View {
+    let r = shape.len();
+    let st = x.strides();
+    let lead = r - x.shape.len();
+    let strides =
+        (0..r).map(|i| if i < lead || (x.shape[i - lead] == 1 && shape[i] != 1) { 0 } else { st[i - lead] }).collect();
+    let src = Strided { store: x.store, offset: x.offset, shape: shape.to_vec(), strides };
+    let dst = l.fresh(shape.to_vec());
+    l.touch(x);
+    l.push(Step::Copy { src, dst: Strided::of(&dst) });
+    dst
+}
+
+pub(super) fn unary(l: &mut Lowering, o: EwOp, x: View) -> Result<Val, BackendError> {
+    let shape = x.shape.clone();
+    op(l, o, vec![x], shape)
+}
+
+pub(super) fn binary(l: &mut Lowering, o: EwOp, x: View, y: View) -> Result<Val, BackendError> {
+    let r = x.shape.len().max(y.shape.len());
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect() };
+    let (px, py) = (pad(&x.shape), pad(&y.shape));
+    let mut shape = Vec::with_capacity(r);
+    for (&a, &b) in px.iter().zip(&py) {
+        if a != b && a != 1 && b != 1 {
+            return Err(l.err(format!("cannot broadcast {:?} with {:?}", x.shape, y.shape)));
+        }
+        shape.push(a.max(b));
+    }
+    op(l, o, vec![x, y], shape)
+}
+
+/// If the last step is a lone `a + b` of two full operands that wrote `x`, remove it
+/// and return `(a, b)`: the layer norm reading `x` will compute the sum itself.
+pub(super) fn take_plain_add(l: &mut Lowering, x: &View) -> Option<(View, View)> {
+    let Some(Step::EwPending(spec)) = l.steps.last() else { return None };
+    let plain = spec.body.len() == 1
+        && spec.outputs.len() == 1
+        && spec.outputs[0].1 == *x
+        && spec.inputs.iter().all(|(v, k)| *k == EwBroadcast::Full && v.contiguous())
+        && spec.body[0] == EwInstr::Add(EwValue::Input(0), EwValue::Input(1));
+    if !plain || spec.inputs.len() != 2 {
+        return None;
+    }
+    let (a, b) = (spec.inputs[0].0.clone(), spec.inputs[1].0.clone());
+    l.steps.pop();
+    Some((a, b))
+}
+
+/// Drop group outputs nobody else reads, then compile every group.
+pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<(), BackendError> {
+    // Steps outside the group that read each arena buffer.
+    let mut readers: Vec<usize> = vec![0; l.buffers.len()];
+    for s in &l.steps {
+        for v in super::exec::reads(s) {
+            if let Store::Arena(b) = v.store {
+                readers[b] += 1;
+            }
+        }
+    }
+    for v in model_outputs {
+        if let Store::Arena(b) = v.store {
+            readers[b] += 1;
+        }
+    }
+    for s in l.steps.iter_mut() {
+        let Step::EwPending(spec) = s else { continue };
+        let mut outputs: Vec<(EwValue, View)> = spec
+            .outputs
+            .iter()
+            .filter(|(_, o)| matches!(o.store, Store::Arena(b) if readers[b] > 0))
+            .cloned()
+            .collect();
+        if outputs.is_empty() {
+            outputs.push(spec.outputs.last().cloned().expect("a group has an output"));
+        }
+        for (_, o) in &spec.outputs {
+            if let Store::Arena(b) = o.store {
+                if outputs.iter().all(|(_, k)| k.store != o.store) {
+                    l.buffers[b].len = 1; // never written: takes no arena space
+                }
+            }
+        }
+        let group = EwGroup {
+            inputs: spec.inputs.iter().map(|(_, k)| *k).collect(),
+            body: spec.body.clone(),
+            outputs: outputs.iter().map(|(v, _)| *v).collect(),
+        };
+        let kernel = l.ew.compile(&group).map_err(|e| BackendError::Internal(e.to_string()))?;
+        *s = Step::Ew {
+            kernel,
+            rows: spec.rows,
+            cols: spec.cols,
+            inputs: spec.inputs.clone(),
+            outputs: outputs.into_iter().map(|(_, v)| v).collect(),
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! Running a [`Program`]: each step is one parallel region of the worker pool, every
+//! participant computing its own part (GEMMs by output columns, attention by
+//! (batch, head), the rest by rows). No allocation happens here: every buffer is a
+//! range of the arena laid out at plan time.
+
+use super::attention::{self, Head};
+use super::gemm::{gemm, gemm_raw, part, Operand};
+use super::pool::{Pool, SharedMut};
+use super::program::{Buffer, Mask, Program, Step, Store, Strided, View};
+use super::rows;
+use std::sync::Mutex;
+
+/// Where a step's views point.
+pub struct Mem<'a> {
+    pub arena: SharedMut,
+    pub buffers: &'a [Buffer],
+    pub params: &'a [Vec<f32>],
+    pub ids: &'a [Vec<i64>],
+}
+
+impl Mem<'_> {
+    fn base(&self, store: Store, offset: usize) -> (*const f32, usize) {
+        match store {
+            Store::Arena(b) => {
+                let start = self.buffers[b].offset + offset;
+                assert!(start <= self.arena.1, "view outside the arena");
+                // SAFETY: in bounds (checked above).
+                (unsafe { self.arena.0.add(start) } as *const f32, self.arena.1 - start)
+            }
+            Store::Param(p) => {
+                let d = &self.params[p];
+                assert!(offset <= d.len(), "view outside its parameter");
+                (d[offset..].as_ptr(), d.len() - offset)
+            }
+        }
+    }
+
+    /// The elements `v` spans, read-only.
+    pub fn read(&self, v: &View) -> &[f32] {
+        self.read_at(v.store, v.offset, v.span())
+    }
+
+    fn read_at(&self, store: Store, offset: usize, len: usize) -> &[f32] {
+        let (p, avail) = self.base(store, offset);
+        assert!(len <= avail, "view longer than its storage");
+        // SAFETY: in bounds; the plan never has a step write a range it reads.
+        unsafe { std::slice::from_raw_parts(p, len) }
+    }
+
+    /// Elements `[lo, hi)` past `v`'s offset, writable.
+    ///
+    /// # Safety
+    /// Participants of a region must ask for disjoint ranges of arena views.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self, v: &View, lo: usize, hi: usize) -> &mut [f32] {
+        let Store::Arena(b) = v.store else { panic!("a step writes a parameter") };
+        self.arena.slice(self.buffers[b].offset + v.offset + lo, self.buffers[b].offset + v.offset + hi)
+    }
+
+    /// A raw window `[lo, hi)` past `v`'s offset, for writers of interleaved columns.
+    fn window(&self, v: &View, lo: usize, hi: usize) -> (*mut f32, usize) {
+        let Store::Arena(b) = v.store else { panic!("a step writes a parameter") };
+        let base = self.buffers[b].offset + v.offset;
+        (self.arena.ptr(base + lo, base + hi), hi - lo)
+    }
+}
+
+/// The views a step reads (for liveness and fusion decisions).
+pub fn reads(s: &Step) -> Vec<&View> {
+    match s {
+        Step::LoadInput { .. } | Step::LoadIds { .. } | Step::Zero { .. } | Step::Copy { .. } => vec![],
+        Step::Linear { x, w, bias, .. } => [x, w].into_iter().chain(bias.as_ref()).collect(),
+        Step::Im2col { x, .. } => vec![x],
+        Step::LayerNorm { x, gamma, beta, add, .. } => {
+            let mut v = vec![gamma, beta];
+            match add {
+                Some((a, b)) => v.extend([a, b]),
+                None => v.push(x),
+            }
+            v
+        }
+        Step::Ew { inputs, .. } => inputs.iter().map(|(v, _)| v).collect(),
+        Step::EwPending(spec) => spec.inputs.iter().map(|(v, _)| v).collect(),
+        Step::Attention { q, k, v, mask, .. } => {
+            let mut r = vec![q, k, v];
+            if let Some(Mask::Float(m)) = mask {
+                r.push(m);
+            }
+            r
+        }
+        Step::Embedding { table, .. } => vec![table],
+        Step::MeanTokens { x, .. } => vec![x],
+        Step::MatMul { a, w, .. } => vec![a, w],
+    }
+}
+
+/// Stores a copy step reads (copies use general strides, not views).
+pub fn copy_source(s: &Step) -> Option<&Strided> {
+    match s {
+        Step::Copy { src, .. } => Some(src),
+        _ => None,
+    }
+}
+
+/// Run every step after the loads. Returns a kernel's error (an embedding id out of
+/// range) with the instance it happened in.
+pub fn run(prog: &Program, mem: &Mem, pool: &Pool) -> Result<(), (String, String)> {
+    let failed: Mutex<Option<(String, String)>> = Mutex::new(None);
+    for s in &prog.steps {
+        if matches!(s, Step::LoadInput { .. } | Step::LoadIds { .. }) {
+            continue;
+        }
+        let job = |t: usize, n: usize| {
+            if let Err(e) = step(s, mem, t, n) {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        };
+        if worth_splitting(s) {
+            pool.run(&job);
+        } else {
+            job(0, 1);
+        }
+        if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Small steps run on the caller alone (a region costs microseconds).
+fn worth_splitting(s: &Step) -> bool {
+    let work = match s {
+        Step::Linear { x, y, .. } => x.numel() * y.cols(),
+        Step::Attention { q, k, heads, .. } => q.numel() * k.shape[1] * 2 / (*heads).max(1),
+        Step::Ew { rows, cols, .. } => rows * cols * 4,
+        Step::LayerNorm { x, .. } => x.numel() * 8,
+        Step::Copy { dst, .. } => dst.shape.iter().product(),
+        Step::Im2col { dst, .. } => dst.numel(),
+        _ => 0,
+    };
+    work >= 1 << 15
+}
+
+fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
+    match s {
+        Step::LoadInput { .. } | Step::LoadIds { .. } | Step::EwPending(_) => {}
+        Step::Zero { dst } => {
+            let (lo, hi) = part(dst.numel(), t, n, 64);
+            // SAFETY: disjoint parts per participant.
+            unsafe { m.write(dst, lo, hi) }.fill(0.0);
+        }
+        Step::Copy { src, dst } => copy(m, src, dst, t, n),
+        Step::Linear { x, w, bias, y, groups, accumulate } => {
+            linear(m, x, w, bias.as_ref(), y, *groups, *accumulate, t, n)
+        }
+        Step::Im2col { x, geom, dst } => {
+            let patch = geom.patch();
+            let (lo, hi) = part(dst.rows(), t, n, 1);
+            // SAFETY: disjoint rows per participant.
+            let out = unsafe { m.write(dst, lo * patch, hi * patch) };
+            rows::im2col(m.read(x), geom, lo, out);
+        }
+        Step::LayerNorm { x, gamma, beta, eps, out, add } => {
+            let d = x.cols();
+            let (lo, hi) = part(x.rows(), t, n, 1);
+            let (g, b) = (m.read(gamma), m.read(beta));
+            // SAFETY: disjoint rows per participant; `x` is written only when `add`.
+            let o = unsafe { m.write(out, lo * d, hi * d) };
+            match add {
+                Some((p, q)) => {
+                    let sum = unsafe { m.write(x, lo * d, hi * d) };
+                    rows::add_layernorm(&m.read(p)[lo * d..hi * d], &m.read(q)[lo * d..hi * d], sum, g, b, *eps, o)
+                }
+                None => rows::layernorm(&m.read(x)[lo * d..hi * d], g, b, *eps, o),
+            }
+        }
+        Step::Ew { kernel, rows, cols, inputs, outputs } => {
+            let (lo, hi) = part(*rows, t, n, 1);
+            if lo == hi {
+                return Ok(());
+            }
+            use super::ew::EwBroadcast::*;
+            let ins: Vec<&[f32]> = inputs
+                .iter()
+                .map(|(v, k)| {
+                    let all = m.read_at(v.store, v.offset, v.numel());
+                    match k {
+                        Full => &all[lo * cols..hi * cols],
+                        Col => &all[lo..hi],
+                        Row | Scalar => all,
+                    }
+                })
+                .collect();
+            // SAFETY: disjoint rows per participant.
+            let mut outs: Vec<&mut [f32]> =
+                outputs.iter().map(|o| unsafe { m.write(o, lo * cols, hi * cols) }).collect();
+            kernel.run(hi - lo, *cols, &ins, &mut outs);
+        }
+        Step::Attention { q, k, v, mask, out, heads, scale, scratch } => {
+            let (b, tq, tk) = (q.shape[0], q.shape[1], k.shape[1]);
+            let (dh, dvh, dv) = (q.shape[2] / heads, v.shape[2] / heads, v.shape[2]);
+            let (lo, hi) = part(b * heads, t, n, 1);
+            // SAFETY: one scratch row per participant.
+            let sc = unsafe { m.write(scratch, t * tq * tk, (t + 1) * tq * tk) };
+            let (qa, ka, va) = (m.read(q), m.read(k), m.read(v));
+            for item in lo..hi {
+                let (bi, h) = (item / heads, item % heads);
+                let keep_f;
+                let keep_i;
+                let keep: Option<&dyn Fn(usize) -> bool> = match mask {
+                    None => None,
+                    Some(Mask::Float(mv)) => {
+                        let row = &m.read(mv)[bi * tk..(bi + 1) * tk];
+                        keep_f = move |j: usize| row[j] != 0.0;
+                        Some(&keep_f)
+                    }
+                    Some(Mask::Ids(buf)) => {
+                        let row = &m.ids[*buf][bi * tk..(bi + 1) * tk];
+                        keep_i = move |j: usize| row[j] != 0;
+                        Some(&keep_i)
+                    }
+                };
+                let hd = Head {
+                    q: &qa[bi * tq * q.rs + h * dh..],
+                    ldq: q.rs,
+                    k: &ka[bi * tk * k.rs + h * dh..],
+                    ldk: k.rs,
+                    v: &va[bi * tk * v.rs + h * dvh..],
+                    ldv: v.rs,
+                    keep,
+                };
+                let (o, len) = m.window(out, bi * tq * dv + h * dvh, (bi + 1) * tq * dv);
+                // SAFETY: each (batch, head) writes only its own columns of its rows.
+                unsafe { attention::head(&hd, tq, tk, dh, dvh, *scale, sc, o, len, dv) };
+            }
+        }
+        Step::Embedding { ids, table, out, path } => {
+            let d = table.cols();
+            let idv = &m.ids[*ids];
+            let (lo, hi) = part(idv.len(), t, n, 1);
+            // SAFETY: disjoint rows per participant.
+            let o = unsafe { m.write(out, lo * d, hi * d) };
+            rows::embedding(&idv[lo..hi], m.read(table), d, o).map_err(|e| (path.clone(), e))?;
+        }
+        Step::MeanTokens { x, out } => {
+            let (tt, d) = (x.shape[1], x.shape[2]);
+            let (lo, hi) = part(x.shape[0], t, n, 1);
+            // SAFETY: disjoint batch rows per participant.
+            let o = unsafe { m.write(out, lo * d, hi * d) };
+            rows::mean_tokens(&m.read(x)[lo * tt * d..hi * tt * d], tt, d, o);
+        }
+        Step::MatMul { a, w, out, batch, shared } => {
+            if t != 0 {
+                return Ok(());
+            }
+            let (r, wr) = (a.shape.len(), w.shape.len());
+            let (mm, kk, nn) = (a.shape[r - 2], a.shape[r - 1], w.shape[wr - 1]);
+            let (av, wv) = (m.read(a), m.read(w));
+            // SAFETY: only participant 0 writes.
+            let o = unsafe { m.write(out, 0, out.numel()) };
+            for bi in 0..*batch {
+                let wo = if *shared { 0 } else { bi * kk * nn };
+                gemm(
+                    mm,
+                    nn,
+                    kk,
+                    1.0,
+                    Operand::rows(&av[bi * mm * kk..], kk),
+                    Operand::rows(&wv[wo..], nn),
+                    &mut o[bi * mm * nn..],
+                    nn,
+                    false,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear(
+    m: &Mem,
+    x: &View,
+    w: &View,
+    bias: Option<&View>,
+    y: &View,
+    groups: usize,
+    accumulate: bool,
+    t: usize,
+    n: usize,
+) {
+    let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
+    let (kg, ng) = (kin / groups, nout / groups);
+    let (xa, wa) = (m.read(x), m.read(w));
+    let ba = bias.map(|b| m.read(b));
+    // Work items: (group, column range); one group's columns split when groups are few.
+    let (glo, ghi, clo, chi) = if groups >= n {
+        let (a, b) = part(groups, t, n, 1);
+        (a, b, 0, ng)
+    } else {
+        let (a, b) = part(ng, t, n, 16);
+        (0, groups, a, b)
+    };
+    if glo >= ghi || clo >= chi {
+        return;
+    }
+    let ldy = y.rs;
+    for g in glo..ghi {
+        let (c0, c1) = (g * ng + clo, g * ng + chi);
+        // This participant's columns [c0, c1) of every row; others write other columns.
+        let (dst, len) = m.window(y, c0, (rows_ - 1) * ldy + c1);
+        if let Some(b) = ba {
+            for r in 0..rows_ {
+                // SAFETY: row r's columns [c0, c1) are this participant's alone.
+                unsafe { std::slice::from_raw_parts_mut(dst.add(r * ldy), c1 - c0) }.copy_from_slice(&b[c0..c1]);
+            }
+        }
+        let lhs = Operand::rows(&xa[g * kg..], x.rs);
+        let rhs = Operand::transposed(&wa[c0 * kg..], kg);
+        // SAFETY: as above; the operands are other buffers (the plan never aliases them).
+        unsafe { gemm_raw(rows_, c1 - c0, kg, 1.0, lhs, rhs, dst, len, ldy, accumulate || ba.is_some()) };
+    }
+}
+
+/// `dst = src` over the outer rows of this participant.
+fn copy(m: &Mem, src: &Strided, dst: &Strided, t: usize, n: usize) {
+    let r = dst.shape.len();
+    let total: usize = dst.shape.iter().product();
+    if total == 0 {
+        return;
+    }
+    let inner = if r == 0 { 1 } else { dst.shape[r - 1] };
+    let outer = total / inner;
+    let (lo, hi) = part(outer, t, n, 1);
+    let span = |s: &Strided| 1 + s.shape.iter().zip(&s.strides).map(|(&d, &st)| (d - 1) * st).sum::<usize>();
+    let sv = m.read_at(src.store, src.offset, span(src));
+    let Store::Arena(b) = dst.store else { panic!("a copy writes a parameter") };
+    let base = m.buffers[b].offset + dst.offset;
+    let (sin, din) = (if r == 0 { 1 } else { src.strides[r - 1] }, if r == 0 { 1 } else { dst.strides[r - 1] });
+    let mut idx = vec![0usize; r.saturating_sub(1)];
+    for row in lo..hi {
+        let mut rem = row;
+        for i in (0..idx.len()).rev() {
+            idx[i] = rem % dst.shape[i];
+            rem /= dst.shape[i];
+        }
+        let so: usize = idx.iter().zip(&src.strides).map(|(i, s)| i * s).sum();
+        let doff: usize = idx.iter().zip(&dst.strides).map(|(i, s)| i * s).sum();
+        // SAFETY: each outer row of `dst` belongs to one participant; rows of a
+        // destination never overlap (its strides come from a dense layout).
+        let d = unsafe { m.arena.slice(base + doff, base + doff + (inner - 1) * din + 1) };
+        if sin == 1 && din == 1 {
+            d.copy_from_slice(&sv[so..so + inner]);
+        } else {
+            for j in 0..inner {
+                d[j * din] = sv[so + j * sin];
+            }
+        }
+    }
+}
