@@ -56,6 +56,8 @@ fn print_comparison(c: &crate::fuse::Comparison) {
 fn refuse_overwrite(a: &FuseArgs, bindings: &crate::params::Bindings) -> Result<()> {
     let mut inputs: Vec<(String, PathBuf)> = vec![("the spec".into(), a.spec.clone())];
     inputs.extend(bindings.files.iter().map(|(b, p)| (format!("the weights file of `{b}`"), p.clone())));
+    // Without LibTorch `--run` is refused before anything is written.
+    #[cfg(feature = "torch")]
     if let Some(run) = &a.run {
         let t = crate::backend::torch::train::checkpoint::TRAINABLE;
         inputs.push(("the run's trained tensors".into(), run.join(t)));

@@ -8,7 +8,7 @@ use graft::ir::{DType, ParamInfo, ParamSource};
 use graft::params::{Bindings, Declared, Leaves, WeightFile};
 use graft::safetensors::SafeFile;
 use graft::tensor::HostTensor;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
@@ -212,8 +212,8 @@ fn load_one(file: &Path, allow_nonfinite: bool) -> Result<(), String> {
     };
     let b = Bindings {
         files: BTreeMap::from([("m".to_string(), file.to_path_buf())]),
-        cli_only: BTreeSet::new(),
         allow_nonfinite,
+        ..Bindings::default()
     };
     Leaves::load([&p], &b, &Declared::default(), &[], 0).map(|_| ()).map_err(|e| e.to_string())
 }

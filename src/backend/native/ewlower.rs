@@ -21,6 +21,7 @@ pub enum EwOp {
     Relu,
     Tanh,
     Gelu,
+    Sigmoid,
 }
 
 /// A group while lowering: its operands as views, its outputs with their buffers.
@@ -134,6 +135,7 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
         EwOp::Relu => EwInstr::Relu(operands[0]),
         EwOp::Tanh => EwInstr::Tanh(operands[0]),
         EwOp::Gelu => EwInstr::Gelu(operands[0]),
+        EwOp::Sigmoid => EwInstr::Sigmoid(operands[0]),
     };
     spec.body.push(ins);
     if joined {

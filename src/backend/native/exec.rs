@@ -68,7 +68,13 @@ impl Mem<'_> {
 /// The views a step reads (for liveness and fusion decisions).
 pub fn reads(s: &Step) -> Vec<&View> {
     match s {
-        Step::LoadInput { .. } | Step::LoadIds { .. } | Step::Zero { .. } | Step::Copy { .. } => vec![],
+        Step::LoadInput { .. }
+        | Step::LoadIds { .. }
+        | Step::Zero { .. }
+        | Step::Sinusoid { .. }
+        | Step::Copy { .. } => {
+            vec![]
+        }
         Step::Linear { x, w, bias, .. } => [x, w].into_iter().chain(bias.as_ref()).collect(),
         Step::Im2col { x, .. } => vec![x],
         Step::LayerNorm { x, gamma, beta, add, .. } => {
@@ -148,6 +154,15 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
             let (lo, hi) = part(dst.numel(), t, n, 64);
             // SAFETY: disjoint parts per participant.
             unsafe { m.write(dst, lo, hi) }.fill(0.0);
+        }
+        Step::Sinusoid { dst } => {
+            let d = dst.shape[2];
+            let (lo, hi) = part(dst.numel(), t, n, 64);
+            // SAFETY: disjoint parts per participant.
+            let out = unsafe { m.write(dst, lo, hi) };
+            for (i, o) in (lo..hi).zip(out) {
+                *o = super::rows::sinusoid(i / d, i % d, d) as f32;
+            }
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
         Step::Linear { x, w, bias, y, groups, accumulate } => {

@@ -328,6 +328,15 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
         Kernel::Gelu => ewlower::unary(l, EwOp::Gelu, float(l, a.remove(0))?)?,
         Kernel::Relu => ewlower::unary(l, EwOp::Relu, float(l, a.remove(0))?)?,
         Kernel::Tanh => ewlower::unary(l, EwOp::Tanh, float(l, a.remove(0))?)?,
+        Kernel::Sigmoid => ewlower::unary(l, EwOp::Sigmoid, float(l, a.remove(0))?)?,
+        Kernel::SinusoidPositions => {
+            // The table depends on the input's shape only.
+            let x = float(l, a.remove(0))?;
+            let (t, d) = (x.shape[1], x.shape[2]);
+            let dst = l.fresh(vec![1, t, d]);
+            l.push(Step::Sinusoid { dst: dst.clone() });
+            Val::F(dst)
+        }
         Kernel::Scale { factor } => ewlower::unary(l, EwOp::Scale(*factor as f32), float(l, a.remove(0))?)?,
         Kernel::Add | Kernel::Mul => {
             let x = float(l, a.remove(0))?;

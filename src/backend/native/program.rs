@@ -128,6 +128,11 @@ pub enum Step {
     Zero {
         dst: View,
     },
+    /// The fixed sine-cosine position table `[1, T, D]` into `dst` (computed in f64,
+    /// rounded to f32, as the LibTorch backend does).
+    Sinusoid {
+        dst: View,
+    },
     /// `dst = src` element by element (permutes, broadcasts, concat parts, layouts).
     Copy {
         src: Strided,
@@ -205,6 +210,7 @@ impl Step {
         match self {
             Step::LoadInput { .. } | Step::LoadIds { .. } => "load",
             Step::Zero { .. } => "zero",
+            Step::Sinusoid { .. } => "sinusoid",
             Step::Copy { .. } => "copy",
             Step::Linear { .. } => "linear",
             Step::Im2col { .. } => "im2col",

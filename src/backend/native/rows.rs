@@ -111,6 +111,17 @@ pub struct ConvGeom {
     pub stride: Vec<usize>,
 }
 
+/// Entry `(pos, j)` of the sine-cosine position table of width `d` (Vaswani et al.;
+/// AST, VideoMAE): `sin` on even `j`, `cos` on odd, of `pos / 10000^(2⌊j/2⌋/d)`.
+pub fn sinusoid(pos: usize, j: usize, d: usize) -> f64 {
+    let angle = pos as f64 / 10000f64.powf((2 * (j / 2)) as f64 / d as f64);
+    if j % 2 == 0 {
+        angle.sin()
+    } else {
+        angle.cos()
+    }
+}
+
 impl ConvGeom {
     /// Output spatial sizes.
     pub fn out_size(&self) -> Vec<usize> {

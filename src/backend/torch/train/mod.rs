@@ -50,6 +50,7 @@
 //! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff |
 //! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
 //! | `dist.rs` | data-parallel runs: join, cross-rank checks, sharded validation |
+//! | `resume.rs` | a flag given now or the resumed run's, and which may change |
 //! | `metrics.rs`, `progress.rs` | `metrics.jsonl`, `loss.svg`, the progress bar / lines |
 
 pub mod checkpoint;
@@ -60,6 +61,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod progress;
+pub mod resume;
 pub mod rundir;
 pub mod schedule;
 pub mod step;

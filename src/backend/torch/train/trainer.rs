@@ -16,6 +16,7 @@ use super::metrics::{Metrics, Record};
 use super::model::{Model, Spec};
 use super::optim::{clip, global_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
+use super::resume::keep;
 use super::rundir;
 use super::schedule::{Schedule, ScheduleKind};
 use super::step::{graphed_batch, loss_and_grads};
@@ -41,68 +42,6 @@ pub struct Trained {
     pub losses: Vec<f32>,
     /// The last validation, with `--val`.
     pub val: Option<Report>,
-}
-
-/// A value given now, or the resumed run's, or a default. Values that decide the data
-/// stream must not change on resume.
-fn keep<T: PartialEq + Shown + Clone>(
-    flag: &str,
-    now: Option<T>,
-    before: Option<T>,
-    fixed: bool,
-    notes: &mut Vec<String>,
-) -> Result<Option<T>> {
-    match (now, before) {
-        (Some(n), Some(b)) if n != b => {
-            if fixed {
-                bail!(
-                    "--{flag} {} differs from the resumed run's {}: an exact resume needs the same data stream (leave --{flag} out to keep it)",
-                    n.shown(),
-                    b.shown()
-                );
-            }
-            notes.push(format!("--{flag} is now {} (the run so far used {})", n.shown(), b.shown()));
-            Ok(Some(n))
-        }
-        (Some(n), _) => Ok(Some(n)),
-        (None, b) => Ok(b),
-    }
-}
-
-/// A flag's value as it is written on the command line (`0.5`, `none`, `cosine`,
-/// `cmr.*=0.01`), for notes and errors.
-trait Shown {
-    fn shown(&self) -> String;
-}
-
-macro_rules! shown_display {
-    ($($t:ty),*) => {$(impl Shown for $t {
-        fn shown(&self) -> String {
-            self.to_string()
-        }
-    })*};
-}
-shown_display!(usize, u64, f64);
-
-impl Shown for Option<f64> {
-    fn shown(&self) -> String {
-        self.map_or_else(|| "none".to_string(), |v| v.to_string())
-    }
-}
-
-impl Shown for ScheduleKind {
-    fn shown(&self) -> String {
-        format!("{self:?}").to_lowercase()
-    }
-}
-
-impl Shown for Vec<(String, f64)> {
-    fn shown(&self) -> String {
-        if self.is_empty() {
-            return "none".to_string();
-        }
-        self.iter().map(|(p, lr)| format!("{p}={lr}")).collect::<Vec<_>>().join(", ")
-    }
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
