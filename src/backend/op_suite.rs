@@ -98,7 +98,13 @@ fn every_op_agrees_across_backends() {
         &[x(), x(), Some(f32s(&[12], 2)), Some(f32s(&[12], 3))],
         &[(Op::Add, vec![0, 1]), (Op::LayerNorm { eps: 1e-5 }, vec![4, 2, 3]), (Op::Add, vec![5, 4])],
     );
-    for (n, op) in [("gelu", Op::Gelu), ("relu", Op::Relu), ("tanh", Op::Tanh), ("scale", Op::Scale { factor: 0.3 })] {
+    for (n, op) in [
+        ("gelu", Op::Gelu),
+        ("relu", Op::Relu),
+        ("tanh", Op::Tanh),
+        ("sigmoid", Op::Sigmoid),
+        ("scale", Op::Scale { factor: 0.3 }),
+    ] {
         agree(n, &[x()], &[(op, vec![0])]);
     }
     agree("add row broadcast", &[x(), Some(f32s(&[12], 2))], &[(Op::Add, vec![0, 1])]);
@@ -150,6 +156,11 @@ fn every_op_agrees_across_backends() {
         &[(Op::TokenSelect { index: 0 }, vec![0]), (Op::Linear, vec![2, 1])],
     );
     agree("mean tokens", &[x()], &[(Op::MeanTokens, vec![0])]);
+    agree(
+        "sine-cosine positions added to tokens",
+        &[Some(f32s(&[2, 50, 64], 1))],
+        &[(Op::SinusoidPositions, vec![0]), (Op::Add, vec![0, 1])],
+    );
     agree("matmul", &[Some(f32s(&[4, 3], 1)), Some(f32s(&[3, 5], 2))], &[(Op::MatMul, vec![0, 1])]);
 }
 
