@@ -77,12 +77,24 @@ fn gallery_specs_agree_with_torch() {
 }
 
 fn large(s: &str) -> bool {
-    ["vit_large", "videomae", "vit_base", "lora_vit_base", "cm3t_video", "m2pt_image_point", "vit_small", "minilm"]
-        .iter()
-        .any(|l| s.contains(l))
+    [
+        "vit_large",
+        "videomae",
+        "vit_base",
+        "lora_vit_base",
+        "cm3t_video",
+        "m2pt_image_point",
+        "vit_small",
+        "minilm",
+        "ast_base",
+        "clip_vit",
+        "dinov2",
+    ]
+    .iter()
+    .any(|l| s.contains(l))
 }
 
-/// The full-size backbones (ViT-S/B/L, VideoMAE, MiniLM, the CM3T and M2PT models) at
+/// The full-size backbones (ViT-S/B/L, VideoMAE, MiniLM, AST, CLIP, DINOv2, the CM3T and M2PT models) at
 /// batch 1; `GRAFT_SPEC=name` runs one.
 #[test]
 #[ignore = "full-size backbones take tens of minutes in a debug build; run: cargo test --release --features torch --test backends -- --ignored"]

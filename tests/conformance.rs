@@ -346,6 +346,18 @@ fn native_adapters_match_reference() {
     }
 }
 
+/// The checkpoint families of std/ (sigmoid in CLIP's quick GELU, the sine-cosine
+/// tables of VideoMAE and AST, AST's overlapping patches, DINOv2's layer scale and
+/// registers) on the native backend, against the same transformers / timm models.
+#[test]
+fn native_std_families_match_references() {
+    for case in
+        ["hf_vit", "videomae_hf", "videomae_hf_classifier", "videomae_original", "dinov2", "dinov2_reg4", "ast", "clip"]
+    {
+        conformance_on(case, Some("native"));
+    }
+}
+
 #[test]
 fn native_fused_m2pt_loads_into_timm() {
     conformance_on("fuse_m2pt", Some("native"));

@@ -133,8 +133,14 @@ fn fingerprint_of(run: &str) -> String {
     combined(&items)
 }
 
+/// `state.json` of the run's newest complete checkpoint (`RUN_DIR/checkpoint-STEP/`).
+fn latest_state(run: &Path) -> Option<serde_json::Value> {
+    let ckpt = graft::backend::torch::train::rundir::latest(run).ok()??;
+    serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).ok()?).ok()
+}
+
 fn state(run: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir().join(run).join("state.json")).unwrap()).unwrap()
+    latest_state(&dir().join(run)).unwrap_or_else(|| panic!("{run}: no checkpoint"))
 }
 
 #[test]
@@ -204,14 +210,8 @@ fn kill_rank_1(out: &str, after: u64) -> (Output, Duration) {
     let r0 = spawn(&words, 0, 2, port);
     let mut r1 = spawn(&words, 1, 2, port);
     let t = Instant::now();
-    let path = dir().join(out).join("state.json");
-    while std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|s| s["step"].as_u64())
-        .unwrap_or(0)
-        < after
-    {
+    let run = dir().join(out);
+    while latest_state(&run).and_then(|s| s["step"].as_u64()).unwrap_or(0) < after {
         assert!(t.elapsed() < BOUND, "no checkpoint at step {after} within {BOUND:?}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -266,7 +266,7 @@ fn a_frozen_rank_times_out_the_collective_and_is_named() {
     let r0 = spawn(&words, 0, 2, port);
     let mut r1 = spawn(&words, 1, 2, port);
     let t = Instant::now();
-    while !dir().join("frozen/state.json").exists() {
+    while latest_state(&dir().join("frozen")).is_none() {
         assert!(t.elapsed() < BOUND, "no checkpoint within {BOUND:?}");
         std::thread::sleep(Duration::from_millis(10));
     }

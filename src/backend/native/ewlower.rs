@@ -9,8 +9,8 @@
 //! (identical groups hit the compiler's cache).
 
 use super::ew::{EwBroadcast, EwGroup, EwInstr, EwValue};
-use super::lower::{Lowering, Val};
-use super::program::{Step, Store, Strided, View};
+use super::lowering::{Lowering, Val};
+use super::program::{EwSpec, Step, Store, Strided, View};
 use crate::backend::BackendError;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,16 +22,6 @@ pub enum EwOp {
     Tanh,
     Gelu,
     Sigmoid,
-}
-
-/// A group while lowering: its operands as views, its outputs with their buffers.
-#[derive(Clone, Debug)]
-pub struct EwSpec {
-    pub rows: usize,
-    pub cols: usize,
-    pub inputs: Vec<(View, EwBroadcast)>,
-    pub body: Vec<EwInstr>,
-    pub outputs: Vec<(EwValue, View)>,
 }
 
 /// How a dense operand of shape `s` (left-padded with 1s) is read over `out` split

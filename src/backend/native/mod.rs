@@ -17,6 +17,7 @@ pub mod exec;
 pub mod gemm;
 pub mod isa;
 pub mod lower;
+pub mod lowering;
 pub mod math;
 pub mod pool;
 pub mod program;

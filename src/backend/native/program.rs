@@ -7,7 +7,7 @@
 //! Values produced by a patch-embedding convolution stay token-major
 //! ([`View::token_major`]) until a consumer needs another layout.
 
-use super::ew::{EwBroadcast, EwKernel};
+use super::ew::{EwBroadcast, EwInstr, EwKernel, EwValue};
 use super::rows::ConvGeom;
 
 /// Which storage a view addresses.
@@ -109,6 +109,16 @@ pub enum Mask {
     Ids(usize),
 }
 
+/// A group while lowering: its operands as views, its outputs with their buffers.
+#[derive(Clone, Debug)]
+pub struct EwSpec {
+    pub rows: usize,
+    pub cols: usize,
+    pub inputs: Vec<(View, EwBroadcast)>,
+    pub body: Vec<EwInstr>,
+    pub outputs: Vec<(EwValue, View)>,
+}
+
 /// One step of a forward. Shapes are concrete; every step partitions itself over the
 /// threads of a region (GEMMs by output columns, attention by (batch, head), the rest
 /// by rows), and no result depends on the partition.
@@ -193,7 +203,7 @@ pub enum Step {
         out: View,
     },
     /// A fusion group still being formed (only while lowering).
-    EwPending(Box<super::ewlower::EwSpec>),
+    EwPending(Box<EwSpec>),
     /// `out[b] = a[b] · w` for `batch` blocks (`w` shared when `shared`).
     MatMul {
         a: View,
