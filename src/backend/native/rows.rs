@@ -115,7 +115,7 @@ pub struct ConvGeom {
 /// AST, VideoMAE): `sin` on even `j`, `cos` on odd, of `pos / 10000^(2⌊j/2⌋/d)`.
 pub fn sinusoid(pos: usize, j: usize, d: usize) -> f64 {
     let angle = pos as f64 / 10000f64.powf((2 * (j / 2)) as f64 / d as f64);
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         angle.sin()
     } else {
         angle.cos()
