@@ -252,3 +252,46 @@ model m {
     // x A^T = 2.0 per rank; B · that = 0.25 · 2 · 2 = 1.0; times alpha / r = 2.
     assert!(y.allclose(&t(&[2.0; 8], &[2, 4]), 1e-6, 1e-6, false), "{y}");
 }
+
+/// `grid` (`[Π dims, D]` rows after `keep` rows) through LibTorch's antialiased
+/// bicubic (`F.interpolate(mode="bicubic", antialias=True)`, what timm's
+/// `resample_abs_pos_embed` calls), two axes per call: (H, W), then (T, 1).
+fn torch_resample_3d(table: &Tensor, keep: i64, from: [i64; 3], to: [i64; 3]) -> Tensor {
+    let d = table.size()[2];
+    let cls = table.narrow(1, 0, keep);
+    let grid = table.narrow(1, keep, from.iter().product());
+    // [1, T·H·W, D] → [D·T, H, W] as channels
+    let g = grid.reshape([from[0], from[1], from[2], d]).permute([3, 0, 1, 2]).contiguous();
+    let g = g.reshape([1, d * from[0], from[1], from[2]]);
+    let g = g.f_internal_upsample_bicubic2d_aa([to[1], to[2]], false, None, None).unwrap();
+    // [D, T, H'·W'] → resize T only
+    let g = g.reshape([1, d, from[0], to[1] * to[2]]);
+    let g = g.f_internal_upsample_bicubic2d_aa([to[0], to[1] * to[2]], false, None, None).unwrap();
+    let g = g.reshape([d, to[0], to[1], to[2]]).permute([1, 2, 3, 0]).reshape([1, to.iter().product(), d]);
+    Tensor::cat(&[cls, g], 1)
+}
+
+/// A video position table (`[T, H, W]` grid plus a class token) resampled at load
+/// equals LibTorch's antialiased bicubic applied axis by axis (timm has no 3-D
+/// resampling to compare with): shrinking time and growing space, and the reverse.
+#[test]
+fn a_3d_position_grid_resamples_like_torch_axis_by_axis() {
+    use graft::keymap::Resample;
+    use graft::tensor::HostTensor;
+    for (from, to) in [([8, 4, 4], [4, 6, 5]), ([2, 3, 3], [5, 2, 7])] {
+        let (keep, d) = (1i64, 6i64);
+        let n = keep + from.iter().product::<i64>();
+        let table = Tensor::randn([1, n, d], (tch::Kind::Double, tch::Device::Cpu));
+        let values: Vec<f64> = Vec::<f64>::try_from(table.flatten(0, -1)).unwrap();
+        let host = HostTensor::from_f64_as(graft::ir::DType::F64, &[1, n, d], &values).unwrap();
+        let rule = Resample { key: "pos_embed".into(), from: from.to_vec(), to: to.to_vec(), keep };
+        let got = graft::params::resample::apply(&rule, &host).unwrap();
+        let want = torch_resample_3d(&table, keep, from, to);
+        assert_eq!(got.shape, want.size(), "{from:?} -> {to:?}");
+        let want: Vec<f64> = Vec::<f64>::try_from(want.flatten(0, -1)).unwrap();
+        let got = got.to_f64();
+        let num = got.iter().zip(&want).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+        let den = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+        assert!(num / den <= 1e-12, "{from:?} -> {to:?}: relative error {:.3e}", num / den);
+    }
+}
