@@ -250,6 +250,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
             s.compile_ms,
             lat.join("  ")
         );
+        for (b, det) in &s.details {
+            let get = |k: &str| det.iter().find(|(n, _)| n == k).map_or(0.0, |(_, v)| *v);
+            if det.iter().any(|(n, _)| n == "ew_groups") {
+                println!(
+                    "        batch {b}: arena {:.1} MB; {} fused groups writing {:.1} MB, {:.2} ms of a forward; {} kernels compiled in {:.1} ms",
+                    get("arena_bytes") / 1e6,
+                    get("ew_groups"),
+                    get("ew_bytes_written") / 1e6,
+                    get("ew_ms_per_forward"),
+                    get("ew_kernels_compiled"),
+                    get("ew_compile_ms"),
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::backend::{Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The native CPU backend: `threads` participants per parallel region (1: the caller
 /// alone), elementwise groups compiled with `elementwise`.
@@ -89,6 +89,10 @@ pub struct NativeExecutable {
     programs: HashMap<Vec<Option<InputSig>>, Prepared>,
     /// The inputs of the last run (for [`Executable::report`]).
     last: Option<Vec<Option<InputSig>>>,
+    /// Forwards run and the time they spent in fused elementwise groups, since the
+    /// last timed measurement began.
+    forwards: u64,
+    ew_time: Duration,
 }
 
 impl NativeExecutable {
@@ -116,6 +120,8 @@ impl NativeExecutable {
             ew,
             programs: HashMap::new(),
             last: None,
+            forwards: 0,
+            ew_time: Duration::ZERO,
         })
     }
 
@@ -208,7 +214,8 @@ impl NativeExecutable {
         }
         let prog = &prep.prog;
         let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
-        exec::run(prog, &mem, &self.pool).map_err(|(path, message)| BackendError::Kernel {
+        self.forwards += 1;
+        exec::run(prog, &mem, &self.pool, &mut self.ew_time).map_err(|(path, message)| BackendError::Kernel {
             path,
             op: "embedding",
             message,
@@ -285,6 +292,7 @@ impl Executable for NativeExecutable {
         for _ in 0..warmup {
             self.forward(&key, inputs)?;
         }
+        (self.forwards, self.ew_time) = (0, Duration::ZERO);
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters {
             let t0 = Instant::now();
@@ -292,5 +300,37 @@ impl Executable for NativeExecutable {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         Ok(times)
+    }
+
+    /// For `graft bench`: the program of the last inputs (arena, steps, fusion groups
+    /// and the bytes they write), the elementwise compiler's work, and the mean time
+    /// per forward spent in fused groups.
+    fn report(&self) -> Vec<(String, f64)> {
+        let mut r: Vec<(&str, f64)> = Vec::new();
+        if let Some(p) = self.last.as_ref().and_then(|k| self.programs.get(k)) {
+            let groups: Vec<usize> = p
+                .prog
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Ew { rows, cols, outputs, .. } => Some(rows * cols * outputs.len() * 4),
+                    _ => None,
+                })
+                .collect();
+            r.push(("arena_bytes", p.arena.bytes() as f64));
+            r.push(("peak_live_bytes", p.prog.peak_live_bytes as f64));
+            r.push(("steps", p.prog.steps.len() as f64));
+            r.push(("ew_groups", groups.len() as f64));
+            r.push(("ew_bytes_written", groups.iter().sum::<usize>() as f64));
+        }
+        let s = self.ew.stats();
+        r.push(("ew_kernels_compiled", s.kernels_compiled as f64));
+        r.push(("ew_cache_hits", s.cache_hits as f64));
+        r.push(("ew_compile_ms", s.compile_time.as_secs_f64() * 1e3));
+        if self.forwards > 0 {
+            r.push(("ew_ms_per_forward", self.ew_time.as_secs_f64() * 1e3 / self.forwards as f64));
+        }
+        r.push(("param_bytes", self.param_bytes() as f64));
+        r.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }

@@ -9,6 +9,7 @@ use super::pool::{Pool, SharedMut};
 use super::program::{Buffer, Mask, Program, Step, Store, Strided, View};
 use super::rows;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Where a step's views point.
 pub struct Mem<'a> {
@@ -110,12 +111,14 @@ pub fn copy_source(s: &Step) -> Option<&Strided> {
 
 /// Run every step after the loads. Returns a kernel's error (an embedding id out of
 /// range) with the instance it happened in.
-pub fn run(prog: &Program, mem: &Mem, pool: &Pool) -> Result<(), (String, String)> {
+pub fn run(prog: &Program, mem: &Mem, pool: &Pool, ew_time: &mut Duration) -> Result<(), (String, String)> {
     let failed: Mutex<Option<(String, String)>> = Mutex::new(None);
     for s in &prog.steps {
         if matches!(s, Step::LoadInput { .. } | Step::LoadIds { .. }) {
             continue;
         }
+        // Time spent in fused elementwise groups (`graft bench` reports it).
+        let started = matches!(s, Step::Ew { .. }).then(Instant::now);
         let job = |t: usize, n: usize| {
             if let Err(e) = step(s, mem, t, n) {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -125,6 +128,9 @@ pub fn run(prog: &Program, mem: &Mem, pool: &Pool) -> Result<(), (String, String
             pool.run(&job);
         } else {
             job(0, 1);
+        }
+        if let Some(t) = started {
+            *ew_time += t.elapsed();
         }
         if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);

@@ -205,24 +205,36 @@ fn sigmoid_one<const FMA: bool>(x: f32) -> f32 {
 }
 
 /// Softmax of one row in place: max, `e^{x−max}`, sum, scale. The row must have a
-/// finite maximum (masking is the caller's business).
+/// finite maximum (masking is the caller's business). Each pass is its own loop so
+/// that it vectorises (the exponential is a straight-line map; the max and the sum
+/// keep sixteen lanes, since float adds are not reassociated).
 #[inline(always)]
 fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    // Eight partial sums so the reduction vectorises (float adds are not reassociated).
-    let mut acc = [0.0f32; 8];
-    let mut chunks = x.chunks_exact_mut(8);
+    const L: usize = 16;
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let mut chunks = x.chunks_exact(L);
     for c in &mut chunks {
-        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-            *v = exp_one::<FMA>(*v - max);
-            *a += *v;
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = larger(*m, v);
         }
     }
-    for v in chunks.into_remainder() {
+    let max = chunks
+        .remainder()
+        .iter()
+        .fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v)), |m, &v| larger(m, v));
+    for v in x.iter_mut() {
         *v = exp_one::<FMA>(*v - max);
-        acc[0] += *v;
     }
-    let inv = 1.0 / acc.iter().sum::<f32>();
+    let mut acc = [0.0f32; L];
+    let mut chunks = x.chunks_exact(L);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let sum = chunks.remainder().iter().fold(acc.iter().sum::<f32>(), |s, &v| s + v);
+    let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
     }
