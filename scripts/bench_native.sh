@@ -5,7 +5,8 @@
 #   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1
 #   3. the elementwise ablation: --elementwise unfused | blocks | jit, same binary,
 #      same plan, processes alternated (ABCABC…), end-to-end medians
-#   4. binary size and cold start (process start to outputs written) of a native-only
+#   4. peak resident memory of each backend in its own process
+#   5. binary size and cold start (process start to outputs written) of a native-only
 #      build against the LibTorch build
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 set -euo pipefail
@@ -81,6 +82,25 @@ for (m, b), r in rows.items():
         cell[e] = f"{total:.2f} ({inside:.2f})"
     g, by, k, c = r["meta"]
     print(f"| {m} | {b} | {cell['unfused']} | {cell['blocks']} | {cell['jit']} | {g} | {by / 1e6:.1f} MB | {k}, {c:.1f} |")
+PY
+
+echo
+echo "Peak resident memory (each backend in its own build and process, ViT-S/16, 1 thread, 3 forwards; VmHWM):"
+for b in native torch; do
+  for batch in 1 8; do
+    "target/graft-$b" bench specs/vit_small.graft --backend "$b" --batch "$batch" --threads 1 --iters 3 --warmup 1 --json \
+      >"$tmp/rss_${b}_$batch.json"
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+for batch in (1, 8):
+    r = {b: json.load(open(d / f"rss_{b}_{batch}.json")) for b in ("native", "torch")}
+    mb = {b: r[b]["peak_rss_bytes"] / 2**20 for b in r}
+    arena = dict(r["native"]["specs"][0]["details"][0][1]).get("arena_bytes", 0) / 2**20
+    print(f"- batch {batch}: native {mb['native']:.0f} MiB (arena {arena:.1f} MiB), LibTorch {mb['torch']:.0f} MiB, "
+          f"ratio {mb['native'] / mb['torch']:.2f}")
 PY
 
 echo
