@@ -48,6 +48,7 @@ fn main() {
 #[cfg(feature = "distributed")]
 fn dist_shim(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/ffi_guard.hpp");
     println!("cargo:rerun-if-changed=csrc/gloo_stub");
     let lib = lib.canonicalize().unwrap_or_else(|e| panic!("LibTorch lib folder {}: {e}", lib.display()));
     let torch = lib.parent().expect("LibTorch lib folder has a parent");
@@ -109,6 +110,7 @@ fn dist_shim(lib: &Path) {
 #[cfg(feature = "cuda-graphs")]
 fn cuda_graph_shim(lib: &Path) {
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-changed=csrc/ffi_guard.hpp");
     println!("cargo:rerun-if-env-changed=GRAFT_CUDA_INCLUDE");
     // The lib folder may sit behind the .graft-env/torch link: resolve it to find the
     // pip packages next to torch.

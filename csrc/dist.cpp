@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "ffi_guard.hpp"
+
 #ifndef USE_C10D_GLOO
 #error "csrc/dist.cpp needs -DUSE_C10D_GLOO (ProcessGroupGloo.hpp is empty without it)"
 #endif
@@ -44,35 +46,9 @@ static_assert(sizeof(c10d::ProcessGroupGloo::AsyncWork) == 784, "ProcessGroupGlo
 
 namespace {
 
-void put(char* err, size_t len, const std::string& msg) {
-  if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
-
-// Only the first line: c10 messages may carry a multi-line C++ trace.
-std::string first_line(const char* what) {
-  std::string s = what ? what : "";
-  size_t nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
-// Run `f`, turning any exception into return code 1 plus a message.
-template <typename F>
-int guarded(char* err, size_t len, F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const c10::Error& e) {
-    put(err, len, first_line(e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    put(err, len, first_line(e.what()));
-  } catch (...) {
-    put(err, len, "unknown C++ exception");
-  }
-  return 1;
-}
+using graft_ffi::first_line;
+using graft_ffi::guarded;
+using graft_ffi::put;
 
 struct Store {
   c10::intrusive_ptr<c10d::Store> store;

@@ -144,19 +144,7 @@ impl<'a> Printer<'a> {
     fn class(&self, t: &Token, parent: Rule) -> Class {
         match t.kind {
             TokKind::Leaf(r) => match r {
-                Rule::eq
-                | Rule::ne
-                | Rule::le
-                | Rule::ge
-                | Rule::lt
-                | Rule::gt
-                | Rule::add
-                | Rule::sub
-                | Rule::mul
-                | Rule::div
-                | Rule::rem
-                | Rule::or_op
-                | Rule::and_op => Class::BinOp,
+                r if r.is_binary_operator() => Class::BinOp,
                 Rule::neg => Class::UnOp,
                 Rule::not if t.text(self.src) == "!" => Class::UnOp,
                 Rule::not => Class::Keyword,

@@ -82,22 +82,8 @@ fn kind(text: &str, t: &Token, parent: Rule, next: Option<&Elem>) -> Option<Sema
         Rule::or_op | Rule::and_op | Rule::not if t.text(text).chars().all(char::is_alphabetic) => {
             SemanticTokenType::KEYWORD
         }
-        Rule::eq
-        | Rule::ne
-        | Rule::le
-        | Rule::ge
-        | Rule::lt
-        | Rule::gt
-        | Rule::add
-        | Rule::sub
-        | Rule::mul
-        | Rule::div
-        | Rule::rem
-        | Rule::or_op
-        | Rule::and_op
-        | Rule::not
-        | Rule::neg
-        | Rule::index_all => SemanticTokenType::OPERATOR,
+        r if r.is_binary_operator() => SemanticTokenType::OPERATOR,
+        Rule::not | Rule::neg | Rule::index_all => SemanticTokenType::OPERATOR,
         Rule::use_path => SemanticTokenType::VARIABLE,
         _ => SemanticTokenType::KEYWORD,
     })

@@ -13,3 +13,26 @@ pub const MAX_NESTING: usize = 64;
 /// Deepest expression tree accepted (operators, calls, fields and indexes nested in
 /// one another, brackets included), so that evaluating it cannot exhaust the stack.
 pub const MAX_EXPR_DEPTH: usize = 256;
+
+impl Rule {
+    /// The infix operators of expressions (`==` … `%`, `or`, `and`): what the
+    /// formatter spaces as binary operators and the language server colours as such.
+    pub fn is_binary_operator(self) -> bool {
+        matches!(
+            self,
+            Rule::eq
+                | Rule::ne
+                | Rule::le
+                | Rule::ge
+                | Rule::lt
+                | Rule::gt
+                | Rule::add
+                | Rule::sub
+                | Rule::mul
+                | Rule::div
+                | Rule::rem
+                | Rule::or_op
+                | Rule::and_op
+        )
+    }
+}
