@@ -63,7 +63,9 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
     // Split points that classify every operand, the pending group's space first.
     let fits = |p: usize, xs: &[View]| xs.iter().all(|x| classify(&out_shape, &x.shape, p).is_some());
     let space = |p: usize| (out_shape[..p].iter().product::<usize>(), out_shape[p..].iter().product::<usize>());
-    let mut cands: Vec<usize> = (0..=r).rev().collect();
+    // Rows of the last dim first: splitting after it (`[numel, 1]`) would leave the
+    // kernels one column per row, and a JIT'd group a scalar loop.
+    let mut cands: Vec<usize> = (0..r).rev().chain([r]).collect();
     if let Some(sp) = pending_space(l) {
         cands.sort_by_key(|&p| space(p) != sp);
     }
