@@ -53,7 +53,8 @@ done
 
 echo
 echo "Elementwise strategies (native, 1 thread, medians of $iters; processes alternated 3 times):"
-echo "End to end, and in brackets the part spent in fused elementwise groups:"
+echo "End to end (median of the three processes' medians), in brackets the part spent in fused elementwise groups, in"
+echo "square brackets the three processes' range:"
 echo "| model | batch | unfused ms | blocks ms | jit ms | groups | group bytes written | JIT kernels, compile ms (cold) |"
 echo "|---|---|---|---|---|---|---|---|"
 for rep in 1 2 3; do
@@ -78,8 +79,9 @@ for e in ["unfused", "blocks", "jit"]:
 for (m, b), r in rows.items():
     cell = {}
     for e in ["unfused", "blocks", "jit"]:
-        total = statistics.median(t for t, _ in r[e]); inside = statistics.median(g for _, g in r[e])
-        cell[e] = f"{total:.2f} ({inside:.2f})"
+        ts = [t for t, _ in r[e]]
+        total = statistics.median(ts); inside = statistics.median(g for _, g in r[e])
+        cell[e] = f"{total:.2f} ({inside:.2f}) [{min(ts):.2f}–{max(ts):.2f}]"
     g, by, k, c = r["meta"]
     print(f"| {m} | {b} | {cell['unfused']} | {cell['blocks']} | {cell['jit']} | {g} | {by / 1e6:.1f} MB | {k}, {c:.1f} |")
 PY
