@@ -87,6 +87,19 @@ enum Cmd {
     /// Loss, accuracy and confusions of a model (and a trained run) on a dataset.
     #[cfg(feature = "torch")]
     Eval(graft::commands::eval::EvalArgs),
+    /// `train` / `eval` in a build without LibTorch: refused with how to get them.
+    #[cfg(not(feature = "torch"))]
+    #[command(name = "train", hide = true, disable_help_flag = true)]
+    Train {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    #[cfg(not(feature = "torch"))]
+    #[command(name = "eval", hide = true, disable_help_flag = true)]
+    Eval {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Compile time and forward latency of specs, side by side (random weights).
     Bench(graft::commands::bench::BenchArgs),
     /// Write a trained adapter in another tool's format (`export peft`).
@@ -183,6 +196,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Train(a) => graft::backend::torch::train::train(*a),
         #[cfg(feature = "torch")]
         Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
+        #[cfg(not(feature = "torch"))]
+        Cmd::Train { .. } | Cmd::Eval { .. } => {
+            eprintln!("error: this graft was built without LibTorch, and `train` and `eval` need its autograd");
+            eprintln!("  hint: run `bash scripts/setup.sh`, then `cargo build --release --features torch`; the native build runs check, compile, run, fuse and bench");
+            Ok(ExitCode::from(1))
+        }
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Check { specs } => {

@@ -251,3 +251,16 @@ fn compile_timings_lists_every_stage() {
     assert!(err.lines().last().unwrap().starts_with("total"), "{err}");
     assert!(stdout(&o).starts_with("graft ir:"), "the IR still goes to stdout");
 }
+
+/// Without LibTorch, `train` and `eval` are refused with how to get them (exit 1),
+/// not reported as unknown commands. (`cargo test` without features runs this.)
+#[cfg(not(feature = "torch"))]
+#[test]
+fn train_and_eval_without_libtorch_say_how_to_get_them() {
+    for cmd in ["train", "eval"] {
+        let o = graft(&[cmd, "specs/vit_tiny.graft", "--data", "nowhere"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("built without LibTorch") && err.contains("--features torch"), "{err}");
+    }
+}
