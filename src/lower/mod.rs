@@ -141,6 +141,12 @@ pub struct AdapterInfo {
 /// Everything `lower` produces; consumed by the passes.
 pub struct Lowered {
     pub b: Builder,
+    pub decls: Decls,
+}
+
+/// What the model declares, as lowering found it.
+#[derive(Default)]
+pub struct Decls {
     pub model: String,
     pub components: Vec<Component>,
     /// Heads: (name, span).
@@ -154,9 +160,9 @@ pub struct Lowered {
     pub env: Env,
     /// Weights bindings: binding name → file as written.
     pub weights: BTreeMap<String, String>,
-    /// Key rules of the bindings that have any (`prefix "vit."`).
+    /// Key rules of the bindings that have any.
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
-    /// Bindings declared `weights required`: the file comes from the command line.
+    /// Bindings declared `weights required`.
     pub required_weights: std::collections::BTreeSet<String>,
 }
 

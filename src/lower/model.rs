@@ -2,12 +2,12 @@
 //! training rules are collected for the passes.
 
 use super::eval::Env;
-use super::{Builder, Component, Lowered, Program, Reported, Value};
+use super::{Builder, Component, Decls, Lowered, Program, Reported, Value};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::{DType, Dim, Op, TensorType};
 use crate::source::SourceMap;
 use crate::syntax::ast::{ComponentKind, Expr, ExprKind, ModelDecl, ModelItem, Trainability};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Merge `model b extends a`: a's declarations, then b's; b's training rules replace a's.
 fn merged_items(prog: &Program, model: &ModelDecl, diags: &mut Diagnostics) -> Vec<ModelItem> {
@@ -63,23 +63,10 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         return Err((prog.sources, diags));
     }
     let mut names: HashMap<String, crate::source::Span> = HashMap::new();
-    let mut lw = Lowered {
-        b: Builder::new(prog),
-        model: name.clone(),
-        components: Vec::new(),
-        heads: Vec::new(),
-        adapters: Vec::new(),
-        adapter_weights: HashMap::new(),
-        pathways: Vec::new(),
-        train: Vec::new(),
-        env: Env::default(),
-        weights: BTreeMap::new(),
-        key_maps: BTreeMap::new(),
-        required_weights: BTreeSet::new(),
-    };
+    let mut lw = Lowered { b: Builder::new(prog), decls: Decls { model: name.clone(), ..Decls::default() } };
     // Disjoint borrows of the model's tables while it is being built.
     let b = &mut lw.b;
-    let env = &mut lw.env;
+    let env = &mut lw.decls.env;
     let mut declare = |b: &mut Builder, n: &crate::syntax::ast::Ident| -> bool {
         if let Some(prev) = names.get(&n.name) {
             b.error(
@@ -99,7 +86,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         if let ModelItem::Bind { name, file, keys, trainability, span } = it {
             binds.insert(name.name.clone(), (file.clone(), *trainability, *span));
             if !keys.is_identity() {
-                lw.key_maps.insert(name.name.clone(), keys.clone());
+                lw.decls.key_maps.insert(name.name.clone(), keys.clone());
             }
         }
     }
@@ -157,7 +144,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         let mut weights = c.weights.as_ref().and_then(|w| w.file.clone());
         let mut required = c.weights.as_ref().is_some_and(|w| w.file.is_none());
         if let Some(w) = c.weights.as_ref().filter(|w| !w.keys.is_identity()) {
-            lw.key_maps.entry(c.name.name.clone()).or_insert_with(|| w.keys.clone());
+            lw.decls.key_maps.entry(c.name.name.clone()).or_insert_with(|| w.keys.clone());
         }
         let mut trainability = c.trainability.map(|t| t.0);
         if let Some((file, t, _)) = binds.remove(&c.name.name) {
@@ -166,7 +153,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             trainability = t.or(trainability);
         }
         if required {
-            lw.required_weights.insert(c.name.name.clone());
+            lw.decls.required_weights.insert(c.name.name.clone());
         }
         if c.kind == ComponentKind::Backbone && weights.is_none() && !required {
             b.error(
@@ -177,7 +164,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         }
         b.set_owner(&c.name.name, (weights.is_some() || required).then(|| c.name.name.clone()));
         if let Some(w) = &weights {
-            lw.weights.insert(c.name.name.clone(), w.clone());
+            lw.decls.weights.insert(c.name.name.clone(), w.clone());
         }
         if let Ok(v) = instance_expr(b, &c.value, env, &c.name.name) {
             env.vars.insert(c.name.name.clone(), (v, Some(c.name.span)));
@@ -186,7 +173,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             env.failed.insert(c.name.name.clone());
         }
         let weights_only = is_weights_only(b, &c.value);
-        lw.components.push(Component {
+        lw.decls.components.push(Component {
             name: c.name.name.clone(),
             kind: c.kind,
             weights,
@@ -202,7 +189,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             continue;
         }
         let binding = binds.remove(&name.name).map(|(f, _, _)| {
-            lw.weights.insert(name.name.clone(), f);
+            lw.decls.weights.insert(name.name.clone(), f);
             name.name.clone()
         });
         b.set_owner(&name.name, binding);
@@ -212,7 +199,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         } else {
             env.failed.insert(name.name.clone());
         }
-        lw.heads.push((name.name.clone(), *span));
+        lw.decls.heads.push((name.name.clone(), *span));
     }
     // 4. Outputs.
     for it in &items {
@@ -239,28 +226,28 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         match it {
             ModelItem::Adapter(a) if declare(b, &a.name) => {
                 if let Some((f, t, _)) = binds.remove(&a.name.name) {
-                    lw.weights.insert(a.name.name.clone(), f.clone());
-                    lw.adapter_weights.insert(a.name.name.clone(), (f, t));
+                    lw.decls.weights.insert(a.name.name.clone(), f.clone());
+                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f, t));
                 } else if let Some(w) = &a.weights {
                     if !w.keys.is_identity() {
-                        lw.key_maps.insert(a.name.name.clone(), w.keys.clone());
+                        lw.decls.key_maps.insert(a.name.name.clone(), w.keys.clone());
                     }
                     // `weights required` binds like a file; the command line names it.
                     let f = w.file.clone().unwrap_or_default();
                     match &w.file {
                         Some(f) => {
-                            lw.weights.insert(a.name.name.clone(), f.clone());
+                            lw.decls.weights.insert(a.name.name.clone(), f.clone());
                         }
                         None => {
-                            lw.required_weights.insert(a.name.name.clone());
+                            lw.decls.required_weights.insert(a.name.name.clone());
                         }
                     }
-                    lw.adapter_weights.insert(a.name.name.clone(), (f, a.trainability.map(|t| t.0)));
+                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f, a.trainability.map(|t| t.0)));
                 }
-                lw.adapters.push(a);
+                lw.decls.adapters.push(a);
             }
-            ModelItem::Pathway(p) if declare(b, &p.name) => lw.pathways.push(p),
-            ModelItem::Train { rules, .. } => lw.train.extend(rules),
+            ModelItem::Pathway(p) if declare(b, &p.name) => lw.decls.pathways.push(p),
+            ModelItem::Train { rules, .. } => lw.decls.train.extend(rules),
             _ => {}
         }
     }

@@ -13,35 +13,14 @@
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::verify::VerifyError;
 use crate::ir::Graph;
-use crate::lower::{Builder, Component, Env, Lowered, Program, Site};
-use crate::syntax::ast::{AdapterDecl, PathwayDecl, Selector, Trainability};
+pub use crate::lower::Decls;
+use crate::lower::{Builder, Lowered, Program, Site};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
 
 /// A pass: transform `graph`, report user errors into the context, return whether
 /// anything changed; `Err` only for a compiler bug.
 pub type PassFn = fn(&mut Graph, &mut PassCtx) -> Result<bool, VerifyError>;
-
-/// What the model declares, as lowering found it.
-pub struct Decls {
-    pub model: String,
-    pub components: Vec<Component>,
-    /// Heads: (name, span).
-    pub heads: Vec<(String, crate::source::Span)>,
-    pub adapters: Vec<AdapterDecl>,
-    /// Adapter name → (weights file, frozen) from `weights NAME "file"` bindings.
-    pub adapter_weights: HashMap<String, (String, Option<Trainability>)>,
-    pub pathways: Vec<PathwayDecl>,
-    pub train: Vec<Selector>,
-    /// Model-level names → values (for adapter arguments such as `context: audio_enc.norm`).
-    pub env: Env,
-    /// Weights bindings: binding name → file as written.
-    pub weights: BTreeMap<String, String>,
-    /// Key rules of the bindings that have any.
-    pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
-    /// Bindings declared `weights required`.
-    pub required_weights: std::collections::BTreeSet<String>,
-}
 
 /// What a pathway borrows (left by `build_pathways` for `apply_training_rules`): whether W′ trains, and the W′ parameter paths.
 #[derive(Debug, Clone, Default)]
@@ -63,34 +42,8 @@ pub struct PassCtx {
 impl PassCtx {
     /// Split lowering's result into the graph and the context of the passes.
     pub fn new(lw: Lowered) -> (Graph, PassCtx) {
-        let Lowered {
-            mut b,
-            model,
-            components,
-            heads,
-            adapters,
-            adapter_weights,
-            pathways,
-            train,
-            env,
-            weights,
-            key_maps,
-            required_weights,
-        } = lw;
+        let Lowered { mut b, decls } = lw;
         let graph = std::mem::replace(&mut b.graph, Graph::new());
-        let decls = Decls {
-            model,
-            components,
-            heads,
-            adapters,
-            adapter_weights,
-            pathways,
-            train,
-            env,
-            weights,
-            key_maps,
-            required_weights,
-        };
         (graph, PassCtx { decls, borrowed: HashMap::new(), builder: b })
     }
 
