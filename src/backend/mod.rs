@@ -110,6 +110,25 @@ pub trait Executable {
     }
 }
 
+/// The timing loop of [`Executable::time_forward`]: `once(false)` `warmup` times,
+/// then `once(true)` `iters` times, each timed; milliseconds.
+pub fn time_runs(
+    warmup: usize,
+    iters: usize,
+    mut once: impl FnMut(bool) -> Result<(), BackendError>,
+) -> Result<Vec<f64>, BackendError> {
+    for _ in 0..warmup {
+        once(false)?;
+    }
+    (0..iters)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            once(true)?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
+}
+
 /// Check named inputs against the plan and run them (see [`inputs::bind`]).
 pub fn run_named(
     exe: &mut dyn Executable,

@@ -12,11 +12,11 @@ use super::lower::{lower, InputSig};
 use super::pool::{Pool, SharedMut};
 use super::program::{OutVal, Program, Step, Store, Strided};
 use crate::backend::plan::Plan;
-use crate::backend::{Backend, BackendError, Device, Executable, Options};
+use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The native CPU backend: `threads` participants per parallel region (1: the caller
 /// alone), elementwise groups compiled with `elementwise`.
@@ -169,7 +169,14 @@ impl NativeExecutable {
     }
 
     /// Load the inputs and run every step.
-    fn forward(&mut self, key: &[Option<InputSig>], inputs: &[Option<HostTensor>]) -> Result<(), BackendError> {
+    /// `timed`: a measured forward of `time_forward`, which also counts the time
+    /// spent in fusion groups for [`Executable::report`].
+    fn forward(
+        &mut self,
+        key: &[Option<InputSig>],
+        inputs: &[Option<HostTensor>],
+        timed: bool,
+    ) -> Result<(), BackendError> {
         let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         for s in &prep.prog.steps {
@@ -214,12 +221,9 @@ impl NativeExecutable {
         }
         let prog = &prep.prog;
         let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
-        self.forwards += 1;
-        exec::run(prog, &mem, &self.pool, &mut self.ew_time).map_err(|(path, message)| BackendError::Kernel {
-            path,
-            op: "embedding",
-            message,
-        })
+        self.forwards += timed as u64;
+        exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time))
+            .map_err(|(path, message)| BackendError::Kernel { path, op: "embedding", message })
     }
 
     fn outputs(&mut self, key: &[Option<InputSig>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
@@ -278,7 +282,7 @@ fn gather(m: &Mem, s: &Strided) -> Vec<f32> {
 impl Executable for NativeExecutable {
     fn run(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
         let key = self.prepare_inputs(inputs)?;
-        self.forward(&key, inputs)?;
+        self.forward(&key, inputs, false)?;
         self.outputs(&key)
     }
 
@@ -289,17 +293,8 @@ impl Executable for NativeExecutable {
         iters: usize,
     ) -> Result<Vec<f64>, BackendError> {
         let key = self.prepare_inputs(inputs)?;
-        for _ in 0..warmup {
-            self.forward(&key, inputs)?;
-        }
         (self.forwards, self.ew_time) = (0, Duration::ZERO);
-        let mut times = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t0 = Instant::now();
-            self.forward(&key, inputs)?;
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-        Ok(times)
+        time_runs(warmup, iters, |timed| self.forward(&key, inputs, timed))
     }
 
     /// For `graft bench`: the program of the last inputs (arena, steps, fusion groups

@@ -11,10 +11,9 @@ use super::cuda_graph::{self, GraphedForward};
 use super::exec::{self, torch_message};
 use super::{is_float_kind, kind_of};
 use crate::backend::plan::Plan;
-use crate::backend::{Backend, BackendError, Device, Executable, Options};
+use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
-use std::time::Instant;
 use tch::{Kind, TchError, Tensor};
 
 /// LibTorch (`tch`): CPU and CUDA, f32 / bf16 / f16, CUDA graphs with `cuda-graphs`.
@@ -146,16 +145,11 @@ impl Executable for TorchExecutable {
         if self.capture {
             drop(self.forward(&ins)?); // Capture outside the timed runs.
         }
-        let mut times = Vec::with_capacity(iters);
-        for i in 0..warmup + iters {
-            let t0 = Instant::now();
+        time_runs(warmup, iters, |_| {
             let outs = self.forward(&ins)?;
             self.synchronize();
             drop(outs);
-            if i >= warmup {
-                times.push(t0.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        Ok(times)
+            Ok(())
+        })
     }
 }
