@@ -48,7 +48,7 @@ impl<'a> LineIndex<'a> {
 /// it: written once per content into a cache directory, read-only.
 pub fn std_file(name: &str) -> Option<PathBuf> {
     let (_, text) = crate::lower::load::STD.iter().find(|(n, _)| *n == name)?;
-    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    let hash = crate::rng::hash_str(text);
     let dir = std::env::temp_dir().join(format!("graft-std-{hash:016x}"));
     let path = dir.join(format!("{name}.graft"));
     if std::fs::read_to_string(&path).ok().as_deref() != Some(*text) {
