@@ -14,7 +14,7 @@
 
 use super::ffi::{Op, Work};
 use super::Dist;
-use crate::backend::torch::train::checkpoint::fnv64;
+use crate::rng::fnv64;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
