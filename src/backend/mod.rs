@@ -110,6 +110,24 @@ pub trait Executable {
     }
 }
 
+/// For the op tests: a graph whose inputs `in0, in1, …` have the given types; `None`
+/// is an absent optional input (typed `f32[1]`).
+#[cfg(all(test, feature = "torch"))]
+pub(crate) fn graph_of_inputs(types: &[Option<crate::ir::TensorType>]) -> (crate::ir::Graph, Vec<crate::ir::NodeId>) {
+    use crate::ir::{Graph, Op, TensorType};
+    let mut g = Graph::new();
+    let ids = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let ty = t.clone().unwrap_or_else(|| TensorType::fixed(DType::F32, &[1]));
+            let op = Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false };
+            g.add(op, format!("in{i}"), None, &[])
+        })
+        .collect();
+    (g, ids)
+}
+
 /// The timing loop of [`Executable::time_forward`]: `once(false)` `warmup` times,
 /// then `once(true)` `iters` times, each timed; milliseconds.
 pub fn time_runs(

@@ -20,20 +20,8 @@ fn ids(shape: &[i64], values: &[i64]) -> HostTensor {
 /// Run `ops` (each over earlier node indices; inputs are nodes `0..inputs.len()`) on
 /// `b`; `None` inputs are absent optional ones.
 fn run(b: &dyn Backend, inputs: &[Option<HostTensor>], ops: &[(Op, Vec<usize>)]) -> Vec<(String, HostTensor)> {
-    let mut g = Graph::new();
-    let mut ids: Vec<NodeId> = Vec::new();
-    for (i, t) in inputs.iter().enumerate() {
-        let ty = match t {
-            Some(t) => TensorType::fixed(t.dtype, &t.shape),
-            None => TensorType::fixed(DType::F32, &[1]),
-        };
-        ids.push(g.add(
-            Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false },
-            format!("in{i}"),
-            None,
-            &[],
-        ));
-    }
+    let types: Vec<_> = inputs.iter().map(|t| t.as_ref().map(|t| TensorType::fixed(t.dtype, &t.shape))).collect();
+    let (mut g, mut ids) = super::graph_of_inputs(&types);
     for (k, (op, args)) in ops.iter().enumerate() {
         let a: Vec<NodeId> = args.iter().map(|&i| ids[i]).collect();
         ids.push(g.add(op.clone(), format!("op{k}"), None, &a));

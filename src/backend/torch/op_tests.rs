@@ -3,7 +3,7 @@
 
 use super::exec;
 use crate::backend::plan::Plan;
-use crate::ir::{DType, Graph, NodeId, Op, TensorType};
+use crate::ir::{DType, Graph, Op, TensorType};
 use tch::{Device, Kind, Tensor};
 
 const F: (Kind, Device) = (Kind::Float, Device::Cpu);
@@ -20,20 +20,8 @@ fn dtype(k: Kind) -> DType {
 
 /// Lower and run `op` over inputs `args` (absent where `None`); the output or `None`.
 fn try_op(op: Op, args: &[Option<&Tensor>]) -> anyhow::Result<Tensor> {
-    let mut g = Graph::new();
-    let mut ids: Vec<NodeId> = Vec::new();
-    for (i, t) in args.iter().enumerate() {
-        let ty = match t {
-            Some(t) => TensorType::fixed(dtype(t.kind()), &t.size()),
-            None => TensorType::fixed(DType::F32, &[1]),
-        };
-        ids.push(g.add(
-            Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false },
-            format!("in{i}"),
-            None,
-            &[],
-        ));
-    }
+    let types: Vec<_> = args.iter().map(|t| t.map(|t| TensorType::fixed(dtype(t.kind()), &t.size()))).collect();
+    let (mut g, ids) = crate::backend::graph_of_inputs(&types);
     let n = g.add(op, "op", None, &ids);
     g.add(Op::Output { name: "y".into() }, "y", None, &[n]);
     let plan = Plan::unverified(&g);
