@@ -17,7 +17,7 @@
 use super::exec;
 use crate::backend::plan::Plan;
 use anyhow::{anyhow, bail, Result};
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void};
 use tch::{Device, Tensor};
 
 /// Whether this build has the shim.
@@ -86,13 +86,7 @@ fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
     if !BUILT {
         bail!("{what}: {NOT_BUILT}");
     }
-    let mut buf = [0 as c_char; 1024];
-    if f(buf.as_mut_ptr(), buf.len()) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim always NUL-terminates within `len`; the buffer starts zeroed.
-    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
-    bail!("{what}: {}", if msg.is_empty() { "unknown error" } else { msg.as_str() })
+    super::shim_call(f).map_err(|msg| anyhow!("{what}: {msg}"))
 }
 
 /// True when this build has the shim and LibTorch sees a CUDA device.

@@ -30,7 +30,20 @@ mod op_tests;
 pub use executable::{TorchBackend, TorchExecutable};
 
 use crate::ir::DType;
+use std::ffi::{c_char, c_int, CStr};
 use tch::Kind;
+
+/// Call a function of a C++ shim (`csrc/ffi_guard.hpp`'s convention) with a message
+/// buffer: `Err` with the shim's message when it returns non-zero.
+pub(crate) fn shim_call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
+    let mut buf = [0 as c_char; 1024];
+    if f(buf.as_mut_ptr(), buf.len()) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim always NUL-terminates within `len`; the buffer starts zeroed.
+    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    Err(if msg.is_empty() { "unknown error".to_string() } else { msg })
+}
 
 /// The element type of an IR dtype.
 pub fn kind_of(d: DType) -> Kind {

@@ -7,7 +7,7 @@
 //! line), never as an exception.
 
 use anyhow::{bail, Result};
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CString};
 use std::time::Duration;
 use tch::Tensor;
 
@@ -216,13 +216,7 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
     if !BUILT {
         bail!("{NOT_BUILT}");
     }
-    let mut buf = [0 as c_char; 1024];
-    if f(buf.as_mut_ptr(), buf.len()) == 0 {
-        return Ok(());
-    }
-    // SAFETY: the shim always NUL-terminates within `len`; the buffer starts zeroed.
-    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
-    bail!("{}", if msg.is_empty() { "unknown error" } else { msg.as_str() })
+    crate::backend::torch::shim_call(f).map_err(anyhow::Error::msg)
 }
 
 fn cstr(s: &str) -> Result<CString> {
