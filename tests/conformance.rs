@@ -306,7 +306,7 @@ fn resampled_position_table_matches_timm() {
     conformance("resample");
 }
 
-// (g) the native backend (no LibTorch in the forward) against the same references.
+// (j) the native backend (no LibTorch in the forward) against the same references.
 #[test]
 fn native_vit_tiny_matches_timm() {
     conformance_on("vit_tiny", Some("native"));
