@@ -172,9 +172,7 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
             }
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
-        Step::Linear { x, w, bias, y, groups, accumulate } => {
-            linear(m, x, w, bias.as_ref(), y, *groups, *accumulate, t, n)
-        }
+        Step::Linear { x, w, bias, y, groups } => linear(m, x, w, bias.as_ref(), y, *groups, t, n),
         Step::Im2col { x, geom, dst } => {
             let patch = geom.patch();
             let (lo, hi) = part(dst.rows(), t, n, 1);
@@ -300,17 +298,7 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn linear(
-    m: &Mem,
-    x: &View,
-    w: &View,
-    bias: Option<&View>,
-    y: &View,
-    groups: usize,
-    accumulate: bool,
-    t: usize,
-    n: usize,
-) {
+fn linear(m: &Mem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, t: usize, n: usize) {
     let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
     let (kg, ng) = (kin / groups, nout / groups);
     let (xa, wa) = (m.read(x), m.read(w));
@@ -340,7 +328,7 @@ fn linear(
         let lhs = Operand::rows(&xa[g * kg..], x.rs);
         let rhs = Operand::transposed(&wa[c0 * kg..], kg);
         // SAFETY: as above; the operands are other buffers (the plan never aliases them).
-        unsafe { gemm_raw(rows_, c1 - c0, kg, 1.0, lhs, rhs, dst, len, ldy, accumulate || ba.is_some()) };
+        unsafe { gemm_raw(rows_, c1 - c0, kg, 1.0, lhs, rhs, dst, len, ldy, ba.is_some()) };
     }
 }
 

@@ -200,7 +200,7 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
             for v in [&x, &w].into_iter().chain(bias.as_ref()) {
                 l.touch(v);
             }
-            l.push(Step::Linear { x, w, bias, y: y.clone(), groups, accumulate: false });
+            l.push(Step::Linear { x, w, bias, y: y.clone(), groups });
             Val::F(y)
         }
         Kernel::Conv { stride } => {
@@ -227,7 +227,7 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>) -> Result<Val, BackendEr
             for v in [&cols, &wm].into_iter().chain(bias.as_ref()) {
                 l.touch(v);
             }
-            l.push(Step::Linear { x: cols, w: wm, bias, y: y.clone(), groups: 1, accumulate: false });
+            l.push(Step::Linear { x: cols, w: wm, bias, y: y.clone(), groups: 1 });
             let mut shape = vec![geom.batch, o];
             shape.extend(geom.out_size());
             Val::F(View { store: y.store, offset: y.offset, rs: o, shape, token_major: true })

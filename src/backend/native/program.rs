@@ -148,15 +148,14 @@ pub enum Step {
         src: Strided,
         dst: Strided,
     },
-    /// Per group: `y[m, n/g] (+)= x[m, k/g] · w[n/g, k/g]ᵀ`, with `bias` broadcast into
-    /// `y` first when given, or accumulating onto what `y` holds when `accumulate`.
+    /// Per group: `y[m, n/g] = x[m, k/g] · w[n/g, k/g]ᵀ (+ bias)`, the bias broadcast
+    /// into `y` first and the product accumulated onto it.
     Linear {
         x: View,
         w: View,
         bias: Option<View>,
         y: View,
         groups: usize,
-        accumulate: bool,
     },
     /// Token-major patches of a convolution input.
     Im2col {
