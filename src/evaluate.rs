@@ -91,7 +91,7 @@ pub fn batch_inputs(plan: &Plan, batch: &Batch, without: &[String]) -> Result<Ve
     let given = batch
         .inputs
         .iter()
-        .filter(|(name, _)| !without.contains(name) && plan.inputs.iter().any(|i| &i.name == *name))
+        .filter(|(name, _)| !without.contains(name) && plan.inputs().iter().any(|i| &i.name == *name))
         .map(|(n, h)| (n.clone(), h.clone()))
         .collect();
     Ok(inputs::bind(plan, given, DType::F32)?.values)
@@ -102,7 +102,7 @@ pub struct Evaluated<'a> {
     pub model: &'a str,
     pub plan: &'a Plan,
     pub exe: &'a mut dyn Executable,
-    /// Index into `plan.outputs`.
+    /// Index into `plan.outputs()`.
     pub output: usize,
 }
 

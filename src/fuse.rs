@@ -113,10 +113,10 @@ pub fn fuse(
 ) -> Result<Fused, FuseError> {
     let (ptrain, pinfer) = (Plan::new(&train.graph), Plan::new(&infer.graph));
     // The folded values are computed once: the check runs on exactly what is returned.
-    let values = materialise(&pinfer.params, leaves)?;
+    let values = materialise(pinfer.params(), leaves)?;
     // A non-finite value is named here, not found later as a NaN output difference.
-    let train_values = materialise(&ptrain.params, leaves)?;
-    for (p, v) in ptrain.params.iter().zip(&train_values).chain(pinfer.params.iter().zip(&values)) {
+    let train_values = materialise(ptrain.params(), leaves)?;
+    for (p, v) in ptrain.params().iter().zip(&train_values).chain(pinfer.params().iter().zip(&values)) {
         if let Some(d) = crate::params::weights::nonfinite(v) {
             let folded = matches!(p.source, ParamSource::Folded { .. });
             return Err(FuseError::NonFinite {
@@ -134,7 +134,7 @@ pub fn fuse(
             });
         }
     }
-    let folded = pinfer.params.iter().filter(|p| matches!(p.source, ParamSource::Folded { .. })).count();
+    let folded = pinfer.params().iter().filter(|p| matches!(p.source, ParamSource::Folded { .. })).count();
     let opts = Options::default();
     let mut etrain = backend.prepare(&ptrain, train_values, &opts)?;
     let mut einfer = backend.prepare(&pinfer, values.clone(), &opts)?;
@@ -151,7 +151,7 @@ pub fn fuse(
     let mut tensors = Vec::with_capacity(values.len());
     let mut keys = BTreeSet::new();
     let mut outside = Vec::new();
-    for (p, v) in pinfer.params.iter().zip(values) {
+    for (p, v) in pinfer.params().iter().zip(values) {
         let key = match prefix.as_deref().and_then(|pre| p.path.strip_prefix(pre)) {
             Some(k) => k.to_string(),
             None => {

@@ -18,7 +18,7 @@ use std::path::Path;
 fn outputs(backend: &dyn Backend, spec: &str, mode: Mode, batch: i64, drop: &[&str]) -> Vec<(String, HostTensor)> {
     let c = compile_spec(Path::new(spec), mode).unwrap_or_else(|e| panic!("{spec}: {e:?}"));
     let plan = Plan::new(&c.graph);
-    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
     let given: Vec<(String, HostTensor)> =
         inputs::random(&plan, batch, 1).unwrap().into_iter().filter(|(n, _)| !drop.contains(&n.as_str())).collect();
     let bound = inputs::bind(&plan, given, graft::ir::DType::F32).unwrap();
@@ -129,7 +129,7 @@ fn masked_keys_and_fully_masked_rows_agree_with_torch() {
         ("attention_mask".to_string(), HostTensor::from_i64(&[2, 5], &[1, 1, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap()),
     ];
     let run = |b: &dyn Backend| {
-        let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
         let bound = inputs::bind(&plan, given.clone(), graft::ir::DType::F32).unwrap();
         b.prepare(&plan, params, &Options::default()).unwrap().run(&bound.values).unwrap()
     };

@@ -112,7 +112,7 @@ fn elements(shape: &[i64]) -> u64 {
 
 /// Outputs on `backend` with parameters and inputs from fixed seeds.
 fn outputs(backend: &dyn Backend, plan: &Plan) -> Result<Vec<(String, HostTensor)>, String> {
-    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
     let given = inputs::random(plan, 1, 1).map_err(|e| e.to_string())?;
     let bound = inputs::bind(plan, given, graft::ir::DType::F32).map_err(|e| e.to_string())?;
     let mut exe = backend.prepare(plan, params, &Options::default()).map_err(|e| e.to_string())?;
@@ -140,9 +140,9 @@ fn rel_err(a: &[(String, HostTensor)], b: &[(String, HostTensor)]) -> Result<f64
 /// Small enough to run in a debug build.
 fn small(c: &Compiled) -> bool {
     let plan = Plan::new(&c.graph);
-    let params: u64 = plan.params.iter().map(|p| elements(&p.shape)).sum();
+    let params: u64 = plan.params().iter().map(|p| elements(&p.shape)).sum();
     let inputs: u64 = plan
-        .inputs
+        .inputs()
         .iter()
         .map(|i| i.ty.shape.iter().map(|d| d.fixed().unwrap_or(1).max(1) as u64).product::<u64>())
         .sum();

@@ -138,7 +138,7 @@ fn the_autocast_switch_is_thread_local_state_and_the_guard_restores_it() {
 fn vit_tiny_on_gpu() -> (Plan, ParamStore) {
     let c = compile_file(&vit_tiny(), Mode::Infer).map_err(|_| "specs/vit_tiny.graft compiles").unwrap();
     let plan = Plan::new(&c.graph);
-    let values = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let values = plan.params().iter().map(|p| random_values(p, 0)).collect();
     let store = ParamStore::new(&plan, values, Device::Cuda(0), Kind::Float).unwrap();
     (plan, store)
 }

@@ -30,7 +30,7 @@ pub struct Bound {
 pub fn bind(plan: &Plan, given: Vec<(String, HostTensor)>, float: DType) -> Result<Bound, BackendError> {
     let mut given: BTreeMap<String, HostTensor> = given.into_iter().collect();
     let mut problems = Vec::new();
-    let declared: Vec<&str> = plan.inputs.iter().map(|i| i.name.as_str()).collect();
+    let declared: Vec<&str> = plan.inputs().iter().map(|i| i.name.as_str()).collect();
     for name in given.keys() {
         if !declared.contains(&name.as_str()) {
             problems.push(format!("`{name}` is not an input of this model (its inputs: {})", declared.join(", ")));
@@ -38,7 +38,7 @@ pub fn bind(plan: &Plan, given: Vec<(String, HostTensor)>, float: DType) -> Resu
     }
     let mut syms: Symbols = BTreeMap::new();
     let mut bound_by: BTreeMap<String, String> = BTreeMap::new();
-    for inp in &plan.inputs {
+    for inp in plan.inputs() {
         let want = inp.ty.to_string();
         let Some(t) = given.get(&inp.name) else {
             if !inp.optional {
@@ -89,8 +89,8 @@ pub fn bind(plan: &Plan, given: Vec<(String, HostTensor)>, float: DType) -> Resu
     if !problems.is_empty() {
         return Err(BackendError::Inputs(problems));
     }
-    let mut values = Vec::with_capacity(plan.inputs.len());
-    for inp in &plan.inputs {
+    let mut values = Vec::with_capacity(plan.inputs().len());
+    for inp in plan.inputs() {
         values.push(match given.remove(&inp.name) {
             Some(t) => Some(t),
             None if inp.default_zeros => {
@@ -128,7 +128,7 @@ fn zeros(dtype: DType, shape: &[i64]) -> Result<HostTensor, BackendError> {
 /// integers (masks) ones. Deterministic in `seed` (the values LibTorch-era graft drew).
 pub fn random(plan: &Plan, sym_size: i64, seed: u64) -> Result<Vec<(String, HostTensor)>, BackendError> {
     let mut out = Vec::new();
-    for (idx, inp) in plan.inputs.iter().enumerate() {
+    for (idx, inp) in plan.inputs().iter().enumerate() {
         let syms: Symbols = inp
             .ty
             .shape

@@ -75,7 +75,7 @@ pub trait Backend {
     /// before any work: a refusal is [`BackendError::Unsupported`].
     fn check(&self, opts: &Options) -> Result<(), BackendError>;
 
-    /// Ready `plan` to run with `params` (one per `plan.params`, in order, each of the
+    /// Ready `plan` to run with `params` (one per `plan.params()`, in order, each of the
     /// parameter's shape) on `opts.device`. Refuses devices, dtypes or options it does
     /// not support with [`BackendError::Unsupported`].
     fn prepare(
@@ -88,8 +88,8 @@ pub trait Backend {
 
 /// A plan ready to run on one device.
 pub trait Executable {
-    /// Run on inputs in `plan.inputs` order, as [`inputs::bind`] returns them (`None`:
-    /// an absent optional input). Returns every output by name, in `plan.outputs`
+    /// Run on inputs in `plan.inputs()` order, as [`inputs::bind`] returns them (`None`:
+    /// an absent optional input). Returns every output by name, in `plan.outputs()`
     /// order, on the host (float outputs in the compute dtype).
     fn run(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<(String, HostTensor)>, BackendError>;
 

@@ -30,7 +30,7 @@ fn run(b: &dyn Backend, inputs: &[Option<HostTensor>], ops: &[(Op, Vec<usize>)])
     g.add(Op::Output { name: "y".into() }, "y", None, &[last]);
     let plan = Plan::unverified(&g);
     let ins: Vec<Option<HostTensor>> =
-        plan.inputs.iter().map(|i| inputs[i.name[2..].parse::<usize>().unwrap()].clone()).collect();
+        plan.inputs().iter().map(|i| inputs[i.name[2..].parse::<usize>().unwrap()].clone()).collect();
     b.prepare(&plan, vec![], &Options::default()).unwrap().run(&ins).unwrap_or_else(|e| panic!("{}: {e}", b.name()))
 }
 

@@ -112,22 +112,48 @@ pub struct OutputSlot {
     pub src: Src,
 }
 
-/// A lowered model.
+/// A lowered model. Made only by [`Plan::new`] from a [`Verified`] graph and read-only
+/// afterwards (its fields are private), so every plan a backend receives holds what the
+/// verifier established.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub inputs: Vec<InputSlot>,
-    /// Parameters in graph id order; [`Src::Param`] indexes this.
-    pub params: Vec<ParamInfo>,
-    pub instrs: Vec<Instr>,
-    pub outputs: Vec<OutputSlot>,
-    /// Slots needed at once (the slot vector's length).
-    pub slots: usize,
+    inputs: Vec<InputSlot>,
+    params: Vec<ParamInfo>,
+    instrs: Vec<Instr>,
+    outputs: Vec<OutputSlot>,
+    slots: usize,
 }
 
 impl Plan {
     /// The plan of a verified graph.
     pub fn new(v: &Verified) -> Plan {
         build(v.graph())
+    }
+
+    /// Every declared input, in declaration order (the order [`super::Executable::run`]
+    /// takes them in).
+    pub fn inputs(&self) -> &[InputSlot] {
+        &self.inputs
+    }
+
+    /// Parameters in graph id order; [`Src::Param`] indexes this.
+    pub fn params(&self) -> &[ParamInfo] {
+        &self.params
+    }
+
+    /// The instructions, in execution order.
+    pub fn instrs(&self) -> &[Instr] {
+        &self.instrs
+    }
+
+    /// Every output, in declaration order.
+    pub fn outputs(&self) -> &[OutputSlot] {
+        &self.outputs
+    }
+
+    /// Slots needed at once (the slot vector's length).
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// The plan of a hand-made graph that never went through the verifier, for kernel

@@ -154,13 +154,13 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
         let backend = backend(kind, &a.engine)?;
         let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
         let values = if weights.is_empty() {
-            plan.params.iter().map(|p| random_values(p, 0)).collect()
+            plan.params().iter().map(|p| random_values(p, 0)).collect()
         } else {
             let b = bindings(spec, &c, &weights)?;
             let declared = Declared::from_sites(&c.sites);
-            let leaves = Leaves::load(plan.params.iter(), &b, &declared, &a.allow_missing, 0)?;
-            weights_params = plan.params.iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
-            materialise(&plan.params, &leaves)?
+            let leaves = Leaves::load(plan.params().iter(), &b, &declared, &a.allow_missing, 0)?;
+            weights_params = plan.params().iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
+            materialise(plan.params(), &leaves)?
         };
         exes.push((backend.name(), opts.float, backend.prepare(&plan, values, &opts)?));
     }

@@ -80,7 +80,7 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     let declared = Declared::from_sites(&train.sites);
     #[allow(unused_mut)] // written only with a training run (torch builds)
     let mut leaves =
-        Leaves::load(ptrain.params.iter().chain(&pinfer.params), &bindings, &declared, &a.allow_missing, a.seed)?;
+        Leaves::load(ptrain.params().iter().chain(pinfer.params()), &bindings, &declared, &a.allow_missing, a.seed)?;
     for note in &leaves.notes {
         eprintln!("note: {note}");
     }

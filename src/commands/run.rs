@@ -74,11 +74,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     let bound = inputs::bind(&plan, given, opts.float)?;
     let values = {
         let declared = Declared::from_sites(&c.sites);
-        let leaves = Leaves::load(plan.params.iter(), &bindings, &declared, &a.allow_missing, a.seed)?;
+        let leaves = Leaves::load(plan.params().iter(), &bindings, &declared, &a.allow_missing, a.seed)?;
         for note in &leaves.notes {
             eprintln!("note: {note}");
         }
-        materialise(&plan.params, &leaves)?
+        materialise(plan.params(), &leaves)?
     };
     let mut exe = backend.prepare(&plan, values, &opts)?;
     let outs = exe.run(&bound.values)?;

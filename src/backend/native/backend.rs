@@ -98,11 +98,11 @@ pub struct NativeExecutable {
 impl NativeExecutable {
     pub fn new(plan: &Plan, params: Vec<HostTensor>, opts: &Options, cfg: Native) -> Result<Self, BackendError> {
         check_options(opts)?;
-        if params.len() != plan.params.len() {
+        if params.len() != plan.params().len() {
             return Err(BackendError::Internal(format!(
                 "{} parameters for a plan of {}",
                 params.len(),
-                plan.params.len()
+                plan.params().len()
             )));
         }
         let params = params
@@ -143,11 +143,11 @@ impl NativeExecutable {
     }
 
     fn prepare_inputs(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<InputSig>>, BackendError> {
-        if inputs.len() != self.plan.inputs.len() {
+        if inputs.len() != self.plan.inputs().len() {
             return Err(BackendError::Internal(format!(
                 "{} inputs for a plan of {}",
                 inputs.len(),
-                self.plan.inputs.len()
+                self.plan.inputs().len()
             )));
         }
         let key: Vec<Option<InputSig>> = inputs

@@ -43,8 +43,8 @@ pub fn lower(
         path: String::new(),
         op: "",
     };
-    let mut slots: Vec<Val> = vec![Val::Absent; plan.slots];
-    for (i, (inp, sig)) in plan.inputs.iter().zip(sigs).enumerate() {
+    let mut slots: Vec<Val> = vec![Val::Absent; plan.slots()];
+    for (i, (inp, sig)) in plan.inputs().iter().zip(sigs).enumerate() {
         let Some(slot) = inp.slot else { continue };
         slots[slot] = match sig {
             Some(s) if s.int => {
@@ -71,7 +71,7 @@ pub fn lower(
             None => Val::Absent,
         };
     }
-    for ins in &plan.instrs {
+    for ins in plan.instrs() {
         l.path.clone_from(&ins.path);
         l.op = ins.op;
         let args: Vec<Val> = ins
@@ -99,7 +99,7 @@ pub fn lower(
     }
     let mut outputs = Vec::new();
     let mut out_views = Vec::new();
-    for o in &plan.outputs {
+    for o in plan.outputs() {
         let v = match o.src {
             Src::Slot(s) => slots[s].clone(),
             Src::Param(p) => Val::F(l.param(p)),
@@ -141,7 +141,7 @@ pub fn lower(
 fn concrete_zeros(plan: &Plan, sigs: &[Option<InputSig>], i: usize) -> Result<Vec<usize>, BackendError> {
     use crate::ir::Dim;
     let mut syms = std::collections::BTreeMap::new();
-    for (inp, sig) in plan.inputs.iter().zip(sigs) {
+    for (inp, sig) in plan.inputs().iter().zip(sigs) {
         if let Some(s) = sig {
             for (d, &n) in inp.ty.shape.iter().zip(&s.shape) {
                 if let Dim::Sym(name) = d {
@@ -150,7 +150,7 @@ fn concrete_zeros(plan: &Plan, sigs: &[Option<InputSig>], i: usize) -> Result<Ve
             }
         }
     }
-    let inp = &plan.inputs[i];
+    let inp = &plan.inputs()[i];
     inp.ty
         .shape
         .iter()

@@ -80,7 +80,7 @@ impl Lowering<'_> {
     }
 
     pub fn param(&self, p: usize) -> View {
-        let shape = self.plan.params[p].shape.iter().map(|&d| d as usize).collect();
+        let shape = self.plan.params()[p].shape.iter().map(|&d| d as usize).collect();
         View::plain(Store::Param(p), 0, shape)
     }
 }

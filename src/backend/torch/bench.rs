@@ -118,7 +118,7 @@ fn train_spec(path: &Path) -> Result<Spec> {
 impl TrainBench {
     fn new(spec: Spec, lr: f64, device: Device) -> Result<TrainBench> {
         let classes = spec.classes.unwrap_or(1);
-        let values = spec.plan.params.iter().map(|p| random_values(p, 0)).collect();
+        let values = spec.plan.params().iter().map(|p| random_values(p, 0)).collect();
         let store = ParamStore::new(&spec.plan, values, device, Kind::Float)?;
         let model = Model { spec, store, device };
         let opt = AdamW::new(model.trainable(), lr, &[], DEFAULT_WEIGHT_DECAY, &model.frozen_paths())?;
@@ -238,7 +238,7 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
         let spec = train_spec(path)?;
         let (params, trainable) = spec
             .plan
-            .params
+            .params()
             .iter()
             .fold((0, 0), |(n, t), p| (n + p.numel(), if p.trainable { t + p.numel() } else { t }));
         specs.push(TrainTiming {

@@ -12,25 +12,25 @@ use crate::backend::plan::{Kernel, Plan, Src};
 use crate::backend::BackendError;
 use tch::{Kind, TchError, Tensor};
 
-/// Run the plan. `params` follows `plan.params`; `inputs` follows `plan.inputs`
-/// (`None`: absent). Returns the outputs in `plan.outputs` order.
+/// Run the plan. `params` follows `plan.params()`; `inputs` follows `plan.inputs()`
+/// (`None`: absent). Returns the outputs in `plan.outputs()` order.
 pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Result<Vec<(String, Tensor)>, BackendError> {
-    if params.len() != plan.params.len() || inputs.len() != plan.inputs.len() {
+    if params.len() != plan.params().len() || inputs.len() != plan.inputs().len() {
         return Err(BackendError::Internal(format!(
             "the plan needs {} parameters and {} inputs, given {} and {}",
-            plan.params.len(),
-            plan.inputs.len(),
+            plan.params().len(),
+            plan.inputs().len(),
             params.len(),
             inputs.len()
         )));
     }
-    let mut slots: Vec<Option<Tensor>> = (0..plan.slots).map(|_| None).collect();
-    for (spec, t) in plan.inputs.iter().zip(inputs) {
+    let mut slots: Vec<Option<Tensor>> = (0..plan.slots()).map(|_| None).collect();
+    for (spec, t) in plan.inputs().iter().zip(inputs) {
         if let Some(s) = spec.slot {
             slots[s] = t;
         }
     }
-    for ins in &plan.instrs {
+    for ins in plan.instrs() {
         let args: Vec<Option<&Tensor>> = ins
             .args
             .iter()
@@ -64,7 +64,7 @@ pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Resul
         }
         slots[ins.out] = value;
     }
-    plan.outputs
+    plan.outputs()
         .iter()
         .map(|o| {
             let t = match o.src {

@@ -60,11 +60,11 @@ impl Backend for TorchBackend {
     ) -> Result<Box<dyn Executable>, BackendError> {
         self.check(opts)?;
         let dev = device(opts.device);
-        if params.len() != plan.params.len() {
+        if params.len() != plan.params().len() {
             return Err(BackendError::Internal(format!(
                 "{} values for {} parameters",
                 params.len(),
-                plan.params.len()
+                plan.params().len()
             )));
         }
         let float = kind_of(opts.float);

@@ -26,7 +26,7 @@ fn try_op(op: Op, args: &[Option<&Tensor>]) -> anyhow::Result<Tensor> {
     g.add(Op::Output { name: "y".into() }, "y", None, &[n]);
     let plan = Plan::unverified(&g);
     let ins =
-        plan.inputs.iter().map(|i| args[i.name[2..].parse::<usize>().unwrap()].map(|t| t.shallow_clone())).collect();
+        plan.inputs().iter().map(|i| args[i.name[2..].parse::<usize>().unwrap()].map(|t| t.shallow_clone())).collect();
     let mut out = exec::run(&plan, &[], ins)?;
     Ok(out.remove(0).1)
 }
@@ -263,7 +263,7 @@ fn add_passes_through_data_but_not_parameters_alone() {
     let params = [Tensor::ones([1, 3], F)];
     let xv = randn(&[2, 3]);
     let order = |x: Option<Tensor>, c: Option<Tensor>| {
-        plan.inputs
+        plan.inputs()
             .iter()
             .map(|i| {
                 if i.name == "x" {

@@ -29,8 +29,8 @@ impl ParamStore {
     /// Store given tensors (in plan order, any device and dtype).
     pub fn from_tensors(plan: &Plan, values: Vec<Tensor>, device: Device, float_kind: Kind) -> Result<ParamStore> {
         let vs = VarStore::new(device);
-        let mut tensors = Vec::with_capacity(plan.params.len());
-        for (p, value) in plan.params.iter().zip(values) {
+        let mut tensors = Vec::with_capacity(plan.params().len());
+        for (p, value) in plan.params().iter().zip(values) {
             let kind = if is_float_kind(value.kind()) { float_kind } else { value.kind() };
             let t = value.f_to_device(device)?.f_to_kind(kind)?.f_detach()?;
             let mut at = vs.root();

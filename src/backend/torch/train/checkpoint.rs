@@ -76,7 +76,7 @@ impl Identity {
 
 /// The trainable parameters of a plan: (full path, shape), in plan order.
 pub fn trainable_shapes(plan: &Plan) -> Vec<(String, Vec<i64>)> {
-    plan.params.iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
+    plan.params().iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
 }
 
 /// Write tensors (any device) with metadata, atomically and durably.

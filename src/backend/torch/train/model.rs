@@ -59,7 +59,7 @@ impl Spec {
             _ => None,
         };
         let output = plan
-            .outputs
+            .outputs()
             .iter()
             .position(|o| o.name == first.name)
             .ok_or_else(|| anyhow!("internal error: output `{}` is not in the plan", first.name))?;
@@ -127,12 +127,12 @@ impl Spec {
         let mut b = Bindings::of_spec(&self.path, &self.compiled, weights)?;
         b.allow_nonfinite = self.allow_nonfinite;
         let declared = Declared::from_sites(&self.compiled.sites);
-        let mut leaves = Leaves::load(self.plan.params.iter(), &b, &declared, allow_missing, seed)?;
+        let mut leaves = Leaves::load(self.plan.params().iter(), &b, &declared, allow_missing, seed)?;
         notes.append(&mut leaves.notes);
         if let Some((f, _)) = run {
             f.apply(&mut leaves)?;
         }
-        Ok((materialise(&self.plan.params, &leaves)?, notes))
+        Ok((materialise(self.plan.params(), &leaves)?, notes))
     }
 
     /// Load the weights (and a checkpoint over the trainable ones) onto `device`.
@@ -147,7 +147,7 @@ impl Spec {
     ) -> Result<(Model, Vec<String>)> {
         let (values, notes) = self.materialise(weights, allow_missing, seed, run)?;
         let store = ParamStore::new(&self.plan, values, device, Kind::Float)?;
-        let want = self.plan.params.iter().filter(|p| p.trainable).count();
+        let want = self.plan.params().iter().filter(|p| p.trainable).count();
         if store.trainable_count() != want {
             bail!("internal error: {} trainable variables for {want} trainable parameters", store.trainable_count());
         }
@@ -165,7 +165,7 @@ pub struct Model {
 impl Model {
     /// Every parameter with its value, in plan order.
     pub fn params(&self) -> impl Iterator<Item = (&ParamInfo, &Tensor)> {
-        self.spec.plan.params.iter().zip(&self.store.tensors)
+        self.spec.plan.params().iter().zip(&self.store.tensors)
     }
 
     /// The trainable parameters: (full path, the variable itself).
