@@ -220,7 +220,9 @@ impl NativeExecutable {
             }
         }
         let prog = &prep.prog;
-        let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
+        // SAFETY: `prog` came from `lower`, which never has a step write a buffer it
+        // reads and partitions every output among the participants.
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &prog.ids) };
         self.forwards += timed as u64;
         exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time))
             .map_err(|(path, message)| BackendError::Kernel { path, op: "embedding", message })
@@ -230,7 +232,8 @@ impl NativeExecutable {
         let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         let prog = &prep.prog;
-        let mem = Mem { arena, buffers: &prog.buffers, params: &self.params, ids: &prog.ids };
+        // SAFETY: only this thread reads, after every step has run.
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &prog.ids) };
         let mut out = Vec::new();
         for (name, v) in &prog.outputs {
             let t = match v {

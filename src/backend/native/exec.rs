@@ -11,22 +11,37 @@ use super::rows;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Where a step's views point.
-pub struct Mem<'a> {
-    pub arena: SharedMut,
-    pub buffers: &'a [Buffer],
-    pub params: &'a [Vec<f32>],
-    pub ids: &'a [Vec<i64>],
+/// Where a step's views point: the arena (borrowed for `'a`), the program's buffer
+/// offsets, the parameters and the id buffers.
+pub(crate) struct Mem<'a> {
+    arena: SharedMut<'a>,
+    buffers: &'a [Buffer],
+    params: &'a [Vec<f32>],
+    ids: &'a [Vec<i64>],
 }
 
-impl Mem<'_> {
+impl<'a> Mem<'a> {
+    /// # Safety
+    /// While this `Mem` is used, no step may read a range of the arena that a
+    /// participant writes at the same time, and the participants of a region must write
+    /// disjoint ranges: what the lowering guarantees for the [`Program`] whose
+    /// `buffers` these are (it never has a step write a buffer it reads, and every step
+    /// partitions its output). Reads and writes are bounds-checked against the arena.
+    pub(crate) unsafe fn new(
+        arena: SharedMut<'a>,
+        buffers: &'a [Buffer],
+        params: &'a [Vec<f32>],
+        ids: &'a [Vec<i64>],
+    ) -> Self {
+        Mem { arena, buffers, params, ids }
+    }
+
     fn base(&self, store: Store, offset: usize) -> (*const f32, usize) {
         match store {
             Store::Arena(b) => {
                 let start = self.buffers[b].offset + offset;
-                assert!(start <= self.arena.1, "view outside the arena");
-                // SAFETY: in bounds (checked above).
-                (unsafe { self.arena.0.add(start) } as *const f32, self.arena.1 - start)
+                assert!(start <= self.arena.len(), "view outside the arena");
+                (self.arena.ptr(start, self.arena.len()) as *const f32, self.arena.len() - start)
             }
             Store::Param(p) => {
                 let d = &self.params[p];
@@ -44,7 +59,8 @@ impl Mem<'_> {
     fn read_at(&self, store: Store, offset: usize, len: usize) -> &[f32] {
         let (p, avail) = self.base(store, offset);
         assert!(len <= avail, "view longer than its storage");
-        // SAFETY: in bounds; the plan never has a step write a range it reads.
+        // SAFETY: in bounds; no participant writes it meanwhile (the contract of
+        // `Mem::new`).
         unsafe { std::slice::from_raw_parts(p, len) }
     }
 
@@ -98,14 +114,6 @@ pub fn reads(s: &Step) -> Vec<&View> {
         Step::Embedding { table, .. } => vec![table],
         Step::MeanTokens { x, .. } => vec![x],
         Step::MatMul { a, w, .. } => vec![a, w],
-    }
-}
-
-/// Stores a copy step reads (copies use general strides, not views).
-pub fn copy_source(s: &Step) -> Option<&Strided> {
-    match s {
-        Step::Copy { src, .. } => Some(src),
-        _ => None,
     }
 }
 

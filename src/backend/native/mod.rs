@@ -7,20 +7,25 @@
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
 //! - [`arena`]: byte offsets of every buffer from lifetimes; one allocation per plan.
+//!
+//! Public: the backend ([`Native`], [`NativeExecutable`]), the elementwise compiler
+//! ([`ew`], for its tests and the ablation example) and [`math`]; every one of them is
+//! safe to call with any arguments. Everything that handles raw memory (the arena, the
+//! pool's shared buffers, the program and its executor) is private to the crate.
 
-pub mod arena;
-pub mod attention;
-pub mod backend;
+pub(crate) mod arena;
+pub(crate) mod attention;
+pub(crate) mod backend;
 pub mod ew;
-pub mod ewlower;
-pub mod exec;
-pub mod gemm;
-pub mod isa;
-pub mod lower;
-pub mod lowering;
+pub(crate) mod ewlower;
+pub(crate) mod exec;
+pub(crate) mod gemm;
+pub(crate) mod isa;
+pub(crate) mod lower;
+pub(crate) mod lowering;
 pub mod math;
-pub mod pool;
-pub mod program;
-pub mod rows;
+pub(crate) mod pool;
+pub(crate) mod program;
+pub(crate) mod rows;
 
 pub use backend::{Native, NativeExecutable};

@@ -7,6 +7,7 @@
 //! region counter for a while after each region and only then park on a condvar. A
 //! region that panics in a worker is re-raised on the caller after all finish.
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -30,7 +31,7 @@ struct Shared {
     wake: Condvar,
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     threads: usize,
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
@@ -147,31 +148,52 @@ impl Drop for Pool {
     }
 }
 
-/// A raw pointer to a mutable buffer that participants write disjoint parts of.
+/// A mutable buffer that the participants of a region write disjoint parts of: a raw
+/// pointer that keeps the buffer's `&mut` borrow for `'a`, so the buffer outlives every
+/// copy and nothing else reaches it meanwhile.
+///
+/// Invariant (established by [`SharedMut::new`], the only constructor): `ptr` is valid
+/// for reads and writes of `len` elements for `'a`.
 #[derive(Clone, Copy)]
-pub struct SharedMut(pub *mut f32, pub usize);
-// SAFETY: used only to hand disjoint ranges of one buffer to the participants of a
-// region; the region's partition guarantees no two write the same element.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+pub(crate) struct SharedMut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buffer: PhantomData<&'a mut [f32]>,
+}
+// SAFETY: a `SharedMut` hands disjoint ranges of one buffer to the participants of a
+// region; every access that could race goes through the `unsafe` [`SharedMut::slice`],
+// whose contract is that no two live ranges overlap.
+unsafe impl Send for SharedMut<'_> {}
+unsafe impl Sync for SharedMut<'_> {}
 
-impl SharedMut {
-    pub fn new(s: &mut [f32]) -> Self {
-        SharedMut(s.as_mut_ptr(), s.len())
+impl<'a> SharedMut<'a> {
+    pub(crate) fn new(s: &'a mut [f32]) -> Self {
+        SharedMut { ptr: s.as_mut_ptr(), len: s.len(), _buffer: PhantomData }
     }
+
+    /// Elements in the buffer.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Elements `[lo, hi)`, writable (bounds checked).
+    ///
     /// # Safety
-    /// No two live slices obtained from one `SharedMut` may overlap.
+    /// No two live slices obtained from one `SharedMut` may overlap, and no range being
+    /// written may be read at the same time (through a pointer from [`SharedMut::ptr`]).
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice(&self, lo: usize, hi: usize) -> &mut [f32] {
-        assert!(lo <= hi && hi <= self.1, "partition out of bounds");
-        std::slice::from_raw_parts_mut(self.0.add(lo), hi - lo)
+    pub(crate) unsafe fn slice(&self, lo: usize, hi: usize) -> &'a mut [f32] {
+        assert!(lo <= hi && hi <= self.len, "partition out of bounds");
+        // SAFETY: in bounds (checked above) of a buffer valid for `'a`; the caller
+        // guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(lo), hi - lo) }
     }
 
     /// A pointer to element `lo`, valid for `hi - lo` elements (bounds checked).
-    pub fn ptr(&self, lo: usize, hi: usize) -> *mut f32 {
-        assert!(lo <= hi && hi <= self.1, "partition out of bounds");
+    pub(crate) fn ptr(&self, lo: usize, hi: usize) -> *mut f32 {
+        assert!(lo <= hi && hi <= self.len, "partition out of bounds");
         // SAFETY: in bounds (checked above).
-        unsafe { self.0.add(lo) }
+        unsafe { self.ptr.add(lo) }
     }
 }
 

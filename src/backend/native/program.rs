@@ -213,26 +213,6 @@ pub enum Step {
     },
 }
 
-impl Step {
-    /// A short name for profiles.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Step::LoadInput { .. } | Step::LoadIds { .. } => "load",
-            Step::Zero { .. } => "zero",
-            Step::Sinusoid { .. } => "sinusoid",
-            Step::Copy { .. } => "copy",
-            Step::Linear { .. } => "linear",
-            Step::Im2col { .. } => "im2col",
-            Step::LayerNorm { .. } => "layernorm",
-            Step::Ew { .. } | Step::EwPending(_) => "elementwise",
-            Step::Attention { .. } => "attention",
-            Step::Embedding { .. } => "embedding",
-            Step::MeanTokens { .. } => "mean_tokens",
-            Step::MatMul { .. } => "matmul",
-        }
-    }
-}
-
 /// An arena buffer: `len` f32 elements at `offset` (elements) once laid out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
