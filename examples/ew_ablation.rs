@@ -3,14 +3,15 @@
 //! (one Cranelift function per group), plus the JIT's compile time cold and cached.
 //!
 //! ```text
-//! cargo run --release --example ew_ablation [-- ROUNDS]
+//! cargo run --release --example ew_ablation [-- ROUNDS [portable|avx2|avx512]]
 //! ```
 //!
 //! Strategies are timed interleaved (round-robin, the order rotating every round) in
 //! one process, each sample a batch of calls of about a millisecond; the table gives the
 //! minimum and median per call and the median's ratio to `unfused`. The three
-//! strategies' outputs are checked bit-identical first. `GRAFT_NATIVE_SIMD=avx2|portable`
-//! caps the SIMD level of the rustc kernels and the math helpers.
+//! strategies' outputs are checked bit-identical first. The second argument sets the SIMD
+//! level of the rustc kernels and the math helpers (default: the best this CPU has), as
+//! `graft run --simd` does for the native backend.
 
 use graft::backend::native::ew::{EwBroadcast, EwCompiler, EwGroup, EwInstr, EwKernel, EwStrategy, EwValue};
 use graft::backend::native::math;
@@ -73,6 +74,17 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 }
 
 fn main() {
+    let level = match std::env::args().nth(2) {
+        None => math::best(),
+        Some(name) => math::SimdLevel::all_available().into_iter().find(|l| l.name() == name).unwrap_or_else(|| {
+            eprintln!("SIMD level `{name}` is not one this CPU has");
+            std::process::exit(1)
+        }),
+    };
+    math::with_level(level, ablation)
+}
+
+fn ablation() {
     let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(40);
     let cases = [
         Case { name: "bias+gelu B=1", group: bias_gelu(), rows: 197, cols: 1536 },

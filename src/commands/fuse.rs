@@ -187,7 +187,7 @@ model m {
             allow_nonfinite: false,
             seed: 0,
             backend: BackendArg::DEFAULT,
-            engine: EngineArgs { threads: Some(1), elementwise: super::super::ElementwiseArg::Jit },
+            engine: EngineArgs { threads: Some(1), elementwise: super::super::ElementwiseArg::Jit, simd: None },
         };
         run(&args).unwrap();
         let fused = SafeFile::open(&out).unwrap();

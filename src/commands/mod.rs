@@ -63,6 +63,17 @@ pub enum ElementwiseArg {
     Jit,
 }
 
+/// `--simd`: the instruction set of the native backend's vectorised kernels.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimdArg {
+    /// The target's baseline (SSE2 on x86-64).
+    Portable,
+    /// AVX2 + FMA.
+    Avx2,
+    /// AVX-512F (+ AVX2 + FMA).
+    Avx512,
+}
+
 /// Execution choices shared by `run`, `fuse` and `bench`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct EngineArgs {
@@ -73,11 +84,15 @@ pub struct EngineArgs {
     /// How the native backend runs elementwise fusion groups.
     #[arg(long, value_enum, default_value = "jit")]
     pub elementwise: ElementwiseArg,
+    /// The native backend's SIMD level (default: the best this CPU has; a level it
+    /// lacks is refused).
+    #[arg(long, value_enum)]
+    pub simd: Option<SimdArg>,
 }
 
 /// The backend `kind` configured by `e`.
 pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backend>> {
-    use crate::backend::native::{ew::EwStrategy, Native};
+    use crate::backend::native::{ew::EwStrategy, math::SimdLevel, Native};
     match kind {
         BackendArg::Native => {
             let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -86,10 +101,18 @@ pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backe
                 ElementwiseArg::Blocks => EwStrategy::Blocks,
                 ElementwiseArg::Jit => EwStrategy::Jit,
             };
-            Ok(Box::new(Native { threads: threads.max(1), elementwise }))
+            let simd = e.simd.map(|s| match s {
+                SimdArg::Portable => SimdLevel::Portable,
+                SimdArg::Avx2 => SimdLevel::Avx2Fma,
+                SimdArg::Avx512 => SimdLevel::Avx512,
+            });
+            Ok(Box::new(Native { threads: threads.max(1), elementwise, simd }))
         }
         #[cfg(feature = "torch")]
         BackendArg::Torch => {
+            if e.simd.is_some() {
+                anyhow::bail!("--simd: only the native backend has this choice (LibTorch picks its own kernels); drop it or use --backend native");
+            }
             if let Some(t) = e.threads {
                 tch::set_num_threads(t as i32);
             }

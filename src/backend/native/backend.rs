@@ -9,6 +9,7 @@ use super::arena::Arena;
 use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
 use super::lower::{lower, InputSig};
+use super::math::{self, SimdLevel};
 use super::pool::{Pool, SharedMut};
 use super::program::{OutVal, Program, Step, Store, Strided};
 use crate::backend::plan::Plan;
@@ -19,16 +20,33 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// The native CPU backend: `threads` participants per parallel region (1: the caller
-/// alone), elementwise groups compiled with `elementwise`.
+/// alone), elementwise groups compiled with `elementwise`, the vectorised row and math
+/// kernels at `simd` (`None`: the best level the CPU has; a level it lacks is refused).
 #[derive(Clone, Copy, Debug)]
 pub struct Native {
     pub threads: usize,
     pub elementwise: EwStrategy,
+    pub simd: Option<SimdLevel>,
 }
 
 impl Default for Native {
     fn default() -> Self {
-        Native { threads: 1, elementwise: EwStrategy::Jit }
+        Native { threads: 1, elementwise: EwStrategy::Jit, simd: None }
+    }
+}
+
+impl Native {
+    /// The SIMD level executables run at, or why this CPU cannot honour the choice.
+    fn level(&self) -> Result<SimdLevel, BackendError> {
+        match self.simd {
+            None => Ok(math::best()),
+            Some(l) if l.available() => Ok(l),
+            Some(l) => Err(BackendError::Unsupported(format!(
+                "SIMD level `{}` is not available on this CPU (it has: {})",
+                l.name(),
+                SimdLevel::all_available().iter().map(|l| l.name()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 }
 
@@ -42,7 +60,8 @@ impl Backend for Native {
     }
 
     fn check(&self, opts: &Options) -> Result<(), BackendError> {
-        check_options(opts)
+        check_options(opts)?;
+        self.level().map(|_| ())
     }
 
     fn prepare(
@@ -86,6 +105,8 @@ pub struct NativeExecutable {
     params: Vec<Vec<f32>>,
     pool: Pool,
     ew: EwCompiler,
+    /// The level every forward's kernels run at (one the CPU has).
+    simd: SimdLevel,
     programs: HashMap<Vec<Option<InputSig>>, Prepared>,
     /// The inputs of the last run (for [`Executable::report`]).
     last: Option<Vec<Option<InputSig>>>,
@@ -98,6 +119,7 @@ pub struct NativeExecutable {
 impl NativeExecutable {
     pub fn new(plan: &Plan, params: Vec<HostTensor>, opts: &Options, cfg: Native) -> Result<Self, BackendError> {
         check_options(opts)?;
+        let simd = cfg.level()?;
         if params.len() != plan.params().len() {
             return Err(BackendError::Internal(format!(
                 "{} parameters for a plan of {}",
@@ -118,6 +140,7 @@ impl NativeExecutable {
             params,
             pool: Pool::new(cfg.threads),
             ew,
+            simd,
             programs: HashMap::new(),
             last: None,
             forwards: 0,
@@ -285,7 +308,7 @@ fn gather(m: &Mem, s: &Strided) -> Vec<f32> {
 impl Executable for NativeExecutable {
     fn run(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
         let key = self.prepare_inputs(inputs)?;
-        self.forward(&key, inputs, false)?;
+        math::with_level(self.simd, || self.forward(&key, inputs, false))?;
         self.outputs(&key)
     }
 
@@ -297,7 +320,8 @@ impl Executable for NativeExecutable {
     ) -> Result<Vec<f64>, BackendError> {
         let key = self.prepare_inputs(inputs)?;
         (self.forwards, self.ew_time) = (0, Duration::ZERO);
-        time_runs(warmup, iters, |timed| self.forward(&key, inputs, timed))
+        let simd = self.simd;
+        math::with_level(simd, || time_runs(warmup, iters, |timed| self.forward(&key, inputs, timed)))
     }
 
     /// For `graft bench`: the program of the last inputs (arena, steps, fusion groups
@@ -330,5 +354,67 @@ impl Executable for NativeExecutable {
         }
         r.push(("param_bytes", self.param_bytes() as f64));
         r.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{inputs, run_named};
+    use crate::params::init::random_values;
+    use crate::pipeline::Mode;
+
+    /// A ViT block (layer norm, attention with its softmax, GELU MLP), small.
+    const SPEC: &str = r#"use std.vit
+model m {
+  input image: f32[B, 3, 16, 16]
+  encoder v = vit(dim: 32, depth: 1, heads: 2, classes: 5, patch: 8, height: 16)(image)
+  output logits = v
+}
+"#;
+
+    #[test]
+    fn the_simd_option_picks_the_kernels_level_and_every_level_agrees() {
+        let c = crate::api::compile_str("m.graft", None, SPEC, Mode::Infer).unwrap_or_else(|_| panic!("compiles"));
+        let plan = Plan::new(&c.graph);
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+        let given = inputs::random(&plan, 2, 7).unwrap();
+        let run = |simd| {
+            let native = Native { threads: 2, simd, ..Native::default() };
+            let mut exe = native.prepare(&plan, params.clone(), &Options::default()).unwrap();
+            run_named(exe.as_mut(), &plan, given.clone(), DType::F32).unwrap().remove(0).1.to_f64()
+        };
+        let best = run(None);
+        assert!(best.iter().all(|v| v.is_finite()) && best.len() == 10);
+        for level in SimdLevel::all_available() {
+            let got = run(Some(level));
+            assert_eq!(got.len(), best.len());
+            let worst = got.iter().zip(&best).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
+            // The math kernels differ by a few ulp between levels (FMA or not).
+            assert!(worst < 1e-4, "{level:?} differs from the best level by {worst}");
+            if level == math::best() {
+                assert!(got == best, "the default is the best level");
+            }
+        }
+        // The option reaches the kernels: without FMA the GELU and softmax round
+        // differently, which shows in the logits' bits.
+        if math::best() != SimdLevel::Portable {
+            assert!(run(Some(SimdLevel::Portable)) != best, "`simd: Portable` ran at the best level");
+        }
+    }
+
+    #[test]
+    fn a_simd_level_the_cpu_lacks_is_refused_before_any_work() {
+        for level in [SimdLevel::Portable, SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+            let native = Native { simd: Some(level), ..Native::default() };
+            match native.check(&Options::default()) {
+                Ok(()) => assert!(level.available()),
+                Err(BackendError::Unsupported(m)) => {
+                    assert!(!level.available());
+                    assert!(m.contains(level.name()) && m.contains("portable"), "{m}");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 }

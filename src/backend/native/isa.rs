@@ -1,8 +1,8 @@
 //! Compiling one kernel body per instruction set: [`multiversion!`] builds it for
 //! AVX-512, AVX2+FMA and the baseline and picks one per call from
-//! [`super::math::level`] (detected once; `GRAFT_NATIVE_SIMD` lowers it). Kernels
-//! written with fixed lane arrays reduce in the same order in every variant, so their
-//! results do not depend on the instruction set.
+//! [`super::math::level`] (the best the CPU has, or the native backend's `simd`
+//! option). Kernels written with fixed lane arrays reduce in the same order in every
+//! variant, so their results do not depend on the instruction set.
 
 /// Define `pub fn name(args)` whose body is compiled for AVX-512, AVX2+FMA and the
 /// baseline, and picked at each call (one well-predicted branch).

@@ -3,11 +3,12 @@
 //!
 //! Each function is one branch-free scalar formula (`*_one`) that LLVM vectorises; it is
 //! compiled three times with different `#[target_feature]`s (AVX-512F, AVX2+FMA, and the
-//! portable baseline) and the best level the CPU has is picked once per process
-//! ([`level`]). The environment variable `GRAFT_NATIVE_SIMD=portable|avx2|avx512` caps
-//! the level (for tests and for comparing machines); it never raises it above what the
-//! CPU has. `mul_add` is used only where FMA is enabled: without the feature rustc calls
-//! libm's `fmaf`, which is two orders of magnitude slower.
+//! portable baseline). The best level the CPU has is detected once per process
+//! ([`best`]); a thread runs at that level unless [`with_level`] lowers it for a scope
+//! (the native backend's `simd` option, `graft run --simd`, for tests and for comparing
+//! machines; the worker pool runs each region at its caller's level). A level the CPU
+//! lacks is never used. `mul_add` is used only where FMA is enabled: without the
+//! feature rustc calls libm's `fmaf`, which is two orders of magnitude slower.
 //!
 //! Accuracy (measured against f64 over wide ranges in the tests below):
 //! - `exp`: ≤ 2 ulp for results in the normal range. Results below `f32::MIN_POSITIVE`
@@ -22,6 +23,7 @@
 //! - `sigmoid`: `1/(1 + e^{-x})`, ≤ 4 ulp; saturates to exactly 0 and 1.
 //! - NaN in gives NaN out everywhere.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An instruction-set level the kernels are compiled for.
@@ -54,18 +56,7 @@ impl SimdLevel {
         [SimdLevel::Portable, SimdLevel::Avx2Fma, SimdLevel::Avx512].into_iter().filter(|l| l.available()).collect()
     }
 
-    /// The best available level, capped by `GRAFT_NATIVE_SIMD` when it is set.
-    fn detect() -> SimdLevel {
-        let best = *Self::all_available().last().unwrap_or(&SimdLevel::Portable);
-        let cap = match std::env::var("GRAFT_NATIVE_SIMD").as_deref() {
-            Ok("portable") => SimdLevel::Portable,
-            Ok("avx2") => SimdLevel::Avx2Fma,
-            _ => SimdLevel::Avx512,
-        };
-        best.min(cap)
-    }
-
-    /// Lower-case name, as `GRAFT_NATIVE_SIMD` spells it.
+    /// Lower-case name, as `--simd` spells it.
     pub fn name(self) -> &'static str {
         match self {
             SimdLevel::Portable => "portable",
@@ -73,22 +64,53 @@ impl SimdLevel {
             SimdLevel::Avx512 => "avx512",
         }
     }
-}
 
-static LEVEL: AtomicU8 = AtomicU8::new(u8::MAX);
-
-/// The level every dispatched function here uses: detected once, then cached.
-pub fn level() -> SimdLevel {
-    match LEVEL.load(Ordering::Relaxed) {
-        0 => SimdLevel::Portable,
-        1 => SimdLevel::Avx2Fma,
-        2 => SimdLevel::Avx512,
-        _ => {
-            let l = SimdLevel::detect();
-            LEVEL.store(l as u8, Ordering::Relaxed);
-            l
+    fn from_u8(v: u8) -> Option<SimdLevel> {
+        match v {
+            0 => Some(SimdLevel::Portable),
+            1 => Some(SimdLevel::Avx2Fma),
+            2 => Some(SimdLevel::Avx512),
+            _ => None,
         }
     }
+}
+
+/// The best level this CPU has: detected once, then cached.
+pub fn best() -> SimdLevel {
+    static BEST: AtomicU8 = AtomicU8::new(u8::MAX);
+    SimdLevel::from_u8(BEST.load(Ordering::Relaxed)).unwrap_or_else(|| {
+        let l = *SimdLevel::all_available().last().unwrap_or(&SimdLevel::Portable);
+        BEST.store(l as u8, Ordering::Relaxed);
+        l
+    })
+}
+
+thread_local! {
+    /// This thread's level while a [`with_level`] scope runs (`u8::MAX`: none).
+    static SCOPED: Cell<u8> = const { Cell::new(u8::MAX) };
+}
+
+/// The level every dispatched function here uses on this thread: the innermost
+/// [`with_level`] scope's, else [`best`]. Always one the CPU has.
+pub fn level() -> SimdLevel {
+    SimdLevel::from_u8(SCOPED.with(Cell::get)).unwrap_or_else(best)
+}
+
+/// Run `f` with this thread's dispatched kernels at `level` (the previous level comes
+/// back afterwards, also when `f` panics).
+///
+/// # Panics
+/// When the CPU does not have `level` ([`SimdLevel::available`]): callers check first.
+pub fn with_level<R>(level: SimdLevel, f: impl FnOnce() -> R) -> R {
+    assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SCOPED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(SCOPED.with(|c| c.replace(level as u8)));
+    f()
 }
 
 /// `a·b + c`, fused when the level has FMA (the choice is made at compile time).

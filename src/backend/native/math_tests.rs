@@ -212,3 +212,20 @@ fn results_do_not_depend_on_position_or_slice_length() {
         }
     }
 }
+
+#[test]
+fn a_level_scope_holds_on_this_thread_only_and_is_restored_after_a_panic() {
+    let outer = level();
+    assert_eq!(outer, best());
+    with_level(SimdLevel::Portable, || {
+        assert_eq!(level(), SimdLevel::Portable);
+        // Another thread keeps the best level; a nested scope wins and unwinds.
+        assert_eq!(std::thread::spawn(level).join().unwrap(), best());
+        with_level(best(), || assert_eq!(level(), best()));
+        assert_eq!(level(), SimdLevel::Portable);
+    });
+    assert_eq!(level(), outer);
+    let r = std::panic::catch_unwind(|| with_level(SimdLevel::Portable, || panic!("inside")));
+    assert!(r.is_err());
+    assert_eq!(level(), outer);
+}

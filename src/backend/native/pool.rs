@@ -5,8 +5,10 @@
 //! Waking a worker costs far more than a region's work on small models (a thread spawn
 //! ≈ 0.24 ms, a parked wake-up tens of µs on virtual machines), so workers spin on the
 //! region counter for a while after each region and only then park on a condvar. A
-//! region that panics in a worker is re-raised on the caller after all finish.
+//! region that panics in a worker is re-raised on the caller after all finish. Every
+//! participant runs a region at its caller's SIMD level ([`math::level`]).
 
+use super::math::{self, SimdLevel};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -24,7 +26,7 @@ struct Shared {
     /// Workers finished with the current region.
     done: AtomicUsize,
     /// The current region's closure, valid while `run` waits for it.
-    job: Mutex<Option<&'static Job>>,
+    job: Mutex<Option<(&'static Job, SimdLevel)>>,
     panicked: AtomicBool,
     stop: AtomicBool,
     sleepers: Mutex<usize>,
@@ -76,7 +78,7 @@ impl Pool {
         // after the epoch bump below and `run` returns only once all have finished.
         let job: &'static Job =
             unsafe { std::mem::transmute::<&'f (dyn Fn(usize, usize) + Sync + 'f), &'static Job>(f) };
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((job, math::level()));
         s.done.store(0, Ordering::SeqCst);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         if *s.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
@@ -124,8 +126,9 @@ fn worker(s: &Shared, tid: usize, threads: usize) {
             return;
         }
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(job) = job {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(tid, threads))).is_err() {
+        if let Some((job, level)) = job {
+            let run = || math::with_level(level, || job(tid, threads));
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
                 s.panicked.store(true, Ordering::SeqCst);
             }
         }
@@ -214,6 +217,18 @@ mod tests {
             if round == 100 {
                 std::thread::sleep(Duration::from_millis(5)); // workers park, then wake
             }
+        }
+    }
+
+    #[test]
+    fn every_participant_runs_at_the_callers_simd_level() {
+        let pool = Pool::new(3);
+        for level in SimdLevel::all_available() {
+            let seen = Mutex::new(Vec::new());
+            math::with_level(level, || pool.run(&|t, _| seen.lock().unwrap().push((t, math::level()))));
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_by_key(|&(t, _)| t);
+            assert_eq!(seen, vec![(0, level), (1, level), (2, level)]);
         }
     }
 
