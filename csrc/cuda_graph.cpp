@@ -3,7 +3,8 @@
 //
 // Built by build.rs only with the `cuda-graphs` feature. Every entry point returns 0
 // on success and non-zero on failure, with the error's first line (no C++ backtrace)
-// in `err` (`len` bytes, always NUL-terminated). No C++ exception leaves this file.
+// in `err` (`len` bytes, always NUL-terminated). No C++ exception leaves this file:
+// every entry point is `noexcept` and runs inside ffi_guard.hpp's `guarded`.
 //
 // Streams: a graph is captured on a side stream taken from LibTorch's pool (capture on
 // the default stream is illegal) and replayed on the caller's current stream. Warmup
@@ -27,9 +28,7 @@
 
 namespace {
 
-using graft_ffi::first_line;
 using graft_ffi::guarded;
-using graft_ffi::put;
 
 struct Graph {
   c10::DeviceIndex device;
@@ -59,11 +58,11 @@ void leave_side(Graph* g) {
 extern "C" {
 
 // CUDA devices LibTorch sees; 0 without a GPU or a driver (never throws).
-int graft_cuda_device_count() {
+int graft_cuda_device_count() noexcept {
   return static_cast<int>(c10::cuda::device_count());
 }
 
-int graft_graph_new(void** out, char* err, size_t len) {
+int graft_graph_new(void** out, char* err, size_t len) noexcept {
   *out = nullptr;
   return guarded(err, len, [&] {
     TORCH_CHECK(c10::cuda::device_count() > 0, "no CUDA device");
@@ -74,7 +73,7 @@ int graft_graph_new(void** out, char* err, size_t len) {
   });
 }
 
-void graft_graph_free(void* p) {
+void graft_graph_free(void* p) noexcept {
   auto* g = static_cast<Graph*>(p);
   if (g == nullptr) return;
   try {
@@ -90,7 +89,7 @@ void graft_graph_free(void* p) {
 
 // enter != 0: synchronize and make the side stream current (for warmup);
 // enter == 0: go back to the previous stream and synchronize.
-int graft_graph_side_stream(void* p, int enter, char* err, size_t len) {
+int graft_graph_side_stream(void* p, int enter, char* err, size_t len) noexcept {
   auto* g = static_cast<Graph*>(p);
   return guarded(err, len, [&] {
     if (enter) {
@@ -101,7 +100,7 @@ int graft_graph_side_stream(void* p, int enter, char* err, size_t len) {
   });
 }
 
-int graft_graph_capture_begin(void* p, char* err, size_t len) {
+int graft_graph_capture_begin(void* p, char* err, size_t len) noexcept {
   auto* g = static_cast<Graph*>(p);
   return guarded(err, len, [&] {
     TORCH_CHECK(!g->captured, "this CUDA graph was already captured");
@@ -116,7 +115,7 @@ int graft_graph_capture_begin(void* p, char* err, size_t len) {
 }
 
 // Ends the capture and instantiates the graph; always returns to the previous stream.
-int graft_graph_capture_end(void* p, char* err, size_t len) {
+int graft_graph_capture_end(void* p, char* err, size_t len) noexcept {
   auto* g = static_cast<Graph*>(p);
   return guarded(err, len, [&] {
     try {
@@ -134,7 +133,7 @@ int graft_graph_capture_end(void* p, char* err, size_t len) {
 }
 
 // Launch the graph on the current stream (asynchronous, like any CUDA kernel).
-int graft_graph_replay(void* p, char* err, size_t len) {
+int graft_graph_replay(void* p, char* err, size_t len) noexcept {
   auto* g = static_cast<Graph*>(p);
   return guarded(err, len, [&] {
     TORCH_CHECK(g->captured, "replay of a CUDA graph that was not captured");
@@ -146,7 +145,7 @@ int graft_graph_replay(void* p, char* err, size_t len) {
 // cast cache is off while enabled: cached casts of parameters would go stale after an
 // optimizer step, and a cache does not survive a graph replay. `was` receives whether
 // CUDA autocast was enabled before.
-int graft_autocast_bf16(int enabled, int* was, char* err, size_t len) {
+int graft_autocast_bf16(int enabled, int* was, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     *was = at::autocast::is_autocast_enabled(at::kCUDA) ? 1 : 0;
     if (enabled) {

@@ -6,8 +6,10 @@
 // headers; gloo's own headers are not in the wheel, so csrc/gloo_stub stands in for
 // them (see its stub.h). Every entry point returns 0 on success and non-zero on
 // failure, with the error's first line (no C++ backtrace) in `err` (`len` bytes, always
-// NUL-terminated). No C++ exception leaves this file: c10::Error (store, c10d),
-// std::exception (gloo's IoException, timeouts) and anything else are caught here.
+// NUL-terminated). No C++ exception leaves this file: every entry point is `noexcept`
+// and c10::Error (store, c10d), std::exception (gloo's IoException, timeouts) and
+// anything else are caught by ffi_guard.hpp's `guarded`, whose catch path allocates
+// nothing.
 //
 // Tensors cross as `at::Tensor*` (tch's C_tensor is exactly that).
 
@@ -46,9 +48,7 @@ static_assert(sizeof(c10d::ProcessGroupGloo::AsyncWork) == 784, "ProcessGroupGlo
 
 namespace {
 
-using graft_ffi::first_line;
 using graft_ffi::guarded;
-using graft_ffi::put;
 
 struct Store {
   c10::intrusive_ptr<c10d::Store> store;
@@ -81,7 +81,7 @@ c10d::ReduceOp reduce_op(int op) {
 extern "C" {
 
 // 1 when this build can create NCCL groups.
-int graft_dist_has_nccl() {
+int graft_dist_has_nccl() noexcept {
 #ifdef GRAFT_NCCL
   return 1;
 #else
@@ -92,7 +92,7 @@ int graft_dist_has_nccl() {
 // A TCPStore on host:port (served here when is_server), seen through the key prefix.
 // wait_workers: the server waits for `world` clients in the constructor.
 int graft_store_new(const char* host, int port, int is_server, int world, int64_t timeout_ms, const char* prefix,
-                    void** out, char* err, size_t len) {
+                    void** out, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     c10d::TCPStoreOptions o;
     o.port = static_cast<std::uint16_t>(port);
@@ -106,9 +106,14 @@ int graft_store_new(const char* host, int port, int is_server, int world, int64_
   });
 }
 
-void graft_store_free(void* s) { delete static_cast<Store*>(s); }
+void graft_store_free(void* s) noexcept {
+  try {
+    delete static_cast<Store*>(s);
+  } catch (...) {
+  }
+}
 
-int graft_store_set(void* s, const char* key, const uint8_t* data, size_t n, char* err, size_t len) {
+int graft_store_set(void* s, const char* key, const uint8_t* data, size_t n, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     std::vector<uint8_t> v(data, data + n);
     static_cast<Store*>(s)->store->set(std::string(key), v);
@@ -117,7 +122,7 @@ int graft_store_set(void* s, const char* key, const uint8_t* data, size_t n, cha
 
 // Blocks until the key exists (up to the store's timeout). Writes at most `cap` bytes
 // and the full length to `*n`.
-int graft_store_get(void* s, const char* key, uint8_t* buf, size_t cap, size_t* n, char* err, size_t len) {
+int graft_store_get(void* s, const char* key, uint8_t* buf, size_t cap, size_t* n, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     auto v = static_cast<Store*>(s)->store->get(std::string(key));
     *n = v.size();
@@ -125,16 +130,16 @@ int graft_store_get(void* s, const char* key, uint8_t* buf, size_t cap, size_t* 
   });
 }
 
-int graft_store_check(void* s, const char* key, int* present, char* err, size_t len) {
+int graft_store_check(void* s, const char* key, int* present, char* err, size_t len) noexcept {
   return guarded(err, len, [&] { *present = static_cast<Store*>(s)->store->check({std::string(key)}) ? 1 : 0; });
 }
 
-int graft_store_add(void* s, const char* key, int64_t delta, int64_t* out, char* err, size_t len) {
+int graft_store_add(void* s, const char* key, int64_t delta, int64_t* out, char* err, size_t len) noexcept {
   return guarded(err, len, [&] { *out = static_cast<Store*>(s)->store->add(std::string(key), delta); });
 }
 
 // Wait for every key in `keys` (`n` NUL-terminated strings) up to `timeout_ms`.
-int graft_store_wait(void* s, const char* const* keys, size_t n, int64_t timeout_ms, char* err, size_t len) {
+int graft_store_wait(void* s, const char* const* keys, size_t n, int64_t timeout_ms, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     std::vector<std::string> ks(keys, keys + n);
     static_cast<Store*>(s)->store->wait(ks, std::chrono::milliseconds(timeout_ms));
@@ -144,7 +149,7 @@ int graft_store_wait(void* s, const char* const* keys, size_t n, int64_t timeout
 // A process group over `store`: "gloo" (CPU and CUDA tensors; the device from
 // GLOO_SOCKET_IFNAME, else this host's address) or "nccl" (CUDA device `cuda_device`).
 int graft_pg_new(void* store, const char* backend, int rank, int world, int64_t timeout_ms, int cuda_device,
-                 void** out, char* err, size_t len) {
+                 void** out, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     auto st = static_cast<Store*>(store)->store;
     auto timeout = std::chrono::milliseconds(timeout_ms);
@@ -176,7 +181,7 @@ int graft_pg_new(void* store, const char* backend, int rank, int world, int64_t 
   });
 }
 
-void graft_pg_free(void* pg) {
+void graft_pg_free(void* pg) noexcept {
   auto g = static_cast<Group*>(pg);
   if (g == nullptr) return;
 #ifdef GRAFT_NCCL
@@ -194,7 +199,7 @@ void graft_pg_free(void* pg) {
 }
 
 // Broadcast `t` in place from `root`; blocks until done.
-int graft_pg_broadcast(void* pg, void* t, int root, char* err, size_t len) {
+int graft_pg_broadcast(void* pg, void* t, int root, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     std::vector<at::Tensor> v{*static_cast<at::Tensor*>(t)};
     c10d::BroadcastOptions o;
@@ -204,7 +209,7 @@ int graft_pg_broadcast(void* pg, void* t, int root, char* err, size_t len) {
 }
 
 // Launch an in-place all-reduce of `t` (op 0 sum, 1 min, 2 max); wait with graft_work_wait.
-int graft_pg_allreduce(void* pg, void* t, int op, void** work, char* err, size_t len) {
+int graft_pg_allreduce(void* pg, void* t, int op, void** work, char* err, size_t len) noexcept {
   return guarded(err, len, [&] {
     std::vector<at::Tensor> v{*static_cast<at::Tensor*>(t)};
     c10d::AllreduceOptions o;
@@ -214,18 +219,18 @@ int graft_pg_allreduce(void* pg, void* t, int op, void** work, char* err, size_t
   });
 }
 
-int graft_work_wait(void* work, char* err, size_t len) {
+int graft_work_wait(void* work, char* err, size_t len) noexcept {
   return guarded(err, len, [&] { static_cast<Work*>(work)->work->wait(); });
 }
 
-void graft_work_free(void* work) {
+void graft_work_free(void* work) noexcept {
   try {
     delete static_cast<Work*>(work);
   } catch (...) {
   }
 }
 
-int graft_pg_barrier(void* pg, char* err, size_t len) {
+int graft_pg_barrier(void* pg, char* err, size_t len) noexcept {
   return guarded(err, len, [&] { static_cast<Group*>(pg)->backend->barrier()->wait(); });
 }
 

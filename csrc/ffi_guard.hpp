@@ -1,6 +1,12 @@
 // The C boundary of graft's C++ shims (csrc/cuda_graph.cpp, csrc/dist.cpp): every
-// call runs inside `guarded`, so no C++ exception crosses into Rust; it becomes
-// return code 1 and the first line of its message in the caller's buffer.
+// entry point is `noexcept` and runs its body inside `guarded`, so no C++ exception
+// crosses into Rust; it becomes return code 1 and the first line of its message in
+// the caller's buffer (`err`, `len` bytes including the NUL).
+//
+// The catch path allocates nothing: the message is copied from the exception's own
+// `what()` text straight into the caller's buffer, so a `std::bad_alloc` (or an
+// exception thrown while the message was being formatted) still reports cleanly
+// instead of throwing again across the C ABI.
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -8,34 +14,30 @@
 #include <cstddef>
 #include <cstring>
 #include <exception>
-#include <string>
 
 namespace graft_ffi {
 
-inline void put(char* err, size_t len, const std::string& msg) {
+// Copy the first line of `msg` (up to a newline: c10 messages may carry a multi-line
+// C++ trace) into `err`, truncated to `len - 1` bytes and always NUL-terminated.
+inline void put(char* err, size_t len, const char* msg) noexcept {
   if (err == nullptr || len == 0) return;
-  size_t n = msg.size() < len - 1 ? msg.size() : len - 1;
-  std::memcpy(err, msg.data(), n);
+  if (msg == nullptr) msg = "";
+  size_t n = 0;
+  while (n + 1 < len && msg[n] != '\0' && msg[n] != '\n') ++n;
+  std::memcpy(err, msg, n);
   err[n] = '\0';
-}
-
-// Only the first line: c10 messages may carry a multi-line C++ trace.
-inline std::string first_line(const char* what) {
-  std::string s = what ? what : "";
-  size_t nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
 // Run `f`, turning any exception into return code 1 plus a message.
 template <typename F>
-int guarded(char* err, size_t len, F&& f) {
+int guarded(char* err, size_t len, F&& f) noexcept {
   try {
     f();
     return 0;
   } catch (const c10::Error& e) {
-    put(err, len, first_line(e.what_without_backtrace()));
+    put(err, len, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    put(err, len, first_line(e.what()));
+    put(err, len, e.what());
   } catch (...) {
     put(err, len, "unknown C++ exception");
   }

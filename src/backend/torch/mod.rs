@@ -34,14 +34,17 @@ use std::ffi::{c_char, c_int, CStr};
 use tch::Kind;
 
 /// Call a function of a C++ shim (`csrc/ffi_guard.hpp`'s convention) with a message
-/// buffer: `Err` with the shim's message when it returns non-zero.
+/// buffer it owns for the call (pointer and capacity in bytes, NUL included): `Err`
+/// with the shim's message when it returns non-zero. The message is read only up to
+/// the first NUL inside the buffer, so a shim that failed to terminate it cannot make
+/// this read past the end.
 pub(crate) fn shim_call(f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), String> {
-    let mut buf = [0 as c_char; 1024];
-    if f(buf.as_mut_ptr(), buf.len()) == 0 {
+    let mut buf = [0u8; 1024];
+    if f(buf.as_mut_ptr().cast::<c_char>(), buf.len()) == 0 {
         return Ok(());
     }
-    // SAFETY: the shim always NUL-terminates within `len`; the buffer starts zeroed.
-    let msg = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    let msg = CStr::from_bytes_until_nul(&buf)
+        .map_or_else(|_| String::from_utf8_lossy(&buf).into_owned(), |m| m.to_string_lossy().into_owned());
     Err(if msg.is_empty() { "unknown error".to_string() } else { msg })
 }
 

@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Result};
 use std::ffi::{c_char, c_int, c_void, CString};
+use std::marker::PhantomData;
 use std::time::Duration;
 use tch::Tensor;
 
@@ -375,15 +376,19 @@ impl Group {
         call(|e, n| unsafe { sys::graft_pg_broadcast(self.raw, t.as_ptr() as *mut c_void, root as c_int, e, n) })
     }
 
-    /// Launch an in-place all-reduce of `t`; the tensor must stay alive and untouched
-    /// until the returned work is waited on.
-    pub fn allreduce(&self, t: &Tensor, op: Op) -> Result<Work> {
+    /// Launch an in-place all-reduce of `t`. The returned work borrows `t` exclusively
+    /// until it is waited on (or dropped, which waits), so the tensor can be neither
+    /// read nor written through this handle while the collective runs.
+    pub fn allreduce<'t>(&self, t: &'t mut Tensor, op: Op) -> Result<Work<'t>> {
         let mut raw = std::ptr::null_mut();
         // SAFETY: as in `broadcast`; the shim keeps its own reference to the tensor.
         call(|e, n| unsafe {
             sys::graft_pg_allreduce(self.raw, t.as_ptr() as *mut c_void, op as c_int, &mut raw, e, n)
         })?;
-        Ok(Work { raw })
+        if raw.is_null() {
+            bail!("the all-reduce shim returned no work handle");
+        }
+        Ok(Work { raw, waited: false, _tensor: PhantomData })
     }
 
     pub fn barrier(&self) -> Result<()> {
@@ -399,22 +404,34 @@ impl Drop for Group {
     }
 }
 
-/// An asynchronous collective in flight.
-pub struct Work {
+/// An asynchronous collective in flight over a tensor borrowed for `'t`.
+///
+/// Dropping it without [`Work::wait`] still waits (ignoring the error), so the borrow
+/// never ends while the collective runs. (Leaking it with `std::mem::forget` would end
+/// the borrow early, as with any guard; graft never does.)
+pub struct Work<'t> {
     raw: *mut c_void,
+    waited: bool,
+    _tensor: PhantomData<&'t mut Tensor>,
 }
 
-impl Work {
+impl Work<'_> {
     /// Block until the collective is done (Gloo), or until the current CUDA stream is
     /// ordered after it (NCCL).
-    pub fn wait(self) -> Result<()> {
+    pub fn wait(mut self) -> Result<()> {
+        self.waited = true;
         // SAFETY: `raw` is live until drop.
         call(|e, n| unsafe { sys::graft_work_wait(self.raw, e, n) })
     }
 }
 
-impl Drop for Work {
+impl Drop for Work<'_> {
     fn drop(&mut self) {
+        if !self.waited {
+            // SAFETY: `raw` is live until freed below. An error here has no caller to
+            // reach; the collective is over either way.
+            let _ = call(|e, n| unsafe { sys::graft_work_wait(self.raw, e, n) });
+        }
         // SAFETY: `raw` came from graft_pg_allreduce and is freed once.
         unsafe { sys::graft_work_free(self.raw) }
     }

@@ -132,10 +132,10 @@ impl Buckets {
         self.stats.f_copy_(&Tensor::f_from_slice(&host)?)?;
         let what = "all-reducing the gradients";
         let mut works: Vec<Work> = Vec::with_capacity(self.buckets.len() + 1);
-        for b in &self.buckets {
-            works.push(dist.group().allreduce(&b.flat, Op::Sum).map_err(|e| dist.explain(what, e))?);
+        for b in &mut self.buckets {
+            works.push(dist.group().allreduce(&mut b.flat, Op::Sum).map_err(|e| dist.explain(what, e))?);
         }
-        works.push(dist.group().allreduce(&self.stats, Op::Sum).map_err(|e| dist.explain(what, e))?);
+        works.push(dist.group().allreduce(&mut self.stats, Op::Sum).map_err(|e| dist.explain(what, e))?);
         let mut failed = None;
         for w in works {
             if let Err(e) = w.wait() {
@@ -180,8 +180,8 @@ impl Buckets {
 
 /// Sum `values` over all ranks (float64, on `device`: the group's device).
 pub fn sum(dist: &Dist, values: &[f64], device: Device, what: &str) -> Result<Vec<f64>> {
-    let t = Tensor::f_from_slice(values)?.f_to_device(device)?;
-    let w = dist.group().allreduce(&t, Op::Sum).map_err(|e| dist.explain(what, e))?;
+    let mut t = Tensor::f_from_slice(values)?.f_to_device(device)?;
+    let w = dist.group().allreduce(&mut t, Op::Sum).map_err(|e| dist.explain(what, e))?;
     w.wait().map_err(|e| dist.explain(what, e))?;
     Ok(Vec::<f64>::try_from(t.f_to_device(Device::Cpu)?)?)
 }
