@@ -1,4 +1,5 @@
-//! Compile time, source → verified IR (the verifier runs after every pass), for ViTs
+//! Compile time, source → verified IR (the verifier runs after every pass:
+//! [`CompileOptions::verify_each_pass`]), for ViTs
 //! from Ti to L with a multi-head adapter in every block and an M2PT pathway on every
 //! linear layer of every block. Run: `cargo bench --bench compile`.
 //!
@@ -8,9 +9,9 @@
 
 use criterion::BatchSize;
 use criterion::{criterion_group, criterion_main, Criterion};
-use graft::api::compile_str;
+use graft::api::compile_str_with;
 use graft::ir::Verified;
-use graft::pipeline::Mode;
+use graft::pipeline::{CompileOptions, Mode};
 use std::hint::black_box;
 
 /// (name, dim, depth, heads)
@@ -38,7 +39,10 @@ model bench {{
 }
 
 fn bench(c: &mut Criterion) {
-    std::env::set_var("GRAFT_VERIFY", "1");
+    let opts = CompileOptions { verify_each_pass: true };
+    let compile_str = |name: &str, dir: Option<&std::path::Path>, src: &str, mode: Mode| {
+        compile_str_with(name, dir, src, mode, &opts)
+    };
     let mut group = c.benchmark_group("compile");
     for &(name, dim, depth, heads) in SIZES {
         let src = spec(dim, depth, heads);

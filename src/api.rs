@@ -2,7 +2,7 @@
 
 use crate::diag::Diagnostics;
 use crate::lower::{load_file, load_str, Program};
-use crate::pipeline::{compile, Compiled, Failure, Mode};
+use crate::pipeline::{compile, compile_with, CompileOptions, Compiled, Failure, Mode};
 use crate::source::SourceMap;
 use std::path::Path;
 
@@ -14,8 +14,25 @@ pub fn compile_file(path: &Path, mode: Mode) -> Result<Compiled, Failure> {
 
 /// Load and compile spec text (relative `use`s resolve against `dir`).
 pub fn compile_str(name: &str, dir: Option<&Path>, text: &str, mode: Mode) -> Result<Compiled, Failure> {
+    compile_str_with(name, dir, text, mode, &CompileOptions::default())
+}
+
+/// [`compile_file`] with `opts` (e.g. the verifier after every pass).
+pub fn compile_file_with(path: &Path, mode: Mode, opts: &CompileOptions) -> Result<Compiled, Failure> {
+    let prog = load_file(path).map_err(|(s, d)| Failure::User(s, d))?;
+    compile_with(prog, mode, opts)
+}
+
+/// [`compile_str`] with `opts`.
+pub fn compile_str_with(
+    name: &str,
+    dir: Option<&Path>,
+    text: &str,
+    mode: Mode,
+    opts: &CompileOptions,
+) -> Result<Compiled, Failure> {
     let prog = load_str(name, dir, text).map_err(|(s, d)| Failure::User(s, d))?;
-    compile(prog, mode)
+    compile_with(prog, mode, opts)
 }
 
 /// A spec that does not compile: the failure and the file, for the caller to render

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use graft::api::{compile_spec, render_failure, SpecErrors};
 use graft::commands::ModeArg;
-use graft::pipeline::{Compiled, Failure, Mode};
+use graft::pipeline::{CompileOptions, Compiled, Failure, Mode};
 use graft::report;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,10 @@ enum Cmd {
         /// Print how long each stage of the pipeline took (to stderr).
         #[arg(long)]
         timings: bool,
+        /// Run the IR verifier after lowering and after every pass (default in debug
+        /// builds), naming the pass that breaks an invariant.
+        #[arg(long)]
+        verify_each_pass: bool,
         /// Print the IR right after this stage (`lower` or a pass) and stop there.
         #[arg(long, value_name = "PASS", value_parser = clap::builder::PossibleValuesParser::new(graft::pipeline::stages(Mode::Infer)))]
         stop_after: Option<String>,
@@ -158,7 +162,7 @@ fn print_failure(spec: &Path, failure: Failure) {
 }
 
 /// `graft compile --stop-after STAGE`: the IR text right after that stage.
-fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode {
+fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str, opts: &CompileOptions) -> ExitCode {
     let prog = match graft::lower::load_file(spec) {
         Ok(p) => p,
         Err((s, d)) => {
@@ -167,7 +171,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str) -> ExitCode
         }
     };
     let model = prog.root_model.clone().unwrap_or_default();
-    match graft::pipeline::graph_after(prog, mode, stage) {
+    match graft::pipeline::graph_after(prog, mode, stage, opts) {
         None => {
             eprintln!("error: `{stage}` does not run in {mode_name} mode");
             eprintln!("  hint: the stages of {mode_name} mode are {}", graft::pipeline::stages(mode).join(", "));
@@ -232,15 +236,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Fmt { specs, check } => fmt(&specs, check),
         Cmd::Lsp => graft::lsp::run_stdio().map(|()| ExitCode::SUCCESS).map_err(|e| anyhow::anyhow!("{e}")),
-        Cmd::Compile { spec, mode, emit, out, timings, stop_after: stop } => {
+        Cmd::Compile { spec, mode, emit, out, timings, verify_each_pass, stop_after: stop } => {
             let mode = Mode::from(mode);
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
+            let opts =
+                CompileOptions { verify_each_pass: verify_each_pass || CompileOptions::default().verify_each_pass };
             if let Some(stage) = stop {
-                return Ok(stop_after(&spec, mode, mode_name, &stage));
+                return Ok(stop_after(&spec, mode, mode_name, &stage, &opts));
             }
             let prog = graft::lower::load_file(&spec).map_err(|(s, d)| Failure::User(s, d));
             let (result, t) = match prog {
-                Ok(prog) => graft::pipeline::compile_timed(prog, mode),
+                Ok(prog) => graft::pipeline::compile_timed(prog, mode, &opts),
                 Err(f) => (Err(f), Vec::new()),
             };
             if timings {

@@ -6,9 +6,10 @@
 //!        ─▶ build_pathways ─▶ apply_training_rules ─▶ [infer: fold_reparam] ─▶ eliminate_dead_code
 //! ```
 //! Every pass has one signature ([`PassFn`]). The IR verifier runs after every pass
-//! in debug and test builds (and always when `GRAFT_VERIFY=1`); the final
-//! verification stage ([`Verified::new`]) runs in every build and produces the only
-//! graph a backend accepts. `graft compile --timings` prints each stage's time;
+//! when [`CompileOptions::verify_each_pass`] says so (the default in debug builds, so
+//! in every `cargo test`; `graft compile --verify-each-pass` in a release binary); the
+//! final verification stage ([`Verified::new`]) runs in every build and produces the
+//! only graph a backend accepts. `graft compile --timings` prints each stage's time;
 //! `--stop-after PASS` prints the IR after it.
 
 use crate::diag::Diagnostics;
@@ -166,8 +167,24 @@ pub struct Timing {
     pub nodes: usize,
 }
 
-fn checked(g: &Graph, pass: &str, stage: Stage) -> Result<(), Failure> {
-    if cfg!(debug_assertions) || std::env::var_os("GRAFT_VERIFY").is_some() {
+/// How the pipeline runs (what the compiler's callers choose; nothing is read from the
+/// environment).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Run the IR verifier after lowering and after every pass, so a pass that breaks
+    /// an invariant is named as the culprit (the final verification runs regardless).
+    /// Default: on in debug builds (every test), off in release builds.
+    pub verify_each_pass: bool,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions { verify_each_pass: cfg!(debug_assertions) }
+    }
+}
+
+fn checked(g: &Graph, pass: &str, stage: Stage, opts: &CompileOptions) -> Result<(), Failure> {
+    if opts.verify_each_pass {
         verify(g, pass, stage).map_err(Failure::Bug)?;
     }
     Ok(())
@@ -179,13 +196,14 @@ pub fn run_passes(
     prog: Program,
     mode: Mode,
     stop_after: Option<&str>,
+    opts: &CompileOptions,
     timings: &mut Vec<Timing>,
 ) -> Result<(Graph, PassCtx), Failure> {
     let start = Instant::now();
     let lw = lower(prog).map_err(|(s, d)| Failure::User(s, d))?;
     let (mut g, mut cx) = PassCtx::new(lw);
     timings.push(Timing { stage: LOWER, elapsed: start.elapsed(), changed: true, nodes: g.len() });
-    checked(&g, LOWER, Stage::Lowered)?;
+    checked(&g, LOWER, Stage::Lowered, opts)?;
     if stop_after == Some(LOWER) {
         return Ok((g, cx));
     }
@@ -201,7 +219,7 @@ pub fn run_passes(
         if cx.diags().has_errors() {
             return Err(Failure::User(cx.program().sources.clone(), cx.diags().clone()));
         }
-        checked(&g, pass.name, Stage::Typed)?;
+        checked(&g, pass.name, Stage::Typed, opts)?;
         if stop_after == Some(pass.name) {
             break;
         }
@@ -209,15 +227,20 @@ pub fn run_passes(
     Ok((g, cx))
 }
 
-/// Compile a loaded program's model in `mode`.
+/// Compile a loaded program's model in `mode` with the default [`CompileOptions`].
 pub fn compile(prog: Program, mode: Mode) -> Result<Compiled, Failure> {
-    compile_timed(prog, mode).0
+    compile_timed(prog, mode, &CompileOptions::default()).0
+}
+
+/// Compile with `opts`.
+pub fn compile_with(prog: Program, mode: Mode, opts: &CompileOptions) -> Result<Compiled, Failure> {
+    compile_timed(prog, mode, opts).0
 }
 
 /// Compile, and say how long each stage took.
-pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, Vec<Timing>) {
+pub fn compile_timed(prog: Program, mode: Mode, opts: &CompileOptions) -> (Result<Compiled, Failure>, Vec<Timing>) {
     let mut timings = Vec::new();
-    let result = run_passes(prog, mode, None, &mut timings).and_then(|(g, cx)| {
+    let result = run_passes(prog, mode, None, opts, &mut timings).and_then(|(g, cx)| {
         // In every build: what a backend relies on (typed, no unbound input, outputs,
         // parameter sources that resolve). The graph is read-only from here on.
         let start = Instant::now();
@@ -232,11 +255,11 @@ pub fn compile_timed(prog: Program, mode: Mode) -> (Result<Compiled, Failure>, V
 
 /// The graph right after the stage `stage` (one of [`stages`]`(mode)`); `None` when
 /// no such stage runs in `mode`.
-pub fn graph_after(prog: Program, mode: Mode, stage: &str) -> Option<Result<Graph, Failure>> {
+pub fn graph_after(prog: Program, mode: Mode, stage: &str, opts: &CompileOptions) -> Option<Result<Graph, Failure>> {
     if !stages(mode).contains(&stage) {
         return None;
     }
-    Some(run_passes(prog, mode, Some(stage), &mut Vec::new()).map(|(g, _)| g))
+    Some(run_passes(prog, mode, Some(stage), opts, &mut Vec::new()).map(|(g, _)| g))
 }
 
 fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
@@ -280,7 +303,24 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
 
 #[cfg(test)]
 mod tests {
-    use super::{PassKind, PASSES};
+    use super::{checked, CompileOptions, Failure, PassKind, PASSES};
+    use crate::ir::verify::Stage;
+    use crate::ir::{Graph, Op};
+
+    #[test]
+    fn verify_each_pass_is_what_decides_whether_a_broken_graph_is_caught_after_a_pass() {
+        // A `relu` with no operand: the verifier rejects it.
+        let mut g = Graph::new();
+        g.add(Op::Relu, "r", None, &[]);
+        let on = CompileOptions { verify_each_pass: true };
+        match checked(&g, "some_pass", Stage::Lowered, &on) {
+            Err(Failure::Bug(e)) => assert_eq!(e.pass, "some_pass"),
+            _ => panic!("the verifier after the pass must reject the graph"),
+        }
+        let off = CompileOptions { verify_each_pass: false };
+        assert!(checked(&g, "some_pass", Stage::Lowered, &off).is_ok());
+        assert_eq!(CompileOptions::default().verify_each_pass, cfg!(debug_assertions));
+    }
 
     #[test]
     fn the_pass_list_is_well_formed() {

@@ -4,7 +4,7 @@
 //! same text.
 
 use graft::api::render_failure;
-use graft::pipeline::{graph_after, stages, Mode};
+use graft::pipeline::{graph_after, stages, CompileOptions, Mode};
 
 /// The value of `// KEY: VALUE` in the file's leading comments.
 fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
@@ -24,7 +24,7 @@ fn ir_after_each_stage() {
         };
         let prog =
             graft::lower::load_file(path).unwrap_or_else(|(s, d)| panic!("{}", graft::diag::render(&s, &d, false)));
-        let g = graph_after(prog, mode, stage)
+        let g = graph_after(prog, mode, stage, &CompileOptions { verify_each_pass: true })
             .unwrap_or_else(|| panic!("{}: `{stage}` is not one of {:?}", path.display(), stages(mode)))
             .unwrap_or_else(|f| panic!("{}:\n{}", path.display(), render_failure(&f, false)));
         insta::assert_snapshot!(graft::ir::print::to_text(&g, &format!("after {stage}")));

@@ -3,15 +3,17 @@
 //!
 //! `graft bench SPEC... [--batch 1,8] [--iters N] [--warmup N] [--threads N]
 //! [--mode infer|train] [--weights N:BINDING=FILE]... [--allow-missing PATTERN]...
-//! [--backend native,torch] [--elementwise unfused|blocks|jit] [--json]`. Parameters are random (init rules, or a seeded fallback), so no weights
-//! files are needed: latency does not depend on values. `--weights 2:video_vit=F`
-//! loads the second spec's binding from a file instead (a deployed checkpoint is then
-//! measured as it is: its parameters come from the file, strictly).
+//! [--backend native,torch] [--elementwise unfused|blocks|jit] [--simd LEVEL]
+//! [--verify-each-pass] [--json]`. Parameters are random (init rules, or a seeded
+//! fallback), so no weights files are needed: latency does not depend on values.
+//! `--weights 2:video_vit=F` loads the second spec's binding from a file instead (a
+//! deployed checkpoint is then measured as it is: its parameters come from the file,
+//! strictly).
 //! Every symbolic dim is set to the batch size. Figures are medians; compare specs
 //! within one run only, as ratios. The forward runs on the backend seam
-//! ([`crate::backend::Executable::time_forward`]); compile time is the pipeline as
-//! configured (set `GRAFT_VERIFY=1` to include the verifier after every pass, as
-//! `scripts/bench.sh` does). With several backends, each spec and batch is timed on
+//! ([`crate::backend::Executable::time_forward`]); compile time is the pipeline with
+//! the final verification only (`--verify-each-pass` adds the verifier after every
+//! pass, as `cargo bench --bench compile` times it). With several backends, each spec and batch is timed on
 //! every backend in turn, one forward at a time (interleaved), so ratios between
 //! backends see the same machine state.
 //!
@@ -19,13 +21,13 @@
 //! instead ([`crate::backend::torch::bench`]); specs compile in train mode.
 
 use super::{backend, bindings, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
-use crate::api::compile_file;
+use crate::api::compile_file_with;
 #[cfg(feature = "torch")]
 use crate::backend::torch::bench::{self as train_bench, TrainBenchConfig, TrainReport};
 use crate::backend::{inputs, Plan};
 use crate::params::init::random_values;
 use crate::params::{materialise, Declared, Leaves};
-use crate::pipeline::Mode;
+use crate::pipeline::{CompileOptions, Mode};
 use crate::report::{param_report, thousands};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -57,6 +59,9 @@ pub struct BenchArgs {
     /// (CUDA only; `cuda-graphs` build).
     #[arg(long = "cuda-graph", conflicts_with = "train")]
     pub cuda_graph: bool,
+    /// Time compiles with the IR verifier after every pass.
+    #[arg(long)]
+    pub verify_each_pass: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -141,7 +146,9 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
     let mut compiled = None;
     for _ in 0..10 {
         let t0 = Instant::now();
-        let c = compile_file(spec, mode).map_err(|f| anyhow!("{}", crate::api::render_failure(&f, false)))?;
+        let opts = CompileOptions { verify_each_pass: a.verify_each_pass };
+        let c =
+            compile_file_with(spec, mode, &opts).map_err(|f| anyhow!("{}", crate::api::render_failure(&f, false)))?;
         compiles.push(t0.elapsed().as_secs_f64() * 1e3);
         compiled = Some(c);
     }

@@ -1,8 +1,8 @@
 //! The final verification stage and the only value a backend accepts.
 //!
 //! [`Verified::new`] runs in every build, release included (per-pass verification
-//! stays a debug / `GRAFT_VERIFY` habit): the structural and typing checks of
-//! [`verify`] on the finished graph, then what a backend relies on:
+//! is the pipeline option `verify_each_pass`, on in debug builds): the structural and
+//! typing checks of [`verify`] on the finished graph, then what a backend relies on:
 //!
 //! - every node is typed and no `unbound` input survives (dead-code elimination
 //!   removes the inputs of auxiliary models built only for their weights);
