@@ -19,12 +19,16 @@ echo "== clippy (torch backend)"
 cargo clippy --all-targets --features torch -- -D warnings
 echo "== clippy (cuda-graphs and c10d/NCCL shims; build without a GPU or CUDA toolkit)"
 cargo clippy --all-targets --features cuda-graphs,nccl -- -D warnings
+echo "== clippy (the fault-injection build of the durability tests)"
+cargo clippy --all-targets --features cuda-graphs,nccl,fault-injection -- -D warnings
 echo "== editor grammar (vscode-tmgrammar-test, pinned by editors/vscode/package-lock.json)"
 (cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 echo "== tests (fails on changed, pending or unreferenced snapshots)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 CI=true cargo insta test --features cuda-graphs,nccl --check --unreferenced reject 2>&1 | tee "$log"
+echo "== durability tests (a build with fault injection at every durable step)"
+cargo test --features cuda-graphs,nccl,fault-injection --test durability 2>&1 | tee -a "$log"
 # One closing line for the whole run.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

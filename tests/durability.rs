@@ -5,10 +5,11 @@
 //!
 //! Crashes and full disks are injected by the durable writer's fault points
 //! (`GRAFT_FAULT_ABORT_AT=N` aborts the process at the N-th durable step, like a
-//! SIGKILL; `GRAFT_FAULT_ENOSPC_AT=N` fails it with ENOSPC). The model is a one-block
-//! token MLP on the synthetic pose input: each `graft train` takes well under a second.
-
-#![cfg(feature = "torch")]
+//! SIGKILL; `GRAFT_FAULT_ENOSPC_AT=N` fails it with ENOSPC), which exist only in a build
+//! with the `fault-injection` feature: this test requires it (Cargo.toml), and
+//! `scripts/test.sh` runs it with `--features cuda-graphs,nccl,fault-injection`. The
+//! model is a one-block token MLP on the synthetic pose input: each `graft train` takes
+//! well under a second.
 
 use graft::backend::torch::train::rundir;
 use graft::safetensors::SafeFile;

@@ -259,7 +259,6 @@ impl Client {
     fn start() -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
             .arg("lsp")
-            .env("GRAFT_LSP_CRASH_TEST", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -359,9 +358,8 @@ fn a_session_over_stdio() {
     let v = h["result"]["contents"]["value"].as_str().unwrap().to_string();
     assert!(v.contains("**aux** — backbone `vit`") && v.contains("84,934,656 parameters"), "{v}");
     assert!(v.contains("weights `../weights/point_vit_b16.safetensors`"), "{v}");
-    // A panic in one request is answered as an error; the session goes on.
-    let crash = c.call("graft/crashTest", json!({}), &mut seen);
-    assert_eq!(crash["error"]["code"], json!(-32603), "{crash}");
+    // (A panic in one request is answered as an error and the session goes on: tested
+    // in `lsp::server`, where the crate's test build has a request that panics.)
     // Complete a selector path.
     let typing = text.replace("  train target, cmr", "  train target, cmr, aux.blocks[0].");
     c.notify(

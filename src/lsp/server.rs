@@ -21,9 +21,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Errors that end the session (the connection broke or the client spoke nonsense).
 pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A request that panics, for tests of the server's recovery; answered only when the
-/// environment variable `GRAFT_LSP_CRASH_TEST` is set.
-pub const CRASH_TEST: &str = "graft/crashTest";
+/// A request that panics, for the test of the server's recovery; it exists only in the
+/// crate's own test build (a shipped server answers it as any unknown method).
+#[cfg(test)]
+const CRASH_TEST: &str = "graft/crashTest";
 
 pub fn capabilities() -> ServerCapabilities {
     ServerCapabilities {
@@ -226,10 +227,59 @@ impl State {
                 let toks = d.cst.as_ref().map(|t| super::tokens::classify(&d.text, t)).unwrap_or_default();
                 json(serde_json::to_value(SemanticTokensResult::Tokens(super::tokens::encode(&d.text, &toks))))
             }
-            CRASH_TEST if std::env::var_os("GRAFT_LSP_CRASH_TEST").is_some() => {
-                panic!("crash test request")
-            }
+            #[cfg(test)]
+            CRASH_TEST => panic!("crash test request"),
             m => Err((ErrorCode::MethodNotFound, format!("graft lsp does not implement {m}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// The next message from the server, or a failure after a generous timeout (a hung
+    /// server must not hang the test run).
+    fn recv(client: &Connection) -> Message {
+        client.receiver.recv_timeout(Duration::from_secs(60)).expect("the server answers within a minute")
+    }
+
+    fn request(client: &Connection, id: i32, method: &str, params: Value) -> Response {
+        client.sender.send(Message::Request(Request::new(id.into(), method.into(), params))).unwrap();
+        loop {
+            if let Message::Response(r) = recv(client) {
+                assert_eq!(r.id, id.into());
+                return r;
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_request_is_answered_with_an_internal_error_and_the_session_goes_on() {
+        let (server, client) = Connection::memory();
+        let session = std::thread::spawn(move || serve(&server).map_err(|e| e.to_string()));
+        let init = request(&client, 1, "initialize", json!({ "capabilities": {} }));
+        assert!(init.result.is_some(), "{init:?}");
+        client.sender.send(Message::Notification(Notification::new("initialized".into(), json!({})))).unwrap();
+
+        let crash = request(&client, 2, CRASH_TEST, json!({}));
+        let err = crash.error.expect("an error response");
+        assert_eq!(err.code, ErrorCode::InternalError as i32);
+        assert!(err.message.contains("crash test request"), "{}", err.message);
+
+        // The same state still serves: open a document, then list its symbols.
+        let uri = "file:///t/m.graft";
+        let text = "model m {\n  input x: f32[B, 4]\n  output y = x\n}\n";
+        let open = json!({ "textDocument": { "uri": uri, "languageId": "graft", "version": 1, "text": text } });
+        client.sender.send(Message::Notification(Notification::new("textDocument/didOpen".into(), open))).unwrap();
+        let symbols = request(&client, 3, "textDocument/documentSymbol", json!({ "textDocument": { "uri": uri } }));
+        assert!(symbols.error.is_none(), "{symbols:?}");
+        assert!(symbols.result.unwrap().to_string().contains("\"m\""));
+
+        assert!(request(&client, 4, "shutdown", Value::Null).error.is_none());
+        client.sender.send(Message::Notification(Notification::new("exit".into(), Value::Null))).unwrap();
+        session.join().unwrap().unwrap();
     }
 }
