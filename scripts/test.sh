@@ -6,6 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The video tests decode with the ffmpeg program (Debian's package), as users do.
+if ! command -v ffmpeg >/dev/null 2>&1; then
+  echo "== installing ffmpeg"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+  else
+    echo "ffmpeg is missing: install it (apt-get install -y ffmpeg) and rerun" >&2
+    exit 1
+  fi
+fi
 if ! command -v cargo-insta >/dev/null 2>&1; then
   echo "== installing cargo-insta"
   cargo install cargo-insta --version 1.49.0 --locked --quiet

@@ -135,6 +135,8 @@ pub fn tally(
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut loss_sum, mut samples) = (0.0f64, 0u64);
     let (rank, world) = (shard.0, shard.1.max(1));
+    // Stored inputs get the eval transform (resize + center crop, the central clip).
+    let ds = ds.clone().with_view(crate::data::View::Eval);
     for (i, b) in ds.batches(batch.max(1), 0, 0, false).enumerate() {
         if i % world != rank {
             continue;

@@ -8,7 +8,7 @@
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
 // The library returns errors and data; only command modules (`commands/`,
-// `data::cli`, `graft train`'s loop and progress) write to the terminal.
+// `graft train`'s loop and progress) write to the terminal.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;

@@ -79,7 +79,7 @@ enum Cmd {
     /// Datasets: write a synthetic one, or check one (against a spec's inputs).
     Data {
         #[command(subcommand)]
-        cmd: graft::data::cli::DataCmd,
+        cmd: graft::commands::data::DataCmd,
     },
     /// Run a model on named inputs and write its outputs by name.
     Run(graft::commands::run::RunArgs),
@@ -193,7 +193,7 @@ fn stop_after(spec: &Path, mode: Mode, mode_name: &str, stage: &str, opts: &Comp
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
-        Cmd::Data { cmd } => graft::data::cli::run(&cmd).map(|()| ExitCode::SUCCESS),
+        Cmd::Data { cmd } => graft::commands::data::run(&cmd).map(|()| ExitCode::SUCCESS),
         Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]

@@ -360,29 +360,55 @@ pub fn encode<'a>(
     tensors: impl IntoIterator<Item = (&'a String, &'a HostTensor)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, SafetensorsError> {
+    let mut raw = Vec::new();
+    for (name, t) in tensors {
+        if Some(t.data.len()) != numel(&t.shape).map(|n| n * elem_size(t.dtype)) {
+            return Err(SafetensorsError::Encode(format!("`{name}`: {} bytes for {}", t.data.len(), t.type_text())));
+        }
+        raw.push(RawTensor { name, tag: st_tag(t.dtype), shape: &t.shape, data: &t.data });
+    }
+    encode_raw(&raw, metadata)
+}
+
+/// A tensor given by its safetensors tag, for types graft's [`DType`] lacks (`U8`).
+pub struct RawTensor<'a> {
+    pub name: &'a str,
+    pub tag: &'a str,
+    pub shape: &'a [i64],
+    pub data: &'a [u8],
+}
+
+/// [`encode`] for tensors given by tag (the data length is checked against the shape).
+pub fn encode_raw(tensors: &[RawTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, SafetensorsError> {
     let mut parts = Vec::new();
     if !metadata.is_empty() {
         parts.push(format!("\"__metadata__\":{}", serde_json::to_string(metadata).unwrap_or_default()));
     }
     let mut names = std::collections::BTreeSet::new();
     let mut at = 0u64;
-    let mut datas = Vec::new();
-    for (name, t) in tensors {
-        if name == "__metadata__" || !names.insert(name.as_str()) {
+    for t in tensors {
+        let name = t.name;
+        if name == "__metadata__" || !names.insert(name) {
             return Err(SafetensorsError::Encode(format!("tensor name `{name}` twice or reserved")));
         }
-        if Some(t.data.len()) != numel(&t.shape).map(|n| n * elem_size(t.dtype)) {
-            return Err(SafetensorsError::Encode(format!("`{name}`: {} bytes for {}", t.data.len(), t.type_text())));
+        let size =
+            tag_size(t.tag).ok_or_else(|| SafetensorsError::Encode(format!("`{name}`: unknown tag {}", t.tag)))?;
+        if Some(t.data.len()) != numel(t.shape).map(|n| n * size as usize) {
+            return Err(SafetensorsError::Encode(format!(
+                "`{name}`: {} bytes for {}{:?}",
+                t.data.len(),
+                t.tag,
+                t.shape
+            )));
         }
         let end = at + t.data.len() as u64;
         parts.push(format!(
             "{}:{{\"dtype\":\"{}\",\"shape\":{:?},\"data_offsets\":[{at},{end}]}}",
             serde_json::to_string(name).unwrap_or_default(),
-            st_tag(t.dtype),
+            t.tag,
             t.shape
         ));
         at = end;
-        datas.push(&t.data);
     }
     let mut header = format!("{{{}}}", parts.join(",")).into_bytes();
     while header.len() % 8 != 0 {
@@ -391,8 +417,8 @@ pub fn encode<'a>(
     let mut out = Vec::with_capacity(8 + header.len() + at as usize);
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
-    for d in datas {
-        out.extend_from_slice(d);
+    for t in tensors {
+        out.extend_from_slice(t.data);
     }
     Ok(out)
 }

@@ -2,7 +2,7 @@
 //! batches; determinism; class balance; corrupt shards reported with the shard and
 //! the tensor named; missing modalities; fitting a dataset to a model's inputs.
 
-use graft::data::cli::{parse_drop, DataCmd};
+use graft::commands::data::{parse_drop, DataCmd};
 use graft::data::safetensors::encode;
 use graft::data::{synth, Batch, DataError, Dataset, HostTensor, SynthOptions, Task};
 use graft::ir::{DType, Dim};
@@ -325,9 +325,11 @@ fn check_against_a_compiled_spec() {
     assert!(e.contains("input `video`: the model takes f32[B, 3, 16, 224, 224]"), "{e}");
     assert!(e.contains("input `audio`"), "{e}");
     // `graft data check --spec` also compares the classes with the head.
-    let check =
-        graft::data::cli::CheckArgs { dir: d.clone(), spec: Some(PathBuf::from("specs/cm3t_video_audio_pose.graft")) };
-    let e = graft::data::cli::run(&DataCmd::Check(check)).unwrap_err().to_string();
+    let check = graft::commands::data::CheckArgs {
+        dir: d.clone(),
+        spec: Some(PathBuf::from("specs/cm3t_video_audio_pose.graft")),
+    };
+    let e = graft::commands::data::run(&DataCmd::Check(check)).unwrap_err().to_string();
     assert!(e.contains("has 8 classes (dataset.json), but model `cm3t_video_audio_pose`'s output"), "{e}");
     // Symbols bind per-sample dims consistently.
     let sym = |s: &str| Dim::Sym(s.into());
@@ -380,13 +382,13 @@ fn command_line_and_options() {
         "pose:0.2",
     ];
     let cli = Cli::try_parse_from(args).unwrap();
-    graft::data::cli::run(&cli.cmd).unwrap();
+    graft::commands::data::run(&cli.cmd).unwrap();
     let ds = Dataset::open(&out).unwrap();
     assert_eq!(ds.shards.iter().filter(|s| !s.has("audio")).count(), 2);
     assert_eq!(ds.shards.iter().filter(|s| !s.has("pose")).count(), 1);
     assert_eq!(ds.meta.seed, Some(4));
     let check = Cli::try_parse_from(["graft", "check", out.to_str().unwrap()]).unwrap();
-    graft::data::cli::run(&check.cmd).unwrap();
+    graft::commands::data::run(&check.cmd).unwrap();
     assert!(Cli::try_parse_from(["graft", "synth", "--task", "audio_pretrain", "--out", "x"]).is_ok());
     assert!(Cli::try_parse_from(["graft", "synth", "--task", "nope", "--out", "x"]).is_err());
     assert!(parse_drop("audio").is_err() && parse_drop("audio:1.5").is_err() && parse_drop("audio:x").is_err());

@@ -11,6 +11,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
+pub mod data;
 #[cfg(feature = "torch")]
 pub mod eval;
 pub mod export;

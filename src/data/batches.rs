@@ -3,9 +3,17 @@
 //! a staging buffer per *input combination* (the set of inputs a shard holds), so a
 //! batch never mixes samples with and without an optional modality. At most two
 //! shards plus less than one batch per combination are in memory.
+//!
+//! Stored inputs (pixels, encoded images, frames, audio) are decoded and transformed
+//! when a batch is complete, on the dataset's reader threads (`workers`, scoped to
+//! the batch): sample `k` of the dataset (file order) is transformed from its own
+//! random stream `(seed, epoch, k, input)`, so a batch is the same for any number of
+//! workers. The caller's prefetch (the training feed's bounded queue) overlaps this
+//! with the step.
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
+use super::stored::{materialize, IndexRow};
 use super::tensor::{Batch, HostTensor};
 use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
@@ -13,10 +21,97 @@ use std::collections::BTreeMap;
 /// Shards loaded together (their samples are interleaved).
 const WINDOW: usize = 2;
 
-#[derive(Default)]
-struct Staging {
-    inputs: BTreeMap<String, Vec<u8>>,
-    labels: Vec<i64>,
+/// One sample copied out of its shard, waiting for its batch.
+pub(crate) struct Staged {
+    label: i64,
+    /// Its index in the dataset (file order): the key of its random stream.
+    global: u64,
+    /// (input, stored or plain bytes, the index row of a stored input).
+    parts: Vec<(String, Vec<u8>, Option<IndexRow>)>,
+}
+
+impl Staged {
+    pub(crate) fn of(l: &LoadedShard, i: usize, global: u64) -> Staged {
+        let parts = l
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), l.sample(t, i).to_vec(), t.stored.as_ref().map(|(_, rows)| rows[i])))
+            .collect();
+        Staged { label: l.labels[i], global, parts }
+    }
+}
+
+/// The reader threads for `ds` (0: one per core, at most 8).
+pub fn workers(ds: &Dataset) -> usize {
+    match ds.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8),
+        n => n,
+    }
+}
+
+/// A batch from staged samples: plain inputs concatenated, stored inputs decoded and
+/// transformed in parallel, each from its own random stream.
+pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) -> Result<Batch, DataError> {
+    let n = samples.len();
+    let mut inputs = BTreeMap::new();
+    let Some(first) = samples.first() else {
+        return Ok(Batch { inputs, labels: Vec::new() });
+    };
+    for (k, (name, _, _)) in first.parts.iter().enumerate() {
+        let spec = &ds.meta.inputs[name];
+        let mut shape = vec![n as i64];
+        shape.extend_from_slice(&spec.shape);
+        let data = match (spec.stored, &spec.transform) {
+            (Some(form), Some(t)) => {
+                let per = super::tensor::numel(&spec.shape).unwrap_or(0);
+                let one = |s: &Staged| -> Result<Vec<f32>, DataError> {
+                    let (_, bytes, row) = &s.parts[k];
+                    let mut rng = Rng::derive(&[seed, epoch, s.global, hash_str(name)]);
+                    let mut out = Vec::with_capacity(per);
+                    let row = row.unwrap_or_default();
+                    materialize(form, t, bytes, &row, ds.view, &mut rng, &mut out).map_err(|reason| {
+                        DataError::Invalid(format!(
+                            "{}: sample {} of input `{name}` ({}): {reason}",
+                            ds.dir.display(),
+                            s.global,
+                            form.name()
+                        ))
+                    })?;
+                    if out.len() != per {
+                        return Err(DataError::Invalid(format!(
+                            "{}: sample {} of input `{name}` gave {} values, expected {per}",
+                            ds.dir.display(),
+                            s.global,
+                            out.len()
+                        )));
+                    }
+                    Ok(out)
+                };
+                let threads = workers(ds).min(n).max(1);
+                let chunk = n.div_ceil(threads);
+                let parts: Vec<Result<Vec<Vec<f32>>, DataError>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> =
+                        samples.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(one).collect())).collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| Err(DataError::Invalid("a reader thread panicked".into())))
+                        })
+                        .collect()
+                });
+                let mut data = Vec::with_capacity(n * per * 4);
+                for part in parts {
+                    for v in part? {
+                        data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                    }
+                }
+                data
+            }
+            _ => samples.iter().flat_map(|s| s.parts[k].1.iter().copied()).collect(),
+        };
+        inputs.insert(name.clone(), HostTensor { dtype: spec.dtype, shape, data });
+    }
+    Ok(Batch { inputs, labels: samples.iter().map(|s| s.label).collect() })
 }
 
 /// An iterator over one epoch's batches; see [`Dataset::batches`]. It owns what it
@@ -26,6 +121,10 @@ pub struct Batches {
     ds: Dataset,
     batch_size: usize,
     drop_last: bool,
+    seed: u64,
+    epoch: u64,
+    /// The first sample index of each shard.
+    starts: Vec<u64>,
     rng: Rng,
     order: Vec<usize>,
     next_shard: usize,
@@ -34,7 +133,7 @@ pub struct Batches {
     /// (slot in `loaded`, sample index), shuffled.
     queue: Vec<(usize, usize)>,
     cursor: usize,
-    staging: BTreeMap<Vec<String>, Staging>,
+    staging: BTreeMap<Vec<String>, Vec<Staged>>,
     done: bool,
 }
 
@@ -44,9 +143,12 @@ impl Batches {
         let mut order: Vec<usize> = (0..ds.shards.len()).collect();
         rng.shuffle(&mut order);
         Batches {
+            starts: ds.shard_starts(),
             ds,
             batch_size,
             drop_last,
+            seed,
+            epoch,
             rng,
             order,
             next_shard: 0,
@@ -76,41 +178,20 @@ impl Batches {
     }
 
     /// Append one sample to its combination's staging buffer; a full buffer becomes a batch.
-    fn stage(&mut self, slot: usize, i: usize) -> Option<Batch> {
+    fn stage(&mut self, slot: usize, i: usize) -> Option<Result<Batch, DataError>> {
         let (s, l) = &self.loaded[slot];
-        let key = &self.ds.shards[*s].inputs;
-        if !self.staging.contains_key(key) {
-            self.staging.insert(key.clone(), Staging::default());
-        }
-        let st = self.staging.get_mut(key)?;
-        for t in &l.tensors {
-            let buf = st
-                .inputs
-                .entry(t.name.clone())
-                .or_insert_with(|| Vec::with_capacity(t.sample_bytes.saturating_mul(self.batch_size).min(1 << 30)));
-            buf.extend_from_slice(l.sample(t, i));
-        }
-        st.labels.push(l.labels[i]);
-        if st.labels.len() < self.batch_size {
+        let staged = Staged::of(l, i, self.starts[*s] + i as u64);
+        let st = self.staging.entry(self.ds.shards[*s].inputs.clone()).or_default();
+        st.push(staged);
+        if st.len() < self.batch_size {
             return None;
         }
         let st = std::mem::take(st);
         Some(self.finish(st))
     }
 
-    fn finish(&self, st: Staging) -> Batch {
-        let n = st.labels.len() as i64;
-        let inputs = st
-            .inputs
-            .into_iter()
-            .map(|(name, data)| {
-                let spec = &self.ds.meta.inputs[&name];
-                let mut shape = vec![n];
-                shape.extend_from_slice(&spec.shape);
-                (name, HostTensor { dtype: spec.dtype, shape, data })
-            })
-            .collect();
-        Batch { inputs, labels: st.labels }
+    fn finish(&self, st: Vec<Staged>) -> Result<Batch, DataError> {
+        assemble(&self.ds, &st, self.seed, self.epoch)
     }
 }
 
@@ -130,7 +211,8 @@ impl Iterator for Batches {
                 let (slot, i) = self.queue[self.cursor];
                 self.cursor += 1;
                 if let Some(b) = self.stage(slot, i) {
-                    return Some(Ok(b));
+                    self.done = b.is_err();
+                    return Some(b);
                 }
             } else if self.next_shard < self.order.len() {
                 if let Err(e) = self.load_window() {
@@ -140,9 +222,13 @@ impl Iterator for Batches {
             } else {
                 self.loaded.clear();
                 // The remainders, one short batch per input combination.
-                let key = self.staging.iter().find(|(_, s)| !s.labels.is_empty()).map(|(k, _)| k.clone());
+                let key = self.staging.iter().find(|(_, s)| !s.is_empty()).map(|(k, _)| k.clone());
                 match key.and_then(|k| self.staging.remove(&k)) {
-                    Some(st) if !self.drop_last => return Some(Ok(self.finish(st))),
+                    Some(st) if !self.drop_last => {
+                        let b = self.finish(st);
+                        self.done = b.is_err();
+                        return Some(b);
+                    }
                     Some(_) => {}
                     None => {
                         self.done = true;

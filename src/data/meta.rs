@@ -1,8 +1,12 @@
 //! `dataset.json`: what a dataset holds (task, classes, inputs with their per-sample
 //! dtype and shape) and how many samples and shards. Read strictly: every field is
-//! checked before a shard is opened.
+//! checked before a shard is opened. An input may name its stored form (`stored`:
+//! `pixels`, `encoded`, `frames`, `pcm16`) and its `transform` (see [`super::stored`]);
+//! `dtype` and `shape` are then what the model receives after the transform, and
+//! must be the transform's f32 output.
 
 use super::error::DataError;
+use super::stored::{Form, Transform};
 use super::tensor::type_text;
 use crate::ir::DType;
 use serde::{Deserialize, Serialize};
@@ -11,6 +15,9 @@ use std::path::Path;
 
 /// The metadata file's name inside a dataset directory.
 pub const META_FILE: &str = "dataset.json";
+
+/// An interrupted import's state (removed when the import finishes).
+pub const IMPORT_STATE: &str = "import-state.json";
 
 /// The file name of shard `i`: `shard-00000.safetensors`.
 pub fn shard_file(i: usize) -> String {
@@ -25,9 +32,18 @@ pub struct InputSpec {
     pub shape: Vec<i64>,
     /// Whether shards may lack this input.
     pub optional: bool,
+    /// The stored form (`None`: a plain tensor of `dtype` and `shape`).
+    pub stored: Option<Form>,
+    /// The transform from the stored form (or recorded for a precomputed input).
+    pub transform: Option<Transform>,
 }
 
 impl InputSpec {
+    /// A plain input: one tensor of this dtype and per-sample shape.
+    pub fn plain(dtype: DType, shape: Vec<i64>, optional: bool) -> InputSpec {
+        InputSpec { dtype, shape, optional, stored: None, transform: None }
+    }
+
     /// `f32[3, 8, 32, 32]`.
     pub fn type_text(&self) -> String {
         type_text(self.dtype, &self.shape)
@@ -53,6 +69,10 @@ struct RawInput {
     shape: Vec<i64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     optional: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored: Option<Form>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    transform: Option<Transform>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -111,7 +131,13 @@ impl Meta {
                     crate::bounds::MAX_SAMPLE_BYTES
                 ));
             }
-            inputs.insert(name, InputSpec { dtype, shape: i.shape, optional: i.optional });
+            check_transform(&name, dtype, &i.shape, i.stored, i.transform.as_ref())?;
+            if name.contains('.') {
+                return Err(format!("input `{name}`: a name with `.` would clash with stored tensors' names"));
+            }
+            let spec =
+                InputSpec { dtype, shape: i.shape, optional: i.optional, stored: i.stored, transform: i.transform };
+            inputs.insert(name, spec);
         }
         if inputs.values().all(|i| i.optional) {
             return Err("every input is optional: at least one must be in every shard".into());
@@ -141,7 +167,13 @@ impl Meta {
                 .map(|(k, i)| {
                     (
                         k.clone(),
-                        RawInput { dtype: i.dtype.name().to_string(), shape: i.shape.clone(), optional: i.optional },
+                        RawInput {
+                            dtype: i.dtype.name().to_string(),
+                            shape: i.shape.clone(),
+                            optional: i.optional,
+                            stored: i.stored,
+                            transform: i.transform.clone(),
+                        },
                     )
                 })
                 .collect(),
@@ -154,6 +186,36 @@ impl Meta {
     pub fn class_name(&self, c: usize) -> String {
         self.class_names.get(c).cloned().unwrap_or_else(|| c.to_string())
     }
+}
+
+/// A stored form needs a transform that reads it, and a transform's f32 output is
+/// the declared dtype and shape.
+fn check_transform(
+    name: &str,
+    dtype: DType,
+    shape: &[i64],
+    stored: Option<Form>,
+    t: Option<&Transform>,
+) -> Result<(), String> {
+    let Some(t) = t else {
+        return match stored {
+            Some(f) => Err(format!("input `{name}` is stored as {} but has no `transform`", f.name())),
+            None => Ok(()),
+        };
+    };
+    t.validate().map_err(|e| format!("input `{name}`: transform: {e}"))?;
+    if let Some(f) = stored.filter(|&f| !t.reads(f)) {
+        return Err(format!("input `{name}`: its transform cannot read samples stored as {}", f.name()));
+    }
+    let out = t.output_shape();
+    if dtype != DType::F32 || shape != out {
+        return Err(format!(
+            "input `{name}` is declared {}, but its transform gives {}",
+            type_text(dtype, shape),
+            type_text(DType::F32, &out)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

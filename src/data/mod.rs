@@ -65,16 +65,35 @@
 //! | `batches.rs` | the shuffled batch stream of one epoch |
 //! | `writer.rs` | [`DatasetWriter`]: shards, then `dataset.json` |
 //! | `render.rs`, `synth.rs` | synthetic video / audio / pose and the tasks |
-//! | `cli.rs` | `graft data synth`, `graft data check` |
+//! | `stored.rs` | stored forms (`pixels`, `encoded`, `frames`, `pcm16`), transforms, [`stored::materialize`] |
+//! | `decode.rs` | image files → RGB, as PIL's `convert("RGB")` |
+//! | `transform.rs` | RandomResizedCrop, flip, resize + center crop, antialiased resize, normalisation |
+//! | `fbank.rs` | the Kaldi filter bank of `ASTFeatureExtractor` |
+//! | `audio.rs`, `video.rs` | WAV, resampling; `ffmpeg` / `ffprobe`, frame folders |
+//! | `sources.rs`, `import.rs` | what `graft data import` lists and how it converts and shards it |
+//! | `synth_files.rs` | `graft data synth --format files`: the video tasks as PNG frame folders |
+//! | `sample.rs` | the first samples as the model receives them (`graft data sample`) |
+//!
+//! The commands (`graft data …`) live in `src/commands/data/`: this library prints
+//! nothing and reports import progress through a callback.
 
+pub mod audio;
 pub mod batches;
-pub mod cli;
+pub mod decode;
 pub mod error;
+pub mod fbank;
+pub mod import;
 pub mod meta;
 pub mod reader;
 pub mod render;
+pub mod sample;
+pub mod sources;
+pub mod stored;
 pub mod synth;
+pub mod synth_files;
 pub mod tensor;
+pub mod transform;
+pub mod video;
 pub mod writer;
 
 /// The container, shared with the rest of the crate.
@@ -83,6 +102,7 @@ pub use batches::Batches;
 pub use error::DataError;
 pub use meta::{InputSpec, Meta};
 pub use reader::{model_inputs, Dataset, ModelInput, ShardInfo};
+pub use stored::{Form, Transform, View};
 pub use synth::{synth, Summary, SynthOptions, Task};
 pub use tensor::{Batch, HostTensor};
-pub use writer::{DatasetWriter, Written};
+pub use writer::{DatasetWriter, StoredColumn, Written};

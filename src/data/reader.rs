@@ -7,7 +7,8 @@
 use super::error::DataError;
 use super::meta::{shard_file, Meta};
 use super::safetensors::{read_data, read_header, Header};
-use super::tensor::{elem_size, numel, Batch, HostTensor};
+use super::stored::{check_row, Form, IndexRow, View};
+use super::tensor::{elem_size, numel, Batch};
 use crate::ir::{DType, Dim};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,11 @@ pub struct Dataset {
     pub dir: PathBuf,
     pub meta: Meta,
     pub shards: Vec<ShardInfo>,
+    /// The transform stored inputs get: training augmentation (the default) or eval.
+    pub view: View,
+    /// Reader threads that decode and transform stored samples (0: one per core, at
+    /// most 8).
+    pub workers: usize,
 }
 
 impl Dataset {
@@ -75,7 +81,7 @@ impl Dataset {
             let msg = format!("`samples` is {}, but the {} shards hold {found}", meta.samples, meta.shards);
             return Err(DataError::Meta { path: meta_path, msg });
         }
-        Ok(Dataset { dir, meta, shards })
+        Ok(Dataset { dir, meta, shards, view: View::Train, workers: 0 })
     }
 
     /// The number of samples.
@@ -87,19 +93,44 @@ impl Dataset {
         self.meta.samples == 0
     }
 
-    /// Shard `i` whole, samples in file order (labels are range-checked).
+    /// The same dataset with another view (training augmentation or eval transform).
+    pub fn with_view(mut self, view: View) -> Dataset {
+        self.view = view;
+        self
+    }
+
+    /// The same dataset read by `workers` threads (0: one per core, at most 8).
+    pub fn with_workers(mut self, workers: usize) -> Dataset {
+        self.workers = workers;
+        self
+    }
+
+    /// Whether any input is stored (decoded and transformed while reading).
+    pub fn has_stored(&self) -> bool {
+        self.meta.inputs.values().any(|i| i.stored.is_some())
+    }
+
+    /// The index of the first sample of each shard, in file order.
+    pub fn shard_starts(&self) -> Vec<u64> {
+        let mut at = 0u64;
+        self.shards
+            .iter()
+            .map(|s| {
+                let start = at;
+                at += s.samples as u64;
+                start
+            })
+            .collect()
+    }
+
+    /// Shard `i` whole, samples in file order (labels are range-checked), stored
+    /// inputs transformed in this dataset's view from `(seed 0, epoch 0)`.
     pub fn read_shard(&self, i: usize) -> Result<Batch, DataError> {
         let shard = self.shards.get(i).ok_or_else(|| DataError::Invalid(format!("no shard {i}")))?;
         let l = LoadedShard::load(shard, &self.meta)?;
-        let mut inputs = BTreeMap::new();
-        for t in &l.tensors {
-            let spec = &self.meta.inputs[&t.name];
-            let mut shape = vec![l.labels.len() as i64];
-            shape.extend_from_slice(&spec.shape);
-            let bytes = l.data[t.start..t.start + t.sample_bytes * l.labels.len()].to_vec();
-            inputs.insert(t.name.clone(), HostTensor { dtype: spec.dtype, shape, data: bytes });
-        }
-        Ok(Batch { inputs, labels: l.labels })
+        let first = self.shard_starts()[i];
+        let staged: Vec<_> = (0..l.labels.len()).map(|j| super::batches::Staged::of(&l, j, first + j as u64)).collect();
+        super::batches::assemble(self, &staged, 0, 0)
     }
 
     /// Check the dataset against a model's declared inputs: every required model input
@@ -209,7 +240,32 @@ fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, 
         if key == "label" {
             continue;
         }
-        let Some(spec) = meta.inputs.get(key) else {
+        if let Some((base, part)) = key.rsplit_once('.') {
+            if meta.inputs.get(base).is_some_and(|s| s.stored.is_some()) {
+                let (tag, shape_ok, expected) = match part {
+                    "data" => ("U8", e.shape.len() == 1, "u8[bytes]".to_string()),
+                    "index" => ("I64", e.shape == [n, 5], format!("i64[{n}, 5]")),
+                    _ => return Err(DataError::UnknownTensor { path, key: key.clone() }),
+                };
+                if e.tag != tag {
+                    let expected = expected.split('[').next().unwrap_or_default().to_string();
+                    return Err(DataError::WrongDtype {
+                        path,
+                        key: key.clone(),
+                        found: e.tag.to_lowercase(),
+                        expected,
+                    });
+                }
+                if !shape_ok {
+                    return Err(DataError::WrongShape { path, key: key.clone(), found: e.shape.clone(), expected });
+                }
+                if part == "index" {
+                    present.push(base.to_string());
+                }
+                continue;
+            }
+        }
+        let Some(spec) = meta.inputs.get(key).filter(|s| s.stored.is_none()) else {
             return Err(DataError::UnknownTensor { path, key: key.clone() });
         };
         if e.dtype != Some(spec.dtype) {
@@ -230,17 +286,31 @@ fn check_shard(path: PathBuf, header: Header, meta: &Meta) -> Result<ShardInfo, 
         }
         present.push(key.clone());
     }
-    if let Some((key, _)) = meta.inputs.iter().find(|(k, s)| !s.optional && !header.entries.contains_key(*k)) {
+    for (key, spec) in meta.inputs.iter().filter(|(_, s)| s.stored.is_some()) {
+        let (data, index) = (format!("{key}.data"), format!("{key}.index"));
+        let has = |k: &String| header.entries.contains_key(k);
+        if has(&data) != has(&index) {
+            let missing = if has(&data) { index } else { data };
+            return Err(DataError::MissingInput { path, key: missing });
+        }
+        if !spec.optional && !has(&index) {
+            return Err(DataError::MissingInput { path, key: index });
+        }
+    }
+    if let Some((key, _)) =
+        meta.inputs.iter().find(|(k, s)| !s.optional && s.stored.is_none() && !header.entries.contains_key(*k))
+    {
         return Err(DataError::MissingInput { path, key: key.clone() });
     }
+    present.sort();
     Ok(ShardInfo { path, samples: n as usize, inputs: present, header })
 }
 
-/// Read a shard's `label` tensor alone and check every value is in `0..classes`.
-fn check_labels(shard: &ShardInfo, meta: &Meta) -> Result<(), DataError> {
+/// Read one tensor's bytes alone.
+fn read_entry(shard: &ShardInfo, key: &str) -> Result<Vec<u8>, DataError> {
     use std::io::{Read, Seek, SeekFrom};
     let path = &shard.path;
-    let le = &shard.header.entries["label"];
+    let le = &shard.header.entries[key];
     let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     f.seek(SeekFrom::Start(shard.header.data_start + le.start)).map_err(|e| DataError::io(path, e))?;
     let mut bytes = Vec::new();
@@ -248,8 +318,41 @@ fn check_labels(shard: &ShardInfo, meta: &Meta) -> Result<(), DataError> {
     if (bytes.len() as u64) < le.end - le.start {
         let actual = shard.header.data_start + le.start + bytes.len() as u64;
         let expected = shard.header.data_start + le.end;
-        return Err(DataError::Truncated { path: path.clone(), key: Some("label".into()), expected, actual });
+        return Err(DataError::Truncated { path: path.clone(), key: Some(key.into()), expected, actual });
     }
+    Ok(bytes)
+}
+
+/// The rows of an `i64[n, 5]` index tensor.
+pub(crate) fn index_rows(bytes: &[u8]) -> Vec<IndexRow> {
+    let v: Vec<i64> = bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default())).collect();
+    v.chunks_exact(5).map(|r| [r[0], r[1], r[2], r[3], r[4]]).collect()
+}
+
+/// Check every index row of a stored input against its form and its data tensor.
+fn check_index(shard: &ShardInfo, name: &str, form: Form) -> Result<(), DataError> {
+    let data_len = shard.header.entries[&format!("{name}.data")].shape[0] as u64;
+    let key = format!("{name}.index");
+    for (i, row) in index_rows(&read_entry(shard, &key)?).iter().enumerate() {
+        check_row(form, row, data_len).map_err(|reason| DataError::NotSafetensors {
+            path: shard.path.clone(),
+            key: Some(key.clone()),
+            reason: format!("sample {i}: {reason}"),
+        })?;
+    }
+    Ok(())
+}
+
+/// Read a shard's `label` tensor alone and check every value is in `0..classes`;
+/// check the index of every stored input.
+fn check_labels(shard: &ShardInfo, meta: &Meta) -> Result<(), DataError> {
+    let path = &shard.path;
+    for (name, spec) in &meta.inputs {
+        if let (Some(form), true) = (spec.stored, shard.has(name)) {
+            check_index(shard, name, form)?;
+        }
+    }
+    let bytes = read_entry(shard, "label")?;
     let bad = bytes
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -265,7 +368,10 @@ fn check_labels(shard: &ShardInfo, meta: &Meta) -> Result<(), DataError> {
 pub(crate) struct LoadedTensor {
     pub name: String,
     pub start: usize,
+    /// Per sample in the batch (after the transform, for a stored input).
     pub sample_bytes: usize,
+    /// A stored input: its form and index rows (offsets from `start`).
+    pub stored: Option<(Form, Vec<IndexRow>)>,
 }
 
 /// A shard's data section in memory, with its labels decoded and range-checked.
@@ -294,15 +400,38 @@ impl LoadedShard {
             .map(|name| {
                 let spec = &meta.inputs[name];
                 let sample_bytes = numel(&spec.shape).unwrap_or(0) * elem_size(spec.dtype);
-                LoadedTensor { name: name.clone(), start: shard.header.entries[name].start as usize, sample_bytes }
+                let Some(form) = spec.stored else {
+                    let start = shard.header.entries[name].start as usize;
+                    return Ok(LoadedTensor { name: name.clone(), start, sample_bytes, stored: None });
+                };
+                let ie = &shard.header.entries[&format!("{name}.index")];
+                let de = &shard.header.entries[&format!("{name}.data")];
+                let rows = index_rows(&data[ie.start as usize..ie.end as usize]);
+                for (i, row) in rows.iter().enumerate() {
+                    check_row(form, row, de.end - de.start).map_err(|reason| DataError::NotSafetensors {
+                        path: shard.path.clone(),
+                        key: Some(format!("{name}.index")),
+                        reason: format!("sample {i}: {reason}"),
+                    })?;
+                }
+                let start = de.start as usize;
+                Ok(LoadedTensor { name: name.clone(), start, sample_bytes, stored: Some((form, rows)) })
             })
-            .collect();
+            .collect::<Result<_, DataError>>()?;
         Ok(LoadedShard { data, tensors, labels })
     }
 
-    /// The bytes of sample `i` of tensor `t`.
+    /// The bytes of sample `i` of tensor `t` (the stored bytes of a stored input).
     pub fn sample(&self, t: &LoadedTensor, i: usize) -> &[u8] {
-        let at = t.start + i * t.sample_bytes;
-        &self.data[at..at + t.sample_bytes]
+        match &t.stored {
+            Some((_, rows)) => {
+                let at = t.start + rows[i][0] as usize;
+                &self.data[at..at + rows[i][1] as usize]
+            }
+            None => {
+                let at = t.start + i * t.sample_bytes;
+                &self.data[at..at + t.sample_bytes]
+            }
+        }
     }
 }

@@ -86,7 +86,7 @@ impl Task {
 
     /// Inputs with their per-sample shape; `optional` marks what `drop` may leave out.
     pub fn inputs(self) -> BTreeMap<String, InputSpec> {
-        let spec = |shape: &[i64], optional| InputSpec { dtype: DType::F32, shape: shape.to_vec(), optional };
+        let spec = |shape: &[i64], optional| InputSpec::plain(DType::F32, shape.to_vec(), optional);
         let mut m = BTreeMap::new();
         if self != Task::AudioPretrain {
             m.insert("video".to_string(), spec(&render::VIDEO_SHAPE, false));
@@ -126,15 +126,15 @@ pub struct Summary {
 }
 
 /// The factors behind one sample.
-struct Factors {
-    shape: usize,
-    direction: usize,
+pub(super) struct Factors {
+    pub shape: usize,
+    pub direction: usize,
     band: usize,
     rhythm: usize,
     gesture: usize,
 }
 
-fn factors(task: Task, label: usize, rng: &mut Rng) -> Factors {
+pub(super) fn factors(task: Task, label: usize, rng: &mut Rng) -> Factors {
     let mut f = Factors {
         shape: rng.below(4) as usize,
         direction: rng.below(4) as usize,

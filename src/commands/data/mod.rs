@@ -1,13 +1,16 @@
-//! The `graft data` subcommands: `synth` writes a synthetic dataset, `check` opens a
-//! dataset, validates every shard header and every label and (with `--spec`) checks
-//! it against a model's declared inputs and classes.
+//! The `graft data` subcommands: `synth` writes a synthetic dataset, `import` reads
+//! images, videos or audio files into one (`data/import.rs`, a progress bar here),
+//! `sample` writes the first samples as the model receives them, `check` opens a
+//! dataset, validates every shard header, label and stored-sample index and (with
+//! `--spec`) checks it against a model's declared inputs and classes.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)] // a command: it reports on the terminal
-
-use super::reader::{model_inputs, Dataset};
-use super::synth::{synth, SynthOptions, Task};
+use crate::data::reader::{model_inputs, Dataset};
+use crate::data::synth::{synth, SynthOptions, Task};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
+
+mod import_cmd;
+pub use import_cmd::{AudioArgs, ImageArgs, ImportCmd, SampleArgs, VideoArgs};
 
 /// `graft data …`
 #[derive(clap::Subcommand, Debug)]
@@ -16,6 +19,13 @@ pub enum DataCmd {
     Synth(SynthArgs),
     /// Validate a dataset (and, with --spec, that it fits the model's inputs).
     Check(CheckArgs),
+    /// Import images, videos or audio files into a dataset of compact shards.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCmd,
+    },
+    /// Write the first samples exactly as the model receives them (f32) with labels.
+    Sample(SampleArgs),
 }
 
 /// `graft data synth --task NAME --out DIR [--n N] [--seed N] [--shard-size N] [--drop M:F]…`
@@ -40,6 +50,17 @@ pub struct SynthArgs {
     /// e.g. `--drop audio:0.25`.
     #[arg(long = "drop", value_name = "MODALITY:FRACTION", value_parser = parse_drop)]
     pub drop: Vec<(String, f64)>,
+    /// tensors (a dataset), or files: the video as PNG frame folders in class folders,
+    /// for `graft data import video`.
+    #[arg(long, value_enum, default_value = "tensors")]
+    pub format: SynthFormat,
+}
+
+/// What `graft data synth` writes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynthFormat {
+    Tensors,
+    Files,
 }
 
 /// `graft data check DIR [--spec SPEC]`
@@ -67,6 +88,8 @@ pub fn run(cmd: &DataCmd) -> anyhow::Result<()> {
     match cmd {
         DataCmd::Synth(a) => synth_cmd(a),
         DataCmd::Check(a) => check_cmd(a),
+        DataCmd::Import { cmd } => import_cmd::run(cmd),
+        DataCmd::Sample(a) => import_cmd::sample(a),
     }
 }
 
@@ -80,6 +103,24 @@ pub fn synth_cmd(args: &SynthArgs) -> anyhow::Result<()> {
         shard_size: args.shard_size,
         drop: args.drop.clone(),
     };
+    if args.format == SynthFormat::Files {
+        let s = crate::data::synth_files::synth_files(&opts, &args.out)?;
+        println!(
+            "wrote {} samples of task {} as PNG frame folders to {}",
+            s.samples,
+            args.task.name(),
+            args.out.display()
+        );
+        for (c, n) in &s.per_class {
+            println!("  class {c}  {n}");
+        }
+        println!(
+            "  import: graft data import video {} --out DS --frames 8 --sampling-rate 1 --image-size 32 --crop-pct 1 --mean 0.5,0.5,0.5 --std {s},{s},{s} --hflip 0 --min-scale 1",
+            args.out.display(),
+            s = crate::data::synth_files::FILES_STD
+        );
+        return Ok(());
+    }
     let summary = synth(&opts, &args.out)?;
     print!("{summary}");
     println!("  time     {:.2} s", start.elapsed().as_secs_f64());
@@ -102,7 +143,20 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
     for (name, i) in &m.inputs {
         let with = ds.shards.iter().filter(|s| s.has(name)).count();
         let opt = if i.optional { format!(" optional, in {with} of {} shards", m.shards) } else { String::new() };
-        println!("  input {name}: {}{opt}", i.type_text());
+        let stored = i.stored.map(|f| format!(", stored as {}", f.name())).unwrap_or_default();
+        println!("  input {name}: {}{opt}{stored}", i.type_text());
+        if let Some(t) = &i.transform {
+            println!("    transform: {}", import_cmd::describe(t));
+        }
+    }
+    if ds.has_stored() {
+        // Decode and transform the first sample both ways: a stored sample that does
+        // not decode fails here, not at step 1.
+        for view in [crate::data::View::Train, crate::data::View::Eval] {
+            let d = ds.clone().with_view(view).with_workers(1);
+            crate::data::sample::first_samples(&d, 1, 0)?;
+        }
+        println!("  stored samples: indexes valid, the first decodes and transforms");
     }
     if let Some(spec) = &args.spec {
         let compiled = crate::api::compile_file(spec, crate::pipeline::Mode::Train)
@@ -110,30 +164,32 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
             .with_context(|| format!("compiling {}", spec.display()))?;
         let inspect = crate::report::inspect(&compiled);
         let inputs = model_inputs(&inspect);
-        // Training reads the first output as logits [B, classes].
+        // Every problem at once: the inputs (a transform that does not fit the spec)
+        // and the classes (training reads the first output as logits [B, classes]).
+        let inputs_fit = ds.check_against(&inputs).map_err(|e| e.to_string());
+        let mut problems: Vec<String> = inputs_fit.as_ref().err().cloned().into_iter().collect();
         if let Some(o) = inspect.outputs.first() {
             if let [_, crate::ir::Dim::Fixed(c)] = o.shape[..] {
                 if c != m.classes as i64 {
-                    bail!(
+                    problems.push(format!(
                         "{} has {} classes (dataset.json), but model `{}`'s output `{}` has {c}: make the head's width {}",
                         args.dir.display(),
                         m.classes,
                         compiled.model,
                         o.name,
                         m.classes
-                    );
+                    ));
                 }
             }
         }
-        match ds.check_against(&inputs) {
-            Ok(notes) => {
-                for n in notes {
-                    println!("  note: {n}");
-                }
-                println!("fits model {}", compiled.model);
-            }
-            Err(e) => bail!("{e}"),
+        if !problems.is_empty() {
+            bail!("{}", problems.join("\n"));
         }
+        let notes = inputs_fit.unwrap_or_default();
+        for n in notes {
+            println!("  note: {n}");
+        }
+        println!("fits model {}", compiled.model);
     }
     Ok(())
 }

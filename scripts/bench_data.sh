@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Input-pipeline throughput: images per second per worker for decode + RandomResizedCrop
+# (scale 0.08–1, ratio 3/4–4/3, antialiased bilinear) + horizontal flip to 224² +
+# ImageNet normalisation, on generated JPEGs of ImageNet-like size (500×375, quality 90),
+#   graft:        `graft data sample DS --train --n N --workers W` on `--store encoded`
+#                 shards (every image decoded and augmented while reading)
+#   torchvision:  ImageFolder + DataLoader(num_workers=W), PIL decoding + transforms
+#                 (timm's / torchvision's default path), and torchvision.io.decode_jpeg
+#                 + transforms.v2 (benches/python/data_loader.py)
+# with the same number of workers. The three alternate round by round, so a slow spell
+# on a shared machine falls on all of them; the median of the rounds is reported.
+# Usage: bash scripts/bench_data.sh [WORKERS]   (default 1)
+#   env: N images (512), ROUNDS (3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+workers="${1:-1}"
+n="${N:-512}"
+rounds="${ROUNDS:-3}"
+bash scripts/setup.sh >/dev/null
+cargo build --release --quiet
+py=.graft-env/venv/bin/python
+graft=target/release/graft
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+"$py" benches/python/data_loader.py make "$tmp/jpegs" "$n"
+"$graft" data import images "$tmp/jpegs" --out "$tmp/ds" --store encoded --image-size 224 --workers "$workers" >/dev/null
+
+declare -A rates
+for r in $(seq "$rounds"); do
+  start=$(date +%s.%N)
+  "$graft" data sample "$tmp/ds" --train --seed "$r" --n "$n" --workers "$workers" --out "$tmp/s.safetensors" >/dev/null
+  end=$(date +%s.%N)
+  rates[graft]+="$(echo "$n / ($end - $start)" | bc -l) "
+  for path in pil v2; do
+    rates[$path]+="$("$py" benches/python/data_loader.py run "$tmp/jpegs" "$workers" "$path") "
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "images/s per worker ($workers workers, $n JPEGs 500x375 q90, median of $rounds rounds):"
+for k in graft pil v2; do
+  m=$(echo "${rates[$k]}" | median)
+  printf '  %-6s %8.0f  (%s)\n' "$k" "$(echo "$m / $workers" | bc -l)" "${rates[$k]}"
+done
+echo "(graft's figure includes process start, dataset open and writing the samples: a lower bound)"

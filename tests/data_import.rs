@@ -1,0 +1,457 @@
+//! `graft data import` / `graft data sample` against the reference implementations, on
+//! files generated here (`tests/data_import/make.py`: PIL, torchvision transforms v2,
+//! transformers' `ASTFeatureExtractor`, the `ffmpeg` program):
+//!
+//! - decoding JPEG within 5 levels of PIL (libjpeg-turbo); PNG exact;
+//! - the crop exact, the antialiased `resized_crop` within 1 level (bilinear, bicubic),
+//!   normalisation bit-exact;
+//! - the eval transform (short side, center crop, normalise) end to end through
+//!   `import` + `sample --eval` within 1 level; the training view deterministic in
+//!   the seed and the same for any number of workers;
+//! - ImageFolder class order, CSV/JSONL manifests, WebDataset tars;
+//! - hostile files converted as PIL converts them or skipped with the reason;
+//!   `--strict`;
+//! - the AST filter bank within 1e-3 of `ASTFeatureExtractor`;
+//! - VideoMAE's eval clip from an mp4 (through ffmpeg) and from a frame folder;
+//! - an import interrupted at every shard continues to the same dataset.
+
+use graft::data::decode::decode_image;
+use graft::data::safetensors::SafeFile;
+use graft::data::transform::{crop, resize, to_chw, CropBox, Interpolation, Normalize};
+use graft::data::Dataset;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-import").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+    d
+}
+
+/// The generated files (once per test process).
+fn files() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tmp("files");
+        let py = repo().join(".graft-env/venv/bin/python");
+        assert!(py.exists(), "{} is missing: run `bash scripts/setup.sh`", py.display());
+        let out = Command::new(&py).arg(repo().join("tests/data_import/make.py")).arg(&d).output().unwrap();
+        assert!(out.status.success(), "make.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        d
+    })
+}
+
+fn meta() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(files().join("ref.json")).unwrap()).unwrap()
+}
+
+fn reference(key: &str) -> (Vec<i64>, Vec<f64>) {
+    let f = SafeFile::open(&files().join("ref.safetensors")).unwrap();
+    let t = f.entries().get(key).unwrap_or_else(|| panic!("no reference `{key}`")).clone();
+    let bytes = std::fs::read(files().join("ref.safetensors")).unwrap();
+    let raw = &bytes[(f.header.data_start + t.start) as usize..(f.header.data_start + t.end) as usize];
+    let values = match t.tag.as_str() {
+        "U8" => raw.iter().map(|&v| v as f64).collect(),
+        "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        other => panic!("reference tag {other}"),
+    };
+    (t.shape, values)
+}
+
+fn graft(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out, err) = graft(args);
+    assert!(good, "graft {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// `graft data sample`'s tensors: (input values per sample, labels).
+fn sampled(file: &Path, input: &str) -> (Vec<Vec<f64>>, Vec<i64>) {
+    let f = SafeFile::open(file).unwrap();
+    let x = f.tensor(input).unwrap();
+    let labels = f.tensor("label").unwrap().as_i64().unwrap();
+    let v = x.to_f64();
+    let per = v.len() / labels.len();
+    (v.chunks(per).map(|c| c.to_vec()).collect(), labels)
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// The reference closest to `x` among `keys`: (key, max difference).
+fn closest(x: &[f64], keys: &[String]) -> (String, f64) {
+    keys.iter().map(|k| (k.clone(), max_diff(x, &reference(k).1))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap()
+}
+
+const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// The largest difference in 8-bit levels of two normalised `[3, …]` tensors.
+fn levels(a: &[f64], b: &[f64]) -> f64 {
+    let plane = a.len() / 3;
+    (0..a.len()).map(|i| (a[i] - b[i]).abs() * IMAGENET_STD[i / plane] * 255.0).fold(0.0, f64::max)
+}
+
+#[test]
+fn decoding_matches_pil() {
+    let dir = files().join("jpeg");
+    for k in 0..3 {
+        let img = decode_image(&std::fs::read(dir.join(format!("j{k}.jpg"))).unwrap()).unwrap();
+        let (shape, want) = reference(&format!("jpeg/j{k}.jpg"));
+        assert_eq!(shape, vec![img.height as i64, img.width as i64, 3]);
+        let got: Vec<f64> = img.data.iter().map(|&v| v as f64).collect();
+        let d = max_diff(&got, &want);
+        let mean = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f64>() / got.len() as f64;
+        assert!(d <= 5.0 && mean < 1.0, "j{k}.jpg: max {d} levels, mean {mean} from PIL");
+    }
+    let png = decode_image(&std::fs::read(files().join("images").join(meta()["box_src"].as_str().unwrap())).unwrap());
+    let got: Vec<f64> = png.unwrap().data.iter().map(|&v| v as f64).collect();
+    assert_eq!(max_diff(&got, &reference(&format!("pil/{}", meta()["box_src"].as_str().unwrap())).1), 0.0);
+}
+
+#[test]
+fn crop_resize_and_normalise_match_torchvision() {
+    let m = meta();
+    let src = files().join("images").join(m["box_src"].as_str().unwrap());
+    let img = decode_image(&std::fs::read(src).unwrap()).unwrap();
+    for (k, b) in m["boxes"].as_array().unwrap().iter().enumerate() {
+        let b: Vec<i64> = b.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let cb = CropBox { top: b[0], left: b[1], height: b[2] as u32, width: b[3] as u32 };
+        let c = crop(&img, cb);
+        let got: Vec<f64> = c.data.iter().map(|&v| v as f64).collect();
+        assert_eq!(max_diff(&got, &reference(&format!("crop/{k}")).1), 0.0, "crop {k} is exact");
+        for (name, interp) in [("bilinear", Interpolation::Bilinear), ("bicubic", Interpolation::Bicubic)] {
+            let r = resize(&c, 32, 32, interp);
+            let got: Vec<f64> = r.data.iter().map(|&v| v as f64).collect();
+            let d = max_diff(&got, &reference(&format!("rc_{name}/{k}")).1);
+            assert!(d <= 1.0, "resized_crop box {k} {name}: {d} levels from torchvision");
+        }
+    }
+    for (stats, key) in [("imagenet", "normalized/box_src"), ("clip", "normalized_clip/box_src")] {
+        let mut out = Vec::new();
+        to_chw(&img, &Normalize::parse(stats, None).unwrap(), &mut out);
+        let got: Vec<f64> = out.iter().map(|&v| v as f64).collect();
+        assert_eq!(max_diff(&got, &reference(key).1), 0.0, "{stats} normalisation is exact");
+    }
+}
+
+fn import_images(name: &str, root: &Path, extra: &[&str]) -> PathBuf {
+    let out = tmp(name);
+    let mut args =
+        vec!["data", "import", "images", p(root), "--out", p(&out), "--image-size", "32", "--shard-size", "4"];
+    args.extend_from_slice(extra);
+    ok(&args);
+    out
+}
+
+#[test]
+fn image_folder_eval_matches_torchvision() {
+    let m = meta();
+    let images: Vec<String> = m["images"].as_object().unwrap().keys().cloned().collect();
+    for (interp, prefix, store) in [("bilinear", "eval", "pixels"), ("bicubic", "evalbicubic", "encoded")] {
+        let ds = import_images(
+            &format!("folder-{interp}"),
+            &files().join("images"),
+            &["--interpolation", interp, "--store", store],
+        );
+        let d = Dataset::open(&ds).unwrap();
+        assert_eq!(d.meta.class_names, vec!["C_cls", "a_cls", "b_cls"], "sorted as torchvision sorts");
+        assert_eq!(d.len(), 9, "notes.txt is not a sample");
+        let out = ds.with_extension("eval.safetensors");
+        ok(&["data", "sample", p(&ds), "--eval", "--n", "9", "--out", p(&out)]);
+        let (xs, labels) = sampled(&out, "image");
+        let keys: Vec<String> = images.iter().map(|k| format!("{prefix}/{k}")).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (x, label) in xs.iter().zip(&labels) {
+            let (key, _) = closest(x, &keys);
+            let rel = key.split_once('/').unwrap().1;
+            let d = levels(x, &reference(&key).1);
+            // PNGs decode exactly; the JPEGs add the decoders' difference.
+            let bound = if rel.ends_with(".jpg") { 6.0 } else { 1.0 };
+            assert!(d <= bound + 1e-3, "{interp} {rel}: {d} levels from torchvision");
+            assert_eq!(*label, m["images"][rel].as_i64().unwrap(), "{rel}'s label");
+            seen.insert(rel.to_string());
+        }
+        assert_eq!(seen.len(), 9, "every image once");
+    }
+}
+
+#[test]
+fn train_view_is_deterministic_and_workers_agree() {
+    let ds = import_images("train-view", &files().join("images"), &[]);
+    let run = |seed: &str, workers: &str, name: &str| {
+        let out = ds.with_extension(name);
+        ok(&["data", "sample", p(&ds), "--train", "--seed", seed, "--n", "9", "--workers", workers, "--out", p(&out)]);
+        std::fs::read(out).unwrap()
+    };
+    let a = run("1", "1", "a.safetensors");
+    assert_eq!(a, run("1", "3", "b.safetensors"), "the same batch for any number of workers");
+    assert_ne!(a, run("2", "1", "c.safetensors"), "another seed, other crops");
+    let (xs, _) = sampled(&ds.with_extension("a.safetensors"), "image");
+    assert!(xs.iter().all(|x| x.len() == 3 * 32 * 32 && x.iter().all(|v| v.is_finite() && v.abs() < 3.0)));
+    let check = ok(&["data", "check", p(&ds)]);
+    assert!(check.contains("stored as pixels") && check.contains("normalised imagenet"), "{check}");
+}
+
+#[test]
+fn manifests_and_webdataset() {
+    let f = files();
+    let csv = import_images("csv", &f.join("manifest.csv"), &["--split", "train"]);
+    let d = Dataset::open(&csv).unwrap();
+    assert_eq!(d.len(), 6, "the train rows of 9");
+    assert_eq!(d.meta.classes, 3);
+    let jsonl = import_images("jsonl", &f.join("manifest.jsonl"), &[]);
+    let d = Dataset::open(&jsonl).unwrap();
+    assert_eq!((d.len(), d.meta.class_names.clone()), (9, vec!["C_cls".into(), "a_cls".into(), "b_cls".into()]));
+    let out = tmp("wds");
+    let report = ok(&["data", "import", "images", p(&f.join("wds")), "--out", p(&out), "--image-size", "32"]);
+    let d = Dataset::open(&out).unwrap();
+    assert_eq!(d.len(), 4, "{report}");
+    assert!(report.contains("s/0004: no `.cls` label"), "{report}");
+    assert!(report.contains("s/0005: `.cls` holds `oops`"), "{report}");
+    let (_, mut labels) = sampled(
+        &{
+            let s = out.with_extension("s.safetensors");
+            ok(&["data", "sample", p(&out), "--eval", "--n", "4", "--out", p(&s)]);
+            s
+        },
+        "image",
+    );
+    labels.sort();
+    assert_eq!(labels, vec![0, 0, 1, 2], "labels from the .cls members (0, 1, 2, 0)");
+}
+
+#[test]
+fn hostile_files_are_converted_or_skipped_with_the_reason() {
+    let root = files().join("hostile");
+    let out = tmp("hostile");
+    let report =
+        ok(&["data", "import", "images", p(&root), "--out", p(&out), "--image-size", "32", "--store-short-side", "0"]);
+    let m = meta();
+    for name in m["hostile_skipped"].as_array().unwrap() {
+        assert!(report.contains(name.as_str().unwrap()), "{name} not reported:\n{report}");
+    }
+    assert!(report.contains("decompression bomb"), "{report}");
+    assert!(report.contains("empty file"), "{report}");
+    let d = Dataset::open(&out).unwrap();
+    assert_eq!(d.len(), m["hostile_converted"].as_array().unwrap().len(), "{report}");
+    // Converted modes decode as PIL's convert("RGB") does.
+    for name in ["gray.png", "palette.png", "rgba.png", "cmyk.jpg"] {
+        let img = decode_image(&std::fs::read(root.join("x").join(name)).unwrap()).unwrap();
+        let got: Vec<f64> = img.data.iter().map(|&v| v as f64).collect();
+        let bound = if name.ends_with(".jpg") { 5.0 } else { 0.0 };
+        let d = max_diff(&got, &reference(&format!("hostile/{name}")).1);
+        assert!(d <= bound, "{name}: {d} levels from PIL");
+    }
+    let (good, _, err) = graft(&["data", "import", "images", p(&root), "--out", p(&tmp("strict")), "--strict"]);
+    assert!(!good && err.contains("(--strict)") && err.lines().count() <= 2, "{err}");
+    let (good, _, err) = graft(&["data", "import", "images", "/nonexistent/x", "--out", p(&tmp("none"))]);
+    assert!(!good && err.contains("/nonexistent/x"), "{err}");
+}
+
+#[test]
+fn audio_filter_bank_matches_the_ast_feature_extractor() {
+    let out = tmp("audio");
+    let report = ok(&[
+        "data",
+        "import",
+        "audio",
+        p(&files().join("audio")),
+        "--out",
+        p(&out),
+        "--frames",
+        "200",
+        "--shard-size",
+        "2",
+    ]);
+    assert!(report.contains("broken.wav"), "{report}");
+    let d = Dataset::open(&out).unwrap();
+    assert_eq!(d.len(), 5, "4 WAVs at 16 kHz and a resampled stereo one");
+    let s = out.with_extension("s.safetensors");
+    ok(&["data", "sample", p(&out), "--eval", "--n", "5", "--out", p(&s)]);
+    let (xs, labels) = sampled(&s, "audio");
+    let m = meta();
+    let keys: Vec<String> = m["audio"].as_object().unwrap().keys().map(|k| format!("ast/{k}")).collect();
+    let mut matched = 0;
+    for (x, label) in xs.iter().zip(&labels) {
+        assert_eq!(x.len(), 200 * 128);
+        let (key, d) = closest(x, &keys);
+        if d < 0.5 {
+            assert!(d <= 1e-3, "{key}: {d} from ASTFeatureExtractor");
+            assert_eq!(*label, m["audio"][key.strip_prefix("ast/").unwrap()].as_i64().unwrap());
+            matched += 1;
+        }
+    }
+    assert_eq!(matched, 4);
+    let fb = tmp("audio-fbank");
+    ok(&["data", "import", "audio", p(&files().join("audio")), "--out", p(&fb), "--frames", "200", "--store", "fbank"]);
+    let s2 = fb.with_extension("s.safetensors");
+    ok(&["data", "sample", p(&fb), "--eval", "--n", "5", "--out", p(&s2)]);
+    let (ys, _) = sampled(&s2, "audio");
+    let mut a: Vec<Vec<u64>> = xs.iter().map(|x| x.iter().map(|v| v.to_bits()).collect()).collect();
+    let mut b: Vec<Vec<u64>> = ys.iter().map(|x| x.iter().map(|v| v.to_bits()).collect()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "precomputed and on-the-fly filter banks are the same");
+}
+
+#[test]
+fn video_clips_match_videomae_eval() {
+    let m = meta();
+    assert!(
+        m["video_ok"].as_bool().unwrap(),
+        "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg` (scripts/test.sh does)"
+    );
+    for (name, root) in [("mp4", "video"), ("frames", "frames")] {
+        let out = tmp(&format!("video-{name}"));
+        let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
+        let src = files().join(root);
+        let mut cmd = vec!["data", "import", "video", p(&src), "--out", p(&out)];
+        cmd.extend_from_slice(&args);
+        ok(&cmd);
+        let s = out.with_extension("s.safetensors");
+        ok(&["data", "sample", p(&out), "--eval", "--n", "2", "--out", p(&s)]);
+        let (xs, labels) = sampled(&s, "video");
+        for (x, label) in xs.iter().zip(&labels) {
+            let cls = if *label == 0 { "bars" } else { "noise" };
+            let (shape, want) = reference(&format!("video/{cls}"));
+            assert_eq!(shape, vec![3, 4, 32, 32]);
+            let d = levels(x, &want);
+            assert!(d <= 1.0 + 1e-3, "{name} {cls}: {d} levels from the reference clip");
+        }
+    }
+}
+
+#[test]
+fn an_interrupted_import_continues_to_the_same_dataset() {
+    let root = files().join("images");
+    let whole = import_images("resume-whole", &root, &[]);
+    let shards = Dataset::open(&whole).unwrap().shards.len();
+    assert!(shards >= 3);
+    // Each shard is two durable writes (the shard, then the state), three steps each
+    // (write, rename, sync): stop inside the first shard, the second, the second state.
+    for at in [2, 8, 11] {
+        let out = tmp(&format!("resume-{at}"));
+        let args = ["data", "import", "images", p(&root), "--out", p(&out), "--image-size", "32", "--shard-size", "4"];
+        let status = Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(args)
+            .env("GRAFT_FAULT_ABORT_AT", at.to_string())
+            .output()
+            .unwrap()
+            .status;
+        assert!(!status.success(), "the import stops at write {at}");
+        assert!(!out.join("dataset.json").exists());
+        let report = ok(&args);
+        if at > 6 {
+            assert!(report.contains("resumed after"), "{report}");
+        }
+        for i in 0..shards {
+            let f = format!("shard-{i:05}.safetensors");
+            assert_eq!(std::fs::read(out.join(&f)).unwrap(), std::fs::read(whole.join(&f)).unwrap(), "{f} after {at}");
+        }
+        assert_eq!(
+            std::fs::read(out.join("dataset.json")).unwrap(),
+            std::fs::read(whole.join("dataset.json")).unwrap()
+        );
+        assert!(!out.join("import-state.json").exists());
+    }
+}
+
+#[test]
+fn training_reads_stored_inputs_and_refuses_a_mismatched_spec() {
+    let ds = import_images("reader", &files().join("images"), &[]);
+    let d = Dataset::open(&ds).unwrap();
+    let mut labels = Vec::new();
+    for b in d.batches(4, 7, 0, false) {
+        let b = b.unwrap();
+        let x = &b.inputs["image"];
+        assert_eq!((x.dtype, &x.shape[1..]), (graft::ir::DType::F32, &[3i64, 32, 32][..]));
+        labels.extend(b.labels);
+    }
+    labels.sort();
+    assert_eq!(labels, vec![0, 0, 0, 1, 1, 1, 2, 2, 2], "every sample once per epoch");
+    let again: Vec<_> = d.clone().with_workers(2).batches(4, 7, 0, false).map(|b| b.unwrap()).collect();
+    let first: Vec<_> = d.with_workers(1).batches(4, 7, 0, false).map(|b| b.unwrap()).collect();
+    assert_eq!(first, again, "batches are the same for any number of reader threads");
+    let (good, _, err) = graft(&["data", "check", p(&ds), "--spec", "specs/vit_tiny.graft"]);
+    assert!(!good && err.contains("input `image`") && err.contains("3, 224, 224"), "{err}");
+}
+
+#[test]
+fn synthetic_frames_import_back_to_the_tensors() {
+    let frames = tmp("synth-frames");
+    ok(&["data", "synth", "--task", "motion", "--format", "files", "--out", p(&frames), "--n", "12", "--seed", "5"]);
+    let tensors = tmp("synth-tensors");
+    ok(&["data", "synth", "--task", "motion", "--out", p(&tensors), "--n", "12", "--seed", "5"]);
+    let ds = tmp("synth-imported");
+    let s = graft::data::synth_files::FILES_STD.to_string();
+    let std = format!("{s},{s},{s}");
+    ok(&[
+        "data",
+        "import",
+        "video",
+        p(&frames),
+        "--out",
+        p(&ds),
+        "--frames",
+        "8",
+        "--sampling-rate",
+        "1",
+        "--image-size",
+        "32",
+        "--crop-pct",
+        "1",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        &std,
+        "--hflip",
+        "0",
+        "--min-scale",
+        "1",
+    ]);
+    let imported = Dataset::open(&ds).unwrap();
+    assert_eq!(imported.meta.class_names, vec!["down", "left", "right", "up"]);
+    let want = Dataset::open(&tensors).unwrap();
+    // Match samples by content: every imported clip is one of the tensors' to within a level.
+    let mut reference: Vec<(Vec<f64>, String)> = Vec::new();
+    for i in 0..want.shards.len() {
+        let b = want.read_shard(i).unwrap();
+        let v = b.inputs["video"].to_f64();
+        let per = v.len() / b.len();
+        for (j, l) in b.labels.iter().enumerate() {
+            reference.push((v[j * per..(j + 1) * per].to_vec(), want.meta.class_name(*l as usize)));
+        }
+    }
+    for train in [false, true] {
+        let d = imported.clone().with_view(if train { graft::data::View::Train } else { graft::data::View::Eval });
+        let b = graft::data::sample::first_samples(&d, 12, 0).unwrap();
+        let v = b.inputs["video"].to_f64();
+        let per = v.len() / 12;
+        for (j, l) in b.labels.iter().enumerate() {
+            let x = &v[j * per..(j + 1) * per];
+            let (d, name) = reference
+                .iter()
+                .map(|(r, n)| (max_diff(x, r.iter().map(|v| v.clamp(-1.2, 1.2)).collect::<Vec<_>>().as_slice()), n))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap();
+            assert!(d <= 2.4 / 255.0 / 2.0 + 1e-4, "sample {j}: {d} from the tensor form");
+            assert_eq!(name, &imported.meta.class_name(*l as usize));
+        }
+    }
+}
