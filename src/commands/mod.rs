@@ -1,4 +1,4 @@
-//! Command glue: the `graft run`, `fuse`, `eval`, `bench`, `train` and `export` commands over
+//! Command glue: the `graft run`, `fuse`, `eval`, `bench`, `train`, `export` and `data` commands over
 //! the library. The one place besides `main.rs` that prints and uses `anyhow`; the
 //! library underneath returns errors and data.
 //!
