@@ -31,7 +31,7 @@ for r in $(seq "$rounds"); do
   start=$(date +%s.%N)
   "$graft" data sample "$tmp/ds" --train --seed "$r" --n "$n" --workers "$workers" --out "$tmp/s.safetensors" >/dev/null
   end=$(date +%s.%N)
-  rates[graft]+="$(echo "$n / ($end - $start)" | bc -l) "
+  rates[graft]+="$(awk -v n="$n" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", n / (b - a) }') "
   for path in pil v2; do
     rates[$path]+="$("$py" benches/python/data_loader.py run "$tmp/jpegs" "$workers" "$path") "
   done
@@ -41,6 +41,6 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[i
 echo "images/s per worker ($workers workers, $n JPEGs 500x375 q90, median of $rounds rounds):"
 for k in graft pil v2; do
   m=$(echo "${rates[$k]}" | median)
-  printf '  %-6s %8.0f  (%s)\n' "$k" "$(echo "$m / $workers" | bc -l)" "${rates[$k]}"
+  printf '  %-6s %8.0f  (%s)\n' "$k" "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k]}"
 done
 echo "(graft's figure includes process start, dataset open and writing the samples: a lower bound)"
