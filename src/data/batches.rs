@@ -241,6 +241,16 @@ impl Iterator for Batches {
 }
 
 impl Dataset {
+    /// Shard `i` whole, samples in file order (labels are range-checked), stored
+    /// inputs transformed in this dataset's view from `(seed 0, epoch 0)`.
+    pub fn read_shard(&self, i: usize) -> Result<Batch, DataError> {
+        let shard = self.shards.get(i).ok_or_else(|| DataError::Invalid(format!("no shard {i}")))?;
+        let l = LoadedShard::load(shard, &self.meta)?;
+        let first = self.shard_starts()[i];
+        let staged: Vec<_> = (0..l.labels.len()).map(|j| Staged::of(&l, j, first + j as u64)).collect();
+        assemble(self, &staged, 0, 0)
+    }
+
     /// Stream batches: shard order and sample order are shuffled deterministically
     /// from `(seed, epoch)`; two shards are held in memory at a time and their samples
     /// are interleaved; a batch never mixes samples with and without an optional input.

@@ -8,7 +8,7 @@ use super::error::DataError;
 use super::meta::{shard_file, Meta};
 use super::safetensors::{read_data, read_header, Header};
 use super::stored::{check_row, Form, IndexRow, View};
-use super::tensor::{elem_size, numel, Batch};
+use super::tensor::{elem_size, numel};
 use crate::ir::{DType, Dim};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -121,16 +121,6 @@ impl Dataset {
                 start
             })
             .collect()
-    }
-
-    /// Shard `i` whole, samples in file order (labels are range-checked), stored
-    /// inputs transformed in this dataset's view from `(seed 0, epoch 0)`.
-    pub fn read_shard(&self, i: usize) -> Result<Batch, DataError> {
-        let shard = self.shards.get(i).ok_or_else(|| DataError::Invalid(format!("no shard {i}")))?;
-        let l = LoadedShard::load(shard, &self.meta)?;
-        let first = self.shard_starts()[i];
-        let staged: Vec<_> = (0..l.labels.len()).map(|j| super::batches::Staged::of(&l, j, first + j as u64)).collect();
-        super::batches::assemble(self, &staged, 0, 0)
     }
 
     /// Check the dataset against a model's declared inputs: every required model input
