@@ -338,6 +338,7 @@ fn video_clips_match_videomae_eval() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs --features fault-injection (the abort points)")]
 fn an_interrupted_import_continues_to_the_same_dataset() {
     let root = files().join("images");
     let whole = import_images("resume-whole", &root, &[]);
