@@ -53,7 +53,13 @@ pub fn check_regular(path: &Path) -> io::Result<Metadata> {
 /// again on the opened file, in case it was replaced in between).
 pub fn open_regular(path: &Path) -> io::Result<File> {
     check_regular(path)?;
-    let f = File::open(path)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    // Non-blocking, so that a FIFO swapped in after the check does not block the
+    // open (the check on the opened file then refuses it); no effect on regular files.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let f = opts.open(path)?;
     let m = f.metadata()?;
     if !m.is_file() {
         return Err(not_regular(&m));
@@ -68,6 +74,70 @@ pub fn read_limited(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     f.take(max as u64 + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+/// The whole of the regular file `path` if it is at most `max` bytes (`what` names
+/// it in the error: "a spec"); a larger file is refused from its size, before any of
+/// it is read (a 3 GiB sparse file costs nothing).
+pub fn read_capped(path: &Path, max: usize, what: &str) -> io::Result<Vec<u8>> {
+    let f = open_regular(path)?;
+    let len = f.metadata()?.len();
+    let too_big = |len: u64| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("{len} bytes, over the limit of {max} bytes for {what}"))
+    };
+    if len > max as u64 {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > max {
+        return Err(too_big(bytes.len() as u64)); // it grew while being read
+    }
+    Ok(bytes)
+}
+
+/// The effective user id of this process (0 where there are no user ids).
+pub fn user_id() -> u32 {
+    #[cfg(unix)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    return unsafe { libc::geteuid() };
+    #[cfg(not(unix))]
+    0
+}
+
+/// Make `dir` a private directory of this user, or refuse it: created owner-only
+/// (0700) if missing; an existing one must be a directory (not a symlink) owned by
+/// this user that neither group nor others can write to.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    match b.create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: {why}; graft uses only a private directory of its user here", dir.display()),
+        ))
+    };
+    if !m.is_dir() {
+        return refuse(format!("{}, not a directory", if m.file_type().is_symlink() { "a symlink" } else { kind(&m) }));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if m.uid() != user_id() {
+            return refuse(format!("owned by user {}, not by user {}", m.uid(), user_id()));
+        }
+        if m.mode() & 0o022 != 0 {
+            return refuse(format!("writable by others (mode {:o})", m.mode() & 0o777));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` name the same file: the same inode when both exist, else the
@@ -134,6 +204,28 @@ mod tests {
         }
         std::fs::write(d.join("f"), b"0123456789").unwrap();
         assert_eq!(read_limited(&d.join("f"), 4).unwrap(), b"01234");
+        assert_eq!(read_capped(&d.join("f"), 10, "a test").unwrap(), b"0123456789");
+        let e = read_capped(&d.join("f"), 9, "a test").unwrap_err().to_string();
+        assert_eq!(e, "10 bytes, over the limit of 9 bytes for a test");
+        // A sparse file far over the limit: refused from its size.
+        let sparse = File::create(d.join("sparse")).unwrap();
+        sparse.set_len(3 << 30).unwrap();
+        let e = read_capped(&d.join("sparse"), 1 << 20, "a spec").unwrap_err().to_string();
+        assert!(e.starts_with("3221225472 bytes, over the limit of 1048576"), "{e}");
+        #[cfg(unix)]
+        {
+            // Private directories: created 0700; one others can write to is refused.
+            use std::os::unix::fs::PermissionsExt;
+            private_dir(&d.join("p")).unwrap();
+            let mode = std::fs::metadata(d.join("p")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+            std::fs::set_permissions(d.join("p"), std::fs::Permissions::from_mode(0o777)).unwrap();
+            let e = private_dir(&d.join("p")).unwrap_err().to_string();
+            assert!(e.contains("writable by others (mode 777)"), "{e}");
+            std::os::unix::fs::symlink(d.join("p"), d.join("q")).unwrap();
+            let e = private_dir(&d.join("q")).unwrap_err().to_string();
+            assert!(e.contains("a symlink, not a directory"), "{e}");
+        }
         // The same file under another name; a file not written yet.
         std::fs::hard_link(d.join("f"), d.join("g")).unwrap();
         assert!(same_file(&d.join("f"), &d.join("g")) && same_file(&d.join("x"), &d.join(".").join("x")));

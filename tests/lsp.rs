@@ -307,6 +307,27 @@ impl Client {
         }
     }
 
+    /// Send bytes as they are (hostile frames).
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Send a frame around `body` as it is.
+    fn send_body(&mut self, body: &[u8]) {
+        let mut frame = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        frame.extend_from_slice(body);
+        self.send_raw(&frame);
+    }
+
+    /// Close the client's side and wait for the server's exit code (never a signal).
+    fn finish(self) -> i32 {
+        let Client { mut child, stdin, .. } = self;
+        drop(stdin);
+        let status = child.wait().unwrap();
+        status.code().unwrap_or_else(|| panic!("graft lsp died of a signal: {status}"))
+    }
+
     fn notify(&mut self, method: &str, params: Value) {
         self.send(json!({ "jsonrpc": "2.0", "method": method, "params": params }));
     }
@@ -395,4 +416,135 @@ fn a_session_over_stdio() {
     c.notify("exit", Value::Null);
     let status = c.child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// The error code of an answer, and that its id is `id`.
+fn error_code(m: &Value, id: Value) -> i64 {
+    assert_eq!(m["id"], id, "{m}");
+    m["error"]["code"].as_i64().unwrap_or_else(|| panic!("not an error: {m}"))
+}
+
+#[test]
+fn bad_input_is_answered_per_the_protocol_and_the_session_goes_on() {
+    let mut c = Client::start();
+    let mut seen = Vec::new();
+    // Before `initialize`: requests are refused, the session goes on.
+    let r = c.call("textDocument/hover", json!({}), &mut seen);
+    assert_eq!(error_code(&r, json!(1)), -32002);
+    c.call("initialize", json!({ "capabilities": {} }), &mut seen);
+    // A request before `initialized` is served.
+    let r = c.call("textDocument/documentSymbol", json!({ "textDocument": { "uri": "file:///x.graft" } }), &mut seen);
+    assert_eq!(error_code(&r, json!(3)), -32602);
+    c.notify("initialized", json!({}));
+    c.send_body(b"{\"jsonrpc\": \"2.0\", \"id\": 9, \"method\": ");
+    assert_eq!(error_code(&c.recv(), Value::Null), -32700);
+    c.send_body(b"\xff\xfe{}");
+    assert_eq!(error_code(&c.recv(), Value::Null), -32700);
+    for body in
+        [&b"[1, 2]"[..], b"42", b"{\"jsonrpc\": \"2.0\"}", b"{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"shutdown\"}"]
+    {
+        c.send_body(body);
+        assert_eq!(error_code(&c.recv(), Value::Null), -32600, "{}", String::from_utf8_lossy(body));
+    }
+    c.send_raw(b"Content-Length: x\r\n\r\n");
+    assert_eq!(error_code(&c.recv(), Value::Null), -32700);
+    // A message over the limit: refused, skipped as it streams by, the next one read.
+    let big = graft::lsp::transport::MAX_MESSAGE_BYTES as usize + 1;
+    c.send_raw(format!("Content-Length: {big}\r\n\r\n").as_bytes());
+    let r = c.recv();
+    assert_eq!(error_code(&r, Value::Null), -32600);
+    assert!(r["error"]["message"].as_str().unwrap().contains("limit of 67108864 bytes"), "{r}");
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..big / chunk.len() {
+        c.send_raw(&chunk);
+    }
+    c.send_raw(&chunk[..big % chunk.len()]);
+    // Still serving.
+    let path = root().join("specs/vit_tiny.graft");
+    let u = uri(&path);
+    let text = std::fs::read_to_string(&path).unwrap();
+    c.notify(
+        "textDocument/didOpen",
+        json!({ "textDocument": { "uri": u, "languageId": "graft", "version": 1, "text": text } }),
+    );
+    assert_eq!(c.diagnostics(), vec![]);
+    let r = c.call("textDocument/documentSymbol", json!({ "textDocument": { "uri": u } }), &mut seen);
+    assert!(r["result"].is_array(), "{r}");
+    // After `shutdown`: requests and a second `shutdown` are refused; `exit` is 0.
+    let r = c.call("shutdown", Value::Null, &mut seen);
+    assert!(r.get("error").is_none(), "{r}");
+    let r = c.call("shutdown", Value::Null, &mut seen);
+    assert_eq!(error_code(&r, json!(6)), -32600);
+    let r = c.call("textDocument/documentSymbol", json!({ "textDocument": { "uri": u } }), &mut seen);
+    assert_eq!(error_code(&r, json!(7)), -32600);
+    c.notify("exit", Value::Null);
+    assert_eq!(c.finish(), 0);
+}
+
+#[test]
+fn exit_without_shutdown_and_a_huge_length_end_with_code_1() {
+    let mut c = Client::start();
+    c.call("initialize", json!({ "capabilities": {} }), &mut Vec::new());
+    c.notify("exit", Value::Null);
+    assert_eq!(c.finish(), 1);
+    // 2^64 - 1 bytes announced: answered at once, nothing allocated; the input then
+    // ends inside that message.
+    let mut c = Client::start();
+    c.call("initialize", json!({ "capabilities": {} }), &mut Vec::new());
+    c.send_raw(b"Content-Length: 18446744073709551615\r\n\r\n{}");
+    let r = c.recv();
+    assert_eq!(error_code(&r, Value::Null), -32600);
+    assert!(r["error"]["message"].as_str().unwrap().contains("18446744073709551615 bytes"), "{r}");
+    assert_eq!(c.finish(), 1);
+}
+
+/// Semantic tokens of a 600 KB selector line (quadratic before: about a minute); on a
+/// thread with a generous limit, so a regression fails instead of hanging.
+#[test]
+fn semantic_tokens_of_a_long_line() {
+    let sel: Vec<String> = (0..75_000).map(|i| format!("b{i}")).collect();
+    let text = format!("model m {{\n  input x: f32[B, 4]\n  output y = x\n  train {}\n}}\n", sel.join(", "));
+    assert!(text.len() > 500_000);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let tree = graft::syntax::cst::build(&text).unwrap();
+        let toks = graft::lsp::tokens::encode(&text, &graft::lsp::tokens::classify(&text, &tree));
+        let _ = tx.send(toks.data.len());
+    });
+    let n = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("semantic tokens within a minute");
+    assert!(n > 75_000, "{n}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_std_cache_is_private_and_holds_only_what_graft_wrote() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lsp-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let want = graft::lower::STD.iter().find(|(n, _)| *n == "vit").unwrap().1;
+    let path = graft::lsp::std_file_in(&base, "vit").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+    for d in [base.clone(), base.join("std"), path.parent().unwrap().to_path_buf()] {
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
+    }
+    // A FIFO (or other text) in place of the file: replaced atomically, never opened.
+    std::fs::remove_file(&path).unwrap();
+    assert!(Command::new("mkfifo").arg(&path).status().unwrap().success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let b = base.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(graft::lsp::std_file_in(&b, "vit").map_err(|e| e.to_string()));
+    });
+    let again = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("no hang on a FIFO").unwrap();
+    assert_eq!(again, path);
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+    // A directory others can write to, or a link in place of one, is refused.
+    std::fs::set_permissions(base.join("std"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = graft::lsp::std_file_in(&base, "vit").unwrap_err().to_string();
+    assert!(e.contains("writable by others"), "{e}");
+    std::fs::rename(base.join("std"), base.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(base.join("elsewhere"), base.join("std")).unwrap();
+    let e = graft::lsp::std_file_in(&base, "vit").unwrap_err().to_string();
+    assert!(e.contains("a symlink, not a directory"), "{e}");
 }

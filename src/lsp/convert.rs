@@ -2,7 +2,7 @@
 
 use crate::source::{SourceMap, Span};
 use lsp_types::{Location, Position, Range, Url};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Line starts of one text, for position conversions.
 pub struct LineIndex<'a> {
@@ -45,22 +45,47 @@ impl<'a> LineIndex<'a> {
 }
 
 /// The standard library as files on disk, so that editors can open a definition in
-/// it: written once per content into a cache directory, read-only.
+/// it: written once per content into the user's private cache ([`std_file_in`]
+/// under `$XDG_CACHE_HOME`, else `~/.cache`, else the temporary directory), read-only.
 pub fn std_file(name: &str) -> Option<PathBuf> {
-    let (_, text) = crate::lower::load::STD.iter().find(|(n, _)| *n == name)?;
-    let hash = crate::rng::hash_str(text);
-    let dir = std::env::temp_dir().join(format!("graft-std-{hash:016x}"));
-    let path = dir.join(format!("{name}.graft"));
-    if std::fs::read_to_string(&path).ok().as_deref() != Some(*text) {
-        std::fs::create_dir_all(&dir).ok()?;
-        crate::durable::write_atomic(&path, text.as_bytes()).ok()?;
-        if let Ok(meta) = std::fs::metadata(&path) {
-            let mut perms = meta.permissions();
-            perms.set_readonly(true);
-            let _ = std::fs::set_permissions(&path, perms);
-        }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.filter(|h| h.is_absolute()).map(|h| h.join(".cache")));
+    match cache {
+        Some(c) => std_file_in(&c.join("graft"), name).ok(),
+        None => std_file_in(&std::env::temp_dir().join(format!("graft-{}", crate::input_file::user_id())), name).ok(),
     }
-    Some(path)
+}
+
+/// The std file `name` under `base/std/<hash of its text>/`. `base` (and `std/`
+/// under it) is created owner-only (0700) and used only if it is a directory (not a
+/// symlink) owned by this user that no one else can write to; the file is written
+/// atomically and read back only as a regular file, so nothing another user planted
+/// (a FIFO, a link, other text) is ever opened or shown.
+pub fn std_file_in(base: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let (_, text) = crate::lower::load::STD
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no std module {name}")))?;
+    let hash = crate::rng::hash_str(text);
+    let dir = base.join("std").join(format!("{hash:016x}"));
+    if let Some(parent) = base.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    for d in [base.to_path_buf(), base.join("std"), dir.clone()] {
+        crate::input_file::private_dir(&d)?;
+    }
+    let path = dir.join(format!("{name}.graft"));
+    let current = crate::input_file::read_limited(&path, text.len()).ok();
+    if current.as_deref() != Some(text.as_bytes()) {
+        crate::durable::write_atomic(&path, text.as_bytes()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut perms = std::fs::metadata(&path)?.permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&path, perms)?;
+    }
+    Ok(path)
 }
 
 /// The URI of a file of a compilation: the document itself, an imported file, or a

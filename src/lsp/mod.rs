@@ -11,6 +11,7 @@
 //! | definition, references, document symbols, formatting | [`navigate`] |
 //! | completion | [`complete`] |
 //! | semantic tokens | [`tokens`] |
+//! | the wire: bounded frames, bad input classified | [`transport`] |
 //!
 //! The library does not print: the server speaks only the protocol on stdout.
 
@@ -22,6 +23,7 @@ pub mod navigate;
 mod query;
 pub mod server;
 pub mod tokens;
+pub mod transport;
 
-pub use convert::{std_file, LineIndex};
-pub use server::{run_stdio, serve, State};
+pub use convert::{std_file, std_file_in, LineIndex};
+pub use server::{run_stdio, serve, Ending, State};

@@ -1,10 +1,14 @@
-//! The server loop: JSON-RPC over stdio (lsp-server), one [`Analysis`] per open
-//! document, requests answered from it. Every request and notification runs inside
-//! `catch_unwind`: a panic answers that one request with an internal error (or, for a
-//! document change, publishes an internal-error diagnostic) and the session goes on.
+//! The server loop: JSON-RPC over stdio (framed and bounded by [`super::transport`]),
+//! the protocol's lifecycle (`initialize`, `shutdown`, `exit`), one [`Analysis`] per
+//! open document, requests answered from it on worker threads. Every request and
+//! notification runs inside `catch_unwind`: a panic answers that one request with an
+//! internal error (or, for a document change, publishes an internal-error
+//! diagnostic) and the session goes on. Input that is not a message is answered
+//! with the protocol's error and the session goes on.
 
 use super::analysis::Analysis;
-use lsp_server::{Connection, ErrorCode, Message, Notification, Request, Response};
+use super::transport::Incoming;
+use lsp_server::{ErrorCode, Message, Notification, Request, RequestId, Response};
 use lsp_types::notification::{
     DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, DidSaveTextDocument, Notification as _,
     PublishDiagnostics,
@@ -16,15 +20,20 @@ use lsp_types::request::{
 use lsp_types::*;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::io::{self, BufRead, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{mpsc, Arc, Mutex};
 
-/// Errors that end the session (the connection broke or the client spoke nonsense).
+/// Errors that end the session (the connection broke).
 pub type ServerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request that panics, for the test of the server's recovery; it exists only in the
 /// crate's own test build (a shipped server answers it as any unknown method).
 #[cfg(test)]
 const CRASH_TEST: &str = "graft/crashTest";
+
+/// Requests answered at once while others run on the workers.
+const WORKERS: usize = 4;
 
 pub fn capabilities() -> ServerCapabilities {
     ServerCapabilities {
@@ -55,56 +64,154 @@ pub fn capabilities() -> ServerCapabilities {
     }
 }
 
-/// Serve one client over stdin/stdout until it sends `exit`.
-pub fn run_stdio() -> Result<(), ServerError> {
-    let (conn, io) = Connection::stdio();
-    serve(&conn)?;
-    drop(conn);
-    io.join()?;
-    Ok(())
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `shutdown` then `exit`, as the protocol asks (exit code 0).
+    Clean,
+    /// `exit` without `shutdown`, or the input ended first (exit code 1).
+    Unclean,
 }
 
-/// Serve one client on a connection (stdio, or in memory for tests).
-pub fn serve(conn: &Connection) -> Result<(), ServerError> {
-    conn.initialize(serde_json::to_value(capabilities())?)?;
+/// Serve one client over stdin/stdout until it sends `exit` or closes its output.
+pub fn run_stdio() -> Result<Ending, ServerError> {
+    let stdin = std::io::stdin();
+    Ok(serve(stdin.lock(), Box::new(std::io::stdout()))?)
+}
+
+/// Where every message to the client goes: one writer shared by the main loop and
+/// the workers, a message at a time.
+#[derive(Clone)]
+struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
+
+impl Out {
+    fn send(&self, msg: Message) -> io::Result<()> {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        super::transport::write(&mut **w, &msg)
+    }
+
+    fn error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) -> io::Result<()> {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        super::transport::write_error(&mut **w, id, code, message)
+    }
+}
+
+/// Where a session is in the protocol's lifecycle.
+#[derive(PartialEq)]
+enum Phase {
+    /// Before `initialize`: requests are answered `ServerNotInitialized`.
+    Starting,
+    Running,
+    /// After `shutdown`: only `exit` is acted on.
+    ShutDown,
+}
+
+/// Serve one client: read framed messages from `input`, write to `output`. Bad
+/// input is answered with the protocol's errors and the session goes on; document
+/// requests run on worker threads over a snapshot of the documents, so a long one
+/// does not hold up the others (changes are applied in order on this thread).
+pub fn serve(input: impl BufRead, output: Box<dyn Write + Send>) -> io::Result<Ending> {
+    let out = Out(Arc::new(Mutex::new(output)));
+    let mut reader = super::transport::Reader::new(input);
     let mut state = State::default();
-    for msg in &conn.receiver {
-        match msg {
-            Message::Request(req) => {
-                if conn.handle_shutdown(&req)? {
-                    return Ok(());
-                }
+    let mut phase = Phase::Starting;
+    let (jobs, queue) = mpsc::channel::<(State, Request)>();
+    let queue = Arc::new(Mutex::new(queue));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (queue, out) = (queue.clone(), out.clone());
+            std::thread::spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((snapshot, req)) = next else { return };
                 let id = req.id.clone();
-                let resp = catch_unwind(AssertUnwindSafe(|| state.request(req))).unwrap_or_else(|p| {
+                let resp = catch_unwind(AssertUnwindSafe(|| snapshot.request(req))).unwrap_or_else(|p| {
                     Response::new_err(
                         id,
                         ErrorCode::InternalError as i32,
                         format!("internal error: {}", panic_text(&p)),
                     )
                 });
-                conn.sender.send(Message::Response(resp))?;
-            }
-            Message::Notification(n) => {
-                let uri =
-                    n.params.pointer("/textDocument/uri").and_then(|u| serde_json::from_value::<Url>(u.clone()).ok());
-                let out = catch_unwind(AssertUnwindSafe(|| state.notify(n))).unwrap_or_else(|p| {
-                    let Some(uri) = uri else { return Vec::new() };
-                    let d = Diagnostic {
-                        severity: Some(DiagnosticSeverity::ERROR),
-                        source: Some("graft".into()),
-                        message: format!("internal error while checking: {}\nthis is a bug in graft", panic_text(&p)),
-                        ..Default::default()
+                if out.send(Message::Response(resp)).is_err() {
+                    return;
+                }
+            })
+        })
+        .collect();
+    let ending = loop {
+        let Some(msg) = reader.next_message()? else {
+            break if phase == Phase::ShutDown { Ending::Clean } else { Ending::Unclean };
+        };
+        match msg {
+            Incoming::Invalid { id, code, message } => out.error(id.as_ref(), code, &message)?,
+            Incoming::Response => {}
+            Incoming::Request(req) => match (&phase, req.method.as_str()) {
+                (Phase::Starting, "initialize") => {
+                    let result = InitializeResult {
+                        capabilities: capabilities(),
+                        server_info: Some(ServerInfo {
+                            name: "graft".into(),
+                            version: Some(env!("CARGO_PKG_VERSION").into()),
+                        }),
                     };
-                    vec![publish(uri, vec![d])]
-                });
-                for n in out {
-                    conn.sender.send(Message::Notification(n))?;
+                    out.send(Message::Response(Response::new_ok(req.id, result)))?;
+                    phase = Phase::Running;
+                }
+                (Phase::Starting, m) => out.error(
+                    Some(&req.id),
+                    ErrorCode::ServerNotInitialized,
+                    &format!("{m} before `initialize`: the server is not initialized yet"),
+                )?,
+                (Phase::Running, "initialize") => {
+                    out.error(Some(&req.id), ErrorCode::InvalidRequest, "the server is already initialized")?
+                }
+                (Phase::Running, "shutdown") => {
+                    out.send(Message::Response(Response::new_ok(req.id, Value::Null)))?;
+                    phase = Phase::ShutDown;
+                }
+                (Phase::Running, _) => {
+                    if jobs.send((state.clone(), req)).is_err() {
+                        return Err(io::Error::other("the request workers stopped"));
+                    }
+                }
+                (Phase::ShutDown, m) => out.error(
+                    Some(&req.id),
+                    ErrorCode::InvalidRequest,
+                    &format!("{m} after `shutdown`: the server only accepts `exit` now"),
+                )?,
+            },
+            Incoming::Notification(n) if n.method == "exit" => {
+                break if phase == Phase::ShutDown { Ending::Clean } else { Ending::Unclean };
+            }
+            Incoming::Notification(n) => {
+                if phase != Phase::Running {
+                    continue; // dropped, as the protocol asks, before `initialize` and after `shutdown`
+                }
+                for n in notify_guarded(&mut state, n) {
+                    out.send(Message::Notification(n))?;
                 }
             }
-            Message::Response(_) => {}
         }
-    }
-    Ok(())
+    };
+    // Workers finish what they hold and stop when the queue closes; none is waited
+    // for (`exit` does not wait for answers nobody will read).
+    drop((jobs, workers));
+    Ok(ending)
+}
+
+/// Apply a notification under `catch_unwind`: a panic while checking a document is
+/// published as an internal-error diagnostic of that document.
+fn notify_guarded(state: &mut State, n: Notification) -> Vec<Notification> {
+    let uri = n.params.pointer("/textDocument/uri").and_then(|u| serde_json::from_value::<Url>(u.clone()).ok());
+    catch_unwind(AssertUnwindSafe(|| state.notify(n))).unwrap_or_else(|p| {
+        let Some(uri) = uri else { return Vec::new() };
+        let d = Diagnostic {
+            severity: Some(DiagnosticSeverity::ERROR),
+            source: Some("graft".into()),
+            message: format!("internal error while checking: {}\nthis is a bug in graft", panic_text(&p)),
+            ..Default::default()
+        };
+        vec![publish(uri, vec![d])]
+    })
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -118,22 +225,24 @@ fn publish(uri: Url, diagnostics: Vec<Diagnostic>) -> Notification {
     )
 }
 
-#[derive(Default)]
+/// The open documents. Cloning is cheap (the analyses are shared): a request runs
+/// on a snapshot while later changes replace documents in the original.
+#[derive(Default, Clone)]
 pub struct State {
-    docs: HashMap<Url, Analysis>,
+    docs: HashMap<Url, Arc<Analysis>>,
 }
 
 impl State {
     /// Check a document's new text; the notification that publishes its diagnostics.
     pub fn update(&mut self, uri: Url, text: String) -> Notification {
-        let a = Analysis::new(uri.clone(), text, self.docs.get(&uri));
+        let a = Analysis::new(uri.clone(), text, self.docs.get(&uri).map(|a| &**a));
         let n = publish(uri.clone(), a.diagnostics.clone());
-        self.docs.insert(uri, a);
+        self.docs.insert(uri, Arc::new(a));
         n
     }
 
     pub fn doc(&self, uri: &Url) -> Option<&Analysis> {
-        self.docs.get(uri)
+        self.docs.get(uri).map(|a| &**a)
     }
 
     fn notify(&mut self, n: Notification) -> Vec<Notification> {
@@ -170,7 +279,7 @@ impl State {
     }
 
     /// Answer one request.
-    pub fn request(&mut self, req: Request) -> Response {
+    pub fn request(&self, req: Request) -> Response {
         let id = req.id.clone();
         match self.answer(req) {
             Ok(v) => Response::new_ok(id, v),
@@ -178,13 +287,13 @@ impl State {
         }
     }
 
-    fn answer(&mut self, req: Request) -> Result<Value, (ErrorCode, String)> {
+    fn answer(&self, req: Request) -> Result<Value, (ErrorCode, String)> {
         fn parse<P: serde::de::DeserializeOwned>(v: Value) -> Result<P, (ErrorCode, String)> {
             serde_json::from_value(v).map_err(|e| (ErrorCode::InvalidParams, e.to_string()))
         }
         let json = |v: Result<Value, serde_json::Error>| v.map_err(|e| (ErrorCode::InternalError, e.to_string()));
         fn doc<'a>(s: &'a State, uri: &Url) -> Result<&'a Analysis, (ErrorCode, String)> {
-            s.docs.get(uri).ok_or_else(|| (ErrorCode::InvalidParams, format!("{uri} is not open")))
+            s.docs.get(uri).map(|a| &**a).ok_or_else(|| (ErrorCode::InvalidParams, format!("{uri} is not open")))
         }
         match req.method.as_str() {
             HoverRequest::METHOD => {

@@ -2,7 +2,6 @@
 //! rule around it (a name after `module` is a function, the name of a named argument
 //! a parameter, a selector segment a property, …).
 
-use super::convert::LineIndex;
 use crate::syntax::cst::{Elem, Node, TokKind, Token};
 use crate::syntax::Rule;
 use lsp_types::{SemanticToken, SemanticTokenType, SemanticTokens, SemanticTokensLegend};
@@ -90,20 +89,35 @@ fn kind(text: &str, t: &Token, parent: Rule, next: Option<&Elem>) -> Option<Sema
 }
 
 /// The LSP encoding: each token relative to the previous one, one per line segment.
+/// One pass over the text (a cursor that only moves forward), so a long line costs
+/// its length, not its length times its tokens. A line break (`\n` or `\r\n`) is
+/// never part of a token.
 pub fn encode(text: &str, tokens: &[(usize, usize, u32)]) -> SemanticTokens {
-    let idx = LineIndex::new(text);
     let mut data = Vec::new();
-    let (mut line, mut col) = (0u32, 0u32);
+    // Where the cursor is: byte offset, line, UTF-16 column.
+    let (mut at, mut line, mut col) = (0usize, 0u32, 0u32);
+    let (mut prev_line, mut prev_col) = (0u32, 0u32);
+    let advance = |to: usize, at: &mut usize, line: &mut u32, col: &mut u32| {
+        for c in text.get(*at..to).unwrap_or_default().chars() {
+            if c == '\n' {
+                *line += 1;
+                *col = 0;
+            } else {
+                *col += c.len_utf16() as u32;
+            }
+        }
+        *at = to;
+    };
     for &(start, end, ty) in tokens {
-        // Split multi-line tokens (block comments) at newlines.
+        let Some(tok) = text.get(start..end).filter(|_| start >= at) else { continue };
+        // Split multi-line tokens (block comments) at line breaks.
         let mut s = start;
-        for piece in text[start..end].split_inclusive('\n') {
-            let e = s + piece.trim_end_matches('\n').len();
-            let p = idx.position(s);
-            let len: u32 = text[s..e].chars().map(|c| c.len_utf16() as u32).sum();
+        for piece in tok.split_inclusive('\n') {
+            advance(s, &mut at, &mut line, &mut col);
+            let len: u32 = piece.trim_end_matches(['\n', '\r']).chars().map(|c| c.len_utf16() as u32).sum();
             if len > 0 {
-                let delta_line = p.line - line;
-                let delta_start = if delta_line == 0 { p.character - col } else { p.character };
+                let delta_line = line - prev_line;
+                let delta_start = if delta_line == 0 { col - prev_col } else { col };
                 data.push(SemanticToken {
                     delta_line,
                     delta_start,
@@ -111,11 +125,51 @@ pub fn encode(text: &str, tokens: &[(usize, usize, u32)]) -> SemanticTokens {
                     token_type: ty,
                     token_modifiers_bitset: 0,
                 });
-                line = p.line;
-                col = p.character;
+                (prev_line, prev_col) = (line, col);
             }
             s += piece.len();
         }
     }
     SemanticTokens { result_id: None, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(text: &str) -> Vec<(u32, u32, u32, String)> {
+        let tree = crate::syntax::cst::build(text).expect("tree");
+        let toks = encode(text, &classify(text, &tree));
+        let (mut line, mut col) = (0, 0);
+        let mut out = Vec::new();
+        for t in &toks.data {
+            line += t.delta_line;
+            col = if t.delta_line == 0 { col + t.delta_start } else { t.delta_start };
+            out.push((line, col, t.length, TYPES[t.token_type as usize].as_str().to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn comments_in_crlf_files_end_at_the_line_end() {
+        let text = "// one\r\nmodel m { // two\r\n  input x: f32[B, 4]\r\n  /* a\r\n b */ output y = x\r\n}\r\n";
+        let got = decoded(text);
+        let comments: Vec<_> = got.iter().filter(|t| t.3 == "comment").map(|t| (t.0, t.1, t.2)).collect();
+        assert_eq!(comments, [(0, 0, 6), (1, 10, 6), (3, 2, 4), (4, 0, 5)], "{got:?}");
+    }
+
+    #[test]
+    fn positions_on_a_long_line_match_the_line_index() {
+        let sel: Vec<String> = (0..2000).map(|i| format!("b{i}")).collect();
+        let text = format!("model m {{\n  input x: f32[B, 4]\n  output y = x\n  train {} // é\n}}\n", sel.join(", "));
+        let idx = super::super::convert::LineIndex::new(&text);
+        let tree = crate::syntax::cst::build(&text).expect("tree");
+        let toks = classify(&text, &tree);
+        let got = decoded(&text);
+        assert_eq!(got.len(), toks.len());
+        for ((line, col, _, _), (start, _, _)) in got.iter().zip(&toks) {
+            let p = idx.position(*start);
+            assert_eq!((p.line, p.character), (*line, *col));
+        }
+    }
 }

@@ -220,7 +220,9 @@ impl Builder<'_> {
                 continue;
             }
             let (kind, end) = if self.text[i..to].starts_with("//") {
+                // To the end of the line, without its break (`\n` or `\r\n`).
                 let end = self.text[i..to].find('\n').map_or(to, |n| i + n);
+                let end = if end > i + 2 && self.text.as_bytes()[end - 1] == b'\r' { end - 1 } else { end };
                 (TokKind::LineComment, end)
             } else if self.text[i..to].starts_with("/*") {
                 let end = self.text[i + 2..to].find("*/").map_or(to, |n| i + 2 + n + 2);
