@@ -8,7 +8,9 @@
 //!
 //! - [`write_atomic`] writes a byte buffer; [`write_atomic_with`] lets a closure
 //!   stream into the file (through a buffered writer) instead of building the bytes
-//!   in memory first.
+//!   in memory first; [`rewrite_atomic`] replaces a user's file in place (through a
+//!   symlink, keeping the mode), as `graft fmt` does.
+//! - Temporary names stay within 255 bytes, whatever the destination's name.
 //! - [`StagedDir`] writes a *set* of files that must appear together: each file is
 //!   written and synced inside a private staging directory, and
 //!   [`StagedDir::publish`] renames the whole directory into place in one step.
@@ -54,12 +56,29 @@ pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<(), WriteError>
 where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
 {
+    replace_with(path, None, fill)
+}
+
+/// Rewrite an existing file atomically and durably, the way an editor saves: a
+/// symlink is followed to the file it names (the link stays a link and the target
+/// gets the new text), and the file keeps its permission bits (a 0600 spec stays
+/// 0600).
+pub fn rewrite_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let target = std::fs::canonicalize(path).map_err(|e| WriteError::new(path, "resolving the file's links", e))?;
+    let perms = std::fs::metadata(&target).map_err(|e| WriteError::new(&target, "reading its permissions", e))?;
+    replace_with(&target, Some(perms.permissions()), |w| w.write_all(bytes))
+}
+
+fn replace_with<F>(path: &Path, perms: Option<std::fs::Permissions>, fill: F) -> Result<(), WriteError>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
     let dir = parent_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| WriteError::new(path, "choosing a temporary name", io::Error::other("not a file path")))?;
     let tmp = dir.join(temp_name(&name.to_string_lossy()));
-    let result = write_synced(&tmp, fill)
+    let result = write_synced(&tmp, perms, fill)
         .and_then(|()| crate::fault::point("rename").map_err(|e| ("renaming into place", e)))
         .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| ("renaming into place", e)))
         .and_then(|()| crate::fault::point("sync dir").map_err(|e| ("syncing the directory", e)));
@@ -123,7 +142,7 @@ impl StagedDir {
         F: FnOnce(&mut dyn Write) -> io::Result<()>,
     {
         let path = self.staging.join(name);
-        write_synced(&path, fill).map_err(|(step, e)| WriteError::new(&self.dest.join(name), step, e))
+        write_synced(&path, None, fill).map_err(|(step, e)| WriteError::new(&self.dest.join(name), step, e))
     }
 
     /// Make the set visible as `dest` in one rename, then sync the parent directory.
@@ -147,17 +166,23 @@ impl Drop for StagedDir {
     }
 }
 
-/// Create (or truncate) `path`, fill it, flush and fsync it.
-fn write_synced<F>(path: &Path, fill: F) -> Result<(), (&'static str, io::Error)>
+/// Create (or truncate) `path` (with `perms`, when given, before anything is
+/// written), fill it, flush and fsync it.
+fn write_synced<F>(path: &Path, perms: Option<std::fs::Permissions>, fill: F) -> Result<(), (&'static str, io::Error)>
 where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
 {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| ("creating a temporary file", e))?;
+    let mut opts = OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if let Some(p) = &perms {
+        // Never wider than the final mode, even for an instant.
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, std::os::unix::fs::PermissionsExt::mode(p) & 0o777);
+    }
+    let file = opts.open(path).map_err(|e| ("creating a temporary file", e))?;
+    if let Some(p) = perms {
+        file.set_permissions(p).map_err(|e| ("setting the file's permissions", e))?;
+    }
     let mut w = BufWriter::new(file);
     fill(&mut w).map_err(|e| ("writing", e))?;
     crate::fault::point("write").map_err(|e| ("writing", e))?;
@@ -170,12 +195,23 @@ fn parent_dir(path: &Path) -> &Path {
     path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
+/// The longest file name most filesystems take (ext4, XFS, btrfs, tmpfs: 255 bytes).
+const NAME_MAX: usize = 255;
+
 /// A hidden name beside the destination, unique per process and per call, so
-/// concurrent writers (threads or processes) never share a temporary file.
+/// concurrent writers (threads or processes) never share a temporary file. The
+/// destination's name is shortened (at a character boundary) so that the temporary
+/// name stays within [`NAME_MAX`] bytes: any name the destination may have, its
+/// temporary may have too. The process id and counter keep it unique.
 fn temp_name(name: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".{name}.tmp-{}-{n}", std::process::id())
+    let suffix = format!(".tmp-{}-{n}", std::process::id());
+    let mut keep = name.len().min(NAME_MAX - 1 - suffix.len());
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!(".{}{suffix}", &name[..keep])
 }
 
 #[cfg(test)]
@@ -229,6 +265,34 @@ mod tests {
         let err = write_atomic(&p, b"x").unwrap_err();
         assert_eq!(err.path, p);
         assert!(err.to_string().contains("no-such-dir"), "{err}");
+    }
+
+    #[test]
+    fn the_longest_legal_names_can_be_written() {
+        let d = scratch("long");
+        for len in [250, 255] {
+            let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
+            assert_eq!(name.len(), len);
+            write_atomic(&d.join(&name), b"x").unwrap();
+            StagedDir::new(&d.join("y".repeat(len))).unwrap().publish().unwrap();
+        }
+        assert_eq!(entries(&d).len(), 4);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_rewrite_goes_through_the_link_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = scratch("rewrite");
+        let real = d.join("real.graft");
+        std::fs::write(&real, b"old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink("real.graft", d.join("link.graft")).unwrap();
+        rewrite_atomic(&d.join("link.graft"), b"new").unwrap();
+        assert!(std::fs::symlink_metadata(d.join("link.graft")).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(entries(&d), ["link.graft", "real.graft"]);
     }
 
     #[test]

@@ -303,6 +303,48 @@ proptest! {
     }
 }
 
+/// One piece of a client's byte stream: a well-framed body (random bytes, random JSON
+/// values, or a message with a random id), a header with a random length, or bytes.
+fn lsp_piece() -> impl Strategy<Value = Vec<u8>> {
+    let frame = |body: Vec<u8>| {
+        let mut f = format!("Content-Length: {}\r\n\r\n", body.len()).into_bytes();
+        f.extend(body);
+        f
+    };
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(frame),
+        (any::<i64>(), any::<f64>(), "[a-z/]{0,12}").prop_map(move |(i, x, m)| {
+            frame(
+                format!(
+                    r#"{{"jsonrpc":"2.0","id":{},"method":"{m}","params":{{"x":{x}}}}}"#,
+                    if i % 2 == 0 { i.to_string() } else { x.to_string() }
+                )
+                .into_bytes(),
+            )
+        }),
+        any::<u64>().prop_map(|n| format!("Content-Length: {n}\r\n\r\n").into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// The language server's reader: any byte stream is classified frame by frame
+    /// (never a panic, never an allocation the stream's length does not pay for) and
+    /// ends when the stream does.
+    #[test]
+    fn lsp_streams(pieces in prop::collection::vec(lsp_piece(), 0..12)) {
+        let bytes: Vec<u8> = pieces.concat();
+        let mut r = graft::lsp::transport::Reader::new(bytes.as_slice());
+        let mut n = 0;
+        while let Some(m) = r.next_message().unwrap() {
+            n += 1;
+            prop_assert!(n <= bytes.len() + 1, "more messages than bytes: {m:?}");
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(config(48))]
 
@@ -436,6 +478,25 @@ fn long_chains() {
     // `else if` chains recurse like brackets.
     let chain = format!("if true {{ out x }}{}", " else if false { out x }".repeat(DEEP / 10));
     must_hit_depth_limit(format!("module m() {{\n  in x\n  {chain}\n}}\n"));
+}
+
+/// A flat chain is as deep as its operators: `a + b + c` is two levels, so a sum of
+/// 128 (or 200) terms is well within the limit of 256.
+#[test]
+fn flat_chains_count_their_operators() {
+    let body = |e: String| {
+        format!("module m() {{\n  in x\n  y = {e}\n  out y\n}}\nmodel q {{\n  input x: f32[B, 4]\n  encoder e = m()(x)\n  output o = e\n}}\n")
+    };
+    for terms in [128, 200] {
+        for e in [format!("x{}", " + x".repeat(terms - 1)), format!("x * ({}1)", "1 + ".repeat(terms - 1))] {
+            match verdict(body(e)) {
+                Ok(Outcome::Compiled) => {}
+                Ok(Outcome::UserError(r)) => panic!("{terms} terms refused:\n{r}"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    must_hit_depth_limit(body(format!("x{}", " + x".repeat(300))));
 }
 
 #[test]

@@ -434,7 +434,9 @@ fn alignment(src: &str, n: &Node) -> Vec<Option<Pad>> {
     for (i, c) in n.children.iter().enumerate() {
         match c {
             Elem::Node(x) if matches!(x.rule, Rule::let_stmt | Rule::input_decl) => {
-                let joins = run_rule == Some(x.rule) && x.first_token().is_some_and(|t| t.nl_before == 1);
+                // The next line (or the same line: each item gets its own line, so a spec
+                // written on one line aligns on the first pass, as on the second).
+                let joins = run_rule == Some(x.rule) && x.first_token().is_some_and(|t| t.nl_before <= 1);
                 if !joins {
                     close(&mut run, &mut pads);
                 }

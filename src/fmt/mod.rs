@@ -76,19 +76,28 @@ pub fn diff(name: &str, old: &str, new: &str) -> String {
 }
 
 /// The spec files named by `path`: the file itself, or every `.graft` file under a
-/// directory (recursively, in name order).
+/// directory (recursively, in name order). A directory named on the command line
+/// may be a symlink; symlinked directories met during the walk are not entered (two
+/// links to each other would make the walk endless), symlinked files are listed.
 pub fn collect_specs(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
     if !path.is_dir() {
         out.push(path.to_path_buf());
         return Ok(());
     }
-    let mut entries: Vec<_> = std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    entries.sort();
+    walk(path, out)
+}
+
+fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
     for e in entries {
-        if e.is_dir() {
-            collect_specs(&e, out)?;
-        } else if e.extension().is_some_and(|x| x == "graft") {
-            out.push(e);
+        let (ty, path) = (e.file_type()?, e.path());
+        if ty.is_dir() {
+            walk(&path, out)?;
+        } else if ty.is_symlink() && path.is_dir() {
+            continue;
+        } else if path.extension().is_some_and(|x| x == "graft") {
+            out.push(path);
         }
     }
     Ok(())

@@ -264,7 +264,9 @@ impl Builder {
     }
 
     pub(super) fn expr(&mut self, p: Pair<Rule>) -> Expr {
-        let n = p.clone().into_inner().count();
+        // The tree this expression becomes is as deep as its operators are many
+        // (`a + b + c` is two levels): its operands are not levels.
+        let n = 1 + p.clone().into_inner().filter(|x| x.as_rule() != Rule::postfix_expr).count();
         if self.enter(&p, n).is_none() {
             return Expr { kind: ExprKind::Int(0), span: self.span(&p) };
         }
