@@ -7,11 +7,14 @@
 //! graft's are the adapter's sites (`vit.blocks.0.attn.qkv.lora_A.weight` under the
 //! binding), so the binding reads them through a key map: the prefix removed, the
 //! backbone's name put in front. Before anything loads, the config is checked against
-//! the adapter: rank, alpha, target modules, and the options graft's `lora` does not
-//! have (DoRA, rsLoRA, biases, per-module ranks); every disagreement is listed.
+//! the adapter: rank, alpha, target modules (a list, or PEFT's regular expression) and
+//! `layers_to_transform`, and the options graft's `lora` does not have (DoRA, rsLoRA,
+//! biases, per-module ranks, excluded modules); every disagreement is listed.
 //!
 //! `graft export peft` ([`crate::commands::export`]) writes the other direction with
 //! [`config_json`] and [`PREFIX`].
+
+mod targets;
 
 use super::ParamError;
 use crate::keymap::KeyMap;
@@ -24,17 +27,22 @@ pub const WEIGHTS: &str = "adapter_model.safetensors";
 /// PEFT's prefix for the wrapped model's keys.
 pub const PREFIX: &str = "base_model.model.";
 
-/// Whether `path` is a PEFT adapter directory.
+/// The largest `adapter_config.json` graft reads (PEFT writes about a kilobyte).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// Whether a weights path is to be read as a PEFT adapter directory: any directory
+/// is (its `adapter_config.json` is then checked, and a missing or unreadable one
+/// is reported as what it is).
 pub fn is_peft_dir(path: &Path) -> bool {
-    path.is_dir() && path.join(CONFIG).is_file()
+    path.is_dir()
 }
 
 /// The weights file inside a PEFT directory.
 pub fn weights_file(dir: &Path) -> Result<PathBuf, ParamError> {
     for name in [WEIGHTS, "adapter_model.bin"] {
         let p = dir.join(name);
-        if p.is_file() {
-            return Ok(p);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            return Ok(p); // opened as a regular file only, by the weights reader
         }
     }
     Err(ParamError::File {
@@ -49,6 +57,11 @@ fn binding_error(msg: String) -> ParamError {
 
 /// The one component an adapter's sites lie in (PEFT wraps one model).
 pub fn component(binding: &str, info: &AdapterInfo) -> Result<String, ParamError> {
+    if let Some(top) = info.sites.iter().find(|s| !s.contains('.')) {
+        return Err(binding_error(format!(
+            "adapter `{binding}` is at `{top}`, a top-level site of the model (a head), not inside a component; a PEFT adapter holds modules of one wrapped model: place the adapter inside a backbone or encoder"
+        )));
+    }
     let mut comps: Vec<&str> = info.sites.iter().filter_map(|s| s.split('.').next()).collect();
     comps.sort();
     comps.dedup();
@@ -67,8 +80,16 @@ pub fn component(binding: &str, info: &AdapterInfo) -> Result<String, ParamError
 pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<KeyMap, ParamError> {
     let file = dir.join(CONFIG);
     let bad = |reason: String| ParamError::File { path: file.clone(), reason };
-    let text = std::fs::read_to_string(&file).map_err(|e| bad(e.to_string()))?;
-    let cfg: Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let bytes = crate::input_file::read_capped(&file, MAX_CONFIG_BYTES, "a PEFT adapter config").map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                format!(" (a directory given as weights is read as a PEFT adapter directory: {CONFIG} + {WEIGHTS})")
+            }
+            _ => String::new(),
+        };
+        bad(format!("{e}{hint}"))
+    })?;
+    let cfg: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let Some(info) = info else {
         return Err(binding_error(format!(
             "--weights {binding}={}: a PEFT adapter directory binds to a `lora` adapter, and `{binding}` is not an adapter",
@@ -114,20 +135,20 @@ pub fn check(binding: &str, dir: &Path, info: Option<&AdapterInfo>) -> Result<Ke
     if get("modules_to_save").as_array().is_some_and(|a| !a.is_empty()) {
         diff.push(format!("modules_to_save: {} (bind those modules' weights separately)", get("modules_to_save")));
     }
-    // Every site must be one of PEFT's target modules (a name or a path suffix).
-    let sites: Vec<String> = info.sites.iter().map(|s| s[comp.len() + 1..].to_string()).collect();
-    if let Some(targets) = get("target_modules").as_array() {
-        let targets: Vec<&str> = targets.iter().filter_map(Value::as_str).collect();
-        let matched = |s: &str| targets.iter().any(|t| s == *t || s.ends_with(&format!(".{t}")));
-        let untargeted: Vec<&str> = sites.iter().map(String::as_str).filter(|s| !matched(s)).collect();
-        if !untargeted.is_empty() {
-            diff.push(format!(
-                "target_modules: {:?} do not cover {} of the adapter's sites (first: {})",
-                targets,
-                untargeted.len(),
-                untargeted[0]
-            ));
+    for key in ["exclude_modules", "target_parameters", "trainable_token_indices", "layer_replication"] {
+        let v = get(key);
+        if !(v.is_null() || v.as_array().is_some_and(|a| a.is_empty()) || v.as_object().is_some_and(|o| o.is_empty())) {
+            diff.push(format!("{key}: {v} (graft reads LoRA on whole modules only; PEFT's default is null)"));
         }
+    }
+    if get("lora_bias").as_bool() == Some(true) {
+        diff.push("lora_bias: true (graft's lora has no bias of its own)".to_string());
+    }
+    // Every site must be one of PEFT's target modules, in a transformed layer.
+    let sites: Vec<String> = info.sites.iter().map(|s| s[comp.len() + 1..].to_string()).collect();
+    match targets::covered(&get("target_modules"), &get("layers_to_transform"), &get("layers_pattern"), &sites) {
+        Ok(()) => {}
+        Err(why) => diff.push(why),
     }
     if !diff.is_empty() {
         return Err(binding_error(format!(

@@ -231,3 +231,187 @@ fn non_finite_weights_are_an_error_naming_file_and_tensor() {
         assert!(load_one(&path, true).is_ok());
     }
 }
+
+fn mkfifo(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let made = std::process::Command::new("mkfifo").arg(path).status().map(|s| s.success()).unwrap_or(false);
+    assert!(made, "mkfifo is needed to build the FIFO case");
+}
+
+/// `graft ARGS`: (exit code, stdout + stderr), or a failure after the time limit.
+fn graft(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > super::TIMEOUT * 4 {
+            let _ = child.kill();
+            panic!("graft {args:?}: no answer within {:?}", super::TIMEOUT * 4);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or_else(|| panic!("graft {args:?} died of a signal:\n{text}"));
+    assert!(!text.contains("panicked"), "graft {args:?} panicked:\n{text}");
+    (code, text)
+}
+
+const MESSY: &str = "model m {\n  input x: f32[B, 4]\n  encoder e = linear(4, 4)(x)\noutput   y=e\n}\n";
+
+#[test]
+fn fmt_reads_only_regular_files_of_a_spec_size() {
+    let d = scratch().join("fmt-files");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let fifo = d.join("pipe.graft");
+    mkfifo(&fifo);
+    let (code, out) = graft(&["fmt".as_ref(), fifo.as_os_str()]);
+    assert!(code == 1 && out.contains("pipe.graft: a FIFO (named pipe), not a regular file"), "{out}");
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        let (code, out) = graft(&["fmt".as_ref(), dev.as_ref()]);
+        assert!(code == 1 && out.contains(&format!("{dev}: a character device")), "{out}");
+    }
+    let sparse = d.join("sparse.graft");
+    std::fs::File::create(&sparse).unwrap().set_len(3 << 30).unwrap();
+    let (code, out) = graft(&["fmt".as_ref(), "--check".as_ref(), sparse.as_os_str()]);
+    assert!(code == 1 && out.contains("sparse.graft: 3221225472 bytes, over the limit of 1048576 bytes"), "{out}");
+    std::fs::remove_file(&sparse).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn fmt_walks_no_directory_links_and_writes_through_file_links() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = scratch().join("fmt-links");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("specs")).unwrap();
+    // Two links back to the directory: the walk must not follow them.
+    std::os::unix::fs::symlink("..", d.join("specs/up")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("specs/here")).unwrap();
+    let real = d.join("specs/real.graft");
+    std::fs::write(&real, MESSY).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, out) = graft(&["fmt".as_ref(), d.as_os_str()]);
+    assert_eq!((code, out.matches("formatted").count()), (0, 1), "{out}");
+    // A spec that is a link: the target is formatted, the link stays, the mode stays.
+    std::fs::write(&real, MESSY).unwrap();
+    let link = d.join("link.graft");
+    std::os::unix::fs::symlink("specs/real.graft", &link).unwrap();
+    let (code, out) = graft(&["fmt".as_ref(), link.as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&real).unwrap().contains("\n  output y = e\n"));
+    assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
+    // The longest legal file name: its temporary name must fit too.
+    let long = d.join(format!("{}.graft", "s".repeat(244)));
+    std::fs::write(&long, MESSY).unwrap();
+    let (code, out) = graft(&["fmt".as_ref(), long.as_os_str()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read_to_string(&long).unwrap().contains("\n  output y = e\n"));
+}
+
+#[test]
+fn a_spec_on_one_line_formats_in_one_pass() {
+    let one = "module m(d: int) { in x a = linear(d, d)(x) bbbbbb = gelu(a) out bbbbbb } model q { input x: f32[B, 4] input longer: f32[B, 4] encoder e = m(d: 4)(x) output y = e }";
+    let once = graft::fmt::format_text("one.graft", one).map_err(|e| format!("{e:?}")).unwrap();
+    let twice = graft::fmt::format_text("one.graft", &once).map_err(|e| format!("{e:?}")).unwrap();
+    assert_eq!(once, twice);
+    assert!(once.contains("  a      = linear(d, d)(x)\n  bbbbbb = gelu(a)\n"), "{once}");
+}
+
+fn lora_info(sites: &[&str]) -> graft::lower::AdapterInfo {
+    graft::lower::AdapterInfo {
+        module: "lora".into(),
+        args: BTreeMap::from([("rank".to_string(), 4.0), ("alpha".to_string(), 8.0)]),
+        sites: sites.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn peft_dir(name: &str, config: Option<&str>) -> PathBuf {
+    let d = scratch().join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    if let Some(c) = config {
+        std::fs::write(d.join(graft::params::peft::CONFIG), c).unwrap();
+    }
+    d
+}
+
+fn peft_check(dir: &Path, info: graft::lower::AdapterInfo) -> String {
+    let dir = dir.to_path_buf();
+    within("PEFT check", move || graft::params::peft::check("l", &dir, Some(&info)).err().map(|e| e.to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn peft_configs_are_bounded_regular_files_named_in_errors() {
+    let info = || lora_info(&["v.blocks.0.attn.qkv"]);
+    let d = peft_dir("peft-missing", None);
+    let e = peft_check(&d, info());
+    assert!(e.contains("peft-missing/adapter_config.json") && e.contains("No such file"), "{e}");
+    mkfifo(&d.join("adapter_config.json"));
+    let e = peft_check(&d, info());
+    assert!(e.contains("adapter_config.json: a FIFO (named pipe)"), "{e}");
+    std::fs::remove_file(d.join("adapter_config.json")).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/zero", d.join("adapter_config.json")).unwrap();
+        let e = peft_check(&d, info());
+        assert!(e.contains("adapter_config.json: a character device"), "{e}");
+        std::fs::remove_file(d.join("adapter_config.json")).unwrap();
+        std::os::unix::fs::symlink("adapter_config.json", d.join("adapter_config.json")).unwrap();
+        let e = peft_check(&d, info());
+        assert!(e.contains("adapter_config.json") && !e.contains("No such file"), "{e}");
+        std::fs::remove_file(d.join("adapter_config.json")).unwrap();
+    }
+    std::fs::File::create(d.join("adapter_config.json")).unwrap().set_len(4 << 30).unwrap();
+    let e = peft_check(&d, info());
+    assert!(e.contains("adapter_config.json: 4294967296 bytes, over the limit of 1048576 bytes"), "{e}");
+    std::fs::remove_file(d.join("adapter_config.json")).unwrap();
+    // As weights, the directory's problem is named too (not "a directory").
+    let e = WeightFile::open(&d).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("adapter_model.safetensors"), "{e}");
+}
+
+#[test]
+fn peft_fields_are_honoured_or_refused_by_name() {
+    let cfg = |extra: &str| format!(r#"{{"peft_type": "LORA", "r": 4, "lora_alpha": 8{extra}}}"#);
+    let sites = ["v.blocks.0.attn.qkv", "v.blocks.1.attn.qkv"];
+    let d = peft_dir("peft-fields", Some(&cfg(r#", "target_modules": ".*blocks\\.0\\.attn\\.qkv""#)));
+    let e = peft_check(&d, lora_info(&sites));
+    assert!(e.contains("do not cover 1 of the adapter's 2 sites (first: blocks.1.attn.qkv)"), "{e}");
+    let d = peft_dir("peft-fields", Some(&cfg(r#", "target_modules": ".*\\.qkv""#)));
+    assert_eq!(peft_check(&d, lora_info(&sites)), "");
+    let d = peft_dir("peft-fields", Some(&cfg(r#", "target_modules": ["qkv"], "layers_to_transform": [0]"#)));
+    let e = peft_check(&d, lora_info(&sites));
+    assert!(e.contains("layers_to_transform [0]") && e.contains("first: blocks.1.attn.qkv"), "{e}");
+    let d = peft_dir("peft-fields", Some(&cfg(r#", "target_modules": ["qkv"], "exclude_modules": ["x"]"#)));
+    assert!(peft_check(&d, lora_info(&sites)).contains("exclude_modules"));
+    // A lora at a top-level site (a head): refused with the reason, no panic.
+    let d = peft_dir("peft-fields", Some(&cfg("")));
+    let e = peft_check(&d, lora_info(&["cls"]));
+    assert!(e.contains("`cls`, a top-level site of the model"), "{e}");
+    let spec = scratch().join("head-lora.graft");
+    std::fs::write(
+        &spec,
+        "use std.adapters\nmodel m {\n  input x: f32[B, 4]\n  head cls = linear(4, 2)(x)\n  adapter l = lora(rank: 4, alpha: 8) at cls parallel\n  output y = cls\n  train l\n}\n",
+    )
+    .unwrap();
+    let out = scratch().join("head-lora-out");
+    let (code, text) = graft(&[
+        "export".as_ref(),
+        "peft".as_ref(),
+        spec.as_os_str(),
+        "--run".as_ref(),
+        d.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(code == 1 && text.contains("top-level site"), "{text}");
+}
