@@ -136,3 +136,14 @@ pub fn timings_table(t: &[crate::pipeline::Timing]) -> String {
     out += &format!("{:<24} {:>9.3} ms\n", "total", total);
     out
 }
+
+/// The parameters of `path` that no output of `c` (compiled from it in `mode`) uses:
+/// the graph just before dead-code elimination against the compiled one. `None` when
+/// the spec cannot be loaded again.
+pub fn unused_params(path: &Path, mode: Mode, c: &Compiled) -> Option<crate::report::UnusedParams> {
+    let stages = crate::pipeline::stages(mode);
+    let before = stages.iter().position(|s| *s == "eliminate_dead_code").and_then(|i| i.checked_sub(1))?;
+    let prog = load_file(path).ok()?;
+    let graph = crate::pipeline::graph_after(prog, mode, stages[before])?.ok()?;
+    Some(crate::report::unused_params(&graph, c))
+}

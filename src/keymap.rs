@@ -32,7 +32,9 @@ pub struct KeyMap {
 }
 
 /// `resample "KEY" [grid] -> [grid] keep N`: the file's table `[1, N + prod(from), D]`
-/// becomes the spec's `[1, N + prod(to), D]` (see `params::resample`).
+/// becomes the spec's `[1, N + prod(to), D]`, or `[N + prod(from), D]` the spec's
+/// `[N + prod(to), D]` for a table without the leading 1 (std.clip's; see
+/// `params::resample`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Resample {
     pub key: String,
@@ -42,10 +44,14 @@ pub struct Resample {
 }
 
 impl Resample {
-    /// The table's shape on the file's side and on the spec's, for a width `d`.
-    pub fn shapes(&self, d: i64) -> (Vec<i64>, Vec<i64>) {
+    /// The table's shape on the file's side and on the spec's, for a table shaped
+    /// like `like` (`[1, tokens, D]` or `[tokens, D]`: its leading dims and width kept).
+    pub fn shapes(&self, like: &[i64]) -> (Vec<i64>, Vec<i64>) {
+        let d = *like.last().unwrap_or(&0);
+        let lead = &like[..like.len().saturating_sub(2)];
         let n = |g: &[i64]| self.keep + g.iter().product::<i64>();
-        (vec![1, n(&self.from), d], vec![1, n(&self.to), d])
+        let shape = |g: &[i64]| lead.iter().copied().chain([n(g), d]).collect::<Vec<i64>>();
+        (shape(&self.from), shape(&self.to))
     }
 }
 

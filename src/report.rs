@@ -36,6 +36,60 @@ pub struct ParamReport {
     pub trainable_pct_of_backbone: Option<f64>,
 }
 
+/// Parameters the spec declares that no output uses (dead-code elimination removed
+/// them, so the table does not count them): reported by count, never dropped silently.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct UnusedParams {
+    /// How many parameter tensors, and how many values in them.
+    pub tensors: u64,
+    pub values: u64,
+    /// The first paths, in path order.
+    pub first: Vec<String>,
+}
+
+/// What the graph `before` (the graph just before dead-code elimination) has that the
+/// compiled model neither keeps nor folds into a kept parameter.
+pub fn unused_params(before: &crate::ir::Graph, c: &Compiled) -> UnusedParams {
+    let mut kept: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for (_, p) in c.graph.params() {
+        kept.insert(&p.path);
+        if let crate::ir::ParamSource::Folded { expr } = &p.source {
+            kept.extend(expr.leaves().into_iter().map(|l| l.path.as_str()));
+        }
+    }
+    let mut gone: Vec<(&str, u64)> = before
+        .params()
+        .filter(|(_, p)| !kept.contains(p.path.as_str()))
+        .map(|(_, p)| (p.path.as_str(), p.numel()))
+        .collect();
+    gone.sort();
+    gone.dedup();
+    UnusedParams {
+        tensors: gone.len() as u64,
+        values: gone.iter().map(|(_, n)| n).sum(),
+        first: gone.iter().take(8).map(|(p, _)| p.to_string()).collect(),
+    }
+}
+
+/// One line for the parameter table: `unused: …` (empty when nothing is unused).
+pub fn unused_line(u: &UnusedParams) -> String {
+    if u.tensors == 0 {
+        return String::new();
+    }
+    let more = if u.tensors as usize > u.first.len() {
+        format!(" and {} more", u.tensors as usize - u.first.len())
+    } else {
+        String::new()
+    };
+    format!(
+        "not counted: {} parameter tensor{} ({} values) that no output uses: {}{more}\n",
+        u.tensors,
+        if u.tensors == 1 { "" } else { "s" },
+        thousands(u.values),
+        u.first.join(", ")
+    )
+}
+
 pub fn param_report(c: &Compiled) -> ParamReport {
     let mut kinds: Vec<(String, String)> = Vec::new();
     for comp in &c.components {

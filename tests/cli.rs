@@ -264,3 +264,86 @@ fn train_and_eval_without_libtorch_say_how_to_get_them() {
         assert!(err.contains("built without LibTorch") && err.contains("--features torch"), "{err}");
     }
 }
+
+/// A head bound after its declaration, to a file or to the command line
+/// (`weights cls required`), and `--allow-missing` naming what it leaves at init.
+#[test]
+fn heads_bind_required_weights_and_gaps_left_at_init_are_named() {
+    let d = TempDir::new("head-required");
+    let spec = d.0.join("head.graft");
+    std::fs::write(
+        &spec,
+        "model m {\n  input x: f32[B, 4]\n  encoder e = linear(4, 4)(x)\n  head cls = linear(4, 2)(e)\n  output y = cls\n  weights cls required\n}\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let o = graft(&["inspect", spec, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let w = v["weights"].as_array().unwrap().iter().find(|w| w["binding"] == "cls").expect("cls binding");
+    assert_eq!((w["file"].clone(), w["required"].clone()), (serde_json::Value::Null, serde_json::json!(true)));
+    // Run without the file: refused by name; with an empty one and --allow-missing:
+    // the note names both parameters left at their initial values.
+    let inputs = d.0.join("in.safetensors");
+    let x = graft::tensor::HostTensor::from_f32(&[1, 4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    graft::safetensors::write(&inputs, &[("x".to_string(), x)], &Default::default()).unwrap();
+    let out = d.0.join("out.safetensors");
+    let (i, o_) = (inputs.to_str().unwrap(), out.to_str().unwrap());
+    let o = graft(&["run", spec, "--inputs", i, "--out", o_]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("`cls` leaves its weights to the command line"), "{}", stderr(&o));
+    let empty = d.0.join("empty.safetensors");
+    let other = graft::tensor::HostTensor::from_f32(&[1], &[0.0]).unwrap();
+    graft::safetensors::write(&empty, &[("unused".to_string(), other)], &Default::default()).unwrap();
+    let bind = format!("cls={}", empty.display());
+    let o = graft(&["run", spec, "--inputs", i, "--out", o_, "--weights", &bind, "--allow-missing", "*"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 parameters left at their initial values") && stderr(&o).contains("cls.bias, cls.weight"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Parameters no output uses are counted apart by `graft params`, and their keys in a
+/// weights file are named in a note, not dropped silently.
+#[test]
+fn parameters_and_keys_no_output_uses_are_reported() {
+    let d = TempDir::new("unused");
+    let spec = d.0.join("unused.graft");
+    std::fs::write(
+        &spec,
+        "module two(d: int) {\n  in x\n  a    = linear(d, d)(x)\n  dead = linear(d, d)(x)\n  out a\n}\n\nmodel m {\n  input x: f32[B, 4]\n  encoder e = two(4)(x)\n      weights required\n  head unused = linear(4, 3)(e)\n  output y = e\n}\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let o = graft(&["params", spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("not counted: 4 parameter tensors (35 values) that no output uses: e.dead.bias, e.dead.weight, unused.bias, unused.weight"),
+        "{}",
+        stdout(&o)
+    );
+    let o = graft(&["params", spec, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!((v["total"].clone(), v["unused"]["values"].clone()), (serde_json::json!(20), serde_json::json!(35)));
+    let w = d.0.join("e.safetensors");
+    let t = |n: &[i64]| graft::tensor::HostTensor::from_f32(n, &vec![0.5; n.iter().product::<i64>() as usize]).unwrap();
+    let tensors: Vec<(String, graft::tensor::HostTensor)> = ["a", "dead"]
+        .iter()
+        .flat_map(|l| [(format!("{l}.weight"), t(&[4, 4])), (format!("{l}.bias"), t(&[4]))])
+        .collect();
+    graft::safetensors::write(&w, &tensors, &Default::default()).unwrap();
+    let inputs = d.0.join("in.safetensors");
+    graft::safetensors::write(&inputs, &[("x".to_string(), t(&[1, 4]))], &Default::default()).unwrap();
+    let bind = format!("e={}", w.display());
+    let out = d.0.join("out.safetensors");
+    let o =
+        graft(&["run", spec, "--inputs", inputs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--weights", &bind]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 keys of") && stderr(&o).contains("no output uses, not read (dead.bias, dead.weight)"),
+        "{}",
+        stderr(&o)
+    );
+}

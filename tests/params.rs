@@ -85,3 +85,39 @@ fn incremental_plugin_keeps_earlier_plugins_frozen() {
     assert_eq!(get("pose_enc").frozen, 0);
     assert_eq!(r.trainable, get("xa_pose").total + get("pose_enc").total);
 }
+
+/// A spec of one backbone `m` = `call` over input `input`, compiled in train mode.
+fn std_model(tag: &str, input: &str, call: &str) -> graft::report::ParamReport {
+    let dir = std::env::temp_dir().join(format!("graft-params-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("m.graft");
+    let text = format!(
+        "use std.hf_vit\nuse std.clip\n\nmodel m {{\n  input x: {input}\n  backbone b = {call}(x)\n      weights required\n  output y = b\n}}\n"
+    );
+    std::fs::write(&spec, text).unwrap();
+    params(spec.to_str().unwrap(), Mode::Train)
+}
+
+/// The std classification heads equal transformers' models (ViTForImageClassification
+/// = ViTModel without its pooler + classifier; ASTForAudioClassification = ASTModel +
+/// a LayerNorm and a linear), and std.clip's activation is a parameter.
+#[test]
+fn std_classification_heads_and_clip_activation() {
+    let vit = std_model("vit", "f32[B, 3, 224, 224]", "hf_vit_classifier(classes: 1000)");
+    assert_eq!(vit.total, 86_567_656);
+    let ast = params("specs/ast_base.graft", Mode::Train).total;
+    let cls = std_model("ast", "f32[B, 1024, 128]", "hf_ast_classifier(classes: 527)");
+    assert_eq!(cls.total, ast + 2 * 768 + 768 * 527 + 527);
+    let quick = std_model("clipq", "f32[B, 3, 224, 224]", "clip_vision()");
+    let gelu = std_model("clipg", "f32[B, 3, 224, 224]", "clip_vision(act: \"gelu\")");
+    assert_eq!((quick.total, gelu.total), (87_849_216, 87_849_216));
+    // The activation is what the config says: 12 exact GELUs, or 12 quick-GELU sigmoids.
+    for (act, gelus, sigmoids) in [("\"gelu\"", 12, 0), ("\"quick_gelu\"", 0, 12)] {
+        let text = format!(
+            "use std.clip\nmodel m {{\n  input x: f32[B, 3, 224, 224]\n  backbone b = clip_vision(act: {act})(x)\n      weights required\n  output y = b\n}}\n"
+        );
+        let c = graft::api::compile_str("clip.graft", None, &text, Mode::Infer).map_err(|f| render_failure(&f, false)).unwrap();
+        let ir = graft::ir::print::to_text(&c.graph, "");
+        assert_eq!((ir.matches(" gelu(").count(), ir.matches(" sigmoid(").count()), (gelus, sigmoids), "{act}");
+    }
+}

@@ -166,6 +166,9 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
             let b = bindings(spec, &c, &weights)?;
             let declared = Declared::from_sites(&c.sites);
             let leaves = Leaves::load(plan.params().iter(), &b, &declared, &a.allow_missing, 0)?;
+            for note in &leaves.notes {
+                eprintln!("note: {note}");
+            }
             weights_params = plan.params().iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
             materialise(plan.params(), &leaves)?
         };

@@ -81,7 +81,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             true
         }
     };
-    let mut binds: HashMap<String, (String, Option<Trainability>, crate::source::Span)> = HashMap::new();
+    // `weights NAME "file"` / `weights NAME required` (file `None`).
+    let mut binds: HashMap<String, (Option<String>, Option<Trainability>, crate::source::Span)> = HashMap::new();
     for it in &items {
         if let ModelItem::Bind { name, file, keys, trainability, span } = it {
             binds.insert(name.name.clone(), (file.clone(), *trainability, *span));
@@ -148,8 +149,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         }
         let mut trainability = c.trainability.map(|t| t.0);
         if let Some((file, t, _)) = binds.remove(&c.name.name) {
-            weights = Some(file);
-            required = false;
+            required = file.is_none();
+            weights = file;
             trainability = t.or(trainability);
         }
         if required {
@@ -189,7 +190,14 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             continue;
         }
         let binding = binds.remove(&name.name).map(|(f, _, _)| {
-            lw.decls.weights.insert(name.name.clone(), f);
+            match f {
+                Some(f) => {
+                    lw.decls.weights.insert(name.name.clone(), f);
+                }
+                None => {
+                    lw.decls.required_weights.insert(name.name.clone());
+                }
+            }
             name.name.clone()
         });
         b.set_owner(&name.name, binding);
@@ -226,8 +234,15 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         match it {
             ModelItem::Adapter(a) if declare(b, &a.name) => {
                 if let Some((f, t, _)) = binds.remove(&a.name.name) {
-                    lw.decls.weights.insert(a.name.name.clone(), f.clone());
-                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f, t));
+                    match &f {
+                        Some(f) => {
+                            lw.decls.weights.insert(a.name.name.clone(), f.clone());
+                        }
+                        None => {
+                            lw.decls.required_weights.insert(a.name.name.clone());
+                        }
+                    }
+                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f.unwrap_or_default(), t));
                 } else if let Some(w) = &a.weights {
                     if !w.keys.is_identity() {
                         lw.decls.key_maps.insert(a.name.name.clone(), w.keys.clone());

@@ -7,7 +7,8 @@
 //! keys whose shape or dtype does not fit are collected over every file and reported
 //! together, one line each (`blocks.8.attn.qkv.weight: file f32[768, 2304], spec
 //! f32[2304, 768]`). `--allow-missing PATTERN` excuses keys matching a glob on either
-//! side; an excused missing parameter is initialised ([`super::init::fallback_init`]).
+//! side; an excused missing parameter is initialised ([`super::init::fallback_init`])
+//! and named in a note (count and first paths) that every command prints.
 //! Integer and boolean tensors nothing reads (buffers such as
 //! `embeddings.position_ids`) are skipped. Float values are converted explicitly to
 //! the parameter's dtype. A NaN or an infinity in a file is an error naming the file
@@ -132,13 +133,18 @@ impl Leaves {
             for (binding, key, p) in reqs {
                 let full = format!("{binding}.{key}");
                 let excused = allow.iter().any(|a| glob_match(a, key) || glob_match(a, &full));
-                let hit = if let Some(m) = mapped.get(binding.as_str()) {
-                    m.get(key).copied()
-                } else if f.metas.contains_key(key) {
-                    Some(key.as_str())
-                } else {
-                    f.metas.get_key_value(&full).map(|(k, _)| k.as_str())
+                let lookup = |key: &str| {
+                    if let Some(m) = mapped.get(binding.as_str()) {
+                        m.get(key).copied()
+                    } else if let Some((k, _)) = f.metas.get_key_value(key) {
+                        Some(k.as_str())
+                    } else {
+                        f.metas.get_key_value(&format!("{binding}.{key}")).map(|(k, _)| k.as_str())
+                    }
                 };
+                // A key std spells as a newer release saves it may be stored under its
+                // older name (`q_bias` for `query.bias`).
+                let hit = lookup(key).or_else(|| super::spellings::older(key).and_then(|k| lookup(&k)));
                 let spec = type_text(p.dtype, &p.shape);
                 match hit {
                     None if excused => {}
@@ -151,7 +157,7 @@ impl Leaves {
                         let fits_shape = match rule {
                             // The file holds the checkpoint's grid, the spec the new one.
                             Some(r) => {
-                                let (file, spec) = r.shapes(*p.shape.last().unwrap_or(&0));
+                                let (file, spec) = r.shapes(&p.shape);
                                 m.shape == file && p.shape == spec
                             }
                             None => same_values_shape(&m.shape, &p.shape),
@@ -163,8 +169,8 @@ impl Leaves {
                                     r.from,
                                     r.to,
                                     r.keep,
-                                    r.shapes(*p.shape.last().unwrap_or(&0)).0,
-                                    r.shapes(*p.shape.last().unwrap_or(&0)).1
+                                    r.shapes(&p.shape).0,
+                                    r.shapes(&p.shape).1
                                 ),
                                 None => String::new(),
                             };
@@ -199,6 +205,30 @@ impl Leaves {
                 .collect();
             let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
             let names: Vec<&str> = names.into_iter().collect();
+            // Keys of parameters the spec declares but no output uses (a pooler when
+            // only the tokens are output): accepted, and counted in a note.
+            let dead: Vec<&str> = f
+                .metas
+                .iter()
+                .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
+                .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
+                .filter(|(k, _)| {
+                    reqs.iter().any(|(b, _, _)| {
+                        let spec = bindings.maps.get(b).and_then(|m| m.to_spec(k)).unwrap_or_else(|| k.to_string());
+                        declared.contains(&format!("{b}.{spec}")) || declared.contains(k)
+                    })
+                })
+                .map(|(k, _)| k.as_str())
+                .collect();
+            if !dead.is_empty() {
+                notes.push(format!(
+                    "{} key{} of {} belong to parameters that no output uses, not read ({})",
+                    dead.len(),
+                    if dead.len() == 1 { "" } else { "s" },
+                    path.display(),
+                    abbreviate(&dead, 8)
+                ));
+            }
             // A binding with a prefix reads the part of the file under it (a backbone
             // inside a full Hugging Face checkpoint): the rest is noted, not refused.
             let outside = |k: &str| {
@@ -258,6 +288,7 @@ impl Leaves {
             return Err(ParamError::Mismatch { problems, report: report.trim_end().to_string() });
         }
         let mut values = HashMap::new();
+        let mut at_init: Vec<&str> = Vec::new();
         for p in leaves.values() {
             let t = match (bindings.source(p), found.get(&p.path), &p.source) {
                 (Some((binding, spec_key)), Some((fi, key)), _) => {
@@ -274,11 +305,27 @@ impl Leaves {
                     t.shape = p.shape.clone();
                     t
                 }
-                (Some(_), None, _) => init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path),
+                (Some(_), None, _) => {
+                    at_init.push(&p.path);
+                    init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path)
+                }
                 (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
                 (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
             };
             values.insert(p.path.clone(), t);
+        }
+        // Every parameter a weights file did not give (excused by --allow-missing) is
+        // named: a bias left at zero changes outputs silently otherwise.
+        if !at_init.is_empty() {
+            notes.push(format!(
+                "{} parameter{} left at {} initial value{} (not in {} weights file, excused by --allow-missing): {}",
+                at_init.len(),
+                if at_init.len() == 1 { "" } else { "s" },
+                if at_init.len() == 1 { "its" } else { "their" },
+                if at_init.len() == 1 { "" } else { "s" },
+                if at_init.len() == 1 { "its" } else { "their" },
+                abbreviate(&at_init, 8)
+            ));
         }
         Ok(Leaves { values, allow_nonfinite: bindings.allow_nonfinite, notes })
     }
@@ -430,6 +477,18 @@ mod tests {
         assert_eq!(get(2).dtype, DType::F32, "f64 converted to the parameter's f32");
         assert_eq!(get(3).as_f32().unwrap(), vec![1.5, -2.0], "f16 converted to f32");
         assert_eq!(get(4), f32s(&[2], 1.0), "init rule");
+        // The excused gap is named, never silent.
+        let note = leaves.notes.iter().find(|n| n.contains("initial value")).expect("a note of the parameter at init");
+        assert!(note.starts_with("1 parameter left at its initial value") && note.ends_with(": m.b.bias"), "{note}");
+    }
+
+    #[test]
+    fn older_spellings_load_without_rename_rules() {
+        let q = "encoder.layer.0.attention.attention.query.bias";
+        let params = vec![param(&format!("m.{q}"), &[2], Some(q))];
+        let path = file("q_bias.safetensors", &[("encoder.layer.0.attention.attention.q_bias", f32s(&[2], 3.0))]);
+        let leaves = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).unwrap();
+        assert_eq!(leaves.get(&params[0]).unwrap(), &f32s(&[2], 3.0));
     }
 
     #[test]

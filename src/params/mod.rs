@@ -22,6 +22,7 @@ pub mod init;
 pub mod leaves;
 pub mod peft;
 pub mod resample;
+pub mod spellings;
 pub mod weights;
 
 pub use bindings::{Bindings, Declared};

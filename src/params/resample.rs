@@ -3,7 +3,9 @@
 //!
 //! A binding's rule `resample "pos_embed" [14, 14] -> [24, 24] keep 1` says that the
 //! file's `pos_embed` is `[1, keep + 14·14, D]` (the first `keep` rows are class /
-//! register tokens, kept as they are) and the spec's `[1, keep + 24·24, D]`. The grid
+//! register tokens, kept as they are) and the spec's `[1, keep + 24·24, D]`; a table
+//! declared without the leading 1 (`[keep + 14·14, D]`, CLIP's
+//! `position_embedding.weight`) is resampled the same way. The grid
 //! is resampled like timm's `resample_abs_pos_embed`: PyTorch's antialiased bicubic
 //! (`F.interpolate(mode="bicubic", antialias=True, align_corners=False)`), one axis
 //! after the other. A 3-D grid (`[T, H, W]`, video) uses the same kernel on each of
@@ -13,7 +15,8 @@ use super::ParamError;
 pub use crate::keymap::Resample;
 use crate::tensor::HostTensor;
 
-/// Resample `t` (`[1, keep + prod(from), D]`) to `[1, keep + prod(to), D]`.
+/// Resample `t` (`[1, keep + prod(from), D]`, or `[keep + prod(from), D]`) to
+/// `[1, keep + prod(to), D]` (`[keep + prod(to), D]`).
 pub fn apply(rule: &Resample, t: &HostTensor) -> Result<HostTensor, ParamError> {
     rule.apply_to(t)
 }
@@ -21,8 +24,9 @@ pub fn apply(rule: &Resample, t: &HostTensor) -> Result<HostTensor, ParamError> 
 impl Resample {
     fn apply_to(&self, t: &HostTensor) -> Result<HostTensor, ParamError> {
         let d = *t.shape.last().unwrap_or(&0);
-        let (want, out_shape) = self.shapes(d);
-        if t.shape != want {
+        let (want, out_shape) = self.shapes(&t.shape);
+        let one_table = t.shape.len() >= 2 && t.shape[..t.shape.len() - 2].iter().all(|&x| x == 1);
+        if t.shape != want || !one_table {
             return Err(ParamError::Binding(format!(
                 "resample `{}`: the file's table is {}, the rule says {want:?} (keep {} + grid {:?}, width {d})",
                 self.key,
@@ -121,6 +125,12 @@ mod tests {
         let o = out.as_f32().unwrap();
         assert_eq!(&o[..2], &[9.0, -9.0]);
         assert!(o[2..].chunks(2).all(|c| (c[0] - 1.5).abs() < 1e-6 && (c[1] + 2.0).abs() < 1e-6));
+        // A table without the leading 1 (CLIP's `[tokens, D]`): the same values.
+        let flat = HostTensor::from_f32(&[5, 2], &v).unwrap();
+        let out2 = apply(&r, &flat).unwrap();
+        assert_eq!(out2.shape, vec![16, 2]);
+        assert_eq!(out2.as_f32().unwrap(), o);
+        assert_eq!(r.shapes(&[5, 2]), (vec![5, 2], vec![16, 2]));
         // A wrong file shape is a clear error.
         let err = apply(&r, &HostTensor::from_f32(&[1, 4, 2], &[0.0; 8]).unwrap()).unwrap_err().to_string();
         assert!(err.contains("the rule says [1, 5, 2]"), "{err}");

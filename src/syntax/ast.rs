@@ -266,10 +266,12 @@ pub enum ModelItem {
         rules: Vec<Selector>,
         span: Span,
     },
-    /// `weights mhva "runs/video/trainable.safetensors" frozen` (in an `extends` model).
+    /// `weights mhva "runs/video/trainable.safetensors" frozen` (in an `extends` model),
+    /// or `weights cls required` (the file comes from the command line).
     Bind {
         name: Ident,
-        file: String,
+        /// `None`: `required`.
+        file: Option<String>,
         keys: crate::keymap::KeyMap,
         trainability: Option<Trainability>,
         span: Span,

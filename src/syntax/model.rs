@@ -154,7 +154,7 @@ impl Builder {
             },
             Rule::bind_decl => ModelItem::Bind {
                 name: idents[0].clone(),
-                file: string_value(find(Rule::string).expect("bind file")),
+                file: find(Rule::string).map(string_value),
                 keys: key_map(inner.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned()),
                 trainability: trainability.map(|t| t.0),
                 span,
