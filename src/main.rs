@@ -235,7 +235,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
         Cmd::Fmt { specs, check } => fmt(&specs, check),
-        Cmd::Lsp => graft::lsp::run_stdio().map(|()| ExitCode::SUCCESS).map_err(|e| anyhow::anyhow!("{e}")),
+        Cmd::Lsp => match graft::lsp::run_stdio().map_err(|e| anyhow::anyhow!("graft lsp: {e}"))? {
+            graft::lsp::Ending::Clean => Ok(ExitCode::SUCCESS),
+            // The protocol's exit code for `exit` without `shutdown` (or a closed input).
+            graft::lsp::Ending::Unclean => Ok(ExitCode::from(1)),
+        },
         Cmd::Compile { spec, mode, emit, out, timings, verify_each_pass, stop_after: stop } => {
             let mode = Mode::from(mode);
             let mode_name = if mode == Mode::Train { "train" } else { "infer" };
@@ -284,10 +288,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Params { spec, mode, json } => {
             let Some(c) = compiled(&spec, mode.into()) else { return Ok(ExitCode::from(1)) };
             let r = report::param_report(&c);
+            // What no output uses is not in the table: say so instead of dropping it.
+            let unused = graft::api::unused_params(&spec, mode.into(), &c).unwrap_or_default();
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                #[derive(serde::Serialize)]
+                struct WithUnused<'a> {
+                    #[serde(flatten)]
+                    report: &'a report::ParamReport,
+                    unused: &'a report::UnusedParams,
+                }
+                println!("{}", serde_json::to_string_pretty(&WithUnused { report: &r, unused: &unused })?);
             } else {
-                print!("{}", report::param_table(&r));
+                print!("{}{}", report::param_table(&r), report::unused_line(&unused));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -374,7 +386,15 @@ fn fmt(specs: &[PathBuf], check: bool) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for path in &files {
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+        // A regular file no larger than a spec may be, checked before reading it.
+        let bytes = match graft::input_file::read_capped(path, graft::syntax::MAX_SOURCE_BYTES, "a spec") {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("error: {name}: {e}");
+                ok = false;
+                continue;
+            }
+        };
         let Ok(text) = String::from_utf8(bytes) else {
             eprintln!("error: {name} is not UTF-8 text\n  hint: a spec is a text file written in the graft language");
             ok = false;
@@ -387,7 +407,8 @@ fn fmt(specs: &[PathBuf], check: bool) -> anyhow::Result<ExitCode> {
                 ok = false;
             }
             Ok(out) => {
-                graft::durable::write_atomic(path, out.as_bytes())?;
+                // Through a symlink to its target, keeping the file's mode.
+                graft::durable::rewrite_atomic(path, out.as_bytes())?;
                 println!("formatted {name}");
             }
             Err(graft::fmt::FmtError::Syntax(sources, d)) => {
