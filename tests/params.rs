@@ -116,7 +116,9 @@ fn std_classification_heads_and_clip_activation() {
         let text = format!(
             "use std.clip\nmodel m {{\n  input x: f32[B, 3, 224, 224]\n  backbone b = clip_vision(act: {act})(x)\n      weights required\n  output y = b\n}}\n"
         );
-        let c = graft::api::compile_str("clip.graft", None, &text, Mode::Infer).map_err(|f| render_failure(&f, false)).unwrap();
+        let c = graft::api::compile_str("clip.graft", None, &text, Mode::Infer)
+            .map_err(|f| render_failure(&f, false))
+            .unwrap();
         let ir = graft::ir::print::to_text(&c.graph, "");
         assert_eq!((ir.matches(" gelu(").count(), ir.matches(" sigmoid(").count()), (gelus, sigmoids), "{act}");
     }
