@@ -144,6 +144,6 @@ pub fn unused_params(path: &Path, mode: Mode, c: &Compiled) -> Option<crate::rep
     let stages = crate::pipeline::stages(mode);
     let before = stages.iter().position(|s| *s == "eliminate_dead_code").and_then(|i| i.checked_sub(1))?;
     let prog = load_file(path).ok()?;
-    let graph = crate::pipeline::graph_after(prog, mode, stages[before])?.ok()?;
+    let graph = crate::pipeline::graph_after(prog, mode, stages[before], &Default::default())?.ok()?;
     Some(crate::report::unused_params(&graph, c))
 }

@@ -347,48 +347,89 @@ impl State {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::mpsc::{Receiver, Sender};
     use std::time::Duration;
 
-    /// The next message from the server, or a failure after a generous timeout (a hung
-    /// server must not hang the test run).
-    fn recv(client: &Connection) -> Message {
-        client.receiver.recv_timeout(Duration::from_secs(60)).expect("the server answers within a minute")
+    /// The server's output, a write at a time, to the test.
+    struct ToTest(Sender<Vec<u8>>);
+
+    impl Write for ToTest {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.send(buf.to_vec());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
     }
 
-    fn request(client: &Connection, id: i32, method: &str, params: Value) -> Response {
-        client.sender.send(Message::Request(Request::new(id.into(), method.into(), params))).unwrap();
-        loop {
-            if let Message::Response(r) = recv(client) {
-                assert_eq!(r.id, id.into());
-                return r;
+    struct Client {
+        input: std::io::PipeWriter,
+        output: Receiver<Vec<u8>>,
+        pending: Vec<u8>,
+    }
+
+    impl Client {
+        fn send(&mut self, v: Value) {
+            let body = v.to_string();
+            write!(self.input, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        }
+
+        /// The next message from the server, or a failure after a generous timeout (a
+        /// hung server must not hang the test run).
+        fn recv(&mut self) -> Value {
+            loop {
+                let text = String::from_utf8_lossy(&self.pending).to_string();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head.trim_start_matches("Content-Length: ").parse().unwrap();
+                    if rest.len() >= len {
+                        let v = serde_json::from_str(&rest[..len]).unwrap();
+                        self.pending = rest.as_bytes()[len..].to_vec();
+                        return v;
+                    }
+                }
+                let more =
+                    self.output.recv_timeout(Duration::from_secs(60)).expect("the server answers within a minute");
+                self.pending.extend(more);
+            }
+        }
+
+        fn request(&mut self, id: i32, method: &str, params: Value) -> Value {
+            self.send(json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
+            loop {
+                let m = self.recv();
+                if m.get("id") == Some(&json!(id)) {
+                    return m;
+                }
             }
         }
     }
 
     #[test]
     fn a_panicking_request_is_answered_with_an_internal_error_and_the_session_goes_on() {
-        let (server, client) = Connection::memory();
-        let session = std::thread::spawn(move || serve(&server).map_err(|e| e.to_string()));
-        let init = request(&client, 1, "initialize", json!({ "capabilities": {} }));
-        assert!(init.result.is_some(), "{init:?}");
-        client.sender.send(Message::Notification(Notification::new("initialized".into(), json!({})))).unwrap();
+        let (reader, input) = std::io::pipe().unwrap();
+        let (tx, output) = mpsc::channel();
+        let session = std::thread::spawn(move || serve(io::BufReader::new(reader), Box::new(ToTest(tx))).unwrap());
+        let mut client = Client { input, output, pending: Vec::new() };
+        let init = client.request(1, "initialize", json!({ "capabilities": {} }));
+        assert!(init.get("result").is_some(), "{init}");
+        client.send(json!({ "jsonrpc": "2.0", "method": "initialized", "params": {} }));
 
-        let crash = request(&client, 2, CRASH_TEST, json!({}));
-        let err = crash.error.expect("an error response");
-        assert_eq!(err.code, ErrorCode::InternalError as i32);
-        assert!(err.message.contains("crash test request"), "{}", err.message);
+        let crash = client.request(2, CRASH_TEST, json!({}));
+        assert_eq!(crash["error"]["code"], json!(ErrorCode::InternalError as i32), "{crash}");
+        assert!(crash["error"]["message"].as_str().unwrap().contains("crash test request"), "{crash}");
 
         // The same state still serves: open a document, then list its symbols.
         let uri = "file:///t/m.graft";
         let text = "model m {\n  input x: f32[B, 4]\n  output y = x\n}\n";
         let open = json!({ "textDocument": { "uri": uri, "languageId": "graft", "version": 1, "text": text } });
-        client.sender.send(Message::Notification(Notification::new("textDocument/didOpen".into(), open))).unwrap();
-        let symbols = request(&client, 3, "textDocument/documentSymbol", json!({ "textDocument": { "uri": uri } }));
-        assert!(symbols.error.is_none(), "{symbols:?}");
-        assert!(symbols.result.unwrap().to_string().contains("\"m\""));
+        client.send(json!({ "jsonrpc": "2.0", "method": "textDocument/didOpen", "params": open }));
+        let symbols = client.request(3, "textDocument/documentSymbol", json!({ "textDocument": { "uri": uri } }));
+        assert!(symbols.get("error").is_none(), "{symbols}");
+        assert!(symbols["result"].to_string().contains("\"m\""));
 
-        assert!(request(&client, 4, "shutdown", Value::Null).error.is_none());
-        client.sender.send(Message::Notification(Notification::new("exit".into(), Value::Null))).unwrap();
-        session.join().unwrap().unwrap();
+        assert!(client.request(4, "shutdown", Value::Null).get("error").is_none());
+        client.send(json!({ "jsonrpc": "2.0", "method": "exit" }));
+        assert_eq!(session.join().unwrap(), Ending::Clean);
     }
 }
