@@ -35,10 +35,33 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }
     // Build scripts see the package's features as cfg (CARGO_FEATURE_CUDA_GRAPHS).
+    #[cfg(feature = "torch")]
+    optim_shim(lib);
     #[cfg(feature = "cuda-graphs")]
     cuda_graph_shim(lib);
     #[cfg(feature = "distributed")]
     dist_shim(lib);
+}
+
+/// Compile `csrc/optim.cpp` (the multi-tensor AdamW, clipping and non-finite check
+/// `graft train` uses; tch exposes no tensor-list ops). CPU headers only: the same ops
+/// dispatch to their CUDA kernels at run time when the tensors are on a GPU.
+#[cfg(feature = "torch")]
+fn optim_shim(lib: &Path) {
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
+    println!("cargo:rerun-if-changed=csrc/ffi_guard.hpp");
+    let lib = lib.canonicalize().unwrap_or_else(|e| panic!("LibTorch lib folder {}: {e}", lib.display()));
+    let torch = lib.parent().expect("LibTorch lib folder has a parent");
+    let mut build = cc::Build::new();
+    build.cpp(true).pic(true).std("c++17").define("_GLIBCXX_USE_CXX11_ABI", "1").define("GLOG_USE_GLOG_EXPORT", None);
+    // -isystem: warnings in our file only, not in LibTorch's headers.
+    for dir in [torch.join("include"), torch.join("include/torch/csrc/api/include")] {
+        build.flag("-isystem").flag(dir.display().to_string());
+    }
+    build.file("csrc/optim.cpp").compile("graft_optim");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
 }
 
 /// Compile `csrc/dist.cpp` (c10d's TCPStore and ProcessGroupGloo; ProcessGroupNCCL with

@@ -22,22 +22,47 @@ impl From<ModeArg> for Mode {
     }
 }
 
-/// `--device`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--device`: `cpu`, `cuda` (the first GPU; under a data-parallel launch each rank
+/// takes `cuda:LOCAL_RANK`), `cuda:N` (that GPU, for every rank), or `auto`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum DeviceArg {
     Cpu,
-    Cuda,
+    /// `cuda` (`None`) or `cuda:N`.
+    Cuda(Option<usize>),
     /// CUDA when available, otherwise the CPU.
     Auto,
 }
 
 impl DeviceArg {
-    /// The device on `backend`; `cuda` where there is none is an error.
+    /// Parse `cpu`, `cuda`, `cuda:N` or `auto` (clap's value parser).
+    pub fn parse(s: &str) -> Result<DeviceArg, String> {
+        match s {
+            "cpu" => Ok(DeviceArg::Cpu),
+            "cuda" => Ok(DeviceArg::Cuda(None)),
+            "auto" => Ok(DeviceArg::Auto),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) if n < 1024 => Ok(DeviceArg::Cuda(Some(n))),
+                _ => Err(format!("expected cpu, cuda, cuda:N (N a device index) or auto, got `{s}`")),
+            },
+        }
+    }
+
+    /// Whether the run names one GPU (`cuda:N`), which then serves every rank.
+    pub fn pinned(self) -> bool {
+        matches!(self, DeviceArg::Cuda(Some(_)))
+    }
+
+    /// The device on `backend`; a GPU where there is none is an error.
     pub fn device(self, backend: &dyn Backend) -> anyhow::Result<Device> {
         match self {
             DeviceArg::Cpu => Ok(Device::Cpu),
-            DeviceArg::Cuda if backend.has_device(Device::Cuda(0)) => Ok(Device::Cuda(0)),
-            DeviceArg::Cuda => anyhow::bail!(
+            DeviceArg::Cuda(n) if backend.has_device(Device::Cuda(n.unwrap_or(0))) => Ok(Device::Cuda(n.unwrap_or(0))),
+            DeviceArg::Cuda(Some(n)) if backend.has_device(Device::Cuda(0)) => anyhow::bail!(
+                "--device cuda:{n}: {} sees no CUDA device {n} (devices are numbered from 0; CUDA_VISIBLE_DEVICES \
+                 renumbers them)",
+                backend.name()
+            ),
+            DeviceArg::Cuda(_) => anyhow::bail!(
                 "--device cuda: no CUDA device is available to {} (use --device cpu or auto)",
                 backend.name()
             ),

@@ -20,7 +20,8 @@ use graft::backend::torch::cuda_graph::{
 use graft::backend::torch::exec;
 use graft::backend::torch::store::ParamStore;
 use graft::backend::torch::train::{trainer, TrainArgs};
-use graft::backend::{inputs, Plan};
+use graft::backend::torch::TorchBackend;
+use graft::backend::{inputs, Backend, Executable, Options, Plan};
 use graft::ir::DType;
 use graft::params::init::random_values;
 use graft::pipeline::Mode;
@@ -189,6 +190,37 @@ fn graph_replay_equals_eager_inference() {
     let other = gpu_inputs(&plan, 2, 3);
     let e = g.run(&other).expect_err("another batch size does not fit the graph").to_string();
     assert!(e.contains("differ in shape"), "{e}");
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine"]
+fn each_timed_forward_is_one_replay_of_one_capture() {
+    let _gpu = gpu("replays per timed forward");
+    let c = compile_file(&vit_tiny(), Mode::Infer).map_err(|_| "specs/vit_tiny.graft compiles").unwrap();
+    let plan = Plan::new(&c.graph);
+    let values = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let opts = Options { device: graft::backend::Device::Cuda(0), float: DType::F32, graph_capture: true };
+    let mut exe = TorchBackend.prepare(&plan, values, &opts).unwrap();
+    let x = inputs::bind(&plan, inputs::random(&plan, 4, 1).unwrap(), DType::F32).unwrap().values;
+    let figure = |exe: &dyn Executable, name: &str| {
+        exe.report().into_iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_else(|| panic!("no `{name}`"))
+    };
+    // As `graft bench` drives it: warmup once, then one timed forward per call.
+    let t = exe.time_forward(&x, 2, 0).unwrap();
+    assert!(t.is_empty());
+    assert_eq!((figure(exe.as_ref(), "cuda_graph_captures"), figure(exe.as_ref(), "cuda_graph_replays")), (1.0, 2.0));
+    for i in 1..=3 {
+        assert_eq!(exe.time_forward(&x, 0, 1).unwrap().len(), 1);
+        assert_eq!(figure(exe.as_ref(), "cuda_graph_replays"), 2.0 + i as f64, "one replay per timed forward");
+    }
+    assert_eq!(exe.time_forward(&x, 1, 4).unwrap().len(), 4);
+    assert_eq!(figure(exe.as_ref(), "cuda_graph_replays"), 10.0);
+    assert_eq!(figure(exe.as_ref(), "cuda_graph_captures"), 1.0, "a graph that fits is never captured again");
+    // Another batch size: a second capture, then replays of it alone.
+    let y = inputs::bind(&plan, inputs::random(&plan, 2, 1).unwrap(), DType::F32).unwrap().values;
+    exe.time_forward(&y, 0, 2).unwrap();
+    assert_eq!(figure(exe.as_ref(), "cuda_graph_captures"), 2.0);
+    assert_eq!(figure(exe.as_ref(), "cuda_graph_replays"), 2.0);
 }
 
 #[test]

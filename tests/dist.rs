@@ -346,11 +346,39 @@ fn nccl_with_one_rank_and_gloo_on_cuda_tensors_with_two() {
     .0;
     let out = ok(&o);
     assert!(out.contains("data-parallel: 1 ranks (nccl)"), "{out}");
-    // Two ranks on one GPU with Gloo (it stages CUDA tensors through the host).
+    // Two ranks on one GPU with Gloo (it stages CUDA tensors through the host): with
+    // `--device cuda:0` every rank takes that GPU, whatever its LOCAL_RANK.
     let words = on_cuda(train_words("cuda_gloo", &["--batch", "4", "--steps", "3", "--dist-backend", "gloo"]));
+    let words: Vec<String> = words.into_iter().map(|w| if w == "cuda" { "cuda:0".to_string() } else { w }).collect();
     let outs = run(&words, 2);
     let fp = fingerprint_of("cuda_gloo");
     for o in &outs {
         assert!(ok(o).contains(&format!("trainable fingerprint {fp}")), "{}", text(o));
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA device and a `--features nccl` build: cargo test --features nccl --test dist -- --ignored"]
+fn a_local_rank_beyond_the_visible_gpus_is_one_line_and_the_waiting_rank_names_it() {
+    // Rank 1 claims LOCAL_RANK 4096, beyond any machine's GPUs: it refuses in one line
+    // (no C++ backtrace) before joining; rank 0 then stops within --dist-timeout,
+    // naming rank 1 as the one that never joined.
+    let port = free_port();
+    let words = on_cuda(train_words("beyond_gpus", &["--batch", "4", "--steps", "2", "--dist-timeout", "8"]));
+    let words: Vec<String> = words.into_iter().chain(["--dist-backend".into(), "gloo".into()]).collect();
+    let r0 = spawn(&words, 0, 2, port);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
+    c.args(&words).current_dir(dir()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.env("WORLD_SIZE", "2").env("RANK", "1").env("LOCAL_RANK", "4096").env("MASTER_ADDR", "127.0.0.1");
+    c.env("MASTER_PORT", port.to_string()).env("GLOO_SOCKET_IFNAME", "lo").env_remove("TORCHELASTIC_USE_AGENT_STORE");
+    let (o1, _) = finish(c.spawn().unwrap(), BOUND);
+    let e1 = String::from_utf8_lossy(&o1.stderr).to_string();
+    assert_eq!(o1.status.code(), Some(1), "{e1}");
+    assert!(e1.contains("LOCAL_RANK is 4096") && e1.contains("visible CUDA device"), "{e1}");
+    assert!(e1.lines().count() <= 2 && !e1.contains("frame #"), "one line, no C++ backtrace:\n{e1}");
+    let (o0, took) = finish(r0, BOUND);
+    let e0 = String::from_utf8_lossy(&o0.stderr).to_string();
+    assert_eq!(o0.status.code(), Some(1), "{e0}");
+    assert!(e0.contains("rank 1"), "rank 0 names the rank that never joined:\n{e0}");
+    assert!(took < Duration::from_secs(60), "stopped within the timeout, took {took:?}");
 }

@@ -41,6 +41,9 @@ import torch.nn.functional as F
 from torch import nn
 
 CONFIGS = ("full", "adapter", "adapter_full")
+# Where models and batches live (--device); AdamW takes PyTorch's default there
+# (the multi-tensor `foreach` implementation on CUDA).
+DEVICE = torch.device("cpu")
 
 
 class GroupedLinear(nn.Module):
@@ -114,6 +117,7 @@ def build(config: str, args):
     else:
         model = AdapterModel(args, freeze=config == "adapter")
         classes = args.head_classes
+    model.to(DEVICE)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
@@ -134,8 +138,8 @@ class Bench:
 
     def bind(self, batch: int) -> None:
         g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(batch, 3, self.model_size(), self.model_size(), generator=g)
-        self.y = torch.randint(0, self.classes, (batch,), generator=g)
+        self.x = torch.randn(batch, 3, self.model_size(), self.model_size(), generator=g).to(DEVICE)
+        self.y = torch.randint(0, self.classes, (batch,), generator=g).to(DEVICE)
 
     def model_size(self) -> int:
         vit = self.model.vit if isinstance(self.model, AdapterModel) else self.model
@@ -150,6 +154,8 @@ class Bench:
             raise SystemExit(f"{self.config}: loss {value}, gradient norm {norm}")
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         return value
 
 
@@ -206,7 +212,12 @@ def main() -> None:
     ap.add_argument("--head-classes", type=int, default=97)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--memory-probe", choices=CONFIGS, help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (memory is measured on the CPU only)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type != "cpu":
+        args.no_memory = True
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.memory_probe:

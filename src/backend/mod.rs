@@ -129,10 +129,14 @@ pub(crate) fn graph_of_inputs(types: &[Option<crate::ir::TensorType>]) -> (crate
 }
 
 /// The timing loop of [`Executable::time_forward`]: `once(false)` `warmup` times,
-/// then `once(true)` `iters` times, each timed; milliseconds.
+/// then `once(true)` `iters` times, each timed; milliseconds. `sync` waits until the
+/// device has finished everything issued so far: it runs before every clock start
+/// (so no earlier work is counted) and inside the timed span after `once` (so all of
+/// its work is). A CPU backend passes a no-op.
 pub fn time_runs(
     warmup: usize,
     iters: usize,
+    mut sync: impl FnMut(),
     mut once: impl FnMut(bool) -> Result<(), BackendError>,
 ) -> Result<Vec<f64>, BackendError> {
     for _ in 0..warmup {
@@ -140,8 +144,10 @@ pub fn time_runs(
     }
     (0..iters)
         .map(|_| {
+            sync();
             let t0 = std::time::Instant::now();
             once(true)?;
+            sync();
             Ok(t0.elapsed().as_secs_f64() * 1e3)
         })
         .collect()

@@ -53,11 +53,11 @@ pub struct BenchArgs {
     pub engine: EngineArgs,
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: ModeArg,
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = DeviceArg::parse, value_name = "cpu|cuda|cuda:N|auto")]
     pub device: DeviceArg,
-    /// Time replays of a CUDA graph of the forward, captured once per batch size
-    /// (CUDA only; `cuda-graphs` build).
-    #[arg(long = "cuda-graph", conflicts_with = "train")]
+    /// Time replays of a CUDA graph of the forward (with --train: of the whole training
+    /// step), captured once per batch size (CUDA only; `cuda-graphs` build).
+    #[arg(long = "cuda-graph")]
     pub cuda_graph: bool,
     /// Time compiles with the IR verifier after every pass.
     #[arg(long)]
@@ -69,6 +69,9 @@ pub struct BenchArgs {
     /// instead of forward latency; specs compile in train mode.
     #[arg(long)]
     pub train: bool,
+    /// Autocast CUDA ops of the training steps to bf16 (--train; `cuda-graphs` build).
+    #[arg(long, value_enum, requires = "train")]
+    pub autocast: Option<AutocastArg>,
     /// Learning rate of the AdamW steps (--train).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
@@ -85,6 +88,12 @@ pub struct BenchArgs {
     /// Internal: measure one spec's memory in this process and print it as JSON.
     #[arg(long, hide = true)]
     pub memory_probe: bool,
+}
+
+/// `--autocast` of `bench --train`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AutocastArg {
+    Bf16,
 }
 
 #[derive(Serialize)]
@@ -293,6 +302,8 @@ fn train(a: &BenchArgs) -> Result<()> {
         lr: a.lr,
         memory: !a.no_memory,
         device: crate::backend::torch::convert::device(a.device.device(backend.as_ref())?),
+        cuda_graph: a.cuda_graph,
+        autocast: a.autocast.is_some(),
     };
     if a.memory_probe {
         let m = train_bench::memory_probe(&cfg)?;

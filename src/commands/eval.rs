@@ -42,7 +42,7 @@ pub struct EvalArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = DeviceArg::parse, value_name = "cpu|cuda|cuda:N|auto")]
     pub device: DeviceArg,
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]

@@ -32,7 +32,7 @@ pub struct RunArgs {
     /// `infer` runs the folded model; `train` the model as trained (same function).
     #[arg(long, value_enum, default_value = "infer")]
     pub mode: ModeArg,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = DeviceArg::parse, value_name = "cpu|cuda|cuda:N|auto")]
     pub device: DeviceArg,
     /// Float type to compute in (parameters and float inputs are cast to it).
     #[arg(long, value_enum, default_value = "f32")]

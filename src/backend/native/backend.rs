@@ -321,7 +321,7 @@ impl Executable for NativeExecutable {
         let key = self.prepare_inputs(inputs)?;
         (self.forwards, self.ew_time) = (0, Duration::ZERO);
         let simd = self.simd;
-        math::with_level(simd, || time_runs(warmup, iters, |timed| self.forward(&key, inputs, timed)))
+        math::with_level(simd, || time_runs(warmup, iters, || {}, |timed| self.forward(&key, inputs, timed)))
     }
 
     /// For `graft bench`: the program of the last inputs (arena, steps, fusion groups

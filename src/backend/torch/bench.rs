@@ -14,9 +14,9 @@
 
 use super::convert::{place, to_tensor};
 use super::store::ParamStore;
+use super::train::device_step::{train_step, DeviceStep, StepGraphs};
 use super::train::model::{Model, Spec};
-use super::train::optim::{global_norm, AdamW};
-use super::train::step::loss_and_grads;
+use super::train::optim::AdamW;
 use super::train::DEFAULT_WEIGHT_DECAY;
 use crate::backend::inputs;
 use crate::ir::DType;
@@ -38,6 +38,11 @@ pub struct TrainBenchConfig {
     /// Measure peak memory (CPU only) in child processes.
     pub memory: bool,
     pub device: Device,
+    /// Capture each spec's whole step (forward, backward, clipping, AdamW) in a CUDA
+    /// graph per batch size and time its replays.
+    pub cuda_graph: bool,
+    /// Autocast CUDA ops to bf16 in the steps (`--autocast bf16`).
+    pub autocast: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -104,6 +109,9 @@ struct TrainBench {
     inputs: Vec<Option<Tensor>>,
     labels: Option<Tensor>,
     classes: i64,
+    dev: DeviceStep,
+    graphs: Option<StepGraphs>,
+    autocast: bool,
 }
 
 /// Compile `path` for training (logits `[B, classes]` first, `classes` fixed).
@@ -116,14 +124,16 @@ fn train_spec(path: &Path) -> Result<Spec> {
 }
 
 impl TrainBench {
-    fn new(spec: Spec, lr: f64, device: Device) -> Result<TrainBench> {
+    fn new(spec: Spec, lr: f64, device: Device, cuda_graph: bool, autocast: bool) -> Result<TrainBench> {
         let classes = spec.classes.unwrap_or(1);
         let values = spec.plan.params().iter().map(|p| random_values(p, 0)).collect();
         let store = ParamStore::new(&spec.plan, values, device, Kind::Float)?;
         let model = Model { spec, store, device };
         let opt = AdamW::new(model.trainable(), lr, &[], DEFAULT_WEIGHT_DECAY, &model.frozen_paths())?;
         let params = opt.params();
-        Ok(TrainBench { model, opt, params, inputs: Vec::new(), labels: None, classes })
+        let dev = DeviceStep::new(device, 1)?;
+        let graphs = cuda_graph.then(StepGraphs::default);
+        Ok(TrainBench { model, opt, params, inputs: Vec::new(), labels: None, classes, dev, graphs, autocast })
     }
 
     /// Random inputs (every symbolic dim `batch`) and labels in `0..classes`.
@@ -140,29 +150,31 @@ impl TrainBench {
 
     /// One optimizer step as `graft train` takes it with one batch per step and no
     /// clipping: forward with autograd, cross-entropy (mean), gradients of exactly the
-    /// trainable parameters, their global norm, AdamW. Returns the loss.
+    /// trainable parameters, their global norm, the non-finite check and the fused
+    /// AdamW, all on the device (replayed as one CUDA graph with `--cuda-graph`); then
+    /// the loss and norm are read back, which waits for the step. Returns the loss.
     fn step(&mut self) -> Result<f64> {
         let labels = self.labels.as_ref().ok_or_else(|| anyhow!("internal error: no batch bound"))?;
-        let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
-        let n = labels.size()[0] as usize;
-        // The step `graft train` takes (one batch per step, no autocast).
-        let (loss, grads) = loss_and_grads(&self.model, &self.params, ins, labels, n, 1, false)?;
-        let value = loss.f_double_value(&[])?;
-        drop(loss);
-        let grads: Vec<Option<Tensor>> = grads.into_iter().map(|g| g.defined().then_some(g)).collect();
-        let norm = match global_norm(&grads)? {
-            Some(n) => n.f_double_value(&[])?,
-            None => 0.0,
+        let (model, params, dev, ac) = (&self.model, &self.params, &self.dev, self.autocast);
+        let (loss, norm) = match &mut self.graphs {
+            Some(g) => g.step(model, params, &mut self.opt, None, ac, dev, &self.inputs, labels)?,
+            None => {
+                let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
+                train_step(model, params, &mut self.opt, None, ac, dev, ins, labels)?
+            }
         };
-        if !value.is_finite() || !norm.is_finite() {
-            bail!("model `{}`: loss {value}, gradient norm {norm}", self.model.spec.compiled.model);
+        self.dev.record(0, &loss, &norm)?;
+        let (values, bad) = self.dev.drain()?;
+        if bad {
+            let v = values.first().copied();
+            bail!(
+                "model `{}`: loss {:?}, gradient norm {:?}",
+                self.model.spec.compiled.model,
+                v.map(|v| v.loss),
+                v.map(|v| v.grad_norm)
+            );
         }
-        self.opt.step(&grads, 1.0)?;
-        drop(grads);
-        if let Device::Cuda(i) = self.model.device {
-            tch::Cuda::synchronize(i as i64);
-        }
-        Ok(value)
+        Ok(values.first().map_or(f64::NAN, |v| v.loss))
     }
 }
 
@@ -187,7 +199,7 @@ pub fn memory_probe(a: &TrainBenchConfig) -> Result<Memory> {
     let base = status_kb("VmRSS")?;
     // Writing 5 resets VmHWM to the current resident set (Linux 4.0+).
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let mut tb = TrainBench::new(spec, a.lr, device)?;
+    let mut tb = TrainBench::new(spec, a.lr, device, false, false)?;
     tb.bind(*batch)?;
     let state = status_kb("VmRSS")?;
     for _ in 0..2 {
@@ -231,6 +243,12 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
         bail!("--iters and every --batch must be at least 1");
     }
     let device = a.device;
+    if a.cuda_graph {
+        super::cuda_graph::require("--cuda-graph", device)?;
+    }
+    if a.autocast {
+        super::cuda_graph::require("--autocast", device)?;
+    }
     tch::manual_seed(0);
     let mut benches = Vec::with_capacity(a.specs.len());
     let mut specs = Vec::with_capacity(a.specs.len());
@@ -249,7 +267,7 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
             matmul_macs: crate::flops::step_macs(&spec.compiled.graph),
             batches: Vec::new(),
         });
-        benches.push(TrainBench::new(spec, a.lr, device)?);
+        benches.push(TrainBench::new(spec, a.lr, device, a.cuda_graph, a.autocast)?);
     }
     let memory_note = match (!a.memory, device) {
         (true, _) => Some("not measured (--no-memory)".to_string()),

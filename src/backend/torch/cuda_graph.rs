@@ -263,6 +263,8 @@ pub struct GraphedForward {
     graph: CudaGraph,
     inputs: Vec<Option<Tensor>>,
     outputs: Vec<(String, Tensor)>,
+    /// Launches of the graph so far (what `graft bench` reports per timed forward).
+    replays: std::cell::Cell<u64>,
 }
 
 impl GraphedForward {
@@ -273,12 +275,17 @@ impl GraphedForward {
         fill(&buffers, inputs)?;
         let mut graph = CudaGraph::new()?;
         let outputs = tch::no_grad(|| graph.capture(WARMUP, || Ok(exec::run(plan, params, shallow(&buffers))?)))?;
-        Ok(GraphedForward { graph, inputs: buffers, outputs })
+        Ok(GraphedForward { graph, inputs: buffers, outputs, replays: std::cell::Cell::new(0) })
     }
 
     /// Whether `inputs` have the shapes, dtypes and absent inputs of the capture.
     pub fn fits(&self, inputs: &[Option<Tensor>]) -> bool {
         same_signature(&self.inputs, inputs)
+    }
+
+    /// How many times [`Self::run`] has launched the graph.
+    pub fn replays(&self) -> u64 {
+        self.replays.get()
     }
 
     /// The outputs for `inputs` (same shapes, dtypes and absent inputs as at capture).
@@ -291,6 +298,7 @@ impl GraphedForward {
         }
         fill(&self.inputs, inputs)?;
         self.graph.replay()?;
+        self.replays.set(self.replays.get() + 1);
         Ok(self.outputs.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())
     }
 }

@@ -91,13 +91,15 @@ pub struct TorchExecutable {
     float: Kind,
     capture: bool,
     graphed: Option<GraphedForward>,
+    /// Graphs captured so far (one per change of input shapes or present inputs).
+    captures: u64,
 }
 
 impl TorchExecutable {
     /// Over given parameter tensors (in plan order, already placed): shallow clones of
     /// a training run's variables see every optimizer step.
     pub fn over(plan: Plan, params: Vec<Tensor>, device: tch::Device, float: Kind) -> TorchExecutable {
-        TorchExecutable { plan, params, device, float, capture: false, graphed: None }
+        TorchExecutable { plan, params, device, float, capture: false, graphed: None, captures: 0 }
     }
 
     /// Host inputs on the device, float ones in the compute dtype.
@@ -105,26 +107,31 @@ impl TorchExecutable {
         place(inputs, self.device, self.float)
     }
 
-    /// One forward on placed inputs; outputs stay on the device.
+    /// With `--cuda-graph`: a graph for the shapes, dtypes and present inputs of
+    /// `ins`, captured now unless the current one fits (the old graph's buffers are
+    /// freed first). Without it: nothing.
+    fn ensure_graph(&mut self, ins: &[Option<Tensor>]) -> Result<(), BackendError> {
+        if !self.capture || self.graphed.as_ref().is_some_and(|g| g.fits(ins)) {
+            return Ok(());
+        }
+        self.graphed = None;
+        let g = GraphedForward::capture(&self.plan, &self.params, ins)
+            .map_err(|e| BackendError::runtime("--cuda-graph", format!("{e:#}")))?;
+        self.graphed = Some(g);
+        self.captures += 1;
+        Ok(())
+    }
+
+    /// One forward on placed inputs (one replay with `--cuda-graph`); outputs stay
+    /// on the device.
     fn forward(&mut self, ins: &[Option<Tensor>]) -> Result<Vec<(String, Tensor)>, BackendError> {
         if !self.capture {
             let ins = ins.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
             return tch::no_grad(|| exec::run(&self.plan, &self.params, ins));
         }
-        if !self.graphed.as_ref().is_some_and(|g| g.fits(ins)) {
-            self.graphed = None; // Free the old graph's buffers first.
-            let g = GraphedForward::capture(&self.plan, &self.params, ins)
-                .map_err(|e| BackendError::runtime("--cuda-graph", format!("{e:#}")))?;
-            self.graphed = Some(g);
-        }
+        self.ensure_graph(ins)?;
         let g = self.graphed.as_ref().expect("captured above");
         g.run(ins).map_err(|e| BackendError::runtime("--cuda-graph", format!("{e:#}")))
-    }
-
-    fn synchronize(&self) {
-        if let tch::Device::Cuda(i) = self.device {
-            tch::Cuda::synchronize(i as i64);
-        }
     }
 }
 
@@ -142,14 +149,35 @@ impl Executable for TorchExecutable {
         iters: usize,
     ) -> Result<Vec<f64>, BackendError> {
         let ins = self.place(inputs)?;
-        if self.capture {
-            drop(self.forward(&ins)?); // Capture outside the timed runs.
+        // Capture (when these shapes have no graph yet) outside the timed runs; a graph
+        // that fits is reused, so each timed forward is exactly one replay.
+        self.ensure_graph(&ins)?;
+        let dev = self.device;
+        time_runs(
+            warmup,
+            iters,
+            || synchronize(dev),
+            |_| {
+                drop(self.forward(&ins)?);
+                Ok(())
+            },
+        )
+    }
+
+    fn report(&self) -> Vec<(String, f64)> {
+        match &self.graphed {
+            Some(g) => vec![
+                ("cuda_graph_captures".into(), self.captures as f64),
+                ("cuda_graph_replays".into(), g.replays() as f64),
+            ],
+            None => Vec::new(),
         }
-        time_runs(warmup, iters, |_| {
-            let outs = self.forward(&ins)?;
-            self.synchronize();
-            drop(outs);
-            Ok(())
-        })
+    }
+}
+
+/// Wait for everything issued on a CUDA device (nothing to wait for on the CPU).
+fn synchronize(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
     }
 }

@@ -35,15 +35,44 @@ pub fn join(a: &TrainArgs, device: Device) -> Result<(Option<Dist>, Device)> {
         bail!("--dist-timeout must be a number of seconds > 0");
     }
     let (device, cuda) = match device {
-        Device::Cuda(_) => (Device::Cuda(env.local_rank), Some(env.local_rank)),
+        // `--device cuda:N`: every rank on that GPU.
+        Device::Cuda(n) if a.device.pinned() => (Device::Cuda(n), Some(n)),
+        Device::Cuda(_) => {
+            let visible = tch::Cuda::device_count().max(0) as usize;
+            if env.local_rank >= visible {
+                bail!(
+                    "rank {}: LOCAL_RANK is {} but this node has {visible} visible CUDA device(s): launch at most {visible} \
+                     rank(s) per node (torchrun --nproc-per-node {visible}), or pass --device cuda:N to put every rank on \
+                     one GPU (Gloo only: NCCL needs a GPU per rank)",
+                    env.rank,
+                    env.local_rank
+                );
+            }
+            (Device::Cuda(env.local_rank), Some(env.local_rank))
+        }
         other => (other, None),
     };
     let backend = a.dist_backend.unwrap_or(if cuda.is_some() { BackendArg::Nccl } else { BackendArg::Gloo });
     if backend == BackendArg::Nccl && cuda.is_none() {
         bail!("--dist-backend nccl needs CUDA tensors, but this run is on the CPU (pass --device cuda, or --dist-backend gloo)");
     }
+    if backend == BackendArg::Nccl && a.device.pinned() && env.world > 1 {
+        bail!(
+            "--dist-backend nccl with --device {}: NCCL needs one GPU per rank, and {} ranks would share it (use \
+             --device cuda to give rank r the GPU LOCAL_RANK, or --dist-backend gloo)",
+            device_name(device),
+            env.world
+        );
+    }
     let timeout = Duration::from_secs_f64(a.dist_timeout);
     Ok((Some(Dist::init(env, backend, timeout, cuda)?), device))
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
 }
 
 /// Before the first step: the same settings and frozen weights everywhere, then rank

@@ -42,6 +42,7 @@
 //! | `mod.rs` | the arguments and the hyperparameters a run records |
 //! | `trainer.rs` | the training loop: hyperparameters, steps, validation, checkpoints |
 //! | `step.rs` | one batch's loss and gradients, eager or from a CUDA graph |
+//! | `device_step.rs` | whole steps without a host sync: eager, or captured in one CUDA graph |
 //! | `messages.rs` | the banner at the start, the error when a run stops |
 //! | `model.rs` | compile, check a dataset, load weights (+ a checkpoint), logits, loss |
 //! | `optim.rs` | AdamW with parameter groups, clipping, its state |
@@ -54,6 +55,7 @@
 //! | `metrics.rs`, `progress.rs` | `metrics.jsonl`, `loss.svg`, the progress bar / lines |
 
 pub mod checkpoint;
+pub mod device_step;
 pub mod dist;
 pub mod feed;
 pub mod messages;
@@ -118,7 +120,7 @@ pub struct TrainArgs {
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, default_value = "auto", value_parser = DeviceArg::parse, value_name = "cpu|cuda|cuda:N|auto")]
     pub device: DeviceArg,
     /// Weights file for a binding, overriding the spec's (repeatable).
     #[arg(long = "weights", value_name = "BINDING=FILE")]

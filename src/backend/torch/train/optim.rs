@@ -14,15 +14,73 @@
 //! in a step (an adapter skipped because its modality was missing from every batch of
 //! the step) is left alone, step count included, as PyTorch does for `grad = None`.
 //!
+//! The update runs as LibTorch's fused multi-tensor AdamW kernel (`_fused_adamw_`, what
+//! `torch.optim.AdamW(fused=True)` calls; `csrc/optim.cpp`): one launch per parameter
+//! group and decay class instead of several per tensor, the step counts float tensors
+//! on the parameters' device, so a step needs no host synchronisation and a CUDA graph
+//! can capture it (the learning rate then comes from a device tensor, [`Rate::Device`]).
+//! It agrees with `torch.optim.AdamW(foreach=True)` to float rounding (tests/train.rs).
+//!
 //! Groups: `--lr-for PATTERN=LR` (a glob on full parameter paths, `*` matches any
 //! text) gives the parameters it matches their own peak rate; the first matching
 //! pattern wins; everything else uses `--lr`. The schedule scales every group alike.
 
 use crate::backend::torch::convert::to_tensor;
+use crate::backend::torch::shim_call;
 use crate::params::glob::glob_match;
 use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Result};
+use std::ffi::{c_char, c_int, c_void};
 use tch::{Kind, Tensor};
+
+mod sys {
+    use std::ffi::{c_char, c_int, c_void};
+    extern "C" {
+        #[allow(clippy::too_many_arguments)]
+        pub fn graft_adamw_fused(
+            params: *const *mut c_void,
+            grads: *const *mut c_void,
+            exp_avgs: *const *mut c_void,
+            exp_avg_sqs: *const *mut c_void,
+            steps: *const *mut c_void,
+            n: usize,
+            lr_tensor: *mut c_void,
+            lr_value: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+            found_inf: *mut c_void,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
+        pub fn graft_clip_grad_norm(
+            grads: *const *mut c_void,
+            n: usize,
+            max_norm: f64,
+            norm_out: *mut *mut c_void,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
+        pub fn graft_flag_non_finite(
+            ts: *const *mut c_void,
+            n: usize,
+            found_inf: *mut c_void,
+            err: *mut c_char,
+            len: usize,
+        ) -> c_int;
+    }
+}
+
+/// Call an optimizer shim function; non-zero → an error `what: message`.
+fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
+    shim_call(f).map_err(|msg| anyhow!("{what}: {msg}"))
+}
+
+/// The `at::Tensor*` behind each tensor, for a shim call (they stay alive with `ts`).
+fn raw(ts: &[&Tensor]) -> Vec<*mut c_void> {
+    ts.iter().map(|t| t.as_ptr() as *mut c_void).collect()
+}
 
 pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.999;
@@ -59,7 +117,16 @@ struct Slot {
     decay: bool,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    step: i64,
+    /// PyTorch's `state_steps`: a 0-d float tensor on the parameter's device.
+    step: Tensor,
+}
+
+/// The learning-rate factor of a step (the schedule's value): a number, or a 0-d float
+/// tensor on the parameters' device that a captured CUDA graph reads at each replay.
+#[derive(Clone, Copy)]
+pub enum Rate<'a> {
+    Value(f64),
+    Device(&'a Tensor),
 }
 
 pub struct AdamW {
@@ -91,7 +158,8 @@ impl AdamW {
             let decay = tensor.dim() >= 2;
             let zeros = || tensor.f_zeros_like();
             let (exp_avg, exp_avg_sq) = (zeros()?, zeros()?);
-            slots.push(Slot { path, tensor, group, decay, exp_avg, exp_avg_sq, step: 0 });
+            let step = Tensor::f_zeros([], (Kind::Float, tensor.device()))?;
+            slots.push(Slot { path, tensor, group, decay, exp_avg, exp_avg_sq, step });
         }
         for g in &groups[1..] {
             if g.tensors > 0 {
@@ -125,27 +193,67 @@ impl AdamW {
 
     /// One update. `grads` follows [`Self::params`]; `None`: no gradient this step.
     pub fn step(&mut self, grads: &[Option<Tensor>], lr_scale: f64) -> Result<()> {
+        self.step_on_device(grads, Rate::Value(lr_scale), None)
+    }
+
+    /// One update without a host synchronisation: one fused kernel per (group, decay)
+    /// class of the parameters that have a gradient. With `found_inf` (a 0-d float flag
+    /// on the device, see [`flag_non_finite`]) holding 1, nothing changes, step counts
+    /// included.
+    pub fn step_on_device(&mut self, grads: &[Option<Tensor>], rate: Rate, found_inf: Option<&Tensor>) -> Result<()> {
         if grads.len() != self.slots.len() {
             bail!("internal error: {} gradients for {} parameters", grads.len(), self.slots.len());
         }
         let _guard = tch::no_grad_guard();
-        for (s, g) in self.slots.iter_mut().zip(grads) {
-            let Some(g) = g else { continue };
-            s.step += 1;
-            let lr = self.groups[s.group].lr * lr_scale;
-            let t = s.step as f64;
-            if s.decay && self.weight_decay != 0.0 {
-                let _ = s.tensor.f_mul_scalar_(1.0 - lr * self.weight_decay)?;
+        for group in 0..self.groups.len() {
+            for decay in [false, true] {
+                let class: Vec<(&Slot, &Tensor)> = self
+                    .slots
+                    .iter()
+                    .zip(grads)
+                    .filter(|(s, _)| s.group == group && s.decay == decay)
+                    .filter_map(|(s, g)| g.as_ref().map(|g| (s, g)))
+                    .collect();
+                if class.is_empty() {
+                    continue;
+                }
+                let wd = if decay { self.weight_decay } else { 0.0 };
+                let peak = self.groups[group].lr;
+                let lr_tensor = match rate {
+                    Rate::Value(_) => None,
+                    Rate::Device(t) => Some(t.f_mul_scalar(peak)?),
+                };
+                let lr_value = match rate {
+                    Rate::Value(v) => peak * v,
+                    Rate::Device(_) => 0.0,
+                };
+                let col = |f: fn(&Slot) -> &Tensor| raw(&class.iter().map(|(s, _)| f(s)).collect::<Vec<_>>());
+                let (p, m, v, st) = (col(|s| &s.tensor), col(|s| &s.exp_avg), col(|s| &s.exp_avg_sq), col(|s| &s.step));
+                let g = raw(&class.iter().map(|(_, g)| *g).collect::<Vec<_>>());
+                let lr_ptr = lr_tensor.as_ref().map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut c_void);
+                let inf_ptr = found_inf.map_or(std::ptr::null_mut(), |t| t.as_ptr() as *mut c_void);
+                // SAFETY: every pointer is a live at::Tensor held by `self`, `grads`,
+                // `lr_tensor` or `found_inf` for the whole call; the lists have `n` entries.
+                call("AdamW step", |e, n| unsafe {
+                    sys::graft_adamw_fused(
+                        p.as_ptr(),
+                        g.as_ptr(),
+                        m.as_ptr(),
+                        v.as_ptr(),
+                        st.as_ptr(),
+                        class.len(),
+                        lr_ptr,
+                        lr_value,
+                        BETA1,
+                        BETA2,
+                        wd,
+                        EPS,
+                        inf_ptr,
+                        e,
+                        n,
+                    )
+                })?;
             }
-            let _ = s.exp_avg.f_lerp_(g, 1.0 - BETA1)?;
-            let _ = s.exp_avg_sq.f_mul_scalar_(BETA2)?;
-            let _ = s.exp_avg_sq.f_addcmul_(g, &g.f_mul_scalar(1.0 - BETA2)?)?;
-            let bias1 = 1.0 - BETA1.powf(t);
-            let bias2 = 1.0 - BETA2.powf(t);
-            let mut denom = s.exp_avg_sq.f_sqrt()?;
-            let _ = denom.f_div_scalar_(bias2.sqrt())?;
-            let _ = denom.f_add_scalar_(EPS)?;
-            let _ = s.tensor.f_addcdiv_(&s.exp_avg.f_mul_scalar(-lr / bias1)?, &denom)?;
         }
         Ok(())
     }
@@ -156,7 +264,8 @@ impl AdamW {
         for s in &self.slots {
             out.push((format!("{}.exp_avg", s.path), s.exp_avg.shallow_clone()));
             out.push((format!("{}.exp_avg_sq", s.path), s.exp_avg_sq.shallow_clone()));
-            out.push((format!("{}.step", s.path), Tensor::f_from_slice(&[s.step])?));
+            let step = s.step.f_to_device(tch::Device::Cpu)?.f_double_value(&[])? as i64;
+            out.push((format!("{}.step", s.path), Tensor::f_from_slice(&[step])?));
         }
         Ok(out)
     }
@@ -183,33 +292,62 @@ impl AdamW {
                 }
                 dst.f_copy_(&t.f_to_kind(dst.kind())?)?;
             }
-            s.step = to_tensor(&f.tensor(&format!("{}.step", s.path))?)?.f_to_kind(Kind::Int64)?.f_int64_value(&[0])?;
+            let step =
+                to_tensor(&f.tensor(&format!("{}.step", s.path))?)?.f_to_kind(Kind::Int64)?.f_int64_value(&[0])?;
+            if !(0..=1 << 24).contains(&step) {
+                bail!(
+                    "{}: `{}.step` is {step}, outside 0..=2^24 (steps count exactly in float32)",
+                    f.path.display(),
+                    s.path
+                );
+            }
+            let _ = s.step.f_fill_(step as f64)?;
         }
         Ok(())
     }
 }
 
 /// The global L2 norm of the present gradients (`‖[‖g₁‖, ‖g₂‖, …]‖`, as PyTorch's
-/// `clip_grad_norm_`), as a 0-d tensor on the gradients' device.
-pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-    let norms: Vec<Tensor> = grads.iter().flatten().map(|g| g.f_norm()).collect::<Result<_, _>>()?;
-    if norms.is_empty() {
+/// `clip_grad_norm_` computes it with `_foreach_norm`), as a 0-d tensor on the
+/// gradients' device; with `max_norm`, the gradients are then scaled in place by
+/// `min(1, max_norm / (norm + 1e-6))`, on the device (no host synchronisation).
+/// `None` when no gradient is present.
+pub fn clip_grad_norm(grads: &[Option<Tensor>], max_norm: Option<f64>) -> Result<Option<Tensor>> {
+    let present: Vec<&Tensor> = grads.iter().flatten().collect();
+    if present.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Tensor::f_stack(&norms, 0)?.f_norm()?))
+    let ptrs = raw(&present);
+    let max = max_norm.unwrap_or(0.0);
+    if max_norm.is_some() && !(max.is_finite() && max > 0.0) {
+        bail!("internal error: clipping to a norm of {max}");
+    }
+    let mut out: *mut c_void = std::ptr::null_mut();
+    let _guard = tch::no_grad_guard();
+    // SAFETY: the gradients are live for the call; on success the shim hands over a new
+    // at::Tensor*, which tch owns (and frees) from here on.
+    call("gradient norm", |e, n| unsafe { sys::graft_clip_grad_norm(ptrs.as_ptr(), ptrs.len(), max, &mut out, e, n) })?;
+    if out.is_null() {
+        bail!("gradient norm: the shim returned no tensor");
+    }
+    // SAFETY: `out` is a fresh at::Tensor* allocated with `new`, as tch's own are.
+    Ok(Some(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }))
 }
 
-/// Scale the gradients so their global norm is at most `max_norm` (the factor is
-/// `max_norm / (norm + 1e-6)`, capped at 1, as in PyTorch).
-pub fn clip(grads: &mut [Option<Tensor>], norm: f64, max_norm: f64) -> Result<()> {
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        let _guard = tch::no_grad_guard();
-        for g in grads.iter_mut().flatten() {
-            let _ = g.f_mul_scalar_(coef)?;
-        }
-    }
-    Ok(())
+/// The global gradient norm (see [`clip_grad_norm`]), without clipping.
+pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+    clip_grad_norm(grads, None)
+}
+
+/// Set the 0-d float flag `found_inf` (on the device) to 1 if any of `ts` holds a NaN or
+/// an infinity; it stays 1 once set. No host synchronisation.
+pub fn flag_non_finite(ts: &[&Tensor], found_inf: &Tensor) -> Result<()> {
+    let ptrs = raw(ts);
+    let _guard = tch::no_grad_guard();
+    // SAFETY: every tensor is live for the call.
+    call("non-finite check", |e, n| unsafe {
+        sys::graft_flag_non_finite(ptrs.as_ptr(), ptrs.len(), found_inf.as_ptr() as *mut c_void, e, n)
+    })
 }
 
 #[cfg(test)]

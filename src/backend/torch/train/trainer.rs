@@ -14,7 +14,7 @@ use super::feed::Feed;
 use super::messages::{header, stop, Ctx};
 use super::metrics::{Metrics, Record};
 use super::model::{Model, Spec};
-use super::optim::{clip, global_norm, parse_lr_for, AdamW};
+use super::optim::{clip_grad_norm, parse_lr_for, AdamW};
 use super::progress::{clock, Progress};
 use super::resume::keep;
 use super::rundir;
@@ -403,16 +403,14 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
                 return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
             }
         }
-        let norm = match global_norm(&grads)? {
+        // The norm before clipping (what is logged), the gradients clipped on the device.
+        let norm = match clip_grad_norm(&grads, hyper.clip)? {
             Some(n) => n.f_double_value(&[])?,
             None => 0.0,
         };
         if !norm.is_finite() {
             let at = format!("the gradient norm is {norm} at step {} (loss {loss})", step + 1);
             return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
-        }
-        if let Some(c) = hyper.clip {
-            clip(&mut grads, norm, c)?;
         }
         opt.step(&grads, scale)?;
         drop(grads);
