@@ -35,6 +35,17 @@ pub fn to_tensor(h: &HostTensor) -> Result<Tensor, TchError> {
     Tensor::f_from_data_size(&h.data, &h.shape, kind_of(h.dtype))
 }
 
+/// A CPU tensor on `device`: on a GPU through pinned host memory with a non-blocking
+/// copy, so the host goes on issuing work instead of waiting for the device to finish
+/// what it was given before (a copy from pageable memory waits for it); the pinned
+/// block is recycled only once the copy has run (LibTorch's caching host allocator).
+pub fn to_device_async(t: Tensor, device: tch::Device) -> Result<Tensor, TchError> {
+    match device {
+        tch::Device::Cuda(_) => t.f_pin_memory(device)?.f_to_device_(device, t.f_kind()?, true, false),
+        _ => t.f_to_device(device),
+    }
+}
+
 /// Host inputs (plan order, `None` absent) on `device`, float ones in `float`.
 pub fn place(
     inputs: &[Option<HostTensor>],
@@ -48,7 +59,7 @@ pub fn place(
                 .map(|h| {
                     let t = to_tensor(h)?;
                     let kind = if super::is_float_kind(t.kind()) { float } else { t.kind() };
-                    t.f_to_device(device)?.f_to_kind(kind)
+                    to_device_async(t, device)?.f_to_kind(kind)
                 })
                 .transpose()
         })

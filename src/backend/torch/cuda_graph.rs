@@ -8,8 +8,10 @@
 //!   return is overwritten by each replay.
 //! - [`GraphedForward`]: a plan's forward at fixed input shapes (`graft run` /
 //!   `graft bench --cuda-graph`).
-//! - [`GraphedStep`]: forward + loss + backward of one training batch at fixed shapes;
-//!   the optimizer step stays eager (`graft train --cuda-graph`).
+//! - [`GraphedStep`]: forward + loss + backward of one training batch at fixed shapes
+//!   (`graft train --cuda-graph` with gradient accumulation or data parallelism, where
+//!   the optimizer step stays outside the graph); the whole step, optimizer included,
+//!   is captured by [`super::train::device_step::GraphedTrainStep`].
 //! - [`Autocast`]: bf16 autocast of CUDA ops on this thread while the guard lives.
 //!
 //! Errors cross the FFI as a return code and a message, never as a C++ exception.

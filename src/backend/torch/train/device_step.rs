@@ -115,8 +115,8 @@ pub fn train_step(
         return Ok((loss.f_detach()?, zero()?));
     }
     let grads = Tensor::f_run_backward(&[&loss], params, false, false)?;
-    let grads: Vec<Option<Tensor>> = grads.into_iter().map(|g| g.defined().then_some(g)).collect();
-    let norm = match clip_grad_norm(&grads, clip)? {
+    let mut grads: Vec<Option<Tensor>> = grads.into_iter().map(|g| g.defined().then_some(g)).collect();
+    let norm = match clip_grad_norm(&mut grads, clip)? {
         Some(norm) => norm,
         None => zero()?,
     };

@@ -220,7 +220,7 @@ impl Model {
 
     /// The batch's labels on the model's device.
     pub fn labels(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(to_tensor(&batch.label_tensor())?.f_to_device(self.device)?)
+        Ok(crate::backend::torch::convert::to_device_async(to_tensor(&batch.label_tensor())?, self.device)?)
     }
 }
 

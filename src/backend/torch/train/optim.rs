@@ -312,7 +312,18 @@ impl AdamW {
 /// gradients' device; with `max_norm`, the gradients are then scaled in place by
 /// `min(1, max_norm / (norm + 1e-6))`, on the device (no host synchronisation).
 /// `None` when no gradient is present.
-pub fn clip_grad_norm(grads: &[Option<Tensor>], max_norm: Option<f64>) -> Result<Option<Tensor>> {
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: Option<f64>) -> Result<Option<Tensor>> {
+    norm_and_clip(grads, max_norm)
+}
+
+/// The global gradient norm (see [`clip_grad_norm`]), without clipping.
+pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
+    norm_and_clip(grads, None)
+}
+
+/// Both of the above: the shim scales the tensors in place only when `max_norm` is given
+/// (then the caller holds them mutably).
+fn norm_and_clip(grads: &[Option<Tensor>], max_norm: Option<f64>) -> Result<Option<Tensor>> {
     let present: Vec<&Tensor> = grads.iter().flatten().collect();
     if present.is_empty() {
         return Ok(None);
@@ -332,11 +343,6 @@ pub fn clip_grad_norm(grads: &[Option<Tensor>], max_norm: Option<f64>) -> Result
     }
     // SAFETY: `out` is a fresh at::Tensor* allocated with `new`, as tch's own are.
     Ok(Some(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }))
-}
-
-/// The global gradient norm (see [`clip_grad_norm`]), without clipping.
-pub fn global_norm(grads: &[Option<Tensor>]) -> Result<Option<Tensor>> {
-    clip_grad_norm(grads, None)
 }
 
 /// Set the 0-d float flag `found_inf` (on the device) to 1 if any of `ts` holds a NaN or
@@ -402,8 +408,14 @@ mod tests {
         let mut g = vec![Some(Tensor::from_slice(&[3.0f32])), None, Some(Tensor::from_slice(&[4.0f32]))];
         let n = global_norm(&g).unwrap().unwrap().double_value(&[]);
         assert!((n - 5.0).abs() < 1e-6);
-        clip(&mut g, n, 1.0).unwrap();
+        let before = clip_grad_norm(&mut g, Some(1.0)).unwrap().unwrap().double_value(&[]);
+        assert!((before - 5.0).abs() < 1e-6, "the norm before clipping is returned");
         let after = global_norm(&g).unwrap().unwrap().double_value(&[]);
         assert!((after - 1.0).abs() < 1e-5, "{after}");
+        // Under the cap nothing changes, bit for bit.
+        let kept = g[0].as_ref().unwrap().copy();
+        clip_grad_norm(&mut g, Some(10.0)).unwrap();
+        assert!(g[0].as_ref().unwrap().equal(&kept));
+        assert!(clip_grad_norm(&mut [None], Some(1.0)).unwrap().is_none());
     }
 }

@@ -404,7 +404,7 @@ fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Opti
             }
         }
         // The norm before clipping (what is logged), the gradients clipped on the device.
-        let norm = match clip_grad_norm(&grads, hyper.clip)? {
+        let norm = match clip_grad_norm(&mut grads, hyper.clip)? {
             Some(n) => n.f_double_value(&[])?,
             None => 0.0,
         };
