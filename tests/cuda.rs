@@ -314,3 +314,71 @@ fn bench_replays_a_graph() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("batch 2"), "{out}");
 }
+
+/// The TRAIN_SPEC model on the GPU with seeded parameters, AdamW over its trainable ones.
+fn pre_on_gpu(dir: &Path) -> (graft::backend::torch::train::model::Model, graft::backend::torch::train::optim::AdamW) {
+    use graft::backend::torch::train::model::{Model, Spec};
+    use graft::backend::torch::train::optim::AdamW;
+    std::fs::write(dir.join("pre.graft"), TRAIN_SPEC).unwrap();
+    let spec = Spec::compile(&dir.join("pre.graft")).unwrap();
+    let values = spec.plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let store = ParamStore::new(&spec.plan, values, Device::Cuda(0), Kind::Float).unwrap();
+    let model = Model { spec, store, device: Device::Cuda(0) };
+    let opt = AdamW::new(model.trainable(), 1e-3, &[], 0.01, &model.frozen_paths()).unwrap();
+    (model, opt)
+}
+
+#[test]
+#[ignore = "needs a CUDA device; run with --ignored on a GPU machine"]
+fn a_whole_captured_step_equals_the_eager_step() {
+    use graft::backend::torch::train::device_step::{train_step, DeviceStep, StepGraphs};
+    let _gpu = gpu("whole-step capture");
+    let dir = tmp("whole_step");
+    let batches: Vec<(Vec<Option<Tensor>>, Tensor)> = (0..4u64)
+        .map(|i| {
+            let (model, _) = pre_on_gpu(&dir);
+            let x = gpu_inputs(&model.spec.plan, 8, 10 + i);
+            let y = Tensor::from_slice(&[0i64, 1, 2, 3, 3, 2, 1, 0]).roll([i as i64], [0]).to_device(Device::Cuda(0));
+            (x, y)
+        })
+        .collect();
+    // Eager sync-free steps, then the same batches through captured whole steps (the
+    // rate changes every step: it is read from the device tensor at each replay).
+    let run = |graphed: bool| {
+        let (model, mut opt) = pre_on_gpu(&dir);
+        let params = opt.params();
+        let mut dev = DeviceStep::new(Device::Cuda(0), 8).unwrap();
+        let mut graphs = StepGraphs::default();
+        for (step, (x, y)) in batches.iter().enumerate() {
+            dev.set_rate(1.0 / (1.0 + step as f64)).unwrap();
+            let (loss, norm) = if graphed {
+                graphs.step(&model, &params, &mut opt, Some(1.0), false, &dev, x, y).unwrap()
+            } else {
+                let ins = x.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
+                train_step(&model, &params, &mut opt, Some(1.0), false, &dev, ins, y).unwrap()
+            };
+            dev.record(step as u64 + 1, &loss, &norm).unwrap();
+        }
+        let (values, bad) = dev.drain().unwrap();
+        assert!(!bad);
+        let params: Vec<Tensor> = params.iter().map(|p| p.to_device(Device::Cpu)).collect();
+        (values, params, graphs.captures)
+    };
+    let (eager_values, eager_params, _) = run(false);
+    let (graph_values, graph_params, captures) = run(true);
+    assert_eq!(captures, 1, "one batch signature, one capture");
+    assert_eq!(eager_values.len(), 4);
+    for (a, b) in eager_values.iter().zip(&graph_values) {
+        assert_eq!(a.step, b.step);
+        assert!((a.loss - b.loss).abs() <= 1e-5 * (1.0 + a.loss.abs()), "{a:?} vs {b:?}");
+        assert!((a.grad_norm - b.grad_norm).abs() <= 1e-4 * (1.0 + a.grad_norm), "{a:?} vs {b:?}");
+    }
+    assert_eq!(eager_params.len(), graph_params.len());
+    for (a, b) in eager_params.iter().zip(&graph_params) {
+        assert!(max_abs(a, b) <= 1e-5 * (1.0 + b.abs().max().double_value(&[])), "{}", max_abs(a, b));
+    }
+    let (first, _) = pre_on_gpu(&dir);
+    let moved =
+        first.trainable().iter().zip(&eager_params).any(|((_, t), p)| max_abs(&t.to_device(Device::Cpu), p) > 1e-4);
+    assert!(moved, "the steps trained");
+}
