@@ -198,7 +198,7 @@ fn each_timed_forward_is_one_replay_of_one_capture() {
     let _gpu = gpu("replays per timed forward");
     let c = compile_file(&vit_tiny(), Mode::Infer).map_err(|_| "specs/vit_tiny.graft compiles").unwrap();
     let plan = Plan::new(&c.graph);
-    let values = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let values = plan.params().iter().map(|p| random_values(p, 0)).collect();
     let opts = Options { device: graft::backend::Device::Cuda(0), float: DType::F32, graph_capture: true };
     let mut exe = TorchBackend.prepare(&plan, values, &opts).unwrap();
     let x = inputs::bind(&plan, inputs::random(&plan, 4, 1).unwrap(), DType::F32).unwrap().values;
@@ -321,7 +321,7 @@ fn pre_on_gpu(dir: &Path) -> (graft::backend::torch::train::model::Model, graft:
     use graft::backend::torch::train::optim::AdamW;
     std::fs::write(dir.join("pre.graft"), TRAIN_SPEC).unwrap();
     let spec = Spec::compile(&dir.join("pre.graft")).unwrap();
-    let values = spec.plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let values = spec.plan.params().iter().map(|p| random_values(p, 0)).collect();
     let store = ParamStore::new(&spec.plan, values, Device::Cuda(0), Kind::Float).unwrap();
     let model = Model { spec, store, device: Device::Cuda(0) };
     let opt = AdamW::new(model.trainable(), 1e-3, &[], 0.01, &model.frozen_paths()).unwrap();
