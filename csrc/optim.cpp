@@ -1,7 +1,8 @@
 // Multi-tensor optimizer kernels for `graft train` (feature `torch`): LibTorch's fused
 // AdamW (one kernel for a whole list of tensors, what `torch.optim.AdamW(fused=True)`
 // calls), the `_foreach_*` global-norm clipping of `torch.nn.utils.clip_grad_norm_`,
-// and a non-finite check that raises a device flag without a host synchronisation.
+// a non-finite check that raises a device flag without a host synchronisation, and
+// pinned host copies for non-blocking transfers.
 // tch does not expose these ops (they take tensor lists). Tensors cross as
 // `at::Tensor*` (tch's C_tensor is exactly that); errors as return code 1 plus the
 // first line of the message (csrc/ffi_guard.hpp), never as a C++ exception.
@@ -87,6 +88,13 @@ int graft_flag_non_finite(void* const* ts, size_t n, void* found_inf, char* err,
       inf.copy_(at::maximum(inf, bad));
     }
   });
+}
+
+// A copy of the CPU tensor `t` in pinned (page-locked) host memory, written into
+// `*out` as a new tensor. (tch's pin_memory passes a device, which LibTorch 2.11
+// warns about on every call.)
+int graft_pin_memory(void* t, void** out, char* err, size_t len) noexcept {
+  return graft_ffi::guarded(err, len, [&] { *out = new at::Tensor(static_cast<at::Tensor*>(t)->pin_memory()); });
 }
 
 }  // extern "C"

@@ -41,7 +41,10 @@ pub fn to_tensor(h: &HostTensor) -> Result<Tensor, TchError> {
 /// block is recycled only once the copy has run (LibTorch's caching host allocator).
 pub fn to_device_async(t: Tensor, device: tch::Device) -> Result<Tensor, TchError> {
     match device {
-        tch::Device::Cuda(_) => t.f_pin_memory(device)?.f_to_device_(device, t.f_kind()?, true, false),
+        tch::Device::Cuda(_) => {
+            let pinned = super::train::optim::pinned(&t).map_err(|e| TchError::Torch(format!("{e:#}")))?;
+            pinned.f_to_device_(device, t.f_kind()?, true, false)
+        }
         _ => t.f_to_device(device),
     }
 }
