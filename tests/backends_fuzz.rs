@@ -8,6 +8,9 @@
 //! test fails if too few mutants compile to mean anything.
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::compare::{compare, named, Tol};
 use graft::api::compile_str;
 use graft::backend::native::Native;
 use graft::backend::torch::TorchBackend;
@@ -119,24 +122,6 @@ fn outputs(backend: &dyn Backend, plan: &Plan) -> Result<Vec<(String, HostTensor
     exe.run(&bound.values).map_err(|e| e.to_string())
 }
 
-fn rel_err(a: &[(String, HostTensor)], b: &[(String, HostTensor)]) -> Result<f64, String> {
-    if a.len() != b.len() {
-        return Err(format!("{} outputs vs {}", a.len(), b.len()));
-    }
-    let mut worst = 0f64;
-    for ((n1, x), (n2, y)) in a.iter().zip(b) {
-        if n1 != n2 || x.shape != y.shape {
-            return Err(format!("{n1} {:?} vs {n2} {:?}", x.shape, y.shape));
-        }
-        let (x, y) = (x.to_f64(), y.to_f64());
-        let num = x.iter().zip(&y).map(|(p, q)| (p - q) * (p - q)).sum::<f64>().sqrt();
-        let den = y.iter().map(|q| q * q).sum::<f64>().sqrt();
-        let e = if den == 0.0 { num } else { num / den };
-        worst = worst.max(if e.is_nan() { f64::INFINITY } else { e });
-    }
-    Ok(worst)
-}
-
 /// Small enough to run in a debug build.
 fn small(c: &Compiled) -> bool {
     let plan = Plan::new(&c.graph);
@@ -169,8 +154,9 @@ fn mutants_of_small_specs_agree_on_both_backends() {
             let at = format!("a mutant of {} ({mode:?}):\n{mutant}", path.display());
             match (got, want) {
                 (Ok(got), Ok(want)) => {
-                    let e = rel_err(&got, &want).unwrap_or_else(|e| panic!("{at}\noutputs differ: {e}"));
-                    assert!(e <= 1e-5, "{at}\nnative vs torch: relative error {e:.3e}");
+                    if let Err(e) = compare(&named(&got), &named(&want), Tol::Norm { rel: 1e-5 }) {
+                        panic!("{at}\nnative vs torch:\n{e}");
+                    }
                     ran += 1;
                 }
                 (Err(_), Err(_)) => {}

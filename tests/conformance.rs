@@ -2,15 +2,22 @@
 //!
 //! Each test runs `tests/conformance/generate.py CASE DIR` with the pinned venv's
 //! Python (weights, inputs, float64 reference outputs and a `manifest.json` of
-//! steps), then runs the steps: `graft run` / `graft fuse` with this crate's binary
-//! and the comparison scripts, which print the relative error of every output and
-//! exit non-zero past the tolerance. See tests/conformance/generate.py for what each
-//! case covers.
+//! steps), then runs the steps: `graft run` / `graft fuse` with this crate's binary,
+//! the Python checks (a fused file loads into timm, an exported directory into PEFT,
+//! each writing what that model computes), and the comparisons, made here with the
+//! tests' one comparator (`tests/common/compare.rs`): every reference tensor against
+//! graft's, norm-wise within the case's tolerance, NaN and ±∞ failing. A case that
+//! compares nothing fails. See tests/conformance/generate.py for what each case
+//! covers.
 //!
 //! Needs `scripts/setup.sh` (the venv with torch, timm, transformers) and
 //! `cargo test --features torch`.
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::compare::{assert_close, Tol, Values};
+use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -129,6 +136,71 @@ fn run_step(log: &mut Log, program: &Path, args: &[String], dir: &Path, what: &s
     }
 }
 
+/// The tensors of a safetensors file, by name.
+fn read_tensors(path: &Path) -> Vec<(String, graft::tensor::HostTensor)> {
+    let f = SafeFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    f.entries()
+        .keys()
+        .map(|k| (k.clone(), f.tensor(k).unwrap_or_else(|e| panic!("{}: {k}: {e}", path.display()))))
+        .collect()
+}
+
+/// `v` restricted to the rows of its first two dimensions where `mask` ([B, T]) is 1.
+fn masked(v: Values, mask: &Values) -> Values {
+    let rows = mask.data.len();
+    assert!(
+        rows > 0 && v.data.len().is_multiple_of(rows),
+        "a mask of shape {:?} for a tensor of shape {:?}",
+        mask.shape,
+        v.shape
+    );
+    assert_eq!(v.shape[..2], mask.shape[..], "the mask's shape is the tensor's first two dimensions");
+    let width = v.data.len() / rows;
+    let data: Vec<f64> =
+        v.data.chunks_exact(width).zip(&mask.data).filter(|(_, &m)| m != 0.0).flat_map(|(r, _)| r.to_vec()).collect();
+    let shape: Vec<i64> =
+        std::iter::once((data.len() / width.max(1)) as i64).chain(v.shape[2..].iter().copied()).collect();
+    Values { shape, data, dtype: v.dtype }
+}
+
+/// A `compare` step: every tensor of the reference (but `NAME.mask`) against graft's
+/// float32 output of that name. Returns how many tensors it compared.
+fn compare_step(log: &mut Log, step: &serde_json::Value, dir: &Path) -> usize {
+    let field = |k: &str| step[k].as_str().unwrap_or_else(|| panic!("compare step without `{k}`: {step}"));
+    let (label, tol) = (field("label"), step["tol"].as_f64().expect("compare step without `tol`"));
+    let got = read_tensors(Path::new(field("graft")));
+    let want = read_tensors(Path::new(field("ref")));
+    let mask = |name: &str| want.iter().find(|(n, _)| *n == format!("{name}.mask")).map(|(_, t)| Values::from(t));
+    let (mut g, mut w) = (Vec::new(), Vec::new());
+    for (name, t) in want.iter().filter(|(n, _)| !n.ends_with(".mask")) {
+        let mut want_v = Values::from(t);
+        want_v.dtype = None;
+        let got_v = got.iter().find(|(n, _)| n == name).map(|(_, t)| {
+            assert_eq!(t.dtype, graft::ir::DType::F32, "[{label}] graft's `{name}` is not float32");
+            let mut v = Values::from(t);
+            v.dtype = None;
+            v
+        });
+        let (got_v, want_v) = match mask(name) {
+            Some(m) => (got_v.map(|v| masked(v, &m)), masked(want_v, &m)),
+            None => (got_v, want_v),
+        };
+        if let Some(v) = got_v {
+            g.push((name.clone(), v));
+        }
+        w.push((name.clone(), want_v));
+    }
+    let what = format!("[{label}] graft vs reference (case files kept in {})", dir.display());
+    for s in assert_close(&what, &g, &w, Tol::Norm { rel: tol }) {
+        log.0 += &format!("[{label}] {s} (tol {tol:e})\n");
+    }
+    let extra: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).filter(|n| !w.iter().any(|(m, _)| m == n)).collect();
+    if !extra.is_empty() {
+        log.0 += &format!("[{label}] note: graft wrote tensors the reference does not have: {extra:?}\n");
+    }
+    w.len()
+}
+
 fn conformance(case: &str) {
     conformance_on(case, None)
 }
@@ -147,8 +219,12 @@ fn conformance_on(case: &str, backend: Option<&str>) {
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).expect("reading manifest.json");
     let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("parsing manifest.json");
     let steps = manifest["steps"].as_array().expect("manifest steps");
-    assert!(!steps.is_empty(), "case {case} has no steps");
+    let mut compared = 0;
     for step in steps {
+        if step["tool"] == "compare" {
+            compared += compare_step(&mut log, step, &dir);
+            continue;
+        }
         let mut args: Vec<String> = step["args"]
             .as_array()
             .expect("step args")
@@ -166,6 +242,7 @@ fn conformance_on(case: &str, backend: Option<&str>) {
             other => panic!("unknown step tool {other:?} in {}", dir.join("manifest.json").display()),
         }
     }
+    assert!(compared > 0, "case {case} compared no tensor with a reference\n\n{}", log.0);
     // Passed: show the measured errors with `--nocapture`, and clean up.
     println!("{}", log.0);
     let _ = std::fs::remove_dir_all(&dir);

@@ -12,6 +12,9 @@
 
 #![cfg(feature = "cuda-graphs")]
 
+mod common;
+
+use common::compare::{assert_close, measure, Tol, Values};
 use graft::api::compile_file;
 use graft::backend::torch::convert::place;
 use graft::backend::torch::cuda_graph::{
@@ -149,23 +152,20 @@ fn gpu_inputs(plan: &Plan, batch: i64, seed: u64) -> Vec<Option<Tensor>> {
     place(&inputs::bind(plan, given, DType::F32).unwrap().values, Device::Cuda(0), Kind::Float).unwrap()
 }
 
-fn eager(plan: &Plan, store: &ParamStore, ins: &[Option<Tensor>]) -> Vec<Tensor> {
+/// A tensor (any device, any float kind) as `f64` values on the host.
+fn values(t: &Tensor) -> Values {
+    let t = t.to_device(Device::Cpu).to_kind(Kind::Double).contiguous();
+    Values::new(&t.size(), Vec::<f64>::try_from(t.flatten(0, -1)).expect("a host f64 tensor"))
+}
+
+/// Named tensors as named host values.
+fn host(outs: &[(String, Tensor)]) -> Vec<(String, Values)> {
+    outs.iter().map(|(n, t)| (n.clone(), values(t))).collect()
+}
+
+fn eager(plan: &Plan, store: &ParamStore, ins: &[Option<Tensor>]) -> Vec<(String, Values)> {
     let ins = ins.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-    let outs = tch::no_grad(|| exec::run(plan, &store.tensors, ins)).unwrap();
-    outs.into_iter().map(|(_, t)| t.to_device(Device::Cpu).to_kind(Kind::Double)).collect()
-}
-
-fn host(outs: Vec<(String, Tensor)>) -> Vec<Tensor> {
-    outs.into_iter().map(|(_, t)| t.to_device(Device::Cpu).to_kind(Kind::Double)).collect()
-}
-
-/// ‖a − b‖ / ‖b‖.
-fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).norm().double_value(&[]) / b.norm().double_value(&[]).max(1e-30)
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).abs().max().double_value(&[])
+    host(&tch::no_grad(|| exec::run(plan, &store.tensors, ins)).unwrap())
 }
 
 #[test]
@@ -178,15 +178,12 @@ fn graph_replay_equals_eager_inference() {
     let g = GraphedForward::capture(&plan, &store.tensors, &x1).unwrap();
     for _ in 0..2 {
         for (x, want) in [(&x1, &want1), (&x2, &want2)] {
-            let got = host(g.run(x).unwrap());
-            assert_eq!(got.len(), want.len());
-            for (a, b) in got.iter().zip(want) {
-                assert_eq!(a.size(), b.size());
-                assert!(max_abs(a, b) <= 1e-5 * (1.0 + b.abs().max().double_value(&[])), "{}", max_abs(a, b));
-            }
+            let got = host(&g.run(x).unwrap());
+            assert_close("graph replay vs eager", &got, want, Tol::Max { abs: 1e-5, rel: 1e-5 });
         }
     }
-    assert!(max_abs(&want1[0], &want2[0]) > 1e-3, "different inputs give different outputs");
+    let apart = measure(&want1, &want2).unwrap();
+    assert!(apart.iter().all(|s| s.max_abs > 1e-3), "different inputs give different outputs: {apart:?}");
     let other = gpu_inputs(&plan, 2, 3);
     let e = g.run(&other).expect_err("another batch size does not fit the graph").to_string();
     assert!(e.contains("differ in shape"), "{e}");
@@ -236,16 +233,12 @@ fn bf16_autocast_stays_close_to_f32() {
         let g = GraphedForward::capture(&plan, &store.tensors, &x).unwrap();
         (out, g)
     };
-    for (a, b) in bf16_out.iter().zip(&f32_out) {
-        let r = rel_err(a, b);
-        assert!(r < 2e-2, "bf16 autocast rel err {r}");
-        assert!(r > 0.0, "autocast changed nothing: not in effect?");
+    for s in assert_close("bf16 autocast vs f32", &bf16_out, &f32_out, Tol::Norm { rel: 2e-2 }) {
+        assert!(s.rel > 0.0, "autocast changed nothing in `{}`: not in effect?", s.name);
     }
     // Captured under autocast, replayed after the guard is gone: still the bf16 kernels.
-    let replayed = host(graphed.run(&x).unwrap());
-    for (a, b) in replayed.iter().zip(&bf16_out) {
-        assert!(rel_err(a, b) < 1e-3, "replay vs eager bf16: {}", rel_err(a, b));
-    }
+    let replayed = host(&graphed.run(&x).unwrap());
+    assert_close("replay vs eager bf16", &replayed, &bf16_out, Tol::Norm { rel: 1e-3 });
 }
 
 const TRAIN_SPEC: &str = r#"use std.vit
@@ -280,23 +273,21 @@ fn captured_training_steps_equal_eager_ones() {
         let eager = train(&dir, &format!("eager{accumulate}"), &a);
         let graphed = train(&dir, &format!("graph{accumulate}"), &[&a[..], &["--cuda-graph"]].concat());
         assert_eq!(eager.losses.len(), 3);
-        for (g, e) in graphed.losses.iter().zip(&eager.losses) {
-            assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "losses {:?} vs {:?}", graphed.losses, eager.losses);
-        }
-        for ((n, g), (_, e)) in graphed.model.trainable().iter().zip(eager.model.trainable()) {
-            let (g, e) = (g.to_device(Device::Cpu), e.to_device(Device::Cpu));
-            assert!(max_abs(&g, &e) <= 1e-4, "{n}: max |graph - eager| = {}", max_abs(&g, &e));
-        }
+        let losses = |v: &[f32]| vec![("loss".to_string(), Values::f32(&[v.len() as i64], v))];
+        let tol = Tol::Max { abs: 1e-4, rel: 1e-4 };
+        assert_close("losses: graph vs eager", &losses(&graphed.losses), &losses(&eager.losses), tol);
+        let trained = |t: &trainer::Trained| host(&t.model.trainable());
+        assert_close(
+            "parameters: graph vs eager",
+            &trained(&graphed),
+            &trained(&eager),
+            Tol::Max { abs: 1e-4, rel: 0.0 },
+        );
         // The steps did train: the parameters moved.
         let before = graft::backend::torch::train::model::Spec::compile(&dir.join("pre.graft")).unwrap();
         let (init, _) = before.load(&[], &[], 0, Device::Cuda(0), None).unwrap();
-        let moved = graphed
-            .model
-            .trainable()
-            .iter()
-            .zip(init.trainable())
-            .any(|((_, g), (_, i))| max_abs(&g.to_device(Device::Cpu), &i.to_device(Device::Cpu)) > 1e-6);
-        assert!(moved, "three captured steps left every parameter where it was");
+        let moved = measure(&trained(&graphed), &host(&init.trainable())).unwrap();
+        assert!(moved.iter().any(|s| s.max_abs > 1e-6), "three captured steps left every parameter where it was");
     }
     // With autocast too: the loss stays finite and close to the f32 run's first loss.
     let ac = train(&dir, "graph_bf16", &["--cuda-graph", "--autocast", "bf16"]);

@@ -7,6 +7,9 @@
 
 #![cfg(feature = "distributed")]
 
+mod common;
+
+use common::compare::{assert_close, assert_close_host, Tol, Values};
 use graft::backend::torch::convert::to_tensor;
 use graft::backend::torch::dist::reduce::fingerprint;
 use graft::backend::torch::train::dist::combined;
@@ -123,9 +126,19 @@ fn losses(run: &str) -> Vec<f64> {
         .collect()
 }
 
-fn tensors(run: &str) -> Vec<(String, tch::Tensor)> {
+/// The run's trained tensors, by name.
+fn host_tensors(run: &str) -> Vec<(String, graft::tensor::HostTensor)> {
     let f = SafeFile::open(&dir().join(run).join("trainable.safetensors")).unwrap();
-    f.entries().keys().map(|k| (k.clone(), to_tensor(&f.tensor(k).unwrap()).unwrap())).collect()
+    f.entries().keys().map(|k| (k.clone(), f.tensor(k).unwrap())).collect()
+}
+
+fn tensors(run: &str) -> Vec<(String, tch::Tensor)> {
+    host_tensors(run).into_iter().map(|(k, t)| (k, to_tensor(&t).unwrap())).collect()
+}
+
+/// A list of numbers (losses) as one named tensor for the comparator.
+fn series(name: &str, v: &[f64]) -> Vec<(String, Values)> {
+    vec![(name.to_string(), Values::new(&[v.len() as i64], v.to_vec()))]
 }
 
 fn fingerprint_of(run: &str) -> String {
@@ -162,15 +175,9 @@ fn two_ranks_of_batch_b_match_one_process_of_batch_2b() {
     };
     assert_eq!(missing("one"), missing("two"));
     assert!(missing("one").iter().any(|m| m.contains("pose")), "{:?}", missing("one"));
-    for (x, y) in a.iter().zip(&b) {
-        assert!((x - y).abs() <= 1e-6 * x.abs(), "losses {a:?}\n vs {b:?}");
-    }
-    for ((n, x), (_, y)) in tensors("one").iter().zip(tensors("two")) {
-        let (x, y) = (x.to_kind(tch::Kind::Double), y.to_kind(tch::Kind::Double));
-        let diff = (&x - &y).abs().max().double_value(&[]);
-        let scale = x.abs().max().double_value(&[]).max(1e-12);
-        assert!(diff <= 1e-6 * scale, "{n}: max |Δ| {diff:e} (max |x| {scale:e})");
-    }
+    assert_close("losses: 2 ranks vs 1 process", &series("loss", &b), &series("loss", &a), Tol::Norm { rel: 1e-6 });
+    let tol = Tol::Max { abs: 1e-12, rel: 1e-6 };
+    assert_close_host("trained tensors: 2 ranks vs 1 process", &host_tensors("two"), &host_tensors("one"), tol);
     // Rank 1 wrote nothing, but reports the hash of its tensors: rank 0's file's.
     let fp = fingerprint_of("two");
     assert!(r0.contains(&format!("trainable fingerprint {fp} (bitwise identical on every rank)")), "{r0}");
@@ -192,7 +199,7 @@ fn two_ranks_of_batch_b_match_one_process_of_batch_2b() {
             .collect()
     };
     let (va, vb) = (val("one"), val("two"));
-    assert_eq!(va.len(), 2);
+    assert_eq!((va.len(), vb.len()), (2, 2));
     for (x, y) in va.iter().zip(&vb) {
         assert_eq!(x["samples"], y["samples"]);
         assert_eq!(x["accuracy"], y["accuracy"]);
@@ -242,9 +249,7 @@ fn a_killed_rank_stops_the_other_with_its_name_and_the_run_resumes_exactly() {
         ok(&o);
     }
     assert_eq!(state("crash")["step"].as_u64(), Some(at + 8));
-    for ((n, x), (_, y)) in tensors("straight").iter().zip(tensors("crash")) {
-        assert!(x.equal(&y), "{n} differs after the resume");
-    }
+    assert_close_host("resumed vs uninterrupted", &host_tensors("crash"), &host_tensors("straight"), Tol::Exact);
     let (a, b) = (losses("straight"), losses("crash"));
     assert_eq!(a.len(), b.len());
     assert_eq!(a[at as usize..], b[at as usize..]);

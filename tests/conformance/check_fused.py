@@ -2,12 +2,14 @@
 """Check a `graft fuse` output against timm.
 
     check_fused.py --fused FUSED.safetensors --config CFG.json --inputs IN.safetensors \
-                   --graft OUT.safetensors --ref REF.safetensors [--tol 1e-5]
+                   --graft OUT.safetensors --ref REF.safetensors [--tol 1e-5] [--write TIMM.safetensors]
 
 CFG.json holds the keyword arguments of timm's VisionTransformer. The fused file
 must load into it with load_state_dict(strict=True) (every key, no extra ones,
 float32), and the timm model (run in float64) on the input `image` must reproduce
 graft's unfused output `logits` and the reference's, each within the tolerance.
+`--write` saves the timm model's output (float64 `logits`) for the test runner's
+own comparison.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import sys
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from compare import rel_err
@@ -31,6 +33,7 @@ def main() -> int:
     ap.add_argument("--graft", required=True, help="graft's unfused output")
     ap.add_argument("--ref", required=True)
     ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--write", help="save timm(fused)'s output here")
     a = ap.parse_args()
 
     fused = load_file(a.fused)
@@ -58,6 +61,8 @@ def main() -> int:
     image = load_file(a.inputs)["image"]
     with torch.no_grad():
         out = model.double()(image.double())
+    if a.write:
+        save_file({"logits": out.contiguous()}, a.write)
     unfused = load_file(a.graft)["logits"]
     ref = load_file(a.ref)["logits"]
     for what, other in (("graft unfused output", unfused), ("reference", ref)):

@@ -254,8 +254,10 @@ def graft_to_peft(c, g):
     cfg = c.file("timm_config.json")
     with open(cfg, "w") as f:
         json.dump(PEFT_VIT, f)
+    peft_out = c.file("peft_out.safetensors")
     c.python("check_peft.py", "--peft", c.file("peft_export"), "--base", w, "--config", cfg, "--inputs", xs,
-             "--graft", out, "--tol", f"{g.TOL:g}")
+             "--graft", out, "--tol", f"{g.TOL:g}", "--write", peft_out)
+    c.compare(out, peft_out, g.TOL, "peft")
 
 
 def ast(c, g):

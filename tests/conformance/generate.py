@@ -7,11 +7,16 @@ that check graft against them.
 Writes into OUT_DIR the weights files (one per binding), the inputs, the reference
 outputs (float64) and `manifest.json`:
 
-    {"case": ..., "steps": [{"tool": "graft" | "python", "args": [...]}, ...]}
+    {"case": ..., "steps": [{"tool": "graft" | "python", "args": [...]}
+                            | {"tool": "compare", "graft": OUT, "ref": REF, "tol": T, "label": L}, ...]}
 
 A `graft` step is `graft ARGS...`; a `python` step is `python ARGS...` (a script of
-this folder: compare.py, check_fused.py). The runner executes the steps in order
-and the case passes when every step exits 0.
+this folder: check_fused.py, check_peft.py); a `compare` step is made by the runner
+(tests/conformance.rs) with the tests' one comparator: every tensor of REF but
+`NAME.mask` against graft's float32 one, ‖graft − ref‖ / ‖ref‖ ≤ T, NaN and ±∞
+failing, a `NAME.mask` ([B, T] 0/1) restricting NAME to the rows where it is 1. The
+runner executes the steps in order; the case passes when every step passes and at
+least one comparison ran.
 
 Cases (float64 references; tolerance 1e-5, 1e-4 for BERT):
 
@@ -179,7 +184,9 @@ class Case:
         return self.file(out)
 
     def compare(self, out, ref, tol, label):
-        self.python("compare.py", "--graft", out, "--ref", ref, "--tol", f"{tol:g}", "--label", label)
+        """A comparison the Rust runner makes with the tests' one comparator: every
+        reference tensor (but `NAME.mask`) against graft's, norm-wise within `tol`."""
+        self.steps.append({"tool": "compare", "graft": str(out), "ref": str(ref), "tol": tol, "label": label})
 
     def run_and_compare(self, spec, weights, inputs, ref, modes=("train", "infer"), tol=TOL, tag=""):
         for mode in modes:
@@ -533,8 +540,10 @@ def fuse_steps(c, spec, weights, x, ref):
     cfg = c.file("timm_config.json")
     with open(cfg, "w") as f:
         json.dump(SMALL_VIT, f)
+    timm_out = c.file("timm_fused.safetensors")
     c.python("check_fused.py", "--fused", fused, "--config", cfg, "--inputs", x, "--graft", out, "--ref", ref,
-             "--tol", f"{TOL:g}")
+             "--tol", f"{TOL:g}", "--write", timm_out)
+    c.compare(out, timm_out, TOL, "timm(fused)")
 
 
 def case_fuse_m2pt(c):
