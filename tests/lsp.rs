@@ -1,6 +1,7 @@
 //! `graft lsp`: the request handlers on gallery specs (through `lsp::State`), the
 //! diagnostics against `graft check`'s on every invalid fixture, and one session end to
-//! end through the real binary over stdio.
+//! end through the real binary over stdio. The test client reads with a timeout: a
+//! server that hangs fails the test within [`BOUND`] and is killed.
 
 use graft::lsp::State;
 use lsp_server::{Request, RequestId};
@@ -8,7 +9,13 @@ use lsp_types::*;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The longest the client waits for one message from the server, or for it to exit
+/// (generous: the first check of a gallery spec in a debug build takes seconds).
+const BOUND: Duration = Duration::from_secs(60);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -247,50 +254,99 @@ fn diagnostics_are_checks() {
     assert!(std_errors > 0, "no fixture has an error inside std");
 }
 
-/// A minimal LSP client over the binary's stdio.
+/// A minimal LSP client over the binary's stdio. A thread reads the server's
+/// messages into a channel, so every wait has a bound; the server is killed when the
+/// client is dropped (a failing test included).
 struct Client {
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    /// `None` once the client has closed its side.
+    stdin: Option<ChildStdin>,
+    messages: Receiver<Result<Value, String>>,
     next_id: i32,
+    /// How long one wait may take ([`BOUND`]).
+    bound: Duration,
+}
+
+/// One message from the server's output; `Err` when the stream ends or is malformed.
+fn read_message(stdout: &mut BufReader<ChildStdout>) -> Result<Value, String> {
+    let mut len = None;
+    loop {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+            return Err("the server closed its output".into());
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(n) = line.strip_prefix("Content-Length: ") {
+            len = Some(n.parse::<usize>().map_err(|e| format!("Content-Length {n:?}: {e}"))?);
+        }
+    }
+    let len = len.ok_or("a message without Content-Length")?;
+    let mut body = vec![0; len];
+    stdout.read_exact(&mut body).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&body).map_err(|e| format!("a message that is not JSON: {e}"))
 }
 
 impl Client {
     fn start() -> Client {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+        let child = Command::new(env!("CARGO_BIN_EXE_graft"))
             .arg("lsp")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start graft lsp");
+        Client::with_child(child, BOUND)
+    }
+
+    /// A client of a started server (stdin and stdout piped).
+    fn with_child(mut child: Child, bound: Duration) -> Client {
         let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Client { child, stdin, stdout, next_id: 0 }
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, messages) = mpsc::channel();
+        std::thread::spawn(move || loop {
+            let m = read_message(&mut stdout);
+            let end = m.is_err();
+            if tx.send(m).is_err() || end {
+                break;
+            }
+        });
+        Client { child, stdin: Some(stdin), messages, next_id: 0, bound }
     }
 
     fn send(&mut self, msg: Value) {
         let body = msg.to_string();
-        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        self.stdin.flush().unwrap();
+        self.send_raw(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
     }
 
+    /// The next message, within the bound; otherwise the server is killed and the test fails.
     fn recv(&mut self) -> Value {
-        let mut len = 0;
-        loop {
-            let mut line = String::new();
-            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "the server closed its output");
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
+        match self.messages.recv_timeout(self.bound) {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                panic!("the server sent nothing for {:?}: hung (killed)", self.bound);
             }
-            if let Some(n) = line.strip_prefix("Content-Length: ") {
-                len = n.parse().unwrap();
-            }
+            Err(RecvTimeoutError::Disconnected) => panic!("the server's output reader stopped"),
         }
-        let mut body = vec![0; len];
-        self.stdout.read_exact(&mut body).unwrap();
-        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// The server's exit status, within the bound; otherwise it is killed and the test fails.
+    fn wait(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > self.bound {
+                let _ = self.child.kill();
+                panic!("the server did not exit within {:?} (killed)", self.bound);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Send a request and wait for its response (notifications on the way are kept).
@@ -309,8 +365,9 @@ impl Client {
 
     /// Send bytes as they are (hostile frames).
     fn send_raw(&mut self, bytes: &[u8]) {
-        self.stdin.write_all(bytes).unwrap();
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("the client's side is open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
     }
 
     /// Send a frame around `body` as it is.
@@ -321,10 +378,9 @@ impl Client {
     }
 
     /// Close the client's side and wait for the server's exit code (never a signal).
-    fn finish(self) -> i32 {
-        let Client { mut child, stdin, .. } = self;
-        drop(stdin);
-        let status = child.wait().unwrap();
+    fn finish(mut self) -> i32 {
+        drop(self.stdin.take());
+        let status = self.wait();
         status.code().unwrap_or_else(|| panic!("graft lsp died of a signal: {status}"))
     }
 
@@ -414,7 +470,7 @@ fn a_session_over_stdio() {
     let r = c.call("shutdown", Value::Null, &mut seen);
     assert!(r.get("error").is_none(), "{r}");
     c.notify("exit", Value::Null);
-    let status = c.child.wait().unwrap();
+    let status = c.wait();
     assert!(status.success(), "{status}");
 }
 
@@ -547,4 +603,36 @@ fn the_std_cache_is_private_and_holds_only_what_graft_wrote() {
     std::os::unix::fs::symlink(base.join("elsewhere"), base.join("std")).unwrap();
     let e = graft::lsp::std_file_in(&base, "vit").unwrap_err().to_string();
     assert!(e.contains("a symlink, not a directory"), "{e}");
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The client's bound is real: a "server" that never answers fails the read within
+/// the bound, and is killed.
+#[test]
+fn a_server_that_hangs_fails_the_read_and_is_killed() {
+    let child = Command::new("sleep")
+        .arg("600")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sleep");
+    let mut c = Client::with_child(child, Duration::from_millis(200));
+    let start = Instant::now();
+    let pid = c.child.id();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.recv()));
+    let e = r.expect_err("no message from a hung server");
+    let e = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(e.contains("hung"), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
+    let status = c.child.wait().unwrap();
+    assert!(!status.success(), "sleep {pid} was killed: {status}");
 }
