@@ -14,14 +14,18 @@
 
 use crate::diag::Diagnostics;
 use crate::ir::verified::Verified;
-use crate::ir::verify::{verify, Stage, VerifyError};
+use crate::ir::verify::{verify, verify_trainable, Stage, VerifyError};
 use crate::ir::Graph;
 use crate::lower::{lower, Component, Program};
 use crate::passes::ctx::{PassCtx, PassFn};
 use crate::passes::{
-    apply_training_rules::apply_training_rules, build_pathways::build_pathways,
-    check_optional_inputs::check_optional_inputs, eliminate_dead_code::eliminate_dead_code, fold_reparam::fold_reparam,
-    infer_shapes::infer_shapes, insert_adapters::insert_adapters,
+    apply_training_rules::{apply_training_rules, named_by_rules},
+    build_pathways::build_pathways,
+    check_optional_inputs::check_optional_inputs,
+    eliminate_dead_code::eliminate_dead_code,
+    fold_reparam::fold_reparam,
+    infer_shapes::infer_shapes,
+    insert_adapters::insert_adapters,
 };
 use crate::source::SourceMap;
 use std::collections::BTreeMap;
@@ -207,7 +211,9 @@ pub fn run_passes(
     if stop_after == Some(LOWER) {
         return Ok((g, cx));
     }
+    let mut last = LOWER;
     for pass in PASSES.iter().filter(|p| p.runs_in(mode)) {
+        last = pass.name;
         let start = Instant::now();
         let changed = (pass.run)(&mut g, &mut cx).map_err(Failure::Bug)?;
         timings.push(Timing { stage: pass.name, elapsed: start.elapsed(), changed, nodes: g.len() });
@@ -224,7 +230,20 @@ pub fn run_passes(
             break;
         }
     }
+    check_trainable(&g, &cx, last).map_err(Failure::Bug)?;
     Ok((g, cx))
+}
+
+/// Architecture invariant: the trainable set is what the training rules name. Once
+/// `apply_training_rules` has run, the rules are evaluated again from the model's
+/// declarations (over the parameters they were first evaluated over) and every
+/// parameter of `g` must carry that flag: the passes after it (folding, dead-code
+/// elimination) keep or drop parameters but never change what trains. In every build;
+/// `after` names the last pass that ran, for the report.
+pub fn check_trainable(g: &Graph, cx: &PassCtx, after: &str) -> Result<(), VerifyError> {
+    let Some(params) = &cx.rule_params else { return Ok(()) };
+    let (named, _) = named_by_rules(params, &cx.decls, &cx.borrowed);
+    verify_trainable(g, &named, after)
 }
 
 /// Compile a loaded program's model in `mode` with the default [`CompileOptions`].

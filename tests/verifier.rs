@@ -170,7 +170,60 @@ fn a_trainable_set_that_differs_from_the_rules() {
     }
     let named: HashSet<String> = ["fc.bias".to_string()].into();
     let e = verify_trainable(&b.g, &named, "apply_training_rules").expect_err("must differ");
-    assert_eq!(e.message, r#"trainable set differs from the rules: extra ["fc.weight"], missing ["fc.bias"]"#);
+    assert_eq!(e.node, Some(b.w));
+    assert_eq!(e.message, "parameter `fc.weight` is trainable, but no training rule names it");
     let exact: HashSet<String> = ["fc.weight".to_string()].into();
     verify_trainable(&b.g, &exact, "apply_training_rules").expect("equal sets pass");
+    // Named but frozen.
+    let both: HashSet<String> = ["fc.weight".to_string(), "fc.bias".to_string()].into();
+    let e = verify_trainable(&b.g, &both, "apply_training_rules").expect_err("fc.bias is frozen");
+    assert_eq!(
+        (e.node, e.message.as_str()),
+        (Some(b.b), "parameter `fc.bias` is named by the training rules, but frozen")
+    );
+    // A name the graph no longer has (folded or dead) is no error.
+    let gone: HashSet<String> = ["fc.weight".to_string(), "gone.weight".to_string()].into();
+    verify_trainable(&b.g, &gone, "eliminate_dead_code").expect("a dropped parameter is no error");
+}
+
+/// The pipeline's own check, through its API, on a real compilation: the rules
+/// evaluated again from the declarations against the final graph's flags. It passes
+/// on the compiled graph and fires on each corruption a later pass could make.
+#[test]
+fn the_pipeline_checks_the_final_graph_against_the_rules() {
+    use graft::pipeline::{check_trainable, run_passes, CompileOptions, Mode};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/specs/adapter_lora.graft");
+    let compiled = |mode| {
+        let prog = graft::lower::load_file(&path).unwrap_or_else(|_| panic!("{} loads", path.display()));
+        run_passes(prog, mode, None, &CompileOptions::default(), &mut Vec::new()).unwrap_or_else(|_| panic!("{} compiles", path.display()))
+    };
+    // Train mode: the adapters and the head train, the backbone does not.
+    let (mut g, cx) = compiled(Mode::Train);
+    check_trainable(&g, &cx, "eliminate_dead_code").expect("the compiled graph agrees with its rules");
+    let flags = |g: &Graph| -> Vec<(NodeId, String, bool)> {
+        g.params().map(|(id, p)| (id, p.path.clone(), p.trainable)).collect()
+    };
+    let (lora, _, _) =
+        flags(&g).into_iter().find(|(_, p, t)| p.starts_with("lora_qkv.") && *t).expect("a trainable LoRA factor");
+    let (frozen, _, _) =
+        flags(&g).into_iter().find(|(_, p, t)| p.starts_with("vit.blocks.") && !*t).expect("a frozen backbone weight");
+    for (id, now) in [(lora, false), (frozen, true)] {
+        g.param_mut(id).expect("a parameter").trainable = now;
+        let e = check_trainable(&g, &cx, "eliminate_dead_code").expect_err("a flipped flag must be caught");
+        assert_eq!(e.node, Some(id), "{e}");
+        assert_eq!(e.pass, "eliminate_dead_code");
+        g.param_mut(id).expect("a parameter").trainable = !now;
+    }
+    check_trainable(&g, &cx, "eliminate_dead_code").expect("restored");
+    // Infer mode: LoRA folds into the backbone's weights, which never train.
+    let (mut g, cx) = compiled(Mode::Infer);
+    check_trainable(&g, &cx, "eliminate_dead_code").expect("the folded graph agrees with its rules");
+    let folded = g
+        .params()
+        .find(|(_, p)| matches!(p.source, ParamSource::Folded { .. }))
+        .map(|(id, _)| id)
+        .expect("LoRA folds in infer mode");
+    g.param_mut(folded).expect("a parameter").trainable = true;
+    let e = check_trainable(&g, &cx, "eliminate_dead_code").expect_err("a trainable folded parameter");
+    assert!(e.message.starts_with("folded parameter") && e.node == Some(folded), "{e}");
 }

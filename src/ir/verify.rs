@@ -98,19 +98,24 @@ pub fn verify(g: &Graph, pass: &str, stage: Stage) -> Result<(), VerifyError> {
     Ok(())
 }
 
-/// Architecture invariant 2: the trainable set equals what the training rules name.
-pub fn verify_trainable(g: &Graph, expected: &HashSet<String>, pass: &str) -> Result<(), VerifyError> {
-    let actual: HashSet<String> = g.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
-    if &actual != expected {
-        let mut extra: Vec<_> = actual.difference(expected).cloned().collect();
-        let mut missing: Vec<_> = expected.difference(&actual).cloned().collect();
-        extra.sort();
-        missing.sort();
-        return Err(VerifyError {
-            pass: pass.to_string(),
-            node: None,
-            message: format!("trainable set differs from the rules: extra {extra:?}, missing {missing:?}"),
-        });
+/// Architecture invariant: the trainable set equals what the training rules name.
+/// `named` holds the parameter paths the rules name. Every parameter of `g` is
+/// trainable exactly when it is named, except a folded one (a fold expression
+/// evaluated when weights load), which never trains; a named parameter the graph no
+/// longer has (folded away, or dead) is no error.
+pub fn verify_trainable(g: &Graph, named: &HashSet<String>, pass: &str) -> Result<(), VerifyError> {
+    for (id, p) in g.params() {
+        let folded = matches!(p.source, super::ParamSource::Folded { .. });
+        let want = named.contains(&p.path) && !folded;
+        if p.trainable == want {
+            continue;
+        }
+        let message = match (p.trainable, folded) {
+            (true, true) => format!("folded parameter `{}` is trainable", p.path),
+            (true, false) => format!("parameter `{}` is trainable, but no training rule names it", p.path),
+            (false, _) => format!("parameter `{}` is named by the training rules, but frozen", p.path),
+        };
+        return Err(VerifyError { pass: pass.to_string(), node: Some(id), message });
     }
     Ok(())
 }

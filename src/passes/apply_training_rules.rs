@@ -6,20 +6,29 @@
 //! selector over parameter paths (`target.blocks[-2..]`). A component marked
 //! `trainable` counts as named. Naming something declared `frozen` (or an adapter
 //! loaded from a trained run) is a conflict; a rule that matches nothing is an error.
-//! Returns the set the rules name, which the pipeline then checks against the graph.
+//!
+//! The pass leaves the parameters the rules were evaluated over in the context; after
+//! the last pass the pipeline evaluates the rules again over them ([`named_by_rules`])
+//! and checks every flag in the final graph against that set
+//! (`ir::verify::verify_trainable`), so a later pass that flips a flag, or makes a
+//! trainable parameter, is caught as a compiler bug.
 
-use super::ctx::PassCtx;
+use super::ctx::{Borrowed, PassCtx};
 use crate::diag::Diagnostic;
-use crate::ir::verify::{verify_trainable, VerifyError};
+use crate::ir::verify::VerifyError;
 use crate::ir::Graph;
+use crate::lower::Decls;
 use crate::select::Universe;
 use crate::syntax::ast::{SegName, SelStep, Trainability};
 use std::collections::{HashMap, HashSet};
 
-/// The pass: set every parameter's trainable flag from the rules, then check that the
-/// graph's trainable set is exactly the named one (a mismatch is a compiler bug).
+/// The pass: set every parameter's trainable flag from the rules.
 pub fn apply_training_rules(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, VerifyError> {
-    let expected = named_set(g, cx);
+    let params: Vec<(String, String)> = g.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
+    let (named, errors) = named_by_rules(&params, &cx.decls, &cx.borrowed);
+    for d in errors {
+        cx.report(d);
+    }
     if cx.diags().has_errors() {
         return Ok(false);
     }
@@ -27,27 +36,30 @@ pub fn apply_training_rules(g: &mut Graph, cx: &mut PassCtx) -> Result<bool, Ver
     let ids: Vec<_> = g.params().map(|(id, p)| (id, p.path.clone())).collect();
     for (id, path) in ids {
         if let Some(p) = g.param_mut(id) {
-            changed |= p.trainable != expected.contains(&path);
-            p.trainable = expected.contains(&path);
+            changed |= p.trainable != named.contains(&path);
+            p.trainable = named.contains(&path);
         }
     }
-    verify_trainable(g, &expected, "apply_training_rules")?;
+    cx.rule_params = Some(params);
     Ok(changed)
 }
 
-/// The parameter paths the rules (and `trainable` components) name; conflicts and
-/// empty rules are reported.
-fn named_set(g: &Graph, cx: &mut PassCtx) -> HashSet<String> {
-    let borrowed = &cx.borrowed;
-    let params: Vec<(String, String)> = g.params().map(|(_, p)| (p.path.clone(), p.component.clone())).collect();
+/// The parameter paths the training rules (and `trainable` components) name among
+/// `params` (path, component; in creation order), with the errors of the rules:
+/// conflicts with frozen components and rules that match nothing.
+pub fn named_by_rules(
+    params: &[(String, String)],
+    decls: &Decls,
+    borrowed: &HashMap<String, Borrowed>,
+) -> (HashSet<String>, Vec<Diagnostic>) {
     // Components that must not train, with why.
     let mut frozen: HashMap<String, &'static str> = HashMap::new();
-    for c in &cx.decls.components {
+    for c in &decls.components {
         if c.trainability == Some(Trainability::Frozen) {
             frozen.insert(c.name.clone(), "declared `frozen`");
         }
     }
-    for (a, (_, t)) in &cx.decls.adapter_weights {
+    for (a, (_, t)) in &decls.adapter_weights {
         if *t != Some(Trainability::Trainable) {
             frozen.insert(a.clone(), "loaded from trained weights, so frozen");
         }
@@ -58,14 +70,14 @@ fn named_set(g: &Graph, cx: &mut PassCtx) -> HashSet<String> {
         params.iter().filter(|(p, _)| p == name || p.starts_with(&prefix)).map(|(p, _)| p.clone()).collect()
     };
     let mut expected: HashSet<String> = HashSet::new();
-    for c in &cx.decls.components {
+    for c in &decls.components {
         if c.trainability == Some(Trainability::Trainable) {
             expected.extend(under(&c.name));
         }
     }
     let universe = Universe::new(params.iter().map(|(p, _)| p.as_str()));
     let mut errors = Vec::new();
-    for rule in &cx.decls.train {
+    for rule in &decls.train {
         if errors.len() > crate::lower::limits::MAX_DIAGNOSTICS {
             break;
         }
@@ -119,10 +131,7 @@ fn named_set(g: &Graph, cx: &mut PassCtx) -> HashSet<String> {
             expected.extend(named);
         }
     }
-    for d in errors {
-        cx.report(d);
-    }
-    expected
+    (expected, errors)
 }
 
 #[cfg(test)]
@@ -152,8 +161,7 @@ model m {{
 "#
         );
         let (mut g, mut cx) = lowered(&src);
-        // The pass itself checks the graph's trainable set against the named one.
-        super::apply_training_rules(&mut g, &mut cx).expect("the trainable set is the named one");
+        super::apply_training_rules(&mut g, &mut cx).expect("no compiler bug");
         let mut v: Vec<String> = g.params().filter(|(_, p)| p.trainable).map(|(_, p)| p.path.clone()).collect();
         v.sort();
         (v, errors(&cx))

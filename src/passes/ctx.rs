@@ -5,7 +5,8 @@
 //! diagnostics (the pipeline stops after an analyzer pass that reported any); an
 //! `Err` is a compiler bug. The context carries
 //! - the model's declarations ([`Decls`]: components, adapters, pathways, rules…),
-//! - the facts one pass leaves for a later one (the pathways' borrowed parameters),
+//! - the facts one pass leaves for a later one (the pathways' borrowed parameters,
+//!   the parameters the training rules were evaluated over),
 //! - the module instantiator, which the passes that insert modules or create
 //!   parameters (`insert_adapters`, `build_pathways`) borrow through
 //!   [`PassCtx::lend`] together with the graph.
@@ -36,6 +37,10 @@ pub struct PassCtx {
     /// Pathway name → what it borrows (set by `build_pathways`, read by
     /// `apply_training_rules`).
     pub borrowed: HashMap<String, Borrowed>,
+    /// The parameters (path, component) the training rules were evaluated over (set by
+    /// `apply_training_rules`; the pipeline evaluates the rules over them again to
+    /// check the final graph's flags).
+    pub rule_params: Option<Vec<(String, String)>>,
     builder: Builder,
 }
 
@@ -44,7 +49,7 @@ impl PassCtx {
     pub fn new(lw: Lowered) -> (Graph, PassCtx) {
         let Lowered { mut b, decls } = lw;
         let graph = std::mem::replace(&mut b.graph, Graph::new());
-        (graph, PassCtx { decls, borrowed: HashMap::new(), builder: b })
+        (graph, PassCtx { decls, borrowed: HashMap::new(), rule_params: None, builder: b })
     }
 
     /// The loaded program (sources, modules).
