@@ -16,6 +16,7 @@
 //! per parameter, in the order asked for (a plan's parameter table).
 
 pub mod bindings;
+mod error;
 pub mod fold;
 pub mod glob;
 pub mod init;
@@ -26,40 +27,12 @@ pub mod spellings;
 pub mod weights;
 
 pub use bindings::{Bindings, Declared};
+pub use error::ParamError;
 pub use leaves::Leaves;
 pub use weights::WeightFile;
 
 use crate::ir::{ParamInfo, ParamSource};
-use crate::safetensors::SafetensorsError;
 use crate::tensor::HostTensor;
-use std::path::PathBuf;
-
-/// Why parameters could not be materialised.
-#[derive(Debug, thiserror::Error)]
-pub enum ParamError {
-    #[error(transparent)]
-    Safetensors(#[from] SafetensorsError),
-    /// A weights file that cannot be read as one.
-    #[error("{}: {reason}", path.display())]
-    File { path: PathBuf, reason: String },
-    /// A NaN or infinity in a weights file.
-    #[error(
-        "{}: tensor `{key}` is not finite ({detail}): the outputs would be NaN\n  hint: fix or re-export the file, or pass --allow-nonfinite to load it as it is",
-        path.display()
-    )]
-    NonFinite { path: PathBuf, key: String, detail: String },
-    /// A binding without a file, a `--weights` argument that names nothing.
-    #[error("{0}")]
-    Binding(String),
-    /// Keys missing, unexpected or mismatched, over every file, one line each.
-    #[error("weights do not match the spec ({problems} problem{}):\n{report}", if *problems == 1 { "" } else { "s" })]
-    Mismatch { problems: usize, report: String },
-    /// A fold expression that cannot be evaluated on the values given.
-    #[error("{message}")]
-    Fold { message: String },
-    #[error("internal error: {0}")]
-    Internal(String),
-}
 
 /// A parameter's value in its own dtype: loaded, initialised or folded.
 pub fn value_of(p: &ParamInfo, leaves: &Leaves) -> Result<HostTensor, ParamError> {

@@ -1,5 +1,8 @@
 //! Support shared by the integration tests (`mod common;` in each): the one
-//! comparator of named tensors. Each test file uses part of it.
+//! comparator of named tensors, and a scanner of Rust source with the crate's file
+//! tree for the tidy and cycle checks. Each test file uses part of it.
 #![allow(dead_code)]
 
 pub mod compare;
+pub mod rust_src;
+pub mod tree;
