@@ -195,7 +195,8 @@ fn the_pipeline_checks_the_final_graph_against_the_rules() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/specs/adapter_lora.graft");
     let compiled = |mode| {
         let prog = graft::lower::load_file(&path).unwrap_or_else(|_| panic!("{} loads", path.display()));
-        run_passes(prog, mode, None, &CompileOptions::default(), &mut Vec::new()).unwrap_or_else(|_| panic!("{} compiles", path.display()))
+        run_passes(prog, mode, None, &CompileOptions::default(), &mut Vec::new())
+            .unwrap_or_else(|_| panic!("{} compiles", path.display()))
     };
     // Train mode: the adapters and the head train, the backbone does not.
     let (mut g, cx) = compiled(Mode::Train);

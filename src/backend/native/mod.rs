@@ -29,3 +29,6 @@ pub(crate) mod program;
 pub(crate) mod rows;
 
 pub use backend::{Native, NativeExecutable};
+
+#[cfg(test)]
+mod kernel_tests;

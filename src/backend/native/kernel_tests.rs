@@ -1,5 +1,5 @@
 //! The native backend's kernels against plain f64 implementations written here, in
-//! the default build (no LibTorch): GEMM (`gemm.rs`), softmax rows, layer norm (and
+//! every build (no LibTorch needed; `cargo test --lib`): GEMM (`gemm.rs`), softmax rows, layer norm (and
 //! its fused residual add), the mean over tokens, exact-erf GELU, exp, tanh, sigmoid
 //! (`math.rs`, `rows.rs`) and one attention head (`attention.rs`), over several
 //! shapes including odd sizes that leave vector tails, strided views, and every SIMD
@@ -9,11 +9,12 @@
 //! Each tolerance is stated beside its check as a bound from f32 rounding (ε = 2⁻²³),
 //! scaled by what the computation sums; the measured worst errors print with
 //! `--nocapture`.
+#![allow(clippy::print_stdout)] // the measured errors are printed with --nocapture
 
-use graft::backend::native::attention::{head, Head};
-use graft::backend::native::gemm::{gemm, Operand};
-use graft::backend::native::math::{self, SimdLevel};
-use graft::backend::native::rows;
+use super::attention::{head, Head};
+use super::gemm::{gemm, Operand};
+use super::math::{self, SimdLevel};
+use super::rows;
 
 const EPS: f64 = f32::EPSILON as f64;
 
