@@ -7,14 +7,13 @@
 //! ([`ir`]), freezes what must not train and folds re-parameterizations for inference.
 //! See ARCHITECTURE.md for the code map; [`pipeline::compile`] is the whole flow.
 
-// The library returns errors and data; only command modules (`commands/`,
-// `graft train`'s loop and progress) write to the terminal.
+// The library returns errors and data; only the application (`commands/`) writes
+// to the terminal.
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod api;
 pub mod backend;
 pub mod bounds;
-pub mod choices;
 pub mod commands;
 pub mod data;
 pub mod diag;

@@ -87,7 +87,7 @@ enum Cmd {
     Fuse(graft::commands::fuse::FuseArgs),
     /// Train the spec's trainable parameters on a dataset; checkpoints resume exactly.
     #[cfg(feature = "torch")]
-    Train(Box<graft::backend::torch::train::TrainArgs>),
+    Train(Box<graft::commands::train::TrainArgs>),
     /// Loss, accuracy and confusions of a model (and a trained run) on a dataset.
     #[cfg(feature = "torch")]
     Eval(graft::commands::eval::EvalArgs),
@@ -197,7 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Run(a) => graft::commands::run::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Fuse(a) => graft::commands::fuse::run(&a).map(|()| ExitCode::SUCCESS),
         #[cfg(feature = "torch")]
-        Cmd::Train(a) => graft::backend::torch::train::train(*a),
+        Cmd::Train(a) => graft::commands::train::train(*a),
         #[cfg(feature = "torch")]
         Cmd::Eval(a) => graft::commands::eval::run(a).map(|()| ExitCode::SUCCESS),
         #[cfg(not(feature = "torch"))]

@@ -22,9 +22,10 @@ use graft::backend::torch::cuda_graph::{
 };
 use graft::backend::torch::exec;
 use graft::backend::torch::store::ParamStore;
-use graft::backend::torch::train::{trainer, TrainArgs};
+use graft::backend::torch::train::{Model, TorchTrainer};
 use graft::backend::torch::TorchBackend;
 use graft::backend::{inputs, Backend, Executable, Options, Plan};
+use graft::commands::train::{self as trainer, TrainArgs, Trained};
 use graft::ir::DType;
 use graft::params::init::random_values;
 use graft::pipeline::Mode;
@@ -252,7 +253,7 @@ model pre {
 }
 "#;
 
-fn train(dir: &Path, out: &str, extra: &[&str]) -> trainer::Trained {
+fn train(dir: &Path, out: &str, extra: &[&str]) -> Trained<TorchTrainer> {
     let path = |s: &str| dir.join(s).display().to_string();
     let mut words = vec![path("pre.graft"), "--data".into(), path("data"), "--out".into(), path(out)];
     let flags = ["--steps", "3", "--batch", "16", "--lr", "1e-3", "--schedule", "constant", "--device", "cuda"];
@@ -276,7 +277,7 @@ fn captured_training_steps_equal_eager_ones() {
         let losses = |v: &[f32]| vec![("loss".to_string(), Values::f32(&[v.len() as i64], v))];
         let tol = Tol::Max { abs: 1e-4, rel: 1e-4 };
         assert_close("losses: graph vs eager", &losses(&graphed.losses), &losses(&eager.losses), tol);
-        let trained = |t: &trainer::Trained| host(&t.model.trainable());
+        let trained = |t: &Trained<TorchTrainer>| host(&t.trainer.model().trainable());
         assert_close(
             "parameters: graph vs eager",
             &trained(&graphed),
@@ -284,8 +285,9 @@ fn captured_training_steps_equal_eager_ones() {
             Tol::Max { abs: 1e-4, rel: 0.0 },
         );
         // The steps did train: the parameters moved.
-        let before = graft::backend::torch::train::model::Spec::compile(&dir.join("pre.graft")).unwrap();
-        let (init, _) = before.load(&[], &[], 0, Device::Cuda(0), None).unwrap();
+        let before = graft::commands::train::spec::Spec::compile(&dir.join("pre.graft")).unwrap();
+        let (values, _) = before.materialise(&[], &[], 0, None).unwrap();
+        let init = Model::new(&before.plan, before.output, values, Device::Cuda(0)).unwrap();
         let moved = measure(&trained(&graphed), &host(&init.trainable())).unwrap();
         assert!(moved.iter().any(|s| s.max_abs > 1e-6), "three captured steps left every parameter where it was");
     }
@@ -307,14 +309,12 @@ fn bench_replays_a_graph() {
 }
 
 /// The TRAIN_SPEC model on the GPU with seeded parameters, AdamW over its trainable ones.
-fn pre_on_gpu(dir: &Path) -> (graft::backend::torch::train::model::Model, graft::backend::torch::train::optim::AdamW) {
-    use graft::backend::torch::train::model::{Model, Spec};
+fn pre_on_gpu(dir: &Path) -> (Model, graft::backend::torch::train::optim::AdamW) {
     use graft::backend::torch::train::optim::AdamW;
     std::fs::write(dir.join("pre.graft"), TRAIN_SPEC).unwrap();
-    let spec = Spec::compile(&dir.join("pre.graft")).unwrap();
+    let spec = graft::commands::train::spec::Spec::compile(&dir.join("pre.graft")).unwrap();
     let values = spec.plan.params().iter().map(|p| random_values(p, 0)).collect();
-    let store = ParamStore::new(&spec.plan, values, Device::Cuda(0), Kind::Float).unwrap();
-    let model = Model { spec, store, device: Device::Cuda(0) };
+    let model = Model::new(&spec.plan, spec.output, values, Device::Cuda(0)).unwrap();
     let opt = AdamW::new(model.trainable(), 1e-3, &[], 0.01, &model.frozen_paths()).unwrap();
     (model, opt)
 }
@@ -328,7 +328,7 @@ fn a_whole_captured_step_equals_the_eager_step() {
     let batches: Vec<(Vec<Option<Tensor>>, Tensor)> = (0..4u64)
         .map(|i| {
             let (model, _) = pre_on_gpu(&dir);
-            let x = gpu_inputs(&model.spec.plan, 8, 10 + i);
+            let x = gpu_inputs(&model.plan, 8, 10 + i);
             let y = Tensor::from_slice(&[0i64, 1, 2, 3, 3, 2, 1, 0]).roll([i as i64], [0]).to_device(Device::Cuda(0));
             (x, y)
         })

@@ -148,7 +148,7 @@ fn fingerprint_of(run: &str) -> String {
 
 /// `state.json` of the run's newest complete checkpoint (`RUN_DIR/checkpoint-STEP/`).
 fn latest_state(run: &Path) -> Option<serde_json::Value> {
-    let ckpt = graft::backend::torch::train::rundir::latest(run).ok()??;
+    let ckpt = graft::commands::train::rundir::latest(run).ok()??;
     serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).ok()?).ok()
 }
 
@@ -187,8 +187,7 @@ fn two_ranks_of_batch_b_match_one_process_of_batch_2b() {
         (s["world_size"].as_u64(), s["global_batch"].as_u64(), s["hyper"]["batch"].as_u64()),
         (Some(2), Some(8), Some(4))
     );
-    let meta =
-        graft::backend::torch::train::checkpoint::read_metadata(&dir().join("two/trainable.safetensors")).unwrap();
+    let meta = graft::commands::train::checkpoint::read_metadata(&dir().join("two/trainable.safetensors")).unwrap();
     assert_eq!((meta["world_size"].as_str(), meta["global_batch"].as_str()), ("2", "8"));
     // The validation (sharded, reduced) saw every sample once, as one process does.
     let val = |run: &str| -> Vec<serde_json::Value> {

@@ -11,7 +11,7 @@
 //! model is a one-block token MLP on the synthetic pose input: each `graft train` takes
 //! well under a second.
 
-use graft::backend::torch::train::rundir;
+use graft::commands::train::rundir;
 use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -8,9 +8,10 @@
 #![cfg(feature = "torch")]
 
 use graft::backend::torch::convert::to_tensor;
-use graft::backend::torch::train::checkpoint::{read_metadata, Identity, TrainableFile};
-use graft::backend::torch::train::model::Spec;
-use graft::backend::torch::train::{trainer, TrainArgs};
+use graft::backend::torch::train::{Model, TorchTrainer};
+use graft::commands::train::checkpoint::{read_metadata, Identity, TrainableFile};
+use graft::commands::train::spec::Spec;
+use graft::commands::train::{self as trainer, TrainArgs, Trained};
 use graft::safetensors::SafeFile;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -200,11 +201,11 @@ fn train_losses(run: &str) -> Vec<f64> {
 
 /// The directory of a run's newest complete checkpoint.
 fn ckpt_dir(run: &Path) -> PathBuf {
-    graft::backend::torch::train::rundir::latest(run).unwrap().expect("a checkpoint")
+    graft::commands::train::rundir::latest(run).unwrap().expect("a checkpoint")
 }
 
 /// Train in this process (absolute paths).
-fn train_here(words: &[String]) -> trainer::Trained {
+fn train_here(words: &[String]) -> Trained<TorchTrainer> {
     let args = TrainArgs::parse(words.iter().cloned()).unwrap();
     trainer::run(&args).unwrap().expect("spec compiles")
 }
@@ -216,9 +217,10 @@ fn words(f: &Fixture, spec: &str, out: &str, extra: &[&str]) -> Vec<String> {
     w
 }
 
-fn initial(f: &Fixture, spec: &str) -> graft::backend::torch::train::model::Model {
+fn initial(f: &Fixture, spec: &str) -> Model {
     let spec = Spec::compile(&f.path(spec)).unwrap();
-    spec.load(&[], &[], 0, tch::Device::Cpu, None).unwrap().0
+    let (values, _) = spec.materialise(&[], &[], 0, None).unwrap();
+    Model::new(&spec.plan, spec.output, values, tch::Device::Cpu).unwrap()
 }
 
 #[test]
@@ -271,7 +273,7 @@ fn frozen_parameters_stay_bit_identical_and_trainable_ones_change() {
     let backbone = SafeFile::open(&f.path("runs/pre/trainable.safetensors")).unwrap();
     let init = initial(f, "ad.graft");
     let (mut frozen, mut trained) = (0, BTreeSet::new());
-    for ((p, v), (_, v0)) in t.model.params().zip(init.params()) {
+    for ((p, v), (_, v0)) in t.trainer.model().params().zip(init.params()) {
         if p.trainable {
             assert!(v.requires_grad(), "{}", p.path);
             assert!(!v.equal(v0), "trainable `{}` did not change", p.path);
@@ -288,7 +290,7 @@ fn frozen_parameters_stay_bit_identical_and_trainable_ones_change() {
     // The checkpoint holds exactly the trainable tensors, as trained.
     let ckpt = SafeFile::open(&t.dir.join("trainable.safetensors")).unwrap();
     assert_eq!(ckpt.entries().keys().cloned().collect::<BTreeSet<_>>(), trained);
-    for (p, v) in t.model.params().filter(|(p, _)| p.trainable) {
+    for (p, v) in t.trainer.model().params().filter(|(p, _)| p.trainable) {
         assert!(v.equal(&tensor(&ckpt, &p.path)), "{}", p.path);
     }
 }
@@ -449,7 +451,7 @@ fn lr_for_gives_a_group_its_own_rate() {
     let extra = ["--steps", "3", "--batch", "16", "--lr", "0", "--weight-decay", "0", "--lr-for", "mhva.*=1e-2"];
     let t = train_here(&words(f, "ad.graft", "runs/lrfor", &extra));
     let init = initial(f, "ad.graft");
-    for ((p, v), (_, v0)) in t.model.params().zip(init.params()) {
+    for ((p, v), (_, v0)) in t.trainer.model().params().zip(init.params()) {
         if p.path.starts_with("cls.") {
             assert!(v.equal(v0), "`{}` has lr 0 and must not move", p.path);
         }
@@ -514,7 +516,7 @@ fn an_incremental_plugin_keeps_the_earlier_adapter_bit_identical() {
     let earlier = SafeFile::open(&f.path("runs/ad/trainable.safetensors")).unwrap();
     let backbone = SafeFile::open(&f.path("runs/pre/trainable.safetensors")).unwrap();
     let mut checked = 0;
-    for (p, v) in t.model.params() {
+    for (p, v) in t.trainer.model().params() {
         if p.path.starts_with("mhva.") || p.path.starts_with("cls.") {
             assert!(!p.trainable, "{}", p.path);
             assert!(v.equal(&tensor(&earlier, &p.path)), "plugin `{}` changed", p.path);

@@ -17,8 +17,10 @@
 //! the data ([`plan::Instr::data`]); outputs are never absent in a model that compiled.
 //!
 //! Device and dtype are the caller's choice ([`Options`]); the command line maps its
-//! flags onto them. The LibTorch backend ([`torch`], cargo feature `torch`) is the one
-//! implementation today; it also trains (training stays LibTorch-specific).
+//! flags onto them. Two backends implement the seam: LibTorch ([`torch`], cargo
+//! feature `torch`) and the native CPU backend ([`native`], every build). Training has
+//! a seam of its own ([`train`]: `Training` → `Trainer`, host tensors in and out),
+//! which LibTorch implements (autograd).
 //!
 //! [`Verified`]: crate::ir::Verified
 
@@ -30,6 +32,7 @@ mod op_suite;
 pub mod plan;
 #[cfg(feature = "torch")]
 pub mod torch;
+pub mod train;
 
 pub use error::BackendError;
 pub use plan::Plan;

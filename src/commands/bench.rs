@@ -18,12 +18,10 @@
 //! backends see the same machine state.
 //!
 //! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
-//! instead ([`crate::backend::torch::bench`]); specs compile in train mode.
+//! instead ([`super::bench_train`]); specs compile in train mode.
 
 use super::{backend, bindings, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
 use crate::api::compile_file_with;
-#[cfg(feature = "torch")]
-use crate::backend::torch::bench::{self as train_bench, TrainBenchConfig, TrainReport};
 use crate::backend::{inputs, Plan};
 use crate::params::init::random_values;
 use crate::params::{materialise, Declared, Leaves};
@@ -236,7 +234,20 @@ pub fn peak_rss_bytes() -> u64 {
 /// `graft bench`.
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.memory_probe || a.train {
-        return train(&a);
+        return super::bench_train::run(&super::bench_train::TrainBenchArgs {
+            specs: &a.specs,
+            batch: &a.batch,
+            iters: a.iters,
+            warmup: a.warmup,
+            engine: &a.engine,
+            device: a.device,
+            json: a.json,
+            lr: a.lr,
+            no_memory: a.no_memory,
+            memory_probe: a.memory_probe,
+            cuda_graph: a.cuda_graph,
+            autocast: a.autocast.is_some(),
+        });
     }
     let mut specs = Vec::new();
     for (i, s) in a.specs.iter().enumerate() {
@@ -285,85 +296,4 @@ pub fn run(a: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `graft bench --train` (and its memory probe): LibTorch only.
-#[cfg(feature = "torch")]
-fn train(a: &BenchArgs) -> Result<()> {
-    if let Some(t) = a.engine.threads {
-        tch::set_num_threads(t as i32);
-    }
-    let backend = backend(BackendArg::Torch, &a.engine)?;
-    let cfg = TrainBenchConfig {
-        specs: a.specs.clone(),
-        batch: a.batch.clone(),
-        iters: a.iters,
-        warmup: a.warmup,
-        lr: a.lr,
-        memory: !a.no_memory,
-        device: crate::backend::torch::convert::device(a.device.device(backend.as_ref())?),
-        cuda_graph: a.cuda_graph,
-        autocast: a.autocast.is_some(),
-    };
-    if a.memory_probe {
-        let m = train_bench::memory_probe(&cfg)?;
-        println!("{}", serde_json::to_string(&m)?);
-        return Ok(());
-    }
-    let report = train_bench::bench_train(&cfg)?;
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_train(&report);
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "torch"))]
-fn train(_: &BenchArgs) -> Result<()> {
-    anyhow::bail!("graft bench --train: training needs a graft built with `--features torch` (after scripts/setup.sh)")
-}
-
-#[cfg(feature = "torch")]
-fn print_train(r: &TrainReport) {
-    println!(
-        "threads {}, device {}: training steps (forward, cross-entropy, backward, AdamW), medians of {} interleaved steps after {} warmup",
-        r.threads, r.device, r.iters, r.warmup
-    );
-    if let Some(note) = &r.memory_note {
-        println!("memory: {note}");
-    }
-    let unreset = r.specs.iter().flat_map(|s| &s.batches).any(|b| b.memory.as_ref().is_some_and(|m| !m.peak_reset));
-    if unreset {
-        println!("memory: * VmHWM could not be reset (/proc/self/clear_refs): counted from the probe's start");
-    }
-    let Some(base) = r.specs.first() else { return };
-    for (k, bb) in base.batches.iter().enumerate() {
-        println!(
-            "batch {:<4} {:>30} {:>12} {:>10} {:>7} {:>10} {:>7} {:>10}",
-            bb.batch, "params", "trainable", "step ms", "ratio", "peak MiB", "ratio", "state MiB"
-        );
-        for s in &r.specs {
-            let t = &s.batches[k];
-            let (peak, peak_ratio, state) = match (&t.memory, &bb.memory) {
-                (Some(m), Some(m0)) => (
-                    format!("{:.0}{}", m.peak_mib, if m.peak_reset { "" } else { "*" }),
-                    format!("{:.3}", m.peak_mib / m0.peak_mib),
-                    format!("{:.0}", m.state_mib),
-                ),
-                _ => ("-".into(), "-".into(), "-".into()),
-            };
-            println!(
-                "  {:<24} {:>16} {:>12} {:>10.1} {:>7.3} {:>10} {:>7} {:>10}",
-                s.model,
-                thousands(s.params),
-                thousands(s.trainable),
-                t.step_ms,
-                t.step_ms / bb.step_ms,
-                peak,
-                peak_ratio,
-                state
-            );
-        }
-    }
 }

@@ -13,9 +13,9 @@
 //! report, printed as text or, with `--json`, as one JSON object (confusion matrix
 //! included).
 
+use super::train::checkpoint::TrainableFile;
+use super::train::spec::Spec;
 use super::{options, DeviceArg, DtypeArg};
-use crate::backend::torch::train::checkpoint::TrainableFile;
-use crate::backend::torch::train::model::Spec;
 use crate::data::Dataset;
 use crate::evaluate::{check_without, evaluate, render, Evaluated};
 use anyhow::{anyhow, Result};

@@ -59,9 +59,9 @@ fn refuse_overwrite(a: &FuseArgs, bindings: &crate::params::Bindings) -> Result<
     // Without LibTorch `--run` is refused before anything is written.
     #[cfg(feature = "torch")]
     if let Some(run) = &a.run {
-        let t = crate::backend::torch::train::checkpoint::TRAINABLE;
+        let t = super::train::checkpoint::TRAINABLE;
         inputs.push(("the run's trained tensors".into(), run.join(t)));
-        if let Ok(Some(dir)) = crate::backend::torch::train::rundir::latest(run) {
+        if let Ok(Some(dir)) = super::train::rundir::latest(run) {
             inputs.push(("the run's trained tensors".into(), dir.join(t)));
         }
     }
@@ -87,7 +87,7 @@ pub fn run(a: &FuseArgs) -> Result<()> {
     if let Some(run) = &a.run {
         // The trained tensors over the spec's values, before anything is folded.
         #[cfg(feature = "torch")]
-        for note in crate::backend::torch::train::checkpoint::apply_run(run, &train, &ptrain, &mut leaves)? {
+        for note in super::train::checkpoint::apply_run(run, &train, &ptrain, &mut leaves)? {
             eprintln!("note: {note}");
         }
         #[cfg(not(feature = "torch"))]

@@ -1,28 +1,35 @@
-//! Command glue: the `graft run`, `fuse`, `eval`, `bench`, `train`, `export` and `data` commands over
-//! the library. The one place besides `main.rs` that prints and uses `anyhow`; the
-//! library underneath returns errors and data.
+//! The application: the `graft run`, `fuse`, `eval`, `bench` (+ `--train`), `train`,
+//! `export` and `data` commands over the library. With `main.rs`, the one place that prints
+//! and uses `anyhow`; the library underneath returns errors and data, and reports
+//! progress as values ([`train::events`]).
 //!
-//! This module maps command-line choices onto the library: `--mode` onto
-//! [`Mode`], `--device` / `--dtype` onto [`Options`], and picks the backend
+//! This module maps command-line choices onto the library ([`choices`]: `--mode` onto
+//! [`Mode`], `--device` / `--dtype` onto [`Options`]), and picks the backend
 //! ([`backend`]). It also compiles and binds a spec the way every command does
 //! ([`compiled`], [`bindings`]), so the commands share one path from a spec file to a
-//! plan and its weights.
+//! plan and its weights. `graft train` ([`train`]) is the largest: the run directory,
+//! resume, checkpoints, metrics and progress over the library's training seam
+//! ([`crate::backend::train`]).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
+pub mod bench_train;
+pub mod choices;
 pub mod data;
 #[cfg(feature = "torch")]
 pub mod eval;
 pub mod export;
 pub mod fuse;
 pub mod run;
+#[cfg(feature = "torch")]
+pub mod train;
 
 use crate::api::compile_spec;
 use crate::backend::{Backend, Options};
-pub use crate::choices::{DeviceArg, DtypeArg, ModeArg};
 use crate::params::{Bindings, ParamError};
 use crate::pipeline::{Compiled, Mode};
+pub use choices::{DeviceArg, DtypeArg, ModeArg};
 use std::path::Path;
 
 pub use crate::api::SpecErrors;

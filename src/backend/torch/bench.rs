@@ -6,36 +6,50 @@
 //! one AdamW step (weight decay 0.01 on matrices). Parameters are random (init rules,
 //! or a seeded fallback). Specs' steps are interleaved (one step of each spec per
 //! round, the starting spec rotating), so a slow spell of a shared machine falls on
-//! every spec alike. Peak memory is measured per spec in a fresh child process (see
-//! [`probe_memory`]): the growth of the peak resident set over the process before the
+//! every spec alike. Peak memory is measured per spec and batch after all timing (see
+//! [`memory_probe`]): the growth of the peak resident set over the process before the
 //! model was built, i.e. parameters, optimizer state, gradients, activations and
 //! workspace. On CUDA no memory is reported: `tch` exposes no CUDA allocator
-//! statistics. Nothing here prints: reports are returned as data.
+//! statistics. Nothing here prints: reports are returned as data. The caller compiles
+//! the specs ([`BenchModel`]).
 
 use super::convert::{place, to_tensor};
-use super::store::ParamStore;
 use super::train::device_step::{train_step, DeviceStep, StepGraphs};
-use super::train::model::{Model, Spec};
+use super::train::model::Model;
 use super::train::optim::AdamW;
-use super::train::DEFAULT_WEIGHT_DECAY;
-use crate::backend::inputs;
+use crate::backend::{inputs, Plan};
 use crate::ir::DType;
 use crate::params::init::{draw, random_values};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+
+/// One spec compiled for training.
+#[derive(Clone, Debug)]
+pub struct BenchModel {
+    /// The spec file, as given.
+    pub spec: String,
+    pub model: String,
+    pub plan: Plan,
+    /// Index into `plan.outputs` of the logits `[B, classes]`.
+    pub output: usize,
+    /// The number of classes random labels are drawn from.
+    pub classes: i64,
+    pub matmul_macs: crate::flops::StepMacs,
+}
 
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct TrainBenchConfig {
-    pub specs: Vec<PathBuf>,
+    pub specs: Vec<BenchModel>,
     pub batch: Vec<i64>,
     pub iters: usize,
     pub warmup: usize,
     pub lr: f64,
-    /// Measure peak memory (CPU only) in child processes.
+    /// AdamW's decoupled weight decay (on tensors of two or more dimensions).
+    pub weight_decay: f64,
+    /// Measure peak memory (CPU only), after the timing.
     pub memory: bool,
     pub device: Device,
     /// Capture each spec's whole step (forward, backward, clipping, AdamW) in a CUDA
@@ -103,6 +117,7 @@ pub struct TrainReport {
 /// One spec ready for training steps: random parameters, AdamW over the trainable
 /// ones, random inputs and labels for the current batch size.
 struct TrainBench {
+    name: String,
     model: Model,
     opt: AdamW,
     params: Vec<Tensor>,
@@ -114,31 +129,27 @@ struct TrainBench {
     autocast: bool,
 }
 
-/// Compile `path` for training (logits `[B, classes]` first, `classes` fixed).
-fn train_spec(path: &Path) -> Result<Spec> {
-    let spec = Spec::compile(path)?;
-    if spec.classes.is_none() {
-        bail!("{}: output `{}` needs a fixed number of classes for random labels", path.display(), spec.output_name);
-    }
-    Ok(spec)
-}
-
 impl TrainBench {
-    fn new(spec: Spec, lr: f64, device: Device, cuda_graph: bool, autocast: bool) -> Result<TrainBench> {
-        let classes = spec.classes.unwrap_or(1);
+    fn new(
+        spec: &BenchModel,
+        (lr, weight_decay): (f64, f64),
+        device: Device,
+        graph: (bool, bool),
+    ) -> Result<TrainBench> {
+        let (cuda_graph, autocast) = graph;
         let values = spec.plan.params().iter().map(|p| random_values(p, 0)).collect();
-        let store = ParamStore::new(&spec.plan, values, device, Kind::Float)?;
-        let model = Model { spec, store, device };
-        let opt = AdamW::new(model.trainable(), lr, &[], DEFAULT_WEIGHT_DECAY, &model.frozen_paths())?;
+        let model = Model::new(&spec.plan, spec.output, values, device)?;
+        let opt = AdamW::new(model.trainable(), lr, &[], weight_decay, &model.frozen_paths())?;
         let params = opt.params();
         let dev = DeviceStep::new(device, 1)?;
         let graphs = cuda_graph.then(StepGraphs::default);
-        Ok(TrainBench { model, opt, params, inputs: Vec::new(), labels: None, classes, dev, graphs, autocast })
+        let (name, classes) = (spec.model.clone(), spec.classes);
+        Ok(TrainBench { name, model, opt, params, inputs: Vec::new(), labels: None, classes, dev, graphs, autocast })
     }
 
     /// Random inputs (every symbolic dim `batch`) and labels in `0..classes`.
     fn bind(&mut self, batch: i64) -> Result<()> {
-        let plan = &self.model.spec.plan;
+        let plan = &self.model.plan;
         let given = inputs::random(plan, batch, 0)?;
         let bound = inputs::bind(plan, given, DType::F32)?;
         self.inputs = place(&bound.values, self.model.device, Kind::Float)?;
@@ -167,12 +178,7 @@ impl TrainBench {
         let (values, bad) = self.dev.drain()?;
         if bad {
             let v = values.first().copied();
-            bail!(
-                "model `{}`: loss {:?}, gradient norm {:?}",
-                self.model.spec.compiled.model,
-                v.map(|v| v.loss),
-                v.map(|v| v.grad_norm)
-            );
+            bail!("model `{}`: loss {:?}, gradient norm {:?}", self.name, v.map(|v| v.loss), v.map(|v| v.grad_norm));
         }
         Ok(values.first().map_or(f64::NAN, |v| v.loss))
     }
@@ -186,52 +192,62 @@ fn status_kb(field: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("/proc/self/status has no {field}"))
 }
 
-/// `--memory-probe`: build one spec, take two training steps, print [`Memory`].
-pub fn memory_probe(a: &TrainBenchConfig) -> Result<Memory> {
-    let ([spec], [batch]) = (a.specs.as_slice(), a.batch.as_slice()) else {
-        bail!("--memory-probe measures one spec at one batch size");
-    };
+/// Peak memory of one spec's training steps at one batch size, measured in this
+/// process: the model is built, bound and stepped twice, and the growth of the
+/// resident set over the moment before it was built is reported. Call it after any
+/// timing: it pins glibc's mmap threshold at 64 KiB for the rest of the process, so
+/// that tensors are mapped and unmapped one by one and the resident set follows the
+/// live tensors (the default, dynamic threshold keeps freed blocks of up to 32 MiB in
+/// the heap, and would make what earlier models freed count or not by chance).
+pub fn memory_probe(spec: &BenchModel, batch: i64, a: &TrainBenchConfig) -> Result<Memory> {
     let device = a.device;
     if device != Device::Cpu {
         bail!("--memory-probe measures host memory: use --device cpu");
     }
-    let spec = train_spec(spec)?;
+    allocator::pin_mmap_threshold(64 << 10);
+    allocator::trim();
     let base = status_kb("VmRSS")?;
     // Writing 5 resets VmHWM to the current resident set (Linux 4.0+).
     let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let mut tb = TrainBench::new(spec, a.lr, device, false, false)?;
-    tb.bind(*batch)?;
+    let mut tb = TrainBench::new(spec, (a.lr, a.weight_decay), device, (false, false))?;
+    tb.bind(batch)?;
     let state = status_kb("VmRSS")?;
     for _ in 0..2 {
         tb.step()?;
     }
     let peak = status_kb("VmHWM")?;
     let mib = |kb: u64| kb.saturating_sub(base) as f64 / 1024.0;
-    let m = Memory { state_mib: mib(state), peak_mib: mib(peak), peak_reset };
-    Ok(m)
+    Ok(Memory { state_mib: mib(state), peak_mib: mib(peak), peak_reset })
 }
 
-/// Peak memory of one spec's training steps, measured in a fresh child process (this
-/// binary with `--memory-probe`), so that what other specs allocated, and memory the
-/// allocator keeps after they free it, do not count. The child runs with glibc's mmap
-/// threshold pinned at 64 KiB (`MALLOC_MMAP_THRESHOLD_`): tensors are then mapped and
-/// unmapped one by one and the resident set follows the live tensors (the default,
-/// dynamic threshold keeps freed blocks of up to 32 MiB in the heap).
-fn probe_memory(spec: &Path, batch: i64, a: &TrainBenchConfig) -> Result<Memory> {
-    let exe = std::env::current_exe().context("locating the graft binary")?;
-    let out = std::process::Command::new(exe)
-        .args(["bench", "--train", "--memory-probe", "--device", "cpu"])
-        .args(["--threads", &tch::get_num_threads().to_string()])
-        .args(["--lr", &a.lr.to_string(), "--batch", &batch.to_string()])
-        .arg(spec)
-        .env("MALLOC_MMAP_THRESHOLD_", "65536")
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("starting the memory probe")?;
-    if !out.status.success() {
-        bail!("the memory probe of {} (batch {batch}) failed ({})", spec.display(), out.status);
+/// glibc's allocator settings for [`memory_probe`] (elsewhere: nothing to set).
+mod allocator {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
     }
-    serde_json::from_slice(&out.stdout).context("reading the memory probe's report")
+
+    /// Allocations of at least `bytes` are mapped on their own (`M_MMAP_THRESHOLD`).
+    pub fn pin_mmap_threshold(bytes: i32) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes the allocator's tuning; M_MMAP_THRESHOLD (-3)
+        // accepts any value up to 32 MiB.
+        unsafe {
+            mallopt(-3, bytes);
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = bytes;
+    }
+
+    /// Return the heap's free memory to the system.
+    pub fn trim() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free memory; no pointer is invalidated.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// `graft bench --train`: every spec's steps at every batch size.
@@ -252,22 +268,21 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
     tch::manual_seed(0);
     let mut benches = Vec::with_capacity(a.specs.len());
     let mut specs = Vec::with_capacity(a.specs.len());
-    for path in &a.specs {
-        let spec = train_spec(path)?;
+    for spec in &a.specs {
         let (params, trainable) = spec
             .plan
             .params()
             .iter()
             .fold((0, 0), |(n, t), p| (n + p.numel(), if p.trainable { t + p.numel() } else { t }));
         specs.push(TrainTiming {
-            spec: path.display().to_string(),
-            model: spec.compiled.model.clone(),
+            spec: spec.spec.clone(),
+            model: spec.model.clone(),
             params,
             trainable,
-            matmul_macs: crate::flops::step_macs(&spec.compiled.graph),
+            matmul_macs: spec.matmul_macs,
             batches: Vec::new(),
         });
-        benches.push(TrainBench::new(spec, a.lr, device, a.cuda_graph, a.autocast)?);
+        benches.push(TrainBench::new(spec, (a.lr, a.weight_decay), device, (a.cuda_graph, a.autocast))?);
     }
     let memory_note = match (!a.memory, device) {
         (true, _) => Some("not measured (--no-memory)".to_string()),
@@ -297,20 +312,19 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
             }
         }
         for (j, steps_ms) in times.into_iter().enumerate() {
-            let memory = match memory_note {
-                None => Some(probe_memory(&a.specs[j], b, a)?),
-                Some(_) => None,
-            };
-            specs[j].batches.push(TrainBatch {
-                batch: b,
-                step_ms: median(steps_ms.clone()),
-                steps_ms,
-                first_loss: first_loss[j],
-                memory,
-            });
+            let (step_ms, first_loss) = (median(steps_ms.clone()), first_loss[j]);
+            specs[j].batches.push(TrainBatch { batch: b, step_ms, steps_ms, first_loss, memory: None });
         }
     }
     drop(benches);
+    if memory_note.is_none() {
+        // After every timed step: the probes change how the allocator maps memory.
+        for (timing, spec) in specs.iter_mut().zip(&a.specs) {
+            for tb in &mut timing.batches {
+                tb.memory = Some(memory_probe(spec, tb.batch, a)?);
+            }
+        }
+    }
     let report = TrainReport {
         threads: tch::get_num_threads(),
         device: match device {
@@ -320,7 +334,7 @@ pub fn bench_train(a: &TrainBenchConfig) -> Result<TrainReport> {
         iters: a.iters,
         warmup: a.warmup.max(1),
         lr: a.lr,
-        weight_decay: DEFAULT_WEIGHT_DECAY,
+        weight_decay: a.weight_decay,
         memory_note,
         specs,
     };

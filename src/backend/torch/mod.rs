@@ -9,9 +9,9 @@
 //! - [`exec`]: runs a plan's instruction list with LibTorch kernels.
 //! - [`convert`]: host tensors ↔ tensors, devices, PyTorch zip checkpoints.
 //! - [`store`]: parameters in a VarStore, trainable and frozen apart (training).
-//! - [`train`]: `graft train`, fine-tuning the trainable parameters, resumable runs
-//!   (training is LibTorch-specific: autograd, AdamW).
-//! - [`bench`]: `graft bench --train`, training steps side by side.
+//! - [`train`]: the training seam ([`crate::backend::train`]) on LibTorch: autograd
+//!   steps, AdamW, CUDA-graph step capture, data-parallel hooks.
+//! - [`bench`]: the timing of `graft bench --train`, training steps side by side.
 //! - [`cuda_graph`]: CUDA-graph capture/replay and bf16 autocast (`cuda-graphs` feature).
 //! - [`dist`]: data-parallel training on c10d (`distributed` feature).
 

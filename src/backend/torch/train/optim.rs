@@ -87,19 +87,6 @@ pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.999;
 pub const EPS: f64 = 1e-8;
 
-/// Parse `PATTERN=LR` (the pattern may not contain `=`).
-pub fn parse_lr_for(s: &str) -> Result<(String, f64)> {
-    let (p, lr) = s
-        .rsplit_once('=')
-        .filter(|(p, l)| !p.is_empty() && !l.is_empty())
-        .ok_or_else(|| anyhow!("--lr-for expects PATTERN=LR, e.g. 'cmr.*=1e-2', got `{s}`"))?;
-    let lr: f64 = lr.trim().parse().map_err(|_| anyhow!("--lr-for {s}: `{lr}` is not a number"))?;
-    if !lr.is_finite() || lr < 0.0 {
-        bail!("--lr-for {s}: the learning rate must be a finite number >= 0");
-    }
-    Ok((p.trim().to_string(), lr))
-}
-
 /// One parameter group.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group {
@@ -412,9 +399,6 @@ mod tests {
         assert!(e.contains("only frozen"), "{e}");
         let e = AdamW::new(params(), 1e-3, &[("nope*".into(), 1e-2)], 0.0, &frozen).err().unwrap().to_string();
         assert!(e.contains("matches no parameter"), "{e}");
-        assert_eq!(parse_lr_for("cmr.*=1e-2").unwrap(), ("cmr.*".to_string(), 1e-2));
-        assert!(parse_lr_for("cmr.*").is_err());
-        assert!(parse_lr_for("x=abc").is_err());
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 use super::model::{cross_entropy, Model};
 use crate::backend::torch::cuda_graph::{Autocast, GraphedStep, LossAndGrads};
-use crate::data::Batch;
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
@@ -39,17 +38,17 @@ pub(crate) fn loss_and_grads(
 /// replayed for every batch of the same shapes and inputs; any other batch (a short
 /// last one, one without an optional input) runs eagerly. With `accumulate > 1` the
 /// gradients are copied out of the graph's buffers, which the next replay overwrites.
-/// `ran_eager` is set when the batch did not fit the graph.
+/// `ran_eager` is set when the batch did not fit the graph. `ins` and `labels` are
+/// the batch's placed inputs and labels, `n` its samples.
 pub fn graphed_batch(
     graph: &mut Option<GraphedStep>,
     model: &Model,
     params: &[Tensor],
-    batch: &Batch,
+    (ins, labels, n): (Vec<Option<Tensor>>, Tensor, usize),
     accumulate: usize,
     autocast: bool,
     ran_eager: &mut bool,
 ) -> Result<LossAndGrads> {
-    let (ins, labels, n) = (model.bind(batch, &[])?, model.labels(batch)?, batch.len());
     let step =
         |ins: Vec<Option<Tensor>>, labels: &Tensor| loss_and_grads(model, params, ins, labels, n, accumulate, autocast);
     let g = match graph {

@@ -1,546 +1,264 @@
-//! The training loop: resolve the hyperparameters (fresh or from `state.json`), load
-//! the model and the data, step, validate, checkpoint, and stop cleanly on a
-//! non-finite loss.
+//! [`TorchTraining`] and [`TorchTrainer`]: the training seam
+//! ([`crate::backend::train`]) on LibTorch.
 //!
-//! A checkpoint is written only when every trainable tensor is finite, so the one in
-//! RUN_DIR is always the last good one. A checkpoint's three files appear together in
-//! one rename ([`rundir`]); the run directory is locked while a trainer uses it.
+//! A trainer holds the model (its VarStore), AdamW over exactly the trainable
+//! variables, the gradients accumulated since the last update and, with
+//! `graph_capture`, the CUDA graph of a batch's forward and backward. Data-parallel,
+//! it shares the process group with its [`TorchTraining`] and all-reduces the
+//! gradients in buckets before each update.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)] // `graft train`'s loop: notes and results on the terminal
-
-use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
-use super::dist;
-use super::feed::Feed;
-use super::messages::{header, stop, Ctx};
-use super::metrics::{Metrics, Record};
-use super::model::{Model, Spec};
-use super::optim::{clip_grad_norm, parse_lr_for, AdamW};
-use super::progress::{clock, Progress};
-use super::resume::keep;
-use super::rundir;
-use super::schedule::{Schedule, ScheduleKind};
+use super::dist::{self as dp, DistOptions};
+use super::model::Model;
+use super::optim::{clip_grad_norm, AdamW};
 use super::step::{graphed_batch, loss_and_grads};
-use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
-use crate::backend::torch::cuda_graph;
-use crate::backend::torch::dist::Dist;
-use crate::data::Dataset;
-use crate::evaluate::{evaluate, Evaluated, Report};
+use crate::backend::torch::convert::{device as tch_device, to_host};
+use crate::backend::torch::cuda_graph::{self, GraphedStep};
+use crate::backend::torch::dist::reduce::{sum, Buckets};
+use crate::backend::torch::dist::{BackendArg, Dist, Env};
+use crate::backend::train::{ParamGroup, Reduction, Stepped, TrainError, TrainOptions, Trainer, Training, Update};
+use crate::backend::{Device, Executable, Plan};
 use crate::safetensors::SafeFile;
-use anyhow::{anyhow, bail, Context, Result};
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use crate::tensor::HostTensor;
+use std::rc::Rc;
 use tch::Tensor;
 
-/// A finished run.
-pub struct Trained {
-    pub model: Model,
-    pub dir: PathBuf,
-    /// Optimizer steps taken in total.
-    pub step: u64,
-    /// The losses of the steps this invocation took.
-    pub losses: Vec<f32>,
-    /// The last validation, with `--val`.
-    pub val: Option<Report>,
+use super::failed;
+
+/// Training on LibTorch in this process: the device and, under torchrun, the
+/// data-parallel group.
+pub struct TorchTraining {
+    device: tch::Device,
+    dist: Option<Rc<Dist>>,
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => a == b,
+impl TorchTraining {
+    /// Train on `device`, joining the data-parallel run `env` describes (torchrun's
+    /// variables) if any: the device becomes `cuda:LOCAL_RANK` on CUDA.
+    pub fn join(device: Device, env: Option<Env>, opts: DistOptions) -> Result<TorchTraining, TrainError> {
+        let (dist, device) = dp::join(env, tch_device(device), opts).map_err(failed)?;
+        Ok(TorchTraining { device, dist: dist.map(Rc::new) })
+    }
+
+    /// The data-parallel group, if this is a rank of one.
+    pub fn dist(&self) -> Option<&Dist> {
+        self.dist.as_deref()
     }
 }
 
-fn open_data(dir: &Path, flag: &str) -> Result<Dataset> {
-    Dataset::open(dir).map_err(|e| anyhow!("--{flag} {}: {e}", dir.display()))
-}
+impl Training for TorchTraining {
+    type Trainer = TorchTrainer;
 
-fn all_finite(ts: &[(String, Tensor)]) -> Result<Option<String>> {
-    for (n, t) in ts {
-        if t.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0 {
-            return Ok(Some(n.clone()));
+    fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, |d| d.rank())
+    }
+
+    fn world(&self) -> usize {
+        self.dist.as_ref().map_or(1, |d| d.world())
+    }
+
+    fn device(&self) -> Device {
+        match self.device {
+            tch::Device::Cuda(i) => Device::Cuda(i),
+            _ => Device::Cpu,
         }
     }
-    Ok(None)
-}
 
-/// Run `graft train`; `None` when the spec has errors (printed). Under torchrun, join
-/// the data-parallel run first; a rank that fails tells the others why.
-pub fn run(a: &TrainArgs) -> Result<Option<Trained>> {
-    let device = crate::backend::torch::convert::device(a.device.device(&crate::backend::torch::TorchBackend)?);
-    let (dist, device) = dist::join(a, device)?;
-    let r = train(a, dist.as_ref(), device);
-    if let Some(d) = &dist {
-        match &r {
-            // Every rank sees a finished run for itself: not a failure.
-            Err(e) if e.is::<Finished>() => {}
-            Err(e) => d.publish_failure(e.to_string().lines().next().unwrap_or("unknown error")),
-            Ok(None) => d.publish_failure("the spec has errors"),
-            Ok(Some(_)) => {}
+    fn check(&self, opts: &TrainOptions) -> Result<(), TrainError> {
+        if opts.graph_capture {
+            cuda_graph::require("--cuda-graph", self.device).map_err(failed)?;
         }
-    }
-    r
-}
-
-fn train(a: &TrainArgs, dist: Option<&Dist>, device: tch::Device) -> Result<Option<Trained>> {
-    let (rank, world) = dist.map_or((0, 1), |d| (d.rank(), d.world()));
-    let main = rank == 0;
-    let out = a.out.clone().or_else(|| a.resume.clone()).ok_or_else(|| anyhow!("--out RUN_DIR is required"))?;
-    let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
-    let mut notes = Vec::new();
-    // The run directory is locked before anything in it is read, and what a killed
-    // writer left there is cleaned up; a new directory is locked when it is created.
-    // Under torchrun only rank 0 touches the run directory.
-    let mut lock = None;
-    let was_run = rundir::is_run(&out);
-    if main && out.is_dir() {
-        let l = rundir::lock(&out)?;
-        if was_run {
-            notes.extend(rundir::recover(&out, &l)?);
-        }
-        lock = Some(l);
-    }
-    let no_run_in = |dir: &Path| -> Result<()> {
-        if rundir::latest(dir)?.is_some() && !in_place {
-            bail!(
-                "{} already holds a run: pass --resume {} to continue it, or choose another --out",
-                dir.display(),
-                dir.display()
-            );
+        if opts.autocast {
+            cuda_graph::require("--autocast", self.device).map_err(failed)?;
         }
         Ok(())
-    };
-    no_run_in(&out)?;
-    let prev = match a.resume.as_deref() {
-        // A run killed before its first checkpoint: the same command starts it afresh.
-        Some(r) if in_place && was_run && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
-            notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
-            None
-        }
-        Some(r) => Some(State::read(r)?),
-        None => None,
-    };
-    let resume = prev.as_ref().and(a.resume.as_ref());
-    let ph = prev.as_ref().map(|p| &p.hyper);
-    let batch = keep("batch", a.batch, ph.map(|h| h.batch), true, &mut notes)?
-        .ok_or_else(|| anyhow!("--batch N is required"))?;
-    let accumulate = keep("accumulate", a.accumulate, ph.map(|h| h.accumulate), true, &mut notes)?.unwrap_or(1);
-    let seed = keep("seed", a.seed, ph.map(|h| h.seed), true, &mut notes)?.unwrap_or(0);
-    let lr = keep("lr", a.lr, ph.map(|h| h.lr), false, &mut notes)?.ok_or_else(|| anyhow!("--lr X is required"))?;
-    let weight_decay = keep("weight-decay", a.weight_decay, ph.map(|h| h.weight_decay), false, &mut notes)?
-        .unwrap_or(DEFAULT_WEIGHT_DECAY);
-    let lr_for_now = if a.lr_for.is_empty() {
-        None
-    } else {
-        Some(a.lr_for.iter().map(|s| parse_lr_for(s)).collect::<Result<Vec<_>>>()?)
-    };
-    let lr_for = keep("lr-for", lr_for_now, ph.map(|h| h.lr_for.clone()), false, &mut notes)?.unwrap_or_default();
-    let clip_now = keep("clip", a.clip.map(Some), ph.map(|h| h.clip), false, &mut notes)?.flatten();
-    let kind =
-        keep("schedule", a.schedule, ph.map(|h| h.schedule.kind), false, &mut notes)?.unwrap_or(ScheduleKind::Cosine);
-    let warmup = keep("warmup", a.warmup, ph.map(|h| h.schedule.warmup), false, &mut notes)?.unwrap_or(0);
-    if batch == 0 || accumulate == 0 {
-        bail!("--batch and --accumulate must be at least 1");
     }
-    let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-    if !finite_nonneg(lr) || !finite_nonneg(weight_decay) {
-        bail!("--lr and --weight-decay must be finite numbers >= 0");
-    }
-    if clip_now.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
-        bail!("--clip must be a finite number > 0");
-    }
-    if a.cuda_graph {
-        cuda_graph::require("--cuda-graph", device)?;
-    }
-    if a.autocast.is_some() {
-        cuda_graph::require("--autocast", device)?;
-    }
-    let autocast = a.autocast.is_some();
-    tch::manual_seed(seed as i64);
 
-    // The spec first (its errors are the likeliest), then the data against it.
-    let mut spec = Spec::compile(&a.spec)?;
-    spec.allow_nonfinite = a.allow_nonfinite;
-    let ds = open_data(&a.data, "data")?;
-    for n in spec.check_dataset(&ds, "training data")? {
-        if main {
-            eprintln!("note: {n}");
-        }
+    fn data_parallel(&self) -> bool {
+        self.dist.is_some()
     }
-    let val = match &a.val {
-        Some(v) => {
-            let vds = open_data(v, "val")?;
-            for n in spec.check_dataset(&vds, "validation data")? {
-                if main {
-                    eprintln!("note: {n}");
-                }
-            }
-            Some(vds)
-        }
-        None => None,
-    };
-    // Data-parallel: every rank reads the stream of global batches and keeps its share.
-    let global = batch * world;
-    let drop_last = ph.map(|h| h.drop_last).unwrap_or_else(|| ds.num_batches(global, true) > 0);
-    let per_epoch = ds.num_batches(global, drop_last) as u64;
-    if per_epoch == 0 {
-        bail!("--data {}: no batch of {global} (the dataset has {} samples)", a.data.display(), ds.len());
-    }
-    if world > 1 && (!drop_last || ds.num_batches(global, true) == 0) {
-        bail!(
-            "--data {}: {world} ranks need at least one full global batch of {global} samples (--batch {batch} × {world} ranks) per input combination",
-            a.data.display()
-        );
-    }
-    let total = match (a.steps, a.epochs) {
-        (Some(s), _) => s,
-        (None, Some(e)) => crate::bounds::total_steps(e, per_epoch, accumulate as u64).map_err(|e| anyhow!(e))?,
-        (None, None) => match ph {
-            Some(h) => h.schedule.total,
-            None => bail!("pass --steps N or --epochs N"),
-        },
-    };
-    let start = prev.as_ref().map_or(0, |p| p.step);
-    if let (Some(dir), true) = (resume, total == start) {
-        return Err(anyhow!(Finished { dir: dir.clone(), step: start }));
-    }
-    if total == 0 || total <= start {
-        bail!("nothing to do: the run is at step {start} and --steps/--epochs give {total} steps in total");
-    }
-    if let Some(h) = ph {
-        if h.schedule.total != total && kind == ScheduleKind::Cosine {
-            notes.push(format!(
-                "the cosine schedule now spans {total} steps (was {}): the rate continues on the new curve",
-                h.schedule.total
-            ));
-        }
-        if let Some(p) = &prev {
-            if Path::new(&p.data) != a.data {
-                notes.push(format!("--data {} (the run so far used {})", a.data.display(), p.data));
-            }
-        }
-    }
-    let hyper = Hyper {
-        batch,
-        accumulate,
-        seed,
-        drop_last,
-        lr,
-        weight_decay,
-        lr_for,
-        clip: clip_now,
-        schedule: Schedule { kind, warmup, total },
-    };
-    let ckpt_every = a.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY).max(1);
-    let eval_every = a.eval_every.unwrap_or(ckpt_every).max(1);
 
-    // The model, with the resumed run's tensors over the spec's weights.
-    let resumed = match (resume, &prev) {
-        (Some(dir), Some(p)) => {
-            let f = TrainableFile::open(dir)?;
-            if f.step() != Some(p.step) {
-                bail!(
-                    "{}: {} is from step {:?} but {STATE} from step {}: the run stopped while writing a checkpoint; its files disagree",
-                    dir.display(),
-                    TRAINABLE,
-                    f.step(),
-                    p.step
-                );
-            }
-            Some(f)
-        }
-        _ => None,
-    };
-    let (model, load_notes) =
-        spec.load(&a.weights, &a.allow_missing, seed, device, resumed.as_ref().map(|f| (f, true)))?;
-    notes.extend(load_notes);
-    let mut opt = AdamW::new(model.trainable(), lr, &hyper.lr_for, weight_decay, &model.frozen_paths())?;
-    if let (Some(dir), Some(p)) = (resume, &prev) {
-        let path = rundir::latest(dir)?.unwrap_or_else(|| dir.clone()).join(OPTIMIZER);
-        let step = checkpoint::read_metadata(&path)?.get("step").and_then(|s| s.parse::<u64>().ok());
-        if step != Some(p.step) {
-            bail!(
-                "{}: optimizer state from step {step:?}, {STATE} from step {}: the checkpoint files disagree",
-                dir.display(),
-                p.step
-            );
-        }
-        opt.load_state(&SafeFile::open(&path)?)?;
+    fn prepare(
+        &self,
+        plan: &Plan,
+        output: usize,
+        params: Vec<HostTensor>,
+        opts: &TrainOptions,
+    ) -> Result<TorchTrainer, TrainError> {
+        tch::manual_seed(opts.seed as i64);
+        let model = Model::new(plan, output, params, self.device).map_err(failed)?;
+        let opt = AdamW::new(model.trainable(), opts.lr, &opts.lr_for, opts.weight_decay, &model.frozen_paths())
+            .map_err(failed)?;
+        let params = opt.params();
+        let grads = (0..params.len()).map(|_| None).collect();
+        Ok(TorchTrainer {
+            model,
+            opt,
+            params,
+            grads,
+            graphed: None,
+            dist: self.dist.clone(),
+            buckets: None,
+            opts: opts.clone(),
+        })
     }
-    let (_lock, mut metrics) = if main {
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let lock = match lock {
-            Some(l) => l,
-            None => {
-                let l = rundir::lock(&out)?;
-                no_run_in(&out)?;
-                l
-            }
-        };
-        (Some(lock), Metrics::open(&out, resume.map(PathBuf::as_path).zip(prev.as_ref().map(|p| p.step)))?)
-    } else {
-        (None, Metrics::unwritten())
-    };
-    let id = model.spec.identity.clone();
-    let params = opt.params();
-    let mut buckets = match dist {
-        Some(d) => {
-            let settings = vec![
-                ("graph".to_string(), id.fingerprint.clone()),
-                ("hyperparameters".to_string(), serde_json::to_string(&hyper)?),
-                (
-                    "data".to_string(),
-                    format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes),
-                ),
-                ("start step".to_string(), start.to_string()),
-                ("device".to_string(), if device.is_cuda() { "cuda" } else { "cpu" }.to_string()),
-            ];
-            Some(dist::prepare(d, &model, &params, settings)?)
-        }
-        None => None,
-    };
-    if main {
-        for n in &notes {
-            eprintln!("note: {n}");
-        }
-        header(&model, &opt, &ds, &hyper, (per_epoch, global), start, &out, device);
-    }
-    if let (true, Some(d), Some(b)) = (main, dist, &buckets) {
-        eprintln!(
-            "  data-parallel: {world} ranks ({}), global batch {global}; {} bucket(s), {:.2} MB all-reduced per step",
-            d.backend.name(),
-            b.len(),
-            b.bytes as f64 / 1e6
-        );
-    }
-    if main && (a.cuda_graph || autocast) {
-        let graph = if a.cuda_graph { "forward + backward in a CUDA graph (optimizer eager)" } else { "eager" };
-        eprintln!("  {graph}{}", if autocast { ", autocast bf16" } else { "" });
-    }
-    let (mut graphed, mut noted) = (None, false);
 
-    let (mut epoch, mut position) = prev.as_ref().map_or((0, 0), |p| (p.epoch, p.position));
-    if let Some(p) = prev.as_ref().filter(|p| p.world_size != world) {
-        // `position` counts global batches of the old size: keep the samples consumed.
-        let old = if p.global_batch > 0 { p.global_batch } else { p.hyper.batch * p.world_size };
-        position = position * old as u64 / global as u64;
-        if main {
-            eprintln!(
-                "note: the run so far used {} rank(s) (global batch {old}); now {world} (global batch {global}): training continues from the same epoch, but the data order changes",
-                p.world_size
-            );
+    fn sum(&self, values: &[f64], what: &str) -> Result<Vec<f64>, TrainError> {
+        let Some(d) = &self.dist else { return Ok(values.to_vec()) };
+        let device = if d.backend == BackendArg::Nccl { self.device } else { tch::Device::Cpu };
+        sum(d, values, device, what).map_err(failed)
+    }
+
+    fn barrier(&self, what: &str) -> Result<(), TrainError> {
+        match &self.dist {
+            Some(d) => d.barrier(what).map_err(failed),
+            None => Ok(()),
         }
     }
-    let mut samples = prev.as_ref().map_or(0, |p| p.samples);
-    let feed = Feed::start_shard(&ds, global, seed, drop_last, epoch, position, (rank, world));
-    let mut step = start;
-    // The last good checkpoint: (step, run directory holding it).
-    let mut last_ckpt: Option<(u64, PathBuf)> = prev.as_ref().zip(resume.cloned()).map(|(p, d)| (p.step, d));
-    let mut losses = Vec::new();
-    let mut last_val: Option<Report> = None;
-    let mut progress = if main { Progress::new(start, total) } else { Progress::quiet(start, total) };
-    let mut replicas: Option<String> = None;
-    let began = Instant::now();
-    let mut session_samples = 0u64;
-    let ctx = Ctx { hyper: &hyper, ckpt_every };
 
-    while step < total {
-        let t_step = Instant::now();
-        let scale = hyper.schedule.factor(step);
-        let mut grads: Vec<Option<Tensor>> = (0..params.len()).map(|_| None).collect();
-        let (mut loss_sum, mut step_samples) = (0.0f64, 0u64);
-        let mut missing = BTreeSet::new();
-        for _ in 0..accumulate {
-            let item = feed.next()?;
-            let (loss, g) = if a.cuda_graph {
-                let mut eager = false;
-                let r = graphed_batch(&mut graphed, &model, &params, &item.batch, accumulate, autocast, &mut eager)?;
-                if eager && !noted {
-                    eprintln!(
-                        "note: --cuda-graph: batches with other shapes or inputs than the captured one run eagerly"
-                    );
-                    noted = true;
-                }
-                r
-            } else {
-                let (ins, labels) = (model.bind(&item.batch, &[])?, model.labels(&item.batch)?);
-                loss_and_grads(&model, &params, ins, &labels, item.batch.len(), accumulate, autocast)?
-            };
-            let value = loss.f_double_value(&[])? as f32;
-            // Data-parallel: checked on the mean over the ranks, so all stop together.
-            if !value.is_finite() && dist.is_none() {
-                let at =
-                    format!("the loss is {value} at step {} (epoch {}, batch {})", step + 1, item.epoch, item.index);
-                return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
+    fn publish_failure(&self, why: &str) {
+        if let Some(d) = &self.dist {
+            d.publish_failure(why);
+        }
+    }
+}
+
+/// One model being trained on LibTorch.
+pub struct TorchTrainer {
+    model: Model,
+    opt: AdamW,
+    /// The trainable variables, in the optimizer's order (what gradients are taken
+    /// with respect to).
+    params: Vec<Tensor>,
+    /// Gradients summed over the batches of the current step (`None`: none yet).
+    grads: Vec<Option<Tensor>>,
+    graphed: Option<GraphedStep>,
+    dist: Option<Rc<Dist>>,
+    buckets: Option<Buckets>,
+    opts: TrainOptions,
+}
+
+impl TorchTrainer {
+    /// The model with its live parameters.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Data-parallel: average the gradients and `loss` over the ranks (alone: as
+    /// they are).
+    fn reduce(
+        &mut self,
+        step: u64,
+        grads: Vec<Option<Tensor>>,
+        loss: f64,
+    ) -> anyhow::Result<(Vec<Option<Tensor>>, f64)> {
+        match (&self.dist, self.buckets.as_mut()) {
+            (Some(d), Some(b)) => {
+                d.mark_step(step)?;
+                b.reduce(d, grads, loss)
             }
-            for (acc, gi) in grads.iter_mut().zip(g) {
-                if !gi.defined() {
-                    continue;
-                }
-                match acc {
-                    Some(t) => {
-                        let _ = t.f_add_(&gi)?;
-                    }
-                    None => *acc = Some(gi),
-                }
+            _ => Ok((grads, loss)),
+        }
+    }
+}
+
+impl Trainer for TorchTrainer {
+    fn replicate(&mut self, settings: &[(String, String)]) -> Result<(), TrainError> {
+        if let Some(d) = &self.dist {
+            self.buckets = Some(dp::prepare(d, &self.model, &self.params, settings.to_vec()).map_err(failed)?);
+        }
+        Ok(())
+    }
+
+    fn groups(&self) -> Vec<ParamGroup> {
+        let g = &self.opt.groups;
+        g.iter().map(|g| ParamGroup { pattern: g.pattern.clone(), lr: g.lr, tensors: g.tensors }).collect()
+    }
+
+    fn step(&mut self, inputs: &[Option<HostTensor>], labels: &HostTensor) -> Result<Stepped, TrainError> {
+        let (accumulate, autocast) = (self.opts.accumulate, self.opts.autocast);
+        let n = labels.shape.first().copied().unwrap_or(0) as usize;
+        let ins = self.model.place(inputs).map_err(failed)?;
+        let labels = self.model.labels(labels).map_err(failed)?;
+        let mut eager = false;
+        let (loss, g) = if self.opts.graph_capture {
+            let (m, p) = (&self.model, &self.params);
+            graphed_batch(&mut self.graphed, m, p, (ins, labels, n), accumulate, autocast, &mut eager)
+        } else {
+            loss_and_grads(&self.model, &self.params, ins, &labels, n, accumulate, autocast)
+        }
+        .map_err(failed)?;
+        let loss = loss.f_double_value(&[]).map_err(|e| failed(e.into()))? as f32;
+        for (acc, gi) in self.grads.iter_mut().zip(g) {
+            if !gi.defined() {
+                continue;
             }
-            loss_sum += value as f64;
-            step_samples += item.batch.len() as u64;
-            missing.extend(model.missing(&item.batch, &[]));
-            (epoch, position) = (item.epoch, item.index + 1);
-            if position >= feed.per_epoch {
-                (epoch, position) = (epoch + 1, 0);
+            match acc {
+                Some(t) => {
+                    let _ = t.f_add_(&gi).map_err(|e| failed(e.into()))?;
+                }
+                None => *acc = Some(gi),
             }
         }
-        let mut loss = (loss_sum / accumulate as f64) as f32;
-        if let (Some(d), Some(b)) = (dist, buckets.as_mut()) {
-            d.mark_step(step + 1)?;
-            let (mean, mean_loss) = b.reduce(d, grads, loss_sum / accumulate as f64)?;
-            (grads, loss) = (mean, mean_loss as f32);
-            step_samples *= world as u64;
-            if !loss.is_finite() {
-                let at = format!("the loss (mean over {world} ranks) is {loss} at step {}", step + 1);
-                return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
-            }
+        Ok(Stepped { loss, eager })
+    }
+
+    fn update(&mut self, step: u64, loss: f64, lr_scale: f64) -> Result<Update, TrainError> {
+        let grads: Vec<Option<Tensor>> = self.grads.iter_mut().map(Option::take).collect();
+        let (mut grads, loss) = self.reduce(step, grads, loss).map_err(failed)?;
+        if self.dist.is_some() && !loss.is_finite() {
+            return Ok(Update::LossNotFinite { loss });
         }
         // The norm before clipping (what is logged), the gradients clipped on the device.
-        let norm = match clip_grad_norm(&mut grads, hyper.clip)? {
-            Some(n) => n.f_double_value(&[])?,
+        let norm = match clip_grad_norm(&mut grads, self.opts.clip).map_err(failed)? {
+            Some(n) => n.f_double_value(&[]).map_err(|e| failed(e.into()))?,
             None => 0.0,
         };
         if !norm.is_finite() {
-            let at = format!("the gradient norm is {norm} at step {} (loss {loss})", step + 1);
-            return Err(stop(&mut metrics, &progress, &ctx, step + 1, last_ckpt.as_ref(), &at));
+            return Ok(Update::NormNotFinite { loss, grad_norm: norm });
         }
-        opt.step(&grads, scale)?;
-        drop(grads);
-        step += 1;
-        samples += step_samples;
-        session_samples += step_samples;
-        losses.push(loss);
-        let dt = t_step.elapsed().as_secs_f64();
-        let rate = session_samples as f64 / began.elapsed().as_secs_f64().max(1e-9);
-        metrics.push(Record::Train {
-            step,
-            epoch,
-            loss,
-            lr: lr * scale,
-            grad_norm: norm,
-            samples,
-            samples_per_s: step_samples as f64 / dt.max(1e-9),
-            elapsed_s: began.elapsed().as_secs_f64(),
-            missing: missing.into_iter().collect(),
-        })?;
-        progress.step(step, loss, lr * scale, rate);
-        let validate = val.is_some() && (step.is_multiple_of(eval_every) || step == total);
-        if let (true, Some(vds)) = (validate, &val) {
-            let mut exe = model.executable();
-            let m = Evaluated {
-                model: &model.spec.compiled.model,
-                plan: &model.spec.plan,
-                exe: &mut exe,
-                output: model.spec.output,
-            };
-            let r = match dist {
-                Some(d) => dist::validate(d, m, vds, batch, device)?,
-                None => evaluate(m, vds, batch, &[])?,
-            };
-            progress.line(&format!(
-                "step {step}: val loss {:.4}, accuracy {:.2}% ({} samples)",
-                r.loss,
-                100.0 * r.accuracy,
-                r.samples
-            ));
-            metrics.push(Record::Val { step, loss: r.loss, accuracy: r.accuracy, samples: r.samples })?;
-            last_val = Some(r);
-        }
-        if step.is_multiple_of(ckpt_every) || step == total {
-            let trainable = model.trainable();
-            if let Some(bad) = all_finite(&trainable)? {
-                let at = format!("parameter `{bad}` is not finite after step {step} (loss {loss})");
-                return Err(stop(&mut metrics, &progress, &ctx, step, last_ckpt.as_ref(), &at));
-            }
-            let state = State {
-                format: checkpoint::STATE_FORMAT.into(),
-                model: id.model.clone(),
-                graph_fingerprint: id.fingerprint.clone(),
-                step,
-                epoch,
-                position,
-                samples,
-                data: a.data.display().to_string(),
-                hyper: hyper.clone(),
-                world_size: world,
-                global_batch: global,
-            };
-            if let Some(d) = dist {
-                replicas = Some(dist::check_replicas(d, step, &trainable)?);
-            }
-            if main {
-                checkpoint::write_all(&out, &id, &trainable, &opt, &state)?;
-                metrics.plot()?;
-            }
-            last_ckpt = Some((step, out.clone()));
-        }
+        self.opt.step(&grads, lr_scale).map_err(failed)?;
+        Ok(Update::Applied { loss, grad_norm: norm })
     }
-    progress.finish();
-    if let Some(d) = dist {
-        // Every rank exits non-zero if rank 0 failed to write the last checkpoint.
-        d.barrier("finishing the run")?;
-        if !main {
-            println!(
-                "rank {rank} of {world}: trained to step {step}; trainable fingerprint {}",
-                replicas.as_deref().unwrap_or("-")
-            );
-            return Ok(Some(Trained { model, dir: out, step, losses, val: last_val }));
-        }
-    }
-    let secs = began.elapsed().as_secs_f64();
-    let taken = step - start;
-    println!(
-        "trained {} to step {step} ({taken} steps in {}, {:.1} ms/step, {:.0} samples/s); last loss {:.4}",
-        id.model,
-        clock(secs),
-        1000.0 * secs / taken as f64,
-        session_samples as f64 / secs.max(1e-9),
-        losses.last().copied().unwrap_or(f32::NAN)
-    );
-    if let Some(r) = &last_val {
-        println!("validation: loss {:.4}, accuracy {:.2}% ({} samples)", r.loss, 100.0 * r.accuracy, r.samples);
-    }
-    println!("wrote {} ({} tensors)", out.join(TRAINABLE).display(), opt.paths().len());
-    if let Some(f) = &replicas {
-        println!("rank 0 of {world}: trainable fingerprint {f} (bitwise identical on every rank)");
-    }
-    if let Some(b) = buckets.as_ref().filter(|b| b.calls > 0) {
-        let ms = 1000.0 * b.spent.as_secs_f64() / b.calls as f64;
-        println!(
-            "all-reduce: {ms:.2} ms per step ({:.1}% of the training time; {:.2} MB in {} bucket(s), waits for the slowest rank included)",
-            100.0 * b.spent.as_secs_f64() / secs.max(1e-9),
-            b.bytes as f64 / 1e6,
-            b.len()
-        );
-    }
-    Ok(Some(Trained { model, dir: out, step, losses, val: last_val }))
-}
 
-/// `--resume` of a run that already reached its last step: nothing to do, which is
-/// success (a script re-runs its command after a crash without looking).
-#[derive(Debug)]
-pub struct Finished {
-    pub dir: PathBuf,
-    pub step: u64,
-}
+    fn trainable(&self) -> Result<Vec<(String, HostTensor)>, TrainError> {
+        let host = |(n, t): (String, Tensor)| -> Result<(String, HostTensor), TrainError> {
+            let t = t.f_detach().map_err(|e| failed(e.into()))?;
+            Ok((n, to_host(&t)?))
+        };
+        self.model.trainable().into_iter().map(host).collect()
+    }
 
-impl std::fmt::Display for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} already finished: it is at step {}, its last; pass a larger --steps (or --epochs) to train on",
-            self.dir.display(),
-            self.step
-        )
+    fn check_replicas(&self, step: u64) -> Result<Option<String>, TrainError> {
+        match &self.dist {
+            Some(d) => Ok(Some(dp::check_replicas(d, step, &self.model.trainable()).map_err(failed)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn optimizer_state(&self) -> Result<Vec<(String, HostTensor)>, TrainError> {
+        let host = |(n, t): (String, Tensor)| -> Result<(String, HostTensor), TrainError> {
+            let t = t.f_to_device(tch::Device::Cpu).and_then(|t| t.f_contiguous()).and_then(|t| t.f_detach());
+            Ok((n, to_host(&t.map_err(|e| failed(e.into()))?)?))
+        };
+        self.opt.state_tensors().map_err(failed)?.into_iter().map(host).collect()
+    }
+
+    fn load_optimizer_state(&mut self, file: &SafeFile) -> Result<(), TrainError> {
+        self.opt.load_state(file).map_err(failed)
+    }
+
+    fn executable(&self) -> Box<dyn Executable> {
+        Box::new(self.model.executable())
+    }
+
+    fn reduction(&self) -> Option<Reduction> {
+        let (d, b) = (self.dist.as_ref()?, self.buckets.as_ref()?);
+        Some(Reduction {
+            collective: d.backend.name().to_string(),
+            buckets: b.len(),
+            bytes: b.bytes,
+            spent: b.spent,
+            calls: b.calls,
+        })
     }
 }
-
-impl std::error::Error for Finished {}

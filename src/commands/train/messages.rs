@@ -1,15 +1,13 @@
-//! What a run tells the user: the banner when it starts, and the error (with the
-//! last good checkpoint and a hint) when it stops on a non-finite value.
-
-#![allow(clippy::print_stderr)] // `graft train`'s banner goes to the terminal
+//! What a run tells the user, as text: the banner when it starts, and the error (with
+//! the last good checkpoint and a hint) when it stops on a non-finite value.
 
 use super::checkpoint::TRAINABLE;
+use super::events::{Observer, TrainEvent};
 use super::metrics::{Metrics, Record};
-use super::model::Model;
-use super::optim::AdamW;
-use super::progress::Progress;
 use super::schedule::ScheduleKind;
 use super::Hyper;
+use crate::backend::train::ParamGroup;
+use crate::backend::{Device, Plan};
 use crate::data::Dataset;
 use crate::report::thousands;
 use std::path::{Path, PathBuf};
@@ -23,13 +21,13 @@ pub struct Ctx<'a> {
 /// Record why the run stops and build the error (exit status 1).
 pub fn stop(
     metrics: &mut Metrics,
-    progress: &Progress,
+    obs: &mut dyn Observer,
     c: &Ctx,
     step: u64,
     last: Option<&(u64, PathBuf)>,
     what: &str,
 ) -> anyhow::Error {
-    progress.finish();
+    obs.event(TrainEvent::Ended);
     let _ = metrics.push(Record::Stop { step, reason: what.to_string() });
     let _ = metrics.plot();
     let kept = match last {
@@ -49,25 +47,31 @@ pub fn stop(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn header(
-    model: &Model,
-    opt: &AdamW,
-    ds: &Dataset,
-    h: &Hyper,
-    (per_epoch, global): (u64, usize),
-    start: u64,
-    out: &Path,
-    device: tch::Device,
-) {
+/// What the banner describes.
+pub struct Banner<'a> {
+    pub model: &'a str,
+    pub plan: &'a Plan,
+    pub groups: &'a [ParamGroup],
+    pub ds: &'a Dataset,
+    pub hyper: &'a Hyper,
+    /// Global batches per epoch, and the global batch.
+    pub per_epoch: u64,
+    pub global: usize,
+    pub start: u64,
+    pub out: &'a Path,
+    pub device: Device,
+}
+
+/// The banner's three lines.
+pub fn header(b: &Banner) -> Vec<String> {
     let (mut total, mut trainable) = (0u64, 0u64);
-    for (p, _) in model.params() {
+    for p in b.plan.params() {
         total += p.numel();
         if p.trainable {
             trainable += p.numel();
         }
     }
-    let groups: Vec<String> = opt
+    let groups: Vec<String> = b
         .groups
         .iter()
         .filter(|g| g.tensors > 0)
@@ -76,21 +80,22 @@ pub fn header(
             None => format!("lr {:e} ({} tensors)", g.lr, g.tensors),
         })
         .collect();
+    let (h, global, per_epoch) = (b.hyper, b.global, b.per_epoch);
     let s = &h.schedule;
     let epochs = (s.total * h.accumulate as u64) as f64 / per_epoch as f64;
-    eprintln!(
+    let first = format!(
         "train {}: {} of {} parameters trainable; AdamW {}, weight decay {}{}",
-        model.spec.compiled.model,
+        b.model,
         thousands(trainable),
         thousands(total),
         groups.join(", "),
         h.weight_decay,
         h.clip.map(|c| format!(", clip {c}")).unwrap_or_default()
     );
-    eprintln!(
+    let second = format!(
         "  data {}: {} samples, {per_epoch} batches of {}{} per epoch; {} steps ({epochs:.2} epochs{}), {} schedule, warmup {}",
-        ds.dir.display(),
-        ds.len(),
+        b.ds.dir.display(),
+        b.ds.len(),
         global,
         if global != h.batch { format!(" ({} per rank)", h.batch) } else { String::new() },
         s.total,
@@ -101,10 +106,10 @@ pub fn header(
         },
         s.warmup
     );
-    let from = if start > 0 { format!(", resuming at step {start}") } else { String::new() };
-    let device = match device {
-        tch::Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
+    let from = if b.start > 0 { format!(", resuming at step {}", b.start) } else { String::new() };
+    let device = match b.device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Cpu => "cpu".to_string(),
     };
-    eprintln!("  device {device}, run directory {}{from}", out.display());
+    vec![first, second, format!("  device {device}, run directory {}{from}", b.out.display())]
 }

@@ -23,18 +23,16 @@
 //! spec's trainable parameters is refused with a diff, one line per name.
 
 use crate::backend::plan::Plan;
-use crate::backend::torch::convert::to_host;
-use crate::backend::torch::{kind_name, type_text};
+use crate::ir::DType;
 use crate::params::leaves::titled_list;
 use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
-use crate::tensor::HostTensor;
+use crate::tensor::{type_text, HostTensor};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tch::Tensor;
 
 /// The file names of a run (defined with the run directory's layout).
 pub use super::rundir::{GRAPH, METRICS, OPTIMIZER, PLOT, STATE, TRAINABLE};
@@ -79,11 +77,13 @@ pub fn trainable_shapes(plan: &Plan) -> Vec<(String, Vec<i64>)> {
     plan.params().iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
 }
 
-/// Write tensors (any device) with metadata, atomically and durably.
-pub fn write_with_metadata(path: &Path, tensors: &[(String, Tensor)], meta: &BTreeMap<String, String>) -> Result<()> {
-    let host: Vec<(String, HostTensor)> =
-        tensors.iter().map(|(n, t)| Ok((n.clone(), to_host(&t.f_detach()?)?))).collect::<Result<_>>()?;
-    Ok(safetensors::write(path, &host, meta)?)
+/// Write tensors with metadata, atomically and durably.
+pub fn write_with_metadata(
+    path: &Path,
+    tensors: &[(String, HostTensor)],
+    meta: &BTreeMap<String, String>,
+) -> Result<()> {
+    Ok(safetensors::write(path, tensors, meta)?)
 }
 
 /// A safetensors file's `__metadata__` (empty when it has none).
@@ -104,7 +104,7 @@ pub fn metadata(id: &Identity, step: u64) -> BTreeMap<String, String> {
 
 /// Write `trainable.safetensors`: the given (path, tensor) pairs plus metadata,
 /// including `params`, a JSON list of `[name, shape]`.
-pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String, Tensor)]) -> Result<()> {
+pub fn write_trainable(path: &Path, id: &Identity, step: u64, tensors: &[(String, HostTensor)]) -> Result<()> {
     write_trainable_with(path, id, step, tensors, &BTreeMap::new())
 }
 
@@ -113,12 +113,12 @@ pub fn write_trainable_with(
     path: &Path,
     id: &Identity,
     step: u64,
-    tensors: &[(String, Tensor)],
+    tensors: &[(String, HostTensor)],
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
     let mut meta = metadata(id, step);
     meta.extend(extra.clone());
-    let names: Vec<(&str, Vec<i64>)> = tensors.iter().map(|(n, t)| (n.as_str(), t.size())).collect();
+    let names: Vec<(&str, &[i64])> = tensors.iter().map(|(n, t)| (n.as_str(), t.shape.as_slice())).collect();
     meta.insert("params".into(), serde_json::to_string(&names)?);
     write_with_metadata(path, tensors, &meta)
 }
@@ -130,8 +130,8 @@ pub fn write_trainable_with(
 pub fn write_all(
     run: &Path,
     id: &Identity,
-    trainable: &[(String, Tensor)],
-    opt: &super::optim::AdamW,
+    trainable: &[(String, HostTensor)],
+    optimizer: &[(String, HostTensor)],
     state: &State,
 ) -> Result<()> {
     // Data-parallel runs: how many ranks, and the batch over all of them.
@@ -142,18 +142,13 @@ pub fn write_all(
     let mut meta = metadata(id, state.step);
     meta.extend(extra.clone());
     meta.insert("kind".into(), "adamw".into());
-    let host: Vec<(String, Tensor)> = opt
-        .state_tensors()?
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.f_to_device(tch::Device::Cpu)?.f_contiguous()?)))
-        .collect::<Result<_>>()?;
     let dest = run.join(super::rundir::checkpoint_name(state.step));
     if dest.exists() {
         // From a run resumed at an earlier step: superseded by this one.
         std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
     }
     let staged = crate::durable::StagedDir::new(&dest)?;
-    write_with_metadata(&staged.path().join(OPTIMIZER), &host, &meta)?;
+    write_with_metadata(&staged.path().join(OPTIMIZER), optimizer, &meta)?;
     write_trainable_with(&staged.path().join(TRAINABLE), id, state.step, trainable, &extra)?;
     staged.write(GRAPH, id.ir.as_bytes())?;
     state.write(staged.path())?;
@@ -314,13 +309,13 @@ pub fn diff(have: &[(String, String, Vec<i64>)], want: &[(String, Vec<i64>)]) ->
     let only_spec: Vec<String> = want_map
         .iter()
         .filter(|(n, _)| !have_map.contains_key(*n))
-        .map(|(n, s)| format!("{n}: {}", type_text("f32", s)))
+        .map(|(n, s)| format!("{n}: {}", type_text(DType::F32, s)))
         .collect();
     let shapes: Vec<String> = want_map
         .iter()
         .filter_map(|(n, s)| {
             let (t, hs) = have_map.get(n)?;
-            (hs != s).then(|| format!("{n}: checkpoint {t}, spec {}", type_text("f32", s)))
+            (hs != s).then(|| format!("{n}: checkpoint {t}, spec {}", type_text(DType::F32, s)))
         })
         .collect();
     if only_file.is_empty() && only_spec.is_empty() && shapes.is_empty() {
@@ -332,11 +327,6 @@ pub fn diff(have: &[(String, String, Vec<i64>)], want: &[(String, Vec<i64>)]) ->
     list("trainable in the spec but not in the checkpoint", &only_spec);
     list("shape differs", &shapes);
     Some(out)
-}
-
-/// A tensor's type text, `f32[2, 3]`.
-pub fn tensor_text(t: &Tensor) -> String {
-    type_text(&kind_name(t.kind()), &t.size())
 }
 
 /// `state.json`: where a run stands, enough to continue it exactly.
@@ -404,13 +394,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.safetensors");
         let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into(), ir: String::new() };
-        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).reshape([3]);
-        write_trainable(&path, &id, 7, &[("a.weight".into(), t.shallow_clone())]).unwrap();
+        let t = HostTensor::from_f32(&[3], &[1.0, 2.0, 3.0]).unwrap();
+        write_trainable(&path, &id, 7, &[("a.weight".into(), t.clone())]).unwrap();
         let f = TrainableFile::open(&path).unwrap();
         assert_eq!(f.step(), Some(7));
         assert_eq!(f.meta["graph_fingerprint"], "00ff");
         assert_eq!(f.meta["params"], r#"[["a.weight",[3]]]"#);
-        assert_eq!(f.file.tensor("a.weight").unwrap(), to_host(&t).unwrap());
+        assert_eq!(f.file.tensor("a.weight").unwrap(), t);
         assert!(f.check(&id, &[("a.weight".into(), vec![3])], true).unwrap().is_empty());
         let other = Identity { fingerprint: "1234".into(), ..id.clone() };
         assert!(f

@@ -1,8 +1,9 @@
-//! Progress on stderr: a live bar (loss, samples/s, ETA) when stderr is a terminal,
-//! otherwise a plain line every tenth of the run, so logs of CI and tests stay short.
+//! The terminal's view of a run ([`Terminal`], an [`Observer`]): notes and the banner
+//! on stderr, the summary on stdout, and progress on stderr: a live bar (loss,
+//! samples/s, ETA) when stderr is a terminal, otherwise a plain line every tenth of
+//! the run, so logs of CI and tests stay short.
 
-#![allow(clippy::print_stdout, clippy::print_stderr)] // the progress display of `graft train`
-
+use super::events::{Observer, TrainEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -68,9 +69,55 @@ impl Progress {
         }
     }
 
+    /// A line every rank shows, above the bar if there is one.
+    pub fn note(&self, text: &str) {
+        match &self.bar {
+            Some(b) => b.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+        }
+    }
+}
+
+/// `graft train` on the terminal.
+#[derive(Default)]
+pub struct Terminal {
+    progress: Option<Progress>,
+}
+
+impl Observer for Terminal {
+    fn event(&mut self, e: TrainEvent<'_>) {
+        match e {
+            TrainEvent::Note(n) => match &self.progress {
+                Some(p) => p.note(&format!("note: {n}")),
+                None => eprintln!("note: {n}"),
+            },
+            TrainEvent::Info(line) => eprintln!("{line}"),
+            TrainEvent::Started { start, total, quiet } => {
+                self.progress = Some(if quiet { Progress::quiet(start, total) } else { Progress::new(start, total) });
+            }
+            TrainEvent::Step { step, loss, lr, samples_per_s } => {
+                if let Some(p) = &mut self.progress {
+                    p.step(step, loss, lr, samples_per_s);
+                }
+            }
+            TrainEvent::Validated { step, loss, accuracy, samples } => {
+                if let Some(p) = &self.progress {
+                    let pct = 100.0 * accuracy;
+                    p.line(&format!("step {step}: val loss {loss:.4}, accuracy {pct:.2}% ({samples} samples)"));
+                }
+            }
+            TrainEvent::Ended => {
+                if let Some(p) = &self.progress {
+                    p.finish();
+                }
+            }
+            TrainEvent::Result(line) => println!("{line}"),
         }
     }
 }

@@ -1,0 +1,448 @@
+//! A run from its arguments to its first step: lock and recover the run directory,
+//! resolve the hyperparameters (fresh, or merged with `state.json`'s), compile the
+//! spec and check the data, load the model onto the backend, open the metrics, show
+//! the banner; then the loop ([`super::session`]).
+//!
+//! The run directory is locked before anything in it is read, and what a killed
+//! writer left there is cleaned up; a new directory is locked when it is created.
+//! Under torchrun only rank 0 touches the run directory.
+
+use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
+use super::events::{Observer, TrainEvent};
+use super::messages::{header, Banner};
+use super::metrics::Metrics;
+use super::progress::Terminal;
+use super::resume::{keep, parse_lr_for};
+use super::rundir::{self, RunLock};
+use super::schedule::{Schedule, ScheduleKind};
+use super::session::{Loop, Position, Trained};
+use super::spec::Spec;
+use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
+use crate::backend::torch::dist::Env;
+use crate::backend::torch::train::dist::DistOptions;
+use crate::backend::torch::train::{TorchTrainer, TorchTraining};
+use crate::backend::torch::TorchBackend;
+use crate::backend::train::{TrainOptions, Trainer, Training};
+use crate::data::Dataset;
+use crate::safetensors::SafeFile;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Run `graft train` on LibTorch, shown on the terminal; `None` when the spec has
+/// errors (printed).
+pub fn run(a: &TrainArgs) -> Result<Option<Trained<TorchTrainer>>> {
+    run_with(a, &mut Terminal::default())
+}
+
+/// [`run`], reporting to `obs`. Under torchrun, joins the data-parallel run first.
+pub fn run_with(a: &TrainArgs, obs: &mut dyn Observer) -> Result<Option<Trained<TorchTrainer>>> {
+    let device = a.device.device(&TorchBackend)?;
+    let env = Env::from_env()?;
+    let dist = DistOptions { backend: a.dist_backend, timeout_s: a.dist_timeout, pinned: a.device.pinned() };
+    let training = TorchTraining::join(device, env, dist)?;
+    train_on(&training, a, obs)
+}
+
+/// Train on a backend's [`Training`]; a rank that fails tells the others why.
+pub fn train_on<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Option<Trained<S::Trainer>>> {
+    let r = train(s, a, obs);
+    match &r {
+        // Every rank sees a finished run for itself: not a failure.
+        Err(e) if e.is::<Finished>() => {}
+        Err(e) => s.publish_failure(e.to_string().lines().next().unwrap_or("unknown error")),
+        Ok(None) => s.publish_failure("the spec has errors"),
+        Ok(Some(_)) => {}
+    }
+    r
+}
+
+fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Option<Trained<S::Trainer>>> {
+    let main = s.rank() == 0;
+    let mut dir = open_dir(a, main)?;
+    let f = flags(a, dir.prev.as_ref(), &mut dir.notes)?;
+    let opts = TrainOptions {
+        seed: f.seed,
+        lr: f.lr,
+        lr_for: f.lr_for.clone(),
+        weight_decay: f.weight_decay,
+        clip: f.clip,
+        accumulate: f.accumulate,
+        graph_capture: a.cuda_graph,
+        autocast: a.autocast.is_some(),
+    };
+    s.check(&opts)?;
+    let (spec, ds, val) = load_data(a, main, obs)?;
+    let plan = plan_run(a, &dir, &f, &ds, s.world())?;
+    let mut trainer = load_model(a, s, &spec, &mut dir, &plan.hyper, &opts)?;
+    let (lock, metrics) = open_outputs(&dir, main)?;
+    let settings = vec![
+        ("graph".to_string(), spec.identity.fingerprint.clone()),
+        ("hyperparameters".to_string(), serde_json::to_string(&plan.hyper)?),
+        (
+            "data".to_string(),
+            format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes),
+        ),
+        ("start step".to_string(), plan.start.to_string()),
+        (
+            "device".to_string(),
+            if matches!(s.device(), crate::backend::Device::Cuda(_)) { "cuda" } else { "cpu" }.to_string(),
+        ),
+    ];
+    trainer.replicate(&settings)?;
+    if main {
+        banner(a, s, &spec, &trainer, &ds, &dir, &plan, obs);
+    }
+    let ckpt_every = a.checkpoint_every.unwrap_or(DEFAULT_CHECKPOINT_EVERY).max(1);
+    let at = Position::resumed(dir.prev.as_ref(), plan.global, s.world(), main, obs);
+    let run = Loop {
+        s,
+        a,
+        spec: &spec,
+        trainer,
+        hyper: plan.hyper,
+        ckpt_every,
+        eval_every: a.eval_every.unwrap_or(ckpt_every).max(1),
+        out: dir.out.clone(),
+        last_ckpt: dir.prev.as_ref().zip(dir.resume.clone()).map(|(p, d)| (p.step, d)),
+        metrics,
+        _lock: lock,
+    };
+    run.run(&ds, val.as_ref(), plan.start, at, obs).map(Some)
+}
+
+/// The run directory as this invocation found it.
+struct RunDir {
+    out: PathBuf,
+    /// `--resume` names `out` itself.
+    in_place: bool,
+    lock: Option<RunLock>,
+    /// The resumed run's state (none for a fresh run, or a resumed one killed
+    /// before its first checkpoint).
+    prev: Option<State>,
+    /// The resumed run's directory, when there is a state to resume.
+    resume: Option<PathBuf>,
+    notes: Vec<String>,
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Refuse a directory that already holds a run, unless resuming it in place.
+fn no_run_in(dir: &Path, in_place: bool) -> Result<()> {
+    if rundir::latest(dir)?.is_some() && !in_place {
+        bail!(
+            "{} already holds a run: pass --resume {} to continue it, or choose another --out",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Lock and recover `--out` (rank 0), and read the resumed run's state.
+fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
+    let out = a.out.clone().or_else(|| a.resume.clone()).ok_or_else(|| anyhow!("--out RUN_DIR is required"))?;
+    let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
+    let mut notes = Vec::new();
+    let mut lock = None;
+    let was_run = rundir::is_run(&out);
+    if main && out.is_dir() {
+        let l = rundir::lock(&out)?;
+        if was_run {
+            notes.extend(rundir::recover(&out, &l)?);
+        }
+        lock = Some(l);
+    }
+    no_run_in(&out, in_place)?;
+    let prev = match a.resume.as_deref() {
+        // A run killed before its first checkpoint: the same command starts it afresh.
+        Some(r) if in_place && was_run && rundir::latest(r)?.is_none() && a.batch.is_some() && a.lr.is_some() => {
+            notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
+            None
+        }
+        Some(r) => Some(State::read(r)?),
+        None => None,
+    };
+    let resume = prev.as_ref().and(a.resume.clone());
+    Ok(RunDir { out, in_place, lock, prev, resume, notes })
+}
+
+/// The flags as given, or the resumed run's (see [`keep`]), checked.
+struct Flags {
+    batch: usize,
+    accumulate: usize,
+    seed: u64,
+    lr: f64,
+    weight_decay: f64,
+    lr_for: Vec<(String, f64)>,
+    clip: Option<f64>,
+    kind: ScheduleKind,
+    warmup: u64,
+}
+
+fn flags(a: &TrainArgs, prev: Option<&State>, notes: &mut Vec<String>) -> Result<Flags> {
+    let ph = prev.map(|p| &p.hyper);
+    let batch =
+        keep("batch", a.batch, ph.map(|h| h.batch), true, notes)?.ok_or_else(|| anyhow!("--batch N is required"))?;
+    let accumulate = keep("accumulate", a.accumulate, ph.map(|h| h.accumulate), true, notes)?.unwrap_or(1);
+    let seed = keep("seed", a.seed, ph.map(|h| h.seed), true, notes)?.unwrap_or(0);
+    let lr = keep("lr", a.lr, ph.map(|h| h.lr), false, notes)?.ok_or_else(|| anyhow!("--lr X is required"))?;
+    let weight_decay =
+        keep("weight-decay", a.weight_decay, ph.map(|h| h.weight_decay), false, notes)?.unwrap_or(DEFAULT_WEIGHT_DECAY);
+    let lr_for_now = if a.lr_for.is_empty() {
+        None
+    } else {
+        Some(a.lr_for.iter().map(|s| parse_lr_for(s)).collect::<Result<Vec<_>>>()?)
+    };
+    let lr_for = keep("lr-for", lr_for_now, ph.map(|h| h.lr_for.clone()), false, notes)?.unwrap_or_default();
+    let clip = keep("clip", a.clip.map(Some), ph.map(|h| h.clip), false, notes)?.flatten();
+    let kind = keep("schedule", a.schedule, ph.map(|h| h.schedule.kind), false, notes)?.unwrap_or(ScheduleKind::Cosine);
+    let warmup = keep("warmup", a.warmup, ph.map(|h| h.schedule.warmup), false, notes)?.unwrap_or(0);
+    if batch == 0 || accumulate == 0 {
+        bail!("--batch and --accumulate must be at least 1");
+    }
+    let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
+    if !finite_nonneg(lr) || !finite_nonneg(weight_decay) {
+        bail!("--lr and --weight-decay must be finite numbers >= 0");
+    }
+    if clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        bail!("--clip must be a finite number > 0");
+    }
+    Ok(Flags { batch, accumulate, seed, lr, weight_decay, lr_for, clip, kind, warmup })
+}
+
+fn open_data(dir: &Path, flag: &str) -> Result<Dataset> {
+    Dataset::open(dir).map_err(|e| anyhow!("--{flag} {}: {e}", dir.display()))
+}
+
+/// The spec first (its errors are the likeliest), then the data against it.
+fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec, Dataset, Option<Dataset>)> {
+    let mut spec = Spec::compile(&a.spec)?;
+    spec.allow_nonfinite = a.allow_nonfinite;
+    let ds = open_data(&a.data, "data")?;
+    for n in spec.check_dataset(&ds, "training data")? {
+        if main {
+            obs.event(TrainEvent::Note(&n));
+        }
+    }
+    let val = match &a.val {
+        Some(v) => {
+            let vds = open_data(v, "val")?;
+            for n in spec.check_dataset(&vds, "validation data")? {
+                if main {
+                    obs.event(TrainEvent::Note(&n));
+                }
+            }
+            Some(vds)
+        }
+        None => None,
+    };
+    Ok((spec, ds, val))
+}
+
+/// The run's length and its hyperparameters.
+struct RunPlan {
+    hyper: Hyper,
+    /// Global batches per epoch, and the global batch (per-rank batch × ranks).
+    per_epoch: u64,
+    global: usize,
+    /// The step this invocation starts at.
+    start: u64,
+}
+
+fn plan_run(a: &TrainArgs, dir: &RunDir, f: &Flags, ds: &Dataset, world: usize) -> Result<RunPlan> {
+    let ph = dir.prev.as_ref().map(|p| &p.hyper);
+    // Data-parallel: every rank reads the stream of global batches and keeps its share.
+    let (batch, global) = (f.batch, f.batch * world);
+    let drop_last = ph.map(|h| h.drop_last).unwrap_or_else(|| ds.num_batches(global, true) > 0);
+    let per_epoch = ds.num_batches(global, drop_last) as u64;
+    if per_epoch == 0 {
+        bail!("--data {}: no batch of {global} (the dataset has {} samples)", a.data.display(), ds.len());
+    }
+    if world > 1 && (!drop_last || ds.num_batches(global, true) == 0) {
+        bail!(
+            "--data {}: {world} ranks need at least one full global batch of {global} samples (--batch {batch} × {world} ranks) per input combination",
+            a.data.display()
+        );
+    }
+    let total = match (a.steps, a.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => crate::bounds::total_steps(e, per_epoch, f.accumulate as u64).map_err(|e| anyhow!(e))?,
+        (None, None) => match ph {
+            Some(h) => h.schedule.total,
+            None => bail!("pass --steps N or --epochs N"),
+        },
+    };
+    let start = dir.prev.as_ref().map_or(0, |p| p.step);
+    if let (Some(d), true) = (&dir.resume, total == start) {
+        return Err(anyhow!(Finished { dir: d.clone(), step: start }));
+    }
+    if total == 0 || total <= start {
+        bail!("nothing to do: the run is at step {start} and --steps/--epochs give {total} steps in total");
+    }
+    let hyper = Hyper {
+        batch,
+        accumulate: f.accumulate,
+        seed: f.seed,
+        drop_last,
+        lr: f.lr,
+        weight_decay: f.weight_decay,
+        lr_for: f.lr_for.clone(),
+        clip: f.clip,
+        schedule: Schedule { kind: f.kind, warmup: f.warmup, total },
+    };
+    Ok(RunPlan { hyper, per_epoch, global, start })
+}
+
+/// Notes about what a resume changes that no flag merge names.
+fn resume_notes(a: &TrainArgs, dir: &mut RunDir, total: u64, kind: ScheduleKind) {
+    let Some(p) = &dir.prev else { return };
+    if p.hyper.schedule.total != total && kind == ScheduleKind::Cosine {
+        dir.notes.push(format!(
+            "the cosine schedule now spans {total} steps (was {}): the rate continues on the new curve",
+            p.hyper.schedule.total
+        ));
+    }
+    if Path::new(&p.data) != a.data {
+        dir.notes.push(format!("--data {} (the run so far used {})", a.data.display(), p.data));
+    }
+}
+
+/// The model on the backend, with the resumed run's tensors over the spec's weights
+/// and its optimizer state.
+fn load_model<S: Training>(
+    a: &TrainArgs,
+    s: &S,
+    spec: &Spec,
+    dir: &mut RunDir,
+    hyper: &Hyper,
+    opts: &TrainOptions,
+) -> Result<S::Trainer> {
+    resume_notes(a, dir, hyper.schedule.total, hyper.schedule.kind);
+    let resumed = match (&dir.resume, &dir.prev) {
+        (Some(d), Some(p)) => {
+            let f = TrainableFile::open(d)?;
+            if f.step() != Some(p.step) {
+                bail!(
+                    "{}: {} is from step {:?} but {STATE} from step {}: the run stopped while writing a checkpoint; its files disagree",
+                    d.display(),
+                    TRAINABLE,
+                    f.step(),
+                    p.step
+                );
+            }
+            Some(f)
+        }
+        _ => None,
+    };
+    let run = resumed.as_ref().map(|f| (f, true));
+    let (values, load_notes) = spec.materialise(&a.weights, &a.allow_missing, hyper.seed, run)?;
+    dir.notes.extend(load_notes);
+    let mut trainer = s.prepare(&spec.plan, spec.output, values, opts)?;
+    if let (Some(d), Some(p)) = (&dir.resume, &dir.prev) {
+        let path = rundir::latest(d)?.unwrap_or_else(|| d.clone()).join(OPTIMIZER);
+        let step = checkpoint::read_metadata(&path)?.get("step").and_then(|s| s.parse::<u64>().ok());
+        if step != Some(p.step) {
+            bail!(
+                "{}: optimizer state from step {step:?}, {STATE} from step {}: the checkpoint files disagree",
+                d.display(),
+                p.step
+            );
+        }
+        trainer.load_optimizer_state(&SafeFile::open(&path)?)?;
+    }
+    Ok(trainer)
+}
+
+/// Rank 0: create and lock `--out`, and start its metrics (a resumed run's records
+/// up to its checkpoint first). Other ranks write nothing.
+fn open_outputs(dir: &RunDir, main: bool) -> Result<(Option<RunLock>, Metrics)> {
+    if !main {
+        return Ok((None, Metrics::unwritten()));
+    }
+    let out = &dir.out;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let lock = match &dir.lock {
+        Some(_) => None,
+        None => {
+            let l = rundir::lock(out)?;
+            no_run_in(out, dir.in_place)?;
+            Some(l)
+        }
+    };
+    let from = dir.resume.as_deref().zip(dir.prev.as_ref().map(|p| p.step));
+    Ok((lock, Metrics::open(out, from)?))
+}
+
+/// Rank 0: the notes gathered so far, the banner, and how the steps run.
+#[allow(clippy::too_many_arguments)]
+fn banner<S: Training>(
+    a: &TrainArgs,
+    s: &S,
+    spec: &Spec,
+    trainer: &S::Trainer,
+    ds: &Dataset,
+    dir: &RunDir,
+    plan: &RunPlan,
+    obs: &mut dyn Observer,
+) {
+    for n in &dir.notes {
+        obs.event(TrainEvent::Note(n));
+    }
+    let groups = trainer.groups();
+    let b = Banner {
+        model: &spec.compiled.model,
+        plan: &spec.plan,
+        groups: &groups,
+        ds,
+        hyper: &plan.hyper,
+        per_epoch: plan.per_epoch,
+        global: plan.global,
+        start: plan.start,
+        out: &dir.out,
+        device: s.device(),
+    };
+    for line in header(&b) {
+        obs.event(TrainEvent::Info(&line));
+    }
+    if let Some(r) = trainer.reduction() {
+        obs.event(TrainEvent::Info(&format!(
+            "  data-parallel: {} ranks ({}), global batch {}; {} bucket(s), {:.2} MB all-reduced per step",
+            s.world(),
+            r.collective,
+            plan.global,
+            r.buckets,
+            r.bytes as f64 / 1e6
+        )));
+    }
+    let autocast = a.autocast.is_some();
+    if a.cuda_graph || autocast {
+        let graph = if a.cuda_graph { "forward + backward in a CUDA graph (optimizer eager)" } else { "eager" };
+        obs.event(TrainEvent::Info(&format!("  {graph}{}", if autocast { ", autocast bf16" } else { "" })));
+    }
+}
+
+/// `--resume` of a run that already reached its last step: nothing to do, which is
+/// success (a script re-runs its command after a crash without looking).
+#[derive(Debug)]
+pub struct Finished {
+    pub dir: PathBuf,
+    pub step: u64,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} already finished: it is at step {}, its last; pass a larger --steps (or --epochs) to train on",
+            self.dir.display(),
+            self.step
+        )
+    }
+}
+
+impl std::error::Error for Finished {}
