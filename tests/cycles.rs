@@ -280,20 +280,13 @@ fn real() -> Graph {
 ///   `Env`, and the evaluator works on the `Builder`.
 /// - `backend::native::ew`: `ew/mod.rs` defines the group IR the strategies
 ///   (`blocks`, `jit`, `unfused`) read and also dispatches to them.
-/// - `backend::torch::train`: `graft train`'s command code inside the backend, on its
-///   way out of it (into the command layer).
 const MODULE_CYCLES_ALLOWED: &[&str] = &[
     "lower, lower::eval",
     "backend::native::ew, backend::native::ew::blocks, backend::native::ew::jit, backend::native::ew::unfused",
-    "backend::torch::train, backend::torch::train::checkpoint, backend::torch::train::dist, \
-     backend::torch::train::messages, backend::torch::train::model, backend::torch::train::step, \
-     backend::torch::train::trainer",
 ];
 
-/// Top-level cycles today: `backend` (its training code) imports `choices` and
-/// `evaluate`, which import `backend`; the training command's move out of the
-/// backend breaks it.
-const TOP_LEVEL_CYCLES_ALLOWED: &[&str] = &["backend, choices, evaluate"];
+/// Top-level cycles today: none.
+const TOP_LEVEL_CYCLES_ALLOWED: &[&str] = &[];
 
 /// Fails on every cycle not allowed and on every allowed cycle that is gone.
 #[track_caller]

@@ -42,7 +42,7 @@ pub fn to_tensor(h: &HostTensor) -> Result<Tensor, TchError> {
 pub fn to_device_async(t: Tensor, device: tch::Device) -> Result<Tensor, TchError> {
     match device {
         tch::Device::Cuda(_) => {
-            let pinned = super::train::optim::pinned(&t).map_err(|e| TchError::Torch(format!("{e:#}")))?;
+            let pinned = pinned(&t).map_err(TchError::Torch)?;
             pinned.f_to_device_(device, t.f_kind()?, true, false)
         }
         _ => t.f_to_device(device),
@@ -83,6 +83,31 @@ pub fn to_host(t: &Tensor) -> Result<HostTensor, BackendError> {
         t.f_copy_data_u8(&mut data, numel).map_err(fail)?;
     }
     Ok(HostTensor { dtype, shape: t.size(), data })
+}
+
+extern "C" {
+    // csrc/optim.cpp
+    fn graft_pin_memory(
+        t: *mut std::ffi::c_void,
+        out: *mut *mut std::ffi::c_void,
+        err: *mut std::ffi::c_char,
+        len: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// A copy of the CPU tensor `t` in pinned host memory (for a non-blocking copy to a
+/// GPU).
+pub fn pinned(t: &Tensor) -> Result<Tensor, String> {
+    use std::ffi::c_void;
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `t` is live for the call; on success the shim hands over a new at::Tensor*.
+    super::shim_call(|e, n| unsafe { graft_pin_memory(t.as_ptr() as *mut c_void, &mut out, e, n) })
+        .map_err(|msg| format!("pinning host memory: {msg}"))?;
+    if out.is_null() {
+        return Err("pinning host memory: the shim returned no tensor".to_string());
+    }
+    // SAFETY: `out` is a fresh at::Tensor* allocated with `new`, as tch's own are.
+    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
 #[cfg(test)]

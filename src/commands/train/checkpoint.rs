@@ -345,7 +345,7 @@ pub struct State {
     pub samples: u64,
     /// The training data directory, as given.
     pub data: String,
-    pub hyper: super::Hyper,
+    pub hyper: super::args::Hyper,
     /// Ranks of a data-parallel run (1: a single process).
     #[serde(default = "one")]
     pub world_size: usize,

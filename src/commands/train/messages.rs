@@ -1,11 +1,11 @@
 //! What a run tells the user, as text: the banner when it starts, and the error (with
 //! the last good checkpoint and a hint) when it stops on a non-finite value.
 
+use super::args::Hyper;
 use super::checkpoint::TRAINABLE;
 use super::events::{Observer, TrainEvent};
 use super::metrics::{Metrics, Record};
 use super::schedule::ScheduleKind;
-use super::Hyper;
 use crate::backend::train::ParamGroup;
 use crate::backend::{Device, Plan};
 use crate::data::Dataset;

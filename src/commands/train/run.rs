@@ -7,6 +7,7 @@
 //! writer left there is cleaned up; a new directory is locked when it is created.
 //! Under torchrun only rank 0 touches the run directory.
 
+use super::args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
 use super::events::{Observer, TrainEvent};
 use super::messages::{header, Banner};
@@ -17,7 +18,6 @@ use super::rundir::{self, RunLock};
 use super::schedule::{Schedule, ScheduleKind};
 use super::session::{Loop, Position, Trained};
 use super::spec::Spec;
-use super::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 use crate::backend::torch::dist::Env;
 use crate::backend::torch::train::dist::DistOptions;
 use crate::backend::torch::train::{TorchTrainer, TorchTraining};

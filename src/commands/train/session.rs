@@ -6,6 +6,7 @@
 //! RUN_DIR is always the last good one. A checkpoint's three files appear together in
 //! one rename ([`super::rundir`]); the run directory stays locked while the loop runs.
 
+use super::args::{Hyper, TrainArgs};
 use super::checkpoint::{self, State, TRAINABLE};
 use super::events::{Observer, TrainEvent};
 use super::feed::Feed;
@@ -14,7 +15,6 @@ use super::metrics::{Metrics, Record};
 use super::progress::clock;
 use super::rundir::RunLock;
 use super::spec::Spec;
-use super::{Hyper, TrainArgs};
 use crate::backend::train::{Trainer, Training, Update};
 use crate::data::Dataset;
 use crate::evaluate::{batch_inputs, report, tally, Evaluated, Report, Tally};

@@ -30,8 +30,3 @@ pub mod trainer;
 
 pub use model::Model;
 pub use trainer::{TorchTrainer, TorchTraining};
-
-/// The seam's error for a failure of the LibTorch side (its whole context chain).
-pub(crate) fn failed(e: anyhow::Error) -> crate::backend::train::TrainError {
-    crate::backend::train::TrainError::Failed(format!("{e:#}"))
-}

@@ -62,7 +62,6 @@ mod sys {
             err: *mut c_char,
             len: usize,
         ) -> c_int;
-        pub fn graft_pin_memory(t: *mut c_void, out: *mut *mut c_void, err: *mut c_char, len: usize) -> c_int;
         pub fn graft_flag_non_finite(
             ts: *const *mut c_void,
             n: usize,
@@ -331,19 +330,6 @@ fn norm_and_clip(grads: &[Option<Tensor>], max_norm: Option<f64>) -> Result<Opti
     }
     // SAFETY: `out` is a fresh at::Tensor* allocated with `new`, as tch's own are.
     Ok(Some(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) }))
-}
-
-/// A copy of the CPU tensor `t` in pinned host memory (for a non-blocking copy to a
-/// GPU).
-pub fn pinned(t: &Tensor) -> Result<Tensor> {
-    let mut out: *mut c_void = std::ptr::null_mut();
-    // SAFETY: `t` is live for the call; on success the shim hands over a new at::Tensor*.
-    call("pinning host memory", |e, n| unsafe { sys::graft_pin_memory(t.as_ptr() as *mut c_void, &mut out, e, n) })?;
-    if out.is_null() {
-        bail!("pinning host memory: the shim returned no tensor");
-    }
-    // SAFETY: `out` is a fresh at::Tensor* allocated with `new`, as tch's own are.
-    Ok(unsafe { Tensor::from_ptr(out as *mut torch_sys::C_tensor) })
 }
 
 /// Set the 0-d float flag `found_inf` (on the device) to 1 if any of `ts` holds a NaN or

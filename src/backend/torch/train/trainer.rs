@@ -22,7 +22,10 @@ use crate::tensor::HostTensor;
 use std::rc::Rc;
 use tch::Tensor;
 
-use super::failed;
+/// The seam's error for a failure of the LibTorch side (its whole context chain).
+fn failed(e: anyhow::Error) -> TrainError {
+    TrainError::Failed(format!("{e:#}"))
+}
 
 /// Training on LibTorch in this process: the device and, under torchrun, the
 /// data-parallel group.
