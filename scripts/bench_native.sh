@@ -8,6 +8,9 @@
 #   4. peak resident memory of each backend in its own process
 #   5. binary size and cold start (process start to outputs written) of a native-only
 #      build against the LibTorch build
+#   6. ONNX Runtime (CPU) on ViT-S/16 as `graft export onnx` writes it, against the
+#      same timm model through `torch.onnx.export`: batch 1 and 8, 1 and 2 threads,
+#      sessions alternated run by run; the ratio must stay <= 1.02
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,3 +136,44 @@ PY
 )
   echo "- $b build: $((size / 1024 / 1024)) MiB binary$([ "$b" = torch ] && echo " + LibTorch shared libraries"), cold start ${best} ms"
 done
+
+echo
+echo "ONNX Runtime (CPU), ViT-S/16 224², graft export onnx vs torch.onnx.export of the same timm model (same weights);"
+echo "medians of $iters runs, the two sessions alternated:"
+.graft-env/python - "$tmp/vit_small.safetensors" <<'PY'
+import sys, timm
+from safetensors.torch import save_file
+save_file(timm.create_model("vit_small_patch16_224", pretrained=False).state_dict(), sys.argv[1])
+PY
+"$g" export onnx specs/vit_small.graft --weights "vit=$tmp/vit_small.safetensors" --dynamic-batch \
+  --out "$tmp/graft_vits.onnx" >/dev/null
+.graft-env/python - "$tmp" "$iters" <<'PY'
+import sys, statistics, time
+import numpy as np, onnxruntime as ort, timm, torch
+from safetensors.torch import load_file
+tmp, iters = sys.argv[1], int(sys.argv[2])
+m = timm.create_model("vit_small_patch16_224", pretrained=False).eval()
+m.load_state_dict(load_file(f"{tmp}/vit_small.safetensors"))
+torch.onnx.export(m, (torch.randn(1, 3, 224, 224),), f"{tmp}/torch_vits.onnx", input_names=["image"],
+                  output_names=["logits"], dynamic_axes={"image": {0: "B"}}, opset_version=17, dynamo=False)
+print("| batch | threads | ORT graft ms | ORT torch.onnx ms | graft / torch.onnx |")
+print("|---|---|---|---|---|")
+for threads in (1, 2):
+    o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+    s = {k: ort.InferenceSession(f"{tmp}/{k}_vits.onnx", o, providers=["CPUExecutionProvider"]) for k in ("graft", "torch")}
+    for batch in (1, 8):
+        x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+        feeds = {k: {v.get_inputs()[0].name: x} for k, v in s.items()}
+        outs = {k: v.run(None, feeds[k])[0] for k, v in s.items()}
+        err = np.linalg.norm(outs["graft"] - outs["torch"]) / np.linalg.norm(outs["torch"])
+        assert err < 1e-4, f"the two exports disagree: {err:.2e}"
+        ts = {k: [] for k in s}
+        for _ in range(2):
+            for k in s:
+                s[k].run(None, feeds[k])
+        for _ in range(iters):
+            for k in s:
+                t = time.perf_counter(); s[k].run(None, feeds[k]); ts[k].append((time.perf_counter() - t) * 1e3)
+        g, t = statistics.median(ts["graft"]), statistics.median(ts["torch"])
+        print(f"| {batch} | {threads} | {g:.2f} | {t:.2f} | {g / t:.3f} |")
+PY

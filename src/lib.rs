@@ -19,6 +19,7 @@ pub mod data;
 pub mod diag;
 pub mod durable;
 pub mod evaluate;
+pub mod export;
 pub mod fault;
 pub mod flops;
 pub mod fmt;

@@ -106,7 +106,7 @@ enum Cmd {
     },
     /// Compile time and forward latency of specs, side by side (random weights).
     Bench(graft::commands::bench::BenchArgs),
-    /// Write a trained adapter in another tool's format (`export peft`).
+    /// Write a model or a trained adapter for other tools (`export pytorch|onnx|peft`).
     Export {
         #[command(subcommand)]
         cmd: ExportCmd,
@@ -117,6 +117,11 @@ enum Cmd {
 enum ExportCmd {
     /// A run's LoRA adapter as a PEFT directory (adapter_config.json + adapter_model.safetensors).
     Peft(graft::commands::export::ExportPeftArgs),
+    /// The model as a PyTorch package: model.py (an nn.Module tree with graft's
+    /// parameter names) and weights.safetensors.
+    Pytorch(graft::commands::export::ExportPytorchArgs),
+    /// The folded model as an ONNX file (standard ops, weights as initializers).
+    Onnx(graft::commands::export::ExportOnnxArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -208,6 +213,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
+        Cmd::Export { cmd: ExportCmd::Pytorch(a) } => graft::commands::export::pytorch(&a),
+        Cmd::Export { cmd: ExportCmd::Onnx(a) } => graft::commands::export::onnx(&a),
         Cmd::Check { specs } => {
             let mut ok = true;
             for spec in &specs {

@@ -1,0 +1,173 @@
+//! `graft export pytorch` and `graft export onnx` against graft's own outputs.
+//!
+//! For every gallery spec, demo spec and conformance case, in train and infer mode,
+//! the test writes the exported package (model.py, and weights.safetensors with seeded
+//! parameter values), seeded inputs and graft's outputs for them (the native backend,
+//! what `graft run --backend native` computes), with each optional input present and
+//! absent; then one Python process (`tests/export/check.py`, the pinned venv) checks:
+//! `ruff check` and `ruff format --check` on every model.py; parameter names, shapes
+//! and the trainable set equal graft's; outputs equal graft's (‖Δ‖/‖graft‖ ≤ 1e-5);
+//! `torch.compile` (full graph) and `torch.export` on the multimodal demo; every ONNX
+//! file passes `onnx.checker` (full check) and ONNX Runtime agrees with graft at two
+//! batch sizes, one of them through external data. The full-size backbones are
+//! checked for structure only (names, shapes, trainable set, formatting; built on the
+//! meta device): their forward in a debug build would take minutes, and they use the
+//! ops the small specs cover.
+
+use graft::api::compile_spec;
+use graft::backend::native::Native;
+use graft::backend::{inputs, Backend, Options, Plan};
+use graft::export::{onnx, pytorch};
+use graft::params::init::random_values;
+use graft::pipeline::{Compiled, Mode};
+use graft::tensor::HostTensor;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    let py = repo().join(".graft-env/venv/bin/python");
+    assert!(py.exists(), "export tests need the pinned Python environment ({}): run scripts/setup.sh", py.display());
+    py
+}
+
+fn specs() -> Vec<String> {
+    let mut specs: Vec<String> = ["specs", "specs/demo", "tests/conformance/specs"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo().join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "graft"))
+        .map(|p| p.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    specs.sort();
+    specs
+}
+
+/// The full-size backbones: structure only (see the module doc).
+fn large(spec: &str) -> bool {
+    spec.starts_with("specs/") && !spec.starts_with("specs/demo/") && !spec.contains("vit_tiny")
+}
+
+fn write(path: &Path, tensors: &[(String, HostTensor)]) {
+    graft::safetensors::write(path, tensors, &BTreeMap::new()).unwrap();
+}
+
+/// graft's outputs on `given` (the native backend, as `graft run --backend native`).
+fn run(plan: &Plan, params: &[HostTensor], given: Vec<(String, HostTensor)>) -> Vec<(String, HostTensor)> {
+    let bound = inputs::bind(plan, given, graft::ir::DType::F32).unwrap();
+    let mut exe = Native::default().prepare(plan, params.to_vec(), &Options::default()).unwrap();
+    exe.run(&bound.values).unwrap()
+}
+
+struct Case {
+    dir: PathBuf,
+    n: usize,
+}
+
+impl Case {
+    /// Write inputs and graft's outputs; returns the manifest entry.
+    fn add(&mut self, plan: &Plan, params: &[HostTensor], given: Vec<(String, HostTensor)>, absent: &[&str]) -> Value {
+        self.n += 1;
+        let given: Vec<_> = given.into_iter().filter(|(n, _)| !absent.contains(&n.as_str())).collect();
+        let (i, o) = (self.dir.join(format!("in{}.safetensors", self.n)), self.dir.join(format!("out{}.safetensors", self.n)));
+        write(&i, &given);
+        write(&o, &run(plan, params, given));
+        json!({"inputs": i, "outputs": o, "absent": absent})
+    }
+}
+
+fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
+    let mode = format!("{:?}", c.mode).to_lowercase();
+    let dir = root.join(format!("{k:02}-{}-{mode}", spec.replace('/', "_")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = pytorch::model_py(c).unwrap_or_else(|e| panic!("{spec} ({mode}): {e}"));
+    std::fs::write(dir.join("model.py"), &text).unwrap();
+    let plan = Plan::new(&c.graph);
+    let params_json: Vec<Value> =
+        plan.params.iter().map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable})).collect();
+    let mut entry = json!({"spec": spec, "mode": mode, "dir": dir, "params": params_json});
+    if large(spec) {
+        entry["meta"] = json!(true);
+        return entry;
+    }
+    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let named: Vec<(String, HostTensor)> = plan.params.iter().map(|p| p.path.clone()).zip(params.clone()).collect();
+    write(&dir.join("weights.safetensors"), &named);
+    let given = inputs::random(&plan, 2, 1).unwrap();
+    let mut cases = Case { dir: dir.clone(), n: 0 };
+    let mut list = vec![cases.add(&plan, &params, given.clone(), &[])];
+    let optional: Vec<&str> = plan.inputs.iter().filter(|i| i.optional).map(|i| i.name.as_str()).collect();
+    for o in &optional {
+        list.push(cases.add(&plan, &params, given.clone(), &[o]));
+    }
+    if optional.len() > 1 {
+        list.push(cases.add(&plan, &params, given.clone(), &optional));
+    }
+    entry["cases"] = json!(list);
+    if spec == "specs/demo/cm3t_multimodal.graft" {
+        entry["compile"] = json!(true);
+    }
+    entry
+}
+
+fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) -> Value {
+    let plan = Plan::new(&c.graph);
+    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
+    let named: Vec<(String, HostTensor)> = plan.params.iter().map(|p| p.path.clone()).zip(params.clone()).collect();
+    let dir = root.join(format!("onnx-{}-{opset}", spec.replace('/', "_")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("model.onnx");
+    let mut opts = onnx::Options { opset, dynamic: true, fixed: 1, external_over: None };
+    if external {
+        opts.external_over = Some(0);
+    }
+    let out = onnx::model(c, &named, &opts, "model.onnx.data").unwrap_or_else(|e| panic!("{spec} (onnx): {e}"));
+    std::fs::write(&file, &out.model).unwrap();
+    if let Some(data) = &out.external {
+        std::fs::write(dir.join("model.onnx.data"), data).unwrap();
+    }
+    assert_eq!(out.external.is_some(), external, "{spec}: external data");
+    let mut cases = Case { dir, n: 0 };
+    let list: Vec<Value> = [1, 3]
+        .iter()
+        .map(|&b| {
+            let mut v = cases.add(&plan, &params, inputs::random(&plan, b, 1).unwrap(), &[]);
+            v["batch"] = json!(b);
+            v
+        })
+        .collect();
+    json!({"spec": spec, "file": file, "opset": opset, "cases": list})
+}
+
+#[test]
+fn exported_models_agree_with_graft() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let (mut packages, mut onnx_files) = (Vec::new(), Vec::new());
+    let only = std::env::var("GRAFT_SPEC").unwrap_or_default();
+    for (k, spec) in specs().iter().filter(|s| s.contains(&only)).enumerate() {
+        for mode in [Mode::Train, Mode::Infer] {
+            let c = compile_spec(&repo().join(spec), mode).unwrap_or_else(|e| panic!("{spec}: {e}"));
+            packages.push(package(&root, spec, &c, k));
+            if mode == Mode::Infer && !large(spec) {
+                // Opsets in turn (17: erf GELU, ReduceMean axes attribute; 20: Gelu).
+                let opset = [17, 18, 20, 21][k % 4];
+                onnx_files.push(onnx_file(&root, spec, &c, opset, k % 5 == 0));
+            }
+        }
+    }
+    let manifest = root.join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_string_pretty(&json!({"packages": packages, "onnx": onnx_files})).unwrap())
+        .unwrap();
+    let out = Command::new(python()).arg(repo().join("tests/export/check.py")).arg(&manifest).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success(), "exported models disagree with graft:\n{text}");
+    let _ = std::fs::remove_dir_all(&root);
+}
