@@ -38,8 +38,14 @@ pub(crate) enum Access {
 const RESERVED: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
     "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not",
-    "or", "pass", "raise", "return", "try", "while", "with", "yield", "self", "F", "nn", "torch", "Tensor",
-    "Optional", "attention", "grouped_linear", "sinusoid_positions", "Scope", "l", "O", "I", "match", "case", "type",
+    "or", "pass", "raise", "return", "try", "while", "with", "yield", "self", "F", "nn", "torch", "Tensor", "attention", "positions", "grouped_linear", "sinusoid_positions", "Scope", "l", "O", "I", "match", "case", "type",
+];
+
+/// Python's keywords (soft keywords are valid attribute names).
+const KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
+    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not",
+    "or", "pass", "raise", "return", "try", "while", "with", "yield",
 ];
 
 /// `nn.Module` attributes a child may not shadow.
@@ -60,16 +66,20 @@ pub(crate) fn is_identifier(s: &str) -> bool {
 
 /// A child name usable as `obj.name`.
 pub(crate) fn is_attr(s: &str) -> bool {
-    is_identifier(s) && !s.starts_with('_') && !MODULE_ATTRS.contains(&s)
+    let mut ch = s.chars();
+    ch.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && ch.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !KEYWORDS.contains(&s)
+        && !MODULE_ATTRS.contains(&s)
 }
 
 /// `base`.`seg` by the parent's access kind.
-pub(crate) fn child(base: &str, seg: &str, access: Access) -> String {
+pub(crate) fn child(base: Py, seg: &str, access: Access) -> Py {
     match access {
-        Access::Index => format!("{base}[{seg}]"),
-        Access::Key => format!("{base}[{}]", pyops::quote(seg)),
-        Access::Attr if is_attr(seg) => format!("{base}.{seg}"),
-        Access::Attr => format!("getattr({base}, {})", pyops::quote(seg)),
+        Access::Index => Py::atom(format!("{}[{seg}]", base.flat())),
+        Access::Key => Py::atom(format!("{}[{}]", base.flat(), pyops::quote(seg))),
+        Access::Attr if is_attr(seg) => Py::atom(format!("{}.{seg}", base.flat())),
+        Access::Attr => Py::call("getattr", vec![base, Py::atom(pyops::quote(seg))]),
     }
 }
 
@@ -127,7 +137,7 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
     let mut body: Vec<String> = Vec::new();
     let mut helpers = BTreeSet::new();
     let ma = &cx.scopes.maybe_absent;
-    let hint = |n: NodeId| if ma.contains(&n) { "Optional[Tensor]" } else { "Tensor" };
+    let hint = |n: NodeId| if ma.contains(&n) { "Tensor | None" } else { "Tensor" };
     // The signature.
     let mut params: Vec<String> = vec!["self".into()];
     let ins = &cx.scopes.inputs[&inst];
@@ -143,7 +153,7 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
             names.used.insert(name.clone());
             vals.insert(n, Py::atom(name.clone()));
             if *optional {
-                opt.push(format!("{name}: Optional[Tensor] = None"));
+                opt.push(format!("{name}: Tensor | None = None"));
             } else {
                 req.push(format!("{name}: Tensor"));
             }
@@ -152,8 +162,10 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
         params.extend(opt);
         body.extend(zeros_defaults(g, ins)?);
     } else {
-        for &n in ins {
+        for (k, &n) in ins.iter().enumerate() {
             let base = match &g.node(n).op {
+                // The value the instance is called on.
+                _ if k == 0 => "x".to_string(),
                 Op::Input { name, .. } => name.clone(),
                 Op::Parameter(p) => base_name(&p.path),
                 _ => base_name(&g.node(n).path),
@@ -188,7 +200,7 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
             }
             Item::Call(q) => {
                 let args = cx.scopes.inputs[&q].iter().map(|&o| operand(cx, inst, o, &vals)).collect::<Result<_, _>>()?;
-                let call = Py::call(path_from(cx, inst, q), args);
+                let call = Py::call(path_from(cx, inst, q).flat(), args);
                 let outs = &cx.scopes.outputs[&q];
                 let outs_names: Vec<String> =
                     outs.iter().map(|&o| names.fresh(&base_name(&g.node(o).path))).collect();
@@ -270,17 +282,17 @@ fn zeros_defaults(g: &Graph, ins: &[NodeId]) -> Result<Vec<String>, ExportError>
 }
 
 /// `self.a.b[0].c` from callable `from` to tree node `to` (under it).
-fn path_from(cx: &Ctx<'_>, from: usize, to: usize) -> String {
+fn path_from(cx: &Ctx<'_>, from: usize, to: usize) -> Py {
     let mut chain = Vec::new();
     let mut t = to;
     while t != from {
         chain.push(t);
         t = cx.tree.nodes[t].parent.unwrap_or(from);
     }
-    let mut s = "self".to_string();
+    let mut s = Py::atom("self");
     let mut parent = from;
     for &c in chain.iter().rev() {
-        s = child(&s, &cx.tree.nodes[c].seg, (cx.access)(parent));
+        s = child(s, &cx.tree.nodes[c].seg, (cx.access)(parent));
         parent = c;
     }
     s
@@ -293,7 +305,7 @@ fn operand(cx: &Ctx<'_>, inst: usize, o: NodeId, vals: &HashMap<NodeId, Py>) -> 
     }
     if let Op::Parameter(p) = &cx.g.node(o).op {
         if let Some(t) = cx.tree.get(&p.path).filter(|&t| cx.tree.is_under(t, inst)) {
-            return Ok(Py::atom(path_from(cx, inst, t)));
+            return Ok(path_from(cx, inst, t));
         }
     }
     Err(ExportError::Unsupported(format!(
@@ -315,11 +327,25 @@ fn statement(
     let node = g.node(n);
     let ops = g.operands(n);
     let mut out = Vec::new();
+    let ma = &cx.scopes.maybe_absent;
     let mut args: Vec<Py> = ops.iter().map(|&o| operand(cx, inst, o, vals)).collect::<Result<_, _>>()?;
     let tys: Vec<&crate::ir::TensorType> = ops.iter().filter_map(|&o| g.node(o).ty.as_ref()).collect();
     let ty = node.ty.as_ref().ok_or_else(|| ExportError::Unsupported(format!("`{}` has no type", node.path)))?;
-    let name = names.fresh(&base_name(&node.path));
-    let (mut e, mut helper) = pyops::expr(&node.op, &args, &tys, ty);
+    let own = node.path == cx.tree.nodes[inst].path && inst != 0;
+    let name = names.fresh(&if own { "out".to_string() } else { base_name(&node.path) });
+    let call = module_call(cx, inst, n, &ops);
+    let build = |args: &[Py]| match &call {
+        Some(m) => {
+            let x = if matches!(node.op, Op::Embedding) && tys[0].dtype != crate::ir::DType::I64 {
+                Py::atom(format!("{}.long()", args[0].flat()))
+            } else {
+                args[0].clone()
+            };
+            (Py::call(m.clone(), vec![x]), None)
+        }
+        None => pyops::expr(&node.op, args, &tys, ty),
+    };
+    let (mut e, mut helper) = build(&args);
     // Parameters inside an expression that cannot be split get a name first.
     if matches!(e, Py::Atom(_)) && format!("        {name} = {}", e.flat()).chars().count() > WIDTH {
         for (k, &o) in ops.iter().enumerate() {
@@ -329,9 +355,8 @@ fn statement(
                 args[k] = Py::atom(pname);
             }
         }
-        (e, helper) = pyops::expr(&node.op, &args, &tys, ty);
+        (e, helper) = build(&args);
     }
-    let ma = &cx.scopes.maybe_absent;
     let absent: Vec<usize> = (0..ops.len()).filter(|&k| ma.contains(&ops[k])).collect();
     let flat = |k: usize| args[k].flat();
     if absent.is_empty() {
@@ -353,6 +378,24 @@ fn statement(
     }
     vals.insert(n, Py::atom(name));
     Ok((out, helper))
+}
+
+/// `self.qkv` when node `n` applies a primitive built as its `nn` module to its
+/// first operand with exactly that module's parameters.
+fn module_call(cx: &Ctx<'_>, inst: usize, n: NodeId, ops: &[NodeId]) -> Option<String> {
+    if !matches!(cx.g.node(n).op, Op::Linear | Op::LayerNorm { .. } | Op::Conv2d { .. } | Op::Conv3d { .. } | Op::Embedding) {
+        return None;
+    }
+    let params: Vec<usize> = ops[1..]
+        .iter()
+        .map(|&o| match &cx.g.node(o).op {
+            Op::Parameter(p) => cx.tree.get(&p.path),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let owner = cx.tree.nodes[*params.first()?].parent?;
+    let fits = cx.tree.is_sugar(owner) && cx.tree.nodes[owner].children == params && cx.tree.is_under(owner, inst);
+    fits.then(|| path_from(cx, inst, owner).flat())
 }
 
 /// `name = v1 if c1 else v2 if c2 else e`, or the same as an `if` chain when long.

@@ -15,6 +15,8 @@ pub(crate) enum Py {
     /// `open` items `close`, e.g. `f(` … `)`, `[` … `]`; each item with a prefix
     /// (`eps=`, `"key": `).
     Group(String, Vec<(String, Py)>, &'static str),
+    /// `[item for _ in range(n)]`.
+    Repeat(Box<Py>, usize),
 }
 
 /// Maximum line length of the formatter.
@@ -47,6 +49,7 @@ impl Py {
                 let inner: Vec<String> = items.iter().map(|(p, a)| format!("{p}{}", a.flat())).collect();
                 format!("{open}{}{close}", inner.join(", "))
             }
+            Py::Repeat(item, n) => format!("[{} for _ in range({n})]", item.flat()),
         }
     }
 
@@ -61,6 +64,13 @@ impl Py {
                     out.extend(a.lines(indent + 4, p, ","));
                 }
                 out.push(format!("{pad}{close}{suffix}"));
+                out
+            }
+            Py::Repeat(item, n) if one.chars().count() > WIDTH => {
+                let mut out = vec![format!("{pad}{prefix}[")];
+                out.extend(item.lines(indent + 4, "", ""));
+                out.push(format!("{pad}    for _ in range({n})"));
+                out.push(format!("{pad}]{suffix}"));
                 out
             }
             _ => vec![one],
@@ -111,6 +121,7 @@ pub(crate) fn torch_dtype(d: DType) -> &'static str {
 pub(crate) enum Helper {
     Attention,
     GroupedLinear,
+    Positions,
     Sinusoid,
 }
 
@@ -119,13 +130,14 @@ impl Helper {
         match self {
             Helper::Attention => ATTENTION,
             Helper::GroupedLinear => GROUPED_LINEAR,
+            Helper::Positions => POSITIONS,
             Helper::Sinusoid => SINUSOID,
         }
     }
 }
 
 const ATTENTION: &str = r#"def attention(
-    q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Optional[Tensor] = None
+    q: Tensor, k: Tensor, v: Tensor, heads: int, mask: Tensor | None = None
 ) -> Tensor:
     """Multi-head scaled dot-product attention over [B, T, D] queries, keys, values.
 
@@ -145,7 +157,7 @@ const ATTENTION: &str = r#"def attention(
 "#;
 
 const GROUPED_LINEAR: &str = r#"def grouped_linear(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], groups: int
+    x: Tensor, weight: Tensor, bias: Tensor | None, groups: int
 ) -> Tensor:
     """Channels split into `groups`, one linear map per group."""
     xg = x.reshape(-1, groups, x.shape[-1] // groups)
@@ -153,6 +165,11 @@ const GROUPED_LINEAR: &str = r#"def grouped_linear(
     y = torch.einsum("ngi,goi->ngo", xg, wg)
     y = y.reshape(*x.shape[:-1], weight.shape[0])
     return y if bias is None else y + bias
+"#;
+
+const POSITIONS: &str = r#"def positions(ids: Tensor) -> Tensor:
+    """[1, T] positions 0..T of [B, T] ids."""
+    return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
 "#;
 
 const SINUSOID: &str = r#"def sinusoid_positions(x: Tensor) -> Tensor:
@@ -258,8 +275,7 @@ pub(crate) fn expr(op: &Op, a: &[Py], tys: &[&TensorType], out: &TensorType) -> 
                     Py::call(format!("{}.expand", p.flat()), sizes)
                 })
                 .collect::<Vec<_>>();
-            let list = Py::atom(format!("[{}]", parts.iter().map(Py::flat).collect::<Vec<_>>().join(", ")));
-            Py::call("torch.cat", vec![list, Py::atom(format!("dim={ax}"))])
+            Py::call("torch.cat", vec![Py::list(parts), Py::atom(format!("dim={ax}"))])
         }
         Op::Embedding => {
             let ids = if tys[0].dtype == DType::I64 { x() } else { Py::atom(format!("{}.long()", a[0].flat())) };
@@ -267,11 +283,7 @@ pub(crate) fn expr(op: &Op, a: &[Py], tys: &[&TensorType], out: &TensorType) -> 
         }
         Op::TokenSelect { index } => Py::atom(format!("{}[:, {index}]", a[0].flat())),
         Op::MeanTokens => dot("mean", vec![Py::atom("dim=1")]),
-        Op::Positions => {
-            let n = Py::atom(format!("{}.shape[1]", a[0].flat()));
-            let dev = Py::atom(format!("device={}.device", a[0].flat()));
-            Py::call(format!("{}.unsqueeze", Py::call("torch.arange", vec![n, dev]).flat()), vec![int(0)])
-        }
+        Op::Positions => return (Py::call("positions", vec![x()]), Some(Helper::Positions)),
         Op::Input { .. } | Op::Output { .. } | Op::Parameter(_) | Op::Unbound => Py::atom("None"),
     };
     (e, None)

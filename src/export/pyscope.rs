@@ -41,7 +41,6 @@ fn computes(op: &Op) -> bool {
 impl Scopes {
     pub fn new(g: &Graph, tree: &Tree) -> Scopes {
         let order = g.topo_order().unwrap_or_default();
-        let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         // Every computing node under every instance that contains it.
         let mut members: HashMap<usize, HashSet<NodeId>> = HashMap::new();
         let mut deepest: HashMap<NodeId, usize> = HashMap::new();
@@ -94,7 +93,7 @@ impl Scopes {
             let set = if i == 0 { None } else { Some(members.get(&i).unwrap_or(&empty)) };
             let (ins, outs) = match set {
                 None => (g.inputs(), vec![]),
-                Some(set) => interface(g, tree, i, set, &pos),
+                Some(set) => interface(g, tree, i, set),
             };
             inputs.insert(i, ins);
             outputs.insert(i, outs);
@@ -118,7 +117,9 @@ impl Scopes {
             let mut first: Vec<usize> = vec![usize::MAX; its.len()];
             for (k, it) in its.iter().enumerate() {
                 for n in nodes_of(it) {
-                    first[k] = first[k].min(pos[&n]);
+                    // Node ids, not schedule positions: instances built alike list
+                    // their statements alike (and share a class).
+                    first[k] = first[k].min(n.index());
                     for o in g.operands(n) {
                         if let Some(u) = unit_of(o).filter(|&u| u != k) {
                             deps[k].insert(u);
@@ -184,17 +185,13 @@ fn convex(g: &Graph, set: &HashSet<NodeId>) -> bool {
 
 /// What an instance reads from outside (parameters outside its path included) and
 /// what it hands back, in schedule order.
-fn interface(
-    g: &Graph,
-    tree: &Tree,
-    inst: usize,
-    set: &HashSet<NodeId>,
-    pos: &HashMap<NodeId, usize>,
-) -> (Vec<NodeId>, Vec<NodeId>) {
-    let mut ins: BTreeSet<(usize, NodeId)> = BTreeSet::new();
-    let mut outs: BTreeSet<(usize, NodeId)> = BTreeSet::new();
+fn interface(g: &Graph, tree: &Tree, inst: usize, set: &HashSet<NodeId>) -> (Vec<NodeId>, Vec<NodeId>) {
+    // Inputs in the order the instance first reads them, outputs in creation order:
+    // the same for every instance built alike.
+    let mut ins: HashMap<NodeId, (usize, u32)> = HashMap::new();
+    let mut outs: BTreeSet<NodeId> = BTreeSet::new();
     for &n in set {
-        for o in g.operands(n) {
+        for (slot, o) in g.operands(n).into_iter().enumerate() {
             if set.contains(&o) {
                 continue;
             }
@@ -203,13 +200,17 @@ fn interface(
                     continue;
                 }
             }
-            ins.insert((pos[&o], o));
+            let key = (n.index(), slot as u32);
+            let e = ins.entry(o).or_insert(key);
+            *e = (*e).min(key);
         }
         if g.users(n).iter().any(|(u, _)| !set.contains(u)) {
-            outs.insert((pos[&n], n));
+            outs.insert(n);
         }
     }
-    (ins.into_iter().map(|(_, n)| n).collect(), outs.into_iter().map(|(_, n)| n).collect())
+    let mut ins: Vec<(NodeId, (usize, u32))> = ins.into_iter().collect();
+    ins.sort_by_key(|(_, k)| *k);
+    (ins.into_iter().map(|(n, _)| n).collect(), outs.into_iter().collect())
 }
 
 /// Values a missing optional input can make absent: everything computed from one,

@@ -11,7 +11,7 @@
 //! The output depends only on the compiled model (deterministic text), passes
 //! `ruff check` and `ruff format --check`, and imports torch only.
 
-use super::pyforward::{self, base_name, child, is_attr, Access, Ctx};
+use super::pyforward::{self, is_attr, Access, Ctx};
 use super::pyops::{self, float, Helper, Py};
 use super::pyscope::Scopes;
 use super::tree::{Kind, Tree};
@@ -74,22 +74,11 @@ fn post_order(tree: &Tree) -> Vec<usize> {
 fn access_of(tree: &Tree, t: usize) -> Access {
     match tree.nodes[t].kind {
         Kind::Root | Kind::Instance(_) => Access::Attr,
-        _ if sugar_param_names(tree, t).is_some() => Access::Attr,
+        _ if tree.is_sugar(t) => Access::Attr,
         _ if tree.is_list(t) => Access::Index,
         _ if !tree.nodes[t].children.iter().any(|&c| matches!(tree.nodes[c].kind, Kind::Param(_))) => Access::Key,
         _ => Access::Attr,
     }
-}
-
-/// A primitive that holds exactly `weight` (+ `bias`): built as the `nn` module.
-fn sugar_param_names(tree: &Tree, t: usize) -> Option<()> {
-    let Kind::Primitive(p) = &tree.nodes[t].kind else { return None };
-    if !["linear", "layernorm", "conv2d", "conv3d", "embedding"].contains(&p.as_str()) {
-        return None;
-    }
-    let segs: Vec<&str> = tree.nodes[t].children.iter().map(|&c| tree.nodes[c].seg.as_str()).collect();
-    let all_params = tree.nodes[t].children.iter().all(|&c| matches!(tree.nodes[c].kind, Kind::Param(_)));
-    (all_params && (segs == ["weight"] || segs == ["weight", "bias"])).then_some(())
 }
 
 struct Writer<'a, 'b> {
@@ -133,8 +122,6 @@ impl Writer<'_, '_> {
         }
         let text = body.join("\n");
         if is_root {
-            let path = String::new();
-            let _ = path;
             self.classes.push(format!("class Model(nn.Module):\n{text}\n"));
             return Ok("Model".into());
         }
@@ -163,7 +150,7 @@ impl Writer<'_, '_> {
             },
             Kind::Instance(_) => Ok(Py::atom(format!("{}()", names.get(&t).map_or("Scope", |s| s.as_str())))),
             Kind::Root => Err(ExportError::Unsupported("internal: the root inside the tree".into())),
-            Kind::Primitive(p) if sugar_param_names(tree, t).is_some() => Ok(sugar(self.cx.g, tree, t, p)),
+            Kind::Primitive(p) if tree.is_sugar(t) => Ok(sugar(self.cx.g, tree, t, p)),
             Kind::Primitive(_) | Kind::Container => {
                 let mut parts = Vec::new();
                 for &ch in &node.children {
@@ -173,8 +160,8 @@ impl Writer<'_, '_> {
                     Access::Index => {
                         let first = parts[0].1.flat();
                         if parts.iter().all(|(_, p)| p.flat() == first) && parts.len() > 1 {
-                            let comp = format!("[{first} for _ in range({})]", parts.len());
-                            Ok(Py::call("nn.ModuleList", vec![Py::atom(comp)]))
+                            let comp = Py::Repeat(Box::new(parts[0].1.clone()), parts.len());
+                            Ok(Py::call("nn.ModuleList", vec![comp]))
                         } else {
                             Ok(Py::call("nn.ModuleList", vec![Py::list(parts.into_iter().map(|(_, p)| p).collect())]))
                         }
@@ -204,9 +191,6 @@ impl Writer<'_, '_> {
              the exported weights. Exactly the parameters graft trains require gradients.\n\"\"\"\n\n",
             c.model
         );
-        if all.contains("Optional[") || self.helpers.contains(&Helper::Attention) || self.helpers.contains(&Helper::GroupedLinear) {
-            out += "from typing import Optional\n\n";
-        }
         out += "import torch\n";
         let uses_f = all.contains("F.") || self.helpers.contains(&Helper::Attention);
         if uses_f {
@@ -337,10 +321,8 @@ fn camel(module: &str) -> String {
             out.push_str(ch.as_str());
         }
     }
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) || ["Model", "Scope", "Tensor", "Optional"].contains(&out.as_str()) {
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) || ["Model", "Scope", "Tensor"].contains(&out.as_str()) {
         out = format!("{out}Module");
     }
-    let _ = base_name;
-    let _ = child;
     out
 }

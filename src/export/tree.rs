@@ -165,4 +165,16 @@ impl Tree {
                 self.nodes[c].seg == k.to_string() && !matches!(self.nodes[c].kind, Kind::Param(_))
             })
     }
+
+    /// A primitive that holds exactly `weight` (+ `bias`): built as its `nn` module
+    /// (`nn.Linear`, `nn.LayerNorm`, `nn.Conv2d`, `nn.Conv3d`, `nn.Embedding`).
+    pub fn is_sugar(&self, t: usize) -> bool {
+        let Kind::Primitive(p) = &self.nodes[t].kind else { return false };
+        if !["linear", "layernorm", "conv2d", "conv3d", "embedding"].contains(&p.as_str()) {
+            return false;
+        }
+        let kids = &self.nodes[t].children;
+        let segs: Vec<&str> = kids.iter().map(|&c| self.nodes[c].seg.as_str()).collect();
+        kids.iter().all(|&c| matches!(self.nodes[c].kind, Kind::Param(_))) && (segs == ["weight"] || segs == ["weight", "bias"])
+    }
 }

@@ -150,7 +150,7 @@ def main():
     packages = manifest["packages"]
     files = [str(Path(e["dir"]) / "model.py") for e in packages]
     ruff = [sys.executable, "-m", "ruff"]
-    for args in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+    for args in (["check", "--isolated"], ["format", "--check", "--isolated"]):
         r = subprocess.run(ruff + args + files, capture_output=True, text=True)
         if r.returncode != 0:
             fail(f"ruff {args[0]}", (r.stdout + r.stderr)[-3000:])
