@@ -15,7 +15,6 @@
 //! ops the small specs cover.
 
 use graft::api::compile_spec;
-use graft::backend::native::Native;
 use graft::backend::{inputs, Backend, Options, Plan};
 use graft::export::{onnx, pytorch};
 use graft::params::init::random_values;
@@ -57,10 +56,15 @@ fn write(path: &Path, tensors: &[(String, HostTensor)]) {
     graft::safetensors::write(path, tensors, &BTreeMap::new()).unwrap();
 }
 
-/// graft's outputs on `given` (the native backend, as `graft run --backend native`).
+/// graft's outputs on `given` (`graft run`: LibTorch in a `torch` build, the native
+/// backend otherwise; the two agree to 1e-5, `tests/backends.rs`).
 fn run(plan: &Plan, params: &[HostTensor], given: Vec<(String, HostTensor)>) -> Vec<(String, HostTensor)> {
     let bound = inputs::bind(plan, given, graft::ir::DType::F32).unwrap();
-    let mut exe = Native::default().prepare(plan, params.to_vec(), &Options::default()).unwrap();
+    #[cfg(feature = "torch")]
+    let backend = graft::backend::torch::TorchBackend;
+    #[cfg(not(feature = "torch"))]
+    let backend = graft::backend::native::Native::default();
+    let mut exe = backend.prepare(plan, params.to_vec(), &Options::default()).unwrap();
     exe.run(&bound.values).unwrap()
 }
 
@@ -74,7 +78,8 @@ impl Case {
     fn add(&mut self, plan: &Plan, params: &[HostTensor], given: Vec<(String, HostTensor)>, absent: &[&str]) -> Value {
         self.n += 1;
         let given: Vec<_> = given.into_iter().filter(|(n, _)| !absent.contains(&n.as_str())).collect();
-        let (i, o) = (self.dir.join(format!("in{}.safetensors", self.n)), self.dir.join(format!("out{}.safetensors", self.n)));
+        let (i, o) =
+            (self.dir.join(format!("in{}.safetensors", self.n)), self.dir.join(format!("out{}.safetensors", self.n)));
         write(&i, &given);
         write(&o, &run(plan, params, given));
         json!({"inputs": i, "outputs": o, "absent": absent})
@@ -109,7 +114,7 @@ fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
         list.push(cases.add(&plan, &params, given.clone(), &optional));
     }
     entry["cases"] = json!(list);
-    if spec == "specs/demo/cm3t_multimodal.graft" {
+    if spec == "specs/demo/cm3t_multimodal.graft" && c.mode == Mode::Train {
         entry["compile"] = json!(true);
     }
     entry
@@ -133,7 +138,7 @@ fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) 
     }
     assert_eq!(out.external.is_some(), external, "{spec}: external data");
     let mut cases = Case { dir, n: 0 };
-    let list: Vec<Value> = [1, 3]
+    let list: Vec<Value> = [1, 2]
         .iter()
         .map(|&b| {
             let mut v = cases.add(&plan, &params, inputs::random(&plan, b, 1).unwrap(), &[]);
@@ -149,6 +154,7 @@ fn exported_models_agree_with_graft() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
+    let start = std::time::Instant::now();
     let (mut packages, mut onnx_files) = (Vec::new(), Vec::new());
     let only = std::env::var("GRAFT_SPEC").unwrap_or_default();
     for (k, spec) in specs().iter().filter(|s| s.contains(&only)).enumerate() {
@@ -162,12 +168,70 @@ fn exported_models_agree_with_graft() {
             }
         }
     }
+    eprintln!("prepared in {:.1}s", start.elapsed().as_secs_f64());
+    #[cfg(feature = "torch")]
+    if only.is_empty() || only == "adamw" {
+        packages.push(adamw_step(&root));
+    }
     let manifest = root.join("manifest.json");
-    std::fs::write(&manifest, serde_json::to_string_pretty(&json!({"packages": packages, "onnx": onnx_files})).unwrap())
-        .unwrap();
+    std::fs::write(
+        &manifest,
+        serde_json::to_string_pretty(&json!({"packages": packages, "onnx": onnx_files})).unwrap(),
+    )
+    .unwrap();
     let out = Command::new(python()).arg(repo().join("tests/export/check.py")).arg(&manifest).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}");
+    eprintln!("{text}\nchecked in {:.1}s", start.elapsed().as_secs_f64());
     assert!(out.status.success(), "exported models disagree with graft:\n{text}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The graft binary under test.
+#[cfg(feature = "torch")]
+fn graft(dir: &Path, args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_graft")).args(args).current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "graft {}:\n{text}", args.join(" "));
+}
+
+/// One `graft train` step (AdamW, constant rate, weight decay on matrices only) on a
+/// frozen backbone with an adapter and a head; the exported package (same seed, same
+/// initial values) takes one `torch.optim.AdamW` step on the same batch (the whole
+/// dataset, so the reader's shuffle does not matter) in check.py.
+#[cfg(feature = "torch")]
+fn adamw_step(root: &Path) -> Value {
+    let dir = root.join("adamw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = r#"use std.vit
+use std.adapters
+
+model step {
+  input video: f32[B, 3, 8, 32, 32]
+  encoder video_vit = vit3d(dim: 32, depth: 2, heads: 2, classes: 0, frames: 8, tubelet: 2, patch: 8, image: 32)(video)
+  adapter mhva = multi_head_adapter(dim: 32, heads: 2, bottleneck: 8, scale: 1.0)
+      at video_vit.blocks[*].mlp parallel
+  adapter xa = bottleneck(dim: 32, bottleneck: 8) at video_vit.blocks[1].attn after
+  head cls = linear(32, 4)(mean_tokens(video_vit.norm))
+  output logits = cls
+  train mhva, xa, cls
+}
+"#;
+    std::fs::write(dir.join("step.graft"), spec).unwrap();
+    graft(&dir, &["data", "synth", "--task", "pretrain", "--n", "6", "--out", "data"]);
+    graft(&dir, &["export", "pytorch", "step.graft", "--mode", "train", "--seed", "3", "--out", "pkg"]);
+    let train = ["train", "step.graft", "--data", "data", "--steps", "1", "--batch", "6", "--lr", "0.01"];
+    let rest = ["--schedule", "constant", "--seed", "3", "--device", "cpu", "--out", "run"];
+    graft(&dir, &[&train[..], &rest].concat());
+    let c = compile_spec(&dir.join("step.graft"), Mode::Train).unwrap();
+    let params: Vec<Value> = Plan::new(&c.graph)
+        .params
+        .iter()
+        .map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable}))
+        .collect();
+    let adamw = json!({
+        "batch": dir.join("data/shard-00000.safetensors"),
+        "after": dir.join("run/trainable.safetensors"),
+        "lr": 0.01, "wd": 0.01, "target": "label", "output": "logits",
+    });
+    json!({"spec": "adamw step", "mode": "train", "dir": dir.join("pkg"), "params": params, "cases": [], "adamw": adamw})
 }

@@ -12,8 +12,8 @@
 use super::compiled;
 use crate::lower::AdapterInfo;
 use crate::params::peft::{component, config_json, CONFIG, PREFIX, WEIGHTS};
-use crate::pipeline::Mode;
 use crate::params::{materialise, Declared, Leaves};
+use crate::pipeline::Mode;
 use crate::safetensors::SafeFile;
 use crate::tensor::HostTensor;
 use anyhow::{anyhow, bail, Result};
@@ -169,7 +169,8 @@ pub fn pytorch(a: &ExportPytorchArgs) -> Result<ExitCode> {
     }
     staged.publish()?;
     let what = if weights.is_some() { "model.py, weights.safetensors" } else { "model.py" };
-    println!("wrote {} ({what}; model `{}`, {:?} mode)", a.out.display(), c.model, c.mode);
+    let mode = if c.mode == Mode::Train { "train" } else { "infer" };
+    println!("wrote {} ({what}; model `{}`, {mode} mode)", a.out.display(), c.model);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -200,7 +201,8 @@ pub fn onnx(a: &ExportOnnxArgs) -> Result<ExitCode> {
     check_out(&a.spec, &a.out, &a.values.weights)?;
     let c = compiled(&a.spec, Mode::Infer)?;
     let weights = values(&a.spec, &c, &a.values)?;
-    let opts = crate::export::onnx::Options { opset: a.opset, dynamic: a.dynamic_batch, fixed: a.batch, external_over: None };
+    let opts =
+        crate::export::onnx::Options { opset: a.opset, dynamic: a.dynamic_batch, fixed: a.batch, external_over: None };
     let data_name = format!("{}.data", a.out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
     let out = crate::export::onnx::model(&c, &weights, &opts, &data_name)
         .map_err(|e| anyhow!("{}: {e}", a.spec.display()))?;

@@ -44,7 +44,12 @@ const EXTERNAL_OVER: usize = 1 << 31;
 
 /// The ONNX model of `c` (compiled in infer mode) with parameter values `weights` (by
 /// path). `data_name` is the external data file's name, used past 2 GB.
-pub fn model(c: &Compiled, weights: &[(String, HostTensor)], opts: &Options, data_name: &str) -> Result<Exported, ExportError> {
+pub fn model(
+    c: &Compiled,
+    weights: &[(String, HostTensor)],
+    opts: &Options,
+    data_name: &str,
+) -> Result<Exported, ExportError> {
     if c.mode != Mode::Infer {
         return Err(ExportError::Unsupported("ONNX export takes the folded (infer mode) model".into()));
     }
@@ -70,7 +75,9 @@ pub fn model(c: &Compiled, weights: &[(String, HostTensor)], opts: &Options, dat
             .iter()
             .map(|d| match d {
                 Dim::Fixed(n) => Dimension { dim_value: Some(*n), dim_param: None },
-                Dim::Sym(s) if batch.contains(s) && !opts.dynamic => Dimension { dim_value: Some(opts.fixed), dim_param: None },
+                Dim::Sym(s) if batch.contains(s) && !opts.dynamic => {
+                    Dimension { dim_value: Some(opts.fixed), dim_param: None }
+                }
                 Dim::Sym(s) => Dimension { dim_value: None, dim_param: Some(s.clone()) },
             })
             .collect();
@@ -121,14 +128,16 @@ pub fn model(c: &Compiled, weights: &[(String, HostTensor)], opts: &Options, dat
                     op_type: "Identity".into(),
                     ..Default::default()
                 });
-                let ty = node.ty.as_ref().ok_or_else(|| ExportError::Unsupported(format!("output `{name}` has no type")))?;
+                let ty =
+                    node.ty.as_ref().ok_or_else(|| ExportError::Unsupported(format!("output `{name}` has no type")))?;
                 outputs.push(value_info(name, ty)?);
             }
             op => {
                 let ops = g.operands(n);
                 let a: Vec<String> = ops.iter().map(|o| vals[o].clone()).collect();
                 let tys: Vec<&TensorType> = ops.iter().filter_map(|&o| g.node(o).ty.as_ref()).collect();
-                let ty = node.ty.as_ref().ok_or_else(|| ExportError::Unsupported(format!("`{}` has no type", node.path)))?;
+                let ty =
+                    node.ty.as_ref().ok_or_else(|| ExportError::Unsupported(format!("`{}` has no type", node.path)))?;
                 let out = lower(&mut b, op, &a, &tys, ty, &node.path)?;
                 vals.insert(n, out);
             }

@@ -28,7 +28,12 @@ pub(crate) fn attr_f(name: &str, v: f32) -> AttributeProto {
 }
 
 pub(crate) fn attr_s(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), s: Some(v.as_bytes().to_vec()), r#type: attr_type::STRING, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        s: Some(v.as_bytes().to_vec()),
+        r#type: attr_type::STRING,
+        ..Default::default()
+    }
 }
 
 pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
@@ -61,7 +66,13 @@ impl Builder {
 
     fn constant(&mut self, data_type: i32, raw: Vec<u8>, dims: &[i64]) -> String {
         let name = self.fresh("const");
-        self.consts.push(TensorProto { dims: dims.to_vec(), data_type, name: name.clone(), raw_data: raw, ..Default::default() });
+        self.consts.push(TensorProto {
+            dims: dims.to_vec(),
+            data_type,
+            name: name.clone(),
+            raw_data: raw,
+            ..Default::default()
+        });
         name
     }
 
@@ -84,7 +95,15 @@ impl Builder {
     }
 
     /// `axes` as the attribute (before `since`) or as an input (from `since` on).
-    fn with_axes(&mut self, op: &str, x: &str, axes: &[i64], since: i64, mut attrs: Vec<AttributeProto>, hint: &str) -> String {
+    fn with_axes(
+        &mut self,
+        op: &str,
+        x: &str,
+        axes: &[i64],
+        since: i64,
+        mut attrs: Vec<AttributeProto>,
+        hint: &str,
+    ) -> String {
         if self.opset >= since {
             let a = self.ints(axes);
             self.node(op, &[x, &a], attrs, hint)
@@ -109,7 +128,14 @@ impl Builder {
 }
 
 /// The ONNX nodes of one op over operand values `a` (typed `tys`); `out` is its type.
-pub(crate) fn lower(b: &mut Builder, op: &Op, a: &[String], tys: &[&TensorType], out: &TensorType, hint: &str) -> Result<String, ExportError> {
+pub(crate) fn lower(
+    b: &mut Builder,
+    op: &Op,
+    a: &[String],
+    tys: &[&TensorType],
+    out: &TensorType,
+    hint: &str,
+) -> Result<String, ExportError> {
     let dt = out.dtype;
     let rank = |t: &TensorType| t.rank() as i64;
     Ok(match op {
@@ -251,7 +277,13 @@ fn conv(b: &mut Builder, a: &[String], tys: &[&TensorType], stride: &[i64], hint
 }
 
 /// Heads split, `softmax(q kᵀ / √d + mask) v`, heads merged.
-fn attention(b: &mut Builder, a: &[String], tys: &[&TensorType], heads: i64, hint: &str) -> Result<String, ExportError> {
+fn attention(
+    b: &mut Builder,
+    a: &[String],
+    tys: &[&TensorType],
+    heads: i64,
+    hint: &str,
+) -> Result<String, ExportError> {
     let width = |t: &TensorType| t.shape[2].fixed().unwrap_or(0);
     let (dq, dv) = (width(tys[0]), width(tys[2]));
     let split = |b: &mut Builder, x: &str, d: i64, perm: &[i64]| {

@@ -36,25 +36,109 @@ pub(crate) enum Access {
 
 /// Python keywords and names `model.py` defines or imports.
 const RESERVED: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
-    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not",
-    "or", "pass", "raise", "return", "try", "while", "with", "yield", "self", "F", "nn", "torch", "Tensor", "attention", "positions", "grouped_linear", "sinusoid_positions", "Scope", "l", "O", "I", "match", "case", "type",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "self",
+    "F",
+    "nn",
+    "torch",
+    "Tensor",
+    "attention",
+    "positions",
+    "grouped_linear",
+    "sinusoid_positions",
+    "Scope",
+    "l",
+    "O",
+    "I",
+    "match",
+    "case",
+    "type",
 ];
 
 /// Python's keywords (soft keywords are valid attribute names).
 const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del", "elif",
-    "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal", "not",
-    "or", "pass", "raise", "return", "try", "while", "with", "yield",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
 ];
 
 /// `nn.Module` attributes a child may not shadow.
 const MODULE_ATTRS: &[&str] = &[
-    "training", "forward", "train", "eval", "to", "cuda", "cpu", "type", "float", "double", "half", "bfloat16",
-    "apply", "parameters", "buffers", "children", "modules", "state_dict", "load_state_dict", "register_buffer",
-    "register_parameter", "add_module", "named_parameters", "named_buffers", "named_children", "named_modules",
-    "zero_grad", "requires_grad_", "share_memory", "extra_repr", "get_parameter", "get_submodule", "get_buffer",
-    "compile", "xpu", "ipu", "mtia", "to_empty", "register_module", "dump_patches", "call_super_init",
+    "training",
+    "forward",
+    "train",
+    "eval",
+    "to",
+    "cuda",
+    "cpu",
+    "type",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "apply",
+    "parameters",
+    "buffers",
+    "children",
+    "modules",
+    "state_dict",
+    "load_state_dict",
+    "register_buffer",
+    "register_parameter",
+    "add_module",
+    "named_parameters",
+    "named_buffers",
+    "named_children",
+    "named_modules",
+    "zero_grad",
+    "requires_grad_",
+    "share_memory",
+    "extra_repr",
+    "get_parameter",
+    "get_submodule",
+    "get_buffer",
+    "compile",
+    "xpu",
+    "ipu",
+    "mtia",
+    "to_empty",
+    "register_module",
+    "dump_patches",
+    "call_super_init",
 ];
 
 pub(crate) fn is_identifier(s: &str) -> bool {
@@ -199,11 +283,11 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
                 helpers.extend(h);
             }
             Item::Call(q) => {
-                let args = cx.scopes.inputs[&q].iter().map(|&o| operand(cx, inst, o, &vals)).collect::<Result<_, _>>()?;
+                let args =
+                    cx.scopes.inputs[&q].iter().map(|&o| operand(cx, inst, o, &vals)).collect::<Result<_, _>>()?;
                 let call = Py::call(path_from(cx, inst, q).flat(), args);
                 let outs = &cx.scopes.outputs[&q];
-                let outs_names: Vec<String> =
-                    outs.iter().map(|&o| names.fresh(&base_name(&g.node(o).path))).collect();
+                let outs_names: Vec<String> = outs.iter().map(|&o| names.fresh(&base_name(&g.node(o).path))).collect();
                 body.extend(call.lines(8, &format!("{} = ", outs_names.join(", ")), ""));
                 for (o, name) in outs.iter().zip(outs_names) {
                     vals.insert(*o, Py::atom(name));
@@ -221,12 +305,16 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
         }
         body.extend(Py::dict(items).lines(8, "return ", ""));
     } else {
-        let outs: Vec<String> = outs.iter().map(|o| operand(cx, inst, *o, &vals).map(|p| p.flat())).collect::<Result<_, _>>()?;
+        let outs: Vec<String> =
+            outs.iter().map(|o| operand(cx, inst, *o, &vals).map(|p| p.flat())).collect::<Result<_, _>>()?;
         let one = format!("        return {}", outs.join(", "));
         if one.chars().count() <= WIDTH {
             body.push(one);
         } else {
-            body.extend(Py::Group("(".into(), outs.into_iter().map(|o| (String::new(), Py::atom(o))).collect(), ")").lines(8, "return ", ""));
+            body.extend(
+                Py::Group("(".into(), outs.into_iter().map(|o| (String::new(), Py::atom(o))).collect(), ")")
+                    .lines(8, "return ", ""),
+            );
         }
     }
     lines.extend(body);
@@ -383,7 +471,10 @@ fn statement(
 /// `self.qkv` when node `n` applies a primitive built as its `nn` module to its
 /// first operand with exactly that module's parameters.
 fn module_call(cx: &Ctx<'_>, inst: usize, n: NodeId, ops: &[NodeId]) -> Option<String> {
-    if !matches!(cx.g.node(n).op, Op::Linear | Op::LayerNorm { .. } | Op::Conv2d { .. } | Op::Conv3d { .. } | Op::Embedding) {
+    if !matches!(
+        cx.g.node(n).op,
+        Op::Linear | Op::LayerNorm { .. } | Op::Conv2d { .. } | Op::Conv3d { .. } | Op::Embedding
+    ) {
         return None;
     }
     let params: Vec<usize> = ops[1..]

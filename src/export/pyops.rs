@@ -194,7 +194,10 @@ pub(crate) fn expr(op: &Op, a: &[Py], tys: &[&TensorType], out: &TensorType) -> 
         Op::Linear => Py::call("F.linear", a.to_vec()),
         Op::GroupedLinear { groups } => {
             let bias = a.get(2).cloned().unwrap_or(Py::atom("None"));
-            return (Py::call("grouped_linear", vec![x(), a[1].clone(), bias, int(*groups)]), Some(Helper::GroupedLinear));
+            return (
+                Py::call("grouped_linear", vec![x(), a[1].clone(), bias, int(*groups)]),
+                Some(Helper::GroupedLinear),
+            );
         }
         Op::Conv2d { stride } => conv("F.conv2d", a, stride),
         Op::Conv3d { stride } => conv("F.conv3d", a, stride),

@@ -144,7 +144,8 @@ fn schedule(items: &[Item], deps: &[BTreeSet<usize>], first: &[usize]) -> Vec<It
             users[u].push(k);
         }
     }
-    let mut ready: BTreeSet<(usize, usize)> = (0..items.len()).filter(|&k| left[k] == 0).map(|k| (first[k], k)).collect();
+    let mut ready: BTreeSet<(usize, usize)> =
+        (0..items.len()).filter(|&k| left[k] == 0).map(|k| (first[k], k)).collect();
     let mut out = Vec::with_capacity(items.len());
     while let Some((f, k)) = ready.iter().next().copied() {
         ready.remove(&(f, k));

@@ -38,7 +38,14 @@ pub fn model_py(c: &Compiled) -> Result<String, ExportError> {
     let scopes = Scopes::new(g, &tree);
     let access = |t: usize| access_of(&tree, t);
     let cx = Ctx { g, tree: &tree, scopes: &scopes, sources: &c.sources, access: &access };
-    let mut w = Writer { cx: &cx, classes: Vec::new(), seen: HashMap::new(), counts: HashMap::new(), helpers: BTreeSet::new(), scope: false };
+    let mut w = Writer {
+        cx: &cx,
+        classes: Vec::new(),
+        seen: HashMap::new(),
+        counts: HashMap::new(),
+        helpers: BTreeSet::new(),
+        scope: false,
+    };
     let mut names: HashMap<usize, String> = HashMap::new();
     // Classes bottom-up, so a class's children are named before it.
     for t in post_order(&tree) {
@@ -108,7 +115,8 @@ impl Writer<'_, '_> {
             if is_attr(seg) {
                 body.extend(e.lines(8, &format!("self.{seg} = "), ""));
             } else {
-                let method = if matches!(tree.nodes[ch].kind, Kind::Param(_)) { "register_parameter" } else { "add_module" };
+                let method =
+                    if matches!(tree.nodes[ch].kind, Kind::Param(_)) { "register_parameter" } else { "add_module" };
                 body.extend(Py::call(format!("self.{method}"), vec![Py::atom(pyops::quote(seg)), e]).lines(8, "", ""));
             }
         }
@@ -301,8 +309,12 @@ fn init(p: &ParamInfo) -> Py {
             Init::Zeros => Py::call("torch.zeros", shape_args),
             Init::Ones => Py::call("torch.ones", shape_args),
             Init::Constant { value } => Py::call("torch.full", vec![Py::atom(tuple), Py::atom(float(*value))]),
-            Init::Normal { std } => Py::call(format!("{}.normal_", empty.flat()), vec![Py::atom(format!("std={}", float(*std)))]),
-            Init::TruncNormal { std } => Py::call("nn.init.trunc_normal_", vec![empty, Py::atom(format!("std={}", float(*std)))]),
+            Init::Normal { std } => {
+                Py::call(format!("{}.normal_", empty.flat()), vec![Py::atom(format!("std={}", float(*std)))])
+            }
+            Init::TruncNormal { std } => {
+                Py::call("nn.init.trunc_normal_", vec![empty, Py::atom(format!("std={}", float(*std)))])
+            }
             Init::Uniform { bound } => {
                 Py::call(format!("{}.uniform_", empty.flat()), vec![Py::atom(float(-bound)), Py::atom(float(*bound))])
             }
@@ -321,7 +333,10 @@ fn camel(module: &str) -> String {
             out.push_str(ch.as_str());
         }
     }
-    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) || ["Model", "Scope", "Tensor"].contains(&out.as_str()) {
+    if out.is_empty()
+        || out.starts_with(|c: char| c.is_ascii_digit())
+        || ["Model", "Scope", "Tensor"].contains(&out.as_str())
+    {
         out = format!("{out}Module");
     }
     out

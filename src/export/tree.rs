@@ -161,9 +161,10 @@ impl Tree {
     pub fn is_list(&self, i: usize) -> bool {
         let ch = &self.nodes[i].children;
         !ch.is_empty()
-            && ch.iter().enumerate().all(|(k, &c)| {
-                self.nodes[c].seg == k.to_string() && !matches!(self.nodes[c].kind, Kind::Param(_))
-            })
+            && ch
+                .iter()
+                .enumerate()
+                .all(|(k, &c)| self.nodes[c].seg == k.to_string() && !matches!(self.nodes[c].kind, Kind::Param(_)))
     }
 
     /// A primitive that holds exactly `weight` (+ `bias`): built as its `nn` module
@@ -175,6 +176,7 @@ impl Tree {
         }
         let kids = &self.nodes[t].children;
         let segs: Vec<&str> = kids.iter().map(|&c| self.nodes[c].seg.as_str()).collect();
-        kids.iter().all(|&c| matches!(self.nodes[c].kind, Kind::Param(_))) && (segs == ["weight"] || segs == ["weight", "bias"])
+        kids.iter().all(|&c| matches!(self.nodes[c].kind, Kind::Param(_)))
+            && (segs == ["weight"] || segs == ["weight", "bias"])
     }
 }

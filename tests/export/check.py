@@ -11,6 +11,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -53,6 +54,7 @@ def load_module(path, name):
 
 
 def check_package(k, entry):
+    t0 = time.perf_counter()
     d = Path(entry["dir"])
     what = f"{entry['spec']} ({entry['mode']})"
     module = load_module(d / "model.py", f"exported_{k}")
@@ -94,7 +96,7 @@ def check_package(k, entry):
             compare(f"{what} torch.export", program.module()(**inputs), want, 1e-5)
     if entry.get("adamw"):
         check_adamw(what, model, entry["adamw"])
-    print(f"ok   {what}", flush=True)
+    print(f"ok   {what} ({time.perf_counter() - t0:.1f}s)", flush=True)
 
 
 def check_adamw(what, model, a):
@@ -102,10 +104,13 @@ def check_adamw(what, model, a):
     model.train()
     batch = load_file(a["batch"])
     want = load_file(a["after"])
+    # graft decays matrices and kernels only (biases, norm scales, gates are not).
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        params, lr=a["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=a["wd"]
-    )
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": a["wd"]},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=a["lr"], betas=(0.9, 0.999), eps=1e-8)
     inputs = {k: v for k, v in batch.items() if k != a["target"]}
     out = model(**inputs)[a["output"]]
     loss = torch.nn.functional.cross_entropy(out, batch[a["target"]].long())
@@ -113,6 +118,10 @@ def check_adamw(what, model, a):
     loss.backward()
     opt.step()
     state = dict(model.named_parameters())
+    trainable = sorted(n for n, p in state.items() if p.requires_grad)
+    if sorted(want) != trainable:
+        fail(f"{what} AdamW", f"graft train wrote {sorted(want)[:4]}…, trainable {trainable[:4]}…")
+        return
     for name, w in want.items():
         e = rel_err(state[name].detach(), w)
         if not e <= 1e-6:
