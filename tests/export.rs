@@ -235,3 +235,47 @@ model step {
     });
     json!({"spec": "adamw step", "mode": "train", "dir": dir.join("pkg"), "params": params, "cases": [], "adamw": adamw})
 }
+
+/// The commands end to end: what they write, and one-line refusals (exit 1, 2 for
+/// usage) that leave nothing behind.
+#[test]
+fn export_commands_write_their_files_and_refuse_bad_input() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_graft")).args(args).current_dir(repo()).output().unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let pkg = dir.join("pkg");
+    let o = run(&[
+        "export",
+        "pytorch",
+        "specs/demo/cm3t_mhva.graft",
+        "--weights",
+        "video_vit=/nonexistent.safetensors",
+        "--out",
+        &s(&pkg),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nonexistent") && !err.contains("panicked"), "{err}");
+    assert!(!pkg.exists(), "nothing is written on an error");
+    let o = run(&["export", "pytorch", "specs/demo/video_pretrain.graft", "--mode", "infer", "--out", &s(&pkg)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files: Vec<String> =
+        std::fs::read_dir(&pkg).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(std::fs::read_to_string(pkg.join("model.py")).unwrap().contains("class Model(nn.Module):"));
+    let st = graft::safetensors::SafeFile::open(&pkg.join("weights.safetensors")).unwrap();
+    assert!(st.entries().contains_key("video_vit.patch_embed.proj.weight"));
+    let o = run(&["export", "pytorch", "specs/demo/video_pretrain.graft", "--out", &s(&pkg)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let onnx = dir.join("m.onnx");
+    let o = run(&["export", "onnx", "specs/demo/video_pretrain.graft", "--opset", "16", "--out", &s(&onnx)]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["export", "onnx", "specs/demo/video_pretrain.graft", "--dynamic-batch", "--out", &s(&onnx)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
