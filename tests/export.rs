@@ -131,7 +131,7 @@ fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) 
     if external {
         opts.external_over = Some(0);
     }
-    let out = onnx::model(c, &named, &opts, "model.onnx.data").unwrap_or_else(|e| panic!("{spec} (onnx): {e}"));
+    let out = onnx::model(c, named, &opts, "model.onnx.data").unwrap_or_else(|e| panic!("{spec} (onnx): {e}"));
     std::fs::write(&file, &out.model).unwrap();
     if let Some(data) = &out.external {
         std::fs::write(dir.join("model.onnx.data"), data).unwrap();

@@ -204,8 +204,8 @@ pub fn onnx(a: &ExportOnnxArgs) -> Result<ExitCode> {
     let opts =
         crate::export::onnx::Options { opset: a.opset, dynamic: a.dynamic_batch, fixed: a.batch, external_over: None };
     let data_name = format!("{}.data", a.out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-    let out = crate::export::onnx::model(&c, &weights, &opts, &data_name)
-        .map_err(|e| anyhow!("{}: {e}", a.spec.display()))?;
+    let out =
+        crate::export::onnx::model(&c, weights, &opts, &data_name).map_err(|e| anyhow!("{}: {e}", a.spec.display()))?;
     if let Some(data) = &out.external {
         crate::durable::write_atomic(&a.out.with_file_name(&data_name), data)?;
     }

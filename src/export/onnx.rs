@@ -87,7 +87,8 @@ pub fn model(
             r#type: Some(TypeProto { tensor_type: Some(TypeTensor { elem_type: elem(ty.dtype)?, shape }) }),
         })
     };
-    let by_path: HashMap<&str, &HostTensor> = weights.iter().map(|(p, t)| (p.as_str(), t)).collect();
+    // Values move into the initializers (a ViT-L's weights are not copied).
+    let mut by_path: HashMap<String, HostTensor> = weights.into_iter().collect();
     let mut b = Builder::new(opts.opset);
     let mut vals: HashMap<NodeId, String> = HashMap::new();
     let (mut inputs, mut outputs, mut params) = (Vec::new(), Vec::new(), Vec::new());
@@ -100,7 +101,7 @@ pub fn model(
             }
             Op::Parameter(p) => {
                 let t = by_path
-                    .get(p.path.as_str())
+                    .remove(p.path.as_str())
                     .ok_or_else(|| ExportError::Value(format!("no value for parameter `{}`", p.path)))?;
                 if t.shape != p.shape || t.dtype != p.dtype {
                     return Err(ExportError::Value(format!(
@@ -114,7 +115,7 @@ pub fn model(
                     dims: t.shape.clone(),
                     data_type: elem(t.dtype)?,
                     name: p.path.clone(),
-                    raw_data: t.data.clone(),
+                    raw_data: t.data,
                     ..Default::default()
                 });
                 vals.insert(n, p.path.clone());
