@@ -94,19 +94,19 @@ fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
     std::fs::write(dir.join("model.py"), &text).unwrap();
     let plan = Plan::new(&c.graph);
     let params_json: Vec<Value> =
-        plan.params.iter().map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable})).collect();
+        plan.params().iter().map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable})).collect();
     let mut entry = json!({"spec": spec, "mode": mode, "dir": dir, "params": params_json});
     if large(spec) {
         entry["meta"] = json!(true);
         return entry;
     }
-    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
-    let named: Vec<(String, HostTensor)> = plan.params.iter().map(|p| p.path.clone()).zip(params.clone()).collect();
+    let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+    let named: Vec<(String, HostTensor)> = plan.params().iter().map(|p| p.path.clone()).zip(params.clone()).collect();
     write(&dir.join("weights.safetensors"), &named);
     let given = inputs::random(&plan, 2, 1).unwrap();
     let mut cases = Case { dir: dir.clone(), n: 0 };
     let mut list = vec![cases.add(&plan, &params, given.clone(), &[])];
-    let optional: Vec<&str> = plan.inputs.iter().filter(|i| i.optional).map(|i| i.name.as_str()).collect();
+    let optional: Vec<&str> = plan.inputs().iter().filter(|i| i.optional).map(|i| i.name.as_str()).collect();
     for o in &optional {
         list.push(cases.add(&plan, &params, given.clone(), &[o]));
     }
@@ -122,8 +122,8 @@ fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
 
 fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) -> Value {
     let plan = Plan::new(&c.graph);
-    let params: Vec<HostTensor> = plan.params.iter().map(|p| random_values(p, 0)).collect();
-    let named: Vec<(String, HostTensor)> = plan.params.iter().map(|p| p.path.clone()).zip(params.clone()).collect();
+    let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+    let named: Vec<(String, HostTensor)> = plan.params().iter().map(|p| p.path.clone()).zip(params.clone()).collect();
     let dir = root.join(format!("onnx-{}-{opset}", spec.replace('/', "_")));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("model.onnx");
@@ -235,7 +235,7 @@ model step {
     graft(&dir, &[&train[..], &rest].concat());
     let c = compile_spec(&dir.join("step.graft"), Mode::Train).unwrap();
     let params: Vec<Value> = Plan::new(&c.graph)
-        .params
+        .params()
         .iter()
         .map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable}))
         .collect();

@@ -133,12 +133,12 @@ fn values(spec: &std::path::Path, c: &crate::pipeline::Compiled, a: &WeightArgs)
     let plan = crate::backend::Plan::new(&c.graph);
     let bindings = super::bindings(spec, c, &a.weights)?;
     let declared = Declared::from_sites(&c.sites);
-    let leaves = Leaves::load(plan.params.iter(), &bindings, &declared, &a.allow_missing, a.seed)?;
+    let leaves = Leaves::load(plan.params().iter(), &bindings, &declared, &a.allow_missing, a.seed)?;
     for note in &leaves.notes {
         eprintln!("note: {note}");
     }
-    let vals = materialise(&plan.params, &leaves)?;
-    Ok(plan.params.iter().map(|p| p.path.clone()).zip(vals).collect())
+    let vals = materialise(plan.params(), &leaves)?;
+    Ok(plan.params().iter().map(|p| p.path.clone()).zip(vals).collect())
 }
 
 /// Refuse an `--out` that exists or that names one of the command's inputs.
