@@ -58,35 +58,8 @@ pub fn model(
     }
     let g = c.graph.graph();
     let order = g.topo_order().unwrap_or_default();
-    let batch: HashSet<String> = g
-        .inputs()
-        .iter()
-        .filter_map(|&i| match &g.node(i).op {
-            Op::Input { ty, .. } => match ty.shape.first() {
-                Some(Dim::Sym(s)) => Some(s.clone()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    let value_info = |name: &str, ty: &TensorType| -> Result<ValueInfoProto, ExportError> {
-        let dim = ty
-            .shape
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(n) => Dimension { dim_value: Some(*n), dim_param: None },
-                Dim::Sym(s) if batch.contains(s) && !opts.dynamic => {
-                    Dimension { dim_value: Some(opts.fixed), dim_param: None }
-                }
-                Dim::Sym(s) => Dimension { dim_value: None, dim_param: Some(s.clone()) },
-            })
-            .collect();
-        let shape = Some(TensorShapeProto { dim });
-        Ok(ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto { tensor_type: Some(TypeTensor { elem_type: elem(ty.dtype)?, shape }) }),
-        })
-    };
+    let batch = batch_symbols(c);
+    let value_info = |name: &str, ty: &TensorType| value_info(name, ty, &batch, opts);
     // Values move into the initializers (a ViT-L's weights are not copied).
     let mut by_path: HashMap<String, HostTensor> = weights.into_iter().collect();
     let mut b = Builder::new(opts.opset);
@@ -103,21 +76,7 @@ pub fn model(
                 let t = by_path
                     .remove(p.path.as_str())
                     .ok_or_else(|| ExportError::Value(format!("no value for parameter `{}`", p.path)))?;
-                if t.shape != p.shape || t.dtype != p.dtype {
-                    return Err(ExportError::Value(format!(
-                        "parameter `{}`: expected {}, the value is {}",
-                        p.path,
-                        crate::tensor::type_text(p.dtype, &p.shape),
-                        t.type_text()
-                    )));
-                }
-                params.push(TensorProto {
-                    dims: t.shape.clone(),
-                    data_type: elem(t.dtype)?,
-                    name: p.path.clone(),
-                    raw_data: t.data,
-                    ..Default::default()
-                });
+                params.push(initializer(p, t)?);
                 vals.insert(n, p.path.clone());
             }
             Op::Output { name } => {
@@ -167,6 +126,65 @@ pub fn model(
         metadata_props: vec![],
     };
     Ok(Exported { model: model.encode_to_vec(), external, nodes })
+}
+
+/// The symbols in the first dim of the inputs: the batch.
+fn batch_symbols(c: &Compiled) -> HashSet<String> {
+    let g = c.graph.graph();
+    g.inputs()
+        .iter()
+        .filter_map(|&i| match &g.node(i).op {
+            Op::Input { ty, .. } => match ty.shape.first() {
+                Some(Dim::Sym(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// A graph input's or output's name and type; the batch fixed unless `dynamic`.
+fn value_info(
+    name: &str,
+    ty: &TensorType,
+    batch: &HashSet<String>,
+    opts: &Options,
+) -> Result<ValueInfoProto, ExportError> {
+    let dim = ty
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => Dimension { dim_value: Some(*n), dim_param: None },
+            Dim::Sym(s) if batch.contains(s) && !opts.dynamic => {
+                Dimension { dim_value: Some(opts.fixed), dim_param: None }
+            }
+            Dim::Sym(s) => Dimension { dim_value: None, dim_param: Some(s.clone()) },
+        })
+        .collect();
+    let shape = Some(TensorShapeProto { dim });
+    Ok(ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { tensor_type: Some(TypeTensor { elem_type: elem(ty.dtype)?, shape }) }),
+    })
+}
+
+/// A parameter's value as an initializer named by its path (the data moves).
+fn initializer(p: &crate::ir::ParamInfo, t: HostTensor) -> Result<TensorProto, ExportError> {
+    if t.shape != p.shape || t.dtype != p.dtype {
+        return Err(ExportError::Value(format!(
+            "parameter `{}`: expected {}, the value is {}",
+            p.path,
+            crate::tensor::type_text(p.dtype, &p.shape),
+            t.type_text()
+        )));
+    }
+    Ok(TensorProto {
+        dims: t.shape.clone(),
+        data_type: elem(t.dtype)?,
+        name: p.path.clone(),
+        raw_data: t.data,
+        ..Default::default()
+    })
 }
 
 /// The ONNX IR version that goes with an opset.

@@ -177,17 +177,7 @@ pub(crate) fn lower(
             b.node("LayerNormalization", &[&a[0], &a[1], &a[2]], attrs, hint)
         }
         Op::Gelu if b.opset >= 20 => b.node("Gelu", &[&a[0]], vec![attr_s("approximate", "none")], hint),
-        Op::Gelu => {
-            // 0.5 · x · (1 + erf(x / √2)), the pattern ONNX Runtime fuses into one Gelu.
-            let r2 = b.floats(&[std::f64::consts::SQRT_2], &[], dt)?;
-            let one = b.floats(&[1.0], &[], dt)?;
-            let half = b.floats(&[0.5], &[], dt)?;
-            let d = b.node("Div", &[&a[0], &r2], vec![], hint);
-            let e = b.node("Erf", &[&d], vec![], hint);
-            let p = b.node("Add", &[&e, &one], vec![], hint);
-            let m = b.node("Mul", &[&a[0], &p], vec![], hint);
-            b.node("Mul", &[&m, &half], vec![], hint)
-        }
+        Op::Gelu => gelu_erf(b, &a[0], dt, hint)?,
         Op::Relu => b.node("Relu", &[&a[0]], vec![], hint),
         Op::Tanh => b.node("Tanh", &[&a[0]], vec![], hint),
         Op::Sigmoid => b.node("Sigmoid", &[&a[0]], vec![], hint),
@@ -211,62 +201,83 @@ pub(crate) fn lower(
             let (s, e, x) = (b.ints(&[index * n]), b.ints(&[(index + 1) * n]), b.ints(&[ax]));
             b.node("Slice", &[&a[0], &s, &e, &x], vec![], hint)
         }
-        Op::Concat { axis } => {
-            let ax = if *axis < 0 { axis + rank(out) } else { *axis } as usize;
-            let mut parts = Vec::new();
-            for (k, t) in tys.iter().enumerate() {
-                let grow: Vec<usize> = (0..out.rank())
-                    .filter(|&i| i != ax && t.shape[i] == Dim::Fixed(1) && out.shape[i] != Dim::Fixed(1))
-                    .collect();
-                if grow.is_empty() {
-                    parts.push(a[k].clone());
-                    continue;
-                }
-                // Expand to [size at grown dims, 1 elsewhere] (broadcast does the rest).
-                let mut pieces = Vec::new();
-                for i in 0..out.rank() {
-                    let piece = match (&out.shape[i], grow.contains(&i)) {
-                        (_, false) => b.ints(&[1]),
-                        (Dim::Fixed(n), true) => b.ints(&[*n]),
-                        (Dim::Sym(_), true) => {
-                            let from = tys.iter().position(|u| u.shape[i] != Dim::Fixed(1)).unwrap_or(0);
-                            let attrs = vec![attr_i("start", i as i64), attr_i("end", i as i64 + 1)];
-                            b.node("Shape", &[&a[from]], attrs, hint)
-                        }
-                    };
-                    pieces.push(piece);
-                }
-                let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
-                let shape = b.node("Concat", &refs, vec![attr_i("axis", 0)], hint);
-                parts.push(b.node("Expand", &[&a[k], &shape], vec![], hint));
-            }
-            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-            b.node("Concat", &refs, vec![attr_i("axis", ax as i64)], hint)
-        }
+        Op::Concat { axis } => concat(b, a, tys, out, *axis, hint),
         Op::Embedding => b.node("Gather", &[&a[1], &a[0]], vec![attr_i("axis", 0)], hint),
         Op::TokenSelect { index } => {
             let i = b.scalar_i64(*index);
             b.node("Gather", &[&a[0], &i], vec![attr_i("axis", 1)], hint)
         }
         Op::MeanTokens => b.with_axes("ReduceMean", &a[0], &[1], 18, vec![attr_i("keepdims", 0)], hint),
-        Op::Positions => match &tys[0].shape[1] {
-            Dim::Fixed(t) => {
-                let v: Vec<i64> = (0..*t).collect();
-                let c = b.ints(&v);
-                b.reshape(&c, &[1, *t], hint)
-            }
-            Dim::Sym(_) => {
-                let t = b.node("Shape", &[&a[0]], vec![attr_i("start", 1), attr_i("end", 2)], hint);
-                let t = b.with_axes("Squeeze", &t, &[0], 13, vec![], hint);
-                let (zero, one) = (b.scalar_i64(0), b.scalar_i64(1));
-                let r = b.node("Range", &[&zero, &t, &one], vec![], hint);
-                b.unsqueeze(&r, &[0], hint)
-            }
-        },
+        Op::Positions => positions(b, &a[0], tys[0], hint),
         Op::Input { .. } | Op::Output { .. } | Op::Parameter(_) | Op::Unbound => {
             return Err(ExportError::Unsupported(format!("internal: `{}` is not a computing op", op.name())))
         }
     })
+}
+
+/// `0.5 · x · (1 + erf(x / √2))`, the pattern ONNX Runtime fuses into one Gelu.
+fn gelu_erf(b: &mut Builder, x: &str, dt: DType, hint: &str) -> Result<String, ExportError> {
+    let r2 = b.floats(&[std::f64::consts::SQRT_2], &[], dt)?;
+    let one = b.floats(&[1.0], &[], dt)?;
+    let half = b.floats(&[0.5], &[], dt)?;
+    let d = b.node("Div", &[x, &r2], vec![], hint);
+    let e = b.node("Erf", &[&d], vec![], hint);
+    let p = b.node("Add", &[&e, &one], vec![], hint);
+    let m = b.node("Mul", &[x, &p], vec![], hint);
+    Ok(b.node("Mul", &[&m, &half], vec![], hint))
+}
+/// Concatenation; size-1 dims off the axis broadcast (`Expand` to the sizes of the
+/// other operands, read with `Shape` where symbolic).
+fn concat(b: &mut Builder, a: &[String], tys: &[&TensorType], out: &TensorType, axis: i64, hint: &str) -> String {
+    let ax = if axis < 0 { axis + out.rank() as i64 } else { axis } as usize;
+    let mut parts = Vec::new();
+    for (k, t) in tys.iter().enumerate() {
+        let grow: Vec<usize> = (0..out.rank())
+            .filter(|&i| i != ax && t.shape[i] == Dim::Fixed(1) && out.shape[i] != Dim::Fixed(1))
+            .collect();
+        if grow.is_empty() {
+            parts.push(a[k].clone());
+            continue;
+        }
+        // Expand to [size at grown dims, 1 elsewhere] (broadcast does the rest).
+        let mut pieces = Vec::new();
+        for i in 0..out.rank() {
+            let piece = match (&out.shape[i], grow.contains(&i)) {
+                (_, false) => b.ints(&[1]),
+                (Dim::Fixed(n), true) => b.ints(&[*n]),
+                (Dim::Sym(_), true) => {
+                    let from = tys.iter().position(|u| u.shape[i] != Dim::Fixed(1)).unwrap_or(0);
+                    let attrs = vec![attr_i("start", i as i64), attr_i("end", i as i64 + 1)];
+                    b.node("Shape", &[&a[from]], attrs, hint)
+                }
+            };
+            pieces.push(piece);
+        }
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        let shape = b.node("Concat", &refs, vec![attr_i("axis", 0)], hint);
+        parts.push(b.node("Expand", &[&a[k], &shape], vec![], hint));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    b.node("Concat", &refs, vec![attr_i("axis", ax as i64)], hint)
+}
+
+/// `[1, T]` positions `0..T` of `[B, T]` ids (a `Range` over the ids' length when
+/// it is symbolic).
+fn positions(b: &mut Builder, x: &str, ids: &TensorType, hint: &str) -> String {
+    match &ids.shape[1] {
+        Dim::Fixed(t) => {
+            let v: Vec<i64> = (0..*t).collect();
+            let c = b.ints(&v);
+            b.reshape(&c, &[1, *t], hint)
+        }
+        Dim::Sym(_) => {
+            let t = b.node("Shape", &[x], vec![attr_i("start", 1), attr_i("end", 2)], hint);
+            let t = b.with_axes("Squeeze", &t, &[0], 13, vec![], hint);
+            let (zero, one) = (b.scalar_i64(0), b.scalar_i64(1));
+            let r = b.node("Range", &[&zero, &t, &one], vec![], hint);
+            b.unsqueeze(&r, &[0], hint)
+        }
+    }
 }
 
 fn conv(b: &mut Builder, a: &[String], tys: &[&TensorType], stride: &[i64], hint: &str) -> String {
