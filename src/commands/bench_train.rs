@@ -42,7 +42,7 @@ pub fn run(a: &TrainBenchArgs) -> Result<()> {
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         anyhow::bail!("--lr must be a finite number >= 0");
     }
-    let backend = backend(BackendArg::Torch, &a.engine)?;
+    let backend = backend(BackendArg::Torch, a.engine)?;
     let device = crate::backend::torch::convert::device(a.device.device(backend.as_ref())?);
     let specs = a.specs.iter().map(|p| model(p)).collect::<Result<Vec<_>>>()?;
     let cfg = TrainBenchConfig {
