@@ -32,6 +32,11 @@ pub const MAX_SYNTH_SAMPLES: u64 = 1 << 24;
 pub const MAX_SAMPLE_BYTES: u64 = 1 << 32;
 /// Classes of one dataset (`classes` in `dataset.json`).
 pub const MAX_CLASSES: u64 = 1 << 24;
+/// Ranks of one data-parallel run (`world_size` in a run's `state.json`).
+pub const MAX_WORLD: u64 = 1 << 16;
+/// Seconds the rendezvous and each collective may wait (`--dist-timeout`): a week.
+/// Far below what c10d's nanosecond clocks overflow at (about 9.2e9 s).
+pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
 /// A `usize` count in `1..=max`.
 pub fn count(max: u64) -> RangedU64ValueParser<usize> {
@@ -61,6 +66,22 @@ pub fn batch_i64() -> RangedI64ValueParser<i64> {
 /// A thread count in `1..=MAX_THREADS`.
 pub fn threads() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS as u64)
+}
+
+/// A number of seconds in `(0, MAX_TIMEOUT_S]` (`--dist-timeout`), for clap.
+pub fn timeout_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    check_timeout(v)?;
+    Ok(v)
+}
+
+/// A timeout in seconds: finite, above 0 and at most [`MAX_TIMEOUT_S`].
+pub fn check_timeout(v: f64) -> Result<(), String> {
+    if !(v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_S) {
+        let shown = if v.abs() < 1e15 { v.to_string() } else { format!("{v:e}") };
+        return Err(format!("{shown} s is outside 0 < SECS <= {MAX_TIMEOUT_S} (a week)"));
+    }
+    Ok(())
 }
 
 /// Optimizer steps for `epochs` epochs of `per_epoch` batches, `accumulate` batches
@@ -101,5 +122,15 @@ mod tests {
         assert!(check_count("shards", 1_000_000_000_000, MAX_SHARDS, false).unwrap_err().contains("at most"));
         assert!(check_count("shards", 0, MAX_SHARDS, false).is_err());
         assert!(check_count("samples", 0, MAX_SAMPLES, true).is_ok());
+    }
+
+    #[test]
+    fn timeouts_are_bounded_before_any_duration_is_made() {
+        assert_eq!(timeout_secs("8"), Ok(8.0));
+        assert_eq!(timeout_secs("604800"), Ok(MAX_TIMEOUT_S));
+        for bad in ["0", "-1", "nan", "inf", "18446744073709551615", "9.3e9", "604800.5"] {
+            let e = timeout_secs(bad).unwrap_err();
+            assert!(e.contains("0 < SECS <= 604800") || e.contains("not a number"), "{bad}: {e}");
+        }
     }
 }

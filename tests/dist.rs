@@ -301,6 +301,22 @@ fn a_rank_that_never_starts_is_a_rendezvous_error_naming_it() {
 }
 
 #[test]
+fn a_listener_that_never_answers_on_master_port_fails_rank_1_within_the_timeout() {
+    // Accepts connections (the kernel completes them) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let words = train_words("silent", &["--batch", "4", "--steps", "2", "--dist-timeout", "4"]);
+    let (o, took) = finish(spawn(&words, 1, 2, port), BOUND);
+    drop(silent);
+    let err = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}: {err}");
+    assert!(err.contains(&format!("rendezvous store at 127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT")), "{err}");
+    assert!(err.contains("within 4 s"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn different_settings_on_two_ranks_are_refused() {
     let port = free_port();
     let a = spawn(&train_words("mismatch", &["--batch", "4", "--steps", "2"]), 0, 2, port);

@@ -91,8 +91,8 @@ pub struct TrainArgs {
     #[arg(long = "dist-backend", value_enum)]
     pub dist_backend: Option<crate::backend::torch::dist::BackendArg>,
     /// Seconds the rendezvous and each collective wait for the other ranks before the
-    /// run stops with an error naming the rank at fault.
-    #[arg(long = "dist-timeout", value_name = "SECS", default_value_t = crate::backend::torch::dist::DEFAULT_TIMEOUT_S as f64)]
+    /// run stops with an error naming the rank at fault (at most a week).
+    #[arg(long = "dist-timeout", value_name = "SECS", default_value_t = crate::backend::torch::dist::DEFAULT_TIMEOUT_S as f64, value_parser = crate::bounds::timeout_secs)]
     pub dist_timeout: f64,
 }
 

@@ -8,6 +8,9 @@
 //!   heartbeat thread: its own store connection, `alive/<rank>` += 1 every 250 ms
 //! ```
 //!
+//! Every wait of the rendezvous is bounded by `--dist-timeout`, the store
+//! connection (and its handshake) of every rank included.
+//!
 //! - [`ffi`]: the C++ shim's handles (store, group, async work).
 //! - [`reduce`]: gradient buckets (flat buffers, reverse order, async all-reduce),
 //!   the parameter broadcast and the cross-rank checks.
@@ -138,13 +141,12 @@ impl Dist {
         let prefix = format!("graft/{}", env.restart);
         let serve = env.rank == 0 && !env.agent_store;
         let at = format!("{}:{}", env.master_addr, env.master_port);
-        let store =
-            Store::connect(&env.master_addr, env.master_port, serve, env.world, timeout, &prefix).map_err(|e| {
+        let store = connect_within(&env, serve, timeout, &prefix).map_err(|e| {
                 if serve {
                     anyhow!("rank 0 could not serve the rendezvous store on {at}: {e}\n  hint: is MASTER_PORT free?")
                 } else {
                     anyhow!(
-                        "rank {} could not reach the rendezvous store at {at} (served by {}) within {}: {e}",
+                        "rank {} could not reach the rendezvous store at {at} (MASTER_ADDR:MASTER_PORT, served by {}) within {}: {e}",
                         env.rank,
                         env.store_owner(),
                         secs(timeout)
@@ -285,6 +287,31 @@ fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs_f64())
 }
 
+/// [`Store::connect`], given up after `timeout` whatever c10d does: its client
+/// connects, then waits for the server's answer to a ping without a deadline of its
+/// own, so a listener on MASTER_PORT that never answers would hold a rank for ever.
+/// The connection runs on a thread of its own; past the timeout it is abandoned (its
+/// store is freed if it ever completes); the callers' errors name the address.
+fn connect_within(env: &Env, serve: bool, timeout: Duration, prefix: &str) -> Result<Store> {
+    let (addr, port, world, pre) = (env.master_addr.clone(), env.master_port, env.world, prefix.to_string());
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("graft-store-connect".into())
+        .spawn(move || {
+            // A receiver that gave up drops the store here.
+            let _ = tx.send(Store::connect(&addr, port, serve, world, timeout, &pre));
+        })
+        .map_err(|e| anyhow!("starting the store connection: {e}"))?;
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(_) => bail!(
+            "no answer within {}: {} is not serving the store there, or another service holds MASTER_PORT and never answers",
+            secs(timeout),
+            env.store_owner()
+        ),
+    }
+}
+
 /// Tick `alive/<rank>` on a connection of its own until `stop`; quits quietly when the
 /// store goes away (the main thread reports that).
 fn spawn_heartbeat(
@@ -293,7 +320,14 @@ fn spawn_heartbeat(
     timeout: Duration,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>> {
-    let s = Store::connect(&env.master_addr, env.master_port, false, env.world, timeout, prefix)?;
+    let s = connect_within(env, false, timeout, prefix).map_err(|e| {
+        anyhow!(
+            "rank {}: the heartbeat's connection to {}:{} (MASTER_ADDR:MASTER_PORT): {e}",
+            env.rank,
+            env.master_addr,
+            env.master_port
+        )
+    })?;
     let key = format!("alive/{}", env.rank);
     s.add(&key, 1)?;
     Ok(std::thread::spawn(move || {

@@ -14,7 +14,7 @@
 use super::model::Model;
 use crate::backend::torch::dist::reduce::{check_same, fingerprint, Buckets, BUCKET_CAP};
 use crate::backend::torch::dist::{BackendArg, Dist, Env};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -42,9 +42,7 @@ pub fn join(env: Option<Env>, device: Device, a: DistOptions) -> Result<(Option<
         }
         return Ok((None, device));
     };
-    if !(a.timeout_s.is_finite() && a.timeout_s > 0.0) {
-        bail!("--dist-timeout must be a number of seconds > 0");
-    }
+    crate::bounds::check_timeout(a.timeout_s).map_err(|e| anyhow!("--dist-timeout {e}"))?;
     let (device, cuda) = match device {
         // `--device cuda:N`: every rank on that GPU.
         Device::Cuda(n) if a.pinned => (Device::Cuda(n), Some(n)),
@@ -75,7 +73,8 @@ pub fn join(env: Option<Env>, device: Device, a: DistOptions) -> Result<(Option<
             env.world
         );
     }
-    let timeout = Duration::from_secs_f64(a.timeout_s);
+    let timeout =
+        Duration::try_from_secs_f64(a.timeout_s).map_err(|e| anyhow!("--dist-timeout {}: {e}", a.timeout_s))?;
     Ok((Some(Dist::init(env, backend, timeout, cuda)?), device))
 }
 
