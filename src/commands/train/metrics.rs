@@ -53,9 +53,16 @@ impl Record {
     }
 }
 
-/// Read a `metrics.jsonl` (lines that do not parse are skipped).
+/// The largest `metrics.jsonl` a resume reads back (about ten million records).
+pub const MAX_METRICS_BYTES: usize = 4 << 30;
+
+/// Read a `metrics.jsonl` (lines that do not parse are skipped): a regular file of at
+/// most [`MAX_METRICS_BYTES`], so a FIFO or a device in its place is an error, not a
+/// hang.
 pub fn read(path: &Path) -> Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::input_file::read_capped(path, MAX_METRICS_BYTES, "a metrics.jsonl")
+        .with_context(|| format!("reading {} (the resumed run's metrics)", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
     Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }
 
