@@ -1,7 +1,10 @@
 //! A run survives anything: a crash at every durable step and a full disk at every
 //! write end, after `--resume`, bit-identical to an uninterrupted run; a second
 //! trainer on a locked run directory is refused with the holder's PID; `--resume` of
-//! a finished run exits 0.
+//! a finished run exits 0. And `--resume` trusts nothing it reads: an edited
+//! `state.json`, a bad newer checkpoint beside a good one, a FIFO for `metrics.jsonl`
+//! and a foreign safetensors file as a checkpoint are each refused or set aside with
+//! a message, never trained on, hung on or deleted.
 //!
 //! Crashes and full disks are injected by the durable writer's fault points
 //! (`GRAFT_FAULT_ABORT_AT=N` aborts the process at the N-th durable step, like a
@@ -14,8 +17,9 @@
 use graft::commands::train::rundir;
 use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 const SPEC: &str = r#"use std.encoders
 
@@ -203,6 +207,10 @@ fn absurd_numbers_are_refused_before_anything_starts() {
     refused(&t(&["--epochs", "1000000000000000000", "--batch", "8"]), "1..=4294967296");
     // Within each range, but the product is not: checked, never wrapped.
     refused(&t(&["--epochs", "4294967296", "--batch", "8"]), "more than 4294967296 optimizer steps");
+    // 2^64 - 1 seconds made Duration panic; 9.3e9 s overflowed c10d's clock.
+    for huge in ["18446744073709551615", "9.3e9", "inf", "0"] {
+        refused(&t(&["--steps", "2", "--batch", "8", "--dist-timeout", huge]), "0 < SECS <= 604800");
+    }
     assert!(!d.join("absurd").exists(), "nothing is created for a refused run");
     refused(&["eval", "tiny.graft", "--data", "data", "--batch", "1000000000000"], "1..=65536");
     for (flag, value, want) in
@@ -211,4 +219,139 @@ fn absurd_numbers_are_refused_before_anything_starts() {
         refused(&["bench", "tiny.graft", flag, value], want);
     }
     refused(&["bench", "tiny.graft", "--batch", "1,1000000000000"], "1..=65536");
+}
+
+/// A trained run of two steps in `out` (its one checkpoint: step 2).
+fn trained(out: &str) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir().join(out));
+    let o = train(out, &[], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir().join(out)
+}
+
+/// `--resume out` to step 3, killed (by its PID) if it runs past a bound.
+fn resume_to_3(out: &str) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_graft"));
+    c.args(["train", "tiny.graft", "--data", "data", "--resume", out, "--steps", "3"]);
+    let mut child =
+        c.current_dir(dir()).env("NO_COLOR", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("--resume {out} ran past 60 s and was killed (a hang):\n{}", stderr(&o));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn refused(o: &Output, want: &str) -> String {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(want) && !err.contains("panicked"), "expected `{want}`:\n{err}");
+    err
+}
+
+#[test]
+fn an_edited_state_json_is_refused_naming_the_field() {
+    let run = trained("edited");
+    let path = rundir::latest(&run).unwrap().unwrap().join("state.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let edit = |edits: &[(&str, serde_json::Value)]| {
+        let mut j = json.clone();
+        for (pointer, v) in edits {
+            *j.pointer_mut(pointer).unwrap() = v.clone();
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&j).unwrap() + "\n").unwrap();
+    };
+    // Out of bounds: refused from the number itself.
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        ("/epoch", u64::MAX.into(), "`epoch` is 18446744073709551615"),
+        ("/hyper/accumulate", 1_000_000_000u64.into(), "`hyper.accumulate` is 1000000000; at most 4096"),
+        ("/world_size", 0.into(), "`world_size` is 0"),
+        ("/global_batch", 24.into(), "`global_batch` is 24"),
+        ("/step", 7.into(), "past the run's last step"),
+        ("/position", u64::MAX.into(), "`position` is 18446744073709551615"),
+    ];
+    for (pointer, v, want) in cases {
+        edit(&[(*pointer, v.clone())]);
+        let err = refused(&resume_to_3("edited"), want);
+        assert!(err.contains("corrupt or was edited"), "{err}");
+    }
+    // Within bounds, but not the state the tensors were written with: the digest.
+    let in_bounds: Vec<Vec<(&str, serde_json::Value)>> = vec![
+        vec![("/epoch", 1.into())],
+        vec![("/position", 1.into())],
+        vec![("/world_size", 2.into()), ("/global_batch", 16.into())],
+        vec![("/hyper/seed", 9.into())],
+    ];
+    for edits in &in_bounds {
+        edit(edits);
+        refused(&resume_to_3("edited"), "was edited or replaced after the checkpoint was written");
+    }
+    // Nothing was changed by the refusals: the untouched file resumes.
+    std::fs::write(&path, &original).unwrap();
+    let o = resume_to_3("edited");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_bad_newer_checkpoint_is_set_aside_and_the_run_resumes_from_the_good_one() {
+    let run = trained("bogus");
+    let good = rundir::latest(&run).unwrap().unwrap();
+    // A newer directory with garbage, and a newer copy of the good one whose state.json
+    // claims another step.
+    let garbage = run.join("checkpoint-0000000009");
+    std::fs::create_dir(&garbage).unwrap();
+    std::fs::write(garbage.join("state.json"), "{ not json").unwrap();
+    let copy = run.join("checkpoint-0000000005");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["trainable.safetensors", "optimizer.safetensors", "graph.ir"] {
+        std::fs::copy(good.join(f), copy.join(f)).unwrap();
+    }
+    let state = std::fs::read_to_string(good.join("state.json")).unwrap();
+    std::fs::write(copy.join("state.json"), state.replace("\"step\": 2,", "\"step\": 5,")).unwrap();
+    let o = resume_to_3("bogus");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for step in [5, 9] {
+        assert!(err.contains(&format!("set the checkpoint of step {step} aside")), "{err}");
+    }
+    // Renamed aside with their files, not deleted; the run went on from step 2.
+    assert_eq!(std::fs::read_to_string(run.join("checkpoint-0000000009.rejected/state.json")).unwrap(), "{ not json");
+    assert!(run.join("checkpoint-0000000005.rejected/trainable.safetensors").is_file());
+    assert_eq!(rundir::latest(&run).unwrap().unwrap(), run.join("checkpoint-0000000003"));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint-0000000003/state.json")).unwrap()).unwrap();
+    assert_eq!(s["step"], 3);
+}
+
+#[test]
+fn a_fifo_for_metrics_jsonl_is_an_error_not_a_hang() {
+    let run = trained("fifo");
+    std::fs::remove_file(run.join("metrics.jsonl")).unwrap();
+    let made = Command::new("mkfifo").arg(run.join("metrics.jsonl")).status().unwrap();
+    assert!(made.success());
+    refused(&resume_to_3("fifo"), "a FIFO (named pipe), not a regular file");
+}
+
+#[test]
+fn a_foreign_safetensors_file_as_a_checkpoint_says_what_it_is() {
+    let run = trained("foreign");
+    let ckpt = rundir::latest(&run).unwrap().unwrap().join("trainable.safetensors");
+    let tensors = SafeFile::open(&ckpt).unwrap().tensors().unwrap();
+    let write = |meta: &[(&str, &str)]| {
+        let meta = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        graft::safetensors::write(&ckpt, &tensors, &meta).unwrap();
+    };
+    write(&[]);
+    let err = refused(&resume_to_3("foreign"), "is not a graft checkpoint: it has no metadata (`__metadata__`)");
+    assert!(!err.contains("None") && !err.contains("interrupted"), "{err}");
+    write(&[("source", "torch")]);
+    refused(&resume_to_3("foreign"), "is not a graft checkpoint: its metadata has no `format` key");
+    write(&[("format", "graft.trainable.v1"), ("model", "tiny")]);
+    refused(&resume_to_3("foreign"), "graft checkpoint metadata without `step`");
 }

@@ -4,7 +4,8 @@
 //! ```text
 //! RUN_DIR/checkpoint-STEP/
 //!   trainable.safetensors   the trainable tensors under their full graph paths, with
-//!                           metadata: graph fingerprint, spec hash, step, names+shapes
+//!                           metadata: graph fingerprint, spec hash, step, names+shapes,
+//!                           the digest of state.json ([`super::state`])
 //!   optimizer.safetensors   AdamW state per parameter: PATH.exp_avg, PATH.exp_avg_sq, PATH.step
 //!   state.json              the resume point: step, epoch, position in the epoch, seed,
 //!                           hyperparameters and schedule
@@ -15,7 +16,9 @@
 //!
 //! The three checkpoint files of a step live in one directory published in one rename
 //! (see [`super::rundir`] for the layout on disk, the lock and crash recovery); a
-//! resume still checks that all three name the same step.
+//! checkpoint is still proven before it is used or an older one removed
+//! ([`verify`]): graft's metadata in both tensor files (a foreign file is named as
+//! such), the same step in all three, `state.json` in bounds and matching its digest.
 //!
 //! The graph fingerprint is a hash of the compiled train-mode IR text: it changes with
 //! anything that changes the computation (wiring, configuration, what trains) and not
@@ -29,8 +32,7 @@ use crate::params::Leaves;
 use crate::pipeline::Compiled;
 use crate::safetensors::{self, SafeFile};
 use crate::tensor::{type_text, HostTensor};
-use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -39,8 +41,7 @@ pub use super::rundir::{GRAPH, METRICS, OPTIMIZER, PLOT, STATE, TRAINABLE};
 
 /// The `format` metadata of a trainable checkpoint.
 pub const FORMAT: &str = "graft.trainable.v1";
-/// The `format` field of `state.json`.
-pub const STATE_FORMAT: &str = "graft.train-state.v1";
+pub use super::state::{State, STATE_DIGEST, STATE_FORMAT};
 
 /// At most this many lines per list in a diff.
 const MAX_LINES: usize = 20;
@@ -134,10 +135,13 @@ pub fn write_all(
     optimizer: &[(String, HostTensor)],
     state: &State,
 ) -> Result<()> {
-    // Data-parallel runs: how many ranks, and the batch over all of them.
+    // Data-parallel runs: how many ranks, and the batch over all of them; and the
+    // digest that binds state.json to these tensors.
+    let text = state.text()?;
     let extra = BTreeMap::from([
         ("world_size".to_string(), state.world_size.to_string()),
         ("global_batch".to_string(), state.global_batch.to_string()),
+        (STATE_DIGEST.to_string(), super::state::digest(text.as_bytes())),
     ]);
     let mut meta = metadata(id, state.step);
     meta.extend(extra.clone());
@@ -151,7 +155,7 @@ pub fn write_all(
     write_with_metadata(&staged.path().join(OPTIMIZER), optimizer, &meta)?;
     write_trainable_with(&staged.path().join(TRAINABLE), id, state.step, trainable, &extra)?;
     staged.write(GRAPH, id.ir.as_bytes())?;
-    state.write(staged.path())?;
+    staged.write(STATE, text.as_bytes())?;
     let published = staged.publish()?;
     super::rundir::settle(run, &published)
 }
@@ -189,6 +193,12 @@ impl TrainableFile {
 
     pub fn step(&self) -> Option<u64> {
         self.meta.get("step").and_then(|s| s.parse().ok())
+    }
+
+    /// The step of a checkpoint graft wrote; a file without graft's metadata is an
+    /// error that says so ([`graft_step`]).
+    pub fn graft_step(&self) -> Result<u64> {
+        graft_step(&self.path, &self.meta)
     }
 
     /// Check names and shapes against the spec's trainable parameters (an error with
@@ -248,6 +258,62 @@ impl TrainableFile {
         }
         Ok(())
     }
+}
+
+/// The `step` of a checkpoint file's metadata, after checking that graft wrote it:
+/// a foreign safetensors file (no `format`, or another one) or one whose metadata
+/// lacks the step is an error naming the file and the key.
+pub fn graft_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
+    let what = "a checkpoint of `graft train` carries `format`, `step`, `model` and `graph_fingerprint`";
+    match meta.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => {
+            bail!("{} is not a graft checkpoint: its metadata `format` is `{f}`, expected `{FORMAT}`", path.display())
+        }
+        None if meta.is_empty() => {
+            bail!("{} is not a graft checkpoint: it has no metadata (`__metadata__`); {what}", path.display())
+        }
+        None => bail!("{} is not a graft checkpoint: its metadata has no `format` key; {what}", path.display()),
+    }
+    let step =
+        meta.get("step").ok_or_else(|| anyhow!("{}: graft checkpoint metadata without `step`", path.display()))?;
+    step.parse().map_err(|_| anyhow!("{}: metadata `step` is `{step}`, not a step number", path.display()))
+}
+
+/// Check a checkpoint directory (or a run of the older layout) before anything is
+/// trusted or removed on its account: `state.json` parses and is in bounds, both
+/// tensor files are graft's and from the state's step, and the trainable file's
+/// `state_digest` is state.json's (older checkpoints have none). Returns the state
+/// and notes.
+pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
+    let (state, digest) = State::load(dir)?;
+    let mut notes = Vec::new();
+    let trainable = dir.join(TRAINABLE);
+    let meta = read_metadata(&trainable)?;
+    for (path, meta) in [(trainable.clone(), meta.clone()), (dir.join(OPTIMIZER), read_metadata(&dir.join(OPTIMIZER))?)]
+    {
+        let step = graft_step(&path, &meta)?;
+        if step != state.step {
+            bail!(
+                "{} is from step {step} but {STATE} from step {}: the checkpoint's files disagree",
+                path.display(),
+                state.step
+            );
+        }
+    }
+    match meta.get(STATE_DIGEST) {
+        Some(d) if *d == digest => {}
+        Some(d) => bail!(
+            "{}: its digest is {digest}, but {} was written with a {STATE} of digest {d}: {STATE} was edited or replaced after the checkpoint was written\n  hint: resume from an unedited checkpoint; flags such as --lr change hyperparameters on resume",
+            dir.join(STATE).display(),
+            trainable.display()
+        ),
+        None => notes.push(format!(
+            "{} has no `{STATE_DIGEST}` (written by an older graft): {STATE} is checked only against its bounds",
+            trainable.display()
+        )),
+    }
+    Ok((state, notes))
 }
 
 /// Load RUN_DIR's trainable tensors over `leaves` (a model compiled in train mode whose
@@ -327,61 +393,6 @@ pub fn diff(have: &[(String, String, Vec<i64>)], want: &[(String, Vec<i64>)]) ->
     list("trainable in the spec but not in the checkpoint", &only_spec);
     list("shape differs", &shapes);
     Some(out)
-}
-
-/// `state.json`: where a run stands, enough to continue it exactly.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct State {
-    pub format: String,
-    pub model: String,
-    pub graph_fingerprint: String,
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// The epoch of the next batch.
-    pub epoch: u64,
-    /// Batches of `epoch` already consumed.
-    pub position: u64,
-    /// Samples seen so far.
-    pub samples: u64,
-    /// The training data directory, as given.
-    pub data: String,
-    pub hyper: super::args::Hyper,
-    /// Ranks of a data-parallel run (1: a single process).
-    #[serde(default = "one")]
-    pub world_size: usize,
-    /// Samples per batch over all ranks (`hyper.batch` × `world_size`); `position`
-    /// counts batches of this size.
-    #[serde(default)]
-    pub global_batch: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
-impl State {
-    /// The state of `dir`'s newest complete checkpoint.
-    pub fn read(dir: &Path) -> Result<State> {
-        let path = super::rundir::latest(dir)?.unwrap_or_else(|| dir.to_path_buf()).join(STATE);
-        let text = crate::input_file::read_limited(&path, 16 << 20).with_context(|| {
-            if dir.join(TRAINABLE).exists() {
-                format!("reading {} (the run has a checkpoint but no resume state)", path.display())
-            } else {
-                format!("reading {}: is {} a run directory of `graft train`?", path.display(), dir.display())
-            }
-        })?;
-        let s: State =
-            serde_json::from_slice(&text).with_context(|| format!("{}: not a graft train state", path.display()))?;
-        if s.format != STATE_FORMAT {
-            bail!("{}: format `{}`, expected `{STATE_FORMAT}`", path.display(), s.format);
-        }
-        Ok(s)
-    }
-
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)? + "\n";
-        Ok(crate::durable::write_atomic(&dir.join(STATE), text.as_bytes())?)
-    }
 }
 
 #[cfg(test)]

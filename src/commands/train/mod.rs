@@ -48,7 +48,8 @@
 //! | `messages.rs` | the banner at the start, the error when a run stops |
 //! | `schedule.rs` | warmup + cosine / constant |
 //! | `feed.rs` | the batch stream across epochs, resumable, read ahead |
-//! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff |
+//! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff, a checkpoint proven before use |
+//! | `state.rs` | `state.json`: every field bounded, bound to its checkpoint by a digest |
 //! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
 //! | `resume.rs` | a flag given now or the resumed run's, and which may change |
 //! | `metrics.rs` | `metrics.jsonl`, `loss.svg` |
@@ -67,6 +68,7 @@ pub mod rundir;
 pub mod schedule;
 pub mod session;
 pub mod spec;
+pub mod state;
 
 pub use args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
 pub use run::{run, run_with, train_on, Finished};

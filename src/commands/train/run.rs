@@ -153,7 +153,7 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
     if main && out.is_dir() {
         let l = rundir::lock(&out)?;
         if was_run {
-            notes.extend(rundir::recover(&out, &l)?);
+            notes.extend(rundir::recover(&out, &l, |d| checkpoint::verify(d).map(|_| ()))?);
         }
         lock = Some(l);
     }
@@ -164,7 +164,13 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
             notes.push(format!("{} has no complete checkpoint yet: starting from step 0", r.display()));
             None
         }
-        Some(r) => Some(State::read(r)?),
+        Some(r) => {
+            // The newest checkpoint, proven before anything of it is used.
+            let dir = rundir::latest(r)?.unwrap_or_else(|| r.to_path_buf());
+            let (state, checked) = checkpoint::verify(&dir)?;
+            notes.extend(checked);
+            Some(state)
+        }
         None => None,
     };
     let resume = prev.as_ref().and(a.resume.clone());
@@ -277,6 +283,16 @@ fn plan_run(a: &TrainArgs, dir: &RunDir, f: &Flags, ds: &Dataset, world: usize) 
             None => bail!("pass --steps N or --epochs N"),
         },
     };
+    if let Some(p) = dir.prev.as_ref().filter(|p| p.world_size == world && Path::new(&p.data) == a.data) {
+        if p.position >= per_epoch {
+            bail!(
+                "{}: `position` is {}, but an epoch of --data {} has {per_epoch} batches of {global}: {STATE} is corrupt or was edited",
+                dir.resume.as_deref().unwrap_or(&dir.out).display(),
+                p.position,
+                a.data.display()
+            );
+        }
+    }
     let start = dir.prev.as_ref().map_or(0, |p| p.step);
     if let (Some(d), true) = (&dir.resume, total == start) {
         return Err(anyhow!(Finished { dir: d.clone(), step: start }));
@@ -326,12 +342,12 @@ fn load_model<S: Training>(
     let resumed = match (&dir.resume, &dir.prev) {
         (Some(d), Some(p)) => {
             let f = TrainableFile::open(d)?;
-            if f.step() != Some(p.step) {
+            let step = f.graft_step()?;
+            if step != p.step {
                 bail!(
-                    "{}: {} is from step {:?} but {STATE} from step {}: the run stopped while writing a checkpoint; its files disagree",
+                    "{}: {} is from step {step} but {STATE} from step {}: the checkpoint's files disagree",
                     d.display(),
                     TRAINABLE,
-                    f.step(),
                     p.step
                 );
             }
@@ -345,10 +361,10 @@ fn load_model<S: Training>(
     let mut trainer = s.prepare(&spec.plan, spec.output, values, opts)?;
     if let (Some(d), Some(p)) = (&dir.resume, &dir.prev) {
         let path = rundir::latest(d)?.unwrap_or_else(|| d.clone()).join(OPTIMIZER);
-        let step = checkpoint::read_metadata(&path)?.get("step").and_then(|s| s.parse::<u64>().ok());
-        if step != Some(p.step) {
+        let step = checkpoint::graft_step(&path, &checkpoint::read_metadata(&path)?)?;
+        if step != p.step {
             bail!(
-                "{}: optimizer state from step {step:?}, {STATE} from step {}: the checkpoint files disagree",
+                "{}: optimizer state from step {step}, {STATE} from step {}: the checkpoint files disagree",
                 d.display(),
                 p.step
             );

@@ -10,6 +10,7 @@
 //!   trainable.safetensors    the newest checkpoint's trainable tensors (a hard link),
 //!                            what specs' `weights` and `--weights` name
 //!   metrics.jsonl, loss.svg
+//!   checkpoint-0000000200.rejected/  a bad newer checkpoint recovery set aside
 //!   .lock                    locked (flock) by the trainer writing the run; its PID
 //! ```
 //!
@@ -19,8 +20,10 @@
 //! possibly an older one, temporaries and a `trainable.safetensors` one checkpoint
 //! behind; [`recover`] (run under the lock before a trainer reads a directory a
 //! trainer used) removes those temporaries (only the names graft's writer gives its
-//! own files) and older checkpoints and re-links the file, so `--resume` always
-//! continues from the newest complete checkpoint.
+//! own files), proves the newest checkpoint good before it removes the older ones,
+//! and re-links the file, so `--resume` always continues from the newest good
+//! checkpoint. A newer checkpoint directory that is not good (edited, corrupt, not
+//! graft's) is renamed aside to `checkpoint-STEP.rejected`, never removed.
 //!
 //! A run written by an older graft (the three files at the top, no checkpoint
 //! directory) is read as one checkpoint.
@@ -137,9 +140,14 @@ fn is_our_temporary(name: &str) -> bool {
 }
 
 /// Clean up after a crashed writer (call with the lock held): temporaries and
-/// staging directories of killed writes, checkpoints older than the newest, and a
-/// `trainable.safetensors` that is not the newest checkpoint's. Returns notes.
-pub fn recover(run: &Path, _lock: &RunLock) -> Result<Vec<String>> {
+/// staging directories of killed writes, checkpoints older than the newest good one,
+/// and a `trainable.safetensors` that is not its. `good` proves a checkpoint
+/// directory (its files complete and consistent). Checkpoints newer than the newest
+/// good one are set aside under a name no reader takes for a checkpoint, never
+/// removed; older ones are removed only once a newer one is proven good. When none
+/// is good, every checkpoint stays as it is (reading the newest says what is wrong).
+/// Returns notes.
+pub fn recover(run: &Path, _lock: &RunLock, good: impl Fn(&Path) -> Result<()>) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let mut removed = 0;
     for e in std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))? {
@@ -159,19 +167,57 @@ pub fn recover(run: &Path, _lock: &RunLock) -> Result<Vec<String>> {
     if removed > 0 {
         notes.push(format!("removed {removed} temporary file(s) an interrupted run left in {}", run.display()));
     }
-    let mut all = checkpoints(run)?;
-    if let Some((_, newest)) = all.pop() {
-        for (step, dir) in &all {
+    let all = checkpoints(run)?;
+    let mut bad = Vec::new();
+    let mut newest = None;
+    for (i, (step, dir)) in all.iter().enumerate().rev() {
+        match good(dir) {
+            Ok(()) => {
+                newest = Some(i);
+                break;
+            }
+            Err(e) => bad.push((*step, dir, e)),
+        }
+    }
+    if let Some(i) = newest {
+        for (step, dir, why) in bad {
+            let aside = quarantine(dir)?;
+            let why = format!("{why:#}");
+            notes.push(format!(
+                "set the checkpoint of step {step} aside as {} (not removed): {}",
+                aside.display(),
+                why.lines().next().unwrap_or_default()
+            ));
+        }
+        for (step, dir) in &all[..i] {
             std::fs::remove_dir_all(dir)
                 .with_context(|| format!("removing the superseded checkpoint {}", dir.display()))?;
             notes.push(format!("removed the superseded checkpoint of step {step}"));
         }
+        let newest = &all[i].1;
         if !same_file(&newest.join(TRAINABLE), &run.join(TRAINABLE)) {
-            link_trainable(run, &newest)?;
+            link_trainable(run, newest)?;
         }
     }
     sync_dir(run)?;
     Ok(notes)
+}
+
+/// Rename checkpoint directory `dir` to `NAME.rejected` (or `NAME.rejected-N`, the
+/// first that is free), which [`checkpoints`] does not list and recovery never
+/// removes. Returns the new path.
+fn quarantine(dir: &Path) -> Result<PathBuf> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for n in 0..1000 {
+        let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+        let aside = dir.with_file_name(format!("{name}.rejected{suffix}"));
+        if std::fs::symlink_metadata(&aside).is_err() {
+            std::fs::rename(dir, &aside)
+                .with_context(|| format!("setting the bad checkpoint {} aside", dir.display()))?;
+            return Ok(aside);
+        }
+    }
+    bail!("{}: 1000 rejected checkpoints of this step are already set aside beside it; remove some", dir.display())
 }
 
 /// After checkpoint `newest` is published: point `trainable.safetensors` at it, then
@@ -234,5 +280,34 @@ mod tests {
             assert!(!is_our_temporary(theirs), "{theirs}");
         }
         assert_eq!(checkpoint_name(42), "checkpoint-0000000042");
+    }
+
+    #[test]
+    fn recovery_sets_bad_newer_checkpoints_aside_and_keeps_the_good_one() {
+        let run = std::env::temp_dir().join(format!("graft-rundir-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        for (step, good) in [(2, true), (4, true), (5, false), (9, false)] {
+            let d = run.join(checkpoint_name(step));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(TRAINABLE), format!("{step}")).unwrap();
+            if good {
+                std::fs::write(d.join("good"), "").unwrap();
+            }
+        }
+        std::fs::create_dir_all(run.join("checkpoint-0000000005.rejected")).unwrap();
+        let l = lock(&run).unwrap();
+        let good = |d: &Path| if d.join("good").exists() { Ok(()) } else { bail!("not good") };
+        let notes = recover(&run, &l, good).unwrap();
+        let steps: Vec<u64> = checkpoints(&run).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, [4], "{notes:?}");
+        assert!(run.join("checkpoint-0000000009.rejected").join(TRAINABLE).is_file());
+        assert!(run.join("checkpoint-0000000005.rejected-1").join(TRAINABLE).is_file(), "{notes:?}");
+        assert_eq!(std::fs::read_to_string(run.join(TRAINABLE)).unwrap(), "4");
+        assert!(notes.iter().any(|n| n.contains("step 9 aside") && n.contains("not good")), "{notes:?}");
+        // Nothing good: nothing is touched.
+        std::fs::remove_file(run.join(checkpoint_name(4)).join("good")).unwrap();
+        assert!(recover(&run, &l, good).unwrap().is_empty());
+        assert!(run.join(checkpoint_name(4)).is_dir());
+        let _ = std::fs::remove_dir_all(&run);
     }
 }
