@@ -1,6 +1,7 @@
 //! Bounds on every number a user gives graft outside a spec: command-line counts
-//! (batch sizes, threads, iterations, steps, epochs, accumulation) and the counts in a
-//! dataset's `dataset.json`. The spec front end has its own limits
+//! (batch sizes, threads, iterations, steps, epochs, accumulation, `--dist-timeout`),
+//! the counts in a dataset's `dataset.json`, and the same numbers read back from a
+//! run's `state.json` on `--resume`. The spec front end has its own limits
 //! ([`crate::lower::limits`]); these are the same idea for everything else.
 //!
 //! A number outside its range is refused before anything is allocated or started,

@@ -288,10 +288,8 @@ pub fn graft_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
 pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
     let (state, digest) = State::load(dir)?;
     let mut notes = Vec::new();
-    let trainable = dir.join(TRAINABLE);
-    let meta = read_metadata(&trainable)?;
-    for (path, meta) in [(trainable.clone(), meta.clone()), (dir.join(OPTIMIZER), read_metadata(&dir.join(OPTIMIZER))?)]
-    {
+    for path in [dir.join(TRAINABLE), dir.join(OPTIMIZER)] {
+        let meta = read_metadata(&path)?;
         let step = graft_step(&path, &meta)?;
         if step != state.step {
             bail!(
@@ -300,18 +298,19 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
                 state.step
             );
         }
-    }
-    match meta.get(STATE_DIGEST) {
-        Some(d) if *d == digest => {}
-        Some(d) => bail!(
-            "{}: its digest is {digest}, but {} was written with a {STATE} of digest {d}: {STATE} was edited or replaced after the checkpoint was written\n  hint: resume from an unedited checkpoint; flags such as --lr change hyperparameters on resume",
-            dir.join(STATE).display(),
-            trainable.display()
-        ),
-        None => notes.push(format!(
-            "{} has no `{STATE_DIGEST}` (written by an older graft): {STATE} is checked only against its bounds",
-            trainable.display()
-        )),
+        match meta.get(STATE_DIGEST) {
+            Some(d) if *d == digest => {}
+            Some(d) => bail!(
+                "{}: its digest is {digest}, but {} was written with a {STATE} of digest {d}: {STATE} was edited or replaced after the checkpoint was written\n  hint: resume from an unedited checkpoint; flags such as --lr change hyperparameters on resume",
+                dir.join(STATE).display(),
+                path.display()
+            ),
+            None if notes.is_empty() => notes.push(format!(
+                "{} has no `{STATE_DIGEST}` (written by an older graft): {STATE} is checked only against its bounds",
+                path.display()
+            )),
+            None => {}
+        }
     }
     Ok((state, notes))
 }
