@@ -17,6 +17,9 @@
 #              --features cuda-graphs; it may be built on another machine and copied)
 #   PYTHON     a Python with torch 2.11 and timm (default .graft-env/python, else python3)
 #   ROUNDS     rounds of the alternation (default 2)
+#   RAW_DIR    also keep every process's JSON there (copied after each round)
+#   COMPILE    MODEL:BATCH pairs timed with torch.compile, in round 1 (default:
+#              vit_small_patch16_224:1 vit_small_patch16_224:64 vit_base_patch16_224:64)
 # Needs no Rust toolchain; finishes in about 3 minutes on an H200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +44,8 @@ for r in $(seq 1 "$rounds"); do
   "$graft" bench "${infer_specs[@]}" --backend torch --device cuda --batch 1,8,64 --iters 30 --warmup 5 --json >"$tmp/g_eager_$r.json"
   "$graft" bench "${infer_specs[@]}" --backend torch --device cuda --batch 1,8,64 --iters 30 --warmup 5 --cuda-graph --json >"$tmp/g_graph_$r.json"
   compile=()
-  [[ "$r" == 1 ]] && compile=(--compile-batch vit_small_patch16_224:1 vit_small_patch16_224:64 vit_base_patch16_224:64)
+  # shellcheck disable=SC2206
+  [[ "$r" == 1 ]] && compile=(--compile-batch ${COMPILE:-vit_small_patch16_224:1 vit_small_patch16_224:64 vit_base_patch16_224:64})
   "$py" benches/python/gpu_infer.py --batch 1 8 64 --iters 30 --warmup 5 "${compile[@]}" >"$tmp/p_infer_$r.json"
   echo "-- round $r: training"
   "$graft" bench --train "${train_specs[@]}" --device cuda --batch 8,64 --iters 20 --warmup 3 --json >"$tmp/g_train_$r.json"
@@ -51,6 +55,7 @@ for r in $(seq 1 "$rounds"); do
   "$graft" bench --train benches/specs/vit_base_full.graft --device cuda --batch 64 --iters 10 --warmup 3 --autocast bf16 --json >"$tmp/g_b_bf16_$r.json"
   "$graft" bench --train specs/demo/video_pretrain.graft --device cuda --batch 32 --iters 30 --warmup 3 --json >"$tmp/g_tiny_$r.json"
   "$graft" bench --train specs/demo/video_pretrain.graft --device cuda --batch 32 --iters 30 --warmup 3 --cuda-graph --json >"$tmp/g_tiny_graph_$r.json"
+  [[ -n "${RAW_DIR:-}" ]] && mkdir -p "$RAW_DIR" && cp "$tmp"/*.json "$RAW_DIR"/
 done
 
 "$py" - "$tmp" "$rounds" "$gpu" "$out_json" <<'PY'

@@ -346,7 +346,7 @@ fn a_whole_captured_step_equals_the_eager_step() {
                 graphs.step(&model, &params, &mut opt, Some(1.0), false, &dev, x, y).unwrap()
             } else {
                 let ins = x.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-                train_step(&model, &params, &mut opt, Some(1.0), false, &dev, ins, y).unwrap()
+                train_step(&model, &params, &mut opt, Some(1.0), false, &dev, None, ins, y).unwrap()
             };
             dev.record(step as u64 + 1, &loss, &norm).unwrap();
         }

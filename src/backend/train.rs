@@ -10,6 +10,9 @@
 //!              Trainer::load_optimizer_state in (the trainable tensors come in with
 //!              the parameters given to `prepare`)
 //! validation:  Trainer::executable() ─▶ an Executable over the live parameters
+//! without waiting (Trainer::defers): per optimizer step of one batch
+//!                     Trainer::step_whole(step, inputs, labels, lr factor)
+//!              then, at the logging interval, Trainer::drain ─▶ Drained
 //! ```
 //!
 //! Everything about a *run* stays above this seam, in the application
@@ -60,6 +63,9 @@ pub struct TrainOptions {
     pub graph_capture: bool,
     /// Run the forward in bfloat16 where it is safe (autocast).
     pub autocast: bool,
+    /// Optimizer steps between two reads of their losses ([`Trainer::drain`]): how
+    /// many [`Trainer::step_whole`] calls may precede a drain.
+    pub log_every: usize,
 }
 
 /// A parameter group of the optimizer, for the run's banner.
@@ -93,6 +99,22 @@ pub enum Update {
     LossNotFinite { loss: f64 },
     /// The gradient norm is not finite; nothing changed.
     NormNotFinite { loss: f64, grad_norm: f64 },
+}
+
+/// One optimizer step's values, read back by [`Trainer::drain`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepValues {
+    /// The step (1-based).
+    pub step: u64,
+    pub loss: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+impl StepValues {
+    pub fn finite(&self) -> bool {
+        self.loss.is_finite() && self.grad_norm.is_finite()
+    }
 }
 
 /// What a data-parallel trainer all-reduces, for reports.
@@ -188,4 +210,27 @@ pub trait Trainer {
 
     /// Data-parallel: what the steps all-reduce; alone: `None`.
     fn reduction(&self) -> Option<Reduction>;
+
+    /// Whether optimizer steps can run whole, without waiting for the device
+    /// ([`Self::step_whole`]): one batch per step (no accumulation), one process.
+    fn defers(&self) -> bool;
+
+    /// Optimizer step `step` (1-based) on one batch, whole: forward, backward, the
+    /// global norm and clipping, then the optimizer at `lr_scale` × each group's peak
+    /// rate, queued on the device without reading anything back. Its loss and norm
+    /// come out of the next [`Self::drain`]. A step whose loss or norm is not finite
+    /// changes nothing, and neither does any step after it until the drain reports it.
+    /// At most [`TrainOptions::log_every`] steps between two drains. With
+    /// `graph_capture` the whole step is one CUDA graph per batch signature.
+    fn step_whole(
+        &mut self,
+        step: u64,
+        inputs: &[Option<HostTensor>],
+        labels: &HostTensor,
+        lr_scale: f64,
+    ) -> Result<(), TrainError>;
+
+    /// The values of the steps since the last drain, in order (one read from the
+    /// device). Call before reading the parameters (checkpoints, validation).
+    fn drain(&mut self) -> Result<Vec<StepValues>, TrainError>;
 }

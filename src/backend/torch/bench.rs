@@ -171,7 +171,7 @@ impl TrainBench {
             Some(g) => g.step(model, params, &mut self.opt, None, ac, dev, &self.inputs, labels)?,
             None => {
                 let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
-                train_step(model, params, &mut self.opt, None, ac, dev, ins, labels)?
+                train_step(model, params, &mut self.opt, None, ac, dev, None, ins, labels)?
             }
         };
         self.dev.record(0, &loss, &norm)?;

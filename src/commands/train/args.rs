@@ -10,6 +10,10 @@ use std::path::PathBuf;
 /// Checkpoint interval when `--checkpoint-every` is not given.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 500;
 pub const DEFAULT_WEIGHT_DECAY: f64 = 0.01;
+/// `--log-every` on CUDA when not given (on the CPU: 1).
+pub const DEFAULT_LOG_EVERY_CUDA: u64 = 10;
+/// The largest `--log-every` (the device keeps each step's loss and norm until read).
+pub const MAX_LOG_EVERY: u64 = 100_000;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -79,10 +83,17 @@ pub struct TrainArgs {
     /// The run directory to write (default with --resume: the resumed one).
     #[arg(long, value_name = "RUN_DIR", required_unless_present = "resume")]
     pub out: Option<PathBuf>,
-    /// Capture forward + backward of a batch in a CUDA graph once and replay it; the
-    /// optimizer step stays eager (CUDA only; `cuda-graphs` build).
+    /// Capture the training step in a CUDA graph once per batch shape and replay it:
+    /// the whole step (forward, backward, clipping, AdamW) with one batch per step on
+    /// one process, forward + backward otherwise (CUDA only; `cuda-graphs` build).
     #[arg(long = "cuda-graph")]
     pub cuda_graph: bool,
+    /// Read the loss and gradient norm back every N steps (default: 1 on the CPU, 10 on
+    /// CUDA): the steps between run without waiting for the device. With one batch per
+    /// step on one process; a non-finite step is still found and named, and changes
+    /// nothing.
+    #[arg(long = "log-every", value_name = "N", value_parser = crate::bounds::count64(MAX_LOG_EVERY))]
+    pub log_every: Option<u64>,
     /// Autocast the forward pass's CUDA ops (CUDA only; `cuda-graphs` build).
     #[arg(long, value_enum, value_name = "DTYPE")]
     pub autocast: Option<crate::backend::torch::cuda_graph::AutocastDtype>,

@@ -1,7 +1,9 @@
 //! `metrics.jsonl` (one JSON object per step, validation and stop) and `loss.svg`.
 //!
 //! Records carry a `kind`: `train` (step, epoch, loss, lr, grad norm, samples,
-//! throughput, the optional inputs the step's batches lacked), `val` (step, loss,
+//! throughput, the time the step waited for data, the optional inputs the step's
+//! batches lacked; with `--log-every N`, throughput and elapsed time are measured
+//! when the values are read, so they are those of the interval), `val` (step, loss,
 //! accuracy, samples) or `stop` (a run ended early, and why). Losses are f32 and print
 //! in the shortest form that reads back to the same f32, so two runs can be compared
 //! bit for bit from their files. A resumed run keeps the records up to its checkpoint
@@ -30,6 +32,9 @@ pub enum Record {
         samples: u64,
         samples_per_s: f64,
         elapsed_s: f64,
+        /// Seconds the step waited for its batches from the reader.
+        #[serde(default)]
+        data_wait_s: f64,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         missing: Vec<String>,
     },
@@ -246,6 +251,7 @@ mod tests {
             samples: 48,
             samples_per_s: 100.0,
             elapsed_s: 0.5,
+            data_wait_s: 0.25,
             missing: vec!["audio".into()],
         };
         let line = serde_json::to_string(&r).unwrap();

@@ -7,7 +7,7 @@
 //! writer left there is cleaned up; a new directory is locked when it is created.
 //! Under torchrun only rank 0 touches the run directory.
 
-use super::args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_WEIGHT_DECAY};
+use super::args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_LOG_EVERY_CUDA, DEFAULT_WEIGHT_DECAY};
 use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
 use super::events::{Observer, TrainEvent};
 use super::messages::{header, Banner};
@@ -60,6 +60,8 @@ fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Op
     let main = s.rank() == 0;
     let mut dir = open_dir(a, main)?;
     let f = flags(a, dir.prev.as_ref(), &mut dir.notes)?;
+    let cuda = matches!(s.device(), crate::backend::Device::Cuda(_));
+    let log_every = log_every(a, s);
     let opts = TrainOptions {
         seed: f.seed,
         lr: f.lr,
@@ -69,6 +71,7 @@ fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Op
         accumulate: f.accumulate,
         graph_capture: a.cuda_graph,
         autocast: a.autocast.is_some(),
+        log_every: log_every as usize,
     };
     s.check(&opts)?;
     let (spec, ds, val) = load_data(a, main, obs)?;
@@ -83,12 +86,13 @@ fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Op
             format!("{} samples in {} shards, {} classes", ds.len(), ds.shards.len(), ds.meta.classes),
         ),
         ("start step".to_string(), plan.start.to_string()),
-        (
-            "device".to_string(),
-            if matches!(s.device(), crate::backend::Device::Cuda(_)) { "cuda" } else { "cpu" }.to_string(),
-        ),
+        ("device".to_string(), if cuda { "cuda" } else { "cpu" }.to_string()),
     ];
     trainer.replicate(&settings)?;
+    if a.log_every.is_some_and(|n| n > 1) && !trainer.defers() && main {
+        let why = "--log-every: steps of several batches (--accumulate) or several ranks read every step's loss";
+        obs.event(TrainEvent::Note(why));
+    }
     if main {
         banner(a, s, &spec, &trainer, &ds, &dir, &plan, obs);
     }
@@ -102,6 +106,7 @@ fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Op
         hyper: plan.hyper,
         ckpt_every,
         eval_every: a.eval_every.unwrap_or(ckpt_every).max(1),
+        log_every,
         out: dir.out.clone(),
         last_ckpt: dir.prev.as_ref().zip(dir.resume.clone()).map(|(p, d)| (p.step, d)),
         metrics,
@@ -394,6 +399,13 @@ fn open_outputs(dir: &RunDir, main: bool) -> Result<(Option<RunLock>, Metrics)> 
     Ok((lock, Metrics::open(out, from)?))
 }
 
+/// Steps between two reads of the losses: `--log-every`, else 10 on CUDA and 1 on the
+/// CPU (where waiting for a step costs nothing).
+fn log_every<S: Training>(a: &TrainArgs, s: &S) -> u64 {
+    let cuda = matches!(s.device(), crate::backend::Device::Cuda(_));
+    a.log_every.unwrap_or(if cuda { DEFAULT_LOG_EVERY_CUDA } else { 1 })
+}
+
 /// Rank 0: the notes gathered so far, the banner, and how the steps run.
 #[allow(clippy::too_many_arguments)]
 fn banner<S: Training>(
@@ -436,9 +448,17 @@ fn banner<S: Training>(
         )));
     }
     let autocast = a.autocast.is_some();
-    if a.cuda_graph || autocast {
-        let graph = if a.cuda_graph { "forward + backward in a CUDA graph (optimizer eager)" } else { "eager" };
-        obs.event(TrainEvent::Info(&format!("  {graph}{}", if autocast { ", autocast bf16" } else { "" })));
+    let graph = match (a.cuda_graph, trainer.defers()) {
+        (true, true) => "the whole step in a CUDA graph",
+        (true, false) => "forward + backward in a CUDA graph (optimizer eager)",
+        (false, _) => "eager",
+    };
+    let read = match (trainer.defers(), log_every(a, s)) {
+        (true, n) if n > 1 => format!(", losses read every {n} steps"),
+        _ => String::new(),
+    };
+    if a.cuda_graph || autocast || !read.is_empty() {
+        obs.event(TrainEvent::Info(&format!("  {graph}{}{read}", if autocast { ", autocast bf16" } else { "" })));
     }
 }
 

@@ -5,6 +5,12 @@
 //! A checkpoint is written only when every trainable tensor is finite, so the one in
 //! RUN_DIR is always the last good one. A checkpoint's three files appear together in
 //! one rename ([`super::rundir`]); the run directory stays locked while the loop runs.
+//!
+//! When the trainer runs steps whole ([`Trainer::defers`]: one batch per step, one
+//! process), the loop queues them without waiting and reads their losses every
+//! `--log-every` steps, and before any validation or checkpoint; the metrics and the
+//! progress of the interval follow then. A non-finite step is named when read, and the
+//! steps after it changed nothing, so the run stops as the step-by-step loop would.
 
 use super::args::{Hyper, TrainArgs};
 use super::checkpoint::{self, State, TRAINABLE};
@@ -23,7 +29,7 @@ use crate::tensor::HostTensor;
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A finished run.
 pub struct Trained<T> {
@@ -76,6 +82,8 @@ pub struct Loop<'a, S: Training> {
     pub hyper: Hyper,
     pub ckpt_every: u64,
     pub eval_every: u64,
+    /// Whole steps queued between two reads of their losses.
+    pub log_every: u64,
     pub out: PathBuf,
     /// The last good checkpoint: (step, run directory holding it).
     pub last_ckpt: Option<(u64, PathBuf)>,
@@ -96,6 +104,12 @@ struct Counters {
     session_samples: u64,
     /// The `--cuda-graph` eager-batch note was shown.
     noted: bool,
+    /// Time spent waiting for batches, this invocation.
+    data_wait: Duration,
+    /// Whole steps queued and not yet read, in order.
+    pending: Vec<Pending>,
+    /// When the losses were last read (seconds since `began`).
+    read_at: f64,
 }
 
 /// One optimizer step's batches.
@@ -103,6 +117,29 @@ struct Batches {
     loss_sum: f64,
     samples: u64,
     missing: BTreeSet<String>,
+    wait: Duration,
+}
+
+/// A whole step queued on the device, its values not read yet.
+struct Pending {
+    step: u64,
+    /// Where its batch lies in the stream (epoch, index), for a stop's message.
+    batch: (u64, u64),
+    /// The epoch and samples seen after it.
+    epoch: u64,
+    samples: u64,
+    step_samples: u64,
+    lr: f64,
+    wait: Duration,
+    missing: Vec<String>,
+}
+
+/// Move `p` past the batch at `index` of `epoch`, into the next epoch after its last.
+fn advance(p: &mut Position, epoch: u64, index: u64, per_epoch: u64) {
+    (p.epoch, p.position) = (epoch, index + 1);
+    if p.position >= per_epoch {
+        (p.epoch, p.position) = (p.epoch + 1, 0);
+    }
 }
 
 impl<S: Training> Loop<'_, S> {
@@ -128,17 +165,28 @@ impl<S: Training> Loop<'_, S> {
             began: Instant::now(),
             session_samples: 0,
             noted: false,
+            data_wait: Duration::ZERO,
+            pending: Vec::new(),
+            read_at: 0.0,
         };
         obs.event(TrainEvent::Started { start, total, quiet: rank != 0 });
+        let whole = self.trainer.defers();
         while st.step < total {
-            self.step(&feed, &mut st, obs)?;
-            let step = st.step;
-            if val.is_some() && (step.is_multiple_of(self.eval_every) || step == total) {
-                if let Some(vds) = val {
-                    self.validate(vds, &mut st, obs)?;
-                }
+            if whole {
+                self.step_whole(&feed, &mut st)?;
+            } else {
+                self.step(&feed, &mut st, obs)?;
             }
-            if step.is_multiple_of(self.ckpt_every) || step == total {
+            let step = st.step;
+            let validate = val.is_some() && (step.is_multiple_of(self.eval_every) || step == total);
+            let ckpt = step.is_multiple_of(self.ckpt_every) || step == total;
+            if validate || ckpt || st.pending.len() as u64 >= self.log_every {
+                self.read(&mut st, obs)?;
+            }
+            if let Some(vds) = val.filter(|_| validate) {
+                self.validate(vds, &mut st, obs)?;
+            }
+            if ckpt {
                 self.checkpoint(&mut st, obs)?;
             }
         }
@@ -155,9 +203,11 @@ impl<S: Training> Loop<'_, S> {
     /// `--accumulate` batches forward and backward; a non-finite loss stops the run
     /// (data-parallel: checked on the mean over the ranks, so all stop together).
     fn batches(&mut self, feed: &Feed, st: &mut Counters, obs: &mut dyn Observer) -> Result<Batches> {
-        let mut b = Batches { loss_sum: 0.0, samples: 0, missing: BTreeSet::new() };
+        let mut b = Batches { loss_sum: 0.0, samples: 0, missing: BTreeSet::new(), wait: Duration::ZERO };
         for _ in 0..self.hyper.accumulate {
+            let t = Instant::now();
             let item = feed.next()?;
+            b.wait += t.elapsed();
             let inputs = batch_inputs(&self.spec.plan, &item.batch, &[])?;
             let r = self.trainer.step(&inputs, &item.batch.label_tensor())?;
             if r.eager && !st.noted {
@@ -178,13 +228,83 @@ impl<S: Training> Loop<'_, S> {
             b.loss_sum += r.loss as f64;
             b.samples += item.batch.len() as u64;
             b.missing.extend(self.spec.missing(&item.batch, &[]));
-            let p = &mut st.at;
-            (p.epoch, p.position) = (item.epoch, item.index + 1);
-            if p.position >= feed.per_epoch {
-                (p.epoch, p.position) = (p.epoch + 1, 0);
-            }
+            advance(&mut st.at, item.epoch, item.index, feed.per_epoch);
         }
+        st.data_wait += b.wait;
         Ok(b)
+    }
+
+    /// One optimizer step queued whole on the device ([`Trainer::step_whole`]); its
+    /// record waits for [`Self::read`].
+    fn step_whole(&mut self, feed: &Feed, st: &mut Counters) -> Result<()> {
+        let scale = self.hyper.schedule.factor(st.step);
+        let t = Instant::now();
+        let item = feed.next()?;
+        let wait = t.elapsed();
+        let inputs = batch_inputs(&self.spec.plan, &item.batch, &[])?;
+        self.trainer.step_whole(st.step + 1, &inputs, &item.batch.label_tensor(), scale)?;
+        let step_samples = item.batch.len() as u64;
+        st.step += 1;
+        advance(&mut st.at, item.epoch, item.index, feed.per_epoch);
+        st.at.samples += step_samples;
+        st.session_samples += step_samples;
+        st.data_wait += wait;
+        st.pending.push(Pending {
+            step: st.step,
+            batch: (item.epoch, item.index),
+            epoch: st.at.epoch,
+            samples: st.at.samples,
+            step_samples,
+            lr: self.hyper.lr * scale,
+            wait,
+            missing: self.spec.missing(&item.batch, &[]).into_iter().collect(),
+        });
+        Ok(())
+    }
+
+    /// Read the queued whole steps' losses and norms (one wait for the device), then
+    /// record them; a non-finite one stops the run, named.
+    fn read(&mut self, st: &mut Counters, obs: &mut dyn Observer) -> Result<()> {
+        if st.pending.is_empty() {
+            return Ok(());
+        }
+        let values = self.trainer.drain()?;
+        let pending = std::mem::take(&mut st.pending);
+        if values.len() != pending.len() || values.iter().zip(&pending).any(|(v, p)| v.step != p.step) {
+            anyhow::bail!("internal error: {} step values read for {} steps queued", values.len(), pending.len());
+        }
+        let now = st.began.elapsed().as_secs_f64();
+        let span = (now - st.read_at).max(1e-9);
+        st.read_at = now;
+        let interval: u64 = pending.iter().map(|p| p.step_samples).sum();
+        let rate = st.session_samples as f64 / now.max(1e-9);
+        for (p, v) in pending.into_iter().zip(values) {
+            let loss = v.loss as f32;
+            if !loss.is_finite() {
+                let (e, i) = p.batch;
+                let at = format!("the loss is {loss} at step {} (epoch {e}, batch {i})", p.step);
+                return Err(self.stop(p.step, &at, obs));
+            }
+            if !v.grad_norm.is_finite() {
+                let at = format!("the gradient norm is {} at step {} (loss {loss})", v.grad_norm, p.step);
+                return Err(self.stop(p.step, &at, obs));
+            }
+            st.losses.push(loss);
+            self.metrics.push(Record::Train {
+                step: p.step,
+                epoch: p.epoch,
+                loss,
+                lr: p.lr,
+                grad_norm: v.grad_norm,
+                samples: p.samples,
+                samples_per_s: interval as f64 / span,
+                elapsed_s: now,
+                data_wait_s: p.wait.as_secs_f64(),
+                missing: p.missing,
+            })?;
+            obs.event(TrainEvent::Step { step: p.step, loss, lr: p.lr, samples_per_s: rate });
+        }
+        Ok(())
     }
 
     /// One optimizer step: its batches, the update, the metrics record.
@@ -221,6 +341,7 @@ impl<S: Training> Loop<'_, S> {
             samples: st.at.samples,
             samples_per_s: step_samples as f64 / dt.max(1e-9),
             elapsed_s: st.began.elapsed().as_secs_f64(),
+            data_wait_s: b.wait.as_secs_f64(),
             missing: b.missing.into_iter().collect(),
         })?;
         obs.event(TrainEvent::Step { step: st.step, loss, lr, samples_per_s: rate });
@@ -322,6 +443,12 @@ impl<S: Training> Loop<'_, S> {
             1000.0 * secs / taken as f64,
             st.session_samples as f64 / secs.max(1e-9),
             st.losses.last().copied().unwrap_or(f32::NAN)
+        )));
+        let wait = st.data_wait.as_secs_f64();
+        obs.event(TrainEvent::Result(&format!(
+            "waited for data: {:.2} ms per step ({:.1}% of the training time)",
+            1000.0 * wait / taken as f64,
+            100.0 * wait / secs.max(1e-9)
         )));
         if let Some(r) = &st.last_val {
             let pct = 100.0 * r.accuracy;

@@ -19,6 +19,7 @@
 use super::model::{cross_entropy, Model};
 use super::optim::{clip_grad_norm, flag_non_finite, AdamW, Rate};
 use crate::backend::torch::cuda_graph::{Autocast, CudaGraph, WARMUP};
+pub use crate::backend::train::StepValues;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -31,14 +32,6 @@ pub struct DeviceStep {
     /// Loss and gradient norm of the steps since the last drain, `[capacity, 2]`.
     ring: Tensor,
     pending: Vec<u64>,
-}
-
-/// One step's values, read back by [`DeviceStep::drain`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepValues {
-    pub step: u64,
-    pub loss: f64,
-    pub grad_norm: f64,
 }
 
 impl DeviceStep {
@@ -76,6 +69,9 @@ impl DeviceStep {
     /// The recorded steps' values (one device-to-host transfer), and whether a step
     /// went non-finite since the last clear; empties the ring.
     pub fn drain(&mut self) -> Result<(Vec<StepValues>, bool)> {
+        if self.pending.is_empty() {
+            return Ok((Vec::new(), false));
+        }
         let n = self.pending.len() as i64;
         let host = self.ring.f_narrow(0, 0, n)?.f_to_device(Device::Cpu)?.f_to_kind(Kind::Double)?;
         let flat = Vec::<f64>::try_from(host.f_reshape([-1])?)?;
@@ -92,6 +88,8 @@ impl DeviceStep {
 
 /// Forward, loss and backward, then clipping, the non-finite check and AdamW, all on
 /// the device; returns the loss and the norm before clipping (0-d device tensors).
+/// The schedule's factor is `rate`, or `dev.rate` when `None` (what a captured graph
+/// reads).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &Model,
@@ -100,6 +98,7 @@ pub fn train_step(
     clip: Option<f64>,
     autocast: bool,
     dev: &DeviceStep,
+    rate: Option<f64>,
     ins: Vec<Option<Tensor>>,
     labels: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
@@ -122,7 +121,8 @@ pub fn train_step(
     };
     let loss = loss.f_detach()?;
     flag_non_finite(&[&loss, &norm], &dev.found_inf)?;
-    opt.step_on_device(&grads, Rate::Device(&dev.rate), Some(&dev.found_inf))?;
+    let rate = rate.map_or(Rate::Device(&dev.rate), Rate::Value);
+    opt.step_on_device(&grads, rate, Some(&dev.found_inf))?;
     Ok((loss, norm))
 }
 
@@ -185,8 +185,9 @@ impl GraphedTrainStep {
         let _ = dev.found_inf.shallow_clone().f_fill_(1.0)?;
         let mut graph = CudaGraph::new()?;
         graph.side_stream(true)?;
-        let body =
-            |opt: &mut AdamW| train_step(model, params, opt, clip, autocast, dev, shallow(&inputs), &static_labels);
+        let body = |opt: &mut AdamW| {
+            train_step(model, params, opt, clip, autocast, dev, None, shallow(&inputs), &static_labels)
+        };
         let warm: Result<()> = (0..WARMUP).try_for_each(|_| body(opt).map(drop));
         let restore = dev.found_inf.shallow_clone().f_fill_(was).map(drop).map_err(anyhow::Error::from);
         if let Err(e) = warm.and(restore) {

@@ -6,7 +6,13 @@
 //! `graph_capture`, the CUDA graph of a batch's forward and backward. Data-parallel,
 //! it shares the process group with its [`TorchTraining`] and all-reduces the
 //! gradients in buckets before each update.
+//!
+//! Alone and with one batch per step, a step can also run whole on the device
+//! ([`Trainer::step_whole`], [`super::device_step`]): nothing is read back until the
+//! loop drains the losses at its logging interval, and with `graph_capture` the whole
+//! step (forward, backward, clipping, AdamW) replays as one CUDA graph.
 
+use super::device_step::{train_step, DeviceStep, StepGraphs};
 use super::dist::{self as dp, DistOptions};
 use super::model::Model;
 use super::optim::{clip_grad_norm, AdamW};
@@ -15,7 +21,9 @@ use crate::backend::torch::convert::{device as tch_device, to_host};
 use crate::backend::torch::cuda_graph::{self, GraphedStep};
 use crate::backend::torch::dist::reduce::{sum, Buckets};
 use crate::backend::torch::dist::{BackendArg, Dist, Env};
-use crate::backend::train::{ParamGroup, Reduction, Stepped, TrainError, TrainOptions, Trainer, Training, Update};
+use crate::backend::train::{
+    ParamGroup, Reduction, StepValues, Stepped, TrainError, TrainOptions, Trainer, Training, Update,
+};
 use crate::backend::{Device, Executable, Plan};
 use crate::safetensors::SafeFile;
 use crate::tensor::HostTensor;
@@ -93,12 +101,15 @@ impl Training for TorchTraining {
             .map_err(failed)?;
         let params = opt.params();
         let grads = (0..params.len()).map(|_| None).collect();
+        let dev = DeviceStep::new(self.device, opts.log_every).map_err(failed)?;
         Ok(TorchTrainer {
             model,
             opt,
             params,
             grads,
             graphed: None,
+            dev,
+            whole: StepGraphs::default(),
             dist: self.dist.clone(),
             buckets: None,
             opts: opts.clone(),
@@ -135,6 +146,10 @@ pub struct TorchTrainer {
     /// Gradients summed over the batches of the current step (`None`: none yet).
     grads: Vec<Option<Tensor>>,
     graphed: Option<GraphedStep>,
+    /// The device-side flag, rate and value ring of whole steps.
+    dev: DeviceStep,
+    /// With `graph_capture`: the captured whole steps, one per batch signature.
+    whole: StepGraphs,
     dist: Option<Rc<Dist>>,
     buckets: Option<Buckets>,
     opts: TrainOptions,
@@ -252,6 +267,39 @@ impl Trainer for TorchTrainer {
 
     fn executable(&self) -> Box<dyn Executable> {
         Box::new(self.model.executable())
+    }
+
+    fn defers(&self) -> bool {
+        self.opts.accumulate == 1 && self.dist.is_none()
+    }
+
+    fn step_whole(
+        &mut self,
+        step: u64,
+        inputs: &[Option<HostTensor>],
+        labels: &HostTensor,
+        lr_scale: f64,
+    ) -> Result<(), TrainError> {
+        if !self.defers() {
+            let why = "internal error: whole steps need one batch per step and one process";
+            return Err(TrainError::Failed(why.into()));
+        }
+        let ins = self.model.place(inputs).map_err(failed)?;
+        let labels = self.model.labels(labels).map_err(failed)?;
+        let (clip, ac) = (self.opts.clip, self.opts.autocast);
+        let (m, p, dev) = (&self.model, &self.params, &mut self.dev);
+        let (loss, norm) = if self.opts.graph_capture {
+            dev.set_rate(lr_scale).map_err(failed)?;
+            self.whole.step(m, p, &mut self.opt, clip, ac, dev, &ins, &labels)
+        } else {
+            train_step(m, p, &mut self.opt, clip, ac, dev, Some(lr_scale), ins, &labels)
+        }
+        .map_err(failed)?;
+        dev.record(step, &loss, &norm).map_err(failed)
+    }
+
+    fn drain(&mut self) -> Result<Vec<StepValues>, TrainError> {
+        Ok(self.dev.drain().map_err(failed)?.0)
     }
 
     fn reduction(&self) -> Option<Reduction> {
