@@ -8,7 +8,10 @@
 #      on a frozen ViT-S/16 (benches/specs/), graft eager and whole-step `--cuda-graph`
 #      against PyTorch eager (timm + torch.optim.AdamW, its CUDA default `foreach`);
 #   3. bf16 autocast against f32: ViT-B/16 full fine-tuning, batch 64;
-#   4. the demo's tiny video ViT (specs/demo/video_pretrain.graft), batch 32.
+#   4. the demo's tiny video ViT (specs/demo/video_pretrain.graft), batch 32;
+#   5. `graft train` end to end on the demo's pretraining (2048 synthetic videos, 4
+#      epochs of batch 32): f32 eager, f32 `--cuda-graph`, bf16 `--cuda-graph`, and f32
+#      with another seed as the noise scale of the loss curve (once, after the rounds).
 # graft and PyTorch run in alternating processes, ROUNDS times (medians of each
 # process's timed runs; the table shows the median over rounds and the spread).
 #
@@ -57,6 +60,19 @@ for r in $(seq 1 "$rounds"); do
   "$graft" bench --train specs/demo/video_pretrain.graft --device cuda --batch 32 --iters 30 --warmup 3 --cuda-graph --json >"$tmp/g_tiny_graph_$r.json"
   [[ -n "${RAW_DIR:-}" ]] && mkdir -p "$RAW_DIR" && cp "$tmp"/*.json "$RAW_DIR"/
 done
+
+echo "-- graft train, the demo's pretraining"
+"$graft" data synth --task pretrain --n 2048 --seed 1 --out "$tmp/pre" >/dev/null
+runs=(f32:0: f32graph:0:--cuda-graph bf16graph:0:--cuda-graph,--autocast,bf16 f32seed1:1:)
+for r in "${runs[@]}"; do
+  IFS=: read -r name seed flags <<<"$r"
+  # shellcheck disable=SC2086
+  "$graft" train specs/demo/video_pretrain.graft --data "$tmp/pre" --out "$tmp/run_$name" --device cuda \
+    --epochs 4 --batch 32 --lr 1e-3 --warmup 20 --schedule cosine --seed "$seed" ${flags//,/ } >"$tmp/train_$name.txt" 2>&1 \
+    || { cat "$tmp/train_$name.txt" >&2; exit 1; }
+  cp "$tmp/run_$name/metrics.jsonl" "$tmp/train_$name.jsonl"
+done
+[[ -n "${RAW_DIR:-}" ]] && cp "$tmp"/train_* "$RAW_DIR"/
 
 "$py" - "$tmp" "$rounds" "$gpu" "$out_json" <<'PY'
 import json, statistics, sys
@@ -148,6 +164,28 @@ te = spread([g_step("g_tiny", 0, 32, r) for r in R])
 tg = spread([g_step("g_tiny_graph", 0, 32, r) for r in R])
 report["tiny"] = {"spec": "specs/demo/video_pretrain.graft", "batch": 32, "eager_ms": te[0], "graph_ms": tg[0]}
 print(f"tiny demo video ViT, batch 32: eager {fmt(te)} ms, whole-step graph {fmt(tg)} ms, x{te[0] / tg[0]:.2f}")
+def train_run(name):
+    recs = [json.loads(l) for l in open(f"{tmp}/train_{name}.jsonl")]
+    steps = [r for r in recs if r.get("kind") == "train"]
+    # Steady state: from the first read of the losses (after capture and warm-up) to the last.
+    e0 = steps[0]["elapsed_s"]
+    s0 = max(r["step"] for r in steps if r["elapsed_s"] == e0)
+    ms = 1000 * (steps[-1]["elapsed_s"] - e0) / max(steps[-1]["step"] - s0, 1)
+    return steps, ms
+
+runs = {n: train_run(n) for n in ("f32", "f32graph", "bf16graph", "f32seed1")}
+last = lambda steps: statistics.mean(r["loss"] for r in steps[-64:])
+base = last(runs["f32"][0])
+noise = abs(last(runs["f32seed1"][0]) - base)
+print("\n`graft train`, demo pretraining (2048 videos, 4 epochs, batch 32; steady-state ms/step from metrics.jsonl; loss: mean of the last 64 steps)")
+print(" | ".join(["run", "ms/step", "vs f32 eager", "last-epoch loss", "difference from f32"]))
+report["train"] = []
+for name, label in (("f32", "f32 eager"), ("f32graph", "f32 --cuda-graph"), ("bf16graph", "bf16 --cuda-graph"), ("f32seed1", "f32 eager, seed 1 (noise)")):
+    steps, ms = runs[name]
+    row = {"run": label, "ms_per_step": ms, "speedup": runs["f32"][1] / ms, "last_loss": last(steps), "diff": abs(last(steps) - base), "steps": len(steps)}
+    report["train"].append(row)
+    print(" | ".join([label, f"{ms:.2f}", f"x{row['speedup']:.2f}", f"{row['last_loss']:.4f}", f"{row['diff']:.4f}"]))
+print(f"bf16 loss difference / seed noise: {abs(last(runs['bf16graph'][0]) - base) / max(noise, 1e-12):.2f}")
 json.dump(report, open(out_json, "w"), indent=1)
 print(f"\nwritten: {out_json}")
 PY
