@@ -19,7 +19,7 @@
 #   GRAFT_BIN  the graft binary (default target/release/graft; built with
 #              --features cuda-graphs; it may be built on another machine and copied)
 #   PYTHON     a Python with torch 2.11 and timm (default .graft-env/python, else python3)
-#   ROUNDS     rounds of the alternation (default 2)
+#   ROUNDS     rounds of the alternation (default 2; 0: only part 5)
 #   RAW_DIR    also keep every process's JSON there (copied after each round)
 #   COMPILE    MODEL:BATCH pairs timed with torch.compile, in round 1 (default:
 #              vit_small_patch16_224:1 vit_small_patch16_224:64 vit_base_patch16_224:64)
@@ -107,63 +107,71 @@ def py_fwd(name, batch, key, r):
     return None
 
 report = {"gpu": gpu, "rounds": rounds, "inference": [], "training": [], "bf16": None, "tiny": None}
-print(f"\nInference latency (ms, f32, median of 30; over {rounds} rounds: median (min–max))")
-hdr = ["model", "batch", "graft eager", "graft --cuda-graph", "replays/forward", "PyTorch eager", "PyTorch graph", "compile", "reduce-overhead", "graph/PyTorch graph", "graph/reduce-overhead"]
-print(" | ".join(hdr))
-for i, (name, label) in enumerate([("vit_small_patch16_224", "ViT-S/16"), ("vit_base_patch16_224", "ViT-B/16")]):
-    for b in (1, 8, 64):
-        ge = spread([graft_fwd("g_eager", i, b, r) for r in R])
-        gg = spread([graft_fwd("g_graph", i, b, r) for r in R])
-        reps = graft_detail("g_graph", i, b, 1, "cuda_graph_replays")
-        per = None if reps is None else reps / (5 + 30)
-        pe = spread([py_fwd(name, b, "eager", r) for r in R])
-        pg = spread([py_fwd(name, b, "graph", r) for r in R])
-        pc = spread([py_fwd(name, b, "compile", r) for r in R])
-        pro = spread([py_fwd(name, b, "reduce_overhead", r) for r in R])
-        ratio = lambda a, c: None if a[0] is None or c[0] is None else a[0] / c[0]
-        row = {"model": label, "batch": b, "graft_eager": ge[0], "graft_graph": gg[0], "replays_per_timed_forward": per,
-               "torch_eager": pe[0], "torch_graph": pg[0], "torch_compile": pc[0], "torch_reduce_overhead": pro[0],
-               "graft_graph_over_torch_graph": ratio(gg, pg), "graft_graph_over_reduce_overhead": ratio(gg, pro),
-               "spread": {"graft_eager": ge[1:], "graft_graph": gg[1:], "torch_eager": pe[1:], "torch_graph": pg[1:]}}
-        report["inference"].append(row)
-        r1 = "–" if row["graft_graph_over_torch_graph"] is None else f"{row['graft_graph_over_torch_graph']:.3f}"
-        r2 = "–" if row["graft_graph_over_reduce_overhead"] is None else f"{row['graft_graph_over_reduce_overhead']:.3f}"
-        print(" | ".join([label, str(b), fmt(ge), fmt(gg), "–" if per is None else f"{per:.2f}", fmt(pe), fmt(pg), fmt(pc), fmt(pro), r1, r2]))
 
-def g_step(kind, idx, batch, r):
-    spec = load(kind, r)["specs"][idx]
-    return next(x["step_ms"] for x in spec["batches"] if x["batch"] == batch)
 
-def p_step(config, batch, r):
-    c = next(c for c in load("p_train", r)["configs"] if c["config"] == config)
-    return next(x["step_ms"] for x in c["batches"] if x["batch"] == batch)
+def timings():
+    print(f"\nInference latency (ms, f32, median of 30; over {rounds} rounds: median (min–max))")
+    hdr = ["model", "batch", "graft eager", "graft --cuda-graph", "replays/forward", "PyTorch eager", "PyTorch graph", "compile", "reduce-overhead", "graph/PyTorch graph", "graph/reduce-overhead"]
+    print(" | ".join(hdr))
+    for i, (name, label) in enumerate([("vit_small_patch16_224", "ViT-S/16"), ("vit_base_patch16_224", "ViT-B/16")]):
+        for b in (1, 8, 64):
+            ge = spread([graft_fwd("g_eager", i, b, r) for r in R])
+            gg = spread([graft_fwd("g_graph", i, b, r) for r in R])
+            reps = graft_detail("g_graph", i, b, 1, "cuda_graph_replays")
+            per = None if reps is None else reps / (5 + 30)
+            pe = spread([py_fwd(name, b, "eager", r) for r in R])
+            pg = spread([py_fwd(name, b, "graph", r) for r in R])
+            pc = spread([py_fwd(name, b, "compile", r) for r in R])
+            pro = spread([py_fwd(name, b, "reduce_overhead", r) for r in R])
+            ratio = lambda a, c: None if a[0] is None or c[0] is None else a[0] / c[0]
+            row = {"model": label, "batch": b, "graft_eager": ge[0], "graft_graph": gg[0], "replays_per_timed_forward": per,
+                   "torch_eager": pe[0], "torch_graph": pg[0], "torch_compile": pc[0], "torch_reduce_overhead": pro[0],
+                   "graft_graph_over_torch_graph": ratio(gg, pg), "graft_graph_over_reduce_overhead": ratio(gg, pro),
+                   "spread": {"graft_eager": ge[1:], "graft_graph": gg[1:], "torch_eager": pe[1:], "torch_graph": pg[1:]}}
+            report["inference"].append(row)
+            r1 = "–" if row["graft_graph_over_torch_graph"] is None else f"{row['graft_graph_over_torch_graph']:.3f}"
+            r2 = "–" if row["graft_graph_over_reduce_overhead"] is None else f"{row['graft_graph_over_reduce_overhead']:.3f}"
+            print(" | ".join([label, str(b), fmt(ge), fmt(gg), "–" if per is None else f"{per:.2f}", fmt(pe), fmt(pg), fmt(pc), fmt(pro), r1, r2]))
 
-print(f"\nTraining step (ms, f32, AdamW, median of 20)")
-print(" | ".join(["config", "batch", "graft eager", "graft whole-step graph", "PyTorch eager", "eager/PyTorch", "graph/PyTorch"]))
-for idx, (config, label) in enumerate([("full", "ViT-S/16 full fine-tuning"), ("adapter", "CM3T adapters, frozen ViT-S/16")]):
+    def g_step(kind, idx, batch, r):
+        spec = load(kind, r)["specs"][idx]
+        return next(x["step_ms"] for x in spec["batches"] if x["batch"] == batch)
+
+    def p_step(config, batch, r):
+        c = next(c for c in load("p_train", r)["configs"] if c["config"] == config)
+        return next(x["step_ms"] for x in c["batches"] if x["batch"] == batch)
+
+    print(f"\nTraining step (ms, f32, AdamW, median of 20)")
+    print(" | ".join(["config", "batch", "graft eager", "graft whole-step graph", "PyTorch eager", "eager/PyTorch", "graph/PyTorch"]))
+    for idx, (config, label) in enumerate([("full", "ViT-S/16 full fine-tuning"), ("adapter", "CM3T adapters, frozen ViT-S/16")]):
+        for b in (8, 64):
+            ge = spread([g_step("g_train", idx, b, r) for r in R])
+            gg = spread([g_step("g_train_graph", idx, b, r) for r in R])
+            pe = spread([p_step(config, b, r) for r in R])
+            row = {"config": label, "batch": b, "graft_eager": ge[0], "graft_graph": gg[0], "torch_eager": pe[0],
+                   "eager_over_torch": ge[0] / pe[0], "graph_over_torch": gg[0] / pe[0],
+                   "spread": {"graft_eager": ge[1:], "graft_graph": gg[1:], "torch_eager": pe[1:]}}
+            report["training"].append(row)
+            print(" | ".join([label, str(b), fmt(ge), fmt(gg), fmt(pe), f"{row['eager_over_torch']:.3f}", f"{row['graph_over_torch']:.3f}"]))
     for b in (8, 64):
-        ge = spread([g_step("g_train", idx, b, r) for r in R])
-        gg = spread([g_step("g_train_graph", idx, b, r) for r in R])
-        pe = spread([p_step(config, b, r) for r in R])
-        row = {"config": label, "batch": b, "graft_eager": ge[0], "graft_graph": gg[0], "torch_eager": pe[0],
-               "eager_over_torch": ge[0] / pe[0], "graph_over_torch": gg[0] / pe[0],
-               "spread": {"graft_eager": ge[1:], "graft_graph": gg[1:], "torch_eager": pe[1:]}}
-        report["training"].append(row)
-        print(" | ".join([label, str(b), fmt(ge), fmt(gg), fmt(pe), f"{row['eager_over_torch']:.3f}", f"{row['graph_over_torch']:.3f}"]))
-for b in (8, 64):
-    full = next(x for x in report["training"] if x["batch"] == b and x["config"].startswith("ViT-S"))
-    ad = next(x for x in report["training"] if x["batch"] == b and x["config"].startswith("CM3T"))
-    print(f"batch {b}: CM3T adapters / full fine-tuning, graft eager {ad['graft_eager'] / full['graft_eager']:.3f}, graph {ad['graft_graph'] / full['graft_graph']:.3f}")
+        full = next(x for x in report["training"] if x["batch"] == b and x["config"].startswith("ViT-S"))
+        ad = next(x for x in report["training"] if x["batch"] == b and x["config"].startswith("CM3T"))
+        print(f"batch {b}: CM3T adapters / full fine-tuning, graft eager {ad['graft_eager'] / full['graft_eager']:.3f}, graph {ad['graft_graph'] / full['graft_graph']:.3f}")
 
-f32 = spread([g_step("g_b_f32", 0, 64, r) for r in R])
-bf = spread([g_step("g_b_bf16", 0, 64, r) for r in R])
-report["bf16"] = {"config": "ViT-B/16 full fine-tuning, batch 64", "f32_ms": f32[0], "bf16_ms": bf[0], "speedup": f32[0] / bf[0]}
-print(f"\nbf16 autocast, ViT-B/16 full fine-tuning, batch 64: f32 {fmt(f32)} ms, bf16 {fmt(bf)} ms, throughput x{f32[0] / bf[0]:.2f}")
+    f32 = spread([g_step("g_b_f32", 0, 64, r) for r in R])
+    bf = spread([g_step("g_b_bf16", 0, 64, r) for r in R])
+    report["bf16"] = {"config": "ViT-B/16 full fine-tuning, batch 64", "f32_ms": f32[0], "bf16_ms": bf[0], "speedup": f32[0] / bf[0]}
+    print(f"\nbf16 autocast, ViT-B/16 full fine-tuning, batch 64: f32 {fmt(f32)} ms, bf16 {fmt(bf)} ms, throughput x{f32[0] / bf[0]:.2f}")
 
-te = spread([g_step("g_tiny", 0, 32, r) for r in R])
-tg = spread([g_step("g_tiny_graph", 0, 32, r) for r in R])
-report["tiny"] = {"spec": "specs/demo/video_pretrain.graft", "batch": 32, "eager_ms": te[0], "graph_ms": tg[0]}
-print(f"tiny demo video ViT, batch 32: eager {fmt(te)} ms, whole-step graph {fmt(tg)} ms, x{te[0] / tg[0]:.2f}")
+    te = spread([g_step("g_tiny", 0, 32, r) for r in R])
+    tg = spread([g_step("g_tiny_graph", 0, 32, r) for r in R])
+    report["tiny"] = {"spec": "specs/demo/video_pretrain.graft", "batch": 32, "eager_ms": te[0], "graph_ms": tg[0]}
+    print(f"tiny demo video ViT, batch 32: eager {fmt(te)} ms, whole-step graph {fmt(tg)} ms, x{te[0] / tg[0]:.2f}")
+
+
+if rounds > 0:
+    timings()
+
 def train_run(name):
     recs = [json.loads(l) for l in open(f"{tmp}/train_{name}.jsonl")]
     steps = [r for r in recs if r.get("kind") == "train"]
