@@ -88,12 +88,27 @@ pub fn check_without(model_inputs: &[ModelInput], without: &[String]) -> Result<
 /// A batch's inputs checked and in plan order, leaving out those named in `without`
 /// (as if the batch lacked them) and those the model does not read.
 pub fn batch_inputs(plan: &Plan, batch: &Batch, without: &[String]) -> Result<Vec<Option<HostTensor>>, BackendError> {
-    let given = batch
-        .inputs
-        .iter()
-        .filter(|(name, _)| !without.contains(name) && plan.inputs().iter().any(|i| &i.name == *name))
-        .map(|(n, h)| (n.clone(), h.clone()))
-        .collect();
+    let given = batch.inputs.iter().map(|(n, h)| (n.clone(), h.clone()));
+    bind_given(plan, given, without)
+}
+
+/// [`batch_inputs`] that moves the inputs out of `batch` instead of copying them (its
+/// labels stay).
+pub fn take_batch_inputs(
+    plan: &Plan,
+    batch: &mut Batch,
+    without: &[String],
+) -> Result<Vec<Option<HostTensor>>, BackendError> {
+    bind_given(plan, std::mem::take(&mut batch.inputs).into_iter(), without)
+}
+
+fn bind_given(
+    plan: &Plan,
+    given: impl Iterator<Item = (String, HostTensor)>,
+    without: &[String],
+) -> Result<Vec<Option<HostTensor>>, BackendError> {
+    let read = |name: &String| !without.contains(name) && plan.inputs().iter().any(|i| &i.name == name);
+    let given = given.filter(|(name, _)| read(name)).collect();
     Ok(inputs::bind(plan, given, DType::F32)?.values)
 }
 

@@ -241,7 +241,7 @@ model m {
         "rank: spec 2, adapter_config.json r = 8",
         "alpha: spec 4, adapter_config.json lora_alpha = 16",
         "use_dora: true",
-        r#"target_modules: ["qkv"] do not cover 1 of the adapter's sites (first: fc)"#,
+        r#"target_modules: ["qkv"] do not cover 1 of the adapter's 1 sites (first: fc)"#,
     ] {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }

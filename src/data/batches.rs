@@ -99,15 +99,24 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                         })
                         .collect()
                 });
-                let mut data = Vec::with_capacity(n * per * 4);
+                let mut data = vec![0u8; n * per * 4];
+                let mut rows = data.chunks_exact_mut(per * 4);
                 for part in parts {
-                    for v in part? {
-                        data.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                    for (v, row) in part?.iter().zip(rows.by_ref()) {
+                        for (d, x) in row.chunks_exact_mut(4).zip(v) {
+                            d.copy_from_slice(&x.to_le_bytes());
+                        }
                     }
                 }
                 data
             }
-            _ => samples.iter().flat_map(|s| s.parts[k].1.iter().copied()).collect(),
+            _ => {
+                let mut data = Vec::with_capacity(samples.iter().map(|s| s.parts[k].1.len()).sum());
+                for s in samples {
+                    data.extend_from_slice(&s.parts[k].1);
+                }
+                data
+            }
         };
         inputs.insert(name.clone(), HostTensor { dtype: spec.dtype, shape, data });
     }

@@ -49,6 +49,27 @@ pub fn to_device_async(t: Tensor, device: tch::Device) -> Result<Tensor, TchErro
     }
 }
 
+/// A host tensor on `device`. On a GPU its bytes are copied once, into pinned memory,
+/// and sent with a non-blocking copy (see [`to_device_async`]); elsewhere, one copy
+/// into a CPU tensor.
+pub fn host_to_device(h: &HostTensor, device: tch::Device) -> Result<Tensor, TchError> {
+    let kind = kind_of(h.dtype);
+    let elem = kind.elt_size_in_bytes();
+    let numel: i64 = h.shape.iter().product();
+    let whole = numel >= 0 && h.data.len() == numel as usize * elem && (h.data.as_ptr() as usize) % elem == 0;
+    if let (tch::Device::Cuda(_), true) = (device, whole) {
+        // SAFETY: `h.data` holds exactly `numel` aligned elements of `kind` and outlives
+        // `view`, which only `pinned` reads (a synchronous copy into pinned memory)
+        // before it is dropped at the end of this block.
+        let pinned = {
+            let view = unsafe { Tensor::f_from_blob(h.data.as_ptr(), &h.shape, &[], kind, tch::Device::Cpu)? };
+            pinned(&view).map_err(TchError::Torch)?
+        };
+        return pinned.f_to_device_(device, kind, true, false);
+    }
+    to_device_async(to_tensor(h)?, device)
+}
+
 /// Host inputs (plan order, `None` absent) on `device`, float ones in `float`.
 pub fn place(
     inputs: &[Option<HostTensor>],
@@ -60,9 +81,9 @@ pub fn place(
         .map(|h| {
             h.as_ref()
                 .map(|h| {
-                    let t = to_tensor(h)?;
+                    let t = host_to_device(h, device)?;
                     let kind = if super::is_float_kind(t.kind()) { float } else { t.kind() };
-                    to_device_async(t, device)?.f_to_kind(kind)
+                    t.f_to_kind(kind)
                 })
                 .transpose()
         })

@@ -23,7 +23,7 @@ use super::rundir::RunLock;
 use super::spec::Spec;
 use crate::backend::train::{Trainer, Training, Update};
 use crate::data::Dataset;
-use crate::evaluate::{batch_inputs, report, tally, Evaluated, Report, Tally};
+use crate::evaluate::{report, take_batch_inputs, tally, Evaluated, Report, Tally};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
 use anyhow::Result;
@@ -206,10 +206,13 @@ impl<S: Training> Loop<'_, S> {
         let mut b = Batches { loss_sum: 0.0, samples: 0, missing: BTreeSet::new(), wait: Duration::ZERO };
         for _ in 0..self.hyper.accumulate {
             let t = Instant::now();
-            let item = feed.next()?;
+            let mut item = feed.next()?;
             b.wait += t.elapsed();
-            let inputs = batch_inputs(&self.spec.plan, &item.batch, &[])?;
-            let r = self.trainer.step(&inputs, &item.batch.label_tensor())?;
+            b.samples += item.batch.len() as u64;
+            b.missing.extend(self.spec.missing(&item.batch, &[]));
+            let labels = item.batch.label_tensor();
+            let inputs = take_batch_inputs(&self.spec.plan, &mut item.batch, &[])?;
+            let r = self.trainer.step(&inputs, &labels)?;
             if r.eager && !st.noted {
                 let note = "--cuda-graph: batches with other shapes or inputs than the captured one run eagerly";
                 obs.event(TrainEvent::Note(note));
@@ -226,8 +229,6 @@ impl<S: Training> Loop<'_, S> {
                 return Err(self.stop(st.step + 1, &at, obs));
             }
             b.loss_sum += r.loss as f64;
-            b.samples += item.batch.len() as u64;
-            b.missing.extend(self.spec.missing(&item.batch, &[]));
             advance(&mut st.at, item.epoch, item.index, feed.per_epoch);
         }
         st.data_wait += b.wait;
@@ -239,11 +240,12 @@ impl<S: Training> Loop<'_, S> {
     fn step_whole(&mut self, feed: &Feed, st: &mut Counters) -> Result<()> {
         let scale = self.hyper.schedule.factor(st.step);
         let t = Instant::now();
-        let item = feed.next()?;
+        let mut item = feed.next()?;
         let wait = t.elapsed();
-        let inputs = batch_inputs(&self.spec.plan, &item.batch, &[])?;
-        self.trainer.step_whole(st.step + 1, &inputs, &item.batch.label_tensor(), scale)?;
-        let step_samples = item.batch.len() as u64;
+        let (labels, step_samples) = (item.batch.label_tensor(), item.batch.len() as u64);
+        let missing = self.spec.missing(&item.batch, &[]).into_iter().collect();
+        let inputs = take_batch_inputs(&self.spec.plan, &mut item.batch, &[])?;
+        self.trainer.step_whole(st.step + 1, &inputs, &labels, scale)?;
         st.step += 1;
         advance(&mut st.at, item.epoch, item.index, feed.per_epoch);
         st.at.samples += step_samples;
@@ -257,7 +259,7 @@ impl<S: Training> Loop<'_, S> {
             step_samples,
             lr: self.hyper.lr * scale,
             wait,
-            missing: self.spec.missing(&item.batch, &[]).into_iter().collect(),
+            missing,
         });
         Ok(())
     }
