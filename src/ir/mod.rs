@@ -12,7 +12,9 @@
 pub mod op;
 pub mod param;
 pub mod print;
+mod rules;
 pub mod shape;
+pub mod typing;
 pub mod verified;
 pub mod verify;
 
@@ -233,9 +235,9 @@ impl Graph {
     }
 
     /// Values computed from some model input, not from parameters alone: what an
-    /// absent optional input can make absent, and the only operands through which an
-    /// `add` passes on a present value (a positional embedding never stands in for
-    /// missing data). The one statement of this rule, for passes and backends alike.
+    /// absent optional input can make absent, and what [`Op::on_absent`] is told about
+    /// operands (an `add` passes on only such a value: a positional embedding never
+    /// stands in for missing data).
     pub fn computed_from_inputs(&self) -> std::collections::HashSet<NodeId> {
         let mut data = std::collections::HashSet::new();
         for id in self.topo_order().unwrap_or_default() {
@@ -244,6 +246,26 @@ impl Graph {
             }
         }
         data
+    }
+
+    /// Remove every node no output depends on (inputs stay: they are the model's
+    /// interface); returns how many were removed.
+    pub fn remove_dead(&mut self) -> usize {
+        let mut removed = 0;
+        let mut live = std::collections::HashSet::new();
+        let mut stack: Vec<NodeId> = self.outputs();
+        while let Some(n) = stack.pop() {
+            if live.insert(n) {
+                stack.extend(self.operands(n));
+            }
+        }
+        for id in self.ids() {
+            if !live.contains(&id) && !matches!(self.node(id).op, Op::Input { .. }) {
+                self.remove(id);
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Total parameter elements.

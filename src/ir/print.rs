@@ -53,23 +53,6 @@ fn numbering(g: &Graph) -> (Vec<NodeId>, HashMap<NodeId, usize>) {
     (order, num)
 }
 
-fn attrs(op: &Op) -> String {
-    match op {
-        Op::GroupedLinear { groups } => format!("{{groups={groups}}}"),
-        Op::Conv2d { stride } => format!("{{stride={stride:?}}}"),
-        Op::Conv3d { stride } => format!("{{stride={stride:?}}}"),
-        Op::LayerNorm { eps } => format!("{{eps={eps:e}}}"),
-        Op::Attention { heads } => format!("{{heads={heads}}}"),
-        Op::Scale { factor } => format!("{{factor={factor}}}"),
-        Op::Reshape { dims } => format!("{{dims={dims:?}}}"),
-        Op::Permute { perm } => format!("{{perm={perm:?}}}"),
-        Op::Split { axis, parts, index } => format!("{{axis={axis}, parts={parts}, index={index}}}"),
-        Op::Concat { axis } => format!("{{axis={axis}}}"),
-        Op::TokenSelect { index } => format!("{{index={index}}}"),
-        _ => String::new(),
-    }
-}
-
 /// The text form.
 pub fn to_text(g: &Graph, header: &str) -> String {
     let (order, num) = numbering(g);
@@ -103,7 +86,7 @@ pub fn to_text(g: &Graph, header: &str) -> String {
                 let _ = writeln!(s, "%{i} = param {} : {ty} {train}{src}", p.path);
             }
             op => {
-                let _ = writeln!(s, "%{i} = {}{}({}) : {ty}  @{}", op.name(), attrs(op), ops.join(", "), n.path);
+                let _ = writeln!(s, "%{i} = {}{}({}) : {ty}  @{}", op.name(), op.attributes(), ops.join(", "), n.path);
             }
         }
     }
@@ -156,7 +139,7 @@ pub fn to_dot(g: &Graph, name: &str) -> String {
             ),
             Op::Input { name, .. } => (format!("input {name}\\n{ty}"), "shape=invhouse"),
             Op::Output { name } => (format!("output {name}\\n{ty}"), "shape=house"),
-            op => (format!("{}{}\\n{}\\n{ty}", op.name(), attrs(op), n.path), "shape=ellipse"),
+            op => (format!("{}{}\\n{}\\n{ty}", op.name(), op.attributes(), n.path), "shape=ellipse"),
         };
         let _ = writeln!(s, "  n{i} [label=\"{}\", {style}];", label.replace('"', "'"));
     }

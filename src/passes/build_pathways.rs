@@ -180,7 +180,7 @@ fn build_one(
         borrowed.aux_params.push(pa);
         borrowed.lambdas.push(lpath);
     }
-    for (_, d) in crate::passes::infer_shapes::type_nodes(&mut b.graph) {
+    for (_, d) in crate::ir::typing::type_nodes(&mut b.graph) {
         b.diags.push(d);
     }
     Some(borrowed)
@@ -211,7 +211,7 @@ model m {
         assert!(super::build_pathways(&mut g, &mut cx).unwrap());
         assert!(!cx.diags().has_errors(), "{}", errors(&cx));
         assert!(!cx.borrowed["p"].aux_trainable);
-        crate::passes::eliminate_dead_code::remove_dead(&mut g);
+        g.remove_dead();
         insta::assert_snapshot!(ir(&g), @"
         %0 = input x : f32[B, 4]
         %1 = param t.fc.weight : f32[4, 4] frozen init uniform(0.500000)

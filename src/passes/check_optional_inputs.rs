@@ -1,9 +1,10 @@
 //! check_optional_inputs: every output must survive any optional input being absent.
 //!
 //! Analyzer pass. At run time a missing optional input (a missing modality) makes
-//! every value computed from it absent, except that `add` passes its present operand
-//! through; that is how a cross-attention adapter (`x + gate * attend(x, context)`)
-//! is skipped. An output that would itself become absent is a user error.
+//! the values computed from it absent, by each op's rule ([`Op::on_absent`]: `add`
+//! passes its present operand through; that is how a cross-attention adapter
+//! `x + gate * attend(x, context)` is skipped). An output that would itself become
+//! absent is a user error.
 
 use super::ctx::PassCtx;
 use crate::diag::Diagnostic;
@@ -14,7 +15,7 @@ use std::collections::HashSet;
 /// The nodes that are absent when the inputs in `missing` are.
 pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
     let mut absent: HashSet<NodeId> = missing.iter().copied().collect();
-    // `add` passes through only an operand computed from the data.
+    // The op's own rule ([`Op::on_absent`]) says which results survive.
     let data = g.computed_from_inputs();
     let Some(order) = g.topo_order() else { return absent };
     for id in order {
@@ -22,12 +23,9 @@ pub fn absent_nodes(g: &Graph, missing: &[NodeId]) -> HashSet<NodeId> {
         if absent.contains(&id) || ops.is_empty() {
             continue;
         }
-        let gone = ops.iter().filter(|o| absent.contains(o)).count();
-        let is_absent = match g.node(id).op {
-            Op::Add => gone > 0 && gone == ops.iter().filter(|o| data.contains(o)).count(),
-            _ => gone > 0,
-        };
-        if is_absent {
+        let gone: Vec<bool> = ops.iter().map(|o| absent.contains(o)).collect();
+        let from_data: Vec<bool> = ops.iter().map(|o| data.contains(o)).collect();
+        if gone.contains(&true) && g.node(id).op.on_absent(&gone, &from_data).is_none() {
             absent.insert(id);
         }
     }

@@ -6,32 +6,11 @@
 
 use super::ctx::PassCtx;
 use crate::ir::verify::VerifyError;
-use crate::ir::{Graph, NodeId, Op};
-use std::collections::HashSet;
+use crate::ir::Graph;
 
 /// The pass: remove what no output needs.
 pub fn eliminate_dead_code(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyError> {
-    Ok(remove_dead(g) > 0)
-}
-
-/// Remove every node no output depends on (inputs stay: they are the model's
-/// interface); returns how many were removed.
-pub fn remove_dead(g: &mut Graph) -> usize {
-    let mut removed = 0;
-    let mut live: HashSet<NodeId> = HashSet::new();
-    let mut stack: Vec<NodeId> = g.outputs();
-    while let Some(n) = stack.pop() {
-        if live.insert(n) {
-            stack.extend(g.operands(n));
-        }
-    }
-    for id in g.ids() {
-        if !live.contains(&id) && !matches!(g.node(id).op, Op::Input { .. }) {
-            g.remove(id);
-            removed += 1;
-        }
-    }
-    removed
+    Ok(g.remove_dead() > 0)
 }
 
 #[cfg(test)]
@@ -52,7 +31,7 @@ mod tests {
         let r = g.add(Op::Relu, "a", None, &[x]);
         let dead = g.add(Op::Gelu, "b", None, &[y]);
         let _ = g.add(Op::Output { name: "o".into() }, "o", None, &[r]);
-        assert_eq!(super::remove_dead(&mut g), 1);
+        assert_eq!(g.remove_dead(), 1);
         assert!(g.contains(r) && g.contains(x) && g.contains(y));
         assert!(!g.contains(dead));
         assert_eq!(g.len(), 4);

@@ -15,7 +15,6 @@
 //! backbone's parameter count.
 
 use super::ctx::PassCtx;
-use super::eliminate_dead_code::remove_dead;
 use crate::ir::verify::VerifyError;
 use crate::ir::{FoldExpr, Graph, NodeId, Op, ParamInfo, ParamSource};
 
@@ -31,7 +30,7 @@ pub fn fold_reparam(g: &mut Graph, _cx: &mut PassCtx) -> Result<bool, VerifyErro
             break;
         }
         any = true;
-        remove_dead(g);
+        g.remove_dead();
     }
     Ok(any)
 }
@@ -141,7 +140,7 @@ fn finish(g: &mut Graph, old: NodeId, x: NodeId, w: NodeId, b: Option<NodeId>, p
 /// Type the rewritten nodes. A rewrite whose result breaks a shape rule is a bug in
 /// the rule `rule`, reported with the node, never left untyped.
 fn retype(g: &mut Graph, rule: &str) -> Result<(), VerifyError> {
-    match super::infer_shapes::type_nodes(g).into_iter().next() {
+    match crate::ir::typing::type_nodes(g).into_iter().next() {
         None => Ok(()),
         Some((id, d)) => Err(VerifyError {
             pass: format!("fold_reparam ({rule})"),
@@ -216,20 +215,12 @@ fn fold_params(g: &mut Graph) -> bool {
         if !g.contains(n) {
             continue;
         }
-        let op = g.node(n).op.clone();
         let ops = g.operands(n);
-        let foldable = matches!(op, Op::Add | Op::Mul | Op::Scale { .. } | Op::MatMul);
-        if !foldable || ops.is_empty() || !ops.iter().all(|&o| is_param(g, o)) {
+        if ops.is_empty() || !ops.iter().all(|&o| is_param(g, o)) {
             continue;
         }
-        let ex = |i: usize| Box::new(expr_of(g, ops[i]));
-        let expr = match op {
-            Op::Add => FoldExpr::Add { a: ex(0), b: ex(1) },
-            Op::Mul => FoldExpr::Mul { a: ex(0), b: ex(1) },
-            Op::MatMul => FoldExpr::MatMul { a: ex(0), b: ex(1) },
-            Op::Scale { factor } => FoldExpr::Scale { a: ex(0), factor },
-            _ => unreachable!(),
-        };
+        let args: Vec<FoldExpr> = ops.iter().map(|&o| expr_of(g, o)).collect();
+        let Some(expr) = g.node(n).op.fold(&args) else { continue };
         // Name it after the weight slot it feeds (`t.fc.weight`); an intermediate
         // that later folds further gets a temporary unique name.
         let Some(ty) = g.node(n).ty.clone() else { continue };
@@ -239,16 +230,7 @@ fn fold_params(g: &mut Graph) -> bool {
             .iter()
             .find_map(|&(u, slot)| {
                 let user = g.node(u);
-                let weighted = matches!(
-                    user.op,
-                    Op::Linear
-                        | Op::GroupedLinear { .. }
-                        | Op::Conv2d { .. }
-                        | Op::Conv3d { .. }
-                        | Op::LayerNorm { .. }
-                        | Op::Embedding
-                );
-                (weighted && slot >= 1).then(|| format!("{}.{}", user.path, if slot == 1 { "weight" } else { "bias" }))
+                user.op.weight_name(slot as usize).map(|w| format!("{}.{w}", user.path))
             })
             .unwrap_or_else(|| format!("{}.fold{}", g.node(n).path, n.index()));
         let info = ParamInfo {
@@ -314,7 +296,7 @@ mod tests {
         crate::passes::build_pathways::build_pathways(&mut g, &mut cx).unwrap();
         assert!(!cx.diags().has_errors(), "{}", errors(&cx));
         super::fold_reparam(&mut g, &mut cx).unwrap();
-        crate::passes::eliminate_dead_code::remove_dead(&mut g);
+        g.remove_dead();
         crate::ir::verify::verify(&g, "fold_reparam", crate::ir::verify::Stage::Typed).expect("verifies");
         ir(&g)
     }

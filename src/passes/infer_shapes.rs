@@ -7,8 +7,9 @@
 
 use super::ctx::PassCtx;
 use crate::diag::Diagnostic;
+use crate::ir::typing::type_nodes;
 use crate::ir::verify::VerifyError;
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{Graph, NodeId};
 
 /// The pass: type every node; a failure inside a library module also points at the
 /// model's declaration that instantiated it.
@@ -43,46 +44,6 @@ fn from_user_code(g: &Graph, cx: &PassCtx, id: NodeId, d: Diagnostic) -> Diagnos
         Some(span) => d.also(span, format!("`{path}` is part of this instance")),
         None => d,
     }
-}
-
-/// Type all nodes; returns the failures with the node they occurred at. Passes that
-/// add nodes (`insert_adapters`, `build_pathways`) call it to type what they added.
-pub fn type_nodes(g: &mut Graph) -> Vec<(NodeId, Diagnostic)> {
-    let mut errors = Vec::new();
-    let Some(order) = g.topo_order() else {
-        return errors;
-    };
-    for id in order {
-        let ops = g.operands(id);
-        let node = g.node(id);
-        if matches!(node.op, Op::Unbound) {
-            continue;
-        }
-        let ins: Option<Vec<_>> = ops.iter().map(|o| g.node(*o).ty.clone()).collect();
-        let Some(ins) = ins else {
-            g.node_mut(id).ty = None;
-            continue;
-        };
-        let refs: Vec<_> = ins.iter().collect();
-        match node.op.infer(&refs) {
-            Ok(t) => g.node_mut(id).ty = Some(t),
-            Err(msg) => {
-                let node = g.node(id);
-                let operands = ins.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
-                let mut d =
-                    Diagnostic::error("E0601", format!("shape mismatch in `{}` at `{}`", node.op.name(), node.path))
-                        .hint(format!("operands are {operands}; check the sizes passed to this instance"));
-                if let Some(span) = node.span {
-                    d = d.at(span, msg);
-                } else {
-                    d.message = format!("{}: {msg}", d.message);
-                }
-                g.node_mut(id).ty = None;
-                errors.push((id, d));
-            }
-        }
-    }
-    errors
 }
 
 #[cfg(test)]

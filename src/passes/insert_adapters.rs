@@ -11,8 +11,8 @@
 //! arguments that do not fit the module are user errors.
 
 use super::ctx::{Decls, PassCtx};
-use super::infer_shapes::type_nodes;
 use crate::diag::Diagnostic;
+use crate::ir::typing::type_nodes;
 use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op};
 use crate::lower::{AdapterInfo, Builder, ModuleEntry, Value};
