@@ -6,7 +6,7 @@ use super::eval::{ArgVal, Env};
 use super::{limits, Builder, ModuleEntry, Site, SiteKind, Value, R};
 use crate::diag::Diagnostic;
 use crate::source::Span;
-use crate::syntax::ast::{ParamTy, Stmt};
+use crate::syntax::ast::{ModuleDecl, ParamTy, Stmt};
 
 impl Builder {
     /// `name = callee(config)(inputs)` at `path`. Returns the instance's output.
@@ -101,17 +101,33 @@ impl Builder {
 
     pub(super) fn module_body(
         &mut self,
-        m: &crate::syntax::ast::ModuleDecl,
+        m: &ModuleDecl,
         config: Vec<ArgVal>,
         inputs: Vec<ArgVal>,
         path: &str,
         span: Span,
     ) -> R<Value> {
-        let what = m.name.name.clone();
         // The adapter's site belongs to this module only, not to the ones it contains.
         let site = self.adapter_site.take();
         let mut env = Env { scope: path.to_string(), ..Env::default() };
-        // Parameters: arguments by position or name; defaults see earlier parameters.
+        let given = self.bind_config(m, config)?;
+        self.bind_inputs(m, inputs, span, &mut env)?;
+        self.bind_params(m, given, site, &mut env, path, span)?;
+        let mut out = None;
+        self.exec(&m.body, &mut env, &mut out)?;
+        match out {
+            Some((v, _)) => Ok(v),
+            None => Err(self.error(
+                Diagnostic::error("E0413", format!("module `{}` has no `out`", m.name.name))
+                    .at(m.name.span, "never produces a value")
+                    .hint("end the module body with `out expression`"),
+            )),
+        }
+    }
+
+    /// A module's configuration arguments, by position or name, per parameter.
+    fn bind_config(&mut self, m: &ModuleDecl, config: Vec<ArgVal>) -> R<Vec<Option<ArgVal>>> {
+        let what = &m.name.name;
         let mut given: Vec<Option<ArgVal>> = (0..m.params.len()).map(|_| None).collect();
         let mut pos = 0;
         for a in config {
@@ -160,7 +176,13 @@ impl Builder {
             }
             given[i] = Some(a);
         }
-        // Inputs: the top-level `in` statements, in order.
+        Ok(given)
+    }
+
+    /// Bind a module's inputs (the top-level `in` statements, in order) in `env`: by
+    /// position or name; a missing optional one is absent.
+    fn bind_inputs(&mut self, m: &ModuleDecl, inputs: Vec<ArgVal>, span: Span, env: &mut Env) -> R<()> {
+        let what = &m.name.name;
         let ins: Vec<(&crate::syntax::ast::Ident, bool)> = m
             .body
             .iter()
@@ -229,8 +251,23 @@ impl Builder {
             };
             env.vars.insert(name.name.clone(), (v, Some(name.span)));
         }
-        // Defaults see earlier parameters, the inputs (`features(context)`) and, for a
-        // module placed as an adapter, the site's widths (`site_in`, `site_out`).
+        Ok(())
+    }
+
+    /// Bind every parameter in `env`: the given value or its default, checked against
+    /// its type. Defaults see earlier parameters, the inputs (`features(context)`)
+    /// and, for a module placed as an adapter, the site's widths (`site_in`,
+    /// `site_out`).
+    fn bind_params(
+        &mut self,
+        m: &ModuleDecl,
+        given: Vec<Option<ArgVal>>,
+        site: Option<(i64, i64)>,
+        env: &mut Env,
+        path: &str,
+        span: Span,
+    ) -> R<()> {
+        let what = &m.name.name;
         let site_vars: Vec<&str> = match site {
             Some((i, o)) => {
                 env.vars.insert("site_in".into(), (Value::Int(i), None));
@@ -243,7 +280,7 @@ impl Builder {
             let (v, vspan) = match g {
                 Some(a) => (a.value, a.span),
                 None => match &p.default {
-                    Some(d) => (self.eval(d, &env, path)?, d.span),
+                    Some(d) => (self.eval(d, env, path)?, d.span),
                     None => {
                         return Err(self.error(
                             Diagnostic::error("E0404", format!("`{what}` needs `{}`", p.name.name))
@@ -289,15 +326,6 @@ impl Builder {
                 env.vars.remove(n);
             }
         }
-        let mut out = None;
-        self.exec(&m.body, &mut env, &mut out)?;
-        match out {
-            Some((v, _)) => Ok(v),
-            None => Err(self.error(
-                Diagnostic::error("E0413", format!("module `{what}` has no `out`"))
-                    .at(m.name.span, "never produces a value")
-                    .hint("end the module body with `out expression`"),
-            )),
-        }
+        Ok(())
     }
 }

@@ -5,7 +5,7 @@ use super::args::bind;
 use super::eval::ArgVal;
 use super::{Builder, Value, R};
 use crate::diag::Diagnostic;
-use crate::ir::{Init, Op};
+use crate::ir::{Init, NodeId, Op};
 use crate::source::Span;
 
 impl Builder {
@@ -24,39 +24,7 @@ impl Builder {
                     .hint("write `name = param([shape])`"),
             ));
         }
-        let s = |v: &str| Some(Value::Str(v.into()));
-        let t = Some(Value::Bool(true));
-        let f02 = Some(Value::Float(0.02));
-        let f0 = Some(Value::Float(0.0));
-        let sig: Vec<(&str, Option<Value>)> = match prim {
-            "linear" => vec![
-                ("in_features", None),
-                ("out_features", None),
-                ("bias", t),
-                ("init", s("default")),
-                ("std", f02),
-                ("value", f0),
-            ],
-            "grouped_linear" => vec![
-                ("in_features", None),
-                ("out_features", None),
-                ("groups", None),
-                ("bias", t),
-                ("init", s("default")),
-                ("std", f02),
-                ("value", f0),
-            ],
-            "layernorm" => vec![("dim", None), ("eps", Some(Value::Float(1e-5)))],
-            "conv2d" | "conv3d" => vec![
-                ("in_channels", None),
-                ("out_channels", None),
-                ("kernel", None),
-                ("stride", Some(Value::Absent)),
-                ("bias", t),
-            ],
-            "embedding" => vec![("num", None), ("dim", None), ("std", Some(Value::Float(1.0)))],
-            _ => unreachable!("primitive {prim}"),
-        };
+        let sig = signature(prim);
         let v = bind(self, prim, config, &sig, span)?;
         if inputs.len() != 1 {
             return Err(self.error(
@@ -71,36 +39,7 @@ impl Builder {
         let wpath = format!("{path}.weight");
         let bpath = format!("{path}.bias");
         let node = match prim {
-            "linear" | "grouped_linear" => {
-                let i = self.size_arg(&v[0], "in_features", span)?;
-                let o = self.size_arg(&v[1], "out_features", span)?;
-                let (groups, rest) = if prim == "grouped_linear" {
-                    (self.size_arg(&v[2], "groups", span)?, &v[3..])
-                } else {
-                    (1, &v[2..])
-                };
-                if i % groups != 0 || o % groups != 0 {
-                    return Err(self.error(
-                        Diagnostic::error("E0419", format!("{groups} groups do not divide {i} → {o} features"))
-                            .at(span, "uneven groups")
-                            .hint("groups must divide both feature counts"),
-                    ));
-                }
-                let bias = matches!(rest[0], Value::Bool(true));
-                let fan_in = i / groups;
-                let init = self.init_rule(&rest[1], &rest[2], &rest[3], 1.0 / (fan_in as f64).sqrt(), span)?;
-                let w = self.new_param(&wpath, vec![o, fan_in], init.clone(), span)?;
-                let mut ops = vec![x, w];
-                if bias {
-                    let binit = match init {
-                        Init::Normal { .. } | Init::TruncNormal { .. } | Init::Constant { .. } => Init::Zeros,
-                        other => other,
-                    };
-                    ops.push(self.new_param(&bpath, vec![o], binit, span)?);
-                }
-                let op = if prim == "linear" { Op::Linear } else { Op::GroupedLinear { groups } };
-                self.node(op, path, span, &ops)?
-            }
+            "linear" | "grouped_linear" => self.linear(prim, &v, x, path, span)?,
             "layernorm" => {
                 let d = self.size_arg(&v[0], "dim", span)?;
                 let eps = self.float_arg(&v[1], "eps", span)?;
@@ -140,6 +79,36 @@ impl Builder {
             }
         };
         Ok(Value::Tensor(node))
+    }
+
+    /// A (grouped) linear from its bound configuration `v`: weight `[out, in/groups]`
+    /// and an optional bias.
+    fn linear(&mut self, prim: &str, v: &[Value], x: NodeId, path: &str, span: Span) -> R<NodeId> {
+        let i = self.size_arg(&v[0], "in_features", span)?;
+        let o = self.size_arg(&v[1], "out_features", span)?;
+        let (groups, rest) =
+            if prim == "grouped_linear" { (self.size_arg(&v[2], "groups", span)?, &v[3..]) } else { (1, &v[2..]) };
+        if i % groups != 0 || o % groups != 0 {
+            return Err(self.error(
+                Diagnostic::error("E0419", format!("{groups} groups do not divide {i} → {o} features"))
+                    .at(span, "uneven groups")
+                    .hint("groups must divide both feature counts"),
+            ));
+        }
+        let bias = matches!(rest[0], Value::Bool(true));
+        let fan_in = i / groups;
+        let init = self.init_rule(&rest[1], &rest[2], &rest[3], 1.0 / (fan_in as f64).sqrt(), span)?;
+        let w = self.new_param(&format!("{path}.weight"), vec![o, fan_in], init.clone(), span)?;
+        let mut ops = vec![x, w];
+        if bias {
+            let binit = match init {
+                Init::Normal { .. } | Init::TruncNormal { .. } | Init::Constant { .. } => Init::Zeros,
+                other => other,
+            };
+            ops.push(self.new_param(&format!("{path}.bias"), vec![o], binit, span)?);
+        }
+        let op = if prim == "linear" { Op::Linear } else { Op::GroupedLinear { groups } };
+        self.node(op, path, span, &ops)
     }
 
     /// Tensor functions applied inline.
@@ -249,5 +218,42 @@ impl Builder {
             }
         };
         Ok(Value::Tensor(node))
+    }
+}
+
+/// A primitive's configuration parameters with their defaults (`None`: required).
+fn signature(prim: &str) -> Vec<(&'static str, Option<Value>)> {
+    let s = |v: &str| Some(Value::Str(v.into()));
+    let t = Some(Value::Bool(true));
+    let f02 = Some(Value::Float(0.02));
+    let f0 = Some(Value::Float(0.0));
+    match prim {
+        "linear" => vec![
+            ("in_features", None),
+            ("out_features", None),
+            ("bias", t),
+            ("init", s("default")),
+            ("std", f02),
+            ("value", f0),
+        ],
+        "grouped_linear" => vec![
+            ("in_features", None),
+            ("out_features", None),
+            ("groups", None),
+            ("bias", t),
+            ("init", s("default")),
+            ("std", f02),
+            ("value", f0),
+        ],
+        "layernorm" => vec![("dim", None), ("eps", Some(Value::Float(1e-5)))],
+        "conv2d" | "conv3d" => vec![
+            ("in_channels", None),
+            ("out_channels", None),
+            ("kernel", None),
+            ("stride", Some(Value::Absent)),
+            ("bias", t),
+        ],
+        "embedding" => vec![("num", None), ("dim", None), ("std", Some(Value::Float(1.0)))],
+        _ => unreachable!("primitive {prim}"),
     }
 }
