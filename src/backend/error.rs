@@ -15,9 +15,10 @@ pub enum BackendError {
     /// The backend cannot honour a device, dtype or option.
     #[error("{0}")]
     Unsupported(String),
-    /// A kernel failed on the data it was given (an embedding id out of range…).
-    #[error("running `{path}` ({op}): {message}")]
-    Kernel { path: String, op: &'static str, message: String },
+    /// A kernel failed on the data it was given (an embedding id out of range…):
+    /// the instance (`path`) and op it ran for, and what went wrong.
+    #[error("running `{path}` ({op}): {error}")]
+    Kernel { path: String, op: &'static str, error: KernelError },
     /// An output depends on an absent optional input (the compiler rules this out).
     #[error("output `{0}` is absent: it depends on a missing optional input")]
     AbsentOutput(String),
@@ -27,6 +28,27 @@ pub enum BackendError {
     /// A broken invariant: a bug in graft.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a kernel failed on its operands.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum KernelError {
+    /// An embedding id outside its table.
+    #[error("index {id} is out of range (ids must lie in 0..{rows} for this table)")]
+    IdOutOfRange { id: i64, rows: usize },
+    /// The op's shape rule ([`crate::ir::Op::infer`]) refuses the operands' run-time
+    /// shapes.
+    #[error("{0}")]
+    Shape(String),
+    /// Integer ids where the native backend needs floats.
+    #[error("expects a float tensor, got integer ids (the native backend computes in f32)")]
+    IntegerOperand,
+    /// A float tensor where integer ids are needed.
+    #[error("expects an integer tensor of ids, got floats")]
+    FloatOperand,
+    /// The library's own message (LibTorch's first line, with a hint).
+    #[error("{0}")]
+    Library(String),
 }
 
 impl BackendError {

@@ -12,9 +12,10 @@
 //! rules, fold expressions in float64), input checking and symbol binding
 //! ([`inputs`]). A backend receives only a [`Plan`] (built from a [`Verified`] graph:
 //! it never sees the spec or an unverified graph) and host tensors, and returns host
-//! tensors. An absent optional input makes every value computed from it absent,
-//! except that `add` passes through a present operand that is itself computed from
-//! the data ([`plan::Instr::data`]); outputs are never absent in a model that compiled.
+//! tensors. An absent optional input makes the values computed from it absent, by
+//! each op's rule ([`crate::ir::Op::on_absent`]: `add` passes through a present
+//! operand that is itself computed from the data, [`plan::Instr::data`]); outputs are
+//! never absent in a model that compiled.
 //!
 //! Device and dtype are the caller's choice ([`Options`]); the command line maps its
 //! flags onto them. Two backends implement the seam: LibTorch ([`torch`], cargo
@@ -34,7 +35,7 @@ pub mod plan;
 pub mod torch;
 pub mod train;
 
-pub use error::BackendError;
+pub use error::{BackendError, KernelError};
 pub use plan::Plan;
 
 use crate::ir::DType;

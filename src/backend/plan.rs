@@ -9,8 +9,9 @@
 //!
 //! A plan is built only from a [`Verified`] graph: acyclic, typed, no `unbound`
 //! input, every output fed, so building one cannot fail. Each instruction also says
-//! which of its operands are computed from a model input ([`Instr::data`]): the rule
-//! by which an `add` passes a present operand through when the other is absent.
+//! which of its operands are computed from a model input ([`Instr::data`]), which the
+//! op's rule for absent operands needs ([`Op::on_absent`]: an `add` passes a present
+//! operand through when the other is absent).
 
 use crate::ir::{Graph, NodeId, Op, ParamInfo, TensorType, Verified};
 use std::collections::HashMap;
@@ -88,12 +89,14 @@ pub struct Instr {
     pub out: usize,
     /// Slots whose last reader this is: dropped once it has run.
     pub free: Vec<usize>,
-    /// Per operand: computed from some model input (not from parameters alone). An
-    /// `add` with an absent operand passes only such an operand through.
+    /// Per operand: computed from some model input (not from parameters alone), what
+    /// [`Op::on_absent`] needs when an operand is absent.
     pub data: Vec<bool>,
-    /// The node's instance path and op name, for error messages.
+    /// The node's instance path, for error messages.
     pub path: String,
-    pub op: &'static str,
+    /// The IR op: its name, its shape rule ([`Op::infer`]) and its rule for absent
+    /// operands ([`Op::on_absent`]).
+    pub op: Op,
 }
 
 #[derive(Clone, Debug)]
@@ -256,7 +259,7 @@ fn build(g: &Graph) -> Plan {
                 let out = alloc(&mut pool);
                 src.insert(n, Src::Slot(out));
                 let data = operands.iter().map(|o| data.contains(o)).collect();
-                instrs.push(Instr { kernel, args, out, free, data, path: node.path.clone(), op: op.name() });
+                instrs.push(Instr { kernel, args, out, free, data, path: node.path.clone(), op: op.clone() });
             }
         }
     }

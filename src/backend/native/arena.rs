@@ -2,9 +2,13 @@
 //! time from the buffers' lifetimes (greedy by size: largest first, each at the lowest
 //! offset that overlaps no already-placed buffer whose lifetime intersects its own).
 //!
-//! A lifetime is the inclusive range of instruction indices from the writer to the
-//! last reader; model outputs live to the end. Running a forward then allocates
+//! A lifetime is the inclusive range of step indices from the first writer to the
+//! last reader, derived from what each step declares it reads and writes
+//! ([`lifetimes`], [`Step::access`](super::program::Step::access)): nothing keeps
+//! lifetimes by hand. Model outputs live to the end. Running a forward then allocates
 //! nothing: every buffer is a fixed range of one allocation kept across runs.
+
+use super::program::Access;
 
 /// Offsets are multiples of this (a cache line, and AVX-512 aligned).
 pub const ALIGN: usize = 64;
@@ -70,6 +74,42 @@ pub fn plan(reqs: &[Request]) -> Layout {
     Layout { offsets, size, peak_live: live.into_iter().max().unwrap_or(0) }
 }
 
+/// Each arena buffer's lifetime `(first, last)` from the steps' declarations, in step
+/// order: from the step that first writes it to the last step that reads or writes
+/// it; buffers in `live_out` (model outputs) live to `steps` (one past the last).
+/// `None`: no step touches the buffer. A buffer read before any step writes it, or a
+/// step that reads a buffer it writes, is an error (a lowering bug).
+pub fn lifetimes<'a>(
+    access: impl IntoIterator<Item = &'a Access>,
+    buffers: usize,
+    live_out: &[usize],
+) -> Result<Vec<Option<(usize, usize)>>, String> {
+    let mut life: Vec<Option<(usize, usize)>> = vec![None; buffers];
+    let mut steps = 0;
+    for (i, a) in access.into_iter().enumerate() {
+        steps = i + 1;
+        for b in Access::arena(&a.writes) {
+            if Access::arena(&a.reads).any(|r| r == b) {
+                return Err(format!("step {i} reads buffer {b}, which it writes"));
+            }
+            let l = life[b].get_or_insert((i, i));
+            l.1 = i;
+        }
+        for b in Access::arena(&a.reads) {
+            match &mut life[b] {
+                Some(l) => l.1 = i,
+                None => return Err(format!("step {i} reads buffer {b} before any step writes it")),
+            }
+        }
+    }
+    for &b in live_out {
+        if let Some(l) = &mut life[b] {
+            l.1 = steps;
+        }
+    }
+    Ok(life)
+}
+
 /// An arena allocation: `ALIGN`-aligned f32 storage, zeroed once.
 pub struct Arena {
     words: Vec<Aligned>,
@@ -96,6 +136,30 @@ impl Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::native::program::Res;
+
+    fn acc(reads: &[usize], writes: &[usize]) -> Access {
+        Access {
+            reads: reads.iter().map(|&b| Res::Arena(b)).collect(),
+            writes: writes.iter().map(|&b| Res::Arena(b)).collect(),
+        }
+    }
+
+    #[test]
+    fn lifetimes_run_from_the_first_write_to_the_last_read() {
+        // 0 writes b0; 1 reads b0, writes b1; 2 writes b2 (a param read); 3 reads b1, b2.
+        let steps = [acc(&[], &[0]), acc(&[0], &[1]), acc(&[], &[2]), acc(&[1, 2], &[3])];
+        let life = lifetimes(&steps, 5, &[3]).unwrap();
+        assert_eq!(life, vec![Some((0, 1)), Some((1, 3)), Some((2, 3)), Some((3, 4)), None]);
+    }
+
+    #[test]
+    fn a_read_before_any_write_or_of_its_own_output_is_refused() {
+        let e = lifetimes(&[acc(&[], &[0]), acc(&[1], &[2])], 3, &[]).unwrap_err();
+        assert_eq!(e, "step 1 reads buffer 1 before any step writes it");
+        let e = lifetimes(&[acc(&[], &[0]), acc(&[0], &[0])], 1, &[]).unwrap_err();
+        assert_eq!(e, "step 1 reads buffer 0, which it writes");
+    }
 
     fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
         a.0 < b.1 && b.0 < a.1

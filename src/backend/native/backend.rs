@@ -3,9 +3,11 @@
 //! `prepare` widens the parameters to f32 once and starts the worker pool. Each `run`
 //! looks up (or builds, the first time) the [`Program`] for its input shapes and
 //! present inputs together with its arena, so a forward after the first allocates
-//! nothing but its returned outputs.
+//! nothing but its returned outputs. At most [`PROGRAMS`] programs are kept, the least
+//! recently used evicted first ([`Lru`]).
 
 use super::arena::Arena;
+use super::cache::Lru;
 use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
 use super::lower::{lower, InputSig};
@@ -16,8 +18,11 @@ use crate::backend::plan::Plan;
 use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
-use std::collections::HashMap;
 use std::time::Duration;
+
+/// Programs kept per executable (one per input signature: shapes and which optional
+/// inputs are present). A ninth signature evicts the least recently used.
+pub const PROGRAMS: usize = 8;
 
 /// The native CPU backend: `threads` participants per parallel region (1: the caller
 /// alone), elementwise groups compiled with `elementwise`, the vectorised row and math
@@ -107,7 +112,7 @@ pub struct NativeExecutable {
     ew: EwCompiler,
     /// The level every forward's kernels run at (one the CPU has).
     simd: SimdLevel,
-    programs: HashMap<Vec<Option<InputSig>>, Prepared>,
+    programs: Lru<Vec<Option<InputSig>>, Prepared>,
     /// The inputs of the last run (for [`Executable::report`]).
     last: Option<Vec<Option<InputSig>>>,
     /// Forwards run and the time they spent in fused elementwise groups, since the
@@ -141,7 +146,7 @@ impl NativeExecutable {
             pool: Pool::new(cfg.threads),
             ew,
             simd,
-            programs: HashMap::new(),
+            programs: Lru::new(PROGRAMS),
             last: None,
             forwards: 0,
             ew_time: Duration::ZERO,
@@ -156,8 +161,13 @@ impl NativeExecutable {
     /// Arena bytes and peak live bytes of the program for these inputs (built if new).
     pub fn memory(&mut self, inputs: &[Option<HostTensor>]) -> Result<(usize, usize), BackendError> {
         let key = self.prepare_inputs(inputs)?;
-        let p = &self.programs[&key];
+        let p = self.programs.peek(&key).ok_or_else(|| BackendError::Internal("no program".into()))?;
         Ok((p.arena.bytes(), p.prog.peak_live_bytes))
+    }
+
+    /// Programs held (at most [`PROGRAMS`]).
+    pub fn programs(&self) -> usize {
+        self.programs.len()
     }
 
     /// Parameter bytes held (f32).
@@ -182,7 +192,7 @@ impl NativeExecutable {
                 })
             })
             .collect();
-        if !self.programs.contains_key(&key) {
+        if self.programs.get(&key).is_none() {
             let prog = lower(&self.plan, &key, self.pool.threads(), &mut self.ew)?;
             let arena = Arena::new(prog.arena_len * 4);
             self.programs.insert(key.clone(), Prepared { prog, arena });
@@ -200,10 +210,10 @@ impl NativeExecutable {
         inputs: &[Option<HostTensor>],
         timed: bool,
     ) -> Result<(), BackendError> {
-        let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
+        let prep = self.programs.get(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         for s in &prep.prog.steps {
-            match s {
+            match &s.step {
                 Step::LoadInput { input, dst } => {
                     let t = inputs[*input].as_ref().ok_or_else(|| BackendError::Internal("missing input".into()))?;
                     let Store::Arena(b) = dst.store else { continue };
@@ -247,12 +257,14 @@ impl NativeExecutable {
         // reads and partitions every output among the participants.
         let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &prog.ids) };
         self.forwards += timed as u64;
-        exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time))
-            .map_err(|(path, message)| BackendError::Kernel { path, op: "embedding", message })
+        exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time)).map_err(|(step, error)| {
+            let site = &prog.sites[prog.steps[step].site];
+            BackendError::Kernel { path: site.path.clone(), op: site.op, error }
+        })
     }
 
     fn outputs(&mut self, key: &[Option<InputSig>]) -> Result<Vec<(String, HostTensor)>, BackendError> {
-        let prep = self.programs.get_mut(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
+        let prep = self.programs.get(key).ok_or_else(|| BackendError::Internal("no program".into()))?;
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         let prog = &prep.prog;
         // SAFETY: only this thread reads, after every step has run.
@@ -329,12 +341,12 @@ impl Executable for NativeExecutable {
     /// per forward spent in fused groups.
     fn report(&self) -> Vec<(String, f64)> {
         let mut r: Vec<(&str, f64)> = Vec::new();
-        if let Some(p) = self.last.as_ref().and_then(|k| self.programs.get(k)) {
+        if let Some(p) = self.last.as_ref().and_then(|k| self.programs.peek(k)) {
             let groups: Vec<usize> = p
                 .prog
                 .steps
                 .iter()
-                .filter_map(|s| match s {
+                .filter_map(|s| match &s.step {
                     Step::Ew { rows, cols, outputs, .. } => Some(rows * cols * outputs.len() * 4),
                     _ => None,
                 })

@@ -9,8 +9,8 @@
 //! (identical groups hit the compiler's cache).
 
 use super::ew::{EwBroadcast, EwGroup, EwInstr, EwValue};
-use super::lowering::{Lowering, Val};
-use super::program::{EwSpec, Step, Store, Strided, View};
+use super::lowering::{internal, EwSpec, Lowered, Lowering, Val};
+use super::program::{Access, Res, Step, Store, Strided, View};
 use crate::backend::BackendError;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,22 +44,18 @@ fn classify(out: &[usize], s: &[usize], p: usize) -> Option<EwBroadcast> {
 
 /// The pending group that `v` is an output of, if it is the last step.
 fn pending_output(l: &Lowering, v: &View) -> Option<EwValue> {
-    let Some(Step::EwPending(spec)) = l.steps.last() else { return None };
-    spec.outputs.iter().find(|(_, o)| o == v).map(|(val, _)| *val)
+    l.last_group()?.outputs.iter().find(|(_, o)| o == v).map(|(val, _)| *val)
 }
 
 fn pending_space(l: &Lowering) -> Option<(usize, usize)> {
-    match l.steps.last() {
-        Some(Step::EwPending(spec)) => Some((spec.rows, spec.cols)),
-        _ => None,
-    }
+    l.last_group().map(|g| (g.rows, g.cols))
 }
 
-/// Lower one elementwise op over operands `xs` (dense, broadcast to `out_shape`).
-fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Result<Val, BackendError> {
+/// Lower one elementwise op over operands `xs` (made dense) whose broadcast result
+/// has `out_shape` (the op's shape rule).
+pub(super) fn lower(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Result<Val, BackendError> {
     let mut xs: Vec<View> = xs.into_iter().map(|x| l.dense(x)).collect();
     let r = out_shape.len();
-    let numel: usize = out_shape.iter().product();
     // Split points that classify every operand, the pending group's space first.
     let fits = |p: usize, xs: &[View]| xs.iter().all(|x| classify(&out_shape, &x.shape, p).is_some());
     let space = |p: usize| (out_shape[..p].iter().product::<usize>(), out_shape[p..].iter().product::<usize>());
@@ -83,28 +79,21 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
         }
     };
     let (rows, cols) = space(p);
-    let _ = numel;
     let kinds: Vec<EwBroadcast> =
         xs.iter().map(|x| classify(&out_shape, &x.shape, p).unwrap_or(EwBroadcast::Full)).collect();
     let join = pending_space(l) == Some((rows, cols));
-    let mut spec = match (join, l.steps.last()) {
-        (true, Some(Step::EwPending(s))) => (**s).clone(),
-        _ => EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() },
-    };
     // Join only if some operand is one of the group's outputs, and no operand reads a
     // group output's buffer through another view (the kernel would read what it writes).
-    let written: Vec<Store> = match l.steps.last() {
-        Some(Step::EwPending(s)) => s.outputs.iter().map(|(_, o)| o.store).collect(),
-        _ => Vec::new(),
-    };
+    let written: Vec<Store> = l.last_group().map_or(Vec::new(), |g| g.outputs.iter().map(|(_, o)| o.store).collect());
     let joined =
         join && xs.iter().any(|x| pending_output(l, x).is_some())
             && xs.iter().zip(&kinds).all(|(x, k)| {
                 !written.contains(&x.store) || (pending_output(l, x).is_some() && *k == EwBroadcast::Full)
             });
-    if !joined {
-        spec = EwSpec { rows, cols, inputs: Vec::new(), body: Vec::new(), outputs: Vec::new() };
-    }
+    let mut spec = match l.last_group() {
+        Some(g) if joined => g.clone(),
+        _ => EwSpec::new(rows, cols),
+    };
     let mut operands = Vec::new();
     for (x, kind) in xs.iter().zip(kinds) {
         let from_group = if joined { pending_output(l, x).filter(|_| kind == EwBroadcast::Full) } else { None };
@@ -131,14 +120,11 @@ fn op(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<usize>) -> Resul
     };
     spec.body.push(ins);
     if joined {
-        l.steps.pop();
+        l.pop_group();
     }
     let out = l.fresh(out_shape);
     spec.outputs.push((EwValue::Instr(spec.body.len() - 1), out.clone()));
-    for (x, _) in &spec.inputs.clone() {
-        l.touch(x);
-    }
-    l.push(Step::EwPending(Box::new(spec)));
+    l.push_group(spec);
     Ok(Val::F(out))
 }
 
@@ -151,34 +137,14 @@ fn expand(l: &mut Lowering, x: &View, shape: &[usize]) -> View {
         (0..r).map(|i| if i < lead || (x.shape[i - lead] == 1 && shape[i] != 1) { 0 } else { st[i - lead] }).collect();
     let src = Strided { store: x.store, offset: x.offset, shape: shape.to_vec(), strides };
     let dst = l.fresh(shape.to_vec());
-    l.touch(x);
     l.push(Step::Copy { src, dst: Strided::of(&dst) });
     dst
-}
-
-pub(super) fn unary(l: &mut Lowering, o: EwOp, x: View) -> Result<Val, BackendError> {
-    let shape = x.shape.clone();
-    op(l, o, vec![x], shape)
-}
-
-pub(super) fn binary(l: &mut Lowering, o: EwOp, x: View, y: View) -> Result<Val, BackendError> {
-    let r = x.shape.len().max(y.shape.len());
-    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect() };
-    let (px, py) = (pad(&x.shape), pad(&y.shape));
-    let mut shape = Vec::with_capacity(r);
-    for (&a, &b) in px.iter().zip(&py) {
-        if a != b && a != 1 && b != 1 {
-            return Err(l.err(format!("cannot broadcast {:?} with {:?}", x.shape, y.shape)));
-        }
-        shape.push(a.max(b));
-    }
-    op(l, o, vec![x, y], shape)
 }
 
 /// If the last step is a lone `a + b` of two full operands that wrote `x`, remove it
 /// and return `(a, b)`: the layer norm reading `x` will compute the sum itself.
 pub(super) fn take_plain_add(l: &mut Lowering, x: &View) -> Option<(View, View)> {
-    let Some(Step::EwPending(spec)) = l.steps.last() else { return None };
+    let spec = l.last_group()?;
     let plain = spec.body.len() == 1
         && spec.outputs.len() == 1
         && spec.outputs[0].1 == *x
@@ -188,19 +154,22 @@ pub(super) fn take_plain_add(l: &mut Lowering, x: &View) -> Option<(View, View)>
         return None;
     }
     let (a, b) = (spec.inputs[0].0.clone(), spec.inputs[1].0.clone());
-    l.steps.pop();
+    l.pop_group();
     Some((a, b))
 }
 
-/// Drop group outputs nobody else reads, then compile every group.
-pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<(), BackendError> {
+/// Drop group outputs nobody else reads, then compile every group: the lowering's
+/// steps as runtime steps, each with its site.
+pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<Vec<(Step, usize)>, BackendError> {
     // Steps outside the group that read each arena buffer.
     let mut readers: Vec<usize> = vec![0; l.buffers.len()];
-    for s in &l.steps {
-        for v in super::exec::reads(s) {
-            if let Store::Arena(b) = v.store {
-                readers[b] += 1;
-            }
+    for (s, _) in &l.steps {
+        let reads: Vec<Res> = match s {
+            Lowered::Step(s) => s.access().reads,
+            Lowered::Group(g) => g.inputs.iter().map(|(v, _)| v.store.into()).collect(),
+        };
+        for b in Access::arena(&reads) {
+            readers[b] += 1;
         }
     }
     for v in model_outputs {
@@ -208,8 +177,15 @@ pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<(), Bac
             readers[b] += 1;
         }
     }
-    for s in l.steps.iter_mut() {
-        let Step::EwPending(spec) = s else { continue };
+    let mut steps = Vec::with_capacity(l.steps.len());
+    for (s, site) in std::mem::take(&mut l.steps) {
+        let spec = match s {
+            Lowered::Step(s) => {
+                steps.push((s, site));
+                continue;
+            }
+            Lowered::Group(g) => g,
+        };
         let mut outputs: Vec<(EwValue, View)> = spec
             .outputs
             .iter()
@@ -217,14 +193,7 @@ pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<(), Bac
             .cloned()
             .collect();
         if outputs.is_empty() {
-            outputs.push(spec.outputs.last().cloned().expect("a group has an output"));
-        }
-        for (_, o) in &spec.outputs {
-            if let Store::Arena(b) = o.store {
-                if outputs.iter().all(|(_, k)| k.store != o.store) {
-                    l.buffers[b].len = 1; // never written: takes no arena space
-                }
-            }
+            outputs.push(spec.outputs.last().cloned().ok_or_else(|| internal("a fusion group without outputs"))?);
         }
         let group = EwGroup {
             inputs: spec.inputs.iter().map(|(_, k)| *k).collect(),
@@ -232,13 +201,14 @@ pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<(), Bac
             outputs: outputs.iter().map(|(v, _)| *v).collect(),
         };
         let kernel = l.ew.compile(&group).map_err(|e| BackendError::Internal(e.to_string()))?;
-        *s = Step::Ew {
+        let step = Step::Ew {
             kernel,
             rows: spec.rows,
             cols: spec.cols,
-            inputs: spec.inputs.clone(),
+            inputs: spec.inputs,
             outputs: outputs.into_iter().map(|(_, v)| v).collect(),
         };
+        steps.push((step, site));
     }
-    Ok(())
+    Ok(steps)
 }

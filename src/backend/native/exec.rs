@@ -1,13 +1,22 @@
 //! Running a [`Program`]: each step is one parallel region of the worker pool, every
 //! participant computing its own part (GEMMs by output columns, attention by
 //! (batch, head), the rest by rows). No allocation happens here: every buffer is a
-//! range of the arena laid out at plan time.
+//! range of the arena laid out at plan time, and a step's operand lists live on the
+//! stack.
+//!
+//! A kernel reaches memory only through [`StepMem`], the step's declaration
+//! ([`Step::access`]) over [`Mem`]: reading or writing storage the step does not
+//! declare panics (in every build; a bug in graft). The arena lifetimes are computed
+//! from the same declarations, so a kernel cannot use a buffer whose lifetime does
+//! not cover it.
 
 use super::attention::{self, Head};
+use super::ew::{EwBroadcast, EwKernel, MAX_OPERANDS};
 use super::gemm::{gemm, gemm_raw, part, Operand};
 use super::pool::{Pool, SharedMut};
-use super::program::{Buffer, Mask, Program, Step, Store, Strided, View};
+use super::program::{Access, Buffer, Mask, Program, Res, Step, Store, Strided, View};
 use super::rows;
+use crate::backend::KernelError;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -82,58 +91,93 @@ impl<'a> Mem<'a> {
     }
 }
 
-/// The views a step reads (for liveness and fusion decisions).
-pub fn reads(s: &Step) -> Vec<&View> {
-    match s {
-        Step::LoadInput { .. }
-        | Step::LoadIds { .. }
-        | Step::Zero { .. }
-        | Step::Sinusoid { .. }
-        | Step::Copy { .. } => {
-            vec![]
-        }
-        Step::Linear { x, w, bias, .. } => [x, w].into_iter().chain(bias.as_ref()).collect(),
-        Step::Im2col { x, .. } => vec![x],
-        Step::LayerNorm { x, gamma, beta, add, .. } => {
-            let mut v = vec![gamma, beta];
-            match add {
-                Some((a, b)) => v.extend([a, b]),
-                None => v.push(x),
-            }
-            v
-        }
-        Step::Ew { inputs, .. } => inputs.iter().map(|(v, _)| v).collect(),
-        Step::EwPending(spec) => spec.inputs.iter().map(|(v, _)| v).collect(),
-        Step::Attention { q, k, v, mask, .. } => {
-            let mut r = vec![q, k, v];
-            if let Some(Mask::Float(m)) = mask {
-                r.push(m);
-            }
-            r
-        }
-        Step::Embedding { table, .. } => vec![table],
-        Step::MeanTokens { x, .. } => vec![x],
-        Step::MatMul { a, w, .. } => vec![a, w],
+/// [`Mem`] as one step may use it: every access checked against the step's
+/// declaration.
+pub(crate) struct StepMem<'m, 'a> {
+    mem: &'m Mem<'a>,
+    access: &'m Access,
+}
+
+impl<'m> StepMem<'m, '_> {
+    pub(crate) fn new<'a>(mem: &'m Mem<'a>, access: &'m Access) -> StepMem<'m, 'a> {
+        StepMem { mem, access }
+    }
+
+    fn check_read(&self, r: Res) {
+        assert!(self.access.reads.contains(&r), "a step reads {r:?}, which it does not declare");
+    }
+
+    fn check_write(&self, r: Res) {
+        assert!(self.access.writes.contains(&r), "a step writes {r:?}, which it does not declare");
+    }
+
+    /// The elements `v` spans, read-only.
+    fn read(&self, v: &View) -> &'m [f32] {
+        self.read_at(v.store, v.offset, v.span())
+    }
+
+    fn read_at(&self, store: Store, offset: usize, len: usize) -> &'m [f32] {
+        self.check_read(store.into());
+        self.mem.read_at(store, offset, len)
+    }
+
+    fn ids(&self, b: usize) -> &'m [i64] {
+        self.check_read(Res::Ids(b));
+        &self.mem.ids[b]
+    }
+
+    /// Elements `[lo, hi)` past `v`'s offset, writable.
+    ///
+    /// # Safety
+    /// As [`Mem::write`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write(&self, v: &View, lo: usize, hi: usize) -> &'m mut [f32] {
+        self.check_write(v.store.into());
+        self.mem.write(v, lo, hi)
+    }
+
+    /// Elements `[lo, hi)` past `offset` of arena `store`, writable.
+    ///
+    /// # Safety
+    /// As [`Mem::write`].
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn write_at(&self, store: Store, offset: usize, lo: usize, hi: usize) -> &'m mut [f32] {
+        self.check_write(store.into());
+        let Store::Arena(b) = store else { panic!("a step writes a parameter") };
+        let base = self.mem.buffers[b].offset + offset;
+        self.mem.arena.slice(base + lo, base + hi)
+    }
+
+    /// A raw window `[lo, hi)` past `v`'s offset, for writers of interleaved columns.
+    fn window(&self, v: &View, lo: usize, hi: usize) -> (*mut f32, usize) {
+        self.check_write(v.store.into());
+        self.mem.window(v, lo, hi)
     }
 }
 
-/// Run every step after the loads. Returns a kernel's error (an embedding id out of
-/// range) with the instance it happened in.
+/// Run every step after the loads. A kernel's error (an embedding id out of range)
+/// comes back with the index of the step that failed.
 /// With `ew_time` (a timed forward of `graft bench`), the time spent in fused
 /// elementwise groups is added to it; otherwise no clock is read.
-pub fn run(prog: &Program, mem: &Mem, pool: &Pool, mut ew_time: Option<&mut Duration>) -> Result<(), (String, String)> {
-    let failed: Mutex<Option<(String, String)>> = Mutex::new(None);
-    for s in &prog.steps {
-        if matches!(s, Step::LoadInput { .. } | Step::LoadIds { .. }) {
+pub fn run(
+    prog: &Program,
+    mem: &Mem,
+    pool: &Pool,
+    mut ew_time: Option<&mut Duration>,
+) -> Result<(), (usize, KernelError)> {
+    let failed: Mutex<Option<KernelError>> = Mutex::new(None);
+    for (i, s) in prog.steps.iter().enumerate() {
+        if matches!(s.step, Step::LoadInput { .. } | Step::LoadIds { .. }) {
             continue;
         }
-        let started = (ew_time.is_some() && matches!(s, Step::Ew { .. })).then(Instant::now);
+        let started = (ew_time.is_some() && matches!(s.step, Step::Ew { .. })).then(Instant::now);
+        let m = StepMem::new(mem, &s.access);
         let job = |t: usize, n: usize| {
-            if let Err(e) = step(s, mem, t, n) {
+            if let Err(e) = step(&s.step, &m, t, n) {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         };
-        if worth_splitting(s) {
+        if worth_splitting(&s.step) {
             pool.run(&job);
         } else {
             job(0, 1);
@@ -142,7 +186,7 @@ pub fn run(prog: &Program, mem: &Mem, pool: &Pool, mut ew_time: Option<&mut Dura
             *total += t.elapsed();
         }
         if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            return Err(e);
+            return Err((i, e));
         }
     }
     Ok(())
@@ -162,9 +206,9 @@ fn worth_splitting(s: &Step) -> bool {
     work >= 1 << 15
 }
 
-fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
+fn step(s: &Step, m: &StepMem, t: usize, n: usize) -> Result<(), KernelError> {
     match s {
-        Step::LoadInput { .. } | Step::LoadIds { .. } | Step::EwPending(_) => {}
+        Step::LoadInput { .. } | Step::LoadIds { .. } => {}
         Step::Zero { dst } => {
             let (lo, hi) = part(dst.numel(), t, n, 64);
             // SAFETY: disjoint parts per participant.
@@ -202,73 +246,23 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
                 None => rows::layernorm(&m.read(x)[lo * d..hi * d], g, b, *eps, o),
             }
         }
-        Step::Ew { kernel, rows, cols, inputs, outputs } => {
-            let (lo, hi) = part(*rows, t, n, 1);
-            if lo == hi {
-                return Ok(());
-            }
-            use super::ew::EwBroadcast::*;
-            let ins: Vec<&[f32]> = inputs
-                .iter()
-                .map(|(v, k)| {
-                    let all = m.read_at(v.store, v.offset, v.numel());
-                    match k {
-                        Full => &all[lo * cols..hi * cols],
-                        Col => &all[lo..hi],
-                        Row | Scalar => all,
-                    }
-                })
-                .collect();
-            // SAFETY: disjoint rows per participant.
-            let mut outs: Vec<&mut [f32]> =
-                outputs.iter().map(|o| unsafe { m.write(o, lo * cols, hi * cols) }).collect();
-            kernel.run(hi - lo, *cols, &ins, &mut outs);
-        }
+        Step::Ew { kernel, rows, cols, inputs, outputs } => ew(m, kernel, *rows, *cols, inputs, outputs, t, n),
         Step::Attention { q, k, v, mask, out, heads, scale, scratch } => {
             let (b, tq, tk) = (q.shape[0], q.shape[1], k.shape[1]);
-            let (dh, dvh, dv) = (q.shape[2] / heads, v.shape[2] / heads, v.shape[2]);
             let (lo, hi) = part(b * heads, t, n, 1);
             // SAFETY: one scratch row per participant.
             let sc = unsafe { m.write(scratch, t * tq * tk, (t + 1) * tq * tk) };
-            let (qa, ka, va) = (m.read(q), m.read(k), m.read(v));
             for item in lo..hi {
-                let (bi, h) = (item / heads, item % heads);
-                let keep_f;
-                let keep_i;
-                let keep: Option<&dyn Fn(usize) -> bool> = match mask {
-                    None => None,
-                    Some(Mask::Float(mv)) => {
-                        let row = &m.read(mv)[bi * tk..(bi + 1) * tk];
-                        keep_f = move |j: usize| row[j] != 0.0;
-                        Some(&keep_f)
-                    }
-                    Some(Mask::Ids(buf)) => {
-                        let row = &m.ids[*buf][bi * tk..(bi + 1) * tk];
-                        keep_i = move |j: usize| row[j] != 0;
-                        Some(&keep_i)
-                    }
-                };
-                let hd = Head {
-                    q: &qa[bi * tq * q.rs + h * dh..],
-                    ldq: q.rs,
-                    k: &ka[bi * tk * k.rs + h * dh..],
-                    ldk: k.rs,
-                    v: &va[bi * tk * v.rs + h * dvh..],
-                    ldv: v.rs,
-                    keep,
-                };
-                let (o, len) = m.window(out, bi * tq * dv + h * dvh, (bi + 1) * tq * dv);
-                // SAFETY: each (batch, head) writes only its own columns of its rows.
-                unsafe { attention::head(&hd, tq, tk, dh, dvh, *scale, sc, o, len, dv) };
+                attend(m, [q, k, v], mask.as_ref(), out, (item / heads, item % heads), *heads, *scale, sc);
             }
         }
-        Step::Embedding { ids, table, out, path } => {
+        Step::Embedding { ids, table, out } => {
             let d = table.cols();
-            let idv = &m.ids[*ids];
+            let idv = m.ids(*ids);
             let (lo, hi) = part(idv.len(), t, n, 1);
             // SAFETY: disjoint rows per participant.
             let o = unsafe { m.write(out, lo * d, hi * d) };
-            rows::embedding(&idv[lo..hi], m.read(table), d, o).map_err(|e| (path.clone(), e))?;
+            rows::embedding(&idv[lo..hi], m.read(table), d, o)?;
         }
         Step::MeanTokens { x, out } => {
             let (tt, d) = (x.shape[1], x.shape[2]);
@@ -277,36 +271,100 @@ fn step(s: &Step, m: &Mem, t: usize, n: usize) -> Result<(), (String, String)> {
             let o = unsafe { m.write(out, lo * d, hi * d) };
             rows::mean_tokens(&m.read(x)[lo * tt * d..hi * tt * d], tt, d, o);
         }
-        Step::MatMul { a, w, out, batch, shared } => {
+        Step::MatMul { a, w, out } => {
             if t != 0 {
                 return Ok(());
             }
-            let (r, wr) = (a.shape.len(), w.shape.len());
-            let (mm, kk, nn) = (a.shape[r - 2], a.shape[r - 1], w.shape[wr - 1]);
+            let (mm, kk, nn) = (a.shape[0], a.shape[1], w.shape[1]);
             let (av, wv) = (m.read(a), m.read(w));
             // SAFETY: only participant 0 writes.
             let o = unsafe { m.write(out, 0, out.numel()) };
-            for bi in 0..*batch {
-                let wo = if *shared { 0 } else { bi * kk * nn };
-                gemm(
-                    mm,
-                    nn,
-                    kk,
-                    1.0,
-                    Operand::rows(&av[bi * mm * kk..], kk),
-                    Operand::rows(&wv[wo..], nn),
-                    &mut o[bi * mm * nn..],
-                    nn,
-                    false,
-                );
-            }
+            gemm(mm, nn, kk, 1.0, Operand::rows(av, kk), Operand::rows(wv, nn), o, nn, false);
         }
     }
     Ok(())
 }
 
+/// This participant's rows of a fused elementwise group.
 #[allow(clippy::too_many_arguments)]
-fn linear(m: &Mem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, t: usize, n: usize) {
+fn ew(
+    m: &StepMem,
+    kernel: &EwKernel,
+    rows: usize,
+    cols: usize,
+    inputs: &[(View, EwBroadcast)],
+    outputs: &[View],
+    t: usize,
+    n: usize,
+) {
+    let (lo, hi) = part(rows, t, n, 1);
+    if lo == hi {
+        return;
+    }
+    // The compiler refuses groups of more than MAX_OPERANDS operands.
+    let mut ins: [&[f32]; MAX_OPERANDS] = [&[]; MAX_OPERANDS];
+    let mut outs: [&mut [f32]; MAX_OPERANDS] = std::array::from_fn(|_| <&mut [f32]>::default());
+    for ((v, k), slot) in inputs.iter().zip(&mut ins) {
+        let all = m.read_at(v.store, v.offset, v.numel());
+        *slot = match k {
+            EwBroadcast::Full => &all[lo * cols..hi * cols],
+            EwBroadcast::Col => &all[lo..hi],
+            EwBroadcast::Row | EwBroadcast::Scalar => all,
+        };
+    }
+    for (o, slot) in outputs.iter().zip(&mut outs) {
+        // SAFETY: disjoint rows per participant.
+        *slot = unsafe { m.write(o, lo * cols, hi * cols) };
+    }
+    kernel.run(hi - lo, cols, &ins[..inputs.len()], &mut outs[..outputs.len()]);
+}
+
+/// One (batch, head) of attention into its columns of `out`; `sc` is this
+/// participant's score scratch.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    m: &StepMem,
+    [q, k, v]: [&View; 3],
+    mask: Option<&Mask>,
+    out: &View,
+    (bi, h): (usize, usize),
+    heads: usize,
+    scale: f32,
+    sc: &mut [f32],
+) {
+    let (tq, tk) = (q.shape[1], k.shape[1]);
+    let (dh, dvh, dv) = (q.shape[2] / heads, v.shape[2] / heads, v.shape[2]);
+    let keep_f;
+    let keep_i;
+    let keep: Option<&dyn Fn(usize) -> bool> = match mask {
+        None => None,
+        Some(Mask::Float(mv)) => {
+            let row = &m.read(mv)[bi * tk..(bi + 1) * tk];
+            keep_f = move |j: usize| row[j] != 0.0;
+            Some(&keep_f)
+        }
+        Some(Mask::Ids(buf)) => {
+            let row = &m.ids(*buf)[bi * tk..(bi + 1) * tk];
+            keep_i = move |j: usize| row[j] != 0;
+            Some(&keep_i)
+        }
+    };
+    let hd = Head {
+        q: &m.read(q)[bi * tq * q.rs + h * dh..],
+        ldq: q.rs,
+        k: &m.read(k)[bi * tk * k.rs + h * dh..],
+        ldk: k.rs,
+        v: &m.read(v)[bi * tk * v.rs + h * dvh..],
+        ldv: v.rs,
+        keep,
+    };
+    let (o, len) = m.window(out, bi * tq * dv + h * dvh, (bi + 1) * tq * dv);
+    // SAFETY: each (batch, head) writes only its own columns of its rows.
+    unsafe { attention::head(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv) };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear(m: &StepMem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, t: usize, n: usize) {
     let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
     let (kg, ng) = (kin / groups, nout / groups);
     let (xa, wa) = (m.read(x), m.read(w));
@@ -341,7 +399,7 @@ fn linear(m: &Mem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: us
 }
 
 /// `dst = src` over the outer rows of this participant.
-fn copy(m: &Mem, src: &Strided, dst: &Strided, t: usize, n: usize) {
+fn copy(m: &StepMem, src: &Strided, dst: &Strided, t: usize, n: usize) {
     let r = dst.shape.len();
     let total: usize = dst.shape.iter().product();
     if total == 0 {
@@ -352,21 +410,20 @@ fn copy(m: &Mem, src: &Strided, dst: &Strided, t: usize, n: usize) {
     let (lo, hi) = part(outer, t, n, 1);
     let span = |s: &Strided| 1 + s.shape.iter().zip(&s.strides).map(|(&d, &st)| (d - 1) * st).sum::<usize>();
     let sv = m.read_at(src.store, src.offset, span(src));
-    let Store::Arena(b) = dst.store else { panic!("a copy writes a parameter") };
-    let base = m.buffers[b].offset + dst.offset;
     let (sin, din) = (if r == 0 { 1 } else { src.strides[r - 1] }, if r == 0 { 1 } else { dst.strides[r - 1] });
-    let mut idx = vec![0usize; r.saturating_sub(1)];
     for row in lo..hi {
-        let mut rem = row;
-        for i in (0..idx.len()).rev() {
-            idx[i] = rem % dst.shape[i];
+        // The row's index over the outer dims, innermost first, as source and
+        // destination offsets.
+        let (mut rem, mut so, mut doff) = (row, 0usize, 0usize);
+        for i in (0..r.saturating_sub(1)).rev() {
+            let k = rem % dst.shape[i];
             rem /= dst.shape[i];
+            so += k * src.strides[i];
+            doff += k * dst.strides[i];
         }
-        let so: usize = idx.iter().zip(&src.strides).map(|(i, s)| i * s).sum();
-        let doff: usize = idx.iter().zip(&dst.strides).map(|(i, s)| i * s).sum();
         // SAFETY: each outer row of `dst` belongs to one participant; rows of a
         // destination never overlap (its strides come from a dense layout).
-        let d = unsafe { m.arena.slice(base + doff, base + doff + (inner - 1) * din + 1) };
+        let d = unsafe { m.write_at(dst.store, dst.offset, doff, doff + (inner - 1) * din + 1) };
         if sin == 1 && din == 1 {
             d.copy_from_slice(&sv[so..so + inner]);
         } else {
@@ -374,5 +431,47 @@ fn copy(m: &Mem, src: &Strided, dst: &Strided, t: usize, n: usize) {
                 d[j * din] = sv[so + j * sin];
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two arena buffers of 4 elements: `[0, 1, 2, 3]` and zeros.
+    fn with_mem(f: impl FnOnce(&Mem)) -> Vec<f32> {
+        let mut arena: Vec<f32> = (0..8).map(|i| if i < 4 { i as f32 } else { 0.0 }).collect();
+        let buffers = [Buffer { len: 4, offset: 0 }, Buffer { len: 4, offset: 4 }];
+        let mem = Mem { arena: SharedMut::new(&mut arena), buffers: &buffers, params: &[], ids: &[] };
+        f(&mem);
+        arena
+    }
+
+    fn copy_step() -> Step {
+        let v = |b| View::plain(Store::Arena(b), 0, vec![4]);
+        Step::Copy { src: Strided::of(&v(0)), dst: Strided::of(&v(1)) }
+    }
+
+    #[test]
+    fn a_step_runs_within_its_declaration() {
+        let s = copy_step();
+        let arena = with_mem(|m| step(&s, &StepMem::new(m, &s.access()), 0, 1).unwrap());
+        assert_eq!(arena[4..], [0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "a step reads Arena(0), which it does not declare")]
+    fn a_kernel_reading_storage_its_step_does_not_declare_panics() {
+        let s = copy_step();
+        let undeclared = Access { reads: vec![], writes: vec![Res::Arena(1)] };
+        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), 0, 1).unwrap());
+    }
+
+    #[test]
+    #[should_panic(expected = "a step writes Arena(1), which it does not declare")]
+    fn a_kernel_writing_storage_its_step_does_not_declare_panics() {
+        let s = copy_step();
+        let undeclared = Access { reads: vec![Res::Arena(0)], writes: vec![] };
+        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), 0, 1).unwrap());
     }
 }

@@ -1,21 +1,30 @@
 //! The native CPU backend: runs verified IR with no LibTorch.
 //!
+//! - [`lower`] (with [`lowering`], [`ewlower`], [`views`]): plan → [`program::Program`]
+//!   for concrete input shapes; shapes by the ops' own rules.
+//! - [`program`]: the runtime steps, each declaring what it reads and writes.
+//! - [`arena`]: lifetimes derived from those declarations, then byte offsets; one
+//!   allocation per program.
+//! - [`exec`]: runs a program, every access checked against its step's declaration.
+//! - [`backend`]: the [`Native`] backend; [`cache`] bounds its programs (least recently
+//!   used, [`PROGRAMS`]).
 //! - [`math`]: vectorised exp, erf, tanh, GELU, sigmoid, softmax rows (run-time dispatch).
 //! - [`ew`]: fused elementwise groups (rustc kernels or Cranelift-compiled loops).
 //! - [`isa`]: compiles the row kernels per instruction set, picked at run time.
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
-//! - [`arena`]: byte offsets of every buffer from lifetimes; one allocation per plan.
 //!
-//! Public: the backend ([`Native`], [`NativeExecutable`]), the elementwise compiler
-//! ([`ew`], for its tests and the ablation example) and [`math`]; every one of them is
-//! safe to call with any arguments. Everything that handles raw memory (the arena, the
-//! pool's shared buffers, the program and its executor) is private to the crate.
+//! Public: the backend ([`Native`], [`NativeExecutable`], [`PROGRAMS`]), the elementwise
+//! compiler ([`ew`], for its tests and the ablation example) and [`math`]; every one of
+//! them is safe to call with any arguments. Everything that handles raw memory (the
+//! arena, the pool's shared buffers, the program and its executor) is private to the
+//! crate.
 
 pub(crate) mod arena;
 pub(crate) mod attention;
 pub(crate) mod backend;
+pub(crate) mod cache;
 pub mod ew;
 pub(crate) mod ewlower;
 pub(crate) mod exec;
@@ -27,8 +36,9 @@ pub mod math;
 pub(crate) mod pool;
 pub(crate) mod program;
 pub(crate) mod rows;
+pub(crate) mod views;
 
-pub use backend::{Native, NativeExecutable};
+pub use backend::{Native, NativeExecutable, PROGRAMS};
 
 #[cfg(test)]
 mod kernel_tests;

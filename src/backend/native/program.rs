@@ -7,7 +7,7 @@
 //! Values produced by a patch-embedding convolution stay token-major
 //! ([`View::token_major`]) until a consumer needs another layout.
 
-use super::ew::{EwBroadcast, EwInstr, EwKernel, EwValue};
+use super::ew::{EwBroadcast, EwKernel};
 use super::rows::ConvGeom;
 
 /// Which storage a view addresses.
@@ -109,16 +109,6 @@ pub enum Mask {
     Ids(usize),
 }
 
-/// A group while lowering: its operands as views, its outputs with their buffers.
-#[derive(Clone, Debug)]
-pub struct EwSpec {
-    pub rows: usize,
-    pub cols: usize,
-    pub inputs: Vec<(View, EwBroadcast)>,
-    pub body: Vec<EwInstr>,
-    pub outputs: Vec<(EwValue, View)>,
-}
-
 /// One step of a forward. Shapes are concrete; every step partitions itself over the
 /// threads of a region (GEMMs by output columns, attention by (batch, head), the rest
 /// by rows), and no result depends on the partition.
@@ -191,34 +181,155 @@ pub enum Step {
         scale: f32,
         scratch: View,
     },
+    /// `out[i] = table[ids[i]]`; an id outside the table is a [`KernelError`].
     Embedding {
         ids: usize,
         table: View,
         out: View,
-        path: String,
     },
     MeanTokens {
         x: View,
         out: View,
     },
-    /// A fusion group still being formed (only while lowering).
-    EwPending(Box<EwSpec>),
-    /// `out[b] = a[b] · w` for `batch` blocks (`w` shared when `shared`).
+    /// `out = a · w` of `[m, k]` and `[k, n]` (weight-level; no threads).
     MatMul {
         a: View,
         w: View,
         out: View,
-        batch: usize,
-        shared: bool,
     },
 }
 
-/// An arena buffer: `len` f32 elements at `offset` (elements) once laid out.
+impl Step {
+    /// The storage this step reads and writes: its declaration, from which the arena
+    /// lifetimes are computed ([`super::arena::lifetimes`]). Every pattern names every
+    /// field, so a field added to a step does not compile until it is declared here
+    /// (or bound to `_` as holding no storage); and the executor checks each access a
+    /// kernel makes against this ([`super::exec`]), so a kernel cannot touch storage
+    /// its step does not declare.
+    pub fn access(&self) -> Access {
+        let mut a = Access::default();
+        match self {
+            Step::LoadInput { input: _, dst } | Step::Zero { dst } | Step::Sinusoid { dst } => a.write(dst.store),
+            Step::LoadIds { input: _, dst } => a.write(Res::Ids(*dst)),
+            Step::Copy { src, dst } => {
+                a.read(src.store);
+                a.write(dst.store);
+            }
+            Step::Linear { x, w, bias, y, groups: _ } => {
+                for v in [x, w].into_iter().chain(bias) {
+                    a.read(v.store);
+                }
+                a.write(y.store);
+            }
+            Step::Im2col { x, geom: _, dst } => {
+                a.read(x.store);
+                a.write(dst.store);
+            }
+            Step::LayerNorm { x, gamma, beta, eps: _, out, add } => {
+                match add {
+                    // `x` receives `p + q` and is normalised from registers.
+                    Some((p, q)) => {
+                        a.read(p.store);
+                        a.read(q.store);
+                        a.write(x.store);
+                    }
+                    None => a.read(x.store),
+                }
+                a.read(gamma.store);
+                a.read(beta.store);
+                a.write(out.store);
+            }
+            Step::Ew { kernel: _, rows: _, cols: _, inputs, outputs } => {
+                for (v, _) in inputs {
+                    a.read(v.store);
+                }
+                for v in outputs {
+                    a.write(v.store);
+                }
+            }
+            Step::Attention { q, k, v, mask, out, heads: _, scale: _, scratch } => {
+                for t in [q, k, v] {
+                    a.read(t.store);
+                }
+                match mask {
+                    Some(Mask::Float(m)) => a.read(m.store),
+                    Some(Mask::Ids(b)) => a.read(Res::Ids(*b)),
+                    None => {}
+                }
+                a.write(out.store);
+                a.write(scratch.store);
+            }
+            Step::Embedding { ids, table, out } => {
+                a.read(Res::Ids(*ids));
+                a.read(table.store);
+                a.write(out.store);
+            }
+            Step::MeanTokens { x, out } => {
+                a.read(x.store);
+                a.write(out.store);
+            }
+            Step::MatMul { a: x, w, out } => {
+                a.read(x.store);
+                a.read(w.store);
+                a.write(out.store);
+            }
+        }
+        a
+    }
+}
+
+/// Storage a step can touch: an arena buffer, a parameter, an integer buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Res {
+    Arena(usize),
+    Param(usize),
+    Ids(usize),
+}
+
+impl From<Store> for Res {
+    fn from(s: Store) -> Res {
+        match s {
+            Store::Arena(b) => Res::Arena(b),
+            Store::Param(p) => Res::Param(p),
+        }
+    }
+}
+
+/// What one step reads and writes ([`Step::access`]). A step never reads what it
+/// writes (checked when the program is laid out).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub reads: Vec<Res>,
+    pub writes: Vec<Res>,
+}
+
+impl Access {
+    fn read(&mut self, r: impl Into<Res>) {
+        let r = r.into();
+        if !self.reads.contains(&r) {
+            self.reads.push(r);
+        }
+    }
+    fn write(&mut self, r: impl Into<Res>) {
+        let r = r.into();
+        if !self.writes.contains(&r) {
+            self.writes.push(r);
+        }
+    }
+    /// The arena buffers among `rs`.
+    pub fn arena(rs: &[Res]) -> impl Iterator<Item = usize> + '_ {
+        rs.iter().filter_map(|r| match r {
+            Res::Arena(b) => Some(*b),
+            _ => None,
+        })
+    }
+}
+
+/// An arena buffer: `len` f32 elements at `offset` (elements) once laid out. A buffer
+/// no step touches (a fusion group output kept in registers) takes no arena space.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     pub len: usize,
-    pub first: usize,
-    pub last: usize,
     pub offset: usize,
 }
 
@@ -229,9 +340,26 @@ pub enum OutVal {
     Ids { buf: usize, shape: Vec<usize> },
 }
 
+/// The plan instruction a step comes from, for errors: its instance path and op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    pub path: String,
+    pub op: &'static str,
+}
+
+/// A step with its declaration and where it comes from.
+pub struct Scheduled {
+    pub step: Step,
+    /// [`Step::access`], computed once.
+    pub access: Access,
+    /// Index into [`Program::sites`].
+    pub site: usize,
+}
+
 /// The plan for one set of input shapes and present inputs.
 pub struct Program {
-    pub steps: Vec<Step>,
+    pub steps: Vec<Scheduled>,
+    pub sites: Vec<Site>,
     pub buffers: Vec<Buffer>,
     /// Integer buffers: ids inputs (filled per run) and constant positions.
     pub ids: Vec<Vec<i64>>,

@@ -6,6 +6,7 @@
 //! is the same for the AVX-512, AVX2 and portable variants.
 
 use super::isa::multiversion;
+use crate::backend::KernelError;
 
 const LANES: usize = 16;
 
@@ -88,11 +89,11 @@ multiversion! {
 
 /// `out[i] = table[ids[i]]` for rows of `d`. An id outside the table is an error naming
 /// it (and the valid range).
-pub fn embedding(ids: &[i64], table: &[f32], d: usize, out: &mut [f32]) -> Result<(), String> {
-    let n = (table.len() / d.max(1)) as i64;
+pub fn embedding(ids: &[i64], table: &[f32], d: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    let n = table.len() / d.max(1);
     for (&id, o) in ids.iter().zip(out.chunks_exact_mut(d)) {
-        if id < 0 || id >= n {
-            return Err(format!("index {id} is out of range (ids must lie in 0..{n} for this table)"));
+        if id < 0 || id >= n as i64 {
+            return Err(KernelError::IdOutOfRange { id, rows: n });
         }
         let s = id as usize * d;
         o.copy_from_slice(&table[s..s + d]);
@@ -226,7 +227,7 @@ mod tests {
         embedding(&[4, 0], &table, 2, &mut out).unwrap();
         assert_eq!(out, [table[8], table[9], table[0], table[1]]);
         let err = embedding(&[5], &table, 2, &mut out[..2]).unwrap_err();
-        assert!(err.contains("0..5"), "{err}");
+        assert_eq!(err, crate::backend::KernelError::IdOutOfRange { id: 5, rows: 5 });
     }
 
     #[test]

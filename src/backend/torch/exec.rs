@@ -1,15 +1,14 @@
 //! Execution: run a [`Plan`]'s instruction list with LibTorch.
 //!
 //! Slots hold `Option<Tensor>`: `None` is an absent value (a missing optional input
-//! and everything computed from it, except through `add`, which passes on a present
-//! operand computed from the data; parameters alone never stand in for it).
+//! and what is computed from it, by the op's rule [`crate::ir::Op::on_absent`]).
 //! Kernels use LibTorch's fused operators (`linear`, `layer_norm`, exact-erf `gelu`,
 //! `scaled_dot_product_attention`) and the fallible `f_` API, so a LibTorch error
 //! becomes an error naming the instance that failed, not a panic.
 //! Devices and dtypes are whatever the parameters and inputs were placed on.
 
 use crate::backend::plan::{Kernel, Plan, Src};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, KernelError};
 use tch::{Kind, TchError, Tensor};
 
 /// Run the plan. `params` follows `plan.params()`; `inputs` follows `plan.inputs()`
@@ -48,16 +47,13 @@ pub fn run(plan: &Plan, params: &[Tensor], inputs: Vec<Option<Tensor>>) -> Resul
                 };
                 BackendError::Kernel {
                     path: ins.path.clone(),
-                    op: ins.op,
-                    message: format!("{}{hint}", torch_message(&e)),
+                    op: ins.op.name(),
+                    error: KernelError::Library(format!("{}{hint}", torch_message(&e))),
                 }
             })?)
-        } else if ins.kernel == Kernel::Add {
-            // Pass through a present operand computed from the data; a parameter alone
-            // (a positional embedding) does not stand in for a missing input.
-            args.iter().zip(&ins.data).find_map(|(a, &d)| a.filter(|_| d)).map(|t| t.shallow_clone())
         } else {
-            None
+            let absent: Vec<bool> = args.iter().map(Option::is_none).collect();
+            ins.op.on_absent(&absent, &ins.data).and_then(|i| args[i]).map(Tensor::shallow_clone)
         };
         for &f in &ins.free {
             slots[f] = None;
