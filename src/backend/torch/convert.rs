@@ -56,7 +56,7 @@ pub fn host_to_device(h: &HostTensor, device: tch::Device) -> Result<Tensor, Tch
     let kind = kind_of(h.dtype);
     let elem = kind.elt_size_in_bytes();
     let numel: i64 = h.shape.iter().product();
-    let whole = numel >= 0 && h.data.len() == numel as usize * elem && (h.data.as_ptr() as usize) % elem == 0;
+    let whole = numel >= 0 && h.data.len() == numel as usize * elem && (h.data.as_ptr() as usize).is_multiple_of(elem);
     if let (tch::Device::Cuda(_), true) = (device, whole) {
         // SAFETY: `h.data` holds exactly `numel` aligned elements of `kind` and outlives
         // `view`, which only `pinned` reads (a synchronous copy into pinned memory)
