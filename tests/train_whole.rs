@@ -125,7 +125,7 @@ fn whole_steps_equal_the_step_and_update_path_bit_for_bit() {
             u => panic!("step {step}: {u:?}"),
         }
         whole.step_whole(step, &inputs, &b.label_tensor(), scale).unwrap();
-        if step % 3 == 0 {
+        if step.is_multiple_of(3) {
             read.extend(whole.drain().unwrap().into_iter().map(|v| (v.step, v.loss, v.grad_norm)));
         }
     }
