@@ -15,6 +15,7 @@
 mod common;
 
 use common::compare::{assert_close, measure, Tol, Values};
+use common::specs::TINY_PRETRAIN as TRAIN_SPEC;
 use graft::api::compile_file;
 use graft::backend::torch::convert::place;
 use graft::backend::torch::cuda_graph::{
@@ -241,17 +242,6 @@ fn bf16_autocast_stays_close_to_f32() {
     let replayed = host(&graphed.run(&x).unwrap());
     assert_close("replay vs eager bf16", &replayed, &bf16_out, Tol::Norm { rel: 1e-3 });
 }
-
-const TRAIN_SPEC: &str = r#"use std.vit
-
-model pre {
-  input video: f32[B, 3, 8, 32, 32]
-  encoder video_vit = vit3d(dim: 32, depth: 2, heads: 2, classes: 0, frames: 8, tubelet: 2, patch: 8, image: 32)(video)
-  head cls = linear(32, 4)(video_vit)
-  output logits = cls
-  train video_vit, cls
-}
-"#;
 
 fn train(dir: &Path, out: &str, extra: &[&str]) -> Trained<TorchTrainer> {
     let path = |s: &str| dir.join(s).display().to_string();

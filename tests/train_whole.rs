@@ -6,6 +6,9 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::specs::TINY_PRETRAIN as SPEC;
 use graft::backend::torch::train::dist::DistOptions;
 use graft::backend::torch::train::TorchTraining;
 use graft::backend::train::{TrainOptions, Trainer, Training, Update};
@@ -17,17 +20,6 @@ use graft::tensor::HostTensor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-
-const SPEC: &str = r#"use std.vit
-
-model pre {
-  input video: f32[B, 3, 8, 32, 32]
-  encoder video_vit = vit3d(dim: 32, depth: 2, heads: 2, classes: 0, frames: 8, tubelet: 2, patch: 8, image: 32)(video)
-  head cls = linear(32, 4)(video_vit)
-  output logits = cls
-  train video_vit, cls
-}
-"#;
 
 /// A directory with the spec and a synthetic dataset, made once.
 fn dir() -> &'static Path {

@@ -5,4 +5,5 @@
 
 pub mod compare;
 pub mod rust_src;
+pub mod specs;
 pub mod tree;
