@@ -215,32 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Export { cmd: ExportCmd::Pytorch(a) } => graft::commands::export::pytorch(&a),
         Cmd::Export { cmd: ExportCmd::Onnx(a) } => graft::commands::export::onnx(&a),
-        Cmd::Check { specs } => {
-            let mut ok = true;
-            for spec in &specs {
-                let result = graft::lower::load_file(spec)
-                    .map_err(|(s, d)| Failure::User(s, d))
-                    .and_then(graft::api::check_program);
-                match result {
-                    Ok(Some(c)) => {
-                        let r = report::param_report(&c);
-                        println!(
-                            "{}: ok, model {} ({} parameters, {} trainable)",
-                            spec.display(),
-                            c.model,
-                            report::thousands(r.total),
-                            report::thousands(r.trainable)
-                        );
-                    }
-                    Ok(None) => println!("{}: ok (modules only)", spec.display()),
-                    Err(f) => {
-                        ok = false;
-                        eprint!("{}", render_failure(&f, color()));
-                    }
-                }
-            }
-            Ok(ExitCode::from(if ok { 0 } else { 1 }))
-        }
+        Cmd::Check { specs } => Ok(check(&specs)),
         Cmd::Fmt { specs, check } => fmt(&specs, check),
         Cmd::Lsp => match graft::lsp::run_stdio().map_err(|e| anyhow::anyhow!("graft lsp: {e}"))? {
             graft::lsp::Ending::Clean => Ok(ExitCode::SUCCESS),
@@ -248,138 +223,185 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             graft::lsp::Ending::Unclean => Ok(ExitCode::from(1)),
         },
         Cmd::Compile { spec, mode, emit, out, timings, verify_each_pass, stop_after: stop } => {
-            let mode = Mode::from(mode);
-            let mode_name = if mode == Mode::Train { "train" } else { "infer" };
-            let opts =
-                CompileOptions { verify_each_pass: verify_each_pass || CompileOptions::default().verify_each_pass };
-            if let Some(stage) = stop {
-                return Ok(stop_after(&spec, mode, mode_name, &stage, &opts));
-            }
-            let prog = graft::lower::load_file(&spec).map_err(|(s, d)| Failure::User(s, d));
-            let (result, t) = match prog {
-                Ok(prog) => graft::pipeline::compile_timed(prog, mode, &opts),
-                Err(f) => (Err(f), Vec::new()),
-            };
-            if timings {
-                eprint!("{}", graft::api::timings_table(&t));
-            }
-            let c = match result {
-                Ok(c) => c,
-                Err(f) => {
-                    print_failure(&spec, f);
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            for e in emit {
-                let (ext, text) = match e {
-                    Emit::Ir => (
-                        "ir",
-                        graft::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode {mode_name}", c.model)),
-                    ),
-                    Emit::Yaml => ("yaml", graft::ir::print::to_yaml(&c.graph)),
-                    Emit::Dot => ("dot", graft::ir::print::to_dot(&c.graph, &c.model)),
-                    Emit::Params => ("params.txt", report::param_table(&report::param_report(&c))),
-                };
-                match &out {
-                    Some(dir) => {
-                        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-                        let path = dir.join(format!("{}.{mode_name}.{ext}", c.model));
-                        graft::durable::write_atomic(&path, text.as_bytes())?;
-                        println!("wrote {}", path.display());
-                    }
-                    None => print!("{text}"),
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            compile(&spec, mode, &emit, out.as_deref(), timings, verify_each_pass, stop.as_deref())
         }
-        Cmd::Params { spec, mode, json } => {
-            let Some(c) = compiled(&spec, mode.into()) else { return Ok(ExitCode::from(1)) };
-            let r = report::param_report(&c);
-            // What no output uses is not in the table: say so instead of dropping it.
-            let unused = graft::api::unused_params(&spec, mode.into(), &c).unwrap_or_default();
-            if json {
-                #[derive(serde::Serialize)]
-                struct WithUnused<'a> {
-                    #[serde(flatten)]
-                    report: &'a report::ParamReport,
-                    unused: &'a report::UnusedParams,
-                }
-                println!("{}", serde_json::to_string_pretty(&WithUnused { report: &r, unused: &unused })?);
-            } else {
-                print!("{}{}", report::param_table(&r), report::unused_line(&unused));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Inspect { spec, json } => {
-            let Some(c) = compiled(&spec, Mode::Train) else { return Ok(ExitCode::from(1)) };
-            let i = report::inspect(&c);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
-                println!("model {}", i.model);
-                for x in &i.inputs {
-                    let shape: Vec<String> = x.shape.iter().map(|d| d.to_string()).collect();
-                    println!(
-                        "input  {}: {}[{}]{}",
-                        x.name,
-                        x.dtype,
-                        shape.join(", "),
-                        if x.optional { " optional" } else { "" }
-                    );
-                }
-                for o in &i.outputs {
-                    let shape: Vec<String> = o.shape.iter().map(|d| d.to_string()).collect();
-                    println!("output {}: [{}]", o.name, shape.join(", "));
-                }
-                for w in &i.weights {
-                    let file = w.file.as_deref().unwrap_or("required (--weights on the command line)");
-                    let keys = if w.keys.is_identity() { String::new() } else { format!(" {}", w.keys.describe()) };
-                    println!("weights {} = {file}{keys}", w.binding);
-                }
+        Cmd::Params { spec, mode, json } => params(&spec, mode, json),
+        Cmd::Inspect { spec, json } => inspect(&spec, json),
+        Cmd::Select { spec, pattern } => Ok(select(&spec, &pattern)),
+    }
+}
+
+/// `graft check`: each spec checked, its parameter counts or its diagnostics printed.
+fn check(specs: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for spec in specs {
+        let result =
+            graft::lower::load_file(spec).map_err(|(s, d)| Failure::User(s, d)).and_then(graft::api::check_program);
+        match result {
+            Ok(Some(c)) => {
+                let r = report::param_report(&c);
                 println!(
-                    "params total {} trainable {} frozen {}",
-                    report::thousands(i.params.total),
-                    report::thousands(i.params.trainable),
-                    report::thousands(i.params.frozen)
+                    "{}: ok, model {} ({} parameters, {} trainable)",
+                    spec.display(),
+                    c.model,
+                    report::thousands(r.total),
+                    report::thousands(r.trainable)
                 );
             }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Select { spec, pattern } => {
-            let Some(c) = compiled(&spec, Mode::Train) else { return Ok(ExitCode::from(1)) };
-            let sel = match graft::select::parse_selector(&pattern) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {e}\n  hint: selectors look like vit.blocks[*].mlp, blocks[-2..], {{attn.qkv, mlp.fc1}}");
-                    return Ok(ExitCode::from(1));
-                }
-            };
-            let rows = graft::api::select(&c, &sel);
-            match rows {
-                Ok(rows) => {
-                    let mut total = 0;
-                    for r in &rows {
-                        println!("{:<48} {:<22} {:>14} params", r.path, r.kind, report::thousands(r.params));
-                        total += r.params;
-                    }
-                    println!(
-                        "{} match{}, {} params",
-                        rows.len(),
-                        if rows.len() == 1 { "" } else { "es" },
-                        report::thousands(total)
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(near) => {
-                    eprintln!("error: `{pattern}` matches nothing in {}", spec.display());
-                    if near.is_empty() {
-                        eprintln!("  hint: `graft select {} '*'` lists the top level", spec.display());
-                    } else {
-                        eprintln!("  hint: nearest existing paths: {}", near.join(", "));
-                    }
-                    Ok(ExitCode::from(1))
-                }
+            Ok(None) => println!("{}: ok (modules only)", spec.display()),
+            Err(f) => {
+                ok = false;
+                eprint!("{}", render_failure(&f, color()));
             }
+        }
+    }
+    ExitCode::from(if ok { 0 } else { 1 })
+}
+
+/// `graft compile`: the spec compiled, and each form asked for written or printed.
+fn compile(
+    spec: &Path,
+    mode: ModeArg,
+    emit: &[Emit],
+    out: Option<&Path>,
+    timings: bool,
+    verify_each_pass: bool,
+    stop: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mode = Mode::from(mode);
+    let mode_name = if mode == Mode::Train { "train" } else { "infer" };
+    let opts = CompileOptions { verify_each_pass: verify_each_pass || CompileOptions::default().verify_each_pass };
+    if let Some(stage) = stop {
+        return Ok(stop_after(spec, mode, mode_name, stage, &opts));
+    }
+    let prog = graft::lower::load_file(spec).map_err(|(s, d)| Failure::User(s, d));
+    let (result, t) = match prog {
+        Ok(prog) => graft::pipeline::compile_timed(prog, mode, &opts),
+        Err(f) => (Err(f), Vec::new()),
+    };
+    if timings {
+        eprint!("{}", graft::api::timings_table(&t));
+    }
+    let c = match result {
+        Ok(c) => c,
+        Err(f) => {
+            print_failure(spec, f);
+            return Ok(ExitCode::from(1));
+        }
+    };
+    for e in emit {
+        let (ext, text) = match e {
+            Emit::Ir => {
+                ("ir", graft::ir::print::to_text(&c.graph, &format!("graft ir: model {} mode {mode_name}", c.model)))
+            }
+            Emit::Yaml => ("yaml", graft::ir::print::to_yaml(&c.graph)),
+            Emit::Dot => ("dot", graft::ir::print::to_dot(&c.graph, &c.model)),
+            Emit::Params => ("params.txt", report::param_table(&report::param_report(&c))),
+        };
+        match out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let path = dir.join(format!("{}.{mode_name}.{ext}", c.model));
+                graft::durable::write_atomic(&path, text.as_bytes())?;
+                println!("wrote {}", path.display());
+            }
+            None => print!("{text}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `graft params`: the parameter table (or JSON), with what no output uses.
+fn params(spec: &Path, mode: ModeArg, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(c) = compiled(spec, mode.into()) else { return Ok(ExitCode::from(1)) };
+    let r = report::param_report(&c);
+    // What no output uses is not in the table: say so instead of dropping it.
+    let unused = graft::api::unused_params(spec, mode.into(), &c).unwrap_or_default();
+    if json {
+        #[derive(serde::Serialize)]
+        struct WithUnused<'a> {
+            #[serde(flatten)]
+            report: &'a report::ParamReport,
+            unused: &'a report::UnusedParams,
+        }
+        println!("{}", serde_json::to_string_pretty(&WithUnused { report: &r, unused: &unused })?);
+    } else {
+        print!("{}{}", report::param_table(&r), report::unused_line(&unused));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `graft inspect`: inputs, outputs, weights bindings and parameter totals.
+fn inspect(spec: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(c) = compiled(spec, Mode::Train) else { return Ok(ExitCode::from(1)) };
+    let i = report::inspect(&c);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        println!("model {}", i.model);
+        for x in &i.inputs {
+            let shape: Vec<String> = x.shape.iter().map(|d| d.to_string()).collect();
+            println!(
+                "input  {}: {}[{}]{}",
+                x.name,
+                x.dtype,
+                shape.join(", "),
+                if x.optional { " optional" } else { "" }
+            );
+        }
+        for o in &i.outputs {
+            let shape: Vec<String> = o.shape.iter().map(|d| d.to_string()).collect();
+            println!("output {}: [{}]", o.name, shape.join(", "));
+        }
+        for w in &i.weights {
+            let file = w.file.as_deref().unwrap_or("required (--weights on the command line)");
+            let keys = if w.keys.is_identity() { String::new() } else { format!(" {}", w.keys.describe()) };
+            println!("weights {} = {file}{keys}", w.binding);
+        }
+        println!(
+            "params total {} trainable {} frozen {}",
+            report::thousands(i.params.total),
+            report::thousands(i.params.trainable),
+            report::thousands(i.params.frozen)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `graft select`: every match of a selector with its parameter count.
+fn select(spec: &Path, pattern: &str) -> ExitCode {
+    let Some(c) = compiled(spec, Mode::Train) else { return ExitCode::from(1) };
+    let sel = match graft::select::parse_selector(pattern) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}\n  hint: selectors look like vit.blocks[*].mlp, blocks[-2..], {{attn.qkv, mlp.fc1}}");
+            return ExitCode::from(1);
+        }
+    };
+    let rows = graft::api::select(&c, &sel);
+    match rows {
+        Ok(rows) => {
+            let mut total = 0;
+            for r in &rows {
+                println!("{:<48} {:<22} {:>14} params", r.path, r.kind, report::thousands(r.params));
+                total += r.params;
+            }
+            println!(
+                "{} match{}, {} params",
+                rows.len(),
+                if rows.len() == 1 { "" } else { "es" },
+                report::thousands(total)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(near) => {
+            eprintln!("error: `{pattern}` matches nothing in {}", spec.display());
+            if near.is_empty() {
+                eprintln!("  hint: `graft select {} '*'` lists the top level", spec.display());
+            } else {
+                eprintln!("  hint: nearest existing paths: {}", near.join(", "));
+            }
+            ExitCode::from(1)
         }
     }
 }

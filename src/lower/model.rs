@@ -5,8 +5,8 @@ use super::eval::Env;
 use super::{Builder, Component, Decls, Lowered, Program, Reported, Value};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::{DType, Dim, Op, TensorType};
-use crate::source::SourceMap;
-use crate::syntax::ast::{ComponentKind, Expr, ExprKind, ModelDecl, ModelItem, Trainability};
+use crate::source::{SourceMap, Span};
+use crate::syntax::ast::{ComponentKind, Expr, ExprKind, Ident, ModelDecl, ModelItem, Trainability};
 use std::collections::HashMap;
 
 /// Merge `model b extends a`: a's declarations, then b's; b's training rules replace a's.
@@ -48,11 +48,37 @@ fn merged_items(prog: &Program, model: &ModelDecl, diags: &mut Diagnostics) -> V
     items
 }
 
+/// The model's one namespace, and the `weights NAME ...` bindings no declaration has
+/// claimed yet.
+struct Scope {
+    names: HashMap<String, Span>,
+    /// `weights NAME "file"` / `weights NAME required` (file `None`).
+    binds: HashMap<String, (Option<String>, Option<Trainability>, Span)>,
+}
+
+impl Scope {
+    /// Take the name `n`; `false` (and an error) when it is already declared.
+    fn declare(&mut self, b: &mut Builder, n: &Ident) -> bool {
+        if let Some(prev) = self.names.get(&n.name) {
+            b.error(
+                Diagnostic::error("E0201", format!("`{}` is declared twice in the model", n.name))
+                    .at(n.span, "declared again here")
+                    .also(*prev, "first declared here")
+                    .hint("inputs, components, adapters, pathways, heads and outputs share one namespace"),
+            );
+            false
+        } else {
+            self.names.insert(n.name.clone(), n.span);
+            true
+        }
+    }
+}
+
 /// Lower the root model of `prog`.
 pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     let Some(name) = prog.root_model.clone() else {
         let d = Diagnostic::error("E0503", "this spec has no model")
-            .at(crate::source::Span::new(prog.root, 0, 0), "file starts here")
+            .at(Span::new(prog.root, 0, 0), "file starts here")
             .hint("a compiled spec needs `model NAME { ... }`; files of modules are checked with `graft check`");
         return Err((prog.sources, d.into()));
     };
@@ -62,39 +88,55 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     if diags.has_errors() {
         return Err((prog.sources, diags));
     }
-    let mut names: HashMap<String, crate::source::Span> = HashMap::new();
     let mut lw = Lowered { b: Builder::new(prog), decls: Decls { model: name.clone(), ..Decls::default() } };
-    // Disjoint borrows of the model's tables while it is being built.
+    let mut scope = Scope { names: HashMap::new(), binds: weights_bindings(&items, &mut lw.decls) };
+    // 1. Inputs.
+    lower_inputs(&mut lw.b, &mut lw.decls.env, &mut scope, &items);
+    // 2. Backbones and encoders, in order (a later one may read an earlier one).
+    lower_components(&mut lw.b, &mut lw.decls, &mut scope, &items);
+    // 3. Heads.
+    lower_heads(&mut lw.b, &mut lw.decls, &mut scope, &items);
+    // 4. Outputs.
+    lower_outputs(&mut lw.b, &lw.decls.env, &mut scope, &items);
+    // 5. Adapters, pathways and training rules go to the passes.
+    collect_for_passes(&mut lw.b, &mut lw.decls, &mut scope, items);
+    unclaimed_bindings(&mut lw.b, scope);
     let b = &mut lw.b;
-    let env = &mut lw.decls.env;
-    let mut declare = |b: &mut Builder, n: &crate::syntax::ast::Ident| -> bool {
-        if let Some(prev) = names.get(&n.name) {
-            b.error(
-                Diagnostic::error("E0201", format!("`{}` is declared twice in the model", n.name))
-                    .at(n.span, "declared again here")
-                    .also(*prev, "first declared here")
-                    .hint("inputs, components, adapters, pathways, heads and outputs share one namespace"),
-            );
-            false
-        } else {
-            names.insert(n.name.clone(), n.span);
-            true
-        }
-    };
-    // `weights NAME "file"` / `weights NAME required` (file `None`).
-    let mut binds: HashMap<String, (Option<String>, Option<Trainability>, crate::source::Span)> = HashMap::new();
-    for it in &items {
+    if b.graph.outputs().is_empty() && !b.diags.has_errors() {
+        b.error(
+            Diagnostic::error("E0509", format!("model `{name}` has no output"))
+                .at(model.name.span, "nothing to compute")
+                .hint("add `output logits = head_or_component`"),
+        );
+    }
+    if lw.b.diags.has_errors() {
+        return Err((lw.b.prog.sources, lw.b.diags));
+    }
+    Ok(lw)
+}
+
+/// The model's `weights NAME ...` items by name; their key rules go to `decls`.
+fn weights_bindings(
+    items: &[ModelItem],
+    decls: &mut Decls,
+) -> HashMap<String, (Option<String>, Option<Trainability>, Span)> {
+    let mut binds = HashMap::new();
+    for it in items {
         if let ModelItem::Bind { name, file, keys, trainability, span } = it {
             binds.insert(name.name.clone(), (file.clone(), *trainability, *span));
             if !keys.is_identity() {
-                lw.decls.key_maps.insert(name.name.clone(), keys.clone());
+                decls.key_maps.insert(name.name.clone(), keys.clone());
             }
         }
     }
-    // 1. Inputs.
-    for it in &items {
+    binds
+}
+
+/// One `Input` node per `input` declaration, named in `env`.
+fn lower_inputs(b: &mut Builder, env: &mut Env, scope: &mut Scope, items: &[ModelItem]) {
+    for it in items {
         let ModelItem::Input(inp) = it else { continue };
-        if !declare(b, &inp.name) {
+        if !scope.declare(b, &inp.name) {
             continue;
         }
         let dtype = DType::parse(&inp.dtype).unwrap_or(DType::F32);
@@ -136,25 +178,28 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));
         }
     }
-    // 2. Backbones and encoders, in order (a later one may read an earlier one).
-    for it in &items {
+}
+
+/// Instantiate the backbones and encoders in order, each with its weights binding.
+fn lower_components(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: &[ModelItem]) {
+    for it in items {
         let ModelItem::Component(c) = it else { continue };
-        if !declare(b, &c.name) {
+        if !scope.declare(b, &c.name) {
             continue;
         }
         let mut weights = c.weights.as_ref().and_then(|w| w.file.clone());
         let mut required = c.weights.as_ref().is_some_and(|w| w.file.is_none());
         if let Some(w) = c.weights.as_ref().filter(|w| !w.keys.is_identity()) {
-            lw.decls.key_maps.entry(c.name.name.clone()).or_insert_with(|| w.keys.clone());
+            decls.key_maps.entry(c.name.name.clone()).or_insert_with(|| w.keys.clone());
         }
         let mut trainability = c.trainability.map(|t| t.0);
-        if let Some((file, t, _)) = binds.remove(&c.name.name) {
+        if let Some((file, t, _)) = scope.binds.remove(&c.name.name) {
             required = file.is_none();
             weights = file;
             trainability = t.or(trainability);
         }
         if required {
-            lw.decls.required_weights.insert(c.name.name.clone());
+            decls.required_weights.insert(c.name.name.clone());
         }
         if c.kind == ComponentKind::Backbone && weights.is_none() && !required {
             b.error(
@@ -165,8 +210,9 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
         }
         b.set_owner(&c.name.name, (weights.is_some() || required).then(|| c.name.name.clone()));
         if let Some(w) = &weights {
-            lw.decls.weights.insert(c.name.name.clone(), w.clone());
+            decls.weights.insert(c.name.name.clone(), w.clone());
         }
+        let env = &mut decls.env;
         if let Ok(v) = instance_expr(b, &c.value, env, &c.name.name) {
             env.vars.insert(c.name.name.clone(), (v, Some(c.name.span)));
             env.instances.insert(c.name.name.clone(), c.name.name.clone());
@@ -174,7 +220,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             env.failed.insert(c.name.name.clone());
         }
         let weights_only = is_weights_only(b, &c.value);
-        lw.decls.components.push(Component {
+        decls.components.push(Component {
             name: c.name.name.clone(),
             kind: c.kind,
             weights,
@@ -183,36 +229,43 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             span: c.span,
         });
     }
-    // 3. Heads.
-    for it in &items {
+}
+
+/// Evaluate the heads, each owning the weights bound to its name.
+fn lower_heads(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: &[ModelItem]) {
+    for it in items {
         let ModelItem::Head { name, value, span } = it else { continue };
-        if !declare(b, name) {
+        if !scope.declare(b, name) {
             continue;
         }
-        let binding = binds.remove(&name.name).map(|(f, _, _)| {
+        let binding = scope.binds.remove(&name.name).map(|(f, _, _)| {
             match f {
                 Some(f) => {
-                    lw.decls.weights.insert(name.name.clone(), f);
+                    decls.weights.insert(name.name.clone(), f);
                 }
                 None => {
-                    lw.decls.required_weights.insert(name.name.clone());
+                    decls.required_weights.insert(name.name.clone());
                 }
             }
             name.name.clone()
         });
         b.set_owner(&name.name, binding);
+        let env = &mut decls.env;
         if let Ok(v) = b.let_expr(value, env, &name.name) {
             env.vars.insert(name.name.clone(), (v, Some(name.span)));
             env.instances.insert(name.name.clone(), name.name.clone());
         } else {
             env.failed.insert(name.name.clone());
         }
-        lw.decls.heads.push((name.name.clone(), *span));
+        decls.heads.push((name.name.clone(), *span));
     }
-    // 4. Outputs.
-    for it in &items {
+}
+
+/// One `Output` node per `output` declaration, which must name a tensor.
+fn lower_outputs(b: &mut Builder, env: &Env, scope: &mut Scope, items: &[ModelItem]) {
+    for it in items {
         let ModelItem::Output { name, value, span } = it else { continue };
-        if !declare(b, name) {
+        if !scope.declare(b, name) {
             continue;
         }
         match b.eval(value, env, &name.name) {
@@ -229,45 +282,53 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
             Err(Reported) => {}
         }
     }
-    // 5. Adapters, pathways and training rules go to the passes.
+}
+
+/// Adapters (with their weights), pathways and training rules, kept in `decls` for the
+/// passes that apply them.
+fn collect_for_passes(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: Vec<ModelItem>) {
     for it in items {
         match it {
-            ModelItem::Adapter(a) if declare(b, &a.name) => {
-                if let Some((f, t, _)) = binds.remove(&a.name.name) {
+            ModelItem::Adapter(a) if scope.declare(b, &a.name) => {
+                if let Some((f, t, _)) = scope.binds.remove(&a.name.name) {
                     match &f {
                         Some(f) => {
-                            lw.decls.weights.insert(a.name.name.clone(), f.clone());
+                            decls.weights.insert(a.name.name.clone(), f.clone());
                         }
                         None => {
-                            lw.decls.required_weights.insert(a.name.name.clone());
+                            decls.required_weights.insert(a.name.name.clone());
                         }
                     }
-                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f.unwrap_or_default(), t));
+                    decls.adapter_weights.insert(a.name.name.clone(), (f.unwrap_or_default(), t));
                 } else if let Some(w) = &a.weights {
                     if !w.keys.is_identity() {
-                        lw.decls.key_maps.insert(a.name.name.clone(), w.keys.clone());
+                        decls.key_maps.insert(a.name.name.clone(), w.keys.clone());
                     }
                     // `weights required` binds like a file; the command line names it.
                     let f = w.file.clone().unwrap_or_default();
                     match &w.file {
                         Some(f) => {
-                            lw.decls.weights.insert(a.name.name.clone(), f.clone());
+                            decls.weights.insert(a.name.name.clone(), f.clone());
                         }
                         None => {
-                            lw.decls.required_weights.insert(a.name.name.clone());
+                            decls.required_weights.insert(a.name.name.clone());
                         }
                     }
-                    lw.decls.adapter_weights.insert(a.name.name.clone(), (f, a.trainability.map(|t| t.0)));
+                    decls.adapter_weights.insert(a.name.name.clone(), (f, a.trainability.map(|t| t.0)));
                 }
-                lw.decls.adapters.push(a);
+                decls.adapters.push(a);
             }
-            ModelItem::Pathway(p) if declare(b, &p.name) => lw.decls.pathways.push(p),
-            ModelItem::Train { rules, .. } => lw.decls.train.extend(rules),
+            ModelItem::Pathway(p) if scope.declare(b, &p.name) => decls.pathways.push(p),
+            ModelItem::Train { rules, .. } => decls.train.extend(rules),
             _ => {}
         }
     }
-    for (name, (_, _, span)) in binds {
-        let near = super::builtins::nearest(&name, names.keys().map(String::as_str), 1);
+}
+
+/// An error for each `weights NAME` that no declaration claimed.
+fn unclaimed_bindings(b: &mut Builder, scope: Scope) {
+    for (name, (_, _, span)) in scope.binds {
+        let near = super::builtins::nearest(&name, scope.names.keys().map(String::as_str), 1);
         b.error(
             Diagnostic::error("E0508", format!("`weights {name}` binds nothing"))
                 .at(span, "no backbone, encoder, head or adapter has this name")
@@ -279,17 +340,6 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
                 }),
         );
     }
-    if b.graph.outputs().is_empty() && !b.diags.has_errors() {
-        b.error(
-            Diagnostic::error("E0509", format!("model `{name}` has no output"))
-                .at(model.name.span, "nothing to compute")
-                .hint("add `output logits = head_or_component`"),
-        );
-    }
-    if lw.b.diags.has_errors() {
-        return Err((lw.b.prog.sources, lw.b.diags));
-    }
-    Ok(lw)
 }
 
 /// `module(config)` without inputs: an instance built for its weights only.

@@ -15,18 +15,21 @@
 //! and the tensor unless [`Bindings::allow_nonfinite`] (`--allow-nonfinite`).
 
 use super::bindings::{Bindings, Declared};
-use super::glob::glob_match;
+use super::file_check::{abbreviate, Check, Found, Request};
 use super::init::{fallback_init, init_values};
 use super::weights::{check_finite, WeightFile};
 use super::ParamError;
 use crate::ir::{ParamInfo, ParamSource};
-use crate::tensor::{type_text, HostTensor};
+use crate::tensor::HostTensor;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// At most this many lines per list in the report.
 const MAX_LINES: usize = 25;
+
+/// The requests to each weights file, by its canonical path.
+type ByFile<'a> = BTreeMap<PathBuf, Vec<Request<'a>>>;
 
 /// Values of leaf parameters (loaded or initialised), by parameter path, on the CPU
 /// in each parameter's dtype.
@@ -71,249 +74,11 @@ impl Leaves {
         allow: &[String],
         seed: u64,
     ) -> Result<Leaves, ParamError> {
-        let mut leaves: BTreeMap<String, ParamInfo> = BTreeMap::new();
-        for p in params {
-            match &p.source {
-                ParamSource::Folded { expr } => {
-                    for l in expr.leaves() {
-                        leaves.entry(l.path.clone()).or_insert_with(|| l.clone());
-                    }
-                }
-                _ => {
-                    leaves.entry(p.path.clone()).or_insert_with(|| p.clone());
-                }
-            }
-        }
-        // Requests per file, files opened once even when several bindings share one.
-        let mut by_file: BTreeMap<PathBuf, Vec<(String, String, &ParamInfo)>> = BTreeMap::new();
-        for p in leaves.values() {
-            if let Some((binding, key)) = bindings.source(p) {
-                let file = bindings.files.get(&binding).ok_or_else(|| {
-                    ParamError::Binding(format!(
-                        "`{}` reads weights binding `{binding}`, which has no file (pass --weights {binding}=FILE)",
-                        p.path
-                    ))
-                })?;
-                let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
-                by_file.entry(file).or_default().push((binding, key, p));
-            }
-        }
-        let mut files = Vec::new();
-        for path in by_file.keys() {
-            // Only a missing file "does not exist"; a symlink loop or a FIFO is
-            // reported as what it is when the file is opened.
-            if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
-                let names: BTreeSet<&str> = by_file[path].iter().map(|(b, _, _)| b.as_str()).collect();
-                let names: Vec<&str> = names.into_iter().collect();
-                return Err(ParamError::Binding(format!(
-                    "weights file {} (bound to `{}`) does not exist; pass --weights {}=FILE",
-                    path.display(),
-                    names.join("`, `"),
-                    names[0]
-                )));
-            }
-            files.push(WeightFile::open(path)?);
-        }
-        // Check everything, then report everything at once.
-        let mut report = String::new();
+        let leaves = leaf_params(params);
+        let (by_file, files) = weight_files(&leaves, bindings)?;
         let mut notes = Vec::new();
-        let mut problems = 0;
-        let mut gaps = false;
-        let mut found: HashMap<String, (usize, String)> = HashMap::new();
-        for (fi, (path, reqs)) in by_file.iter().enumerate() {
-            let f = &files[fi];
-            let (mut missing, mut mismatched) = (Vec::new(), Vec::new());
-            let mut used: BTreeSet<&str> = BTreeSet::new();
-            // Bindings with key rules look their keys up through them.
-            let mapped: HashMap<&str, HashMap<String, &str>> = reqs
-                .iter()
-                .filter_map(|(b, _, _)| bindings.maps.get(b).filter(|m| !m.is_identity()).map(|m| (b.as_str(), m)))
-                .map(|(b, m)| (b, f.metas.keys().filter_map(|k| m.to_spec(k).map(|s| (s, k.as_str()))).collect()))
-                .collect();
-            for (binding, key, p) in reqs {
-                let full = format!("{binding}.{key}");
-                let excused = allow.iter().any(|a| glob_match(a, key) || glob_match(a, &full));
-                let lookup = |key: &str| {
-                    if let Some(m) = mapped.get(binding.as_str()) {
-                        m.get(key).copied()
-                    } else if let Some((k, _)) = f.metas.get_key_value(key) {
-                        Some(k.as_str())
-                    } else {
-                        f.metas.get_key_value(&format!("{binding}.{key}")).map(|(k, _)| k.as_str())
-                    }
-                };
-                // A key std spells as a newer release saves it may be stored under its
-                // older name (`q_bias` for `query.bias`).
-                let hit = lookup(key).or_else(|| super::spellings::older(key).and_then(|k| lookup(&k)));
-                let spec = type_text(p.dtype, &p.shape);
-                match hit {
-                    None if excused => {}
-                    None => missing.push(format!("{key}: spec {spec}")),
-                    Some(k) => {
-                        used.insert(k);
-                        let m = &f.metas[k];
-                        let fits_kind = m.loadable && m.float == p.dtype.is_float();
-                        let rule = bindings.resample_rule(binding, key);
-                        let fits_shape = match rule {
-                            // The file holds the checkpoint's grid, the spec the new one.
-                            Some(r) => {
-                                let (file, spec) = r.shapes(&p.shape);
-                                m.shape == file && p.shape == spec
-                            }
-                            None => same_values_shape(&m.shape, &p.shape),
-                        };
-                        if !fits_shape || !fits_kind {
-                            let why = match rule {
-                                Some(r) => format!(
-                                    " (resample {:?} -> {:?} keep {} expects file {:?}, spec {:?})",
-                                    r.from,
-                                    r.to,
-                                    r.keep,
-                                    r.shapes(&p.shape).0,
-                                    r.shapes(&p.shape).1
-                                ),
-                                None => String::new(),
-                            };
-                            mismatched.push(format!("{key}: file {}, spec {spec}{why}", m.text));
-                        } else {
-                            found.insert(p.path.clone(), (fi, k.to_string()));
-                        }
-                    }
-                }
-            }
-            // A file keyed by full graph paths (a training run's checkpoint holds several
-            // components) answers only for the keys under the bindings that read it.
-            let prefixes: Vec<String> = reqs.iter().map(|(b, _, _)| format!("{b}.")).collect();
-            let full_paths = used.iter().any(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())));
-            let unexpected: Vec<String> = f
-                .metas
-                .iter()
-                .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
-                .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
-                .filter(|(k, _)| {
-                    !reqs.iter().any(|(b, _, _)| {
-                        let spec = bindings.maps.get(b).and_then(|m| m.to_spec(k)).unwrap_or_else(|| k.to_string());
-                        declared.contains(&format!("{b}.{spec}")) || declared.contains(k)
-                    })
-                })
-                .filter(|(k, _)| {
-                    !allow
-                        .iter()
-                        .any(|a| glob_match(a, k) || reqs.iter().any(|(b, _, _)| glob_match(a, &format!("{b}.{k}"))))
-                })
-                .map(|(k, m)| format!("{k}: file {}", m.text))
-                .collect();
-            let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
-            let names: Vec<&str> = names.into_iter().collect();
-            // Keys of parameters the spec declares but no output uses (a pooler when
-            // only the tokens are output): accepted, and counted in a note.
-            let dead: Vec<&str> = f
-                .metas
-                .iter()
-                .filter(|(k, m)| !used.contains(k.as_str()) && !m.integer)
-                .filter(|(k, _)| !full_paths || prefixes.iter().any(|p| k.starts_with(p.as_str())))
-                .filter(|(k, _)| {
-                    reqs.iter().any(|(b, _, _)| {
-                        let spec = bindings.maps.get(b).and_then(|m| m.to_spec(k)).unwrap_or_else(|| k.to_string());
-                        declared.contains(&format!("{b}.{spec}")) || declared.contains(k)
-                    })
-                })
-                .map(|(k, _)| k.as_str())
-                .collect();
-            if !dead.is_empty() {
-                notes.push(format!(
-                    "{} key{} of {} belong to parameters that no output uses, not read ({})",
-                    dead.len(),
-                    if dead.len() == 1 { "" } else { "s" },
-                    path.display(),
-                    abbreviate(&dead, 8)
-                ));
-            }
-            // A binding with a prefix reads the part of the file under it (a backbone
-            // inside a full Hugging Face checkpoint): the rest is noted, not refused.
-            let outside = |k: &str| {
-                names
-                    .iter()
-                    .all(|b| bindings.maps.get(*b).is_some_and(|m| m.prefix.is_some() && m.to_spec(k).is_none()))
-            };
-            let (elsewhere, unexpected): (Vec<String>, Vec<String>) =
-                unexpected.into_iter().partition(|u| outside(u.split(": ").next().unwrap_or("")));
-            if !elsewhere.is_empty() {
-                let keys: Vec<&str> = elsewhere.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
-                let prefixes: BTreeSet<&str> =
-                    names.iter().filter_map(|b| bindings.maps.get(*b).and_then(|m| m.prefix.as_deref())).collect();
-                notes.push(format!(
-                    "`{}` reads the keys under `{}` of {}: {} other key{} not read ({})",
-                    names.join("`, `"),
-                    prefixes.into_iter().collect::<Vec<_>>().join("`, `"),
-                    path.display(),
-                    keys.len(),
-                    if keys.len() == 1 { "" } else { "s" },
-                    abbreviate(&keys, 8)
-                ));
-            }
-            // An instance built for its weights only reads what it needs of a full
-            // checkpoint (an auxiliary model's classifier is not an error).
-            let unexpected = if !unexpected.is_empty() && names.iter().all(|b| bindings.weights_only.contains(*b)) {
-                let keys: Vec<&str> = unexpected.iter().map(|u| u.split(": ").next().unwrap_or("")).collect();
-                notes.push(format!(
-                    "`{}` is built for its weights only: {} key{} of {} not read ({})",
-                    names.join("`, `"),
-                    keys.len(),
-                    if keys.len() == 1 { "" } else { "s" },
-                    path.display(),
-                    abbreviate(&keys, 8)
-                ));
-                Vec::new()
-            } else {
-                unexpected
-            };
-            if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
-                continue;
-            }
-            problems += missing.len() + unexpected.len() + mismatched.len();
-            gaps |= !missing.is_empty() || !unexpected.is_empty();
-            let _ = writeln!(report, "  {} ← {}", names.join(", "), path.display());
-            if let Some(h) = prefix_hint(&missing, &unexpected) {
-                let _ = writeln!(report, "    hint: {h}");
-            }
-            list(&mut report, "missing from the file", &missing);
-            list(&mut report, "in the file but not in the spec", &unexpected);
-            list(&mut report, "shape or dtype mismatch", &mismatched);
-        }
-        if problems > 0 {
-            if gaps {
-                report.push_str("  hint: --allow-missing PATTERN excuses deliberate gaps (a glob on keys, `*` matches any text), e.g. --allow-missing 'head.*'\n");
-            }
-            return Err(ParamError::Mismatch { problems, report: report.trim_end().to_string() });
-        }
-        let mut values = HashMap::new();
-        let mut at_init: Vec<&str> = Vec::new();
-        for p in leaves.values() {
-            let t = match (bindings.source(p), found.get(&p.path), &p.source) {
-                (Some((binding, spec_key)), Some((fi, key)), _) => {
-                    let t = files[*fi].tensor(key)?;
-                    if !bindings.allow_nonfinite {
-                        check_finite(&files[*fi].path, key, &t)?;
-                    }
-                    let t = match bindings.resample_rule(&binding, &spec_key) {
-                        Some(r) => super::resample::apply(r, &t)?,
-                        None => t,
-                    };
-                    // A scalar stored as `[1]` (an M2PT λ) takes the spec's shape.
-                    let mut t = t.to_dtype(p.dtype);
-                    t.shape = p.shape.clone();
-                    t
-                }
-                (Some(_), None, _) => {
-                    at_init.push(&p.path);
-                    init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path)
-                }
-                (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
-                (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
-            };
-            values.insert(p.path.clone(), t);
-        }
+        let found = check_files(&Check { bindings, declared, allow }, &by_file, &files, &mut notes)?;
+        let (values, at_init) = read_values(&leaves, bindings, &files, &found, seed)?;
         // Every parameter a weights file did not give (excused by --allow-missing) is
         // named: a bias left at zero changes outputs silently otherwise.
         if !at_init.is_empty() {
@@ -331,18 +96,140 @@ impl Leaves {
     }
 }
 
-/// The file's shape fits the spec's: equal, or both one value (`[1]` for `[]`).
-fn same_values_shape(file: &[i64], spec: &[i64]) -> bool {
-    file == spec || (file.iter().product::<i64>() == 1 && spec.iter().product::<i64>() == 1)
+/// The leaf parameters among `params` by path: folded ones give their leaves.
+fn leaf_params<'a>(params: impl IntoIterator<Item = &'a ParamInfo>) -> BTreeMap<String, ParamInfo> {
+    let mut leaves: BTreeMap<String, ParamInfo> = BTreeMap::new();
+    for p in params {
+        match &p.source {
+            ParamSource::Folded { expr } => {
+                for l in expr.leaves() {
+                    leaves.entry(l.path.clone()).or_insert_with(|| l.clone());
+                }
+            }
+            _ => {
+                leaves.entry(p.path.clone()).or_insert_with(|| p.clone());
+            }
+        }
+    }
+    leaves
 }
 
-/// `a, b, c and 5 more`.
-fn abbreviate(items: &[&str], max: usize) -> String {
-    let mut s = items.iter().take(max).copied().collect::<Vec<_>>().join(", ");
-    if items.len() > max {
-        s += &format!(" and {} more", items.len() - max);
+/// The weights files the leaves read, each with its requests, opened in path order.
+fn weight_files<'p>(
+    leaves: &'p BTreeMap<String, ParamInfo>,
+    bindings: &Bindings,
+) -> Result<(ByFile<'p>, Vec<WeightFile>), ParamError> {
+    // Requests per file, files opened once even when several bindings share one.
+    let mut by_file: ByFile = BTreeMap::new();
+    for p in leaves.values() {
+        if let Some((binding, key)) = bindings.source(p) {
+            let file = bindings.files.get(&binding).ok_or_else(|| {
+                ParamError::Binding(format!(
+                    "`{}` reads weights binding `{binding}`, which has no file (pass --weights {binding}=FILE)",
+                    p.path
+                ))
+            })?;
+            let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.clone());
+            by_file.entry(file).or_default().push((binding, key, p));
+        }
     }
-    s
+    let mut files = Vec::new();
+    for path in by_file.keys() {
+        // Only a missing file "does not exist"; a symlink loop or a FIFO is
+        // reported as what it is when the file is opened.
+        if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            let names: BTreeSet<&str> = by_file[path].iter().map(|(b, _, _)| b.as_str()).collect();
+            let names: Vec<&str> = names.into_iter().collect();
+            return Err(ParamError::Binding(format!(
+                "weights file {} (bound to `{}`) does not exist; pass --weights {}=FILE",
+                path.display(),
+                names.join("`, `"),
+                names[0]
+            )));
+        }
+        files.push(WeightFile::open(path)?);
+    }
+    Ok((by_file, files))
+}
+
+/// Check every file, then report every problem at once; where each parameter's value
+/// was found.
+fn check_files(
+    check: &Check,
+    by_file: &ByFile,
+    files: &[WeightFile],
+    notes: &mut Vec<String>,
+) -> Result<Found, ParamError> {
+    let mut report = String::new();
+    let mut problems = 0;
+    let mut gaps = false;
+    let mut found = Found::new();
+    for (fi, (path, reqs)) in by_file.iter().enumerate() {
+        let f = &files[fi];
+        let (missing, mismatched, used) = check.match_keys(fi, f, reqs, &mut found);
+        let names: BTreeSet<&str> = reqs.iter().map(|(b, _, _)| b.as_str()).collect();
+        let names: Vec<&str> = names.into_iter().collect();
+        let unexpected = check.unread_keys(path, f, reqs, &names, &used, notes);
+        if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
+            continue;
+        }
+        problems += missing.len() + unexpected.len() + mismatched.len();
+        gaps |= !missing.is_empty() || !unexpected.is_empty();
+        let _ = writeln!(report, "  {} ← {}", names.join(", "), path.display());
+        if let Some(h) = prefix_hint(&missing, &unexpected) {
+            let _ = writeln!(report, "    hint: {h}");
+        }
+        list(&mut report, "missing from the file", &missing);
+        list(&mut report, "in the file but not in the spec", &unexpected);
+        list(&mut report, "shape or dtype mismatch", &mismatched);
+    }
+    if problems > 0 {
+        if gaps {
+            report.push_str("  hint: --allow-missing PATTERN excuses deliberate gaps (a glob on keys, `*` matches any text), e.g. --allow-missing 'head.*'\n");
+        }
+        return Err(ParamError::Mismatch { problems, report: report.trim_end().to_string() });
+    }
+    Ok(found)
+}
+
+/// Each leaf's value: read from its file (checked finite, resampled, converted to its
+/// dtype), or initialised; the paths of the leaves initialised in place of a file's
+/// value.
+fn read_values<'p>(
+    leaves: &'p BTreeMap<String, ParamInfo>,
+    bindings: &Bindings,
+    files: &[WeightFile],
+    found: &Found,
+    seed: u64,
+) -> Result<(HashMap<String, HostTensor>, Vec<&'p str>), ParamError> {
+    let mut values = HashMap::new();
+    let mut at_init: Vec<&str> = Vec::new();
+    for p in leaves.values() {
+        let t = match (bindings.source(p), found.get(&p.path), &p.source) {
+            (Some((binding, spec_key)), Some((fi, key)), _) => {
+                let t = files[*fi].tensor(key)?;
+                if !bindings.allow_nonfinite {
+                    check_finite(&files[*fi].path, key, &t)?;
+                }
+                let t = match bindings.resample_rule(&binding, &spec_key) {
+                    Some(r) => super::resample::apply(r, &t)?,
+                    None => t,
+                };
+                // A scalar stored as `[1]` (an M2PT λ) takes the spec's shape.
+                let mut t = t.to_dtype(p.dtype);
+                t.shape = p.shape.clone();
+                t
+            }
+            (Some(_), None, _) => {
+                at_init.push(&p.path);
+                init_values(&fallback_init(p), &p.shape, p.dtype, seed, &p.path)
+            }
+            (None, _, ParamSource::Init { init }) => init_values(init, &p.shape, p.dtype, seed, &p.path),
+            (None, _, _) => return Err(ParamError::Internal(format!("`{}` has no value source", p.path))),
+        };
+        values.insert(p.path.clone(), t);
+    }
+    Ok((values, at_init))
 }
 
 fn list(out: &mut String, title: &str, items: &[String]) {

@@ -17,6 +17,7 @@
 
 pub mod bindings;
 mod error;
+mod file_check;
 pub mod fold;
 pub mod glob;
 pub mod init;

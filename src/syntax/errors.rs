@@ -175,23 +175,7 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
         InputLocation::Span((s, _)) => s,
     };
     let end = text[pos..].char_indices().nth(1).map_or(text.len(), |(i, _)| pos + i).max(pos);
-    // The token there: a word, a string's start, or one character.
-    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
-    let first = text[pos..].chars().next();
-    let found = match first {
-        None => "end of file".to_string(),
-        Some(c) if word_char(c) || c == '"' => {
-            let w: String = text[pos..]
-                .chars()
-                .enumerate()
-                .take_while(|(i, c)| word_char(*c) || (*i == 0 && *c == '"'))
-                .map(|(_, c)| c)
-                .take(20)
-                .collect();
-            format!("`{w}`")
-        }
-        Some(c) => format!("`{c}`"),
-    };
+    let found = found_token(&text[pos..]);
     let expected = match &e.variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut names: Vec<&str> = positives.iter().filter_map(rule_name).collect();
@@ -209,6 +193,9 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
             format!("{} or {}", rest.join(", "), last)
         }
     };
+    if let Some(d) = common_slip(file, text, pos, end, &expected, &expected_text) {
+        return d.into();
+    }
     let hint = if found.starts_with("`)`") || found.starts_with("`}`") || found.starts_with("`]`") {
         "check that every bracket is closed where it should be".to_string()
     } else if expected.contains(&"`(`") {
@@ -216,91 +203,6 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
     } else {
         "see the language tour in README.md".to_string()
     };
-    let rest = &text[pos..];
-    if let Some(c) =
-        first.filter(|c| !c.is_ascii_alphanumeric() && !c.is_whitespace() && !"()[]{},:=.*+-/%<>!&|\"_".contains(*c))
-    {
-        return Diagnostic::error("E0003", format!("syntax error: unexpected character `{c}`"))
-            .at(Span::new(file, pos, end), format!("expected {expected_text}"))
-            .hint(format!("`{c}` is not part of the graft language; values are numbers, strings, names and lists"))
-            .into();
-    }
-    // Strings: one line, no backslashes.
-    if let Some(body) = rest.strip_prefix('"') {
-        let line = body.split('\n').next().unwrap_or("").trim_end_matches('\r');
-        let close = line.find('"');
-        let inner = &line[..close.unwrap_or(line.len())];
-        if close.is_none() {
-            return Diagnostic::error("E0003", "syntax error: unterminated string")
-                .at(Span::new(file, pos, pos + 1 + line.len()), "this string has no closing `\"`")
-                .hint("close the string on the same line; strings cannot span lines")
-                .into();
-        }
-        if let Some(b) = inner.find('\\') {
-            let at = pos + 1 + b;
-            return Diagnostic::error("E0003", "syntax error: a string cannot contain `\\`")
-                .at(Span::new(file, at, at + 1), "backslash in a string")
-                .hint("strings hold names and file paths; write paths with `/`")
-                .into();
-        }
-    }
-    // A closing bracket that closes nothing.
-    if let Some(c @ (')' | ']' | '}')) = first {
-        let opener = match c {
-            ')' => b'(',
-            ']' => b'[',
-            _ => b'{',
-        };
-        if unclosed_bracket(&text[..pos]).is_none_or(|o| text.as_bytes()[o] != opener) {
-            return Diagnostic::error("E0003", format!("syntax error: unmatched `{c}`"))
-                .at(Span::new(file, pos, pos + 1), "closes nothing")
-                .hint("remove it, or look for a bracket closed too early before it")
-                .into();
-        }
-    }
-    // `backbone vit vit(...)` where `backbone vit = vit(...)` was meant.
-    if expected.contains(&"`head`") {
-        let decls = [
-            ("backbone", '='),
-            ("encoder", '='),
-            ("head", '='),
-            ("output", '='),
-            ("adapter", '='),
-            ("pathway", '='),
-            ("input", ':'),
-        ];
-        let kw: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        if let Some((kw, sep)) = decls.iter().find(|(k, _)| *k == kw) {
-            let name_at =
-                pos + kw.len() + (rest.len() - kw.len() - rest[kw.len()..].trim_start_matches([' ', '\t']).len());
-            let name: String = text[name_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            let next = text[name_at + name.len()..].trim_start_matches([' ', '\t']).chars().next();
-            if !name.is_empty() && next != Some(*sep) {
-                return Diagnostic::error("E0003", format!("syntax error: expected `{sep}` after `{kw} {name}`"))
-                    .at(Span::new(file, name_at, name_at + name.len()), format!("expected `{sep}` after this name"))
-                    .hint(if *sep == ':' {
-                        format!("an input is written `input {name}: f32[B, ...]`")
-                    } else {
-                        format!("a declaration is written `{kw} {name} = ...`")
-                    })
-                    .into();
-            }
-        }
-    }
-    // `name value` where `name = value` was meant.
-    let word: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-    if expected.contains(&"a statement `name = ...`")
-        && word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-    {
-        let after = pos + word.len();
-        let next = text[after..].trim_start_matches([' ', '\t']).chars().next();
-        if !matches!(next, Some('=' | ':' | '(' | '.' | '[' | '\n' | '\r') | None) {
-            return Diagnostic::error("E0003", format!("syntax error: expected `=` after `{word}`"))
-                .at(Span::new(file, pos, after), "expected `=` after this name")
-                .hint(format!("a statement is written `{word} = expression`, e.g. `{word} = linear(dim, hidden)(x)`"))
-                .into();
-        }
-    }
     let mut d = Diagnostic::error("E0003", format!("syntax error: expected {expected_text}, found {found}"))
         .at(Span::new(file, pos, end), format!("expected {expected_text}"))
         .hint(hint);
@@ -317,6 +219,136 @@ pub(super) fn syntax_error(file: FileId, text: &str, e: pest::error::Error<Rule>
         }
     }
     d.into()
+}
+
+/// The token at the start of `rest`, quoted: a word, a string's start, or one character.
+fn found_token(rest: &str) -> String {
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    match rest.chars().next() {
+        None => "end of file".to_string(),
+        Some(c) if word_char(c) || c == '"' => {
+            let w: String = rest
+                .chars()
+                .enumerate()
+                .take_while(|(i, c)| word_char(*c) || (*i == 0 && *c == '"'))
+                .map(|(_, c)| c)
+                .take(20)
+                .collect();
+            format!("`{w}`")
+        }
+        Some(c) => format!("`{c}`"),
+    }
+}
+
+/// A targeted message for a common slip at `pos`, tried in order: a character outside
+/// the language, a bad string, an unmatched closing bracket, a declaration or a
+/// statement without its `=`.
+fn common_slip(
+    file: FileId,
+    text: &str,
+    pos: usize,
+    end: usize,
+    expected: &[&str],
+    expected_text: &str,
+) -> Option<Diagnostic> {
+    let first = text[pos..].chars().next();
+    if let Some(c) =
+        first.filter(|c| !c.is_ascii_alphanumeric() && !c.is_whitespace() && !"()[]{},:=.*+-/%<>!&|\"_".contains(*c))
+    {
+        return Some(
+            Diagnostic::error("E0003", format!("syntax error: unexpected character `{c}`"))
+                .at(Span::new(file, pos, end), format!("expected {expected_text}"))
+                .hint(format!("`{c}` is not part of the graft language; values are numbers, strings, names and lists")),
+        );
+    }
+    bad_string(file, text, pos)
+        .or_else(|| unmatched_bracket(file, text, pos))
+        .or_else(|| expected.contains(&"`head`").then(|| declaration_without_separator(file, text, pos)).flatten())
+        .or_else(|| {
+            expected.contains(&"a statement `name = ...`").then(|| statement_without_equals(file, text, pos)).flatten()
+        })
+}
+
+/// A string at `pos` that is unterminated or holds a backslash (strings are one line,
+/// without backslashes).
+fn bad_string(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
+    let body = text[pos..].strip_prefix('"')?;
+    let line = body.split('\n').next().unwrap_or("").trim_end_matches('\r');
+    let close = line.find('"');
+    let inner = &line[..close.unwrap_or(line.len())];
+    if close.is_none() {
+        return Some(
+            Diagnostic::error("E0003", "syntax error: unterminated string")
+                .at(Span::new(file, pos, pos + 1 + line.len()), "this string has no closing `\"`")
+                .hint("close the string on the same line; strings cannot span lines"),
+        );
+    }
+    let b = inner.find('\\')?;
+    let at = pos + 1 + b;
+    Some(
+        Diagnostic::error("E0003", "syntax error: a string cannot contain `\\`")
+            .at(Span::new(file, at, at + 1), "backslash in a string")
+            .hint("strings hold names and file paths; write paths with `/`"),
+    )
+}
+
+/// A closing bracket at `pos` that closes nothing.
+fn unmatched_bracket(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
+    let c @ (')' | ']' | '}') = text[pos..].chars().next()? else { return None };
+    let opener = match c {
+        ')' => b'(',
+        ']' => b'[',
+        _ => b'{',
+    };
+    unclosed_bracket(&text[..pos]).is_none_or(|o| text.as_bytes()[o] != opener).then(|| {
+        Diagnostic::error("E0003", format!("syntax error: unmatched `{c}`"))
+            .at(Span::new(file, pos, pos + 1), "closes nothing")
+            .hint("remove it, or look for a bracket closed too early before it")
+    })
+}
+
+/// `backbone vit vit(...)` where `backbone vit = vit(...)` was meant (`input x: ...`
+/// for an input).
+fn declaration_without_separator(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
+    let rest = &text[pos..];
+    let decls = [
+        ("backbone", '='),
+        ("encoder", '='),
+        ("head", '='),
+        ("output", '='),
+        ("adapter", '='),
+        ("pathway", '='),
+        ("input", ':'),
+    ];
+    let kw: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let (kw, sep) = decls.iter().find(|(k, _)| *k == kw)?;
+    let name_at = pos + kw.len() + (rest.len() - kw.len() - rest[kw.len()..].trim_start_matches([' ', '\t']).len());
+    let name: String = text[name_at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let next = text[name_at + name.len()..].trim_start_matches([' ', '\t']).chars().next();
+    (!name.is_empty() && next != Some(*sep)).then(|| {
+        Diagnostic::error("E0003", format!("syntax error: expected `{sep}` after `{kw} {name}`"))
+            .at(Span::new(file, name_at, name_at + name.len()), format!("expected `{sep}` after this name"))
+            .hint(if *sep == ':' {
+                format!("an input is written `input {name}: f32[B, ...]`")
+            } else {
+                format!("a declaration is written `{kw} {name} = ...`")
+            })
+    })
+}
+
+/// `name value` where `name = value` was meant.
+fn statement_without_equals(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
+    let word: String = text[pos..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    if !word.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
+        return None;
+    }
+    let after = pos + word.len();
+    let next = text[after..].trim_start_matches([' ', '\t']).chars().next();
+    (!matches!(next, Some('=' | ':' | '(' | '.' | '[' | '\n' | '\r') | None)).then(|| {
+        Diagnostic::error("E0003", format!("syntax error: expected `=` after `{word}`"))
+            .at(Span::new(file, pos, after), "expected `=` after this name")
+            .hint(format!("a statement is written `{word} = expression`, e.g. `{word} = linear(dim, hidden)(x)`"))
+    })
 }
 
 /// Offset of the innermost bracket of `text` that is still open at its end.

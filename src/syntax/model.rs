@@ -39,43 +39,11 @@ impl Builder {
         let idents: Vec<Ident> =
             inner.iter().filter(|x| x.as_rule() == Rule::ident).map(|x| self.ident(x.clone())).collect();
         let find = |r: Rule| inner.iter().find(|x| x.as_rule() == r).cloned();
-        let weights = find(Rule::weights).map(|w| {
-            let span = self.span(&w);
-            let parts: Vec<Pair<Rule>> = w.into_inner().collect();
-            let file = parts.iter().find(|y| y.as_rule() == Rule::string).map(|s| string_value(s.clone()));
-            let keys = key_map(parts.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned());
-            WeightsRef { file, span, keys }
-        });
+        let weights = find(Rule::weights).map(|w| self.weights_ref(w));
         let trainability = find(Rule::trainability).map(|t| (Self::trainability(&t), self.span(&t)));
         match rule {
             Rule::input_decl => {
-                let tt = find(Rule::tensor_type).expect("tensor type");
-                let mut dtype = String::new();
-                let mut dims = Vec::new();
-                for x in tt.into_inner() {
-                    match x.as_rule() {
-                        Rule::dtype => dtype = x.as_str().to_string(),
-                        _ => {
-                            let d = x.into_inner().next().expect("dim");
-                            let sp = self.span(&d);
-                            if d.as_rule() == Rule::int {
-                                match d.as_str().parse::<i64>() {
-                                    Ok(v) => dims.push(Dim::Fixed(v, sp)),
-                                    Err(_) => {
-                                        self.diags.push(
-                                            Diagnostic::error("E0004", "dimension too large")
-                                                .at(sp, "does not fit in 64 bits")
-                                                .hint("write a realistic size"),
-                                        );
-                                        dims.push(Dim::Fixed(1, sp));
-                                    }
-                                }
-                            } else {
-                                dims.push(Dim::Symbolic(self.ident(d)));
-                            }
-                        }
-                    }
-                }
+                let (dtype, dims) = self.tensor_type(find(Rule::tensor_type).expect("tensor type"));
                 let default = find(Rule::input_default).and_then(|d| d.into_inner().next()).map(|d| self.ident(d));
                 ModelItem::Input(InputDecl {
                     name: idents[0].clone(),
@@ -161,6 +129,46 @@ impl Builder {
             },
             r => unreachable!("model item {r:?}"),
         }
+    }
+
+    /// `weights "file" KEY_RULES` or `weights required KEY_RULES` on a declaration.
+    fn weights_ref(&self, w: Pair<Rule>) -> WeightsRef {
+        let span = self.span(&w);
+        let parts: Vec<Pair<Rule>> = w.into_inner().collect();
+        let file = parts.iter().find(|y| y.as_rule() == Rule::string).map(|s| string_value(s.clone()));
+        let keys = key_map(parts.iter().filter(|y| y.as_rule() == Rule::key_rule).cloned());
+        WeightsRef { file, span, keys }
+    }
+
+    /// An input's `dtype[dims]`: the dtype as written, and each dimension fixed or symbolic.
+    fn tensor_type(&mut self, tt: Pair<Rule>) -> (String, Vec<Dim>) {
+        let mut dtype = String::new();
+        let mut dims = Vec::new();
+        for x in tt.into_inner() {
+            match x.as_rule() {
+                Rule::dtype => dtype = x.as_str().to_string(),
+                _ => {
+                    let d = x.into_inner().next().expect("dim");
+                    let sp = self.span(&d);
+                    if d.as_rule() == Rule::int {
+                        match d.as_str().parse::<i64>() {
+                            Ok(v) => dims.push(Dim::Fixed(v, sp)),
+                            Err(_) => {
+                                self.diags.push(
+                                    Diagnostic::error("E0004", "dimension too large")
+                                        .at(sp, "does not fit in 64 bits")
+                                        .hint("write a realistic size"),
+                                );
+                                dims.push(Dim::Fixed(1, sp));
+                            }
+                        }
+                    } else {
+                        dims.push(Dim::Symbolic(self.ident(d)));
+                    }
+                }
+            }
+        }
+        (dtype, dims)
     }
 
     pub(super) fn selector(&mut self, p: Pair<Rule>) -> Selector {
