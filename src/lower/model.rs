@@ -101,9 +101,8 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     // 5. Adapters, pathways and training rules go to the passes.
     collect_for_passes(&mut lw.b, &mut lw.decls, &mut scope, items);
     unclaimed_bindings(&mut lw.b, scope);
-    let b = &mut lw.b;
-    if b.graph.outputs().is_empty() && !b.diags.has_errors() {
-        b.error(
+    if lw.b.graph.outputs().is_empty() && !lw.b.diags.has_errors() {
+        lw.b.error(
             Diagnostic::error("E0509", format!("model `{name}` has no output"))
                 .at(model.name.span, "nothing to compute")
                 .hint("add `output logits = head_or_component`"),
