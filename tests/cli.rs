@@ -347,3 +347,23 @@ fn parameters_and_keys_no_output_uses_are_reported() {
         stderr(&o)
     );
 }
+
+/// More memory than the process may have is an error (bytes wanted, the limit), exit 1,
+/// not an abort: under a 3 GB address-space limit, ViT-S/16 inputs of batch 4096 (2.5 GB
+/// of pixels, drawn as f32 and stored as bytes) and its native arena cannot fit.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_allocation_past_the_limit_is_an_error_not_an_abort() {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/vit_small.graft");
+    let script = format!(
+        "ulimit -v 3000000 && exec '{}' bench '{}' --backend native --batch 4096 --iters 1 --warmup 0",
+        env!("CARGO_BIN_EXE_graft"),
+        spec.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("allocating") && err.contains("GB wanted"), "{err}");
+    assert!(err.contains("the address-space limit (ulimit -v) is 3.1 GB"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -139,6 +139,12 @@ pub fn random(plan: &Plan, sym_size: i64, seed: u64) -> Result<Vec<(String, Host
             })
             .collect();
         let shape = concrete(&inp.name, &inp.ty, &syms)?;
+        // The values are drawn as f32 and then stored as bytes: two copies at once.
+        let n = crate::tensor::numel(&shape).unwrap_or(usize::MAX);
+        crate::backend::alloc::probe(
+            n.saturating_mul(8),
+            &format!("input `{}` ({})", inp.name, type_text(inp.ty.dtype, &shape)),
+        )?;
         let path = format!("input:{}", inp.name);
         let dtype = inp.ty.dtype;
         let t = if dtype.is_float() {

@@ -25,6 +25,7 @@
 //!
 //! [`Verified`]: crate::ir::Verified
 
+pub mod alloc;
 pub mod error;
 pub mod inputs;
 pub mod native;

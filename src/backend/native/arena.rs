@@ -9,6 +9,7 @@
 //! nothing: every buffer is a fixed range of one allocation kept across runs.
 
 use super::program::Access;
+use crate::backend::BackendError;
 
 /// Offsets are multiples of this (a cache line, and AVX-512 aligned).
 pub const ALIGN: usize = 64;
@@ -120,8 +121,10 @@ pub struct Arena {
 struct Aligned([f32; 16]);
 
 impl Arena {
-    pub fn new(bytes: usize) -> Arena {
-        Arena { words: vec![Aligned([0.0; 16]); bytes.div_ceil(ALIGN)] }
+    /// `bytes` of zeroed storage, or the allocation error (bytes wanted, the limit).
+    pub fn new(bytes: usize) -> Result<Arena, BackendError> {
+        let words = crate::backend::alloc::try_filled(bytes.div_ceil(ALIGN), Aligned([0.0; 16]), "the native arena")?;
+        Ok(Arena { words })
     }
     pub fn bytes(&self) -> usize {
         self.words.len() * ALIGN

@@ -14,6 +14,7 @@ use super::lower::{lower, InputSig};
 use super::math::{self, SimdLevel};
 use super::pool::{Pool, SharedMut};
 use super::program::{OutVal, Program, Step, Store, Strided};
+use crate::backend::alloc::{refused, reserve};
 use crate::backend::plan::Plan;
 use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
 use crate::ir::DType;
@@ -194,7 +195,8 @@ impl NativeExecutable {
             .collect();
         if self.programs.get(&key).is_none() {
             let prog = lower(&self.plan, &key, self.pool.threads(), &mut self.ew)?;
-            let arena = Arena::new(prog.arena_len * 4);
+            let bytes = prog.arena_len.checked_mul(4).ok_or_else(|| refused(usize::MAX, "the native arena"))?;
+            let arena = Arena::new(bytes)?;
             self.programs.insert(key.clone(), Prepared { prog, arena });
         }
         self.last = Some(key.clone());
@@ -274,7 +276,7 @@ impl NativeExecutable {
             let t = match v {
                 OutVal::Float(v) => {
                     let s = Strided::of(v);
-                    let values = gather(&mem, &s);
+                    let values = gather(&mem, &s)?;
                     let shape: Vec<i64> = v.shape.iter().map(|&d| d as i64).collect();
                     HostTensor::from_f32(&shape, &values)
                 }
@@ -293,11 +295,12 @@ impl NativeExecutable {
 }
 
 /// A strided tensor's elements in row-major order.
-fn gather(m: &Mem, s: &Strided) -> Vec<f32> {
+fn gather(m: &Mem, s: &Strided) -> Result<Vec<f32>, BackendError> {
     let n: usize = s.shape.iter().product();
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::new();
+    reserve(&mut out, n, "an output")?;
     if n == 0 {
-        return out;
+        return Ok(out);
     }
     let span = 1 + s.shape.iter().zip(&s.strides).map(|(&d, &st)| (d - 1) * st).sum::<usize>();
     let v = super::program::View::plain(s.store, s.offset, vec![span]);
@@ -314,7 +317,7 @@ fn gather(m: &Mem, s: &Strided) -> Vec<f32> {
             idx[i] = 0;
         }
     }
-    out
+    Ok(out)
 }
 
 impl Executable for NativeExecutable {

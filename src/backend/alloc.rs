@@ -1,0 +1,86 @@
+//! Fallible allocation of the backends' large buffers (the native arena, outputs,
+//! generated inputs): a request the system refuses is a [`BackendError`] naming what
+//! was being allocated, the bytes wanted and the limit in force, never an abort.
+//!
+//! Refusal is what the allocator reports: an address-space limit (`ulimit -v`) or a
+//! request beyond what the kernel's overcommit rule allows. A request the kernel grants
+//! but cannot back later is outside any process's control.
+
+use super::error::BackendError;
+
+/// `n` copies of `fill`, or an error naming `what`.
+pub fn try_filled<T: Clone>(n: usize, fill: T, what: &str) -> Result<Vec<T>, BackendError> {
+    let mut v = Vec::new();
+    reserve(&mut v, n, what)?;
+    v.resize(n, fill);
+    Ok(v)
+}
+
+/// Room for `n` more elements in `v`, or an error naming `what`.
+pub fn reserve<T>(v: &mut Vec<T>, n: usize, what: &str) -> Result<(), BackendError> {
+    v.try_reserve_exact(n).map_err(|_| refused(n.saturating_mul(std::mem::size_of::<T>()), what))
+}
+
+/// Whether `bytes` could be allocated now (allocated and released at once); an error
+/// naming `what` if not.
+pub fn probe(bytes: usize, what: &str) -> Result<(), BackendError> {
+    reserve(&mut Vec::<u8>::new(), bytes, what)
+}
+
+/// The error for `bytes` the system would not give for `what`.
+pub fn refused(bytes: usize, what: &str) -> BackendError {
+    BackendError::Runtime {
+        what: format!("allocating {what}"),
+        message: format!("{} wanted, and {}; use a smaller batch or input", size(bytes), limit()),
+    }
+}
+
+/// A byte count for people.
+fn size(bytes: usize) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else {
+        format!("{:.1} MB", b / 1e6)
+    }
+}
+
+/// The limit in force: the address-space limit when one is set, else the machine's
+/// memory.
+fn limit() -> String {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the limits into `r`.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
+    if ok && r.rlim_cur != libc::RLIM_INFINITY {
+        return format!("the address-space limit (ulimit -v) is {}", size(r.rlim_cur as usize));
+    }
+    match mem_total() {
+        Some(m) => format!("the machine has {} of memory", size(m)),
+        None => "the system refused it".to_string(),
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn mem_total() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_the_system_refuses_is_an_error_with_the_bytes_and_the_limit() {
+        let e = try_filled::<u64>(usize::MAX / 16, 0, "a test buffer").unwrap_err().to_string();
+        assert!(e.starts_with("allocating a test buffer: "), "{e}");
+        assert!(e.contains("GB wanted, and "), "{e}");
+        assert!(e.contains("ulimit -v") || e.contains("of memory") || e.contains("refused"), "{e}");
+        let e = probe(usize::MAX, "an input").unwrap_err().to_string();
+        assert!(e.starts_with("allocating an input: "), "{e}");
+        assert_eq!(try_filled(3, 7u8, "x").unwrap(), vec![7, 7, 7]);
+        assert!(probe(1 << 10, "a small buffer").is_ok());
+    }
+}
