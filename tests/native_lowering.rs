@@ -93,3 +93,26 @@ model m {
     // Batch 1 was evicted long ago: it is lowered again, with the same result.
     assert_eq!(exe.run(&[Some(x(1))]).unwrap(), first);
 }
+
+#[test]
+fn a_long_elementwise_chain_splits_into_bounded_groups_and_stays_exact() {
+    // 999 chained adds: one fusion group would be one 999-instruction kernel; groups
+    // hold at most MAX_GROUP_OPS (256) instructions, so this is four groups, each
+    // reading the last one's output.
+    // Five heads of 200 terms each (an expression nests at most 256 deep), chained.
+    let n: usize = 1000;
+    let mut spec = String::from("model m {\n  input x: f32[2, 8]\n  head h0 = x\n");
+    for k in 1..=5 {
+        let terms = if k == 1 { 199 } else { 200 };
+        spec += &format!("  head h{k} = h{}{}\n", k - 1, " + x".repeat(terms));
+    }
+    spec += "  output y = h5\n}\n";
+    let mut exe = prepare(&spec);
+    let x = f32s(&[2, 8], |i| (i % 7) as f32 - 3.0);
+    let out = exe.run(&[Some(x.clone())]).unwrap();
+    let want: Vec<f64> = x.to_f64().iter().map(|v| v * n as f64).collect();
+    assert_eq!(out[0].1.to_f64(), want, "integers times {n} are exact in f32");
+    let report: std::collections::BTreeMap<String, f64> = exe.report().into_iter().collect();
+    let max = graft::backend::native::MAX_GROUP_OPS;
+    assert_eq!(report["ew_groups"], (n - 1).div_ceil(max) as f64, "{report:?}");
+}

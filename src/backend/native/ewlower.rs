@@ -13,6 +13,11 @@ use super::lowering::{internal, EwSpec, Lowered, Lowering, Val};
 use super::program::{Access, Res, Step, Store, Strided, View};
 use crate::backend::BackendError;
 
+/// The most instructions one fusion group holds: a longer chain continues in a new
+/// group (reading the last one's output), so lowering stays linear in the chain's
+/// length and each compiled kernel stays small.
+pub const MAX_GROUP_OPS: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum EwOp {
     Add,
@@ -81,22 +86,29 @@ pub(super) fn lower(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<us
     let (rows, cols) = space(p);
     let kinds: Vec<EwBroadcast> =
         xs.iter().map(|x| classify(&out_shape, &x.shape, p).unwrap_or(EwBroadcast::Full)).collect();
-    let join = pending_space(l) == Some((rows, cols));
+    let room = l.last_group().is_some_and(|g| g.body.len() < MAX_GROUP_OPS);
+    let join = room && pending_space(l) == Some((rows, cols));
     // Join only if some operand is one of the group's outputs, and no operand reads a
     // group output's buffer through another view (the kernel would read what it writes).
     let written: Vec<Store> = l.last_group().map_or(Vec::new(), |g| g.outputs.iter().map(|(_, o)| o.store).collect());
-    let joined =
-        join && xs.iter().any(|x| pending_output(l, x).is_some())
-            && xs.iter().zip(&kinds).all(|(x, k)| {
-                !written.contains(&x.store) || (pending_output(l, x).is_some() && *k == EwBroadcast::Full)
-            });
-    let mut spec = match l.last_group() {
-        Some(g) if joined => g.clone(),
-        _ => EwSpec::new(rows, cols),
+    // Each operand's value in the pending group, read before the group is taken over.
+    let pending: Vec<Option<EwValue>> = xs.iter().map(|x| pending_output(l, x)).collect();
+    let joined = join
+        && pending.iter().any(Option::is_some)
+        && xs
+            .iter()
+            .zip(&kinds)
+            .zip(&pending)
+            .all(|((x, k), p)| !written.contains(&x.store) || (p.is_some() && *k == EwBroadcast::Full));
+    // Joining takes the pending group over (no copy: a chain lowers in linear time).
+    let mut spec = if joined {
+        l.pop_group().ok_or_else(|| internal("a joined fusion group vanished"))?
+    } else {
+        EwSpec::new(rows, cols)
     };
     let mut operands = Vec::new();
-    for (x, kind) in xs.iter().zip(kinds) {
-        let from_group = if joined { pending_output(l, x).filter(|_| kind == EwBroadcast::Full) } else { None };
+    for ((x, kind), p) in xs.iter().zip(kinds).zip(pending) {
+        let from_group = if joined { p.filter(|_| kind == EwBroadcast::Full) } else { None };
         let v = match from_group {
             Some(v) => v,
             None => match spec.inputs.iter().position(|(v, k)| v == x && *k == kind) {
@@ -119,9 +131,6 @@ pub(super) fn lower(l: &mut Lowering, op: EwOp, xs: Vec<View>, out_shape: Vec<us
         EwOp::Sigmoid => EwInstr::Sigmoid(operands[0]),
     };
     spec.body.push(ins);
-    if joined {
-        l.pop_group();
-    }
     let out = l.fresh(out_shape);
     spec.outputs.push((EwValue::Instr(spec.body.len() - 1), out.clone()));
     l.push_group(spec);

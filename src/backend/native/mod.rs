@@ -39,6 +39,7 @@ pub(crate) mod rows;
 pub(crate) mod views;
 
 pub use backend::{Native, NativeExecutable, PROGRAMS};
+pub use ewlower::MAX_GROUP_OPS;
 
 #[cfg(test)]
 mod kernel_tests;
