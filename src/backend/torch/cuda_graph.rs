@@ -222,12 +222,12 @@ impl Drop for Autocast {
 }
 
 /// Shallow clones (the same storage) of optional tensors.
-fn shallow(ts: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
+pub(crate) fn shallow(ts: &[Option<Tensor>]) -> Vec<Option<Tensor>> {
     ts.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect()
 }
 
 /// Same presence, shape, dtype and device, input by input.
-fn same_signature(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> bool {
+pub(crate) fn same_signature(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| match (x, y) {
             (Some(x), Some(y)) => x.size() == y.size() && x.kind() == y.kind() && x.device() == y.device(),

@@ -18,7 +18,7 @@
 
 use super::model::{cross_entropy, Model};
 use super::optim::{clip_grad_norm, flag_non_finite, AdamW, Rate};
-use crate::backend::torch::cuda_graph::{Autocast, CudaGraph, WARMUP};
+use crate::backend::torch::cuda_graph::{same_signature, shallow, Autocast, CudaGraph, WARMUP};
 pub use crate::backend::train::StepValues;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -136,16 +136,6 @@ pub struct GraphedTrainStep {
     norm: Tensor,
 }
 
-/// Same presence, shape, dtype and device, input by input.
-fn same_signature(a: &[Option<Tensor>], b: &[Option<Tensor>]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| match (x, y) {
-            (Some(x), Some(y)) => x.size() == y.size() && x.kind() == y.kind() && x.device() == y.device(),
-            (None, None) => true,
-            _ => false,
-        })
-}
-
 fn fill(dst: &Tensor, src: &Tensor) -> Result<()> {
     let _guard = tch::no_grad_guard();
     dst.shallow_clone().f_copy_(src)?;
@@ -180,7 +170,6 @@ impl GraphedTrainStep {
         }
         let static_labels = empty_like(labels)?;
         fill(&static_labels, labels)?;
-        let shallow = |ts: &[Option<Tensor>]| ts.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
         let was = dev.found_inf.f_to_device(Device::Cpu)?.f_double_value(&[])?;
         let _ = dev.found_inf.shallow_clone().f_fill_(1.0)?;
         let mut graph = CudaGraph::new()?;
