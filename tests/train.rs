@@ -591,6 +591,92 @@ fn the_dataset_is_checked_against_the_model_first() {
     assert!(!fx().path("runs/x").exists(), "nothing written for a run that never started");
 }
 
+#[test]
+fn any_number_of_reader_threads_trains_the_same_run() {
+    // uint8 frames with the training augmentation (random resized crops, flips): every
+    // sample draws from its own stream, so the batches cannot depend on which thread
+    // assembled them.
+    ok(&["data", "synth", "--task", "pretrain", "--format", "files", "--n", "24", "--seed", "3", "--out", "data/u8f"]);
+    let import = ["data", "import", "video", "data/u8f", "--out", "data/u8", "--frames", "8", "--sampling-rate", "1"];
+    ok(&[&import[..], &["--image-size", "32", "--crop-pct", "1", "--shard-size", "8"]].concat());
+    let run = |workers: &str| {
+        let out = format!("runs/workers{workers}");
+        let args = ["train", "ad.graft", "--data", "data/u8", "--steps", "4", "--batch", "4", "--accumulate", "2"];
+        let rest = ["--lr", "1e-2", "--checkpoint-every", "4", "--device", "cpu", "--workers", workers, "--out", &out];
+        ok(&[&args[..], &rest].concat());
+        out
+    };
+    // 6 batches per epoch, 8 taken: the stream crosses into the second epoch.
+    let (one, three) = (run("1"), run("3"));
+    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
+    let (a, b) = (train_losses(&one), train_losses(&three));
+    assert_eq!(a.len(), 4);
+    assert_eq!(bits(&a), bits(&b), "losses {a:?} vs {b:?}");
+    let file = |r: &str| SafeFile::open(&fx().path(r).join("trainable.safetensors")).unwrap();
+    let (fa, fb) = (file(&one), file(&three));
+    assert_eq!(fa.entries().keys().collect::<Vec<_>>(), fb.entries().keys().collect::<Vec<_>>());
+    for k in fa.entries().keys() {
+        assert!(tensor(&fa, k).equal(&tensor(&fb, k)), "{k}");
+    }
+    let eval = |w: &str| {
+        ok(&["eval", "ad.graft", "--data", "data/u8", "--run", &one, "--json", "--device", "cpu", "--workers", w])
+    };
+    assert_eq!(eval("1"), eval("3"), "eval is the same for any number of reader threads");
+    for bad in ["0", "100000"] {
+        let o = graft(
+            &["train", "ad.graft", "--data", "data/u8", "--steps", "1", "--batch", "4", "--lr", "1e-2"]
+                .iter()
+                .copied()
+                .chain(["--workers", bad, "--out", "runs/workers_bad"])
+                .collect::<Vec<_>>(),
+        );
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "--workers {bad}: {err}");
+        assert!(err.contains("--workers") && err.contains("1..=256"), "{err}");
+    }
+}
+
+#[test]
+fn a_corrupt_sample_ends_the_feed_with_its_error_and_the_readers_stop() {
+    use graft::commands::train::feed::Feed;
+    let f = fx();
+    let root = f.path("data/pngs");
+    for (c, class) in ["a", "b"].iter().enumerate() {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..4u8 {
+            let rgb: Vec<u8> =
+                (0..8 * 8 * 3).map(|p| (p as u8).wrapping_mul(i + 1).wrapping_add(c as u8 * 90)).collect();
+            let mut png = Vec::new();
+            let mut w = std::io::Cursor::new(&mut png);
+            image::write_buffer_with_format(
+                &mut w,
+                &rgb,
+                8,
+                8,
+                image::ExtendedColorType::Rgb8,
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+            std::fs::write(root.join(class).join(format!("{i}.png")), png).unwrap();
+        }
+    }
+    let ds = f.path("data/pngs_enc");
+    ok(&["data", "import", "images", "data/pngs", "--out", "data/pngs_enc", "--store", "encoded", "--image-size", "8"]);
+    // Break one stored file's signature: it still passes the index checks at open.
+    let shard = ds.join("shard-00000.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\x89PNG").expect("a stored PNG");
+    bytes[at..at + 4].copy_from_slice(b"XXXX");
+    std::fs::write(&shard, bytes).unwrap();
+    let data = graft::data::Dataset::open(&ds).unwrap().with_workers(3);
+    let feed = Feed::start(&data, 2, 0, false, 0, 0);
+    let err = (0..8).find_map(|_| feed.next().err()).expect("the corrupt sample is an error");
+    let msg = err.to_string();
+    assert!(msg.contains("pngs_enc"), "{msg}");
+    assert!(msg.contains("(encoded)"), "{msg}");
+    drop(feed); // joins every reader thread: a hang here fails the test by timeout
+}
+
 /// A tensor of a safetensors file, as a LibTorch tensor.
 fn tensor(f: &SafeFile, key: &str) -> tch::Tensor {
     to_tensor(&f.tensor(key).unwrap()).unwrap()

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! graft eval SPEC --data DIR [--run RUN_DIR] [--weights BINDING=FILE]... [--without INPUT]...
-//!     [--batch N] [--json] [--device cpu|cuda|auto] [--allow-missing PATTERN]... [--seed N]
+//!     [--batch N] [--workers N] [--json] [--device cpu|cuda|auto] [--allow-missing PATTERN]... [--seed N]
 //! ```
 //!
 //! The spec is compiled in train mode (the model as trained) and its weights loaded;
@@ -39,6 +39,10 @@ pub struct EvalArgs {
     pub without: Vec<String>,
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = crate::bounds::count(crate::bounds::MAX_BATCH))]
     pub batch: usize,
+    /// Reader threads that decode and transform each batch's samples (default: one
+    /// per core, at most 8).
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
+    pub workers: Option<usize>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -63,7 +67,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let mut spec = Spec::compile(&a.spec)?;
     spec.allow_nonfinite = a.allow_nonfinite;
     check_without(&spec.inputs, &a.without)?;
-    let ds = Dataset::open(&a.data).map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?;
+    let ds = Dataset::open(&a.data)
+        .map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?
+        .with_workers(a.workers.unwrap_or(0));
     let notes = spec.check_dataset(&ds, "the data")?;
     let run = a.run.as_deref().map(TrainableFile::open).transpose()?;
     let (values, load_notes) =

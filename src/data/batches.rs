@@ -5,11 +5,12 @@
 //! shards plus less than one batch per combination are in memory.
 //!
 //! Stored inputs (pixels, encoded images, frames, audio) are decoded and transformed
-//! when a batch is complete, on the dataset's reader threads (`workers`, scoped to
-//! the batch): sample `k` of the dataset (file order) is transformed from its own
-//! random stream `(seed, epoch, k, input)`, so a batch is the same for any number of
-//! workers. The caller's prefetch (the training feed's bounded queue) overlaps this
-//! with the step.
+//! when a batch is complete ([`Pending::assemble`]), on the dataset's reader threads
+//! (`workers`, scoped to the batch): sample `k` of the dataset (file order) is
+//! transformed from its own random stream `(seed, epoch, k, input)`, so a batch is the
+//! same for any number of workers and wherever it is assembled. The training feed
+//! takes the [`Pending`] batches ([`Batches::next_pending`]) and assembles whole
+//! batches on its own reader threads instead.
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
@@ -40,6 +41,9 @@ impl Staged {
         Staged { label: l.labels[i], global, parts }
     }
 }
+
+/// The most reader threads a command accepts (`--workers`).
+pub const MAX_WORKERS: u64 = 256;
 
 /// The reader threads for `ds` (0: one per core, at most 8).
 pub fn workers(ds: &Dataset) -> usize {
@@ -187,7 +191,7 @@ impl Batches {
     }
 
     /// Append one sample to its combination's staging buffer; a full buffer becomes a batch.
-    fn stage(&mut self, slot: usize, i: usize) -> Option<Result<Batch, DataError>> {
+    fn stage(&mut self, slot: usize, i: usize) -> Option<Pending> {
         let (s, l) = &self.loaded[slot];
         let staged = Staged::of(l, i, self.starts[*s] + i as u64);
         let st = self.staging.entry(self.ds.shards[*s].inputs.clone()).or_default();
@@ -199,15 +203,14 @@ impl Batches {
         Some(self.finish(st))
     }
 
-    fn finish(&self, st: Vec<Staged>) -> Result<Batch, DataError> {
-        assemble(&self.ds, &st, self.seed, self.epoch)
+    fn finish(&self, samples: Vec<Staged>) -> Pending {
+        Pending { samples, seed: self.seed, epoch: self.epoch }
     }
-}
 
-impl Iterator for Batches {
-    type Item = Result<Batch, DataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next batch with its samples copied out of their shards but not yet decoded
+    /// or transformed: cheap, so one thread can plan the stream while others assemble.
+    /// After an error the stream ends.
+    pub fn next_pending(&mut self) -> Option<Result<Pending, DataError>> {
         if self.done {
             return None;
         }
@@ -220,8 +223,7 @@ impl Iterator for Batches {
                 let (slot, i) = self.queue[self.cursor];
                 self.cursor += 1;
                 if let Some(b) = self.stage(slot, i) {
-                    self.done = b.is_err();
-                    return Some(b);
+                    return Some(Ok(b));
                 }
             } else if self.next_shard < self.order.len() {
                 if let Err(e) = self.load_window() {
@@ -233,11 +235,7 @@ impl Iterator for Batches {
                 // The remainders, one short batch per input combination.
                 let key = self.staging.iter().find(|(_, s)| !s.is_empty()).map(|(k, _)| k.clone());
                 match key.and_then(|k| self.staging.remove(&k)) {
-                    Some(st) if !self.drop_last => {
-                        let b = self.finish(st);
-                        self.done = b.is_err();
-                        return Some(b);
-                    }
+                    Some(st) if !self.drop_last => return Some(Ok(self.finish(st))),
                     Some(_) => {}
                     None => {
                         self.done = true;
@@ -246,6 +244,56 @@ impl Iterator for Batches {
                 }
             }
         }
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.next_pending()?.and_then(|p| p.assemble(&self.ds));
+        self.done |= b.is_err();
+        Some(b)
+    }
+}
+
+/// One batch of the stream before its stored inputs are decoded: the samples' bytes,
+/// labels and dataset indices, and the `(seed, epoch)` their random streams derive from.
+pub struct Pending {
+    samples: Vec<Staged>,
+    seed: u64,
+    epoch: u64,
+}
+
+impl Pending {
+    /// The number of samples.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Rank `rank`'s strided share over `world` ranks, as [`Batch::shard`] takes it
+    /// from the assembled batch (each sample's transform depends on the sample only,
+    /// so sharding first gives the same share and decodes only it).
+    pub fn shard(mut self, rank: usize, world: usize) -> Pending {
+        if world > 1 {
+            let mut i = 0;
+            self.samples.retain(|_| {
+                i += 1;
+                (i - 1) % world == rank
+            });
+        }
+        self
+    }
+
+    /// Decode and transform: the batch exactly as [`Dataset::batches`] yields it.
+    /// Stored inputs are spread over `ds`'s reader threads (`ds` is the dataset the
+    /// stream came from, in the view and with the workers to use).
+    pub fn assemble(&self, ds: &Dataset) -> Result<Batch, DataError> {
+        assemble(ds, &self.samples, self.seed, self.epoch)
     }
 }
 

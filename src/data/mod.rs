@@ -71,7 +71,7 @@
 //! | `fbank.rs` | the Kaldi filter bank of `ASTFeatureExtractor` |
 //! | `audio.rs`, `video.rs` | WAV, resampling; `ffmpeg` / `ffprobe`, frame folders |
 //! | `sources.rs`, `import.rs` | what `graft data import` lists and how it converts and shards it |
-//! | `synth_files.rs` | `graft data synth --format files`: the video tasks as PNG frame folders |
+//! | `synth_files.rs` | `graft data synth --format files`: the video tasks as PNG frame folders, the audio task as WAVs |
 //! | `sample.rs` | the first samples as the model receives them (`graft data sample`) |
 //!
 //! The commands (`graft data …`) live in `src/commands/data/`: this library prints
@@ -98,7 +98,7 @@ pub mod writer;
 
 /// The container, shared with the rest of the crate.
 pub use crate::safetensors;
-pub use batches::Batches;
+pub use batches::{Batches, Pending};
 pub use error::DataError;
 pub use meta::{InputSpec, Meta};
 pub use reader::{model_inputs, Dataset, ModelInput, ShardInfo};

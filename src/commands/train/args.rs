@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// Batches per optimizer step (gradient accumulation; default 1).
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::bounds::MAX_ACCUMULATE))]
     pub accumulate: Option<usize>,
+    /// Reader threads that decode and augment batches, each a whole batch at a time
+    /// (default: one per core, at most 8). Batches are the same for any number.
+    #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
+    pub workers: Option<usize>,
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

@@ -4,7 +4,7 @@
 //! ```text
 //! graft train SPEC --data DIR [--val DIR] (--steps N | --epochs N) --batch N --lr X
 //!     [--weight-decay X] [--schedule cosine|constant] [--warmup N] [--clip X]
-//!     [--accumulate N] [--seed N] [--device cpu|cuda|cuda:N|auto] [--weights BINDING=FILE]...
+//!     [--accumulate N] [--workers N] [--seed N] [--device cpu|cuda|cuda:N|auto] [--weights BINDING=FILE]...
 //!     [--allow-missing PATTERN]... [--lr-for PATTERN=LR]... [--checkpoint-every K]
 //!     [--eval-every K] [--resume RUN_DIR] --out RUN_DIR [--cuda-graph] [--autocast bf16]
 //!     [--dist-backend gloo|nccl] [--dist-timeout SECS]
@@ -48,6 +48,7 @@
 //! | `messages.rs` | the banner at the start, the error when a run stops |
 //! | `schedule.rs` | warmup + cosine / constant |
 //! | `feed.rs` | the batch stream across epochs, resumable, read ahead |
+//! | `reader.rs` | `--workers` reader threads, each assembling whole batches, results in stream order |
 //! | `checkpoint.rs` | the checkpoint files, fingerprints, the names/shapes diff, a checkpoint proven before use |
 //! | `state.rs` | `state.json`: every field bounded, bound to its checkpoint by a digest |
 //! | `rundir.rs` | checkpoints published in one rename, the run's lock, crash recovery |
@@ -62,6 +63,7 @@ pub mod feed;
 pub mod messages;
 pub mod metrics;
 pub mod progress;
+pub mod reader;
 pub mod resume;
 pub mod run;
 pub mod rundir;

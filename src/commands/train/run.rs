@@ -226,15 +226,16 @@ fn flags(a: &TrainArgs, prev: Option<&State>, notes: &mut Vec<String>) -> Result
     Ok(Flags { batch, accumulate, seed, lr, weight_decay, lr_for, clip, kind, warmup })
 }
 
-fn open_data(dir: &Path, flag: &str) -> Result<Dataset> {
-    Dataset::open(dir).map_err(|e| anyhow!("--{flag} {}: {e}", dir.display()))
+fn open_data(dir: &Path, flag: &str, workers: Option<usize>) -> Result<Dataset> {
+    let ds = Dataset::open(dir).map_err(|e| anyhow!("--{flag} {}: {e}", dir.display()))?;
+    Ok(ds.with_workers(workers.unwrap_or(0)))
 }
 
 /// The spec first (its errors are the likeliest), then the data against it.
 fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec, Dataset, Option<Dataset>)> {
     let mut spec = Spec::compile(&a.spec)?;
     spec.allow_nonfinite = a.allow_nonfinite;
-    let ds = open_data(&a.data, "data")?;
+    let ds = open_data(&a.data, "data", a.workers)?;
     for n in spec.check_dataset(&ds, "training data")? {
         if main {
             obs.event(TrainEvent::Note(&n));
@@ -242,7 +243,7 @@ fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec,
     }
     let val = match &a.val {
         Some(v) => {
-            let vds = open_data(v, "val")?;
+            let vds = open_data(v, "val", a.workers)?;
             for n in spec.check_dataset(&vds, "validation data")? {
                 if main {
                     obs.event(TrainEvent::Note(&n));
