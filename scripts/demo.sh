@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on CPU with synthetic data (graft makes all of it):
 #   1. synthetic datasets: moving-shape videos with a spectrogram and a keypoint track
-#      (the pretraining videos written as PNG frame folders and imported, as real data is)
+#      (the pretraining videos written as PNG frame folders and the pretraining sounds
+#      as WAV files, then imported, as real data is)
 #   2. pretrain a tiny video ViT (and an audio model for M2PT)
 #   3. CM3T: frozen backbone + head, + multi-head adapters, + audio and pose through
 #      cross-attention adapters, and the last with a modality missing
@@ -28,13 +29,16 @@ data="$out/data"
 runs="$out/runs"
 
 step "1/7 synthetic data"
-# The pretraining videos go the way real data does: PNG frame folders on disk,
-# imported into uint8 shards, decoded and normalised while training reads them.
+# The pretraining videos and sounds go the way real data does: PNG frame folders and
+# WAV files on disk, imported into uint8 / int16 shards, decoded, normalised and (for
+# the sounds) turned into Kaldi filter banks while training reads them.
 "$g" data synth --task pretrain --format files --out "$data/pretrain_frames" --n 2048 --seed 1 | head -n 1
 "$g" data import video "$data/pretrain_frames" --out "$data/pretrain" --frames 8 --sampling-rate 1 \
   --image-size 32 --crop-pct 1 --mean 0.5,0.5,0.5 --std 0.41666666,0.41666666,0.41666666 \
   --hflip 0 --min-scale 1 | head -n 3
-"$g" data synth --task audio_pretrain --out "$data/audio" --n 2048 --seed 2 | tail -n 2
+"$g" data synth --task audio_pretrain --format files --out "$data/audio_wav" --n 2048 --seed 2 | head -n 1
+"$g" data import audio "$data/audio_wav" --out "$data/audio" --sample-rate 16000 --mel-bins 32 --frames 64 \
+  --layout 1ft | head -n 3
 "$g" data synth --task multimodal --out "$data/mm_train" --n 3072 --seed 3 --drop audio:0.15 --drop pose:0.15 | tail -n 2
 "$g" data synth --task multimodal --out "$data/mm_val" --n 768 --seed 4 | tail -n 2
 "$g" data synth --task motion --out "$data/motion_train" --n 2048 --seed 5 | tail -n 2

@@ -13,7 +13,9 @@
 //!   `--strict`;
 //! - the AST filter bank within 1e-3 of `ASTFeatureExtractor`;
 //! - VideoMAE's eval clip from an mp4 (through ffmpeg) and from a frame folder;
-//! - an import interrupted at every shard continues to the same dataset.
+//! - an import interrupted at every shard continues to the same dataset;
+//! - `data synth --format files`: PNG frame folders import back to the tensors, WAVs
+//!   import to filter banks whose loudest band is the label's.
 
 use graft::data::decode::decode_image;
 use graft::data::safetensors::SafeFile;
@@ -455,4 +457,34 @@ fn synthetic_frames_import_back_to_the_tensors() {
             assert_eq!(name, &imported.meta.class_name(*l as usize));
         }
     }
+}
+
+#[test]
+fn synthetic_wavs_import_to_filter_banks_that_keep_the_band() {
+    let wavs = tmp("synth-wavs");
+    let out = ok(&["data", "synth", "--task", "audio_pretrain", "--format", "files", "--out", p(&wavs), "--n", "16"]);
+    assert!(out.contains("as WAV files") && out.contains("graft data import audio"), "{out}");
+    assert!(wavs.join("band_0/").is_dir());
+    let ds = tmp("synth-wavs-imported");
+    let import = ["data", "import", "audio", p(&wavs), "--out", p(&ds), "--sample-rate", "16000"];
+    ok(&[&import[..], &["--mel-bins", "32", "--frames", "64", "--layout", "1ft"]].concat());
+    let d = Dataset::open(&ds).unwrap();
+    assert_eq!(d.meta.class_names, vec!["band_0", "band_1", "band_2", "band_3"]);
+    assert_eq!(d.meta.inputs["audio"].shape, vec![1, 32, 64], "the demo's audio model input");
+    let file = ds.with_extension("sample.safetensors");
+    ok(&["data", "sample", p(&ds), "--eval", "--n", "16", "--out", p(&file)]);
+    let (x, labels) = sampled(&file, "audio");
+    // The loudest mel bin (on average over time) lies in the label's band: centres 4.5,
+    // 12, 19.5, 27 ± 1.5 bins.
+    for (v, l) in x.iter().zip(&labels) {
+        let mean = |m: usize| v[m * 64..(m + 1) * 64].iter().sum::<f64>();
+        let peak = (0..32).max_by(|&a, &b| mean(a).total_cmp(&mean(b))).unwrap() as f64;
+        let centre = [4.5, 12.0, 19.5, 27.0][*l as usize];
+        assert!((peak - centre).abs() <= 2.5, "label {l}: loudest bin {peak}");
+        // The tone pulses: on and off frames differ in its band.
+        let row = &v[peak as usize * 64..(peak as usize + 1) * 64];
+        let (lo, hi) = row.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        assert!(hi - lo > 0.3, "label {l}: the band's level only spans {lo}..{hi}");
+    }
+    assert_eq!(labels.iter().filter(|&&l| l == 2).count(), 4, "classes balanced");
 }

@@ -129,8 +129,8 @@ pub struct Summary {
 pub(super) struct Factors {
     pub shape: usize,
     pub direction: usize,
-    band: usize,
-    rhythm: usize,
+    pub band: usize,
+    pub rhythm: usize,
     gesture: usize,
 }
 

@@ -50,8 +50,9 @@ pub struct SynthArgs {
     /// e.g. `--drop audio:0.25`.
     #[arg(long = "drop", value_name = "MODALITY:FRACTION", value_parser = parse_drop)]
     pub drop: Vec<(String, f64)>,
-    /// tensors (a dataset), or files: the video as PNG frame folders in class folders,
-    /// for `graft data import video`.
+    /// tensors (a dataset), or files in class folders: a video task as PNG frame
+    /// folders (for `graft data import video`), the audio task as WAV files (for
+    /// `graft data import audio`).
     #[arg(long, value_enum, default_value = "tensors")]
     pub format: SynthFormat,
 }
@@ -105,20 +106,11 @@ pub fn synth_cmd(args: &SynthArgs) -> anyhow::Result<()> {
     };
     if args.format == SynthFormat::Files {
         let s = crate::data::synth_files::synth_files(&opts, &args.out)?;
-        println!(
-            "wrote {} samples of task {} as PNG frame folders to {}",
-            s.samples,
-            args.task.name(),
-            args.out.display()
-        );
+        println!("wrote {} samples of task {} as {} to {}", s.samples, args.task.name(), s.kind, args.out.display());
         for (c, n) in &s.per_class {
             println!("  class {c}  {n}");
         }
-        println!(
-            "  import: graft data import video {} --out DS --frames 8 --sampling-rate 1 --image-size 32 --crop-pct 1 --mean 0.5,0.5,0.5 --std {s},{s},{s} --hflip 0 --min-scale 1",
-            args.out.display(),
-            s = crate::data::synth_files::FILES_STD
-        );
+        println!("  import: graft data import {}", crate::data::synth_files::import_hint(args.task, &args.out));
         return Ok(());
     }
     let summary = synth(&opts, &args.out)?;
