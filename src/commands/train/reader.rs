@@ -65,9 +65,13 @@ impl<R: Send + 'static> Ordered<R> {
         threads.extend(spawn("graft-reader-plan".into(), planner));
         Ordered { results, next: 0, stop, threads }
     }
+}
+
+impl<R> Iterator for Ordered<R> {
+    type Item = R;
 
     /// The next result in stream order; `None` when the stream ended or a thread died.
-    pub fn next(&mut self) -> Option<R> {
+    fn next(&mut self) -> Option<R> {
         let n = self.results.len();
         let r = self.results[self.next % n].recv().ok()?;
         self.next += 1;
@@ -103,11 +107,11 @@ mod tests {
     fn results_come_in_stream_order_for_any_number_of_workers() {
         for workers in [1, 2, 3, 8] {
             // Uneven work: later jobs finish first unless the order is kept.
-            let mut o = Ordered::start(0..50u64, workers, 4, |i| {
+            let got: Vec<u64> = Ordered::start(0..50u64, workers, 4, |i| {
                 std::thread::sleep(Duration::from_micros((50 - i) * 20));
                 i * i
-            });
-            let got: Vec<u64> = std::iter::from_fn(|| o.next()).collect();
+            })
+            .collect();
             assert_eq!(got, (0..50u64).map(|i| i * i).collect::<Vec<_>>(), "{workers} workers");
         }
     }
@@ -131,11 +135,11 @@ mod tests {
 
     #[test]
     fn a_panicking_worker_ends_the_stream_instead_of_hanging() {
-        let mut o = Ordered::start(0..10u64, 3, 4, |i| {
+        let got: Vec<u64> = Ordered::start(0..10u64, 3, 4, |i| {
             assert!(i != 4, "job 4 fails");
             i
-        });
-        let got: Vec<u64> = std::iter::from_fn(|| o.next()).collect();
+        })
+        .collect();
         assert_eq!(got, vec![0, 1, 2, 3]);
     }
 }
