@@ -63,6 +63,12 @@ pub struct Compiled {
     pub sites: Vec<(String, String)>,
     /// The output type of each site still in the graph (for editor hovers).
     pub site_types: BTreeMap<String, crate::ir::TensorType>,
+    /// Each module instance's parameters as bound, by path (`graft export pytorch`
+    /// passes them to the instance's class).
+    pub instance_args: BTreeMap<String, Vec<(String, crate::lower::Value)>>,
+    /// The program's modules by name, as parsed (the exporter reads their parameters
+    /// and the expressions their instances are configured with).
+    pub modules: BTreeMap<String, std::sync::Arc<crate::lower::ModuleEntry>>,
 }
 
 /// Why a compilation failed.
@@ -299,7 +305,13 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         .filter(|(_, s)| graph.contains(s.output))
         .filter_map(|(p, s)| graph.node(s.output).ty.clone().map(|t| (p.clone(), t)))
         .collect();
+    let instance_args = table
+        .iter()
+        .filter(|(_, s)| matches!(s.kind, crate::lower::SiteKind::Module(_)))
+        .map(|(p, s)| (p.clone(), s.args.clone()))
+        .collect();
     let sources = cx.program().sources.clone();
+    let modules = cx.program().modules.clone();
     let adapter_info = cx.adapter_info().clone();
     let d = cx.decls;
     Compiled {
@@ -316,6 +328,8 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         adapter_info,
         sites,
         site_types,
+        instance_args,
+        modules,
         graph,
     }
 }

@@ -53,7 +53,7 @@ impl Builder {
             _ => None,
         });
         let entry = self.prog.modules.get(callee).cloned();
-        let (out, kind) = match entry.as_deref() {
+        let (out, kind, args) = match entry.as_deref() {
             Some(ModuleEntry::Alias(alias)) => {
                 let env = Env::default();
                 let mut preset = self.eval_args(&alias.args, &env, path)?;
@@ -70,11 +70,14 @@ impl Builder {
                 self.stack.push((callee.to_string(), callee_span));
                 let r = self.module_body(m, config, inputs, path, span);
                 self.stack.pop();
-                (r?, SiteKind::Module(callee.to_string()))
+                let (out, args) = r?;
+                (out, SiteKind::Module(callee.to_string()), args)
             }
-            None if super::builtins::PRIMITIVES.contains(&callee) => {
-                (self.primitive(callee, config, inputs, path, span)?, SiteKind::Primitive(callee.to_string()))
-            }
+            None if super::builtins::PRIMITIVES.contains(&callee) => (
+                self.primitive(callee, config, inputs, path, span)?,
+                SiteKind::Primitive(callee.to_string()),
+                Vec::new(),
+            ),
             None => {
                 let mut cands: Vec<&str> = self.prog.modules.keys().map(String::as_str).collect();
                 cands.extend(super::builtins::PRIMITIVES);
@@ -94,7 +97,7 @@ impl Builder {
             }
         };
         if let Value::Tensor(o) = out {
-            self.add_site(Site { path: path.to_string(), kind, input, output: o, span })?;
+            self.add_site(Site { path: path.to_string(), kind, input, output: o, span, args })?;
         }
         Ok(out)
     }
@@ -106,17 +109,22 @@ impl Builder {
         inputs: Vec<ArgVal>,
         path: &str,
         span: Span,
-    ) -> R<Value> {
+    ) -> R<(Value, Vec<(String, Value)>)> {
         // The adapter's site belongs to this module only, not to the ones it contains.
         let site = self.adapter_site.take();
         let mut env = Env { scope: path.to_string(), ..Env::default() };
         let given = self.bind_config(m, config)?;
         self.bind_inputs(m, inputs, span, &mut env)?;
         self.bind_params(m, given, site, &mut env, path, span)?;
+        let args = m
+            .params
+            .iter()
+            .filter_map(|p| env.vars.get(&p.name.name).map(|(v, _)| (p.name.name.clone(), v.clone())))
+            .collect();
         let mut out = None;
         self.exec(&m.body, &mut env, &mut out)?;
         match out {
-            Some((v, _)) => Ok(v),
+            Some((v, _)) => Ok((v, args)),
             None => Err(self.error(
                 Diagnostic::error("E0413", format!("module `{}` has no `out`", m.name.name))
                     .at(m.name.span, "never produces a value")

@@ -20,6 +20,7 @@ mod stmt;
 pub use eval::{ArgVal, Env};
 pub use load::{load_file, load_str, ModuleEntry, Program, STD};
 pub use model::lower;
+pub(crate) use primitive::signature as primitive_signature;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::{Graph, NodeId};
@@ -114,6 +115,9 @@ pub struct Site {
     pub input: Option<NodeId>,
     pub output: NodeId,
     pub span: Span,
+    /// A module instance's parameters as bound (given or default), in declaration
+    /// order; empty for primitives and values.
+    pub args: Vec<(String, Value)>,
 }
 
 /// A backbone or encoder as declared.

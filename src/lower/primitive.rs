@@ -222,7 +222,7 @@ impl Builder {
 }
 
 /// A primitive's configuration parameters with their defaults (`None`: required).
-fn signature(prim: &str) -> Vec<(&'static str, Option<Value>)> {
+pub(crate) fn signature(prim: &str) -> Vec<(&'static str, Option<Value>)> {
     let s = |v: &str| Some(Value::Str(v.into()));
     let t = Some(Value::Bool(true));
     let f02 = Some(Value::Float(0.02));

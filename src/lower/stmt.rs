@@ -107,6 +107,7 @@ impl Builder {
                             input: None,
                             output: t,
                             span: e.span,
+                            args: Vec::new(),
                         })?;
                     }
                     return Ok(v);
@@ -116,7 +117,14 @@ impl Builder {
         let v = self.eval(e, env, path)?;
         if let Value::Tensor(t) = v {
             let input = self.graph.operands(t).first().copied();
-            self.add_site(Site { path: path.to_string(), kind: SiteKind::Value, input, output: t, span: e.span })?;
+            self.add_site(Site {
+                path: path.to_string(),
+                kind: SiteKind::Value,
+                input,
+                output: t,
+                span: e.span,
+                args: vec![],
+            })?;
         }
         Ok(v)
     }
