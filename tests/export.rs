@@ -96,6 +96,8 @@ fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
     let params_json: Vec<Value> =
         plan.params().iter().map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable})).collect();
     let mut entry = json!({"spec": spec, "mode": mode, "dir": dir, "params": params_json});
+    entry["instances"] = instances(c, &plan);
+    entry["same_class"] = json!(same_class(spec));
     if large(spec) {
         entry["meta"] = json!(true);
         return entry;
@@ -118,6 +120,71 @@ fn package(root: &Path, spec: &str, c: &Compiled, k: usize) -> Value {
         entry["compile"] = json!(true);
     }
     entry
+}
+
+/// A spec value as JSON.
+fn value(v: &graft::lower::Value) -> Value {
+    use graft::lower::Value as V;
+    match v {
+        V::Int(i) => json!(i),
+        V::Float(f) => json!(f),
+        V::Bool(b) => json!(b),
+        V::Str(s) => json!(s),
+        V::List(items) => Value::Array(items.iter().map(value).collect()),
+        V::Tensor(_) | V::Absent => Value::Null,
+    }
+}
+
+/// Every module instance that holds parameters, with the arguments graft bound: the
+/// exported object at that path must be built with exactly these (check.py).
+fn instances(c: &Compiled, plan: &Plan) -> Value {
+    let mut out = serde_json::Map::new();
+    for (path, args) in &c.instance_args {
+        let prefix = format!("{path}.");
+        if !plan.params().iter().any(|p| p.path.starts_with(&prefix)) {
+            continue;
+        }
+        let args: serde_json::Map<String, Value> = args.iter().map(|(n, v)| (n.clone(), value(v))).collect();
+        out.insert(path.clone(), json!({"args": args}));
+    }
+    Value::Object(out)
+}
+
+/// One module at two widths: the instances differ only in their arguments, so they
+/// share their classes (`same_class`).
+const TWO_WIDTHS: (&str, &str) = (
+    "two_widths",
+    r#"use std.vit
+
+model two_widths {
+  input image: f32[B, 3, 32, 32]
+  input audio: f32[B, 1, 32, 64]
+  encoder wide = vit(dim: 64, depth: 2, heads: 4, classes: 0, patch: 8, height: 32)(image)
+  encoder narrow = vit(dim: 32, depth: 1, heads: 2, classes: 0, patch: 8, height: 32, width: 64, channels: 1, eps: 1e-5)(audio)
+  head a = linear(64, 3)(wide)
+  head b = linear(32, 3)(narrow)
+  output wide_logits = a
+  output narrow_logits = b
+  train wide, a, b
+}
+"#,
+);
+
+/// Instances that must share one class: a depth's blocks, and instances of one module
+/// that differ only in their arguments.
+fn same_class(spec: &str) -> Vec<Vec<String>> {
+    let blocks = |at: &str, n: usize| (0..n).map(|i| format!("{at}.blocks.{i}")).collect::<Vec<_>>();
+    match spec {
+        "specs/vit_tiny.graft" => vec![blocks("vit", 12)],
+        "specs/vit_small.graft" => vec![blocks("vit", 12)],
+        "specs/demo/video_pretrain.graft" => vec![blocks("video_vit", 4)],
+        "two_widths" => {
+            let mut all = blocks("wide", 2);
+            all.extend(blocks("narrow", 1));
+            vec![all, vec!["wide".into(), "narrow".into()]]
+        }
+        _ => vec![],
+    }
 }
 
 fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) -> Value {
@@ -166,6 +233,14 @@ fn exported_models_agree_with_graft() {
                 let opset = [17, 18, 20, 21][k % 4];
                 onnx_files.push(onnx_file(&root, spec, &c, opset, k % 5 == 0));
             }
+        }
+    }
+    if TWO_WIDTHS.0.contains(&only) {
+        let path = root.join(format!("{}.graft", TWO_WIDTHS.0));
+        std::fs::write(&path, TWO_WIDTHS.1).unwrap();
+        for mode in [Mode::Train, Mode::Infer] {
+            let c = compile_spec(&path, mode).unwrap_or_else(|e| panic!("{}: {e}", TWO_WIDTHS.0));
+            packages.push(package(&root, TWO_WIDTHS.0, &c, 99));
         }
     }
     eprintln!("prepared in {:.1}s", start.elapsed().as_secs_f64());
@@ -288,4 +363,33 @@ fn export_commands_write_their_files_and_refuse_bad_input() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gallery ViT reads as its spec: each class takes its module's parameters (by
+/// keyword), the blocks are one class built `depth` times with the ViT's arguments, and
+/// sizes are the spec's expressions of them.
+#[test]
+fn classes_take_the_spec_modules_parameters() {
+    let c = compile_spec(&repo().join("specs/vit_small.graft"), Mode::Infer).unwrap();
+    let text = pytorch::model_py(&c).unwrap();
+    // Layout aside: no whitespace, no trailing commas.
+    let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    let flat = flat.replace(",)", ")").replace(",]", "]");
+    assert_eq!(text.matches("class Block(").count(), 1, "{text}");
+    assert!(!text.contains("class Block2"), "{text}");
+    for want in [
+        "def__init__(self,*,dim:int,heads:int,mlp_ratio:float=4.0,qkv_bias:bool=True,eps:float=1e-6)->None:",
+        "nn.ModuleList([Block(dim=dim,heads=heads,mlp_ratio=mlp_ratio,qkv_bias=qkv_bias,eps=eps)for_inrange(depth)])",
+        "forlayerinself.blocks:blocks=layer(blocks)",
+        "self.heads=heads",
+        "attention(q,k,v,self.heads)",
+        "self.qkv=nn.Linear(dim,dim*3,bias=qkv_bias)",
+        "self.mlp=Mlp(dim=dim,hidden=int(dim*mlp_ratio))",
+        "self.norm1=nn.LayerNorm(dim,eps=eps)",
+        "self.proj=nn.Conv2d(channels,dim,patch,stride=patch)",
+        "torch.zeros(1,height//patch*(width//patch)+1,dim)",
+        "self.vit=Vit(dim=384,depth=12,heads=6,width=224)",
+    ] {
+        assert!(flat.contains(want), "model.py lacks `{want}`:\n{text}");
+    }
 }

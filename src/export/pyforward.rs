@@ -6,7 +6,7 @@
 //! operand computed from the data through, everything else is absent too.
 
 use super::pyops::{self, Helper, Py, WIDTH};
-use super::pyscope::{Item, Scopes};
+use super::pyscope::{chain, Item, Scopes};
 use super::tree::Tree;
 use super::ExportError;
 use crate::ir::{Dim, Graph, NodeId, Op};
@@ -21,6 +21,9 @@ pub(crate) struct Ctx<'a> {
     pub sources: &'a SourceMap,
     /// Tree node → the class (or container) it is built as; decides `.x` vs `[i]`.
     pub access: &'a dyn Fn(usize) -> Access,
+    /// The head count of an attention or grouped linear node written in a callable
+    /// (`self.heads`) when the callable's parameters give it.
+    pub heads: &'a dyn Fn(usize, NodeId) -> Option<String>,
 }
 
 /// How a tree node's children are reached.
@@ -269,7 +272,12 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
     };
     let mut lines = signature(&params, &ret);
     let mut last_comment = String::new();
-    for item in &cx.scopes.body[&inst] {
+    let items = &cx.scopes.body[&inst];
+    let is_index = |t: usize| (cx.access)(t) == Access::Index;
+    let mut k = 0;
+    while k < items.len() {
+        let item = &items[k];
+        k += 1;
         match *item {
             Item::Node(n) => {
                 if let Some(c) = source_comment(cx.sources, g.node(n).span) {
@@ -281,6 +289,20 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
                 let (lines, h) = statement(cx, inst, n, &mut names, &mut vals)?;
                 body.extend(lines);
                 helpers.extend(h);
+            }
+            Item::Call(q) if chain(cx.g, cx.tree, cx.scopes, &is_index, &items[k - 1..]).is_some() => {
+                // A stack of blocks, each fed the one before: a loop, whatever the depth.
+                let n = chain(cx.g, cx.tree, cx.scopes, &is_index, &items[k - 1..]).unwrap_or(1);
+                let list = cx.tree.nodes[q].parent.unwrap_or(inst);
+                let Item::Call(last) = items[k + n - 2] else { continue };
+                let input = operand(cx, inst, cx.scopes.inputs[&q][0], &vals)?;
+                let v = names.fresh(&base_name(&cx.tree.nodes[list].path));
+                let layer = names.fresh("layer");
+                body.extend(input.lines(8, &format!("{v} = "), ""));
+                body.push(format!("        for {layer} in {}:", path_from(cx, inst, list).flat()));
+                body.push(format!("            {v} = {layer}({v})"));
+                vals.insert(cx.scopes.outputs[&last][0], Py::atom(v));
+                k += n - 1;
             }
             Item::Call(q) => {
                 let args =
@@ -431,7 +453,22 @@ fn statement(
             };
             (Py::call(m.clone(), vec![x]), None)
         }
-        None => pyops::expr(&node.op, args, &tys, ty),
+        None => match (&node.op, (cx.heads)(inst, n)) {
+            (Op::Attention { .. }, Some(h)) => {
+                let mut a = args[..3].to_vec();
+                a.push(Py::atom(h));
+                a.extend(args.get(3).cloned());
+                (Py::call("attention", a), Some(Helper::Attention))
+            }
+            (Op::GroupedLinear { .. }, Some(h)) => {
+                let bias = args.get(2).cloned().unwrap_or(Py::atom("None"));
+                (
+                    Py::call("grouped_linear", vec![args[0].clone(), args[1].clone(), bias, Py::atom(h)]),
+                    Some(Helper::GroupedLinear),
+                )
+            }
+            _ => pyops::expr(&node.op, args, &tys, ty),
+        },
     };
     let (mut e, mut helper) = build(&args);
     // Parameters inside an expression that cannot be split get a name first.

@@ -15,8 +15,8 @@ pub(crate) enum Py {
     /// `open` items `close`, e.g. `f(` … `)`, `[` … `]`; each item with a prefix
     /// (`eps=`, `"key": `).
     Group(String, Vec<(String, Py)>, &'static str),
-    /// `[item for _ in range(n)]`.
-    Repeat(Box<Py>, usize),
+    /// `[item for _ in range(n)]` (`n` as text: `depth` or `12`).
+    Repeat(Box<Py>, String),
 }
 
 /// Maximum line length of the formatter.
@@ -227,18 +227,24 @@ pub(crate) fn expr(op: &Op, a: &[Py], tys: &[&TensorType], out: &TensorType) -> 
             let args = dims
                 .iter()
                 .enumerate()
-                .map(|(i, &d)| match (d, tys[0].shape.get(i)) {
-                    (0, Some(Dim::Fixed(n))) => int(*n),
-                    (0, _) => Py::atom(format!("{}.shape[{i}]", a[0].flat())),
-                    (d, _) => int(d),
+                // A kept size is read, not written: no width in the code.
+                .map(|(i, &d)| match d {
+                    0 => Py::atom(format!("{}.shape[{i}]", a[0].flat())),
+                    d => int(d),
                 })
                 .collect();
             dot("reshape", args)
         }
         Op::Permute { perm } => dot("permute", perm.iter().map(|&p| int(p as i64)).collect()),
-        Op::Split { axis, index, .. } => {
+        Op::Split { axis, index, parts } => {
             let rank = tys[0].rank() as i64;
             let ax = if *axis < 0 { axis + rank } else { *axis };
+            // Equal parts (the rule's): no size to write, so instances of different
+            // widths share their code.
+            if tys[0].shape.get(ax as usize).and_then(Dim::fixed).is_some_and(|n| *parts > 0 && n % parts == 0) {
+                let dim = if ax == rank - 1 { -1 } else { ax };
+                return (Py::atom(format!("{}.chunk({parts}, dim={dim})[{index}]", a[0].flat())), None);
+            }
             let n = out.shape.get(ax as usize).and_then(Dim::fixed).unwrap_or(0);
             let (lo, hi) = (index * n, (index + 1) * n);
             if ax == rank - 1 {

@@ -236,3 +236,39 @@ fn absent(g: &Graph, order: &[NodeId], data: &HashSet<NodeId>) -> HashSet<NodeId
     }
     ma
 }
+
+/// How many items from the first make a chain: the calls of every block of a list
+/// (`is_index`: an `nn.ModuleList`) in order, each taking one value, the previous block's only output,
+/// which nothing else reads.
+pub(crate) fn chain(
+    g: &Graph,
+    tree: &Tree,
+    scopes: &Scopes,
+    is_index: &dyn Fn(usize) -> bool,
+    items: &[Item],
+) -> Option<usize> {
+    let Item::Call(q) = items[0] else { return None };
+    let list = tree.nodes[q].parent?;
+    let kids = &tree.nodes[list].children;
+    if !tree.is_list(list) || !is_index(list) || kids.first() != Some(&q) {
+        return None;
+    }
+    let mut prev: Option<NodeId> = None;
+    for (j, &child) in kids.iter().enumerate() {
+        if items.get(j) != Some(&Item::Call(child)) {
+            return None;
+        }
+        let (ins, outs) = (scopes.inputs.get(&child)?, scopes.outputs.get(&child)?);
+        if ins.len() != 1 || outs.len() != 1 {
+            return None;
+        }
+        if let Some(p) = prev {
+            let inside = |u: &NodeId| tree.is_under(tree.instance_of(&g.node(*u).path), child);
+            if ins[0] != p || !g.users(p).iter().all(|(u, _)| inside(u)) {
+                return None;
+            }
+        }
+        prev = Some(outs[0]);
+    }
+    Some(kids.len())
+}

@@ -7,7 +7,9 @@ and per case an inputs and an expected-outputs file written by graft) and ONNX f
 Each check prints one line; any failure makes the exit status 1 after all checks ran.
 """
 
+import functools
 import importlib.util
+import inspect
 import json
 import subprocess
 import sys
@@ -53,16 +55,63 @@ def load_module(path, name):
     return module
 
 
+def record_constructions(module):
+    """Wrap every class of model.py so that each construction records its arguments
+    (defaults applied) by the built object's id."""
+    calls = {}
+    for cls in vars(module).values():
+        if not (isinstance(cls, type) and cls.__module__ == module.__name__):
+            continue
+        original = cls.__init__
+
+        @functools.wraps(original)
+        def init(self, *args, _original=original, **kwargs):
+            bound = inspect.signature(_original).bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            del arguments["self"]
+            calls[id(self)] = arguments
+            _original(self, *args, **kwargs)
+
+        cls.__init__ = init
+    return calls
+
+
+def check_constructors(what, model, calls, entry):
+    """Each spec module instance is an object of a class whose constructor takes the
+    module's parameters by keyword, built with the instance's values; instances
+    listed together share one class."""
+    if calls.get(id(model)) != {}:
+        fail(what, f"Model() takes arguments: {calls.get(id(model))}")
+    for path, want in entry["instances"].items():
+        m = model.get_submodule(path)
+        params = inspect.signature(type(m).__init__).parameters
+        kinds = {n: p.kind for n, p in params.items() if n != "self"}
+        if any(k != inspect.Parameter.KEYWORD_ONLY for k in kinds.values()):
+            fail(what, f"`{path}` ({type(m).__name__}) takes positional arguments")
+        got = calls.get(id(m)) or {}
+        # A spec name Python reserves (`from`, a helper's name) takes a trailing `_`.
+        got = {n[:-1] if n not in want["args"] and n[:-1] in want["args"] else n: v for n, v in got.items()}
+        if got != want["args"]:
+            fail(what, f"`{path}` ({type(m).__name__}) built with {got}, graft's {want['args']}")
+    for paths in entry.get("same_class", []):
+        classes = {type(model.get_submodule(p)).__name__ for p in paths}
+        if len(classes) != 1:
+            fail(what, f"{paths} are of classes {sorted(classes)}, expected one")
+
+
 def check_package(k, entry):
     t0 = time.perf_counter()
     d = Path(entry["dir"])
     what = f"{entry['spec']} ({entry['mode']})"
     module = load_module(d / "model.py", f"exported_{k}")
+    calls = record_constructions(module)
     if entry.get("meta"):
         with torch.device("meta"):
             model = module.Model()
     else:
         model = module.Model()
+    check_constructors(what, model, calls, entry)
     # Parameter names, shapes and the trainable set are graft's.
     got = {n: list(p.shape) for n, p in model.named_parameters()}
     want = {p["path"]: p["shape"] for p in entry["params"]}
