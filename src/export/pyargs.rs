@@ -348,20 +348,36 @@ pub(crate) fn repeat_count<'d>(d: &'d ModuleDecl, seg: &str) -> Option<&'d Expr>
     }
 }
 
-/// The arguments of the one call of function `f` in the statement that names `seg`.
+/// The arguments of the one call of function `f` in the statement that names `seg`
+/// (`""`: the `out` statements).
 pub(crate) fn value_call<'d>(
     d: &'d ModuleDecl,
     seg: &str,
     f: &str,
     names: &[&str],
 ) -> Option<HashMap<String, &'d Expr>> {
-    let LetValue::Expr(e) = let_of(&d.body, seg)? else { return None };
     let mut calls = Vec::new();
-    calls_of(e, f, &mut calls);
+    if seg.is_empty() {
+        outs_of(&d.body).into_iter().for_each(|e| calls_of(e, f, &mut calls));
+    } else {
+        let LetValue::Expr(e) = let_of(&d.body, seg)? else { return None };
+        calls_of(e, f, &mut calls);
+    }
     match calls.as_slice() {
         [args] => Some(bind(args, names)),
         _ => None,
     }
+}
+
+/// The values of a body's `out` statements (in `if` branches too).
+fn outs_of(body: &[Stmt]) -> Vec<&Expr> {
+    body.iter()
+        .flat_map(|s| match s {
+            Stmt::Out { value, .. } => vec![value],
+            Stmt::If { then, otherwise, .. } => [outs_of(then), outs_of(otherwise)].concat(),
+            _ => vec![],
+        })
+        .collect()
 }
 
 fn calls_of<'d>(e: &'d Expr, f: &str, out: &mut Vec<&'d [Arg]>) {

@@ -291,17 +291,8 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
                 helpers.extend(h);
             }
             Item::Call(q) if chain(cx.g, cx.tree, cx.scopes, &is_index, &items[k - 1..]).is_some() => {
-                // A stack of blocks, each fed the one before: a loop, whatever the depth.
                 let n = chain(cx.g, cx.tree, cx.scopes, &is_index, &items[k - 1..]).unwrap_or(1);
-                let list = cx.tree.nodes[q].parent.unwrap_or(inst);
-                let Item::Call(last) = items[k + n - 2] else { continue };
-                let input = operand(cx, inst, cx.scopes.inputs[&q][0], &vals)?;
-                let v = names.fresh(&base_name(&cx.tree.nodes[list].path));
-                let layer = names.fresh("layer");
-                body.extend(input.lines(8, &format!("{v} = "), ""));
-                body.push(format!("        for {layer} in {}:", path_from(cx, inst, list).flat()));
-                body.push(format!("            {v} = {layer}({v})"));
-                vals.insert(cx.scopes.outputs[&last][0], Py::atom(v));
+                body.extend(stack(cx, inst, q, &items[k + n - 2], &mut names, &mut vals)?);
                 k += n - 1;
             }
             Item::Call(q) => {
@@ -341,6 +332,28 @@ pub(crate) fn forward(cx: &Ctx<'_>, inst: usize) -> Result<Forward, ExportError>
     }
     lines.extend(body);
     Ok(Forward { lines, helpers })
+}
+
+/// A stack of blocks from `first` to `last`, each fed the one before: a loop over
+/// their `nn.ModuleList`, whatever the depth.
+fn stack(
+    cx: &Ctx<'_>,
+    inst: usize,
+    first: usize,
+    last: &Item,
+    names: &mut Names,
+    vals: &mut HashMap<NodeId, Py>,
+) -> Result<Vec<String>, ExportError> {
+    let list = cx.tree.nodes[first].parent.unwrap_or(inst);
+    let Item::Call(last) = *last else { return Ok(Vec::new()) };
+    let input = operand(cx, inst, cx.scopes.inputs[&first][0], vals)?;
+    let v = names.fresh(&base_name(&cx.tree.nodes[list].path));
+    let layer = names.fresh("layer");
+    let mut out = input.lines(8, &format!("{v} = "), "");
+    out.push(format!("        for {layer} in {}:", path_from(cx, inst, list).flat()));
+    out.push(format!("            {v} = {layer}({v})"));
+    vals.insert(cx.scopes.outputs[&last][0], Py::atom(v));
+    Ok(out)
 }
 
 /// `def forward(self, …) -> R:`, exploded one parameter a line when too long.

@@ -114,7 +114,9 @@ fn op_count(
     let Kind::Instance(module) = &tree.nodes[inst].kind else { return None };
     let node = c.graph.graph().node(n);
     let path = &tree.nodes[inst].path;
-    let seg = node.path.strip_prefix(path.as_str())?.strip_prefix('.')?;
+    // `""`: the node of the module's `out` statement.
+    let seg = node.path.strip_prefix(path.as_str())?;
+    let seg = if seg.is_empty() { seg } else { seg.strip_prefix('.')? };
     if seg.contains('.') || tree.instance_of(&node.path) != inst {
         return None;
     }
