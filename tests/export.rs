@@ -308,17 +308,17 @@ model step {
     let rest = ["--schedule", "constant", "--seed", "3", "--device", "cpu", "--out", "run"];
     graft(&dir, &[&train[..], &rest].concat());
     let c = compile_spec(&dir.join("step.graft"), Mode::Train).unwrap();
-    let params: Vec<Value> = Plan::new(&c.graph)
-        .params()
-        .iter()
-        .map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable}))
-        .collect();
+    let plan = Plan::new(&c.graph);
+    let params: Vec<Value> =
+        plan.params().iter().map(|p| json!({"path": p.path, "shape": p.shape, "trainable": p.trainable})).collect();
     let adamw = json!({
         "batch": dir.join("data/shard-00000.safetensors"),
         "after": dir.join("run/trainable.safetensors"),
         "lr": 0.01, "wd": 0.01, "target": "label", "output": "logits",
     });
-    json!({"spec": "adamw step", "mode": "train", "dir": dir.join("pkg"), "params": params, "cases": [], "adamw": adamw})
+    let instances = instances(&c, &plan);
+    json!({"spec": "adamw step", "mode": "train", "dir": dir.join("pkg"), "params": params, "cases": [], "adamw": adamw,
+        "instances": instances})
 }
 
 /// The commands end to end: what they write, and one-line refusals (exit 1, 2 for
