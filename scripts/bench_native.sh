@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The native CPU backend against LibTorch: the README's figures come from this script.
 #   1. ViT-S/16 224² at batch 1 and 8, 1 and 2 threads: native / LibTorch latency,
-#      both backends in one process, interleaved forward by forward (graft bench)
+#      both backends in one process, interleaved forward by forward (graft bench), and
+#      ONNX Runtime (CPU) on the same model with the same weights (`graft export onnx`)
+#      in its own process, the two processes alternated three times (medians of the
+#      three processes' medians, in brackets their range)
 #   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1
 #   3. the elementwise ablation: --elementwise unfused | blocks | jit, same binary,
 #      same plan, processes alternated (ABCABC…), end-to-end medians
@@ -11,6 +14,8 @@
 #   6. ONNX Runtime (CPU) on ViT-S/16 as `graft export onnx` writes it, against the
 #      same timm model through `torch.onnx.export`: batch 1 and 8, 1 and 2 threads,
 #      sessions alternated run by run; the ratio must stay <= 1.02
+#   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
+#      backend alone and with two busy processes on the machine's cores, alternated
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,14 +45,63 @@ for model, d in by.items():
 PY
 }
 
+# ViT-S weights (timm's layout; random values) and its ONNX export, for ONNX Runtime.
+.graft-env/python - "$tmp/vit_small.safetensors" <<'PY'
+import sys, timm, torch
+from safetensors.torch import save_file
+torch.manual_seed(0)
+save_file(timm.create_model("vit_small_patch16_224", pretrained=False).state_dict(), sys.argv[1])
+PY
+"$g" export onnx specs/vit_small.graft --weights "vit=$tmp/vit_small.safetensors" --dynamic-batch \
+  --out "$tmp/graft_vits.onnx" >/dev/null
+ort() { # threads iters out.json: ONNX Runtime medians per batch, in graft bench's shape
+  .graft-env/python - "$tmp/graft_vits.onnx" "$1" "$2" >"$3" <<'PY'
+import json, sys, statistics, time
+import numpy as np, onnxruntime as ort
+path, threads, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+name, out = s.get_inputs()[0].name, []
+for batch in (1, 8):
+    x = {name: np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)}
+    for _ in range(2):
+        s.run(None, x)
+    ts = []
+    for _ in range(iters):
+        t = time.perf_counter(); s.run(None, x); ts.append((time.perf_counter() - t) * 1e3)
+    out.append([batch, statistics.median(ts)])
+print(json.dumps({"specs": [{"model": "ViT-S/16 224²", "backend": "ort", "forward_ms": out}]}))
+PY
+}
+for rep in 1 2 3; do
+  for t in 1 2; do
+    "$g" bench specs/vit_small.graft --backend native,torch --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
+      --json >"$tmp/vits_${t}_$rep.json"
+    ort "$t" "$iters" "$tmp/ort_${t}_$rep.json"
+  done
+done
+echo
+echo "| model | batch | threads | native ms | LibTorch ms | ONNX Runtime ms | native / LibTorch | native / ONNX Runtime |"
+echo "|---|---|---|---|---|---|---|---|"
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1]); rows = {}
+for t in (1, 2):
+    for rep in (1, 2, 3):
+        for f in (f"vits_{t}_{rep}.json", f"ort_{t}_{rep}.json"):
+            for s in json.load(open(d / f))["specs"]:
+                for b, ms in s["forward_ms"]:
+                    rows.setdefault((int(b), t), {}).setdefault(s["backend"], []).append(ms)
+def cell(ts):
+    return f"{statistics.median(ts):.2f} [{min(ts):.2f}–{max(ts):.2f}]"
+for (b, t), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    n, l, o = (statistics.median(r[k]) for k in ("native", "torch", "ort"))
+    print(f"| ViT-S/16 224² | {b} | {t} | {cell(r['native'])} | {cell(r['torch'])} | {cell(r['ort'])} | {n / l:.3f} | {n / o:.3f} |")
+PY
+
 echo
 echo "| model | batch | threads | native ms | LibTorch ms | native / LibTorch |"
 echo "|---|---|---|---|---|---|"
-for t in 1 2; do
-  "$g" bench specs/vit_small.graft --backend native,torch --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
-    --json >"$tmp/vits_$t.json"
-  ratio "$tmp/vits_$t.json" "$t"
-done
 for t in 1 2; do
   "$g" bench specs/demo/video_plain.graft specs/demo/cm3t_multimodal.graft --backend native,torch --batch 1 \
     --threads "$t" --iters $((iters * 10)) --warmup 5 --json >"$tmp/demo_$t.json"
@@ -140,13 +194,6 @@ done
 echo
 echo "ONNX Runtime (CPU), ViT-S/16 224², graft export onnx vs torch.onnx.export of the same timm model (same weights);"
 echo "medians of $iters runs, the two sessions alternated:"
-.graft-env/python - "$tmp/vit_small.safetensors" <<'PY'
-import sys, timm
-from safetensors.torch import save_file
-save_file(timm.create_model("vit_small_patch16_224", pretrained=False).state_dict(), sys.argv[1])
-PY
-"$g" export onnx specs/vit_small.graft --weights "vit=$tmp/vit_small.safetensors" --dynamic-batch \
-  --out "$tmp/graft_vits.onnx" >/dev/null
 .graft-env/python - "$tmp" "$iters" <<'PY'
 import sys, statistics, time
 import numpy as np, onnxruntime as ort, timm, torch
@@ -176,4 +223,33 @@ for threads in (1, 2):
                 t = time.perf_counter(); s[k].run(None, feeds[k]); ts[k].append((time.perf_counter() - t) * 1e3)
         g, t = statistics.median(ts["graft"]), statistics.median(ts["torch"])
         print(f"| {batch} | {threads} | {g:.2f} | {t:.2f} | {g / t:.3f} |")
+PY
+
+echo
+echo "Under a competing load (2 threads, batch 1, medians of $((iters * 5)); alone and with two busy processes on the"
+echo "cores, alternated twice; in brackets the two runs):"
+echo "| model | backend | alone ms | loaded ms | loaded / alone |"
+echo "|---|---|---|---|---|"
+busy() { for _ in 1 2; do sh -c 'while :; do :; done' & done; }
+for rep in 1 2; do
+  for load in alone loaded; do
+    pids=""
+    if [ "$load" = loaded ]; then busy; pids=$(jobs -p | tr '\n' ' '); sleep 1; fi
+    "$g" bench specs/demo/cm3t_multimodal.graft specs/vit_small.graft --backend native,torch --batch 1 --threads 2 \
+      --iters $((iters * 5)) --warmup 5 --json >"$tmp/load_${load}_$rep.json"
+    # shellcheck disable=SC2086
+    [ -n "$pids" ] && kill $pids && wait $pids 2>/dev/null || true
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1]); r = {}
+for load in ("alone", "loaded"):
+    for rep in (1, 2):
+        for s in json.load(open(d / f"load_{load}_{rep}.json"))["specs"]:
+            r.setdefault((s["model"], s["backend"]), {}).setdefault(load, []).append(s["forward_ms"][0][1])
+for (m, b), v in r.items():
+    a, l = statistics.median(v["alone"]), statistics.median(v["loaded"])
+    rng = lambda ts: "[" + ", ".join(f"{t:.2f}" for t in ts) + "]"
+    print(f"| {m} | {b} | {a:.2f} {rng(v['alone'])} | {l:.2f} {rng(v['loaded'])} | {l / a:.2f} |")
 PY

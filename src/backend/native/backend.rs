@@ -12,6 +12,7 @@ use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
 use super::lower::{lower, InputSig};
 use super::math::{self, SimdLevel};
+use super::packed::{self, Packed};
 use super::pool::{Pool, SharedMut};
 use super::program::{OutVal, Program, Step, Store, Strided};
 use crate::backend::alloc::{refused, reserve};
@@ -109,6 +110,9 @@ struct Prepared {
 pub struct NativeExecutable {
     plan: Plan,
     params: Vec<Vec<f32>>,
+    /// Per parameter: the packed form of a linear layer's weight, made the first time
+    /// a program uses it and shared by every program after.
+    packed: Vec<Option<Packed>>,
     pool: Pool,
     ew: EwCompiler,
     /// The level every forward's kernels run at (one the CPU has).
@@ -139,11 +143,13 @@ impl NativeExecutable {
                 DType::F32 => t.as_f32().unwrap_or_default(),
                 _ => t.to_f64().into_iter().map(|v| v as f32).collect(),
             })
-            .collect();
+            .collect::<Vec<Vec<f32>>>();
+        let packed = params.iter().map(|_| None).collect();
         let ew = EwCompiler::new(cfg.elementwise).map_err(|e| BackendError::runtime("elementwise compiler", e))?;
         Ok(NativeExecutable {
             plan: plan.clone(),
             params,
+            packed,
             pool: Pool::new(cfg.threads),
             ew,
             simd,
@@ -176,6 +182,30 @@ impl NativeExecutable {
         self.params.iter().map(|p| p.len() * 4).sum()
     }
 
+    /// Bytes of the packed weights.
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.iter().flatten().map(Packed::bytes).sum()
+    }
+
+    /// Pack the weights of `prog`'s linear layers not packed yet: whole parameters
+    /// used as a `[n, k]` weight (a convolution's as `[out, patch]`). Nothing is packed
+    /// where the kernels' level has no packed kernel.
+    fn pack_weights(&mut self, prog: &Program) -> Result<(), BackendError> {
+        if !packed::available(self.simd) {
+            return Ok(());
+        }
+        for s in &prog.steps {
+            let Step::Linear { w, groups: 1, y, x, .. } = &s.step else { continue };
+            let Store::Param(p) = w.store else { continue };
+            let (n, k) = (y.cols(), x.cols());
+            if w.offset != 0 || self.params[p].len() != n * k || self.packed[p].is_some() {
+                continue;
+            }
+            self.packed[p] = Some(Packed::new(&self.params[p], n, k)?);
+        }
+        Ok(())
+    }
+
     fn prepare_inputs(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<InputSig>>, BackendError> {
         if inputs.len() != self.plan.inputs().len() {
             return Err(BackendError::Internal(format!(
@@ -195,6 +225,7 @@ impl NativeExecutable {
             .collect();
         if self.programs.get(&key).is_none() {
             let prog = lower(&self.plan, &key, self.pool.threads(), &mut self.ew)?;
+            self.pack_weights(&prog)?;
             let bytes = prog.arena_len.checked_mul(4).ok_or_else(|| refused(usize::MAX, "the native arena"))?;
             let arena = Arena::new(bytes)?;
             self.programs.insert(key.clone(), Prepared { prog, arena });
@@ -257,7 +288,7 @@ impl NativeExecutable {
         let prog = &prep.prog;
         // SAFETY: `prog` came from `lower`, which never has a step write a buffer it
         // reads and partitions every output among the participants.
-        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &prog.ids) };
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &self.packed, &prog.ids) };
         self.forwards += timed as u64;
         exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time)).map_err(|(step, error)| {
             let site = &prog.sites[prog.steps[step].site];
@@ -270,7 +301,7 @@ impl NativeExecutable {
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         let prog = &prep.prog;
         // SAFETY: only this thread reads, after every step has run.
-        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &prog.ids) };
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &self.packed, &prog.ids) };
         let mut out = Vec::new();
         for (name, v) in &prog.outputs {
             let t = match v {
@@ -368,6 +399,7 @@ impl Executable for NativeExecutable {
             r.push(("ew_ms_per_forward", self.ew_time.as_secs_f64() * 1e3 / self.forwards as f64));
         }
         r.push(("param_bytes", self.param_bytes() as f64));
+        r.push(("packed_bytes", self.packed_bytes() as f64));
         r.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }

@@ -12,7 +12,9 @@
 
 use super::attention::{self, Head};
 use super::ew::{EwBroadcast, EwKernel, MAX_OPERANDS};
-use super::gemm::{gemm, gemm_raw, part, Operand};
+use super::gemm::{gemm_raw, part, Operand};
+use super::math;
+use super::packed::{self, Packed, PANEL};
 use super::pool::{Pool, SharedMut};
 use super::program::{Access, Buffer, Mask, Program, Res, Step, Store, Strided, View};
 use super::rows;
@@ -26,6 +28,8 @@ pub(crate) struct Mem<'a> {
     arena: SharedMut<'a>,
     buffers: &'a [Buffer],
     params: &'a [Vec<f32>],
+    /// Per parameter: its packed form, for the weights of linear layers.
+    packed: &'a [Option<Packed>],
     ids: &'a [Vec<i64>],
 }
 
@@ -40,9 +44,17 @@ impl<'a> Mem<'a> {
         arena: SharedMut<'a>,
         buffers: &'a [Buffer],
         params: &'a [Vec<f32>],
+        packed: &'a [Option<Packed>],
         ids: &'a [Vec<i64>],
     ) -> Self {
-        Mem { arena, buffers, params, ids }
+        Mem { arena, buffers, params, packed, ids }
+    }
+
+    /// The packed form of `w` when it is a whole packed parameter of `n` rows of `k`.
+    fn packed(&self, w: &View, n: usize, k: usize) -> Option<&'a Packed> {
+        let Store::Param(p) = w.store else { return None };
+        let pk = self.packed.get(p)?.as_ref()?;
+        (w.offset == 0 && pk.n == n && pk.k == k).then_some(pk)
     }
 
     fn base(&self, store: Store, offset: usize) -> (*const f32, usize) {
@@ -121,6 +133,12 @@ impl<'m> StepMem<'m, '_> {
         self.mem.read_at(store, offset, len)
     }
 
+    /// The packed form of the weight `w` (`n × k`), if it has one.
+    fn packed(&self, w: &View, n: usize, k: usize) -> Option<&'m Packed> {
+        self.check_read(w.store.into());
+        self.mem.packed(w, n, k)
+    }
+
     fn ids(&self, b: usize) -> &'m [i64] {
         self.check_read(Res::Ids(b));
         &self.mem.ids[b]
@@ -172,15 +190,15 @@ pub fn run(
         }
         let started = (ew_time.is_some() && matches!(s.step, Step::Ew { .. })).then(Instant::now);
         let m = StepMem::new(mem, &s.access);
-        let job = |t: usize, n: usize| {
-            if let Err(e) = step(&s.step, &m, t, n) {
+        let job = |c: usize, n: usize, who: usize| {
+            if let Err(e) = step(&s.step, &m, Part { c, n, who }) {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
         };
         if worth_splitting(&s.step) {
-            pool.run(&job);
+            pool.run(pool.chunks(), &job);
         } else {
-            job(0, 1);
+            job(0, 1, 0);
         }
         if let (Some(t), Some(total)) = (started, ew_time.as_deref_mut()) {
             *total += t.elapsed();
@@ -196,6 +214,7 @@ pub fn run(
 fn worth_splitting(s: &Step) -> bool {
     let work = match s {
         Step::Linear { x, y, .. } => x.numel() * y.cols(),
+        Step::MatMul { a, w, .. } => a.numel() * w.shape[1],
         Step::Attention { q, k, heads, .. } => q.numel() * k.shape[1] * 2 / (*heads).max(1),
         Step::Ew { rows, cols, .. } => rows * cols * 4,
         Step::LayerNorm { x, .. } => x.numel() * 8,
@@ -206,7 +225,17 @@ fn worth_splitting(s: &Step) -> bool {
     work >= 1 << 15
 }
 
-fn step(s: &Step, m: &StepMem, t: usize, n: usize) -> Result<(), KernelError> {
+/// Which part of a step a call computes: chunk `c` of `n` (every kernel partitions its
+/// output by these), run by participant `who` (which selects per-thread scratch only).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Part {
+    pub c: usize,
+    pub n: usize,
+    pub who: usize,
+}
+
+fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
+    let Part { c: t, n, who } = part_;
     match s {
         Step::LoadInput { .. } | Step::LoadIds { .. } => {}
         Step::Zero { dst } => {
@@ -251,7 +280,7 @@ fn step(s: &Step, m: &StepMem, t: usize, n: usize) -> Result<(), KernelError> {
             let (b, tq, tk) = (q.shape[0], q.shape[1], k.shape[1]);
             let (lo, hi) = part(b * heads, t, n, 1);
             // SAFETY: one scratch row per participant.
-            let sc = unsafe { m.write(scratch, t * tq * tk, (t + 1) * tq * tk) };
+            let sc = unsafe { m.write(scratch, who * tq * tk, (who + 1) * tq * tk) };
             for item in lo..hi {
                 attend(m, [q, k, v], mask.as_ref(), out, (item / heads, item % heads), *heads, *scale, sc);
             }
@@ -272,14 +301,18 @@ fn step(s: &Step, m: &StepMem, t: usize, n: usize) -> Result<(), KernelError> {
             rows::mean_tokens(&m.read(x)[lo * tt * d..hi * tt * d], tt, d, o);
         }
         Step::MatMul { a, w, out } => {
-            if t != 0 {
+            // By output columns, as a linear layer.
+            let (mm, kk, nn) = (a.shape[0], a.shape[1], w.shape[1]);
+            let (c0, c1) = part(nn, t, n, 16);
+            if mm == 0 || c0 >= c1 {
                 return Ok(());
             }
-            let (mm, kk, nn) = (a.shape[0], a.shape[1], w.shape[1]);
             let (av, wv) = (m.read(a), m.read(w));
-            // SAFETY: only participant 0 writes.
-            let o = unsafe { m.write(out, 0, out.numel()) };
-            gemm(mm, nn, kk, 1.0, Operand::rows(av, kk), Operand::rows(wv, nn), o, nn, false);
+            let (dst, len) = m.window(out, c0, (mm - 1) * nn + c1);
+            // SAFETY: this participant's columns [c0, c1) of every row are its alone.
+            unsafe {
+                gemm_raw(mm, c1 - c0, kk, 1.0, Operand::rows(av, kk), Operand::rows(&wv[c0..], nn), dst, len, nn, false)
+            };
         }
     }
     Ok(())
@@ -367,6 +400,22 @@ fn attend(
 fn linear(m: &StepMem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, t: usize, n: usize) {
     let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
     let (kg, ng) = (kin / groups, nout / groups);
+    let level = math::level();
+    if groups == 1 && packed::available(level) {
+        if let Some(pk) = m.packed(w, nout, kin) {
+            // Whole panels per chunk; the bias starts the accumulators.
+            let (c0, c1) = part(nout, t, n, PANEL);
+            if c0 >= c1 {
+                return;
+            }
+            let xa = m.read(x);
+            let ba = bias.map(|b| m.read(b));
+            let (dst, len) = m.window(y, c0, (rows_ - 1) * y.rs + c1);
+            // SAFETY: this participant's columns [c0, c1) of every row are its alone.
+            unsafe { packed::linear(level, rows_, xa, x.rs, pk, (c0, c1), ba, dst, len, y.rs) };
+            return;
+        }
+    }
     let (xa, wa) = (m.read(x), m.read(w));
     let ba = bias.map(|b| m.read(b));
     // Work items: (group, column range); one group's columns split when groups are few.
@@ -442,7 +491,7 @@ mod tests {
     fn with_mem(f: impl FnOnce(&Mem)) -> Vec<f32> {
         let mut arena: Vec<f32> = (0..8).map(|i| if i < 4 { i as f32 } else { 0.0 }).collect();
         let buffers = [Buffer { len: 4, offset: 0 }, Buffer { len: 4, offset: 4 }];
-        let mem = Mem { arena: SharedMut::new(&mut arena), buffers: &buffers, params: &[], ids: &[] };
+        let mem = Mem { arena: SharedMut::new(&mut arena), buffers: &buffers, params: &[], packed: &[], ids: &[] };
         f(&mem);
         arena
     }
@@ -455,7 +504,7 @@ mod tests {
     #[test]
     fn a_step_runs_within_its_declaration() {
         let s = copy_step();
-        let arena = with_mem(|m| step(&s, &StepMem::new(m, &s.access()), 0, 1).unwrap());
+        let arena = with_mem(|m| step(&s, &StepMem::new(m, &s.access()), Part { c: 0, n: 1, who: 0 }).unwrap());
         assert_eq!(arena[4..], [0.0, 1.0, 2.0, 3.0]);
     }
 
@@ -464,7 +513,7 @@ mod tests {
     fn a_kernel_reading_storage_its_step_does_not_declare_panics() {
         let s = copy_step();
         let undeclared = Access { reads: vec![], writes: vec![Res::Arena(1)] };
-        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), 0, 1).unwrap());
+        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), Part { c: 0, n: 1, who: 0 }).unwrap());
     }
 
     #[test]
@@ -472,6 +521,6 @@ mod tests {
     fn a_kernel_writing_storage_its_step_does_not_declare_panics() {
         let s = copy_step();
         let undeclared = Access { reads: vec![Res::Arena(0)], writes: vec![] };
-        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), 0, 1).unwrap());
+        with_mem(|m| step(&s, &StepMem::new(m, &undeclared), Part { c: 0, n: 1, who: 0 }).unwrap());
     }
 }

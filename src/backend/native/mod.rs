@@ -12,6 +12,8 @@
 //! - [`ew`]: fused elementwise groups (rustc kernels or Cranelift-compiled loops).
 //! - [`isa`]: compiles the row kernels per instruction set, picked at run time.
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
+//! - [`packed`]: linear layers on weights packed once at load (AVX-512 / AVX2 kernels,
+//!   the bias in the accumulators).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
 //!
@@ -33,6 +35,7 @@ pub(crate) mod isa;
 pub(crate) mod lower;
 pub(crate) mod lowering;
 pub mod math;
+pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod program;
 pub(crate) mod rows;

@@ -1,12 +1,19 @@
 //! A persistent worker pool: `threads − 1` workers created once per model plus the
-//! calling thread run each parallel region together (SPMD: every participant gets its
-//! index and partitions the work itself).
+//! calling thread run each parallel region together. A region is `chunks` pieces of
+//! work (each kernel partitions its work by chunk index); the participants claim
+//! chunks from a shared counter until none are left.
 //!
 //! Waking a worker costs far more than a region's work on small models (a thread spawn
 //! ≈ 0.24 ms, a parked wake-up tens of µs on virtual machines), so workers spin on the
-//! region counter for a while after each region and only then park on a condvar. A
-//! region that panics in a worker is re-raised on the caller after all finish. Every
-//! participant runs a region at its caller's SIMD level ([`math::level`]).
+//! region counter for a while after each region and only then park on a condvar.
+//! Claiming instead of a fixed split keeps the pool steady when another process
+//! competes for the cores: a worker the OS has not scheduled claims nothing, and the
+//! caller finishes its chunks instead of waiting a scheduler time slice for it. The
+//! region ends when every chunk is done and no worker is inside it, so a late worker
+//! never sees the region's closure. A chunk's result does not depend on which
+//! participant runs it. A region that panics in a worker is re-raised on the caller
+//! after all finish. Every participant runs a region at its caller's SIMD level
+//! ([`math::level`]).
 
 use super::math::{self, SimdLevel};
 use std::marker::PhantomData;
@@ -18,15 +25,26 @@ use std::time::{Duration, Instant};
 /// How long a worker spins for the next region before parking.
 const SPIN: Duration = Duration::from_micros(200);
 
-type Job = dyn Fn(usize, usize) + Sync;
+/// Chunks per participant in a split region: enough for the others to take over a
+/// descheduled participant's share, few enough that each stays a whole GEMM panel.
+pub(crate) const CHUNKS_PER_THREAD: usize = 4;
+
+/// A region's work: `f(chunk, chunks, participant)`; `participant` (0 for the caller)
+/// selects per-thread scratch, never the result.
+pub(crate) type Job = dyn Fn(usize, usize, usize) + Sync;
 
 struct Shared {
     /// Incremented once per region (and once to shut down).
     epoch: AtomicUsize,
-    /// Workers finished with the current region.
+    /// The last region whose chunks were all done (its epoch).
+    finished: AtomicUsize,
+    /// The next chunk to claim, and the chunks done, of the current region.
+    next: AtomicUsize,
     done: AtomicUsize,
-    /// The current region's closure, valid while `run` waits for it.
-    job: Mutex<Option<(&'static Job, SimdLevel)>>,
+    /// Workers inside the current region.
+    active: AtomicUsize,
+    /// The current region's closure and chunk count, valid while `run` waits for it.
+    job: Mutex<Option<(&'static Job, usize, SimdLevel)>>,
     panicked: AtomicBool,
     stop: AtomicBool,
     sleepers: Mutex<usize>,
@@ -45,7 +63,10 @@ impl Pool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
             epoch: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
             job: Mutex::new(None),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -57,7 +78,7 @@ impl Pool {
                 let s = Arc::clone(&shared);
                 std::thread::Builder::new()
                     .name(format!("graft-native-{tid}"))
-                    .spawn(move || worker(&s, tid, threads))
+                    .spawn(move || worker(&s, tid))
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -68,32 +89,48 @@ impl Pool {
         self.threads
     }
 
-    /// Run `f(index, threads)` on every participant and wait for all of them.
-    pub fn run<'f>(&self, f: &'f (dyn Fn(usize, usize) + Sync + 'f)) {
+    /// Chunks a split region has: [`CHUNKS_PER_THREAD`] per participant (1 alone).
+    pub fn chunks(&self) -> usize {
         if self.threads == 1 {
-            return f(0, 1);
+            1
+        } else {
+            self.threads * CHUNKS_PER_THREAD
+        }
+    }
+
+    /// Run `f(chunk, chunks, participant)` for every chunk in `0..chunks`, each once,
+    /// on whichever participants claim them; return when all are done.
+    pub fn run<'f>(&self, chunks: usize, f: &'f (dyn Fn(usize, usize, usize) + Sync + 'f)) {
+        if self.threads == 1 || chunks <= 1 {
+            for c in 0..chunks {
+                f(c, chunks, 0);
+            }
+            return;
         }
         let s = &self.shared;
-        // SAFETY: the reference is only used by workers during this call: they read it
-        // after the epoch bump below and `run` returns only once all have finished.
+        // SAFETY: workers use the reference only inside the region (counted in
+        // `active`, entered before `finished` moves past it), and `run` returns only
+        // once the region is finished and no worker is inside.
         let job: &'static Job =
-            unsafe { std::mem::transmute::<&'f (dyn Fn(usize, usize) + Sync + 'f), &'static Job>(f) };
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((job, math::level()));
+            unsafe { std::mem::transmute::<&'f (dyn Fn(usize, usize, usize) + Sync + 'f), &'static Job>(f) };
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((job, chunks, math::level()));
+        s.next.store(0, Ordering::SeqCst);
         s.done.store(0, Ordering::SeqCst);
-        s.epoch.fetch_add(1, Ordering::SeqCst);
+        let epoch = s.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         if *s.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
             s.wake.notify_all();
         }
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, self.threads)));
-        let workers = self.threads - 1;
-        let start = Instant::now();
-        while s.done.load(Ordering::Acquire) < workers {
-            if start.elapsed() < SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        let mut mine = Ok(());
+        while let Some(c) = claim(s, chunks) {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(c, chunks, 0)));
+            if mine.is_ok() {
+                mine = r;
             }
+            s.done.fetch_add(1, Ordering::Release);
         }
+        wait_for(|| s.done.load(Ordering::Acquire) >= chunks);
+        s.finished.store(epoch, Ordering::SeqCst);
+        wait_for(|| s.active.load(Ordering::SeqCst) == 0);
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if let Err(p) = mine {
             std::panic::resume_unwind(p);
@@ -104,7 +141,25 @@ impl Pool {
     }
 }
 
-fn worker(s: &Shared, tid: usize, threads: usize) {
+/// The next unclaimed chunk of the current region, if any.
+fn claim(s: &Shared, chunks: usize) -> Option<usize> {
+    let c = s.next.fetch_add(1, Ordering::AcqRel);
+    (c < chunks).then_some(c)
+}
+
+/// Spin on `ready` for [`SPIN`], then yield between checks.
+fn wait_for(ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if start.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn worker(s: &Shared, tid: usize) {
     let mut seen = 0usize;
     loop {
         // Spin, then park until the epoch moves.
@@ -121,18 +176,26 @@ fn worker(s: &Shared, tid: usize, threads: usize) {
             }
             *sleepers -= 1;
         }
-        seen = s.epoch.load(Ordering::Acquire);
+        seen = s.epoch.load(Ordering::SeqCst);
         if s.stop.load(Ordering::Acquire) {
             return;
         }
-        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((job, level)) = job {
-            let run = || math::with_level(level, || job(tid, threads));
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
-                s.panicked.store(true, Ordering::SeqCst);
+        // Enter, then make sure the region is still open: either the caller sees this
+        // worker in `active` and waits for it, or this worker sees the region finished.
+        s.active.fetch_add(1, Ordering::SeqCst);
+        if s.finished.load(Ordering::SeqCst) < seen {
+            let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((job, chunks, level)) = job {
+                while let Some(c) = claim(s, chunks) {
+                    let run = || math::with_level(level, || job(c, chunks, tid));
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                        s.panicked.store(true, Ordering::SeqCst);
+                    }
+                    s.done.fetch_add(1, Ordering::Release);
+                }
             }
         }
-        s.done.fetch_add(1, Ordering::Release);
+        s.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -205,15 +268,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_participant_runs_each_region_once() {
+    fn every_chunk_of_every_region_runs_once() {
         let pool = Pool::new(3);
-        let hits = AtomicUsize::new(0);
+        let hits: Vec<AtomicUsize> = (0..7).map(|_| AtomicUsize::new(0)).collect();
         for round in 0..200 {
-            pool.run(&|t, n| {
-                assert_eq!(n, 3);
-                hits.fetch_add(1 << (8 * t), Ordering::SeqCst);
+            pool.run(7, &|c, n, who| {
+                assert_eq!(n, 7);
+                assert!(who < 3);
+                hits[c].fetch_add(1, Ordering::SeqCst);
             });
-            assert_eq!(hits.load(Ordering::SeqCst), (round + 1) * 0x010101);
+            assert!(hits.iter().all(|h| h.load(Ordering::SeqCst) == round + 1), "round {round}");
             if round == 100 {
                 std::thread::sleep(Duration::from_millis(5)); // workers park, then wake
             }
@@ -221,26 +285,48 @@ mod tests {
     }
 
     #[test]
-    fn every_participant_runs_at_the_callers_simd_level() {
+    fn every_chunk_runs_at_the_callers_simd_level() {
         let pool = Pool::new(3);
         for level in SimdLevel::all_available() {
             let seen = Mutex::new(Vec::new());
-            math::with_level(level, || pool.run(&|t, _| seen.lock().unwrap().push((t, math::level()))));
+            math::with_level(level, || pool.run(9, &|c, _, _| seen.lock().unwrap().push((c, math::level()))));
             let mut seen = seen.into_inner().unwrap();
-            seen.sort_by_key(|&(t, _)| t);
-            assert_eq!(seen, vec![(0, level), (1, level), (2, level)]);
+            seen.sort_by_key(|&(c, _)| c);
+            assert_eq!(seen, (0..9).map(|c| (c, level)).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_participant_stalled_in_a_chunk_does_not_hold_the_other_chunks() {
+        // Whoever takes chunk 0 waits until the last chunk has run: with a fixed
+        // split per participant this would wait forever (the last chunk would be its
+        // own); with claiming, the others take every other chunk.
+        let pool = Pool::new(2);
+        for _ in 0..50 {
+            let last_done = AtomicBool::new(false);
+            pool.run(8, &|c, n, _| {
+                if c == 0 {
+                    let start = Instant::now();
+                    while !last_done.load(Ordering::SeqCst) {
+                        assert!(start.elapsed() < Duration::from_secs(20), "the other chunks were not taken");
+                        std::thread::yield_now();
+                    }
+                } else if c == n - 1 {
+                    last_done.store(true, Ordering::SeqCst);
+                }
+            });
         }
     }
 
     #[test]
     fn a_worker_panic_reaches_the_caller_and_the_pool_survives() {
         let pool = Pool::new(2);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run(&|t, _| assert_ne!(t, 1))));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.run(6, &|c, _, _| assert_ne!(c, 3))));
         assert!(r.is_err());
         let hits = AtomicUsize::new(0);
-        pool.run(&|_, _| {
+        pool.run(6, &|_, _, _| {
             hits.fetch_add(1, Ordering::SeqCst);
         });
-        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert_eq!(hits.load(Ordering::SeqCst), 6);
     }
 }

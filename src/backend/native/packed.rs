@@ -1,0 +1,252 @@
+//! Linear layers on weights packed once: `y[m, c0..c1] = bias + x[m, k] · wᵀ` with the
+//! `[n, k]` weight rearranged at load into panels of [`PANEL`] output columns, each
+//! panel `k` rows of [`PANEL`] contiguous floats (the last zero-padded), 64-byte
+//! aligned. A general GEMM packs its right-hand side on every call; for a weight that
+//! never changes that is a pass over the whole weight per forward (about a sixth of a
+//! batch-1 ViT forward).
+//!
+//! The micro-kernel (AVX2+FMA: 6 rows × 16 columns in 12 registers, the FMA units'
+//! peak) reads `x` in place (a strip of rows stays in L1 across a panel) and starts its
+//! accumulators from the bias, so the bias never takes a pass of its own. Every output
+//! element is `bias + Σₚ x[i, p] · w[j, p]` accumulated with one fused multiply-add per
+//! `p` in increasing order: the result depends neither on the tile an element falls in
+//! nor on how columns are split among threads. Elsewhere (no FMA, or AVX-512) the caller
+//! uses the general GEMM ([`available`]).
+
+use super::math::SimdLevel;
+use crate::backend::alloc::reserve;
+use crate::backend::BackendError;
+
+/// Output columns per panel.
+pub const PANEL: usize = 16;
+
+/// A `[n, k]` weight in column panels (see the module doc).
+pub struct Packed {
+    pub n: usize,
+    pub k: usize,
+    data: Vec<f32>,
+    /// Index of the first panel's first element (64-byte aligned).
+    start: usize,
+}
+
+impl Packed {
+    /// Pack the row-major `[n, k]` weight `w` (an error past the memory limit).
+    pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed, BackendError> {
+        assert!(w.len() >= n * k, "pack: weight too short");
+        let len = n.div_ceil(PANEL) * PANEL * k + PANEL;
+        let mut data = Vec::new();
+        reserve(&mut data, len, "a packed weight")?;
+        data.resize(len, 0f32);
+        let start = data.as_ptr().align_offset(64).min(PANEL);
+        for (j, row) in w[..n * k].chunks_exact(k.max(1)).enumerate().take(n) {
+            let base = start + (j / PANEL) * PANEL * k + j % PANEL;
+            for (p, &v) in row.iter().enumerate() {
+                data[base + p * PANEL] = v;
+            }
+        }
+        Ok(Packed { n, k, data, start })
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+
+    fn panel(&self, j: usize) -> *const f32 {
+        self.data[self.start + j * PANEL * self.k..].as_ptr()
+    }
+}
+
+/// Whether [`linear`] has a kernel for `level`. AVX-512 keeps the general GEMM's
+/// AVX-512 kernels: a packed AVX-512 kernel waits for a machine to test it on.
+pub fn available(level: SimdLevel) -> bool {
+    level == SimdLevel::Avx2Fma
+}
+
+/// Rows of `x` kept in L2 while the panels pass over them: about 256 KiB of `x`.
+fn row_block(k: usize, mr: usize) -> usize {
+    ((256 * 1024 / 4 / k.max(1)) / mr).max(1) * mr
+}
+
+/// `y[i, c] = bias[c] + Σₚ x[i, p] · w[c, p]` for rows `0..m` and columns `c0..c1`
+/// (`c0` a multiple of [`PANEL`]); `x` has row stride `ldx`; `dst` points at `y[0, c0]`
+/// (`dst_len` elements from there), `y` has row stride `ldy`.
+///
+/// # Safety
+/// The `m × (c1 - c0)` window at `dst` must be valid for writes, not overlap `x`, and
+/// be this call's alone. `level` must be one the CPU has and
+/// [`available`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn linear(
+    level: SimdLevel,
+    m: usize,
+    x: &[f32],
+    ldx: usize,
+    w: &Packed,
+    (c0, c1): (usize, usize),
+    bias: Option<&[f32]>,
+    dst: *mut f32,
+    dst_len: usize,
+    ldy: usize,
+) {
+    let k = w.k;
+    if m == 0 || c0 >= c1 {
+        return;
+    }
+    assert!(c0 % PANEL == 0 && c1 <= w.n, "packed linear: columns {c0}..{c1} of {}", w.n);
+    assert!(x.len() >= (m - 1) * ldx + k, "packed linear: x too short");
+    assert!(dst_len >= (m - 1) * ldy + c1 - c0, "packed linear: destination too short");
+    assert!(bias.is_none_or(|b| b.len() >= c1), "packed linear: bias too short");
+    let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr());
+    let t = Tiles { k, x: x.as_ptr(), ldx, bias, dst, ldy, c0 };
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma => x86::run256(&t, w, m, c0, c1),
+        _ => panic!("packed linear at {level:?}: no kernel (check `available`)"),
+    }
+}
+
+/// What every tile of one call shares.
+struct Tiles {
+    k: usize,
+    x: *const f32,
+    ldx: usize,
+    /// Null: no bias.
+    bias: *const f32,
+    /// `y[0, c0]`.
+    dst: *mut f32,
+    ldy: usize,
+    c0: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{row_block, Packed, Tiles, PANEL};
+    use std::arch::x86_64::*;
+
+    const MR256: usize = 6;
+
+    /// Every tile, row blocks outermost so a block of `x` stays in L2 while the
+    /// panels pass over it.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn run256(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usize) {
+        let mc = row_block(t.k, MR256);
+        for r0 in (0..m).step_by(mc) {
+            let r1 = (r0 + mc).min(m);
+            let mut c = c0;
+            while c < c1 {
+                let cols = (c1 - c).min(PANEL);
+                let b = w.panel(c / PANEL);
+                let mut r = r0;
+                while r < r1 {
+                    let rows = (r1 - r).min(MR256);
+                    match rows {
+                        1 => tile256::<1>(t, b, r, c, cols),
+                        2 => tile256::<2>(t, b, r, c, cols),
+                        3 => tile256::<3>(t, b, r, c, cols),
+                        4 => tile256::<4>(t, b, r, c, cols),
+                        5 => tile256::<5>(t, b, r, c, cols),
+                        _ => tile256::<6>(t, b, r, c, cols),
+                    }
+                    r += rows;
+                }
+                c += cols;
+            }
+        }
+    }
+
+    /// Rows `r..r + MR`, columns `c..c + cols` (`cols` ≤ 16) in two 8-lane registers
+    /// per row: accumulators start at the bias, one FMA per reduction index; a partial
+    /// tile goes out through a stack tile.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile256<const MR: usize>(t: &Tiles, b: *const f32, r: usize, c: usize, cols: usize) {
+        let k = t.k;
+        let mut edge = [0f32; PANEL];
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        if !t.bias.is_null() {
+            edge[..cols].copy_from_slice(std::slice::from_raw_parts(t.bias.add(c), cols));
+            let (b0, b1) = (_mm256_loadu_ps(edge.as_ptr()), _mm256_loadu_ps(edge.as_ptr().add(8)));
+            for row in acc.iter_mut() {
+                *row = [b0, b1];
+            }
+        }
+        let a: [*const f32; MR] = std::array::from_fn(|i| t.x.add((r + i) * t.ldx));
+        let mut bp = b;
+        for p in 0..k {
+            let b0 = _mm256_load_ps(bp);
+            let b1 = _mm256_load_ps(bp.add(8));
+            for (row, ai) in acc.iter_mut().zip(&a) {
+                let av = _mm256_set1_ps(*ai.add(p));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            bp = bp.add(PANEL);
+        }
+        for (i, row) in acc.iter().enumerate() {
+            let d = t.dst.add((r + i) * t.ldy + c - t.c0);
+            if cols == PANEL {
+                _mm256_storeu_ps(d, row[0]);
+                _mm256_storeu_ps(d.add(8), row[1]);
+            } else {
+                _mm256_storeu_ps(edge.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(edge.as_mut_ptr().add(8), row[1]);
+                std::ptr::copy_nonoverlapping(edge.as_ptr(), d, cols);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 97) as f32 / 48.0 - 1.0)
+            .collect()
+    }
+
+    /// The same sum, one fused multiply-add per reduction index in order.
+    fn reference(x: &[f32], ldx: usize, w: &[f32], k: usize, bias: Option<&[f32]>, i: usize, j: usize) -> f32 {
+        let mut acc = bias.map_or(0.0, |b| b[j]);
+        for p in 0..k {
+            acc = x[i * ldx + p].mul_add(w[j * k + p], acc);
+        }
+        acc
+    }
+
+    #[test]
+    fn every_tile_shape_equals_ordered_fused_sums_at_every_level() {
+        let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
+        // Rows past the row block and both tile heights, columns with partial panels.
+        for (m, n, k) in [(1, 1, 1), (13, 37, 19), (29, 64, 40), (7, 16, 1100), (150, 50, 300)] {
+            let ldx = k + 3;
+            let x = seq(m * ldx, 1);
+            let w = seq(n * k, 2);
+            let bias = seq(n, 3);
+            let packed = Packed::new(&w, n, k).unwrap();
+            for &level in &levels {
+                for b in [None, Some(&bias[..])] {
+                    let ldy = n + 5;
+                    let mut y = vec![f32::NAN; m * ldy];
+                    let len = y.len();
+                    // Two column ranges, as two threads would split them.
+                    let split = (n / 2).div_ceil(PANEL) * PANEL;
+                    for (c0, c1) in [(0, split.min(n)), (split.min(n), n)] {
+                        unsafe {
+                            linear(level, m, &x, ldx, &packed, (c0, c1), b, y.as_mut_ptr().add(c0), len - c0, ldy)
+                        };
+                    }
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want = reference(&x, ldx, &w, k, b, i, j);
+                            assert_eq!(y[i * ldy + j].to_bits(), want.to_bits(), "{level:?} {m}x{n}x{k} at {i},{j}");
+                        }
+                        assert!(y[i * ldy + n..(i + 1) * ldy].iter().all(|v| v.is_nan()), "past the last column");
+                    }
+                }
+            }
+        }
+    }
+}
