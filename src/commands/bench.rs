@@ -284,8 +284,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let get = |k: &str| det.iter().find(|(n, _)| n == k).map_or(0.0, |(_, v)| *v);
             if det.iter().any(|(n, _)| n == "ew_groups") {
                 println!(
-                    "        batch {b}: arena {:.1} MB; {} fused groups writing {:.1} MB, {:.2} ms of a forward; {} kernels compiled in {:.1} ms",
+                    "        batch {b}: arena {:.1} MB, packed weights {:.1} MB; {} fused groups writing {:.1} MB, {:.2} ms of a forward; {} kernels compiled in {:.1} ms",
                     get("arena_bytes") / 1e6,
+                    get("packed_bytes") / 1e6,
                     get("ew_groups"),
                     get("ew_bytes_written") / 1e6,
                     get("ew_ms_per_forward"),

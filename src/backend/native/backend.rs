@@ -14,7 +14,7 @@ use super::lower::{lower, InputSig};
 use super::math::{self, SimdLevel};
 use super::packed::{self, Packed};
 use super::pool::{Pool, SharedMut};
-use super::program::{OutVal, Program, Step, Store, Strided};
+use super::program::{OutVal, Program, Res, Step, Store, Strided, View};
 use crate::backend::alloc::{refused, reserve};
 use crate::backend::plan::Plan;
 use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
@@ -113,6 +113,9 @@ pub struct NativeExecutable {
     /// Per parameter: the packed form of a linear layer's weight, made the first time
     /// a program uses it and shared by every program after.
     packed: Vec<Option<Packed>>,
+    /// Per parameter: whether some program reads it other than as a packed weight
+    /// (then its plain copy is kept).
+    plain: Vec<bool>,
     pool: Pool,
     ew: EwCompiler,
     /// The level every forward's kernels run at (one the CPU has).
@@ -145,11 +148,13 @@ impl NativeExecutable {
             })
             .collect::<Vec<Vec<f32>>>();
         let packed = params.iter().map(|_| None).collect();
+        let plain = vec![false; params.len()];
         let ew = EwCompiler::new(cfg.elementwise).map_err(|e| BackendError::runtime("elementwise compiler", e))?;
         Ok(NativeExecutable {
             plan: plan.clone(),
             params,
             packed,
+            plain,
             pool: Pool::new(cfg.threads),
             ew,
             simd,
@@ -177,7 +182,8 @@ impl NativeExecutable {
         self.programs.len()
     }
 
-    /// Parameter bytes held (f32).
+    /// Parameter bytes held (f32) in plain form: those read only as packed weights
+    /// are held packed instead ([`NativeExecutable::packed_bytes`]).
     pub fn param_bytes(&self) -> usize {
         self.params.iter().map(|p| p.len() * 4).sum()
     }
@@ -189,7 +195,9 @@ impl NativeExecutable {
 
     /// Pack the weights of `prog`'s linear layers not packed yet: whole parameters
     /// used as a `[n, k]` weight (a convolution's as `[out, patch]`). Nothing is packed
-    /// where the kernels' level has no packed kernel.
+    /// where the kernels' level has no packed kernel. A parameter that no program so
+    /// far reads other than as a packed weight is then held packed only (its plain
+    /// copy released); one that a new program reads plainly is unpacked back first.
     fn pack_weights(&mut self, prog: &Program) -> Result<(), BackendError> {
         if !packed::available(self.simd) {
             return Ok(());
@@ -202,6 +210,45 @@ impl NativeExecutable {
                 continue;
             }
             self.packed[p] = Some(Packed::new(&self.params[p], n, k)?);
+        }
+        for s in &prog.steps {
+            let packed_w = match &s.step {
+                Step::Linear { w, groups: 1, y, x, bias } => match w.store {
+                    Store::Param(p) => self.packed[p]
+                        .as_ref()
+                        .is_some_and(|pk| w.offset == 0 && pk.n == y.cols() && pk.k == x.cols())
+                        .then_some(p)
+                        .filter(|_| std::iter::once(x).chain(bias).all(|v| v.store != w.store)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            for r in &s.access.reads {
+                match *r {
+                    Res::Param(p) if Some(p) != packed_w => self.read_plainly(p)?,
+                    _ => {}
+                }
+            }
+        }
+        for (_, out) in &prog.outputs {
+            if let OutVal::Float(View { store: Store::Param(p), .. }) = out {
+                self.read_plainly(*p)?;
+            }
+        }
+        for p in 0..self.params.len() {
+            if self.packed[p].is_some() && !self.plain[p] {
+                self.params[p] = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Mark parameter `p` as read plainly by some program, unpacking it if its plain
+    /// copy was released.
+    fn read_plainly(&mut self, p: usize) -> Result<(), BackendError> {
+        self.plain[p] = true;
+        if let (true, Some(pk)) = (self.params[p].is_empty(), &self.packed[p]) {
+            self.params[p] = pk.unpack()?;
         }
         Ok(())
     }
@@ -447,6 +494,40 @@ model m {
         // differently, which shows in the logits' bits.
         if math::best() != SimdLevel::Portable {
             assert!(run(Some(SimdLevel::Portable)) != best, "`simd: Portable` ran at the best level");
+        }
+    }
+
+    #[test]
+    fn linear_weights_are_held_packed_once_and_come_back_exactly() {
+        let c = crate::api::compile_str("m.graft", None, SPEC, Mode::Infer).unwrap_or_else(|_| panic!("compiles"));
+        let plan = Plan::new(&c.graph);
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+        let total: usize = params.iter().map(|t| t.numel() * 4).sum();
+        let level = if SimdLevel::Avx2Fma.available() { SimdLevel::Avx2Fma } else { SimdLevel::Portable };
+        let native = Native { threads: 2, simd: Some(level), ..Native::default() };
+        let mut exe = NativeExecutable::new(&plan, params.clone(), &Options::default(), native).unwrap();
+        // Two programs (two batch sizes) share the packed weights; each equals a fresh
+        // executable's result for its batch alone.
+        let mut outs = Vec::new();
+        for batch in [2, 3] {
+            let given = inputs::random(&plan, batch, 7).unwrap();
+            let got = run_named(&mut exe, &plan, given.clone(), DType::F32).unwrap().remove(0).1.to_f64();
+            let mut fresh = NativeExecutable::new(&plan, params.clone(), &Options::default(), native).unwrap();
+            let want = run_named(&mut fresh, &plan, given, DType::F32).unwrap().remove(0).1.to_f64();
+            assert_eq!(got, want, "batch {batch}");
+            outs.push(got);
+        }
+        if packed::available(level) {
+            assert!(exe.packed_bytes() > 0, "the linear weights are packed");
+            assert!(exe.param_bytes() < total / 2, "their plain copies are released");
+            for (p, t) in params.iter().enumerate() {
+                if exe.params[p].is_empty() && t.numel() > 0 {
+                    exe.read_plainly(p).unwrap();
+                    assert_eq!(exe.params[p], t.as_f32().unwrap(), "parameter {p} unpacks exactly");
+                }
+            }
+        } else {
+            assert_eq!((exe.packed_bytes(), exe.param_bytes()), (0, total), "nothing packed at {level:?}");
         }
     }
 

@@ -47,6 +47,18 @@ impl Packed {
         Ok(Packed { n, k, data, start })
     }
 
+    /// The row-major `[n, k]` weight back (exactly the packed values).
+    pub fn unpack(&self) -> Result<Vec<f32>, BackendError> {
+        let (n, k) = (self.n, self.k);
+        let mut w = Vec::new();
+        reserve(&mut w, n * k, "an unpacked weight")?;
+        w.extend((0..n * k).map(|i| {
+            let (j, p) = (i / k.max(1), i % k.max(1));
+            self.data[self.start + (j / PANEL) * PANEL * k + p * PANEL + j % PANEL]
+        }));
+        Ok(w)
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.data.len() * 4
@@ -226,6 +238,7 @@ mod tests {
             let w = seq(n * k, 2);
             let bias = seq(n, 3);
             let packed = Packed::new(&w, n, k).unwrap();
+            assert_eq!(packed.unpack().unwrap(), w, "unpacking gives the weight back");
             for &level in &levels {
                 for b in [None, Some(&bias[..])] {
                     let ldy = n + 5;
