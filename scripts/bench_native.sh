@@ -17,6 +17,7 @@
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
 #      backend alone and with two busy processes on the machine's cores, alternated
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
+#        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iters="${1:-10}"
@@ -24,8 +25,12 @@ export LIBTORCH="${LIBTORCH:-$PWD/.graft-env/torch}"
 bash scripts/setup.sh >/dev/null
 cargo build --release --quiet --features torch
 cp target/release/graft target/graft-torch
-cargo build --release --quiet --target-dir target/native-only
-cp target/native-only/release/graft target/graft-native
+sections="${SECTIONS:-1 2 3 4 5 6 7}"
+want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if want 4 || want 5; then
+  cargo build --release --quiet --target-dir target/native-only
+  cp target/native-only/release/graft target/graft-native
+fi
 g=target/graft-torch
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -46,6 +51,7 @@ PY
 }
 
 # ViT-S weights (timm's layout; random values) and its ONNX export, for ONNX Runtime.
+if want 1 || want 6; then
 .graft-env/python - "$tmp/vit_small.safetensors" <<'PY'
 import sys, timm, torch
 from safetensors.torch import save_file
@@ -54,6 +60,7 @@ save_file(timm.create_model("vit_small_patch16_224", pretrained=False).state_dic
 PY
 "$g" export onnx specs/vit_small.graft --weights "vit=$tmp/vit_small.safetensors" --dynamic-batch \
   --out "$tmp/graft_vits.onnx" >/dev/null
+fi
 ort() { # threads iters out.json: ONNX Runtime medians per batch, in graft bench's shape
   .graft-env/python - "$tmp/graft_vits.onnx" "$1" "$2" >"$3" <<'PY'
 import json, sys, statistics, time
@@ -73,6 +80,7 @@ for batch in (1, 8):
 print(json.dumps({"specs": [{"model": "ViT-S/16 224²", "backend": "ort", "forward_ms": out}]}))
 PY
 }
+if want 1; then
 for rep in 1 2 3; do
   for t in 1 2; do
     "$g" bench specs/vit_small.graft --backend native,torch --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
@@ -98,6 +106,8 @@ for (b, t), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     n, l, o = (statistics.median(r[k]) for k in ("native", "torch", "ort"))
     print(f"| ViT-S/16 224² | {b} | {t} | {cell(r['native'])} | {cell(r['torch'])} | {cell(r['ort'])} | {n / l:.3f} | {n / o:.3f} |")
 PY
+fi
+if want 2; then
 
 echo
 echo "| model | batch | threads | native ms | LibTorch ms | native / LibTorch |"
@@ -107,6 +117,8 @@ for t in 1 2; do
     --threads "$t" --iters $((iters * 10)) --warmup 5 --json >"$tmp/demo_$t.json"
   ratio "$tmp/demo_$t.json" "$t"
 done
+fi
+if want 3; then
 
 echo
 echo "Elementwise strategies (native, 1 thread, medians of $iters; processes alternated 3 times):"
@@ -142,6 +154,8 @@ for (m, b), r in rows.items():
     g, by, k, c = r["meta"]
     print(f"| {m} | {b} | {cell['unfused']} | {cell['blocks']} | {cell['jit']} | {g} | {by / 1e6:.1f} MB | {k}, {c:.1f} |")
 PY
+fi
+if want 4; then
 
 echo
 echo "Peak resident memory (each backend in its own build and process, ViT-S/16, 1 thread, 3 forwards; VmHWM):"
@@ -161,6 +175,8 @@ for batch in (1, 8):
     print(f"- batch {batch}: native {mb['native']:.0f} MiB (arena {arena:.1f} MiB), LibTorch {mb['torch']:.0f} MiB, "
           f"ratio {mb['native'] / mb['torch']:.2f}")
 PY
+fi
+if want 5; then
 
 echo
 echo "Binary size and cold start (graft run, vit_tiny, batch 1, 1 thread; median of 5):"
@@ -190,6 +206,8 @@ PY
 )
   echo "- $b build: $((size / 1024 / 1024)) MiB binary$([ "$b" = torch ] && echo " + LibTorch shared libraries"), cold start ${best} ms"
 done
+fi
+if want 6; then
 
 echo
 echo "ONNX Runtime (CPU), ViT-S/16 224², graft export onnx vs torch.onnx.export of the same timm model (same weights);"
@@ -224,7 +242,9 @@ for threads in (1, 2):
         g, t = statistics.median(ts["graft"]), statistics.median(ts["torch"])
         print(f"| {batch} | {threads} | {g:.2f} | {t:.2f} | {g / t:.3f} |")
 PY
+fi
 
+if want 7; then
 echo
 echo "Under a competing load (2 threads, batch 1, medians of $((iters * 5)); alone and with two busy processes on the"
 echo "cores, alternated twice; in brackets the two runs):"
@@ -253,3 +273,4 @@ for (m, b), v in r.items():
     rng = lambda ts: "[" + ", ".join(f"{t:.2f}" for t in ts) + "]"
     print(f"| {m} | {b} | {a:.2f} {rng(v['alone'])} | {l:.2f} {rng(v['loaded'])} | {l / a:.2f} |")
 PY
+fi
