@@ -16,6 +16,9 @@
 #      sessions alternated run by run; the ratio must stay <= 1.02
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
 #      backend alone and with two busy processes on the machine's cores, alternated
+#   8. the attention crossover: native plain vs blocked attention (--attention) on
+#      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
+#      processes alternated
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 #        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 set -euo pipefail
@@ -25,7 +28,7 @@ export LIBTORCH="${LIBTORCH:-$PWD/.graft-env/torch}"
 bash scripts/setup.sh >/dev/null
 cargo build --release --quiet --features torch
 cp target/release/graft target/graft-torch
-sections="${SECTIONS:-1 2 3 4 5 6 7}"
+sections="${SECTIONS:-1 2 3 4 5 6 7 8}"
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if want 4 || want 5; then
   cargo build --release --quiet --target-dir target/native-only
@@ -272,5 +275,33 @@ for (m, b), v in r.items():
     a, l = statistics.median(v["alone"]), statistics.median(v["loaded"])
     rng = lambda ts: "[" + ", ".join(f"{t:.2f}" for t in ts) + "]"
     print(f"| {m} | {b} | {a:.2f} {rng(v['alone'])} | {l:.2f} {rng(v['loaded'])} | {l / a:.2f} |")
+PY
+fi
+
+if want 8; then
+echo
+echo "Attention, plain vs blocked (native, batch 1, 1 thread; processes alternated twice, medians; in brackets the runs):"
+echo "| model | tokens | plain ms | blocked ms | blocked / plain |"
+echo "|---|---|---|---|---|"
+for rep in 1 2; do
+  for a in plain blocked; do
+    "$g" bench specs/vit_small.graft --backend native --attention "$a" --batch 1 --threads 1 --iters "$iters" --warmup 1 \
+      --json >"$tmp/att_vits_${a}_$rep.json"
+    for m in ast_base videomae_base; do
+      "$g" bench "specs/$m.graft" --backend native --attention "$a" --batch 1 --threads 1 --iters 2 --warmup 1 \
+        --json >"$tmp/att_${m}_${a}_$rep.json"
+    done
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1])
+for m, tokens in (("vits", 197), ("ast_base", 1214), ("videomae_base", 1568)):
+    v = {a: [json.load(open(d / f"att_{m}_{a}_{r}.json"))["specs"][0]["forward_ms"][0][1] for r in (1, 2)]
+         for a in ("plain", "blocked")}
+    p, b = statistics.median(v["plain"]), statistics.median(v["blocked"])
+    rng = lambda ts: "[" + ", ".join(f"{t:.1f}" for t in ts) + "]"
+    name = json.load(open(d / f"att_{m}_plain_1.json"))["specs"][0]["model"]
+    print(f"| {name} | {tokens} | {p:.1f} {rng(v['plain'])} | {b:.1f} {rng(v['blocked'])} | {b / p:.3f} |")
 PY
 fi

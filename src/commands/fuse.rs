@@ -187,7 +187,12 @@ model m {
             allow_nonfinite: false,
             seed: 0,
             backend: BackendArg::DEFAULT,
-            engine: EngineArgs { threads: Some(1), elementwise: super::super::ElementwiseArg::Jit, simd: None },
+            engine: EngineArgs {
+                threads: Some(1),
+                elementwise: super::super::ElementwiseArg::Jit,
+                simd: None,
+                attention: super::super::AttentionArg::Auto,
+            },
         };
         run(&args).unwrap();
         let fused = SafeFile::open(&out).unwrap();

@@ -96,11 +96,24 @@ pub struct EngineArgs {
     /// lacks is refused).
     #[arg(long, value_enum)]
     pub simd: Option<SimdArg>,
+    /// The native backend's attention kernel: `auto` (blocked from 4096 keys), or
+    /// always `plain` (the whole score matrix per head) or `blocked` (online softmax
+    /// over key blocks: little scratch memory, slower below that length).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attention: AttentionArg,
+}
+
+/// `--attention`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionArg {
+    Auto,
+    Plain,
+    Blocked,
 }
 
 /// The backend `kind` configured by `e`.
 pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backend>> {
-    use crate::backend::native::{ew::EwStrategy, math::SimdLevel, Native};
+    use crate::backend::native::{ew::EwStrategy, math::SimdLevel, AttentionPath, Native};
     match kind {
         BackendArg::Native => {
             let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -114,12 +127,20 @@ pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backe
                 SimdArg::Avx2 => SimdLevel::Avx2Fma,
                 SimdArg::Avx512 => SimdLevel::Avx512,
             });
-            Ok(Box::new(Native { threads: threads.max(1), elementwise, simd }))
+            let attention = match e.attention {
+                AttentionArg::Auto => AttentionPath::Auto,
+                AttentionArg::Plain => AttentionPath::Plain,
+                AttentionArg::Blocked => AttentionPath::Blocked,
+            };
+            Ok(Box::new(Native { threads: threads.max(1), elementwise, simd, attention }))
         }
         #[cfg(feature = "torch")]
         BackendArg::Torch => {
             if e.simd.is_some() {
                 anyhow::bail!("--simd: only the native backend has this choice (LibTorch picks its own kernels); drop it or use --backend native");
+            }
+            if e.attention != AttentionArg::Auto {
+                anyhow::bail!("--attention: only the native backend has this choice (LibTorch picks its own kernels); drop it or use --backend native");
             }
             if let Some(t) = e.threads {
                 tch::set_num_threads(t as i32);

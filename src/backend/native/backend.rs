@@ -7,6 +7,7 @@
 //! recently used evicted first ([`Lru`]).
 
 use super::arena::Arena;
+use super::attention::AttentionPath;
 use super::cache::Lru;
 use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
@@ -34,11 +35,13 @@ pub struct Native {
     pub threads: usize,
     pub elementwise: EwStrategy,
     pub simd: Option<SimdLevel>,
+    /// The attention kernel: by key count (default), or always plain or blocked.
+    pub attention: AttentionPath,
 }
 
 impl Default for Native {
     fn default() -> Self {
-        Native { threads: 1, elementwise: EwStrategy::Jit, simd: None }
+        Native { threads: 1, elementwise: EwStrategy::Jit, simd: None, attention: AttentionPath::Auto }
     }
 }
 
@@ -120,6 +123,7 @@ pub struct NativeExecutable {
     ew: EwCompiler,
     /// The level every forward's kernels run at (one the CPU has).
     simd: SimdLevel,
+    attention: AttentionPath,
     programs: Lru<Vec<Option<InputSig>>, Prepared>,
     /// The inputs of the last run (for [`Executable::report`]).
     last: Option<Vec<Option<InputSig>>>,
@@ -158,6 +162,7 @@ impl NativeExecutable {
             pool: Pool::new(cfg.threads),
             ew,
             simd,
+            attention: cfg.attention,
             programs: Lru::new(PROGRAMS),
             last: None,
             forwards: 0,
@@ -271,7 +276,7 @@ impl NativeExecutable {
             })
             .collect();
         if self.programs.get(&key).is_none() {
-            let prog = lower(&self.plan, &key, self.pool.threads(), &mut self.ew)?;
+            let prog = lower(&self.plan, &key, self.pool.threads(), self.attention, &mut self.ew)?;
             self.pack_weights(&prog)?;
             let bytes = prog.arena_len.checked_mul(4).ok_or_else(|| refused(usize::MAX, "the native arena"))?;
             let arena = Arena::new(bytes)?;
@@ -495,6 +500,23 @@ model m {
         if math::best() != SimdLevel::Portable {
             assert!(run(Some(SimdLevel::Portable)) != best, "`simd: Portable` ran at the best level");
         }
+    }
+
+    #[test]
+    fn the_blocked_attention_path_agrees_with_the_plain_one() {
+        let c = crate::api::compile_str("m.graft", None, SPEC, Mode::Infer).unwrap_or_else(|_| panic!("compiles"));
+        let plan = Plan::new(&c.graph);
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+        let given = inputs::random(&plan, 3, 7).unwrap();
+        let run = |attention| {
+            let native = Native { threads: 2, attention, ..Native::default() };
+            let mut exe = native.prepare(&plan, params.clone(), &Options::default()).unwrap();
+            run_named(exe.as_mut(), &plan, given.clone(), DType::F32).unwrap().remove(0).1.to_f64()
+        };
+        let (plain, blocked) = (run(AttentionPath::Plain), run(AttentionPath::Blocked));
+        assert_eq!(run(AttentionPath::Auto), plain, "short sequences take the plain path");
+        let worst = plain.iter().zip(&blocked).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
+        assert!(worst < 1e-5 && plain.len() == 15, "blocked differs by {worst}");
     }
 
     #[test]

@@ -276,13 +276,15 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             }
         }
         Step::Ew { kernel, rows, cols, inputs, outputs } => ew(m, kernel, *rows, *cols, inputs, outputs, t, n),
-        Step::Attention { q, k, v, mask, out, heads, scale, scratch } => {
-            let (b, tq, tk) = (q.shape[0], q.shape[1], k.shape[1]);
+        Step::Attention { q, k, v, mask, out, heads, scale, scratch, blocked } => {
+            let b = q.shape[0];
             let (lo, hi) = part(b * heads, t, n, 1);
+            let per = scratch.cols();
             // SAFETY: one scratch row per participant.
-            let sc = unsafe { m.write(scratch, who * tq * tk, (who + 1) * tq * tk) };
+            let sc = unsafe { m.write(scratch, who * per, (who + 1) * per) };
             for item in lo..hi {
-                attend(m, [q, k, v], mask.as_ref(), out, (item / heads, item % heads), *heads, *scale, sc);
+                let at = (item / heads, item % heads);
+                attend(m, [q, k, v], mask.as_ref(), out, at, (*heads, *scale, *blocked), sc);
             }
         }
         Step::Embedding { ids, table, out } => {
@@ -361,8 +363,7 @@ fn attend(
     mask: Option<&Mask>,
     out: &View,
     (bi, h): (usize, usize),
-    heads: usize,
-    scale: f32,
+    (heads, scale, blocked): (usize, f32, bool),
     sc: &mut [f32],
 ) {
     let (tq, tk) = (q.shape[1], k.shape[1]);
@@ -393,7 +394,13 @@ fn attend(
     };
     let (o, len) = m.window(out, bi * tq * dv + h * dvh, (bi + 1) * tq * dv);
     // SAFETY: each (batch, head) writes only its own columns of its rows.
-    unsafe { attention::head(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv) };
+    unsafe {
+        if blocked {
+            attention::head_blocked(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv)
+        } else {
+            attention::head(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv)
+        }
+    };
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -16,6 +16,7 @@
 //! ([`arena::plan`]).
 
 use super::arena;
+use super::attention::{blocked_scratch, AttentionPath};
 use super::ew::EwCompiler;
 use super::ewlower::{self, EwOp};
 use super::lowering::{float, internal, Lowering, Val};
@@ -37,10 +38,19 @@ pub fn lower(
     plan: &Plan,
     sigs: &[Option<InputSig>],
     threads: usize,
+    attention: AttentionPath,
     ew: &mut EwCompiler,
 ) -> Result<Program, BackendError> {
-    let mut l =
-        Lowering { plan, steps: Vec::new(), buffers: Vec::new(), ids: Vec::new(), threads, ew, sites: Vec::new() };
+    let mut l = Lowering {
+        plan,
+        steps: Vec::new(),
+        buffers: Vec::new(),
+        ids: Vec::new(),
+        threads,
+        attention,
+        ew,
+        sites: Vec::new(),
+    };
     let mut slots = load_inputs(&mut l, sigs)?;
     for ins in plan.instrs() {
         l.enter(&ins.path, ins.op.name());
@@ -320,8 +330,10 @@ fn attention(l: &mut Lowering, mut a: Vec<Val>, heads: usize, out: Vec<usize>) -
     let (tq, tk) = (q.shape[1], k.shape[1]);
     let dh = q.shape[2] / heads;
     let dst = l.fresh(out);
-    let scratch = l.fresh(vec![l.threads, tq * tk]);
+    let blocked = l.attention.blocked(tk);
+    let per = if blocked { blocked_scratch(v.shape[2] / heads) } else { tq * tk };
+    let scratch = l.fresh(vec![l.threads, per]);
     let scale = 1.0 / (dh as f32).sqrt();
-    l.push(Step::Attention { q, k, v, mask, out: dst.clone(), heads, scale, scratch });
+    l.push(Step::Attention { q, k, v, mask, out: dst.clone(), heads, scale, scratch, blocked });
     Ok(Val::F(dst))
 }

@@ -7,6 +7,7 @@
 //! formed ([`EwSpec`]), which exists only here; [`super::ewlower::finish`] compiles
 //! the groups into [`Step::Ew`].
 
+use super::attention::AttentionPath;
 use super::ew::{EwBroadcast, EwCompiler, EwInstr, EwValue};
 use super::program::{Site, Step, Store, Strided, View};
 use crate::backend::plan::Plan;
@@ -55,6 +56,8 @@ pub(super) struct Lowering<'a> {
     pub buffers: Vec<usize>,
     pub ids: Vec<Vec<i64>>,
     pub threads: usize,
+    /// Which attention kernel runs, by key count.
+    pub attention: AttentionPath,
     pub ew: &'a mut EwCompiler,
     /// The plan instructions lowered so far (the last one is being lowered).
     pub sites: Vec<Site>,

@@ -17,7 +17,7 @@
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
 //!
-//! Public: the backend ([`Native`], [`NativeExecutable`], [`PROGRAMS`]), the elementwise
+//! Public: the backend ([`Native`], [`NativeExecutable`], [`PROGRAMS`], [`AttentionPath`]), the elementwise
 //! compiler ([`ew`], for its tests and the ablation example) and [`math`]; every one of
 //! them is safe to call with any arguments. Everything that handles raw memory (the
 //! arena, the pool's shared buffers, the program and its executor) is private to the
@@ -41,6 +41,7 @@ pub(crate) mod program;
 pub(crate) mod rows;
 pub(crate) mod views;
 
+pub use attention::{AttentionPath, BLOCKED_FROM};
 pub use backend::{Native, NativeExecutable, PROGRAMS};
 pub use ewlower::MAX_GROUP_OPS;
 

@@ -170,7 +170,8 @@ pub enum Step {
         inputs: Vec<(View, EwBroadcast)>,
         outputs: Vec<View>,
     },
-    /// Multi-head attention; `scratch` holds one `[tq, tk]` score matrix per thread.
+    /// Multi-head attention; `scratch` holds one `[tq, tk]` score matrix per thread,
+    /// or with `blocked` one block's scratch ([`super::attention::blocked_scratch`]).
     Attention {
         q: View,
         k: View,
@@ -180,6 +181,7 @@ pub enum Step {
         heads: usize,
         scale: f32,
         scratch: View,
+        blocked: bool,
     },
     /// `out[i] = table[ids[i]]`; an id outside the table is a [`KernelError`].
     Embedding {
@@ -247,7 +249,7 @@ impl Step {
                     a.write(v.store);
                 }
             }
-            Step::Attention { q, k, v, mask, out, heads: _, scale: _, scratch } => {
+            Step::Attention { q, k, v, mask, out, heads: _, scale: _, scratch, blocked: _ } => {
                 for t in [q, k, v] {
                     a.read(t.store);
                 }
