@@ -15,7 +15,8 @@
 #      same timm model through `torch.onnx.export`: batch 1 and 8, 1 and 2 threads,
 #      sessions alternated run by run; the ratio must stay <= 1.02
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
-#      backend alone and with two busy processes on the machine's cores, alternated
+#      backend in its own process, alone and with two busy processes on the machine's
+#      cores, alternated
 #   8. the attention crossover: native plain vs blocked attention (--attention) on
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
@@ -258,8 +259,12 @@ for rep in 1 2; do
   for load in alone loaded; do
     pids=""
     if [ "$load" = loaded ]; then busy; pids=$(jobs -p | tr '\n' ' '); sleep 1; fi
-    "$g" bench specs/demo/cm3t_multimodal.graft specs/vit_small.graft --backend native,torch --batch 1 --threads 2 \
-      --iters $((iters * 5)) --warmup 5 --json >"$tmp/load_${load}_$rep.json"
+    # Each backend in its own process: LibTorch's OpenMP threads keep spinning after
+    # its forwards and would load the native backend's cores themselves.
+    for b in native torch; do
+      "$g" bench specs/demo/cm3t_multimodal.graft specs/vit_small.graft --backend "$b" --batch 1 --threads 2 \
+        --iters $((iters * 5)) --warmup 5 --json >"$tmp/load_${load}_${b}_$rep.json"
+    done
     # shellcheck disable=SC2086
     [ -n "$pids" ] && kill $pids && wait $pids 2>/dev/null || true
   done
@@ -269,8 +274,9 @@ import json, sys, statistics, pathlib
 d = pathlib.Path(sys.argv[1]); r = {}
 for load in ("alone", "loaded"):
     for rep in (1, 2):
-        for s in json.load(open(d / f"load_{load}_{rep}.json"))["specs"]:
-            r.setdefault((s["model"], s["backend"]), {}).setdefault(load, []).append(s["forward_ms"][0][1])
+        for b in ("native", "torch"):
+            for s in json.load(open(d / f"load_{load}_{b}_{rep}.json"))["specs"]:
+                r.setdefault((s["model"], s["backend"]), {}).setdefault(load, []).append(s["forward_ms"][0][1])
 for (m, b), v in r.items():
     a, l = statistics.median(v["alone"]), statistics.median(v["loaded"])
     rng = lambda ts: "[" + ", ".join(f"{t:.2f}" for t in ts) + "]"

@@ -10,11 +10,11 @@
 //! sum, the partial output rescaled when the maximum grows), so its scratch is a few
 //! hundred KiB where the plain path's is `Tq × Tk` per thread (VideoMAE's 1568 tokens:
 //! 9.8 MB). Same masking semantics; the sums differ from the plain path's by rounding
-//! only. Measured on a 2-core AMD EPYC (16 MiB L3, `bench_native.sh` part 8) it is
-//! 5–10% slower than the plain path at 197, 1214 and 1568 tokens (its blocks re-pack
-//! the keys and values per query block), so [`AttentionPath::Auto`] takes it only
-//! where memory decides: from [`BLOCKED_FROM`] keys, where one head's score matrix
-//! passes 64 MiB.
+//! only. Measured on a 2-core AMD EPYC (16 MiB L3, `bench_native.sh` part 8) it is no
+//! faster than the plain path at 197, 1214 and 1568 tokens (0.98–1.08× of its time:
+//! its blocks re-pack the keys and values per query block), so
+//! [`AttentionPath::Auto`] takes it only where memory decides: from [`BLOCKED_FROM`]
+//! keys, where one head's score matrix passes 64 MiB.
 
 use super::gemm::{gemm, gemm_raw, Operand};
 use super::math;
