@@ -13,7 +13,8 @@
 #      build against the LibTorch build
 #   6. ONNX Runtime (CPU) on ViT-S/16 as `graft export onnx` writes it, against the
 #      same timm model through `torch.onnx.export`: batch 1 and 8, 1 and 2 threads,
-#      sessions alternated run by run; the ratio must stay <= 1.02
+#      sessions alternated run by run (in one process, so neither spins between
+#      runs); the ratio must stay <= 1.02
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
 #      backend in its own process, alone and with two busy processes on the machine's
 #      cores, alternated
@@ -229,6 +230,9 @@ print("| batch | threads | ORT graft ms | ORT torch.onnx ms | graft / torch.onnx
 print("|---|---|---|---|---|")
 for threads in (1, 2):
     o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+    # Two sessions share this process: threads that spin after a run would load the
+    # other session's cores, so neither spins (the ratio compares the two graphs).
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
     s = {k: ort.InferenceSession(f"{tmp}/{k}_vits.onnx", o, providers=["CPUExecutionProvider"]) for k in ("graft", "torch")}
     for batch in (1, 8):
         x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
