@@ -515,8 +515,10 @@ model m {
         };
         let (plain, blocked) = (run(AttentionPath::Plain), run(AttentionPath::Blocked));
         assert_eq!(run(AttentionPath::Auto), plain, "short sequences take the plain path");
+        assert!(plain.len() == 15 && blocked.len() == 15, "{} and {} logits", plain.len(), blocked.len());
+        assert!(plain.iter().chain(&blocked).all(|v| v.is_finite()), "non-finite logits");
         let worst = plain.iter().zip(&blocked).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
-        assert!(worst < 1e-5 && plain.len() == 15, "blocked differs by {worst}");
+        assert!(worst < 1e-5, "blocked differs by {worst}");
     }
 
     #[test]
