@@ -84,17 +84,22 @@ pub unsafe fn head(
 ) {
     let s = &mut scores[..tq * tk];
     gemm(tq, tk, dh, scale, Operand::rows(h.q, h.ldq), Operand::transposed(h.k, h.ldk), s, tk, false);
-    if let Some(keep) = h.keep {
-        for j in (0..tk).filter(|&j| !keep(j)) {
-            for i in 0..tq {
-                s[i * tk + j] += f32::MIN;
-            }
-        }
-    }
+    mask(s, tk, 0, h.keep);
     for row in s.chunks_exact_mut(tk) {
         math::softmax_row(row);
     }
     gemm_raw(tq, dvh, tk, 1.0, Operand::rows(s, tk), Operand::rows(h.v, h.ldv), out, out_len, ldo, false);
+}
+
+/// Add the most negative f32 to the scores (rows of `cols`, keys `k0..`) of every
+/// key `keep` masks.
+fn mask(scores: &mut [f32], cols: usize, k0: usize, keep: Option<&dyn Fn(usize) -> bool>) {
+    let Some(keep) = keep else { return };
+    for j in (0..cols).filter(|&j| !keep(k0 + j)) {
+        for row in scores.chunks_exact_mut(cols) {
+            row[j] += f32::MIN;
+        }
+    }
 }
 
 /// [`head`] without the full score matrix (see the module doc); `scratch` holds
@@ -129,13 +134,7 @@ pub unsafe fn head_blocked(
             let sb = &mut s[..bq * bk];
             let q = Operand::rows(&h.q[q0 * h.ldq..], h.ldq);
             gemm(bq, bk, dh, scale, q, Operand::transposed(&h.k[k0 * h.ldk..], h.ldk), sb, bk, false);
-            if let Some(keep) = h.keep {
-                for j in (0..bk).filter(|&j| !keep(k0 + j)) {
-                    for i in 0..bq {
-                        sb[i * bk + j] += f32::MIN;
-                    }
-                }
-            }
+            mask(sb, bk, k0, h.keep);
             for (i, row) in sb.chunks_exact_mut(bk).enumerate() {
                 let m = row.iter().fold(max[i], |m, &v| if v > m { v } else { m });
                 // The running sum and output were taken against the old maximum.
