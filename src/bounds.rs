@@ -39,6 +39,22 @@ pub const MAX_WORLD: u64 = 1 << 16;
 /// Far below what c10d's nanosecond clocks overflow at (about 9.2e9 s).
 pub const MAX_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
+/// Temporal clips or spatial crops per sample at evaluation (`eval --clips`,
+/// `--crops`; VideoMAE tests with 5 × 3, or 2 × 3).
+pub const MAX_VIEWS: u64 = 32;
+
+/// `I/K` (`data sample --clip 1/3`): view `I`, counted from 0, of `K` in
+/// `1..=MAX_VIEWS`.
+pub fn view_of(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}`: expected I/K, view I (from 0) of K, with I < K ≤ {MAX_VIEWS}, e.g. 0/3");
+    let (i, k) = s.split_once('/').ok_or_else(bad)?;
+    let (i, k) = (i.trim().parse::<u32>().map_err(|_| bad())?, k.trim().parse::<u32>().map_err(|_| bad())?);
+    if k == 0 || k as u64 > MAX_VIEWS || i >= k {
+        return Err(bad());
+    }
+    Ok((i, k))
+}
+
 /// A `usize` count in `1..=max`.
 pub fn count(max: u64) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::<usize>::new().range(1..=max)

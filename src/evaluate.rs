@@ -55,8 +55,12 @@ pub struct Report {
     pub run: Option<String>,
     pub without: Vec<String>,
     pub samples: u64,
-    /// Mean cross-entropy per sample.
+    /// Mean cross-entropy per sample (of the views' mean probabilities with several
+    /// views).
     pub loss: f64,
+    /// Temporal clips × spatial crops scored per sample (softmax averaged).
+    pub clips: u32,
+    pub crops: u32,
     pub accuracy: f64,
     pub correct: u64,
     pub classes: usize,
@@ -121,11 +125,34 @@ pub struct Evaluated<'a> {
     pub output: usize,
 }
 
-/// Evaluate every sample of `ds` once, `batch` samples per forward.
-pub fn evaluate(m: Evaluated<'_>, ds: &Dataset, batch: usize, without: &[String]) -> Result<Report, EvalError> {
+/// Evaluate every sample of `ds` once, `batch` samples per forward, in each of the
+/// `views` (see [`tally`]).
+pub fn evaluate(
+    m: Evaluated<'_>,
+    ds: &Dataset,
+    batch: usize,
+    without: &[String],
+    views: Views,
+) -> Result<Report, EvalError> {
     let model = m.model.to_string();
-    let t = tally(m, ds, batch, without, (0, 1))?;
-    report(&model, ds, without, t)
+    let t = tally(m, ds, batch, without, (0, 1), views)?;
+    let mut r = report(&model, ds, without, t)?;
+    (r.clips, r.crops) = (views.clips, views.crops);
+    Ok(r)
+}
+
+/// How many views of each sample are scored: VideoMAE's multi-view testing, `clips`
+/// temporal windows × `crops` spatial crops (1 × 1: the central window,
+/// center-cropped).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Views {
+    pub clips: u32,
+    pub crops: u32,
+}
+
+impl Views {
+    /// One view: the central clip, center-cropped.
+    pub const ONE: Views = Views { clips: 1, crops: 1 };
 }
 
 /// The confusion counts and the summed loss of a share of a dataset.
@@ -139,39 +166,66 @@ pub struct Tally {
 
 /// Tally the batches of `ds` whose index is `rank` modulo `world` (`shard`): the
 /// tallies of all ranks of a data-parallel run add up to the whole dataset's.
+///
+/// With one view a sample's loss is the cross-entropy of its logits and its prediction
+/// their first largest. With several (`views`: clips × crops, as VideoMAE tests), each
+/// view is a pass of the eval transform and the sample's score is the mean of the
+/// views' softmax probabilities, as VideoMAE's test merge averages them: the
+/// prediction is its first largest and the loss `−ln` of its true class.
 pub fn tally(
-    m: Evaluated<'_>,
+    mut m: Evaluated<'_>,
     ds: &Dataset,
     batch: usize,
     without: &[String],
     shard: (usize, usize),
+    views: Views,
 ) -> Result<Tally, EvalError> {
     let classes = ds.meta.classes;
     let mut confusion = vec![vec![0u64; classes]; classes];
     let (mut loss_sum, mut samples) = (0.0f64, 0u64);
     let (rank, world) = (shard.0, shard.1.max(1));
-    // Stored inputs get the eval transform (resize + center crop, the central clip).
-    let ds = ds.clone().with_view(crate::data::View::Eval);
-    for (i, b) in ds.batches(batch.max(1), 0, 0, false).enumerate() {
-        if i % world != rank {
-            continue;
+    // Stored inputs get the eval transform (resize + crop, a clip window), once per view.
+    let sets: Vec<Dataset> = crate::data::EvalView::all(views.clips.max(1), views.crops.max(1))
+        .into_iter()
+        .map(|v| ds.clone().with_view(crate::data::View::Eval(v)))
+        .collect();
+    let mut streams: Vec<_> = sets.iter().map(|d| d.batches(batch.max(1), 0, 0, false)).collect();
+    for i in 0.. {
+        let mine = i % world == rank;
+        // The batch's summed scores (logits, or probabilities with several views) and labels.
+        let mut scores: Option<(Vec<f64>, Vec<i64>)> = None;
+        let mut ended = 0;
+        for stream in &mut streams {
+            let Some(b) = stream.next() else {
+                ended += 1;
+                continue;
+            };
+            if !mine {
+                continue;
+            }
+            let b = b?;
+            let logits = logits_of(&mut m, &b, without, classes)?;
+            scores = Some(match scores {
+                None if sets.len() == 1 => (logits, b.labels),
+                None => (softmax_rows(&logits, classes), b.labels),
+                Some((mut sum, labels)) => {
+                    if labels != b.labels {
+                        return Err(EvalError::Invalid(
+                            "internal error: the views of a batch disagree on its labels".into(),
+                        ));
+                    }
+                    sum.iter_mut().zip(softmax_rows(&logits, classes)).for_each(|(s, p)| *s += p);
+                    (sum, labels)
+                }
+            });
         }
-        let b = b?;
-        let ins = batch_inputs(m.plan, &b, without)?;
-        let mut outs = m.exe.run(&ins)?;
-        if m.output >= outs.len() {
-            return Err(EvalError::Invalid(format!("internal error: no output {}", m.output)));
+        match ended {
+            0 => {}
+            e if e == streams.len() => break,
+            _ => return Err(EvalError::Invalid("internal error: the views yield different batch counts".into())),
         }
-        let (name, logits) = outs.swap_remove(m.output);
-        let n = b.len();
-        if logits.shape.len() != 2 || logits.shape[0] != n as i64 || logits.shape[1] != classes as i64 {
-            return Err(EvalError::Invalid(format!(
-                "output `{name}` is {:?}, expected [{n}, {classes}]",
-                logits.shape
-            )));
-        }
-        let values = logits.to_f64();
-        for (row, &t) in values.chunks_exact(classes.max(1)).zip(&b.labels) {
+        let Some((values, labels)) = scores else { continue };
+        for (row, &t) in values.chunks_exact(classes.max(1)).zip(&labels) {
             let t = usize::try_from(t)
                 .ok()
                 .filter(|&t| t < classes)
@@ -183,13 +237,42 @@ pub fn tally(
                     (bi, bv)
                 }
             });
-            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-            loss_sum += lse - row[t];
+            loss_sum += if sets.len() == 1 {
+                let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                lse - row[t]
+            } else {
+                -(row[t] / sets.len() as f64).ln()
+            };
             confusion[t][p] += 1;
         }
-        samples += n as u64;
+        samples += labels.len() as u64;
     }
     Ok(Tally { confusion, loss_sum, samples })
+}
+/// Run one batch and return its logits `[n, classes]` as f64, shape checked.
+fn logits_of(m: &mut Evaluated<'_>, b: &Batch, without: &[String], classes: usize) -> Result<Vec<f64>, EvalError> {
+    let ins = batch_inputs(m.plan, b, without)?;
+    let mut outs = m.exe.run(&ins)?;
+    if m.output >= outs.len() {
+        return Err(EvalError::Invalid(format!("internal error: no output {}", m.output)));
+    }
+    let (name, logits) = outs.swap_remove(m.output);
+    let n = b.len();
+    if logits.shape.len() != 2 || logits.shape[0] != n as i64 || logits.shape[1] != classes as i64 {
+        return Err(EvalError::Invalid(format!("output `{name}` is {:?}, expected [{n}, {classes}]", logits.shape)));
+    }
+    Ok(logits.to_f64())
+}
+
+/// Each row's softmax, in f64 (the largest logit subtracted first).
+fn softmax_rows(logits: &[f64], classes: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(classes.max(1)) {
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+        out.extend(row.iter().map(|v| (v - max).exp() / sum));
+    }
+    out
 }
 
 /// The report of model `model` from a (summed) tally over `ds`.
@@ -237,6 +320,8 @@ pub fn report(model: &str, ds: &Dataset, without: &[String], t: Tally) -> Result
         without: without.to_vec(),
         samples,
         loss: loss_sum / samples as f64,
+        clips: 1,
+        crops: 1,
         accuracy: correct as f64 / samples as f64,
         correct,
         classes,
@@ -253,6 +338,9 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(s, "model {} on {} ({} samples, {} classes{run})", r.model, r.data, r.samples, r.classes);
     if !r.without.is_empty() {
         let _ = writeln!(s, "without: {} (evaluated as missing)", r.without.join(", "));
+    }
+    if r.clips * r.crops > 1 {
+        let _ = writeln!(s, "views: {} clips × {} crops per sample (softmax averaged)", r.clips, r.crops);
     }
     let _ = writeln!(s, "loss      {:.4}", r.loss);
     let _ = writeln!(s, "accuracy  {:.2}% ({}/{})", 100.0 * r.accuracy, r.correct, r.samples);

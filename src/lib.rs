@@ -37,5 +37,6 @@ pub mod rng;
 pub mod safetensors;
 pub mod select;
 pub mod source;
+pub mod stats;
 pub mod syntax;
 pub mod tensor;

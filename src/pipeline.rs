@@ -57,6 +57,8 @@ pub struct Compiled {
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
     /// Bindings whose file the command line must give (`weights required`).
     pub required_weights: std::collections::BTreeSet<String>,
+    /// The normalisation each input declares it expects (`normalized imagenet`).
+    pub input_norms: BTreeMap<String, crate::lower::norm::Normalized>,
     /// Adapters: module, numeric configuration, sites.
     pub adapter_info: BTreeMap<String, crate::lower::AdapterInfo>,
     /// Sites (path, kind) in creation order, for `graft select`.
@@ -325,6 +327,7 @@ fn finish(graph: Verified, cx: PassCtx, mode: Mode) -> Compiled {
         weights: d.weights,
         key_maps: d.key_maps,
         required_weights: d.required_weights,
+        input_norms: d.input_norms,
         adapter_info,
         sites,
         site_types,

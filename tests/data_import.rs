@@ -340,6 +340,130 @@ fn video_clips_match_videomae_eval() {
 }
 
 #[test]
+fn video_views_match_videomae_multi_view_testing() {
+    let m = meta();
+    assert!(
+        m["video_ok"].as_bool().unwrap(),
+        "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg`"
+    );
+    let out = tmp("video-views");
+    let src = files().join("video");
+    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
+    ok(&[&["data", "import", "video", p(&src), "--out", p(&out)][..], &args].concat());
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..2 {
+        for j in 0..3 {
+            let s = out.with_extension(format!("v{k}{j}.safetensors"));
+            let (clip, crop) = (format!("{k}/2"), format!("{j}/3"));
+            let o = ok(&["data", "sample", p(&out), "--eval", "--clip", &clip, "--crop", &crop, "--out", p(&s)]);
+            assert!(o.contains(&format!("clip {clip}, crop {crop}")), "{o}");
+            let (xs, labels) = sampled(&s, "video");
+            assert_eq!(xs.len(), 2);
+            for (x, label) in xs.iter().zip(&labels) {
+                let cls = if *label == 0 { "bars" } else { "noise" };
+                let (shape, want) = reference(&format!("video/{cls}/clip{k}crop{j}"));
+                assert_eq!(shape, vec![3, 4, 32, 32]);
+                let d = levels(x, &want);
+                assert!(d <= 1.0 + 1e-3, "{cls} clip {k} crop {j}: {d} levels from VideoMAE's view");
+                seen.insert(x.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+        }
+    }
+    assert_eq!(seen.len(), 12, "the six views of each video differ");
+    // A view index outside its count is a usage error naming the form.
+    let bad = out.with_extension("x");
+    let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["data", "sample", p(&out), "--eval", "--clip", "2/2", "--out", p(&bad)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected I/K"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn eval_averages_the_softmax_probabilities_of_every_view() {
+    use graft::backend::{native::Native, Backend, Options, Plan};
+    use graft::data::{EvalView, View};
+    use graft::evaluate::{batch_inputs, evaluate, Evaluated, Views};
+    assert!(meta()["video_ok"].as_bool().unwrap(), "the ffmpeg program is missing");
+    let out = tmp("video-eval-views");
+    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
+    ok(&[&["data", "import", "video", p(&files().join("video")), "--out", p(&out)][..], &args].concat());
+    let spec = out.with_extension("graft");
+    std::fs::write(
+        &spec,
+        "use std.vit\nmodel views {\n  input video: f32[B, 3, 4, 32, 32]\n  encoder v = vit3d(dim: 32, depth: 1, \
+         heads: 2, classes: 2, frames: 4, tubelet: 2, patch: 8, image: 32)(video)\n  output logits = v\n}\n",
+    )
+    .unwrap();
+    let c = graft::api::compile_spec(&spec, graft::pipeline::Mode::Train).unwrap();
+    let plan = Plan::new(&c.graph);
+    let params = plan.params().iter().map(|p| graft::params::init::random_values(p, 0)).collect();
+    let mut exe = Native::default().prepare(&plan, params, &Options::default()).unwrap();
+    let ds = Dataset::open(&out).unwrap();
+    let mut eval = |views| {
+        let m = Evaluated { model: "views", plan: &plan, exe: exe.as_mut(), output: 0 };
+        evaluate(m, &ds, 1, &[], views).unwrap()
+    };
+    let (r, one) = (eval(Views { clips: 2, crops: 3 }), eval(Views::ONE));
+    assert_eq!((r.clips, r.crops, r.samples, one.clips), (2, 3, 2, 1));
+    // Independently: every view's logits on both videos, softmax, mean over the six.
+    let mut mean = [[0.0f64; 2]; 2];
+    let mut labels = Vec::new();
+    for v in EvalView::all(2, 3) {
+        let b = graft::data::sample::first_samples(&ds.clone().with_view(View::Eval(v)), 2, 0).unwrap();
+        let logits = exe.run(&batch_inputs(&plan, &b, &[]).unwrap()).unwrap().remove(0).1.to_f64();
+        for (i, row) in logits.chunks(2).enumerate() {
+            let z: f64 = row.iter().map(|x| x.exp()).sum();
+            (0..2).for_each(|c| mean[i][c] += row[c].exp() / z / 6.0);
+        }
+        labels = b.labels;
+    }
+    let want = labels.iter().enumerate().map(|(i, &t)| -mean[i][t as usize].ln()).sum::<f64>() / 2.0;
+    let correct = labels.iter().enumerate().filter(|&(i, &t)| mean[i][t as usize] >= mean[i][1 - t as usize]).count();
+    assert!((r.loss - want).abs() <= 1e-6 * want, "loss {} vs {want}", r.loss);
+    assert_eq!(r.correct as usize, correct);
+    assert!((one.loss - r.loss).abs() > 1e-6, "six views score differently from the central one");
+}
+
+#[test]
+fn a_declared_normalisation_is_checked_against_the_dataset() {
+    let out = tmp("video-norm");
+    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
+    ok(&[&["data", "import", "video", p(&files().join("frames")), "--out", p(&out)][..], &args].concat());
+    let spec = |name: &str, norm: &str| {
+        let path = out.with_extension(format!("{name}.graft"));
+        let text = format!(
+            "use std.vit\nmodel views {{\n  input video: f32[B, 3, 4, 32, 32] {norm}\n  encoder v = vit3d(dim: 32, \
+             depth: 1, heads: 2, classes: 2, frames: 4, tubelet: 2, patch: 8, image: 32)(video)\n  output logits = v\n}}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let check = |s: &Path| graft(&["data", "check", p(&out), "--spec", p(s)]);
+    // The import's default is ImageNet's statistics, by name or by number.
+    for (name, norm) in [
+        ("named", "normalized imagenet"),
+        ("numbers", "normalized mean [0.485, 0.456, 0.406] std [0.229, 0.224, 0.225]"),
+    ] {
+        let (good, text, err) = check(&spec(name, norm));
+        assert!(good && text.contains("fits model views"), "{norm}: {text}{err}");
+    }
+    let (good, _, err) = check(&spec("clip", "normalized clip"));
+    assert!(!good, "CLIP's statistics do not fit an ImageNet-normalised dataset");
+    for part in [
+        "input `video` is normalised with mean [0.485, 0.456, 0.406]",
+        ".clip.graft:3:3",
+        "normalized clip",
+        "--mean clip",
+    ] {
+        assert!(err.contains(part), "missing {part:?} in {err}");
+    }
+    let (good, _, err) = check(&spec("half", "normalized mean [0.5, 0.5, 0.5] std [0.5, 0.5, 0.5]"));
+    assert!(!good && err.contains("--mean 0.5,0.5,0.5 --std 0.5,0.5,0.5"), "{err}");
+}
+
+#[test]
 #[cfg_attr(not(feature = "fault-injection"), ignore = "needs --features fault-injection (the abort points)")]
 fn an_interrupted_import_continues_to_the_same_dataset() {
     let root = files().join("images");
@@ -442,7 +566,11 @@ fn synthetic_frames_import_back_to_the_tensors() {
         }
     }
     for train in [false, true] {
-        let d = imported.clone().with_view(if train { graft::data::View::Train } else { graft::data::View::Eval });
+        let d = imported.clone().with_view(if train {
+            graft::data::View::Train
+        } else {
+            graft::data::View::Eval(graft::data::EvalView::CENTRE)
+        });
         let b = graft::data::sample::first_samples(&d, 12, 0).unwrap();
         let v = b.inputs["video"].to_f64();
         let per = v.len() / 12;

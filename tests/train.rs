@@ -507,6 +507,11 @@ fn eval_reports_accuracy_confusions_and_runs_without_a_modality() {
     assert!(err.contains("`video` is not optional"), "{err}");
     let err = fails(&["eval", "mm.graft", "--data", "data/mm", "--without", "pose"]);
     assert!(err.contains("the model has no input `pose`"), "{err}");
+    // Several views need stored videos or images: plain tensors would give K equal views.
+    let err = fails(&["eval", "mm.graft", "--data", "data/mm", "--clips", "2"]);
+    assert!(err.contains("--clips 2") && err.contains("no video input stored as frames"), "{err}");
+    let err = fails(&["eval", "mm.graft", "--data", "data/mm", "--crops", "3"]);
+    assert!(err.contains("--crops 3") && err.contains("graft data import"), "{err}");
 }
 
 #[test]
@@ -589,6 +594,17 @@ fn the_dataset_is_checked_against_the_model_first() {
     ]);
     assert!(err.contains("already holds a run"), "{err}");
     assert!(!fx().path("runs/x").exists(), "nothing written for a run that never started");
+    // A declared normalisation that the dataset's recorded transform does not have.
+    let pre = std::fs::read_to_string(fx().path("pre.graft")).unwrap();
+    let clip = pre.replace("input video: f32[B, 3, 8, 32, 32]", "input video: f32[B, 3, 8, 32, 32] normalized clip");
+    std::fs::write(fx().path("pre_clip.graft"), clip).unwrap();
+    ok(&["data", "synth", "--task", "pretrain", "--format", "files", "--n", "8", "--out", "data/normf"]);
+    let import = ["data", "import", "video", "data/normf", "--out", "data/norm", "--frames", "8"];
+    ok(&[&import[..], &["--sampling-rate", "1", "--image-size", "32", "--crop-pct", "1"]].concat());
+    let args = ["train", "pre_clip.graft", "--data", "data/norm", "--steps", "1", "--batch", "4", "--lr", "1e-3"];
+    let err = fails(&[&args[..], &["--out", "runs/x"]].concat());
+    assert!(err.contains("pre_clip.graft:4:3 declares `normalized clip") && err.contains("--mean clip"), "{err}");
+    assert!(!fx().path("runs/x").exists(), "nothing written for a run that never started");
 }
 
 #[test]
@@ -622,6 +638,20 @@ fn any_number_of_reader_threads_trains_the_same_run() {
         ok(&["eval", "ad.graft", "--data", "data/u8", "--run", &one, "--json", "--device", "cpu", "--workers", w])
     };
     assert_eq!(eval("1"), eval("3"), "eval is the same for any number of reader threads");
+    // Multi-view testing from the command line: 2 clips × 3 crops, softmax averaged.
+    // These 8-frame 32² videos at 8 frames and crop-pct 1 have one window and one crop,
+    // so the six views are the central one and score what it scores.
+    let views = ok(&[
+        "eval", "ad.graft", "--data", "data/u8", "--run", &one, "--json", "--device", "cpu", "--clips", "2", "--crops",
+        "3",
+    ]);
+    let (v, c): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&views).unwrap(), serde_json::from_str(&eval("1")).unwrap());
+    assert_eq!((v["clips"].as_u64(), v["crops"].as_u64(), c["clips"].as_u64()), (Some(2), Some(3), Some(1)));
+    assert_eq!(v["samples"], c["samples"]);
+    assert_eq!(v["correct"], c["correct"]);
+    let (lv, lc) = (v["loss"].as_f64().unwrap(), c["loss"].as_f64().unwrap());
+    assert!((lv - lc).abs() <= 1e-9 * lc.abs().max(1.0), "six equal views: {lv} vs {lc}");
     for bad in ["0", "100000"] {
         let o = graft(
             &["train", "ad.graft", "--data", "data/u8", "--steps", "1", "--batch", "4", "--lr", "1e-2"]

@@ -2,14 +2,17 @@
 //!
 //! ```text
 //! graft eval SPEC --data DIR [--run RUN_DIR] [--weights BINDING=FILE]... [--without INPUT]...
-//!     [--batch N] [--workers N] [--json] [--device cpu|cuda|auto] [--allow-missing PATTERN]... [--seed N]
+//!     [--batch N] [--workers N] [--clips K] [--crops C] [--json] [--device cpu|cuda|auto]
+//!     [--allow-missing PATTERN]... [--seed N]
 //! ```
 //!
 //! The spec is compiled in train mode (the model as trained) and its weights loaded;
 //! `--run` lays `RUN_DIR/trainable.safetensors` over them after checking names and
 //! shapes (a different graph fingerprint with the same names and shapes is a note).
 //! `--without audio` evaluates as if the optional modality were missing from every
-//! sample. The model runs on the backend seam; [`crate::evaluate`] computes the
+//! sample. `--clips K --crops C` scores each sample in K temporal windows × C crops
+//! along the long side (VideoMAE's multi-view testing) and averages the softmax
+//! probabilities. The model runs on the backend seam; [`crate::evaluate`] computes the
 //! report, printed as text or, with `--json`, as one JSON object (confusion matrix
 //! included).
 
@@ -17,7 +20,8 @@ use super::train::checkpoint::TrainableFile;
 use super::train::spec::Spec;
 use super::{options, DeviceArg, DtypeArg};
 use crate::data::Dataset;
-use crate::evaluate::{check_without, evaluate, render, Evaluated};
+use crate::data::Transform;
+use crate::evaluate::{check_without, evaluate, render, Evaluated, Views};
 use anyhow::{anyhow, Result};
 use std::path::PathBuf;
 
@@ -43,6 +47,15 @@ pub struct EvalArgs {
     /// per core, at most 8).
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
+    /// Temporal windows per video, spread evenly over it; the views' softmax
+    /// probabilities are averaged (VideoMAE tests with 5 on Kinetics, 2 on
+    /// Something-Something). Needs a video input stored as frames.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = crate::bounds::count(crate::bounds::MAX_VIEWS))]
+    pub clips: usize,
+    /// Square crops along the long side of each resized image or frame (3 in VideoMAE's
+    /// tests), averaged with the clips. Needs a stored image or video input.
+    #[arg(long, value_name = "C", default_value_t = 1, value_parser = crate::bounds::count(crate::bounds::MAX_VIEWS))]
+    pub crops: usize,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +84,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?
         .with_workers(a.workers.unwrap_or(0));
     let notes = spec.check_dataset(&ds, "the data")?;
+    let views = Views { clips: a.clips as u32, crops: a.crops as u32 };
+    check_views(&ds, views)?;
     let run = a.run.as_deref().map(TrainableFile::open).transpose()?;
     let (values, load_notes) =
         spec.materialise(&a.weights, &a.allow_missing, a.seed, run.as_ref().map(|f| (f, false)))?;
@@ -81,12 +96,35 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let mut exe = backend.prepare(&spec.plan, values, &opts)?;
     let model = Evaluated { model: &spec.compiled.model, plan: &spec.plan, exe: exe.as_mut(), output: spec.output };
-    let mut r = evaluate(model, &ds, a.batch, &a.without)?;
+    let mut r = evaluate(model, &ds, a.batch, &a.without, views)?;
     r.run = a.run.as_ref().map(|d| d.display().to_string());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         print!("{}", render(&r));
+    }
+    Ok(())
+}
+
+/// Several clips need a stored video input, several crops a stored image or video:
+/// anything else would score the same view K times.
+fn check_views(ds: &Dataset, v: Views) -> Result<()> {
+    let stored = || ds.meta.inputs.values().filter(|i| i.stored.is_some()).filter_map(|i| i.transform.as_ref());
+    if v.clips > 1 && !stored().any(|t| matches!(t, Transform::Video(_))) {
+        return Err(anyhow!(
+            "--clips {}: {} has no video input stored as frames, so every clip would be the same; \
+             import videos with `graft data import video`, or leave --clips out",
+            v.clips,
+            ds.dir.display()
+        ));
+    }
+    if v.crops > 1 && !stored().any(|t| matches!(t, Transform::Video(_) | Transform::Image(_))) {
+        return Err(anyhow!(
+            "--crops {}: {} has no image or video input stored as pixels or frames, so every crop would be \
+             the same; import them with `graft data import images|video`, or leave --crops out",
+            v.crops,
+            ds.dir.display()
+        ));
     }
     Ok(())
 }

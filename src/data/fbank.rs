@@ -36,8 +36,7 @@ impl Default for FbankOptions {
 }
 
 /// AudioSet's statistics, as `ASTFeatureExtractor` normalises with them.
-pub const AST_MEAN: f32 = -4.267_739_3;
-pub const AST_STD: f32 = 4.568_997_4;
+pub use crate::stats::{AST_MEAN, AST_STD};
 
 fn mel(f: f64) -> f64 {
     1127.0 * (1.0 + f / 700.0).ln()

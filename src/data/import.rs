@@ -168,7 +168,7 @@ fn convert(item: &Item, o: &ImportOptions) -> Result<Converted, String> {
                     &o.transform,
                     &pcm,
                     &[0, pcm.len() as i64, dims[0], 0, 0],
-                    super::stored::View::Eval,
+                    super::stored::View::Eval(super::stored::EvalView::CENTRE),
                     &mut Rng::new(0),
                     &mut out,
                 )?;

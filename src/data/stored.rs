@@ -20,7 +20,9 @@
 
 use super::decode::{decode_image, Rgb};
 use super::fbank::{ast_features, FbankOptions};
-use super::transform::{crop, hflip, random_resized_crop_box, resize, short_side_size, to_chw, ImageTransform};
+use super::transform::{
+    crop, hflip, random_resized_crop_box, resize, short_side_size, to_chw, view_crop_box, ImageTransform,
+};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -167,8 +169,42 @@ pub enum View {
     /// Random augmentation (RandomResizedCrop + flip; a random clip window).
     #[default]
     Train,
-    /// The deterministic evaluation transform (resize, center crop; the central clip).
-    Eval,
+    /// A deterministic evaluation transform (resize the short side, then one crop of
+    /// one clip window; [`EvalView::CENTRE`] is the single-view evaluation).
+    Eval(EvalView),
+}
+
+/// One evaluation view, VideoMAE's multi-view testing: temporal window `clip` of
+/// `clips` spread evenly over the video (`clips = 1`: the central window), and square
+/// crop `crop` of `crops` spread evenly along the long side of the resized frame
+/// (`crops = 1`: the center crop).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EvalView {
+    pub clip: u32,
+    pub clips: u32,
+    pub crop: u32,
+    pub crops: u32,
+}
+
+impl EvalView {
+    /// The central clip, center-cropped: the single-view evaluation.
+    pub const CENTRE: EvalView = EvalView { clip: 0, clips: 1, crop: 0, crops: 1 };
+
+    /// Every view of `clips × crops`, clip-major.
+    pub fn all(clips: u32, crops: u32) -> Vec<EvalView> {
+        (0..clips).flat_map(|clip| (0..crops).map(move |crop| EvalView { clip, clips, crop, crops })).collect()
+    }
+
+    /// `clip/clips` and `crop/crops` in range, neither count 0.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.clips == 0 || self.crops == 0 || self.clip >= self.clips || self.crop >= self.crops {
+            return Err(format!(
+                "view clip {}/{}, crop {}/{}: each index must be below its count, and counts at least 1",
+                self.clip, self.clips, self.crop, self.crops
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Check one index row against its form and the data length; the reason if bad.
@@ -208,7 +244,7 @@ pub fn materialize(
             };
             let img = match view {
                 View::Train => it.train(&img, rng),
-                View::Eval => it.eval(&img),
+                View::Eval(v) => it.eval(&img, v.crop, v.crops),
             };
             to_chw(&img, &it.normalize, out);
             Ok(())
@@ -232,10 +268,12 @@ pub fn materialize(
     }
 }
 
-/// The frame indices of one clip (VideoMAE's `_sample_train_indices` / the central
-/// window at eval): `frames` indices spread by linspace over a window of
-/// `frames × rate` frames; a shorter video is spread over its whole length and the
-/// last frame repeated.
+/// The frame indices of one clip (VideoMAE's `_sample_train_indices` / its test
+/// windows): `frames` indices spread by linspace over a window of `frames × rate`
+/// frames. Training draws the window's start; evaluation takes the central window, or
+/// with `clips` K > 1 window k starts at `floor(k × (total − window) / (K − 1))` (VideoMAE's
+/// `temporal_start`). A shorter video is spread over its whole length and the last
+/// frame repeated.
 pub fn clip_indices(total: usize, frames: usize, rate: usize, view: View, rng: &mut Rng) -> Vec<usize> {
     let window = frames * rate;
     if total == 0 {
@@ -253,7 +291,10 @@ pub fn clip_indices(total: usize, frames: usize, rate: usize, view: View, rng: &
     }
     let end = match view {
         View::Train => window + rng.below((total - window) as u64) as usize,
-        View::Eval => window + (total - window) / 2,
+        View::Eval(v) if v.clips > 1 => {
+            window + (v.clip.min(v.clips - 1) as usize * (total - window)) / (v.clips as usize - 1)
+        }
+        View::Eval(_) => window + (total - window) / 2,
     };
     let start = end - window;
     (0..frames)
@@ -283,9 +324,9 @@ fn video_clip(
             let b = random_resized_crop_box(rng, h, w, it.scale, it.ratio);
             (b, (rng.f32() as f64) < it.hflip, None)
         }
-        View::Eval => {
+        View::Eval(v) => {
             let (nh, nw) = short_side_size(h, w, it.eval_short_side());
-            (super::transform::center_crop_box(nh, nw, size, size), false, Some((nh, nw)))
+            (view_crop_box(nh, nw, size, v.crop, v.crops), false, Some((nh, nw)))
         }
     };
     let mut clip = Vec::with_capacity(picks.len());
@@ -325,7 +366,14 @@ mod tests {
     fn clips_follow_videomae() {
         let mut rng = Rng::new(0);
         // 100 frames, 4 × 2: the central window of 8 frames is 46..54.
-        assert_eq!(clip_indices(100, 4, 2, View::Eval, &mut rng), vec![46, 48, 51, 53]);
+        assert_eq!(clip_indices(100, 4, 2, View::Eval(EvalView::CENTRE), &mut rng), vec![46, 48, 51, 53]);
+        // Three test windows (VideoMAE's temporal_start = k × (100 − 8) / 2): the first,
+        // the central and the last.
+        let views = EvalView::all(3, 1);
+        let three: Vec<_> = views.iter().map(|&v| clip_indices(100, 4, 2, View::Eval(v), &mut rng)).collect();
+        assert_eq!(three, vec![vec![0, 2, 5, 7], vec![46, 48, 51, 53], vec![92, 94, 97, 99]]);
+        assert_eq!(EvalView::all(2, 3).len(), 6);
+        assert!(EvalView { clip: 2, clips: 2, crop: 0, crops: 1 }.validate().is_err());
         let short = clip_indices(5, 4, 2, View::Train, &mut rng);
         assert_eq!(short, vec![0, 4, 4, 4]);
         for _ in 0..100 {

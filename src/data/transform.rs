@@ -36,14 +36,7 @@ pub struct Normalize {
     pub std: Vec<f32>,
 }
 
-/// The named statistics: `imagenet`, `clip`, `0.5` (many ViT checkpoints, VideoMAE's
-/// processor), `none` (0 / 1: only scaled to [0, 1]).
-pub const NAMED_STATS: [(&str, [f32; 3], [f32; 3]); 4] = [
-    ("imagenet", [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
-    ("clip", [0.481_454_66, 0.457_827_5, 0.408_210_73], [0.268_629_54, 0.261_302_6, 0.275_777_1]),
-    ("0.5", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
-    ("none", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
-];
+pub use crate::stats::NAMED_STATS;
 
 impl Normalize {
     /// `--mean NAME|R,G,B --std NAME|R,G,B`: a name sets both (`--std` may repeat it);
@@ -128,6 +121,24 @@ pub fn center_crop_box(h: u32, w: u32, ch: u32, cw: u32) -> CropBox {
         }
     };
     CropBox { top: offset(h, ch), left: offset(w, cw), height: ch, width: cw }
+}
+
+/// Square crop `crop` of `crops` (`size × size`): spread evenly along the long side,
+/// starting at `floor(crop × (long − size) / (crops − 1))` (VideoMAE's `spatial_start`;
+/// the height when `h ≥ w`), centred across the other; `crops = 1` is
+/// [`center_crop_box`].
+pub fn view_crop_box(h: u32, w: u32, size: u32, crop: u32, crops: u32) -> CropBox {
+    let centre = center_crop_box(h, w, size, size);
+    let long = h.max(w);
+    if crops <= 1 || long < size {
+        return centre;
+    }
+    let start = (crop.min(crops - 1) as u64 * (long - size) as u64 / (crops - 1) as u64) as i64;
+    if h >= w {
+        CropBox { top: start, ..centre }
+    } else {
+        CropBox { left: start, ..centre }
+    }
 }
 
 /// `transforms.Resize(short)`'s output size `(h, w)`.
@@ -270,11 +281,12 @@ impl ImageTransform {
         out
     }
 
-    /// Resize the short side, center-crop `size × size`.
-    pub fn eval(&self, img: &Rgb) -> Rgb {
+    /// Resize the short side, then crop `size × size`: crop `view` of `views` along the
+    /// long side ([`view_crop_box`]; `0, 1` is the center crop).
+    pub fn eval(&self, img: &Rgb, view: u32, views: u32) -> Rgb {
         let (h, w) = short_side_size(img.height, img.width, self.eval_short_side());
         let r = resize(img, h, w, self.interpolation);
-        crop(&r, center_crop_box(h, w, self.size, self.size))
+        crop(&r, view_crop_box(h, w, self.size, view, views))
     }
 }
 
@@ -295,6 +307,12 @@ mod tests {
         assert_eq!(center_crop_box(200, 224, 224, 224).top, -12);
         assert_eq!(short_side_size(375, 500, 256), (256, 341));
         assert_eq!(short_side_size(500, 375, 256), (341, 256));
+        // Three crops along the long side (VideoMAE's test crops), centred across.
+        let lefts: Vec<i64> = (0..3).map(|j| view_crop_box(256, 341, 224, j, 3).left).collect();
+        assert_eq!(lefts, vec![0, 58, 117]);
+        assert!((0..3).all(|j| view_crop_box(256, 341, 224, j, 3).top == 16));
+        assert_eq!(view_crop_box(341, 256, 224, 2, 3), CropBox { top: 117, left: 16, height: 224, width: 224 });
+        assert_eq!(view_crop_box(256, 341, 224, 0, 1), center_crop_box(256, 341, 224, 224));
         let mut rng = Rng::new(1);
         for _ in 0..1000 {
             let b = random_resized_crop_box(&mut rng, 375, 500, (0.08, 1.0), (0.75, 4.0 / 3.0));

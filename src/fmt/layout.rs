@@ -318,6 +318,7 @@ impl<'a> Printer<'a> {
 
     fn input(&mut self, n: &Node, indent: usize, name_w: usize, ty_w: usize) {
         let mut name_len = 0;
+        let mut suffixed = false;
         let mut ty_len = 0;
         for c in &n.children {
             match c {
@@ -330,8 +331,12 @@ impl<'a> Printer<'a> {
                     self.lead = Lead::Spaces(name_w.saturating_sub(name_len) + 1);
                     self.node(ty, indent);
                 }
-                Elem::Node(suffix) if matches!(suffix.rule, Rule::optional_kw | Rule::input_default) => {
-                    self.lead = Lead::Spaces(ty_w.saturating_sub(ty_len) + 1);
+                Elem::Node(suffix)
+                    if matches!(suffix.rule, Rule::input_norm | Rule::optional_kw | Rule::input_default) =>
+                {
+                    // The first suffix starts the aligned column; the rest follow it.
+                    self.lead = Lead::Spaces(if suffixed { 1 } else { ty_w.saturating_sub(ty_len) + 1 });
+                    suffixed = true;
                     self.node(suffix, indent);
                 }
                 _ => self.elem(c, n.rule, indent),
@@ -411,7 +416,9 @@ fn alignment(src: &str, n: &Node) -> Vec<Option<Pad>> {
                 pads[i] = Some(Pad::Eq(name_w));
             }
         } else {
-            let has_suffix = |x: &&&Node| x.nodes().any(|c| matches!(c.rule, Rule::optional_kw | Rule::input_default));
+            let has_suffix = |x: &&&Node| {
+                x.nodes().any(|c| matches!(c.rule, Rule::input_norm | Rule::optional_kw | Rule::input_default))
+            };
             let ty_w = nodes
                 .iter()
                 .filter(has_suffix)

@@ -13,6 +13,7 @@ mod eval;
 mod instance;
 pub mod load;
 mod model;
+pub mod norm;
 mod params;
 mod primitive;
 mod stmt;
@@ -168,6 +169,8 @@ pub struct Decls {
     pub key_maps: BTreeMap<String, crate::keymap::KeyMap>,
     /// Bindings declared `weights required`.
     pub required_weights: std::collections::BTreeSet<String>,
+    /// Inputs that declare the normalisation they expect.
+    pub input_norms: BTreeMap<String, norm::Normalized>,
 }
 
 /// Graph construction state shared by lowering and the passes that instantiate.

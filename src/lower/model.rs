@@ -91,7 +91,7 @@ pub fn lower(prog: Program) -> Result<Lowered, (SourceMap, Diagnostics)> {
     let mut lw = Lowered { b: Builder::new(prog), decls: Decls { model: name.clone(), ..Decls::default() } };
     let mut scope = Scope { names: HashMap::new(), binds: weights_bindings(&items, &mut lw.decls) };
     // 1. Inputs.
-    lower_inputs(&mut lw.b, &mut lw.decls.env, &mut scope, &items);
+    lower_inputs(&mut lw.b, &mut lw.decls, &mut scope, &items);
     // 2. Backbones and encoders, in order (a later one may read an earlier one).
     lower_components(&mut lw.b, &mut lw.decls, &mut scope, &items);
     // 3. Heads.
@@ -132,11 +132,21 @@ fn weights_bindings(
 }
 
 /// One `Input` node per `input` declaration, named in `env`.
-fn lower_inputs(b: &mut Builder, env: &mut Env, scope: &mut Scope, items: &[ModelItem]) {
+fn lower_inputs(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: &[ModelItem]) {
     for it in items {
         let ModelItem::Input(inp) = it else { continue };
         if !scope.declare(b, &inp.name) {
             continue;
+        }
+        if let Some(n) = &inp.normalized {
+            match super::norm::resolve(n, inp.span) {
+                Ok(n) => {
+                    decls.input_norms.insert(inp.name.name.clone(), n);
+                }
+                Err(d) => {
+                    b.error(*d);
+                }
+            }
         }
         let dtype = DType::parse(&inp.dtype).unwrap_or(DType::F32);
         let mut shape = Vec::new();
@@ -174,7 +184,7 @@ fn lower_inputs(b: &mut Builder, env: &mut Env, scope: &mut Scope, items: &[Mode
             default_zeros,
         };
         if let Ok(id) = b.node(op, &inp.name.name, inp.span, &[]) {
-            env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));
+            decls.env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));
         }
     }
 }

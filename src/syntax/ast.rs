@@ -173,7 +173,18 @@ pub struct InputDecl {
     pub optional: bool,
     /// `= zeros`: an absent optional input is replaced by zeros.
     pub default: Option<Ident>,
+    /// `normalized imagenet` / `normalized mean [...] std [...]`.
+    pub normalized: Option<InputNorm>,
     pub span: Span,
+}
+
+/// The normalisation an input declares it expects.
+#[derive(Debug, Clone)]
+pub enum InputNorm {
+    /// Named statistics (`imagenet`, `clip`, `none`, `audioset`).
+    Named(Ident),
+    /// Per-channel numbers, parsed as f32.
+    Stats { mean: Vec<f32>, std: Vec<f32>, span: Span },
 }
 
 #[derive(Debug, Clone)]

@@ -114,6 +114,9 @@ fn is_node(rule: Rule) -> bool {
             | extends
             | input_decl
             | input_default
+            | input_norm
+            | norm_stats
+            | num_list
             | tensor_type
             | dim
             | component_decl

@@ -150,6 +150,10 @@ fn rule_name(r: &Rule) -> Option<&'static str> {
         Rule::args | Rule::arg => "arguments",
         Rule::call => "`(`",
         Rule::optional_kw => "`optional`",
+        Rule::input_norm | Rule::kw_normalized => "`normalized`",
+        Rule::norm_stats | Rule::kw_mean => "`mean [...] std [...]` or a name (imagenet, clip, none, audioset)",
+        Rule::kw_std => "`std`",
+        Rule::num_list | Rule::signed_num => "a list of numbers like [0.5, 0.5, 0.5]",
         Rule::extends => "`extends`",
         Rule::or_op
         | Rule::and_op

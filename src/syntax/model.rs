@@ -51,6 +51,7 @@ impl Builder {
                     dims,
                     optional: find(Rule::optional_kw).is_some(),
                     default,
+                    normalized: find(Rule::input_norm).map(|n| self.input_norm(n)),
                     span,
                 })
             }
@@ -169,6 +170,23 @@ impl Builder {
             }
         }
         (dtype, dims)
+    }
+
+    /// `normalized NAME` or `normalized mean [...] std [...]`.
+    fn input_norm(&mut self, p: Pair<Rule>) -> InputNorm {
+        let inner = p.into_inner().find(|x| matches!(x.as_rule(), Rule::ident | Rule::norm_stats)).expect("norm");
+        if inner.as_rule() == Rule::ident {
+            return InputNorm::Named(self.ident(inner));
+        }
+        let span = self.span(&inner);
+        // f32 as `graft data import --mean` parses, so equal text gives equal numbers.
+        let nums = |l: Pair<Rule>| -> Vec<f32> {
+            l.into_inner().map(|n| n.as_str().parse::<f32>().unwrap_or(f32::NAN)).collect()
+        };
+        let mut lists = inner.into_inner().filter(|x| x.as_rule() == Rule::num_list).map(nums);
+        let mean = lists.next().unwrap_or_default();
+        let std = lists.next().unwrap_or_default();
+        InputNorm::Stats { mean, std, span }
     }
 
     pub(super) fn selector(&mut self, p: Pair<Rule>) -> Selector {

@@ -215,6 +215,22 @@ if meta["video_ok"]:
         clip = F.center_crop(clip, [VSIZE, VSIZE])
         clip = F.normalize(clip.float() / 255, MEAN, STD)
         ref[f"video/{cls}"] = clip.permute(1, 0, 2, 3).contiguous()  # C T H W
+        # VideoMAE's multi-view test: window k of 2 starts at int(k × (total − window) / 1),
+        # crop j of 3 at int(j × (long − size) / 2) along the long side of the resized
+        # frames (here the width), centred across it.
+        for k in range(2):
+            start = int(k * (total - window) / 1)
+            idx = np.clip(np.linspace(start, start + window, VFRAMES).astype(np.int64), start, start + window - 1)
+            clip = torch.from_numpy(frames[idx].copy()).permute(0, 3, 1, 2)
+            clip = F.resize(clip, [VSIZE], interpolation=InterpolationMode.BILINEAR, antialias=True)
+            h, w = clip.shape[-2:]
+            assert w > h, "the views cross the width"
+            top = int(round((h - VSIZE) / 2))
+            for j in range(3):
+                left = int(j * (w - VSIZE) / 2)
+                view = clip[..., top:top + VSIZE, left:left + VSIZE]
+                view = F.normalize(view.float() / 255, MEAN, STD)
+                ref[f"video/{cls}/clip{k}crop{j}"] = view.permute(1, 0, 2, 3).contiguous()
         meta["video"][cls] = ci
 
 save_file({k: v.contiguous() for k, v in ref.items()}, os.path.join(OUT, "ref.safetensors"))

@@ -4,7 +4,7 @@
 
 use crate::data::import::{import, ImportOptions, ImportReport, Progress, Store};
 use crate::data::sources::{detect, list_folder, list_manifest, list_webdataset, Layout, Listing};
-use crate::data::stored::{AudioLayout, AudioTransform, Transform, VideoLayout, VideoTransform, View};
+use crate::data::stored::{AudioLayout, AudioTransform, EvalView, Transform, VideoLayout, VideoTransform, View};
 use crate::data::transform::{ImageTransform, Interpolation, Normalize};
 use crate::data::{fbank, Dataset};
 use anyhow::{bail, Context};
@@ -153,7 +153,7 @@ pub struct AudioArgs {
     pub store: Store,
 }
 
-/// `graft data sample DS [--train|--eval] [--seed S] [--n N] --out FILE.safetensors`
+/// `graft data sample DS [--train|--eval [--clip I/K] [--crop J/C]] [--seed S] [--n N] --out FILE.safetensors`
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     pub dir: PathBuf,
@@ -163,6 +163,14 @@ pub struct SampleArgs {
     /// The evaluation transform.
     #[arg(long)]
     pub eval: bool,
+    /// With --eval: temporal window I (from 0) of K spread over each video, as
+    /// `graft eval --clips K` reads them (default: 0/1, the central window).
+    #[arg(long, value_name = "I/K", requires = "eval", value_parser = crate::bounds::view_of)]
+    pub clip: Option<(u32, u32)>,
+    /// With --eval: square crop J (from 0) of C spread along the long side, as
+    /// `graft eval --crops C` reads them (default: 0/1, the center crop).
+    #[arg(long, value_name = "J/C", requires = "eval", value_parser = crate::bounds::view_of)]
+    pub crop: Option<(u32, u32)>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 8, value_parser = crate::bounds::count(crate::bounds::MAX_SAMPLES))]
@@ -328,7 +336,9 @@ pub fn describe(t: &Transform) -> String {
 
 /// Run `graft data sample`.
 pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
-    let view = if a.eval { View::Eval } else { View::Train };
+    let (clip, clips) = a.clip.unwrap_or((0, 1));
+    let (crop, crops) = a.crop.unwrap_or((0, 1));
+    let view = if a.eval { View::Eval(EvalView { clip, clips, crop, crops }) } else { View::Train };
     let ds = Dataset::open(&a.dir)?.with_view(view).with_workers(a.workers.unwrap_or(0));
     if a.out.starts_with(&a.dir) {
         bail!("--out {} is inside the dataset {}: choose a path outside it", a.out.display(), a.dir.display());
@@ -340,7 +350,13 @@ pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
         "{}: {} samples ({}, seed {}): {}, label i64[{}]",
         a.out.display(),
         batch.len(),
-        if a.eval { "eval" } else { "train" },
+        if !a.eval {
+            "train".to_string()
+        } else if view == View::Eval(EvalView::CENTRE) {
+            "eval".to_string()
+        } else {
+            format!("eval, clip {clip}/{clips}, crop {crop}/{crops}")
+        },
         a.seed,
         shapes.join(", "),
         batch.len()

@@ -9,6 +9,7 @@ use crate::data::synth::{synth, SynthOptions, Task};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 
+pub mod fits;
 mod import_cmd;
 pub use import_cmd::{AudioArgs, ImageArgs, ImportCmd, SampleArgs, VideoArgs};
 
@@ -144,7 +145,7 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
     if ds.has_stored() {
         // Decode and transform the first sample both ways: a stored sample that does
         // not decode fails here, not at step 1.
-        for view in [crate::data::View::Train, crate::data::View::Eval] {
+        for view in [crate::data::View::Train, crate::data::View::Eval(crate::data::EvalView::CENTRE)] {
             let d = ds.clone().with_view(view).with_workers(1);
             crate::data::sample::first_samples(&d, 1, 0)?;
         }
@@ -160,6 +161,8 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
         // and the classes (training reads the first output as logits [B, classes]).
         let inputs_fit = ds.check_against(&inputs).map_err(|e| e.to_string());
         let mut problems: Vec<String> = inputs_fit.as_ref().err().cloned().into_iter().collect();
+        let (norm_problems, norm_notes) = fits::check_normalization(&compiled, &ds);
+        problems.extend(norm_problems);
         if let Some(o) = inspect.outputs.first() {
             if let [_, crate::ir::Dim::Fixed(c)] = o.shape[..] {
                 if c != m.classes as i64 {
@@ -177,7 +180,7 @@ pub fn check_cmd(args: &CheckArgs) -> anyhow::Result<()> {
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }
-        let notes = inputs_fit.unwrap_or_default();
+        let notes = inputs_fit.unwrap_or_default().into_iter().chain(norm_notes);
         for n in notes {
             println!("  note: {n}");
         }

@@ -23,7 +23,7 @@ use super::rundir::RunLock;
 use super::spec::Spec;
 use crate::backend::train::{Trainer, Training, Update};
 use crate::data::Dataset;
-use crate::evaluate::{report, take_batch_inputs, tally, Evaluated, Report, Tally};
+use crate::evaluate::{report, take_batch_inputs, tally, Evaluated, Report, Tally, Views};
 use crate::ir::DType;
 use crate::tensor::HostTensor;
 use anyhow::Result;
@@ -357,7 +357,7 @@ impl<S: Training> Loop<'_, S> {
         let spec = self.spec;
         let m = Evaluated { model: &spec.compiled.model, plan: &spec.plan, exe: exe.as_mut(), output: spec.output };
         let (batch, shard) = (self.hyper.batch, (self.s.rank(), self.s.world()));
-        let mut t = tally(m, vds, batch, &[], shard)?;
+        let mut t = tally(m, vds, batch, &[], shard, Views::ONE)?;
         if self.s.data_parallel() {
             t = self.sum_tally(t)?;
         }

@@ -82,6 +82,16 @@ impl Spec {
                 self.path.display()
             )
         })?;
+        let (problems, norm_notes) = crate::commands::data::fits::check_normalization(&self.compiled, ds);
+        if let Some(p) = problems.first() {
+            bail!(
+                "{role} {} does not fit model `{}` ({}):\n  {p}",
+                ds.dir.display(),
+                self.compiled.model,
+                self.path.display()
+            );
+        }
+        let notes = notes.into_iter().chain(norm_notes).collect();
         if let Some(c) = self.classes {
             if c != ds.meta.classes as i64 {
                 bail!(

@@ -1,0 +1,80 @@
+//! The normalisation a model input declares (`input image: f32[B, 3, 224, 224]
+//! normalized imagenet`): resolved to numbers here, so `graft check` rejects an unknown
+//! name or a malformed list, and later checked against a dataset's recorded transform
+//! (`graft train`, `eval`, `data check --spec`) before step 1.
+//!
+//! Names: the image statistics `graft data import` knows (`imagenet`, `clip`, `none`)
+//! and `audioset`, the filter-bank statistics of the AST feature extractor.
+
+use crate::diag::Diagnostic;
+use crate::source::Span;
+use crate::stats::{AST_MEAN, AST_STD, NAMED_STATS};
+use crate::syntax::ast::InputNorm;
+
+/// What an input expects: `(x − mean) / std` per channel, in f32.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalized {
+    /// The name as written, when named.
+    pub name: Option<String>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// The declaration, for messages.
+    pub span: Span,
+}
+
+impl Normalized {
+    /// `imagenet`, or `mean [..] std [..]`.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n} (mean {:?}, std {:?})", self.mean, self.std),
+            None => format!("mean {:?} std {:?}", self.mean, self.std),
+        }
+    }
+}
+
+/// The names a spec may use.
+fn named(name: &str) -> Option<(Vec<f32>, Vec<f32>)> {
+    if name == "audioset" {
+        return Some((vec![AST_MEAN], vec![AST_STD]));
+    }
+    // `0.5` is a number list in a spec: `mean [0.5, 0.5, 0.5] std [0.5, 0.5, 0.5]`.
+    NAMED_STATS
+        .iter()
+        .find(|(n, _, _)| *n == name && n.parse::<f64>().is_err())
+        .map(|(_, m, s)| (m.to_vec(), s.to_vec()))
+}
+
+/// Resolve a declaration; the diagnostic when it is unknown or malformed.
+pub fn resolve(n: &InputNorm, decl: Span) -> Result<Normalized, Box<Diagnostic>> {
+    match n {
+        InputNorm::Named(id) => {
+            let (mean, std) = named(&id.name).ok_or_else(|| -> Box<Diagnostic> {
+                let names: Vec<&str> =
+                    NAMED_STATS.iter().map(|s| s.0).filter(|n| n.parse::<f64>().is_err()).chain(["audioset"]).collect();
+                Box::new(
+                    Diagnostic::error("E0510", format!("unknown normalisation `{}`", id.name))
+                        .at(id.span, format!("expected one of {}", names.join(", ")))
+                        .hint("or give the numbers: `normalized mean [0.5, 0.5, 0.5] std [0.5, 0.5, 0.5]`"),
+                )
+            })?;
+            Ok(Normalized { name: Some(id.name.clone()), mean, std, span: decl })
+        }
+        InputNorm::Stats { mean, std, span } => {
+            let bad = |why: &str| {
+                Box::new(
+                    Diagnostic::error("E0510", format!("unusable normalisation: {why}"))
+                        .at(*span, "one mean and one positive std per channel")
+                        .hint("write `normalized mean [0.485, 0.456, 0.406] std [0.229, 0.224, 0.225]`"),
+                )
+            };
+            if mean.len() != std.len() {
+                return Err(bad(&format!("{} means and {} stds", mean.len(), std.len())));
+            }
+            let (m, s) = (mean.clone(), std.clone());
+            if m.iter().any(|x| !x.is_finite()) || s.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+                return Err(bad("a mean that is not a finite number, or a std that is not positive"));
+            }
+            Ok(Normalized { name: None, mean: m, std: s, span: decl })
+        }
+    }
+}
