@@ -14,7 +14,8 @@
 #   6. ONNX Runtime (CPU) on ViT-S/16 as `graft export onnx` writes it, against the
 #      same timm model through `torch.onnx.export`: batch 1 and 8, 1 and 2 threads,
 #      sessions alternated run by run (in one process, so neither spins between
-#      runs); the ratio must stay <= 1.02
+#      runs), ROUNDS (6) fresh processes; the ratio must stay <= 1.02. Per node:
+#      benches/python/ort_profile.py
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
 #      backend in its own process, alone and with two busy processes on the machine's
 #      cores, alternated
@@ -214,42 +215,17 @@ done
 fi
 if want 6; then
 
+rounds="${ROUNDS:-6}"
 echo
 echo "ONNX Runtime (CPU), ViT-S/16 224², graft export onnx vs torch.onnx.export of the same timm model (same weights);"
-echo "medians of $iters runs, the two sessions alternated:"
-.graft-env/python - "$tmp" "$iters" <<'PY'
-import sys, statistics, time
-import numpy as np, onnxruntime as ort, timm, torch
-from safetensors.torch import load_file
-tmp, iters = sys.argv[1], int(sys.argv[2])
-m = timm.create_model("vit_small_patch16_224", pretrained=False).eval()
-m.load_state_dict(load_file(f"{tmp}/vit_small.safetensors"))
-torch.onnx.export(m, (torch.randn(1, 3, 224, 224),), f"{tmp}/torch_vits.onnx", input_names=["image"],
-                  output_names=["logits"], dynamic_axes={"image": {0: "B"}}, opset_version=17, dynamo=False)
-print("| batch | threads | ORT graft ms | ORT torch.onnx ms | graft / torch.onnx |")
-print("|---|---|---|---|---|")
-for threads in (1, 2):
-    o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
-    # Two sessions share this process: threads that spin after a run would load the
-    # other session's cores, so neither spins (the ratio compares the two graphs).
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    s = {k: ort.InferenceSession(f"{tmp}/{k}_vits.onnx", o, providers=["CPUExecutionProvider"]) for k in ("graft", "torch")}
-    for batch in (1, 8):
-        x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
-        feeds = {k: {v.get_inputs()[0].name: x} for k, v in s.items()}
-        outs = {k: v.run(None, feeds[k])[0] for k, v in s.items()}
-        err = np.linalg.norm(outs["graft"] - outs["torch"]) / np.linalg.norm(outs["torch"])
-        assert err < 1e-4, f"the two exports disagree: {err:.2e}"
-        ts = {k: [] for k in s}
-        for _ in range(2):
-            for k in s:
-                s[k].run(None, feeds[k])
-        for _ in range(iters):
-            for k in s:
-                t = time.perf_counter(); s[k].run(None, feeds[k]); ts[k].append((time.perf_counter() - t) * 1e3)
-        g, t = statistics.median(ts["graft"]), statistics.median(ts["torch"])
-        print(f"| {batch} | {threads} | {g:.2f} | {t:.2f} | {g / t:.3f} |")
-PY
+echo "$rounds rounds, each a fresh process with both sessions, runs alternated, medians of $iters runs; which file"
+echo "goes first alternates by round; medians over the rounds, in brackets the range of the rounds' ratios:"
+.graft-env/python benches/python/ort_vs_torch_onnx.py export "$tmp" "$tmp/vit_small.safetensors"
+for r in $(seq "$rounds"); do
+  first=""; [ $((r % 2)) = 0 ] && first=--torch-first
+  .graft-env/python benches/python/ort_vs_torch_onnx.py round "$tmp" --iters "$iters" $first >>"$tmp/ort_rounds.jsonl"
+done
+.graft-env/python benches/python/ort_vs_torch_onnx.py summary "$tmp/ort_rounds.jsonl"
 fi
 
 if want 7; then
