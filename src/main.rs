@@ -140,11 +140,25 @@ fn main() -> ExitCode {
             match e.downcast_ref::<SpecErrors>() {
                 // The spec's own diagnostics, as `check` prints them.
                 Some(s) => eprint!("{}", s.render(color())),
-                None => eprintln!("error: {e:#}"),
+                None => eprintln!("error: {}", chain_text(&e)),
             }
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined with ": ", as `{:#}` prints them, leaving out a
+/// cause whose text the message already holds (an error that prints its source and
+/// also reports it as its source would otherwise say it twice).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text = format!("{text}: {c}");
+        }
+    }
+    text
 }
 
 fn color() -> bool {

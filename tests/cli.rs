@@ -104,6 +104,28 @@ fn check_of_several_files_reports_the_errors_of_each() {
 }
 
 #[test]
+fn an_error_says_its_cause_once() {
+    // The durable write's error prints its OS error, and reports it as its source too.
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("no-such-parent/deeper/files");
+    let o = graft(&[
+        "data",
+        "synth",
+        "--task",
+        "pretrain",
+        "--format",
+        "files",
+        "--n",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("creating the staging directory").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let o = graft(&["check", "--no-such-flag", "specs/vit_base.graft"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
