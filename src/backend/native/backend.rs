@@ -208,26 +208,24 @@ impl NativeExecutable {
             return Ok(());
         }
         for s in &prog.steps {
-            let Step::Linear { w, groups: 1, y, x, .. } = &s.step else { continue };
-            let Store::Param(p) = w.store else { continue };
-            let (n, k) = (y.cols(), x.cols());
-            if w.offset != 0 || self.params[p].len() != n * k || self.packed[p].is_some() {
+            let Some((p, n, k)) = s.step.packable_weight() else { continue };
+            if self.params[p].len() != n * k || self.packed[p].is_some() {
                 continue;
             }
             self.packed[p] = Some(Packed::new(&self.params[p], n, k)?);
         }
         for s in &prog.steps {
-            let packed_w = match &s.step {
-                Step::Linear { w, groups: 1, y, x, bias } => match w.store {
-                    Store::Param(p) => self.packed[p]
-                        .as_ref()
-                        .is_some_and(|pk| w.offset == 0 && pk.n == y.cols() && pk.k == x.cols())
-                        .then_some(p)
-                        .filter(|_| std::iter::once(x).chain(bias).all(|v| v.store != w.store)),
-                    _ => None,
-                },
-                _ => None,
-            };
+            // The weight this step reads packed; a parameter it also reads as its input
+            // or bias (aliased) is read plainly too.
+            let packed_w = s
+                .step
+                .packable_weight()
+                .filter(|&(p, n, k)| self.packed[p].as_ref().is_some_and(|pk| pk.fits(n, k)))
+                .map(|(p, _, _)| p)
+                .filter(|&p| match &s.step {
+                    Step::Linear { x, bias, .. } => std::iter::once(x).chain(bias).all(|v| v.store != Store::Param(p)),
+                    _ => false,
+                });
             for r in &s.access.reads {
                 match *r {
                     Res::Param(p) if Some(p) != packed_w => self.read_plainly(p)?,

@@ -50,11 +50,11 @@ impl<'a> Mem<'a> {
         Mem { arena, buffers, params, packed, ids }
     }
 
-    /// The packed form of `w` when it is a whole packed parameter of `n` rows of `k`.
-    fn packed(&self, w: &View, n: usize, k: usize) -> Option<&'a Packed> {
-        let Store::Param(p) = w.store else { return None };
-        let pk = self.packed.get(p)?.as_ref()?;
-        (w.offset == 0 && pk.n == n && pk.k == k).then_some(pk)
+    /// The packed form of the weight `step` reads, when `prepare` packed it
+    /// ([`Step::packable_weight`]).
+    fn packed(&self, step: &Step) -> Option<&'a Packed> {
+        let (p, n, k) = step.packable_weight()?;
+        self.packed.get(p)?.as_ref().filter(|pk| pk.fits(n, k))
     }
 
     fn base(&self, store: Store, offset: usize) -> (*const f32, usize) {
@@ -133,10 +133,13 @@ impl<'m> StepMem<'m, '_> {
         self.mem.read_at(store, offset, len)
     }
 
-    /// The packed form of the weight `w` (`n × k`), if it has one.
-    fn packed(&self, w: &View, n: usize, k: usize) -> Option<&'m Packed> {
-        self.check_read(w.store.into());
-        self.mem.packed(w, n, k)
+    /// The packed form of the weight `step` reads, if it has one.
+    fn packed(&self, step: &Step) -> Option<&'m Packed> {
+        let pk = self.mem.packed(step)?;
+        if let Step::Linear { w, .. } = step {
+            self.check_read(w.store.into());
+        }
+        Some(pk)
     }
 
     fn ids(&self, b: usize) -> &'m [i64] {
@@ -253,7 +256,7 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             }
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
-        Step::Linear { x, w, bias, y, groups } => linear(m, x, w, bias.as_ref(), y, *groups, t, n),
+        Step::Linear { x, w, bias, y, groups } => linear(m, m.packed(s), x, w, bias.as_ref(), y, *groups, t, n),
         Step::Im2col { x, geom, dst } => {
             let patch = geom.patch();
             let (lo, hi) = part(dst.rows(), t, n, 1);
@@ -404,12 +407,22 @@ fn attend(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn linear(m: &StepMem, x: &View, w: &View, bias: Option<&View>, y: &View, groups: usize, t: usize, n: usize) {
+fn linear(
+    m: &StepMem,
+    pk: Option<&Packed>,
+    x: &View,
+    w: &View,
+    bias: Option<&View>,
+    y: &View,
+    groups: usize,
+    t: usize,
+    n: usize,
+) {
     let (rows_, kin, nout) = (x.rows(), x.cols(), y.cols());
     let (kg, ng) = (kin / groups, nout / groups);
     let level = math::level();
-    if groups == 1 && packed::available(level) {
-        if let Some(pk) = m.packed(w, nout, kin) {
+    if packed::available(level) {
+        if let Some(pk) = pk {
             // Whole panels per chunk; the bias starts the accumulators.
             let (c0, c1) = part(nout, t, n, PANEL);
             if c0 >= c1 {

@@ -30,6 +30,11 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// Whether this is the packed form of an `n × k` weight.
+    pub fn fits(&self, n: usize, k: usize) -> bool {
+        self.n == n && self.k == k
+    }
+
     /// Pack the row-major `[n, k]` weight `w` (an error past the memory limit).
     pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed, BackendError> {
         assert!(w.len() >= n * k, "pack: weight too short");

@@ -202,6 +202,16 @@ pub enum Step {
 }
 
 impl Step {
+    /// The weight this step may read in packed form, as `(parameter, n, k)`: a
+    /// single-group linear whose weight is a whole parameter (offset 0) of `n` rows of
+    /// `k`. The one statement of the rule: `prepare` packs these weights, the
+    /// executor looks up the packed form the same way ([`super::exec`]).
+    pub fn packable_weight(&self) -> Option<(usize, usize, usize)> {
+        let Step::Linear { w, groups: 1, y, x, .. } = self else { return None };
+        let Store::Param(p) = w.store else { return None };
+        (w.offset == 0).then_some((p, y.cols(), x.cols()))
+    }
+
     /// The storage this step reads and writes: its declaration, from which the arena
     /// lifetimes are computed ([`super::arena::lifetimes`]). Every pattern names every
     /// field, so a field added to a step does not compile until it is declared here
