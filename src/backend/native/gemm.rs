@@ -136,10 +136,11 @@ pub fn part(n: usize, t: usize, threads: usize, align: usize) -> (usize, usize) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn seq(n: usize, seed: u32) -> Vec<f32> {
+    /// Deterministic test values in [-1, 1] (97 levels), different per `seed`.
+    pub(in crate::backend::native) fn seq(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 97) as f32 / 48.0 - 1.0)
             .collect()

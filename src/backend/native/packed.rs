@@ -216,13 +216,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gemm::tests::seq;
     use super::*;
-
-    fn seq(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 16) % 97) as f32 / 48.0 - 1.0)
-            .collect()
-    }
 
     /// The same sum, one fused multiply-add per reduction index in order.
     fn reference(x: &[f32], ldx: usize, w: &[f32], k: usize, bias: Option<&[f32]>, i: usize, j: usize) -> f32 {
