@@ -133,6 +133,13 @@ enum Emit {
 }
 
 fn main() -> ExitCode {
+    // Output into a closed pipe (`graft params … | head -1`) ends the process quietly,
+    // as it ends `cat` or `grep`, instead of a panic in `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

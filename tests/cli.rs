@@ -126,6 +126,25 @@ fn an_error_says_its_cause_once() {
 }
 
 #[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    // The reader is gone before graft starts, so its first write fails: SIGPIPE ends
+    // it, as it ends `cat`, not a panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_graft"))
+        .args(["params", "specs/vit_base.graft"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::from(writer))
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.signal(), Some(13), "{:?}: {err}", o.status);
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let o = graft(&["check", "--no-such-flag", "specs/vit_base.graft"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
