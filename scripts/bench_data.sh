@@ -2,8 +2,10 @@
 # Input-pipeline throughput: images per second per worker for decode + RandomResizedCrop
 # (scale 0.08–1, ratio 3/4–4/3, antialiased bilinear) + horizontal flip to 224² +
 # ImageNet normalisation, on generated JPEGs of ImageNet-like size (500×375, quality 90),
-#   graft:        `graft data sample DS --train --n N --workers W` on `--store encoded`
-#                 shards (every image decoded and augmented while reading)
+#   graft:        `graft data bench DS --train --batch 64 --workers W` on `--store encoded`
+#                 shards: one epoch of the training batches, every image decoded and
+#                 augmented while reading, timed from opening the stream to the last
+#                 batch (as the DataLoader loop below is timed)
 #   torchvision:  ImageFolder + DataLoader(num_workers=W), PIL decoding + transforms
 #                 (timm's / torchvision's default path), and torchvision.io.decode_jpeg
 #                 + transforms.v2 (benches/python/data_loader.py)
@@ -28,10 +30,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 declare -A rates
 for r in $(seq "$rounds"); do
-  start=$(date +%s.%N)
-  "$graft" data sample "$tmp/ds" --train --seed "$r" --n "$n" --workers "$workers" --out "$tmp/s.safetensors" >/dev/null
-  end=$(date +%s.%N)
-  rates[graft]+="$(awk -v n="$n" -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", n / (b - a) }') "
+  rates[graft]+="$("$graft" data bench "$tmp/ds" --train --seed "$r" --batch 64 --workers "$workers" --json |
+    "$py" -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["samples_per_s"])') "
   for path in pil v2; do
     rates[$path]+="$("$py" benches/python/data_loader.py run "$tmp/jpegs" "$workers" "$path") "
   done
@@ -43,4 +43,4 @@ for k in graft pil v2; do
   m=$(echo "${rates[$k]}" | median)
   printf '  %-6s %8.0f  (%s)\n' "$k" "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k]}"
 done
-echo "(graft's figure includes process start, dataset open and writing the samples: a lower bound)"
+echo "load: $(cat /proc/loadavg); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

@@ -427,6 +427,25 @@ fn eval_averages_the_softmax_probabilities_of_every_view() {
 }
 
 #[test]
+fn data_bench_reads_the_epochs_it_is_asked_for() {
+    let ds = import_images("bench", &files().join("images"), &["--store", "encoded"]);
+    let n = Dataset::open(&ds).unwrap().len() as u64;
+    for (view, want) in [("--train", n + 1), ("--eval", 3)] {
+        let want_s = want.to_string();
+        let out = ok(&["data", "bench", p(&ds), view, "--n", &want_s, "--batch", "2", "--workers", "2", "--json"]);
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        // Whole batches of 2 until at least `want` samples: into a second epoch for --train.
+        let samples = r["samples"].as_u64().unwrap();
+        assert!(samples >= want && samples < want + 2, "{view}: {out}");
+        assert_eq!(r["workers"], 2);
+        let rate = r["samples_per_s"].as_f64().unwrap();
+        assert!(rate > 0.0 && (rate / 2.0 - r["samples_per_s_per_worker"].as_f64().unwrap()).abs() < 1e-9, "{out}");
+    }
+    let text = ok(&["data", "bench", p(&ds), "--batch", "4"]);
+    assert!(text.contains(&format!("{n} samples")) && text.contains("samples/s"), "{text}");
+}
+
+#[test]
 fn a_declared_normalisation_is_checked_against_the_dataset() {
     let out = tmp("video-norm");
     let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];

@@ -103,13 +103,10 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                         })
                         .collect()
                 });
-                let mut data = vec![0u8; n * per * 4];
-                let mut rows = data.chunks_exact_mut(per * 4);
+                let mut data = Vec::with_capacity(n * per * 4);
                 for part in parts {
-                    for (v, row) in part?.iter().zip(rows.by_ref()) {
-                        for (d, x) in row.chunks_exact_mut(4).zip(v) {
-                            d.copy_from_slice(&x.to_le_bytes());
-                        }
+                    for v in part? {
+                        super::tensor::extend_le_bytes(&mut data, &v);
                     }
                 }
                 data

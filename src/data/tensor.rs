@@ -5,6 +5,22 @@ use crate::ir::DType;
 pub use crate::tensor::{dtype_of_tag, elem_size, numel, st_tag, type_text, HostTensor};
 use std::collections::BTreeMap;
 
+/// Append `values` as little-endian f32 bytes (a tensor's layout): one copy of the
+/// whole slice on a little-endian machine.
+pub fn extend_le_bytes(out: &mut Vec<u8>, values: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and u8 no alignment requirement; on a
+        // little-endian machine its memory is its little-endian bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
+        out.extend_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// One batch: every input present in it (first dim = batch size) and the labels.
 /// An optional modality is either in `inputs` for every sample or absent.
 #[derive(Clone, Debug, PartialEq)]

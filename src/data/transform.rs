@@ -206,12 +206,15 @@ pub fn hflip(img: &mut Rgb) {
     }
 }
 
-/// Append the image as `[3, H, W]` f32, normalised.
+/// Append the image as `[3, H, W]` f32, normalised. Each channel's 256 possible
+/// values are computed once, with the formula above, and looked up: the same bits.
 pub fn to_chw(img: &Rgb, norm: &Normalize, out: &mut Vec<f32>) {
     let n = img.width as usize * img.height as usize;
-    for c in 0..3 {
-        let (m, s) = (norm.mean[c], norm.std[c]);
-        out.extend(img.data[c..].iter().step_by(3).take(n).map(|&v| (v as f32 / 255.0 - m) / s));
+    let lut: [[f32; 256]; 3] =
+        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]));
+    out.reserve(3 * n);
+    for (c, lut) in lut.iter().enumerate() {
+        out.extend(img.data.chunks_exact(3).take(n).map(|px| lut[px[c] as usize]));
     }
 }
 
@@ -335,6 +338,18 @@ mod tests {
         to_chw(&c, &n, &mut out);
         assert_eq!(out.len(), 12);
         assert_eq!(out[4], (c.data[1] as f32 / 255.0 - 0.456) / 0.224);
+        // Every level of every channel, exactly the formula's bits, channel-major.
+        let all = Rgb::new(256, 1, (0..256 * 3).map(|i| ((i / 3 + 85 * (i % 3)) % 256) as u8).collect()).unwrap();
+        let clip = Normalize::parse("clip", None).unwrap();
+        let mut out = vec![7.0];
+        to_chw(&all, &clip, &mut out);
+        assert_eq!(out.len(), 1 + 3 * 256);
+        for (i, px) in all.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let want = (px[c] as f32 / 255.0 - clip.mean[c]) / clip.std[c];
+                assert_eq!(out[1 + c * 256 + i].to_bits(), want.to_bits());
+            }
+        }
         assert_eq!(resize(&img, 4, 5, Interpolation::Bicubic), img);
         let small = resize(&ramp(64, 48), 24, 32, Interpolation::Bilinear);
         assert_eq!((small.width, small.height, small.data.len()), (32, 24, 32 * 24 * 3));

@@ -1,6 +1,7 @@
 //! The `graft data` subcommands: `synth` writes a synthetic dataset, `import` reads
 //! images, videos or audio files into one (`data/import.rs`, a progress bar here),
-//! `sample` writes the first samples as the model receives them, `check` opens a
+//! `sample` writes the first samples as the model receives them, `bench` times the
+//! input pipeline over a dataset (`bench_cmd.rs`), `check` opens a
 //! dataset, validates every shard header, label and stored-sample index and (with
 //! `--spec`) checks it against a model's declared inputs and classes.
 
@@ -9,8 +10,10 @@ use crate::data::synth::{synth, SynthOptions, Task};
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 
+mod bench_cmd;
 pub mod fits;
 mod import_cmd;
+pub use bench_cmd::{DataBench, DataBenchArgs};
 pub use import_cmd::{AudioArgs, ImageArgs, ImportCmd, SampleArgs, VideoArgs};
 
 /// `graft data …`
@@ -27,6 +30,8 @@ pub enum DataCmd {
     },
     /// Write the first samples exactly as the model receives them (f32) with labels.
     Sample(SampleArgs),
+    /// Read a dataset through the input pipeline and report samples per second.
+    Bench(DataBenchArgs),
 }
 
 /// `graft data synth --task NAME --out DIR [--n N] [--seed N] [--shard-size N] [--drop M:F]…`
@@ -92,6 +97,7 @@ pub fn run(cmd: &DataCmd) -> anyhow::Result<()> {
         DataCmd::Check(a) => check_cmd(a),
         DataCmd::Import { cmd } => import_cmd::run(cmd),
         DataCmd::Sample(a) => import_cmd::sample(a),
+        DataCmd::Bench(a) => bench_cmd::bench(a),
     }
 }
 
