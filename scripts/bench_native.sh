@@ -5,7 +5,7 @@
 #      ONNX Runtime (CPU) on the same model with the same weights (`graft export onnx`)
 #      in its own process, the two processes alternated three times (medians of the
 #      three processes' medians, in brackets their range)
-#   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1
+#   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1 and 32
 #   3. the elementwise ablation: --elementwise unfused | blocks | jit, same binary,
 #      same plan, processes alternated (ABCABC…), end-to-end medians
 #   4. peak resident memory of each backend in its own process
@@ -22,6 +22,10 @@
 #   8. the attention crossover: native plain vs blocked attention (--attention) on
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
+#   9. the larger models at batch 1, 1 thread: VideoMAE-B (16×224², 1568 tokens) and
+#      CLIP ViT-B/32, native / LibTorch interleaved in one process (twice), and the
+#      peak resident memory of each backend in its own process (the LibTorch build,
+#      --backend native or torch, 2 forwards; VmHWM)
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 #        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 set -euo pipefail
@@ -31,7 +35,7 @@ export LIBTORCH="${LIBTORCH:-$PWD/.graft-env/torch}"
 bash scripts/setup.sh >/dev/null
 cargo build --release --quiet --features torch
 cp target/release/graft target/graft-torch
-sections="${SECTIONS:-1 2 3 4 5 6 7 8}"
+sections="${SECTIONS:-1 2 3 4 5 6 7 8 9}"
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if want 4 || want 5; then
   cargo build --release --quiet --target-dir target/native-only
@@ -119,7 +123,7 @@ echo
 echo "| model | batch | threads | native ms | LibTorch ms | native / LibTorch |"
 echo "|---|---|---|---|---|---|"
 for t in 1 2; do
-  "$g" bench specs/demo/video_plain.graft specs/demo/cm3t_multimodal.graft --backend native,torch --batch 1 \
+  "$g" bench specs/demo/video_plain.graft specs/demo/cm3t_multimodal.graft --backend native,torch --batch 1,32 \
     --threads "$t" --iters $((iters * 10)) --warmup 5 --json >"$tmp/demo_$t.json"
   ratio "$tmp/demo_$t.json" "$t"
 done
@@ -289,5 +293,37 @@ for m, tokens in (("vits", 197), ("ast_base", 1214), ("videomae_base", 1568)):
     rng = lambda ts: "[" + ", ".join(f"{t:.1f}" for t in ts) + "]"
     name = json.load(open(d / f"att_{m}_plain_1.json"))["specs"][0]["model"]
     print(f"| {name} | {tokens} | {p:.1f} {rng(v['plain'])} | {b:.1f} {rng(v['blocked'])} | {b / p:.3f} |")
+PY
+fi
+if want 9; then
+echo
+echo "Larger models, batch 1, 1 thread (native / LibTorch interleaved in one process, two processes; medians,"
+echo "in brackets the two processes' medians), and each backend's peak resident memory in its own process:"
+echo "| model | native ms | LibTorch ms | native / LibTorch | native peak MiB | LibTorch peak MiB | peak ratio |"
+echo "|---|---|---|---|---|---|---|"
+for m in clip_vit_b32 videomae_base; do
+  n=$([ "$m" = videomae_base ] && echo 3 || echo "$iters")
+  for rep in 1 2; do
+    "$g" bench "specs/$m.graft" --backend native,torch --batch 1 --threads 1 --iters "$n" --warmup 1 --json \
+      >"$tmp/big_${m}_$rep.json"
+  done
+  for b in native torch; do
+    "$g" bench "specs/$m.graft" --backend "$b" --batch 1 --threads 1 --iters 2 --warmup 0 --json >"$tmp/bigrss_${m}_$b.json"
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1])
+for m in ("clip_vit_b32", "videomae_base"):
+    ms, name = {"native": [], "torch": []}, m
+    for rep in (1, 2):
+        for s in json.load(open(d / f"big_{m}_{rep}.json"))["specs"]:
+            ms[s["backend"]].append(s["forward_ms"][0][1])
+            name = s["model"]
+    n, t = statistics.median(ms["native"]), statistics.median(ms["torch"])
+    rss = {b: json.load(open(d / f"bigrss_{m}_{b}.json"))["peak_rss_bytes"] / 2**20 for b in ("native", "torch")}
+    rng = lambda ts: "[" + ", ".join(f"{x:.1f}" for x in ts) + "]"
+    print(f"| {name} | {n:.1f} {rng(ms['native'])} | {t:.1f} {rng(ms['torch'])} | {n / t:.3f} | "
+          f"{rss['native']:.0f} | {rss['torch']:.0f} | {rss['native'] / rss['torch']:.2f} |")
 PY
 fi
