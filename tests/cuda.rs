@@ -312,7 +312,7 @@ fn pre_on_gpu(dir: &Path) -> (Model, graft::backend::torch::train::optim::AdamW)
 #[test]
 #[ignore = "needs a CUDA device; run with --ignored on a GPU machine"]
 fn a_whole_captured_step_equals_the_eager_step() {
-    use graft::backend::torch::train::device_step::{train_step, DeviceStep, StepGraphs};
+    use graft::backend::torch::train::device_step::{train_step, DeviceStep, StepGraphs, StepParts};
     let _gpu = gpu("whole-step capture");
     let dir = tmp("whole_step");
     let batches: Vec<(Vec<Option<Tensor>>, Tensor)> = (0..4u64)
@@ -332,11 +332,19 @@ fn a_whole_captured_step_equals_the_eager_step() {
         let mut graphs = StepGraphs::default();
         for (step, (x, y)) in batches.iter().enumerate() {
             dev.set_rate(1.0 / (1.0 + step as f64)).unwrap();
+            let mut parts = StepParts {
+                model: &model,
+                params: &params,
+                opt: &mut opt,
+                clip: Some(1.0),
+                autocast: false,
+                dev: &dev,
+            };
             let (loss, norm) = if graphed {
-                graphs.step(&model, &params, &mut opt, Some(1.0), false, &dev, x, y).unwrap()
+                graphs.step(&mut parts, x, y).unwrap()
             } else {
                 let ins = x.iter().map(|t| t.as_ref().map(Tensor::shallow_clone)).collect();
-                train_step(&model, &params, &mut opt, Some(1.0), false, &dev, None, ins, y).unwrap()
+                train_step(&mut parts, None, ins, y).unwrap()
             };
             dev.record(step as u64 + 1, &loss, &norm).unwrap();
         }

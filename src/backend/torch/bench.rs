@@ -14,7 +14,7 @@
 //! the specs ([`BenchModel`]).
 
 use super::convert::{place, to_tensor};
-use super::train::device_step::{train_step, DeviceStep, StepGraphs};
+use super::train::device_step::{train_step, DeviceStep, StepGraphs, StepParts};
 use super::train::model::Model;
 use super::train::optim::AdamW;
 use crate::backend::{inputs, Plan};
@@ -166,12 +166,19 @@ impl TrainBench {
     /// the loss and norm are read back, which waits for the step. Returns the loss.
     fn step(&mut self) -> Result<f64> {
         let labels = self.labels.as_ref().ok_or_else(|| anyhow!("internal error: no batch bound"))?;
-        let (model, params, dev, ac) = (&self.model, &self.params, &self.dev, self.autocast);
+        let mut parts = StepParts {
+            model: &self.model,
+            params: &self.params,
+            opt: &mut self.opt,
+            clip: None,
+            autocast: self.autocast,
+            dev: &self.dev,
+        };
         let (loss, norm) = match &mut self.graphs {
-            Some(g) => g.step(model, params, &mut self.opt, None, ac, dev, &self.inputs, labels)?,
+            Some(g) => g.step(&mut parts, &self.inputs, labels)?,
             None => {
                 let ins = self.inputs.iter().map(|t| t.as_ref().map(|t| t.shallow_clone())).collect();
-                train_step(model, params, &mut self.opt, None, ac, dev, None, ins, labels)?
+                train_step(&mut parts, None, ins, labels)?
             }
         };
         self.dev.record(0, &loss, &norm)?;

@@ -86,22 +86,28 @@ impl DeviceStep {
     }
 }
 
+/// What a whole step reads besides its batch: the model, its trainable tensors, the
+/// optimizer, clipping, autocast and the device-side state.
+pub struct StepParts<'a> {
+    pub model: &'a Model,
+    pub params: &'a [Tensor],
+    pub opt: &'a mut AdamW,
+    pub clip: Option<f64>,
+    pub autocast: bool,
+    pub dev: &'a DeviceStep,
+}
+
 /// Forward, loss and backward, then clipping, the non-finite check and AdamW, all on
 /// the device; returns the loss and the norm before clipping (0-d device tensors).
 /// The schedule's factor is `rate`, or `dev.rate` when `None` (what a captured graph
 /// reads).
-#[allow(clippy::too_many_arguments)]
 pub fn train_step(
-    model: &Model,
-    params: &[Tensor],
-    opt: &mut AdamW,
-    clip: Option<f64>,
-    autocast: bool,
-    dev: &DeviceStep,
+    parts: &mut StepParts,
     rate: Option<f64>,
     ins: Vec<Option<Tensor>>,
     labels: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    let StepParts { model, params, ref mut opt, clip, autocast, dev } = *parts;
     let n = labels.size().first().copied().unwrap_or(0) as usize;
     let loss = {
         let _autocast = Autocast::bf16_if(autocast)?;
@@ -151,17 +157,8 @@ impl GraphedTrainStep {
     /// Capture [`train_step`] at the signature of `ins`/`labels`. Nothing is computed
     /// for this batch yet: call [`Self::run`] with it. The warm-up runs have the flag
     /// raised, so they update nothing; a flag raised before is kept.
-    #[allow(clippy::too_many_arguments)]
-    pub fn capture(
-        model: &Model,
-        params: &[Tensor],
-        opt: &mut AdamW,
-        clip: Option<f64>,
-        autocast: bool,
-        dev: &DeviceStep,
-        ins: &[Option<Tensor>],
-        labels: &Tensor,
-    ) -> Result<GraphedTrainStep> {
+    pub fn capture(parts: &mut StepParts, ins: &[Option<Tensor>], labels: &Tensor) -> Result<GraphedTrainStep> {
+        let dev = parts.dev;
         let inputs = ins.iter().map(|t| t.as_ref().map(empty_like).transpose()).collect::<Result<Vec<_>>>()?;
         for (d, s) in inputs.iter().zip(ins) {
             if let (Some(d), Some(s)) = (d, s) {
@@ -174,10 +171,8 @@ impl GraphedTrainStep {
         let _ = dev.found_inf.shallow_clone().f_fill_(1.0)?;
         let mut graph = CudaGraph::new()?;
         graph.side_stream(true)?;
-        let body = |opt: &mut AdamW| {
-            train_step(model, params, opt, clip, autocast, dev, None, shallow(&inputs), &static_labels)
-        };
-        let warm: Result<()> = (0..WARMUP).try_for_each(|_| body(opt).map(drop));
+        let body = |parts: &mut StepParts| train_step(parts, None, shallow(&inputs), &static_labels);
+        let warm: Result<()> = (0..WARMUP).try_for_each(|_| body(parts).map(drop));
         let restore = dev.found_inf.shallow_clone().f_fill_(was).map(drop).map_err(anyhow::Error::from);
         if let Err(e) = warm.and(restore) {
             let _ = graph.side_stream(false);
@@ -186,7 +181,7 @@ impl GraphedTrainStep {
         graph.capture_begin().inspect_err(|_| {
             let _ = graph.side_stream(false);
         })?;
-        let out = body(opt);
+        let out = body(parts);
         let end = graph.capture_end();
         let (loss, norm) = match (out, end) {
             (Ok(v), Ok(())) => v,
@@ -237,25 +232,14 @@ pub struct StepGraphs {
 impl StepGraphs {
     /// One whole step on a batch: replayed from the graph of its signature, captured now
     /// if there is none.
-    #[allow(clippy::too_many_arguments)]
-    pub fn step(
-        &mut self,
-        model: &Model,
-        params: &[Tensor],
-        opt: &mut AdamW,
-        clip: Option<f64>,
-        autocast: bool,
-        dev: &DeviceStep,
-        ins: &[Option<Tensor>],
-        labels: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn step(&mut self, parts: &mut StepParts, ins: &[Option<Tensor>], labels: &Tensor) -> Result<(Tensor, Tensor)> {
         let i = match self.graphs.iter().position(|g| g.fits(ins, labels)) {
             Some(i) => i,
             None => {
                 if self.graphs.len() >= MAX_GRAPHS {
                     self.graphs.remove(0);
                 }
-                let g = GraphedTrainStep::capture(model, params, opt, clip, autocast, dev, ins, labels)?;
+                let g = GraphedTrainStep::capture(parts, ins, labels)?;
                 self.captures += 1;
                 self.graphs.push(g);
                 self.graphs.len() - 1

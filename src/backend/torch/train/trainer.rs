@@ -12,7 +12,7 @@
 //! loop drains the losses at its logging interval, and with `graph_capture` the whole
 //! step (forward, backward, clipping, AdamW) replays as one CUDA graph.
 
-use super::device_step::{train_step, DeviceStep, StepGraphs};
+use super::device_step::{train_step, DeviceStep, StepGraphs, StepParts};
 use super::dist::{self as dp, DistOptions};
 use super::model::Model;
 use super::optim::{clip_grad_norm, AdamW};
@@ -286,16 +286,24 @@ impl Trainer for TorchTrainer {
         }
         let ins = self.model.place(inputs).map_err(failed)?;
         let labels = self.model.labels(labels).map_err(failed)?;
-        let (clip, ac) = (self.opts.clip, self.opts.autocast);
-        let (m, p, dev) = (&self.model, &self.params, &mut self.dev);
+        if self.opts.graph_capture {
+            self.dev.set_rate(lr_scale).map_err(failed)?;
+        }
+        let mut parts = StepParts {
+            model: &self.model,
+            params: &self.params,
+            opt: &mut self.opt,
+            clip: self.opts.clip,
+            autocast: self.opts.autocast,
+            dev: &self.dev,
+        };
         let (loss, norm) = if self.opts.graph_capture {
-            dev.set_rate(lr_scale).map_err(failed)?;
-            self.whole.step(m, p, &mut self.opt, clip, ac, dev, &ins, &labels)
+            self.whole.step(&mut parts, &ins, &labels)
         } else {
-            train_step(m, p, &mut self.opt, clip, ac, dev, Some(lr_scale), ins, &labels)
+            train_step(&mut parts, Some(lr_scale), ins, &labels)
         }
         .map_err(failed)?;
-        dev.record(step, &loss, &norm).map_err(failed)
+        self.dev.record(step, &loss, &norm).map_err(failed)
     }
 
     fn drain(&mut self) -> Result<Vec<StepValues>, TrainError> {
