@@ -32,13 +32,13 @@ step "1/7 synthetic data"
 # The pretraining videos and sounds go the way real data does: PNG frame folders and
 # WAV files on disk, imported into uint8 / int16 shards, decoded, normalised and (for
 # the sounds) turned into Kaldi filter banks while training reads them.
-"$g" data synth --task pretrain --format files --out "$data/pretrain_frames" --n 2048 --seed 1 | head -n 1
+"$g" data synth --task pretrain --format files --out "$data/pretrain_frames" --n 2048 --seed 1 | sed -n 1p
 "$g" data import video "$data/pretrain_frames" --out "$data/pretrain" --frames 8 --sampling-rate 1 \
   --image-size 32 --crop-pct 1 --mean 0.5,0.5,0.5 --std 0.41666666,0.41666666,0.41666666 \
-  --hflip 0 --min-scale 1 | head -n 3
-"$g" data synth --task audio_pretrain --format files --out "$data/audio_wav" --n 2048 --seed 2 | head -n 1
+  --hflip 0 --min-scale 1 | sed -n 1,3p
+"$g" data synth --task audio_pretrain --format files --out "$data/audio_wav" --n 2048 --seed 2 | sed -n 1p
 "$g" data import audio "$data/audio_wav" --out "$data/audio" --sample-rate 16000 --mel-bins 32 --frames 64 \
-  --layout 1ft | head -n 3
+  --layout 1ft | sed -n 1,3p
 "$g" data synth --task multimodal --out "$data/mm_train" --n 3072 --seed 3 --drop audio:0.15 --drop pose:0.15 | tail -n 2
 "$g" data synth --task multimodal --out "$data/mm_val" --n 768 --seed 4 | tail -n 2
 "$g" data synth --task motion --out "$data/motion_train" --n 2048 --seed 5 | tail -n 2
