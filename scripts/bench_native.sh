@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The native CPU backend against LibTorch: the README's figures come from this script.
-#   1. ViT-S/16 224² at batch 1 and 8, 1 and 2 threads: native / LibTorch latency,
-#      both backends in one process, interleaved forward by forward (graft bench), and
-#      ONNX Runtime (CPU) on the same model with the same weights (`graft export onnx`)
-#      in its own process, the two processes alternated three times (medians of the
-#      three processes' medians, in brackets their range)
+#   1. ViT-S/16 224² at batch 1 and 8, 1 and 2 threads: native, LibTorch (graft
+#      bench) and ONNX Runtime (CPU) on the same model with the same weights (`graft
+#      export onnx`), each in its own process (in one process LibTorch's OpenMP
+#      workers spin between ops and take the cores from the native pool), the three
+#      processes alternated three times (medians of the three processes' medians, in
+#      brackets their range)
 #   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1 and 32, each
 #      backend in its own process (processes alternated three times): in one
 #      process LibTorch's OpenMP workers spin between ops and take the cores from
@@ -96,8 +97,10 @@ PY
 if want 1; then
 for rep in 1 2 3; do
   for t in 1 2; do
-    "$g" bench specs/vit_small.graft --backend native,torch --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
-      --json >"$tmp/vits_${t}_$rep.json"
+    for b in native torch; do
+      "$g" bench specs/vit_small.graft --backend "$b" --batch 1,8 --threads "$t" --iters "$iters" --warmup 2 \
+        --json >"$tmp/vits_${t}_${b}_$rep.json"
+    done
     ort "$t" "$iters" "$tmp/ort_${t}_$rep.json"
   done
 done
@@ -109,7 +112,7 @@ import json, sys, statistics, pathlib
 d = pathlib.Path(sys.argv[1]); rows = {}
 for t in (1, 2):
     for rep in (1, 2, 3):
-        for f in (f"vits_{t}_{rep}.json", f"ort_{t}_{rep}.json"):
+        for f in (f"vits_{t}_native_{rep}.json", f"vits_{t}_torch_{rep}.json", f"ort_{t}_{rep}.json"):
             for s in json.load(open(d / f))["specs"]:
                 for b, ms in s["forward_ms"]:
                     rows.setdefault((int(b), t), {}).setdefault(s["backend"], []).append(ms)
