@@ -194,17 +194,6 @@ impl EvalView {
     pub fn all(clips: u32, crops: u32) -> Vec<EvalView> {
         (0..clips).flat_map(|clip| (0..crops).map(move |crop| EvalView { clip, clips, crop, crops })).collect()
     }
-
-    /// `clip/clips` and `crop/crops` in range, neither count 0.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.clips == 0 || self.crops == 0 || self.clip >= self.clips || self.crop >= self.crops {
-            return Err(format!(
-                "view clip {}/{}, crop {}/{}: each index must be below its count, and counts at least 1",
-                self.clip, self.clips, self.crop, self.crops
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Check one index row against its form and the data length; the reason if bad.
@@ -373,7 +362,6 @@ mod tests {
         let three: Vec<_> = views.iter().map(|&v| clip_indices(100, 4, 2, View::Eval(v), &mut rng)).collect();
         assert_eq!(three, vec![vec![0, 2, 5, 7], vec![46, 48, 51, 53], vec![92, 94, 97, 99]]);
         assert_eq!(EvalView::all(2, 3).len(), 6);
-        assert!(EvalView { clip: 2, clips: 2, crop: 0, crops: 1 }.validate().is_err());
         let short = clip_indices(5, 4, 2, View::Train, &mut rng);
         assert_eq!(short, vec![0, 4, 4, 4]);
         for _ in 0..100 {
