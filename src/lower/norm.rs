@@ -32,25 +32,23 @@ impl Normalized {
     }
 }
 
-/// The names a spec may use.
-fn named(name: &str) -> Option<(Vec<f32>, Vec<f32>)> {
-    if name == "audioset" {
-        return Some((vec![AST_MEAN], vec![AST_STD]));
-    }
-    // `0.5` is a number list in a spec: `mean [0.5, 0.5, 0.5] std [0.5, 0.5, 0.5]`.
+/// The statistics a spec may name, with their numbers: the image ones whose names are
+/// identifiers (`0.5` is written as numbers in a spec: `mean [0.5, 0.5, 0.5] std [0.5,
+/// 0.5, 0.5]`), and `audioset`.
+fn named() -> impl Iterator<Item = (&'static str, Vec<f32>, Vec<f32>)> {
     NAMED_STATS
         .iter()
-        .find(|(n, _, _)| *n == name && n.parse::<f64>().is_err())
-        .map(|(_, m, s)| (m.to_vec(), s.to_vec()))
+        .filter(|(n, _, _)| n.parse::<f64>().is_err())
+        .map(|(n, m, s)| (*n, m.to_vec(), s.to_vec()))
+        .chain([("audioset", vec![AST_MEAN], vec![AST_STD])])
 }
 
 /// Resolve a declaration; the diagnostic when it is unknown or malformed.
 pub fn resolve(n: &InputNorm, decl: Span) -> Result<Normalized, Box<Diagnostic>> {
     match n {
         InputNorm::Named(id) => {
-            let (mean, std) = named(&id.name).ok_or_else(|| -> Box<Diagnostic> {
-                let names: Vec<&str> =
-                    NAMED_STATS.iter().map(|s| s.0).filter(|n| n.parse::<f64>().is_err()).chain(["audioset"]).collect();
+            let (_, mean, std) = named().find(|(n, _, _)| *n == id.name).ok_or_else(|| -> Box<Diagnostic> {
+                let names: Vec<&str> = named().map(|(n, _, _)| n).collect();
                 Box::new(
                     Diagnostic::error("E0510", format!("unknown normalisation `{}`", id.name))
                         .at(id.span, format!("expected one of {}", names.join(", ")))
