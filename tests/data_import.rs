@@ -161,6 +161,33 @@ fn import_images(name: &str, root: &Path, extra: &[&str]) -> PathBuf {
     out
 }
 
+/// Import the test videos under `files()/root` (`video`: mp4 files decoded by the
+/// ffmpeg program; `frames`: the same frames as folders, which the fixture writes only
+/// where ffmpeg ran) as clips of 4 frames 2 apart at 32².
+fn import_video(name: &str, root: &str) -> PathBuf {
+    assert!(
+        meta()["video_ok"].as_bool().unwrap(),
+        "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg` (scripts/test.sh does)"
+    );
+    let out = tmp(name);
+    let src = files().join(root);
+    ok(&[
+        "data",
+        "import",
+        "video",
+        p(&src),
+        "--out",
+        p(&out),
+        "--image-size",
+        "32",
+        "--frames",
+        "4",
+        "--sampling-rate",
+        "2",
+    ]);
+    out
+}
+
 #[test]
 fn image_folder_eval_matches_torchvision() {
     let m = meta();
@@ -314,18 +341,8 @@ fn audio_filter_bank_matches_the_ast_feature_extractor() {
 
 #[test]
 fn video_clips_match_videomae_eval() {
-    let m = meta();
-    assert!(
-        m["video_ok"].as_bool().unwrap(),
-        "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg` (scripts/test.sh does)"
-    );
     for (name, root) in [("mp4", "video"), ("frames", "frames")] {
-        let out = tmp(&format!("video-{name}"));
-        let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
-        let src = files().join(root);
-        let mut cmd = vec!["data", "import", "video", p(&src), "--out", p(&out)];
-        cmd.extend_from_slice(&args);
-        ok(&cmd);
+        let out = import_video(&format!("video-{name}"), root);
         let s = out.with_extension("s.safetensors");
         ok(&["data", "sample", p(&out), "--eval", "--n", "2", "--out", p(&s)]);
         let (xs, labels) = sampled(&s, "video");
@@ -341,15 +358,7 @@ fn video_clips_match_videomae_eval() {
 
 #[test]
 fn video_views_match_videomae_multi_view_testing() {
-    let m = meta();
-    assert!(
-        m["video_ok"].as_bool().unwrap(),
-        "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg`"
-    );
-    let out = tmp("video-views");
-    let src = files().join("video");
-    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
-    ok(&[&["data", "import", "video", p(&src), "--out", p(&out)][..], &args].concat());
+    let out = import_video("video-views", "video");
     let mut seen = std::collections::BTreeSet::new();
     for k in 0..2 {
         for j in 0..3 {
@@ -385,10 +394,7 @@ fn eval_averages_the_softmax_probabilities_of_every_view() {
     use graft::backend::{native::Native, Backend, Options, Plan};
     use graft::data::{EvalView, View};
     use graft::evaluate::{batch_inputs, evaluate, Evaluated, Views};
-    assert!(meta()["video_ok"].as_bool().unwrap(), "the ffmpeg program is missing");
-    let out = tmp("video-eval-views");
-    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
-    ok(&[&["data", "import", "video", p(&files().join("video")), "--out", p(&out)][..], &args].concat());
+    let out = import_video("video-eval-views", "video");
     let spec = out.with_extension("graft");
     std::fs::write(
         &spec,
@@ -447,9 +453,7 @@ fn data_bench_reads_the_epochs_it_is_asked_for() {
 
 #[test]
 fn a_declared_normalisation_is_checked_against_the_dataset() {
-    let out = tmp("video-norm");
-    let args = ["--image-size", "32", "--frames", "4", "--sampling-rate", "2"];
-    ok(&[&["data", "import", "video", p(&files().join("frames")), "--out", p(&out)][..], &args].concat());
+    let out = import_video("video-norm", "frames");
     let spec = |name: &str, norm: &str| {
         let path = out.with_extension(format!("{name}.graft"));
         let text = format!(
