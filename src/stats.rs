@@ -15,3 +15,10 @@ pub const NAMED_STATS: [(&str, [f32; 3], [f32; 3]); 4] = [
 pub const AST_MEAN: f32 = -4.267_739_3;
 /// AudioSet's filter-bank std (the extractor divides by twice it).
 pub const AST_STD: f32 = 4.568_997_4;
+
+/// Per-channel normalisation as a table: `(v / 255 − mean[c]) / std[c]` for every
+/// byte `v` of every channel `c`, in f32. The data pipeline normalises through it and a
+/// backend normalises raw pixels through it, so both give the same bits.
+pub fn norm_lut(mean: &[f32], std: &[f32]) -> Vec<[f32; 256]> {
+    mean.iter().zip(std).map(|(&m, &s)| std::array::from_fn(|v| (v as f32 / 255.0 - m) / s)).collect()
+}

@@ -16,7 +16,7 @@ pub fn elem_size(dtype: DType) -> usize {
         DType::F64 | DType::I64 => 8,
         DType::F32 | DType::I32 => 4,
         DType::F16 | DType::BF16 => 2,
-        DType::Bool => 1,
+        DType::Bool | DType::U8 => 1,
     }
 }
 
@@ -30,6 +30,7 @@ pub fn st_tag(dtype: DType) -> &'static str {
         DType::I64 => "I64",
         DType::I32 => "I32",
         DType::Bool => "BOOL",
+        DType::U8 => "U8",
     }
 }
 
@@ -43,6 +44,7 @@ pub fn dtype_of_tag(tag: &str) -> Option<DType> {
         "I64" => DType::I64,
         "I32" => DType::I32,
         "BOOL" => DType::Bool,
+        "U8" => DType::U8,
         _ => return None,
     })
 }
@@ -139,6 +141,7 @@ impl HostTensor {
             DType::I64 => c(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()) as f64).collect(),
             DType::I32 => c(4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or_default()) as f64).collect(),
             DType::Bool => self.data.iter().map(|&b| (b != 0) as u8 as f64).collect(),
+            DType::U8 => self.data.iter().map(|&b| b as f64).collect(),
         }
     }
 
@@ -158,6 +161,7 @@ impl HostTensor {
                 DType::I64 => data.extend_from_slice(&(v as i64).to_le_bytes()),
                 DType::I32 => data.extend_from_slice(&(v as i32).to_le_bytes()),
                 DType::Bool => data.push((v != 0.0) as u8),
+                DType::U8 => data.push(v as u8),
             }
         }
         Some(HostTensor { dtype, shape: shape.to_vec(), data })
@@ -188,7 +192,7 @@ mod tests {
         assert_eq!(HostTensor::from_i64(&[2], &[7, -1]).unwrap().as_i64().unwrap(), vec![7, -1]);
         assert_eq!(t.type_text(), "f32[2, 2]");
         assert!(HostTensor::zeros(DType::F32, &[-1]).is_none());
-        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool] {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool, DType::U8] {
             assert_eq!(dtype_of_tag(st_tag(dt)), Some(dt));
         }
     }

@@ -151,7 +151,7 @@ fn vit_tiny_on_gpu() -> (Plan, ParamStore) {
 
 fn gpu_inputs(plan: &Plan, batch: i64, seed: u64) -> Vec<Option<Tensor>> {
     let given = inputs::random(plan, batch, seed).unwrap();
-    place(&inputs::bind(plan, given, DType::F32).unwrap().values, Device::Cuda(0), Kind::Float).unwrap()
+    place(plan.inputs(), &inputs::bind(plan, given, DType::F32).unwrap().values, Device::Cuda(0), Kind::Float).unwrap()
 }
 
 /// A tensor (any device, any float kind) as `f64` values on the host.

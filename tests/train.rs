@@ -711,3 +711,55 @@ fn a_corrupt_sample_ends_the_feed_with_its_error_and_the_readers_stop() {
 fn tensor(f: &SafeFile, key: &str) -> tch::Tensor {
     to_tensor(&f.tensor(key).unwrap()).unwrap()
 }
+
+#[test]
+fn pixels_normalised_on_the_device_train_the_same_run() {
+    // `normalized imagenet` over uint8 frames: by default the reader hands over raw
+    // pixels and the model normalises them where it runs; `--normalize-on host` has
+    // the reader normalise them. The model receives the same bits, so the run is the
+    // same to the bit.
+    ok(&["data", "synth", "--task", "pretrain", "--format", "files", "--n", "16", "--seed", "4", "--out", "data/rawf"]);
+    let import = ["data", "import", "video", "data/rawf", "--out", "data/raw", "--frames", "8", "--sampling-rate", "1"];
+    ok(&[&import[..], &["--image-size", "32", "--crop-pct", "1"]].concat());
+    let plain = adapter_spec("ad_norm", 8, "1.0");
+    let spec = plain.replace("f32[B, 3, 8, 32, 32]", "f32[B, 3, 8, 32, 32] normalized imagenet");
+    assert_ne!(spec, plain);
+    std::fs::write(fx().path("ad_norm.graft"), spec).unwrap();
+    let run = |on: &str| {
+        let out = format!("runs/norm_{on}");
+        let args = ["train", "ad_norm.graft", "--data", "data/raw", "--steps", "4", "--batch", "4", "--lr", "1e-2"];
+        let rest = ["--checkpoint-every", "4", "--device", "cpu", "--normalize-on", on, "--out", &out];
+        let o = graft(&[&args[..], &rest].concat());
+        let (text, err) = text(&o);
+        assert!(o.status.success(), "{text}{err}");
+        (out, err)
+    };
+    let ((device, said), (host, host_said)) = (run("device"), run("host"));
+    assert!(said.contains("input `video` reads raw u8 pixels"), "{said}");
+    assert!(!host_said.contains("raw u8"), "{host_said}");
+    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
+    let (a, b) = (train_losses(&device), train_losses(&host));
+    assert_eq!(a.len(), 4);
+    assert_eq!(bits(&a), bits(&b), "losses {a:?} vs {b:?}");
+    let file = |r: &str| SafeFile::open(&fx().path(r).join("trainable.safetensors")).unwrap();
+    let (fa, fb) = (file(&device), file(&host));
+    for k in fa.entries().keys() {
+        assert!(tensor(&fa, k).equal(&tensor(&fb, k)), "{k}");
+    }
+    let eval = |on: &str| {
+        ok(&[
+            "eval",
+            "ad_norm.graft",
+            "--data",
+            "data/raw",
+            "--run",
+            &device,
+            "--json",
+            "--device",
+            "cpu",
+            "--normalize-on",
+            on,
+        ])
+    };
+    assert_eq!(eval("device"), eval("host"), "evaluation reads either form to the same result");
+}

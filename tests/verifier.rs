@@ -35,8 +35,12 @@ fn param(g: &mut Graph, path: &str, shape: &[i64]) -> NodeId {
 fn base() -> Base {
     let mut g = Graph::new();
     let ty = TensorType::fixed(DType::F32, &[2, 4]);
-    let x =
-        g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
+    let x = g.add(
+        Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false, norm: None },
+        "x",
+        None,
+        &[],
+    );
     g.node_mut(x).ty = Some(ty.clone());
     let w = param(&mut g, "fc.weight", &[4, 4]);
     let b = param(&mut g, "fc.bias", &[4]);

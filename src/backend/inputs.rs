@@ -1,7 +1,8 @@
 //! Model inputs: check given host tensors against the plan and bind symbolic dims.
 //!
 //! Every given input must be declared, with the declared dtype (float inputs may also
-//! come in the run's float dtype) and shape; a symbol (`B`, `T`) takes its size from
+//! come in the run's float dtype, and an input declared `normalized` as raw `u8`
+//! pixels: [`crate::ir::PixelNorm`]) and shape; a symbol (`B`, `T`) takes its size from
 //! the first input that has it and must agree everywhere else. All problems are
 //! reported together, each naming what was expected and what was given. An absent
 //! optional input declared `= zeros` becomes zeros of its declared shape; any other
@@ -47,9 +48,16 @@ pub fn bind(plan: &Plan, given: Vec<(String, HostTensor)>, float: DType) -> Resu
             continue;
         };
         let got = t.type_text();
-        if t.dtype != inp.ty.dtype && !(inp.ty.dtype.is_float() && t.dtype == float) {
+        let raw = t.dtype == DType::U8 && inp.norm.is_some();
+        if t.dtype != inp.ty.dtype && !(inp.ty.dtype.is_float() && t.dtype == float) && !raw {
+            let hint = match (t.dtype, inp.ty.dtype.is_float()) {
+                (DType::U8, true) => {
+                    "; raw u8 pixels need the input declared `normalized` (e.g. `normalized imagenet`)"
+                }
+                _ => "",
+            };
             problems.push(format!(
-                "`{}`: expected {want}, given {got} (dtype {} instead of {})",
+                "`{}`: expected {want}, given {got} (dtype {} instead of {}){hint}",
                 inp.name,
                 t.dtype.name(),
                 inp.ty.dtype.name()

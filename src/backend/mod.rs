@@ -126,7 +126,7 @@ pub(crate) fn graph_of_inputs(types: &[Option<crate::ir::TensorType>]) -> (crate
         .enumerate()
         .map(|(i, t)| {
             let ty = t.clone().unwrap_or_else(|| TensorType::fixed(DType::F32, &[1]));
-            let op = Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false };
+            let op = Op::Input { name: format!("in{i}"), ty, optional: t.is_none(), default_zeros: false, norm: None };
             g.add(op, format!("in{i}"), None, &[])
         })
         .collect();

@@ -162,7 +162,13 @@ fn absent_inputs_pass_through_add_only() {
     // Anything else computed from an absent input is absent, and so is the output.
     let mut g = Graph::new();
     let a = g.add(
-        Op::Input { name: "a".into(), ty: TensorType::fixed(DType::F32, &[2]), optional: true, default_zeros: false },
+        Op::Input {
+            name: "a".into(),
+            ty: TensorType::fixed(DType::F32, &[2]),
+            optional: true,
+            default_zeros: false,
+            norm: None,
+        },
         "a",
         None,
         &[],
@@ -184,6 +190,7 @@ fn kernel_errors_name_the_instance_and_cuda_is_refused() {
                 ty: TensorType::fixed(DType::I64, &[2]),
                 optional: false,
                 default_zeros: false,
+                norm: None,
             },
             "i",
             None,
@@ -195,6 +202,7 @@ fn kernel_errors_name_the_instance_and_cuda_is_refused() {
                 ty: TensorType::fixed(DType::F32, &[3, 2]),
                 optional: false,
                 default_zeros: false,
+                norm: None,
             },
             "t",
             None,

@@ -105,6 +105,8 @@ pub struct InputSlot {
     pub ty: TensorType,
     pub optional: bool,
     pub default_zeros: bool,
+    /// Declared `normalized`: raw `u8` pixels are accepted too, normalised as placed.
+    pub norm: Option<crate::ir::PixelNorm>,
     /// `None` when nothing reads the input.
     pub slot: Option<usize>,
 }
@@ -221,7 +223,7 @@ fn build(g: &Graph) -> Plan {
         let node = g.node(n);
         match &node.op {
             Op::Parameter(_) | Op::Unbound => {}
-            Op::Input { name, ty, optional, default_zeros } => {
+            Op::Input { name, ty, optional, default_zeros, norm } => {
                 let slot = last.contains_key(&n).then(|| alloc(&mut pool));
                 if let Some(s) = slot {
                     src.insert(n, Src::Slot(s));
@@ -231,6 +233,7 @@ fn build(g: &Graph) -> Plan {
                     ty: ty.clone(),
                     optional: *optional,
                     default_zeros: *default_zeros,
+                    norm: norm.clone(),
                     slot,
                 });
             }
@@ -279,7 +282,7 @@ mod tests {
 
     fn input(g: &mut Graph, name: &str, dims: &[i64]) -> NodeId {
         let ty = TensorType::fixed(DType::F32, dims);
-        g.add(Op::Input { name: name.into(), ty, optional: false, default_zeros: false }, name, None, &[])
+        g.add(Op::Input { name: name.into(), ty, optional: false, default_zeros: false, norm: None }, name, None, &[])
     }
 
     #[test]

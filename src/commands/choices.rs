@@ -89,3 +89,27 @@ impl From<DtypeArg> for DType {
         }
     }
 }
+
+/// `--normalize-on`: where the pixels of an input declared `normalized` are normalised.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NormalizeOn {
+    /// The reader hands over raw u8 pixels (a quarter of the bytes) and the model
+    /// normalises them where it runs.
+    Device,
+    /// The reader normalises them to f32 on the host.
+    Host,
+}
+
+impl NormalizeOn {
+    /// The inputs `ds` hands over raw for `plan`.
+    pub fn raw_inputs(
+        self,
+        plan: &crate::backend::Plan,
+        ds: &crate::data::Dataset,
+    ) -> std::collections::BTreeSet<String> {
+        match self {
+            NormalizeOn::Device => crate::commands::data::fits::raw_inputs(plan, ds),
+            NormalizeOn::Host => Default::default(),
+        }
+    }
+}

@@ -19,6 +19,7 @@
 use super::train::checkpoint::TrainableFile;
 use super::train::spec::Spec;
 use super::{options, DeviceArg, DtypeArg};
+use crate::commands::choices::NormalizeOn;
 use crate::data::Dataset;
 use crate::data::Transform;
 use crate::evaluate::{check_without, evaluate, render, Evaluated, Views};
@@ -47,6 +48,12 @@ pub struct EvalArgs {
     /// per core, at most 8).
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
+    /// Where image and video pixels are normalised, for inputs declared `normalized`
+    /// with the dataset's own statistics: `device` (default) hands the model raw u8
+    /// pixels, normalised where it runs; `host` normalises them in the reader. The
+    /// model receives the same bits either way.
+    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Device)]
+    pub normalize_on: NormalizeOn,
     /// Temporal windows per video, spread evenly over it; the views' softmax
     /// probabilities are averaged (VideoMAE tests with 5 on Kinetics, 2 on
     /// Something-Something). Needs a video input stored as frames.
@@ -84,6 +91,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .map_err(|e| anyhow!("--data {}: {e}", a.data.display()))?
         .with_workers(a.workers.unwrap_or(0));
     let notes = spec.check_dataset(&ds, "the data")?;
+    let ds = {
+        let raw = a.normalize_on.raw_inputs(&spec.plan, &ds);
+        ds.with_raw(raw)
+    };
     let views = Views { clips: a.clips as u32, crops: a.crops as u32 };
     check_views(&ds, views)?;
     let run = a.run.as_deref().map(TrainableFile::open).transpose()?;

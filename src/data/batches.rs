@@ -14,8 +14,9 @@
 
 use super::error::DataError;
 use super::reader::{Dataset, LoadedShard};
-use super::stored::{materialize, IndexRow};
+use super::stored::{materialize, IndexRow, Sink};
 use super::tensor::{Batch, HostTensor};
+use crate::ir::DType;
 use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
 
@@ -53,6 +54,28 @@ pub fn workers(ds: &Dataset) -> usize {
     }
 }
 
+/// One sample's values: normalised, or raw pixels ([`Dataset::raw`]).
+enum Values {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Values {
+    fn sink(&mut self) -> Sink<'_> {
+        match self {
+            Values::F32(v) => Sink::F32(v),
+            Values::U8(v) => Sink::U8(v),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::U8(v) => v.len(),
+        }
+    }
+}
+
 /// A batch from staged samples: plain inputs concatenated, stored inputs decoded and
 /// transformed in parallel, each from its own random stream.
 pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) -> Result<Batch, DataError> {
@@ -65,15 +88,19 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
         let spec = &ds.meta.inputs[name];
         let mut shape = vec![n as i64];
         shape.extend_from_slice(&spec.shape);
+        let raw = ds.raw.contains(name);
         let data = match (spec.stored, &spec.transform) {
             (Some(form), Some(t)) => {
                 let per = super::tensor::numel(&spec.shape).unwrap_or(0);
-                let one = |s: &Staged| -> Result<Vec<f32>, DataError> {
+                let one = |s: &Staged| -> Result<Values, DataError> {
                     let (_, bytes, row) = &s.parts[k];
                     let mut rng = Rng::derive(&[seed, epoch, s.global, hash_str(name)]);
-                    let mut out = Vec::with_capacity(per);
                     let row = row.unwrap_or_default();
-                    materialize(form, t, bytes, &row, ds.view, &mut rng, &mut out).map_err(|reason| {
+                    let mut v = match raw {
+                        true => Values::U8(Vec::with_capacity(per)),
+                        false => Values::F32(Vec::with_capacity(per)),
+                    };
+                    materialize(form, t, bytes, &row, ds.view, &mut rng, v.sink()).map_err(|reason| {
                         DataError::Invalid(format!(
                             "{}: sample {} of input `{name}` ({}): {reason}",
                             ds.dir.display(),
@@ -81,19 +108,19 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                             form.name()
                         ))
                     })?;
-                    if out.len() != per {
+                    if v.len() != per {
                         return Err(DataError::Invalid(format!(
                             "{}: sample {} of input `{name}` gave {} values, expected {per}",
                             ds.dir.display(),
                             s.global,
-                            out.len()
+                            v.len()
                         )));
                     }
-                    Ok(out)
+                    Ok(v)
                 };
                 let threads = workers(ds).min(n).max(1);
                 let chunk = n.div_ceil(threads);
-                let parts: Vec<Result<Vec<Vec<f32>>, DataError>> = std::thread::scope(|scope| {
+                let parts: Vec<Result<Vec<Values>, DataError>> = std::thread::scope(|scope| {
                     let handles: Vec<_> =
                         samples.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(one).collect())).collect();
                     handles
@@ -103,10 +130,13 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                         })
                         .collect()
                 });
-                let mut data = Vec::with_capacity(n * per * 4);
+                let mut data = Vec::with_capacity(n * per * if raw { 1 } else { 4 });
                 for part in parts {
                     for v in part? {
-                        super::tensor::extend_le_bytes(&mut data, &v);
+                        match v {
+                            Values::F32(v) => super::tensor::extend_le_bytes(&mut data, &v),
+                            Values::U8(v) => data.extend_from_slice(&v),
+                        }
                     }
                 }
                 data
@@ -119,7 +149,11 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                 data
             }
         };
-        inputs.insert(name.clone(), HostTensor { dtype: spec.dtype, shape, data });
+        let dtype = match (raw, spec.stored) {
+            (true, Some(_)) => DType::U8,
+            _ => spec.dtype,
+        };
+        inputs.insert(name.clone(), HostTensor { dtype, shape, data });
     }
     Ok(Batch { inputs, labels: samples.iter().map(|s| s.label).collect() })
 }

@@ -170,7 +170,7 @@ fn convert(item: &Item, o: &ImportOptions) -> Result<Converted, String> {
                     &[0, pcm.len() as i64, dims[0], 0, 0],
                     super::stored::View::Eval(super::stored::EvalView::CENTRE),
                     &mut Rng::new(0),
-                    &mut out,
+                    super::stored::Sink::F32(&mut out),
                 )?;
                 return Ok(Converted::Plain(out));
             }

@@ -102,7 +102,7 @@ pub use batches::{Batches, Pending};
 pub use error::DataError;
 pub use meta::{InputSpec, Meta};
 pub use reader::{model_inputs, Dataset, ModelInput, ShardInfo};
-pub use stored::{EvalView, Form, Transform, View};
+pub use stored::{EvalView, Form, Transform, VideoLayout, View};
 pub use synth::{synth, Summary, SynthOptions, Task};
 pub use tensor::{Batch, HostTensor};
 pub use writer::{DatasetWriter, StoredColumn, Written};

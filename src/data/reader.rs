@@ -55,6 +55,10 @@ pub struct Dataset {
     /// Reader threads that decode and transform stored samples (0: one per core, at
     /// most 8).
     pub workers: usize,
+    /// Stored image and video inputs handed over as raw `u8` pixels (the transform's
+    /// layout, not normalised), for a model input that normalises them itself
+    /// ([`crate::ir::PixelNorm`]). Empty: every input is normalised f32.
+    pub raw: std::collections::BTreeSet<String>,
 }
 
 impl Dataset {
@@ -81,7 +85,7 @@ impl Dataset {
             let msg = format!("`samples` is {}, but the {} shards hold {found}", meta.samples, meta.shards);
             return Err(DataError::Meta { path: meta_path, msg });
         }
-        Ok(Dataset { dir, meta, shards, view: View::Train, workers: 0 })
+        Ok(Dataset { dir, meta, shards, view: View::Train, workers: 0, raw: Default::default() })
     }
 
     /// The number of samples.
@@ -103,6 +107,21 @@ impl Dataset {
     pub fn with_workers(mut self, workers: usize) -> Dataset {
         self.workers = workers;
         self
+    }
+
+    /// The same dataset handing over `inputs` as raw pixels ([`Dataset::raw`]).
+    pub fn with_raw(mut self, inputs: std::collections::BTreeSet<String>) -> Dataset {
+        self.raw = inputs;
+        self
+    }
+
+    /// The stored image and video inputs: those [`Dataset::raw`] may name.
+    pub fn pixel_inputs(&self) -> std::collections::BTreeSet<String> {
+        use super::stored::Transform;
+        let pixels = |i: &super::meta::InputSpec| {
+            i.stored.is_some() && matches!(i.transform, Some(Transform::Image(_) | Transform::Video(_)))
+        };
+        self.meta.inputs.iter().filter(|(_, i)| pixels(i)).map(|(n, _)| n.clone()).collect()
     }
 
     /// Whether any input is stored (decoded and transformed while reading).

@@ -215,6 +215,26 @@ pub fn check_row(form: Form, row: &IndexRow, data_len: u64) -> Result<(), String
     Ok(())
 }
 
+/// Where [`materialize`] appends a sample's values: normalised f32, what the model
+/// receives; or, for images and video, the raw u8 pixels in the same layout, for a
+/// model input declared `normalized` that normalises them on its device
+/// ([`crate::ir::PixelNorm`]).
+pub enum Sink<'a> {
+    F32(&'a mut Vec<f32>),
+    U8(&'a mut Vec<u8>),
+}
+
+impl Sink<'_> {
+    /// Channel `c` of `img`, through channel `c`'s row of `lut` or raw.
+    fn plane(&mut self, img: &Rgb, c: usize, lut: &[[f32; 256]]) {
+        let px = img.data.chunks_exact(3);
+        match self {
+            Sink::F32(o) => o.extend(px.map(|p| lut[c][p[c] as usize])),
+            Sink::U8(o) => o.extend(px.map(|p| p[c])),
+        }
+    }
+}
+
 /// Decode and transform one stored sample, appending `numel(output_shape)` values.
 pub fn materialize(
     form: Form,
@@ -223,7 +243,7 @@ pub fn materialize(
     row: &IndexRow,
     view: View,
     rng: &mut Rng,
-    out: &mut Vec<f32>,
+    out: Sink,
 ) -> Result<(), String> {
     match (t, form) {
         (Transform::Image(it), Form::Pixels | Form::Encoded) => {
@@ -235,11 +255,17 @@ pub fn materialize(
                 View::Train => it.train(&img, rng),
                 View::Eval(v) => it.eval(&img, v.crop, v.crops),
             };
-            to_chw(&img, &it.normalize, out);
+            match out {
+                Sink::F32(o) => to_chw(&img, &it.normalize, o),
+                mut raw @ Sink::U8(_) => (0..3).for_each(|c| raw.plane(&img, c, &[])),
+            }
             Ok(())
         }
         (Transform::Video(vt), Form::Frames) => video_clip(vt, bytes, row, view, rng, out),
         (Transform::Audio(at), Form::Pcm16) => {
+            let Sink::F32(out) = out else {
+                return Err("audio has no raw u8 form: its filter bank is computed in f32".into());
+            };
             let wave: Vec<f32> =
                 bytes.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0).collect();
             let o = FbankOptions { sample_rate: at.sample_rate, mel_bins: at.mel_bins as usize, ..Default::default() };
@@ -301,7 +327,7 @@ fn video_clip(
     row: &IndexRow,
     view: View,
     rng: &mut Rng,
-    out: &mut Vec<f32>,
+    mut out: Sink,
 ) -> Result<(), String> {
     let (t, h, w) = (row[2] as usize, row[3] as u32, row[4] as u32);
     let frame_bytes = h as usize * w as usize * 3;
@@ -329,20 +355,12 @@ fn video_clip(
         if flip {
             hflip(&mut img);
         }
-        let mut chw = Vec::with_capacity(3 * size as usize * size as usize);
-        to_chw(&img, &it.normalize, &mut chw);
-        clip.push(chw);
+        clip.push(img);
     }
-    let plane = size as usize * size as usize;
+    let lut = crate::stats::norm_lut(&it.normalize.mean, &it.normalize.std);
     match vt.layout {
-        VideoLayout::Tchw => clip.iter().for_each(|c| out.extend_from_slice(c)),
-        VideoLayout::Cthw => {
-            for c in 0..3 {
-                for f in &clip {
-                    out.extend_from_slice(&f[c * plane..(c + 1) * plane]);
-                }
-            }
-        }
+        VideoLayout::Tchw => clip.iter().for_each(|f| (0..3).for_each(|c| out.plane(f, c, &lut))),
+        VideoLayout::Cthw => (0..3).for_each(|c| clip.iter().for_each(|f| out.plane(f, c, &lut))),
     }
     Ok(())
 }

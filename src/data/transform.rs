@@ -210,8 +210,7 @@ pub fn hflip(img: &mut Rgb) {
 /// values are computed once, with the formula above, and looked up: the same bits.
 pub fn to_chw(img: &Rgb, norm: &Normalize, out: &mut Vec<f32>) {
     let n = img.width as usize * img.height as usize;
-    let lut: [[f32; 256]; 3] =
-        std::array::from_fn(|c| std::array::from_fn(|v| (v as f32 / 255.0 - norm.mean[c]) / norm.std[c]));
+    let lut = crate::stats::norm_lut(&norm.mean, &norm.std);
     out.reserve(3 * n);
     for (c, lut) in lut.iter().enumerate() {
         out.extend(img.data.chunks_exact(3).take(n).map(|px| lut[px[c] as usize]));

@@ -205,6 +205,7 @@ fn elem(d: DType) -> Result<i32, ExportError> {
         DType::I64 => data_type::INT64,
         DType::I32 => data_type::INT32,
         DType::Bool => data_type::BOOL,
+        DType::U8 => data_type::UINT8,
     })
 }
 

@@ -113,6 +113,7 @@ pub(crate) fn torch_dtype(d: DType) -> &'static str {
         DType::I64 => "torch.int64",
         DType::I32 => "torch.int32",
         DType::Bool => "torch.bool",
+        DType::U8 => "torch.uint8",
     }
 }
 

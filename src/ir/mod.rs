@@ -11,6 +11,7 @@
 
 pub mod op;
 pub mod param;
+pub mod pixels;
 pub mod print;
 mod rules;
 pub mod shape;
@@ -20,6 +21,7 @@ pub mod verify;
 
 pub use op::Op;
 pub use param::{FoldExpr, Init, ParamInfo, ParamSource};
+pub use pixels::PixelNorm;
 pub use shape::{DType, Dim, Shape, TensorType};
 pub use verified::Verified;
 

@@ -16,12 +16,15 @@ use serde::Serialize;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     /// A model input. `optional` inputs may be absent at run time; with
-    /// `default_zeros` an absent one is replaced by zeros.
+    /// `default_zeros` an absent one is replaced by zeros. With `norm` (declared
+    /// `normalized`) it also accepts raw `u8` pixels, normalised by the backend.
     Input {
         name: String,
         ty: TensorType,
         optional: bool,
         default_zeros: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        norm: Option<super::PixelNorm>,
     },
     /// A named model output; operand 0 is its value.
     Output {

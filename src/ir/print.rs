@@ -64,13 +64,14 @@ pub fn to_text(g: &Graph, header: &str) -> String {
         let ops: Vec<String> = g.operands(id).iter().map(|o| format!("%{}", num[o])).collect();
         let i = num[&id];
         match &n.op {
-            Op::Input { name, optional, default_zeros, .. } => {
+            Op::Input { name, optional, default_zeros, norm, .. } => {
                 let opt = match (optional, default_zeros) {
                     (true, true) => " optional=zeros",
                     (true, false) => " optional",
                     _ => "",
                 };
-                let _ = writeln!(s, "%{i} = input {name} : {ty}{opt}");
+                let raw = norm.as_ref().map_or(String::new(), |n| format!(" raw_u8(channels: dim {})", n.axis));
+                let _ = writeln!(s, "%{i} = input {name} : {ty}{opt}{raw}");
             }
             Op::Output { name } => {
                 let _ = writeln!(s, "output {name} = {} : {ty}", ops.join(", "));

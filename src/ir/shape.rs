@@ -14,6 +14,10 @@ pub enum DType {
     I64,
     I32,
     Bool,
+    /// Raw pixel values, only as given to an input declared `normalized` (see
+    /// [`PixelNorm`](super::PixelNorm)): no spec or dataset declares it, so
+    /// [`DType::parse`] does not know it.
+    U8,
 }
 
 impl DType {
@@ -39,6 +43,7 @@ impl DType {
             DType::I64 => "i64",
             DType::I32 => "i32",
             DType::Bool => "bool",
+            DType::U8 => "u8",
         }
     }
 

@@ -149,7 +149,12 @@ mod tests {
     fn model(w: Op) -> Graph {
         let mut g = Graph::new();
         let ty = TensorType::fixed(DType::F32, &[2, 4]);
-        let x = g.add(Op::Input { name: "x".into(), ty, optional: false, default_zeros: false }, "x", None, &[]);
+        let x = g.add(
+            Op::Input { name: "x".into(), ty, optional: false, default_zeros: false, norm: None },
+            "x",
+            None,
+            &[],
+        );
         let w = g.add(w, "w", None, &[]);
         let y = g.add(Op::Linear, "y", None, &[x, w]);
         g.add(Op::Output { name: "y".into() }, "y", None, &[y]);
@@ -201,7 +206,7 @@ mod tests {
         let mut g = Graph::new();
         let ty = TensorType::fixed(DType::F32, &[2]);
         let x = g.add(
-            Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false },
+            Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false, norm: None },
             "x",
             None,
             &[],

@@ -138,16 +138,13 @@ fn lower_inputs(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: &[
         if !scope.declare(b, &inp.name) {
             continue;
         }
-        if let Some(n) = &inp.normalized {
-            match super::norm::resolve(n, inp.span) {
-                Ok(n) => {
-                    decls.input_norms.insert(inp.name.name.clone(), n);
-                }
-                Err(d) => {
-                    b.error(*d);
-                }
+        let norm = inp.normalized.as_ref().and_then(|n| match super::norm::resolve(n, inp.span) {
+            Ok(n) => Some(n),
+            Err(d) => {
+                b.error(*d);
+                None
             }
-        }
+        });
         let dtype = DType::parse(&inp.dtype).unwrap_or(DType::F32);
         let mut shape = Vec::new();
         for d in &inp.dims {
@@ -177,11 +174,23 @@ fn lower_inputs(b: &mut Builder, decls: &mut Decls, scope: &mut Scope, items: &[
                 false
             }
         };
+        let pixels = match norm.as_ref().map(|n| super::norm::pixels(n, &shape)) {
+            Some(Ok(p)) => p,
+            Some(Err(d)) => {
+                b.error(*d);
+                None
+            }
+            None => None,
+        };
+        if let Some(n) = norm {
+            decls.input_norms.insert(inp.name.name.clone(), n);
+        }
         let op = Op::Input {
             name: inp.name.name.clone(),
             ty: TensorType::new(dtype, shape),
             optional: inp.optional,
             default_zeros,
+            norm: pixels,
         };
         if let Ok(id) = b.node(op, &inp.name.name, inp.span, &[]) {
             decls.env.vars.insert(inp.name.name.clone(), (Value::Tensor(id), Some(inp.name.span)));

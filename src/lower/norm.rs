@@ -7,6 +7,7 @@
 //! and `audioset`, the filter-bank statistics of the AST feature extractor.
 
 use crate::diag::Diagnostic;
+use crate::ir::{Dim, PixelNorm};
 use crate::source::Span;
 use crate::stats::{AST_MEAN, AST_STD, NAMED_STATS};
 use crate::syntax::ast::InputNorm;
@@ -41,6 +42,26 @@ fn named() -> impl Iterator<Item = (&'static str, Vec<f32>, Vec<f32>)> {
         .filter(|(n, _, _)| n.parse::<f64>().is_err())
         .map(|(n, m, s)| (*n, m.to_vec(), s.to_vec()))
         .chain([("audioset", vec![AST_MEAN], vec![AST_STD])])
+}
+
+/// The raw form the input takes besides normalised f32 ([`PixelNorm`]): none for the
+/// filter-bank statistics (`audioset`: audio is never pixels); the diagnostic when no
+/// dim of the input holds one value per channel.
+pub fn pixels(n: &Normalized, shape: &[Dim]) -> Result<Option<PixelNorm>, Box<Diagnostic>> {
+    if n.name.as_deref() == Some("audioset") {
+        return Ok(None);
+    }
+    let fixed: Vec<Option<i64>> = shape.iter().map(Dim::fixed).collect();
+    PixelNorm::over(&n.mean, &n.std, &fixed).map(Some).ok_or_else(|| {
+        Box::new(
+            Diagnostic::error(
+                "E0510",
+                format!("normalisation for {} channels, but the input has no dim of that size", n.mean.len()),
+            )
+            .at(n.span, format!("no dim after the batch is {}", n.mean.len()))
+            .hint("give one mean and one std per channel, e.g. `[B, 3, 224, 224]` with three of each"),
+        )
+    })
 }
 
 /// Resolve a declaration; the diagnostic when it is unknown or malformed.

@@ -128,7 +128,7 @@ pub fn nonfinite(t: &HostTensor) -> Option<String> {
         DType::BF16 => {
             c(2).map(|(i, b)| (i, half::bf16::from_le_bytes([b[0], b[1]]).to_f64())).find(|v| !v.1.is_finite())
         }
-        DType::I64 | DType::I32 | DType::Bool => None,
+        DType::I64 | DType::I32 | DType::Bool | DType::U8 => None,
     };
     bad.map(|(index, value)| format!("{value} at element {index} of {}", t.type_text()))
 }

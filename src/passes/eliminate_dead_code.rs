@@ -22,12 +22,13 @@ mod tests {
         let mut g = Graph::new();
         let ty = TensorType::fixed(DType::F32, &[2, 3]);
         let x = g.add(
-            Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false },
+            Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false, norm: None },
             "x",
             None,
             &[],
         );
-        let y = g.add(Op::Input { name: "y".into(), ty, optional: true, default_zeros: false }, "y", None, &[]);
+        let y =
+            g.add(Op::Input { name: "y".into(), ty, optional: true, default_zeros: false, norm: None }, "y", None, &[]);
         let r = g.add(Op::Relu, "a", None, &[x]);
         let dead = g.add(Op::Gelu, "b", None, &[y]);
         let _ = g.add(Op::Output { name: "o".into() }, "o", None, &[r]);

@@ -268,7 +268,12 @@ mod tests {
         // What a wrong rule would leave: a linear whose new weight has the wrong width.
         let mut g = Graph::new();
         let ty = TensorType::fixed(DType::F32, &[2, 4]);
-        let x = g.add(Op::Input { name: "x".into(), ty, optional: false, default_zeros: false }, "x", None, &[]);
+        let x = g.add(
+            Op::Input { name: "x".into(), ty, optional: false, default_zeros: false, norm: None },
+            "x",
+            None,
+            &[],
+        );
         let p = ParamInfo {
             path: "w".into(),
             shape: vec![3, 5],

@@ -66,7 +66,12 @@ mod tests {
     fn linear_types_and_mismatch_reports() {
         let mut g = Graph::new();
         let ty = TensorType::new(DType::F32, vec![Dim::Sym("B".into()), Dim::Fixed(197), Dim::Fixed(768)]);
-        let x = g.add(Op::Input { name: "x".into(), ty, optional: false, default_zeros: false }, "x", None, &[]);
+        let x = g.add(
+            Op::Input { name: "x".into(), ty, optional: false, default_zeros: false, norm: None },
+            "x",
+            None,
+            &[],
+        );
         let w = param(&mut g, "fc.weight", &[3072, 768]);
         let l = g.add(Op::Linear, "fc", None, &[x, w]);
         let w2 = param(&mut g, "bad.weight", &[10, 100]);

@@ -269,7 +269,8 @@ impl NativeExecutable {
             .map(|t| {
                 t.as_ref().map(|t| InputSig {
                     shape: t.shape.iter().map(|&d| d.max(0) as usize).collect(),
-                    int: !t.dtype.is_float(),
+                    // Raw pixels load as floats, normalised on the way in.
+                    int: !(t.dtype.is_float() || t.dtype == DType::U8),
                 })
             })
             .collect();
@@ -309,6 +310,12 @@ impl NativeExecutable {
                                 *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                             }
                         }
+                        DType::U8 => match &self.plan.inputs()[*input].norm {
+                            Some(n) => n.apply(&t.shape, &t.data, d),
+                            None => {
+                                return Err(BackendError::Internal("raw u8 input not declared `normalized`".into()))
+                            }
+                        },
                         _ => {
                             for (o, v) in d.iter_mut().zip(t.to_f64()) {
                                 *o = v as f32;

@@ -152,7 +152,7 @@ impl TrainBench {
         let plan = &self.model.plan;
         let given = inputs::random(plan, batch, 0)?;
         let bound = inputs::bind(plan, given, DType::F32)?;
-        self.inputs = place(&bound.values, self.model.device, Kind::Float)?;
+        self.inputs = place(plan.inputs(), &bound.values, self.model.device, Kind::Float)?;
         let classes = self.classes as f64;
         let labels = draw(&[batch], 0, "labels", |r| (r.uniform() * classes).floor());
         self.labels = Some(to_tensor(&labels)?.f_to_kind(Kind::Int64)?.f_to_device(self.model.device)?);

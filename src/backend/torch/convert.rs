@@ -3,8 +3,9 @@
 
 use super::exec::torch_message;
 use super::{kind_name, kind_of};
+use crate::backend::plan::InputSlot;
 use crate::backend::{BackendError, Device};
-use crate::ir::DType;
+use crate::ir::{DType, PixelNorm};
 use crate::tensor::HostTensor;
 use tch::{Kind, TchError, Tensor};
 
@@ -26,6 +27,7 @@ pub fn dtype_of(k: Kind) -> Option<DType> {
         Kind::Int64 => DType::I64,
         Kind::Int => DType::I32,
         Kind::Bool => DType::Bool,
+        Kind::Uint8 => DType::U8,
         _ => return None,
     })
 }
@@ -72,16 +74,22 @@ pub fn host_to_device(h: &HostTensor, device: tch::Device) -> Result<Tensor, Tch
 
 /// Host inputs (plan order, `None` absent) on `device`, float ones in `float`.
 pub fn place(
+    slots: &[InputSlot],
     inputs: &[Option<HostTensor>],
     device: tch::Device,
     float: Kind,
 ) -> Result<Vec<Option<Tensor>>, BackendError> {
     inputs
         .iter()
-        .map(|h| {
+        .zip(slots)
+        .map(|(h, slot)| {
             h.as_ref()
                 .map(|h| {
                     let t = host_to_device(h, device)?;
+                    let t = match (&slot.norm, h.dtype) {
+                        (Some(n), DType::U8) => normalise(&t, n)?,
+                        _ => t,
+                    };
                     let kind = if super::is_float_kind(t.kind()) { float } else { t.kind() };
                     t.f_to_kind(kind)
                 })
@@ -89,6 +97,24 @@ pub fn place(
         })
         .collect::<Result<_, _>>()
         .map_err(|e| BackendError::runtime("placing inputs", torch_message(&e)))
+}
+
+/// Raw `u8` pixels (on the device) normalised there, as f32: each value looked up in
+/// the channel's table ([`PixelNorm::lut`], the table the data pipeline reads), so the
+/// bits are those of host normalisation on any device.
+pub fn normalise(t: &Tensor, n: &PixelNorm) -> Result<Tensor, TchError> {
+    let device = t.device();
+    let table: Vec<f32> = n.lut().concat();
+    let table = Tensor::f_from_slice(&table)?.f_to_device(device)?;
+    let mut idx = t.f_to_kind(Kind::Int64)?;
+    let c = n.channels() as i64;
+    if c > 1 {
+        let mut shape = vec![1i64; t.dim()];
+        shape[n.axis] = c;
+        let offsets = Tensor::f_arange_start_step(0, 256 * c, 256, (Kind::Int64, device))?.f_view(shape.as_slice())?;
+        idx = idx.f_add(&offsets)?;
+    }
+    table.f_take(&idx)
 }
 
 /// A tensor (any device, any layout) as a host tensor (one copy to the host).
@@ -137,7 +163,7 @@ mod tests {
 
     #[test]
     fn round_trips_every_dtype() {
-        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool] {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::Bool, DType::U8] {
             let h = HostTensor::from_f64_as(dt, &[2, 2], &[1.0, 0.0, 1.0, 1.0]).unwrap();
             let t = to_tensor(&h).unwrap();
             assert_eq!(t.kind(), kind_of(dt));

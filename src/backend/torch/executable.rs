@@ -104,7 +104,7 @@ impl TorchExecutable {
 
     /// Host inputs on the device, float ones in the compute dtype.
     pub fn place(&self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<Tensor>>, BackendError> {
-        place(inputs, self.device, self.float)
+        place(self.plan.inputs(), inputs, self.device, self.float)
     }
 
     /// With `--cuda-graph`: a graph for the shapes, dtypes and present inputs of

@@ -58,6 +58,7 @@ pub fn kind_of(d: DType) -> Kind {
         DType::I64 => Kind::Int64,
         DType::I32 => Kind::Int,
         DType::Bool => Kind::Bool,
+        DType::U8 => Kind::Uint8,
     }
 }
 

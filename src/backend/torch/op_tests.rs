@@ -243,9 +243,14 @@ fn add_passes_through_data_but_not_parameters_alone() {
     // parameter, not data), so y = x.
     let mut g = Graph::new();
     let ty = TensorType::fixed(DType::F32, &[2, 3]);
-    let x =
-        g.add(Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false }, "x", None, &[]);
-    let ctx = g.add(Op::Input { name: "ctx".into(), ty, optional: true, default_zeros: false }, "ctx", None, &[]);
+    let x = g.add(
+        Op::Input { name: "x".into(), ty: ty.clone(), optional: false, default_zeros: false, norm: None },
+        "x",
+        None,
+        &[],
+    );
+    let ctx =
+        g.add(Op::Input { name: "ctx".into(), ty, optional: true, default_zeros: false, norm: None }, "ctx", None, &[]);
     let info = ParamInfo {
         path: "pos".into(),
         shape: vec![1, 3],

@@ -4,7 +4,7 @@
 //! the stream opens to the last sample, as a `DataLoader` loop is timed.
 //!
 //! ```text
-//! graft data bench DS [--train|--eval] [--batch N] [--n N] [--workers N] [--seed S] [--json]
+//! graft data bench DS [--train|--eval] [--batch N] [--n N] [--workers N] [--raw] [--seed S] [--json]
 //! ```
 
 use crate::data::{Dataset, EvalView, View};
@@ -31,6 +31,10 @@ pub struct DataBenchArgs {
     /// Reader threads (default: one per core, at most 8).
     #[arg(long, value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
+    /// Image and video pixels as raw u8 (the transform's layout, not normalised), as
+    /// a model input declared `normalized` takes them.
+    #[arg(long)]
+    pub raw: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// One JSON object on stdout.
@@ -49,12 +53,21 @@ pub struct DataBench {
     pub samples_per_s_per_worker: f64,
     /// From opening the stream to the first batch.
     pub first_batch_s: f64,
+    /// Pixels handed over raw (u8) rather than normalised (f32).
+    pub raw: bool,
 }
 
 /// Run `graft data bench`.
 pub fn bench(a: &DataBenchArgs) -> anyhow::Result<()> {
     let view = if a.eval { View::Eval(EvalView::CENTRE) } else { View::Train };
     let ds = Dataset::open(&a.dir)?.with_view(view).with_workers(a.workers.unwrap_or(0));
+    let ds = match a.raw {
+        true => {
+            let raw = ds.pixel_inputs();
+            ds.with_raw(raw)
+        }
+        false => ds,
+    };
     if ds.is_empty() {
         bail!("{}: no samples", a.dir.display());
     }
@@ -83,17 +96,19 @@ pub fn bench(a: &DataBenchArgs) -> anyhow::Result<()> {
         workers,
         samples_per_s_per_worker: rate / workers as f64,
         first_batch_s: first.unwrap_or(seconds),
+        raw: !ds.raw.is_empty(),
     };
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{}: {} samples in {} batches of {} ({} view, {} reader thread{}) in {:.2} s: {:.1} samples/s, {:.1} per thread; first batch after {:.2} s",
+            "{}: {} samples in {} batches of {} ({} view{}, {} reader thread{}) in {:.2} s: {:.1} samples/s, {:.1} per thread; first batch after {:.2} s",
             a.dir.display(),
             r.samples,
             r.batches,
             a.batch,
             if a.eval { "eval" } else { "train" },
+            if r.raw { ", raw u8 pixels" } else { "" },
             workers,
             if workers == 1 { "" } else { "s" },
             r.seconds,

@@ -1,10 +1,13 @@
 //! Whether a dataset fits what a spec's inputs declare beyond their shapes: the
 //! normalisation (`input image: f32[B, 3, 224, 224] normalized imagenet`) against the
 //! transform `dataset.json` records. `graft train`, `eval` and `data check --spec`
-//! report through here before any weight loads.
+//! report through here before any weight loads; [`raw_inputs`] names the inputs the
+//! model may normalise itself.
 
+use crate::backend::Plan;
 use crate::data::Dataset;
 use crate::pipeline::Compiled;
+use std::collections::BTreeSet;
 
 /// The inputs' declared normalisation (`normalized imagenet`) against the transform
 /// each records in `dataset.json`: (mismatches, notes). An input stored as plain
@@ -44,4 +47,30 @@ pub fn check_normalization(c: &Compiled, ds: &Dataset) -> (Vec<String>, Vec<Stri
         }
     }
     (problems, notes)
+}
+
+/// The stored image and video inputs the reader may hand over as raw `u8` pixels
+/// ([`crate::data::Dataset::raw`]) for `plan` to normalise on its device: the input
+/// declares `normalized` with exactly the statistics the dataset records (so the table,
+/// and the bits, are the ones the reader would use) over the axis the transform puts
+/// the channels on.
+pub fn raw_inputs(plan: &Plan, ds: &Dataset) -> BTreeSet<String> {
+    use crate::data::{Transform, VideoLayout};
+    plan.inputs()
+        .iter()
+        .filter(|slot| {
+            let (Some(norm), Some(spec)) = (&slot.norm, ds.meta.inputs.get(&slot.name)) else { return false };
+            let (image, axis) = match &spec.transform {
+                Some(Transform::Image(i)) => (i, 1),
+                Some(Transform::Video(v)) if v.layout == VideoLayout::Cthw => (&v.image, 1),
+                Some(Transform::Video(v)) => (&v.image, 2),
+                Some(Transform::Audio(_)) | None => return false,
+            };
+            spec.stored.is_some()
+                && norm.axis == axis
+                && norm.mean == image.normalize.mean
+                && norm.std == image.normalize.std
+        })
+        .map(|slot| slot.name.clone())
+        .collect()
 }

@@ -153,7 +153,7 @@ pub struct AudioArgs {
     pub store: Store,
 }
 
-/// `graft data sample DS [--train|--eval [--clip I/K] [--crop J/C]] [--seed S] [--n N] --out FILE.safetensors`
+/// `graft data sample DS [--train|--eval [--clip I/K] [--crop J/C]] [--seed S] [--n N] [--raw] --out FILE.safetensors`
 #[derive(clap::Args, Debug)]
 pub struct SampleArgs {
     pub dir: PathBuf,
@@ -180,6 +180,10 @@ pub struct SampleArgs {
     /// Reader threads (default: one per core, at most 8).
     #[arg(long, value_parser = crate::bounds::count(256))]
     pub workers: Option<usize>,
+    /// Image and video pixels as raw u8 (the transform's layout, not normalised), as
+    /// a model input declared `normalized` takes them.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 fn listing(c: &Common, is_sample: fn(&str) -> bool, frame_dirs: bool) -> anyhow::Result<Listing> {
@@ -340,6 +344,13 @@ pub fn sample(a: &SampleArgs) -> anyhow::Result<()> {
     let (crop, crops) = a.crop.unwrap_or((0, 1));
     let view = if a.eval { View::Eval(EvalView { clip, clips, crop, crops }) } else { View::Train };
     let ds = Dataset::open(&a.dir)?.with_view(view).with_workers(a.workers.unwrap_or(0));
+    let ds = match a.raw {
+        true => {
+            let raw = ds.pixel_inputs();
+            ds.with_raw(raw)
+        }
+        false => ds,
+    };
     if a.out.starts_with(&a.dir) {
         bail!("--out {} is inside the dataset {}: choose a path outside it", a.out.display(), a.dir.display());
     }

@@ -2,7 +2,7 @@
 //! `state.json` ([`Hyper`]).
 
 use super::schedule::{Schedule, ScheduleKind};
-use crate::commands::choices::DeviceArg;
+use crate::commands::choices::{DeviceArg, NormalizeOn};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -56,6 +56,12 @@ pub struct TrainArgs {
     /// (default: one per core, at most 8). Batches are the same for any number.
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
+    /// Where image and video pixels are normalised, for inputs declared `normalized`
+    /// with the dataset's own statistics: `device` (default) hands the model raw u8
+    /// pixels, normalised where it runs; `host` normalises them in the reader. The
+    /// model receives the same bits either way.
+    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Device)]
+    pub normalize_on: NormalizeOn,
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,

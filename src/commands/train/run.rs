@@ -241,6 +241,14 @@ fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec,
             obs.event(TrainEvent::Note(&n));
         }
     }
+    let raw = a.normalize_on.raw_inputs(&spec.plan, &ds);
+    if main {
+        for input in &raw {
+            let note = format!("input `{input}` reads raw u8 pixels, normalised where the model runs (`--normalize-on host` normalises in the reader)");
+            obs.event(TrainEvent::Note(&note));
+        }
+    }
+    let ds = ds.with_raw(raw);
     let val = match &a.val {
         Some(v) => {
             let vds = open_data(v, "val", a.workers)?;
@@ -249,7 +257,8 @@ fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec,
                     obs.event(TrainEvent::Note(&n));
                 }
             }
-            Some(vds)
+            let raw = a.normalize_on.raw_inputs(&spec.plan, &vds);
+            Some(vds.with_raw(raw))
         }
         None => None,
     };

@@ -488,7 +488,7 @@ fn first_nonfinite(tensors: &[(String, HostTensor)]) -> Option<String> {
         // Half floats: an exponent of all ones is infinity or NaN.
         DType::F16 => t.data.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
         DType::BF16 => t.data.chunks_exact(2).all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 != 0x7f80),
-        DType::I64 | DType::I32 | DType::Bool => true,
+        DType::I64 | DType::I32 | DType::Bool | DType::U8 => true,
     };
     tensors.iter().find(|(_, t)| !finite(t)).map(|(n, _)| n.clone())
 }

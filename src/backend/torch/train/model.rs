@@ -54,7 +54,7 @@ impl Model {
 
     /// Bound host inputs (plan order, `None` absent) on the model's device.
     pub fn place(&self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<Tensor>>> {
-        Ok(place(inputs, self.device, Kind::Float)?)
+        Ok(place(self.plan.inputs(), inputs, self.device, Kind::Float)?)
     }
 
     /// The model as an [`Executable`](crate::backend::Executable) over its live
