@@ -9,8 +9,11 @@
 #   torchvision:  ImageFolder + DataLoader(num_workers=W), PIL decoding + transforms
 #                 (timm's / torchvision's default path), and torchvision.io.decode_jpeg
 #                 + transforms.v2 (benches/python/data_loader.py)
-# with the same number of workers. The three alternate round by round, so a slow spell
-# on a shared machine falls on all of them; the median of the rounds is reported.
+# with the same number of workers. A second table stops each at uint8 pixels (graft's
+# `--raw`, PILToTensor, v2 without ToDtype/Normalize): what training hands an input
+# declared `normalized`, which the model normalises on its device. All six alternate
+# round by round, so a slow spell on a shared machine falls on all of them; the median
+# of the rounds is reported.
 # Usage: bash scripts/bench_data.sh [WORKERS]   (default 1)
 #   env: N images (512), ROUNDS (3)
 set -euo pipefail
@@ -30,17 +33,26 @@ trap 'rm -rf "$tmp"' EXIT
 
 declare -A rates
 for r in $(seq "$rounds"); do
-  rates[graft]+="$("$graft" data bench "$tmp/ds" --train --seed "$r" --batch 64 --workers "$workers" --json |
-    "$py" -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["samples_per_s"])') "
-  for path in pil v2; do
-    rates[$path]+="$("$py" benches/python/data_loader.py run "$tmp/jpegs" "$workers" "$path") "
+  for raw in "" u8; do
+    rates[graft$raw]+="$("$graft" data bench "$tmp/ds" --train --seed "$r" --batch 64 --workers "$workers" --json \
+      ${raw:+--raw} | "$py" -c 'import json, sys; print("%.1f" % json.load(sys.stdin)["samples_per_s"])') "
+    for path in pil v2; do
+      rates[$path$raw]+="$("$py" benches/python/data_loader.py run "$tmp/jpegs" "$workers" "$path" $raw) "
+    done
   done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo "images/s per worker ($workers workers, $n JPEGs 500x375 q90, median of $rounds rounds):"
-for k in graft pil v2; do
-  m=$(echo "${rates[$k]}" | median)
-  printf '  %-6s %8.0f  (%s)\n' "$k" "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k]}"
+for raw in "" u8; do
+  case "$raw" in
+    "") echo "to normalised f32: images/s per worker ($workers workers, $n JPEGs 500x375 q90, median of $rounds rounds):" ;;
+    *) echo "to uint8 pixels (normalised on the model's device): images/s per worker:" ;;
+  esac
+  for k in graft pil v2; do
+    m=$(echo "${rates[$k$raw]}" | median)
+    printf '  %-6s %8.0f  (%s)\n' "$k" "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k$raw]}"
+  done
+  g=$(echo "${rates[graft$raw]}" | median); pv=$(echo "${rates[pil$raw]}" | median); v=$(echo "${rates[v2$raw]}" | median)
+  awk -v g="$g" -v p="$pv" -v v="$v" 'BEGIN { b = p > v ? p : v; printf "  graft / the faster reference: %.2fx\n", g / b }'
 done
 echo "load: $(cat /proc/loadavg); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

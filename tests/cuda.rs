@@ -390,3 +390,22 @@ fn a_whole_captured_step_equals_the_eager_step() {
     let moved = moved.iter().any(|s| s.max_abs > 1e-4);
     assert!(moved, "the steps trained");
 }
+
+#[test]
+#[ignore = "needs a CUDA device; run on a GPU machine with --ignored"]
+fn raw_pixels_are_normalised_on_the_gpu_to_the_hosts_bits() {
+    // Every level of every channel, along the channel axis of a video [B, T, C, H, W]:
+    // the table lookup on the device gives what the host's normalisation gives.
+    let _g = gpu("raw_pixels_are_normalised_on_the_gpu_to_the_hosts_bits");
+    let norm = graft::ir::PixelNorm { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], axis: 2 };
+    let shape = [2i64, 4, 3, 16, 16];
+    let bytes: Vec<u8> = (0..shape.iter().product::<i64>()).map(|i| (i * 7 % 256) as u8).collect();
+    let mut want = vec![0f32; bytes.len()];
+    norm.apply(&shape, &bytes, &mut want);
+    let t = Tensor::from_slice(&bytes).view(shape).to_device(Device::Cuda(0));
+    let got = graft::backend::torch::convert::normalise(&t, &norm).unwrap();
+    assert_eq!(got.device(), Device::Cuda(0));
+    let got: Vec<f32> = Vec::try_from(got.to_device(Device::Cpu).flatten(0, -1)).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}

@@ -714,9 +714,9 @@ fn tensor(f: &SafeFile, key: &str) -> tch::Tensor {
 
 #[test]
 fn pixels_normalised_on_the_device_train_the_same_run() {
-    // `normalized imagenet` over uint8 frames: by default the reader hands over raw
-    // pixels and the model normalises them where it runs; `--normalize-on host` has
-    // the reader normalise them. The model receives the same bits, so the run is the
+    // `normalized imagenet` over uint8 frames: with `--normalize-on device` the reader
+    // hands over raw pixels and the model normalises them where it runs; with `host`
+    // the reader normalises them. The model receives the same bits, so the run is the
     // same to the bit.
     ok(&["data", "synth", "--task", "pretrain", "--format", "files", "--n", "16", "--seed", "4", "--out", "data/rawf"]);
     let import = ["data", "import", "video", "data/rawf", "--out", "data/raw", "--frames", "8", "--sampling-rate", "1"];
@@ -737,6 +737,9 @@ fn pixels_normalised_on_the_device_train_the_same_run() {
     let ((device, said), (host, host_said)) = (run("device"), run("host"));
     assert!(said.contains("input `video` reads raw u8 pixels"), "{said}");
     assert!(!host_said.contains("raw u8"), "{host_said}");
+    // `auto` on the CPU: the reader normalises, beside the step.
+    let (_, auto_said) = run("auto");
+    assert!(!auto_said.contains("raw u8"), "{auto_said}");
     let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
     let (a, b) = (train_losses(&device), train_losses(&host));
     assert_eq!(a.len(), 4);

@@ -28,22 +28,21 @@ def make(root, n):
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(os.path.join(d, f"{i:06d}.jpg"), quality=90)
 
 
-def run(root, workers, path):
+def run(root, workers, path, raw=False):
     from torchvision import datasets, transforms
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms import v2
 
     torch.set_num_threads(1)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    # raw: stop at the uint8 tensor (normalised later, on the model's device).
     if path == "pil":
-        tf = transforms.Compose([
-            transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(), transforms.Normalize(mean, std)])
+        tail = [transforms.PILToTensor()] if raw else [transforms.ToTensor(), transforms.Normalize(mean, std)]
+        tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), *tail])
         ds = datasets.ImageFolder(root, transform=tf)
     else:
-        tf = v2.Compose([
-            v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+        tail = [] if raw else [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        tf = v2.Compose([v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), *tail])
         ds = datasets.ImageFolder(root, loader=lambda p: decode_jpeg(read_file(p)), transform=tf)
     dl = torch.utils.data.DataLoader(ds, batch_size=64, num_workers=workers, shuffle=True)
     start = time.perf_counter()
@@ -55,4 +54,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], int(sys.argv[3]))
     else:
-        run(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        run(sys.argv[2], int(sys.argv[3]), sys.argv[4], raw=sys.argv[5:] == ["u8"])

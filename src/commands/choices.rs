@@ -93,6 +93,9 @@ impl From<DtypeArg> for DType {
 /// `--normalize-on`: where the pixels of an input declared `normalized` are normalised.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum NormalizeOn {
+    /// `device` when the model runs on a GPU, `host` on the CPU (where the reader
+    /// threads normalise alongside the step instead of in it).
+    Auto,
     /// The reader hands over raw u8 pixels (a quarter of the bytes) and the model
     /// normalises them where it runs.
     Device,
@@ -101,15 +104,16 @@ pub enum NormalizeOn {
 }
 
 impl NormalizeOn {
-    /// The inputs `ds` hands over raw for `plan`.
+    /// The inputs `ds` hands over raw for `plan`, the model running on a GPU or not.
     pub fn raw_inputs(
         self,
         plan: &crate::backend::Plan,
         ds: &crate::data::Dataset,
+        gpu: bool,
     ) -> std::collections::BTreeSet<String> {
-        match self {
-            NormalizeOn::Device => crate::commands::data::fits::raw_inputs(plan, ds),
-            NormalizeOn::Host => Default::default(),
+        match (self, gpu) {
+            (NormalizeOn::Device, _) | (NormalizeOn::Auto, true) => crate::commands::data::fits::raw_inputs(plan, ds),
+            (NormalizeOn::Host, _) | (NormalizeOn::Auto, false) => Default::default(),
         }
     }
 }

@@ -49,10 +49,11 @@ pub struct EvalArgs {
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
     /// Where image and video pixels are normalised, for inputs declared `normalized`
-    /// with the dataset's own statistics: `device` (default) hands the model raw u8
-    /// pixels, normalised where it runs; `host` normalises them in the reader. The
-    /// model receives the same bits either way.
-    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Device)]
+    /// with the dataset's own statistics: `device` hands the model raw u8 pixels,
+    /// normalised where it runs; `host` normalises them in the reader; `auto`
+    /// (default) is `device` on a GPU and `host` on the CPU. The model receives the
+    /// same bits either way.
+    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Auto)]
     pub normalize_on: NormalizeOn,
     /// Temporal windows per video, spread evenly over it; the views' softmax
     /// probabilities are averaged (VideoMAE tests with 5 on Kinetics, 2 on
@@ -92,7 +93,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         .with_workers(a.workers.unwrap_or(0));
     let notes = spec.check_dataset(&ds, "the data")?;
     let ds = {
-        let raw = a.normalize_on.raw_inputs(&spec.plan, &ds);
+        let gpu = matches!(opts.device, crate::backend::Device::Cuda(_));
+        let raw = a.normalize_on.raw_inputs(&spec.plan, &ds, gpu);
         ds.with_raw(raw)
     };
     let views = Views { clips: a.clips as u32, crops: a.crops as u32 };

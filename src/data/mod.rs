@@ -54,7 +54,9 @@
 //! `(seed, epoch)`, two shards are in memory at a time, and a batch never mixes
 //! samples with and without an optional input. [`Dataset::check_against`] checks a
 //! dataset against a model's inputs (names, dtypes, per-sample shapes; optional model
-//! inputs may be missing).
+//! inputs may be missing). A stored image or video input named in [`Dataset::raw`]
+//! arrives as its u8 pixels instead of normalised f32, for a model input declared
+//! `normalized` that normalises them itself ([`crate::ir::PixelNorm`]).
 //!
 //! # Code map
 //!

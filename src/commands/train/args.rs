@@ -57,10 +57,11 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = crate::bounds::count(crate::data::batches::MAX_WORKERS))]
     pub workers: Option<usize>,
     /// Where image and video pixels are normalised, for inputs declared `normalized`
-    /// with the dataset's own statistics: `device` (default) hands the model raw u8
-    /// pixels, normalised where it runs; `host` normalises them in the reader. The
-    /// model receives the same bits either way.
-    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Device)]
+    /// with the dataset's own statistics: `device` hands the model raw u8 pixels,
+    /// normalised where it runs; `host` normalises them in the reader; `auto`
+    /// (default) is `device` on a GPU and `host` on the CPU. The model receives the
+    /// same bits either way.
+    #[arg(long = "normalize-on", value_enum, default_value_t = NormalizeOn::Auto)]
     pub normalize_on: NormalizeOn,
     /// Seeds initialisation and data order (default 0).
     #[arg(long, value_name = "N")]

@@ -74,7 +74,7 @@ fn train<S: Training>(s: &S, a: &TrainArgs, obs: &mut dyn Observer) -> Result<Op
         log_every: log_every as usize,
     };
     s.check(&opts)?;
-    let (spec, ds, val) = load_data(a, main, obs)?;
+    let (spec, ds, val) = load_data(a, main, cuda, obs)?;
     let plan = plan_run(a, &dir, &f, &ds, s.world())?;
     let mut trainer = load_model(a, s, &spec, &mut dir, &plan.hyper, &opts)?;
     let (lock, metrics) = open_outputs(&dir, main)?;
@@ -232,7 +232,7 @@ fn open_data(dir: &Path, flag: &str, workers: Option<usize>) -> Result<Dataset> 
 }
 
 /// The spec first (its errors are the likeliest), then the data against it.
-fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec, Dataset, Option<Dataset>)> {
+fn load_data(a: &TrainArgs, main: bool, gpu: bool, obs: &mut dyn Observer) -> Result<(Spec, Dataset, Option<Dataset>)> {
     let mut spec = Spec::compile(&a.spec)?;
     spec.allow_nonfinite = a.allow_nonfinite;
     let ds = open_data(&a.data, "data", a.workers)?;
@@ -241,7 +241,7 @@ fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec,
             obs.event(TrainEvent::Note(&n));
         }
     }
-    let raw = a.normalize_on.raw_inputs(&spec.plan, &ds);
+    let raw = a.normalize_on.raw_inputs(&spec.plan, &ds, gpu);
     if main {
         for input in &raw {
             let note = format!("input `{input}` reads raw u8 pixels, normalised where the model runs (`--normalize-on host` normalises in the reader)");
@@ -257,7 +257,7 @@ fn load_data(a: &TrainArgs, main: bool, obs: &mut dyn Observer) -> Result<(Spec,
                     obs.event(TrainEvent::Note(&n));
                 }
             }
-            let raw = a.normalize_on.raw_inputs(&spec.plan, &vds);
+            let raw = a.normalize_on.raw_inputs(&spec.plan, &vds, gpu);
             Some(vds.with_raw(raw))
         }
         None => None,
