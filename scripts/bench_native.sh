@@ -27,9 +27,10 @@
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
 #   9. the larger models at batch 1, 1 thread: VideoMAE-B (16×224², 1568 tokens) and
-#      CLIP ViT-B/32, native / LibTorch interleaved in one process (twice), and the
-#      peak resident memory of each backend in its own process (the LibTorch build,
-#      --backend native or torch, 2 forwards; VmHWM)
+#      CLIP ViT-B/32, native / LibTorch interleaved in one process of the LibTorch
+#      build (twice), and the peak resident memory of each backend in its own process
+#      and build (native: the native-only build, which maps no LibTorch libraries;
+#      LibTorch: the LibTorch build; 2 forwards; VmHWM)
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 #        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 set -euo pipefail
@@ -41,7 +42,7 @@ cargo build --release --quiet --features torch
 cp target/release/graft target/graft-torch
 sections="${SECTIONS:-1 2 3 4 5 6 7 8 9}"
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
-if want 4 || want 5; then
+if want 4 || want 5 || want 9; then
   cargo build --release --quiet --target-dir target/native-only
   cp target/native-only/release/graft target/graft-native
 fi
@@ -322,8 +323,9 @@ PY
 fi
 if want 9; then
 echo
-echo "Larger models, batch 1, 1 thread (native / LibTorch interleaved in one process, two processes; medians,"
-echo "in brackets the two processes' medians), and each backend's peak resident memory in its own process:"
+echo "Larger models, batch 1, 1 thread: times from the LibTorch build, native / LibTorch interleaved in one process,"
+echo "two processes (medians, in brackets the two processes' medians); peak resident memory (VmHWM) of each backend"
+echo "in its own process and build: native from the native-only build (no LibTorch mapped), LibTorch from its build:"
 echo "| model | native ms | LibTorch ms | native / LibTorch | native peak MiB | LibTorch peak MiB | peak ratio |"
 echo "|---|---|---|---|---|---|---|"
 for m in clip_vit_b32 videomae_base; do
@@ -333,12 +335,14 @@ for m in clip_vit_b32 videomae_base; do
       >"$tmp/big_${m}_$rep.json"
   done
   for b in native torch; do
-    "$g" bench "specs/$m.graft" --backend "$b" --batch 1 --threads 1 --iters 2 --warmup 0 --json >"$tmp/bigrss_${m}_$b.json"
+    "target/graft-$b" bench "specs/$m.graft" --backend "$b" --batch 1 --threads 1 --iters 2 --warmup 0 --json \
+      >"$tmp/bigrss_${m}_$b.json"
   done
 done
 .graft-env/python - "$tmp" <<'PY'
 import json, sys, statistics, pathlib
 d = pathlib.Path(sys.argv[1])
+held = []
 for m in ("clip_vit_b32", "videomae_base"):
     ms, name = {"native": [], "torch": []}, m
     for rep in (1, 2):
@@ -350,5 +354,10 @@ for m in ("clip_vit_b32", "videomae_base"):
     rng = lambda ts: "[" + ", ".join(f"{x:.1f}" for x in ts) + "]"
     print(f"| {name} | {n:.1f} {rng(ms['native'])} | {t:.1f} {rng(ms['torch'])} | {n / t:.3f} | "
           f"{rss['native']:.0f} | {rss['torch']:.0f} | {rss['native'] / rss['torch']:.2f} |")
+    det = dict(json.load(open(d / f"bigrss_{m}_native.json"))["specs"][0]["details"][0][1])
+    mib = lambda k: det.get(k, 0) / 2**20
+    held.append(f"- {name}: native holds packed weights {mib('packed_bytes'):.0f} MiB, plain parameters "
+                f"{mib('param_bytes'):.0f} MiB, arena {mib('arena_bytes'):.0f} MiB")
+print("\n".join(held))
 PY
 fi

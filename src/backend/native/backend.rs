@@ -1,6 +1,7 @@
 //! The native backend behind the [`Backend`] / [`Executable`] seam.
 //!
-//! `prepare` widens the parameters to f32 once and starts the worker pool. Each `run`
+//! `prepare` widens the parameters to f32 once ([`Weights`], which later holds the
+//! linear layers' weights packed) and starts the worker pool. Each `run`
 //! looks up (or builds, the first time) the [`Program`] for its input shapes and
 //! present inputs together with its arena, so a forward after the first allocates
 //! nothing but its returned outputs. At most [`PROGRAMS`] programs are kept, the least
@@ -13,9 +14,9 @@ use super::ew::{EwCompiler, EwStats, EwStrategy};
 use super::exec::{self, Mem};
 use super::lower::{lower, InputSig};
 use super::math::{self, SimdLevel};
-use super::packed::{self, Packed};
 use super::pool::{Pool, SharedMut};
-use super::program::{OutVal, Program, Res, Step, Store, Strided, View};
+use super::program::{OutVal, Program, Step, Store, Strided};
+use super::weights::Weights;
 use crate::backend::alloc::{refused, reserve};
 use crate::backend::plan::Plan;
 use crate::backend::{time_runs, Backend, BackendError, Device, Executable, Options};
@@ -112,13 +113,8 @@ struct Prepared {
 /// A plan ready to run on the CPU.
 pub struct NativeExecutable {
     plan: Plan,
-    params: Vec<Vec<f32>>,
-    /// Per parameter: the packed form of a linear layer's weight, made the first time
-    /// a program uses it and shared by every program after.
-    packed: Vec<Option<Packed>>,
-    /// Per parameter: whether some program reads it other than as a packed weight
-    /// (then its plain copy is kept).
-    plain: Vec<bool>,
+    /// The parameters, plain or packed.
+    weights: Weights,
     pool: Pool,
     ew: EwCompiler,
     /// The level every forward's kernels run at (one the CPU has).
@@ -144,21 +140,11 @@ impl NativeExecutable {
                 plan.params().len()
             )));
         }
-        let params = params
-            .into_iter()
-            .map(|t| match t.dtype {
-                DType::F32 => t.as_f32().unwrap_or_default(),
-                _ => t.to_f64().into_iter().map(|v| v as f32).collect(),
-            })
-            .collect::<Vec<Vec<f32>>>();
-        let packed = params.iter().map(|_| None).collect();
-        let plain = vec![false; params.len()];
+        let weights = Weights::new(params);
         let ew = EwCompiler::new(cfg.elementwise).map_err(|e| BackendError::runtime("elementwise compiler", e))?;
         Ok(NativeExecutable {
             plan: plan.clone(),
-            params,
-            packed,
-            plain,
+            weights,
             pool: Pool::new(cfg.threads),
             ew,
             simd,
@@ -190,70 +176,12 @@ impl NativeExecutable {
     /// Parameter bytes held (f32) in plain form: those read only as packed weights
     /// are held packed instead ([`NativeExecutable::packed_bytes`]).
     pub fn param_bytes(&self) -> usize {
-        self.params.iter().map(|p| p.len() * 4).sum()
+        self.weights.param_bytes()
     }
 
     /// Bytes of the packed weights.
     pub fn packed_bytes(&self) -> usize {
-        self.packed.iter().flatten().map(Packed::bytes).sum()
-    }
-
-    /// Pack the weights of `prog`'s linear layers not packed yet: whole parameters
-    /// used as a `[n, k]` weight (a convolution's as `[out, patch]`). Nothing is packed
-    /// where the kernels' level has no packed kernel. A parameter that no program so
-    /// far reads other than as a packed weight is then held packed only (its plain
-    /// copy released); one that a new program reads plainly is unpacked back first.
-    fn pack_weights(&mut self, prog: &Program) -> Result<(), BackendError> {
-        if !packed::available(self.simd) {
-            return Ok(());
-        }
-        for s in &prog.steps {
-            let Some((p, n, k)) = s.step.packable_weight() else { continue };
-            if self.params[p].len() != n * k || self.packed[p].is_some() {
-                continue;
-            }
-            self.packed[p] = Some(Packed::new(&self.params[p], n, k)?);
-        }
-        for s in &prog.steps {
-            // The weight this step reads packed; a parameter it also reads as its input
-            // or bias (aliased) is read plainly too.
-            let packed_w = s
-                .step
-                .packable_weight()
-                .filter(|&(p, n, k)| self.packed[p].as_ref().is_some_and(|pk| pk.fits(n, k)))
-                .map(|(p, _, _)| p)
-                .filter(|&p| match &s.step {
-                    Step::Linear { x, bias, .. } => std::iter::once(x).chain(bias).all(|v| v.store != Store::Param(p)),
-                    _ => false,
-                });
-            for r in &s.access.reads {
-                match *r {
-                    Res::Param(p) if Some(p) != packed_w => self.read_plainly(p)?,
-                    _ => {}
-                }
-            }
-        }
-        for (_, out) in &prog.outputs {
-            if let OutVal::Float(View { store: Store::Param(p), .. }) = out {
-                self.read_plainly(*p)?;
-            }
-        }
-        for p in 0..self.params.len() {
-            if self.packed[p].is_some() && !self.plain[p] {
-                self.params[p] = Vec::new();
-            }
-        }
-        Ok(())
-    }
-
-    /// Mark parameter `p` as read plainly by some program, unpacking it if its plain
-    /// copy was released.
-    fn read_plainly(&mut self, p: usize) -> Result<(), BackendError> {
-        self.plain[p] = true;
-        if let (true, Some(pk)) = (self.params[p].is_empty(), &self.packed[p]) {
-            self.params[p] = pk.unpack()?;
-        }
-        Ok(())
+        self.weights.packed_bytes()
     }
 
     fn prepare_inputs(&mut self, inputs: &[Option<HostTensor>]) -> Result<Vec<Option<InputSig>>, BackendError> {
@@ -276,7 +204,7 @@ impl NativeExecutable {
             .collect();
         if self.programs.get(&key).is_none() {
             let prog = lower(&self.plan, &key, self.pool.threads(), self.attention, &mut self.ew)?;
-            self.pack_weights(&prog)?;
+            self.weights.pack(&prog, self.simd)?;
             let bytes = prog.arena_len.checked_mul(4).ok_or_else(|| refused(usize::MAX, "the native arena"))?;
             let arena = Arena::new(bytes)?;
             self.programs.insert(key.clone(), Prepared { prog, arena });
@@ -345,7 +273,7 @@ impl NativeExecutable {
         let prog = &prep.prog;
         // SAFETY: `prog` came from `lower`, which never has a step write a buffer it
         // reads and partitions every output among the participants.
-        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &self.packed, &prog.ids) };
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.weights.params, &self.weights.packed, &prog.ids) };
         self.forwards += timed as u64;
         exec::run(prog, &mem, &self.pool, timed.then_some(&mut self.ew_time)).map_err(|(step, error)| {
             let site = &prog.sites[prog.steps[step].site];
@@ -358,7 +286,7 @@ impl NativeExecutable {
         let arena = SharedMut::new(prep.arena.as_mut_f32());
         let prog = &prep.prog;
         // SAFETY: only this thread reads, after every step has run.
-        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.params, &self.packed, &prog.ids) };
+        let mem = unsafe { Mem::new(arena, &prog.buffers, &self.weights.params, &self.weights.packed, &prog.ids) };
         let mut out = Vec::new();
         for (name, v) in &prog.outputs {
             let t = match v {
@@ -464,6 +392,7 @@ impl Executable for NativeExecutable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::native::packed;
     use crate::backend::{inputs, run_named};
     use crate::params::init::random_values;
     use crate::pipeline::Mode;
@@ -550,9 +479,9 @@ model m {
             assert!(exe.packed_bytes() > 0, "the linear weights are packed");
             assert!(exe.param_bytes() < total / 2, "their plain copies are released");
             for (p, t) in params.iter().enumerate() {
-                if exe.params[p].is_empty() && t.numel() > 0 {
-                    exe.read_plainly(p).unwrap();
-                    assert_eq!(exe.params[p], t.as_f32().unwrap(), "parameter {p} unpacks exactly");
+                if exe.weights.params[p].is_empty() && t.numel() > 0 {
+                    exe.weights.read_plainly(p).unwrap();
+                    assert_eq!(exe.weights.params[p], t.as_f32().unwrap(), "parameter {p} unpacks exactly");
                 }
             }
         } else {

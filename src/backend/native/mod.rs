@@ -14,6 +14,7 @@
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
 //! - [`packed`]: linear layers on weights packed once at load (AVX-512 / AVX2 kernels,
 //!   the bias in the accumulators).
+//! - [`weights`]: the parameters, widened once, held plain or packed (one copy at peak).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
 //!
@@ -40,6 +41,7 @@ pub(crate) mod pool;
 pub(crate) mod program;
 pub(crate) mod rows;
 pub(crate) mod views;
+pub(crate) mod weights;
 
 pub use attention::{AttentionPath, BLOCKED_FROM};
 pub use backend::{Native, NativeExecutable, PROGRAMS};
