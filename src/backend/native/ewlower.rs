@@ -6,11 +6,12 @@
 //! operand is an output of the group just before it, over the same space, joins that
 //! group. When lowering ends, a group output that nothing outside the group reads is
 //! dropped (its value stays in registers / L1 blocks), and each group is compiled
-//! (identical groups hit the compiler's cache).
+//! (identical groups hit the compiler's cache). A lone GELU of a linear layer's output
+//! that nothing else reads becomes that linear's epilogue instead ([`Epilogue::Gelu`]).
 
 use super::ew::{EwBroadcast, EwGroup, EwInstr, EwValue};
 use super::lowering::{internal, EwSpec, Lowered, Lowering, Val};
-use super::program::{Access, Res, Step, Store, Strided, View};
+use super::program::{Access, Epilogue, Res, Step, Store, Strided, View};
 use crate::backend::BackendError;
 
 /// The most instructions one fusion group holds: a longer chain continues in a new
@@ -204,6 +205,9 @@ pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<Vec<(St
         if outputs.is_empty() {
             outputs.push(spec.outputs.last().cloned().ok_or_else(|| internal("a fusion group without outputs"))?);
         }
+        if gelu_epilogue(steps.last_mut(), &spec, &outputs, &readers) {
+            continue;
+        }
         let group = EwGroup {
             inputs: spec.inputs.iter().map(|(_, k)| *k).collect(),
             body: spec.body.clone(),
@@ -220,4 +224,28 @@ pub(super) fn finish(l: &mut Lowering, model_outputs: &[View]) -> Result<Vec<(St
         steps.push((step, site));
     }
     Ok(steps)
+}
+
+/// If `spec` is a lone GELU of the output of `prev`, a linear step without an
+/// epilogue, and nothing else reads that output, let the linear apply the GELU to its
+/// output tiles and write the group's output itself (true): the separate sweep and the
+/// linear's own output buffer go away. The linear calls the GELU the group's kernel
+/// calls, so the bits are the same.
+fn gelu_epilogue(
+    prev: Option<&mut (Step, usize)>,
+    spec: &EwSpec,
+    outputs: &[(EwValue, View)],
+    readers: &[usize],
+) -> bool {
+    let Some((Step::Linear { y, epilogue, .. }, _)) = prev else { return false };
+    let [(input, EwBroadcast::Full)] = &spec.inputs[..] else { return false };
+    let [(EwValue::Instr(0), out)] = outputs else { return false };
+    let sole = matches!(y.store, Store::Arena(b) if readers[b] == 1);
+    let fits = out.contiguous() && y.contiguous() && out.shape == y.shape;
+    if spec.body != [EwInstr::Gelu(EwValue::Input(0))] || *epilogue != Epilogue::None || input != y || !sole || !fits {
+        return false;
+    }
+    *y = out.clone();
+    *epilogue = Epilogue::Gelu;
+    true
 }

@@ -16,7 +16,7 @@ use super::gemm::{gemm_raw, part, Operand};
 use super::math;
 use super::packed::{self, Packed, PANEL};
 use super::pool::{Pool, SharedMut};
-use super::program::{Access, Buffer, Mask, Program, Res, Step, Store, Strided, View};
+use super::program::{Access, Buffer, Epilogue, Mask, Program, Res, Step, Store, Strided, View};
 use super::rows;
 use crate::backend::KernelError;
 use std::sync::Mutex;
@@ -256,7 +256,9 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             }
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
-        Step::Linear { x, w, bias, y, groups } => linear(m, m.packed(s), x, w, bias.as_ref(), y, *groups, t, n),
+        Step::Linear { x, w, bias, y, groups, epilogue } => {
+            linear(m, m.packed(s), [x, w], bias.as_ref(), (y, *epilogue), *groups, t, n)
+        }
         Step::Im2col { x, geom, dst } => {
             let patch = geom.patch();
             let (lo, hi) = part(dst.rows(), t, n, 1);
@@ -410,10 +412,9 @@ fn attend(
 fn linear(
     m: &StepMem,
     pk: Option<&Packed>,
-    x: &View,
-    w: &View,
+    [x, w]: [&View; 2],
     bias: Option<&View>,
-    y: &View,
+    (y, epilogue): (&View, Epilogue),
     groups: usize,
     t: usize,
     n: usize,
@@ -432,7 +433,7 @@ fn linear(
             let ba = bias.map(|b| m.read(b));
             let (dst, len) = m.window(y, c0, (rows_ - 1) * y.rs + c1);
             // SAFETY: this participant's columns [c0, c1) of every row are its alone.
-            unsafe { packed::linear(level, rows_, xa, x.rs, pk, (c0, c1), ba, dst, len, y.rs) };
+            unsafe { packed::linear(level, rows_, xa, x.rs, pk, (c0, c1), ba, (dst, len, y.rs), epilogue) };
             return;
         }
     }
@@ -464,6 +465,12 @@ fn linear(
         let rhs = Operand::transposed(&wa[c0 * kg..], kg);
         // SAFETY: as above; the operands are other buffers (the plan never aliases them).
         unsafe { gemm_raw(rows_, c1 - c0, kg, 1.0, lhs, rhs, dst, len, ldy, ba.is_some()) };
+        if epilogue == Epilogue::Gelu {
+            for r in 0..rows_ {
+                // SAFETY: as above.
+                math::gelu_erf_inplace_at(level, unsafe { std::slice::from_raw_parts_mut(dst.add(r * ldy), c1 - c0) });
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::attention::{blocked_scratch, AttentionPath};
 use super::ew::EwCompiler;
 use super::ewlower::{self, EwOp};
 use super::lowering::{float, internal, Lowering, Val};
-use super::program::{Buffer, Mask, OutVal, Program, Scheduled, Step, Store, View};
+use super::program::{Buffer, Epilogue, Mask, OutVal, Program, Scheduled, Step, Store, View};
 use super::rows::ConvGeom;
 use crate::backend::plan::{Kernel, Plan, Src};
 use crate::backend::{BackendError, KernelError};
@@ -279,7 +279,7 @@ fn linear(l: &mut Lowering, mut a: Vec<Val>, groups: usize, out: Vec<usize>) -> 
     let bias = a.pop().map(|b| float(l, b)).transpose()?;
     let bias = bias.map(|b| l.dense(b));
     let y = l.fresh(out);
-    l.push(Step::Linear { x, w, bias, y: y.clone(), groups });
+    l.push(Step::Linear { x, w, bias, y: y.clone(), groups, epilogue: Epilogue::None });
     Ok(Val::F(y))
 }
 
@@ -301,7 +301,7 @@ fn conv(l: &mut Lowering, mut a: Vec<Val>, stride: &[i64], out: Vec<usize>) -> R
     l.push(Step::Im2col { x, geom: geom.clone(), dst: cols.clone() });
     let y = l.fresh(vec![geom.batch * tokens, o]);
     let wm = View::plain(w.store, w.offset, vec![o, patch]);
-    l.push(Step::Linear { x: cols, w: wm, bias, y: y.clone(), groups: 1 });
+    l.push(Step::Linear { x: cols, w: wm, bias, y: y.clone(), groups: 1, epilogue: Epilogue::None });
     Ok(Val::F(View { store: y.store, offset: y.offset, rs: o, shape: out, token_major: true }))
 }
 

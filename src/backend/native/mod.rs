@@ -12,8 +12,8 @@
 //! - [`ew`]: fused elementwise groups (rustc kernels or Cranelift-compiled loops).
 //! - [`isa`]: compiles the row kernels per instruction set, picked at run time.
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
-//! - [`packed`]: linear layers on weights packed once at load (AVX-512 / AVX2 kernels,
-//!   the bias in the accumulators).
+//! - [`packed`]: linear layers on weights packed once at load (an AVX2+FMA kernel, the
+//!   bias in the accumulators, a GELU epilogue applied to each tile).
 //! - [`weights`]: the parameters, widened once, held plain or packed (one copy at peak).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
@@ -47,5 +47,7 @@ pub use attention::{AttentionPath, BLOCKED_FROM};
 pub use backend::{Native, NativeExecutable, PROGRAMS};
 pub use ewlower::MAX_GROUP_OPS;
 
+#[cfg(test)]
+mod epilogue_tests;
 #[cfg(test)]
 mod kernel_tests;

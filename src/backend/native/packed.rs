@@ -10,10 +10,14 @@
 //! accumulators from the bias, so the bias never takes a pass of its own. Every output
 //! element is `bias + Σₚ x[i, p] · w[j, p]` accumulated with one fused multiply-add per
 //! `p` in increasing order: the result depends neither on the tile an element falls in
-//! nor on how columns are split among threads. Elsewhere (no FMA, or AVX-512) the caller
-//! uses the general GEMM ([`available`]).
+//! nor on how columns are split among threads. An epilogue (GELU) is applied to each
+//! panel's rows of a row block right after its tiles are written (still in L1), by the
+//! function the elementwise kernels call, so it gives their bits without a separate
+//! sweep over the output. Elsewhere (no FMA, or AVX-512) the caller uses the general
+//! GEMM ([`available`]).
 
 use super::math::SimdLevel;
+use super::program::Epilogue;
 use crate::backend::alloc::reserve;
 use crate::backend::BackendError;
 
@@ -86,8 +90,9 @@ fn row_block(k: usize, mr: usize) -> usize {
 }
 
 /// `y[i, c] = bias[c] + Σₚ x[i, p] · w[c, p]` for rows `0..m` and columns `c0..c1`
-/// (`c0` a multiple of [`PANEL`]); `x` has row stride `ldx`; `dst` points at `y[0, c0]`
-/// (`dst_len` elements from there), `y` has row stride `ldy`.
+/// (`c0` a multiple of [`PANEL`]), then `epilogue` on each block while it is in cache;
+/// `x` has row stride `ldx`; `dst` points at `y[0, c0]` (`dst_len` elements from
+/// there), `y` has row stride `ldy`.
 ///
 /// # Safety
 /// The `m × (c1 - c0)` window at `dst` must be valid for writes, not overlap `x`, and
@@ -102,9 +107,8 @@ pub unsafe fn linear(
     w: &Packed,
     (c0, c1): (usize, usize),
     bias: Option<&[f32]>,
-    dst: *mut f32,
-    dst_len: usize,
-    ldy: usize,
+    (dst, dst_len, ldy): (*mut f32, usize, usize),
+    epilogue: Epilogue,
 ) {
     let k = w.k;
     if m == 0 || c0 >= c1 {
@@ -115,7 +119,7 @@ pub unsafe fn linear(
     assert!(dst_len >= (m - 1) * ldy + c1 - c0, "packed linear: destination too short");
     assert!(bias.is_none_or(|b| b.len() >= c1), "packed linear: bias too short");
     let bias = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-    let t = Tiles { k, x: x.as_ptr(), ldx, bias, dst, ldy, c0 };
+    let t = Tiles { k, x: x.as_ptr(), ldx, bias, dst, ldy, c0, gelu: epilogue == Epilogue::Gelu };
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx2Fma => x86::run256(&t, w, m, c0, c1),
@@ -134,11 +138,14 @@ struct Tiles {
     dst: *mut f32,
     ldy: usize,
     c0: usize,
+    /// Apply the GELU to each block of the output ([`Epilogue::Gelu`]).
+    gelu: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{row_block, Packed, Tiles, PANEL};
+    use crate::backend::native::math::{self, SimdLevel};
     use std::arch::x86_64::*;
 
     const MR256: usize = 6;
@@ -167,8 +174,37 @@ mod x86 {
                     }
                     r += rows;
                 }
+                if t.gelu {
+                    gelu_strip(t, r0, r1, c, cols);
+                }
                 c += cols;
             }
+        }
+    }
+
+    /// The GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
+    /// just wrote (a row block of one panel, in L1): gathered into contiguous runs so the
+    /// elementwise kernels' GELU runs over long slices, then written back. Kept out of
+    /// the tile kernel, whose accumulators must all stay in registers.
+    #[inline(never)]
+    unsafe fn gelu_strip(t: &Tiles, r0: usize, r1: usize, c: usize, cols: usize) {
+        const ROWS: usize = 64;
+        let mut buf = [0f32; ROWS * PANEL];
+        let mut r = r0;
+        while r < r1 {
+            let n = (r1 - r).min(ROWS);
+            for i in 0..n {
+                std::ptr::copy_nonoverlapping(
+                    t.dst.add((r + i) * t.ldy + c - t.c0),
+                    buf.as_mut_ptr().add(i * cols),
+                    cols,
+                );
+            }
+            math::gelu_erf_inplace_at(SimdLevel::Avx2Fma, &mut buf[..n * cols]);
+            for i in 0..n {
+                std::ptr::copy_nonoverlapping(buf.as_ptr().add(i * cols), t.dst.add((r + i) * t.ldy + c - t.c0), cols);
+            }
+            r += n;
         }
     }
 
@@ -248,7 +284,8 @@ mod tests {
                     let split = (n / 2).div_ceil(PANEL) * PANEL;
                     for (c0, c1) in [(0, split.min(n)), (split.min(n), n)] {
                         unsafe {
-                            linear(level, m, &x, ldx, &packed, (c0, c1), b, y.as_mut_ptr().add(c0), len - c0, ldy)
+                            let dst = (y.as_mut_ptr().add(c0), len - c0, ldy);
+                            linear(level, m, &x, ldx, &packed, (c0, c1), b, dst, Epilogue::None)
                         };
                     }
                     for i in 0..m {

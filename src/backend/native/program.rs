@@ -109,6 +109,16 @@ pub enum Mask {
     Ids(usize),
 }
 
+/// What a linear step applies to its output elements after the product and bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    /// Exact-erf GELU, the very function the elementwise kernels call
+    /// ([`super::math::gelu_erf_inplace`]), so the result has the same bits as a
+    /// linear step followed by a GELU group.
+    Gelu,
+}
+
 /// One step of a forward. Shapes are concrete; every step partitions itself over the
 /// threads of a region (GEMMs by output columns, attention by (batch, head), the rest
 /// by rows), and no result depends on the partition.
@@ -139,13 +149,15 @@ pub enum Step {
         dst: Strided,
     },
     /// Per group: `y[m, n/g] = x[m, k/g] · w[n/g, k/g]ᵀ (+ bias)`, the bias broadcast
-    /// into `y` first and the product accumulated onto it.
+    /// into `y` first and the product accumulated onto it; then `epilogue` on each
+    /// output element while its tile is in cache.
     Linear {
         x: View,
         w: View,
         bias: Option<View>,
         y: View,
         groups: usize,
+        epilogue: Epilogue,
     },
     /// Token-major patches of a convolution input.
     Im2col {
@@ -227,7 +239,7 @@ impl Step {
                 a.read(src.store);
                 a.write(dst.store);
             }
-            Step::Linear { x, w, bias, y, groups: _ } => {
+            Step::Linear { x, w, bias, y, groups: _, epilogue: _ } => {
                 for v in [x, w].into_iter().chain(bias) {
                     a.read(v.store);
                 }
