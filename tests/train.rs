@@ -199,6 +199,21 @@ fn train_losses(run: &str) -> Vec<f64> {
     records(run).iter().filter(|r| r["kind"] == "train").map(|r| r["loss"].as_f64().unwrap()).collect()
 }
 
+/// Two runs of `steps` steps are the same to the bit: every step's loss and every
+/// trainable tensor of the last checkpoint.
+fn assert_same_run(a: &str, b: &str, steps: usize) {
+    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
+    let (la, lb) = (train_losses(a), train_losses(b));
+    assert_eq!(la.len(), steps);
+    assert_eq!(bits(&la), bits(&lb), "losses {la:?} vs {lb:?}");
+    let file = |r: &str| SafeFile::open(&fx().path(r).join("trainable.safetensors")).unwrap();
+    let (fa, fb) = (file(a), file(b));
+    assert_eq!(fa.entries().keys().collect::<Vec<_>>(), fb.entries().keys().collect::<Vec<_>>());
+    for k in fa.entries().keys() {
+        assert!(tensor(&fa, k).equal(&tensor(&fb, k)), "{k}");
+    }
+}
+
 /// The directory of a run's newest complete checkpoint.
 fn ckpt_dir(run: &Path) -> PathBuf {
     graft::commands::train::rundir::latest(run).unwrap().expect("a checkpoint")
@@ -624,16 +639,7 @@ fn any_number_of_reader_threads_trains_the_same_run() {
     };
     // 6 batches per epoch, 8 taken: the stream crosses into the second epoch.
     let (one, three) = (run("1"), run("3"));
-    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
-    let (a, b) = (train_losses(&one), train_losses(&three));
-    assert_eq!(a.len(), 4);
-    assert_eq!(bits(&a), bits(&b), "losses {a:?} vs {b:?}");
-    let file = |r: &str| SafeFile::open(&fx().path(r).join("trainable.safetensors")).unwrap();
-    let (fa, fb) = (file(&one), file(&three));
-    assert_eq!(fa.entries().keys().collect::<Vec<_>>(), fb.entries().keys().collect::<Vec<_>>());
-    for k in fa.entries().keys() {
-        assert!(tensor(&fa, k).equal(&tensor(&fb, k)), "{k}");
-    }
+    assert_same_run(&one, &three, 4);
     let eval = |w: &str| {
         ok(&["eval", "ad.graft", "--data", "data/u8", "--run", &one, "--json", "--device", "cpu", "--workers", w])
     };
@@ -740,15 +746,7 @@ fn pixels_normalised_on_the_device_train_the_same_run() {
     // `auto` on the CPU: the reader normalises, beside the step.
     let (_, auto_said) = run("auto");
     assert!(!auto_said.contains("raw u8"), "{auto_said}");
-    let bits = |v: &[f64]| v.iter().map(|&x| (x as f32).to_bits()).collect::<Vec<_>>();
-    let (a, b) = (train_losses(&device), train_losses(&host));
-    assert_eq!(a.len(), 4);
-    assert_eq!(bits(&a), bits(&b), "losses {a:?} vs {b:?}");
-    let file = |r: &str| SafeFile::open(&fx().path(r).join("trainable.safetensors")).unwrap();
-    let (fa, fb) = (file(&device), file(&host));
-    for k in fa.entries().keys() {
-        assert!(tensor(&fa, k).equal(&tensor(&fb, k)), "{k}");
-    }
+    assert_same_run(&device, &host, 4);
     let eval = |on: &str| {
         ok(&[
             "eval",
