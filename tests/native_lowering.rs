@@ -116,3 +116,48 @@ fn a_long_elementwise_chain_splits_into_bounded_groups_and_stays_exact() {
     let max = graft::backend::native::MAX_GROUP_OPS;
     assert_eq!(report["ew_groups"], (n - 1).div_ceil(max) as f64, "{report:?}");
 }
+
+/// An MLP: the GELU of `fc1` is its epilogue unless `keep` also outputs `fc1`'s value
+/// (then the GELU stays a group of its own).
+fn mlp(keep: bool) -> String {
+    format!(
+        "module act() {{\n  in x\n  fc1 = linear(24, 70)(x)\n  out gelu(fc1)\n}}\n\
+         model m {{\n  input x: f32[B, 24]\n  encoder h = act()(x)\n  encoder fc2 = linear(70, 20)(h)\n  \
+         output y = fc2\n  output g = h\n{}}}\n",
+        if keep { "  output pre = h.fc1\n" } else { "" }
+    )
+}
+
+#[test]
+fn a_gelu_after_a_linear_runs_as_its_epilogue_with_the_same_bits() {
+    let run = |keep: bool, threads: usize, batch: i64| {
+        let c = graft::api::compile_str("m.graft", None, &mlp(keep), Mode::Infer)
+            .unwrap_or_else(|e| panic!("{}", graft::api::render_failure(&e, false)));
+        let plan = Plan::new(&c.graph);
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+        let mut given = graft::backend::inputs::random(&plan, batch, 7).unwrap();
+        // Large inputs push some of fc1's outputs past the GELU's cut-offs.
+        for (_, t) in given.iter_mut() {
+            let v: Vec<f32> =
+                t.as_f32().unwrap().iter().enumerate().map(|(i, x)| x * (1 + i % 5 * 40) as f32).collect();
+            *t = HostTensor::from_f32(&t.shape, &v).unwrap();
+        }
+        use graft::backend::Backend;
+        let native = graft::backend::native::Native { threads, ..Default::default() };
+        let mut exe = native.prepare(&plan, params, &Options::default()).unwrap();
+        let out = graft::backend::run_named(exe.as_mut(), &plan, given, graft::ir::DType::F32).unwrap();
+        let report: std::collections::BTreeMap<String, f64> = exe.report().into_iter().collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let of = |name: &str| bits(&out.iter().find(|(n, _)| n == name).unwrap().1.as_f32().unwrap());
+        ((of("g"), of("y")), report["ew_groups"])
+    };
+    for batch in [1, 7, 13] {
+        let (unfused, groups) = run(true, 1, batch);
+        assert_eq!(groups, 1.0, "the GELU whose input is also an output stays a group");
+        for threads in [1, 2] {
+            let (fused, groups) = run(false, threads, batch);
+            assert_eq!(groups, 0.0, "the GELU runs in fc1's epilogue");
+            assert_eq!(fused, unfused, "batch {batch}, {threads} threads");
+        }
+    }
+}
