@@ -101,11 +101,12 @@ pub fn place(
 
 /// Raw `u8` pixels (on the device) normalised there, as f32: each value looked up in
 /// the channel's table ([`PixelNorm::lut`], the table the data pipeline reads), so the
-/// bits are those of host normalisation on any device.
+/// bits are those of host normalisation on any device. The table goes up without
+/// blocking the host ([`to_device_async`]): this runs on every training step.
 pub fn normalise(t: &Tensor, n: &PixelNorm) -> Result<Tensor, TchError> {
     let device = t.device();
     let table: Vec<f32> = n.lut().concat();
-    let table = Tensor::f_from_slice(&table)?.f_to_device(device)?;
+    let table = to_device_async(Tensor::f_from_slice(&table)?, device)?;
     let mut idx = t.f_to_kind(Kind::Int64)?;
     let c = n.channels() as i64;
     if c > 1 {
