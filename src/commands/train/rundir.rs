@@ -25,6 +25,10 @@
 //! checkpoint. A newer checkpoint directory that is not good (edited, corrupt, not
 //! graft's) is renamed aside to `checkpoint-STEP.rejected`, never removed.
 //!
+//! A run that is read and not written (`--resume A --out B`, `graft eval --run`) is
+//! never recovered: [`newest_good`] picks the checkpoint recovery would keep without
+//! moving or removing anything, and takes no lock (another trainer may hold it).
+//!
 //! A run written by an older graft (the three files at the top, no checkpoint
 //! directory) is read as one checkpoint.
 
@@ -168,25 +172,14 @@ pub fn recover(run: &Path, _lock: &RunLock, good: impl Fn(&Path) -> Result<()>) 
         notes.push(format!("removed {removed} temporary file(s) an interrupted run left in {}", run.display()));
     }
     let all = checkpoints(run)?;
-    let mut bad = Vec::new();
-    let mut newest = None;
-    for (i, (step, dir)) in all.iter().enumerate().rev() {
-        match good(dir) {
-            Ok(()) => {
-                newest = Some(i);
-                break;
-            }
-            Err(e) => bad.push((*step, dir, e)),
-        }
-    }
+    let (newest, bad) = newest_proven(&all, &good);
     if let Some(i) = newest {
         for (step, dir, why) in bad {
             let aside = quarantine(dir)?;
-            let why = format!("{why:#}");
             notes.push(format!(
                 "set the checkpoint of step {step} aside as {} (not removed): {}",
                 aside.display(),
-                why.lines().next().unwrap_or_default()
+                first_line(&why)
             ));
         }
         for (step, dir) in &all[..i] {
@@ -201,6 +194,78 @@ pub fn recover(run: &Path, _lock: &RunLock, good: impl Fn(&Path) -> Result<()>) 
     }
     sync_dir(run)?;
     Ok(notes)
+}
+
+/// The index in `all` (oldest first) of the newest checkpoint `good` proves, and the
+/// newer ones it refused, newest first, with why.
+fn newest_proven<'a>(
+    all: &'a [(u64, PathBuf)],
+    good: &impl Fn(&Path) -> Result<()>,
+) -> (Option<usize>, Vec<(u64, &'a Path, anyhow::Error)>) {
+    let mut bad = Vec::new();
+    for (i, (step, dir)) in all.iter().enumerate().rev() {
+        match good(dir) {
+            Ok(()) => return (Some(i), bad),
+            Err(e) => bad.push((*step, dir.as_path(), e)),
+        }
+    }
+    (None, bad)
+}
+
+/// The first line of an error and its causes (a message without its hint).
+pub fn first_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").lines().next().unwrap_or_default().to_string()
+}
+
+/// The checkpoint [`recover`] would keep, as [`newest_good`] finds it.
+#[derive(Debug)]
+pub struct Choice {
+    pub step: u64,
+    pub dir: PathBuf,
+    /// The newer checkpoints that are not good, newest first: step, directory and the
+    /// first line of why.
+    pub skipped: Vec<(u64, PathBuf, String)>,
+    /// Temporaries of killed writes in the run directory (left where they are).
+    pub temporaries: usize,
+}
+
+/// The newest checkpoint of `run` that `good` proves, by the rule of [`recover`],
+/// chosen without moving, removing or writing anything: for a run that is only read
+/// (`--resume A --out B`, another trainer may hold it). `None` when no checkpoint
+/// directory is good, or the run has none.
+pub fn newest_good(run: &Path, good: impl Fn(&Path) -> Result<()>) -> Result<Option<Choice>> {
+    let all = checkpoints(run)?;
+    let (newest, bad) = newest_proven(&all, &good);
+    let Some(i) = newest else { return Ok(None) };
+    let skipped = bad.into_iter().map(|(step, dir, why)| (step, dir.to_path_buf(), first_line(&why))).collect();
+    let mut temporaries = 0;
+    for e in std::fs::read_dir(run).with_context(|| format!("reading {}", run.display()))? {
+        let e = e.with_context(|| format!("reading {}", run.display()))?;
+        temporaries += usize::from(is_our_temporary(&e.file_name().to_string_lossy()));
+    }
+    Ok(Some(Choice { step: all[i].0, dir: all[i].1.clone(), skipped, temporaries }))
+}
+
+/// Whether `run/trainable.safetensors` is checkpoint `ckpt`'s: its hard link, or
+/// (where the filesystem has no hard links) a copy of the same bytes. A missing file
+/// is not.
+pub fn is_linked(run: &Path, ckpt: &Path) -> Result<bool> {
+    let (top, own) = (run.join(TRAINABLE), ckpt.join(TRAINABLE));
+    if same_file(&own, &top) {
+        return Ok(true);
+    }
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    if len(&top).is_none() || len(&top) != len(&own) {
+        return Ok(false);
+    }
+    let read = |p: &Path| -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        crate::input_file::open_regular(p)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .with_context(|| format!("reading {}", p.display()))?;
+        Ok(bytes)
+    };
+    Ok(read(&top)? == read(&own)?)
 }
 
 /// Rename checkpoint directory `dir` to `NAME.rejected` (or `NAME.rejected-N`, the
@@ -280,6 +345,47 @@ mod tests {
             assert!(!is_our_temporary(theirs), "{theirs}");
         }
         assert_eq!(checkpoint_name(42), "checkpoint-0000000042");
+    }
+
+    #[test]
+    fn the_newest_good_checkpoint_is_chosen_without_touching_the_run() {
+        let run = std::env::temp_dir().join(format!("graft-rundir-choose-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        for (step, good) in [(2, true), (4, true), (5, false), (9, false)] {
+            let d = run.join(checkpoint_name(step));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(TRAINABLE), format!("{step}")).unwrap();
+            if good {
+                std::fs::write(d.join("good"), "").unwrap();
+            }
+        }
+        std::fs::write(run.join(".state.json.tmp-7-0"), "").unwrap();
+        std::fs::hard_link(run.join(checkpoint_name(2)).join(TRAINABLE), run.join(TRAINABLE)).unwrap();
+        let listing = |run: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(run).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        let before = listing(&run);
+        let good = |d: &Path| if d.join("good").exists() { Ok(()) } else { bail!("not good") };
+        let c = newest_good(&run, good).unwrap().unwrap();
+        assert_eq!((c.step, c.dir.clone(), c.temporaries), (4, run.join(checkpoint_name(4)), 1));
+        let skipped: Vec<(u64, &str)> = c.skipped.iter().map(|(s, _, why)| (*s, why.as_str())).collect();
+        assert_eq!(skipped, [(9, "not good"), (5, "not good")]);
+        assert_eq!(listing(&run), before);
+        // The top-level file is step 2's (a crash before the link): not step 4's.
+        assert!(is_linked(&run, &run.join(checkpoint_name(2))).unwrap());
+        assert!(!is_linked(&run, &c.dir).unwrap());
+        // A copy of the same bytes is linked; a missing file is not.
+        std::fs::remove_file(run.join(TRAINABLE)).unwrap();
+        assert!(!is_linked(&run, &c.dir).unwrap());
+        std::fs::write(run.join(TRAINABLE), "4").unwrap();
+        assert!(is_linked(&run, &c.dir).unwrap());
+        for d in ["checkpoint-0000000002/good", "checkpoint-0000000004/good"] {
+            std::fs::remove_file(run.join(d)).unwrap();
+        }
+        assert!(newest_good(&run, good).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&run);
     }
 
     #[test]
