@@ -5,6 +5,8 @@
 //!
 //! The run directory is locked before anything in it is read, and what a killed
 //! writer left there is cleaned up; a new directory is locked when it is created.
+//! `--resume A --out B` only reads A: its newest good checkpoint is chosen where it
+//! lies, nothing in A is locked, moved or removed.
 //! Under torchrun only rank 0 touches the run directory.
 
 use super::args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_LOG_EVERY_CUDA, DEFAULT_WEIGHT_DECAY};
@@ -126,6 +128,8 @@ struct RunDir {
     prev: Option<State>,
     /// The resumed run's directory, when there is a state to resume.
     resume: Option<PathBuf>,
+    /// The checkpoint directory in it that is resumed (proven).
+    ckpt: Option<PathBuf>,
     notes: Vec<String>,
 }
 
@@ -154,6 +158,7 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
     let in_place = a.resume.as_deref().is_some_and(|r| same_dir(r, &out));
     let mut notes = Vec::new();
     let mut lock = None;
+    let mut ckpt = None;
     let was_run = rundir::is_run(&out);
     if main && out.is_dir() {
         let l = rundir::lock(&out)?;
@@ -170,16 +175,54 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
             None
         }
         Some(r) => {
-            // The newest checkpoint, proven before anything of it is used.
-            let dir = rundir::latest(r)?.unwrap_or_else(|| r.to_path_buf());
+            // The newest checkpoint (in place: the one recovery kept), proven before
+            // anything of it is used.
+            let dir = if in_place {
+                rundir::latest(r)?.unwrap_or_else(|| r.to_path_buf())
+            } else {
+                resume_point(r, &out, &mut notes)?
+            };
             let (state, checked) = checkpoint::verify(&dir)?;
             notes.extend(checked);
+            ckpt = Some(dir);
             Some(state)
         }
         None => None,
     };
     let resume = prev.as_ref().and(a.resume.clone());
-    Ok(RunDir { out, in_place, lock, prev, resume, notes })
+    Ok(RunDir { out, in_place, lock, prev, resume, ckpt, notes })
+}
+
+/// `--resume A --out B`: A is only read, so it is neither locked nor recovered. Its
+/// newest good checkpoint by the rule of recovery ([`rundir::newest_good`]), chosen
+/// where it lies; notes say which step and which newer checkpoints were skipped and
+/// why. With no good checkpoint, the newest (proven next) says what is wrong.
+fn resume_point(run: &Path, out: &Path, notes: &mut Vec<String>) -> Result<PathBuf> {
+    let Some(c) = rundir::newest_good(run, |d| checkpoint::verify(d).map(|_| ()))? else {
+        return Ok(rundir::latest(run)?.unwrap_or_else(|| run.to_path_buf()));
+    };
+    if c.skipped.is_empty() && c.temporaries == 0 {
+        return Ok(c.dir);
+    }
+    notes.push(format!(
+        "--resume {}: resuming from step {}, its newest good checkpoint ({})",
+        run.display(),
+        c.step,
+        c.dir.display()
+    ));
+    for (step, dir, why) in &c.skipped {
+        notes.push(format!("skipped the newer checkpoint of step {step} ({}): {why}", dir.display()));
+    }
+    if c.temporaries > 0 {
+        notes.push(format!("ignored {} temporary file(s) an interrupted run left in {}", c.temporaries, run.display()));
+    }
+    notes.push(format!(
+        "{} is left as it is (the run continues in {}); `--resume {}` alone would recover it",
+        run.display(),
+        out.display(),
+        run.display()
+    ));
+    Ok(c.dir)
 }
 
 /// The flags as given, or the resumed run's (see [`keep`]), checked.
@@ -354,7 +397,7 @@ fn load_model<S: Training>(
     opts: &TrainOptions,
 ) -> Result<S::Trainer> {
     resume_notes(a, dir, hyper.schedule.total, hyper.schedule.kind);
-    let resumed = match (&dir.resume, &dir.prev) {
+    let resumed = match (&dir.ckpt, &dir.prev) {
         (Some(d), Some(p)) => {
             let f = TrainableFile::open(d)?;
             let step = f.graft_step()?;
@@ -374,8 +417,8 @@ fn load_model<S: Training>(
     let (values, load_notes) = spec.materialise(&a.weights, &a.allow_missing, hyper.seed, run)?;
     dir.notes.extend(load_notes);
     let mut trainer = s.prepare(&spec.plan, spec.output, values, opts)?;
-    if let (Some(d), Some(p)) = (&dir.resume, &dir.prev) {
-        let path = rundir::latest(d)?.unwrap_or_else(|| d.clone()).join(OPTIMIZER);
+    if let (Some(d), Some(p)) = (&dir.ckpt, &dir.prev) {
+        let path = d.join(OPTIMIZER);
         let step = checkpoint::graft_step(&path, &checkpoint::read_metadata(&path)?)?;
         if step != p.step {
             bail!(
