@@ -7,8 +7,12 @@
 //! ```
 //!
 //! The spec is compiled in train mode (the model as trained) and its weights loaded;
-//! `--run` lays `RUN_DIR/trainable.safetensors` over them after checking names and
-//! shapes (a different graph fingerprint with the same names and shapes is a note).
+//! `--run` lays the run's newest checkpoint over them after checking names and shapes
+//! (a different graph fingerprint with the same names and shapes is a note). The
+//! checkpoint is proven first ([`TrainableFile::open_run`]): its files complete and
+//! from one step, `RUN_DIR/trainable.safetensors` its own; a torn or mismatched run is
+//! an error, never an evaluation of other weights. Eval only reads the run: it takes
+//! no lock (a trainer may be writing it) and never recovers it.
 //! `--without audio` evaluates as if the optional modality were missing from every
 //! sample. `--clips K --crops C` scores each sample in K temporal windows × C crops
 //! along the long side (VideoMAE's multi-view testing) and averages the softmax
@@ -33,7 +37,8 @@ pub struct EvalArgs {
     /// Dataset directory (`dataset.json` + shards).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// A `graft train` run whose trainable.safetensors is loaded over the spec's weights.
+    /// A `graft train` run whose newest checkpoint is loaded over the spec's weights
+    /// (or one checkpoint directory in it).
     #[arg(long, value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
     /// Weights file for a binding, overriding the spec's (repeatable).
@@ -99,11 +104,17 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let views = Views { clips: a.clips as u32, crops: a.crops as u32 };
     check_views(&ds, views)?;
-    let run = a.run.as_deref().map(TrainableFile::open).transpose()?;
+    let (run, run_notes) = match a.run.as_deref() {
+        Some(r) => {
+            let (f, n) = TrainableFile::open_run(r)?;
+            (Some(f), n)
+        }
+        None => (None, Vec::new()),
+    };
     let (values, load_notes) =
         spec.materialise(&a.weights, &a.allow_missing, a.seed, run.as_ref().map(|f| (f, false)))?;
     if !a.json {
-        for n in notes.iter().chain(&load_notes) {
+        for n in notes.iter().chain(&run_notes).chain(&load_notes) {
             eprintln!("note: {n}");
         }
     }

@@ -191,6 +191,28 @@ impl TrainableFile {
         Ok(TrainableFile { path, meta, file })
     }
 
+    /// Open what `graft eval --run RUN` evaluates, proven and read-only: a run
+    /// directory's newest checkpoint, which must pass [`verify`] (its files complete,
+    /// consistent and from one step), with `RUN/trainable.safetensors` that
+    /// checkpoint's file; a checkpoint directory or a run of the older layout, proven
+    /// the same way; a file given directly, as it is. Anything else is an error with a
+    /// hint, never a fallback to older weights. Nothing is locked, recovered or written:
+    /// a trainer may be writing the run, so a listing that changes under a failed read
+    /// is read again. Returns notes.
+    pub fn open_run(run: &Path) -> Result<(TrainableFile, Vec<String>)> {
+        if !run.is_dir() {
+            return Ok((TrainableFile::open(run)?, Vec::new()));
+        }
+        let mut tries = 0;
+        loop {
+            let seen = super::rundir::checkpoints(run)?;
+            match open_proven(run, &seen) {
+                Err(_) if tries < 3 && super::rundir::checkpoints(run)? != seen => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
     pub fn step(&self) -> Option<u64> {
         self.meta.get("step").and_then(|s| s.parse().ok())
     }
@@ -258,6 +280,51 @@ impl TrainableFile {
         }
         Ok(())
     }
+}
+
+/// [`TrainableFile::open_run`] of a run directory whose checkpoints are `all`.
+fn open_proven(run: &Path, all: &[(u64, PathBuf)]) -> Result<(TrainableFile, Vec<String>)> {
+    use super::rundir::{first_line, is_linked, newest_good};
+    let Some((step, newest)) = all.last() else {
+        // A checkpoint directory, or a run of the older layout: its files at the top.
+        if run.join(STATE).is_file() {
+            let (_, notes) = verify(run).map_err(|e| {
+                anyhow!("{}\n  hint: restore the checkpoint's files, or pass another run or checkpoint", first_line(&e))
+            })?;
+            return Ok((TrainableFile::open(run)?, notes));
+        }
+        return Ok((TrainableFile::open(run)?, Vec::new()));
+    };
+    let f = TrainableFile::open(newest).and_then(|f| Ok((f, verify(newest)?.1)));
+    let (f, notes) = f.map_err(|e| {
+        let hint = match newest_good(run, |d| verify(d).map(|_| ())) {
+            Ok(Some(c)) => format!(
+                "pass --run {} to evaluate step {}, the newest good checkpoint; resuming the run (`graft train … --resume {}`) sets the bad one aside",
+                c.dir.display(),
+                c.step,
+                run.display()
+            ),
+            _ => "no checkpoint of this run is good: restore the files, or train again".to_string(),
+        };
+        anyhow!("--run {}: its newest checkpoint (step {step}) is not good: {}\n  hint: {hint}", run.display(), first_line(&e))
+    })?;
+    if !is_linked(run, newest)? {
+        let top = run.join(TRAINABLE);
+        let what = match read_metadata(&top).and_then(|m| graft_step(&top, &m)) {
+            Err(_) if !top.exists() => "is missing".to_string(),
+            Err(e) => format!("is not readable ({})", first_line(&e).replace(&format!("{}: ", top.display()), "")),
+            Ok(s) if s != *step => format!("is from step {s}"),
+            Ok(_) => "differs from it (edited or torn)".to_string(),
+        };
+        bail!(
+            "{} {what}, expected the newest checkpoint's trainable tensors (step {step}, {})\n  hint: a trainer stopped before linking its checkpoint, or the file was replaced; pass --run {} to evaluate the checkpoint itself; resuming the run (`graft train … --resume {}`) links the file again",
+            top.display(),
+            newest.join(TRAINABLE).display(),
+            newest.display(),
+            run.display()
+        );
+    }
+    Ok((f, notes))
 }
 
 /// The `step` of a checkpoint file's metadata, after checking that graft wrote it:
