@@ -764,3 +764,193 @@ fn pixels_normalised_on_the_device_train_the_same_run() {
     };
     assert_eq!(eval("device"), eval("host"), "evaluation reads either form to the same result");
 }
+
+/// Every file under `dir` (recursively, sorted) with its bytes: a directory listing
+/// that any change shows in.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.strip_prefix(dir).unwrap().display().to_string();
+            if p.is_dir() {
+                out.push((name + "/", Vec::new()));
+                todo.push(p);
+            } else {
+                out.push((name, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A run of `ad.graft` in `out` trained to step 2, then resumed to step 4 (a
+/// checkpoint every 2 steps), with step 2's checkpoint put back beside step 4's: what a
+/// trainer killed after publishing step 4 and before removing step 2 leaves. Returns
+/// the run directory.
+fn two_checkpoints(out: &str, flags: &[&str]) -> PathBuf {
+    let run = fx().path(out);
+    let _ = std::fs::remove_dir_all(&run);
+    ok(&[&["train", "ad.graft", "--data", "data/pre", "--steps", "2", "--out", out][..], flags].concat());
+    let kept = fx().path(&format!("{out}.step2"));
+    let _ = std::fs::remove_dir_all(&kept);
+    copy_dir(&run.join("checkpoint-0000000002"), &kept);
+    ok(&["train", "ad.graft", "--data", "data/pre", "--resume", out, "--steps", "4", "--device", "cpu"]);
+    copy_dir(&kept, &run.join("checkpoint-0000000002"));
+    assert_eq!(ckpt_dir(&run), run.join("checkpoint-0000000004"));
+    run
+}
+
+/// Truncate a file to half its length, in a new file (its hard links keep the bytes).
+fn tear(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+#[test]
+fn eval_proves_the_runs_newest_checkpoint_and_changes_nothing() {
+    let flags = ["--batch", "16", "--lr", "1e-2", "--checkpoint-every", "2", "--device", "cpu"];
+    let run = two_checkpoints("runs/evcheck", &flags);
+    let (four, two) = (run.join("checkpoint-0000000004"), run.join("checkpoint-0000000002"));
+    let words = |r: &Path| {
+        let r = r.display().to_string();
+        ["eval", "ad.graft", "--data", "data/pre", "--run", &r, "--json", "--device", "cpu"].map(String::from)
+    };
+    // The report without the `run` it names.
+    let run_eval = |r: &Path| {
+        let w = words(r);
+        let mut v: serde_json::Value = serde_json::from_str(&ok(&w.each_ref().map(String::as_str))).unwrap();
+        v.as_object_mut().unwrap().remove("run");
+        v
+    };
+    let fail_eval = |r: &Path| {
+        let before = tree(&run);
+        let w = words(r);
+        let err = fails(&w.each_ref().map(String::as_str));
+        assert!(tree(&run) == before, "eval changed {}:\n{err}", run.display());
+        assert_eq!(err.lines().filter(|l| !l.starts_with("  hint:")).count(), 1, "{err}");
+        assert!(err.contains("\n  hint: "), "{err}");
+        err
+    };
+    // The top-level file is step 4's link: the run evaluates as its checkpoint does.
+    let before = tree(&run);
+    let whole = run_eval(&run);
+    assert_eq!(tree(&run), before, "eval changed the run");
+    assert_eq!(whole, run_eval(&four));
+    let at_two = run_eval(&two);
+    assert_ne!(whole, at_two, "steps 2 and 4 evaluate the same: the test proves nothing");
+
+    // A trainer killed before it linked step 4: the top-level file is step 2's.
+    let top = run.join("trainable.safetensors");
+    std::fs::remove_file(&top).unwrap();
+    std::fs::hard_link(two.join("trainable.safetensors"), &top).unwrap();
+    let err = fail_eval(&run);
+    assert!(
+        err.contains(&format!(
+            "{} is from step 2, expected the newest checkpoint's trainable tensors (step 4",
+            top.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pass --run {}", four.display())), "{err}");
+    // A torn top-level file (a copy where the filesystem has no links).
+    std::fs::remove_file(&top).unwrap();
+    std::fs::copy(four.join("trainable.safetensors"), &top).unwrap();
+    assert_eq!(run_eval(&run), whole, "a copy of the same bytes is the checkpoint's file");
+    tear(&top);
+    let err = fail_eval(&run);
+    assert!(err.contains(&format!("{} is not readable (", top.display())) && err.contains("truncated"), "{err}");
+    std::fs::remove_file(&top).unwrap();
+    let err = fail_eval(&run);
+    assert!(err.contains(&format!("{} is missing, expected", top.display())), "{err}");
+    std::fs::hard_link(four.join("trainable.safetensors"), &top).unwrap();
+    assert_eq!(run_eval(&run), whole);
+
+    // The newest checkpoint's trainable file is another step's: its files disagree.
+    let own = std::fs::read(four.join("trainable.safetensors")).unwrap();
+    std::fs::remove_file(four.join("trainable.safetensors")).unwrap();
+    std::fs::copy(two.join("trainable.safetensors"), four.join("trainable.safetensors")).unwrap();
+    let err = fail_eval(&run);
+    assert!(
+        err.contains("its newest checkpoint (step 4) is not good")
+            && err.contains("is from step 2 but state.json from step 4"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pass --run {} to evaluate step 2", two.display())), "{err}");
+    // Torn: truncated to half (the top-level link keeps the whole file).
+    std::fs::remove_file(four.join("trainable.safetensors")).unwrap();
+    std::fs::write(four.join("trainable.safetensors"), &own).unwrap();
+    tear(&four.join("trainable.safetensors"));
+    let err = fail_eval(&run);
+    assert!(err.contains("its newest checkpoint (step 4) is not good") && err.contains("truncated"), "{err}");
+    // The hint's checkpoint evaluates; a checkpoint directory given torn is refused too.
+    assert_eq!(run_eval(&two), at_two);
+    let err = fail_eval(&four);
+    assert!(
+        err.contains(&four.join("trainable.safetensors").display().to_string()) && err.contains("truncated"),
+        "{err}"
+    );
+    // No good checkpoint at all.
+    tear(&two.join("optimizer.safetensors"));
+    let err = fail_eval(&run);
+    assert!(err.contains("no checkpoint of this run is good"), "{err}");
+}
+
+#[test]
+fn resume_into_another_dir_skips_a_torn_checkpoint_and_leaves_the_source_as_it_was() {
+    let flags =
+        ["--batch", "16", "--lr", "1e-2", "--schedule", "constant", "--checkpoint-every", "2", "--device", "cpu"];
+    ok(&[&["train", "ad.graft", "--data", "data/pre", "--steps", "6", "--out", "runs/tear_ref"][..], &flags].concat());
+    let a = two_checkpoints("runs/tear_a", &flags);
+    // A crash mid-checkpoint: step 4's trainable file torn, temporaries left behind.
+    tear(&a.join("checkpoint-0000000004/trainable.safetensors"));
+    std::fs::write(a.join(".metrics.jsonl.tmp-999999-0"), "partial").unwrap();
+    std::fs::create_dir(a.join(".checkpoint-0000000006.tmp-999999-1")).unwrap();
+    std::fs::write(a.join(".checkpoint-0000000006.tmp-999999-1/state.json"), "{").unwrap();
+    let before = tree(&a);
+    let _ = std::fs::remove_dir_all(fx().path("runs/tear_b"));
+    let o = graft(&[
+        "train",
+        "ad.graft",
+        "--data",
+        "data/pre",
+        "--resume",
+        "runs/tear_a",
+        "--out",
+        "runs/tear_b",
+        "--steps",
+        "6",
+        "--device",
+        "cpu",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let took = "note: --resume runs/tear_a: resuming from step 2, its newest good checkpoint (runs/tear_a/checkpoint-0000000002)";
+    assert!(err.contains(took), "{err}");
+    assert!(err.contains("skipped the newer checkpoint of step 4 (") && err.contains("truncated"), "{err}");
+    assert!(err.contains("ignored 2 temporary file(s) an interrupted run left in runs/tear_a"), "{err}");
+    assert!(err.contains("runs/tear_a is left as it is (the run continues in runs/tear_b)"), "{err}");
+    // A is byte for byte as it was: nothing set aside, removed, re-linked or locked.
+    assert!(tree(&a) == before, "--resume runs/tear_a --out runs/tear_b changed runs/tear_a");
+    // B continued from step 2 to step 6, the same run as one never interrupted.
+    let b = fx().path("runs/tear_b");
+    assert_eq!(ckpt_dir(&b), b.join("checkpoint-0000000006"));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt_dir(&b).join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 6);
+    let steps: Vec<u64> =
+        records("runs/tear_b").iter().filter(|r| r["kind"] == "train").map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    assert_same_run("runs/tear_ref", "runs/tear_b", 6);
+}
