@@ -22,6 +22,8 @@ workers="${1:-1}"
 n="${N:-512}"
 rounds="${ROUNDS:-3}"
 bash scripts/setup.sh >/dev/null
+command -v nasm >/dev/null 2>&1 ||
+  echo "note: no nasm: libjpeg-turbo builds without SIMD, so graft's JPEG decoding is slower (apt-get install -y nasm, then cargo clean -p mozjpeg-sys)" >&2
 cargo build --release --quiet
 py=.graft-env/venv/bin/python
 graft=target/release/graft

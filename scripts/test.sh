@@ -18,6 +18,16 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# libjpeg-turbo (the JPEG decoder, built from source) assembles its SIMD kernels with
+# nasm; without it the build is plain C: the same pixels, slower.
+if ! command -v nasm >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing nasm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null
+  else
+    echo "note: nasm is missing, so libjpeg-turbo builds without SIMD (apt-get install -y nasm)" >&2
+  fi
+fi
 if ! command -v cargo-insta >/dev/null 2>&1; then
   echo "== installing cargo-insta"
   cargo install cargo-insta --version 1.49.0 --locked --quiet

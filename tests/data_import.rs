@@ -2,7 +2,8 @@
 //! files generated here (`tests/data_import/make.py`: PIL, torchvision transforms v2,
 //! transformers' `ASTFeatureExtractor`, the `ffmpeg` program):
 //!
-//! - decoding JPEG within 5 levels of PIL (libjpeg-turbo); PNG exact;
+//! - decoding JPEG exactly as PIL does (both libjpeg-turbo: every chroma subsampling,
+//!   progressive, gray), whole or only a crop box's region; PNG exact;
 //! - the crop exact, the antialiased `resized_crop` within 1 level (bilinear, bicubic),
 //!   normalisation bit-exact;
 //! - the eval transform (short side, center crop, normalise) end to end through
@@ -17,7 +18,7 @@
 //! - `data synth --format files`: PNG frame folders import back to the tensors, WAVs
 //!   import to filter banks whose loudest band is the label's.
 
-use graft::data::decode::decode_image;
+use graft::data::decode::{decode_image, decode_jpeg_box};
 use graft::data::safetensors::SafeFile;
 use graft::data::transform::{crop, resize, to_chw, CropBox, Interpolation, Normalize};
 use graft::data::Dataset;
@@ -109,21 +110,59 @@ fn levels(a: &[f64], b: &[f64]) -> f64 {
     (0..a.len()).map(|i| (a[i] - b[i]).abs() * IMAGENET_STD[i / plane] * 255.0).fold(0.0, f64::max)
 }
 
+fn jpeg_names() -> Vec<String> {
+    let m = meta();
+    let variants = m["jpeg_variants"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string());
+    (0..3).map(|k| format!("j{k}.jpg")).chain(variants).collect()
+}
+
 #[test]
 fn decoding_matches_pil() {
     let dir = files().join("jpeg");
-    for k in 0..3 {
-        let img = decode_image(&std::fs::read(dir.join(format!("j{k}.jpg"))).unwrap()).unwrap();
-        let (shape, want) = reference(&format!("jpeg/j{k}.jpg"));
+    for name in jpeg_names() {
+        let img = decode_image(&std::fs::read(dir.join(&name)).unwrap()).unwrap();
+        let (shape, want) = reference(&format!("jpeg/{name}"));
         assert_eq!(shape, vec![img.height as i64, img.width as i64, 3]);
         let got: Vec<f64> = img.data.iter().map(|&v| v as f64).collect();
-        let d = max_diff(&got, &want);
-        let mean = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).sum::<f64>() / got.len() as f64;
-        assert!(d <= 5.0 && mean < 1.0, "j{k}.jpg: max {d} levels, mean {mean} from PIL");
+        assert_eq!(max_diff(&got, &want), 0.0, "{name}: decoded otherwise than PIL");
     }
     let png = decode_image(&std::fs::read(files().join("images").join(meta()["box_src"].as_str().unwrap())).unwrap());
     let got: Vec<f64> = png.unwrap().data.iter().map(|&v| v as f64).collect();
     assert_eq!(max_diff(&got, &reference(&format!("pil/{}", meta()["box_src"].as_str().unwrap())).1), 0.0);
+}
+
+#[test]
+fn a_crop_boxs_region_decodes_to_the_whole_images_pixels() {
+    let dir = files().join("jpeg");
+    for name in jpeg_names() {
+        let bytes = std::fs::read(dir.join(&name)).unwrap();
+        let whole = decode_image(&bytes).unwrap();
+        let (h, w) = (whole.height as i64, whole.width as i64);
+        // Boxes at every corner and edge, 1-pixel ones, the whole image, and one that
+        // leaves the image (decoded whole, zero-padded as the crop pads).
+        let mut boxes = vec![(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (-3, 5, 20, 20)];
+        for k in 0..40i64 {
+            let (bh, bw) = (1 + (k * 37) % h, 1 + (k * 53) % w);
+            boxes.push(((k * 29) % (h - bh + 1), (k * 41) % (w - bw + 1), bh, bw));
+        }
+        for (top, left, bh, bw) in boxes {
+            let b = CropBox { top, left, height: bh as u32, width: bw as u32 };
+            let (region, placed) = decode_jpeg_box(&bytes, vec![3; 11], |iw, ih| {
+                assert_eq!((iw, ih), (whole.width, whole.height));
+                b
+            })
+            .unwrap()
+            .expect("a JPEG decodes by region");
+            assert_eq!(crop(&region, placed), crop(&whole, b), "{name}: box {b:?} decoded from {placed:?}");
+            // Only the box's rows and columns, with at most two iMCUs of margin each way.
+            if top >= 0 && left >= 0 {
+                assert!(region.height as i64 <= bh + 2 * 16 && region.width as i64 <= bw + 4 * 16, "{name}: {b:?}");
+            }
+        }
+    }
+    // Not a JPEG: decoded whole by the caller, the box not picked.
+    let png = std::fs::read(files().join("images").join(meta()["box_src"].as_str().unwrap())).unwrap();
+    assert!(decode_jpeg_box(&png, Vec::new(), |_, _| unreachable!()).unwrap().is_none());
 }
 
 #[test]

@@ -10,6 +10,8 @@
 //! `DecompressionBombError` threshold), which is refused from the header alone,
 //! before any pixel memory is allocated.
 
+use super::jpeg;
+use super::transform::CropBox;
 use std::io::Cursor;
 
 /// PIL refuses images above `2 × Image.MAX_IMAGE_PIXELS` (2 × 89 478 485) pixels.
@@ -43,12 +45,85 @@ pub enum DecodeError {
     Corrupt(String),
 }
 
+impl From<String> for DecodeError {
+    fn from(libjpeg: String) -> DecodeError {
+        DecodeError::Corrupt(libjpeg)
+    }
+}
+
 /// Decode an image file's bytes to RGB.
 pub fn decode_image(bytes: &[u8]) -> Result<Rgb, DecodeError> {
-    use image::{ImageFormat, ImageReader, Limits};
+    decode_image_reusing(bytes, Vec::new())
+}
+
+/// [`decode_image`], writing the pixels into `buf` (its allocation is reused: a
+/// reader thread passes back the previous image's buffer, so decoding neither
+/// allocates nor zeroes a fresh one per image).
+pub fn decode_image_reusing(bytes: &[u8], buf: Vec<u8>) -> Result<Rgb, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
+    if is_jpeg(bytes) {
+        if let Some(d) = jpeg::decode(bytes, buf, |w, h| not_a_bomb(w, h).map(|()| None))? {
+            return Ok(d.image);
+        }
+    }
+    decode_through_image(bytes)
+}
+
+/// Decode only what a crop box needs of a JPEG: `pick(width, height)` chooses the box
+/// (inside the image) once the header is read. Returns the decoded region and the
+/// box's place in it, whose pixels are those of [`decode_image`] at the box; `None`
+/// when the file is not a JPEG decoded this way (decode it whole instead; `pick` was
+/// not called).
+pub fn decode_jpeg_box(
+    bytes: &[u8],
+    buf: Vec<u8>,
+    pick: impl FnOnce(u32, u32) -> CropBox,
+) -> Result<Option<(Rgb, CropBox)>, DecodeError> {
+    if bytes.is_empty() || !is_jpeg(bytes) {
+        return Ok(None);
+    }
+    let mut chosen = None;
+    let pick = |w: u32, h: u32| {
+        not_a_bomb(w, h)?;
+        let b = pick(w, h);
+        let inside = b.top >= 0 && b.left >= 0 && b.width > 0 && b.height > 0;
+        let inside = inside && b.left + b.width as i64 <= w as i64 && b.top + b.height as i64 <= h as i64;
+        chosen = Some((b, inside));
+        Ok::<_, DecodeError>(inside.then_some(jpeg::Region {
+            top: b.top as u32,
+            left: b.left as u32,
+            height: b.height,
+            width: b.width,
+        }))
+    };
+    let Some(d) = jpeg::decode(bytes, buf, pick)? else { return Ok(None) };
+    let (b, inside) = chosen.expect("a decoded JPEG had its box picked");
+    // A box leaving the image (zero-padded) is cut from the whole image, decoded whole.
+    let placed =
+        if inside { CropBox { top: d.dy as i64, left: d.dx as i64, height: b.height, width: b.width } } else { b };
+    Ok(Some((d.image, placed)))
+}
+
+fn is_jpeg(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+}
+
+/// PIL's decompression-bomb rule, from the header alone.
+fn not_a_bomb(width: u32, height: u32) -> Result<(), DecodeError> {
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt(format!("{width}×{height} image")));
+    }
+    Ok(())
+}
+
+/// Every format and mode, through `image`.
+fn decode_through_image(bytes: &[u8]) -> Result<Rgb, DecodeError> {
+    use image::{ImageFormat, ImageReader, Limits};
     let format = image::guess_format(bytes).map_err(|_| DecodeError::UnknownFormat)?;
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) {
         return Err(DecodeError::UnknownFormat);
@@ -131,6 +206,39 @@ mod tests {
         let deep: Vec<u8> = [65535u16, 257, 128].iter().flat_map(|v| v.to_ne_bytes()).collect();
         let rgb16 = decode_image(&png(image::ColorType::Rgb16, 1, 1, &deep)).unwrap();
         assert_eq!(rgb16.data, vec![255, 1, 0]);
+    }
+
+    /// A JPEG of a smooth pattern with detail, as `image` encodes it (4:2:0).
+    fn jpeg(color: image::ColorType, w: u32, h: u32) -> Vec<u8> {
+        let ch = color.channel_count() as u32;
+        let raw: Vec<u8> =
+            (0..w * h * ch).map(|i| ((i / ch % w) * 7 + (i / ch / w) * 3 + (i % ch) * 50) as u8).collect();
+        let mut out = Vec::new();
+        image::write_buffer_with_format(&mut Cursor::new(&mut out), &raw, w, h, color, image::ImageFormat::Jpeg)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn jpegs_decode_through_libjpeg_into_any_buffer() {
+        for (color, w, h) in
+            [(image::ColorType::Rgb8, 1, 1), (image::ColorType::Rgb8, 17, 9), (image::ColorType::L8, 64, 48)]
+        {
+            let file = jpeg(color, w, h);
+            let got = decode_image(&file).unwrap();
+            // zune-jpeg (through `image`) is another decoder: within 5 levels of it.
+            let other = decode_through_image(&file).unwrap();
+            assert_eq!((got.width, got.height), (w, h));
+            let d = got.data.iter().zip(&other.data).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(d <= 5, "{color:?} {w}×{h}: {d} levels from zune-jpeg");
+            for buf in [vec![9; 5], vec![9; (w * h * 3 + 100) as usize]] {
+                assert_eq!(decode_image_reusing(&file, buf).unwrap(), got, "the buffer's old bytes never show");
+            }
+        }
+        let file = jpeg(image::ColorType::Rgb8, 64, 48);
+        let cut = decode_image(&file[..file.len() / 2]).unwrap_err().to_string();
+        assert!(cut.contains("truncated"), "{cut}");
+        assert!(matches!(decode_image(&file[..40]), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]

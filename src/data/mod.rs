@@ -85,6 +85,7 @@ pub mod decode;
 pub mod error;
 pub mod fbank;
 pub mod import;
+pub mod jpeg;
 pub mod meta;
 pub mod reader;
 pub mod render;

@@ -18,10 +18,11 @@
 //! caller's random stream; [`View`] picks the training augmentation or the
 //! evaluation transform.
 
-use super::decode::{decode_image, Rgb};
+use super::decode::{decode_image_reusing, decode_jpeg_box, Rgb};
 use super::fbank::{ast_features, FbankOptions};
 use super::transform::{
-    crop, hflip, random_resized_crop_box, resize, short_side_size, to_chw, view_crop_box, ImageTransform,
+    crop, hflip, random_resized_crop_box, resize, resized_crop_raw, short_side_size, to_chw, view_crop_box,
+    ImageTransform,
 };
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -235,6 +236,12 @@ impl Sink<'_> {
     }
 }
 
+thread_local! {
+    /// The reader thread's decoded-image buffer, reused from one encoded image to
+    /// the next (no allocation and no zeroing per image).
+    static DECODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Decode and transform one stored sample, appending `numel(output_shape)` values.
 pub fn materialize(
     form: Form,
@@ -247,13 +254,31 @@ pub fn materialize(
 ) -> Result<(), String> {
     match (t, form) {
         (Transform::Image(it), Form::Pixels | Form::Encoded) => {
-            let img = match form {
-                Form::Encoded => decode_image(bytes).map_err(|e| e.to_string())?,
-                _ => Rgb::new(row[3] as u32, row[2] as u32, bytes.to_vec()).ok_or("pixel bytes disagree with H × W")?,
+            let jpeg = match (form, view) {
+                // Training crops a JPEG: decode only the rows and columns around the box.
+                (Form::Encoded, View::Train) => {
+                    decode_jpeg_box(bytes, DECODED.take(), |w, h| it.train_box(h, w, rng)).map_err(|e| e.to_string())?
+                }
+                _ => None,
             };
-            let img = match view {
-                View::Train => it.train(&img, rng),
-                View::Eval(v) => it.eval(&img, v.crop, v.crops),
+            let img = if let Some((region, b)) = jpeg {
+                let img = it.train_crop(&region, b, rng);
+                DECODED.set(region.data);
+                img
+            } else {
+                let decoded = match form {
+                    Form::Encoded => decode_image_reusing(bytes, DECODED.take()).map_err(|e| e.to_string())?,
+                    _ => Rgb::new(row[3] as u32, row[2] as u32, bytes.to_vec())
+                        .ok_or("pixel bytes disagree with H × W")?,
+                };
+                let img = match view {
+                    View::Train => it.train(&decoded, rng),
+                    View::Eval(v) => it.eval(&decoded, v.crop, v.crops),
+                };
+                if form == Form::Encoded {
+                    DECODED.set(decoded.data);
+                }
+                img
             };
             match out {
                 Sink::F32(o) => to_chw(&img, &it.normalize, o),
@@ -347,10 +372,12 @@ fn video_clip(
     let mut clip = Vec::with_capacity(picks.len());
     for &f in &picks {
         let data = bytes.get(f * frame_bytes..(f + 1) * frame_bytes).ok_or("frame outside the stored bytes")?;
-        let frame = Rgb { width: w, height: h, data: data.to_vec() };
         let mut img = match scaled {
-            None => resize(&crop(&frame, box_), size, size, it.interpolation),
-            Some((nh, nw)) => crop(&resize(&frame, nh, nw, it.interpolation), box_),
+            None => resized_crop_raw(data, w, h, box_, size, size, it.interpolation),
+            Some((nh, nw)) => {
+                let frame = Rgb { width: w, height: h, data: data.to_vec() };
+                crop(&resize(&frame, nh, nw, it.interpolation), box_)
+            }
         };
         if flip {
             hflip(&mut img);

@@ -9,8 +9,9 @@
 //!   `CenterCrop(size)` (offsets rounded half to even, as Python's `round`; zero
 //!   padding where the image is smaller);
 //! - resizing is antialiased bilinear or bicubic (`fast_image_resize`'s convolution,
-//!   Pillow's filters, as `resized_crop(..., antialias=True)`); the integer crop box
-//!   is copied out first, so no pixel outside it is read;
+//!   Pillow's filters, as `resized_crop(..., antialias=True)`); the resizer reads the
+//!   integer crop box as an image of its own (a view, or a copy where the box leaves
+//!   the image), so no pixel outside it is read;
 //! - `to_chw`: `(v / 255 − mean) / std` in f32, the operations
 //!   `F.normalize(t.float() / 255, mean, std)` performs, channel-major.
 //!
@@ -152,7 +153,12 @@ pub fn short_side_size(h: u32, w: u32, short: u32) -> (u32, u32) {
 
 /// Copy a crop box out of an image (pixels outside the image are 0).
 pub fn crop(img: &Rgb, b: CropBox) -> Rgb {
-    let (w, h) = (img.width as i64, img.height as i64);
+    crop_raw(&img.data, img.width, img.height, b)
+}
+
+/// [`crop`] of HWC RGB bytes of `width × height`.
+pub fn crop_raw(data: &[u8], width: u32, height: u32, b: CropBox) -> Rgb {
+    let (w, h) = (width as i64, height as i64);
     let mut out = vec![0u8; b.width as usize * b.height as usize * 3];
     let x0 = b.left.max(0);
     let x1 = (b.left + b.width as i64).min(w);
@@ -163,7 +169,7 @@ pub fn crop(img: &Rgb, b: CropBox) -> Rgb {
         }
         let src = ((sy * w + x0) * 3) as usize..((sy * w + x1) * 3) as usize;
         let dst = (((y * b.width as i64) + (x0 - b.left)) * 3) as usize;
-        out[dst..dst + src.len()].copy_from_slice(&img.data[src]);
+        out[dst..dst + src.len()].copy_from_slice(&data[src]);
     }
     Rgb { width: b.width, height: b.height, data: out }
 }
@@ -180,11 +186,7 @@ pub fn resize(img: &Rgb, h: u32, w: u32, interp: Interpolation) -> Rgb {
     if img.width == 0 || img.height == 0 || w == 0 || h == 0 {
         return Rgb { width: w, height: h, data: vec![0; w as usize * h as usize * 3] };
     }
-    let filter = match interp {
-        Interpolation::Bilinear => fr::FilterType::Bilinear,
-        Interpolation::Bicubic => fr::FilterType::CatmullRom,
-    };
-    let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter));
+    let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter(interp)));
     let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x3);
     let done = fr::images::ImageRef::new(img.width, img.height, &img.data, fr::PixelType::U8x3)
         .map_err(|e| e.to_string())
@@ -194,15 +196,64 @@ pub fn resize(img: &Rgb, h: u32, w: u32, interp: Interpolation) -> Rgb {
     Rgb { width: w, height: h, data: dst.into_vec() }
 }
 
+/// `resize(&crop(img, b), h, w, interp)` without copying the box out: where the box
+/// lies inside the image the resizer reads it in place, as a view whose rows are
+/// the box's, so it reads exactly the pixels the copy would hold.
+pub fn resized_crop(img: &Rgb, b: CropBox, h: u32, w: u32, interp: Interpolation) -> Rgb {
+    resized_crop_raw(&img.data, img.width, img.height, b, h, w, interp)
+}
+
+/// [`resized_crop`] of HWC RGB bytes of `width × height` (a video frame in place).
+pub fn resized_crop_raw(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    b: CropBox,
+    h: u32,
+    w: u32,
+    interp: Interpolation,
+) -> Rgb {
+    let inside = b.top >= 0
+        && b.left >= 0
+        && b.width > 0
+        && b.height > 0
+        && b.left + b.width as i64 <= width as i64
+        && b.top + b.height as i64 <= height as i64;
+    let fallback = || resize(&crop_raw(data, width, height, b), h, w, interp);
+    if !inside || (b.height, b.width) == (h, w) || w == 0 || h == 0 {
+        return fallback();
+    }
+    let mut dst = fr::images::Image::new(w, h, fr::PixelType::U8x3);
+    let done = fr::images::ImageRef::new(width, height, data, fr::PixelType::U8x3).map_err(|e| e.to_string()).and_then(
+        |src| {
+            let view = fr::images::CroppedImage::new(&src, b.left as u32, b.top as u32, b.width, b.height)
+                .map_err(|e| e.to_string())?;
+            let opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(filter(interp)));
+            RESIZER.with(|r| r.borrow_mut().resize(&view, &mut dst, &opts).map_err(|e| e.to_string()))
+        },
+    );
+    match done {
+        Ok(()) => Rgb { width: w, height: h, data: dst.into_vec() },
+        // The box was checked against the image: fall back rather than guess.
+        Err(_) => fallback(),
+    }
+}
+
+fn filter(interp: Interpolation) -> fr::FilterType {
+    match interp {
+        Interpolation::Bilinear => fr::FilterType::Bilinear,
+        Interpolation::Bicubic => fr::FilterType::CatmullRom,
+    }
+}
+
 /// Mirror left to right.
 pub fn hflip(img: &mut Rgb) {
     let w = img.width as usize;
+    if w == 0 {
+        return;
+    }
     for row in img.data.chunks_exact_mut(w * 3) {
-        for x in 0..w / 2 {
-            for c in 0..3 {
-                row.swap(x * 3 + c, (w - 1 - x) * 3 + c);
-            }
-        }
+        row.as_chunks_mut::<3>().0.reverse();
     }
 }
 
@@ -275,8 +326,18 @@ impl ImageTransform {
 
     /// RandomResizedCrop + flip, to `size × size`.
     pub fn train(&self, img: &Rgb, rng: &mut Rng) -> Rgb {
-        let b = random_resized_crop_box(rng, img.height, img.width, self.scale, self.ratio);
-        let mut out = resize(&crop(img, b), self.size, self.size, self.interpolation);
+        let b = self.train_box(img.height, img.width, rng);
+        self.train_crop(img, b, rng)
+    }
+
+    /// The first half of [`ImageTransform::train`]: the crop box of an `h × w` image.
+    pub fn train_box(&self, h: u32, w: u32, rng: &mut Rng) -> CropBox {
+        random_resized_crop_box(rng, h, w, self.scale, self.ratio)
+    }
+
+    /// The second half: resize box `b` of `img` and flip it.
+    pub fn train_crop(&self, img: &Rgb, b: CropBox, rng: &mut Rng) -> Rgb {
+        let mut out = resized_crop(img, b, self.size, self.size, self.interpolation);
         if (rng.f32() as f64) < self.hflip {
             hflip(&mut out);
         }
@@ -352,6 +413,31 @@ mod tests {
         assert_eq!(resize(&img, 4, 5, Interpolation::Bicubic), img);
         let small = resize(&ramp(64, 48), 24, 32, Interpolation::Bilinear);
         assert_eq!((small.width, small.height, small.data.len()), (32, 24, 32 * 24 * 3));
+    }
+
+    #[test]
+    fn resizing_a_box_in_place_reads_what_the_copy_holds() {
+        // Detail everywhere, so a pixel read from outside a box would show.
+        let img = Rgb::new(97, 61, (0..97 * 61 * 3).map(|i| ((i * 37) % 256) as u8).collect()).unwrap();
+        let mut rng = Rng::new(3);
+        for i in 0..200 {
+            let b = random_resized_crop_box(&mut rng, img.height, img.width, (0.08, 1.0), (0.75, 4.0 / 3.0));
+            let interp = if i % 2 == 0 { Interpolation::Bilinear } else { Interpolation::Bicubic };
+            let (h, w) = [(32, 32), (40, 24), (100, 120)][i % 3];
+            assert_eq!(resized_crop(&img, b, h, w, interp), resize(&crop(&img, b), h, w, interp), "{b:?}");
+        }
+        // Boxes leaving the image are zero-padded copies, as before.
+        let out = CropBox { top: -3, left: 90, height: 20, width: 20 };
+        assert_eq!(
+            resized_crop(&img, out, 8, 8, Interpolation::Bilinear),
+            resize(&crop(&img, out), 8, 8, Interpolation::Bilinear)
+        );
+        let mut odd = ramp(5, 2);
+        hflip(&mut odd);
+        assert_eq!(
+            &odd.data[..6],
+            &ramp(5, 2).data[12..15].iter().chain(&ramp(5, 2).data[9..12]).copied().collect::<Vec<_>>()[..]
+        );
     }
 
     #[test]

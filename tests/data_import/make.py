@@ -101,6 +101,20 @@ for k, (h, w) in enumerate([(64, 64), (75, 101), (120, 90)]):
     p = os.path.join(OUT, "jpeg", f"j{k}.jpg")
     Image.fromarray(smooth_image(h, w)).save(p, quality=90)
     ref[f"jpeg/j{k}.jpg"] = torch.from_numpy(pil_rgb(p).copy())
+# Every chroma subsampling, progressive, gray, and sizes off the iMCU grid: decoded
+# exactly as PIL decodes them, whole and by region.
+meta["jpeg_variants"] = []
+for name, (h, w), opts, mode in [
+    ("s444", (97, 131), dict(subsampling=0), "RGB"),
+    ("s422", (120, 161), dict(subsampling=1), "RGB"),
+    ("s420", (161, 243), dict(subsampling=2), "RGB"),
+    ("progressive", (150, 201), dict(subsampling=2, progressive=True), "RGB"),
+    ("gray", (99, 140), dict(), "L"),
+]:
+    p = os.path.join(OUT, "jpeg", f"{name}.jpg")
+    Image.fromarray(smooth_image(h, w)).convert(mode).save(p, quality=85, **opts)
+    ref[f"jpeg/{name}.jpg"] = torch.from_numpy(pil_rgb(p).copy())
+    meta["jpeg_variants"].append(f"{name}.jpg")
 
 # --- hostile files, in a tree of their own ---
 hd = os.path.join(OUT, "hostile", "x")
