@@ -74,6 +74,21 @@ impl Values {
             Values::U8(v) => v.len(),
         }
     }
+
+    fn clear(&mut self) {
+        match self {
+            Values::F32(v) => v.clear(),
+            Values::U8(v) => v.clear(),
+        }
+    }
+
+    /// The values as the batch stores them (f32 little-endian), into `slot`.
+    fn write_le(&self, slot: &mut [u8]) {
+        match self {
+            Values::F32(v) => super::tensor::write_le_bytes(slot, v),
+            Values::U8(v) => slot.copy_from_slice(v),
+        }
+    }
 }
 
 /// A batch from staged samples: plain inputs concatenated, stored inputs decoded and
@@ -92,15 +107,15 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
         let data = match (spec.stored, &spec.transform) {
             (Some(form), Some(t)) => {
                 let per = super::tensor::numel(&spec.shape).unwrap_or(0);
-                let one = |s: &Staged| -> Result<Values, DataError> {
+                // Each reader thread decodes its samples into one scratch buffer and
+                // writes each straight into its slot of the batch: no allocation per
+                // sample, and no serial copy after the threads join.
+                let one = |s: &Staged, scratch: &mut Values, slot: &mut [u8]| -> Result<(), DataError> {
                     let (_, bytes, row) = &s.parts[k];
                     let mut rng = Rng::derive(&[seed, epoch, s.global, hash_str(name)]);
                     let row = row.unwrap_or_default();
-                    let mut v = match raw {
-                        true => Values::U8(Vec::with_capacity(per)),
-                        false => Values::F32(Vec::with_capacity(per)),
-                    };
-                    materialize(form, t, bytes, &row, ds.view, &mut rng, v.sink()).map_err(|reason| {
+                    scratch.clear();
+                    materialize(form, t, bytes, &row, ds.view, &mut rng, scratch.sink()).map_err(|reason| {
                         DataError::Invalid(format!(
                             "{}: sample {} of input `{name}` ({}): {reason}",
                             ds.dir.display(),
@@ -108,21 +123,35 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                             form.name()
                         ))
                     })?;
-                    if v.len() != per {
+                    if scratch.len() != per {
                         return Err(DataError::Invalid(format!(
                             "{}: sample {} of input `{name}` gave {} values, expected {per}",
                             ds.dir.display(),
                             s.global,
-                            v.len()
+                            scratch.len()
                         )));
                     }
-                    Ok(v)
+                    scratch.write_le(slot);
+                    Ok(())
                 };
+                let elem = if raw { 1 } else { 4 };
+                // Zeroed by the allocator (fresh pages for a batch this size), not a sweep.
+                let mut data = vec![0u8; n * per * elem];
                 let threads = workers(ds).min(n).max(1);
                 let chunk = n.div_ceil(threads);
-                let parts: Vec<Result<Vec<Values>, DataError>> = std::thread::scope(|scope| {
-                    let handles: Vec<_> =
-                        samples.chunks(chunk).map(|c| scope.spawn(move || c.iter().map(one).collect())).collect();
+                let mut slots: Vec<&mut [u8]> = data.chunks_mut((per * elem).max(1)).collect();
+                slots.resize_with(n, Default::default);
+                let done: Vec<Result<(), DataError>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = samples
+                        .chunks(chunk)
+                        .zip(slots.chunks_mut(chunk))
+                        .map(|(c, slots)| {
+                            scope.spawn(move || {
+                                let mut scratch = if raw { Values::U8(Vec::new()) } else { Values::F32(Vec::new()) };
+                                c.iter().zip(slots.iter_mut()).try_for_each(|(s, slot)| one(s, &mut scratch, slot))
+                            })
+                        })
+                        .collect();
                     handles
                         .into_iter()
                         .map(|h| {
@@ -130,15 +159,7 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                         })
                         .collect()
                 });
-                let mut data = Vec::with_capacity(n * per * if raw { 1 } else { 4 });
-                for part in parts {
-                    for v in part? {
-                        match v {
-                            Values::F32(v) => super::tensor::extend_le_bytes(&mut data, &v),
-                            Values::U8(v) => data.extend_from_slice(&v),
-                        }
-                    }
-                }
+                done.into_iter().collect::<Result<(), DataError>>()?;
                 data
             }
             _ => {

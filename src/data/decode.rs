@@ -1,5 +1,7 @@
 //! Decoding image files to 8-bit RGB, the way `PIL.Image.open(p).convert("RGB")`
-//! does: JPEG (zune-jpeg, through `image`), PNG and WebP. Every mode becomes RGB:
+//! does: JPEG with libjpeg-turbo as PIL ([`super::jpeg`]; CMYK and YCCK JPEGs through
+//! `image`'s zune-jpeg), PNG and WebP through `image`. A training crop can decode a
+//! JPEG's box only ([`decode_jpeg_box`]). Every mode becomes RGB:
 //! grayscale is replicated, a palette expanded, alpha dropped (not composited, as
 //! PIL's `convert("RGB")`), CMYK converted, 16-bit samples scaled to 8 bits (as
 //! `torchvision.transforms.v2.functional.to_dtype` scales them: `round(v / 257)`).

@@ -5,6 +5,20 @@ use crate::ir::DType;
 pub use crate::tensor::{dtype_of_tag, elem_size, numel, st_tag, type_text, HostTensor};
 use std::collections::BTreeMap;
 
+/// Write `values` as little-endian bytes over `out` (exactly `4 × values.len()` long).
+pub fn write_le_bytes(out: &mut [u8], values: &[f32]) {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: as in `extend_le_bytes`.
+        let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
+        out.copy_from_slice(bytes);
+    }
+    #[cfg(not(target_endian = "little"))]
+    for (o, v) in out.chunks_exact_mut(4).zip(values) {
+        o.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// Append `values` as little-endian f32 bytes (a tensor's layout): one copy of the
 /// whole slice on a little-endian machine.
 pub fn extend_le_bytes(out: &mut Vec<u8>, values: &[f32]) {
