@@ -18,9 +18,9 @@
 //! - `data synth --format files`: PNG frame folders import back to the tensors, WAVs
 //!   import to filter banks whose loudest band is the label's.
 
-use graft::data::decode::{decode_image, decode_jpeg_box};
+use graft::data::decode::decode_image;
 use graft::data::safetensors::SafeFile;
-use graft::data::transform::{crop, resize, to_chw, CropBox, Interpolation, Normalize};
+use graft::data::transform::{crop, decode_jpeg_box, resize, to_chw, CropBox, Interpolation, Normalize};
 use graft::data::Dataset;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Decoding image files to 8-bit RGB, the way `PIL.Image.open(p).convert("RGB")`
 //! does: JPEG with libjpeg-turbo as PIL ([`super::jpeg`]; CMYK and YCCK JPEGs through
 //! `image`'s zune-jpeg), PNG and WebP through `image`. A training crop can decode a
-//! JPEG's box only ([`decode_jpeg_box`]). Every mode becomes RGB:
+//! JPEG's box only ([`super::transform::decode_jpeg_box`]). Every mode becomes RGB:
 //! grayscale is replicated, a palette expanded, alpha dropped (not composited, as
 //! PIL's `convert("RGB")`), CMYK converted, 16-bit samples scaled to 8 bits (as
 //! `torchvision.transforms.v2.functional.to_dtype` scales them: `round(v / 257)`).
@@ -13,7 +13,6 @@
 //! before any pixel memory is allocated.
 
 use super::jpeg;
-use super::transform::CropBox;
 use std::io::Cursor;
 
 /// PIL refuses images above `2 × Image.MAX_IMAGE_PIXELS` (2 × 89 478 485) pixels.
@@ -67,53 +66,19 @@ pub fn decode_image_reusing(bytes: &[u8], buf: Vec<u8>) -> Result<Rgb, DecodeErr
     }
     if is_jpeg(bytes) {
         if let Some(d) = jpeg::decode(bytes, buf, |w, h| not_a_bomb(w, h).map(|()| None))? {
-            return Ok(d.image);
+            return Rgb::new(d.width, d.height, d.data)
+                .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()));
         }
     }
     decode_through_image(bytes)
 }
 
-/// Decode only what a crop box needs of a JPEG: `pick(width, height)` chooses the box
-/// (inside the image) once the header is read. Returns the decoded region and the
-/// box's place in it, whose pixels are those of [`decode_image`] at the box; `None`
-/// when the file is not a JPEG decoded this way (decode it whole instead; `pick` was
-/// not called).
-pub fn decode_jpeg_box(
-    bytes: &[u8],
-    buf: Vec<u8>,
-    pick: impl FnOnce(u32, u32) -> CropBox,
-) -> Result<Option<(Rgb, CropBox)>, DecodeError> {
-    if bytes.is_empty() || !is_jpeg(bytes) {
-        return Ok(None);
-    }
-    let mut chosen = None;
-    let pick = |w: u32, h: u32| {
-        not_a_bomb(w, h)?;
-        let b = pick(w, h);
-        let inside = b.top >= 0 && b.left >= 0 && b.width > 0 && b.height > 0;
-        let inside = inside && b.left + b.width as i64 <= w as i64 && b.top + b.height as i64 <= h as i64;
-        chosen = Some((b, inside));
-        Ok::<_, DecodeError>(inside.then_some(jpeg::Region {
-            top: b.top as u32,
-            left: b.left as u32,
-            height: b.height,
-            width: b.width,
-        }))
-    };
-    let Some(d) = jpeg::decode(bytes, buf, pick)? else { return Ok(None) };
-    let (b, inside) = chosen.expect("a decoded JPEG had its box picked");
-    // A box leaving the image (zero-padded) is cut from the whole image, decoded whole.
-    let placed =
-        if inside { CropBox { top: d.dy as i64, left: d.dx as i64, height: b.height, width: b.width } } else { b };
-    Ok(Some((d.image, placed)))
-}
-
-fn is_jpeg(bytes: &[u8]) -> bool {
+pub(crate) fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
 /// PIL's decompression-bomb rule, from the header alone.
-fn not_a_bomb(width: u32, height: u32) -> Result<(), DecodeError> {
+pub(crate) fn not_a_bomb(width: u32, height: u32) -> Result<(), DecodeError> {
     if width as u64 * height as u64 > MAX_PIXELS {
         return Err(DecodeError::TooLarge { width, height });
     }

@@ -17,7 +17,6 @@
 //! warnings are dropped as PIL drops them, except a premature end of data, which PIL
 //! reports as a truncated file and so does this.
 
-use super::decode::Rgb;
 use mozjpeg_sys as j;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
@@ -30,10 +29,12 @@ pub struct Region {
     pub width: u32,
 }
 
-/// What a decode hands back: `image` holds `region`'s pixels at `(dy, dx)` (a region
-/// is decoded with a margin; a whole image has offset 0).
+/// What a decode hands back: `width × height` RGB pixels (HWC) holding the region's
+/// at `(dy, dx)` (a region is decoded with a margin; a whole image has offset 0).
 pub struct Decoded {
-    pub image: Rgb,
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
     pub dy: u32,
     pub dx: u32,
 }
@@ -139,12 +140,11 @@ unsafe fn decode_in(
     } else {
         unsafe { j::jpeg_abort_decompress(cinfo) };
     }
-    let image = Rgb::new(cinfo.output_width, rows as u32, buf)?;
     let (dy, dx) = match region {
         None => (0, 0),
         Some(r) => (r.top - skipped, r.left - x0),
     };
-    Some(Decoded { image, dy, dx })
+    Some(Decoded { width: cinfo.output_width, height: rows as u32, data: buf, dy, dx })
 }
 
 fn fail(msg: String) -> ! {

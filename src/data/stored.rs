@@ -18,11 +18,11 @@
 //! caller's random stream; [`View`] picks the training augmentation or the
 //! evaluation transform.
 
-use super::decode::{decode_image_reusing, decode_jpeg_box, Rgb};
+use super::decode::{decode_image_reusing, Rgb};
 use super::fbank::{ast_features, FbankOptions};
 use super::transform::{
-    crop, hflip, random_resized_crop_box, resize, resized_crop_raw, short_side_size, to_chw, view_crop_box,
-    ImageTransform,
+    crop, decode_jpeg_box, hflip, random_resized_crop_box, resize, resized_crop_raw, short_side_size, to_chw,
+    view_crop_box, ImageTransform,
 };
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};

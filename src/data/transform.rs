@@ -17,7 +17,8 @@
 //!
 //! Randomness comes from the caller's [`Rng`] (a stream per (seed, epoch, sample)).
 
-use super::decode::Rgb;
+use super::decode::{is_jpeg, not_a_bomb, DecodeError, Rgb};
+use super::jpeg;
 use crate::rng::Rng;
 use fast_image_resize as fr;
 use serde::{Deserialize, Serialize};
@@ -172,6 +173,43 @@ pub fn crop_raw(data: &[u8], width: u32, height: u32, b: CropBox) -> Rgb {
         out[dst..dst + src.len()].copy_from_slice(&data[src]);
     }
     Rgb { width: b.width, height: b.height, data: out }
+}
+
+/// Decode only what a crop box needs of a JPEG: `pick(width, height)` chooses the box
+/// (inside the image) once the header is read. Returns the decoded region and the
+/// box's place in it, whose pixels are those of [`super::decode::decode_image`] at the box; `None`
+/// when the file is not a JPEG decoded this way (decode it whole instead; `pick` was
+/// not called).
+pub fn decode_jpeg_box(
+    bytes: &[u8],
+    buf: Vec<u8>,
+    pick: impl FnOnce(u32, u32) -> CropBox,
+) -> Result<Option<(Rgb, CropBox)>, DecodeError> {
+    if bytes.is_empty() || !is_jpeg(bytes) {
+        return Ok(None);
+    }
+    let mut chosen = None;
+    let pick = |w: u32, h: u32| {
+        not_a_bomb(w, h)?;
+        let b = pick(w, h);
+        let inside = b.top >= 0 && b.left >= 0 && b.width > 0 && b.height > 0;
+        let inside = inside && b.left + b.width as i64 <= w as i64 && b.top + b.height as i64 <= h as i64;
+        chosen = Some((b, inside));
+        Ok::<_, DecodeError>(inside.then_some(jpeg::Region {
+            top: b.top as u32,
+            left: b.left as u32,
+            height: b.height,
+            width: b.width,
+        }))
+    };
+    let Some(d) = jpeg::decode(bytes, buf, pick)? else { return Ok(None) };
+    let image = Rgb::new(d.width, d.height, d.data)
+        .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()))?;
+    let (b, inside) = chosen.expect("a decoded JPEG had its box picked");
+    // A box leaving the image (zero-padded) is cut from the whole image, decoded whole.
+    let placed =
+        if inside { CropBox { top: d.dy as i64, left: d.dx as i64, height: b.height, width: b.width } } else { b };
+    Ok(Some((image, placed)))
 }
 
 thread_local! {
