@@ -7,7 +7,8 @@
 //! `lora` adapter as a PEFT directory (`adapter_config.json` +
 //! `adapter_model.safetensors`, published together), for
 //! `peft.PeftModel.from_pretrained` over the timm / transformers model whose keys the
-//! backbone has. See [`crate::params::peft`].
+//! backbone has. See [`crate::params::peft`]. The run is read as `eval --run` reads
+//! it: its newest checkpoint must be good and `RUN_DIR/trainable.safetensors` its file.
 
 use super::compiled;
 use crate::lower::AdapterInfo;
@@ -21,15 +22,38 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// A `graft train` run's checkpoint of the trainable tensors.
-const TRAINABLE: &str = "trainable.safetensors";
+/// The trainable tensors `--run` names, proven as `eval --run` proves them
+/// ([`super::train::checkpoint::TrainableFile::open_run`]: a run's newest checkpoint
+/// good and its top-level file that checkpoint's own); the file's path and the file.
+#[cfg(feature = "torch")]
+fn open_run(run: &std::path::Path) -> Result<(PathBuf, SafeFile)> {
+    let (f, notes) = super::train::checkpoint::TrainableFile::open_run(run)?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    Ok((f.path, f.file))
+}
+
+/// Without LibTorch a run directory cannot be proven, so only a file is read.
+#[cfg(not(feature = "torch"))]
+fn open_run(run: &std::path::Path) -> Result<(PathBuf, SafeFile)> {
+    if run.is_dir() {
+        bail!(
+            "--run {}: reading a training run needs a graft built with `--features torch`; pass its checkpoint's file instead (--run {})",
+            run.display(),
+            run.join("checkpoint-STEP").join("trainable.safetensors").display()
+        );
+    }
+    Ok((run.to_path_buf(), SafeFile::open(run)?))
+}
 
 /// `graft export peft`.
 #[derive(clap::Args, Debug)]
 pub struct ExportPeftArgs {
     /// The spec the run trained.
     pub spec: PathBuf,
-    /// The `graft train` output directory (its trainable.safetensors), or the file.
+    /// The `graft train` output directory (its newest checkpoint, proven as `eval --run`
+    /// proves it), one checkpoint directory in it, or a trainable file.
     #[arg(long)]
     pub run: PathBuf,
     /// The directory to write (must not exist).
@@ -66,8 +90,7 @@ pub fn peft(a: &ExportPeftArgs) -> Result<ExitCode> {
     if a.out.exists() {
         bail!("--out {}: already exists; graft writes a new directory", a.out.display());
     }
-    let ckpt = if a.run.is_dir() { a.run.join(TRAINABLE) } else { a.run.clone() };
-    let file = SafeFile::open(&ckpt)?;
+    let (ckpt, file) = open_run(&a.run)?;
     let mut tensors = Vec::new();
     let mut targets = Vec::new();
     for site in &info.sites {

@@ -3,7 +3,9 @@
 //! `graft fuse SPEC [--weights BINDING=FILE]... [--run RUN_DIR] --out FUSED.safetensors
 //! [--allow-missing PATTERN]... [--seed N]`. See [`crate::fuse`] for what is checked;
 //! this prints the comparison and the parameter counts and writes the checkpoint only
-//! when the check passes.
+//! when the check passes. `--run` is proven as `eval --run` proves it (`apply_run` in
+//! `train/checkpoint.rs`, feature `torch`): a torn run is an error, never a fuse of
+//! other weights.
 
 use super::{backend, bindings, compiled, BackendArg, EngineArgs};
 use crate::backend::Plan;
@@ -26,7 +28,8 @@ pub struct FuseArgs {
     /// The fused checkpoint to write.
     #[arg(long, value_name = "FUSED.safetensors")]
     pub out: PathBuf,
-    /// A `graft train` run whose trainable.safetensors is loaded over the spec's weights.
+    /// A `graft train` run whose newest checkpoint is loaded over the spec's weights
+    /// (or one checkpoint directory in it); proven first, as `eval --run` proves it.
     #[arg(long, value_name = "RUN_DIR")]
     pub run: Option<PathBuf>,
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).

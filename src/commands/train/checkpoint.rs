@@ -383,10 +383,11 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
 }
 
 /// Load RUN_DIR's trainable tensors over `leaves` (a model compiled in train mode whose
-/// `plan` lists them), after checking names and shapes. Returns notes to print.
+/// `plan` lists them): the run proven as `eval --run` proves it
+/// ([`TrainableFile::open_run`]), then names and shapes checked. Returns notes to print.
 pub fn apply_run(run: &Path, c: &Compiled, plan: &Plan, leaves: &mut Leaves) -> Result<Vec<String>> {
-    let f = TrainableFile::open(run)?;
-    let notes = f.check(&Identity::of(c), &trainable_shapes(plan), false)?;
+    let (f, mut notes) = TrainableFile::open_run(run)?;
+    notes.extend(f.check(&Identity::of(c), &trainable_shapes(plan), false)?);
     f.apply(leaves)?;
     Ok(notes)
 }
