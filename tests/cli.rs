@@ -306,6 +306,37 @@ fn train_and_eval_without_libtorch_say_how_to_get_them() {
     }
 }
 
+/// Without LibTorch a run directory cannot be proven (`TrainableFile::open_run`), so
+/// `export peft --run RUN_DIR` is refused with the file to pass instead, and nothing
+/// is written. (`cargo test` without features runs this.)
+#[cfg(not(feature = "torch"))]
+#[test]
+fn export_peft_of_a_run_dir_without_libtorch_names_the_file_to_pass() {
+    let d = TempDir::new("peft-run-native");
+    let spec = d.0.join("lora.graft");
+    std::fs::write(
+        &spec,
+        "use std.vit\nuse std.adapters\n\nmodel m {\n  input image: f32[B, 3, 32, 32]\n  backbone vit = vit(dim: 32, depth: 1, heads: 2, classes: 4, height: 32)(image) weights required\n  adapter l = lora(rank: 2, alpha: 4.0) at vit.blocks[*].attn.qkv parallel\n  output logits = vit\n  train l\n}\n",
+    )
+    .unwrap();
+    let run = d.0.join("run");
+    std::fs::create_dir(&run).unwrap();
+    let out = d.0.join("peft");
+    let o = graft(&[
+        "export",
+        "peft",
+        spec.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--features torch") && err.contains("checkpoint-STEP/trainable.safetensors"), "{err}");
+    assert!(!out.exists(), "{err}");
+}
+
 /// A head bound after its declaration, to a file or to the command line
 /// (`weights cls required`), and `--allow-missing` naming what it leaves at init.
 #[test]

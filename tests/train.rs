@@ -61,6 +61,24 @@ model pre {{
         ("ad_wide.graft", adapter_spec("ad_wide", 16, "1.0")),
         ("ad_scaled.graft", adapter_spec("ad_scaled", 8, "0.5")),
         (
+            "lora.graft",
+            format!(
+                r#"use std.vit
+use std.adapters
+
+model lo {{
+  input video: f32[B, 3, 8, 32, 32]
+  backbone video_vit = {VIT}(video)
+      weights "runs/pre/trainable.safetensors" frozen
+  adapter lora_all = lora(rank: 4, alpha: 8.0) at video_vit.blocks[*].{{attn.qkv, mlp.fc1}} parallel
+  head cls = linear(32, 4)(mean_tokens(video_vit.norm))
+  output logits = cls
+  train lora_all, cls
+}}
+"#
+            ),
+        ),
+        (
             "plus.graft",
             r#"use "ad.graft"
 use std.adapters
@@ -794,18 +812,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A run of `ad.graft` in `out` trained to step 2, then resumed to step 4 (a
-/// checkpoint every 2 steps), with step 2's checkpoint put back beside step 4's: what a
-/// trainer killed after publishing step 4 and before removing step 2 leaves. Returns
-/// the run directory.
-fn two_checkpoints(out: &str, flags: &[&str]) -> PathBuf {
+/// A run of `spec` in `out` trained to step 2, then resumed to step 4 (a checkpoint
+/// every 2 steps), with step 2's checkpoint put back beside step 4's: what a trainer
+/// killed after publishing step 4 and before removing step 2 leaves. Returns the run
+/// directory.
+fn two_checkpoints(spec: &str, out: &str, flags: &[&str]) -> PathBuf {
     let run = fx().path(out);
     let _ = std::fs::remove_dir_all(&run);
-    ok(&[&["train", "ad.graft", "--data", "data/pre", "--steps", "2", "--out", out][..], flags].concat());
+    ok(&[&["train", spec, "--data", "data/pre", "--steps", "2", "--out", out][..], flags].concat());
     let kept = fx().path(&format!("{out}.step2"));
     let _ = std::fs::remove_dir_all(&kept);
     copy_dir(&run.join("checkpoint-0000000002"), &kept);
-    ok(&["train", "ad.graft", "--data", "data/pre", "--resume", out, "--steps", "4", "--device", "cpu"]);
+    ok(&["train", spec, "--data", "data/pre", "--resume", out, "--steps", "4", "--device", "cpu"]);
     copy_dir(&kept, &run.join("checkpoint-0000000002"));
     assert_eq!(ckpt_dir(&run), run.join("checkpoint-0000000004"));
     run
@@ -818,44 +836,76 @@ fn tear(path: &Path) {
     std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
 }
 
+/// `args` as `&str`s.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 #[test]
-fn eval_proves_the_runs_newest_checkpoint_and_changes_nothing() {
+fn eval_fuse_and_export_prove_the_runs_newest_checkpoint_and_change_nothing() {
     let flags = ["--batch", "16", "--lr", "1e-2", "--checkpoint-every", "2", "--device", "cpu"];
-    let run = two_checkpoints("runs/evcheck", &flags);
+    let run = two_checkpoints("lora.graft", "runs/evcheck", &flags);
     let (four, two) = (run.join("checkpoint-0000000004"), run.join("checkpoint-0000000002"));
-    let words = |r: &Path| {
-        let r = r.display().to_string();
-        ["eval", "ad.graft", "--data", "data/pre", "--run", &r, "--json", "--device", "cpu"].map(String::from)
+    let (fused, peft) = (fx().path("runs/evcheck.fused.safetensors"), fx().path("runs/evcheck.peft"));
+    // The three commands that read a run with `--run`.
+    let words = |cmd: &str, r: &Path| {
+        let (r, f, p) = (r.display().to_string(), fused.display().to_string(), peft.display().to_string());
+        let w = match cmd {
+            "eval" => vec!["eval", "lora.graft", "--data", "data/pre", "--run", &r, "--json", "--device", "cpu"],
+            "fuse" => vec!["fuse", "lora.graft", "--run", &r, "--out", &f],
+            _ => vec!["export", "peft", "lora.graft", "--run", &r, "--out", &p],
+        };
+        w.into_iter().map(String::from).collect::<Vec<_>>()
     };
-    // The report without the `run` it names.
-    let run_eval = |r: &Path| {
-        let w = words(r);
-        let mut v: serde_json::Value = serde_json::from_str(&ok(&w.each_ref().map(String::as_str))).unwrap();
+    let clear = || {
+        let _ = std::fs::remove_file(&fused);
+        let _ = std::fs::remove_dir_all(&peft);
+    };
+    // What each makes of a run: eval's report without the `run` it names, the fused
+    // checkpoint, the PEFT adapter's tensors.
+    let outputs = |r: &Path| {
+        clear();
+        let mut v: serde_json::Value = serde_json::from_str(&ok(&strs(&words("eval", r)))).unwrap();
         v.as_object_mut().unwrap().remove("run");
-        v
+        ok(&strs(&words("fuse", r)));
+        ok(&strs(&words("export", r)));
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        [v.to_string().into_bytes(), read(&fused), read(&peft.join("adapter_model.safetensors"))]
     };
-    let fail_eval = |r: &Path| {
+    // Each command refuses `r` with the same one line and hint, writes nothing and
+    // leaves the run byte for byte as it was.
+    let refused = |r: &Path| {
         let before = tree(&run);
-        let w = words(r);
-        let err = fails(&w.each_ref().map(String::as_str));
-        assert!(tree(&run) == before, "eval changed {}:\n{err}", run.display());
-        assert_eq!(err.lines().filter(|l| !l.starts_with("  hint:")).count(), 1, "{err}");
-        assert!(err.contains("\n  hint: "), "{err}");
-        err
+        let mut errs = Vec::new();
+        for cmd in ["eval", "fuse", "export"] {
+            clear();
+            let err = fails(&strs(&words(cmd, r)));
+            assert!(tree(&run) == before, "{cmd} changed {}:\n{err}", run.display());
+            assert!(!fused.exists() && !peft.exists(), "{cmd} wrote its output:\n{err}");
+            assert_eq!(err.lines().filter(|l| !l.starts_with("  hint:")).count(), 1, "{cmd}: {err}");
+            assert!(err.contains("\n  hint: "), "{cmd}: {err}");
+            errs.push(err);
+        }
+        assert!(errs.iter().all(|e| *e == errs[0]), "eval, fuse and export differ:\n{}", errs.concat());
+        errs.swap_remove(0)
     };
-    // The top-level file is step 4's link: the run evaluates as its checkpoint does.
+    // The top-level file is step 4's link: the run reads as its checkpoint does, and
+    // as that checkpoint's file given directly.
     let before = tree(&run);
-    let whole = run_eval(&run);
-    assert_eq!(tree(&run), before, "eval changed the run");
-    assert_eq!(whole, run_eval(&four));
-    let at_two = run_eval(&two);
-    assert_ne!(whole, at_two, "steps 2 and 4 evaluate the same: the test proves nothing");
+    let whole = outputs(&run);
+    assert_eq!(tree(&run), before, "eval, fuse or export changed the run");
+    assert_eq!(whole, outputs(&four));
+    assert_eq!(whole, outputs(&four.join("trainable.safetensors")));
+    let at_two = outputs(&two);
+    for (what, (w, t)) in ["eval", "fuse", "export"].iter().zip(whole.iter().zip(&at_two)) {
+        assert_ne!(w, t, "{what} reads steps 2 and 4 the same: the test proves nothing");
+    }
 
     // A trainer killed before it linked step 4: the top-level file is step 2's.
     let top = run.join("trainable.safetensors");
     std::fs::remove_file(&top).unwrap();
     std::fs::hard_link(two.join("trainable.safetensors"), &top).unwrap();
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(
         err.contains(&format!(
             "{} is from step 2, expected the newest checkpoint's trainable tensors (step 4",
@@ -867,21 +917,21 @@ fn eval_proves_the_runs_newest_checkpoint_and_changes_nothing() {
     // A torn top-level file (a copy where the filesystem has no links).
     std::fs::remove_file(&top).unwrap();
     std::fs::copy(four.join("trainable.safetensors"), &top).unwrap();
-    assert_eq!(run_eval(&run), whole, "a copy of the same bytes is the checkpoint's file");
+    assert_eq!(outputs(&run), whole, "a copy of the same bytes is the checkpoint's file");
     tear(&top);
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(err.contains(&format!("{} is not readable (", top.display())) && err.contains("truncated"), "{err}");
     std::fs::remove_file(&top).unwrap();
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(err.contains(&format!("{} is missing, expected", top.display())), "{err}");
     std::fs::hard_link(four.join("trainable.safetensors"), &top).unwrap();
-    assert_eq!(run_eval(&run), whole);
+    assert_eq!(outputs(&run), whole);
 
     // The newest checkpoint's trainable file is another step's: its files disagree.
     let own = std::fs::read(four.join("trainable.safetensors")).unwrap();
     std::fs::remove_file(four.join("trainable.safetensors")).unwrap();
     std::fs::copy(two.join("trainable.safetensors"), four.join("trainable.safetensors")).unwrap();
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(
         err.contains("its newest checkpoint (step 4) is not good")
             && err.contains("is from step 2 but state.json from step 4"),
@@ -892,18 +942,18 @@ fn eval_proves_the_runs_newest_checkpoint_and_changes_nothing() {
     std::fs::remove_file(four.join("trainable.safetensors")).unwrap();
     std::fs::write(four.join("trainable.safetensors"), &own).unwrap();
     tear(&four.join("trainable.safetensors"));
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(err.contains("its newest checkpoint (step 4) is not good") && err.contains("truncated"), "{err}");
-    // The hint's checkpoint evaluates; a checkpoint directory given torn is refused too.
-    assert_eq!(run_eval(&two), at_two);
-    let err = fail_eval(&four);
+    // The hint's checkpoint reads; a checkpoint directory given torn is refused too.
+    assert_eq!(outputs(&two), at_two);
+    let err = refused(&four);
     assert!(
         err.contains(&four.join("trainable.safetensors").display().to_string()) && err.contains("truncated"),
         "{err}"
     );
     // No good checkpoint at all.
     tear(&two.join("optimizer.safetensors"));
-    let err = fail_eval(&run);
+    let err = refused(&run);
     assert!(err.contains("no checkpoint of this run is good"), "{err}");
 }
 
@@ -912,7 +962,7 @@ fn resume_into_another_dir_skips_a_torn_checkpoint_and_leaves_the_source_as_it_w
     let flags =
         ["--batch", "16", "--lr", "1e-2", "--schedule", "constant", "--checkpoint-every", "2", "--device", "cpu"];
     ok(&[&["train", "ad.graft", "--data", "data/pre", "--steps", "6", "--out", "runs/tear_ref"][..], &flags].concat());
-    let a = two_checkpoints("runs/tear_a", &flags);
+    let a = two_checkpoints("ad.graft", "runs/tear_a", &flags);
     // A crash mid-checkpoint: step 4's trainable file torn, temporaries left behind.
     tear(&a.join("checkpoint-0000000004/trainable.safetensors"));
     std::fs::write(a.join(".metrics.jsonl.tmp-999999-0"), "partial").unwrap();
