@@ -14,8 +14,9 @@
 # declared `normalized`, which the model normalises on its device. All six alternate
 # round by round, so a slow spell on a shared machine falls on all of them; the median
 # of the rounds is reported.
+# Then the video and audio paths against theirs (below).
 # Usage: bash scripts/bench_data.sh [WORKERS]   (default 1)
-#   env: N images (512), ROUNDS (3)
+#   env: N images (512), VIDEOS (32), AUDIOS (64), ROUNDS (3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workers="${1:-1}"
@@ -57,4 +58,43 @@ for raw in "" u8; do
   g=$(echo "${rates[graft$raw]}" | median); pv=$(echo "${rates[pil$raw]}" | median); v=$(echo "${rates[v2$raw]}" | median)
   awk -v g="$g" -v p="$pv" -v v="$v" 'BEGIN { b = p > v ? p : v; printf "  graft / the faster reference: %.2fx\n", g / b }'
 done
+# Video and audio, each against its reference (benches/python/data_paths.py), the
+# same rounds alternated: VideoMAE's training view of 16-frame clips (16 frames 2
+# apart, one RandomResizedCrop box and flip per clip, 224², normalised) from 32 videos
+# of 48 frames at 320×240, stored by `graft data import video` as uint8 frames, against
+# the same frames read as JPEGs with PIL per clip (VideoMAE's frame-folder loader) and
+# as memory-mapped uint8 arrays (the form graft stores, so the same work); and AST's
+# filter bank (128 mel bins × 1024 frames) of 64 ten-second WAVs, stored as int16,
+# against transformers' ASTFeatureExtractor on the same samples.
+"$py" benches/python/data_paths.py make-video "$tmp/vid" "${VIDEOS:-32}"
+"$graft" data import video "$tmp/vid" --out "$tmp/vds" --frames 16 --sampling-rate 2 --image-size 224 \
+  --workers "$workers" >/dev/null
+"$py" benches/python/data_paths.py make-audio "$tmp/aud" "${AUDIOS:-64}"
+"$graft" data import audio "$tmp/aud" --out "$tmp/ads" --workers "$workers" >/dev/null
+for r in $(seq "$rounds"); do
+  rates[gvideo]+="$("$graft" data bench "$tmp/vds" --train --seed "$r" --batch 8 --workers "$workers" --json |
+    "$py" -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["samples_per_s"])') "
+  for form in frames npy; do
+    rates[v$form]+="$("$py" benches/python/data_paths.py run-video "$tmp/vid" "$workers" "$form") "
+  done
+  rates[gaudio]+="$("$graft" data bench "$tmp/ads" --train --seed "$r" --batch 16 --workers "$workers" --json |
+    "$py" -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["samples_per_s"])') "
+  rates[aref]+="$("$py" -W ignore benches/python/data_paths.py run-audio "$tmp/aud" "$workers") "
+done
+echo "video clips (16 × 224²) per second per worker:"
+for k in gvideo vframes vnpy; do
+  m=$(echo "${rates[$k]}" | median)
+  printf '  %-26s %8.2f  (%s)\n' "$(case $k in gvideo) echo graft;; vframes) echo 'PIL frames + transforms.v2';; *) echo 'uint8 arrays + transforms.v2';; esac)" \
+    "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k]}"
+done
+g=$(echo "${rates[gvideo]}" | median); f=$(echo "${rates[vframes]}" | median); a=$(echo "${rates[vnpy]}" | median)
+awk -v g="$g" -v f="$f" -v a="$a" 'BEGIN { printf "  graft / PIL frames: %.2fx; graft / uint8 arrays (the same work): %.2fx\n", g / f, g / a }'
+echo "audio clips (10 s, 128 × 1024 filter bank) per second per worker:"
+for k in gaudio aref; do
+  m=$(echo "${rates[$k]}" | median)
+  printf '  %-26s %8.2f  (%s)\n' "$(case $k in gaudio) echo graft;; *) echo ASTFeatureExtractor;; esac)" \
+    "$(awk -v m="$m" -v w="$workers" 'BEGIN { print m / w }')" "${rates[$k]}"
+done
+g=$(echo "${rates[gaudio]}" | median); a=$(echo "${rates[aref]}" | median)
+awk -v g="$g" -v a="$a" 'BEGIN { printf "  graft / ASTFeatureExtractor: %.2fx\n", g / a }'
 echo "load: $(cat /proc/loadavg); cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"

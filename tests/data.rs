@@ -244,6 +244,17 @@ fn corrupt_shards_are_named_errors() {
 
     let e = corrupt("bad-empty", |p| std::fs::write(p, b"").unwrap());
     assert!(matches!(e, DataError::Truncated { .. }), "{e}");
+
+    // A shard cut short after the dataset was opened (its header checked): found when
+    // the shard is mapped for reading, named, never a fault on a missing page.
+    let d = make("bad-shrunk", Task::Pretrain, 20, 1, 10, &[]);
+    let ds = Dataset::open(&d).unwrap();
+    let shard = d.join("shard-00001.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len - 100).unwrap();
+    let e = ds.batches(4, 0, 0, false).find_map(Result::err).expect("the cut shard is an error");
+    assert!(matches!(e, DataError::Truncated { .. }), "{e}");
+    assert_names(&e, e.key());
 }
 
 #[test]

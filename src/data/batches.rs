@@ -13,23 +13,28 @@
 //! batches on its own reader threads instead.
 
 use super::error::DataError;
+use super::mapped::ShardData;
 use super::reader::{Dataset, LoadedShard};
 use super::stored::{materialize, IndexRow, Sink};
 use super::tensor::{Batch, HostTensor};
 use crate::ir::DType;
 use crate::rng::{hash_str, Rng};
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Shards loaded together (their samples are interleaved).
 const WINDOW: usize = 2;
 
-/// One sample copied out of its shard, waiting for its batch.
+/// One sample waiting for its batch: where its bytes lie in its (shared, mapped)
+/// shard, so staging copies nothing.
 pub(crate) struct Staged {
     label: i64,
     /// Its index in the dataset (file order): the key of its random stream.
     global: u64,
-    /// (input, stored or plain bytes, the index row of a stored input).
-    parts: Vec<(String, Vec<u8>, Option<IndexRow>)>,
+    shard: Arc<ShardData>,
+    /// (input, its bytes' range in the shard, the index row of a stored input).
+    parts: Vec<(String, Range<usize>, Option<IndexRow>)>,
 }
 
 impl Staged {
@@ -37,9 +42,14 @@ impl Staged {
         let parts = l
             .tensors
             .iter()
-            .map(|t| (t.name.clone(), l.sample(t, i).to_vec(), t.stored.as_ref().map(|(_, rows)| rows[i])))
+            .map(|t| (t.name.clone(), l.sample_range(t, i), t.stored.as_ref().map(|(_, rows)| rows[i])))
             .collect();
-        Staged { label: l.labels[i], global, parts }
+        Staged { label: l.labels[i], global, shard: Arc::clone(&l.data), parts }
+    }
+
+    /// The bytes of part `k`.
+    fn bytes(&self, k: usize) -> &[u8] {
+        &self.shard[self.parts[k].1.clone()]
     }
 }
 
@@ -111,7 +121,7 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
                 // writes each straight into its slot of the batch: no allocation per
                 // sample, and no serial copy after the threads join.
                 let one = |s: &Staged, scratch: &mut Values, slot: &mut [u8]| -> Result<(), DataError> {
-                    let (_, bytes, row) = &s.parts[k];
+                    let (bytes, row) = (s.bytes(k), &s.parts[k].2);
                     let mut rng = Rng::derive(&[seed, epoch, s.global, hash_str(name)]);
                     let row = row.unwrap_or_default();
                     scratch.clear();
@@ -165,7 +175,7 @@ pub(crate) fn assemble(ds: &Dataset, samples: &[Staged], seed: u64, epoch: u64) 
             _ => {
                 let mut data = Vec::with_capacity(samples.iter().map(|s| s.parts[k].1.len()).sum());
                 for s in samples {
-                    data.extend_from_slice(&s.parts[k].1);
+                    data.extend_from_slice(s.bytes(k));
                 }
                 data
             }

@@ -86,6 +86,7 @@ pub mod error;
 pub mod fbank;
 pub mod import;
 pub mod jpeg;
+mod mapped;
 pub mod meta;
 pub mod reader;
 pub mod render;

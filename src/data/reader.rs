@@ -5,8 +5,9 @@
 //! read one shard at a time, later, by [`Dataset::batches`] or [`Dataset::read_shard`].
 
 use super::error::DataError;
+use super::mapped::ShardData;
 use super::meta::{shard_file, Meta};
-use super::safetensors::{read_data, read_header, Header};
+use super::safetensors::{read_header, Header};
 use super::stored::{check_row, Form, IndexRow, View};
 use super::tensor::{elem_size, numel};
 use crate::ir::{DType, Dim};
@@ -383,16 +384,17 @@ pub(crate) struct LoadedTensor {
     pub stored: Option<(Form, Vec<IndexRow>)>,
 }
 
-/// A shard's data section in memory, with its labels decoded and range-checked.
+/// A shard's data section (mapped, [`ShardData`]), with its labels decoded and
+/// range-checked. Samples staged for a batch share it.
 pub(crate) struct LoadedShard {
-    pub data: Vec<u8>,
+    pub data: std::sync::Arc<ShardData>,
     pub tensors: Vec<LoadedTensor>,
     pub labels: Vec<i64>,
 }
 
 impl LoadedShard {
     pub fn load(shard: &ShardInfo, meta: &Meta) -> Result<LoadedShard, DataError> {
-        let data = read_data(&shard.path, &shard.header)?;
+        let data = std::sync::Arc::new(ShardData::open(&shard.path, &shard.header)?);
         let le = &shard.header.entries["label"];
         let labels: Vec<i64> = data[le.start as usize..le.end as usize]
             .chunks_exact(8)
@@ -430,16 +432,17 @@ impl LoadedShard {
         Ok(LoadedShard { data, tensors, labels })
     }
 
-    /// The bytes of sample `i` of tensor `t` (the stored bytes of a stored input).
-    pub fn sample(&self, t: &LoadedTensor, i: usize) -> &[u8] {
+    /// Where sample `i` of tensor `t` lies in [`LoadedShard::data`] (the stored bytes
+    /// of a stored input).
+    pub fn sample_range(&self, t: &LoadedTensor, i: usize) -> std::ops::Range<usize> {
         match &t.stored {
             Some((_, rows)) => {
                 let at = t.start + rows[i][0] as usize;
-                &self.data[at..at + rows[i][1] as usize]
+                at..at + rows[i][1] as usize
             }
             None => {
                 let at = t.start + i * t.sample_bytes;
-                &self.data[at..at + t.sample_bytes]
+                at..at + t.sample_bytes
             }
         }
     }
