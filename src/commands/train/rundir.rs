@@ -347,9 +347,10 @@ mod tests {
         assert_eq!(checkpoint_name(42), "checkpoint-0000000042");
     }
 
-    #[test]
-    fn the_newest_good_checkpoint_is_chosen_without_touching_the_run() {
-        let run = std::env::temp_dir().join(format!("graft-rundir-choose-{}", std::process::id()));
+    /// A fresh run dir with checkpoints at steps 2 and 4 (good: each holds a `good`
+    /// file) and 5 and 9 (not good), each trainable file holding its step.
+    fn four_checkpoints(name: &str) -> PathBuf {
+        let run = std::env::temp_dir().join(format!("graft-rundir-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&run);
         for (step, good) in [(2, true), (4, true), (5, false), (9, false)] {
             let d = run.join(checkpoint_name(step));
@@ -359,6 +360,12 @@ mod tests {
                 std::fs::write(d.join("good"), "").unwrap();
             }
         }
+        run
+    }
+
+    #[test]
+    fn the_newest_good_checkpoint_is_chosen_without_touching_the_run() {
+        let run = four_checkpoints("choose");
         std::fs::write(run.join(".state.json.tmp-7-0"), "").unwrap();
         std::fs::hard_link(run.join(checkpoint_name(2)).join(TRAINABLE), run.join(TRAINABLE)).unwrap();
         let listing = |run: &Path| {
@@ -390,16 +397,7 @@ mod tests {
 
     #[test]
     fn recovery_sets_bad_newer_checkpoints_aside_and_keeps_the_good_one() {
-        let run = std::env::temp_dir().join(format!("graft-rundir-recover-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run);
-        for (step, good) in [(2, true), (4, true), (5, false), (9, false)] {
-            let d = run.join(checkpoint_name(step));
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(TRAINABLE), format!("{step}")).unwrap();
-            if good {
-                std::fs::write(d.join("good"), "").unwrap();
-            }
-        }
+        let run = four_checkpoints("recover");
         std::fs::create_dir_all(run.join("checkpoint-0000000005.rejected")).unwrap();
         let l = lock(&run).unwrap();
         let good = |d: &Path| if d.join("good").exists() { Ok(()) } else { bail!("not good") };
