@@ -253,7 +253,7 @@ fn corrupt_shards_are_named_errors() {
     let len = std::fs::metadata(&shard).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len - 100).unwrap();
     let e = ds.batches(4, 0, 0, false).find_map(Result::err).expect("the cut shard is an error");
-    assert!(matches!(e, DataError::Truncated { .. }), "{e}");
+    assert!(matches!(e, DataError::Truncated { key: Some(_), .. }), "{e}");
     assert_names(&e, e.key());
 }
 

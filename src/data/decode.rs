@@ -31,6 +31,12 @@ impl Rgb {
     pub fn new(width: u32, height: u32, data: Vec<u8>) -> Option<Rgb> {
         (data.len() as u64 == width as u64 * height as u64 * 3).then_some(Rgb { width, height, data })
     }
+
+    /// [`Rgb::new`] of a decoder's output: a length that disagrees is a corrupt file.
+    pub(crate) fn decoded(width: u32, height: u32, data: Vec<u8>) -> Result<Rgb, DecodeError> {
+        Rgb::new(width, height, data)
+            .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()))
+    }
 }
 
 /// Why a file could not be decoded (the reason a skipped file is listed with).
@@ -66,8 +72,7 @@ pub fn decode_image_reusing(bytes: &[u8], buf: Vec<u8>) -> Result<Rgb, DecodeErr
     }
     if is_jpeg(bytes) {
         if let Some(d) = jpeg::decode(bytes, buf, |w, h| not_a_bomb(w, h).map(|()| None))? {
-            return Rgb::new(d.width, d.height, d.data)
-                .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()));
+            return Rgb::decoded(d.width, d.height, d.data);
         }
     }
     decode_through_image(bytes)
@@ -111,8 +116,7 @@ fn decode_through_image(bytes: &[u8]) -> Result<Rgb, DecodeError> {
     reader.limits(limits);
     let img = reader.decode().map_err(corrupt)?;
     let rgb = to_rgb8(img);
-    Rgb::new(rgb.width(), rgb.height(), rgb.into_raw())
-        .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()))
+    Rgb::decoded(rgb.width(), rgb.height(), rgb.into_raw())
 }
 
 /// Any decoded image as 8-bit RGB (alpha dropped, 16-bit scaled by 1/257, rounded).

@@ -85,6 +85,18 @@ pub struct CropBox {
     pub width: u32,
 }
 
+impl CropBox {
+    /// Whether the box is non-empty and lies inside a `width × height` image (no padding).
+    pub fn inside(&self, width: u32, height: u32) -> bool {
+        self.top >= 0
+            && self.left >= 0
+            && self.width > 0
+            && self.height > 0
+            && self.left + self.width as i64 <= width as i64
+            && self.top + self.height as i64 <= height as i64
+    }
+}
+
 /// torchvision's `RandomResizedCrop.get_params` for an image of `h × w`.
 pub fn random_resized_crop_box(rng: &mut Rng, h: u32, w: u32, scale: (f64, f64), ratio: (f64, f64)) -> CropBox {
     let area = h as f64 * w as f64;
@@ -185,15 +197,14 @@ pub fn decode_jpeg_box(
     buf: Vec<u8>,
     pick: impl FnOnce(u32, u32) -> CropBox,
 ) -> Result<Option<(Rgb, CropBox)>, DecodeError> {
-    if bytes.is_empty() || !is_jpeg(bytes) {
+    if !is_jpeg(bytes) {
         return Ok(None);
     }
     let mut chosen = None;
     let pick = |w: u32, h: u32| {
         not_a_bomb(w, h)?;
         let b = pick(w, h);
-        let inside = b.top >= 0 && b.left >= 0 && b.width > 0 && b.height > 0;
-        let inside = inside && b.left + b.width as i64 <= w as i64 && b.top + b.height as i64 <= h as i64;
+        let inside = b.inside(w, h);
         chosen = Some((b, inside));
         Ok::<_, DecodeError>(inside.then_some(jpeg::Region {
             top: b.top as u32,
@@ -203,8 +214,7 @@ pub fn decode_jpeg_box(
         }))
     };
     let Some(d) = jpeg::decode(bytes, buf, pick)? else { return Ok(None) };
-    let image = Rgb::new(d.width, d.height, d.data)
-        .ok_or_else(|| DecodeError::Corrupt("decoded size disagrees with the header".into()))?;
+    let image = Rgb::decoded(d.width, d.height, d.data)?;
     let (b, inside) = chosen.expect("a decoded JPEG had its box picked");
     // A box leaving the image (zero-padded) is cut from the whole image, decoded whole.
     let placed =
@@ -251,12 +261,7 @@ pub fn resized_crop_raw(
     w: u32,
     interp: Interpolation,
 ) -> Rgb {
-    let inside = b.top >= 0
-        && b.left >= 0
-        && b.width > 0
-        && b.height > 0
-        && b.left + b.width as i64 <= width as i64
-        && b.top + b.height as i64 <= height as i64;
+    let inside = b.inside(width, height);
     let fallback = || resize(&crop_raw(data, width, height, b), h, w, interp);
     if !inside || (b.height, b.width) == (h, w) || w == 0 || h == 0 {
         return fallback();
