@@ -14,7 +14,7 @@ use super::attention::{self, Head};
 use super::ew::{EwBroadcast, EwKernel, MAX_OPERANDS};
 use super::gemm::{gemm_raw, part, Operand};
 use super::math;
-use super::packed::{self, Packed, PANEL};
+use super::packed::{self, Packed};
 use super::pool::{Pool, SharedMut};
 use super::program::{Access, Buffer, Epilogue, Mask, Program, Res, Step, Store, Strided, View};
 use super::rows;
@@ -424,16 +424,18 @@ fn linear(
     let level = math::level();
     if packed::available(level) {
         if let Some(pk) = pk {
-            // Whole panels per chunk; the bias starts the accumulators.
-            let (c0, c1) = part(nout, t, n, PANEL);
-            if c0 >= c1 {
+            // The bias starts the accumulators. Every element is the same sum in the
+            // same order however the output is split, so the split only decides what
+            // each chunk reads (see `packed::split`).
+            let ((r0, r1), (c0, c1)) = packed::split(rows_, nout, t, n);
+            if r0 >= r1 || c0 >= c1 {
                 return;
             }
-            let xa = m.read(x);
+            let xa = &m.read(x)[r0 * x.rs..];
             let ba = bias.map(|b| m.read(b));
-            let (dst, len) = m.window(y, c0, (rows_ - 1) * y.rs + c1);
-            // SAFETY: this participant's columns [c0, c1) of every row are its alone.
-            unsafe { packed::linear(level, rows_, xa, x.rs, pk, (c0, c1), ba, (dst, len, y.rs), epilogue) };
+            let (dst, len) = m.window(y, r0 * y.rs + c0, (rows_ - 1) * y.rs + c1);
+            // SAFETY: this chunk's rows [r0, r1) × columns [c0, c1) are its alone.
+            unsafe { packed::linear(level, r1 - r0, xa, x.rs, pk, (c0, c1), ba, (dst, len, y.rs), epilogue) };
             return;
         }
     }
