@@ -27,32 +27,39 @@ impl StepMacs {
     }
 }
 
-/// Elements of a node's value with every symbolic dim 1.
-fn numel(g: &Graph, n: crate::ir::NodeId) -> u64 {
-    let ty = g.node(n).ty.as_ref();
-    ty.map_or(0, |t| {
-        t.shape
-            .iter()
-            .map(|d| match d {
-                Dim::Fixed(k) => *k as u64,
-                Dim::Sym(_) => 1,
-            })
-            .product()
-    })
+/// A dim's size with every symbolic dim `sym`.
+fn size(d: &Dim, sym: u64) -> u64 {
+    d.fixed().map_or(sym, |k| k as u64)
 }
 
-/// The last dim of a node's value (1 when symbolic).
-fn last(g: &Graph, n: crate::ir::NodeId) -> u64 {
-    g.node(n).ty.as_ref().and_then(|t| t.shape.last()).and_then(Dim::fixed).unwrap_or(1) as u64
+/// Elements of a node's value with every symbolic dim `sym`.
+fn numel(g: &Graph, n: crate::ir::NodeId, sym: u64) -> u64 {
+    g.node(n).ty.as_ref().map_or(0, |t| t.shape.iter().map(|d| size(d, sym)).product())
 }
 
-/// Dim `i` (negative from the end) of a node's value (1 when symbolic or absent).
-fn dim(g: &Graph, n: crate::ir::NodeId, i: isize) -> u64 {
-    g.node(n).ty.as_ref().and_then(|t| t.dim(i)).and_then(Dim::fixed).unwrap_or(1) as u64
+/// Dim `i` (negative from the end) of a node's value (`sym` when symbolic, 1 when absent).
+fn dim(g: &Graph, n: crate::ir::NodeId, i: isize, sym: u64) -> u64 {
+    g.node(n).ty.as_ref().and_then(|t| t.dim(i)).map_or(1, |d| size(d, sym))
 }
 
-/// The matrix-multiply work of one training step of `g` (a train-mode graph).
+/// The matrix-multiply work of one training step of `g` (a train-mode graph), per
+/// sample: every symbolic dim taken as 1.
 pub fn step_macs(g: &Graph) -> StepMacs {
+    step_macs_at(g, 1)
+}
+
+/// Multiply-accumulates of one forward of `g` with every symbolic dim `sym`, the
+/// shapes `graft bench --batch sym` runs (all of a forward's matrix-multiply work,
+/// whatever trains).
+pub fn forward_macs_at(g: &Graph, sym: u64) -> u64 {
+    step_macs_at(g, sym).forward
+}
+
+/// [`step_macs`] with every symbolic dim `sym`.
+fn step_macs_at(g: &Graph, sym: u64) -> StepMacs {
+    let numel = |n| numel(g, n, sym);
+    let dim = |n, i| dim(g, n, i, sym);
+    let last = |n| dim(n, -1);
     let mut grad: HashSet<crate::ir::NodeId> = HashSet::new();
     let mut m = StepMacs::default();
     for n in g.topo_order().unwrap_or_default() {
@@ -66,28 +73,25 @@ pub fn step_macs(g: &Graph) -> StepMacs {
         // Forward MACs, and which operands' gradients cost as much again.
         let (fwd, bwd) = match &node.op {
             Op::Linear | Op::GroupedLinear { .. } | Op::MatMul => {
-                let f = numel(g, n) * last(g, ops[0]).max(1);
+                let f = numel(n) * last(ops[0]).max(1);
                 let f = match node.op {
                     // The weight is [out, in / groups]: each output sums in / groups terms.
-                    Op::GroupedLinear { .. } => numel(g, n) * dim(g, ops[1], -1),
+                    Op::GroupedLinear { .. } => numel(n) * dim(ops[1], -1),
                     _ => f,
                 };
                 (f, f * (needs(0) as u64 + needs(1) as u64))
             }
             Op::Conv2d { .. } | Op::Conv3d { .. } => {
                 // Each output element sums over in_channels × kernel.
-                let per: u64 = g
-                    .node(ops[1])
-                    .ty
-                    .as_ref()
-                    .map_or(0, |t| t.shape.iter().skip(1).map(|d| d.fixed().unwrap_or(1) as u64).product());
-                let f = numel(g, n) * per;
+                let per: u64 =
+                    g.node(ops[1]).ty.as_ref().map_or(0, |t| t.shape.iter().skip(1).map(|d| size(d, sym)).product());
+                let f = numel(n) * per;
                 (f, f * (needs(0) as u64 + needs(1) as u64))
             }
             Op::Attention { .. } => {
-                // q [B, T, D], k [B, S, D], v [B, S, Dv]: QKᵀ is T·S·D, PV is T·S·Dv.
-                let (t, s) = (dim(g, ops[0], -2), dim(g, ops[1], -2));
-                let (qk, pv) = (t * s * last(g, ops[0]), t * s * last(g, ops[2]));
+                // q [B, T, D], k [B, S, D], v [B, S, Dv]: QKᵀ is B·T·S·D, PV is B·T·S·Dv.
+                let s = dim(ops[1], -2);
+                let (qk, pv) = (numel(ops[0]) * s, numel(ops[0]) / last(ops[0]).max(1) * s * last(ops[2]));
                 let (q, k, v) = (needs(0), needs(1), needs(2));
                 let bwd = if q || k { pv } else { 0 } + v as u64 * pv + q as u64 * qk + k as u64 * qk;
                 (qk + pv, bwd)
@@ -123,5 +127,14 @@ mod tests {
         assert_eq!(macs("train h"), StepMacs { forward: 210, backward: 90 });
         // Only e trains: h passes the gradient to its input, e takes its weight's.
         assert_eq!(macs("train e"), StepMacs { forward: 210, backward: 90 + 120 });
+    }
+
+    #[test]
+    fn a_forward_at_a_batch_counts_every_symbolic_dim_at_that_size() {
+        let src = "model m {\n  input x: f32[B, T, 8]\n  encoder q = linear(8, 8)(x)\n  encoder o = sdpa(q, q, q, heads: 2)\n  output y = o\n}\n";
+        let Ok(c) = compile_str("m.graft", None, src, Mode::Infer) else { panic!("compiles") };
+        // At B = T = 3: the linear 3·3·8·8, attention's two products 3·3·3·8 each.
+        assert_eq!(forward_macs_at(&c.graph, 3), 3 * 3 * 8 * 8 + 2 * 3 * 3 * 3 * 8);
+        assert_eq!(forward_macs_at(&c.graph, 1), step_macs(&c.graph).forward);
     }
 }

@@ -439,3 +439,36 @@ fn an_allocation_past_the_limit_is_an_error_not_an_abort() {
     assert!(err.contains("the address-space limit (ulimit -v) is 3.1 GB"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `graft bench` puts each forward beside the machine's limit: the matrix-multiply work
+/// at each batch and one core's measured FMA peak. A ViT with 32² images of 8² patches
+/// (16 patches + the class token), width 64, 2 blocks, 10 classes, counted by hand:
+/// the patch embedding 16·64·(3·8·8), per block 17·64·(3·64 + 64 + 256) + 17·256·64
+/// and attention's two products 17·17·64, the head 64·10.
+#[test]
+fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
+    let dir = std::env::temp_dir().join(format!("graft-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("small_vit.graft");
+    std::fs::write(
+        &spec,
+        "use std.vit\n\nmodel small_vit {\n  input image: f32[B, 3, 32, 32]\n  encoder vit = vit(dim: 64, depth: 2, heads: 4, classes: 10, patch: 8, height: 32)(image)\n  output logits = vit\n}\n",
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+    let per_image: u64 = 16 * 64 * 192 + 2 * (17 * 64 * 512 + 17 * 256 * 64 + 2 * 17 * 17 * 64) + 64 * 10;
+    let o = graft(&["bench", spec, "--batch", "1,3", "--iters", "1", "--warmup", "0", "--threads", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let macs = &r["specs"][0]["forward_macs"];
+    assert_eq!(macs[0][1].as_u64(), Some(per_image), "{macs}");
+    assert_eq!(macs[1][1].as_u64(), Some(3 * per_image), "{macs}");
+    let peak = r["fma_peak_macs_per_core"].as_f64().expect("measured with the native backend");
+    assert!(peak.is_finite() && peak > 1e7, "{peak}");
+    assert_eq!(r["native_threads"], 1);
+    let text = stdout(&graft(&["bench", spec, "--batch", "1", "--iters", "1", "--warmup", "0", "--threads", "1"]));
+    assert!(text.contains("one core's FMA peak, measured:"), "{text}");
+    let gmac = format!("{:.2} GMAC of matrix products", per_image as f64 / 1e9);
+    assert!(text.contains(&gmac) && text.contains("% of the FMA peak of 1 core"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -109,6 +109,9 @@ pub struct SpecTiming {
     pub weights_params: u64,
     /// Batch → median forward latency.
     pub forward_ms: Vec<(i64, f64)>,
+    /// Batch → the forward's matrix-multiply work (multiply-accumulates, every
+    /// symbolic dim at the batch size: [`crate::flops::forward_macs_at`]).
+    pub forward_macs: Vec<(i64, u64)>,
     /// Batch → backend figures (native: arena and live bytes, fusion and JIT stats).
     pub details: Vec<(i64, Vec<(String, f64)>)>,
 }
@@ -120,6 +123,11 @@ pub struct BenchReport {
     /// Peak resident memory of this process (bytes; VmHWM), every backend included.
     pub peak_rss_bytes: u64,
     pub mode: Mode,
+    /// With the native backend: one core's FMA peak at its SIMD level, measured
+    /// ([`crate::backend::native::peak`]), in multiply-accumulates per second.
+    pub fma_peak_macs_per_core: Option<f64>,
+    /// The native pool's threads (what the peak is multiplied by).
+    pub native_threads: Option<usize>,
     pub specs: Vec<SpecTiming>,
 }
 
@@ -215,6 +223,11 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
             compile_ms: median(compiles.clone()),
             weights: weights.clone(),
             weights_params,
+            forward_macs: a
+                .batch
+                .iter()
+                .map(|&b| (b, crate::flops::forward_macs_at(&c.graph, b.max(1) as u64)))
+                .collect(),
             forward_ms,
             details,
         })
@@ -258,12 +271,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
     #[cfg(not(feature = "torch"))]
     let default_threads = std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
     let threads = a.engine.threads.map_or(default_threads, |t| t as i32);
-    let report = BenchReport { threads, peak_rss_bytes: peak_rss_bytes(), mode: a.mode.into(), specs };
+    // Measured after the forwards, so it sees the clock they ran at.
+    let native = a.backend.contains(&BackendArg::Native).then(|| super::native(&a.engine));
+    let fma_peak_macs_per_core = native.as_ref().map(|n| {
+        let level = n.simd.unwrap_or_else(crate::backend::native::math::level);
+        crate::backend::native::peak::fma_macs_per_sec(level)
+    });
+    let report = BenchReport {
+        threads,
+        peak_rss_bytes: peak_rss_bytes(),
+        mode: a.mode.into(),
+        fma_peak_macs_per_core,
+        native_threads: native.map(|n| n.threads),
+        specs,
+    };
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     println!("threads {}, mode {:?}, medians of {} runs", report.threads, report.mode, a.iters);
+    if let Some(peak) = report.fma_peak_macs_per_core {
+        println!("native: one core's FMA peak, measured: {:.1} GMAC/s", peak / 1e9);
+    }
     let base = &report.specs[0];
     for s in &report.specs {
         let lat: Vec<String> = s
@@ -280,8 +309,20 @@ pub fn run(a: BenchArgs) -> Result<()> {
             s.compile_ms,
             lat.join("  ")
         );
-        for (b, det) in &s.details {
+        for ((b, det), ((_, ms), (_, macs))) in s.details.iter().zip(s.forward_ms.iter().zip(&s.forward_macs)) {
             let get = |k: &str| det.iter().find(|(n, _)| n == k).map_or(0.0, |(_, v)| *v);
+            if let (true, Some(peak), Some(t)) =
+                (s.backend == "native", report.fma_peak_macs_per_core, report.native_threads)
+            {
+                let rate = *macs as f64 / (ms / 1e3);
+                println!(
+                    "        batch {b}: {:.2} GMAC of matrix products, {:.1} GMAC/s = {:.0}% of the FMA peak of {t} core{}",
+                    *macs as f64 / 1e9,
+                    rate / 1e9,
+                    100.0 * rate / (peak * t as f64),
+                    if t == 1 { "" } else { "s" }
+                );
+            }
             if det.iter().any(|(n, _)| n == "ew_groups") {
                 println!(
                     "        batch {b}: arena {:.1} MB, packed weights {:.1} MB; {} fused groups writing {:.1} MB, {:.2} ms of a forward; {} kernels compiled in {:.1} ms",

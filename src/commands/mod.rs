@@ -111,29 +111,32 @@ pub enum AttentionArg {
     Blocked,
 }
 
+/// The native backend as `e` configures it.
+pub fn native(e: &EngineArgs) -> crate::backend::native::Native {
+    use crate::backend::native::{ew::EwStrategy, math::SimdLevel, AttentionPath, Native};
+    let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let elementwise = match e.elementwise {
+        ElementwiseArg::Unfused => EwStrategy::Unfused,
+        ElementwiseArg::Blocks => EwStrategy::Blocks,
+        ElementwiseArg::Jit => EwStrategy::Jit,
+    };
+    let simd = e.simd.map(|s| match s {
+        SimdArg::Portable => SimdLevel::Portable,
+        SimdArg::Avx2 => SimdLevel::Avx2Fma,
+        SimdArg::Avx512 => SimdLevel::Avx512,
+    });
+    let attention = match e.attention {
+        AttentionArg::Auto => AttentionPath::Auto,
+        AttentionArg::Plain => AttentionPath::Plain,
+        AttentionArg::Blocked => AttentionPath::Blocked,
+    };
+    Native { threads: threads.max(1), elementwise, simd, attention }
+}
+
 /// The backend `kind` configured by `e`.
 pub fn backend(kind: BackendArg, e: &EngineArgs) -> anyhow::Result<Box<dyn Backend>> {
-    use crate::backend::native::{ew::EwStrategy, math::SimdLevel, AttentionPath, Native};
     match kind {
-        BackendArg::Native => {
-            let threads = e.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-            let elementwise = match e.elementwise {
-                ElementwiseArg::Unfused => EwStrategy::Unfused,
-                ElementwiseArg::Blocks => EwStrategy::Blocks,
-                ElementwiseArg::Jit => EwStrategy::Jit,
-            };
-            let simd = e.simd.map(|s| match s {
-                SimdArg::Portable => SimdLevel::Portable,
-                SimdArg::Avx2 => SimdLevel::Avx2Fma,
-                SimdArg::Avx512 => SimdLevel::Avx512,
-            });
-            let attention = match e.attention {
-                AttentionArg::Auto => AttentionPath::Auto,
-                AttentionArg::Plain => AttentionPath::Plain,
-                AttentionArg::Blocked => AttentionPath::Blocked,
-            };
-            Ok(Box::new(Native { threads: threads.max(1), elementwise, simd, attention }))
-        }
+        BackendArg::Native => Ok(Box::new(native(e))),
         #[cfg(feature = "torch")]
         BackendArg::Torch => {
             if e.simd.is_some() {

@@ -14,12 +14,13 @@
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
 //! - [`packed`]: linear layers on weights packed once at load (an AVX2+FMA kernel, the
 //!   bias in the accumulators, a GELU epilogue applied to each tile).
+//! - [`peak`]: one core's measured FMA peak (what `graft bench` divides a forward by).
 //! - [`weights`]: the parameters, widened once, held plain or packed (one copy at peak).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.
 //! - [`pool`]: the persistent worker pool (spin, then park).
 //!
 //! Public: the backend ([`Native`], [`NativeExecutable`], [`PROGRAMS`], [`AttentionPath`]), the elementwise
-//! compiler ([`ew`], for its tests and the ablation example) and [`math`]; every one of
+//! compiler ([`ew`], for its tests and the ablation example), [`math`] and [`peak`]; every one of
 //! them is safe to call with any arguments. Everything that handles raw memory (the
 //! arena, the pool's shared buffers, the program and its executor) is private to the
 //! crate.
@@ -37,6 +38,7 @@ pub(crate) mod lower;
 pub(crate) mod lowering;
 pub mod math;
 pub(crate) mod packed;
+pub mod peak;
 pub(crate) mod pool;
 pub(crate) mod program;
 pub(crate) mod rows;
