@@ -5,7 +5,9 @@
 #      export onnx`), each in its own process (in one process LibTorch's OpenMP
 #      workers spin between ops and take the cores from the native pool), the three
 #      processes alternated three times (medians of the three processes' medians, in
-#      brackets their range)
+#      brackets their range), and each one's share of the FMA peak: the forward's
+#      matrix work (graft bench's count) per second over threads × one core's peak as
+#      the native runs measured it
 #   2. the demo's tiny video ViT and the CM3T multimodal model at batch 1 and 32, each
 #      backend in its own process (processes alternated three times): in one
 #      process LibTorch's OpenMP workers spin between ops and take the cores from
@@ -31,6 +33,10 @@
 #      build (twice), and the peak resident memory of each backend in its own process
 #      and build (native: the native-only build, which maps no LibTorch libraries;
 #      LibTorch: the LibTorch build; 2 forwards; VmHWM)
+#  10. the roofline: ViT-S/16's forward beside its block's four linear layers alone
+#      (benches/specs/vit_small_linears.graft), native, batch 1 and 8, 1 and 2 threads,
+#      each as a share of the FMA peak (graft bench's matrix-work count over threads ×
+#      one core's measured peak), alternated twice
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 #        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 set -euo pipefail
@@ -40,7 +46,7 @@ export LIBTORCH="${LIBTORCH:-$PWD/.graft-env/torch}"
 bash scripts/setup.sh >/dev/null
 cargo build --release --quiet --features torch
 cp target/release/graft target/graft-torch
-sections="${SECTIONS:-1 2 3 4 5 6 7 8 9}"
+sections="${SECTIONS:-1 2 3 4 5 6 7 8 9 10}"
 want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if want 4 || want 5 || want 9; then
   cargo build --release --quiet --target-dir target/native-only
@@ -106,22 +112,31 @@ for rep in 1 2 3; do
   done
 done
 echo
-echo "| model | batch | threads | native ms | LibTorch ms | ONNX Runtime ms | native / LibTorch | native / ONNX Runtime |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| model | batch | threads | native ms | LibTorch ms | ONNX Runtime ms | native / LibTorch | native / ONNX Runtime | share of the FMA peak: native, LibTorch, ONNX Runtime |"
+echo "|---|---|---|---|---|---|---|---|---|"
 .graft-env/python - "$tmp" <<'PY'
 import json, sys, statistics, pathlib
-d = pathlib.Path(sys.argv[1]); rows = {}
+d = pathlib.Path(sys.argv[1]); rows = {}; macs = {}; peaks = []
 for t in (1, 2):
     for rep in (1, 2, 3):
         for f in (f"vits_{t}_native_{rep}.json", f"vits_{t}_torch_{rep}.json", f"ort_{t}_{rep}.json"):
-            for s in json.load(open(d / f))["specs"]:
+            r = json.load(open(d / f))
+            if r.get("fma_peak_macs_per_core"):
+                peaks.append(r["fma_peak_macs_per_core"])
+            for s in r["specs"]:
+                macs.update((int(b), m) for b, m in s.get("forward_macs", []))
                 for b, ms in s["forward_ms"]:
                     rows.setdefault((int(b), t), {}).setdefault(s["backend"], []).append(ms)
+# One core's FMA peak as the native runs measured it (graft bench), times the threads.
+peak = statistics.median(peaks)
 def cell(ts):
     return f"{statistics.median(ts):.2f} [{min(ts):.2f}–{max(ts):.2f}]"
 for (b, t), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
     n, l, o = (statistics.median(r[k]) for k in ("native", "torch", "ort"))
-    print(f"| ViT-S/16 224² | {b} | {t} | {cell(r['native'])} | {cell(r['torch'])} | {cell(r['ort'])} | {n / l:.3f} | {n / o:.3f} |")
+    share = " / ".join(f"{100 * macs[b] / (ms / 1e3) / (peak * t):.0f}%" for ms in (n, l, o))
+    print(f"| ViT-S/16 224² | {b} | {t} | {cell(r['native'])} | {cell(r['torch'])} | {cell(r['ort'])} | {n / l:.3f} | {n / o:.3f} | {share} |")
+print(f"\nOne core's FMA peak as the native runs measured it: {peak / 1e9:.1f} GMAC/s (median of {len(peaks)});")
+print(f"ViT-S/16's matrix work per image: {macs[1] / 1e9:.3f} GMAC, so its floor on one core is {macs[1] / peak * 1e3:.1f} ms.")
 PY
 fi
 if want 2; then
@@ -359,5 +374,33 @@ for m in ("clip_vit_b32", "videomae_base"):
     held.append(f"- {name}: native holds packed weights {mib('packed_bytes'):.0f} MiB, plain parameters "
                 f"{mib('param_bytes'):.0f} MiB, arena {mib('arena_bytes'):.0f} MiB")
 print("\n".join(held))
+PY
+fi
+if want 10; then
+echo
+echo "Roofline: each forward's matrix work per second as a share of threads × one core's FMA peak"
+echo "(native, medians of $((iters * 2)), two alternated processes per row):"
+echo "| spec | batch | threads | ms | GMAC/s | share of the FMA peak |"
+echo "|---|---|---|---|---|---|"
+for t in 1 2; do
+  for rep in 1 2; do
+    for s in benches/specs/vit_small_linears.graft specs/vit_small.graft; do
+      "$g" bench "$s" --backend native --batch 1,8 --threads "$t" --iters $((iters * 2)) --warmup 2 --json \
+        >"$tmp/roof_${t}_$(basename "$s" .graft)_$rep.json"
+    done
+  done
+done
+.graft-env/python - "$tmp" <<'PY'
+import json, sys, statistics, pathlib
+d = pathlib.Path(sys.argv[1])
+for t in (1, 2):
+    for name in ("vit_small_linears", "vit_small"):
+        runs = [json.load(open(d / f"roof_{t}_{name}_{rep}.json")) for rep in (1, 2)]
+        for i, (b, _) in enumerate(runs[0]["specs"][0]["forward_ms"]):
+            ms = statistics.median(r["specs"][0]["forward_ms"][i][1] for r in runs)
+            macs = runs[0]["specs"][0]["forward_macs"][i][1]
+            peak = statistics.median(r["fma_peak_macs_per_core"] for r in runs)
+            rate = macs / (ms / 1e3)
+            print(f"| {name} | {b} | {t} | {ms:.2f} | {rate / 1e9:.1f} | {100 * rate / (peak * t):.0f}% |")
 PY
 fi
