@@ -94,7 +94,7 @@ pub const MR: usize = 6;
 /// weight instead. Rows are split where each chunk gets at least [`ROWS_PER_CHUNK`] of
 /// them and the weight is at most [`ROW_SPLIT_WEIGHT_BYTES`], so the weight stays in L3
 /// while both cores pass over it; otherwise columns, whole panels each. Measured on a
-/// 2-core Zen 2 (16 MiB L3), 2 threads, batch 8: ViT-Ti 0.82× and ViT-S 0.96× the time
+/// 2-core Zen 2 (16 MiB L3), 2 threads, batch 8: ViT-Ti 0.83× and ViT-S 0.97× the time
 /// of the column split; splitting ViT-B's 7 and 9.4 MB weights by rows took 1.07×.
 pub fn split(m: usize, cols: usize, k: usize, t: usize, n: usize) -> ((usize, usize), (usize, usize)) {
     if m >= n * ROWS_PER_CHUNK && cols * k * 4 <= ROW_SPLIT_WEIGHT_BYTES {
