@@ -457,21 +457,12 @@ fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
     .unwrap();
     let spec = spec.to_str().unwrap();
     let per_image: u64 = 16 * 64 * 192 + 2 * (17 * 64 * 512 + 17 * 256 * 64 + 2 * 17 * 17 * 64) + 64 * 10;
-    let o = graft(&[
-        "bench",
-        spec,
-        "--backend",
-        "native",
-        "--batch",
-        "1,3",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--threads",
-        "1",
-        "--json",
-    ]);
+    let bench = |batch: &str, extra: &[&str]| {
+        let args =
+            ["bench", spec, "--backend", "native", "--batch", batch, "--iters", "1", "--warmup", "0", "--threads", "1"];
+        graft(&[&args[..], extra].concat())
+    };
+    let o = bench("1,3", &["--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     let macs = &r["specs"][0]["forward_macs"];
@@ -480,20 +471,7 @@ fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
     let peak = r["fma_peak_macs_per_core"].as_f64().expect("measured with the native backend");
     assert!(peak.is_finite() && peak > 1e7, "{peak}");
     assert_eq!(r["native_threads"], 1);
-    let text = stdout(&graft(&[
-        "bench",
-        spec,
-        "--backend",
-        "native",
-        "--batch",
-        "1",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-        "--threads",
-        "1",
-    ]));
+    let text = stdout(&bench("1", &[]));
     assert!(text.contains("one core's FMA peak, measured:"), "{text}");
     let gmac = format!("{:.2} GMAC of matrix products", per_image as f64 / 1e9);
     assert!(text.contains(&gmac) && text.contains("% of the FMA peak of 1 core"), "{text}");
