@@ -1,7 +1,9 @@
-//! Matrix-multiply work of one training step, counted from the graph.
+//! Matrix-multiply work counted from the graph: of one training step per sample
+//! ([`step_macs`]), and of one forward at the shapes `graft bench` runs
+//! ([`forward_macs_at`], every symbolic dim at the batch size).
 //!
-//! Multiply-accumulates per sample (every symbolic dim taken as 1, so the batch dim
-//! drops out and token dims are the spec's): the forward of every `linear`,
+//! Per sample, every symbolic dim is taken as 1, so the batch dim drops out and token
+//! dims are the spec's. Counted: the forward of every `linear`,
 //! `grouped_linear`, convolution, attention (its two matmuls) and `matmul`, and the
 //! backward a step cannot skip. A value needs a gradient when it is computed from a
 //! trainable parameter; the backward of a product computes the gradient of an operand

@@ -93,9 +93,10 @@ pub const MR: usize = 6;
 /// it from L3; a chunk that takes a range of rows over every column reads all of the
 /// weight instead. Rows are split where each chunk gets at least [`ROWS_PER_CHUNK`] of
 /// them and the weight is at most [`ROW_SPLIT_WEIGHT_BYTES`], so the weight stays in L3
-/// while both cores pass over it; otherwise columns, whole panels each. Measured on a
-/// 2-core Zen 2 (16 MiB L3), 2 threads, batch 8: ViT-Ti 0.83× and ViT-S 0.97× the time
-/// of the column split; splitting ViT-B's 7 and 9.4 MB weights by rows took 1.07×.
+/// while both cores pass over it; otherwise columns, whole panels each. (A one-off
+/// comparison on a 2-core Zen 2 with 16 MiB of L3, recorded in the commit that set the
+/// bound: by rows ViT-Ti and ViT-S ran faster at batch 8, ViT-B's 7 and 9.4 MB
+/// weights slower.)
 pub fn split(m: usize, cols: usize, k: usize, t: usize, n: usize) -> ((usize, usize), (usize, usize)) {
     if m >= n * ROWS_PER_CHUNK && cols * k * 4 <= ROW_SPLIT_WEIGHT_BYTES {
         (super::gemm::part(m, t, n, MR), (0, cols))
@@ -292,10 +293,10 @@ mod tests {
     fn chunks_cover_the_output_once_and_give_the_whole_calls_bits() {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
         // Row splits (m past ROWS_PER_CHUNK per chunk) and column splits, partial tiles.
+        // A weight past the bound splits its columns however many rows there are.
+        assert_eq!(split(10_000, 2048, 1024, 0, 8), ((0, 10_000), (0, 256)));
         for (m, n, k) in [(500, 40, 30), (61, 50, 20), (7, 33, 9), (131, 17, 5)] {
             assert!(n * k * 4 <= ROW_SPLIT_WEIGHT_BYTES);
-            // A weight past the bound splits its columns however many rows there are.
-            assert_eq!(split(10_000, 2048, 1024, 0, 8), ((0, 10_000), (0, 256)));
             let (x, w, bias) = (seq(m * k, 1), seq(n * k, 2), seq(n, 3));
             let pk = Packed::new(&w, n, k).unwrap();
             for &level in &levels {
