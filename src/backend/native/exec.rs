@@ -427,7 +427,7 @@ fn linear(
             // The bias starts the accumulators. Every element is the same sum in the
             // same order however the output is split, so the split only decides what
             // each chunk reads (see `packed::split`).
-            let ((r0, r1), (c0, c1)) = packed::split(rows_, nout, kin, t, n);
+            let ((r0, r1), (c0, c1)) = packed::split(level, rows_, nout, kin, t, n);
             if r0 >= r1 || c0 >= c1 {
                 return;
             }

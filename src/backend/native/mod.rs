@@ -12,8 +12,9 @@
 //! - [`ew`]: fused elementwise groups (rustc kernels or Cranelift-compiled loops).
 //! - [`isa`]: compiles the row kernels per instruction set, picked at run time.
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
-//! - [`packed`]: linear layers on weights packed once at load (an AVX2+FMA kernel, the
-//!   bias in the accumulators, a GELU epilogue applied to each tile).
+//! - [`packed`]: linear layers on weights packed once at load (AVX2+FMA and AVX-512
+//!   kernels with the same bits, the bias in the accumulators, a GELU epilogue applied
+//!   to each tile).
 //! - [`peak`]: one core's measured FMA peak (what `graft bench` divides a forward by).
 //! - [`weights`]: the parameters, widened once, held plain or packed (one copy at peak).
 //! - [`rows`]: layer norm (+ residual add), mean over tokens, embedding, im2col.

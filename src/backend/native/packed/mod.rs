@@ -5,16 +5,18 @@
 //! never changes that is a pass over the whole weight per forward (about a sixth of a
 //! batch-1 ViT forward).
 //!
-//! The micro-kernel (AVX2+FMA: 6 rows × 16 columns in 12 registers, the FMA units'
-//! peak) reads `x` in place (a strip of rows stays in L1 across a panel) and starts its
-//! accumulators from the bias, so the bias never takes a pass of its own. Every output
+//! The micro-kernels ([`avx2`]: 6 rows × one panel in 12 of 16 registers; [`avx512`]:
+//! 14 rows × two panels in 28 of 32) read `x` in place (a strip of rows stays in L1
+//! across a panel) and start their accumulators from the bias, so the bias never takes
+//! a pass of its own. Every output
 //! element is `bias + Σₚ x[i, p] · w[j, p]` accumulated with one fused multiply-add per
 //! `p` in increasing order: the result depends neither on the tile an element falls in
 //! nor on how columns are split among threads. An epilogue (GELU) is applied to each
 //! panel's rows of a row block right after its tiles are written (still in L1), by the
 //! function the elementwise kernels call, so it gives their bits without a separate
-//! sweep over the output. Elsewhere (no FMA, or AVX-512) the caller uses the general
-//! GEMM ([`available`]).
+//! sweep over the output. Both kernels compute the same sums in the same order, so they
+//! give the same bits. Without AVX2 and FMA the caller uses the general GEMM
+//! ([`available`]).
 
 use super::math::SimdLevel;
 use super::program::Epilogue;
@@ -78,16 +80,25 @@ impl Packed {
     }
 }
 
-/// Whether [`linear`] has a kernel for `level`. AVX-512 keeps the general GEMM's
-/// AVX-512 kernels: a packed AVX-512 kernel waits for a machine to test it on.
+/// Whether [`linear`] has a kernel for `level`.
 pub fn available(level: SimdLevel) -> bool {
-    level == SimdLevel::Avx2Fma
+    matches!(level, SimdLevel::Avx2Fma | SimdLevel::Avx512)
 }
 
 /// Rows per tile of the AVX2 kernel.
 pub const MR: usize = 6;
 
-/// Chunk `t` of `n` of an `m × cols` product over `k` inputs: its rows and columns.
+/// The rows and columns of one tile of `level`'s kernel: chunks split at multiples.
+pub fn tile(level: SimdLevel) -> (usize, usize) {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => (avx512::MR, 2 * PANEL),
+        _ => (MR, PANEL),
+    }
+}
+
+/// Chunk `t` of `n` of an `m × cols` product over `k` inputs for `level`'s kernel: its
+/// rows and columns.
 /// A chunk that takes a range of columns over every row reads all of `x` for a few
 /// panels, so where `x` outgrows a core's L2 (a batch of images) every chunk re-streams
 /// it from L3; a chunk that takes a range of rows over every column reads all of the
@@ -97,11 +108,19 @@ pub const MR: usize = 6;
 /// comparison on a 2-core Zen 2 with 16 MiB of L3, recorded in the commit that set the
 /// bound: by rows ViT-Ti and ViT-S ran faster at batch 8, ViT-B's 7 and 9.4 MB
 /// weights slower.)
-pub fn split(m: usize, cols: usize, k: usize, t: usize, n: usize) -> ((usize, usize), (usize, usize)) {
+pub fn split(
+    level: SimdLevel,
+    m: usize,
+    cols: usize,
+    k: usize,
+    t: usize,
+    n: usize,
+) -> ((usize, usize), (usize, usize)) {
+    let (mr, nr) = tile(level);
     if m >= n * ROWS_PER_CHUNK && cols * k * 4 <= ROW_SPLIT_WEIGHT_BYTES {
-        (super::gemm::part(m, t, n, MR), (0, cols))
+        (super::gemm::part(m, t, n, mr), (0, cols))
     } else {
-        ((0, m), super::gemm::part(cols, t, n, PANEL))
+        ((0, m), super::gemm::part(cols, t, n, nr))
     }
 }
 
@@ -111,9 +130,10 @@ pub const ROW_SPLIT_WEIGHT_BYTES: usize = 4 << 20;
 /// The fewest rows a chunk splits by rows (ten tiles of [`MR`]).
 pub const ROWS_PER_CHUNK: usize = 10 * MR;
 
-/// Rows of `x` kept in L2 while the panels pass over them: about 256 KiB of `x`.
-fn row_block(k: usize, mr: usize) -> usize {
-    ((256 * 1024 / 4 / k.max(1)) / mr).max(1) * mr
+/// Rows of `x` kept in L2 while the panels pass over them: about `bytes` of `x`, whole
+/// tiles of `mr` rows.
+fn row_block(k: usize, mr: usize, bytes: usize) -> usize {
+    ((bytes / 4 / k.max(1)) / mr).max(1) * mr
 }
 
 /// `y[i, c] = bias[c] + Σₚ x[i, p] · w[c, p]` for rows `0..m` and columns `c0..c1`
@@ -149,7 +169,9 @@ pub unsafe fn linear(
     let t = Tiles { k, x: x.as_ptr(), ldx, bias, dst, ldy, c0, gelu: epilogue == Epilogue::Gelu };
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => x86::run256(&t, w, m, c0, c1),
+        SimdLevel::Avx2Fma => avx2::run256(&t, w, m, c0, c1),
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => avx512::run512(&t, w, m, c0, c1),
         _ => panic!("packed linear at {level:?}: no kernel (check `available`)"),
     }
 }
@@ -169,111 +191,33 @@ struct Tiles {
     gelu: bool,
 }
 
+/// The GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
+/// just wrote (a row block of one or two panels): gathered into contiguous runs so the
+/// elementwise kernels' GELU runs over long slices, then written back. Kept out of the
+/// tile kernel, whose accumulators must all stay in registers.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{row_block, Packed, Tiles, MR as MR256, PANEL};
-    use crate::backend::native::math::{self, SimdLevel};
-    use std::arch::x86_64::*;
-
-    /// Every tile, row blocks outermost so a block of `x` stays in L2 while the
-    /// panels pass over it.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn run256(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usize) {
-        let mc = row_block(t.k, MR256);
-        for r0 in (0..m).step_by(mc) {
-            let r1 = (r0 + mc).min(m);
-            let mut c = c0;
-            while c < c1 {
-                let cols = (c1 - c).min(PANEL);
-                let b = w.panel(c / PANEL);
-                let mut r = r0;
-                while r < r1 {
-                    let rows = (r1 - r).min(MR256);
-                    match rows {
-                        1 => tile256::<1>(t, b, r, c, cols),
-                        2 => tile256::<2>(t, b, r, c, cols),
-                        3 => tile256::<3>(t, b, r, c, cols),
-                        4 => tile256::<4>(t, b, r, c, cols),
-                        5 => tile256::<5>(t, b, r, c, cols),
-                        _ => tile256::<6>(t, b, r, c, cols),
-                    }
-                    r += rows;
-                }
-                if t.gelu {
-                    gelu_strip(t, r0, r1, c, cols);
-                }
-                c += cols;
-            }
+#[inline(never)]
+unsafe fn gelu_strip(t: &Tiles, level: SimdLevel, r0: usize, r1: usize, c: usize, cols: usize) {
+    const ROWS: usize = 64;
+    let mut buf = [0f32; ROWS * 2 * PANEL];
+    let mut r = r0;
+    while r < r1 {
+        let n = (r1 - r).min(ROWS);
+        for i in 0..n {
+            std::ptr::copy_nonoverlapping(t.dst.add((r + i) * t.ldy + c - t.c0), buf.as_mut_ptr().add(i * cols), cols);
         }
-    }
-
-    /// The GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
-    /// just wrote (a row block of one panel, in L1): gathered into contiguous runs so the
-    /// elementwise kernels' GELU runs over long slices, then written back. Kept out of
-    /// the tile kernel, whose accumulators must all stay in registers.
-    #[inline(never)]
-    unsafe fn gelu_strip(t: &Tiles, r0: usize, r1: usize, c: usize, cols: usize) {
-        const ROWS: usize = 64;
-        let mut buf = [0f32; ROWS * PANEL];
-        let mut r = r0;
-        while r < r1 {
-            let n = (r1 - r).min(ROWS);
-            for i in 0..n {
-                std::ptr::copy_nonoverlapping(
-                    t.dst.add((r + i) * t.ldy + c - t.c0),
-                    buf.as_mut_ptr().add(i * cols),
-                    cols,
-                );
-            }
-            math::gelu_erf_inplace_at(SimdLevel::Avx2Fma, &mut buf[..n * cols]);
-            for i in 0..n {
-                std::ptr::copy_nonoverlapping(buf.as_ptr().add(i * cols), t.dst.add((r + i) * t.ldy + c - t.c0), cols);
-            }
-            r += n;
+        super::math::gelu_erf_inplace_at(level, &mut buf[..n * cols]);
+        for i in 0..n {
+            std::ptr::copy_nonoverlapping(buf.as_ptr().add(i * cols), t.dst.add((r + i) * t.ldy + c - t.c0), cols);
         }
-    }
-
-    /// Rows `r..r + MR`, columns `c..c + cols` (`cols` ≤ 16) in two 8-lane registers
-    /// per row: accumulators start at the bias, one FMA per reduction index; a partial
-    /// tile goes out through a stack tile.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn tile256<const MR: usize>(t: &Tiles, b: *const f32, r: usize, c: usize, cols: usize) {
-        let k = t.k;
-        let mut edge = [0f32; PANEL];
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        if !t.bias.is_null() {
-            edge[..cols].copy_from_slice(std::slice::from_raw_parts(t.bias.add(c), cols));
-            let (b0, b1) = (_mm256_loadu_ps(edge.as_ptr()), _mm256_loadu_ps(edge.as_ptr().add(8)));
-            for row in acc.iter_mut() {
-                *row = [b0, b1];
-            }
-        }
-        let a: [*const f32; MR] = std::array::from_fn(|i| t.x.add((r + i) * t.ldx));
-        let mut bp = b;
-        for p in 0..k {
-            let b0 = _mm256_load_ps(bp);
-            let b1 = _mm256_load_ps(bp.add(8));
-            for (row, ai) in acc.iter_mut().zip(&a) {
-                let av = _mm256_set1_ps(*ai.add(p));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-            }
-            bp = bp.add(PANEL);
-        }
-        for (i, row) in acc.iter().enumerate() {
-            let d = t.dst.add((r + i) * t.ldy + c - t.c0);
-            if cols == PANEL {
-                _mm256_storeu_ps(d, row[0]);
-                _mm256_storeu_ps(d.add(8), row[1]);
-            } else {
-                _mm256_storeu_ps(edge.as_mut_ptr(), row[0]);
-                _mm256_storeu_ps(edge.as_mut_ptr().add(8), row[1]);
-                std::ptr::copy_nonoverlapping(edge.as_ptr(), d, cols);
-            }
-        }
+        r += n;
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 #[cfg(test)]
 mod tests {
@@ -294,7 +238,9 @@ mod tests {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
         // Row splits (m past ROWS_PER_CHUNK per chunk) and column splits, partial tiles.
         // A weight past the bound splits its columns however many rows there are.
-        assert_eq!(split(10_000, 2048, 1024, 0, 8), ((0, 10_000), (0, 256)));
+        for level in [SimdLevel::Avx2Fma, SimdLevel::Avx512] {
+            assert_eq!(split(level, 10_000, 2048, 1024, 0, 8), ((0, 10_000), (0, 256)));
+        }
         for (m, n, k) in [(500, 40, 30), (61, 50, 20), (7, 33, 9), (131, 17, 5)] {
             assert!(n * k * 4 <= ROW_SPLIT_WEIGHT_BYTES);
             let (x, w, bias) = (seq(m * k, 1), seq(n * k, 2), seq(n, 3));
@@ -309,7 +255,7 @@ mod tests {
                     let mut y = vec![f32::NAN; m * n];
                     let mut written = vec![0u8; m * n];
                     for t in 0..chunks {
-                        let ((r0, r1), (c0, c1)) = split(m, n, k, t, chunks);
+                        let ((r0, r1), (c0, c1)) = split(level, m, n, k, t, chunks);
                         for i in r0..r1 {
                             written[i * n + c0..i * n + c1].iter_mut().for_each(|c| *c += 1);
                         }
@@ -327,11 +273,14 @@ mod tests {
         }
     }
 
+    /// Every level against the same reference, so the AVX2 and AVX-512 kernels (6×16
+    /// and 14×32 tiles) give the same bits.
     #[test]
     fn every_tile_shape_equals_ordered_fused_sums_at_every_level() {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
-        // Rows past the row block and both tile heights, columns with partial panels.
-        for (m, n, k) in [(1, 1, 1), (13, 37, 19), (29, 64, 40), (7, 16, 1100), (150, 50, 300)] {
+        // Rows past the row block (both kernels' blocks), every tile height, columns with
+        // partial panels and partial pairs.
+        for (m, n, k) in [(1, 1, 1), (13, 37, 19), (29, 64, 40), (7, 16, 1100), (150, 50, 300), (470, 80, 300)] {
             let ldx = k + 3;
             let x = seq(m * ldx, 1);
             let w = seq(n * k, 2);
