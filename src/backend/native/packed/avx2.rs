@@ -2,7 +2,7 @@
 //! 12 of the 16 `ymm` registers (two per row), the FMA units' peak on this register
 //! file.
 
-use super::{gelu_strip, row_block, Packed, Tiles, MR as MR256, PANEL};
+use super::panels::{gelu_strip, row_block, Packed, Tiles, MR as MR256, PANEL};
 use crate::backend::native::math::SimdLevel;
 use std::arch::x86_64::*;
 

@@ -5,7 +5,7 @@
 //! lane mask. The sums are the AVX2 kernel's: bias, then one FMA per reduction index
 //! in increasing order, so both kernels give the same bits.
 
-use super::{gelu_strip, row_block, Packed, Tiles, PANEL};
+use super::panels::{gelu_strip, row_block, Packed, Tiles, PANEL};
 use crate::backend::native::math::SimdLevel;
 use std::arch::x86_64::*;
 

@@ -16,77 +16,16 @@
 //! function the elementwise kernels call, so it gives their bits without a separate
 //! sweep over the output. Both kernels compute the same sums in the same order, so they
 //! give the same bits. Without AVX2 and FMA the caller uses the general GEMM
-//! ([`available`]).
+//! ([`available`]). The packed layout and what both kernels share live in [`panels`],
+//! which the kernels import and this module dispatches to (no import cycle).
 
 use super::math::SimdLevel;
 use super::program::Epilogue;
-use crate::backend::alloc::reserve;
-use crate::backend::BackendError;
-
-/// Output columns per panel.
-pub const PANEL: usize = 16;
-
-/// A `[n, k]` weight in column panels (see the module doc).
-pub struct Packed {
-    pub n: usize,
-    pub k: usize,
-    data: Vec<f32>,
-    /// Index of the first panel's first element (64-byte aligned).
-    start: usize,
-}
-
-impl Packed {
-    /// Whether this is the packed form of an `n × k` weight.
-    pub fn fits(&self, n: usize, k: usize) -> bool {
-        self.n == n && self.k == k
-    }
-
-    /// Pack the row-major `[n, k]` weight `w` (an error past the memory limit).
-    pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed, BackendError> {
-        assert!(w.len() >= n * k, "pack: weight too short");
-        let len = n.div_ceil(PANEL) * PANEL * k + PANEL;
-        let mut data = Vec::new();
-        reserve(&mut data, len, "a packed weight")?;
-        data.resize(len, 0f32);
-        let start = data.as_ptr().align_offset(64).min(PANEL);
-        for (j, row) in w[..n * k].chunks_exact(k.max(1)).enumerate().take(n) {
-            let base = start + (j / PANEL) * PANEL * k + j % PANEL;
-            for (p, &v) in row.iter().enumerate() {
-                data[base + p * PANEL] = v;
-            }
-        }
-        Ok(Packed { n, k, data, start })
-    }
-
-    /// The row-major `[n, k]` weight back (exactly the packed values).
-    pub fn unpack(&self) -> Result<Vec<f32>, BackendError> {
-        let (n, k) = (self.n, self.k);
-        let mut w = Vec::new();
-        reserve(&mut w, n * k, "an unpacked weight")?;
-        w.extend((0..n * k).map(|i| {
-            let (j, p) = (i / k.max(1), i % k.max(1));
-            self.data[self.start + (j / PANEL) * PANEL * k + p * PANEL + j % PANEL]
-        }));
-        Ok(w)
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 4
-    }
-
-    fn panel(&self, j: usize) -> *const f32 {
-        self.data[self.start + j * PANEL * self.k..].as_ptr()
-    }
-}
 
 /// Whether [`linear`] has a kernel for `level`.
 pub fn available(level: SimdLevel) -> bool {
     matches!(level, SimdLevel::Avx2Fma | SimdLevel::Avx512)
 }
-
-/// Rows per tile of the AVX2 kernel.
-pub const MR: usize = 6;
 
 /// The rows and columns of one tile of `level`'s kernel: chunks split at multiples.
 pub fn tile(level: SimdLevel) -> (usize, usize) {
@@ -130,12 +69,6 @@ pub const ROW_SPLIT_WEIGHT_BYTES: usize = 4 << 20;
 /// The fewest rows a chunk splits by rows (ten tiles of [`MR`]).
 pub const ROWS_PER_CHUNK: usize = 10 * MR;
 
-/// Rows of `x` kept in L2 while the panels pass over them: about `bytes` of `x`, whole
-/// tiles of `mr` rows.
-fn row_block(k: usize, mr: usize, bytes: usize) -> usize {
-    ((bytes / 4 / k.max(1)) / mr).max(1) * mr
-}
-
 /// `y[i, c] = bias[c] + Σₚ x[i, p] · w[c, p]` for rows `0..m` and columns `c0..c1`
 /// (`c0` a multiple of [`PANEL`]), then `epilogue` on each block while it is in cache;
 /// `x` has row stride `ldx`; `dst` points at `y[0, c0]` (`dst_len` elements from
@@ -176,48 +109,14 @@ pub unsafe fn linear(
     }
 }
 
-/// What every tile of one call shares.
-struct Tiles {
-    k: usize,
-    x: *const f32,
-    ldx: usize,
-    /// Null: no bias.
-    bias: *const f32,
-    /// `y[0, c0]`.
-    dst: *mut f32,
-    ldy: usize,
-    c0: usize,
-    /// Apply the GELU to each block of the output ([`Epilogue::Gelu`]).
-    gelu: bool,
-}
-
-/// The GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
-/// just wrote (a row block of one or two panels): gathered into contiguous runs so the
-/// elementwise kernels' GELU runs over long slices, then written back. Kept out of the
-/// tile kernel, whose accumulators must all stay in registers.
-#[cfg(target_arch = "x86_64")]
-#[inline(never)]
-unsafe fn gelu_strip(t: &Tiles, level: SimdLevel, r0: usize, r1: usize, c: usize, cols: usize) {
-    const ROWS: usize = 64;
-    let mut buf = [0f32; ROWS * 2 * PANEL];
-    let mut r = r0;
-    while r < r1 {
-        let n = (r1 - r).min(ROWS);
-        for i in 0..n {
-            std::ptr::copy_nonoverlapping(t.dst.add((r + i) * t.ldy + c - t.c0), buf.as_mut_ptr().add(i * cols), cols);
-        }
-        super::math::gelu_erf_inplace_at(level, &mut buf[..n * cols]);
-        for i in 0..n {
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(i * cols), t.dst.add((r + i) * t.ldy + c - t.c0), cols);
-        }
-        r += n;
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod panels;
+
+use panels::Tiles;
+pub use panels::{Packed, MR, PANEL};
 
 #[cfg(test)]
 mod tests {
