@@ -12,9 +12,6 @@ use std::arch::x86_64::*;
 /// Rows per tile.
 pub const MR: usize = 14;
 
-const MR_PLUS_1: usize = MR + 1;
-const MR_PLUS_3: usize = MR + 3;
-
 /// Bytes of `x` per row block (the CPUs with AVX-512 have 1–2 MiB of L2 per core).
 const X_BLOCK_BYTES: usize = 512 * 1024;
 
@@ -38,10 +35,8 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
             while r < r1 {
                 // A tile of fewer than 4 rows has too few accumulators to cover the FMA
                 // latency: 15–17 rows go as two tiles of 7–9 (ViT's 197 tokens: 13 × 14 + 8 + 7).
-                let rows = match r1 - r {
-                    left @ MR_PLUS_1..=MR_PLUS_3 => left / 2,
-                    left => left.min(MR),
-                };
+                let left = r1 - r;
+                let rows = if left > MR && left <= MR + 3 { left / 2 } else { left.min(MR) };
                 if cols > PANEL {
                     tiles::<2>(t, (b, next), r, rows, c, cols);
                 } else {

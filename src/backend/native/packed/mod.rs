@@ -28,7 +28,7 @@ pub fn available(level: SimdLevel) -> bool {
 }
 
 /// The rows and columns of one tile of `level`'s kernel: chunks split at multiples.
-pub fn tile(level: SimdLevel) -> (usize, usize) {
+fn tile(level: SimdLevel) -> (usize, usize) {
     match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => (avx512::MR, 2 * PANEL),
@@ -43,7 +43,7 @@ pub fn tile(level: SimdLevel) -> (usize, usize) {
 /// it from L3; a chunk that takes a range of rows over every column reads all of the
 /// weight instead. Rows are split where each chunk gets at least [`ROWS_PER_CHUNK`] of
 /// them and the weight is at most [`ROW_SPLIT_WEIGHT_BYTES`], so the weight stays in L3
-/// while both cores pass over it; otherwise columns, whole panels each. (A one-off
+/// while both cores pass over it; otherwise columns, whole tiles' columns each. (A one-off
 /// comparison on a 2-core Zen 2 with 16 MiB of L3, recorded in the commit that set the
 /// bound: by rows ViT-Ti and ViT-S ran faster at batch 8, ViT-B's 7 and 9.4 MB
 /// weights slower.)
@@ -66,7 +66,7 @@ pub fn split(
 /// The largest weight (bytes) whose product is split by rows.
 pub const ROW_SPLIT_WEIGHT_BYTES: usize = 4 << 20;
 
-/// The fewest rows a chunk splits by rows (ten tiles of [`MR`]).
+/// The fewest rows a chunk splits by rows (ten tiles of the AVX2 kernel's [`MR`]).
 pub const ROWS_PER_CHUNK: usize = 10 * MR;
 
 /// `y[i, c] = bias[c] + Σₚ x[i, p] · w[c, p]` for rows `0..m` and columns `c0..c1`
