@@ -179,7 +179,9 @@ mod tests {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
         // Rows past the row block (both kernels' blocks), every tile height, columns with
         // partial panels and partial pairs.
-        for (m, n, k) in [(1, 1, 1), (13, 37, 19), (29, 64, 40), (7, 16, 1100), (150, 50, 300), (470, 80, 300)] {
+        for (m, n, k) in
+            [(1, 1, 1), (13, 37, 19), (29, 64, 40), (44, 70, 23), (7, 16, 1100), (150, 50, 300), (470, 80, 300)]
+        {
             let ldx = k + 3;
             let x = seq(m * ldx, 1);
             let w = seq(n * k, 2);
