@@ -10,8 +10,8 @@
 //! Rapids: the assembly took 0.94–0.965 of the intrinsics' time per linear layer of
 //! ViT-S, medians of 31 rounds).
 
-use super::panels::{gelu_strip, row_block, Packed, Tiles, PANEL};
-use crate::backend::native::math::SimdLevel;
+use super::gelu512::gelu;
+use super::panels::{row_block, Packed, Tiles, PANEL};
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -48,9 +48,6 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
                     tiles::<1>(t, (b, next), r, rows, c, cols);
                 }
                 r += rows;
-            }
-            if t.gelu {
-                gelu_strip(t, SimdLevel::Avx512, r0, r1, c, cols);
             }
             c += cols;
         }
@@ -134,6 +131,11 @@ unsafe fn tile<const R: usize, const NV: usize>(
                     *acc = _mm512_fmadd_ps(av, *bv, *acc);
                 }
             }
+        }
+    }
+    if t.gelu {
+        for v in acc.iter_mut().flatten() {
+            *v = gelu(*v);
         }
     }
     for (row, d) in acc.iter().zip(&dst) {

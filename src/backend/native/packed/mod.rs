@@ -11,10 +11,11 @@
 //! a pass of its own. Every output
 //! element is `bias + Σₚ x[i, p] · w[j, p]` accumulated with one fused multiply-add per
 //! `p` in increasing order: the result depends neither on the tile an element falls in
-//! nor on how columns are split among threads. An epilogue (GELU) is applied to each
-//! panel's rows of a row block right after its tiles are written (still in L1), by the
-//! function the elementwise kernels call, so it gives their bits without a separate
-//! sweep over the output. Both kernels compute the same sums in the same order, so they
+//! nor on how columns are split among threads. An epilogue (GELU) gives the elementwise
+//! kernels' bits without a separate sweep over the output: the AVX-512 kernel applies it
+//! to a tile's accumulators before they are stored ([`gelu512`]: the same operations on
+//! a register), the AVX2 kernel to each panel's rows of a row block right after its
+//! tiles are written (still in L1), by the function the elementwise kernels call. Both kernels compute the same sums in the same order, so they
 //! give the same bits. Without AVX2 and FMA the caller uses the general GEMM
 //! ([`available`]). The packed layout and what both kernels share live in [`panels`],
 //! which the kernels import and this module dispatches to (no import cycle).
@@ -113,6 +114,8 @@ pub unsafe fn linear(
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod gelu512;
 mod panels;
 
 use panels::Tiles;

@@ -1,6 +1,6 @@
 //! The packed form of a linear layer's weight and what both kernels share: column
 //! panels ([`Packed`]), the arguments of one call's tiles ([`Tiles`]), the row block of
-//! `x` kept in L2, and the GELU epilogue over a block the tiles just wrote.
+//! `x` kept in L2, and the AVX2 kernel's GELU epilogue over a block the tiles just wrote.
 
 use crate::backend::alloc::reserve;
 use crate::backend::BackendError;
@@ -86,7 +86,7 @@ pub(super) struct Tiles {
     pub gelu: bool,
 }
 
-/// The GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
+/// The AVX2 kernel's GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
 /// just wrote (a row block of one or two panels): gathered into contiguous runs so the
 /// elementwise kernels' GELU runs over long slices, then written back. Kept out of the
 /// tile kernel, whose accumulators must all stay in registers.
