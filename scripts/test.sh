@@ -54,6 +54,10 @@ CI=true cargo test 2>&1 | tee "$log"
 # Test files that compile to nothing without `torch` (their tests need LibTorch).
 awk '/Running tests\// { file = $2 } /^running 0 tests/ && file { print file; file = "" } /^running [1-9]/ { file = "" }' "$log" \
   | sed 's|^tests/||; s|\.rs$||' | paste -sd' ' - | sed 's/^/torch-only test files (no tests in the default build): /'
+if grep -qw avx512f /proc/cpuinfo; then
+  echo "== tests that need AVX-512 (this CPU has it)"
+  cargo test --lib -- --ignored packed::gelu512 2>&1 | tee -a "$log"
+fi
 echo "== tests, LibTorch build (fails on changed, pending or unreferenced snapshots)"
 CI=true cargo insta test --features cuda-graphs,nccl --check --unreferenced reject 2>&1 | tee -a "$log"
 echo "== durability tests (a build with fault injection at every durable step)"

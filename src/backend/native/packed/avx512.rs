@@ -1,14 +1,14 @@
 //! The AVX-512 kernel of [`super::linear`]: tiles of [`MR`] rows × two 16-column panels
 //! (32 columns, two `zmm` registers per row, so 2·[`MR`] of the 32 hold accumulators),
-//! one broadcast of `x` per row and reduction index feeding both panels' FMAs; a range's last odd panel takes one
-//! register per row. Partial panels load their bias and store their outputs under a
-//! lane mask. The sums are the AVX2 kernel's: bias, then one FMA per reduction index
-//! in increasing order, so both kernels give the same bits. A full tile's reduction loop
-//! ([`full_tile_loop`]) is inline assembly: compiled from the intrinsics each of the
-//! fourteen row addresses cost an `add` per reduction index, and those compete with the
-//! FMAs for their ports (measured in one process, paired by round on a 2-core Sapphire
-//! Rapids: the assembly took 0.94–0.965 of the intrinsics' time per linear layer of
-//! ViT-S, medians of 31 rounds).
+//! one broadcast of `x` per row and reduction index feeding both panels' FMAs; a
+//! range's last odd panel takes one register per row. Partial panels load their bias
+//! and store their outputs under a lane mask. The sums are the AVX2 kernel's: bias, then
+//! one FMA per reduction index in increasing order, so both kernels give the same bits.
+//! A full tile's reduction loop ([`full_tile_loop`]) is inline assembly: compiled from
+//! the intrinsics each of the fourteen row addresses cost an `add` per reduction index,
+//! and those compete with the FMAs for their ports (measured in one process, paired by
+//! round on a 2-core Sapphire Rapids: the assembly took 0.94–0.98 of the intrinsics'
+//! time per linear layer of ViT-S, medians of 31 rounds).
 
 use super::gelu512::gelu;
 use super::panels::{row_block, Packed, Tiles, PANEL};
@@ -112,14 +112,14 @@ unsafe fn tile<const R: usize, const NV: usize>(
         }
     }
     let a: [*const f32; R] = std::array::from_fn(|i| t.x.add((r + i) * t.ldx));
-    let panels: [*const f32; NV] = std::array::from_fn(|v| b.add(v * PANEL * k));
-    // A hint only: an address past the weight (a range's last panel) is never read.
-    let ahead: [*const f32; NV] = std::array::from_fn(|v| next.wrapping_add(v * PANEL * k));
     if R == MR && NV == 2 {
         // SAFETY: R == 14 and NV == 2, so the cast is to the same type.
         let acc = &mut *(acc.as_mut_ptr() as *mut [[__m512; 2]; MR]);
         full_tile_loop(acc, a[0], t.ldx, b, next, k);
     } else {
+        let panels: [*const f32; NV] = std::array::from_fn(|v| b.add(v * PANEL * k));
+        // A hint only: an address past the weight (a range's last panel) is never read.
+        let ahead: [*const f32; NV] = std::array::from_fn(|v| next.wrapping_add(v * PANEL * k));
         for p in 0..k {
             for pf in &ahead {
                 _mm_prefetch::<_MM_HINT_T1>(pf.wrapping_add(p * PANEL).cast());
@@ -256,34 +256,34 @@ unsafe fn full_tile_loop(
         koff = in(reg) k * PANEL * 4,
         n4 = inout(reg) k / 4 => _,
         n1 = inout(reg) k % 4 => _,
-            inout("zmm0") acc[0][0],
-            inout("zmm1") acc[0][1],
-            inout("zmm2") acc[1][0],
-            inout("zmm3") acc[1][1],
-            inout("zmm4") acc[2][0],
-            inout("zmm5") acc[2][1],
-            inout("zmm6") acc[3][0],
-            inout("zmm7") acc[3][1],
-            inout("zmm8") acc[4][0],
-            inout("zmm9") acc[4][1],
-            inout("zmm10") acc[5][0],
-            inout("zmm11") acc[5][1],
-            inout("zmm12") acc[6][0],
-            inout("zmm13") acc[6][1],
-            inout("zmm14") acc[7][0],
-            inout("zmm15") acc[7][1],
-            inout("zmm16") acc[8][0],
-            inout("zmm17") acc[8][1],
-            inout("zmm18") acc[9][0],
-            inout("zmm19") acc[9][1],
-            inout("zmm20") acc[10][0],
-            inout("zmm21") acc[10][1],
-            inout("zmm22") acc[11][0],
-            inout("zmm23") acc[11][1],
-            inout("zmm24") acc[12][0],
-            inout("zmm25") acc[12][1],
-            inout("zmm26") acc[13][0],
-            inout("zmm27") acc[13][1],
+        inout("zmm0") acc[0][0],
+        inout("zmm1") acc[0][1],
+        inout("zmm2") acc[1][0],
+        inout("zmm3") acc[1][1],
+        inout("zmm4") acc[2][0],
+        inout("zmm5") acc[2][1],
+        inout("zmm6") acc[3][0],
+        inout("zmm7") acc[3][1],
+        inout("zmm8") acc[4][0],
+        inout("zmm9") acc[4][1],
+        inout("zmm10") acc[5][0],
+        inout("zmm11") acc[5][1],
+        inout("zmm12") acc[6][0],
+        inout("zmm13") acc[6][1],
+        inout("zmm14") acc[7][0],
+        inout("zmm15") acc[7][1],
+        inout("zmm16") acc[8][0],
+        inout("zmm17") acc[8][1],
+        inout("zmm18") acc[9][0],
+        inout("zmm19") acc[9][1],
+        inout("zmm20") acc[10][0],
+        inout("zmm21") acc[10][1],
+        inout("zmm22") acc[11][0],
+        inout("zmm23") acc[11][1],
+        inout("zmm24") acc[12][0],
+        inout("zmm25") acc[12][1],
+        inout("zmm26") acc[13][0],
+        inout("zmm27") acc[13][1],
         out("zmm28") _,
         out("zmm29") _,
         out("zmm30") _,

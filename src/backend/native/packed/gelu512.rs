@@ -9,8 +9,6 @@
 
 use std::arch::x86_64::*;
 
-const SIGN: i32 = i32::MIN;
-
 /// `x/2·(1 + erf(x/√2))` in every lane (`-0.0` below -10), bit for bit
 /// `math::gelu_erf_inplace`.
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -31,7 +29,7 @@ pub(super) fn gelu(x: __m512) -> __m512 {
     let y = _mm512_div_ps(_mm512_mul_ps(xc, p), q);
     // |xc| ≥ 3.925: ±1 with the sign of xc.
     // (AVX-512F has the bitwise operations on integers only.)
-    let sign = _mm512_and_si512(_mm512_set1_epi32(SIGN), _mm512_castps_si512(xc));
+    let sign = _mm512_and_si512(_mm512_set1_epi32(i32::MIN), _mm512_castps_si512(xc));
     let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_abs_ps(xc), c(3.925));
     let one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(c(1.0)), sign));
     let erf = _mm512_mask_blend_ps(big, y, one);
@@ -45,12 +43,16 @@ mod tests {
     use super::*;
     use crate::backend::native::math::{self, SimdLevel};
 
-    /// Values over every branch: signed zeros, tiny, the cut-offs, huge, ±∞, NaNs with
-    /// payloads, every binade of ±2^±30 and a dense sweep; a multiple of 16 long.
-    fn values() -> Vec<f32> {
+    /// Over signed zeros, tiny values, the cut-offs, huge values, ±∞, NaNs with
+    /// payloads, every binade of ±2^±30 and a dense sweep, every lane has the bits of
+    /// the elementwise kernels' GELU.
+    #[test]
+    #[ignore = "needs a CPU with AVX-512F; scripts/test.sh runs it where /proc/cpuinfo lists avx512f \
+                (by hand: cargo test --lib -- --ignored packed::gelu512)"]
+    fn the_gelu_gives_maths_bits_in_every_lane() {
+        assert!(SimdLevel::Avx512.available(), "this CPU has no AVX-512F");
         let mut xs = vec![0.0, -0.0, 1e-30, -1e-30, f32::MIN_POSITIVE, 5.55, -5.551, 3.925, -3.925];
         xs.extend([-10.0, -10.001, -9.999, 1e30, -1e30, f32::MAX, f32::MIN, f32::INFINITY, f32::NEG_INFINITY]);
-        xs.extend([88.72284, 88.7229, 88.5, -87.33655, -87.34, -103.0, -150.0]);
         xs.extend([f32::NAN, -f32::NAN, f32::from_bits(0x7fc0_1234), f32::from_bits(0xffa0_0001)]);
         for e in -30..=30 {
             for m in [1.0f32, 1.1, 1.37, 1.5, 1.999] {
@@ -59,28 +61,16 @@ mod tests {
         }
         xs.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 1.37e-2));
         xs.resize(xs.len().div_ceil(16) * 16, 0.5);
-        xs
-    }
-
-    fn lanes_equal(f: unsafe fn(__m512) -> __m512, reference: fn(SimdLevel, &mut [f32])) {
-        let xs = values();
         let mut want = xs.clone();
-        reference(SimdLevel::Avx512, &mut want);
+        math::gelu_erf_inplace_at(SimdLevel::Avx512, &mut want);
+        assert_eq!(want.len(), xs.len());
         for (chunk, want) in xs.chunks_exact(16).zip(want.chunks_exact(16)) {
             let mut got = [0f32; 16];
-            // SAFETY: the callers checked AVX-512F, AVX2 and FMA.
-            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), f(_mm512_loadu_ps(chunk.as_ptr()))) };
+            // SAFETY: AVX-512F asserted above (AVX2 and FMA come with it in `available`).
+            unsafe { _mm512_storeu_ps(got.as_mut_ptr(), gelu(_mm512_loadu_ps(chunk.as_ptr()))) };
             for ((g, w), x) in got.iter().zip(want).zip(chunk) {
-                assert_eq!(g.to_bits(), w.to_bits(), "f({x:e}): {g:e} vs {w:e}");
+                assert_eq!(g.to_bits(), w.to_bits(), "gelu({x:e}): {g:e} vs {w:e}");
             }
         }
-    }
-
-    #[test]
-    fn the_gelu_gives_maths_bits_in_every_lane() {
-        if !SimdLevel::Avx512.available() {
-            return; // Without AVX-512 nothing calls them.
-        }
-        lanes_equal(gelu, math::gelu_erf_inplace_at);
     }
 }
