@@ -189,6 +189,9 @@ pub struct CompileOptions {
     pub verify_each_pass: bool,
 }
 
+// In a release build `cfg!(debug_assertions)` is `false`, the derived default, so clippy
+// there calls this impl derivable; in a debug build it is not.
+#[allow(clippy::derivable_impls)]
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions { verify_each_pass: cfg!(debug_assertions) }

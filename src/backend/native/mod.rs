@@ -10,7 +10,7 @@
 //!   used, [`PROGRAMS`]).
 //! - [`math`]: vectorised exp, erf, tanh, GELU, sigmoid, softmax rows (run-time dispatch).
 //! - [`ew`]: fused elementwise groups (rustc kernels or Cranelift-compiled loops).
-//! - [`isa`]: compiles the row kernels per instruction set, picked at run time.
+//! - [`isa`]: compiles the row kernels per instruction set, picked at run time; the L2 size.
 //! - [`gemm`]: matrix products (the `gemm` crate, AVX-512 / AVX2 / portable).
 //! - [`packed`]: linear layers on weights packed once at load (AVX2+FMA and AVX-512
 //!   kernels with the same bits, the bias in the accumulators, a GELU epilogue applied

@@ -175,6 +175,18 @@ mod tests {
         }
     }
 
+    /// A product whose `x` spans more than one row block of the AVX-512 kernel (whose
+    /// block follows the CPU's L2) and of the AVX2 kernel's 256 KiB.
+    fn past_a_row_block() -> Option<(usize, usize, usize)> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let k = 40;
+            Some((avx512::x_block_bytes().max(256 * 1024) / (4 * k) + 9, 33, k))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+
     /// Every level against the same reference, so the AVX2 and AVX-512 kernels (6×16
     /// and 14×32 tiles) give the same bits.
     #[test]
@@ -184,6 +196,8 @@ mod tests {
         // partial panels and partial pairs.
         for (m, n, k) in
             [(1, 1, 1), (13, 37, 19), (29, 64, 40), (44, 70, 23), (7, 16, 1100), (150, 50, 300), (470, 80, 300)]
+                .into_iter()
+                .chain(past_a_row_block())
         {
             let ldx = k + 3;
             let x = seq(m * ldx, 1);
