@@ -43,6 +43,10 @@ pub enum SafetensorsError {
     Unsupported { path: PathBuf, key: String, tag: String },
     #[error("{}: no tensor `{key}`", path.display())]
     NoTensor { path: PathBuf, key: String },
+    /// A tensor whose bytes no longer have the CRC-32 its writer recorded
+    /// ([`TENSOR_CRC32`]).
+    #[error("{}: tensor `{key}` has CRC-32 {actual}, its writer recorded {recorded}: the file was damaged or changed after it was written", path.display())]
+    Damaged { path: PathBuf, key: String, recorded: String, actual: String },
     /// Tensors that cannot be written (a repeated or reserved name, bytes that do not
     /// match the shape).
     #[error("cannot write safetensors: {0}")]
@@ -331,6 +335,12 @@ impl SafeFile {
             key: name.to_string(),
             tag: e.tag.clone(),
         })?;
+        Ok(HostTensor { dtype, shape: e.shape.clone(), data: self.bytes(name, e)? })
+    }
+
+    /// The bytes of entry `e` (named `name`), whatever its dtype.
+    fn bytes(&self, name: &str, e: &Entry) -> Result<Vec<u8>, SafetensorsError> {
+        let path = &self.path;
         let (a, b) = (self.header.data_start + e.start, self.header.data_start + e.end);
         // The header check guarantees the byte range holds exactly numel elements.
         let data = match &self.source {
@@ -345,13 +355,57 @@ impl SafeFile {
                 data
             }
         };
-        Ok(HostTensor { dtype, shape: e.shape.clone(), data })
+        Ok(data)
+    }
+
+    /// Check every tensor against the CRC-32 its writer recorded ([`TENSOR_CRC32`]),
+    /// reading one tensor at a time: `Ok(false)` where the writer recorded none (a file
+    /// graft did not write with them); an error naming the first tensor whose bytes
+    /// differ, or a record that does not list exactly the file's tensors.
+    pub fn check_crc32(&self) -> Result<bool, SafetensorsError> {
+        let Some(text) = self.header.metadata.get(TENSOR_CRC32) else { return Ok(false) };
+        let bad = |reason: String| not_st(&self.path, None, reason);
+        let recorded: BTreeMap<String, String> = serde_json::from_str(text)
+            .map_err(|_| bad(format!("its metadata `{TENSOR_CRC32}` is not an object of tensor names to CRC-32s")))?;
+        if let Some(k) = recorded.keys().find(|k| !self.header.entries.contains_key(*k)) {
+            return Err(bad(format!("its metadata `{TENSOR_CRC32}` lists `{k}`, which the file does not hold")));
+        }
+        for (name, e) in &self.header.entries {
+            let Some(want) = recorded.get(name) else {
+                return Err(bad(format!("its metadata `{TENSOR_CRC32}` has no CRC-32 for tensor `{name}`")));
+            };
+            let actual = crc32_hex(&self.bytes(name, e)?);
+            if actual != *want {
+                return Err(SafetensorsError::Damaged {
+                    path: self.path.clone(),
+                    key: name.clone(),
+                    recorded: want.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(true)
     }
 
     /// Every tensor, in name order.
     pub fn tensors(&self) -> Result<Vec<(String, HostTensor)>, SafetensorsError> {
         self.header.entries.keys().map(|k| Ok((k.clone(), self.tensor(k)?))).collect()
     }
+}
+
+/// The metadata key under which a writer records each tensor's CRC-32 (a JSON object
+/// of names to 8 hex digits, [`tensor_crc32`]), so that damage to the data after it was
+/// written is found, and named, by [`SafeFile::check_crc32`].
+pub const TENSOR_CRC32: &str = "tensor_crc32";
+
+/// [`TENSOR_CRC32`]'s value for `tensors`.
+pub fn tensor_crc32(tensors: &[(String, HostTensor)]) -> String {
+    let map: BTreeMap<&str, String> = tensors.iter().map(|(n, t)| (n.as_str(), crc32_hex(&t.data))).collect();
+    serde_json::to_string(&map).unwrap_or_default()
+}
+
+fn crc32_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 /// Encode tensors (in the order given) with string metadata. The header is padded
@@ -515,5 +569,33 @@ mod tests {
         let t = HostTensor::from_f32(&[1], &[1.0]).unwrap();
         let twice = [("a".to_string(), t.clone()), ("a".to_string(), t)];
         assert!(encode(twice.iter().map(|(n, t)| (n, t)), &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn recorded_crcs_find_and_name_a_damaged_tensor() {
+        let p = Path::new("ckpt.safetensors");
+        let t = sample();
+        let meta = BTreeMap::from([(TENSOR_CRC32.to_string(), tensor_crc32(&t))]);
+        let good = encode(t.iter().map(|(n, t)| (n, t)), &meta).unwrap();
+        assert!(SafeFile::from_bytes(p, good.clone()).unwrap().check_crc32().unwrap());
+        // One bit of `b` flipped (its 16 bytes come after `a.weight`'s 24).
+        let f = SafeFile::from_bytes(p, good.clone()).unwrap();
+        let at = (f.header.data_start + f.header.entries["b"].start + 3) as usize;
+        let mut bad = good.clone();
+        bad[at] ^= 0x10;
+        let e = SafeFile::from_bytes(p, bad).unwrap().check_crc32().unwrap_err().to_string();
+        assert!(e.starts_with("ckpt.safetensors: tensor `b` has CRC-32 ") && e.contains("damaged or changed"), "{e}");
+        // No record: nothing to check. A record that is not the file's tensors: refused.
+        assert!(!SafeFile::from_bytes(p, bytes()).unwrap().check_crc32().unwrap());
+        let with = |v: &str| {
+            let meta = BTreeMap::from([(TENSOR_CRC32.to_string(), v.to_string())]);
+            let b = encode(t.iter().map(|(n, t)| (n, t)), &meta).unwrap();
+            SafeFile::from_bytes(p, b).unwrap().check_crc32().unwrap_err().to_string()
+        };
+        assert!(with("[1, 2]").contains("not an object of tensor names to CRC-32s"));
+        let short = tensor_crc32(&t[..2]);
+        assert!(with(&short).contains("no CRC-32 for tensor `c`"), "{}", with(&short));
+        let extra = tensor_crc32(&[t.clone(), vec![("d".to_string(), t[0].1.clone())]].concat());
+        assert!(with(&extra).contains("lists `d`, which the file does not hold"));
     }
 }

@@ -4,7 +4,8 @@
 //! a finished run exits 0. And `--resume` trusts nothing it reads: an edited
 //! `state.json`, a bad newer checkpoint beside a good one, a FIFO for `metrics.jsonl`
 //! and a foreign safetensors file as a checkpoint are each refused or set aside with
-//! a message, never trained on, hung on or deleted.
+//! a message, never trained on, hung on or deleted; so is a tensor whose bytes changed
+//! after they were written (each tensor's CRC-32 is recorded), named by file and tensor.
 //!
 //! Crashes and full disks are injected by the durable writer's fault points
 //! (`GRAFT_FAULT_ABORT_AT=N` aborts the process at the N-th durable step, like a
@@ -295,6 +296,31 @@ fn an_edited_state_json_is_refused_naming_the_field() {
     // Nothing was changed by the refusals: the untouched file resumes.
     std::fs::write(&path, &original).unwrap();
     let o = resume_to_3("edited");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_damaged_tensor_is_refused_naming_its_file_and_tensor() {
+    let run = trained("damaged");
+    let ckpt = rundir::latest(&run).unwrap().unwrap();
+    for file in ["optimizer.safetensors", "trainable.safetensors"] {
+        let path = ckpt.join(file);
+        let original = std::fs::read(&path).unwrap();
+        // One bit of the file's last tensor, which the headers do not describe.
+        let f = SafeFile::open(&path).unwrap();
+        let (name, e) = f.header.entries.iter().max_by_key(|(_, e)| e.start).unwrap();
+        let mut bytes = original.clone();
+        bytes[(f.header.data_start + e.start) as usize + 1] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = refused(&resume_to_3("damaged"), &format!("tensor `{name}` has CRC-32"));
+        let shown = path.strip_prefix(dir()).unwrap().display().to_string();
+        assert!(err.contains(&shown) && err.contains("damaged or changed") && err.contains("hint: restore"), "{err}");
+        // Refused, not set aside or trained on: the bytes are as they were left.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(rundir::latest(&run).unwrap().unwrap(), ckpt);
+        std::fs::write(&path, &original).unwrap();
+    }
+    let o = resume_to_3("damaged");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

@@ -5,7 +5,8 @@
 //! RUN_DIR/checkpoint-STEP/
 //!   trainable.safetensors   the trainable tensors under their full graph paths, with
 //!                           metadata: graph fingerprint, spec hash, step, names+shapes,
-//!                           the digest of state.json ([`super::state`])
+//!                           the digest of state.json ([`super::state`]), each
+//!                           tensor's CRC-32 (as in the optimizer's file)
 //!   optimizer.safetensors   AdamW state per parameter: PATH.exp_avg, PATH.exp_avg_sq, PATH.step
 //!   state.json              the resume point: step, epoch, position in the epoch, seed,
 //!                           hyperparameters and schedule
@@ -18,7 +19,9 @@
 //! (see [`super::rundir`] for the layout on disk, the lock and crash recovery); a
 //! checkpoint is still proven before it is used or an older one removed
 //! ([`verify`]): graft's metadata in both tensor files (a foreign file is named as
-//! such), the same step in all three, `state.json` in bounds and matching its digest.
+//! such), the same step in all three, `state.json` in bounds and matching its digest,
+//! every tensor's bytes matching the CRC-32 recorded when it was written (a flipped
+//! bit or an overwritten block is named by file and tensor).
 //!
 //! The graph fingerprint is a hash of the compiled train-mode IR text: it changes with
 //! anything that changes the computation (wiring, configuration, what trains) and not
@@ -78,13 +81,16 @@ pub fn trainable_shapes(plan: &Plan) -> Vec<(String, Vec<i64>)> {
     plan.params().iter().filter(|p| p.trainable).map(|p| (p.path.clone(), p.shape.clone())).collect()
 }
 
-/// Write tensors with metadata, atomically and durably.
+/// Write tensors with metadata and each tensor's CRC-32 (checked by [`verify`]),
+/// atomically and durably.
 pub fn write_with_metadata(
     path: &Path,
     tensors: &[(String, HostTensor)],
     meta: &BTreeMap<String, String>,
 ) -> Result<()> {
-    Ok(safetensors::write(path, tensors, meta)?)
+    let mut meta = meta.clone();
+    meta.insert(safetensors::TENSOR_CRC32.into(), safetensors::tensor_crc32(tensors));
+    Ok(safetensors::write(path, tensors, &meta)?)
 }
 
 /// A safetensors file's `__metadata__` (empty when it has none).
@@ -350,11 +356,12 @@ pub fn graft_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
 /// Check a checkpoint directory (or a run of the older layout) before anything is
 /// trusted or removed on its account: `state.json` parses and is in bounds, both
 /// tensor files are graft's and from the state's step, and the trainable file's
-/// `state_digest` is state.json's (older checkpoints have none). Returns the state
-/// and notes.
+/// `state_digest` is state.json's, and every tensor of both files still has the
+/// CRC-32 recorded when it was written (older checkpoints have neither). Returns the
+/// state and notes.
 pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
     let (state, digest) = State::load(dir)?;
-    let mut notes = Vec::new();
+    let (mut notes, mut unchecked) = (Vec::new(), Vec::new());
     for path in [dir.join(TRAINABLE), dir.join(OPTIMIZER)] {
         let meta = read_metadata(&path)?;
         let step = graft_step(&path, &meta)?;
@@ -378,6 +385,22 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
             )),
             None => {}
         }
+        let checked = SafeFile::open(&path)?.check_crc32().map_err(|e| match e {
+            safetensors::SafetensorsError::Damaged { .. } => anyhow!(
+                "{e}\n  hint: restore the checkpoint's files from a copy, or resume from another checkpoint of the run"
+            ),
+            e => e.into(),
+        })?;
+        if !checked {
+            unchecked.push(path.display().to_string());
+        }
+    }
+    if !unchecked.is_empty() {
+        notes.push(format!(
+            "{} carry no `{}` (written by an older graft): their tensors' bytes are not checked",
+            unchecked.join(" and "),
+            safetensors::TENSOR_CRC32
+        ));
     }
     Ok((state, notes))
 }
