@@ -258,14 +258,39 @@ pub fn is_linked(run: &Path, ckpt: &Path) -> Result<bool> {
     if len(&top).is_none() || len(&top) != len(&own) {
         return Ok(false);
     }
-    let read = |p: &Path| -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        crate::input_file::open_regular(p)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .with_context(|| format!("reading {}", p.display()))?;
-        Ok(bytes)
-    };
-    Ok(read(&top)? == read(&own)?)
+    same_bytes(&top, &own)
+}
+
+/// Whether two files hold the same bytes, compared a MiB at a time (a checkpoint can be
+/// gigabytes; neither is held whole).
+fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
+    let open = |p: &Path| crate::input_file::open_regular(p).with_context(|| format!("reading {}", p.display()));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fill(&mut fa, &mut ba).with_context(|| format!("reading {}", a.display()))?;
+        let nb = fill(&mut fb, &mut bb).with_context(|| format!("reading {}", b.display()))?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// Read until `buf` is full or the file ends; the bytes read.
+fn fill(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Rename checkpoint directory `dir` to `NAME.rejected` (or `NAME.rejected-N`, the
@@ -361,6 +386,27 @@ mod tests {
             }
         }
         run
+    }
+
+    #[test]
+    fn files_compare_equal_only_with_the_same_bytes_across_chunks() {
+        let dir = std::env::temp_dir().join(format!("graft-rundir-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        let big: Vec<u8> = (0..(1usize << 20) * 2 + 77).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&a, &big).unwrap();
+        std::fs::write(&b, &big).unwrap();
+        assert!(same_bytes(&a, &b).unwrap());
+        // The last byte, a byte past the first chunk, one byte more, one byte less.
+        let mut edits: Vec<Vec<u8>> = vec![big.clone(), big.clone(), big.clone(), big[..big.len() - 1].to_vec()];
+        *edits[0].last_mut().unwrap() ^= 1;
+        edits[1][(1 << 20) + 5] ^= 1;
+        edits[2].push(0);
+        for e in &edits {
+            std::fs::write(&b, e).unwrap();
+            assert!(!same_bytes(&a, &b).unwrap() && !same_bytes(&b, &a).unwrap());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
