@@ -10,7 +10,8 @@
 //! overlaps) and fit in the file. A truncated or foreign file is an error naming the
 //! file (and the tensor), never a panic. [`SafeFile`] reads a tensor at a time, so a
 //! large checkpoint is never held in memory twice. Writing goes through
-//! [`crate::durable::write_atomic`].
+//! [`crate::durable::write_atomic`]. [`crc`]: each tensor's CRC-32 recorded in the
+//! metadata and checked against the bytes.
 
 use crate::durable::WriteError;
 use crate::ir::DType;
@@ -20,6 +21,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+mod crc;
+pub use crc::{tensor_crc32, TENSOR_CRC32};
 
 /// Headers above this size are not plausible (the format's own limit is 100 MB).
 const MAX_HEADER: u64 = 100 << 20;
@@ -47,6 +51,9 @@ pub enum SafetensorsError {
     /// ([`TENSOR_CRC32`]).
     #[error("{}: tensor `{key}` has CRC-32 {actual}, its writer recorded {recorded}: the file was damaged or changed after it was written", path.display())]
     Damaged { path: PathBuf, key: String, recorded: String, actual: String },
+    /// A [`TENSOR_CRC32`] record that is not one for the file's tensors.
+    #[error("{}: {reason}: its header was changed after it was written", path.display())]
+    BadRecord { path: PathBuf, reason: String },
     /// Tensors that cannot be written (a repeated or reserved name, bytes that do not
     /// match the shape).
     #[error("cannot write safetensors: {0}")]
@@ -358,54 +365,10 @@ impl SafeFile {
         Ok(data)
     }
 
-    /// Check every tensor against the CRC-32 its writer recorded ([`TENSOR_CRC32`]),
-    /// reading one tensor at a time: `Ok(false)` where the writer recorded none (a file
-    /// graft did not write with them); an error naming the first tensor whose bytes
-    /// differ, or a record that does not list exactly the file's tensors.
-    pub fn check_crc32(&self) -> Result<bool, SafetensorsError> {
-        let Some(text) = self.header.metadata.get(TENSOR_CRC32) else { return Ok(false) };
-        let bad = |reason: String| not_st(&self.path, None, reason);
-        let recorded: BTreeMap<String, String> = serde_json::from_str(text)
-            .map_err(|_| bad(format!("its metadata `{TENSOR_CRC32}` is not an object of tensor names to CRC-32s")))?;
-        if let Some(k) = recorded.keys().find(|k| !self.header.entries.contains_key(*k)) {
-            return Err(bad(format!("its metadata `{TENSOR_CRC32}` lists `{k}`, which the file does not hold")));
-        }
-        for (name, e) in &self.header.entries {
-            let Some(want) = recorded.get(name) else {
-                return Err(bad(format!("its metadata `{TENSOR_CRC32}` has no CRC-32 for tensor `{name}`")));
-            };
-            let actual = crc32_hex(&self.bytes(name, e)?);
-            if actual != *want {
-                return Err(SafetensorsError::Damaged {
-                    path: self.path.clone(),
-                    key: name.clone(),
-                    recorded: want.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(true)
-    }
-
     /// Every tensor, in name order.
     pub fn tensors(&self) -> Result<Vec<(String, HostTensor)>, SafetensorsError> {
         self.header.entries.keys().map(|k| Ok((k.clone(), self.tensor(k)?))).collect()
     }
-}
-
-/// The metadata key under which a writer records each tensor's CRC-32 (a JSON object
-/// of names to 8 hex digits, [`tensor_crc32`]), so that damage to the data after it was
-/// written is found, and named, by [`SafeFile::check_crc32`].
-pub const TENSOR_CRC32: &str = "tensor_crc32";
-
-/// [`TENSOR_CRC32`]'s value for `tensors`.
-pub fn tensor_crc32(tensors: &[(String, HostTensor)]) -> String {
-    let map: BTreeMap<&str, String> = tensors.iter().map(|(n, t)| (n.as_str(), crc32_hex(&t.data))).collect();
-    serde_json::to_string(&map).unwrap_or_default()
-}
-
-fn crc32_hex(bytes: &[u8]) -> String {
-    format!("{:08x}", crc32fast::hash(bytes))
 }
 
 /// Encode tensors (in the order given) with string metadata. The header is padded
@@ -491,7 +454,7 @@ pub fn write(
 mod tests {
     use super::*;
 
-    fn sample() -> Vec<(String, HostTensor)> {
+    pub(super) fn sample() -> Vec<(String, HostTensor)> {
         vec![
             ("a.weight".to_string(), HostTensor::from_f32(&[2, 3], &[1., 2., 3., 4., 5., 6.]).unwrap()),
             ("b".to_string(), HostTensor::from_i64(&[2], &[7, 8]).unwrap()),
@@ -499,7 +462,7 @@ mod tests {
         ]
     }
 
-    fn bytes() -> Vec<u8> {
+    pub(super) fn bytes() -> Vec<u8> {
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         encode(sample().iter().map(|(n, t)| (n, t)), &meta).unwrap()
     }
@@ -569,33 +532,5 @@ mod tests {
         let t = HostTensor::from_f32(&[1], &[1.0]).unwrap();
         let twice = [("a".to_string(), t.clone()), ("a".to_string(), t)];
         assert!(encode(twice.iter().map(|(n, t)| (n, t)), &BTreeMap::new()).is_err());
-    }
-
-    #[test]
-    fn recorded_crcs_find_and_name_a_damaged_tensor() {
-        let p = Path::new("ckpt.safetensors");
-        let t = sample();
-        let meta = BTreeMap::from([(TENSOR_CRC32.to_string(), tensor_crc32(&t))]);
-        let good = encode(t.iter().map(|(n, t)| (n, t)), &meta).unwrap();
-        assert!(SafeFile::from_bytes(p, good.clone()).unwrap().check_crc32().unwrap());
-        // One bit of `b` flipped (its 16 bytes come after `a.weight`'s 24).
-        let f = SafeFile::from_bytes(p, good.clone()).unwrap();
-        let at = (f.header.data_start + f.header.entries["b"].start + 3) as usize;
-        let mut bad = good.clone();
-        bad[at] ^= 0x10;
-        let e = SafeFile::from_bytes(p, bad).unwrap().check_crc32().unwrap_err().to_string();
-        assert!(e.starts_with("ckpt.safetensors: tensor `b` has CRC-32 ") && e.contains("damaged or changed"), "{e}");
-        // No record: nothing to check. A record that is not the file's tensors: refused.
-        assert!(!SafeFile::from_bytes(p, bytes()).unwrap().check_crc32().unwrap());
-        let with = |v: &str| {
-            let meta = BTreeMap::from([(TENSOR_CRC32.to_string(), v.to_string())]);
-            let b = encode(t.iter().map(|(n, t)| (n, t)), &meta).unwrap();
-            SafeFile::from_bytes(p, b).unwrap().check_crc32().unwrap_err().to_string()
-        };
-        assert!(with("[1, 2]").contains("not an object of tensor names to CRC-32s"));
-        let short = tensor_crc32(&t[..2]);
-        assert!(with(&short).contains("no CRC-32 for tensor `c`"), "{}", with(&short));
-        let extra = tensor_crc32(&[t.clone(), vec![("d".to_string(), t[0].1.clone())]].concat());
-        assert!(with(&extra).contains("lists `d`, which the file does not hold"));
     }
 }

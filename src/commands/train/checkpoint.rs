@@ -386,7 +386,7 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
             None => {}
         }
         let checked = SafeFile::open(&path)?.check_crc32().map_err(|e| match e {
-            safetensors::SafetensorsError::Damaged { .. } => anyhow!(
+            safetensors::SafetensorsError::Damaged { .. } | safetensors::SafetensorsError::BadRecord { .. } => anyhow!(
                 "{e}\n  hint: restore the checkpoint's files from a copy, or resume from another checkpoint of the run"
             ),
             e => e.into(),
