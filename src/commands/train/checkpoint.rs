@@ -363,8 +363,9 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
     let (state, digest) = State::load(dir)?;
     let (mut notes, mut unchecked) = (Vec::new(), Vec::new());
     for path in [dir.join(TRAINABLE), dir.join(OPTIMIZER)] {
-        let meta = read_metadata(&path)?;
-        let step = graft_step(&path, &meta)?;
+        let file = SafeFile::open(&path)?;
+        let meta = &file.header.metadata;
+        let step = graft_step(&path, meta)?;
         if step != state.step {
             bail!(
                 "{} is from step {step} but {STATE} from step {}: the checkpoint's files disagree",
@@ -385,7 +386,7 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
             )),
             None => {}
         }
-        let checked = SafeFile::open(&path)?.check_crc32().map_err(|e| match e {
+        let checked = file.check_crc32().map_err(|e| match e {
             safetensors::SafetensorsError::Damaged { .. } | safetensors::SafetensorsError::BadRecord { .. } => anyhow!(
                 "{e}\n  hint: restore the checkpoint's files from a copy, or resume from another checkpoint of the run"
             ),
@@ -397,9 +398,11 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
     }
     if !unchecked.is_empty() {
         notes.push(format!(
-            "{} carry no `{}` (written by an older graft): their tensors' bytes are not checked",
+            "{} {} no `{}` (written by an older graft): {} tensors' bytes are not checked",
             unchecked.join(" and "),
-            safetensors::TENSOR_CRC32
+            if unchecked.len() == 1 { "carries" } else { "carry" },
+            safetensors::TENSOR_CRC32,
+            if unchecked.len() == 1 { "its" } else { "their" }
         ));
     }
     Ok((state, notes))

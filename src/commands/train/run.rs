@@ -28,6 +28,7 @@ use crate::backend::train::{TrainOptions, Trainer, Training};
 use crate::data::Dataset;
 use crate::safetensors::SafeFile;
 use anyhow::{anyhow, bail, Context, Result};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 /// Run `graft train` on LibTorch, shown on the terminal; `None` when the spec has
@@ -160,10 +161,11 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
     let mut lock = None;
     let mut ckpt = None;
     let was_run = rundir::is_run(&out);
+    let proven = Proven::default();
     if main && out.is_dir() {
         let l = rundir::lock(&out)?;
         if was_run {
-            notes.extend(rundir::recover(&out, &l, |d| checkpoint::verify(d).map(|_| ()))?);
+            notes.extend(rundir::recover(&out, &l, |d| proven.good(d))?);
         }
         lock = Some(l);
     }
@@ -180,9 +182,9 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
             let dir = if in_place {
                 rundir::latest(r)?.unwrap_or_else(|| r.to_path_buf())
             } else {
-                resume_point(r, &out, &mut notes)?
+                resume_point(r, &out, &proven, &mut notes)?
             };
-            let (state, checked) = checkpoint::verify(&dir)?;
+            let (state, checked) = proven.verify(&dir)?;
             notes.extend(checked);
             ckpt = Some(dir);
             Some(state)
@@ -197,8 +199,8 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
 /// newest good checkpoint by the rule of recovery ([`rundir::newest_good`]), chosen
 /// where it lies; notes say which step and which newer checkpoints were skipped and
 /// why. With no good checkpoint, the newest (proven next) says what is wrong.
-fn resume_point(run: &Path, out: &Path, notes: &mut Vec<String>) -> Result<PathBuf> {
-    let Some(c) = rundir::newest_good(run, |d| checkpoint::verify(d).map(|_| ()))? else {
+fn resume_point(run: &Path, out: &Path, proven: &Proven, notes: &mut Vec<String>) -> Result<PathBuf> {
+    let Some(c) = rundir::newest_good(run, |d| proven.good(d))? else {
         return Ok(rundir::latest(run)?.unwrap_or_else(|| run.to_path_buf()));
     };
     if c.skipped.is_empty() && c.temporaries == 0 {
@@ -223,6 +225,31 @@ fn resume_point(run: &Path, out: &Path, notes: &mut Vec<String>) -> Result<PathB
         run.display()
     ));
     Ok(c.dir)
+}
+
+/// [`checkpoint::verify`] remembering its last success, so that the checkpoint recovery
+/// or [`rundir::newest_good`] has just proven is not read and checksummed again.
+#[derive(Default)]
+struct Proven(RefCell<Option<(PathBuf, Proof)>>);
+
+/// What [`checkpoint::verify`] returns: the state and notes.
+type Proof = (State, Vec<String>);
+
+impl Proven {
+    /// Prove `dir` (the `good` of recovery and `newest_good`).
+    fn good(&self, dir: &Path) -> Result<()> {
+        let proof = checkpoint::verify(dir)?;
+        *self.0.borrow_mut() = Some((dir.to_path_buf(), proof));
+        Ok(())
+    }
+
+    /// `dir`'s state and notes: the last proof's if it was of `dir`, else proven now.
+    fn verify(&self, dir: &Path) -> Result<Proof> {
+        match self.0.borrow_mut().take() {
+            Some((d, proof)) if d == dir => Ok(proof),
+            _ => checkpoint::verify(dir),
+        }
+    }
 }
 
 /// The flags as given, or the resumed run's (see [`keep`]), checked.
