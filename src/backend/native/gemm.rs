@@ -135,6 +135,20 @@ pub fn part(n: usize, t: usize, threads: usize, align: usize) -> (usize, usize) 
     (lo, hi)
 }
 
+/// Chunk `t` of `chunks` of `0..n` in whole blocks of `align`, the chunks' sizes
+/// falling linearly with `t` (the first `chunks` times the last): the pool hands
+/// chunks out in index order, so a region's last claims are its smallest and the
+/// participants finish within a small chunk of each other instead of half an even
+/// one apart. (Sizes are rounded to whole blocks, so neighbours may differ by one.)
+pub fn falling(n: usize, t: usize, chunks: usize, align: usize) -> (usize, usize) {
+    let blocks = n.div_ceil(align);
+    // Chunk i weighs chunks − i; the first t chunks weigh t·chunks − t(t−1)/2.
+    let before = |t: usize| t * chunks - t * t.saturating_sub(1) / 2;
+    let total = before(chunks);
+    let at = |t: usize| (blocks * before(t) / total * align).min(n);
+    (at(t), at(t + 1))
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -185,6 +199,29 @@ pub(super) mod tests {
             );
         }
         assert_eq!(one, two);
+    }
+
+    #[test]
+    fn falling_chunks_tile_the_range_in_aligned_pieces_that_shrink() {
+        for (n, align) in [(12 * 32, 32), (197, 14), (1576, 14), (1152, 32), (7, 16), (0, 8), (100, 1)] {
+            for chunks in 1..=12 {
+                let parts: Vec<_> = (0..chunks).map(|t| falling(n, t, chunks, align)).collect();
+                assert_eq!(parts[0].0, 0);
+                assert_eq!(parts[chunks - 1].1, n, "{n} in {chunks}: the last chunk ends the range");
+                for w in parts.windows(2) {
+                    assert_eq!(w[0].1, w[1].0, "{n} in {chunks}: contiguous");
+                }
+                for &(lo, hi) in &parts {
+                    assert!(lo <= hi && lo % align == 0, "{n} in {chunks}: {lo}..{hi} on whole blocks");
+                }
+                // Where there are blocks to spare, the last chunk is at most a third of the first.
+                let blocks = n.div_ceil(align);
+                let size = |(lo, hi): (usize, usize)| hi - lo;
+                if chunks >= 4 && blocks >= 4 * chunks {
+                    assert!(3 * size(parts[chunks - 1]) <= size(parts[0]), "{n} in {chunks}: {parts:?}");
+                }
+            }
+        }
     }
 
     #[test]
