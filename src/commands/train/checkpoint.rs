@@ -360,9 +360,24 @@ pub fn graft_step(path: &Path, meta: &BTreeMap<String, String>) -> Result<u64> {
 /// CRC-32 recorded when it was written (older checkpoints have neither). Returns the
 /// state and notes.
 pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
+    prove(dir).map(|p| (p.state, p.notes))
+}
+
+/// A checkpoint [`verify`] has proven, its two tensor files still open: whoever loads
+/// them reads the bytes that were checked, even if a trainer still writing the run
+/// removes the checkpoint meanwhile (an open file outlives its name).
+pub struct Proof {
+    pub state: State,
+    pub notes: Vec<String>,
+    pub trainable: TrainableFile,
+    pub optimizer: SafeFile,
+}
+
+/// [`verify`], keeping the files it proved open.
+pub fn prove(dir: &Path) -> Result<Proof> {
     let (state, digest) = State::load(dir)?;
     let (mut notes, mut unchecked) = (Vec::new(), Vec::new());
-    for path in [dir.join(TRAINABLE), dir.join(OPTIMIZER)] {
+    let mut open = |path: PathBuf| -> Result<SafeFile> {
         let file = SafeFile::open(&path)?;
         let meta = &file.header.metadata;
         let step = graft_step(&path, meta)?;
@@ -395,7 +410,10 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
         if !checked {
             unchecked.push(path.display().to_string());
         }
-    }
+        Ok(file)
+    };
+    let file = open(dir.join(TRAINABLE))?;
+    let optimizer = open(dir.join(OPTIMIZER))?;
     if !unchecked.is_empty() {
         notes.push(format!(
             "{} {} no `{}` (written by an older graft): {} tensors' bytes are not checked",
@@ -405,7 +423,8 @@ pub fn verify(dir: &Path) -> Result<(State, Vec<String>)> {
             if unchecked.len() == 1 { "its" } else { "their" }
         ));
     }
-    Ok((state, notes))
+    let trainable = TrainableFile { path: file.path.clone(), meta: file.header.metadata.clone(), file };
+    Ok(Proof { state, notes, trainable, optimizer })
 }
 
 /// Load RUN_DIR's trainable tensors over `leaves` (a model compiled in train mode whose
@@ -517,5 +536,29 @@ mod tests {
             f.check(&id, &[("a.weight".into(), vec![4]), ("b.bias".into(), vec![2])], false).unwrap_err().to_string();
         assert!(err.contains("a.weight: checkpoint f32[3], spec f32[4]"), "{err}");
         assert!(err.contains("trainable in the spec but not in the checkpoint (1):\n    b.bias: f32[2]"), "{err}");
+    }
+
+    /// `--resume A --out B` reads A while A's trainer may remove the checkpoint it
+    /// chose: what was proven stays readable through the proof's open files.
+    #[test]
+    fn a_proven_checkpoint_stays_readable_after_its_directory_is_removed() {
+        let run = std::env::temp_dir().join(format!("graft-ckpt-prove-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).unwrap();
+        let id = Identity { model: "m".into(), fingerprint: "00".into(), spec_hash: "aa".into(), ir: "ir".into() };
+        let state = super::super::state::tests::state();
+        let w = HostTensor::from_f32(&[2, 3], &[1.0, -2.0, 3.5, 0.25, 8.0, -1.0]).unwrap();
+        let m = HostTensor::from_f32(&[2, 3], &[0.5; 6]).unwrap();
+        write_all(&run, &id, &[("a.weight".into(), w.clone())], &[("a.weight.exp_avg".into(), m.clone())], &state)
+            .unwrap();
+        let dir = super::super::rundir::latest(&run).unwrap().expect("a checkpoint");
+        let proof = prove(&dir).unwrap();
+        assert_eq!(proof.state, state);
+        std::fs::remove_dir_all(&run).unwrap();
+        assert!(!dir.exists() && verify(&dir).is_err(), "the checkpoint is gone by name");
+        assert_eq!(proof.trainable.file.tensor("a.weight").unwrap(), w);
+        assert_eq!(proof.trainable.graft_step().unwrap(), 4);
+        assert_eq!(proof.optimizer.tensor("a.weight.exp_avg").unwrap(), m);
+        assert!(proof.optimizer.check_crc32().unwrap(), "the same bytes as proven");
     }
 }

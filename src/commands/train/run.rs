@@ -10,7 +10,7 @@
 //! Under torchrun only rank 0 touches the run directory.
 
 use super::args::{Hyper, TrainArgs, DEFAULT_CHECKPOINT_EVERY, DEFAULT_LOG_EVERY_CUDA, DEFAULT_WEIGHT_DECAY};
-use super::checkpoint::{self, State, TrainableFile, OPTIMIZER, STATE, TRAINABLE};
+use super::checkpoint::{self, Proof, State, TrainableFile, STATE};
 use super::events::{Observer, TrainEvent};
 use super::messages::{header, Banner};
 use super::metrics::Metrics;
@@ -129,9 +129,17 @@ struct RunDir {
     prev: Option<State>,
     /// The resumed run's directory, when there is a state to resume.
     resume: Option<PathBuf>,
-    /// The checkpoint directory in it that is resumed (proven).
-    ckpt: Option<PathBuf>,
+    /// The checkpoint in it that is resumed, proven, its files held open from the proof
+    /// to the load.
+    ckpt: Option<Held>,
     notes: Vec<String>,
+}
+
+/// A resumed checkpoint's directory and its proven files, still open.
+struct Held {
+    dir: PathBuf,
+    trainable: TrainableFile,
+    optimizer: SafeFile,
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -184,9 +192,9 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
             } else {
                 resume_point(r, &out, &proven, &mut notes)?
             };
-            let (state, checked) = proven.verify(&dir)?;
+            let Proof { state, notes: checked, trainable, optimizer } = proven.verify(&dir)?;
             notes.extend(checked);
-            ckpt = Some(dir);
+            ckpt = Some(Held { dir, trainable, optimizer });
             Some(state)
         }
         None => None,
@@ -198,9 +206,23 @@ fn open_dir(a: &TrainArgs, main: bool) -> Result<RunDir> {
 /// `--resume A --out B`: A is only read, so it is neither locked nor recovered. Its
 /// newest good checkpoint by the rule of recovery ([`rundir::newest_good`]), chosen
 /// where it lies; notes say which step and which newer checkpoints were skipped and
-/// why. With no good checkpoint, the newest (proven next) says what is wrong.
+/// why. With no good checkpoint, the newest (proven next) says what is wrong. A trainer
+/// may still be writing A and removing its older checkpoints: where the listing changed
+/// while a checkpoint was skipped, or none was good, A is read again (at most three
+/// times), and the chosen one's files stay open from its proof to the load.
 fn resume_point(run: &Path, out: &Path, proven: &Proven, notes: &mut Vec<String>) -> Result<PathBuf> {
-    let Some(c) = rundir::newest_good(run, |d| proven.good(d))? else {
+    let mut tries = 0;
+    let choice = loop {
+        let seen = rundir::checkpoints(run)?;
+        let c = rundir::newest_good(run, |d| proven.good(d))?;
+        let doubtful = c.as_ref().is_none_or(|c| !c.skipped.is_empty());
+        if doubtful && tries < 3 && rundir::checkpoints(run)? != seen {
+            tries += 1;
+            continue;
+        }
+        break c;
+    };
+    let Some(c) = choice else {
         return Ok(rundir::latest(run)?.unwrap_or_else(|| run.to_path_buf()));
     };
     if c.skipped.is_empty() && c.temporaries == 0 {
@@ -232,13 +254,10 @@ fn resume_point(run: &Path, out: &Path, proven: &Proven, notes: &mut Vec<String>
 #[derive(Default)]
 struct Proven(RefCell<Option<(PathBuf, Proof)>>);
 
-/// What [`checkpoint::verify`] returns: the state and notes.
-type Proof = (State, Vec<String>);
-
 impl Proven {
     /// Prove `dir` (the `good` of recovery and `newest_good`).
     fn good(&self, dir: &Path) -> Result<()> {
-        let proof = checkpoint::verify(dir)?;
+        let proof = checkpoint::prove(dir)?;
         *self.0.borrow_mut() = Some((dir.to_path_buf(), proof));
         Ok(())
     }
@@ -247,7 +266,7 @@ impl Proven {
     fn verify(&self, dir: &Path) -> Result<Proof> {
         match self.0.borrow_mut().take() {
             Some((d, proof)) if d == dir => Ok(proof),
-            _ => checkpoint::verify(dir),
+            _ => checkpoint::prove(dir),
         }
     }
 }
@@ -424,37 +443,15 @@ fn load_model<S: Training>(
     opts: &TrainOptions,
 ) -> Result<S::Trainer> {
     resume_notes(a, dir, hyper.schedule.total, hyper.schedule.kind);
-    let resumed = match (&dir.ckpt, &dir.prev) {
-        (Some(d), Some(p)) => {
-            let f = TrainableFile::open(d)?;
-            let step = f.graft_step()?;
-            if step != p.step {
-                bail!(
-                    "{}: {} is from step {step} but {STATE} from step {}: the checkpoint's files disagree",
-                    d.display(),
-                    TRAINABLE,
-                    p.step
-                );
-            }
-            Some(f)
-        }
-        _ => None,
-    };
-    let run = resumed.as_ref().map(|f| (f, true));
+    // The files `open_dir` proved (their steps are the state's), read through the
+    // handles it kept open.
+    let held = if dir.prev.is_some() { dir.ckpt.take() } else { None };
+    let run = held.as_ref().map(|h| (&h.trainable, true));
     let (values, load_notes) = spec.materialise(&a.weights, &a.allow_missing, hyper.seed, run)?;
     dir.notes.extend(load_notes);
     let mut trainer = s.prepare(&spec.plan, spec.output, values, opts)?;
-    if let (Some(d), Some(p)) = (&dir.ckpt, &dir.prev) {
-        let path = d.join(OPTIMIZER);
-        let step = checkpoint::graft_step(&path, &checkpoint::read_metadata(&path)?)?;
-        if step != p.step {
-            bail!(
-                "{}: optimizer state from step {step}, {STATE} from step {}: the checkpoint files disagree",
-                d.display(),
-                p.step
-            );
-        }
-        trainer.load_optimizer_state(&SafeFile::open(&path)?)?;
+    if let Some(h) = &held {
+        trainer.load_optimizer_state(&h.optimizer).with_context(|| format!("resuming from {}", h.dir.display()))?;
     }
     Ok(trainer)
 }

@@ -151,11 +151,12 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::schedule::{Schedule, ScheduleKind};
     use super::*;
 
-    fn state() -> State {
+    /// A state in bounds, of step 4 (the checkpoint tests write it too).
+    pub(in crate::commands::train) fn state() -> State {
         let schedule = Schedule { kind: ScheduleKind::Constant, warmup: 0, total: 10 };
         let hyper = Hyper {
             batch: 8,
