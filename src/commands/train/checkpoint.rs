@@ -192,9 +192,12 @@ impl TrainableFile {
         if !path.exists() {
             bail!("{} does not exist", path.display());
         }
-        let file = SafeFile::open(&path)?;
-        let meta = file.header.metadata.clone();
-        Ok(TrainableFile { path, meta, file })
+        Ok(TrainableFile::of(SafeFile::open(&path)?))
+    }
+
+    /// An opened trainable file, its metadata at hand.
+    fn of(file: SafeFile) -> TrainableFile {
+        TrainableFile { path: file.path.clone(), meta: file.header.metadata.clone(), file }
     }
 
     /// Open what `graft eval --run RUN` evaluates, proven and read-only: a run
@@ -412,7 +415,7 @@ pub fn prove(dir: &Path) -> Result<Proof> {
         }
         Ok(file)
     };
-    let file = open(dir.join(TRAINABLE))?;
+    let trainable = TrainableFile::of(open(dir.join(TRAINABLE))?);
     let optimizer = open(dir.join(OPTIMIZER))?;
     if !unchecked.is_empty() {
         notes.push(format!(
@@ -423,7 +426,6 @@ pub fn prove(dir: &Path) -> Result<Proof> {
             if unchecked.len() == 1 { "its" } else { "their" }
         ));
     }
-    let trainable = TrainableFile { path: file.path.clone(), meta: file.header.metadata.clone(), file };
     Ok(Proof { state, notes, trainable, optimizer })
 }
 

@@ -445,7 +445,7 @@ fn load_model<S: Training>(
     resume_notes(a, dir, hyper.schedule.total, hyper.schedule.kind);
     // The files `open_dir` proved (their steps are the state's), read through the
     // handles it kept open.
-    let held = if dir.prev.is_some() { dir.ckpt.take() } else { None };
+    let held = dir.ckpt.take();
     let run = held.as_ref().map(|h| (&h.trainable, true));
     let (values, load_notes) = spec.materialise(&a.weights, &a.allow_missing, hyper.seed, run)?;
     dir.notes.extend(load_notes);

@@ -266,31 +266,22 @@ pub fn is_linked(run: &Path, ckpt: &Path) -> Result<bool> {
 fn same_bytes(a: &Path, b: &Path) -> Result<bool> {
     let open = |p: &Path| crate::input_file::open_regular(p).with_context(|| format!("reading {}", p.display()));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let (mut ba, mut bb) = (Vec::with_capacity(1 << 20), Vec::with_capacity(1 << 20));
+    // The next MiB of a file (less at its end).
+    let next = |f: &mut File, buf: &mut Vec<u8>, p: &Path| {
+        buf.clear();
+        f.take(1 << 20).read_to_end(buf).with_context(|| format!("reading {}", p.display()))
+    };
     loop {
-        let na = fill(&mut fa, &mut ba).with_context(|| format!("reading {}", a.display()))?;
-        let nb = fill(&mut fb, &mut bb).with_context(|| format!("reading {}", b.display()))?;
-        if na != nb || ba[..na] != bb[..nb] {
+        next(&mut fa, &mut ba, a)?;
+        next(&mut fb, &mut bb, b)?;
+        if ba != bb {
             return Ok(false);
         }
-        if na == 0 {
+        if ba.is_empty() {
             return Ok(true);
         }
     }
-}
-
-/// Read until `buf` is full or the file ends; the bytes read.
-fn fill(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Rename checkpoint directory `dir` to `NAME.rejected` (or `NAME.rejected-N`, the
