@@ -37,6 +37,12 @@
 #      (benches/specs/vit_small_linears.graft), native, batch 1 and 8, 1 and 2 threads,
 #      each as a share of the FMA peak (graft bench's matrix-work count over threads ×
 #      one core's measured peak), alternated twice
+#  11. part 1 paired forward by forward: native and LibTorch (`graft bench --paced`, each
+#      in its own resident process) and ONNX Runtime take turns one forward at a time,
+#      which goes first rotating by round; before each forward the driver waits, busily,
+#      until no thread of any runtime runs (pools spin after their last region; at least
+#      2 ms) (benches/python/paced.py); ROUNDS1 (60) rounds at batch 1, a quarter as
+#      many at batch 8; medians, and the median of the per-round ratios with quartiles
 # Usage: bash scripts/bench_native.sh [ITERS]   (prints markdown; check /proc/loadavg first)
 #        SECTIONS="1 7" bash scripts/bench_native.sh   runs only those sections (default: all)
 #        PASSES=8 SECTIONS=1 bash scripts/bench_native.sh   part 1 alternates its processes 8 times
@@ -74,7 +80,7 @@ PY
 }
 
 # ViT-S weights (timm's layout; random values) and its ONNX export, for ONNX Runtime.
-if want 1 || want 6; then
+if want 1 || want 6 || want 11; then
 .graft-env/python - "$tmp/vit_small.safetensors" <<'PY'
 import sys, timm, torch
 from safetensors.torch import save_file
@@ -413,4 +419,27 @@ for t in (1, 2):
             rate = macs / (ms / 1e3)
             print(f"| {name} | {b} | {t} | {ms:.2f} | {rate / 1e9:.1f} | {100 * rate / (peak * t):.0f}% |")
 PY
+fi
+if want 11; then
+rounds1="${ROUNDS1:-60}"
+echo
+echo "ViT-S/16 224², forward by forward: native, LibTorch and ONNX Runtime take turns one forward at a time"
+echo "(each resident in its own process; which goes first rotates by round; each forward starts once no"
+echo "thread of any runtime runs); medians over the rounds, and the median of the per-round ratios [quartiles]:"
+echo "| batch | threads | rounds | native ms | LibTorch ms | ONNX Runtime ms | native / ONNX Runtime | native / LibTorch |"
+echo "|---|---|---|---|---|---|---|---|"
+for t in 1 2; do
+  for b in 1 8; do
+    r=$rounds1; [ "$b" = 8 ] && r=$(((rounds1 + 3) / 4))
+    .graft-env/python benches/python/paced.py "$tmp/graft_vits.onnx" --graft "$g" --graft-torch "$g" \
+      --spec specs/vit_small.graft --threads "$t" --batch "$b" --rounds "$r" --json "$tmp/paced_${t}_$b.json" >/dev/null
+    .graft-env/python - "$tmp/paced_${t}_$b.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    ms, q, l = r["ms"], r["native/ort"], r["native/torch"]
+    print(f"| {r['batch']} | {r['threads']} | {r['rounds']} | {ms['native']:.2f} | {ms['torch']:.2f} | {ms['ort']:.2f} "
+          f"| {q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}] | {l[1]:.3f} [{l[0]:.3f}–{l[2]:.3f}] |")
+PY
+  done
+done
 fi

@@ -232,6 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("  hint: run `bash scripts/setup.sh`, then `cargo build --release --features torch`; the native build runs check, compile, run, fuse and bench");
             Ok(ExitCode::from(1))
         }
+        Cmd::Bench(a) if a.paced => graft::commands::bench_paced::run(&a).map(|()| ExitCode::SUCCESS),
         Cmd::Bench(a) => graft::commands::bench::run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Export { cmd: ExportCmd::Peft(a) } => graft::commands::export::peft(&a),
         Cmd::Export { cmd: ExportCmd::Pytorch(a) } => graft::commands::export::pytorch(&a),

@@ -477,3 +477,46 @@ fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
     assert!(text.contains(&gmac) && text.contains("% of the FMA peak of 1 core"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `graft bench --paced` runs one forward per batch size read from stdin and prints its
+/// milliseconds after `ready` (a driver interleaves these with another runtime's); a
+/// line that is not one of the prepared sizes ends it with exit 1 and names the line.
+#[test]
+fn bench_paced_answers_one_forward_per_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let paced = |stdin: &str, specs: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_graft"))
+            .args(["bench"])
+            .args(specs)
+            .args(["--paced", "--backend", "native", "--batch", "1,3", "--warmup", "1", "--threads", "1"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run graft");
+        // A process that fails before reading closes its end of the pipe.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().unwrap()
+    };
+    let o = paced("1\n3\n 1 \n", &["specs/demo/video_plain.graft"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "ready");
+    for l in &lines[1..] {
+        let ms: f64 = l.parse().unwrap_or_else(|_| panic!("milliseconds, got `{l}`"));
+        assert!(ms > 0.0 && ms.is_finite(), "{l}");
+    }
+    let o = paced("1\n2\n1\n", &["specs/demo/video_plain.graft"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("stdin line 2: expected one of the batch sizes 1, 3; got `2`"), "{err}");
+    assert!(err.contains("hint:") && !err.contains("panicked"), "{err}");
+    let o = paced("", &["specs/demo/video_plain.graft", "specs/demo/cm3t_multimodal.graft"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--paced times one spec; got 2"), "{}", stderr(&o));
+}

@@ -18,14 +18,16 @@
 //! backends see the same machine state.
 //!
 //! `graft bench --train SPEC... [--lr X] [--no-memory]` measures training steps
-//! instead ([`super::bench_train`]); specs compile in train mode.
+//! instead ([`super::bench_train`]); specs compile in train mode. `graft bench --paced`
+//! runs single forwards on request from stdin (`bench_paced`, which `main` calls).
 
 use super::{backend, bindings, options, BackendArg, DeviceArg, DtypeArg, EngineArgs, ModeArg};
 use crate::api::compile_file_with;
-use crate::backend::{inputs, Plan};
+use crate::backend::{inputs, Executable, Plan};
+use crate::ir::DType;
 use crate::params::init::random_values;
 use crate::params::{materialise, Declared, Leaves};
-use crate::pipeline::{CompileOptions, Mode};
+use crate::pipeline::{CompileOptions, Compiled, Mode};
 use crate::report::{param_report, thousands};
 use anyhow::{anyhow, Result};
 use serde::Serialize;
@@ -83,6 +85,11 @@ pub struct BenchArgs {
     /// Glob of weight keys that may be missing from (or extra in) a file (repeatable).
     #[arg(long = "allow-missing", value_name = "PATTERN")]
     pub allow_missing: Vec<String>,
+    /// Run one forward per batch size read from stdin and print its milliseconds
+    /// (after `ready`), for a driver that interleaves single forwards with another
+    /// runtime's (one spec, one backend; benches/python/paced.py).
+    #[arg(long, conflicts_with_all = ["train", "json"])]
+    pub paced: bool,
     /// Internal: measure one spec's memory in this process and print it as JSON.
     #[arg(long, hide = true)]
     pub memory_probe: bool,
@@ -155,6 +162,43 @@ fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// One prepared executable per backend of `--backend`: its name, its float type and
+/// the executable.
+pub(super) type Prepared = Vec<(&'static str, DType, Box<dyn Executable>)>;
+
+/// Prepare `c` (spec `index` of the command line) on every backend of `--backend`, with
+/// the spec's `--weights` (else random values); also how many parameter elements came
+/// from files.
+pub(super) fn executables(
+    spec: &Path,
+    index: usize,
+    a: &BenchArgs,
+    c: &Compiled,
+    plan: &Plan,
+) -> Result<(Prepared, u64)> {
+    let weights = weights_for(a, index)?;
+    let mut weights_params = 0;
+    let mut exes: Prepared = Vec::new();
+    for &kind in &a.backend {
+        let backend = backend(kind, &a.engine)?;
+        let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
+        let values = if weights.is_empty() {
+            plan.params().iter().map(|p| random_values(p, 0)).collect()
+        } else {
+            let b = bindings(spec, c, &weights)?;
+            let declared = Declared::from_sites(&c.sites);
+            let leaves = Leaves::load(plan.params().iter(), &b, &declared, &a.allow_missing, 0)?;
+            for note in &leaves.notes {
+                eprintln!("note: {note}");
+            }
+            weights_params = plan.params().iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
+            materialise(plan.params(), &leaves)?
+        };
+        exes.push((backend.name(), opts.float, backend.prepare(plan, values, &opts)?));
+    }
+    Ok((exes, weights_params))
+}
+
 fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> {
     let mode = a.mode.into();
     let mut compiles = Vec::new();
@@ -170,25 +214,7 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
     let c = compiled.expect("compiled ten times");
     let plan = Plan::new(&c.graph);
     let weights = weights_for(a, index)?;
-    let mut weights_params = 0;
-    let mut exes = Vec::new();
-    for &kind in &a.backend {
-        let backend = backend(kind, &a.engine)?;
-        let opts = options(backend.as_ref(), a.device, DtypeArg::F32, a.cuda_graph)?;
-        let values = if weights.is_empty() {
-            plan.params().iter().map(|p| random_values(p, 0)).collect()
-        } else {
-            let b = bindings(spec, &c, &weights)?;
-            let declared = Declared::from_sites(&c.sites);
-            let leaves = Leaves::load(plan.params().iter(), &b, &declared, &a.allow_missing, 0)?;
-            for note in &leaves.notes {
-                eprintln!("note: {note}");
-            }
-            weights_params = plan.params().iter().filter(|p| b.source(p).is_some()).map(|p| p.numel()).sum();
-            materialise(plan.params(), &leaves)?
-        };
-        exes.push((backend.name(), opts.float, backend.prepare(&plan, values, &opts)?));
-    }
+    let (mut exes, weights_params) = executables(spec, index, a, &c, &plan)?;
     let mut forward_ms = vec![Vec::new(); exes.len()];
     let mut details = vec![Vec::new(); exes.len()];
     for &b in &a.batch {

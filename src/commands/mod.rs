@@ -14,6 +14,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bench;
+pub mod bench_paced;
 pub mod bench_train;
 pub mod choices;
 pub mod data;
