@@ -11,8 +11,11 @@ after its last region and would share the cores with the next runtime's forward)
 fraction of a second of each other; the summary gives, per batch size, each runtime's
 median and the median of the per-round ratios with their interquartile range.
 
-  paced.py MODEL.onnx --graft GRAFT SPEC [--graft-torch GRAFT_TORCH] --threads 1 \
-      --batch 1,8 --rounds 60 [--gap-ms 2] [--json OUT]
+  paced.py MODEL.onnx --graft GRAFT --spec SPEC [--graft-torch GRAFT_TORCH] \
+      [--graft-other GRAFT_B] --threads 1 --batch 1,8 --rounds 60 [--gap-ms 2] [--json OUT]
+
+`--graft-other` adds a second native build (another version of a kernel, say) as the
+runtime `other`, paired with `native` forward by forward (the ratio `other/native`).
 """
 
 import argparse
@@ -129,6 +132,7 @@ def main():
     ap.add_argument("onnx")
     ap.add_argument("--graft", required=True)
     ap.add_argument("--graft-torch")
+    ap.add_argument("--graft-other")
     ap.add_argument("--spec", required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", default="1,8")
@@ -140,6 +144,8 @@ def main():
     runtimes = {"native": Paced(a.graft, a.spec, "native", a.threads, batches)}
     if a.graft_torch:
         runtimes["torch"] = Paced(a.graft_torch, a.spec, "torch", a.threads, batches)
+    if a.graft_other:
+        runtimes["other"] = Paced(a.graft_other, a.spec, "native", a.threads, batches)
     runtimes["ort"] = Ort(a.onnx, a.threads, batches)
     names = list(runtimes)
     pids = [os.getpid()] + [rt.p.pid for rt in runtimes.values() if isinstance(rt, Paced)]
@@ -166,6 +172,8 @@ def main():
                 row[f"{n}/ort"] = quartiles([x / y for x, y in zip(t[n], t["ort"])])
         if "torch" in t:
             row["native/torch"] = quartiles([x / y for x, y in zip(t["native"], t["torch"])])
+        if "other" in t:
+            row["other/native"] = quartiles([x / y for x, y in zip(t["other"], t["native"])])
         rows.append(row)
     if a.json:
         with open(a.json, "w") as f:
