@@ -29,8 +29,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let c = compile_file(spec, a.mode.into()).map_err(|f| anyhow!("{}", crate::api::render_failure(&f, false)))?;
     let plan = Plan::new(&c.graph);
     let (mut exes, _) = executables(spec, 0, a, &c, &plan)?;
-    let (_, float, exe) = exes.pop().context("one backend prepared")?;
-    let mut exe = exe;
+    let (_, float, mut exe) = exes.pop().context("one backend prepared")?;
     let mut bound = Vec::new();
     for &b in &a.batch {
         let values = inputs::bind(&plan, inputs::random(&plan, b, 0)?, float)?.values;
