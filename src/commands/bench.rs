@@ -145,7 +145,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// `--weights N:BINDING=FILE` → the `BINDING=FILE` arguments of spec `index` (0-based).
-fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
+pub(super) fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for w in &a.weights {
         let (n, rest) = w
@@ -166,17 +166,16 @@ fn weights_for(a: &BenchArgs, index: usize) -> Result<Vec<String>> {
 /// the executable.
 pub(super) type Prepared = Vec<(&'static str, DType, Box<dyn Executable>)>;
 
-/// Prepare `c` (spec `index` of the command line) on every backend of `--backend`, with
-/// the spec's `--weights` (else random values); also how many parameter elements came
-/// from files.
+/// Prepare `c` on every backend of `--backend`, with `weights` (its spec's `--weights`,
+/// [`weights_for`]; none: random values); also how many parameter elements came from
+/// files.
 pub(super) fn executables(
     spec: &Path,
-    index: usize,
+    weights: &[String],
     a: &BenchArgs,
     c: &Compiled,
     plan: &Plan,
 ) -> Result<(Prepared, u64)> {
-    let weights = weights_for(a, index)?;
     let mut weights_params = 0;
     let mut exes: Prepared = Vec::new();
     for &kind in &a.backend {
@@ -185,7 +184,7 @@ pub(super) fn executables(
         let values = if weights.is_empty() {
             plan.params().iter().map(|p| random_values(p, 0)).collect()
         } else {
-            let b = bindings(spec, c, &weights)?;
+            let b = bindings(spec, c, weights)?;
             let declared = Declared::from_sites(&c.sites);
             let leaves = Leaves::load(plan.params().iter(), &b, &declared, &a.allow_missing, 0)?;
             for note in &leaves.notes {
@@ -214,7 +213,7 @@ fn measure(spec: &Path, index: usize, a: &BenchArgs) -> Result<Vec<SpecTiming>> 
     let c = compiled.expect("compiled ten times");
     let plan = Plan::new(&c.graph);
     let weights = weights_for(a, index)?;
-    let (mut exes, weights_params) = executables(spec, index, a, &c, &plan)?;
+    let (mut exes, weights_params) = executables(spec, &weights, a, &c, &plan)?;
     let mut forward_ms = vec![Vec::new(); exes.len()];
     let mut details = vec![Vec::new(); exes.len()];
     for &b in &a.batch {

@@ -12,7 +12,7 @@
 //! ends the process (exit 0); a line that is not one of the batch sizes is an error
 //! (exit 1) naming the line.
 
-use super::bench::{executables, BenchArgs};
+use super::bench::{executables, weights_for, BenchArgs};
 use crate::api::compile_file;
 use crate::backend::{inputs, Plan};
 use anyhow::{anyhow, bail, Context, Result};
@@ -28,7 +28,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let c = compile_file(spec, a.mode.into()).map_err(|f| anyhow!("{}", crate::api::render_failure(&f, false)))?;
     let plan = Plan::new(&c.graph);
-    let (mut exes, _) = executables(spec, 0, a, &c, &plan)?;
+    let (mut exes, _) = executables(spec, &weights_for(a, 0)?, a, &c, &plan)?;
     let (_, float, mut exe) = exes.pop().context("one backend prepared")?;
     let mut bound = Vec::new();
     for &b in &a.batch {
