@@ -18,6 +18,9 @@ use std::arch::x86_64::*;
 /// Rows per tile.
 pub const MR: usize = 14;
 
+/// Full tiles that share the prefetch of the next panel pair, each one line of eight.
+const SPREAD: usize = 8;
+
 /// Bytes of `x` per row block: half of a core's L2 as CPUID gives it, so a block stays
 /// there while the weight's panel pairs stream past it (512 KiB where the CPU does not
 /// say; CPUs with AVX-512 have 1–2 MiB). On a 2-core Sapphire Rapids (2 MiB) 1 MiB
@@ -43,16 +46,20 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
             let b = w.panel(c / PANEL);
             // The next pair, or this one again at the end of the range.
             let next = if c + 2 * PANEL < c1 { w.panel(c / PANEL + 2) } else { b };
+            // With at least SPREAD full tiles in the block, full tile `i` prefetches
+            // every SPREAD-th line of the next pair from line `i % SPREAD` on.
+            let spread = full_tiles(r1 - r0) >= SPREAD;
             let mut r = r0;
             while r < r1 {
                 // A tile of fewer than 4 rows has too few accumulators to cover the FMA
                 // latency: 15–17 rows go as two tiles of 7–9 (ViT's 197 tokens: 13 × 14 + 8 + 7).
                 let left = r1 - r;
                 let rows = if left > MR && left <= MR + 3 { left / 2 } else { left.min(MR) };
+                let lane = spread.then_some(((r - r0) / MR) % SPREAD);
                 if cols > PANEL {
-                    tiles::<2>(t, (b, next), r, rows, c, cols);
+                    tiles::<2>(t, (b, next), r, rows, c, cols, lane);
                 } else {
-                    tiles::<1>(t, (b, next), r, rows, c, cols);
+                    tiles::<1>(t, (b, next), r, rows, c, cols, lane);
                 }
                 r += rows;
             }
@@ -61,28 +68,47 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
     }
 }
 
-/// One tile of `rows` (1..=[`MR`]) rows and `NV` registers per row.
+/// Full tiles of a row block of `rows` rows (the last 15–17 rows go as two smaller tiles).
+fn full_tiles(rows: usize) -> usize {
+    let t = rows / MR;
+    if rows % MR <= 3 && t > 0 {
+        t - 1
+    } else {
+        t
+    }
+}
+
+/// One tile of `rows` (1..=[`MR`]) rows and `NV` registers per row; `lane`: see [`tile`].
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn tiles<const NV: usize>(t: &Tiles, b: (*const f32, *const f32), r: usize, rows: usize, c: usize, cols: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<const NV: usize>(
+    t: &Tiles,
+    b: (*const f32, *const f32),
+    r: usize,
+    rows: usize,
+    c: usize,
+    cols: usize,
+    lane: Option<usize>,
+) {
     match rows {
-        1 => tile::<1, NV>(t, b, r, c, cols),
-        2 => tile::<2, NV>(t, b, r, c, cols),
-        3 => tile::<3, NV>(t, b, r, c, cols),
-        4 => tile::<4, NV>(t, b, r, c, cols),
-        5 => tile::<5, NV>(t, b, r, c, cols),
-        6 => tile::<6, NV>(t, b, r, c, cols),
-        7 => tile::<7, NV>(t, b, r, c, cols),
-        8 => tile::<8, NV>(t, b, r, c, cols),
-        9 => tile::<9, NV>(t, b, r, c, cols),
-        10 => tile::<10, NV>(t, b, r, c, cols),
-        11 => tile::<11, NV>(t, b, r, c, cols),
-        12 => tile::<12, NV>(t, b, r, c, cols),
-        13 => tile::<13, NV>(t, b, r, c, cols),
+        1 => tile::<1, NV>(t, b, r, c, cols, lane),
+        2 => tile::<2, NV>(t, b, r, c, cols, lane),
+        3 => tile::<3, NV>(t, b, r, c, cols, lane),
+        4 => tile::<4, NV>(t, b, r, c, cols, lane),
+        5 => tile::<5, NV>(t, b, r, c, cols, lane),
+        6 => tile::<6, NV>(t, b, r, c, cols, lane),
+        7 => tile::<7, NV>(t, b, r, c, cols, lane),
+        8 => tile::<8, NV>(t, b, r, c, cols, lane),
+        9 => tile::<9, NV>(t, b, r, c, cols, lane),
+        10 => tile::<10, NV>(t, b, r, c, cols, lane),
+        11 => tile::<11, NV>(t, b, r, c, cols, lane),
+        12 => tile::<12, NV>(t, b, r, c, cols, lane),
+        13 => tile::<13, NV>(t, b, r, c, cols, lane),
         _ => {
             const { assert!(MR == 14) };
             assert_eq!(rows, MR, "a tile has at most MR rows");
-            tile::<MR, NV>(t, b, r, c, cols)
+            tile::<MR, NV>(t, b, r, c, cols, lane)
         }
     }
 }
@@ -107,6 +133,7 @@ unsafe fn tile<const R: usize, const NV: usize>(
     r: usize,
     c: usize,
     cols: usize,
+    lane: Option<usize>,
 ) {
     let k = t.k;
     let mask: [__mmask16; NV] = std::array::from_fn(|v| lanes(cols.saturating_sub(v * PANEL)));
@@ -122,7 +149,15 @@ unsafe fn tile<const R: usize, const NV: usize>(
     if R == MR && NV == 2 {
         // SAFETY: R == 14 and NV == 2, so the cast is to the same type.
         let acc = &mut *(acc.as_mut_ptr() as *mut [[__m512; 2]; MR]);
-        full_tile_loop(acc, a[0], t.ldx, b, next, k);
+        match lane {
+            Some(j) => {
+                // Line `j` of each group of SPREAD: panel A's lines j, j + 8, … (j < 4
+                // covers A's lines 4i + j), panel B's for j ≥ 4.
+                let pf = next.wrapping_add((j % 4) * PANEL + (j / 4) * PANEL * k);
+                full_tile_loop::<true>(acc, a[0], t.ldx, b, pf, k)
+            }
+            None => full_tile_loop::<false>(acc, a[0], t.ldx, b, next, k),
+        }
     } else {
         let panels: [*const f32; NV] = std::array::from_fn(|v| b.add(v * PANEL * k));
         // A hint only: an address past the weight (a range's last panel) is never read.
@@ -152,15 +187,30 @@ unsafe fn tile<const R: usize, const NV: usize>(
     }
 }
 
-/// One step of [`full_tile_loop`]: reduction index `p + $d4 / 4` (`$d4` and `$d64` the
-/// byte offsets of that index in a row of `x` and in a panel).
-macro_rules! step {
-    ($d4:literal, $d64:literal) => {
+/// The two panels' 16 floats at reduction index `p + $d64 / 64` of [`full_tile_loop`].
+macro_rules! loads {
+    ($d64:literal) => {
         concat!(
             concat!("vmovaps zmm28, zmmword ptr [{bp} + ", $d64, "]\n"),
             concat!("vmovaps zmm29, zmmword ptr [{bp} + {koff} + ", $d64, "]\n"),
+        )
+    };
+}
+
+/// Prefetch into L2 the lines of both panels of the next pair at that index.
+macro_rules! prefetch_pair {
+    ($d64:literal) => {
+        concat!(
             concat!("prefetcht1 byte ptr [{pf} + ", $d64, "]\n"),
             concat!("prefetcht1 byte ptr [{pf} + {koff} + ", $d64, "]\n"),
+        )
+    };
+}
+
+/// The fourteen rows' broadcasts at reduction index `p + $d4 / 4` and their 28 FMAs.
+macro_rules! fmas {
+    ($d4:literal) => {
+        concat!(
             concat!("vbroadcastss zmm30, dword ptr [{a0} + ", $d4, "]\n"),
             "vfmadd231ps zmm0, zmm28, zmm30\n",
             "vfmadd231ps zmm1, zmm29, zmm30\n",
@@ -207,94 +257,120 @@ macro_rules! step {
     };
 }
 
+/// One step of [`full_tile_loop`]: reduction index `p + $d4 / 4` (`$d4` and `$d64` the
+/// byte offsets of that index in a row of `x` and in a panel), prefetching the next
+/// pair's two lines at that index when `$pf` is `pf`.
+macro_rules! step {
+    ($d4:literal, $d64:literal, pf) => {
+        concat!(loads!($d64), prefetch_pair!($d64), fmas!($d4))
+    };
+    ($d4:literal, $d64:literal) => {
+        concat!(loads!($d64), fmas!($d4))
+    };
+}
+
 /// The reduction loop of a full tile (14 rows × two panels) in assembly, the sums of
 /// [`tile`]'s loop in the same order. Rows of `x` are addressed from three bases with
 /// the row stride and three times it as scaled indices, so a step spends no instruction
 /// on addresses; four steps per iteration, their offsets as displacements. (Compiled
 /// from the intrinsics, the fourteen row addresses took an `add` each per step, which
 /// compete with the FMAs for their ports; unrolled, LLVM hoisted the broadcasts and
-/// spilled.)
+/// spilled.) Without `SPREAD_PF` each step prefetches the next pair's two lines at its
+/// index from `pf` (the whole pair per tile); with it each iteration prefetches one
+/// line at `pf`, one of every eight ([`SPREAD`] tiles cover the pair, see [`run512`]).
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn full_tile_loop(
+unsafe fn full_tile_loop<const SPREAD_PF: bool>(
     acc: &mut [[__m512; 2]; MR],
     x: *const f32,
     ldx: usize,
     b: *const f32,
-    next: *const f32,
+    pf: *const f32,
     k: usize,
 ) {
     let l = ldx * 4;
-    std::arch::asm!(
-        "test {n4}, {n4}",
-        "jz 3f",
-        "2:",
-        step!("0", "0"),
-        step!("4", "64"),
-        step!("8", "128"),
-        step!("12", "192"),
-        "add {a0}, 16",
-        "add {a5}, 16",
-        "add {a10}, 16",
-        "add {bp}, 256",
-        "add {pf}, 256",
-        "dec {n4}",
-        "jnz 2b",
-        "3:",
-        "test {n1}, {n1}",
-        "jz 5f",
-        "4:",
-        step!("0", "0"),
-        "add {a0}, 4",
-        "add {a5}, 4",
-        "add {a10}, 4",
-        "add {bp}, 64",
-        "add {pf}, 64",
-        "dec {n1}",
-        "jnz 4b",
-        "5:",
-        a0 = inout(reg) x => _,
-        a5 = inout(reg) x.add(5 * ldx) => _,
-        a10 = inout(reg) x.add(10 * ldx) => _,
-        l = in(reg) l,
-        l3 = in(reg) 3 * l,
-        bp = inout(reg) b => _,
-        pf = inout(reg) next => _,
-        koff = in(reg) k * PANEL * 4,
-        n4 = inout(reg) k / 4 => _,
-        n1 = inout(reg) k % 4 => _,
-        inout("zmm0") acc[0][0],
-        inout("zmm1") acc[0][1],
-        inout("zmm2") acc[1][0],
-        inout("zmm3") acc[1][1],
-        inout("zmm4") acc[2][0],
-        inout("zmm5") acc[2][1],
-        inout("zmm6") acc[3][0],
-        inout("zmm7") acc[3][1],
-        inout("zmm8") acc[4][0],
-        inout("zmm9") acc[4][1],
-        inout("zmm10") acc[5][0],
-        inout("zmm11") acc[5][1],
-        inout("zmm12") acc[6][0],
-        inout("zmm13") acc[6][1],
-        inout("zmm14") acc[7][0],
-        inout("zmm15") acc[7][1],
-        inout("zmm16") acc[8][0],
-        inout("zmm17") acc[8][1],
-        inout("zmm18") acc[9][0],
-        inout("zmm19") acc[9][1],
-        inout("zmm20") acc[10][0],
-        inout("zmm21") acc[10][1],
-        inout("zmm22") acc[11][0],
-        inout("zmm23") acc[11][1],
-        inout("zmm24") acc[12][0],
-        inout("zmm25") acc[12][1],
-        inout("zmm26") acc[13][0],
-        inout("zmm27") acc[13][1],
-        out("zmm28") _,
-        out("zmm29") _,
-        out("zmm30") _,
-        out("zmm31") _,
-        options(nostack, readonly),
-    );
+    macro_rules! run {
+        ([$($four:expr),*], [$($one:expr),*]) => {
+            std::arch::asm!(
+                "test {n4}, {n4}",
+                "jz 3f",
+                "2:",
+                $($four,)*
+                "add {a0}, 16",
+                "add {a5}, 16",
+                "add {a10}, 16",
+                "add {bp}, 256",
+                "add {pf}, 256",
+                "dec {n4}",
+                "jnz 2b",
+                "3:",
+                "test {n1}, {n1}",
+                "jz 5f",
+                "4:",
+                $($one,)*
+                "add {a0}, 4",
+                "add {a5}, 4",
+                "add {a10}, 4",
+                "add {bp}, 64",
+                "add {pf}, 64",
+                "dec {n1}",
+                "jnz 4b",
+                "5:",
+                a0 = inout(reg) x => _,
+                a5 = inout(reg) x.add(5 * ldx) => _,
+                a10 = inout(reg) x.add(10 * ldx) => _,
+                l = in(reg) l,
+                l3 = in(reg) 3 * l,
+                bp = inout(reg) b => _,
+                pf = inout(reg) pf => _,
+                koff = in(reg) k * PANEL * 4,
+                n4 = inout(reg) k / 4 => _,
+                n1 = inout(reg) k % 4 => _,
+                inout("zmm0") acc[0][0],
+                inout("zmm1") acc[0][1],
+                inout("zmm2") acc[1][0],
+                inout("zmm3") acc[1][1],
+                inout("zmm4") acc[2][0],
+                inout("zmm5") acc[2][1],
+                inout("zmm6") acc[3][0],
+                inout("zmm7") acc[3][1],
+                inout("zmm8") acc[4][0],
+                inout("zmm9") acc[4][1],
+                inout("zmm10") acc[5][0],
+                inout("zmm11") acc[5][1],
+                inout("zmm12") acc[6][0],
+                inout("zmm13") acc[6][1],
+                inout("zmm14") acc[7][0],
+                inout("zmm15") acc[7][1],
+                inout("zmm16") acc[8][0],
+                inout("zmm17") acc[8][1],
+                inout("zmm18") acc[9][0],
+                inout("zmm19") acc[9][1],
+                inout("zmm20") acc[10][0],
+                inout("zmm21") acc[10][1],
+                inout("zmm22") acc[11][0],
+                inout("zmm23") acc[11][1],
+                inout("zmm24") acc[12][0],
+                inout("zmm25") acc[12][1],
+                inout("zmm26") acc[13][0],
+                inout("zmm27") acc[13][1],
+                out("zmm28") _,
+                out("zmm29") _,
+                out("zmm30") _,
+                out("zmm31") _,
+                options(nostack, readonly),
+            )
+        };
+    }
+    if SPREAD_PF {
+        run!(
+            [step!("0", "0"), step!("4", "64"), step!("8", "128"), step!("12", "192"), "prefetcht1 byte ptr [{pf}]"],
+            [step!("0", "0")]
+        );
+    } else {
+        run!(
+            [step!("0", "0", pf), step!("4", "64", pf), step!("8", "128", pf), step!("12", "192", pf)],
+            [step!("0", "0", pf)]
+        );
+    }
 }
