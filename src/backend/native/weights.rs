@@ -4,11 +4,12 @@
 //! A parameter read only as a packed weight is held packed only. Packing happens the
 //! first time a program uses the weight, and each plain copy is released as soon as
 //! its packed form exists, so at most one weight is held twice at any time (the peak
-//! memory is about one copy of the parameters). A host tensor is dropped as soon as
-//! it is widened.
+//! memory is about one copy of the parameters). The weights packed for one program
+//! share one mapping ([`SlabBuilder`]: huge pages where the system gives them). A host
+//! tensor is dropped as soon as it is widened.
 
 use super::math::SimdLevel;
-use super::packed::{self, Packed};
+use super::packed::{self, Packed, SlabBuilder};
 use super::program::{OutVal, Program, Res, Step, Store, View};
 use crate::backend::BackendError;
 use crate::ir::DType;
@@ -93,12 +94,23 @@ impl Weights {
         for p in plainly {
             self.read_plainly(p)?;
         }
-        for (p, s) in shape.into_iter().enumerate() {
-            let Some((n, k)) = s.filter(|_| self.packed[p].is_none()) else { continue };
-            self.packed[p] = Some(Packed::new(&self.params[p], n, k)?);
+        let todo: Vec<(usize, (usize, usize))> = shape
+            .into_iter()
+            .enumerate()
+            .filter_map(|(p, s)| s.filter(|_| self.packed[p].is_none()).map(|s| (p, s)))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let mut slab = SlabBuilder::new(&todo.iter().map(|&(_, s)| s).collect::<Vec<_>>())?;
+        for (i, &(p, _)) in todo.iter().enumerate() {
+            slab.fill(i, &self.params[p]);
             if !self.plain[p] {
                 self.params[p] = Vec::new();
             }
+        }
+        for ((p, _), pk) in todo.into_iter().zip(slab.finish()) {
+            self.packed[p] = Some(pk);
         }
         Ok(())
     }

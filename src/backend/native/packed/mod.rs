@@ -119,9 +119,11 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod gelu512;
 mod panels;
+mod slab;
 
 use panels::Tiles;
 pub use panels::{Packed, MR, PANEL};
+pub use slab::SlabBuilder;
 
 #[cfg(test)]
 mod tests {

@@ -4,17 +4,38 @@
 
 use crate::backend::alloc::reserve;
 use crate::backend::BackendError;
+use memmap2::MmapMut;
+use std::sync::Arc;
 
 /// Output columns per panel.
 pub const PANEL: usize = 16;
 
-/// A `[n, k]` weight in column panels (see the module doc of [`super`]).
+/// A `[n, k]` weight in column panels (see the module doc of [`super`]), in a mapping
+/// shared with the other weights packed with it ([`super::slab`]).
 pub struct Packed {
     pub n: usize,
     pub k: usize,
-    data: Vec<f32>,
-    /// Index of the first panel's first element (64-byte aligned).
+    map: Arc<MmapMut>,
+    /// Index of the first panel's first element in the mapping's floats (64-byte aligned).
     start: usize,
+}
+
+/// Floats of an `[n, k]` weight's panels: whole panels, so consecutive weights stay
+/// 64-byte aligned.
+pub(super) fn packed_len(n: usize, k: usize) -> usize {
+    n.div_ceil(PANEL) * PANEL * k
+}
+
+/// The panels of the row-major `[n, k]` weight `w` into `dst` (zeroed, [`packed_len`]
+/// floats): the padding columns of the last panel stay zero.
+pub(super) fn write_panels(dst: &mut [f32], w: &[f32], n: usize, k: usize) {
+    assert!(w.len() >= n * k && dst.len() >= packed_len(n, k), "pack: weight or room too short");
+    for (j, row) in w[..n * k].chunks_exact(k.max(1)).enumerate().take(n) {
+        let base = (j / PANEL) * PANEL * k + j % PANEL;
+        for (p, &v) in row.iter().enumerate() {
+            dst[base + p * PANEL] = v;
+        }
+    }
 }
 
 impl Packed {
@@ -23,42 +44,38 @@ impl Packed {
         self.n == n && self.k == k
     }
 
-    /// Pack the row-major `[n, k]` weight `w` (an error past the memory limit).
-    pub fn new(w: &[f32], n: usize, k: usize) -> Result<Packed, BackendError> {
-        assert!(w.len() >= n * k, "pack: weight too short");
-        let len = n.div_ceil(PANEL) * PANEL * k + PANEL;
-        let mut data = Vec::new();
-        reserve(&mut data, len, "a packed weight")?;
-        data.resize(len, 0f32);
-        let start = data.as_ptr().align_offset(64).min(PANEL);
-        for (j, row) in w[..n * k].chunks_exact(k.max(1)).enumerate().take(n) {
-            let base = start + (j / PANEL) * PANEL * k + j % PANEL;
-            for (p, &v) in row.iter().enumerate() {
-                data[base + p * PANEL] = v;
-            }
-        }
-        Ok(Packed { n, k, data, start })
+    /// The `[n, k]` weight whose panels start at float `start` of `map` (64-byte aligned).
+    pub(super) fn in_map(n: usize, k: usize, map: Arc<MmapMut>, start: usize) -> Packed {
+        Packed { n, k, map, start }
+    }
+
+    fn floats(&self) -> &[f32] {
+        // SAFETY: every bit pattern is an f32; the mapping is page-aligned.
+        let (head, mid, _) = unsafe { self.map.align_to::<f32>() };
+        assert!(head.is_empty(), "the mapping is aligned");
+        mid
     }
 
     /// The row-major `[n, k]` weight back (exactly the packed values).
     pub fn unpack(&self) -> Result<Vec<f32>, BackendError> {
         let (n, k) = (self.n, self.k);
+        let data = &self.floats()[self.start..];
         let mut w = Vec::new();
         reserve(&mut w, n * k, "an unpacked weight")?;
         w.extend((0..n * k).map(|i| {
             let (j, p) = (i / k.max(1), i % k.max(1));
-            self.data[self.start + (j / PANEL) * PANEL * k + p * PANEL + j % PANEL]
+            data[(j / PANEL) * PANEL * k + p * PANEL + j % PANEL]
         }));
         Ok(w)
     }
 
-    /// Bytes held.
+    /// Bytes of its panels.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        packed_len(self.n, self.k) * 4
     }
 
     pub(super) fn panel(&self, j: usize) -> *const f32 {
-        self.data[self.start + j * PANEL * self.k..].as_ptr()
+        self.floats()[self.start + j * PANEL * self.k..].as_ptr()
     }
 }
 
