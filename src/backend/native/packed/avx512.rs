@@ -44,8 +44,19 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
         while c < c1 {
             let cols = (c1 - c).min(2 * PANEL);
             let b = w.panel(c / PANEL);
-            // The next pair, or this one again at the end of the range.
-            let next = if c + 2 * PANEL < c1 { w.panel(c / PANEL + 2) } else { b };
+            // The pair this call reads next: the next one of the range, at its end the
+            // range's first for the next row block; after the last row block the pair
+            // past the range, which another chunk of the same product (of a region split
+            // by columns) reads next, or this one again at the weight's end.
+            let next = if c + 2 * PANEL < c1 {
+                w.panel(c / PANEL + 2)
+            } else if r1 < m {
+                w.panel(c0 / PANEL)
+            } else if c + 2 * PANEL < w.n {
+                w.panel(c / PANEL + 2)
+            } else {
+                b
+            };
             // With at least SPREAD full tiles in the block, full tile `i` prefetches
             // every SPREAD-th line of the next pair from line `i % SPREAD` on.
             let spread = full_tiles(r1 - r0) >= SPREAD;
