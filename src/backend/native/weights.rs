@@ -11,6 +11,7 @@
 use super::math::SimdLevel;
 use super::packed::{self, Packed, SlabBuilder};
 use super::program::{OutVal, Program, Res, Step, Store, View};
+use crate::backend::alloc::release;
 use crate::backend::BackendError;
 use crate::ir::DType;
 use crate::tensor::HostTensor;
@@ -106,7 +107,7 @@ impl Weights {
         for (i, &(p, _)) in todo.iter().enumerate() {
             slab.fill(i, &self.params[p]);
             if !self.plain[p] {
-                self.params[p] = Vec::new();
+                release(std::mem::take(&mut self.params[p]));
             }
         }
         for ((p, _), pk) in todo.into_iter().zip(slab.finish()) {
