@@ -96,26 +96,20 @@ unsafe fn tiles<const NV: usize>(
     cols: usize,
     lane: Option<usize>,
 ) {
-    match rows {
-        1 => tile::<1, NV>(t, b, r, c, cols, lane),
-        2 => tile::<2, NV>(t, b, r, c, cols, lane),
-        3 => tile::<3, NV>(t, b, r, c, cols, lane),
-        4 => tile::<4, NV>(t, b, r, c, cols, lane),
-        5 => tile::<5, NV>(t, b, r, c, cols, lane),
-        6 => tile::<6, NV>(t, b, r, c, cols, lane),
-        7 => tile::<7, NV>(t, b, r, c, cols, lane),
-        8 => tile::<8, NV>(t, b, r, c, cols, lane),
-        9 => tile::<9, NV>(t, b, r, c, cols, lane),
-        10 => tile::<10, NV>(t, b, r, c, cols, lane),
-        11 => tile::<11, NV>(t, b, r, c, cols, lane),
-        12 => tile::<12, NV>(t, b, r, c, cols, lane),
-        13 => tile::<13, NV>(t, b, r, c, cols, lane),
-        _ => {
-            const { assert!(MR == 14) };
-            assert_eq!(rows, MR, "a tile has at most MR rows");
-            tile::<MR, NV>(t, b, r, c, cols, lane)
-        }
+    // One monomorphised tile per height, so each keeps its accumulators in registers.
+    macro_rules! by_height {
+        ($($h:literal)*) => {
+            match rows {
+                $($h => tile::<$h, NV>(t, b, r, c, cols, lane),)*
+                _ => {
+                    const { assert!(MR == 14) };
+                    assert_eq!(rows, MR, "a tile has at most MR rows");
+                    tile::<MR, NV>(t, b, r, c, cols, lane)
+                }
+            }
+        };
     }
+    by_height!(1 2 3 4 5 6 7 8 9 10 11 12 13)
 }
 
 /// The lanes of a register that hold the first `cols` columns.
