@@ -48,9 +48,7 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usiz
             // range's first for the next row block; after the last row block the pair
             // past the range, which another chunk of the same product (of a region split
             // by columns) reads next, or this one again at the weight's end.
-            let next = if c + 2 * PANEL < c1 {
-                w.panel(c / PANEL + 2)
-            } else if r1 < m {
+            let next = if r1 < m && c + 2 * PANEL >= c1 {
                 w.panel(c0 / PANEL)
             } else if c + 2 * PANEL < w.n {
                 w.panel(c / PANEL + 2)
