@@ -226,36 +226,63 @@ fn sigmoid_one<const FMA: bool>(x: f32) -> f32 {
     1.0 / (1.0 + exp_one::<FMA>(-x))
 }
 
-/// Softmax of one row in place: max, `e^{x−max}`, sum, scale. The row must have a
-/// finite maximum (masking is the caller's business). Each pass is its own loop so
-/// that it vectorises (the exponential is a straight-line map; the max and the sum
-/// keep sixteen lanes, since float adds are not reassociated).
+/// Softmax of one row in place: max, `e^{x−max}` with the sum taken as it is stored,
+/// scale. The row must have a finite maximum (masking is the caller's business). The
+/// max and the sum keep 64 lanes (four AVX-512 registers, eight AVX2 ones; float adds
+/// are not reassociated, so the lanes are spelt out), then 16 for what is left of the
+/// row, then one: with only 16 each pass was a chain of dependent adds or maxes, four
+/// cycles a register, and the softmax over VideoMAE's 1568-wide score rows ran at
+/// about a cycle per element.
 #[inline(always)]
 fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
-    const L: usize = 16;
     let larger = |a: f32, b: f32| if b > a { b } else { a };
-    let mut lanes = [f32::NEG_INFINITY; L];
-    let mut chunks = x.chunks_exact(L);
+    let mut wide = [f32::NEG_INFINITY; 64];
+    let mut chunks = x.chunks_exact(64);
     for c in &mut chunks {
+        for (m, &v) in wide.iter_mut().zip(c) {
+            *m = larger(*m, v);
+        }
+    }
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for part in wide.chunks_exact(16) {
+        for (m, &v) in lanes.iter_mut().zip(part) {
+            *m = larger(*m, v);
+        }
+    }
+    let mut rest = chunks.remainder().chunks_exact(16);
+    for c in &mut rest {
         for (m, &v) in lanes.iter_mut().zip(c) {
             *m = larger(*m, v);
         }
     }
-    let max = chunks
-        .remainder()
-        .iter()
-        .fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v)), |m, &v| larger(m, v));
-    for v in x.iter_mut() {
-        *v = exp_one::<FMA>(*v - max);
-    }
-    let mut acc = [0.0f32; L];
-    let mut chunks = x.chunks_exact(L);
+    let max =
+        rest.remainder().iter().fold(lanes.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v)), |m, &v| larger(m, v));
+    let mut wide = [0.0f32; 64];
+    let mut chunks = x.chunks_exact_mut(64);
     for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
+        for (a, v) in wide.iter_mut().zip(c) {
+            *v = exp_one::<FMA>(*v - max);
+            *a += *v;
+        }
+    }
+    let mut lanes = [0.0f32; 16];
+    for part in wide.chunks_exact(16) {
+        for (a, &v) in lanes.iter_mut().zip(part) {
             *a += v;
         }
     }
-    let sum = chunks.remainder().iter().fold(acc.iter().sum::<f32>(), |s, &v| s + v);
+    let mut rest = chunks.into_remainder().chunks_exact_mut(16);
+    for c in &mut rest {
+        for (a, v) in lanes.iter_mut().zip(c) {
+            *v = exp_one::<FMA>(*v - max);
+            *a += *v;
+        }
+    }
+    let mut sum = lanes.iter().sum::<f32>();
+    for v in rest.into_remainder() {
+        *v = exp_one::<FMA>(*v - max);
+        sum += *v;
+    }
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
@@ -333,8 +360,27 @@ kernels! {
     /// `x ← 1/(1 + e^{-x})` elementwise.
     sigmoid_inplace / sigmoid_inplace_at =
         |x, FMA| for v in x.iter_mut() { *v = sigmoid_one::<FMA>(*v) };
-    /// Softmax of one row in place (`e^{x−max} / Σ`); the row needs a finite maximum.
-    softmax_row / softmax_row_at = |x, FMA| softmax_row_generic::<FMA>(x);
+    /// [`softmax_row`] as the compiler vectorises it (the AVX-512 level runs the kernel
+    /// written out in [`super::softmax512`]).
+    #[allow(dead_code)]
+    softmax_row_lanes / softmax_row_lanes_at = |x, FMA| softmax_row_generic::<FMA>(x);
+}
+
+/// Softmax of one row in place (`e^{x−max} / Σ`); the row needs a finite maximum.
+pub fn softmax_row(x: &mut [f32]) {
+    softmax_row_at(level(), x)
+}
+
+/// [`softmax_row`] at a given level (which must be available): at AVX-512 the kernel
+/// written out in [`super::softmax512`], elsewhere the vectorised loops.
+pub fn softmax_row_at(level: SimdLevel, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 {
+        assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+        // SAFETY: `available()` checked AVX-512F just above.
+        return unsafe { super::softmax512::softmax_row(x) };
+    }
+    softmax_row_lanes_at(level, x)
 }
 
 #[cfg(test)]

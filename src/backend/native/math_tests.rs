@@ -188,6 +188,42 @@ fn softmax_row_matches_f64_and_sums_to_one() {
     }
 }
 
+/// Every length's split into 64-, 16- and 1-wide parts: within 3e-7 of the f64
+/// softmax (relative, plus what `x − max` rounds); masked keys (the most negative f32)
+/// weigh exactly 0, a row of them only averages, values far below the maximum give
+/// their tiny weights or, under the least normal f32, possibly 0.
+#[test]
+fn softmax_rows_of_every_length_with_masked_keys() {
+    for level in SimdLevel::all_available() {
+        for n in (1..=200).chain([1568, 1571]) {
+            let base: Vec<f32> = samples(-30.0, 30.0, n).into_iter().take(n).collect();
+            let masked: Vec<f32> =
+                base.iter().enumerate().map(|(i, &v)| if i % 5 == 2 { f32::MIN } else { v }).collect();
+            let far: Vec<f32> = base.iter().enumerate().map(|(i, &v)| if i % 7 == 0 { v - 95.0 } else { v }).collect();
+            for row in [base, masked, far, vec![f32::MIN; n]] {
+                let mut y = row.clone();
+                softmax_row_at(level, &mut y);
+                let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+                let e: Vec<f64> = row
+                    .iter()
+                    .map(|&v| if v == f32::MIN && max > f32::MIN as f64 { 0.0 } else { (v as f64 - max).exp() })
+                    .collect();
+                let sum: f64 = e.iter().sum();
+                for ((&x, &y), &e) in row.iter().zip(&y).zip(&e) {
+                    let r = e / sum;
+                    if x == f32::MIN && max > f32::MIN as f64 {
+                        assert_eq!(y, 0.0, "{level:?} n={n}: a masked key weighs exactly 0");
+                        continue;
+                    }
+                    let d = x as f64 - max;
+                    let tol = r * (3e-7 + d.abs() * f32::EPSILON as f64 / 2.0) + f32::MIN_POSITIVE as f64;
+                    assert!((y as f64 - r).abs() <= tol, "{level:?} n={n}: {y} vs {r}");
+                }
+            }
+        }
+    }
+}
+
 /// Vector bodies and scalar tails compute the same formula, so a value's result never
 /// depends on where it sits in a slice — the property that makes row splits exact.
 #[test]
