@@ -25,7 +25,7 @@
 #   7. under a competing load: the demo model and ViT-S/16 at batch 1, 2 threads, each
 #      backend in its own process, alone and with two busy processes on the machine's
 #      cores, alternated
-#   8. the attention crossover: native plain vs blocked attention (--attention) on
+#   8. the attention kernels: native plain, blocked and packed attention (--attention) on
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
 #   9. the larger models at batch 1, 1 thread: VideoMAE-B (16×224², 1568 tokens) and
@@ -327,11 +327,11 @@ fi
 
 if want 8; then
 echo
-echo "Attention, plain vs blocked (native, batch 1, 1 thread; processes alternated twice, medians; in brackets the runs):"
-echo "| model | tokens | plain ms | blocked ms | blocked / plain |"
-echo "|---|---|---|---|---|"
+echo "Attention kernels (native, batch 1, 1 thread; processes alternated twice, medians; in brackets the runs):"
+echo "| model | tokens | plain ms | blocked ms | packed ms | blocked / plain | packed / plain |"
+echo "|---|---|---|---|---|---|---|"
 for rep in 1 2; do
-  for a in plain blocked; do
+  for a in plain blocked packed; do
     "$g" bench specs/vit_small.graft --backend native --attention "$a" --batch 1 --threads 1 --iters "$iters" --warmup 1 \
       --json >"$tmp/att_vits_${a}_$rep.json"
     for m in ast_base videomae_base; do
@@ -345,11 +345,12 @@ import json, sys, statistics, pathlib
 d = pathlib.Path(sys.argv[1])
 for m, tokens in (("vits", 197), ("ast_base", 1214), ("videomae_base", 1568)):
     v = {a: [json.load(open(d / f"att_{m}_{a}_{r}.json"))["specs"][0]["forward_ms"][0][1] for r in (1, 2)]
-         for a in ("plain", "blocked")}
-    p, b = statistics.median(v["plain"]), statistics.median(v["blocked"])
+         for a in ("plain", "blocked", "packed")}
+    p, b, k = (statistics.median(v[a]) for a in ("plain", "blocked", "packed"))
     rng = lambda ts: "[" + ", ".join(f"{t:.1f}" for t in ts) + "]"
     name = json.load(open(d / f"att_{m}_plain_1.json"))["specs"][0]["model"]
-    print(f"| {name} | {tokens} | {p:.1f} {rng(v['plain'])} | {b:.1f} {rng(v['blocked'])} | {b / p:.3f} |")
+    print(f"| {name} | {tokens} | {p:.1f} {rng(v['plain'])} | {b:.1f} {rng(v['blocked'])} | "
+          f"{k:.1f} {rng(v['packed'])} | {b / p:.3f} | {k / p:.3f} |")
 PY
 fi
 if want 9; then

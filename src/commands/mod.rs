@@ -97,9 +97,11 @@ pub struct EngineArgs {
     /// lacks is refused).
     #[arg(long, value_enum)]
     pub simd: Option<SimdArg>,
-    /// The native backend's attention kernel: `auto` (blocked from 4096 keys), or
-    /// always `plain` (the whole score matrix per head) or `blocked` (online softmax
-    /// over key blocks: little scratch memory, slower below that length).
+    /// The native backend's attention kernel: `auto` (`packed` where the CPU has AVX2
+    /// and FMA; otherwise `plain`, `blocked` from 4096 keys), or always `plain` (the
+    /// whole score matrix per head), `blocked` (online softmax over key blocks: little
+    /// scratch memory) or `packed` (keys and values packed per head, score blocks kept
+    /// in L2, on the packed linear kernel; `blocked` without AVX2 and FMA).
     #[arg(long, value_enum, default_value = "auto")]
     pub attention: AttentionArg,
 }
@@ -110,6 +112,7 @@ pub enum AttentionArg {
     Auto,
     Plain,
     Blocked,
+    Packed,
 }
 
 /// The native backend as `e` configures it.
@@ -130,6 +133,7 @@ pub fn native(e: &EngineArgs) -> crate::backend::native::Native {
         AttentionArg::Auto => AttentionPath::Auto,
         AttentionArg::Plain => AttentionPath::Plain,
         AttentionArg::Blocked => AttentionPath::Blocked,
+        AttentionArg::Packed => AttentionPath::Packed,
     };
     Native { threads: threads.max(1), elementwise, simd, attention }
 }

@@ -5,37 +5,66 @@
 //! averages the values instead of producing NaN), a softmax per row, one GEMM for the
 //! weighted values. The `[Tq, Tk]` score matrix of a head is per-thread scratch.
 //!
-//! The blocked path never forms the whole score matrix: per block of [`BQ`] queries it
-//! walks the keys [`BK`] at a time with an online softmax (the running row maximum and
-//! sum, the partial output rescaled when the maximum grows), so its scratch is a few
-//! hundred KiB where the plain path's is `Tq × Tk` per thread (VideoMAE's 1568 tokens:
-//! 9.8 MB). Same masking semantics; the sums differ from the plain path's by rounding
-//! only. Measured on a 2-core AMD EPYC (16 MiB L3, `bench_native.sh` part 8) it is no
-//! faster than the plain path at 197, 1214 and 1568 tokens (0.98–1.08× of its time:
-//! its blocks re-pack the keys and values per query block), so
-//! [`AttentionPath::Auto`] takes it only where memory decides: from [`BLOCKED_FROM`]
-//! keys, where one head's score matrix passes 64 MiB.
+//! The packed path ([`head_packed`]) runs both products on the packed linear kernel
+//! ([`super::packed`]): the head's keys (the scale folded in) and values are packed
+//! into panels once, then per block of [`query_rows`] queries the scores, a softmax per
+//! row while the block is in L2, and the block's output rows. The plain path's score
+//! matrix outgrows L2 for long sequences (VideoMAE's 1568 tokens: 9.8 MB a head), so
+//! it is written and read twice more from L3, and its general GEMM packs both operands
+//! on every call. Measured in one process on a 2-core Sapphire Rapids, twelve heads,
+//! fastest of eleven rounds alternated, it took 0.93, 0.88 and 0.91 of the plain path's
+//! time at 197, 1214 and 1568 tokens, so [`AttentionPath::Auto`] takes it wherever the
+//! packed kernel runs (AVX2 with FMA, AVX-512). Its scratch grows with the keys, not
+//! their square.
+//!
+//! The blocked path never forms the whole score matrix either: per block of [`BQ`]
+//! queries it walks the keys [`BK`] at a time with an online softmax (the running row
+//! maximum and sum, the partial output rescaled when the maximum grows), so its scratch
+//! is a few hundred KiB. Measured on a 2-core AMD EPYC (16 MiB L3, `bench_native.sh`
+//! part 8) it was no faster than the plain path at 197, 1214 and 1568 tokens (0.98–1.08×
+//! of its time: its blocks re-pack the keys and values per query block), so `Auto`
+//! takes it only without the packed kernel and where memory decides: from
+//! [`BLOCKED_FROM`] keys, where one head's score matrix passes 64 MiB. All paths mask
+//! alike; their sums differ by rounding only.
 
 use super::gemm::{gemm, gemm_raw, Operand};
-use super::math;
+use super::isa::l2_bytes;
+use super::math::{self, SimdLevel};
+use super::packed::{self, pack_columns, pack_rows, packed_len, Panels, PANEL};
+use super::program::{AttentionKernel, Epilogue};
 
 /// Which attention kernel the native backend runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AttentionPath {
-    /// Blocked from [`BLOCKED_FROM`] keys, plain below.
+    /// Packed where the CPU has the packed kernel; otherwise blocked from
+    /// [`BLOCKED_FROM`] keys, plain below.
     #[default]
     Auto,
     Plain,
     Blocked,
+    Packed,
 }
 
 impl AttentionPath {
-    /// Whether attention over `tk` keys runs blocked.
-    pub fn blocked(self, tk: usize) -> bool {
+    /// The kernel for attention over `tk` keys at `level`; where the packed linear
+    /// kernel is missing, `Packed` comes to the blocked kernel (the same bounded scratch).
+    pub fn kernel(self, tk: usize, level: SimdLevel) -> AttentionKernel {
+        let packs = packed::available(level);
         match self {
-            AttentionPath::Auto => tk >= BLOCKED_FROM,
-            AttentionPath::Plain => false,
-            AttentionPath::Blocked => true,
+            AttentionPath::Auto if packs => AttentionKernel::Packed,
+            AttentionPath::Auto if tk >= BLOCKED_FROM => AttentionKernel::Blocked,
+            AttentionPath::Auto | AttentionPath::Plain => AttentionKernel::Plain,
+            AttentionPath::Packed if packs => AttentionKernel::Packed,
+            AttentionPath::Blocked | AttentionPath::Packed => AttentionKernel::Blocked,
+        }
+    }
+
+    /// Per-thread scratch (f32 elements) of `kernel` for one head.
+    pub fn scratch(kernel: AttentionKernel, tq: usize, tk: usize, dh: usize, dvh: usize) -> usize {
+        match kernel {
+            AttentionKernel::Plain => tq * tk,
+            AttentionKernel::Blocked => blocked_scratch(dvh),
+            AttentionKernel::Packed => packed_scratch(tk, dh, dvh),
         }
     }
 }
@@ -50,6 +79,23 @@ pub const BK: usize = 256;
 /// Per-thread scratch (f32 elements) of the blocked path for `dvh` value columns.
 pub fn blocked_scratch(dvh: usize) -> usize {
     BQ * BK + BQ * dvh + 2 * BQ
+}
+
+/// Rows of a score block of the packed kernel over `tk` keys: a quarter of a core's L2
+/// (128 KiB where the CPU does not say), whole multiples of both packed kernels' tile
+/// heights (14 and 6), at least one such multiple.
+pub fn query_rows(tk: usize) -> usize {
+    const STEP: usize = 42;
+    let bytes = l2_bytes().unwrap_or(512 * 1024) / 4;
+    (bytes / (4 * tk.next_multiple_of(PANEL)) / STEP).clamp(1, 12) * STEP
+}
+
+/// Per-thread scratch (f32 elements) of the packed kernel: a head's keys and values as
+/// panels, the mask as a bias row, one score block ([`query_rows`]); each part whole
+/// panels' lines, so every part stays 64-byte aligned.
+pub fn packed_scratch(tk: usize, dh: usize, dvh: usize) -> usize {
+    let lds = tk.next_multiple_of(PANEL);
+    packed_len(tk, dh) + packed_len(dvh, tk) + lds + query_rows(tk) * lds
 }
 
 /// One head's operands: slices starting at the head's first element, row strides.
@@ -164,14 +210,83 @@ pub unsafe fn head_blocked(
     }
 }
 
+/// [`head`] on the packed linear kernel at `level` (one [`packed::available`]): the
+/// head's keys (times `scale`) and values packed into panels once, then per block of
+/// [`query_rows`] queries the scores by the kernel (the mask as its bias: 0 or the most
+/// negative f32), a softmax per row while the block is in L2, and the block's output
+/// rows by the kernel again. The plain path writes the whole `[tq, tk]` score matrix
+/// and reads it twice more (VideoMAE's 1568 tokens: 9.8 MB a head, past L2), and its
+/// general GEMM packs both operands per call. `scratch` holds
+/// [`packed_scratch`]`(tk, dh, dvh)` elements.
+///
+/// # Safety
+/// As [`head`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn head_packed(
+    h: &Head,
+    level: SimdLevel,
+    (tq, tk, dh, dvh): (usize, usize, usize, usize),
+    scale: f32,
+    scratch: &mut [f32],
+    out: *mut f32,
+    out_len: usize,
+    ldo: usize,
+) {
+    if tq == 0 || dvh == 0 {
+        return;
+    }
+    assert!((tq - 1) * ldo + dvh <= out_len, "attention: output window too short");
+    let lds = tk.next_multiple_of(PANEL);
+    let (kp, rest) = scratch.split_at_mut(packed_len(tk, dh));
+    let (vp, rest) = rest.split_at_mut(packed_len(dvh, tk));
+    let (bias, s) = rest.split_at_mut(lds);
+    pack_rows(kp, h.k, h.ldk, tk, dh, scale);
+    pack_columns(vp, h.v, h.ldv, tk, dvh);
+    let bias = h.keep.map(|keep| {
+        for (j, b) in bias[..tk].iter_mut().enumerate() {
+            *b = if keep(j) { 0.0 } else { f32::MIN };
+        }
+        &bias[..tk]
+    });
+    let (keys, values) = (Panels::new(kp, tk, dh), Panels::new(vp, dvh, tk));
+    let bq = query_rows(tk);
+    for q0 in (0..tq).step_by(bq) {
+        let rows = bq.min(tq - q0);
+        let sb = &mut s[..rows * lds];
+        let dst = (sb.as_mut_ptr(), sb.len(), lds);
+        packed::linear(level, rows, &h.q[q0 * h.ldq..], h.ldq, keys, (0, tk), bias, dst, Epilogue::None);
+        for row in sb.chunks_exact_mut(lds) {
+            math::softmax_row(&mut row[..tk]);
+        }
+        // SAFETY: rows q0.. of the window, which is this call's alone.
+        let o = (out.add(q0 * ldo), out_len - q0 * ldo, ldo);
+        packed::linear(level, rows, sb, lds, values, (0, dvh), None, o, Epilogue::None);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// f64 reference of one head with an additive mask.
     fn naive(q: &[f32], k: &[f32], v: &[f32], tq: usize, tk: usize, d: usize, keep: &[bool]) -> Vec<f64> {
+        naive_qkv(q, k, v, tq, tk, d, d, keep)
+    }
+
+    /// [`naive`] with `dh` query/key and `dvh` value columns.
+    #[allow(clippy::too_many_arguments)]
+    fn naive_qkv(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        tq: usize,
+        tk: usize,
+        d: usize,
+        dv: usize,
+        keep: &[bool],
+    ) -> Vec<f64> {
         let scale = 1.0 / (d as f64).sqrt();
-        let mut out = vec![0f64; tq * d];
+        let mut out = vec![0f64; tq * dv];
         for i in 0..tq {
             let s: Vec<f64> = (0..tk)
                 .map(|j| {
@@ -182,8 +297,8 @@ mod tests {
             let m = s.iter().cloned().fold(f64::MIN, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
             let z: f64 = e.iter().sum();
-            for c in 0..d {
-                out[i * d + c] = (0..tk).map(|j| e[j] / z * v[j * d + c] as f64).sum();
+            for c in 0..dv {
+                out[i * dv + c] = (0..tk).map(|j| e[j] / z * v[j * dv + c] as f64).sum();
             }
         }
         out
@@ -212,6 +327,62 @@ mod tests {
             let want = naive(&q, &k, &v, tq, tk, d, &keep);
             for (a, b) in out.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+    }
+
+    /// Scratch whose start is 64-byte aligned, as the arena gives it.
+    fn aligned(n: usize) -> (Vec<f32>, usize) {
+        let v = vec![0f32; n + 16];
+        let off = v.as_ptr().align_offset(64);
+        (v, off)
+    }
+
+    #[test]
+    fn the_packed_path_matches_the_reference_across_query_blocks_with_masks() {
+        let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| packed::available(l)).collect();
+        // Queries past one block and not a multiple of it; keys past a panel, not a
+        // multiple; a row stride wider than the head (a fused qkv buffer's columns);
+        // q and k narrower than v; and a single query against a single key.
+        for (tq, tk, dh, dvh) in [(query_rows(37) + 9, 37, 8, 24), (5, 1, 3, 16), (1, 1, 1, 1), (70, 130, 16, 16)] {
+            let ld = 3 * dvh.max(dh) + 5;
+            let f =
+                |n: usize, s: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + s) % 11) as f32 / 5.0 - 1.0).collect() };
+            let (q, k, v) = (f(tq * ld, 1), f(tk * ld, 2), f(tk * ld, 3));
+            let masks = [
+                vec![true; tk],
+                (0..tk).map(|j| j % 3 != 0).collect::<Vec<_>>(),
+                (0..tk).map(|j| j + 1 == tk).collect(),
+                vec![false; tk],
+            ];
+            for keep in masks {
+                let mask = |j: usize| keep[j];
+                let h = Head { q: &q, ldq: ld, k: &k, ldk: ld, v: &v, ldv: ld, keep: Some(&mask) };
+                // The reference on contiguous copies of the head's columns.
+                let cols = |m: &[f32], rows: usize, w: usize| -> Vec<f32> {
+                    (0..rows).flat_map(|i| m[i * ld..i * ld + w].to_vec()).collect()
+                };
+                let want = naive_qkv(&cols(&q, tq, dh), &cols(&k, tk, dh), &cols(&v, tk, dvh), tq, tk, dh, dvh, &keep);
+                for &level in &levels {
+                    let (mut sb, off) = aligned(packed_scratch(tk, dh, dvh));
+                    let ldo = dvh + 2;
+                    let mut out = vec![f32::NAN; tq * ldo];
+                    let n = out.len();
+                    let scale = 1.0 / (dh as f32).sqrt();
+                    unsafe {
+                        head_packed(&h, level, (tq, tk, dh, dvh), scale, &mut sb[off..], out.as_mut_ptr(), n, ldo)
+                    };
+                    for i in 0..tq {
+                        for c in 0..dvh {
+                            let (a, b) = (out[i * ldo + c] as f64, want[i * dvh + c]);
+                            assert!((a - b).abs() < 1e-5, "{level:?} {tq}x{tk}: {a} vs {b}");
+                        }
+                        assert!(
+                            out[i * ldo + dvh..(i + 1) * ldo].iter().all(|v| v.is_nan()),
+                            "past the head's columns"
+                        );
+                    }
+                }
             }
         }
     }

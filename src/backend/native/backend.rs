@@ -203,7 +203,7 @@ impl NativeExecutable {
             })
             .collect();
         if self.programs.get(&key).is_none() {
-            let prog = lower(&self.plan, &key, self.pool.threads(), self.attention, &mut self.ew)?;
+            let prog = lower(&self.plan, &key, self.pool.threads(), (self.attention, self.simd), &mut self.ew)?;
             self.weights.pack(&prog, self.simd)?;
             let bytes = prog.arena_len.checked_mul(4).ok_or_else(|| refused(usize::MAX, "the native arena"))?;
             let arena = Arena::new(bytes)?;
@@ -437,7 +437,7 @@ model m {
     }
 
     #[test]
-    fn the_blocked_attention_path_agrees_with_the_plain_one() {
+    fn the_blocked_and_packed_attention_paths_agree_with_the_plain_one() {
         let c = crate::api::compile_str("m.graft", None, SPEC, Mode::Infer).unwrap_or_else(|_| panic!("compiles"));
         let plan = Plan::new(&c.graph);
         let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
@@ -447,12 +447,16 @@ model m {
             let mut exe = native.prepare(&plan, params.clone(), &Options::default()).unwrap();
             run_named(exe.as_mut(), &plan, given.clone(), DType::F32).unwrap().remove(0).1.to_f64()
         };
-        let (plain, blocked) = (run(AttentionPath::Plain), run(AttentionPath::Blocked));
-        assert_eq!(run(AttentionPath::Auto), plain, "short sequences take the plain path");
-        assert!(plain.len() == 15 && blocked.len() == 15, "{} and {} logits", plain.len(), blocked.len());
-        assert!(plain.iter().chain(&blocked).all(|v| v.is_finite()), "non-finite logits");
-        let worst = plain.iter().zip(&blocked).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
-        assert!(worst < 1e-5, "blocked differs by {worst}");
+        let (plain, blocked, packed) =
+            (run(AttentionPath::Plain), run(AttentionPath::Blocked), run(AttentionPath::Packed));
+        let auto = if packed::available(math::best()) { &packed } else { &plain };
+        assert_eq!(&run(AttentionPath::Auto), auto, "short sequences: packed where the kernel runs, else plain");
+        for (name, other) in [("blocked", &blocked), ("packed", &packed)] {
+            assert_eq!(other.len(), 15, "{name}: {} logits", other.len());
+            assert!(plain.len() == 15 && plain.iter().chain(other).all(|v| v.is_finite()), "non-finite logits");
+            let worst = plain.iter().zip(other).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
+            assert!(worst < 1e-5, "{name} differs by {worst}");
+        }
     }
 
     #[test]

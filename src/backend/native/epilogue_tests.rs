@@ -97,7 +97,17 @@ fn the_packed_linears_gelu_epilogue_gives_the_bits_of_the_gelu_group_after_it() 
                 let len = plain.len();
                 // SAFETY: each call writes its own columns of `plain`.
                 unsafe {
-                    packed::linear(level, m, &x, ldx, &pk, (0, n), b, (plain.as_mut_ptr(), len, n), Epilogue::None)
+                    packed::linear(
+                        level,
+                        m,
+                        &x,
+                        ldx,
+                        pk.panels(),
+                        (0, n),
+                        b,
+                        (plain.as_mut_ptr(), len, n),
+                        Epilogue::None,
+                    )
                 };
                 let want = gelu_group(EwStrategy::Jit, m, n, &plain);
                 for parts in [1, 2] {
@@ -109,7 +119,7 @@ fn the_packed_linears_gelu_epilogue_gives_the_bits_of_the_gelu_group_after_it() 
                         if c0 < c1 {
                             let dst = (unsafe { y.as_mut_ptr().add(c0) }, len - c0, ldy);
                             // SAFETY: columns [c0, c1) of every row, this part's alone.
-                            unsafe { packed::linear(level, m, &x, ldx, &pk, (c0, c1), b, dst, Epilogue::Gelu) };
+                            unsafe { packed::linear(level, m, &x, ldx, pk.panels(), (c0, c1), b, dst, Epilogue::Gelu) };
                         }
                     }
                     for i in 0..m {

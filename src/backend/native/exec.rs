@@ -16,7 +16,7 @@ use super::gemm::{gemm_raw, part, Operand};
 use super::math;
 use super::packed::{self, Packed};
 use super::pool::{Pool, SharedMut};
-use super::program::{Access, Buffer, Epilogue, Mask, Program, Res, Step, Store, Strided, View};
+use super::program::{Access, AttentionKernel, Buffer, Epilogue, Mask, Program, Res, Step, Store, Strided, View};
 use super::rows;
 use crate::backend::KernelError;
 use std::sync::Mutex;
@@ -281,7 +281,7 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             }
         }
         Step::Ew { kernel, rows, cols, inputs, outputs } => ew(m, kernel, *rows, *cols, inputs, outputs, t, n),
-        Step::Attention { q, k, v, mask, out, heads, scale, scratch, blocked } => {
+        Step::Attention { q, k, v, mask, out, heads, scale, scratch, kernel } => {
             let b = q.shape[0];
             let (lo, hi) = part(b * heads, t, n, 1);
             let per = scratch.cols();
@@ -289,7 +289,7 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             let sc = unsafe { m.write(scratch, who * per, (who + 1) * per) };
             for item in lo..hi {
                 let at = (item / heads, item % heads);
-                attend(m, [q, k, v], mask.as_ref(), out, at, (*heads, *scale, *blocked), sc);
+                attend(m, [q, k, v], mask.as_ref(), out, at, (*heads, *scale, *kernel), sc);
             }
         }
         Step::Embedding { ids, table, out } => {
@@ -368,7 +368,7 @@ fn attend(
     mask: Option<&Mask>,
     out: &View,
     (bi, h): (usize, usize),
-    (heads, scale, blocked): (usize, f32, bool),
+    (heads, scale, kernel): (usize, f32, AttentionKernel),
     sc: &mut [f32],
 ) {
     let (tq, tk) = (q.shape[1], k.shape[1]);
@@ -400,10 +400,12 @@ fn attend(
     let (o, len) = m.window(out, bi * tq * dv + h * dvh, (bi + 1) * tq * dv);
     // SAFETY: each (batch, head) writes only its own columns of its rows.
     unsafe {
-        if blocked {
-            attention::head_blocked(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv)
-        } else {
-            attention::head(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv)
+        match kernel {
+            AttentionKernel::Plain => attention::head(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv),
+            AttentionKernel::Blocked => attention::head_blocked(&hd, tq, tk, dh, dvh, scale, sc, o, len, dv),
+            AttentionKernel::Packed => {
+                attention::head_packed(&hd, math::level(), (tq, tk, dh, dvh), scale, sc, o, len, dv)
+            }
         }
     };
 }
@@ -435,7 +437,7 @@ fn linear(
             let ba = bias.map(|b| m.read(b));
             let (dst, len) = m.window(y, r0 * y.rs + c0, (rows_ - 1) * y.rs + c1);
             // SAFETY: this chunk's rows [r0, r1) × columns [c0, c1) are its alone.
-            unsafe { packed::linear(level, r1 - r0, xa, x.rs, pk, (c0, c1), ba, (dst, len, y.rs), epilogue) };
+            unsafe { packed::linear(level, r1 - r0, xa, x.rs, pk.panels(), (c0, c1), ba, (dst, len, y.rs), epilogue) };
             return;
         }
     }

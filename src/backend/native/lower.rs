@@ -16,10 +16,11 @@
 //! ([`arena::plan`]).
 
 use super::arena;
-use super::attention::{blocked_scratch, AttentionPath};
+use super::attention::AttentionPath;
 use super::ew::EwCompiler;
 use super::ewlower::{self, EwOp};
 use super::lowering::{float, internal, Lowering, Val};
+use super::math::SimdLevel;
 use super::program::{Buffer, Epilogue, Mask, OutVal, Program, Scheduled, Step, Store, View};
 use super::rows::ConvGeom;
 use crate::backend::plan::{Kernel, Plan, Src};
@@ -38,7 +39,7 @@ pub fn lower(
     plan: &Plan,
     sigs: &[Option<InputSig>],
     threads: usize,
-    attention: AttentionPath,
+    (attention, level): (AttentionPath, SimdLevel),
     ew: &mut EwCompiler,
 ) -> Result<Program, BackendError> {
     let mut l = Lowering {
@@ -48,6 +49,7 @@ pub fn lower(
         ids: Vec::new(),
         threads,
         attention,
+        level,
         ew,
         sites: Vec::new(),
     };
@@ -330,10 +332,10 @@ fn attention(l: &mut Lowering, mut a: Vec<Val>, heads: usize, out: Vec<usize>) -
     let (tq, tk) = (q.shape[1], k.shape[1]);
     let dh = q.shape[2] / heads;
     let dst = l.fresh(out);
-    let blocked = l.attention.blocked(tk);
-    let per = if blocked { blocked_scratch(v.shape[2] / heads) } else { tq * tk };
-    let scratch = l.fresh(vec![l.threads, per]);
+    let kernel = l.attention.kernel(tk, l.level);
+    let per = AttentionPath::scratch(kernel, tq, tk, dh, v.shape[2] / heads);
+    let scratch = l.fresh(vec![l.threads, per.next_multiple_of(16)]);
     let scale = 1.0 / (dh as f32).sqrt();
-    l.push(Step::Attention { q, k, v, mask, out: dst.clone(), heads, scale, scratch, blocked });
+    l.push(Step::Attention { q, k, v, mask, out: dst.clone(), heads, scale, scratch, kernel });
     Ok(Val::F(dst))
 }

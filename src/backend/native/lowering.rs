@@ -9,6 +9,7 @@
 
 use super::attention::AttentionPath;
 use super::ew::{EwBroadcast, EwCompiler, EwInstr, EwValue};
+use super::math::SimdLevel;
 use super::program::{Site, Step, Store, Strided, View};
 use crate::backend::plan::Plan;
 use crate::backend::{BackendError, KernelError};
@@ -58,6 +59,8 @@ pub(super) struct Lowering<'a> {
     pub threads: usize,
     /// Which attention kernel runs, by key count.
     pub attention: AttentionPath,
+    /// The SIMD level the program runs at (which kernels it has).
+    pub level: SimdLevel,
     pub ew: &'a mut EwCompiler,
     /// The plan instructions lowered so far (the last one is being lowered).
     pub sites: Vec<Site>,

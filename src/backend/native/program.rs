@@ -119,6 +119,17 @@ pub enum Epilogue {
     Gelu,
 }
 
+/// The kernel one attention step runs: what [`super::attention::AttentionPath`] comes to for its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`super::attention::head`].
+    Plain,
+    /// [`super::attention::head_blocked`].
+    Blocked,
+    /// [`super::attention::head_packed`].
+    Packed,
+}
+
 /// One step of a forward. Shapes are concrete; every step partitions itself over the
 /// threads of a region (GEMMs by output columns, attention by (batch, head), the rest
 /// by rows), and no result depends on the partition.
@@ -182,8 +193,8 @@ pub enum Step {
         inputs: Vec<(View, EwBroadcast)>,
         outputs: Vec<View>,
     },
-    /// Multi-head attention; `scratch` holds one `[tq, tk]` score matrix per thread,
-    /// or with `blocked` one block's scratch ([`super::attention::blocked_scratch`]).
+    /// Multi-head attention by `kernel`; `scratch` holds one head's scratch of it per
+    /// thread ([`super::attention::AttentionPath::scratch`]).
     Attention {
         q: View,
         k: View,
@@ -193,7 +204,7 @@ pub enum Step {
         heads: usize,
         scale: f32,
         scratch: View,
-        blocked: bool,
+        kernel: AttentionKernel,
     },
     /// `out[i] = table[ids[i]]`; an id outside the table is a [`KernelError`].
     Embedding {
@@ -271,7 +282,7 @@ impl Step {
                     a.write(v.store);
                 }
             }
-            Step::Attention { q, k, v, mask, out, heads: _, scale: _, scratch, blocked: _ } => {
+            Step::Attention { q, k, v, mask, out, heads: _, scale: _, scratch, kernel: _ } => {
                 for t in [q, k, v] {
                     a.read(t.store);
                 }

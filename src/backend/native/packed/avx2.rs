@@ -2,14 +2,14 @@
 //! 12 of the 16 `ymm` registers (two per row), the FMA units' peak on this register
 //! file.
 
-use super::panels::{gelu_strip, row_block, Packed, Tiles, MR as MR256, PANEL};
+use super::panels::{gelu_strip, row_block, Panels, Tiles, MR as MR256, PANEL};
 use crate::backend::native::math::SimdLevel;
 use std::arch::x86_64::*;
 
 /// Every tile, row blocks outermost so a block of `x` stays in L2 while the
 /// panels pass over it.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn run256(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usize) {
+pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usize) {
     let mc = row_block(t.k, MR256, 256 * 1024);
     for r0 in (0..m).step_by(mc) {
         let r1 = (r0 + mc).min(m);

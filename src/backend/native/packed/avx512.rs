@@ -12,7 +12,7 @@
 
 use super::super::isa::l2_bytes;
 use super::gelu512::gelu;
-use super::panels::{row_block, Packed, Tiles, PANEL};
+use super::panels::{row_block, Panels, Tiles, PANEL};
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -36,7 +36,7 @@ pub(super) fn x_block_bytes() -> usize {
 /// Rapids against 8 and 12 rows, blocks of 256 reduction indices, and a copy of each
 /// tile's rows of `x` into a contiguous strip: none was faster.)
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) unsafe fn run512(t: &Tiles, w: &Packed, m: usize, c0: usize, c1: usize) {
+pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usize) {
     let mc = row_block(t.k, MR, x_block_bytes());
     for r0 in (0..m).step_by(mc) {
         let r1 = (r0 + mc).min(m);

@@ -87,7 +87,7 @@ pub unsafe fn linear(
     m: usize,
     x: &[f32],
     ldx: usize,
-    w: &Packed,
+    w: Panels,
     (c0, c1): (usize, usize),
     bias: Option<&[f32]>,
     (dst, dst_len, ldy): (*mut f32, usize, usize),
@@ -105,9 +105,9 @@ pub unsafe fn linear(
     let t = Tiles { k, x: x.as_ptr(), ldx, bias, dst, ldy, c0, gelu: epilogue == Epilogue::Gelu };
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => avx2::run256(&t, w, m, c0, c1),
+        SimdLevel::Avx2Fma => avx2::run256(&t, &w, m, c0, c1),
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => avx512::run512(&t, w, m, c0, c1),
+        SimdLevel::Avx512 => avx512::run512(&t, &w, m, c0, c1),
         _ => panic!("packed linear at {level:?}: no kernel (check `available`)"),
     }
 }
@@ -122,7 +122,7 @@ mod panels;
 mod slab;
 
 use panels::Tiles;
-pub use panels::{Packed, MR, PANEL};
+pub use panels::{pack_columns, pack_rows, packed_len, Packed, Panels, MR, PANEL};
 pub use slab::SlabBuilder;
 
 #[cfg(test)]
@@ -156,7 +156,17 @@ mod tests {
                 let mut whole = vec![f32::NAN; m * n];
                 let len = whole.len();
                 unsafe {
-                    linear(level, m, &x, k, &pk, (0, n), Some(&bias), (whole.as_mut_ptr(), len, n), Epilogue::Gelu)
+                    linear(
+                        level,
+                        m,
+                        &x,
+                        k,
+                        pk.panels(),
+                        (0, n),
+                        Some(&bias),
+                        (whole.as_mut_ptr(), len, n),
+                        Epilogue::Gelu,
+                    )
                 };
                 for chunks in 1..=9 {
                     let mut y = vec![f32::NAN; m * n];
@@ -169,7 +179,9 @@ mod tests {
                         if r0 < r1 && c0 < c1 {
                             let dst = (unsafe { y.as_mut_ptr().add(r0 * n + c0) }, m * n - r0 * n - c0, n);
                             let xs = &x[r0 * k..];
-                            unsafe { linear(level, r1 - r0, xs, k, &pk, (c0, c1), Some(&bias), dst, Epilogue::Gelu) };
+                            unsafe {
+                                linear(level, r1 - r0, xs, k, pk.panels(), (c0, c1), Some(&bias), dst, Epilogue::Gelu)
+                            };
                         }
                     }
                     assert!(written.iter().all(|&c| c == 1), "{m}x{n}, {chunks} chunks: every element once");
@@ -220,7 +232,7 @@ mod tests {
                     for (c0, c1) in [(0, split.min(n)), (split.min(n), n)] {
                         unsafe {
                             let dst = (y.as_mut_ptr().add(c0), len - c0, ldy);
-                            linear(level, m, &x, ldx, &packed, (c0, c1), b, dst, Epilogue::None)
+                            linear(level, m, &x, ldx, packed.panels(), (c0, c1), b, dst, Epilogue::None)
                         };
                     }
                     for i in 0..m {

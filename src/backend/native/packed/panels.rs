@@ -1,5 +1,6 @@
 //! The packed form of a linear layer's weight and what both kernels share: column
-//! panels ([`Packed`]), the arguments of one call's tiles ([`Tiles`]), the row block of
+//! panels ([`Packed`], and [`Panels`], the view the kernels read, also over panels an
+//! operator packs into its scratch per call), the arguments of one call's tiles ([`Tiles`]), the row block of
 //! `x` kept in L2, and the AVX2 kernel's GELU epilogue over a block the tiles just wrote.
 
 use crate::backend::alloc::reserve;
@@ -22,7 +23,7 @@ pub struct Packed {
 
 /// Floats of an `[n, k]` weight's panels: whole panels, so consecutive weights stay
 /// 64-byte aligned.
-pub(super) fn packed_len(n: usize, k: usize) -> usize {
+pub fn packed_len(n: usize, k: usize) -> usize {
     n.div_ceil(PANEL) * PANEL * k
 }
 
@@ -74,8 +75,69 @@ impl Packed {
         packed_len(self.n, self.k) * 4
     }
 
+    /// The view the kernels read.
+    pub fn panels(&self) -> Panels<'_> {
+        Panels { data: &self.floats()[self.start..self.start + packed_len(self.n, self.k)], n: self.n, k: self.k }
+    }
+}
+
+/// The panels of an `[n, k]` weight, wherever they lie: a [`Packed`] weight's, or ones
+/// an operator packed into its scratch ([`pack_rows`], [`pack_columns`]).
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    data: &'a [f32],
+    pub n: usize,
+    pub k: usize,
+}
+
+impl<'a> Panels<'a> {
+    /// The panels of an `[n, k]` weight at the start of `data` ([`packed_len`] floats,
+    /// 64-byte aligned: the kernels load whole lines with aligned loads).
+    pub fn new(data: &'a [f32], n: usize, k: usize) -> Panels<'a> {
+        assert!(data.len() >= packed_len(n, k), "panels: {} floats for a {n}×{k} weight", data.len());
+        assert_eq!(data.as_ptr() as usize % 64, 0, "panels: 64-byte aligned");
+        Panels { data, n, k }
+    }
+
     pub(super) fn panel(&self, j: usize) -> *const f32 {
-        self.floats()[self.start + j * PANEL * self.k..].as_ptr()
+        self.data[j * PANEL * self.k..].as_ptr()
+    }
+}
+
+/// Panels of the `[n, k]` weight whose row `j` is `src[j * ld..j * ld + k]`, each value
+/// times `scale`, into `dst` ([`packed_len`]`(n, k)` floats; the padding columns zeroed).
+/// Attention packs a head's keys so, the `1/√d` folded in.
+pub fn pack_rows(dst: &mut [f32], src: &[f32], ld: usize, n: usize, k: usize, scale: f32) {
+    assert!(n == 0 || src.len() >= (n - 1) * ld + k, "pack: source too short");
+    let dst = &mut dst[..packed_len(n, k)];
+    for (j0, panel) in (0..n).step_by(PANEL).zip(dst.chunks_exact_mut(PANEL * k.max(1))) {
+        let cols = PANEL.min(n - j0);
+        if cols < PANEL {
+            panel.fill(0.0);
+        }
+        // Row by row: each read is a contiguous run, each write one lane of a line.
+        for c in 0..cols {
+            let row = &src[(j0 + c) * ld..(j0 + c) * ld + k];
+            for (line, &v) in panel.chunks_exact_mut(PANEL).zip(row) {
+                line[c] = v * scale;
+            }
+        }
+    }
+}
+
+/// Panels of the transpose of the `[k, n]` matrix whose row `p` starts at `src[p *
+/// ld]` (the `[n, k]` weight of a product by that matrix) into `dst`
+/// ([`packed_len`]`(n, k)` floats; the padding columns zeroed): each panel's line `p`
+/// is a run of row `p`. Attention packs a head's values so.
+pub fn pack_columns(dst: &mut [f32], src: &[f32], ld: usize, k: usize, n: usize) {
+    assert!(k == 0 || src.len() >= (k - 1) * ld + n, "pack: source too short");
+    let dst = &mut dst[..packed_len(n, k)];
+    for (j0, panel) in (0..n).step_by(PANEL).zip(dst.chunks_exact_mut(PANEL * k.max(1))) {
+        let cols = PANEL.min(n - j0);
+        for (p, line) in panel.chunks_exact_mut(PANEL).enumerate() {
+            line[..cols].copy_from_slice(&src[p * ld + j0..p * ld + j0 + cols]);
+            line[cols..].fill(0.0);
+        }
     }
 }
 

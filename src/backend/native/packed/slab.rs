@@ -101,10 +101,10 @@ mod tests {
         }
         for ((pk, w), &(n, k)) in b.finish().iter().zip(&ws).zip(&shapes) {
             assert!(pk.fits(n, k));
-            assert_eq!(pk.panel(0) as usize % 64, 0, "64-byte aligned");
+            assert_eq!(pk.panels().panel(0) as usize % 64, 0, "64-byte aligned");
             assert_eq!(&pk.unpack().unwrap(), w);
             // The last panel's padding columns are zero.
-            let last = unsafe { std::slice::from_raw_parts(pk.panel(n.div_ceil(16) - 1), 16 * k) };
+            let last = unsafe { std::slice::from_raw_parts(pk.panels().panel(n.div_ceil(16) - 1), 16 * k) };
             let pad = if n % 16 != 0 { n % 16..16 } else { 0..0 };
             assert!(last.chunks(16).all(|r| r[pad.clone()].iter().all(|&v| v == 0.0)), "{n}x{k}: padding");
         }
