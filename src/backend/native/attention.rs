@@ -83,7 +83,7 @@ pub fn blocked_scratch(dvh: usize) -> usize {
 
 /// Rows of a score block of the packed kernel over `tk` keys: a quarter of a core's L2
 /// (128 KiB where the CPU does not say), whole multiples of both packed kernels' tile
-/// heights (14 and 6), at least one such multiple.
+/// heights (14 and 6), from one such multiple (42 rows) to twelve (504).
 pub fn query_rows(tk: usize) -> usize {
     const STEP: usize = 42;
     let bytes = l2_bytes().unwrap_or(512 * 1024) / 4;

@@ -334,6 +334,8 @@ fn attention(l: &mut Lowering, mut a: Vec<Val>, heads: usize, out: Vec<usize>) -
     let dst = l.fresh(out);
     let kernel = l.attention.kernel(tk, l.level);
     let per = AttentionPath::scratch(kernel, tq, tk, dh, v.shape[2] / heads);
+    // Whole cache lines a thread, so every thread's scratch starts 64-byte aligned like
+    // the arena (the packed path's panels are read with aligned loads).
     let scratch = l.fresh(vec![l.threads, per.next_multiple_of(16)]);
     let scale = 1.0 / (dh as f32).sqrt();
     l.push(Step::Attention { q, k, v, mask, out: dst.clone(), heads, scale, scratch, kernel });

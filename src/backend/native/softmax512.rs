@@ -89,8 +89,9 @@ pub unsafe fn softmax_row(x: &mut [f32]) {
     }
     _mm512_storeu_ps(l.as_mut_ptr(), lanes);
     let mut sum = l.iter().sum::<f32>();
+    // The lanes of the last, partial register (none when the row is whole registers).
+    let k: __mmask16 = ((1u32 << (n - sixteens)) - 1) as __mmask16;
     if sixteens < n {
-        let k: __mmask16 = ((1u32 << (n - sixteens)) - 1) as __mmask16;
         let e = exp_neg(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p.add(sixteens)), vmax));
         _mm512_mask_storeu_ps(p.add(sixteens), k, e);
         sum = x[sixteens..].iter().fold(sum, |s, &v| s + v);
@@ -100,7 +101,6 @@ pub unsafe fn softmax_row(x: &mut [f32]) {
         _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
     }
     if sixteens < n {
-        let k: __mmask16 = ((1u32 << (n - sixteens)) - 1) as __mmask16;
         _mm512_mask_storeu_ps(p.add(sixteens), k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(sixteens)), inv));
     }
 }
