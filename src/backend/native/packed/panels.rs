@@ -132,11 +132,15 @@ pub fn pack_rows(dst: &mut [f32], src: &[f32], ld: usize, n: usize, k: usize, sc
 pub fn pack_columns(dst: &mut [f32], src: &[f32], ld: usize, k: usize, n: usize) {
     assert!(k == 0 || src.len() >= (k - 1) * ld + n, "pack: source too short");
     let dst = &mut dst[..packed_len(n, k)];
-    for (j0, panel) in (0..n).step_by(PANEL).zip(dst.chunks_exact_mut(PANEL * k.max(1))) {
-        let cols = PANEL.min(n - j0);
-        for (p, line) in panel.chunks_exact_mut(PANEL).enumerate() {
-            line[..cols].copy_from_slice(&src[p * ld + j0..p * ld + j0 + cols]);
-            line[cols..].fill(0.0);
+    // Row by row, so each row of `src` is read once, whole (its rows lie far apart in a
+    // fused qkv buffer), its runs going to the panels' lines `p`.
+    for p in 0..k {
+        let row = &src[p * ld..p * ld + n];
+        for (j0, run) in (0..n).step_by(PANEL).zip(row.chunks(PANEL)) {
+            let at = (j0 * k + p * PANEL)..(j0 * k + (p + 1) * PANEL);
+            let line = &mut dst[at];
+            line[..run.len()].copy_from_slice(run);
+            line[run.len()..].fill(0.0);
         }
     }
 }
