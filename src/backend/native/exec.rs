@@ -246,14 +246,10 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             // SAFETY: disjoint parts per participant.
             unsafe { m.write(dst, lo, hi) }.fill(0.0);
         }
-        Step::Sinusoid { dst } => {
-            let d = dst.shape[2];
+        Step::Sinusoid { dst, table } => {
             let (lo, hi) = part(dst.numel(), t, n, 64);
             // SAFETY: disjoint parts per participant.
-            let out = unsafe { m.write(dst, lo, hi) };
-            for (i, o) in (lo..hi).zip(out) {
-                *o = super::rows::sinusoid(i / d, i % d, d) as f32;
-            }
+            unsafe { m.write(dst, lo, hi) }.copy_from_slice(&table[lo..hi]);
         }
         Step::Copy { src, dst } => copy(m, src, dst, t, n),
         Step::Linear { x, w, bias, y, groups, epilogue } => {

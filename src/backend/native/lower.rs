@@ -232,9 +232,12 @@ fn instr(l: &mut Lowering, k: &Kernel, mut a: Vec<Val>, out: Vec<usize>) -> Resu
             ewlower::lower(l, if *k == Kernel::Add { EwOp::Add } else { EwOp::Mul }, vec![x, y], out)
         }
         Kernel::SinusoidPositions => {
-            // The table depends on the input's shape only.
+            // The table depends on the input's shape only: made once, here.
             let dst = l.fresh(out);
-            l.push(Step::Sinusoid { dst: dst.clone() });
+            let d = dst.shape[2];
+            let t = dst.numel().checked_div(d).unwrap_or(0);
+            let table = super::rows::sinusoid_table(t, d).into();
+            l.push(Step::Sinusoid { dst: dst.clone(), table });
             Ok(Val::F(dst))
         }
         Kernel::Attention { heads } => attention(l, a, *heads as usize, out),

@@ -9,6 +9,7 @@
 
 use super::ew::{EwBroadcast, EwKernel};
 use super::rows::ConvGeom;
+use std::sync::Arc;
 
 /// Which storage a view addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,10 +150,11 @@ pub enum Step {
     Zero {
         dst: View,
     },
-    /// The fixed sine-cosine position table `[1, T, D]` into `dst` (computed in f64,
-    /// rounded to f32, as the LibTorch backend does).
+    /// The fixed sine-cosine position table `[1, T, D]` into `dst`: `table`, computed
+    /// once at lowering (in f64, rounded to f32, as the LibTorch backend does).
     Sinusoid {
         dst: View,
+        table: Arc<[f32]>,
     },
     /// `dst = src` element by element (permutes, broadcasts, concat parts, layouts).
     Copy {
@@ -244,7 +246,7 @@ impl Step {
     pub fn access(&self) -> Access {
         let mut a = Access::default();
         match self {
-            Step::LoadInput { input: _, dst } | Step::Zero { dst } | Step::Sinusoid { dst } => a.write(dst.store),
+            Step::LoadInput { input: _, dst } | Step::Zero { dst } | Step::Sinusoid { dst, .. } => a.write(dst.store),
             Step::LoadIds { input: _, dst } => a.write(Res::Ids(*dst)),
             Step::Copy { src, dst } => {
                 a.read(src.store);

@@ -114,13 +114,30 @@ pub struct ConvGeom {
 
 /// Entry `(pos, j)` of the sine-cosine position table of width `d` (Vaswani et al.;
 /// AST, VideoMAE): `sin` on even `j`, `cos` on odd, of `pos / 10000^(2⌊j/2⌋/d)`.
+#[cfg(test)]
 pub fn sinusoid(pos: usize, j: usize, d: usize) -> f64 {
-    let angle = pos as f64 / 10000f64.powf((2 * (j / 2)) as f64 / d as f64);
+    sin_or_cos(pos as f64 / denominator(j, d), j)
+}
+
+/// `10000^(2⌊j/2⌋/d)`, what entry `(pos, j)` divides `pos` by.
+fn denominator(j: usize, d: usize) -> f64 {
+    10000f64.powf((2 * (j / 2)) as f64 / d as f64)
+}
+
+fn sin_or_cos(angle: f64, j: usize) -> f64 {
     if j.is_multiple_of(2) {
         angle.sin()
     } else {
         angle.cos()
     }
+}
+
+/// The `[t, d]` table of [`sinusoid`] rounded to f32, the `d` powers taken once.
+pub fn sinusoid_table(t: usize, d: usize) -> Vec<f32> {
+    let denominators: Vec<f64> = (0..d).map(|j| denominator(j, d)).collect();
+    (0..t)
+        .flat_map(|pos| denominators.iter().enumerate().map(move |(j, den)| sin_or_cos(pos as f64 / den, j) as f32))
+        .collect()
 }
 
 impl ConvGeom {
@@ -181,6 +198,17 @@ pub fn im2col(x: &[f32], g: &ConvGeom, row0: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sinusoid_table_holds_each_entrys_bits() {
+        for (t, d) in [(1, 2), (7, 6), (197, 768), (40, 33)] {
+            let table = sinusoid_table(t, d);
+            assert_eq!(table.len(), t * d);
+            for (i, v) in table.iter().enumerate() {
+                assert_eq!(v.to_bits(), (sinusoid(i / d, i % d, d) as f32).to_bits(), "{t}x{d} at {i}");
+            }
+        }
+    }
 
     fn seq(n: usize) -> Vec<f32> {
         (0..n).map(|i| ((i * 37 + 11) % 23) as f32 / 7.0 - 1.5).collect()
