@@ -85,10 +85,13 @@ pub fn blocked_scratch(dvh: usize) -> usize {
 /// (128 KiB where the CPU does not say), whole multiples of both packed kernels' tile
 /// heights (14 and 6), from one such multiple (42 rows) to twelve (504).
 pub fn query_rows(tk: usize) -> usize {
-    const STEP: usize = 42;
     let bytes = l2_bytes().unwrap_or(512 * 1024) / 4;
-    (bytes / (4 * tk.next_multiple_of(PANEL)) / STEP).clamp(1, 12) * STEP
+    (bytes / (4 * tk.next_multiple_of(PANEL)) / QUERY_STEP).clamp(1, 12) * QUERY_STEP
 }
+
+/// [`query_rows`]' unit and most.
+const QUERY_STEP: usize = 42;
+const MAX_QUERY_ROWS: usize = 12 * QUERY_STEP;
 
 /// Per-thread scratch (f32 elements) of the packed kernel: a head's keys and values as
 /// panels, the mask as a bias row, one score block ([`query_rows`]); each part whole
@@ -213,8 +216,9 @@ pub unsafe fn head_blocked(
 /// [`head`] on the packed linear kernel at `level` (one [`packed::available`]): the
 /// head's keys (times `scale`) and values packed into panels once, then per block of
 /// [`query_rows`] queries the scores by the kernel (the mask as its bias: 0 or the most
-/// negative f32), a softmax per row while the block is in L2, and the block's output
-/// rows by the kernel again. The plain path writes the whole `[tq, tk]` score matrix
+/// negative f32), a softmax's weights per row while the block is in L2 (unscaled), and
+/// the block's output rows by the kernel again, each then divided by its row's sum
+/// (dvh values a row where scaling the weights took tk). The plain path writes the whole `[tq, tk]` score matrix
 /// and reads it twice more (VideoMAE's 1568 tokens: 9.8 MB a head, past L2), and its
 /// general GEMM packs both operands per call. `scratch` holds
 /// [`packed_scratch`]`(tk, dh, dvh)` elements.
@@ -255,12 +259,20 @@ pub unsafe fn head_packed(
         let sb = &mut s[..rows * lds];
         let dst = (sb.as_mut_ptr(), sb.len(), lds);
         packed::linear(level, rows, &h.q[q0 * h.ldq..], h.ldq, keys, (0, tk), bias, dst, Epilogue::None);
-        for row in sb.chunks_exact_mut(lds) {
-            math::softmax_row(&mut row[..tk]);
+        // The weights unscaled: each output row is scaled instead (dvh values, not tk).
+        let mut inv = [0f32; MAX_QUERY_ROWS];
+        for (row, inv) in sb.chunks_exact_mut(lds).zip(&mut inv) {
+            *inv = 1.0 / math::softmax_weights(&mut row[..tk]);
         }
         // SAFETY: rows q0.. of the window, which is this call's alone.
         let o = (out.add(q0 * ldo), out_len - q0 * ldo, ldo);
         packed::linear(level, rows, sb, lds, values, (0, dvh), None, o, Epilogue::None);
+        for (i, &inv) in inv[..rows].iter().enumerate() {
+            // SAFETY: as above; row q0 + i's dvh values, just written.
+            for v in std::slice::from_raw_parts_mut(out.add((q0 + i) * ldo), dvh) {
+                *v *= inv;
+            }
+        }
     }
 }
 

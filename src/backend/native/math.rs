@@ -226,15 +226,24 @@ fn sigmoid_one<const FMA: bool>(x: f32) -> f32 {
     1.0 / (1.0 + exp_one::<FMA>(-x))
 }
 
-/// Softmax of one row in place: max, `e^{x−max}` with the sum taken as it is stored,
-/// scale. The row must have a finite maximum (masking is the caller's business). The
-/// max and the sum keep 64 lanes (four AVX-512 registers, eight AVX2 ones; float adds
+/// Softmax of one row in place: [`softmax_weights_generic`], then the scale.
+#[inline(always)]
+fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
+    let inv = 1.0 / softmax_weights_generic::<FMA>(x);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The weights of a softmax of one row in place, unscaled, and their sum: max, then
+/// `e^{x−max}` with the sum taken as it is stored. The row must have a finite maximum
+/// (masking is the caller's business). The max and the sum keep 64 lanes (four AVX-512 registers, eight AVX2 ones; float adds
 /// are not reassociated, so the lanes are spelt out), then 16 for what is left of the
 /// row, then one: with only 16 each pass was a chain of dependent adds or maxes, four
 /// cycles a register, and the softmax over VideoMAE's 1568-wide score rows ran at
 /// about a cycle per element.
 #[inline(always)]
-fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
+fn softmax_weights_generic<const FMA: bool>(x: &mut [f32]) -> f32 {
     let larger = |a: f32, b: f32| if b > a { b } else { a };
     let mut wide = [f32::NEG_INFINITY; 64];
     let mut chunks = x.chunks_exact(64);
@@ -283,21 +292,18 @@ fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
         *v = exp_one::<FMA>(*v - max);
         sum += *v;
     }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
+    sum
 }
 
 /// Defines one slice kernel at every level plus its dispatchers.
 macro_rules! kernels {
-    ($($(#[$doc:meta])* $name:ident / $with:ident = |$v:ident, $fma:ident| $body:expr;)*) => {
+    ($($(#[$doc:meta])* $name:ident / $with:ident = |$v:ident, $fma:ident| $(-> $ret:ty,)? $body:expr;)*) => {
         #[cfg(target_arch = "x86_64")]
         mod avx512 {
             use super::*;
             $(
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                pub(super) fn $name($v: &mut [f32]) {
+                pub(super) fn $name($v: &mut [f32]) $(-> $ret)? {
                     const $fma: bool = true;
                     $body
                 }
@@ -308,7 +314,7 @@ macro_rules! kernels {
             use super::*;
             $(
                 #[target_feature(enable = "avx2,fma")]
-                pub(super) fn $name($v: &mut [f32]) {
+                pub(super) fn $name($v: &mut [f32]) $(-> $ret)? {
                     const $fma: bool = true;
                     $body
                 }
@@ -317,7 +323,7 @@ macro_rules! kernels {
         mod portable {
             use super::*;
             $(
-                pub(super) fn $name($v: &mut [f32]) {
+                pub(super) fn $name($v: &mut [f32]) $(-> $ret)? {
                     // aarch64 has FMA in its baseline; x86-64's baseline (SSE2) does not.
                     const $fma: bool = cfg!(target_arch = "aarch64");
                     $body
@@ -326,12 +332,12 @@ macro_rules! kernels {
         }
         $(
             $(#[$doc])*
-            pub fn $name(x: &mut [f32]) {
+            pub fn $name(x: &mut [f32]) $(-> $ret)? {
                 $with(level(), x)
             }
 
             #[doc = concat!("[`", stringify!($name), "`] at a given level (which must be available).")]
-            pub fn $with(level: SimdLevel, x: &mut [f32]) {
+            pub fn $with(level: SimdLevel, x: &mut [f32]) $(-> $ret)? {
                 assert!(level.available(), "SIMD level {level:?} not available on this CPU");
                 match level {
                     #[cfg(target_arch = "x86_64")]
@@ -364,6 +370,9 @@ kernels! {
     /// written out in [`super::softmax512`]).
     #[allow(dead_code)]
     softmax_row_lanes / softmax_row_lanes_at = |x, FMA| softmax_row_generic::<FMA>(x);
+    /// [`softmax_weights`] as the compiler vectorises it.
+    #[allow(dead_code)]
+    softmax_weights_lanes / softmax_weights_lanes_at = |x, FMA| -> f32, softmax_weights_generic::<FMA>(x);
 }
 
 /// Softmax of one row in place (`e^{x−max} / Σ`); the row needs a finite maximum.
@@ -381,6 +390,25 @@ pub fn softmax_row_at(level: SimdLevel, x: &mut [f32]) {
         return unsafe { super::softmax512::softmax_row(x) };
     }
     softmax_row_lanes_at(level, x)
+}
+
+/// The weights `e^{x−max}` of a softmax of one row in place, unscaled, and their sum
+/// (what [`softmax_row`] divides by; a caller that takes a weighted sum of the row can
+/// scale that instead); the row needs a finite maximum.
+pub fn softmax_weights(x: &mut [f32]) -> f32 {
+    softmax_weights_at(level(), x)
+}
+
+/// [`softmax_weights`] at a given level (which must be available), as
+/// [`softmax_row_at`] picks its kernels.
+pub fn softmax_weights_at(level: SimdLevel, x: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if level == SimdLevel::Avx512 {
+        assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+        // SAFETY: `available()` checked AVX-512F just above.
+        return unsafe { super::softmax512::softmax_weights(x) };
+    }
+    softmax_weights_lanes_at(level, x)
 }
 
 #[cfg(test)]

@@ -224,6 +224,27 @@ fn softmax_rows_of_every_length_with_masked_keys() {
     }
 }
 
+/// The unscaled weights and their sum are the softmax before its scale: the weights
+/// times the sum's reciprocal give the softmax's bits at every level, and the sum is
+/// that of the weights (to the rounding of a different order of adds).
+#[test]
+fn softmax_weights_are_the_softmax_before_its_scale() {
+    for level in SimdLevel::all_available() {
+        for n in [1, 15, 16, 17, 64, 100, 197, 1568, 1571] {
+            let row: Vec<f32> = samples(-20.0, 20.0, n).into_iter().take(n).collect();
+            let (mut w, mut y) = (row.clone(), row);
+            let sum = softmax_weights_at(level, &mut w);
+            softmax_row_at(level, &mut y);
+            let inv = 1.0 / sum;
+            for (w, y) in w.iter().zip(&y) {
+                assert_eq!((w * inv).to_bits(), y.to_bits(), "{level:?} n={n}");
+            }
+            let direct: f64 = w.iter().map(|&v| v as f64).sum();
+            assert!((sum as f64 - direct).abs() <= direct * 1e-6, "{level:?} n={n}: {sum} vs {direct}");
+        }
+    }
+}
+
 /// Vector bodies and scalar tails compute the same formula, so a value's result never
 /// depends on where it sits in a slice — the property that makes row splits exact.
 #[test]

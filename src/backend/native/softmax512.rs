@@ -48,6 +48,26 @@ unsafe fn exp_neg(x: __m512) -> __m512 {
 pub unsafe fn softmax_row(x: &mut [f32]) {
     let n = x.len();
     let p = x.as_mut_ptr();
+    let sixteens = n / 16 * 16;
+    let k: __mmask16 = ((1u32 << (n - sixteens)) - 1) as __mmask16;
+    let inv = _mm512_set1_ps(1.0 / softmax_weights(x));
+    for i in (0..sixteens).step_by(16) {
+        _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
+    }
+    if sixteens < n {
+        _mm512_mask_storeu_ps(p.add(sixteens), k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(sixteens)), inv));
+    }
+}
+
+/// The weights `e^{x−max}` of the softmax of `x` in place, unscaled, and their sum
+/// (its maximum finite).
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn softmax_weights(x: &mut [f32]) -> f32 {
+    let n = x.len();
+    let p = x.as_mut_ptr();
     let (wide, sixteens) = (n / 64 * 64, n / 16 * 16);
     let neg = _mm512_set1_ps(f32::NEG_INFINITY);
     let mut m = [neg; 4];
@@ -96,11 +116,5 @@ pub unsafe fn softmax_row(x: &mut [f32]) {
         _mm512_mask_storeu_ps(p.add(sixteens), k, e);
         sum = x[sixteens..].iter().fold(sum, |s, &v| s + v);
     }
-    let inv = _mm512_set1_ps(1.0 / sum);
-    for i in (0..sixteens).step_by(16) {
-        _mm512_storeu_ps(p.add(i), _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), inv));
-    }
-    if sixteens < n {
-        _mm512_mask_storeu_ps(p.add(sixteens), k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p.add(sixteens)), inv));
-    }
+    sum
 }
