@@ -244,7 +244,7 @@ pub unsafe fn head_packed(
     let (kp, rest) = scratch.split_at_mut(packed_len(tk, dh));
     let (vp, rest) = rest.split_at_mut(packed_len(dvh, tk));
     let (bias, s) = rest.split_at_mut(lds);
-    pack_rows(kp, h.k, h.ldk, tk, dh, scale);
+    pack_rows(level, kp, h.k, (h.ldk, tk, dh), scale);
     pack_columns(vp, h.v, h.ldv, tk, dvh);
     let bias = h.keep.map(|keep| {
         for (j, b) in bias[..tk].iter_mut().enumerate() {

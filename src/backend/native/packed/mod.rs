@@ -122,7 +122,24 @@ mod panels;
 mod slab;
 
 use panels::Tiles;
-pub use panels::{pack_columns, pack_rows, packed_len, Packed, Panels, MR, PANEL};
+pub use panels::{pack_columns, packed_len, Packed, Panels, MR, PANEL};
+
+/// Panels of the `[n, k]` weight whose row `j` is `src[j * ld..j * ld + k]`, each value
+/// times `scale`, into `dst` ([`packed_len`]`(n, k)` floats; the padding columns
+/// zeroed); attention packs a head's keys so, the `1/√d` folded in. At AVX-512 whole
+/// 16 × 16 blocks are transposed in registers ([`avx512::transpose16`]); the result
+/// does not depend on `level`, which must be one the CPU has.
+pub fn pack_rows(level: SimdLevel, dst: &mut [f32], src: &[f32], (ld, n, k): (usize, usize, usize), scale: f32) {
+    let block: Option<panels::Transpose16> = match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            Some(avx512::transpose16)
+        }
+        _ => None,
+    };
+    panels::pack_rows(dst, src, (ld, n, k), scale, block)
+}
 pub use slab::SlabBuilder;
 
 #[cfg(test)]
@@ -187,6 +204,28 @@ mod tests {
                     assert!(written.iter().all(|&c| c == 1), "{m}x{n}, {chunks} chunks: every element once");
                     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&y), bits(&whole), "{level:?} {m}x{n}x{k}, {chunks} chunks");
+                }
+            }
+        }
+    }
+
+    /// Keys packed at every level, whole 16 × 16 blocks (transposed in registers at
+    /// AVX-512) and partial ones (value by value), give the scaled values in their places.
+    #[test]
+    fn packed_rows_hold_each_scaled_value_at_every_level() {
+        for (n, k) in [(1, 1), (16, 16), (33, 64), (48, 70), (1568 % 100 + 16, 32), (5, 19)] {
+            let ld = k + 9;
+            let src = seq(n * ld, 4);
+            let scale = 0.125f32;
+            for level in SimdLevel::all_available() {
+                let mut dst = vec![f32::NAN; packed_len(n, k)];
+                pack_rows(level, &mut dst, &src, (ld, n, k), scale);
+                for j in 0..n.next_multiple_of(PANEL) {
+                    for p in 0..k {
+                        let want = if j < n { src[j * ld + p] * scale } else { 0.0 };
+                        let got = dst[(j / PANEL) * PANEL * k + p * PANEL + j % PANEL];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{level:?} {n}x{k} at key {j}, column {p}");
+                    }
                 }
             }
         }

@@ -104,21 +104,45 @@ impl<'a> Panels<'a> {
     }
 }
 
+/// A 16 × 16 block transposed, times a scale: `dst[p * PANEL + c] = scale · src[c * ld +
+/// p]` for `c, p < 16` (`src` valid for 16 rows of stride `ld`, `dst` for 256 floats).
+pub(super) type Transpose16 = unsafe fn(src: *const f32, ld: usize, dst: *mut f32, scale: f32);
+
 /// Panels of the `[n, k]` weight whose row `j` is `src[j * ld..j * ld + k]`, each value
 /// times `scale`, into `dst` ([`packed_len`]`(n, k)` floats; the padding columns zeroed).
-/// Attention packs a head's keys so, the `1/√d` folded in.
-pub fn pack_rows(dst: &mut [f32], src: &[f32], ld: usize, n: usize, k: usize, scale: f32) {
+/// Attention packs a head's keys so, the `1/√d` folded in. Whole 16 × 16 blocks go
+/// through `block` where there is one (a kernel's in-register transpose), the rest value
+/// by value: the same products in the same places either way.
+pub(super) fn pack_rows(
+    dst: &mut [f32],
+    src: &[f32],
+    (ld, n, k): (usize, usize, usize),
+    scale: f32,
+    block: Option<Transpose16>,
+) {
     assert!(n == 0 || src.len() >= (n - 1) * ld + k, "pack: source too short");
     let dst = &mut dst[..packed_len(n, k)];
     for (j0, panel) in (0..n).step_by(PANEL).zip(dst.chunks_exact_mut(PANEL * k.max(1))) {
         let cols = PANEL.min(n - j0);
+        let done = match block {
+            Some(f) if cols == PANEL => {
+                let whole = k / PANEL * PANEL;
+                for p0 in (0..whole).step_by(PANEL) {
+                    // SAFETY: rows j0..j0 + 16 hold k ≥ p0 + 16 values each (asserted
+                    // above); the panel's lines p0..p0 + 16 are 256 floats of `panel`.
+                    unsafe { f(src.as_ptr().add(j0 * ld + p0), ld, panel.as_mut_ptr().add(p0 * PANEL), scale) };
+                }
+                whole
+            }
+            _ => 0,
+        };
         if cols < PANEL {
             panel.fill(0.0);
         }
         // Row by row: each read is a contiguous run, each write one lane of a line.
         for c in 0..cols {
-            let row = &src[(j0 + c) * ld..(j0 + c) * ld + k];
-            for (line, &v) in panel.chunks_exact_mut(PANEL).zip(row) {
+            let row = &src[(j0 + c) * ld + done..(j0 + c) * ld + k];
+            for (line, &v) in panel[done * PANEL..].chunks_exact_mut(PANEL).zip(row) {
                 line[c] = v * scale;
             }
         }
