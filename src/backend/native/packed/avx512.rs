@@ -18,7 +18,8 @@ use std::arch::x86_64::*;
 /// Rows per tile.
 pub const MR: usize = 14;
 
-/// Full tiles that share the prefetch of the next panel pair, each one line of eight.
+/// Lines of the next panel pair prefetched per iteration of the full tiles' loop, shared
+/// among a row block's tiles ([`Prefetch`]).
 const SPREAD: usize = 8;
 
 /// Bytes of `x` per row block: half of a core's L2 as CPUID gives it, so a block stays
@@ -55,9 +56,10 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             } else {
                 b
             };
-            // With at least SPREAD full tiles in the block, full tile `i` prefetches
-            // every SPREAD-th line of the next pair from line `i % SPREAD` on.
-            let spread = (r1 - r0) / MR >= SPREAD;
+            // The block's tiles share the prefetch of the next pair: SPREAD lines an
+            // iteration (four of each panel), `lines` of them per tile, so the first
+            // SPREAD / lines tiles cover the pair once (see `Prefetch`).
+            let lines = Prefetch::lines((r1 - r0).div_ceil(MR));
             let mut r = r0;
             while r < r1 {
                 // Rows left over after the full tiles go as one more full tile ending
@@ -68,12 +70,12 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
                 // the time of 196 rows); only a call of fewer than MR rows takes one.
                 let left = r1 - r;
                 let (top, rows) = if left >= MR || r1 < MR { (r, left.min(MR)) } else { (r1 - MR, MR) };
-                let lane = spread.then_some(((r - r0) / MR) % SPREAD);
+                let share = Prefetch { lines, lane: ((r - r0) / MR) % (SPREAD / lines) };
                 match (cols > PANEL, t.gelu) {
-                    (true, false) => tiles::<2, false>(t, (b, next), top, rows, c, cols, lane),
-                    (true, true) => tiles::<2, true>(t, (b, next), top, rows, c, cols, lane),
-                    (false, false) => tiles::<1, false>(t, (b, next), top, rows, c, cols, lane),
-                    (false, true) => tiles::<1, true>(t, (b, next), top, rows, c, cols, lane),
+                    (true, false) => tiles::<2, false>(t, (b, next), top, rows, c, cols, share),
+                    (true, true) => tiles::<2, true>(t, (b, next), top, rows, c, cols, share),
+                    (false, false) => tiles::<1, false>(t, (b, next), top, rows, c, cols, share),
+                    (false, true) => tiles::<1, true>(t, (b, next), top, rows, c, cols, share),
                 }
                 r += left.min(MR);
             }
@@ -83,7 +85,7 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
 }
 
 /// One tile of `rows` (1..=[`MR`]) rows and `NV` registers per row, the GELU applied
-/// when `GELU`; `lane`: see [`tile`].
+/// when `GELU`; `share`: see [`tile`].
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(clippy::too_many_arguments)]
@@ -94,22 +96,57 @@ unsafe fn tiles<const NV: usize, const GELU: bool>(
     rows: usize,
     c: usize,
     cols: usize,
-    lane: Option<usize>,
+    share: Prefetch,
 ) {
     // One monomorphised tile per height, so each keeps its accumulators in registers.
     macro_rules! by_height {
         ($($h:literal)*) => {
             match rows {
-                $($h => tile::<$h, NV, GELU>(t, b, r, c, cols, lane),)*
+                $($h => tile::<$h, NV, GELU>(t, b, r, c, cols, share),)*
                 _ => {
                     const { assert!(MR == 14) };
                     assert_eq!(rows, MR, "a tile has at most MR rows");
-                    tile::<MR, NV, GELU>(t, b, r, c, cols, lane)
+                    tile::<MR, NV, GELU>(t, b, r, c, cols, share)
                 }
             }
         };
     }
     by_height!(1 2 3 4 5 6 7 8 9 10 11 12 13)
+}
+
+/// A full tile's share of the prefetch of the next pair: `lines` (1, 2, 4 or 8) of the
+/// SPREAD lines of each iteration, from `lane` on, every SPREAD / `lines`-th: line `ℓ`
+/// is panel A's line 4i + ℓ for ℓ < 4, panel B's 4i + ℓ − 4 for the others. A block of
+/// eight tiles or more prefetches one line a tile, fewer tiles more each; every tile
+/// prefetching the whole pair, as all blocks of fewer than eight tiles once did, took
+/// 1.06× the time of this for VideoMAE's fc2 (1568 × 768 × 3072, blocks of 84 rows;
+/// measured on a 2-core Sapphire Rapids, one process, paired rounds alternated); one
+/// line a tile in a block of fewer than eight leaves lines unprefetched (CLIP's batch-1
+/// forward, four tiles a block, went 7% slower with that).
+#[derive(Clone, Copy)]
+struct Prefetch {
+    lines: usize,
+    lane: usize,
+}
+
+impl Prefetch {
+    /// Lines per tile for a block of `tiles` tiles.
+    fn lines(tiles: usize) -> usize {
+        match tiles {
+            8.. => 1,
+            4..=7 => 2,
+            2 | 3 => 4,
+            _ => 8,
+        }
+    }
+
+    /// Floats from the next pair's start to this tile's first line.
+    fn offset(self, k: usize) -> usize {
+        match self.lines {
+            1 => (self.lane % 4) * PANEL + (self.lane / 4) * PANEL * k,
+            _ => self.lane * PANEL,
+        }
+    }
 }
 
 /// The lanes of a register that hold the first `cols` columns.
@@ -137,7 +174,7 @@ unsafe fn tile<const R: usize, const NV: usize, const GELU: bool>(
     r: usize,
     c: usize,
     cols: usize,
-    lane: Option<usize>,
+    share: Prefetch,
 ) {
     let k = t.k;
     let mask: [__mmask16; NV] = std::array::from_fn(|v| lanes(cols.saturating_sub(v * PANEL)));
@@ -153,14 +190,12 @@ unsafe fn tile<const R: usize, const NV: usize, const GELU: bool>(
     if R == MR && NV == 2 {
         // SAFETY: R == 14 and NV == 2, so the cast is to the same type.
         let acc = &mut *(acc.as_mut_ptr() as *mut [[__m512; 2]; MR]);
-        match lane {
-            Some(j) => {
-                // Line `j` of each group of SPREAD: panel A's lines j, j + 8, … (j < 4
-                // covers A's lines 4i + j), panel B's for j ≥ 4.
-                let pf = next.wrapping_add((j % 4) * PANEL + (j / 4) * PANEL * k);
-                full_tile_loop::<true>(acc, a[0], t.ldx, b, pf, k)
-            }
-            None => full_tile_loop::<false>(acc, a[0], t.ldx, b, next, k),
+        let pf = next.wrapping_add(share.offset(k));
+        match share.lines {
+            1 => full_tile_loop::<1>(acc, a[0], t.ldx, b, pf, k),
+            2 => full_tile_loop::<2>(acc, a[0], t.ldx, b, pf, k),
+            4 => full_tile_loop::<4>(acc, a[0], t.ldx, b, pf, k),
+            _ => full_tile_loop::<8>(acc, a[0], t.ldx, b, pf, k),
         }
     } else {
         let panels: [*const f32; NV] = std::array::from_fn(|v| b.add(v * PANEL * k));
@@ -197,16 +232,6 @@ macro_rules! loads {
         concat!(
             concat!("vmovaps zmm28, zmmword ptr [{bp} + ", $d64, "]\n"),
             concat!("vmovaps zmm29, zmmword ptr [{bp} + {koff} + ", $d64, "]\n"),
-        )
-    };
-}
-
-/// Prefetch into L2 the lines of both panels of the next pair at that index.
-macro_rules! prefetch_pair {
-    ($d64:literal) => {
-        concat!(
-            concat!("prefetcht1 byte ptr [{pf} + ", $d64, "]\n"),
-            concat!("prefetcht1 byte ptr [{pf} + {koff} + ", $d64, "]\n"),
         )
     };
 }
@@ -262,12 +287,8 @@ macro_rules! fmas {
 }
 
 /// One step of [`full_tile_loop`]: reduction index `p + $d4 / 4` (`$d4` and `$d64` the
-/// byte offsets of that index in a row of `x` and in a panel), prefetching the next
-/// pair's two lines at that index when `$pf` is `pf`.
+/// byte offsets of that index in a row of `x` and in a panel).
 macro_rules! step {
-    ($d4:literal, $d64:literal, pf) => {
-        concat!(loads!($d64), prefetch_pair!($d64), fmas!($d4))
-    };
     ($d4:literal, $d64:literal) => {
         concat!(loads!($d64), fmas!($d4))
     };
@@ -279,12 +300,11 @@ macro_rules! step {
 /// on addresses; four steps per iteration, their offsets as displacements. (Compiled
 /// from the intrinsics, the fourteen row addresses took an `add` each per step, which
 /// compete with the FMAs for their ports; unrolled, LLVM hoisted the broadcasts and
-/// spilled.) Without `SPREAD_PF` each step prefetches the next pair's two lines at its
-/// index from `pf` (the whole pair per tile); with it each iteration prefetches one
-/// line at `pf`, one of every eight ([`SPREAD`] tiles cover the pair, see [`run512`]).
+/// spilled.) Each iteration prefetches `LINES` lines of the next pair from `pf` into L2
+/// (see [`Prefetch`]).
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
-unsafe fn full_tile_loop<const SPREAD_PF: bool>(
+unsafe fn full_tile_loop<const LINES: usize>(
     acc: &mut [[__m512; 2]; MR],
     x: *const f32,
     ldx: usize,
@@ -294,12 +314,16 @@ unsafe fn full_tile_loop<const SPREAD_PF: bool>(
 ) {
     let l = ldx * 4;
     macro_rules! run {
-        ([$($four:expr),*], [$($one:expr),*]) => {
+        ($pf:expr) => {
             std::arch::asm!(
                 "test {n4}, {n4}",
                 "jz 3f",
                 "2:",
-                $($four,)*
+                step!("0", "0"),
+                step!("4", "64"),
+                step!("8", "128"),
+                step!("12", "192"),
+                $pf,
                 "add {a0}, 16",
                 "add {a5}, 16",
                 "add {a10}, 16",
@@ -311,7 +335,7 @@ unsafe fn full_tile_loop<const SPREAD_PF: bool>(
                 "test {n1}, {n1}",
                 "jz 5f",
                 "4:",
-                $($one,)*
+                step!("0", "0"),
                 "add {a0}, 4",
                 "add {a5}, 4",
                 "add {a10}, 4",
@@ -366,16 +390,25 @@ unsafe fn full_tile_loop<const SPREAD_PF: bool>(
             )
         };
     }
-    if SPREAD_PF {
-        run!(
-            [step!("0", "0"), step!("4", "64"), step!("8", "128"), step!("12", "192"), "prefetcht1 byte ptr [{pf}]"],
-            [step!("0", "0")]
-        );
-    } else {
-        run!(
-            [step!("0", "0", pf), step!("4", "64", pf), step!("8", "128", pf), step!("12", "192", pf)],
-            [step!("0", "0", pf)]
-        );
+    match LINES {
+        1 => run!("prefetcht1 byte ptr [{pf}]"),
+        2 => run!(concat!("prefetcht1 byte ptr [{pf}]\n", "prefetcht1 byte ptr [{pf} + {koff}]")),
+        4 => run!(concat!(
+            "prefetcht1 byte ptr [{pf}]\n",
+            "prefetcht1 byte ptr [{pf} + 128]\n",
+            "prefetcht1 byte ptr [{pf} + {koff}]\n",
+            "prefetcht1 byte ptr [{pf} + {koff} + 128]",
+        )),
+        _ => run!(concat!(
+            "prefetcht1 byte ptr [{pf}]\n",
+            "prefetcht1 byte ptr [{pf} + 64]\n",
+            "prefetcht1 byte ptr [{pf} + 128]\n",
+            "prefetcht1 byte ptr [{pf} + 192]\n",
+            "prefetcht1 byte ptr [{pf} + {koff}]\n",
+            "prefetcht1 byte ptr [{pf} + {koff} + 64]\n",
+            "prefetcht1 byte ptr [{pf} + {koff} + 128]\n",
+            "prefetcht1 byte ptr [{pf} + {koff} + 192]",
+        )),
     }
 }
 
