@@ -86,11 +86,12 @@ pub fn blocked_scratch(dvh: usize) -> usize {
 /// heights (14 and 6), from one such multiple (42 rows) to twelve (504).
 pub fn query_rows(tk: usize) -> usize {
     let bytes = l2_bytes().unwrap_or(512 * 1024) / 4;
-    (bytes / (4 * tk.next_multiple_of(PANEL)) / QUERY_STEP).clamp(1, 12) * QUERY_STEP
+    (bytes / (4 * tk.next_multiple_of(PANEL)) / QUERY_STEP).clamp(1, MAX_QUERY_ROWS / QUERY_STEP) * QUERY_STEP
 }
 
-/// [`query_rows`]' unit and most.
+/// [`query_rows`]' unit: a multiple of both packed kernels' tile heights.
 const QUERY_STEP: usize = 42;
+/// The most rows [`query_rows`] gives.
 const MAX_QUERY_ROWS: usize = 12 * QUERY_STEP;
 
 /// Per-thread scratch (f32 elements) of the packed kernel: a head's keys and values as
@@ -218,8 +219,8 @@ pub unsafe fn head_blocked(
 /// [`query_rows`] queries the scores by the kernel (the mask as its bias: 0 or the most
 /// negative f32), a softmax's weights per row while the block is in L2 (unscaled), and
 /// the block's output rows by the kernel again, each then divided by its row's sum
-/// (dvh values a row where scaling the weights took tk). The plain path writes the whole `[tq, tk]` score matrix
-/// and reads it twice more (VideoMAE's 1568 tokens: 9.8 MB a head, past L2), and its
+/// (dvh values a row where scaling the weights took tk). The plain path writes the
+/// whole `[tq, tk]` score matrix and reads it twice more (VideoMAE's 1568 tokens: 9.8 MB a head, past L2), and its
 /// general GEMM packs both operands per call. `scratch` holds
 /// [`packed_scratch`]`(tk, dh, dvh)` elements.
 ///

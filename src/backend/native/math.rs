@@ -237,9 +237,9 @@ fn softmax_row_generic<const FMA: bool>(x: &mut [f32]) {
 
 /// The weights of a softmax of one row in place, unscaled, and their sum: max, then
 /// `e^{x−max}` with the sum taken as it is stored. The row must have a finite maximum
-/// (masking is the caller's business). The max and the sum keep 64 lanes (four AVX-512 registers, eight AVX2 ones; float adds
-/// are not reassociated, so the lanes are spelt out), then 16 for what is left of the
-/// row, then one: with only 16 each pass was a chain of dependent adds or maxes, four
+/// (masking is the caller's business). The max and the sum keep 64 lanes (four AVX-512
+/// registers, eight AVX2 ones; float adds are not reassociated, so the lanes are spelt
+/// out), then 16 for what is left of the row, then one: with only 16 each pass was a chain of dependent adds or maxes, four
 /// cycles a register, and the softmax over VideoMAE's 1568-wide score rows ran at
 /// about a cycle per element.
 #[inline(always)]

@@ -41,6 +41,10 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
     let mc = row_block(t.k, MR, x_block_bytes());
     for r0 in (0..m).step_by(mc) {
         let r1 = (r0 + mc).min(m);
+        // The block's tiles share the prefetch of the next pair: SPREAD lines an
+        // iteration (four of each panel), `lines` of them per tile, so the first
+        // SPREAD / lines tiles cover the pair once (see `Prefetch`).
+        let lines = Prefetch::lines((r1 - r0).div_ceil(MR));
         let mut c = c0;
         while c < c1 {
             let cols = (c1 - c).min(2 * PANEL);
@@ -56,10 +60,6 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             } else {
                 b
             };
-            // The block's tiles share the prefetch of the next pair: SPREAD lines an
-            // iteration (four of each panel), `lines` of them per tile, so the first
-            // SPREAD / lines tiles cover the pair once (see `Prefetch`).
-            let lines = Prefetch::lines((r1 - r0).div_ceil(MR));
             let mut r = r0;
             while r < r1 {
                 // Rows left over after the full tiles go as one more full tile ending

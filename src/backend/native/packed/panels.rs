@@ -113,7 +113,10 @@ pub(super) type Transpose16 = unsafe fn(src: *const f32, ld: usize, dst: *mut f3
 /// Attention packs a head's keys so, the `1/√d` folded in. Whole 16 × 16 blocks go
 /// through `block` where there is one (a kernel's in-register transpose), the rest value
 /// by value: the same products in the same places either way.
-pub(super) fn pack_rows(
+///
+/// # Safety
+/// `block`, where given, must run on this CPU (its instruction set available).
+pub(super) unsafe fn pack_rows(
     dst: &mut [f32],
     src: &[f32],
     (ld, n, k): (usize, usize, usize),
@@ -129,7 +132,8 @@ pub(super) fn pack_rows(
                 let whole = k / PANEL * PANEL;
                 for p0 in (0..whole).step_by(PANEL) {
                     // SAFETY: rows j0..j0 + 16 hold k ≥ p0 + 16 values each (asserted
-                    // above); the panel's lines p0..p0 + 16 are 256 floats of `panel`.
+                    // above); the panel's lines p0..p0 + 16 are 256 floats of `panel`;
+                    // the caller vouches that `f` runs on this CPU.
                     unsafe { f(src.as_ptr().add(j0 * ld + p0), ld, panel.as_mut_ptr().add(p0 * PANEL), scale) };
                 }
                 whole
