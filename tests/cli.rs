@@ -519,4 +519,8 @@ fn bench_paced_answers_one_forward_per_line() {
     let o = paced("", &["specs/demo/video_plain.graft", "specs/demo/cm3t_multimodal.graft"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--paced times one spec; got 2"), "{}", stderr(&o));
+    // The driver decides how many forwards run: `--iters` is refused, not ignored.
+    let o = graft(&["bench", "specs/demo/video_plain.graft", "--paced", "--iters", "5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("'--paced' cannot be used with '--iters"), "{}", stderr(&o));
 }

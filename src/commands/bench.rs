@@ -87,8 +87,9 @@ pub struct BenchArgs {
     pub allow_missing: Vec<String>,
     /// Run one forward per batch size read from stdin and print its milliseconds
     /// (after `ready`), for a driver that interleaves single forwards with another
-    /// runtime's (one spec, one backend; benches/python/paced.py).
-    #[arg(long, conflicts_with_all = ["train", "json"])]
+    /// runtime's (one spec, one backend; benches/python/paced.py). The driver decides how
+    /// many forwards run, so `--iters` is refused beside it rather than ignored.
+    #[arg(long, conflicts_with_all = ["train", "json", "iters"])]
     pub paced: bool,
     /// Internal: measure one spec's memory in this process and print it as JSON.
     #[arg(long, hide = true)]
