@@ -218,11 +218,9 @@ fn temp_name(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("graft-durable-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh directory for one test, removed when it drops.
+    fn scratch(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("graft-durable-{name}-")).tempdir().unwrap()
     }
 
     fn entries(dir: &Path) -> Vec<String> {
@@ -235,16 +233,18 @@ mod tests {
     #[test]
     fn replaces_the_file_and_leaves_no_temporary() {
         let d = scratch("replace");
+        let d = d.path();
         let p = d.join("a.txt");
         write_atomic(&p, b"first").unwrap();
         write_atomic(&p, b"second").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
-        assert_eq!(entries(&d), ["a.txt"]);
+        assert_eq!(entries(d), ["a.txt"]);
     }
 
     #[test]
     fn a_failing_stream_leaves_the_old_file_and_no_temporary() {
         let d = scratch("fail");
+        let d = d.path();
         let p = d.join("a.txt");
         write_atomic(&p, b"old").unwrap();
         let err = write_atomic_with(&p, |w| {
@@ -253,7 +253,7 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        assert_eq!(entries(&d), ["a.txt"]);
+        assert_eq!(entries(d), ["a.txt"]);
         let msg = err.to_string();
         assert!(msg.contains("a.txt") && msg.contains("writing") && msg.contains("the producer gave up"), "{msg}");
     }
@@ -261,6 +261,7 @@ mod tests {
     #[test]
     fn an_unwritable_destination_is_an_error_naming_the_path() {
         let d = scratch("missing");
+        let d = d.path();
         let p = d.join("no-such-dir").join("a.txt");
         let err = write_atomic(&p, b"x").unwrap_err();
         assert_eq!(err.path, p);
@@ -270,13 +271,14 @@ mod tests {
     #[test]
     fn the_longest_legal_names_can_be_written() {
         let d = scratch("long");
+        let d = d.path();
         for len in [250, 255] {
             let name = "é".repeat(len / 2) + &"x".repeat(len % 2);
             assert_eq!(name.len(), len);
             write_atomic(&d.join(&name), b"x").unwrap();
             StagedDir::new(&d.join("y".repeat(len))).unwrap().publish().unwrap();
         }
-        assert_eq!(entries(&d).len(), 4);
+        assert_eq!(entries(d).len(), 4);
     }
 
     #[cfg(unix)]
@@ -284,6 +286,7 @@ mod tests {
     fn a_rewrite_goes_through_the_link_and_keeps_the_mode() {
         use std::os::unix::fs::PermissionsExt;
         let d = scratch("rewrite");
+        let d = d.path();
         let real = d.join("real.graft");
         std::fs::write(&real, b"old").unwrap();
         std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -292,19 +295,20 @@ mod tests {
         assert!(std::fs::symlink_metadata(d.join("link.graft")).unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
         assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(entries(&d), ["link.graft", "real.graft"]);
+        assert_eq!(entries(d), ["link.graft", "real.graft"]);
     }
 
     #[test]
     fn a_staged_set_appears_whole_on_publish() {
         let d = scratch("staged");
+        let d = d.path();
         let dest = d.join("ckpt");
         let staged = StagedDir::new(&dest).unwrap();
         staged.write("a.bin", b"aa").unwrap();
         staged.write_with("b.json", |w| w.write_all(b"{}")).unwrap();
         assert!(!dest.exists(), "nothing is visible before publish");
         assert_eq!(staged.publish().unwrap(), dest);
-        assert_eq!(entries(&d), ["ckpt"]);
+        assert_eq!(entries(d), ["ckpt"]);
         assert_eq!(entries(&dest), ["a.bin", "b.json"]);
         assert_eq!(std::fs::read(dest.join("b.json")).unwrap(), b"{}");
     }
@@ -312,9 +316,10 @@ mod tests {
     #[test]
     fn an_abandoned_staged_set_leaves_nothing() {
         let d = scratch("abandoned");
+        let d = d.path();
         let staged = StagedDir::new(&d.join("ckpt")).unwrap();
         staged.write("a.bin", b"aa").unwrap();
         drop(staged);
-        assert!(entries(&d).is_empty());
+        assert!(entries(d).is_empty());
     }
 }

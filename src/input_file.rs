@@ -192,9 +192,8 @@ mod tests {
         assert!(e.contains("a character device"), "{e}");
         let e = open_regular(Path::new("/")).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
-        let d = std::env::temp_dir().join(format!("graft-input-file-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = tempfile::Builder::new().prefix("graft-input-file-").tempdir().unwrap();
+        let d = d.path();
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(d.join("b"), d.join("a")).unwrap();

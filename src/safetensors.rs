@@ -484,8 +484,8 @@ mod tests {
         assert!(f.entries()["b"].is_integer() && !f.entries()["c"].is_integer());
         assert_eq!(f.header.metadata["format"], "pt");
         assert_eq!(f.tensors().unwrap(), sample());
-        let dir = std::env::temp_dir().join(format!("graft-st-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new().prefix("graft-st-").tempdir().unwrap();
+        let dir = dir.path();
         let path = dir.join("t.safetensors");
         write(&path, &sample(), &BTreeMap::new()).unwrap();
         let f = SafeFile::open(&path).unwrap();

@@ -67,11 +67,8 @@ fn graft_without_gpu(dir: &Path, args: &[&str]) -> Output {
     Command::new(graft_bin()).args(args).current_dir(dir).env("CUDA_VISIBLE_DEVICES", "").output().expect("run graft")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("graft-cuda-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tmp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-cuda-{name}-")).tempdir().unwrap()
 }
 
 /// specs/vit_tiny.graft, in the source tree or under the current directory.
@@ -87,7 +84,7 @@ fn vit_tiny() -> PathBuf {
 
 /// `graft …` fails with status 1, no panic, and `want` in its message.
 fn refuses(args: &[&str], want: &str) {
-    let o = graft_without_gpu(&tmp("refuse"), args);
+    let o = graft_without_gpu(tmp("refuse").path(), args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "graft {} should fail:\n{err}", args.join(" "));
     assert!(!err.contains("panicked"), "{err}");
@@ -256,13 +253,14 @@ fn train(dir: &Path, out: &str, extra: &[&str]) -> Trained<TorchTrainer> {
 fn captured_training_steps_equal_eager_ones() {
     let _gpu = gpu("captured training steps");
     let dir = tmp("train");
+    let dir = dir.path();
     std::fs::write(dir.join("pre.graft"), TRAIN_SPEC).unwrap();
-    let o = graft(&dir, &["data", "synth", "--task", "pretrain", "--n", "128", "--out", "data"]);
+    let o = graft(dir, &["data", "synth", "--task", "pretrain", "--n", "128", "--out", "data"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for accumulate in ["1", "2"] {
         let a = ["--accumulate", accumulate];
-        let eager = train(&dir, &format!("eager{accumulate}"), &a);
-        let graphed = train(&dir, &format!("graph{accumulate}"), &[&a[..], &["--cuda-graph"]].concat());
+        let eager = train(dir, &format!("eager{accumulate}"), &a);
+        let graphed = train(dir, &format!("graph{accumulate}"), &[&a[..], &["--cuda-graph"]].concat());
         assert_eq!(eager.losses.len(), 3);
         let losses = |v: &[f32]| vec![("loss".to_string(), Values::f32(&[v.len() as i64], v))];
         let tol = Tol::Max { abs: 1e-4, rel: 1e-4 };
@@ -282,8 +280,8 @@ fn captured_training_steps_equal_eager_ones() {
         assert!(moved.iter().any(|s| s.max_abs > 1e-6), "three captured steps left every parameter where it was");
     }
     // With autocast too: the loss stays finite and close to the f32 run's first loss.
-    let ac = train(&dir, "graph_bf16", &["--cuda-graph", "--autocast", "bf16"]);
-    let f32_run = train(&dir, "eager_f32", &[]);
+    let ac = train(dir, "graph_bf16", &["--cuda-graph", "--autocast", "bf16"]);
+    let f32_run = train(dir, "eager_f32", &[]);
     assert!((ac.losses[0] - f32_run.losses[0]).abs() <= 2e-2 * f32_run.losses[0].abs(), "{:?}", ac.losses);
 }
 
@@ -292,7 +290,10 @@ fn captured_training_steps_equal_eager_ones() {
 fn bench_replays_a_graph() {
     let _gpu = gpu("graft bench --cuda-graph");
     let spec = vit_tiny().display().to_string();
-    let o = graft(&tmp("bench"), &["bench", &spec, "--batch", "2", "--iters", "3", "--device", "cuda", "--cuda-graph"]);
+    let o = graft(
+        tmp("bench").path(),
+        &["bench", &spec, "--batch", "2", "--iters", "3", "--device", "cuda", "--cuda-graph"],
+    );
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("batch 2"), "{out}");
@@ -315,9 +316,10 @@ fn a_whole_captured_step_equals_the_eager_step() {
     use graft::backend::torch::train::device_step::{train_step, DeviceStep, StepGraphs, StepParts};
     let _gpu = gpu("whole-step capture");
     let dir = tmp("whole_step");
+    let dir = dir.path();
     let batches: Vec<(Vec<Option<Tensor>>, Tensor)> = (0..4u64)
         .map(|i| {
-            let (model, _) = pre_on_gpu(&dir);
+            let (model, _) = pre_on_gpu(dir);
             let x = gpu_inputs(&model.plan, 8, 10 + i);
             let y = Tensor::from_slice(&[0i64, 1, 2, 3, 3, 2, 1, 0]).roll([i as i64], [0]).to_device(Device::Cuda(0));
             (x, y)
@@ -326,7 +328,7 @@ fn a_whole_captured_step_equals_the_eager_step() {
     // Eager sync-free steps, then the same batches through captured whole steps (the
     // rate changes every step: it is read from the device tensor at each replay).
     let run = |graphed: bool| {
-        let (model, mut opt) = pre_on_gpu(&dir);
+        let (model, mut opt) = pre_on_gpu(dir);
         let params = opt.params();
         let mut dev = DeviceStep::new(Device::Cuda(0), 8).unwrap();
         let mut graphs = StepGraphs::default();
@@ -384,7 +386,7 @@ fn a_whole_captured_step_equals_the_eager_step() {
         &indexed(&eager_params),
         Tol::Max { abs: 1e-5, rel: 1e-5 },
     );
-    let (first, _) = pre_on_gpu(&dir);
+    let (first, _) = pre_on_gpu(dir);
     let initial: Vec<Tensor> = first.trainable().into_iter().map(|(_, t)| t.to_device(Device::Cpu)).collect();
     let moved = measure(&indexed(&eager_params), &indexed(&initial)).unwrap();
     let moved = moved.iter().any(|s| s.max_abs > 1e-4);

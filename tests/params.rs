@@ -88,8 +88,8 @@ fn incremental_plugin_keeps_earlier_plugins_frozen() {
 
 /// A spec of one backbone `m` = `call` over input `input`, compiled in train mode.
 fn std_model(tag: &str, input: &str, call: &str) -> graft::report::ParamReport {
-    let dir = std::env::temp_dir().join(format!("graft-params-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new().prefix(&format!("graft-params-{tag}-")).tempdir().unwrap();
+    let dir = dir.path();
     let spec = dir.join("m.graft");
     let text = format!(
         "use std.hf_vit\nuse std.clip\n\nmodel m {{\n  input x: {input}\n  backbone b = {call}(x)\n      weights required\n  output y = b\n}}\n"

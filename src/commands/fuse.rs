@@ -142,8 +142,8 @@ mod tests {
 
     #[test]
     fn fuse_folds_lora_into_the_backbone_checkpoint() {
-        let dir = std::env::temp_dir().join(format!("graft-fuse-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new().prefix("graft-fuse-test-").tempdir().unwrap();
+        let dir = dir.path();
         let spec = dir.join("m.graft");
         std::fs::write(
             &spec,

@@ -283,10 +283,13 @@ mod tests {
         }
     }
 
-    fn file(name: &str, tensors: &[(&str, HostTensor)]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("graft-weights-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+    /// A scratch directory for one test's files, removed when it drops.
+    fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new().prefix("graft-weights-test-").tempdir().unwrap()
+    }
+
+    fn file(dir: &tempfile::TempDir, name: &str, tensors: &[(&str, HostTensor)]) -> PathBuf {
+        let path = dir.path().join(name);
         let v: Vec<(String, HostTensor)> = tensors.iter().map(|(k, t)| (k.to_string(), t.clone())).collect();
         crate::safetensors::write(&path, &v, &BTreeMap::new()).unwrap();
         path
@@ -307,6 +310,7 @@ mod tests {
 
     #[test]
     fn strict_report_lists_every_problem() {
+        let dir = scratch();
         let params = vec![
             param("m.blocks.8.attn.qkv.weight", &[6, 2], Some("blocks.8.attn.qkv.weight")),
             param("m.b.bias", &[3], Some("b.bias")),
@@ -315,6 +319,7 @@ mod tests {
             param("x.init", &[2], None),
         ];
         let path = file(
+            &dir,
             "bad.safetensors",
             &[
                 ("blocks.8.attn.qkv.weight", f32s(&[2, 6], 0.0)),
@@ -347,6 +352,7 @@ mod tests {
 
         // Fixed file; the gaps excused by patterns (on the relative or the full key).
         let path = file(
+            &dir,
             "good.safetensors",
             &[
                 ("blocks.8.attn.qkv.weight", f32s(&[6, 2], 1.0)),
@@ -371,34 +377,41 @@ mod tests {
 
     #[test]
     fn older_spellings_load_without_rename_rules() {
+        let dir = scratch();
         let q = "encoder.layer.0.attention.attention.query.bias";
         let params = vec![param(&format!("m.{q}"), &[2], Some(q))];
-        let path = file("q_bias.safetensors", &[("encoder.layer.0.attention.attention.q_bias", f32s(&[2], 3.0))]);
+        let path = file(&dir, "q_bias.safetensors", &[("encoder.layer.0.attention.attention.q_bias", f32s(&[2], 3.0))]);
         let leaves = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).unwrap();
         assert_eq!(leaves.get(&params[0]).unwrap(), &f32s(&[2], 3.0));
     }
 
     #[test]
     fn full_path_keys_and_prefix_hint() {
+        let dir = scratch();
         let params = vec![param("m.a.weight", &[2], Some("a.weight")), param("m.b.weight", &[2], Some("b.weight"))];
         // A checkpoint keyed by full parameter paths loads.
-        let path = file("full.safetensors", &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0))]);
+        let path = file(&dir, "full.safetensors", &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0))]);
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
         // A run's checkpoint also holds other components' tensors: not unexpected here.
         let path = file(
+            &dir,
             "run.safetensors",
             &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0)), ("head.weight", f32s(&[3], 1.0))],
         );
         assert!(Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).is_ok());
         // But under the binding's own prefix, an extra key still is.
         let path = file(
+            &dir,
             "extra.safetensors",
             &[("m.a.weight", f32s(&[2], 1.0)), ("m.b.weight", f32s(&[2], 1.0)), ("m.c.weight", f32s(&[3], 1.0))],
         );
         let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("m.c.weight"), "{err}");
-        let path =
-            file("pre.safetensors", &[("module.a.weight", f32s(&[2], 1.0)), ("module.b.weight", f32s(&[2], 1.0))]);
+        let path = file(
+            &dir,
+            "pre.safetensors",
+            &[("module.a.weight", f32s(&[2], 1.0)), ("module.b.weight", f32s(&[2], 1.0))],
+        );
         let err = Leaves::load(&params, &bind(&path), &Declared::default(), &[], 0).err().unwrap().to_string();
         assert!(err.contains("the file's keys carry the prefix `module.`"), "{err}");
     }
@@ -406,8 +419,8 @@ mod tests {
     #[test]
     fn unreadable_files_are_clear_errors() {
         let params = vec![param("m.a.weight", &[2], Some("a.weight"))];
-        let dir = std::env::temp_dir().join(format!("graft-weights-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = scratch();
+        let dir = scratch.path();
         let junk = dir.join("junk.bin");
         std::fs::write(&junk, b"this is not a checkpoint at all").unwrap();
         let err = Leaves::load(&params, &bind(&junk), &Declared::default(), &[], 0).err().unwrap().to_string();

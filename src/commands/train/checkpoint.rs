@@ -515,8 +515,8 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_and_tensors_stay_readable() {
-        let dir = std::env::temp_dir().join(format!("graft-ckpt-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new().prefix("graft-ckpt-test-").tempdir().unwrap();
+        let dir = dir.path();
         let path = dir.join("t.safetensors");
         let id = Identity { model: "m".into(), fingerprint: "00ff".into(), spec_hash: "aa".into(), ir: String::new() };
         let t = HostTensor::from_f32(&[3], &[1.0, 2.0, 3.0]).unwrap();

@@ -381,8 +381,8 @@ mod tests {
 
     #[test]
     fn files_compare_equal_only_with_the_same_bytes_across_chunks() {
-        let dir = std::env::temp_dir().join(format!("graft-rundir-bytes-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new().prefix("graft-rundir-bytes-").tempdir().unwrap();
+        let dir = dir.path();
         let (a, b) = (dir.join("a"), dir.join("b"));
         let big: Vec<u8> = (0..(1usize << 20) * 2 + 77).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(&a, &big).unwrap();
@@ -397,7 +397,6 @@ mod tests {
             std::fs::write(&b, e).unwrap();
             assert!(!same_bytes(&a, &b).unwrap() && !same_bytes(&b, &a).unwrap());
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
