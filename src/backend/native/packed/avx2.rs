@@ -1,9 +1,10 @@
 //! The AVX2+FMA kernel of [`super::linear`]: tiles of 6 rows × one 16-column panel in
 //! 12 of the 16 `ymm` registers (two per row), the FMA units' peak on this register
-//! file.
+//! file; the GELU epilogue on a tile's registers before they are stored
+//! ([`super::gelu::gelu256`]).
 
-use super::panels::{gelu_strip, row_block, Panels, Tiles, MR as MR256, PANEL};
-use crate::backend::native::math::SimdLevel;
+use super::gelu::gelu256;
+use super::panels::{row_block, Panels, Tiles, MR as MR256, PANEL};
 use std::arch::x86_64::*;
 
 /// Every tile, row blocks outermost so a block of `x` stays in L2 while the
@@ -20,30 +21,38 @@ pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             let mut r = r0;
             while r < r1 {
                 let rows = (r1 - r).min(MR256);
-                match rows {
-                    1 => tile256::<1>(t, b, r, c, cols),
-                    2 => tile256::<2>(t, b, r, c, cols),
-                    3 => tile256::<3>(t, b, r, c, cols),
-                    4 => tile256::<4>(t, b, r, c, cols),
-                    5 => tile256::<5>(t, b, r, c, cols),
-                    _ => tile256::<6>(t, b, r, c, cols),
+                if t.gelu {
+                    tiles::<true>(t, b, r, rows, c, cols);
+                } else {
+                    tiles::<false>(t, b, r, rows, c, cols);
                 }
                 r += rows;
-            }
-            if t.gelu {
-                gelu_strip(t, SimdLevel::Avx2Fma, r0, r1, c, cols);
             }
             c += cols;
         }
     }
 }
 
-/// Rows `r..r + MR`, columns `c..c + cols` (`cols` ≤ 16) in two 8-lane registers
-/// per row: accumulators start at the bias, one FMA per reduction index; a partial
-/// tile goes out through a stack tile.
+/// One tile of `rows` (1..=6) rows, the GELU applied when `GELU`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile256<const MR: usize>(t: &Tiles, b: *const f32, r: usize, c: usize, cols: usize) {
+unsafe fn tiles<const GELU: bool>(t: &Tiles, b: *const f32, r: usize, rows: usize, c: usize, cols: usize) {
+    match rows {
+        1 => tile256::<1, GELU>(t, b, r, c, cols),
+        2 => tile256::<2, GELU>(t, b, r, c, cols),
+        3 => tile256::<3, GELU>(t, b, r, c, cols),
+        4 => tile256::<4, GELU>(t, b, r, c, cols),
+        5 => tile256::<5, GELU>(t, b, r, c, cols),
+        _ => tile256::<6, GELU>(t, b, r, c, cols),
+    }
+}
+
+/// Rows `r..r + MR`, columns `c..c + cols` (`cols` ≤ 16) in two 8-lane registers
+/// per row: accumulators start at the bias, one FMA per reduction index, then the GELU
+/// where `GELU`; a partial tile goes out through a stack tile.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile256<const MR: usize, const GELU: bool>(t: &Tiles, b: *const f32, r: usize, c: usize, cols: usize) {
     let k = t.k;
     let mut edge = [0f32; PANEL];
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -65,6 +74,11 @@ unsafe fn tile256<const MR: usize>(t: &Tiles, b: *const f32, r: usize, c: usize,
             row[1] = _mm256_fmadd_ps(av, b1, row[1]);
         }
         bp = bp.add(PANEL);
+    }
+    if GELU {
+        for row in acc.iter_mut() {
+            *row = [gelu256(row[0]), gelu256(row[1])];
+        }
     }
     for (i, row) in acc.iter().enumerate() {
         let d = t.dst.add((r + i) * t.ldy + c - t.c0);

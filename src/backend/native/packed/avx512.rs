@@ -11,7 +11,7 @@
 //! time per linear layer of ViT-S, medians of 31 rounds).
 
 use super::super::isa::l2_bytes;
-use super::gelu512::gelu;
+use super::gelu::gelu512 as gelu;
 use super::panels::{row_block, Panels, Tiles, PANEL};
 use std::arch::x86_64::*;
 

@@ -12,10 +12,9 @@
 //! element is `bias + Σₚ x[i, p] · w[j, p]` accumulated with one fused multiply-add per
 //! `p` in increasing order: the result depends neither on the tile an element falls in
 //! nor on how columns are split among threads. An epilogue (GELU) gives the elementwise
-//! kernels' bits without a separate sweep over the output: the AVX-512 kernel applies it
-//! to a tile's accumulators before they are stored ([`gelu512`]: the same operations on
-//! a register), the AVX2 kernel to each panel's rows of a row block right after its
-//! tiles are written (still in L1), by the function the elementwise kernels call. Both kernels compute the same sums in the same order, so they
+//! kernels' bits without a separate sweep over the output: both kernels apply it to a
+//! tile's accumulators before they are stored ([`gelu`]: the same operations on a
+//! register). Both kernels compute the same sums in the same order, so they
 //! give the same bits. Without AVX2 and FMA the caller uses the general GEMM
 //! ([`available`]). The packed layout and what both kernels share live in [`panels`],
 //! which the kernels import and this module dispatches to (no import cycle).
@@ -117,7 +116,7 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
-mod gelu512;
+mod gelu;
 mod panels;
 mod slab;
 
@@ -245,7 +244,8 @@ mod tests {
     }
 
     /// Every level against the same reference, so the AVX2 and AVX-512 kernels (6×16
-    /// and 14×32 tiles) give the same bits.
+    /// and 14×32 tiles) give the same bits; with the GELU epilogue, the elementwise
+    /// kernels' GELU of those sums.
     #[test]
     fn every_tile_shape_equals_ordered_fused_sums_at_every_level() {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
@@ -263,7 +263,9 @@ mod tests {
             let packed = Packed::new(&w, n, k).unwrap();
             assert_eq!(packed.unpack().unwrap(), w, "unpacking gives the weight back");
             for &level in &levels {
-                for b in [None, Some(&bias[..])] {
+                for (b, epilogue) in
+                    [(None, Epilogue::None), (Some(&bias[..]), Epilogue::None), (Some(&bias[..]), Epilogue::Gelu)]
+                {
                     let ldy = n + 5;
                     let mut y = vec![f32::NAN; m * ldy];
                     let len = y.len();
@@ -272,12 +274,16 @@ mod tests {
                     for (c0, c1) in [(0, split.min(n)), (split.min(n), n)] {
                         unsafe {
                             let dst = (y.as_mut_ptr().add(c0), len - c0, ldy);
-                            linear(level, m, &x, ldx, packed.panels(), (c0, c1), b, dst, Epilogue::None)
+                            linear(level, m, &x, ldx, packed.panels(), (c0, c1), b, dst, epilogue)
                         };
                     }
                     for i in 0..m {
                         for j in 0..n {
-                            let want = reference(&x, ldx, &w, k, b, i, j);
+                            let mut want = [reference(&x, ldx, &w, k, b, i, j)];
+                            if epilogue == Epilogue::Gelu {
+                                crate::backend::native::math::gelu_erf_inplace_at(level, &mut want);
+                            }
+                            let want = want[0];
                             assert_eq!(y[i * ldy + j].to_bits(), want.to_bits(), "{level:?} {m}x{n}x{k} at {i},{j}");
                         }
                         assert!(y[i * ldy + n..(i + 1) * ldy].iter().all(|v| v.is_nan()), "past the last column");

@@ -1,7 +1,7 @@
 //! The packed form of a linear layer's weight and what both kernels share: column
 //! panels ([`Packed`], and [`Panels`], the view the kernels read, also over panels an
-//! operator packs into its scratch per call), the arguments of one call's tiles ([`Tiles`]), the row block of
-//! `x` kept in L2, and the AVX2 kernel's GELU epilogue over a block the tiles just wrote.
+//! operator packs into its scratch per call), the arguments of one call's tiles ([`Tiles`]), and the row block of
+//! `x` kept in L2.
 
 use crate::backend::alloc::reserve;
 use crate::backend::BackendError;
@@ -195,34 +195,4 @@ pub(super) struct Tiles {
     pub c0: usize,
     /// Apply the GELU to each block of the output ([`Epilogue::Gelu`]).
     pub gelu: bool,
-}
-
-/// The AVX2 kernel's GELU over rows `r0..r1`, columns `c..c + cols` of the output, which the tiles
-/// just wrote (a row block of one or two panels): gathered into contiguous runs so the
-/// elementwise kernels' GELU runs over long slices, then written back. Kept out of the
-/// tile kernel, whose accumulators must all stay in registers.
-#[cfg(target_arch = "x86_64")]
-#[inline(never)]
-pub(super) unsafe fn gelu_strip(
-    t: &Tiles,
-    level: crate::backend::native::math::SimdLevel,
-    r0: usize,
-    r1: usize,
-    c: usize,
-    cols: usize,
-) {
-    const ROWS: usize = 64;
-    let mut buf = [0f32; ROWS * 2 * PANEL];
-    let mut r = r0;
-    while r < r1 {
-        let n = (r1 - r).min(ROWS);
-        for i in 0..n {
-            std::ptr::copy_nonoverlapping(t.dst.add((r + i) * t.ldy + c - t.c0), buf.as_mut_ptr().add(i * cols), cols);
-        }
-        crate::backend::native::math::gelu_erf_inplace_at(level, &mut buf[..n * cols]);
-        for i in 0..n {
-            std::ptr::copy_nonoverlapping(buf.as_ptr().add(i * cols), t.dst.add((r + i) * t.ldy + c - t.c0), cols);
-        }
-        r += n;
-    }
 }
