@@ -44,21 +44,8 @@ fn has_location(text: &str, file: &str) -> bool {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("graft-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-{tag}-")).tempdir().unwrap()
 }
 
 #[test]
@@ -245,20 +232,22 @@ fn compile_emits_four_files_and_the_ir_is_deterministic() {
     let spec = "specs/cm3t_video_audio_pose.graft";
     let mut irs = Vec::new();
     for run in 0..2 {
-        let dir = TempDir::new(&format!("compile{run}"));
-        let out = dir.0.to_str().unwrap();
+        let dir = temp_dir(&format!("compile{run}"));
+        let out = dir.path().to_str().unwrap();
         let o = graft(&["compile", spec, "--emit", "ir,yaml,dot,params", "--out", out]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let mut files: Vec<String> =
-            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         files.sort();
         let m = "cm3t_video_audio_pose.train";
         assert_eq!(files, [format!("{m}.dot"), format!("{m}.ir"), format!("{m}.params.txt"), format!("{m}.yaml")]);
         for f in &files {
-            assert!(std::fs::metadata(dir.0.join(f)).unwrap().len() > 0, "{f} is empty");
+            assert!(std::fs::metadata(dir.path().join(f)).unwrap().len() > 0, "{f} is empty");
             assert!(stdout(&o).contains(f.as_str()), "{}", stdout(&o));
         }
-        irs.push(std::fs::read(dir.0.join(format!("{m}.ir"))).unwrap());
+        irs.push(std::fs::read(dir.path().join(format!("{m}.ir"))).unwrap());
     }
     assert!(irs[0] == irs[1], "the IR differs between two runs");
 }
@@ -312,16 +301,16 @@ fn train_and_eval_without_libtorch_say_how_to_get_them() {
 #[cfg(not(feature = "torch"))]
 #[test]
 fn export_peft_of_a_run_dir_without_libtorch_names_the_file_to_pass() {
-    let d = TempDir::new("peft-run-native");
-    let spec = d.0.join("lora.graft");
+    let d = temp_dir("peft-run-native");
+    let spec = d.path().join("lora.graft");
     std::fs::write(
         &spec,
         "use std.vit\nuse std.adapters\n\nmodel m {\n  input image: f32[B, 3, 32, 32]\n  backbone vit = vit(dim: 32, depth: 1, heads: 2, classes: 4, height: 32)(image) weights required\n  adapter l = lora(rank: 2, alpha: 4.0) at vit.blocks[*].attn.qkv parallel\n  output logits = vit\n  train l\n}\n",
     )
     .unwrap();
-    let run = d.0.join("run");
+    let run = d.path().join("run");
     std::fs::create_dir(&run).unwrap();
-    let out = d.0.join("peft");
+    let out = d.path().join("peft");
     let o = graft(&[
         "export",
         "peft",
@@ -341,8 +330,8 @@ fn export_peft_of_a_run_dir_without_libtorch_names_the_file_to_pass() {
 /// (`weights cls required`), and `--allow-missing` naming what it leaves at init.
 #[test]
 fn heads_bind_required_weights_and_gaps_left_at_init_are_named() {
-    let d = TempDir::new("head-required");
-    let spec = d.0.join("head.graft");
+    let d = temp_dir("head-required");
+    let spec = d.path().join("head.graft");
     std::fs::write(
         &spec,
         "model m {\n  input x: f32[B, 4]\n  encoder e = linear(4, 4)(x)\n  head cls = linear(4, 2)(e)\n  output y = cls\n  weights cls required\n}\n",
@@ -356,15 +345,15 @@ fn heads_bind_required_weights_and_gaps_left_at_init_are_named() {
     assert_eq!((w["file"].clone(), w["required"].clone()), (serde_json::Value::Null, serde_json::json!(true)));
     // Run without the file: refused by name; with an empty one and --allow-missing:
     // the note names both parameters left at their initial values.
-    let inputs = d.0.join("in.safetensors");
+    let inputs = d.path().join("in.safetensors");
     let x = graft::tensor::HostTensor::from_f32(&[1, 4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
     graft::safetensors::write(&inputs, &[("x".to_string(), x)], &Default::default()).unwrap();
-    let out = d.0.join("out.safetensors");
+    let out = d.path().join("out.safetensors");
     let (i, o_) = (inputs.to_str().unwrap(), out.to_str().unwrap());
     let o = graft(&["run", spec, "--inputs", i, "--out", o_]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("`cls` leaves its weights to the command line"), "{}", stderr(&o));
-    let empty = d.0.join("empty.safetensors");
+    let empty = d.path().join("empty.safetensors");
     let other = graft::tensor::HostTensor::from_f32(&[1], &[0.0]).unwrap();
     graft::safetensors::write(&empty, &[("unused".to_string(), other)], &Default::default()).unwrap();
     let bind = format!("cls={}", empty.display());
@@ -381,8 +370,8 @@ fn heads_bind_required_weights_and_gaps_left_at_init_are_named() {
 /// weights file are named in a note, not dropped silently.
 #[test]
 fn parameters_and_keys_no_output_uses_are_reported() {
-    let d = TempDir::new("unused");
-    let spec = d.0.join("unused.graft");
+    let d = temp_dir("unused");
+    let spec = d.path().join("unused.graft");
     std::fs::write(
         &spec,
         "module two(d: int) {\n  in x\n  a    = linear(d, d)(x)\n  dead = linear(d, d)(x)\n  out a\n}\n\nmodel m {\n  input x: f32[B, 4]\n  encoder e = two(4)(x)\n      weights required\n  head unused = linear(4, 3)(e)\n  output y = e\n}\n",
@@ -399,17 +388,17 @@ fn parameters_and_keys_no_output_uses_are_reported() {
     let o = graft(&["params", spec, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!((v["total"].clone(), v["unused"]["values"].clone()), (serde_json::json!(20), serde_json::json!(35)));
-    let w = d.0.join("e.safetensors");
+    let w = d.path().join("e.safetensors");
     let t = |n: &[i64]| graft::tensor::HostTensor::from_f32(n, &vec![0.5; n.iter().product::<i64>() as usize]).unwrap();
     let tensors: Vec<(String, graft::tensor::HostTensor)> = ["a", "dead"]
         .iter()
         .flat_map(|l| [(format!("{l}.weight"), t(&[4, 4])), (format!("{l}.bias"), t(&[4]))])
         .collect();
     graft::safetensors::write(&w, &tensors, &Default::default()).unwrap();
-    let inputs = d.0.join("in.safetensors");
+    let inputs = d.path().join("in.safetensors");
     graft::safetensors::write(&inputs, &[("x".to_string(), t(&[1, 4]))], &Default::default()).unwrap();
     let bind = format!("e={}", w.display());
-    let out = d.0.join("out.safetensors");
+    let out = d.path().join("out.safetensors");
     let o =
         graft(&["run", spec, "--inputs", inputs.to_str().unwrap(), "--out", out.to_str().unwrap(), "--weights", &bind]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -447,9 +436,8 @@ fn an_allocation_past_the_limit_is_an_error_not_an_abort() {
 /// and attention's two products 17·17·64, the head 64·10.
 #[test]
 fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
-    let dir = std::env::temp_dir().join(format!("graft-cli-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let spec = dir.join("small_vit.graft");
+    let dir = temp_dir("cli-bench");
+    let spec = dir.path().join("small_vit.graft");
     std::fs::write(
         &spec,
         "use std.vit\n\nmodel small_vit {\n  input image: f32[B, 3, 32, 32]\n  encoder vit = vit(dim: 64, depth: 2, heads: 4, classes: 10, patch: 8, height: 32)(image)\n  output logits = vit\n}\n",
@@ -475,7 +463,6 @@ fn bench_reports_the_forwards_matrix_work_and_the_fma_peak() {
     assert!(text.contains("one core's FMA peak, measured:"), "{text}");
     let gmac = format!("{:.2} GMAC of matrix products", per_image as f64 / 1e9);
     assert!(text.contains(&gmac) && text.contains("% of the FMA peak of 1 core"), "{text}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `graft bench --paced` runs one forward per batch size read from stdin and prints its
