@@ -366,8 +366,8 @@ kernels! {
     /// `x ← 1/(1 + e^{-x})` elementwise.
     sigmoid_inplace / sigmoid_inplace_at =
         |x, FMA| for v in x.iter_mut() { *v = sigmoid_one::<FMA>(*v) };
-    /// [`softmax_row`] as the compiler vectorises it (the AVX-512 level runs the kernel
-    /// written out in [`super::softmax512`]).
+    /// [`softmax_row`] as the compiler vectorises it (the AVX-512 and AVX2 levels run
+    /// the kernels written out in [`super::softmax512`] and [`super::softmax256`]).
     #[allow(dead_code)]
     softmax_row_lanes / softmax_row_lanes_at = |x, FMA| softmax_row_generic::<FMA>(x);
     /// [`softmax_weights`] as the compiler vectorises it.
@@ -381,13 +381,22 @@ pub fn softmax_row(x: &mut [f32]) {
 }
 
 /// [`softmax_row`] at a given level (which must be available): at AVX-512 the kernel
-/// written out in [`super::softmax512`], elsewhere the vectorised loops.
+/// written out in [`super::softmax512`], at AVX2 the one in [`super::softmax256`] (the
+/// same bits), elsewhere the vectorised loops.
 pub fn softmax_row_at(level: SimdLevel, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 {
-        assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-        // SAFETY: `available()` checked AVX-512F just above.
-        return unsafe { super::softmax512::softmax_row(x) };
+    match level {
+        SimdLevel::Avx512 => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            // SAFETY: `available()` checked AVX-512F just above.
+            return unsafe { super::softmax512::softmax_row(x) };
+        }
+        SimdLevel::Avx2Fma => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            // SAFETY: `available()` checked AVX2 and FMA just above.
+            return unsafe { super::softmax256::softmax_row(x) };
+        }
+        SimdLevel::Portable => {}
     }
     softmax_row_lanes_at(level, x)
 }
@@ -403,10 +412,18 @@ pub fn softmax_weights(x: &mut [f32]) -> f32 {
 /// [`softmax_row_at`] picks its kernels.
 pub fn softmax_weights_at(level: SimdLevel, x: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if level == SimdLevel::Avx512 {
-        assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-        // SAFETY: `available()` checked AVX-512F just above.
-        return unsafe { super::softmax512::softmax_weights(x) };
+    match level {
+        SimdLevel::Avx512 => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            // SAFETY: `available()` checked AVX-512F just above.
+            return unsafe { super::softmax512::softmax_weights(x) };
+        }
+        SimdLevel::Avx2Fma => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            // SAFETY: `available()` checked AVX2 and FMA just above.
+            return unsafe { super::softmax256::softmax_weights(x) };
+        }
+        SimdLevel::Portable => {}
     }
     softmax_weights_lanes_at(level, x)
 }

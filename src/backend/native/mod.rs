@@ -44,6 +44,8 @@ pub(crate) mod pool;
 pub(crate) mod program;
 pub(crate) mod rows;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod softmax256;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod softmax512;
 pub(crate) mod views;
 pub(crate) mod weights;
