@@ -1,6 +1,7 @@
 //! The AVX2+FMA kernel of [`super::linear`]: tiles of 6 rows × one 16-column panel in
 //! 12 of the 16 `ymm` registers (two per row), the FMA units' peak on this register
-//! file; the GELU epilogue on a tile's registers before they are stored
+//! file; a full tile's reduction loop in assembly ([`full_tile_loop`]), a partial one's
+//! from intrinsics; the GELU epilogue on a tile's registers before they are stored
 //! ([`super::gelu::gelu256`]).
 
 use super::gelu::gelu256;
@@ -63,17 +64,22 @@ unsafe fn tile256<const MR: usize, const GELU: bool>(t: &Tiles, b: *const f32, r
             *row = [b0, b1];
         }
     }
-    let a: [*const f32; MR] = std::array::from_fn(|i| t.x.add((r + i) * t.ldx));
-    let mut bp = b;
-    for p in 0..k {
-        let b0 = _mm256_load_ps(bp);
-        let b1 = _mm256_load_ps(bp.add(8));
-        for (row, ai) in acc.iter_mut().zip(&a) {
-            let av = _mm256_set1_ps(*ai.add(p));
-            row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+    if MR == MR256 {
+        // SAFETY: `acc` is `[[__m256; 2]; MR]` and MR is 6 here.
+        full_tile_loop(&mut *acc.as_mut_ptr().cast::<[[__m256; 2]; MR256]>(), t.x.add(r * t.ldx), t.ldx, b, k);
+    } else {
+        let a: [*const f32; MR] = std::array::from_fn(|i| t.x.add((r + i) * t.ldx));
+        let mut bp = b;
+        for p in 0..k {
+            let b0 = _mm256_load_ps(bp);
+            let b1 = _mm256_load_ps(bp.add(8));
+            for (row, ai) in acc.iter_mut().zip(&a) {
+                let av = _mm256_set1_ps(*ai.add(p));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            bp = bp.add(PANEL);
         }
-        bp = bp.add(PANEL);
     }
     if GELU {
         for row in acc.iter_mut() {
@@ -91,4 +97,93 @@ unsafe fn tile256<const MR: usize, const GELU: bool>(t: &Tiles, b: *const f32, r
             std::ptr::copy_nonoverlapping(edge.as_ptr(), d, cols);
         }
     }
+}
+
+/// The six rows' broadcasts at reduction index `p + $d4 / 4` and their 12 FMAs, after
+/// the panel's two registers at byte offsets `$lo` and `$hi`.
+macro_rules! step256 {
+    ($d4:literal, $lo:literal, $hi:literal) => {
+        concat!(
+            concat!("vmovaps ymm12, ymmword ptr [{bp} + ", $lo, "]\n"),
+            concat!("vmovaps ymm13, ymmword ptr [{bp} + ", $hi, "]\n"),
+            concat!("vbroadcastss ymm14, dword ptr [{a0} + ", $d4, "]\n"),
+            "vfmadd231ps ymm0, ymm12, ymm14\n",
+            "vfmadd231ps ymm1, ymm13, ymm14\n",
+            concat!("vbroadcastss ymm15, dword ptr [{a0} + {l} + ", $d4, "]\n"),
+            "vfmadd231ps ymm2, ymm12, ymm15\n",
+            "vfmadd231ps ymm3, ymm13, ymm15\n",
+            concat!("vbroadcastss ymm14, dword ptr [{a0} + {l}*2 + ", $d4, "]\n"),
+            "vfmadd231ps ymm4, ymm12, ymm14\n",
+            "vfmadd231ps ymm5, ymm13, ymm14\n",
+            concat!("vbroadcastss ymm15, dword ptr [{a3} + ", $d4, "]\n"),
+            "vfmadd231ps ymm6, ymm12, ymm15\n",
+            "vfmadd231ps ymm7, ymm13, ymm15\n",
+            concat!("vbroadcastss ymm14, dword ptr [{a3} + {l} + ", $d4, "]\n"),
+            "vfmadd231ps ymm8, ymm12, ymm14\n",
+            "vfmadd231ps ymm9, ymm13, ymm14\n",
+            concat!("vbroadcastss ymm15, dword ptr [{a3} + {l}*2 + ", $d4, "]\n"),
+            "vfmadd231ps ymm10, ymm12, ymm15\n",
+            "vfmadd231ps ymm11, ymm13, ymm15\n",
+        )
+    };
+}
+
+/// The reduction loop of a full tile (6 rows × one panel) in assembly, the sums of
+/// [`tile256`]'s loop in the same order (one FMA per accumulator and reduction index,
+/// in increasing order). Rows of `x` are addressed from two bases (rows 0 and 3) with
+/// the row stride as a scaled index, so a step spends no instruction on addresses;
+/// four steps per iteration, their offsets as displacements. (Compiled from the
+/// intrinsics, each step took an `add` per row address, a chain the broadcasts waited
+/// on, and the loop's own three instructions.)
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn full_tile_loop(acc: &mut [[__m256; 2]; MR256], x: *const f32, ldx: usize, b: *const f32, k: usize) {
+    std::arch::asm!(
+        "test {n4}, {n4}",
+        "jz 3f",
+        "2:",
+        step256!("0", "0", "32"),
+        step256!("4", "64", "96"),
+        step256!("8", "128", "160"),
+        step256!("12", "192", "224"),
+        "add {a0}, 16",
+        "add {a3}, 16",
+        "add {bp}, 256",
+        "dec {n4}",
+        "jnz 2b",
+        "3:",
+        "test {n1}, {n1}",
+        "jz 5f",
+        "4:",
+        step256!("0", "0", "32"),
+        "add {a0}, 4",
+        "add {a3}, 4",
+        "add {bp}, 64",
+        "dec {n1}",
+        "jnz 4b",
+        "5:",
+        a0 = inout(reg) x => _,
+        a3 = inout(reg) x.add(3 * ldx) => _,
+        l = in(reg) ldx * 4,
+        bp = inout(reg) b => _,
+        n4 = inout(reg) k / 4 => _,
+        n1 = inout(reg) k % 4 => _,
+        inout("ymm0") acc[0][0],
+        inout("ymm1") acc[0][1],
+        inout("ymm2") acc[1][0],
+        inout("ymm3") acc[1][1],
+        inout("ymm4") acc[2][0],
+        inout("ymm5") acc[2][1],
+        inout("ymm6") acc[3][0],
+        inout("ymm7") acc[3][1],
+        inout("ymm8") acc[4][0],
+        inout("ymm9") acc[4][1],
+        inout("ymm10") acc[5][0],
+        inout("ymm11") acc[5][1],
+        out("ymm12") _,
+        out("ymm13") _,
+        out("ymm14") _,
+        out("ymm15") _,
+        options(nostack, readonly),
+    );
 }
