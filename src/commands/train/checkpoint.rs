@@ -544,8 +544,10 @@ mod tests {
     /// chose: what was proven stays readable through the proof's open files.
     #[test]
     fn a_proven_checkpoint_stays_readable_after_its_directory_is_removed() {
-        let run = std::env::temp_dir().join(format!("graft-ckpt-prove-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run);
+        // The run lies in a scratch directory removed with the test, pass or fail (the
+        // test removes the run itself half way).
+        let scratch = tempfile::Builder::new().prefix("graft-ckpt-prove-").tempdir().unwrap();
+        let run = scratch.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         let id = Identity { model: "m".into(), fingerprint: "00".into(), spec_hash: "aa".into(), ir: "ir".into() };
         let state = super::super::state::tests::state();

@@ -364,12 +364,12 @@ mod tests {
     }
 
     /// A fresh run dir with checkpoints at steps 2 and 4 (good: each holds a `good`
-    /// file) and 5 and 9 (not good), each trainable file holding its step.
-    fn four_checkpoints(name: &str) -> PathBuf {
-        let run = std::env::temp_dir().join(format!("graft-rundir-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&run);
+    /// file) and 5 and 9 (not good), each trainable file holding its step; removed when
+    /// dropped, so also when the test fails.
+    fn four_checkpoints(name: &str) -> tempfile::TempDir {
+        let run = tempfile::Builder::new().prefix(&format!("graft-rundir-{name}-")).tempdir().unwrap();
         for (step, good) in [(2, true), (4, true), (5, false), (9, false)] {
-            let d = run.join(checkpoint_name(step));
+            let d = run.path().join(checkpoint_name(step));
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join(TRAINABLE), format!("{step}")).unwrap();
             if good {
@@ -401,7 +401,8 @@ mod tests {
 
     #[test]
     fn the_newest_good_checkpoint_is_chosen_without_touching_the_run() {
-        let run = four_checkpoints("choose");
+        let dir = four_checkpoints("choose");
+        let run = dir.path();
         std::fs::write(run.join(".state.json.tmp-7-0"), "").unwrap();
         std::fs::hard_link(run.join(checkpoint_name(2)).join(TRAINABLE), run.join(TRAINABLE)).unwrap();
         let listing = |run: &Path| {
@@ -409,36 +410,36 @@ mod tests {
             v.sort();
             v
         };
-        let before = listing(&run);
+        let before = listing(run);
         let good = |d: &Path| if d.join("good").exists() { Ok(()) } else { bail!("not good") };
-        let c = newest_good(&run, good).unwrap().unwrap();
+        let c = newest_good(run, good).unwrap().unwrap();
         assert_eq!((c.step, c.dir.clone(), c.temporaries), (4, run.join(checkpoint_name(4)), 1));
         let skipped: Vec<(u64, &str)> = c.skipped.iter().map(|(s, _, why)| (*s, why.as_str())).collect();
         assert_eq!(skipped, [(9, "not good"), (5, "not good")]);
-        assert_eq!(listing(&run), before);
+        assert_eq!(listing(run), before);
         // The top-level file is step 2's (a crash before the link): not step 4's.
-        assert!(is_linked(&run, &run.join(checkpoint_name(2))).unwrap());
-        assert!(!is_linked(&run, &c.dir).unwrap());
+        assert!(is_linked(run, &run.join(checkpoint_name(2))).unwrap());
+        assert!(!is_linked(run, &c.dir).unwrap());
         // A copy of the same bytes is linked; a missing file is not.
         std::fs::remove_file(run.join(TRAINABLE)).unwrap();
-        assert!(!is_linked(&run, &c.dir).unwrap());
+        assert!(!is_linked(run, &c.dir).unwrap());
         std::fs::write(run.join(TRAINABLE), "4").unwrap();
-        assert!(is_linked(&run, &c.dir).unwrap());
+        assert!(is_linked(run, &c.dir).unwrap());
         for d in ["checkpoint-0000000002/good", "checkpoint-0000000004/good"] {
             std::fs::remove_file(run.join(d)).unwrap();
         }
-        assert!(newest_good(&run, good).unwrap().is_none());
-        let _ = std::fs::remove_dir_all(&run);
+        assert!(newest_good(run, good).unwrap().is_none());
     }
 
     #[test]
     fn recovery_sets_bad_newer_checkpoints_aside_and_keeps_the_good_one() {
-        let run = four_checkpoints("recover");
+        let dir = four_checkpoints("recover");
+        let run = dir.path();
         std::fs::create_dir_all(run.join("checkpoint-0000000005.rejected")).unwrap();
-        let l = lock(&run).unwrap();
+        let l = lock(run).unwrap();
         let good = |d: &Path| if d.join("good").exists() { Ok(()) } else { bail!("not good") };
-        let notes = recover(&run, &l, good).unwrap();
-        let steps: Vec<u64> = checkpoints(&run).unwrap().into_iter().map(|(s, _)| s).collect();
+        let notes = recover(run, &l, good).unwrap();
+        let steps: Vec<u64> = checkpoints(run).unwrap().into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, [4], "{notes:?}");
         assert!(run.join("checkpoint-0000000009.rejected").join(TRAINABLE).is_file());
         assert!(run.join("checkpoint-0000000005.rejected-1").join(TRAINABLE).is_file(), "{notes:?}");
@@ -446,8 +447,7 @@ mod tests {
         assert!(notes.iter().any(|n| n.contains("step 9 aside") && n.contains("not good")), "{notes:?}");
         // Nothing good: nothing is touched.
         std::fs::remove_file(run.join(checkpoint_name(4)).join("good")).unwrap();
-        assert!(recover(&run, &l, good).unwrap().is_empty());
+        assert!(recover(run, &l, good).unwrap().is_empty());
         assert!(run.join(checkpoint_name(4)).is_dir());
-        let _ = std::fs::remove_dir_all(&run);
     }
 }
