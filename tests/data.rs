@@ -9,14 +9,15 @@ use graft::ir::{DType, Dim};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-fn dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-tests").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A scratch directory for one test, removed with it, pass or fail: the test's
+/// datasets go inside it under their names.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-data-{tag}-")).tempdir().unwrap()
 }
 
-fn make(name: &str, task: Task, n: usize, seed: u64, shard_size: usize, drop: &[(&str, f64)]) -> PathBuf {
-    let d = dir(name);
+/// A synthetic dataset written to `root/name`.
+fn make(root: &Path, name: &str, task: Task, n: usize, seed: u64, shard_size: usize, drop: &[(&str, f64)]) -> PathBuf {
+    let d = root.join(name);
     let drop = drop.iter().map(|(m, f)| (m.to_string(), *f)).collect();
     synth(&SynthOptions { task, n, seed, shard_size, drop }, &d).expect("synth");
     d
@@ -52,7 +53,8 @@ fn epoch(ds: &Dataset, bs: usize, seed: u64, epoch: u64, drop_last: bool) -> Vec
 
 #[test]
 fn every_sample_once_per_epoch() {
-    let d = make("roundtrip", Task::Multimodal, 100, 3, 16, &[]);
+    let tmp = temp_dir("epoch");
+    let d = make(tmp.path(), "roundtrip", Task::Multimodal, 100, 3, 16, &[]);
     let ds = Dataset::open(&d).unwrap();
     assert_eq!((ds.len(), ds.shards.len(), ds.meta.classes), (100, 7, 8));
     let reference = all_samples(&ds);
@@ -77,18 +79,19 @@ fn every_sample_once_per_epoch() {
 
 #[test]
 fn same_seed_same_bytes_and_order_other_epoch_other_order() {
-    let a = make("det-a", Task::Pretrain, 40, 5, 16, &[]);
-    let b = make("det-b", Task::Pretrain, 40, 5, 16, &[]);
+    let tmp = temp_dir("seed");
+    let a = make(tmp.path(), "det-a", Task::Pretrain, 40, 5, 16, &[]);
+    let b = make(tmp.path(), "det-b", Task::Pretrain, 40, 5, 16, &[]);
     for f in ["dataset.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f}");
     }
-    let c = make("det-c", Task::Pretrain, 40, 6, 16, &[]);
+    let c = make(tmp.path(), "det-c", Task::Pretrain, 40, 6, 16, &[]);
     assert_ne!(
         std::fs::read(a.join("shard-00000.safetensors")).unwrap(),
         std::fs::read(c.join("shard-00000.safetensors")).unwrap()
     );
     // The samples do not depend on the shard size.
-    let e = make("det-e", Task::Pretrain, 40, 5, 7, &[]);
+    let e = make(tmp.path(), "det-e", Task::Pretrain, 40, 5, 7, &[]);
     let (da, de) = (Dataset::open(&a).unwrap(), Dataset::open(&e).unwrap());
     assert_eq!(all_samples(&da), all_samples(&de));
 
@@ -103,8 +106,9 @@ fn same_seed_same_bytes_and_order_other_epoch_other_order() {
 
 #[test]
 fn labels_are_balanced_for_every_task() {
+    let tmp = temp_dir("balance");
     for (task, n) in [(Task::Pretrain, 80), (Task::AudioPretrain, 80), (Task::Motion, 80), (Task::Multimodal, 160)] {
-        let d = make(&format!("balance-{}", task.name()), task, n, 9, 32, &[]);
+        let d = make(tmp.path(), &format!("balance-{}", task.name()), task, n, 9, 32, &[]);
         let ds = Dataset::open(&d).unwrap();
         let mut counts = vec![0usize; ds.meta.classes];
         for b in epoch(&ds, 16, 0, 0, false) {
@@ -125,8 +129,8 @@ fn labels_are_balanced_for_every_task() {
 
 /// A two-shard pretrain dataset whose second shard is edited; the first error from
 /// opening it or streaming an epoch.
-fn try_corrupt(name: &str, edit: impl FnOnce(&Path)) -> Option<DataError> {
-    let d = make(name, Task::Pretrain, 20, 1, 10, &[]);
+fn try_corrupt(root: &Path, name: &str, edit: impl FnOnce(&Path)) -> Option<DataError> {
+    let d = make(root, name, Task::Pretrain, 20, 1, 10, &[]);
     edit(&d.join("shard-00001.safetensors"));
     match Dataset::open(&d) {
         Err(e) => Some(e),
@@ -134,8 +138,8 @@ fn try_corrupt(name: &str, edit: impl FnOnce(&Path)) -> Option<DataError> {
     }
 }
 
-fn corrupt(name: &str, edit: impl FnOnce(&Path)) -> DataError {
-    try_corrupt(name, edit).unwrap_or_else(|| panic!("{name}: no error"))
+fn corrupt(root: &Path, name: &str, edit: impl FnOnce(&Path)) -> DataError {
+    try_corrupt(root, name, edit).unwrap_or_else(|| panic!("{name}: no error"))
 }
 
 /// Replace a shard by ten samples of constant video, edited by `f`.
@@ -158,26 +162,27 @@ fn assert_names(e: &DataError, key: Option<&str>) {
 
 #[test]
 fn corrupt_shards_are_named_errors() {
+    let tmp = temp_dir("corrupt");
     // The unedited re-encoding is a valid shard: the errors below come from the edits.
-    assert!(try_corrupt("bad-none", |p| reencode(p, |_| {})).is_none());
-    let e = corrupt("bad-trunc", |p| {
+    assert!(try_corrupt(tmp.path(), "bad-none", |p| reencode(p, |_| {})).is_none());
+    let e = corrupt(tmp.path(), "bad-trunc", |p| {
         let bytes = std::fs::read(p).unwrap();
         std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
     });
     assert!(matches!(e, DataError::Truncated { .. }), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-garbage", |p| {
+    let e = corrupt(tmp.path(), "bad-garbage", |p| {
         std::fs::write(p, (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()).unwrap()
     });
     assert!(matches!(e, DataError::NotSafetensors { .. }), "{e}");
     assert_names(&e, None);
 
-    let e = corrupt("bad-nolabel", |p| reencode(p, |m| drop(m.remove("label"))));
+    let e = corrupt(tmp.path(), "bad-nolabel", |p| reencode(p, |m| drop(m.remove("label"))));
     assert!(matches!(e, DataError::MissingLabel { .. }), "{e}");
     assert_names(&e, Some("label"));
 
-    let e = corrupt("bad-dtype", |p| {
+    let e = corrupt(tmp.path(), "bad-dtype", |p| {
         reencode(p, |m| {
             m.insert("video".into(), HostTensor::from_f64(&[10, 3, 8, 32, 32], &vec![0.5; 10 * 24576]).unwrap());
         })
@@ -185,7 +190,7 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(&e, DataError::WrongDtype { found, .. } if found == "f64"), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-label-dtype", |p| {
+    let e = corrupt(tmp.path(), "bad-label-dtype", |p| {
         reencode(p, |m| {
             m.insert("label".into(), HostTensor::from_i32(&[10], &[0; 10]).unwrap());
         })
@@ -193,7 +198,7 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(e, DataError::WrongDtype { .. }), "{e}");
     assert_names(&e, Some("label"));
 
-    let e = corrupt("bad-shape", |p| {
+    let e = corrupt(tmp.path(), "bad-shape", |p| {
         reencode(p, |m| {
             m.insert("video".into(), HostTensor::from_f32(&[10, 3, 8, 32, 16], &vec![0.5; 10 * 12288]).unwrap());
         })
@@ -201,7 +206,7 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(e, DataError::WrongShape { .. }), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-count", |p| {
+    let e = corrupt(tmp.path(), "bad-count", |p| {
         reencode(p, |m| {
             m.insert("video".into(), HostTensor::from_f32(&[9, 3, 8, 32, 32], &vec![0.5; 9 * 24576]).unwrap());
         })
@@ -209,11 +214,11 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(e, DataError::SampleCount { found: 9, expected: 10, .. }), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-missing-input", |p| reencode(p, |m| drop(m.remove("video"))));
+    let e = corrupt(tmp.path(), "bad-missing-input", |p| reencode(p, |m| drop(m.remove("video"))));
     assert!(matches!(e, DataError::MissingInput { .. }), "{e}");
     assert_names(&e, Some("video"));
 
-    let e = corrupt("bad-extra", |p| {
+    let e = corrupt(tmp.path(), "bad-extra", |p| {
         reencode(p, |m| {
             m.insert("vidoe".into(), HostTensor::from_f32(&[10], &[0.0; 10]).unwrap());
         })
@@ -221,7 +226,7 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(e, DataError::UnknownTensor { .. }), "{e}");
     assert_names(&e, Some("vidoe"));
 
-    let e = corrupt("bad-label-range", |p| {
+    let e = corrupt(tmp.path(), "bad-label-range", |p| {
         reencode(p, |m| {
             m.insert("label".into(), HostTensor::from_i64(&[10], &[0, 1, 2, 3, 4, 0, 1, 2, 3, 0]).unwrap());
         })
@@ -230,7 +235,7 @@ fn corrupt_shards_are_named_errors() {
     assert_names(&e, Some("label"));
     // Every label is read when the dataset opens, before any batch: a run never
     // starts on data it would fail on later.
-    let d = make("bad-label-open", Task::Pretrain, 20, 1, 10, &[]);
+    let d = make(tmp.path(), "bad-label-open", Task::Pretrain, 20, 1, 10, &[]);
     reencode(&d.join("shard-00001.safetensors"), |m| {
         m.insert("label".into(), HostTensor::from_i64(&[10], &[0, 1, 2, 3, 0, 1, 2, 3, 0, -1]).unwrap());
     });
@@ -238,16 +243,16 @@ fn corrupt_shards_are_named_errors() {
     assert!(matches!(e, DataError::LabelRange { index: 9, value: -1, .. }), "{e}");
     assert_names(&e, Some("label"));
 
-    let e = corrupt("bad-absent", |p| std::fs::remove_file(p).unwrap());
+    let e = corrupt(tmp.path(), "bad-absent", |p| std::fs::remove_file(p).unwrap());
     assert!(matches!(e, DataError::Io { .. }), "{e}");
     assert_names(&e, None);
 
-    let e = corrupt("bad-empty", |p| std::fs::write(p, b"").unwrap());
+    let e = corrupt(tmp.path(), "bad-empty", |p| std::fs::write(p, b"").unwrap());
     assert!(matches!(e, DataError::Truncated { .. }), "{e}");
 
     // A shard cut short after the dataset was opened (its header checked): found when
     // the shard is mapped for reading, named, never a fault on a missing page.
-    let d = make("bad-shrunk", Task::Pretrain, 20, 1, 10, &[]);
+    let d = make(tmp.path(), "bad-shrunk", Task::Pretrain, 20, 1, 10, &[]);
     let ds = Dataset::open(&d).unwrap();
     let shard = d.join("shard-00001.safetensors");
     let len = std::fs::metadata(&shard).unwrap().len();
@@ -259,7 +264,8 @@ fn corrupt_shards_are_named_errors() {
 
 #[test]
 fn corrupt_metadata_is_reported() {
-    let d = make("bad-meta", Task::Motion, 12, 1, 8, &[]);
+    let tmp = temp_dir("meta");
+    let d = make(tmp.path(), "bad-meta", Task::Motion, 12, 1, 8, &[]);
     let meta = d.join("dataset.json");
     let text = std::fs::read_to_string(&meta).unwrap();
     std::fs::write(&meta, text.replace("\"samples\": 12", "\"samples\": 13")).unwrap();
@@ -276,14 +282,15 @@ fn corrupt_metadata_is_reported() {
     std::fs::remove_file(&meta).unwrap();
     assert!(matches!(Dataset::open(&d).unwrap_err(), DataError::Io { .. }));
     // A batch size of 0 is an error item, then the stream ends.
-    let ds = Dataset::open(make("bs0", Task::Motion, 4, 1, 8, &[])).unwrap();
+    let ds = Dataset::open(make(tmp.path(), "bs0", Task::Motion, 4, 1, 8, &[])).unwrap();
     let items: Vec<_> = ds.batches(0, 0, 0, false).collect();
     assert!(items.len() == 1 && items[0].is_err());
 }
 
 #[test]
 fn dropped_modality_gives_batches_without_it() {
-    let d = make("drop", Task::Multimodal, 96, 2, 16, &[("audio", 0.5)]);
+    let tmp = temp_dir("drop");
+    let d = make(tmp.path(), "drop", Task::Multimodal, 96, 2, 16, &[("audio", 0.5)]);
     let ds = Dataset::open(&d).unwrap();
     let without: usize = ds.shards.iter().filter(|s| !s.has("audio")).map(|s| s.samples).sum();
     assert_eq!(without, 48);
@@ -300,7 +307,7 @@ fn dropped_modality_gives_batches_without_it() {
         }
     }
     // Same seed without --drop: identical samples apart from the missing audio.
-    let full = Dataset::open(make("drop-full", Task::Multimodal, 96, 2, 16, &[])).unwrap();
+    let full = Dataset::open(make(tmp.path(), "drop-full", Task::Multimodal, 96, 2, 16, &[])).unwrap();
     for i in 0..ds.shards.len() {
         let (x, y) = (ds.read_shard(i).unwrap(), full.read_shard(i).unwrap());
         assert_eq!((&x.labels, &x.inputs["video"]), (&y.labels, &y.inputs["video"]));
@@ -324,7 +331,8 @@ fn dropped_modality_gives_batches_without_it() {
 
 #[test]
 fn check_against_a_compiled_spec() {
-    let d = make("fit", Task::Multimodal, 16, 0, 16, &[]);
+    let tmp = temp_dir("fit");
+    let d = make(tmp.path(), "fit", Task::Multimodal, 16, 0, 16, &[]);
     let ds = Dataset::open(&d).unwrap();
     let c = graft::api::compile_file(Path::new("specs/cm3t_video_audio_pose.graft"), graft::pipeline::Mode::Train)
         .ok()
@@ -367,13 +375,14 @@ fn check_against_a_compiled_spec() {
 
 #[test]
 fn command_line_and_options() {
+    let tmp = temp_dir("cli");
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {
         #[command(subcommand)]
         cmd: DataCmd,
     }
-    let out = dir("cli");
+    let out = tmp.path().join("cli");
     let args = [
         "graft",
         "synth",
@@ -408,20 +417,22 @@ fn command_line_and_options() {
     // Options synth refuses.
     let bad = |task, drop: &[(&str, f64)], n, shard| {
         let drop = drop.iter().map(|(m, f)| (m.to_string(), *f)).collect();
-        synth(&SynthOptions { task, n, seed: 0, shard_size: shard, drop }, &dir("refused")).unwrap_err().to_string()
+        synth(&SynthOptions { task, n, seed: 0, shard_size: shard, drop }, &tmp.path().join("refused"))
+            .unwrap_err()
+            .to_string()
     };
     assert!(bad(Task::Multimodal, &[("video", 0.5)], 8, 4).contains("required input"));
     assert!(bad(Task::Pretrain, &[("audio", 0.5)], 8, 4).contains("has no input `audio`"));
     assert!(bad(Task::Motion, &[], 0, 4).contains("at least 1"));
 
     // A directory holding other files is not overwritten; a previous dataset is replaced.
-    let foreign = dir("foreign");
+    let foreign = tmp.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let e =
         synth(&SynthOptions { task: Task::Motion, n: 4, seed: 0, shard_size: 4, drop: vec![] }, &foreign).unwrap_err();
     assert!(e.to_string().contains("notes.txt"), "{e}");
-    let again = make("replace", Task::Motion, 30, 0, 4, &[]);
+    let again = make(tmp.path(), "replace", Task::Motion, 30, 0, 4, &[]);
     synth(&SynthOptions { task: Task::Motion, n: 8, seed: 0, shard_size: 4, drop: vec![] }, &again).unwrap();
     let files = std::fs::read_dir(&again).unwrap().count();
     assert_eq!(files, 3, "stale shards removed");

@@ -30,18 +30,21 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-import").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-    d
+/// A scratch directory for one test, removed with it, pass or fail: what the test
+/// writes goes inside it under its name (`tmp.path().join(name)`), with the files
+/// made beside each output.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-data-import-{tag}-")).tempdir().unwrap()
 }
 
-/// The generated files (once per test process).
+/// The generated files (once per test process, shared by the tests: a static is never
+/// dropped, so this directory stays, and the next run replaces it).
 fn files() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = tmp("files");
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data-import").join("files");
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.parent().unwrap()).unwrap();
         let py = repo().join(".graft-env/venv/bin/python");
         assert!(py.exists(), "{} is missing: run `bash scripts/setup.sh`", py.display());
         let out = Command::new(&py).arg(repo().join("tests/data_import/make.py")).arg(&d).output().unwrap();
@@ -191,8 +194,8 @@ fn crop_resize_and_normalise_match_torchvision() {
     }
 }
 
-fn import_images(name: &str, root: &Path, extra: &[&str]) -> PathBuf {
-    let out = tmp(name);
+fn import_images(scratch: &Path, name: &str, root: &Path, extra: &[&str]) -> PathBuf {
+    let out = scratch.join(name);
     let mut args =
         vec!["data", "import", "images", p(root), "--out", p(&out), "--image-size", "32", "--shard-size", "4"];
     args.extend_from_slice(extra);
@@ -203,12 +206,12 @@ fn import_images(name: &str, root: &Path, extra: &[&str]) -> PathBuf {
 /// Import the test videos under `files()/root` (`video`: mp4 files decoded by the
 /// ffmpeg program; `frames`: the same frames as folders, which the fixture writes only
 /// where ffmpeg ran) as clips of 4 frames 2 apart at 32².
-fn import_video(name: &str, root: &str) -> PathBuf {
+fn import_video(scratch: &Path, name: &str, root: &str) -> PathBuf {
     assert!(
         meta()["video_ok"].as_bool().unwrap(),
         "the ffmpeg program is missing: install it with `apt-get install -y ffmpeg` (scripts/test.sh does)"
     );
-    let out = tmp(name);
+    let out = scratch.join(name);
     let src = files().join(root);
     ok(&[
         "data",
@@ -229,10 +232,12 @@ fn import_video(name: &str, root: &str) -> PathBuf {
 
 #[test]
 fn image_folder_eval_matches_torchvision() {
+    let tmp = temp_dir("folder");
     let m = meta();
     let images: Vec<String> = m["images"].as_object().unwrap().keys().cloned().collect();
     for (interp, prefix, store) in [("bilinear", "eval", "pixels"), ("bicubic", "evalbicubic", "encoded")] {
         let ds = import_images(
+            tmp.path(),
             &format!("folder-{interp}"),
             &files().join("images"),
             &["--interpolation", interp, "--store", store],
@@ -261,7 +266,8 @@ fn image_folder_eval_matches_torchvision() {
 
 #[test]
 fn train_view_is_deterministic_and_workers_agree() {
-    let ds = import_images("train-view", &files().join("images"), &[]);
+    let tmp = temp_dir("train-view");
+    let ds = import_images(tmp.path(), "train-view", &files().join("images"), &[]);
     let run = |seed: &str, workers: &str, name: &str| {
         let out = ds.with_extension(name);
         ok(&["data", "sample", p(&ds), "--train", "--seed", seed, "--n", "9", "--workers", workers, "--out", p(&out)]);
@@ -278,15 +284,16 @@ fn train_view_is_deterministic_and_workers_agree() {
 
 #[test]
 fn manifests_and_webdataset() {
+    let tmp = temp_dir("manifests");
     let f = files();
-    let csv = import_images("csv", &f.join("manifest.csv"), &["--split", "train"]);
+    let csv = import_images(tmp.path(), "csv", &f.join("manifest.csv"), &["--split", "train"]);
     let d = Dataset::open(&csv).unwrap();
     assert_eq!(d.len(), 6, "the train rows of 9");
     assert_eq!(d.meta.classes, 3);
-    let jsonl = import_images("jsonl", &f.join("manifest.jsonl"), &[]);
+    let jsonl = import_images(tmp.path(), "jsonl", &f.join("manifest.jsonl"), &[]);
     let d = Dataset::open(&jsonl).unwrap();
     assert_eq!((d.len(), d.meta.class_names.clone()), (9, vec!["C_cls".into(), "a_cls".into(), "b_cls".into()]));
-    let out = tmp("wds");
+    let out = tmp.path().join("wds");
     let report = ok(&["data", "import", "images", p(&f.join("wds")), "--out", p(&out), "--image-size", "32"]);
     let d = Dataset::open(&out).unwrap();
     assert_eq!(d.len(), 4, "{report}");
@@ -306,8 +313,9 @@ fn manifests_and_webdataset() {
 
 #[test]
 fn hostile_files_are_converted_or_skipped_with_the_reason() {
+    let tmp = temp_dir("hostile");
     let root = files().join("hostile");
-    let out = tmp("hostile");
+    let out = tmp.path().join("hostile");
     let report =
         ok(&["data", "import", "images", p(&root), "--out", p(&out), "--image-size", "32", "--store-short-side", "0"]);
     let m = meta();
@@ -326,15 +334,17 @@ fn hostile_files_are_converted_or_skipped_with_the_reason() {
         let d = max_diff(&got, &reference(&format!("hostile/{name}")).1);
         assert!(d <= bound, "{name}: {d} levels from PIL");
     }
-    let (good, _, err) = graft(&["data", "import", "images", p(&root), "--out", p(&tmp("strict")), "--strict"]);
+    let (good, _, err) =
+        graft(&["data", "import", "images", p(&root), "--out", p(&tmp.path().join("strict")), "--strict"]);
     assert!(!good && err.contains("(--strict)") && err.lines().count() <= 2, "{err}");
-    let (good, _, err) = graft(&["data", "import", "images", "/nonexistent/x", "--out", p(&tmp("none"))]);
+    let (good, _, err) = graft(&["data", "import", "images", "/nonexistent/x", "--out", p(&tmp.path().join("none"))]);
     assert!(!good && err.contains("/nonexistent/x"), "{err}");
 }
 
 #[test]
 fn audio_filter_bank_matches_the_ast_feature_extractor() {
-    let out = tmp("audio");
+    let tmp = temp_dir("audio");
+    let out = tmp.path().join("audio");
     let report = ok(&[
         "data",
         "import",
@@ -366,7 +376,7 @@ fn audio_filter_bank_matches_the_ast_feature_extractor() {
         }
     }
     assert_eq!(matched, 4);
-    let fb = tmp("audio-fbank");
+    let fb = tmp.path().join("audio-fbank");
     ok(&["data", "import", "audio", p(&files().join("audio")), "--out", p(&fb), "--frames", "200", "--store", "fbank"]);
     let s2 = fb.with_extension("s.safetensors");
     ok(&["data", "sample", p(&fb), "--eval", "--n", "5", "--out", p(&s2)]);
@@ -380,8 +390,9 @@ fn audio_filter_bank_matches_the_ast_feature_extractor() {
 
 #[test]
 fn video_clips_match_videomae_eval() {
+    let tmp = temp_dir("video");
     for (name, root) in [("mp4", "video"), ("frames", "frames")] {
-        let out = import_video(&format!("video-{name}"), root);
+        let out = import_video(tmp.path(), &format!("video-{name}"), root);
         let s = out.with_extension("s.safetensors");
         ok(&["data", "sample", p(&out), "--eval", "--n", "2", "--out", p(&s)]);
         let (xs, labels) = sampled(&s, "video");
@@ -397,7 +408,8 @@ fn video_clips_match_videomae_eval() {
 
 #[test]
 fn video_views_match_videomae_multi_view_testing() {
-    let out = import_video("video-views", "video");
+    let tmp = temp_dir("views");
+    let out = import_video(tmp.path(), "video-views", "video");
     let mut seen = std::collections::BTreeSet::new();
     for k in 0..2 {
         for j in 0..3 {
@@ -430,10 +442,11 @@ fn video_views_match_videomae_multi_view_testing() {
 
 #[test]
 fn eval_averages_the_softmax_probabilities_of_every_view() {
+    let tmp = temp_dir("eval-views");
     use graft::backend::{native::Native, Backend, Options, Plan};
     use graft::data::{EvalView, View};
     use graft::evaluate::{batch_inputs, evaluate, Evaluated, Views};
-    let out = import_video("video-eval-views", "video");
+    let out = import_video(tmp.path(), "video-eval-views", "video");
     let spec = out.with_extension("graft");
     std::fs::write(
         &spec,
@@ -473,7 +486,8 @@ fn eval_averages_the_softmax_probabilities_of_every_view() {
 
 #[test]
 fn data_bench_reads_the_epochs_it_is_asked_for() {
-    let ds = import_images("bench", &files().join("images"), &["--store", "encoded"]);
+    let tmp = temp_dir("bench");
+    let ds = import_images(tmp.path(), "bench", &files().join("images"), &["--store", "encoded"]);
     let n = Dataset::open(&ds).unwrap().len() as u64;
     for (view, want) in [("--train", n + 1), ("--eval", 3)] {
         let want_s = want.to_string();
@@ -492,7 +506,8 @@ fn data_bench_reads_the_epochs_it_is_asked_for() {
 
 #[test]
 fn a_declared_normalisation_is_checked_against_the_dataset() {
-    let out = import_video("video-norm", "frames");
+    let tmp = temp_dir("norm");
+    let out = import_video(tmp.path(), "video-norm", "frames");
     let spec = |name: &str, norm: &str| {
         let path = out.with_extension(format!("{name}.graft"));
         let text = format!(
@@ -528,14 +543,15 @@ fn a_declared_normalisation_is_checked_against_the_dataset() {
 #[test]
 #[cfg_attr(not(feature = "fault-injection"), ignore = "needs --features fault-injection (the abort points)")]
 fn an_interrupted_import_continues_to_the_same_dataset() {
+    let tmp = temp_dir("resume");
     let root = files().join("images");
-    let whole = import_images("resume-whole", &root, &[]);
+    let whole = import_images(tmp.path(), "resume-whole", &root, &[]);
     let shards = Dataset::open(&whole).unwrap().shards.len();
     assert!(shards >= 3);
     // Each shard is two durable writes (the shard, then the state), three steps each
     // (write, rename, sync): stop inside the first shard, the second, the second state.
     for at in [2, 8, 11] {
-        let out = tmp(&format!("resume-{at}"));
+        let out = tmp.path().join(format!("resume-{at}"));
         let args = ["data", "import", "images", p(&root), "--out", p(&out), "--image-size", "32", "--shard-size", "4"];
         let status = Command::new(env!("CARGO_BIN_EXE_graft"))
             .args(args)
@@ -563,7 +579,8 @@ fn an_interrupted_import_continues_to_the_same_dataset() {
 
 #[test]
 fn training_reads_stored_inputs_and_refuses_a_mismatched_spec() {
-    let ds = import_images("reader", &files().join("images"), &[]);
+    let tmp = temp_dir("reader");
+    let ds = import_images(tmp.path(), "reader", &files().join("images"), &[]);
     let d = Dataset::open(&ds).unwrap();
     let mut labels = Vec::new();
     for b in d.batches(4, 7, 0, false) {
@@ -583,11 +600,12 @@ fn training_reads_stored_inputs_and_refuses_a_mismatched_spec() {
 
 #[test]
 fn synthetic_frames_import_back_to_the_tensors() {
-    let frames = tmp("synth-frames");
+    let tmp = temp_dir("synth-frames");
+    let frames = tmp.path().join("synth-frames");
     ok(&["data", "synth", "--task", "motion", "--format", "files", "--out", p(&frames), "--n", "12", "--seed", "5"]);
-    let tensors = tmp("synth-tensors");
+    let tensors = tmp.path().join("synth-tensors");
     ok(&["data", "synth", "--task", "motion", "--out", p(&tensors), "--n", "12", "--seed", "5"]);
-    let ds = tmp("synth-imported");
+    let ds = tmp.path().join("synth-imported");
     let s = graft::data::synth_files::FILES_STD.to_string();
     let std = format!("{s},{s},{s}");
     ok(&[
@@ -651,11 +669,12 @@ fn synthetic_frames_import_back_to_the_tensors() {
 
 #[test]
 fn synthetic_wavs_import_to_filter_banks_that_keep_the_band() {
-    let wavs = tmp("synth-wavs");
+    let tmp = temp_dir("synth-wavs");
+    let wavs = tmp.path().join("synth-wavs");
     let out = ok(&["data", "synth", "--task", "audio_pretrain", "--format", "files", "--out", p(&wavs), "--n", "16"]);
     assert!(out.contains("as WAV files") && out.contains("graft data import audio"), "{out}");
     assert!(wavs.join("band_0/").is_dir());
-    let ds = tmp("synth-wavs-imported");
+    let ds = tmp.path().join("synth-wavs-imported");
     let import = ["data", "import", "audio", p(&wavs), "--out", p(&ds), "--sample-rate", "16000"];
     ok(&[&import[..], &["--mel-bins", "32", "--frames", "64", "--layout", "1ft"]].concat());
     let d = Dataset::open(&ds).unwrap();

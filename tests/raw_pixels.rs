@@ -14,11 +14,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("raw-pixels").join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.parent().unwrap()).unwrap();
-    d
+/// A scratch directory for one test, removed with it, pass or fail: what the test
+/// writes goes inside it under its name, with the files made beside each output.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-raw-pixels-{tag}-")).tempdir().unwrap()
 }
 
 fn graft(args: &[&str]) -> (bool, String, String) {
@@ -38,10 +37,10 @@ fn p(path: &Path) -> &str {
 
 /// The synthetic video task as PNG frame folders (`ROOT/CLASS/NNNNN/img_00001.png`),
 /// and an image folder made of each clip's first frame (`ROOT/CLASS/NNNNN.png`).
-fn files(tag: &str) -> (PathBuf, PathBuf) {
-    let frames = tmp(&format!("{tag}-frames"));
+fn files(scratch: &Path, tag: &str) -> (PathBuf, PathBuf) {
+    let frames = scratch.join(format!("{tag}-frames"));
     ok(&["data", "synth", "--task", "pretrain", "--format", "files", "--n", "8", "--seed", "5", "--out", p(&frames)]);
-    let images = tmp(&format!("{tag}-images"));
+    let images = scratch.join(format!("{tag}-images"));
     for class in std::fs::read_dir(&frames).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
         let to = images.join(class.file_name().unwrap());
         std::fs::create_dir_all(&to).unwrap();
@@ -61,19 +60,19 @@ struct Case {
     input: &'static str,
 }
 
-fn cases(tag: &str) -> Vec<Case> {
-    let (frames, images) = files(tag);
+fn cases(scratch: &Path, tag: &str) -> Vec<Case> {
+    let (frames, images) = files(scratch, tag);
     let size = ["--image-size", "32", "--crop-pct", "1"];
     let mut cases = Vec::new();
     for store in ["pixels", "encoded"] {
-        let data = tmp(&format!("{tag}-images-{store}"));
+        let data = scratch.join(format!("{tag}-images-{store}"));
         ok(&[&["data", "import", "images", p(&images), "--out", p(&data), "--store", store][..], &size].concat());
         let model = "vit(dim: 32, depth: 1, heads: 2, classes: 4, patch: 16, height: 32)(image)";
         let spec = write_spec(&data, "image: f32[B, 3, 32, 32]", model);
         cases.push(Case { name: store, data, spec, input: "image" });
     }
     for layout in ["cthw", "tchw"] {
-        let data = tmp(&format!("{tag}-video-{layout}"));
+        let data = scratch.join(format!("{tag}-video-{layout}"));
         let import = ["data", "import", "video", p(&frames), "--out", p(&data), "--layout", layout];
         ok(&[&import[..], &["--frames", "4", "--sampling-rate", "2"], &size].concat());
         let (ty, model) = match layout {
@@ -125,7 +124,8 @@ fn outputs(exe: &mut dyn Executable, plan: &Plan, b: &Batch) -> Vec<u32> {
 }
 
 fn check_backend(backend: &dyn Backend) {
-    for case in cases(backend.name()) {
+    let tmp = temp_dir(backend.name());
+    for case in cases(tmp.path(), backend.name()) {
         let plan = plan_of(&case.spec);
         let base = Dataset::open(&case.data).unwrap();
         let raw = raw_inputs(&plan, &base);
@@ -169,8 +169,9 @@ fn spec_text(input: &str) -> String {
 
 #[test]
 fn raw_pixels_only_where_the_declaration_matches_the_data() {
-    let (_, images) = files("mismatch");
-    let data = tmp("mismatch-data");
+    let tmp = temp_dir("mismatch");
+    let (_, images) = files(tmp.path(), "mismatch");
+    let data = tmp.path().join("mismatch-data");
     ok(&["data", "import", "images", p(&images), "--out", p(&data), "--image-size", "32", "--crop-pct", "1"]);
     let ds = Dataset::open(&data).unwrap();
     let plain = data.with_extension("plain.graft");
@@ -199,7 +200,8 @@ fn inputs_only(file: &Path) {
 fn graft_run_takes_the_raw_sample_data_sample_writes() {
     // The user's path: `data sample --raw` writes the u8 pixels; `graft run` on them and
     // on the f32 sample writes the same outputs.
-    let case = cases("run").into_iter().find(|c| c.name == "encoded").unwrap();
+    let tmp = temp_dir("run");
+    let case = cases(tmp.path(), "run").into_iter().find(|c| c.name == "encoded").unwrap();
     let at = |ext: &str| case.data.with_extension(ext);
     let (f32s, u8s) = (at("f.safetensors"), at("u.safetensors"));
     ok(&["data", "sample", p(&case.data), "--eval", "--n", "4", "--out", p(&f32s)]);
