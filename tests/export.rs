@@ -52,6 +52,11 @@ fn large(spec: &str) -> bool {
     spec.starts_with("specs/") && !spec.starts_with("specs/demo/") && !spec.contains("vit_tiny")
 }
 
+/// A scratch directory for one test, removed with it, pass or fail.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-{tag}-")).tempdir().unwrap()
+}
+
 fn write(path: &Path, tensors: &[(String, HostTensor)]) {
     graft::safetensors::write(path, tensors, &BTreeMap::new()).unwrap();
 }
@@ -218,20 +223,19 @@ fn onnx_file(root: &Path, spec: &str, c: &Compiled, opset: i64, external: bool) 
 
 #[test]
 fn exported_models_agree_with_graft() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
+    let tmp = temp_dir("export");
+    let root = tmp.path();
     let start = std::time::Instant::now();
     let (mut packages, mut onnx_files) = (Vec::new(), Vec::new());
     let only = std::env::var("GRAFT_SPEC").unwrap_or_default();
     for (k, spec) in specs().iter().filter(|s| s.contains(&only)).enumerate() {
         for mode in [Mode::Train, Mode::Infer] {
             let c = compile_spec(&repo().join(spec), mode).unwrap_or_else(|e| panic!("{spec}: {e}"));
-            packages.push(package(&root, spec, &c, k));
+            packages.push(package(root, spec, &c, k));
             if mode == Mode::Infer && !large(spec) {
                 // Opsets in turn (17: erf GELU, ReduceMean axes attribute; 20: Gelu).
                 let opset = [17, 18, 20, 21][k % 4];
-                onnx_files.push(onnx_file(&root, spec, &c, opset, k % 5 == 0));
+                onnx_files.push(onnx_file(root, spec, &c, opset, k % 5 == 0));
             }
         }
     }
@@ -240,13 +244,12 @@ fn exported_models_agree_with_graft() {
         std::fs::write(&path, TWO_WIDTHS.1).unwrap();
         for mode in [Mode::Train, Mode::Infer] {
             let c = compile_spec(&path, mode).unwrap_or_else(|e| panic!("{}: {e}", TWO_WIDTHS.0));
-            packages.push(package(&root, TWO_WIDTHS.0, &c, 99));
+            packages.push(package(root, TWO_WIDTHS.0, &c, 99));
         }
     }
     eprintln!("prepared in {:.1}s", start.elapsed().as_secs_f64());
-    check(&root, json!({"packages": packages, "onnx": onnx_files}));
+    check(root, json!({"packages": packages, "onnx": onnx_files}));
     eprintln!("checked in {:.1}s", start.elapsed().as_secs_f64());
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Run check.py on a manifest; fails with its report.
@@ -263,12 +266,9 @@ fn check(root: &Path, manifest: Value) {
 #[cfg(feature = "torch")]
 #[test]
 fn one_adamw_step_equals_graft_train() {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-adamw-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).unwrap();
-    let entry = adamw_step(&root);
-    check(&root, json!({"packages": [entry], "onnx": []}));
-    let _ = std::fs::remove_dir_all(&root);
+    let tmp = temp_dir("export-adamw");
+    let entry = adamw_step(tmp.path());
+    check(tmp.path(), json!({"packages": [entry], "onnx": []}));
 }
 
 /// The graft binary under test.
@@ -325,9 +325,8 @@ model step {
 /// usage) that leave nothing behind.
 #[test]
 fn export_commands_write_their_files_and_refuse_bad_input() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("export-cli-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = temp_dir("export-cli");
+    let dir = tmp.path();
     let run =
         |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_graft")).args(args).current_dir(repo()).output().unwrap();
     let s = |p: &Path| p.display().to_string();
@@ -362,7 +361,6 @@ fn export_commands_write_their_files_and_refuse_bad_input() {
     let o = run(&["export", "onnx", "specs/demo/video_pretrain.graft", "--dynamic-batch", "--out", &s(&onnx)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::metadata(&onnx).unwrap().len() > 1000);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The gallery ViT reads as its spec: each class takes its module's parameters (by

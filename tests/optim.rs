@@ -103,9 +103,9 @@ fn adamw_and_clipping_equal_pytorchs_foreach_over_twenty_steps() {
     let rates: Vec<f64> = (0..STEPS).map(rate).collect();
     saved.push(("rate".into(), Tensor::from_slice(&rates)));
     saved.push(("cfg".into(), Tensor::from_slice(&[LR, LR_HEAD, WD, CLIP, STEPS as f64])));
-    let dir = std::env::temp_dir().join(format!("graft-optim-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (input, output) = (dir.join("in.safetensors"), dir.join("out.safetensors"));
+    // A scratch directory removed with the test, pass or fail.
+    let dir = tempfile::Builder::new().prefix("graft-optim-").tempdir().unwrap();
+    let (input, output) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
     Tensor::write_safetensors(&saved, &input).unwrap();
     let o = Command::new(python()).arg("-c").arg(REFERENCE).arg(&input).arg(&output).output().unwrap();
     assert!(o.status.success(), "reference failed:\n{}", String::from_utf8_lossy(&o.stderr));
@@ -124,7 +124,6 @@ fn adamw_and_clipping_equal_pytorchs_foreach_over_twenty_steps() {
     }
     let steps = |n: &str| state[&format!("{n}.step")].int64_value(&[0]);
     assert_eq!((steps("body.w"), steps("body.b")), (STEPS as i64, STEPS as i64 - 2), "no gradient: no step");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -14,10 +14,9 @@ fn spec() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/vit_tiny.graft")
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("torch_backend-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A scratch directory for one test, removed with it, pass or fail.
+fn temp_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-torch-backend-{tag}-")).tempdir().unwrap()
 }
 
 /// Random weights for every parameter, under its weights key (timm's names).
@@ -36,8 +35,8 @@ fn weights() -> Vec<(String, Tensor)> {
         .collect()
 }
 
-fn write(name: &str, tensors: &[(String, Tensor)]) -> PathBuf {
-    let path = tmp(name);
+fn write(dir: &Path, name: &str, tensors: &[(String, Tensor)]) -> PathBuf {
+    let path = dir.join(name);
     Tensor::write_safetensors(tensors, &path).unwrap();
     path
 }
@@ -84,10 +83,12 @@ fn weights_use_timm_keys() {
 
 #[test]
 fn run_vit_tiny() {
-    let w = write("vit.safetensors", &weights());
+    let tmp = temp_dir("run");
+    let dir = tmp.path();
+    let w = write(dir, "vit.safetensors", &weights());
     let x = image(2);
-    let inputs = write("in.safetensors", &[("image".to_string(), x.shallow_clone())]);
-    let out = tmp("out.safetensors");
+    let inputs = write(dir, "in.safetensors", &[("image".to_string(), x.shallow_clone())]);
+    let out = dir.join("out.safetensors");
     let r = graft_run(&w, &inputs, &out, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let y = logits(&out);
@@ -95,13 +96,13 @@ fn run_vit_tiny() {
     assert_eq!(y.kind(), Kind::Float);
     assert_eq!(y.isfinite().all().int64_value(&[]), 1);
     // Train mode computes the same function.
-    let out_train = tmp("out_train.safetensors");
+    let out_train = dir.join("out_train.safetensors");
     let r = graft_run(&w, &inputs, &out_train, &["--mode", "train"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(logits(&out_train).allclose(&y, 1e-5, 1e-5, false));
     // Images are independent: the second image alone gives the batch's second row.
-    let one = write("in1.safetensors", &[("image".to_string(), x.narrow(0, 1, 1).contiguous())]);
-    let out1 = tmp("out1.safetensors");
+    let one = write(dir, "in1.safetensors", &[("image".to_string(), x.narrow(0, 1, 1).contiguous())]);
+    let out1 = dir.join("out1.safetensors");
     let r = graft_run(&w, &one, &out1, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(logits(&out1).allclose(&y.narrow(0, 1, 1), 1e-4, 1e-5, false));
@@ -109,6 +110,8 @@ fn run_vit_tiny() {
 
 #[test]
 fn missing_key_and_wrong_shape_are_one_readable_error() {
+    let tmp = temp_dir("mismatch");
+    let dir = tmp.path();
     let mut w = weights();
     w.retain(|(k, _)| k != "blocks.3.norm1.bias");
     for (k, t) in w.iter_mut() {
@@ -116,9 +119,9 @@ fn missing_key_and_wrong_shape_are_one_readable_error() {
             *t = t.tr().contiguous();
         }
     }
-    let w = write("bad.safetensors", &w);
-    let inputs = write("in_bad.safetensors", &[("image".to_string(), image(1))]);
-    let out = tmp("never.safetensors");
+    let w = write(dir, "bad.safetensors", &w);
+    let inputs = write(dir, "in_bad.safetensors", &[("image".to_string(), image(1))]);
+    let out = dir.join("never.safetensors");
     let r = graft_run(&w, &inputs, &out, &[]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
@@ -131,11 +134,13 @@ fn missing_key_and_wrong_shape_are_one_readable_error() {
 
 #[test]
 fn allow_missing_and_input_errors() {
+    let tmp = temp_dir("allow-missing");
+    let dir = tmp.path();
     let mut w = weights();
     w.retain(|(k, _)| !k.starts_with("head."));
-    let w = write("nohead.safetensors", &w);
-    let inputs = write("in_ok.safetensors", &[("image".to_string(), image(1))]);
-    let out = tmp("nohead_out.safetensors");
+    let w = write(dir, "nohead.safetensors", &w);
+    let inputs = write(dir, "in_ok.safetensors", &[("image".to_string(), image(1))]);
+    let out = dir.join("nohead_out.safetensors");
     let r = graft_run(&w, &inputs, &out, &[]);
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("head.weight: spec f32[1000, 192]"));
@@ -144,6 +149,7 @@ fn allow_missing_and_input_errors() {
     assert_eq!(logits(&out).size(), vec![1, 1000]);
     // A wrongly shaped input names what was expected and what was given.
     let small = write(
+        dir,
         "in_small.safetensors",
         &[("image".to_string(), Tensor::zeros([1, 3, 32, 32], (Kind::Float, Device::Cpu)))],
     );
@@ -153,6 +159,7 @@ fn allow_missing_and_input_errors() {
     assert!(err.contains("expected f32[B, 3, 224, 224], given f32[1, 3, 32, 32]"), "{err}");
     // An empty batch is refused naming the input, not deep inside the model.
     let empty = write(
+        dir,
         "in_empty.safetensors",
         &[("image".to_string(), Tensor::zeros([0, 3, 224, 224], (Kind::Float, Device::Cpu)))],
     );
@@ -175,7 +182,9 @@ fn allow_missing_and_input_errors() {
 /// second position), next to the same spec with random ones, and counts what it read.
 #[test]
 fn bench_measures_a_deployed_checkpoint() {
-    let w = write("bench-weights.safetensors", &weights());
+    let tmp = temp_dir("bench");
+    let dir = tmp.path();
+    let w = write(dir, "bench-weights.safetensors", &weights());
     let spec = spec();
     let bench = |extra: &[String]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_graft"));
@@ -193,7 +202,7 @@ fn bench_measures_a_deployed_checkpoint() {
     // A position past the specs, and a file that does not fit, are errors.
     let o = bench(&["--weights".into(), format!("3:vit={}", w.display())]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("N:BINDING=FILE"), "{}", String::from_utf8_lossy(&o.stderr));
-    let bad = write("bench-bad.safetensors", &weights()[1..]);
+    let bad = write(dir, "bench-bad.safetensors", &weights()[1..]);
     let o = bench(&["--weights".into(), format!("1:vit={}", bad.display())]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("weights do not match the spec"));
