@@ -67,8 +67,9 @@ fn gallery_is_idempotent_and_compiles_to_the_same_ir() {
 /// formatted std files (imported by path) to the IR it has against the embedded ones.
 #[test]
 fn std_is_idempotent_and_compiles_to_the_same_ir() {
-    let tmp = std::env::temp_dir().join(format!("graft-fmt-std-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    // A scratch directory removed with the test, pass or fail.
+    let scratch = tempfile::Builder::new().prefix("graft-fmt-std-").tempdir().unwrap();
+    let tmp = scratch.path();
     for path in graft_files(&root().join("std")) {
         let text = std::fs::read_to_string(&path).unwrap();
         let once = fmt(&path.display().to_string(), &text);
@@ -93,7 +94,6 @@ fn std_is_idempotent_and_compiles_to_the_same_ir() {
             compared += 1;
         }
     }
-    std::fs::remove_dir_all(&tmp).ok();
     assert!(compared >= 10, "only {compared} gallery specs use std");
 }
 
@@ -149,8 +149,9 @@ fn syntax_errors_are_refused_with_checks_diagnostics() {
 /// a file with a syntax error is left alone with `check`'s diagnostics and exit 1.
 #[test]
 fn the_fmt_command() {
-    let dir = std::env::temp_dir().join(format!("graft-fmt-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // A scratch directory removed with the test, pass or fail.
+    let scratch = tempfile::Builder::new().prefix("graft-fmt-cli-").tempdir().unwrap();
+    let dir = scratch.path();
     let messy = dir.join("messy.graft");
     let text = "module m(d:int){\n in x\n    y=linear(d,d)( x )\n out y }\n";
     std::fs::write(&messy, text).unwrap();
@@ -176,7 +177,6 @@ fn the_fmt_command() {
     let check = graft(&["check", bad.to_str().unwrap()]);
     assert!(err.starts_with(&*String::from_utf8_lossy(&check.stderr)), "{err}");
     assert_eq!(std::fs::read_to_string(&bad).unwrap(), "model m {\n  input x f32[B]\n}\n");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 2, "temporary files left: {leftovers:?}");
-    std::fs::remove_dir_all(&dir).ok();
 }

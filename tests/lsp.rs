@@ -575,8 +575,10 @@ fn semantic_tokens_of_a_long_line() {
 #[test]
 fn the_std_cache_is_private_and_holds_only_what_graft_wrote() {
     use std::os::unix::fs::PermissionsExt;
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lsp-cache-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
+    // The cache is made by std_file_in, inside a scratch directory removed with the
+    // test, pass or fail.
+    let tmp = tempfile::Builder::new().prefix("graft-lsp-cache-").tempdir().unwrap();
+    let base = tmp.path().join("cache");
     let want = graft::lower::STD.iter().find(|(n, _)| *n == "vit").unwrap().1;
     let path = graft::lsp::std_file_in(&base, "vit").unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
