@@ -21,13 +21,19 @@ pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             let b = w.panel(c / PANEL);
             let mut r = r0;
             while r < r1 {
-                let rows = (r1 - r).min(MR256);
+                // Rows left over after the full tiles go as one more full tile ending
+                // at the block's last row, over rows the call already wrote: the same
+                // sums in the same order give them the same bits again (as in the
+                // AVX-512 kernel). Only a call of fewer than six rows runs a partial
+                // tile, on the compiled loop.
+                let left = r1 - r;
+                let (top, rows) = if left >= MR256 || r1 < MR256 { (r, left.min(MR256)) } else { (r1 - MR256, MR256) };
                 if t.gelu {
-                    tiles::<true>(t, b, r, rows, c, cols);
+                    tiles::<true>(t, b, top, rows, c, cols);
                 } else {
-                    tiles::<false>(t, b, r, rows, c, cols);
+                    tiles::<false>(t, b, top, rows, c, cols);
                 }
-                r += rows;
+                r += left.min(MR256);
             }
             c += cols;
         }
