@@ -85,8 +85,8 @@ fn train_mode_prints_a_table_and_can_skip_memory() {
 
 #[test]
 fn train_mode_needs_logits() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench_train-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new().prefix("graft-bench-train-").tempdir().unwrap();
+    let dir = tmp.path();
     let spec = dir.join("features.graft");
     std::fs::write(
         &spec,

@@ -69,8 +69,9 @@ fn rustc() -> PathBuf {
 /// Type-check `source` as a binary crate using graft; the compiler's stderr on failure.
 fn check(name: &str, source: &str) -> Result<(), String> {
     let (deps, rlib) = graft_rlib();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("sound_api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Removed when the check ends, pass or fail (rustc has finished by then).
+    let tmp = tempfile::Builder::new().prefix("graft-sound-api-").tempdir().unwrap();
+    let dir = tmp.path();
     let src = dir.join(format!("{name}.rs"));
     std::fs::write(&src, source).unwrap();
     let out = Command::new(rustc())
@@ -80,7 +81,7 @@ fn check(name: &str, source: &str) -> Result<(), String> {
         .arg("--extern")
         .arg(format!("graft={}", rlib.display()))
         .arg("--out-dir")
-        .arg(&dir)
+        .arg(dir)
         .arg(&src)
         .output()
         .expect("run rustc");

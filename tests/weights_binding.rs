@@ -4,7 +4,7 @@
 
 #![cfg(feature = "torch")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use tch::Tensor;
 
@@ -30,10 +30,9 @@ model m {
 }
 "#;
 
-fn dir(case: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("weights_binding-{}-{case}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A scratch directory for one case, removed with it, pass or fail.
+fn dir(case: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("graft-weights-binding-{case}-")).tempdir().unwrap()
 }
 
 fn t(v: &[f32], shape: &[i64]) -> Tensor {
@@ -54,7 +53,7 @@ fn text(o: &Output) -> String {
 }
 
 struct Case {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     spec: String,
     w: Tensor,
     b: Tensor,
@@ -65,13 +64,13 @@ struct Case {
 /// classifier the weights-only `aux` does not declare) and the inputs.
 fn case(name: &str, keys: &str) -> Case {
     let dir = dir(name);
-    let spec = dir.join("m.graft");
+    let spec = dir.path().join("m.graft");
     std::fs::write(&spec, SPEC.replace("KEYS", keys)).unwrap();
     let w = t(&[0.5, -0.2, 0.1, 0.3, 0.0, 0.4, -0.6, 0.2, 0.7, 0.1, 0.05, -0.3, 0.2, 0.2, -0.1, 0.9], &[4, 4]);
     let b = t(&[0.1, -0.1, 0.2, 0.0], &[4]);
     let w_aux = t(&[0.3, 0.1, -0.2, 0.5, 0.6, -0.4, 0.2, 0.1, 0.0, 0.3, 0.8, -0.5, 0.1, -0.7, 0.4, 0.2], &[4, 4]);
     save(
-        &dir.join("aux.safetensors"),
+        &dir.path().join("aux.safetensors"),
         &[
             ("fc.weight", w_aux.shallow_clone()),
             ("fc.bias", t(&[9.0; 4], &[4])),
@@ -79,13 +78,13 @@ fn case(name: &str, keys: &str) -> Case {
             ("head.bias", t(&[1.0; 2], &[2])),
         ],
     );
-    save(&dir.join("x.safetensors"), &[("x", t(&[1.0, 2.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0], &[2, 4]))]);
+    save(&dir.path().join("x.safetensors"), &[("x", t(&[1.0, 2.0, -1.0, 0.5, 0.0, -2.0, 3.0, 1.0], &[2, 4]))]);
     Case { dir, spec: spec.display().to_string(), w, b, w_aux }
 }
 
 impl Case {
     fn p(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
+        self.dir.path().join(name).display().to_string()
     }
 
     fn run(&self, extra: &[String]) -> Output {
@@ -103,7 +102,7 @@ impl Case {
     }
 
     fn output(&self) -> Tensor {
-        let mut out = Tensor::read_safetensors(self.dir.join("y.safetensors")).unwrap();
+        let mut out = Tensor::read_safetensors(self.dir.path().join("y.safetensors")).unwrap();
         out.remove(0).1
     }
 }
@@ -123,7 +122,10 @@ fn weights_required_checks_and_then_needs_the_command_line() {
     assert!(err.contains("`target` leaves its weights to the command line (`weights required`)"), "{err}");
     assert!(err.contains("pass --weights target=FILE"), "{err}");
 
-    save(&c.dir.join("target.safetensors"), &[("fc.weight", c.w.shallow_clone()), ("fc.bias", c.b.shallow_clone())]);
+    save(
+        &c.dir.path().join("target.safetensors"),
+        &[("fc.weight", c.w.shallow_clone()), ("fc.bias", c.b.shallow_clone())],
+    );
     let o = c.run(&[format!("--weights=target={}", c.p("target.safetensors"))]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(c.output().allclose(&c.expected(0.0), 1e-6, 1e-6, false));
@@ -145,11 +147,11 @@ fn key_rules_map_a_prefixed_checkpoint() {
                            "rename": [{"from": "dense", "to": "fc"}]})
     );
     save(
-        &c.dir.join("target.safetensors"),
+        &c.dir.path().join("target.safetensors"),
         &[("base_model.model.dense.weight", c.w.shallow_clone()), ("base_model.model.dense.bias", c.b.shallow_clone())],
     );
     // λ stored as `[1]`, as the M2PT reference code saves it.
-    save(&c.dir.join("cmr.safetensors"), &[("target.fc.lambda", t(&[0.25], &[1]))]);
+    save(&c.dir.path().join("cmr.safetensors"), &[("target.fc.lambda", t(&[0.25], &[1]))]);
     let o = c.run(&[
         format!("--weights=target={}", c.p("target.safetensors")),
         format!("--weights=cmr={}", c.p("cmr.safetensors")),
@@ -161,7 +163,7 @@ fn key_rules_map_a_prefixed_checkpoint() {
     // Keys outside the prefix are not the binding's: one note lists them, and what the
     // spec needs must still be under the prefix.
     save(
-        &c.dir.join("bad.safetensors"),
+        &c.dir.path().join("bad.safetensors"),
         &[("base_model.model.dense.weight", c.w.shallow_clone()), ("dense.bias", c.b.shallow_clone())],
     );
     let o = c.run(&[format!("--weights=target={}", c.p("bad.safetensors"))]);
@@ -170,7 +172,7 @@ fn key_rules_map_a_prefixed_checkpoint() {
     assert!(err.contains("missing from the file (1):\n      fc.bias: spec f32[4]"), "{err}");
     assert!(!err.contains("in the file but not in the spec"), "{err}");
     save(
-        &c.dir.join("full.safetensors"),
+        &c.dir.path().join("full.safetensors"),
         &[
             ("base_model.model.dense.weight", c.w.shallow_clone()),
             ("base_model.model.dense.bias", c.b.shallow_clone()),
@@ -188,7 +190,8 @@ fn key_rules_map_a_prefixed_checkpoint() {
 /// before any tensor loads.
 #[test]
 fn peft_directory_config_is_checked_against_the_adapter() {
-    let dir = dir("peft");
+    let tmp = dir("peft");
+    let dir = tmp.path();
     let spec = dir.join("m.graft");
     std::fs::write(
         &spec,
