@@ -384,21 +384,16 @@ pub fn softmax_row(x: &mut [f32]) {
 /// written out in [`super::softmax512`], at AVX2 the one in [`super::softmax256`] (the
 /// same bits), elsewhere the vectorised loops.
 pub fn softmax_row_at(level: SimdLevel, x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
+    assert!(level.available(), "SIMD level {level:?} not available on this CPU");
     match level {
-        SimdLevel::Avx512 => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            // SAFETY: `available()` checked AVX-512F just above.
-            return unsafe { super::softmax512::softmax_row(x) };
-        }
-        SimdLevel::Avx2Fma => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            // SAFETY: `available()` checked AVX2 and FMA just above.
-            return unsafe { super::softmax256::softmax_row(x) };
-        }
-        SimdLevel::Portable => {}
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` checked AVX-512F just above.
+        SimdLevel::Avx512 => unsafe { super::softmax512::softmax_row(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` checked AVX2 and FMA just above.
+        SimdLevel::Avx2Fma => unsafe { super::softmax256::softmax_row(x) },
+        _ => softmax_row_lanes_at(level, x),
     }
-    softmax_row_lanes_at(level, x)
 }
 
 /// The weights `e^{x−max}` of a softmax of one row in place, unscaled, and their sum
@@ -411,21 +406,16 @@ pub fn softmax_weights(x: &mut [f32]) -> f32 {
 /// [`softmax_weights`] at a given level (which must be available), as
 /// [`softmax_row_at`] picks its kernels.
 pub fn softmax_weights_at(level: SimdLevel, x: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
+    assert!(level.available(), "SIMD level {level:?} not available on this CPU");
     match level {
-        SimdLevel::Avx512 => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            // SAFETY: `available()` checked AVX-512F just above.
-            return unsafe { super::softmax512::softmax_weights(x) };
-        }
-        SimdLevel::Avx2Fma => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            // SAFETY: `available()` checked AVX2 and FMA just above.
-            return unsafe { super::softmax256::softmax_weights(x) };
-        }
-        SimdLevel::Portable => {}
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` checked AVX-512F just above.
+        SimdLevel::Avx512 => unsafe { super::softmax512::softmax_weights(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` checked AVX2 and FMA just above.
+        SimdLevel::Avx2Fma => unsafe { super::softmax256::softmax_weights(x) },
+        _ => softmax_weights_lanes_at(level, x),
     }
-    softmax_weights_lanes_at(level, x)
 }
 
 #[cfg(test)]
