@@ -16,7 +16,11 @@ use std::arch::x86_64::*;
 
 /// Where the exponential is exactly 0: `vscalefps` gives `p · 2⁻¹⁵⁹` there, below half
 /// the least subnormal.
-const LO: f32 = -110.0;
+pub(super) const LO: f32 = -110.0;
+/// `ln 2` in two parts for the reduction (Cody–Waite): `r = x − n·LN2[0] − n·LN2[1]`.
+pub(super) const LN2: [f32; 2] = [0.693_359_4, -2.121_944_4e-4];
+/// The polynomial `p(r) ≈ e^r`, highest power first.
+pub(super) const POLY: [f32; 6] = [8.290_225e-3, 4.189_839_2e-2, 1.666_764e-1, 4.999_914_5e-1, 9.999_997e-1, 1.0];
 
 /// `e^x` for `x ≤ 0` (or NaN): `x` clamped at [`LO`], `n` the integer nearest
 /// `x·log₂e` (by adding 1.5·2²³ in the fused multiply-add), `r = x − n·ln2` in two
@@ -29,14 +33,12 @@ unsafe fn exp_neg(x: __m512) -> __m512 {
     let xc = _mm512_max_ps(_mm512_set1_ps(LO), x);
     let t = _mm512_fmadd_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), magic);
     let nf = _mm512_sub_ps(t, magic);
-    let r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-0.693_359_4), xc);
-    let r = _mm512_fmadd_ps(nf, _mm512_set1_ps(2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(8.290_225e-3);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.189_839_2e-2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_764e-1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.999_914_5e-1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.999_997e-1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0));
+    let r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-LN2[0]), xc);
+    let r = _mm512_fmadd_ps(nf, _mm512_set1_ps(-LN2[1]), r);
+    let mut p = _mm512_set1_ps(POLY[0]);
+    for k in &POLY[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*k));
+    }
     _mm512_scalef_ps(p, nf)
 }
 
