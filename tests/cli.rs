@@ -1,6 +1,9 @@
 //! End to end through the built `graft` binary: exit codes, stderr format, JSON shape,
 //! parameter counts, selectors and emitted files.
 
+mod common;
+
+use common::scratch::temp_dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -41,11 +44,6 @@ fn has_location(text: &str, file: &str) -> bool {
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         digits(parts.next().unwrap_or("")) && digits(parts.next().unwrap_or(""))
     })
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-{tag}-")).tempdir().unwrap()
 }
 
 #[test]

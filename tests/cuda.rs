@@ -15,6 +15,7 @@
 mod common;
 
 use common::compare::{assert_close, measure, Tol, Values};
+use common::scratch::temp_dir;
 use common::specs::TINY_PRETRAIN as TRAIN_SPEC;
 use graft::api::compile_file;
 use graft::backend::torch::convert::place;
@@ -67,10 +68,6 @@ fn graft_without_gpu(dir: &Path, args: &[&str]) -> Output {
     Command::new(graft_bin()).args(args).current_dir(dir).env("CUDA_VISIBLE_DEVICES", "").output().expect("run graft")
 }
 
-fn tmp(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-cuda-{name}-")).tempdir().unwrap()
-}
-
 /// specs/vit_tiny.graft, in the source tree or under the current directory.
 fn vit_tiny() -> PathBuf {
     let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/vit_tiny.graft");
@@ -84,7 +81,7 @@ fn vit_tiny() -> PathBuf {
 
 /// `graft …` fails with status 1, no panic, and `want` in its message.
 fn refuses(args: &[&str], want: &str) {
-    let o = graft_without_gpu(tmp("refuse").path(), args);
+    let o = graft_without_gpu(temp_dir("cuda-refuse").path(), args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "graft {} should fail:\n{err}", args.join(" "));
     assert!(!err.contains("panicked"), "{err}");
@@ -252,7 +249,7 @@ fn train(dir: &Path, out: &str, extra: &[&str]) -> Trained<TorchTrainer> {
 #[ignore = "needs a CUDA device; run with --ignored on a GPU machine"]
 fn captured_training_steps_equal_eager_ones() {
     let _gpu = gpu("captured training steps");
-    let dir = tmp("train");
+    let dir = temp_dir("cuda-train");
     let dir = dir.path();
     std::fs::write(dir.join("pre.graft"), TRAIN_SPEC).unwrap();
     let o = graft(dir, &["data", "synth", "--task", "pretrain", "--n", "128", "--out", "data"]);
@@ -291,7 +288,7 @@ fn bench_replays_a_graph() {
     let _gpu = gpu("graft bench --cuda-graph");
     let spec = vit_tiny().display().to_string();
     let o = graft(
-        tmp("bench").path(),
+        temp_dir("cuda-bench").path(),
         &["bench", &spec, "--batch", "2", "--iters", "3", "--device", "cuda", "--cuda-graph"],
     );
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -315,7 +312,7 @@ fn pre_on_gpu(dir: &Path) -> (Model, graft::backend::torch::train::optim::AdamW)
 fn a_whole_captured_step_equals_the_eager_step() {
     use graft::backend::torch::train::device_step::{train_step, DeviceStep, StepGraphs, StepParts};
     let _gpu = gpu("whole-step capture");
-    let dir = tmp("whole_step");
+    let dir = temp_dir("cuda-whole_step");
     let dir = dir.path();
     let batches: Vec<(Vec<Option<Tensor>>, Tensor)> = (0..4u64)
         .map(|i| {

@@ -2,18 +2,15 @@
 //! batches; determinism; class balance; corrupt shards reported with the shard and
 //! the tensor named; missing modalities; fitting a dataset to a model's inputs.
 
+mod common;
+
+use common::scratch::temp_dir;
 use graft::commands::data::{parse_drop, DataCmd};
 use graft::data::safetensors::encode;
 use graft::data::{synth, Batch, DataError, Dataset, HostTensor, SynthOptions, Task};
 use graft::ir::{DType, Dim};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// A scratch directory for one test, removed with it, pass or fail: the test's
-/// datasets go inside it under their names.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-data-{tag}-")).tempdir().unwrap()
-}
 
 /// A synthetic dataset written to `root/name`.
 fn make(root: &Path, name: &str, task: Task, n: usize, seed: u64, shard_size: usize, drop: &[(&str, f64)]) -> PathBuf {
@@ -53,7 +50,7 @@ fn epoch(ds: &Dataset, bs: usize, seed: u64, epoch: u64, drop_last: bool) -> Vec
 
 #[test]
 fn every_sample_once_per_epoch() {
-    let tmp = temp_dir("epoch");
+    let tmp = temp_dir("data-epoch");
     let d = make(tmp.path(), "roundtrip", Task::Multimodal, 100, 3, 16, &[]);
     let ds = Dataset::open(&d).unwrap();
     assert_eq!((ds.len(), ds.shards.len(), ds.meta.classes), (100, 7, 8));
@@ -79,7 +76,7 @@ fn every_sample_once_per_epoch() {
 
 #[test]
 fn same_seed_same_bytes_and_order_other_epoch_other_order() {
-    let tmp = temp_dir("seed");
+    let tmp = temp_dir("data-seed");
     let a = make(tmp.path(), "det-a", Task::Pretrain, 40, 5, 16, &[]);
     let b = make(tmp.path(), "det-b", Task::Pretrain, 40, 5, 16, &[]);
     for f in ["dataset.json", "shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"] {
@@ -106,7 +103,7 @@ fn same_seed_same_bytes_and_order_other_epoch_other_order() {
 
 #[test]
 fn labels_are_balanced_for_every_task() {
-    let tmp = temp_dir("balance");
+    let tmp = temp_dir("data-balance");
     for (task, n) in [(Task::Pretrain, 80), (Task::AudioPretrain, 80), (Task::Motion, 80), (Task::Multimodal, 160)] {
         let d = make(tmp.path(), &format!("balance-{}", task.name()), task, n, 9, 32, &[]);
         let ds = Dataset::open(&d).unwrap();
@@ -162,7 +159,7 @@ fn assert_names(e: &DataError, key: Option<&str>) {
 
 #[test]
 fn corrupt_shards_are_named_errors() {
-    let tmp = temp_dir("corrupt");
+    let tmp = temp_dir("data-corrupt");
     // The unedited re-encoding is a valid shard: the errors below come from the edits.
     assert!(try_corrupt(tmp.path(), "bad-none", |p| reencode(p, |_| {})).is_none());
     let e = corrupt(tmp.path(), "bad-trunc", |p| {
@@ -264,7 +261,7 @@ fn corrupt_shards_are_named_errors() {
 
 #[test]
 fn corrupt_metadata_is_reported() {
-    let tmp = temp_dir("meta");
+    let tmp = temp_dir("data-meta");
     let d = make(tmp.path(), "bad-meta", Task::Motion, 12, 1, 8, &[]);
     let meta = d.join("dataset.json");
     let text = std::fs::read_to_string(&meta).unwrap();
@@ -289,7 +286,7 @@ fn corrupt_metadata_is_reported() {
 
 #[test]
 fn dropped_modality_gives_batches_without_it() {
-    let tmp = temp_dir("drop");
+    let tmp = temp_dir("data-drop");
     let d = make(tmp.path(), "drop", Task::Multimodal, 96, 2, 16, &[("audio", 0.5)]);
     let ds = Dataset::open(&d).unwrap();
     let without: usize = ds.shards.iter().filter(|s| !s.has("audio")).map(|s| s.samples).sum();
@@ -331,7 +328,7 @@ fn dropped_modality_gives_batches_without_it() {
 
 #[test]
 fn check_against_a_compiled_spec() {
-    let tmp = temp_dir("fit");
+    let tmp = temp_dir("data-fit");
     let d = make(tmp.path(), "fit", Task::Multimodal, 16, 0, 16, &[]);
     let ds = Dataset::open(&d).unwrap();
     let c = graft::api::compile_file(Path::new("specs/cm3t_video_audio_pose.graft"), graft::pipeline::Mode::Train)
@@ -375,7 +372,7 @@ fn check_against_a_compiled_spec() {
 
 #[test]
 fn command_line_and_options() {
-    let tmp = temp_dir("cli");
+    let tmp = temp_dir("data-cli");
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {

@@ -18,6 +18,9 @@
 //! - `data synth --format files`: PNG frame folders import back to the tensors, WAVs
 //!   import to filter banks whose loudest band is the label's.
 
+mod common;
+
+use common::scratch::temp_dir;
 use graft::data::decode::decode_image;
 use graft::data::safetensors::SafeFile;
 use graft::data::transform::{crop, decode_jpeg_box, resize, to_chw, CropBox, Interpolation, Normalize};
@@ -28,13 +31,6 @@ use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch directory for one test, removed with it, pass or fail: what the test
-/// writes goes inside it under its name (`tmp.path().join(name)`), with the files
-/// made beside each output.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-data-import-{tag}-")).tempdir().unwrap()
 }
 
 /// The generated files (once per test process, shared by the tests: a static is never
@@ -232,7 +228,7 @@ fn import_video(scratch: &Path, name: &str, root: &str) -> PathBuf {
 
 #[test]
 fn image_folder_eval_matches_torchvision() {
-    let tmp = temp_dir("folder");
+    let tmp = temp_dir("data-import-folder");
     let m = meta();
     let images: Vec<String> = m["images"].as_object().unwrap().keys().cloned().collect();
     for (interp, prefix, store) in [("bilinear", "eval", "pixels"), ("bicubic", "evalbicubic", "encoded")] {
@@ -266,7 +262,7 @@ fn image_folder_eval_matches_torchvision() {
 
 #[test]
 fn train_view_is_deterministic_and_workers_agree() {
-    let tmp = temp_dir("train-view");
+    let tmp = temp_dir("data-import-train-view");
     let ds = import_images(tmp.path(), "train-view", &files().join("images"), &[]);
     let run = |seed: &str, workers: &str, name: &str| {
         let out = ds.with_extension(name);
@@ -284,7 +280,7 @@ fn train_view_is_deterministic_and_workers_agree() {
 
 #[test]
 fn manifests_and_webdataset() {
-    let tmp = temp_dir("manifests");
+    let tmp = temp_dir("data-import-manifests");
     let f = files();
     let csv = import_images(tmp.path(), "csv", &f.join("manifest.csv"), &["--split", "train"]);
     let d = Dataset::open(&csv).unwrap();
@@ -313,7 +309,7 @@ fn manifests_and_webdataset() {
 
 #[test]
 fn hostile_files_are_converted_or_skipped_with_the_reason() {
-    let tmp = temp_dir("hostile");
+    let tmp = temp_dir("data-import-hostile");
     let root = files().join("hostile");
     let out = tmp.path().join("hostile");
     let report =
@@ -343,7 +339,7 @@ fn hostile_files_are_converted_or_skipped_with_the_reason() {
 
 #[test]
 fn audio_filter_bank_matches_the_ast_feature_extractor() {
-    let tmp = temp_dir("audio");
+    let tmp = temp_dir("data-import-audio");
     let out = tmp.path().join("audio");
     let report = ok(&[
         "data",
@@ -390,7 +386,7 @@ fn audio_filter_bank_matches_the_ast_feature_extractor() {
 
 #[test]
 fn video_clips_match_videomae_eval() {
-    let tmp = temp_dir("video");
+    let tmp = temp_dir("data-import-video");
     for (name, root) in [("mp4", "video"), ("frames", "frames")] {
         let out = import_video(tmp.path(), &format!("video-{name}"), root);
         let s = out.with_extension("s.safetensors");
@@ -408,7 +404,7 @@ fn video_clips_match_videomae_eval() {
 
 #[test]
 fn video_views_match_videomae_multi_view_testing() {
-    let tmp = temp_dir("views");
+    let tmp = temp_dir("data-import-views");
     let out = import_video(tmp.path(), "video-views", "video");
     let mut seen = std::collections::BTreeSet::new();
     for k in 0..2 {
@@ -442,7 +438,7 @@ fn video_views_match_videomae_multi_view_testing() {
 
 #[test]
 fn eval_averages_the_softmax_probabilities_of_every_view() {
-    let tmp = temp_dir("eval-views");
+    let tmp = temp_dir("data-import-eval-views");
     use graft::backend::{native::Native, Backend, Options, Plan};
     use graft::data::{EvalView, View};
     use graft::evaluate::{batch_inputs, evaluate, Evaluated, Views};
@@ -486,7 +482,7 @@ fn eval_averages_the_softmax_probabilities_of_every_view() {
 
 #[test]
 fn data_bench_reads_the_epochs_it_is_asked_for() {
-    let tmp = temp_dir("bench");
+    let tmp = temp_dir("data-import-bench");
     let ds = import_images(tmp.path(), "bench", &files().join("images"), &["--store", "encoded"]);
     let n = Dataset::open(&ds).unwrap().len() as u64;
     for (view, want) in [("--train", n + 1), ("--eval", 3)] {
@@ -506,7 +502,7 @@ fn data_bench_reads_the_epochs_it_is_asked_for() {
 
 #[test]
 fn a_declared_normalisation_is_checked_against_the_dataset() {
-    let tmp = temp_dir("norm");
+    let tmp = temp_dir("data-import-norm");
     let out = import_video(tmp.path(), "video-norm", "frames");
     let spec = |name: &str, norm: &str| {
         let path = out.with_extension(format!("{name}.graft"));
@@ -543,7 +539,7 @@ fn a_declared_normalisation_is_checked_against_the_dataset() {
 #[test]
 #[cfg_attr(not(feature = "fault-injection"), ignore = "needs --features fault-injection (the abort points)")]
 fn an_interrupted_import_continues_to_the_same_dataset() {
-    let tmp = temp_dir("resume");
+    let tmp = temp_dir("data-import-resume");
     let root = files().join("images");
     let whole = import_images(tmp.path(), "resume-whole", &root, &[]);
     let shards = Dataset::open(&whole).unwrap().shards.len();
@@ -579,7 +575,7 @@ fn an_interrupted_import_continues_to_the_same_dataset() {
 
 #[test]
 fn training_reads_stored_inputs_and_refuses_a_mismatched_spec() {
-    let tmp = temp_dir("reader");
+    let tmp = temp_dir("data-import-reader");
     let ds = import_images(tmp.path(), "reader", &files().join("images"), &[]);
     let d = Dataset::open(&ds).unwrap();
     let mut labels = Vec::new();
@@ -600,7 +596,7 @@ fn training_reads_stored_inputs_and_refuses_a_mismatched_spec() {
 
 #[test]
 fn synthetic_frames_import_back_to_the_tensors() {
-    let tmp = temp_dir("synth-frames");
+    let tmp = temp_dir("data-import-synth-frames");
     let frames = tmp.path().join("synth-frames");
     ok(&["data", "synth", "--task", "motion", "--format", "files", "--out", p(&frames), "--n", "12", "--seed", "5"]);
     let tensors = tmp.path().join("synth-tensors");
@@ -669,7 +665,7 @@ fn synthetic_frames_import_back_to_the_tensors() {
 
 #[test]
 fn synthetic_wavs_import_to_filter_banks_that_keep_the_band() {
-    let tmp = temp_dir("synth-wavs");
+    let tmp = temp_dir("data-import-synth-wavs");
     let wavs = tmp.path().join("synth-wavs");
     let out = ok(&["data", "synth", "--task", "audio_pretrain", "--format", "files", "--out", p(&wavs), "--n", "16"]);
     assert!(out.contains("as WAV files") && out.contains("graft data import audio"), "{out}");

@@ -14,6 +14,9 @@
 //! meta device): their forward in a debug build would take minutes, and they use the
 //! ops the small specs cover.
 
+mod common;
+
+use common::scratch::temp_dir;
 use graft::api::compile_spec;
 use graft::backend::{inputs, Backend, Options, Plan};
 use graft::export::{onnx, pytorch};
@@ -50,11 +53,6 @@ fn specs() -> Vec<String> {
 /// The full-size backbones: structure only (see the module doc).
 fn large(spec: &str) -> bool {
     spec.starts_with("specs/") && !spec.starts_with("specs/demo/") && !spec.contains("vit_tiny")
-}
-
-/// A scratch directory for one test, removed with it, pass or fail.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-{tag}-")).tempdir().unwrap()
 }
 
 fn write(path: &Path, tensors: &[(String, HostTensor)]) {

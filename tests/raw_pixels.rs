@@ -5,6 +5,9 @@
 //! pixels and as encoded files) and video in both layouts, with the training
 //! augmentation and the evaluation transform.
 
+mod common;
+
+use common::scratch::temp_dir;
 use graft::backend::{native::Native, Backend, Executable, Options, Plan};
 use graft::commands::data::fits::raw_inputs;
 use graft::data::{Batch, Dataset, EvalView, View};
@@ -13,12 +16,6 @@ use graft::ir::DType;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// A scratch directory for one test, removed with it, pass or fail: what the test
-/// writes goes inside it under its name, with the files made beside each output.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-raw-pixels-{tag}-")).tempdir().unwrap()
-}
 
 fn graft(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_graft")).args(args).output().unwrap();
@@ -169,7 +166,7 @@ fn spec_text(input: &str) -> String {
 
 #[test]
 fn raw_pixels_only_where_the_declaration_matches_the_data() {
-    let tmp = temp_dir("mismatch");
+    let tmp = temp_dir("raw-pixels-mismatch");
     let (_, images) = files(tmp.path(), "mismatch");
     let data = tmp.path().join("mismatch-data");
     ok(&["data", "import", "images", p(&images), "--out", p(&data), "--image-size", "32", "--crop-pct", "1"]);
@@ -200,7 +197,7 @@ fn inputs_only(file: &Path) {
 fn graft_run_takes_the_raw_sample_data_sample_writes() {
     // The user's path: `data sample --raw` writes the u8 pixels; `graft run` on them and
     // on the f32 sample writes the same outputs.
-    let tmp = temp_dir("run");
+    let tmp = temp_dir("raw-pixels-run");
     let case = cases(tmp.path(), "run").into_iter().find(|c| c.name == "encoded").unwrap();
     let at = |ext: &str| case.data.with_extension(ext);
     let (f32s, u8s) = (at("f.safetensors"), at("u.safetensors"));

@@ -3,6 +3,9 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::scratch::temp_dir;
 use graft::api::compile_file;
 use graft::ir::ParamSource;
 use graft::pipeline::Mode;
@@ -12,11 +15,6 @@ use tch::{Device, Kind, Tensor};
 
 fn spec() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/vit_tiny.graft")
-}
-
-/// A scratch directory for one test, removed with it, pass or fail.
-fn temp_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-torch-backend-{tag}-")).tempdir().unwrap()
 }
 
 /// Random weights for every parameter, under its weights key (timm's names).
@@ -83,7 +81,7 @@ fn weights_use_timm_keys() {
 
 #[test]
 fn run_vit_tiny() {
-    let tmp = temp_dir("run");
+    let tmp = temp_dir("torch-backend-run");
     let dir = tmp.path();
     let w = write(dir, "vit.safetensors", &weights());
     let x = image(2);
@@ -110,7 +108,7 @@ fn run_vit_tiny() {
 
 #[test]
 fn missing_key_and_wrong_shape_are_one_readable_error() {
-    let tmp = temp_dir("mismatch");
+    let tmp = temp_dir("torch-backend-mismatch");
     let dir = tmp.path();
     let mut w = weights();
     w.retain(|(k, _)| k != "blocks.3.norm1.bias");
@@ -134,7 +132,7 @@ fn missing_key_and_wrong_shape_are_one_readable_error() {
 
 #[test]
 fn allow_missing_and_input_errors() {
-    let tmp = temp_dir("allow-missing");
+    let tmp = temp_dir("torch-backend-allow-missing");
     let dir = tmp.path();
     let mut w = weights();
     w.retain(|(k, _)| !k.starts_with("head."));
@@ -182,7 +180,7 @@ fn allow_missing_and_input_errors() {
 /// second position), next to the same spec with random ones, and counts what it read.
 #[test]
 fn bench_measures_a_deployed_checkpoint() {
-    let tmp = temp_dir("bench");
+    let tmp = temp_dir("torch-backend-bench");
     let dir = tmp.path();
     let w = write(dir, "bench-weights.safetensors", &weights());
     let spec = spec();

@@ -4,6 +4,9 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::scratch::temp_dir;
 use std::path::Path;
 use std::process::{Command, Output};
 use tch::Tensor;
@@ -29,11 +32,6 @@ model m {
   train cmr
 }
 "#;
-
-/// A scratch directory for one case, removed with it, pass or fail.
-fn dir(case: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("graft-weights-binding-{case}-")).tempdir().unwrap()
-}
 
 fn t(v: &[f32], shape: &[i64]) -> Tensor {
     Tensor::from_slice(v).reshape(shape)
@@ -63,7 +61,7 @@ struct Case {
 /// The spec with `keys` as the target's key rules, the auxiliary checkpoint (with a
 /// classifier the weights-only `aux` does not declare) and the inputs.
 fn case(name: &str, keys: &str) -> Case {
-    let dir = dir(name);
+    let dir = temp_dir(&format!("weights-binding-{name}"));
     let spec = dir.path().join("m.graft");
     std::fs::write(&spec, SPEC.replace("KEYS", keys)).unwrap();
     let w = t(&[0.5, -0.2, 0.1, 0.3, 0.0, 0.4, -0.6, 0.2, 0.7, 0.1, 0.05, -0.3, 0.2, 0.2, -0.1, 0.9], &[4, 4]);
@@ -190,7 +188,7 @@ fn key_rules_map_a_prefixed_checkpoint() {
 /// before any tensor loads.
 #[test]
 fn peft_directory_config_is_checked_against_the_adapter() {
-    let tmp = dir("peft");
+    let tmp = temp_dir("weights-binding-peft");
     let dir = tmp.path();
     let spec = dir.join("m.graft");
     std::fs::write(
