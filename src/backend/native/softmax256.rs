@@ -9,7 +9,11 @@
 //! formula). An exponential is 19 vector operations; the vectorised generic kernel
 //! ([`super::math`]) guards overflow, NaN and both ends of the normal range with
 //! compares and blends besides. (Paired forward by forward with that kernel on a Zen 3,
-//! one thread, batch 1: ViT-S/16 0.990×, VideoMAE-B 0.977×.)
+//! one thread, batch 1: ViT-S/16 0.990×, VideoMAE-B 0.977×.) A 64-lane step's eight
+//! exponentials run in lockstep ([`exp_neg`] over an array of registers): one 1568-key
+//! attention layer of VideoMAE-B (twelve heads, `benches/specs/videomae_attention.graft`)
+//! took 0.966× the time of one register's chain at a time, paired forward by forward on
+//! the same Zen 3.
 
 use super::softmax512::{LN2, LO, POLY};
 use std::arch::x86_64::*;
@@ -17,27 +21,39 @@ use std::arch::x86_64::*;
 /// The least `n` for which `p · 2ⁿ` is normal for every `p` of the polynomial's range.
 const NORMAL: i32 = -125;
 
-/// `e^x` for `x ≤ 0` (or NaN): [`super::softmax512`]'s reduction and polynomial, then
-/// `p · 2ⁿ` as two products (a NaN stays NaN: `p` is NaN).
+/// `e^x` for `x ≤ 0` (or NaN) in each of `L` registers: [`super::softmax512`]'s
+/// reduction and polynomial, then `p · 2ⁿ` as two products (a NaN stays NaN: `p` is
+/// NaN). Each step runs on all `L` registers before the next, so `L` independent chains
+/// of dependent operations stand side by side in the scheduler, where one register's
+/// chain at a time (about 45 cycles of latency for 20 operations) left the core waiting.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn exp_neg(x: __m256) -> __m256 {
-    let magic = _mm256_set1_ps(12_582_912.0);
+unsafe fn exp_neg<const L: usize>(x: [__m256; L]) -> [__m256; L] {
+    let c = _mm256_set1_ps;
+    let magic = c(12_582_912.0);
     // max(LO, x): NaN in `x` comes through as NaN.
-    let xc = _mm256_max_ps(_mm256_set1_ps(LO), x);
-    let t = _mm256_fmadd_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E), magic);
-    let nf = _mm256_sub_ps(t, magic);
-    let r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-LN2[0]), xc);
-    let r = _mm256_fmadd_ps(nf, _mm256_set1_ps(-LN2[1]), r);
-    let mut p = _mm256_set1_ps(POLY[0]);
-    for k in &POLY[1..] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*k));
+    let xc = x.map(|x| _mm256_max_ps(c(LO), x));
+    let t = xc.map(|xc| _mm256_fmadd_ps(xc, c(std::f32::consts::LOG2_E), magic));
+    let nf = t.map(|t| _mm256_sub_ps(t, magic));
+    let mut r = xc;
+    for ln2 in LN2 {
+        for (r, nf) in r.iter_mut().zip(&nf) {
+            *r = _mm256_fmadd_ps(*nf, c(-ln2), *r);
+        }
     }
-    let n = _mm256_cvtps_epi32(nf);
-    let n1 = _mm256_max_epi32(n, _mm256_set1_epi32(NORMAL));
-    let n2 = _mm256_sub_epi32(n, n1);
+    let mut p = [c(POLY[0]); L];
+    for k in &POLY[1..] {
+        for (p, r) in p.iter_mut().zip(&r) {
+            *p = _mm256_fmadd_ps(*p, *r, c(*k));
+        }
+    }
     let pow2 = |e: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(e, _mm256_set1_epi32(127))));
-    _mm256_mul_ps(_mm256_mul_ps(p, pow2(n1)), pow2(n2))
+    std::array::from_fn(|i| {
+        let n = _mm256_cvtps_epi32(nf[i]);
+        let n1 = _mm256_max_epi32(n, _mm256_set1_epi32(NORMAL));
+        let n2 = _mm256_sub_epi32(n, n1);
+        _mm256_mul_ps(_mm256_mul_ps(p[i], pow2(n1)), pow2(n2))
+    })
 }
 
 /// Softmax of `x` in place (its maximum finite).
@@ -94,14 +110,17 @@ pub unsafe fn softmax_weights(x: &mut [f32]) -> f32 {
 
     let vmax = _mm256_set1_ps(max);
     let weigh = |at: *mut f32| {
-        let e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(at), vmax));
+        let [e] = exp_neg([_mm256_sub_ps(_mm256_loadu_ps(at), vmax)]);
         _mm256_storeu_ps(at, e);
         e
     };
     let mut s = [_mm256_setzero_ps(); 8];
     for i in (0..wide).step_by(64) {
-        for (j, s) in s.iter_mut().enumerate() {
-            *s = _mm256_add_ps(*s, weigh(p.add(i + 8 * j)));
+        // The eight registers of 64 lanes in lockstep.
+        let e = exp_neg(std::array::from_fn::<_, 8, _>(|j| _mm256_sub_ps(_mm256_loadu_ps(p.add(i + 8 * j)), vmax)));
+        for (j, (s, e)) in s.iter_mut().zip(e).enumerate() {
+            _mm256_storeu_ps(p.add(i + 8 * j), e);
+            *s = _mm256_add_ps(*s, e);
         }
     }
     let mut lanes = [_mm256_setzero_ps(); 2];
