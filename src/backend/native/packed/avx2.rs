@@ -22,7 +22,7 @@ pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             let b = w.panel(c / PANEL);
             let mut r = r0;
             let full = (r1 - r0) / MR256;
-            if !t.gelu && cols == PANEL && t.k >= 4 && t.k % 4 == 0 && full > 0 {
+            if !t.gelu && cols == PANEL && t.k >= 4 && t.k.is_multiple_of(4) && full > 0 {
                 full_tiles(t, b, r0, c, full);
                 r = r0 + full * MR256;
             }
@@ -215,7 +215,7 @@ static ZEROS: Zeros = Zeros([0.0; PANEL]);
 /// a positive multiple of 4.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
-    debug_assert!(t.k >= 4 && t.k % 4 == 0 && n > 0);
+    debug_assert!(t.k >= 4 && t.k.is_multiple_of(4) && n > 0);
     let bias = if t.bias.is_null() { ZEROS.0.as_ptr() } else { t.bias.add(c) };
     std::arch::asm!(
         "2:",
