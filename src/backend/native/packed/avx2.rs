@@ -140,6 +140,22 @@ macro_rules! step256 {
     };
 }
 
+/// Four reduction steps ([`step256`]) and the row and panel pointers moved past them:
+/// the body of both assembly loops.
+macro_rules! four_steps256 {
+    () => {
+        concat!(
+            step256!("0", "0", "32"),
+            step256!("4", "64", "96"),
+            step256!("8", "128", "160"),
+            step256!("12", "192", "224"),
+            "add {a0}, 16\n",
+            "add {a3}, 16\n",
+            "add {bp}, 256\n",
+        )
+    };
+}
+
 /// The reduction loop of a full tile (6 rows × one panel) in assembly, the sums of
 /// [`tile256`]'s loop in the same order (one FMA per accumulator and reduction index,
 /// in increasing order). Rows of `x` are addressed from two bases (rows 0 and 3) with
@@ -154,13 +170,7 @@ unsafe fn full_tile_loop(acc: &mut [[__m256; 2]; MR256], x: *const f32, ldx: usi
         "test {n4}, {n4}",
         "jz 3f",
         "2:",
-        step256!("0", "0", "32"),
-        step256!("4", "64", "96"),
-        step256!("8", "128", "160"),
-        step256!("12", "192", "224"),
-        "add {a0}, 16",
-        "add {a3}, 16",
-        "add {bp}, 256",
+        four_steps256!(),
         "dec {n4}",
         "jnz 2b",
         "3:",
@@ -237,13 +247,7 @@ unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
         "mov {bp}, {b}",
         "mov {i}, {k4}",
         "3:",
-        step256!("0", "0", "32"),
-        step256!("4", "64", "96"),
-        step256!("8", "128", "160"),
-        step256!("12", "192", "224"),
-        "add {a0}, 16",
-        "add {a3}, 16",
-        "add {bp}, 256",
+        four_steps256!(),
         "dec {i}",
         "jnz 3b",
         "vmovups ymmword ptr [{d}], ymm0",
