@@ -591,3 +591,15 @@ fn doubling_chains_stop_at_the_instance_and_node_limits() {
     // Below the limits, a large chain still compiles.
     assert!(matches!(verdict(doubling_chain(10, "linear(d, d)(x)")), Ok(Outcome::Compiled)));
 }
+
+/// The case the property above once found: a patch size whose kernel's element count
+/// overflows i64 when the convolution's fan-in is computed. A clean error, no panic.
+#[test]
+fn a_patch_past_i64_squared_is_an_error_not_a_panic() {
+    let text = "use std.vit\nmodel m {\n  input image: f32[B, 3, 224, 224]\n  encoder v = vit(dim: 4097, depth: 0, heads: 0, patch: 1753413057)(image)\n  output y = v\n}\n";
+    match verdict(text.to_string()) {
+        Ok(Outcome::UserError(d)) => assert!(d.contains("absurd shape"), "{d}"),
+        Ok(Outcome::Compiled) => panic!("a 1753413057² kernel compiled"),
+        Err(e) => panic!("{e}"),
+    }
+}

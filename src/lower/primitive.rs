@@ -56,7 +56,9 @@ impl Builder {
                     if v[3] == Value::Absent { kernel.clone() } else { self.sizes(&v[3], sp, "stride", span)? };
                 let mut shape = vec![co, ci];
                 shape.extend(&kernel);
-                let fan_in = (ci * kernel.iter().product::<i64>()) as f64;
+                // In f64: a fuzzed or absurd size must not overflow here (the shape check
+                // reports it); for real sizes the product is exact.
+                let fan_in = kernel.iter().fold(ci as f64, |f, &k| f * k as f64);
                 let init = Init::Uniform { bound: 1.0 / fan_in.sqrt() };
                 let w = self.new_param(&wpath, shape, init.clone(), span)?;
                 let mut ops = vec![x, w];
