@@ -25,7 +25,7 @@ const NORMAL: i32 = -125;
 /// reduction and polynomial, then `p · 2ⁿ` as two products (a NaN stays NaN: `p` is
 /// NaN). Each step runs on all `L` registers before the next, so `L` independent chains
 /// of dependent operations stand side by side in the scheduler, where one register's
-/// chain at a time (about 45 cycles of latency for 20 operations) left the core waiting.
+/// chain at a time (about 20 dependent operations) left the core waiting on latency.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn exp_neg<const L: usize>(x: [__m256; L]) -> [__m256; L] {

@@ -219,10 +219,10 @@ static ZEROS: Zeros = Zeros([0.0; PANEL]);
 /// `n` full tiles of one whole panel (16 columns) from row `r` down, without an
 /// epilogue, in one piece of assembly: per tile the accumulators from the bias (or
 /// zeros), [`full_tile_loop`]'s reduction (the same steps, so the same sums in the same
-/// order), the twelve stores, then the next six rows. Between tiles the compiled code
-/// spent about 40 cycles (set-up, the stack tile's checks, the loop in [`run256`]):
-/// a tenth of a tile when the reduction is 64 long, as in attention's scores. `t.k` is
-/// a positive multiple of 4.
+/// order), the twelve stores, then the next six rows, with no compiled code between
+/// tiles (set-up, the stack tile's checks, the loop in [`run256`]): that cost weighs
+/// most where the reduction is short, as in attention's scores (64 long). `t.k` is a
+/// positive multiple of 4.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
     debug_assert!(t.k >= 4 && t.k.is_multiple_of(4) && n > 0);
