@@ -22,7 +22,7 @@ pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
             let b = w.panel(c / PANEL);
             let mut r = r0;
             let full = (r1 - r0) / MR256;
-            if !t.gelu && cols == PANEL && t.k >= 4 && t.k.is_multiple_of(4) && full > 0 {
+            if !t.gelu && cols == PANEL && t.k > 0 && full > 0 {
                 full_tiles(t, b, r0, c, full);
                 r = r0 + full * MR256;
             }
@@ -156,6 +156,14 @@ macro_rules! four_steps256 {
     };
 }
 
+/// One reduction step ([`step256`]) and the row and panel pointers moved past it: the
+/// body of both assembly loops' tails (a reduction that is not whole fours).
+macro_rules! one_step256 {
+    () => {
+        concat!(step256!("0", "0", "32"), "add {a0}, 4\n", "add {a3}, 4\n", "add {bp}, 64\n",)
+    };
+}
+
 /// The reduction loop of a full tile (6 rows × one panel) in assembly, the sums of
 /// [`tile256`]'s loop in the same order (one FMA per accumulator and reduction index,
 /// in increasing order). Rows of `x` are addressed from two bases (rows 0 and 3) with
@@ -177,10 +185,7 @@ unsafe fn full_tile_loop(acc: &mut [[__m256; 2]; MR256], x: *const f32, ldx: usi
         "test {n1}, {n1}",
         "jz 5f",
         "4:",
-        step256!("0", "0", "32"),
-        "add {a0}, 4",
-        "add {a3}, 4",
-        "add {bp}, 64",
+        one_step256!(),
         "dec {n1}",
         "jnz 4b",
         "5:",
@@ -221,11 +226,13 @@ static ZEROS: Zeros = Zeros([0.0; PANEL]);
 /// zeros), [`full_tile_loop`]'s reduction (the same steps, so the same sums in the same
 /// order), the twelve stores, then the next six rows, with no compiled code between
 /// tiles (set-up, the stack tile's checks, the loop in [`run256`]): that cost weighs
-/// most where the reduction is short, as in attention's scores (64 long). `t.k` is a
-/// positive multiple of 4.
+/// most where the reduction is short, as in attention's scores (64 long). Any positive
+/// reduction length: four steps at a time, then the rest one at a time, as
+/// [`full_tile_loop`] takes them (attention's weighted values reduce over the keys,
+/// 197 for ViT's tokens).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
-    debug_assert!(t.k >= 4 && t.k.is_multiple_of(4) && n > 0);
+    debug_assert!(t.k > 0 && n > 0);
     let bias = if t.bias.is_null() { ZEROS.0.as_ptr() } else { t.bias.add(c) };
     std::arch::asm!(
         "2:",
@@ -245,11 +252,22 @@ unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
         "lea {a3}, [{x} + {l}*2]",
         "add {a3}, {l}",
         "mov {bp}, {b}",
-        "mov {i}, {k4}",
+        "mov {i}, {k}",
+        "shr {i}, 2",
+        "jz 4f",
         "3:",
         four_steps256!(),
         "dec {i}",
         "jnz 3b",
+        "4:",
+        "mov {i}, {k}",
+        "and {i}, 3",
+        "jz 6f",
+        "5:",
+        one_step256!(),
+        "dec {i}",
+        "jnz 5b",
+        "6:",
         "vmovups ymmword ptr [{d}], ymm0",
         "vmovups ymmword ptr [{d} + 32], ymm1",
         "vmovups ymmword ptr [{d} + {ly}], ymm2",
@@ -273,7 +291,7 @@ unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
         x = inout(reg) t.x.add(r * t.ldx) => _,
         l = in(reg) t.ldx * 4,
         b = in(reg) b,
-        k4 = in(reg) t.k / 4,
+        k = in(reg) t.k,
         bias = in(reg) bias,
         d = inout(reg) t.dst.add(r * t.ldy + c - t.c0) => _,
         ly = in(reg) t.ldy * 4,

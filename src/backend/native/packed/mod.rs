@@ -250,11 +250,20 @@ mod tests {
     fn every_tile_shape_equals_ordered_fused_sums_at_every_level() {
         let levels: Vec<SimdLevel> = SimdLevel::all_available().into_iter().filter(|&l| available(l)).collect();
         // Rows past the row block (both kernels' blocks), every tile height, columns with
-        // partial panels and partial pairs.
-        for (m, n, k) in
-            [(1, 1, 1), (13, 37, 19), (29, 64, 40), (44, 70, 23), (7, 16, 1100), (150, 50, 300), (470, 80, 300)]
-                .into_iter()
-                .chain(past_a_row_block())
+        // partial panels and partial pairs; reductions shorter than four steps and not
+        // whole fours (the assembly tiles' single steps).
+        for (m, n, k) in [
+            (1, 1, 1),
+            (20, 32, 3),
+            (13, 37, 19),
+            (29, 64, 40),
+            (44, 70, 23),
+            (7, 16, 1100),
+            (150, 50, 300),
+            (470, 80, 300),
+        ]
+        .into_iter()
+        .chain(past_a_row_block())
         {
             let ldx = k + 3;
             let x = seq(m * ldx, 1);
