@@ -4,6 +4,7 @@
 //! from intrinsics; the GELU epilogue on a tile's registers before they are stored
 //! ([`super::gelu::gelu256`]). Without the GELU, a block's full tiles of one panel run
 //! in one piece of assembly ([`full_tiles`]), accumulators, reduction and stores.
+//! Attention's keys go into panels through [`transpose16`].
 
 use super::gelu::gelu256;
 use super::panels::{row_block, Panels, Tiles, MR as MR256, PANEL};
@@ -306,4 +307,48 @@ unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
         out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
         options(nostack),
     );
+}
+
+/// A 16 × 16 block transposed, times a scale, as four 8 × 8 blocks in registers:
+/// `dst[p * PANEL + c] = scale · src[c * ld + p]` for `c, p < 16` (attention's keys into
+/// panels; [`super::avx512::transpose16`] at AVX-512, the same products in the same
+/// places), where value by value a panel of 16 keys × 64 took 1,024 scalar stores.
+///
+/// # Safety
+/// The CPU must have AVX2; `src` valid for 16 rows of 16 floats at stride `ld`, `dst`
+/// for 256 floats.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transpose16(src: *const f32, ld: usize, dst: *mut f32, scale: f32) {
+    let s = _mm256_set1_ps(scale);
+    for cb in [0, 8] {
+        for pb in [0, 8] {
+            let r: [__m256; 8] = std::array::from_fn(|c| _mm256_mul_ps(_mm256_loadu_ps(src.add((cb + c) * ld + pb)), s));
+            // Rows 2i, 2i + 1 interleaved (within each 128-bit half), then by pairs:
+            // u[4h + m] holds rows 4h..4h + 4 at columns m and m + 4.
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (h, m) = (i / 4 * 4, i % 4);
+                let (a, b) = (t[h + m / 2], t[h + 2 + m / 2]);
+                if m % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xee>(a, b)
+                }
+            });
+            // Column m of the eight rows from the low halves, column m + 4 from the high.
+            for m in 0..4 {
+                let lo = _mm256_permute2f128_ps::<0x20>(u[m], u[4 + m]);
+                let hi = _mm256_permute2f128_ps::<0x31>(u[m], u[4 + m]);
+                _mm256_storeu_ps(dst.add((pb + m) * PANEL + cb), lo);
+                _mm256_storeu_ps(dst.add((pb + m + 4) * PANEL + cb), hi);
+            }
+        }
+    }
 }

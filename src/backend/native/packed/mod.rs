@@ -126,15 +126,20 @@ pub use slab::SlabBuilder;
 
 /// Panels of the `[n, k]` weight whose row `j` is `src[j * ld..j * ld + k]`, each value
 /// times `scale`, into `dst` ([`packed_len`]`(n, k)` floats; the padding columns
-/// zeroed); attention packs a head's keys so, the `1/√d` folded in. At AVX-512 whole
-/// 16 × 16 blocks are transposed in registers ([`avx512::transpose16`]); the result
-/// does not depend on `level`, which must be one the CPU has.
+/// zeroed); attention packs a head's keys so, the `1/√d` folded in. Whole 16 × 16
+/// blocks are transposed in registers ([`avx512::transpose16`], [`avx2::transpose16`]);
+/// the result does not depend on `level`, which must be one the CPU has.
 pub fn pack_rows(level: SimdLevel, dst: &mut [f32], src: &[f32], (ld, n, k): (usize, usize, usize), scale: f32) {
     let block: Option<panels::Transpose16> = match level {
         #[cfg(target_arch = "x86_64")]
         SimdLevel::Avx512 => {
             assert!(level.available(), "SIMD level {level:?} not available on this CPU");
             Some(avx512::transpose16)
+        }
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2Fma => {
+            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
+            Some(avx2::transpose16)
         }
         _ => None,
     };
@@ -210,7 +215,8 @@ mod tests {
     }
 
     /// Keys packed at every level, whole 16 × 16 blocks (transposed in registers at
-    /// AVX-512) and partial ones (value by value), give the scaled values in their places.
+    /// AVX2 and AVX-512) and partial ones (value by value), give the scaled values in
+    /// their places.
     #[test]
     fn packed_rows_hold_each_scaled_value_at_every_level() {
         for (n, k) in [(1, 1), (16, 16), (33, 64), (48, 70), (84, 32), (5, 19)] {
