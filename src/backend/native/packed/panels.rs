@@ -127,6 +127,7 @@ pub(super) unsafe fn pack_rows(
     let dst = &mut dst[..packed_len(n, k)];
     for (j0, panel) in (0..n).step_by(PANEL).zip(dst.chunks_exact_mut(PANEL * k.max(1))) {
         let cols = PANEL.min(n - j0);
+        prefetch_rows(src, (j0 + PANEL..n.min(j0 + 2 * PANEL), ld), k);
         let done = match block {
             Some(f) if cols == PANEL => {
                 let whole = k / PANEL * PANEL;
@@ -163,6 +164,7 @@ pub fn pack_columns(dst: &mut [f32], src: &[f32], ld: usize, k: usize, n: usize)
     // Row by row, so each row of `src` is read once, whole (its rows lie far apart in a
     // fused qkv buffer), its runs going to the panels' lines `p`.
     for p in 0..k {
+        prefetch_rows(src, (p + AHEAD..k.min(p + AHEAD + 1), ld), n);
         let row = &src[p * ld..p * ld + n];
         for (j0, run) in (0..n).step_by(PANEL).zip(row.chunks(PANEL)) {
             let at = (j0 * k + p * PANEL)..(j0 * k + (p + 1) * PANEL);
@@ -171,6 +173,28 @@ pub fn pack_columns(dst: &mut [f32], src: &[f32], ld: usize, k: usize, n: usize)
             line[run.len()..].fill(0.0);
         }
     }
+}
+
+/// Rows [`pack_columns`] reads ahead of the one it copies.
+const AHEAD: usize = 8;
+
+/// Ask for the first `len` floats of each row in `rows` (stride `ld`) of `src` into L1
+/// ahead of their use. The packers read a head's keys and values from a fused qkv
+/// buffer whose rows lie kilobytes apart, past L2 for long sequences, one row's few
+/// lines at a time: without the hint each row waited on its load.
+fn prefetch_rows(src: &[f32], (rows, ld): (std::ops::Range<usize>, usize), len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for j in rows {
+        for at in (j * ld..j * ld + len).step_by(16) {
+            // SAFETY: a hint, which cannot fault, at an element of `src` (bounds-checked).
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch::<_MM_HINT_T0>(src[at..].as_ptr().cast());
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (src, rows, ld, len);
 }
 
 /// Rows per tile of the AVX2 kernel.
