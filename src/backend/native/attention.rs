@@ -248,18 +248,21 @@ pub unsafe fn head_packed(
     pack_rows(level, kp, h.k, (h.ldk, tk, dh), scale);
     pack_columns(vp, h.v, h.ldv, tk, dvh);
     let bias = h.keep.map(|keep| {
-        for (j, b) in bias[..tk].iter_mut().enumerate() {
-            *b = if keep(j) { 0.0 } else { f32::MIN };
+        for (j, b) in bias.iter_mut().enumerate() {
+            *b = if j >= tk || keep(j) { 0.0 } else { f32::MIN };
         }
-        &bias[..tk]
+        &bias[..]
     });
-    let (keys, values) = (Panels::new(kp, tk, dh), Panels::new(vp, dvh, tk));
+    // The keys as whole panels: the last one's padding columns are zero, so their
+    // scores are their bias, in the score rows' padding, which nothing reads. Every
+    // tile of the scores is then a full one (a partial last panel ran tile by tile).
+    let (keys, values) = (Panels::new(kp, lds, dh), Panels::new(vp, dvh, tk));
     let bq = query_rows(tk);
     for q0 in (0..tq).step_by(bq) {
         let rows = bq.min(tq - q0);
         let sb = &mut s[..rows * lds];
         let dst = (sb.as_mut_ptr(), sb.len(), lds);
-        packed::linear(level, rows, &h.q[q0 * h.ldq..], h.ldq, keys, (0, tk), bias, dst, Epilogue::None);
+        packed::linear(level, rows, &h.q[q0 * h.ldq..], h.ldq, keys, (0, lds), bias, dst, Epilogue::None);
         // The weights unscaled: each output row is scaled instead (dvh values, not tk).
         let mut inv = [0f32; MAX_QUERY_ROWS];
         for (row, inv) in sb.chunks_exact_mut(lds).zip(&mut inv) {

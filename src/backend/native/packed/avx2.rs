@@ -322,7 +322,8 @@ pub(super) unsafe fn transpose16(src: *const f32, ld: usize, dst: *mut f32, scal
     let s = _mm256_set1_ps(scale);
     for cb in [0, 8] {
         for pb in [0, 8] {
-            let r: [__m256; 8] = std::array::from_fn(|c| _mm256_mul_ps(_mm256_loadu_ps(src.add((cb + c) * ld + pb)), s));
+            let r: [__m256; 8] =
+                std::array::from_fn(|c| _mm256_mul_ps(_mm256_loadu_ps(src.add((cb + c) * ld + pb)), s));
             // Rows 2i, 2i + 1 interleaved (within each 128-bit half), then by pairs:
             // u[4h + m] holds rows 4h..4h + 4 at columns m and m + 4.
             let t: [__m256; 8] = std::array::from_fn(|i| {
