@@ -315,8 +315,8 @@ unsafe fn full_tiles(t: &Tiles, b: *const f32, r: usize, c: usize, n: usize) {
 /// places), where value by value a panel of 16 keys × 64 took 1,024 scalar stores.
 ///
 /// # Safety
-/// The CPU must have AVX2; `src` valid for 16 rows of 16 floats at stride `ld`, `dst`
-/// for 256 floats.
+/// The CPU must have AVX2 and FMA (the kernel's level); `src` valid for 16 rows of 16
+/// floats at stride `ld`, `dst` for 256 floats.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn transpose16(src: *const f32, ld: usize, dst: *mut f32, scale: f32) {
     let s = _mm256_set1_ps(scale);

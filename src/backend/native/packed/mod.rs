@@ -130,20 +130,15 @@ pub use slab::SlabBuilder;
 /// blocks are transposed in registers ([`avx512::transpose16`], [`avx2::transpose16`]);
 /// the result does not depend on `level`, which must be one the CPU has.
 pub fn pack_rows(level: SimdLevel, dst: &mut [f32], src: &[f32], (ld, n, k): (usize, usize, usize), scale: f32) {
+    assert!(level.available(), "SIMD level {level:?} not available on this CPU");
     let block: Option<panels::Transpose16> = match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            Some(avx512::transpose16)
-        }
+        SimdLevel::Avx512 => Some(avx512::transpose16),
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2Fma => {
-            assert!(level.available(), "SIMD level {level:?} not available on this CPU");
-            Some(avx2::transpose16)
-        }
+        SimdLevel::Avx2Fma => Some(avx2::transpose16),
         _ => None,
     };
-    // SAFETY: the AVX-512 transpose only where the level (checked available) has it.
+    // SAFETY: each level's transpose only at that level, checked available above.
     unsafe { panels::pack_rows(dst, src, (ld, n, k), scale, block) }
 }
 
