@@ -1,12 +1,14 @@
 //! The softmax of one row with AVX2 written out: [`super::softmax512`]'s exponential cut
 //! to what a softmax needs (arguments `x − max ≤ 0`, clamped at −110; the degree-5
 //! polynomial) and its order of maxes and adds (64 lanes, then 16, then one), on 8-lane
-//! registers. AVX2 has no `vscalefps`, so `p · 2ⁿ` is two products by powers of two
-//! built in the exponent bits: `2^max(n, −125)`, exact because `p ≥ √½` keeps the
-//! product normal, then `2^(n − max(n, −125))`, which rounds once, as `vscalefps`
-//! does, and gives the subnormal weights between −110 and −87.3 and exactly 0 below.
-//! Both levels therefore give the same bits (the test below holds each to one scalar
-//! formula). An exponential is 19 vector operations; the vectorised generic kernel
+//! registers. AVX2 has no `vscalefps`. Where a 64-lane step's every `n` is at least
+//! −125 (every weight normal: each score within about 87 of its row's maximum, the
+//! common case) `p · 2ⁿ` is `n` added to `p`'s exponent bits, exact. Otherwise it is
+//! two products by powers of two built in the exponent bits: `2^max(n, −125)`, exact
+//! because `p ≥ √½` keeps the product normal, then `2^(n − max(n, −125))`, which rounds
+//! once, as `vscalefps` does, and gives the subnormal weights between −110 and −87.3
+//! and exactly 0 below. Both levels therefore give the same bits (the test below holds
+//! each to one scalar formula, over rows that take either path). An exponential is 19 vector operations; the vectorised generic kernel
 //! ([`super::math`]) guards overflow, NaN and both ends of the normal range with
 //! compares and blends besides. (Paired forward by forward with that kernel on a Zen 3,
 //! one thread, batch 1: ViT-S/16 0.990×, VideoMAE-B 0.977×.) A 64-lane step's eight
@@ -22,10 +24,11 @@ use std::arch::x86_64::*;
 const NORMAL: i32 = -125;
 
 /// `e^x` for `x ≤ 0` (or NaN) in each of `L` registers: [`super::softmax512`]'s
-/// reduction and polynomial, then `p · 2ⁿ` as two products (a NaN stays NaN: `p` is
-/// NaN). Each step runs on all `L` registers before the next, so `L` independent chains
-/// of dependent operations stand side by side in the scheduler, where one register's
-/// chain at a time (about 20 dependent operations) left the core waiting on latency.
+/// reduction and polynomial, then `p · 2ⁿ`: `n` added to `p`'s exponent where every
+/// lane's result is normal, else as two products (a NaN stays NaN: `p` is NaN). Each
+/// step runs on all `L` registers before the next, so `L` independent chains of
+/// dependent operations stand side by side in the scheduler, where one register's chain
+/// at a time (about 20 dependent operations) left the core waiting on latency.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn exp_neg<const L: usize>(x: [__m256; L]) -> [__m256; L] {
@@ -46,6 +49,21 @@ unsafe fn exp_neg<const L: usize>(x: [__m256; L]) -> [__m256; L] {
         for (p, r) in p.iter_mut().zip(&r) {
             *p = _mm256_fmadd_ps(*p, *r, c(*k));
         }
+    }
+    // Where every lane's `n` is at least NORMAL, `p · 2ⁿ` is normal, so adding `n` to
+    // `p`'s exponent gives the product exactly: three operations a register instead of
+    // nine. A step with a lane below (a score about 87 below its row's maximum, a
+    // masked key) takes the two products.
+    let mut least = nf[0];
+    for nf in &nf[1..] {
+        least = _mm256_min_ps(*nf, least);
+    }
+    // Not ≥ (unordered): a NaN `n` (from a NaN `x`) sends its lane's step to the products.
+    if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NGE_UQ>(least, c(NORMAL as f32))) == 0 {
+        return std::array::from_fn(|i| {
+            let n = _mm256_slli_epi32::<23>(_mm256_cvtps_epi32(nf[i]));
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p[i]), n))
+        });
     }
     let pow2 = |e: __m256i| _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(e, _mm256_set1_epi32(127))));
     std::array::from_fn(|i| {
@@ -102,11 +120,16 @@ pub unsafe fn softmax_weights(x: &mut [f32]) -> f32 {
             _mm256_max_ps(_mm256_loadu_ps(p.add(i + 8)), lanes[1]),
         ];
     }
+    // The sixteen lanes' maximum by halves in registers: a maximum does not depend on
+    // the order it is taken in (no lane is NaN: each started at −∞ and kept its value
+    // over a NaN), where one lane at a time was a chain of sixteen dependent steps.
     let larger = |a: f32, b: f32| if b > a { b } else { a };
+    let m8 = _mm256_max_ps(lanes[0], lanes[1]);
+    let m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps::<1>(m8));
+    let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m1 = _mm_max_ss(m2, _mm_shuffle_ps::<1>(m2, m2));
+    let max = x[sixteens..].iter().fold(_mm_cvtss_f32(m1), |m, &v| larger(m, v));
     let mut l = [0f32; 16];
-    _mm256_storeu_ps(l.as_mut_ptr(), lanes[0]);
-    _mm256_storeu_ps(l.as_mut_ptr().add(8), lanes[1]);
-    let max = x[sixteens..].iter().fold(l.iter().fold(f32::NEG_INFINITY, |m, &v| larger(m, v)), |m, &v| larger(m, v));
 
     let vmax = _mm256_set1_ps(max);
     let weigh = |at: *mut f32| {
