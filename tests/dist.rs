@@ -41,9 +41,7 @@ const BOUND: Duration = Duration::from_secs(90);
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dist-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::scratch::process_dir("dist");
         std::fs::write(dir.join("dp.graft"), SPEC).unwrap();
         // Half of the shards lack pose: some global batches run without the modality.
         let o = Command::new(env!("CARGO_BIN_EXE_graft"))

@@ -15,6 +15,8 @@
 //! model is a one-block token MLP on the synthetic pose input: each `graft train` takes
 //! well under a second.
 
+mod common;
+
 use graft::commands::train::rundir;
 use graft::safetensors::SafeFile;
 use std::path::{Path, PathBuf};
@@ -41,9 +43,7 @@ const EVERY: &[&str] = &["--schedule", "constant", "--checkpoint-every", "1"];
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("durability-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
+        let d = common::scratch::process_dir("durability");
         std::fs::write(d.join("tiny.graft"), SPEC).unwrap();
         let o = graft(
             &d,

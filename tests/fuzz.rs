@@ -5,6 +5,7 @@
 //! its own with a main-thread-sized stack, inside `catch_unwind`, and must finish within
 //! `TIMEOUT`. Case counts keep the whole file to a few seconds in a debug build.
 
+mod common;
 #[path = "fuzz/crafted.rs"]
 mod crafted;
 

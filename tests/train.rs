@@ -7,6 +7,8 @@
 
 #![cfg(feature = "torch")]
 
+mod common;
+
 use graft::backend::torch::convert::to_tensor;
 use graft::backend::torch::train::{Model, TorchTrainer};
 use graft::commands::train::checkpoint::{read_metadata, Identity, TrainableFile};
@@ -162,9 +164,7 @@ fn ok_in(dir: &Path, args: &[&str]) -> String {
 fn fx() -> &'static Fixture {
     static FX: OnceLock<Fixture> = OnceLock::new();
     FX.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::scratch::process_dir("train");
         for (name, body) in specs() {
             std::fs::write(dir.join(name), body).unwrap();
         }

@@ -25,9 +25,7 @@ use std::sync::OnceLock;
 fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("train-whole-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::scratch::process_dir("train-whole");
         std::fs::write(dir.join("pre.graft"), SPEC).unwrap();
         ok(&dir, &["data", "synth", "--task", "pretrain", "--n", "128", "--shard-size", "64", "--out", "data"]);
         dir

@@ -1,8 +1,35 @@
-//! Scratch directories for tests: each under the system temp dir, named `graft-TAG-…`,
-//! and removed when the returned value drops, so when its test ends, pass or fail. Hold
-//! it until every process given a path inside it has finished.
+//! Scratch directories for tests. [`temp_dir`]: one test's, under the system temp dir,
+//! named `graft-TAG-…`, and removed when the returned value drops, so when its test
+//! ends, pass or fail; hold it until every process given a path inside it has
+//! finished. [`process_dir`]: a fixture that a test process's tests share (built once
+//! behind a `OnceLock`, which nothing drops), `TAG-PID` under cargo's target tmp dir;
+//! it outlives its process for inspection, and the next process of the same test file
+//! removes it.
+
+use std::path::{Path, PathBuf};
 
 /// A fresh directory `graft-{tag}-…` under the system temp dir.
 pub fn temp_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("graft-{tag}-")).tempdir().expect("a scratch directory under the temp dir")
+}
+
+/// A fresh, empty directory `{tag}-{pid}` under cargo's target tmp dir for this test
+/// process's shared fixture. Siblings `{tag}-PID` whose process is gone (where
+/// `/proc` tells) are removed first, so runs do not pile fixtures up.
+pub fn process_dir(tag: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    if Path::new("/proc/self").exists() {
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid =
+                name.strip_prefix(tag).and_then(|rest| rest.strip_prefix('-')).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = root.join(format!("{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
 }

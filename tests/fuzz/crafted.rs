@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 fn scratch() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crafted-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| super::common::scratch::process_dir("crafted")).clone()
 }
 
 /// Run `f` on its own thread; its result, or a failure if it takes longer than the
