@@ -49,7 +49,7 @@ fn graft() -> &'static Path {
         let built = PathBuf::from(env!("CARGO_BIN_EXE_graft"));
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conformance-bin");
         std::fs::create_dir_all(&dir).expect("creating the snapshot directory");
-        remove_stale_snapshots(&dir);
+        common::scratch::remove_orphans(&dir, "graft-");
         let bin = dir.join(format!("graft-{}", std::process::id()));
         let _ = std::fs::remove_file(&bin);
         if std::fs::hard_link(&built, &bin).is_err() {
@@ -68,23 +68,11 @@ fn graft() -> &'static Path {
     })
 }
 
-/// Remove `graft-PID` snapshots whose process is gone (where /proc tells).
-fn remove_stale_snapshots(dir: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("graft-").and_then(|p| p.parse::<u32>().ok()) {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// A fresh, empty directory for one case (kept on failure for inspection).
+/// A fresh, empty directory for one case (kept on failure for inspection, until the
+/// next run of this file removes the directories of processes that are gone).
 fn case_dir(case: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| common::scratch::remove_orphans(&std::env::temp_dir(), "graft-conformance-"));
     let dir = std::env::temp_dir().join(format!("graft-conformance-{}-{case}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).expect("clearing the case directory");
