@@ -11,16 +11,18 @@ use super::gelu::gelu256;
 use super::panels::{row_block, Panels, Tiles, MR as MR256, PANEL};
 use std::arch::x86_64::*;
 
-/// Every tile, row blocks outermost so a block of `x` stays in L2 while the
-/// panels pass over it. A forward reads each weight once, from memory, and a panel's
-/// first tile waited on it: so every full tile prefetches, once per four reduction
-/// steps, one line of the panel after its own (the next in memory), line `4i + lane`
-/// at iteration `i`, the lane turning with the tile, so any four tiles of a block cover
-/// the whole next panel, one line per 24 cycles of FMAs. (Paired forward by forward
-/// against the kernel without it on a 2-core Zen 3, one thread: ViT-S took 0.946
-/// [0.897–0.982] of the time at batch 1 and 0.967 [0.926–1.002] at batch 8, medians
-/// and quartiles of 30 rounds' ratios.) The address is a hint only: past the last
-/// panel of the weight it is never read.
+/// Every tile, row blocks outermost so a block of `x` stays in L2 while the panels pass
+/// over it. A forward reads each weight once, from memory, and a panel's first tile
+/// waited on it: so every full tile prefetches, once per four reduction steps, one line
+/// of the panel after its own (the next in memory), line `4i + lane` at iteration `i`,
+/// the lane turning with the tile, so four successive tiles of a block cover the whole
+/// next panel, one line per 24 cycles of FMAs. (A block of fewer than four tiles leaves
+/// lines to the hardware; so may the step from [`full_tiles`], whose lane is the count
+/// of tiles left, to the compiled last tile, whose lane is its index.) (Paired forward
+/// by forward against the kernel without it on a 2-core Zen 3, one thread: ViT-S took
+/// 0.946 [0.897–0.982] of the time at batch 1 and 0.967 [0.926–1.002] at batch 8,
+/// medians and quartiles of 30 rounds' ratios.) The address is a hint only: past the
+/// last panel of the weight it is never read.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn run256(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usize) {
     let mc = row_block(t.k, MR256, 256 * 1024);
