@@ -29,8 +29,9 @@
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
 #   9. the larger models at batch 1, 1 thread: VideoMAE-B (16×224², 1568 tokens) and
-#      CLIP ViT-B/32, native / LibTorch interleaved in one process of the LibTorch
-#      build (twice), and the peak resident memory of each backend in its own process
+#      CLIP ViT-B/32, native and LibTorch forward by forward (benches/python/paced.py,
+#      each resident in its own process of the LibTorch build; ROUNDS9 (30) rounds for
+#      CLIP, a quarter as many for VideoMAE-B), and the peak resident memory of each backend in its own process
 #      and build (native: the native-only build, which maps no LibTorch libraries;
 #      LibTorch: the LibTorch build; 2 forwards; VmHWM)
 #  10. the roofline: ViT-S/16's forward beside its block's four linear layers alone
@@ -354,40 +355,37 @@ for m, tokens in (("vits", 197), ("ast_base", 1214), ("videomae_base", 1568)):
 PY
 fi
 if want 9; then
+rounds9="${ROUNDS9:-30}"
 echo
-echo "Larger models, batch 1, 1 thread: times from the LibTorch build, native / LibTorch interleaved in one process,"
-echo "two processes (medians, in brackets the two processes' medians); peak resident memory (VmHWM) of each backend"
-echo "in its own process and build: native from the native-only build (no LibTorch mapped), LibTorch from its build:"
-echo "| model | native ms | LibTorch ms | native / LibTorch | native peak MiB | LibTorch peak MiB | peak ratio |"
-echo "|---|---|---|---|---|---|---|"
+echo "Larger models, batch 1, 1 thread, forward by forward: native and LibTorch (each resident in its own process"
+echo "of the LibTorch build) take turns one forward at a time, which goes first alternating by round; medians over"
+echo "the rounds and the median of the per-round ratios [quartiles] (VideoMAE-B a quarter of the rounds); peak"
+echo "resident memory (VmHWM) of each backend in its own process and build: native from the native-only build (no"
+echo "LibTorch mapped), LibTorch from its build:"
+echo "| model | rounds | native ms | LibTorch ms | native / LibTorch | native peak MiB | LibTorch peak MiB | peak ratio |"
+echo "|---|---|---|---|---|---|---|---|"
 for m in clip_vit_b32 videomae_base; do
-  n=$([ "$m" = videomae_base ] && echo 3 || echo "$iters")
-  for rep in 1 2; do
-    "$g" bench "specs/$m.graft" --backend native,torch --batch 1 --threads 1 --iters "$n" --warmup 1 --json \
-      >"$tmp/big_${m}_$rep.json"
-  done
+  r=$rounds9; [ "$m" = videomae_base ] && r=$(((rounds9 + 3) / 4))
+  .graft-env/python benches/python/paced.py --no-ort --graft "$g" --graft-torch "$g" --spec "specs/$m.graft" \
+    --threads 1 --batch 1 --rounds "$r" --json "$tmp/big_$m.json" >/dev/null
   for b in native torch; do
     "target/graft-$b" bench "specs/$m.graft" --backend "$b" --batch 1 --threads 1 --iters 2 --warmup 0 --json \
       >"$tmp/bigrss_${m}_$b.json"
   done
 done
 .graft-env/python - "$tmp" <<'PY'
-import json, sys, statistics, pathlib
+import json, sys, pathlib
 d = pathlib.Path(sys.argv[1])
 held = []
 for m in ("clip_vit_b32", "videomae_base"):
-    ms, name = {"native": [], "torch": []}, m
-    for rep in (1, 2):
-        for s in json.load(open(d / f"big_{m}_{rep}.json"))["specs"]:
-            ms[s["backend"]].append(s["forward_ms"][0][1])
-            name = s["model"]
-    n, t = statistics.median(ms["native"]), statistics.median(ms["torch"])
+    [r] = json.load(open(d / f"big_{m}.json"))
+    ms, q = r["ms"], r["native/torch"]
+    det = json.load(open(d / f"bigrss_{m}_native.json"))["specs"][0]
+    name = det["model"]
     rss = {b: json.load(open(d / f"bigrss_{m}_{b}.json"))["peak_rss_bytes"] / 2**20 for b in ("native", "torch")}
-    rng = lambda ts: "[" + ", ".join(f"{x:.1f}" for x in ts) + "]"
-    print(f"| {name} | {n:.1f} {rng(ms['native'])} | {t:.1f} {rng(ms['torch'])} | {n / t:.3f} | "
+    print(f"| {name} | {r['rounds']} | {ms['native']:.1f} | {ms['torch']:.1f} | {q[1]:.3f} [{q[0]:.3f}–{q[2]:.3f}] | "
           f"{rss['native']:.0f} | {rss['torch']:.0f} | {rss['native'] / rss['torch']:.2f} |")
-    det = dict(json.load(open(d / f"bigrss_{m}_native.json"))["specs"][0]["details"][0][1])
-    mib = lambda k: det.get(k, 0) / 2**20
+    mib = lambda k: dict(det["details"][0][1]).get(k, 0) / 2**20
     held.append(f"- {name}: native holds packed weights {mib('packed_bytes'):.0f} MiB, plain parameters "
                 f"{mib('param_bytes'):.0f} MiB, arena {mib('arena_bytes'):.0f} MiB")
 print("\n".join(held))

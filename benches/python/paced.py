@@ -13,6 +13,11 @@ median and the median of the per-round ratios with their interquartile range.
 
   paced.py MODEL.onnx --graft GRAFT --spec SPEC [--graft-torch GRAFT_TORCH] \
       [--graft-other GRAFT_B] --threads 1 --batch 1,8 --rounds 60 [--gap-ms 2] [--json OUT]
+  paced.py --no-ort --graft GRAFT --graft-torch GRAFT_TORCH --spec SPEC ...
+
+ONNX Runtime runs the ViT-S export it is given whatever the spec; `--no-ort` leaves it
+out (a larger model paired between graft's backends only, part 9 of
+scripts/bench_native.sh).
 
 `--graft-other` adds a second native build (another version of a kernel, say) as the
 runtime `other`, paired with `native` forward by forward (the ratio `other/native`).
@@ -129,7 +134,8 @@ def quartiles(v):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("onnx")
+    ap.add_argument("onnx", nargs="?")
+    ap.add_argument("--no-ort", action="store_true")
     ap.add_argument("--graft", required=True)
     ap.add_argument("--graft-torch")
     ap.add_argument("--graft-other")
@@ -140,13 +146,16 @@ def main():
     ap.add_argument("--gap-ms", type=float, default=2.0)
     ap.add_argument("--json")
     a = ap.parse_args()
+    if (a.onnx is None) != a.no_ort:
+        ap.error("give either the ONNX model or --no-ort")
     batches = [int(b) for b in a.batch.split(",")]
     runtimes = {"native": Paced(a.graft, a.spec, "native", a.threads, batches)}
     if a.graft_torch:
         runtimes["torch"] = Paced(a.graft_torch, a.spec, "torch", a.threads, batches)
     if a.graft_other:
         runtimes["other"] = Paced(a.graft_other, a.spec, "native", a.threads, batches)
-    runtimes["ort"] = Ort(a.onnx, a.threads, batches)
+    if not a.no_ort:
+        runtimes["ort"] = Ort(a.onnx, a.threads, batches)
     names = list(runtimes)
     pids = [os.getpid()] + [rt.p.pid for rt in runtimes.values() if isinstance(rt, Paced)]
     times = {b: {n: [] for n in names} for b in batches}
@@ -168,7 +177,7 @@ def main():
                "ms": {n: statistics.median(t[n]) for n in names},
                "wait_ms": quartiles(waits[b])}
         for n in names:
-            if n != "ort":
+            if n != "ort" and "ort" in t:
                 row[f"{n}/ort"] = quartiles([x / y for x, y in zip(t[n], t["ort"])])
         if "torch" in t:
             row["native/torch"] = quartiles([x / y for x, y in zip(t["native"], t["torch"])])
