@@ -148,6 +148,8 @@ def main():
     a = ap.parse_args()
     if (a.onnx is None) != a.no_ort:
         ap.error("give either the ONNX model or --no-ort")
+    if a.rounds < 2:
+        ap.error("--rounds must be at least 2 (quartiles need two ratios)")
     batches = [int(b) for b in a.batch.split(",")]
     runtimes = {"native": Paced(a.graft, a.spec, "native", a.threads, batches)}
     if a.graft_torch:
