@@ -29,11 +29,11 @@
 #      ViT-S/16 (197 tokens), AST (1214) and VideoMAE-B (1568), batch 1, 1 thread,
 #      processes alternated
 #   9. the larger models at batch 1, 1 thread: VideoMAE-B (16×224², 1568 tokens) and
-#      CLIP ViT-B/32, native and LibTorch forward by forward (benches/python/paced.py,
-#      each resident in its own process of the LibTorch build; ROUNDS9 (30) rounds for
-#      CLIP, a quarter as many for VideoMAE-B), and the peak resident memory of each backend in its own process
-#      and build (native: the native-only build, which maps no LibTorch libraries;
-#      LibTorch: the LibTorch build; 2 forwards; VmHWM)
+#      CLIP ViT-B/32, native and LibTorch forward by forward (benches/python/paced.py
+#      --no-ort, each resident in its own process of the LibTorch build; ROUNDS9 (30)
+#      rounds for CLIP, a quarter as many for VideoMAE-B), and the peak resident memory
+#      of each backend in its own process and build (native: the native-only build,
+#      which maps no LibTorch libraries; LibTorch: the LibTorch build; 2 forwards; VmHWM)
 #  10. the roofline: ViT-S/16's forward beside its block's four linear layers alone
 #      (benches/specs/vit_small_linears.graft), native, batch 1 and 8, 1 and 2 threads,
 #      each as a share of the FMA peak (graft bench's matrix-work count over threads ×
