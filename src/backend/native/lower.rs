@@ -8,7 +8,8 @@
 //! `token_select`, `permute` of a token-major convolution output); other layouts are
 //! copied. Absent values follow [`Op::on_absent`], as in the torch backend.
 //! Elementwise ops form fusion groups ([`super::ewlower`]); a layer norm right after
-//! a residual add computes both.
+//! a residual add computes both. Values passed from one linear layer to another get
+//! rows padded off a 4 KiB multiple ([`super::pad`]).
 //!
 //! Steps only say what they read and write ([`Step::access`]); once lowering ends,
 //! every arena buffer's lifetime is derived from those declarations
@@ -21,6 +22,7 @@ use super::ew::EwCompiler;
 use super::ewlower::{self, EwOp};
 use super::lowering::{float, internal, Lowering, Val};
 use super::math::SimdLevel;
+use super::pad;
 use super::program::{Buffer, Epilogue, Mask, OutVal, Program, Scheduled, Step, Store, View};
 use super::rows::ConvGeom;
 use crate::backend::plan::{Kernel, Plan, Src};
@@ -78,9 +80,7 @@ pub fn lower(
         };
         outputs.push((o.name.clone(), out));
     }
-    let steps = ewlower::finish(&mut l, &out_views)?;
-    let steps: Vec<Scheduled> =
-        steps.into_iter().map(|(step, site)| Scheduled { access: step.access(), step, site }).collect();
+    let mut steps = ewlower::finish(&mut l, &out_views)?;
     let live_out: Vec<usize> = out_views
         .iter()
         .filter_map(|v| match v.store {
@@ -88,6 +88,9 @@ pub fn lower(
             Store::Param(_) => None,
         })
         .collect();
+    pad::pad_rows(&mut steps, &mut l.buffers, &live_out);
+    let steps: Vec<Scheduled> =
+        steps.into_iter().map(|(step, site)| Scheduled { access: step.access(), step, site }).collect();
     let (buffers, layout) = lay_out(&steps, &l.buffers, &live_out)?;
     Ok(Program {
         steps,

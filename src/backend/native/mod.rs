@@ -1,7 +1,8 @@
 //! The native CPU backend: runs verified IR with no LibTorch.
 //!
 //! - [`lower`] (with [`lowering`], [`ewlower`], [`views`]): plan → [`program::Program`]
-//!   for concrete input shapes; shapes by the ops' own rules.
+//!   for concrete input shapes; shapes by the ops' own rules; [`pad`] then pads the
+//!   rows of values passed between linear layers off a 4 KiB multiple.
 //! - [`program`]: the runtime steps, each declaring what it reads and writes.
 //! - [`arena`]: lifetimes derived from those declarations, then byte offsets; one
 //!   allocation per program.
@@ -39,6 +40,7 @@ pub(crate) mod lower;
 pub(crate) mod lowering;
 pub mod math;
 pub(crate) mod packed;
+pub(crate) mod pad;
 pub mod peak;
 pub(crate) mod pool;
 pub(crate) mod program;
