@@ -79,12 +79,12 @@ fn whole_rows(v: &View, b: usize, cols: usize, numel: usize) -> bool {
 mod tests {
     use super::super::attention::AttentionPath;
     use super::super::ew::{EwCompiler, EwStrategy};
-    use super::super::lower::{lower, InputSig};
     use super::super::math;
     use super::super::program::Store;
     use super::super::program::{Program, Step};
     use super::super::Native;
     use super::PAD;
+    use crate::backend::native::lower::{lower, InputSig};
     use crate::backend::{run_named, Backend, Options, Plan};
     use crate::ir::DType;
     use crate::params::init::random_values;

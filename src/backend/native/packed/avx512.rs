@@ -8,19 +8,16 @@
 //! the intrinsics each of the fourteen row addresses cost an `add` per reduction index,
 //! and those compete with the FMAs for their ports (measured in one process, paired by
 //! round on a 2-core Sapphire Rapids: the assembly took 0.94–0.98 of the intrinsics'
-//! time per linear layer of ViT-S, medians of 31 rounds).
+//! time per linear layer of ViT-S, medians of 31 rounds). Without an epilogue a row
+//! block's full tiles of a whole pair run as one piece of assembly ([`full_tiles`]);
+//! the assembly lives in [`super::asm512`].
 
 use super::super::isa::l2_bytes;
+pub use super::asm512::MR;
+use super::asm512::{full_tile_loop, full_tiles, Prefetch, SPREAD};
 use super::gelu::gelu512 as gelu;
 use super::panels::{row_block, Panels, Tiles, PANEL};
 use std::arch::x86_64::*;
-
-/// Rows per tile.
-pub const MR: usize = 14;
-
-/// Lines of the next panel pair prefetched per iteration of the full tiles' loop, shared
-/// among a row block's tiles ([`Prefetch`]).
-const SPREAD: usize = 8;
 
 /// Bytes of `x` per row block: half of a core's L2 as CPUID gives it, so a block stays
 /// there while the weight's panel pairs stream past it (512 KiB where the CPU does not
@@ -61,6 +58,11 @@ pub(super) unsafe fn run512(t: &Tiles, w: &Panels, m: usize, c0: usize, c1: usiz
                 b
             };
             let mut r = r0;
+            let full = (r1 - r0) / MR;
+            if !t.gelu && cols == 2 * PANEL && t.k > 0 && full > 0 {
+                full_tiles(t, (b, next), r0, c, full, lines);
+                r = r0 + full * MR;
+            }
             while r < r1 {
                 // Rows left over after the full tiles go as one more full tile ending
                 // at the block's last row, over rows the call already wrote: the
@@ -114,41 +116,6 @@ unsafe fn tiles<const NV: usize, const GELU: bool>(
     by_height!(1 2 3 4 5 6 7 8 9 10 11 12 13)
 }
 
-/// A full tile's share of the prefetch of the next pair: `lines` (1, 2, 4 or 8) of the
-/// SPREAD lines of each iteration, from `lane` on, every SPREAD / `lines`-th: line `ℓ`
-/// is panel A's line 4i + ℓ for ℓ < 4, panel B's 4i + ℓ − 4 for the others. A block of
-/// eight tiles or more prefetches one line a tile, fewer tiles more each; every tile
-/// prefetching the whole pair, as all blocks of fewer than eight tiles once did, took
-/// 1.06× the time of this for VideoMAE's fc2 (1568 × 768 × 3072, blocks of 84 rows;
-/// measured on a 2-core Sapphire Rapids, one process, paired rounds alternated); one
-/// line a tile in a block of fewer than eight leaves lines unprefetched (CLIP's batch-1
-/// forward, four tiles a block, went 7% slower with that).
-#[derive(Clone, Copy)]
-struct Prefetch {
-    lines: usize,
-    lane: usize,
-}
-
-impl Prefetch {
-    /// Lines per tile for a block of `tiles` tiles.
-    fn lines(tiles: usize) -> usize {
-        match tiles {
-            8.. => 1,
-            4..=7 => 2,
-            2 | 3 => 4,
-            _ => 8,
-        }
-    }
-
-    /// Floats from the next pair's start to this tile's first line.
-    fn offset(self, k: usize) -> usize {
-        match self.lines {
-            1 => (self.lane % 4) * PANEL + (self.lane / 4) * PANEL * k,
-            _ => self.lane * PANEL,
-        }
-    }
-}
-
 /// The lanes of a register that hold the first `cols` columns.
 fn lanes(cols: usize) -> __mmask16 {
     if cols >= PANEL {
@@ -179,7 +146,6 @@ unsafe fn tile<const R: usize, const NV: usize, const GELU: bool>(
     let k = t.k;
     let mask: [__mmask16; NV] = std::array::from_fn(|v| lanes(cols.saturating_sub(v * PANEL)));
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
-    let dst: [*mut f32; R] = std::array::from_fn(|i| t.dst.add((r + i) * t.ldy + c - t.c0));
     if !t.bias.is_null() {
         let bias: [__m512; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(mask[v], t.bias.add(c + v * PANEL)));
         for row in acc.iter_mut() {
@@ -219,196 +185,12 @@ unsafe fn tile<const R: usize, const NV: usize, const GELU: bool>(
             *v = gelu(*v);
         }
     }
-    for (row, d) in acc.iter().zip(&dst) {
+    let mut d = t.dst.add(r * t.ldy + c - t.c0);
+    for row in &acc {
         for (v, acc) in row.iter().enumerate() {
             _mm512_mask_storeu_ps(d.add(v * PANEL), mask[v], *acc);
         }
-    }
-}
-
-/// The two panels' 16 floats at reduction index `p + $d64 / 64` of [`full_tile_loop`].
-macro_rules! loads {
-    ($d64:literal) => {
-        concat!(
-            concat!("vmovaps zmm28, zmmword ptr [{bp} + ", $d64, "]\n"),
-            concat!("vmovaps zmm29, zmmword ptr [{bp} + {koff} + ", $d64, "]\n"),
-        )
-    };
-}
-
-/// The fourteen rows' broadcasts at reduction index `p + $d4 / 4` and their 28 FMAs.
-macro_rules! fmas {
-    ($d4:literal) => {
-        concat!(
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + ", $d4, "]\n"),
-            "vfmadd231ps zmm0, zmm28, zmm30\n",
-            "vfmadd231ps zmm1, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a0} + {l} + ", $d4, "]\n"),
-            "vfmadd231ps zmm2, zmm28, zmm31\n",
-            "vfmadd231ps zmm3, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + {l}*2 + ", $d4, "]\n"),
-            "vfmadd231ps zmm4, zmm28, zmm30\n",
-            "vfmadd231ps zmm5, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a0} + {l3} + ", $d4, "]\n"),
-            "vfmadd231ps zmm6, zmm28, zmm31\n",
-            "vfmadd231ps zmm7, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + {l}*4 + ", $d4, "]\n"),
-            "vfmadd231ps zmm8, zmm28, zmm30\n",
-            "vfmadd231ps zmm9, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a5} + ", $d4, "]\n"),
-            "vfmadd231ps zmm10, zmm28, zmm31\n",
-            "vfmadd231ps zmm11, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + {l3}*2 + ", $d4, "]\n"),
-            "vfmadd231ps zmm12, zmm28, zmm30\n",
-            "vfmadd231ps zmm13, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a5} + {l}*2 + ", $d4, "]\n"),
-            "vfmadd231ps zmm14, zmm28, zmm31\n",
-            "vfmadd231ps zmm15, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + {l}*8 + ", $d4, "]\n"),
-            "vfmadd231ps zmm16, zmm28, zmm30\n",
-            "vfmadd231ps zmm17, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a5} + {l}*4 + ", $d4, "]\n"),
-            "vfmadd231ps zmm18, zmm28, zmm31\n",
-            "vfmadd231ps zmm19, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a10} + ", $d4, "]\n"),
-            "vfmadd231ps zmm20, zmm28, zmm30\n",
-            "vfmadd231ps zmm21, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a5} + {l3}*2 + ", $d4, "]\n"),
-            "vfmadd231ps zmm22, zmm28, zmm31\n",
-            "vfmadd231ps zmm23, zmm29, zmm31\n",
-            concat!("vbroadcastss zmm30, dword ptr [{a0} + {l3}*4 + ", $d4, "]\n"),
-            "vfmadd231ps zmm24, zmm28, zmm30\n",
-            "vfmadd231ps zmm25, zmm29, zmm30\n",
-            concat!("vbroadcastss zmm31, dword ptr [{a5} + {l}*8 + ", $d4, "]\n"),
-            "vfmadd231ps zmm26, zmm28, zmm31\n",
-            "vfmadd231ps zmm27, zmm29, zmm31\n",
-        )
-    };
-}
-
-/// One step of [`full_tile_loop`]: reduction index `p + $d4 / 4` (`$d4` and `$d64` the
-/// byte offsets of that index in a row of `x` and in a panel).
-macro_rules! step {
-    ($d4:literal, $d64:literal) => {
-        concat!(loads!($d64), fmas!($d4))
-    };
-}
-
-/// The reduction loop of a full tile (14 rows × two panels) in assembly, the sums of
-/// [`tile`]'s loop in the same order. Rows of `x` are addressed from three bases with
-/// the row stride and three times it as scaled indices, so a step spends no instruction
-/// on addresses; four steps per iteration, their offsets as displacements. (Compiled
-/// from the intrinsics, the fourteen row addresses took an `add` each per step, which
-/// compete with the FMAs for their ports; unrolled, LLVM hoisted the broadcasts and
-/// spilled.) Each iteration prefetches `LINES` lines of the next pair from `pf` into L2
-/// (see [`Prefetch`]).
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-unsafe fn full_tile_loop<const LINES: usize>(
-    acc: &mut [[__m512; 2]; MR],
-    x: *const f32,
-    ldx: usize,
-    b: *const f32,
-    pf: *const f32,
-    k: usize,
-) {
-    let l = ldx * 4;
-    macro_rules! run {
-        ($pf:expr) => {
-            std::arch::asm!(
-                "test {n4}, {n4}",
-                "jz 3f",
-                "2:",
-                step!("0", "0"),
-                step!("4", "64"),
-                step!("8", "128"),
-                step!("12", "192"),
-                $pf,
-                "add {a0}, 16",
-                "add {a5}, 16",
-                "add {a10}, 16",
-                "add {bp}, 256",
-                "add {pf}, 256",
-                "dec {n4}",
-                "jnz 2b",
-                "3:",
-                "test {n1}, {n1}",
-                "jz 5f",
-                "4:",
-                step!("0", "0"),
-                "add {a0}, 4",
-                "add {a5}, 4",
-                "add {a10}, 4",
-                "add {bp}, 64",
-                "add {pf}, 64",
-                "dec {n1}",
-                "jnz 4b",
-                "5:",
-                a0 = inout(reg) x => _,
-                a5 = inout(reg) x.add(5 * ldx) => _,
-                a10 = inout(reg) x.add(10 * ldx) => _,
-                l = in(reg) l,
-                l3 = in(reg) 3 * l,
-                bp = inout(reg) b => _,
-                pf = inout(reg) pf => _,
-                koff = in(reg) k * PANEL * 4,
-                n4 = inout(reg) k / 4 => _,
-                n1 = inout(reg) k % 4 => _,
-                inout("zmm0") acc[0][0],
-                inout("zmm1") acc[0][1],
-                inout("zmm2") acc[1][0],
-                inout("zmm3") acc[1][1],
-                inout("zmm4") acc[2][0],
-                inout("zmm5") acc[2][1],
-                inout("zmm6") acc[3][0],
-                inout("zmm7") acc[3][1],
-                inout("zmm8") acc[4][0],
-                inout("zmm9") acc[4][1],
-                inout("zmm10") acc[5][0],
-                inout("zmm11") acc[5][1],
-                inout("zmm12") acc[6][0],
-                inout("zmm13") acc[6][1],
-                inout("zmm14") acc[7][0],
-                inout("zmm15") acc[7][1],
-                inout("zmm16") acc[8][0],
-                inout("zmm17") acc[8][1],
-                inout("zmm18") acc[9][0],
-                inout("zmm19") acc[9][1],
-                inout("zmm20") acc[10][0],
-                inout("zmm21") acc[10][1],
-                inout("zmm22") acc[11][0],
-                inout("zmm23") acc[11][1],
-                inout("zmm24") acc[12][0],
-                inout("zmm25") acc[12][1],
-                inout("zmm26") acc[13][0],
-                inout("zmm27") acc[13][1],
-                out("zmm28") _,
-                out("zmm29") _,
-                out("zmm30") _,
-                out("zmm31") _,
-                options(nostack, readonly),
-            )
-        };
-    }
-    match LINES {
-        1 => run!("prefetcht1 byte ptr [{pf}]"),
-        2 => run!(concat!("prefetcht1 byte ptr [{pf}]\n", "prefetcht1 byte ptr [{pf} + {koff}]")),
-        4 => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]",
-        )),
-        _ => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + 192]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 192]",
-        )),
+        d = d.add(t.ldy);
     }
 }
 

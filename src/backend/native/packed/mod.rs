@@ -112,6 +112,8 @@ pub unsafe fn linear(
 }
 
 #[cfg(target_arch = "x86_64")]
+mod asm512;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
