@@ -117,6 +117,61 @@ macro_rules! step {
     };
 }
 
+/// Four steps of the reduction (indices `p..p + 4`) with the prefetch text `$pf`, the
+/// row and panel pointers and the prefetch pointer moved on by four.
+macro_rules! four_steps {
+    ($pf:expr) => {
+        concat!(
+            step!("0", "0"),
+            step!("4", "64"),
+            step!("8", "128"),
+            step!("12", "192"),
+            $pf,
+            "\n",
+            "add {a0}, 16\n",
+            "add {a5}, 16\n",
+            "add {a10}, 16\n",
+            "add {bp}, 256\n",
+            "add {pf}, 256\n",
+        )
+    };
+}
+
+/// One step of the reduction, the row and panel pointers moved on by one.
+macro_rules! one_step {
+    () => {
+        concat!(step!("0", "0"), "add {a0}, 4\n", "add {a5}, 4\n", "add {a10}, 4\n", "add {bp}, 64\n")
+    };
+}
+
+/// `$run!` (a local macro wrapping one of the loops' `asm!`) with `$lines` (1, 2, 4 or
+/// 8) prefetches of the next pair an iteration from `{pf}` ([`Prefetch`]): one line; one
+/// line of each panel; two of each, 128 bytes apart; four of each.
+macro_rules! with_prefetch {
+    ($run:ident, $lines:expr) => {
+        match $lines {
+            1 => $run!("prefetcht1 byte ptr [{pf}]"),
+            2 => $run!(concat!("prefetcht1 byte ptr [{pf}]\n", "prefetcht1 byte ptr [{pf} + {koff}]")),
+            4 => $run!(concat!(
+                "prefetcht1 byte ptr [{pf}]\n",
+                "prefetcht1 byte ptr [{pf} + 128]\n",
+                "prefetcht1 byte ptr [{pf} + {koff}]\n",
+                "prefetcht1 byte ptr [{pf} + {koff} + 128]",
+            )),
+            _ => $run!(concat!(
+                "prefetcht1 byte ptr [{pf}]\n",
+                "prefetcht1 byte ptr [{pf} + 64]\n",
+                "prefetcht1 byte ptr [{pf} + 128]\n",
+                "prefetcht1 byte ptr [{pf} + 192]\n",
+                "prefetcht1 byte ptr [{pf} + {koff}]\n",
+                "prefetcht1 byte ptr [{pf} + {koff} + 64]\n",
+                "prefetcht1 byte ptr [{pf} + {koff} + 128]\n",
+                "prefetcht1 byte ptr [{pf} + {koff} + 192]",
+            )),
+        }
+    };
+}
+
 /// The reduction loop of a full tile (14 rows × two panels) in assembly, the sums of
 /// the compiled tile's loop ([`super::avx512`]) in the same order. Rows of `x` are
 /// addressed from three bases with the row stride and three times it as scaled indices,
@@ -142,27 +197,14 @@ pub(super) unsafe fn full_tile_loop<const LINES: usize>(
                 "test {n4}, {n4}",
                 "jz 3f",
                 "2:",
-                step!("0", "0"),
-                step!("4", "64"),
-                step!("8", "128"),
-                step!("12", "192"),
-                $pf,
-                "add {a0}, 16",
-                "add {a5}, 16",
-                "add {a10}, 16",
-                "add {bp}, 256",
-                "add {pf}, 256",
+                four_steps!($pf),
                 "dec {n4}",
                 "jnz 2b",
                 "3:",
                 "test {n1}, {n1}",
                 "jz 5f",
                 "4:",
-                step!("0", "0"),
-                "add {a0}, 4",
-                "add {a5}, 4",
-                "add {a10}, 4",
-                "add {bp}, 64",
+                one_step!(),
                 "add {pf}, 64",
                 "dec {n1}",
                 "jnz 4b",
@@ -213,26 +255,7 @@ pub(super) unsafe fn full_tile_loop<const LINES: usize>(
             )
         };
     }
-    match LINES {
-        1 => run!("prefetcht1 byte ptr [{pf}]"),
-        2 => run!(concat!("prefetcht1 byte ptr [{pf}]\n", "prefetcht1 byte ptr [{pf} + {koff}]")),
-        4 => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]",
-        )),
-        _ => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + 192]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 192]",
-        )),
-    }
+    with_prefetch!(run, LINES)
 }
 
 /// Every accumulator row of a tile set to the first row's (`zmm0`, `zmm1`).
@@ -395,16 +418,7 @@ pub(super) unsafe fn full_tiles(
                 "test {i}, {i}",
                 "jz 4f",
                 "3:",
-                step!("0", "0"),
-                step!("4", "64"),
-                step!("8", "128"),
-                step!("12", "192"),
-                $pf,
-                "add {a0}, 16",
-                "add {a5}, 16",
-                "add {a10}, 16",
-                "add {bp}, 256",
-                "add {pf}, 256",
+                four_steps!($pf),
                 "dec {i}",
                 "jnz 3b",
                 "4:",
@@ -412,11 +426,7 @@ pub(super) unsafe fn full_tiles(
                 "test {i}, {i}",
                 "jz 6f",
                 "5:",
-                step!("0", "0"),
-                "add {a0}, 4",
-                "add {a5}, 4",
-                "add {a10}, 4",
-                "add {bp}, 64",
+                one_step!(),
                 "dec {i}",
                 "jnz 5b",
                 "6:",
@@ -450,24 +460,5 @@ pub(super) unsafe fn full_tiles(
             )
         };
     }
-    match lines {
-        1 => run!("prefetcht1 byte ptr [{pf}]"),
-        2 => run!(concat!("prefetcht1 byte ptr [{pf}]\n", "prefetcht1 byte ptr [{pf} + {koff}]")),
-        4 => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]",
-        )),
-        _ => run!(concat!(
-            "prefetcht1 byte ptr [{pf}]\n",
-            "prefetcht1 byte ptr [{pf} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + 192]\n",
-            "prefetcht1 byte ptr [{pf} + {koff}]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 64]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 128]\n",
-            "prefetcht1 byte ptr [{pf} + {koff} + 192]",
-        )),
-    }
+    with_prefetch!(run, lines)
 }
