@@ -6,6 +6,7 @@
 
 use super::panels::{Tiles, PANEL};
 use std::arch::x86_64::*;
+use std::mem::offset_of;
 
 /// Rows per tile.
 pub const MR: usize = 14;
@@ -335,11 +336,12 @@ macro_rules! store_rows {
 struct Zeros([f32; 2 * PANEL]);
 static ZEROS: Zeros = Zeros([0.0; 2 * PANEL]);
 
-/// What [`full_tiles`] reads from memory between its tiles (all fifteen general
-/// registers the assembly may take are busy in the reduction loop), in bytes where an
-/// offset: the pair, the bias (or [`ZEROS`]), the output row stride, a row of the
-/// reduction (to step `x` back), fourteen rows of `x`, the loops' counts, the number of
-/// tiles, and each prefetch lane's first line of the next pair.
+/// What [`full_tiles`] reads from memory between its tiles (its loop holds twelve general
+/// registers, near all that inline assembly may take beside the frame pointer and
+/// LLVM's `rbx`), in bytes where an offset: the pair, the bias (or [`ZEROS`]), the
+/// output row stride, a row of the reduction (to step `x` back), fourteen rows of `x`,
+/// the loops' counts, the number of tiles, and each prefetch lane's first line of the
+/// next pair. The assembly addresses the fields by `offset_of!`.
 #[repr(C)]
 struct Between {
     pair: *const f32,
@@ -401,20 +403,20 @@ pub(super) unsafe fn full_tiles(
         ($pf:expr) => {
             std::arch::asm!(
                 "2:",
-                "mov {i}, qword ptr [{ctx} + 8]",
+                "mov {i}, qword ptr [{ctx} + {o_bias}]",
                 "vmovups zmm0, zmmword ptr [{i}]",
                 "vmovups zmm1, zmmword ptr [{i} + 64]",
                 accumulators_from_zmm0_zmm1!(),
-                "mov {bp}, qword ptr [{ctx}]",
-                "mov {i}, qword ptr [{ctx} + 64]",
+                "mov {bp}, qword ptr [{ctx} + {o_pair}]",
+                "mov {i}, qword ptr [{ctx} + {o_tiles}]",
                 "sub {i}, {n}",
-                "and {i}, qword ptr [{ctx} + 56]",
-                "mov {pf}, qword ptr [{ctx} + {i}*8 + 72]",
+                "and {i}, qword ptr [{ctx} + {o_lane_mask}]",
+                "mov {pf}, qword ptr [{ctx} + {i}*8 + {o_pf}]",
                 "lea {a5}, [{a0} + {l}*4]",
                 "add {a5}, {l}",
                 "lea {a10}, [{a5} + {l}*4]",
                 "add {a10}, {l}",
-                "mov {i}, qword ptr [{ctx} + 40]",
+                "mov {i}, qword ptr [{ctx} + {o_n4}]",
                 "test {i}, {i}",
                 "jz 4f",
                 "3:",
@@ -422,7 +424,7 @@ pub(super) unsafe fn full_tiles(
                 "dec {i}",
                 "jnz 3b",
                 "4:",
-                "mov {i}, qword ptr [{ctx} + 48]",
+                "mov {i}, qword ptr [{ctx} + {o_n1}]",
                 "test {i}, {i}",
                 "jz 6f",
                 "5:",
@@ -430,13 +432,23 @@ pub(super) unsafe fn full_tiles(
                 "dec {i}",
                 "jnz 5b",
                 "6:",
-                "mov {i}, qword ptr [{ctx} + 16]",
+                "mov {i}, qword ptr [{ctx} + {o_ly}]",
                 store_rows!(),
-                "sub {a0}, qword ptr [{ctx} + 24]",
-                "add {a0}, qword ptr [{ctx} + 32]",
+                "sub {a0}, qword ptr [{ctx} + {o_k4}]",
+                "add {a0}, qword ptr [{ctx} + {o_l14}]",
                 "dec {n}",
                 "jnz 2b",
                 ctx = in(reg) &between,
+                o_pair = const offset_of!(Between, pair),
+                o_bias = const offset_of!(Between, bias),
+                o_ly = const offset_of!(Between, ly),
+                o_k4 = const offset_of!(Between, k4),
+                o_l14 = const offset_of!(Between, l14),
+                o_n4 = const offset_of!(Between, n4),
+                o_n1 = const offset_of!(Between, n1),
+                o_lane_mask = const offset_of!(Between, lane_mask),
+                o_tiles = const offset_of!(Between, tiles),
+                o_pf = const offset_of!(Between, pf),
                 a0 = inout(reg) x => _,
                 a5 = out(reg) _,
                 a10 = out(reg) _,
