@@ -263,17 +263,30 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             rows::im2col(m.read(x), geom, lo, out);
         }
         Step::LayerNorm { x, gamma, beta, eps, out, add } => {
-            let d = x.cols();
+            let (d, rs) = (x.cols(), out.rs);
             let (lo, hi) = part(x.rows(), t, n, 1);
+            if lo == hi {
+                return Ok(());
+            }
             let (g, b) = (m.read(gamma), m.read(beta));
             // SAFETY: disjoint rows per participant; `x` is written only when `add`.
-            let o = unsafe { m.write(out, lo * d, hi * d) };
-            match add {
-                Some((p, q)) => {
-                    let sum = unsafe { m.write(x, lo * d, hi * d) };
-                    rows::add_layernorm(&m.read(p)[lo * d..hi * d], &m.read(q)[lo * d..hi * d], sum, g, b, *eps, o)
+            // The output's rows are `rs` apart (longer than `d` where `pad.rs` padded
+            // them), so each row goes to its own place.
+            let o = unsafe { m.write(out, lo * rs, (hi - 1) * rs + d) };
+            let sum = add.as_ref().map(|_| unsafe { m.write(x, lo * d, hi * d) });
+            let (xs, pq) = match (add, sum) {
+                (Some((p, q)), Some(sum)) => (sum, Some((&m.read(p)[lo * d..hi * d], &m.read(q)[lo * d..hi * d]))),
+                _ => (&mut [][..], None),
+            };
+            for (i, o) in o.chunks_mut(rs).enumerate() {
+                let o = &mut o[..d];
+                match pq {
+                    Some((p, q)) => {
+                        let r = i * d..(i + 1) * d;
+                        rows::add_layernorm(&p[r.clone()], &q[r.clone()], &mut xs[r], g, b, *eps, o)
+                    }
+                    None => rows::layernorm(&m.read(x)[(lo + i) * d..(lo + i + 1) * d], g, b, *eps, o),
                 }
-                None => rows::layernorm(&m.read(x)[lo * d..hi * d], g, b, *eps, o),
             }
         }
         Step::Ew { kernel, rows, cols, inputs, outputs } => ew(m, kernel, *rows, *cols, inputs, outputs, t, n),

@@ -1,5 +1,5 @@
-//! Row padding of values that pass from one linear layer to another: a buffer that one
-//! linear step writes and only linear steps read, as their input, whose rows are a
+//! Row padding of values that only linear layers read: a buffer that one linear or
+//! layer-norm step writes and only linear steps read, as their input, whose rows are a
 //! multiple of [`ALIAS`] floats long, gets rows one cache line ([`PAD`] floats) longer.
 //!
 //! The packed kernels broadcast `x` from a tile's rows in place (14 rows at AVX-512, 6
@@ -11,7 +11,9 @@
 //! (1568 × 768 × 3072) took 0.94–0.95 of its time on the padded rows (medians of 25
 //! rounds, two runs). Copying `x` into padded rows before the product cost as much as it
 //! saved, so the producer writes the padded rows itself: the packed kernel and the
-//! general GEMM both take any output row stride.
+//! general GEMM both take any output row stride, and a layer norm writes row by row.
+//! A layer norm's output at 1024 wide (ViT-L's, BERT-large's: the input of qkv and of
+//! fc1) has the same 4 KiB rows.
 //!
 //! The pass runs on the finished steps (after fusion groups, so fc1's GELU epilogue has
 //! taken its output buffer) and changes only row strides and buffer lengths; every
@@ -31,7 +33,19 @@ pub const PAD: usize = 16;
 pub(super) fn pad_rows(steps: &mut [(Step, usize)], lens: &mut [usize], live_out: &[usize]) {
     let access: Vec<_> = steps.iter().map(|(s, _)| s.access()).collect();
     for i in 0..steps.len() {
-        let Step::Linear { y, .. } = &steps[i].0 else { continue };
+        let y = match &steps[i].0 {
+            Step::Linear { y, .. } => y,
+            // A layer norm's own operands dense: only its output changes layout.
+            Step::LayerNorm { x, gamma, beta, out, add, .. }
+                if [x, gamma, beta]
+                    .into_iter()
+                    .chain(add.iter().flat_map(|(p, q)| [p, q]))
+                    .all(|v| v.store != out.store) =>
+            {
+                out
+            }
+            _ => continue,
+        };
         let Store::Arena(b) = y.store else { continue };
         let whole = y.offset == 0 && y.contiguous() && y.numel() == lens[b];
         if !whole || y.cols() % ALIAS != 0 || y.rows() < 2 || live_out.contains(&b) {
@@ -58,8 +72,9 @@ pub(super) fn pad_rows(steps: &mut [(Step, usize)], lens: &mut [usize], live_out
             continue;
         }
         let rs = cols + PAD;
-        if let Step::Linear { y, .. } = &mut steps[i].0 {
-            y.rs = rs;
+        match &mut steps[i].0 {
+            Step::Linear { y, .. } | Step::LayerNorm { out: y, .. } => y.rs = rs,
+            _ => unreachable!("the writer is a linear or a layer norm"),
         }
         for j in others {
             if let Step::Linear { x, .. } = &mut steps[j].0 {
@@ -139,18 +154,59 @@ mod tests {
         assert_eq!(strides(&program(&mlp(2048, false), 1)), (2048, 2048));
     }
 
+    /// The bits of output `y` of `spec` on the native backend (random parameters and
+    /// inputs, seeded) at `threads` threads and batch `batch`.
+    fn output_bits(spec: &str, threads: usize, batch: i64) -> Vec<u32> {
+        let plan = plan(spec);
+        let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
+        let given = crate::backend::inputs::random(&plan, batch, 7).unwrap();
+        let native = Native { threads, ..Native::default() };
+        let mut exe = native.prepare(&plan, params, &Options::default()).unwrap();
+        let out = run_named(exe.as_mut(), &plan, given, DType::F32).unwrap();
+        let y = out.into_iter().find(|(n, _)| n == "y").unwrap().1;
+        y.as_f32().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// A layer norm `width` wide between two linear layers, its output also a model
+    /// output when `keep`.
+    fn normed(width: usize, keep: bool) -> String {
+        format!(
+            "model m {{\n  input x: f32[B, 24]\n  encoder up = linear(24, {width})(x)\n  \
+             encoder n = layernorm({width})(up)\n  encoder fc = linear({width}, 20)(n)\n  output y = fc\n{}}}\n",
+            if keep { "  output g = n\n" } else { "" }
+        )
+    }
+
+    /// The layer norm's output row stride and the second linear's input row stride.
+    fn norm_strides(p: &Program) -> (usize, usize) {
+        let out = p.steps.iter().find_map(|s| match &s.step {
+            Step::LayerNorm { out, .. } => Some(out.rs),
+            _ => None,
+        });
+        let mut x = p.steps.iter().filter_map(|s| match &s.step {
+            Step::Linear { x, .. } => Some(x.rs),
+            _ => None,
+        });
+        (out.expect("a layer norm step"), x.next_back().expect("a linear step"))
+    }
+
+    #[test]
+    fn a_layer_norms_output_read_only_by_linears_gets_padded_rows_too() {
+        assert_eq!(norm_strides(&program(&normed(1024, false), 7)), (1024 + PAD, 1024 + PAD));
+        assert_eq!(norm_strides(&program(&normed(1024, true), 7)), (1024, 1024));
+        assert_eq!(norm_strides(&program(&normed(768, false), 7)), (768, 768));
+        let run = |keep: bool, threads: usize, batch: i64| output_bits(&normed(2048, keep), threads, batch);
+        for batch in [2, 15, 33] {
+            let dense = run(true, 1, batch);
+            for threads in [1, 2] {
+                assert_eq!(run(false, threads, batch), dense, "batch {batch}, {threads} threads");
+            }
+        }
+    }
+
     #[test]
     fn padded_rows_give_the_dense_programs_bits() {
-        let run = |keep: bool, threads: usize, batch: i64| {
-            let plan = plan(&mlp(2048, keep));
-            let params: Vec<HostTensor> = plan.params().iter().map(|p| random_values(p, 0)).collect();
-            let given = crate::backend::inputs::random(&plan, batch, 7).unwrap();
-            let native = Native { threads, ..Native::default() };
-            let mut exe = native.prepare(&plan, params, &Options::default()).unwrap();
-            let out = run_named(exe.as_mut(), &plan, given, DType::F32).unwrap();
-            let y = out.into_iter().find(|(n, _)| n == "y").unwrap().1;
-            y.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-        };
+        let run = |keep: bool, threads: usize, batch: i64| output_bits(&mlp(2048, keep), threads, batch);
         for batch in [2, 15, 33] {
             let dense = run(true, 1, batch);
             for threads in [1, 2] {
