@@ -27,6 +27,26 @@ pub fn probe(bytes: usize, what: &str) -> Result<(), BackendError> {
     reserve(&mut Vec::<u8>::new(), bytes, what)
 }
 
+/// A transparent huge page (x86-64).
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// `bytes` of zeroed anonymous memory for `what` (the pages come from the system as it
+/// is touched): the mapping and the byte offset in it where the room starts. From
+/// [`HUGE_PAGE`] on the room starts on a huge-page boundary, spans whole huge pages and
+/// on Linux is advised for transparent huge pages (where the system has none it keeps
+/// ordinary pages); smaller room starts at 0.
+pub fn zeroed_map(bytes: usize, what: &str) -> Result<(memmap2::MmapMut, usize), BackendError> {
+    let huge = bytes >= HUGE_PAGE;
+    let room = if huge { bytes.next_multiple_of(HUGE_PAGE) } else { bytes.max(1) };
+    let map = memmap2::MmapMut::map_anon(room + if huge { HUGE_PAGE } else { 0 }).map_err(|_| refused(room, what))?;
+    let start = if huge { map.as_ptr().align_offset(HUGE_PAGE) } else { 0 };
+    #[cfg(target_os = "linux")]
+    if huge {
+        let _ = map.advise_range(memmap2::Advice::HugePage, start, room);
+    }
+    Ok((map, start))
+}
+
 /// The error for `bytes` the system would not give for `what`.
 pub fn refused(bytes: usize, what: &str) -> BackendError {
     BackendError::Runtime {

@@ -121,24 +121,11 @@ pub struct Arena {
     bytes: usize,
 }
 
-/// A transparent huge page.
-const HUGE: usize = 2 << 20;
-
 impl Arena {
     /// `bytes` of zeroed storage, or the allocation error (bytes wanted, the limit).
     pub fn new(bytes: usize) -> Result<Arena, BackendError> {
         let bytes = bytes.div_ceil(ALIGN) * ALIGN;
-        let huge = bytes >= HUGE;
-        let pad = if huge { HUGE } else { 0 };
-        let map = memmap2::MmapMut::map_anon((bytes + pad).max(1))
-            .map_err(|_| crate::backend::alloc::refused(bytes, "the native arena"))?;
-        let start = if huge { map.as_ptr().align_offset(HUGE) } else { 0 };
-        // A hint: where the system has no transparent huge pages the arena keeps
-        // ordinary ones.
-        #[cfg(target_os = "linux")]
-        if huge {
-            let _ = map.advise_range(memmap2::Advice::HugePage, start, bytes);
-        }
+        let (map, start) = crate::backend::alloc::zeroed_map(bytes, "the native arena")?;
         Ok(Arena { map, start, bytes })
     }
     pub fn bytes(&self) -> usize {
@@ -222,33 +209,30 @@ mod tests {
         let f = big.as_mut_f32();
         assert_eq!(f.len(), 5 << 18);
         assert!(f.iter().all(|&v| v == 0.0));
-        assert_eq!(f.as_ptr() as usize % HUGE, 0, "a large arena starts on a huge page");
-        f[f.len() - 1] = 1.0;
+        assert_eq!(f.as_ptr() as usize % crate::backend::alloc::HUGE_PAGE, 0, "a large arena starts on a huge page");
         #[cfg(target_os = "linux")]
         {
             // The mapping holding the arena carries the advice (`hg` in its flags),
             // whatever the system then does with it.
             let at = f.as_ptr() as usize;
             let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            // A mapping's header line (`start-end perms …`), then its fields.
+            let range = |line: &str| {
+                let (a, b) = line.split_once(' ')?.0.split_once('-')?;
+                Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?))
+            };
             let mut inside = false;
-            let mut flags = None;
-            for line in smaps.lines() {
-                if let Some((range, _)) = line.split_once(' ') {
-                    if let Some((a, b)) = range.split_once('-') {
-                        if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                            inside = a <= at && at < b;
-                            continue;
-                        }
-                    }
+            let flags = smaps.lines().find_map(|line| match range(line) {
+                Some((a, b)) => {
+                    inside = a <= at && at < b;
+                    None
                 }
-                if inside {
-                    if let Some(f) = line.strip_prefix("VmFlags:") {
-                        flags = Some(f.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
-                    }
+                None => {
+                    line.strip_prefix("VmFlags:").filter(|_| inside).map(|f| f.split_whitespace().collect::<Vec<_>>())
                 }
-            }
+            });
             let flags = flags.expect("the arena's mapping in /proc/self/smaps");
-            assert!(flags.iter().any(|f| f == "hg"), "flags {flags:?}");
+            assert!(flags.contains(&"hg"), "flags {flags:?}");
         }
     }
 }

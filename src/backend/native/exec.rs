@@ -270,23 +270,15 @@ fn step(s: &Step, m: &StepMem, part_: Part) -> Result<(), KernelError> {
             }
             let (g, b) = (m.read(gamma), m.read(beta));
             // SAFETY: disjoint rows per participant; `x` is written only when `add`.
-            // The output's rows are `rs` apart (longer than `d` where `pad.rs` padded
-            // them), so each row goes to its own place.
+            // The output's rows are `rs` apart (longer than `d` where `pad.rs` padded them).
             let o = unsafe { m.write(out, lo * rs, (hi - 1) * rs + d) };
-            let sum = add.as_ref().map(|_| unsafe { m.write(x, lo * d, hi * d) });
-            let (xs, pq) = match (add, sum) {
-                (Some((p, q)), Some(sum)) => (sum, Some((&m.read(p)[lo * d..hi * d], &m.read(q)[lo * d..hi * d]))),
-                _ => (&mut [][..], None),
-            };
-            for (i, o) in o.chunks_mut(rs).enumerate() {
-                let o = &mut o[..d];
-                match pq {
-                    Some((p, q)) => {
-                        let r = i * d..(i + 1) * d;
-                        rows::add_layernorm(&p[r.clone()], &q[r.clone()], &mut xs[r], g, b, *eps, o)
-                    }
-                    None => rows::layernorm(&m.read(x)[(lo + i) * d..(lo + i + 1) * d], g, b, *eps, o),
+            match add {
+                Some((p, q)) => {
+                    let sum = unsafe { m.write(x, lo * d, hi * d) };
+                    let (p, q) = (&m.read(p)[lo * d..hi * d], &m.read(q)[lo * d..hi * d]);
+                    rows::add_layernorm(p, q, sum, g, b, *eps, (o, rs))
                 }
+                None => rows::layernorm(&m.read(x)[lo * d..hi * d], g, b, *eps, o, rs),
             }
         }
         Step::Ew { kernel, rows, cols, inputs, outputs } => ew(m, kernel, *rows, *cols, inputs, outputs, t, n),

@@ -271,13 +271,13 @@ fn layer_norm_and_its_fused_residual_add_match_f64() {
             let gamma = values(d, 301 + s as u64, 0.5, 1.5);
             let beta = values(d, 302 + s as u64, -0.5, 0.5);
             let mut out = vec![f32::NAN; x.len()];
-            rows::layernorm(&x, &gamma, &beta, eps, &mut out);
+            rows::layernorm(&x, &gamma, &beta, eps, &mut out, d);
             // The fused form: the residual sum is kept, bit for bit a + b.
             let a: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
             let b: Vec<f32> = x.iter().zip(&a).map(|(v, h)| v - h).collect();
             let mut sum = vec![f32::NAN; x.len()];
             let mut fused = vec![f32::NAN; x.len()];
-            rows::add_layernorm(&a, &b, &mut sum, &gamma, &beta, eps, &mut fused);
+            rows::add_layernorm(&a, &b, &mut sum, &gamma, &beta, eps, (&mut fused, d));
             for (i, s) in sum.iter().enumerate() {
                 assert_eq!(s.to_bits(), (a[i] + b[i]).to_bits(), "d {d}: the residual sum at {i}");
             }

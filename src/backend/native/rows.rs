@@ -46,25 +46,26 @@ fn norm_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 multiversion! {
-    /// Layer norm over rows of `d` (`x.len() == out.len()`).
-    pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
+    /// Layer norm over rows of `d`, the output's rows `ldo` apart (`ldo ≥ d`; longer
+    /// where `pad.rs` padded them; the last row may stop at `d`).
+    pub fn layernorm(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32], ldo: usize) {
         let d = gamma.len();
-        for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-            norm_row(xr, gamma, beta, eps, or);
+        for (xr, or) in x.chunks_exact(d).zip(out.chunks_mut(ldo)) {
+            norm_row(xr, gamma, beta, eps, &mut or[..d]);
         }
     }
 }
 
 multiversion! {
     /// `sum = a + b` (kept: the residual stream) and `out = layernorm(sum)`, row by row
-    /// while the row is in L1.
-    pub fn add_layernorm(a: &[f32], b: &[f32], sum: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, out: &mut [f32]) {
-        let d = gamma.len();
-        for (((ar, br), sr), or) in a.chunks_exact(d).zip(b.chunks_exact(d)).zip(sum.chunks_exact_mut(d)).zip(out.chunks_exact_mut(d)) {
+    /// while the row is in L1; the output's rows `ldo` apart, as [`layernorm`]'s.
+    pub fn add_layernorm(a: &[f32], b: &[f32], sum: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32, out: (&mut [f32], usize)) {
+        let (d, (out, ldo)) = (gamma.len(), out);
+        for (((ar, br), sr), or) in a.chunks_exact(d).zip(b.chunks_exact(d)).zip(sum.chunks_exact_mut(d)).zip(out.chunks_mut(ldo)) {
             for ((s, &x), &y) in sr.iter_mut().zip(ar).zip(br) {
                 *s = x + y;
             }
-            norm_row(sr, gamma, beta, eps, or);
+            norm_row(sr, gamma, beta, eps, &mut or[..d]);
         }
     }
 }
@@ -223,7 +224,7 @@ mod tests {
             ((0..d).map(|i| 1.0 + i as f32 * 0.01).collect(), (0..d).map(|i| i as f32 * -0.02).collect());
         let mut sum = vec![0f32; 3 * d];
         let mut out = vec![0f32; 3 * d];
-        add_layernorm(&x, &r, &mut sum, &g, &b, 1e-6, &mut out);
+        add_layernorm(&x, &r, &mut sum, &g, &b, 1e-6, (&mut out, d));
         for row in 0..3 {
             let s: Vec<f64> = (0..d).map(|j| x[row * d + j] as f64 + r[row * d + j] as f64).collect();
             let mean = s.iter().sum::<f64>() / d as f64;
@@ -235,7 +236,7 @@ mod tests {
             }
         }
         let mut plain = vec![0f32; 3 * d];
-        layernorm(&sum, &g, &b, 1e-6, &mut plain);
+        layernorm(&sum, &g, &b, 1e-6, &mut plain, d);
         assert_eq!(plain, out);
     }
 

@@ -1,5 +1,6 @@
-//! One mapping for the packed weights of a [`Weights::pack`] call: 2 MiB-aligned and,
-//! on Linux, advised for transparent huge pages, so a forward that streams ~90 MB of
+//! One mapping for the packed weights of a [`Weights::pack`] call: from 2 MiB on,
+//! 2 MiB-aligned and, on Linux, advised for transparent huge pages
+//! ([`zeroed_map`]), so a forward that streams ~90 MB of
 //! weights (ViT-S/16) walks a few dozen pages instead of ~22,000. Where the weights come
 //! from memory rather than cache (another model or runtime ran in between), the page
 //! walks of 4 KiB pages cost a forward about 2% (ViT-S/16, batch 1, one thread,
@@ -13,18 +14,15 @@
 //! [`Weights::pack`]: super::super::weights::Weights::pack
 
 use super::panels::{packed_len, write_panels, Packed};
-use crate::backend::alloc::refused;
+use crate::backend::alloc::zeroed_map;
 use crate::backend::BackendError;
 use memmap2::MmapMut;
 use std::sync::Arc;
 
-/// A huge page on x86-64 and the alignment of the first weight.
-const HUGE: usize = 2 << 20;
-
 /// Packed weights being written into one mapping.
 pub struct SlabBuilder {
     map: MmapMut,
-    /// Byte offset of the first weight in `map` (a multiple of [`HUGE`]).
+    /// Byte offset of the first weight in `map` (0, or a multiple of a huge page).
     base: usize,
     /// Per weight: `n`, `k` and its offset in floats from `base`.
     at: Vec<(usize, usize, usize)>,
@@ -41,15 +39,7 @@ impl SlabBuilder {
             // Whole panels of PANEL floats: every offset stays a multiple of 64 bytes.
             floats += packed_len(n, k);
         }
-        let bytes = (floats * 4).max(1).div_ceil(HUGE) * HUGE;
-        let map = MmapMut::map_anon(bytes + HUGE).map_err(|_| refused(bytes, "the packed weights"))?;
-        let base = map.as_ptr().align_offset(HUGE);
-        // A hint, for weights of a huge page or more: where the system has no
-        // transparent huge pages the weights are held in ordinary pages.
-        #[cfg(target_os = "linux")]
-        if floats * 4 >= HUGE {
-            let _ = map.advise_range(memmap2::Advice::HugePage, base, bytes);
-        }
+        let (map, base) = zeroed_map(floats * 4, "the packed weights")?;
         Ok(SlabBuilder { map, base, at })
     }
 
